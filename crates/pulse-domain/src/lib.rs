@@ -1,0 +1,22 @@
+//! The Practice Pulse domain: who the data belongs to, what the Graph API measures, and how to read its dates.
+//!
+//! This crate is deliberately small (no I/O, no async, no heavy dependencies) so every other crate,
+//! including the polars pipelines, can share one vocabulary.
+
+pub mod demographics;
+pub mod error;
+pub mod ids;
+pub mod metrics;
+pub mod records;
+pub mod tenancy;
+pub mod time;
+
+pub use demographics::{AgeBand, AgeGenderKey, Gender};
+pub use error::DomainError;
+pub use ids::{PageId, PostId, PracticeCode, TenantId};
+pub use metrics::{ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind};
+pub use records::{
+    Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, Stream,
+};
+pub use tenancy::{Access, AccessDenied, PageKind, Principal, TenantScope};
+pub use time::{CoveredDays, covered_days, end_time_for_day};

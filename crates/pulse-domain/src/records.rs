@@ -1,0 +1,147 @@
+//! The records the ingester writes and the pipelines read. They carry no tenant id: the store stamps the tenant
+//! from the [`crate::TenantScope`] it was given, so a record cannot be written into another tenant's data.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{ApiVersion, CanonicalMetric, DomainError, PageId, Period, PostId, PracticeCode};
+
+/// One value of one page metric: a total (`breakdown` empty) or one cell of a breakdown (`breakdown` = `F.25-34`).
+///
+/// Identity is (page, metric, period, day, breakdown). Writing the same identity again replaces the value; the one
+/// with the latest `fetched_at` wins, so a re-run never doubles a figure and a corrected value supersedes the old.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageInsightFact {
+    pub practice: PracticeCode,
+    pub page: PageId,
+    pub metric: CanonicalMetric,
+    /// The Graph metric name the value came from (it changes across API versions).
+    pub graph_metric: String,
+    pub period: Period,
+    /// The last Pacific-time day the value covers (see [`crate::time`]).
+    pub day: NaiveDate,
+    pub breakdown: String,
+    pub value: f64,
+    pub api_version: ApiVersion,
+    pub fetched_at: DateTime<Utc>,
+}
+
+impl PageInsightFact {
+    pub fn key(&self) -> (&str, CanonicalMetric, Period, NaiveDate, &str) {
+        (self.page.as_str(), self.metric, self.period, self.day, self.breakdown.as_str())
+    }
+}
+
+/// A post as listed by `/{page-id}/published_posts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Post {
+    pub practice: PracticeCode,
+    pub page: PageId,
+    pub post: PostId,
+    pub created_time: DateTime<Utc>,
+    /// `photo`, `video`, `link`, `status`, ...
+    pub post_type: String,
+    pub message: String,
+    pub permalink: String,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// A post's lifetime value as read on `snapshot_day`; re-read over the post's first weeks to keep its growth curve.
+/// Identity is (post, metric, breakdown, snapshot_day).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostInsightSnapshot {
+    pub practice: PracticeCode,
+    pub page: PageId,
+    pub post: PostId,
+    pub metric: CanonicalMetric,
+    pub graph_metric: String,
+    pub breakdown: String,
+    pub snapshot_day: NaiveDate,
+    pub value: f64,
+    pub api_version: ApiVersion,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// What an ingest checkpoint tracks, per page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    PageInsights(Period),
+    Posts,
+    PostInsights,
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stream::PageInsights(p) => write!(f, "page_insights/{p}"),
+            Stream::Posts => f.write_str("posts"),
+            Stream::PostInsights => f.write_str("post_insights"),
+        }
+    }
+}
+
+impl FromStr for Stream {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "posts" => Ok(Stream::Posts),
+            "post_insights" => Ok(Stream::PostInsights),
+            _ => s
+                .strip_prefix("page_insights/")
+                .and_then(|p| p.parse().ok())
+                .map(Stream::PageInsights)
+                .ok_or_else(|| DomainError::Stream(s.to_owned())),
+        }
+    }
+}
+
+/// How far a page's stream has been durably stored. Identity is (page, stream); the latest `updated_at` wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub practice: PracticeCode,
+    pub page: PageId,
+    pub stream: Stream,
+    /// Every day up to and including this one has been acknowledged by the store.
+    pub through_day: NaiveDate,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One practice's line in an ingest run's summary. Identity is (run_id, practice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestRunRecord {
+    pub run_id: String,
+    pub practice: PracticeCode,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled_ms: u64,
+    pub rows_written: u64,
+    pub errors: u64,
+    pub pages_needing_reauth: u32,
+    /// `ok`, `partial` or `failed`.
+    pub status: String,
+    /// What went wrong, in words, with no secret in it.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_round_trip() {
+        for s in [
+            Stream::Posts,
+            Stream::PostInsights,
+            Stream::PageInsights(Period::Day),
+            Stream::PageInsights(Period::Days28),
+        ] {
+            assert_eq!(s.to_string().parse::<Stream>().unwrap(), s);
+        }
+        assert!("page_insights/month".parse::<Stream>().is_err());
+    }
+}
