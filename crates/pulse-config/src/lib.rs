@@ -1,1 +1,83 @@
-//! placeholder
+//! `pulse.toml`: tenants, practices, pages and where their tokens are kept, the store, and the Graph API settings.
+//!
+//! Every struct denies unknown fields, so a misspelt key is an error naming the file, line and field rather than a
+//! silently ignored setting. Semantic problems (a bad practice code, a duplicate page) are collected and reported
+//! together, each with its line. Secrets are referenced, never written inline: see [`secret`].
+
+mod model;
+mod practices_csv;
+pub mod secret;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use model::{
+    ClickHouseConfig, Config, GraphConfig, PageConfig, PracticeConfig, StoreBackend, StoreConfig, TenantConfig,
+};
+pub use secret::{Secret, SecretError, SecretRef};
+
+/// A problem at a place in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub path: PathBuf,
+    /// 1-based; 0 when the problem is not tied to one line.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (0, _) => write!(f, "{}: {}", self.path.display(), self.message),
+            (l, 0) => write!(f, "{}:{l}: {}", self.path.display(), self.message),
+            (l, c) => write!(f, "{}:{l}:{c}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{}`: {source}; pass --config <file> or copy pulse.example.toml", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}", render_issues(.0))]
+    Invalid(Vec<Issue>),
+}
+
+fn render_issues(issues: &[Issue]) -> String {
+    let mut out = format!("the configuration has {} problem{}:", issues.len(), if issues.len() == 1 { "" } else { "s" });
+    for issue in issues {
+        out.push_str("\n  ");
+        out.push_str(&issue.to_string());
+    }
+    out
+}
+
+impl ConfigError {
+    pub fn issues(&self) -> &[Issue] {
+        match self {
+            ConfigError::Invalid(issues) => issues,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+/// Reads and validates a config file. Relative paths inside it (practices CSV, secrets files, the lake directory)
+/// are resolved against the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(&text, path)
+}
+
+/// Parses config text as if it were read from `path`.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    model::parse(text, path)
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

@@ -19,4 +19,4 @@ pub use records::{
     Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, Stream,
 };
 pub use tenancy::{Access, AccessDenied, PageKind, Principal, TenantScope};
-pub use time::{CoveredDays, covered_days, end_time_for_day};
+pub use time::{CoveredDays, covered_days, end_time_for_day, format_graph_time, parse_end_time};

@@ -1,0 +1,435 @@
+//! The config file's shape (every field documented: the comments are the user documentation) and its validation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use pulse_domain::{Access, ApiVersion, PageId, PageKind, PracticeCode, Principal, TenantId};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::secret::{Secret, SecretError, SecretRef};
+use crate::{ConfigError, Issue, line_col, practices_csv};
+
+/// The whole `pulse.toml`, validated. Relative paths are already resolved against the file's directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub store: StoreConfig,
+    pub graph: GraphConfig,
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// Parquet datasets in a local directory: nothing to install.
+    #[default]
+    Lake,
+    /// A ClickHouse server, for real deployments and scale.
+    Clickhouse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `lake` (default) or `clickhouse`.
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Directory of the embedded Parquet lake, relative to this file. Default `pulse-data`.
+    #[serde(default = "default_lake_dir")]
+    pub lake_dir: PathBuf,
+    /// ClickHouse connection, required when `backend = "clickhouse"`.
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+fn default_lake_dir() -> PathBuf {
+    PathBuf::from("pulse-data")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { backend: StoreBackend::Lake, lake_dir: default_lake_dir(), clickhouse: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, such as `http://127.0.0.1:8123`. Credentials do not belong in the URL: use `user`/`password`.
+    pub url: String,
+    /// Database holding Practice Pulse's tables; `pulse migrate` creates it.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// ClickHouse user. Default `default`.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Where the password is kept, if the user has one.
+    pub password: Option<SecretRef>,
+    /// Render the DDL for this cluster (`ON CLUSTER`, Replicated and Distributed engines). Empty: a single server.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+fn default_database() -> String {
+    "pulse".into()
+}
+
+fn default_user() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    /// Base URL of the Graph API, or of `pulse sim`. Default `https://graph.facebook.com`.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// API version to call, such as `v25.0`. Decides which metric names the catalogue asks for.
+    #[serde(default = "default_version")]
+    pub version: ApiVersion,
+    /// Where the app secret is kept, when the app requires `appsecret_proof`.
+    pub app_secret: Option<SecretRef>,
+}
+
+fn default_base_url() -> String {
+    "https://graph.facebook.com".into()
+}
+
+fn default_version() -> ApiVersion {
+    ApiVersion::new(25, 0)
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self { base_url: default_base_url(), version: default_version(), app_secret: None }
+    }
+}
+
+/// A tenant: an organisation whose analysts see only their own practices.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: TenantId,
+    pub name: String,
+    pub practices: Vec<PracticeConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PracticeConfig {
+    pub code: PracticeCode,
+    pub name: String,
+    /// Registered patients, when known.
+    pub list_size: Option<u32>,
+    pub pages: Vec<PageConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PageConfig {
+    pub id: PageId,
+    pub kind: PageKind,
+    /// Where the page access token is kept; `None` means the page cannot be ingested yet.
+    pub token: Option<SecretRef>,
+    /// Where this page was declared (for messages).
+    pub declared_at: String,
+}
+
+impl Config {
+    /// The directory relative paths were resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The authorisation check for a principal over this deployment's tenants.
+    pub fn access(&self, principal: Principal) -> Access {
+        Access::new(principal, self.tenants.iter().map(|t| t.id.clone()))
+    }
+
+    pub fn tenant(&self, id: &TenantId) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| &t.id == id)
+    }
+
+    /// Resolves a secret reference from this config.
+    pub fn resolve(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
+        secret.resolve(self.base_dir())
+    }
+}
+
+// ----- raw file shape -------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// Where facts and reports are kept.
+    #[serde(default)]
+    store: StoreConfig,
+    /// The Graph API (or simulator) to ingest from.
+    #[serde(default)]
+    graph: GraphConfig,
+    /// The tenants, each with its practices.
+    #[serde(default)]
+    tenant: Vec<RawTenant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    /// Slug used in paths and queries, such as `north-staffs`.
+    id: Spanned<String>,
+    /// Display name, such as `North Staffordshire CCG`.
+    name: String,
+    /// A CSV of practices (and optionally their pages), relative to this file.
+    practices_csv: Option<Spanned<PathBuf>>,
+    /// Practices declared inline.
+    #[serde(default)]
+    practice: Vec<RawPractice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPractice {
+    /// ODS code: one letter and five digits.
+    code: Spanned<String>,
+    name: String,
+    /// Registered patients.
+    list_size: Option<u32>,
+    #[serde(default)]
+    page: Vec<RawPage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPage {
+    /// The Facebook page id.
+    id: Spanned<String>,
+    /// `official` (default) or `claimed`.
+    #[serde(default)]
+    kind: PageKind,
+    /// Where the page access token is kept.
+    token: Option<Spanned<SecretRef>>,
+}
+
+pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+        ConfigError::Invalid(vec![Issue { path: path.to_owned(), line, column, message: e.message().trim().to_owned() }])
+    })?;
+    let mut issues = Vec::new();
+    let at = |span: std::ops::Range<usize>, message: String| {
+        let (line, column) = line_col(text, span.start);
+        Issue { path: path.to_owned(), line, column, message }
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+
+    let mut store = raw.store;
+    store.lake_dir = base.join(&store.lake_dir);
+    if store.backend == StoreBackend::Clickhouse && store.clickhouse.is_none() {
+        issues.push(Issue {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: "store.backend is `clickhouse` but there is no [store.clickhouse] section with a url".into(),
+        });
+    }
+    if let Some(ch) = &store.clickhouse {
+        if ch.url.contains('@') {
+            issues.push(Issue {
+                path: path.to_owned(),
+                line: 0,
+                column: 0,
+                message: "store.clickhouse.url must not carry credentials; use `user` and `password = { env = ... }`".into(),
+            });
+        }
+        if !ch.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || ch.database.is_empty() {
+            issues.push(Issue {
+                path: path.to_owned(),
+                line: 0,
+                column: 0,
+                message: format!("store.clickhouse.database `{}` must be letters, digits and `_`", ch.database),
+            });
+        }
+    }
+
+    let mut tenants = Vec::new();
+    let mut seen_tenants: HashMap<String, usize> = HashMap::new();
+    let mut seen_practices: HashMap<PracticeCode, String> = HashMap::new();
+    let mut seen_pages: HashMap<PageId, String> = HashMap::new();
+
+    for raw_tenant in raw.tenant {
+        let span = raw_tenant.id.span();
+        let id = match TenantId::new(raw_tenant.id.get_ref().clone()) {
+            Ok(id) => id,
+            Err(e) => {
+                issues.push(at(span, e.to_string()));
+                continue;
+            }
+        };
+        let (line, _) = line_col(text, span.start);
+        if let Some(first) = seen_tenants.insert(id.to_string(), line) {
+            issues.push(at(span, format!("tenant `{id}` is declared twice (first at line {first})")));
+        }
+        let mut practices = Vec::new();
+        for rp in raw_tenant.practice {
+            let code_span = rp.code.span();
+            let code = match PracticeCode::new(rp.code.get_ref().clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    issues.push(at(code_span, e.to_string()));
+                    continue;
+                }
+            };
+            let mut pages = Vec::new();
+            for page in rp.page {
+                let page_span = page.id.span();
+                let page_id = match PageId::new(page.id.get_ref().clone()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        issues.push(at(page_span, e.to_string()));
+                        continue;
+                    }
+                };
+                let token = match page.token {
+                    Some(t) => {
+                        if let Some(problem) = t.get_ref().shape_problem() {
+                            issues.push(at(t.span(), format!("page {page_id} token: {problem}")));
+                        }
+                        Some(t.into_inner())
+                    }
+                    None => None,
+                };
+                let (line, _) = line_col(text, page_span.start);
+                pages.push(PageConfig {
+                    id: page_id,
+                    kind: page.kind,
+                    token,
+                    declared_at: format!("{}:{line}", path.display()),
+                });
+            }
+            let (line, _) = line_col(text, code_span.start);
+            practices.push((
+                PracticeConfig { code, name: rp.name, list_size: rp.list_size, pages },
+                format!("{}:{line}", path.display()),
+            ));
+        }
+        if let Some(csv) = raw_tenant.practices_csv {
+            let csv_path = base.join(csv.get_ref());
+            match practices_csv::read(&csv_path) {
+                Ok((rows, mut csv_issues)) => {
+                    issues.append(&mut csv_issues);
+                    practices.extend(rows);
+                }
+                Err(e) => issues.push(at(csv.span(), format!("practices_csv `{}`: {e}", csv_path.display()))),
+            }
+        }
+        for (practice, declared_at) in &practices {
+            if let Some(first) = seen_practices.insert(practice.code.clone(), declared_at.clone()) {
+                issues.push(Issue {
+                    path: path.to_owned(),
+                    line: 0,
+                    column: 0,
+                    message: format!(
+                        "practice {} is declared at {declared_at} and at {first}; a practice belongs to one tenant",
+                        practice.code
+                    ),
+                });
+            }
+            for page in &practice.pages {
+                if let Some(first) = seen_pages.insert(page.id.clone(), page.declared_at.clone()) {
+                    issues.push(Issue {
+                        path: path.to_owned(),
+                        line: 0,
+                        column: 0,
+                        message: format!("page {} is declared at {} and at {first}", page.id, page.declared_at),
+                    });
+                }
+            }
+        }
+        tenants.push(TenantConfig {
+            id,
+            name: raw_tenant.name,
+            practices: practices.into_iter().map(|(p, _)| p).collect(),
+        });
+    }
+
+    if !issues.is_empty() {
+        return Err(ConfigError::Invalid(issues));
+    }
+    Ok(Config { path: path.to_owned(), store, graph: raw.graph, tenants })
+}
+
+/// What `pulse config check` prints: counts, and pages that cannot be ingested, with no secret in it.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub tenants: Vec<TenantSummary>,
+    pub store: String,
+    pub graph: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantSummary {
+    pub id: String,
+    pub name: String,
+    pub practices: usize,
+    pub practices_without_pages: usize,
+    pub pages: usize,
+    pub claimed_pages: usize,
+    /// (page id, practice code, why the token is unavailable)
+    pub pages_without_tokens: Vec<(String, String, String)>,
+}
+
+impl Config {
+    /// Summarises the config and checks that every token reference resolves (reading, never printing, secrets).
+    pub fn summary(&self) -> Summary {
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|t| {
+                let mut pages_without_tokens = Vec::new();
+                let mut kinds: BTreeMap<PageKind, usize> = BTreeMap::new();
+                for p in &t.practices {
+                    for page in &p.pages {
+                        *kinds.entry(page.kind).or_default() += 1;
+                        let why = match &page.token {
+                            None => Some("no token reference".to_owned()),
+                            Some(r) => self.resolve(r).err().map(|e| format!("{} ({})", e, r.describe())),
+                        };
+                        if let Some(why) = why {
+                            pages_without_tokens.push((page.id.to_string(), p.code.to_string(), why));
+                        }
+                    }
+                }
+                TenantSummary {
+                    id: t.id.to_string(),
+                    name: t.name.clone(),
+                    practices: t.practices.len(),
+                    practices_without_pages: t.practices.iter().filter(|p| p.pages.is_empty()).count(),
+                    pages: kinds.values().sum(),
+                    claimed_pages: kinds.get(&PageKind::Claimed).copied().unwrap_or(0),
+                    pages_without_tokens,
+                }
+            })
+            .collect();
+        let store = match self.store.backend {
+            StoreBackend::Lake => format!("embedded lake at {}", self.store.lake_dir.display()),
+            StoreBackend::Clickhouse => {
+                let ch = self.store.clickhouse.as_ref().expect("validated");
+                let mut s = format!("ClickHouse {} database `{}` as `{}`", ch.url, ch.database, ch.user);
+                if let Some(c) = ch.cluster.as_deref().filter(|c| !c.is_empty()) {
+                    s.push_str(&format!(" on cluster `{c}`"));
+                }
+                s
+            }
+        };
+        let graph = format!(
+            "{} {} (appsecret_proof: {})",
+            self.graph.base_url,
+            self.graph.version,
+            match &self.graph.app_secret {
+                None => "off".to_owned(),
+                Some(r) => match self.resolve(r) {
+                    Ok(_) => format!("on, secret from {}", r.describe()),
+                    Err(e) => format!("configured but unavailable: {e}"),
+                },
+            }
+        );
+        Summary { tenants, store, graph }
+    }
+}
