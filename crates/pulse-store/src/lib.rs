@@ -1,1 +1,179 @@
-//! placeholder
+//! The store: one narrow interface ([`Store`]) over two backends.
+//!
+//! - [`lake::LakeStore`], the default: Parquet datasets in a local directory, so a fresh machine needs no server.
+//! - [`clickhouse::ClickHouseStore`]: the system of record for real deployments; analysts can point SQL tools at it.
+//!
+//! Both give the same guarantees, checked by one conformance suite (`tests/conformance.rs`):
+//! every call takes a [`TenantScope`], records are stamped with the scope's tenant (a record cannot be written into
+//! another tenant's data), and writing a record whose identity already exists replaces it — the latest version wins —
+//! so re-ingesting a window never doubles a figure.
+
+pub mod clickhouse;
+mod error;
+pub mod lake;
+pub mod migrations;
+pub mod report;
+mod util;
+
+use std::future::Future;
+
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+pub use error::StoreError;
+use pulse_domain::{
+    CanonicalMetric, Checkpoint, IngestRunRecord, PageId, PageInsightFact, Period, Post, PostInsightSnapshot,
+    PracticeCode, TenantScope,
+};
+pub use report::{ReportColumn, ReportTable, ReportType};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which page insight facts to read. Empty lists mean "all".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FactFilter {
+    pub metrics: Vec<CanonicalMetric>,
+    pub periods: Vec<Period>,
+    pub practices: Vec<PracticeCode>,
+    pub pages: Vec<PageId>,
+    /// First covered day, inclusive.
+    pub from: Option<NaiveDate>,
+    /// Last covered day, inclusive.
+    pub to: Option<NaiveDate>,
+}
+
+impl FactFilter {
+    pub fn days(from: NaiveDate, to: NaiveDate) -> Self {
+        Self { from: Some(from), to: Some(to), ..Self::default() }
+    }
+
+    pub fn metrics(mut self, metrics: impl IntoIterator<Item = CanonicalMetric>) -> Self {
+        self.metrics = metrics.into_iter().collect();
+        self
+    }
+
+    pub fn periods(mut self, periods: impl IntoIterator<Item = Period>) -> Self {
+        self.periods = periods.into_iter().collect();
+        self
+    }
+
+    pub fn practices(mut self, practices: impl IntoIterator<Item = PracticeCode>) -> Self {
+        self.practices = practices.into_iter().collect();
+        self
+    }
+
+    /// Whether a day falls in the filter's range.
+    pub fn day_matches(&self, day: NaiveDate) -> bool {
+        self.from.is_none_or(|f| day >= f) && self.to.is_none_or(|t| day <= t)
+    }
+
+    pub fn matches(&self, fact: &PageInsightFact) -> bool {
+        self.day_matches(fact.day)
+            && (self.metrics.is_empty() || self.metrics.contains(&fact.metric))
+            && (self.periods.is_empty() || self.periods.contains(&fact.period))
+            && (self.practices.is_empty() || self.practices.contains(&fact.practice))
+            && (self.pages.is_empty() || self.pages.contains(&fact.page))
+    }
+}
+
+/// Which posts or post snapshots to read: by day (created day for posts, snapshot day for snapshots).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostFilter {
+    pub practices: Vec<PracticeCode>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+impl PostFilter {
+    pub fn day_matches(&self, day: NaiveDate) -> bool {
+        self.from.is_none_or(|f| day >= f) && self.to.is_none_or(|t| day <= t)
+    }
+
+    pub fn practice_matches(&self, practice: &PracticeCode) -> bool {
+        self.practices.is_empty() || self.practices.contains(practice)
+    }
+}
+
+/// What a write stored. Returned only once the backend has durably accepted the rows, so a caller may advance a
+/// checkpoint on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteAck {
+    pub rows: usize,
+}
+
+/// The store interface. Everything that reads or writes tenant data goes through it.
+pub trait Store: Send + Sync {
+    /// Backend and location, for messages (no credentials).
+    fn describe(&self) -> String;
+
+    /// Creates or upgrades the schema. Idempotent; refuses a schema written by a newer Practice Pulse.
+    fn migrate(&self) -> impl Future<Output = Result<MigrationReport>> + Send;
+
+    fn write_page_insights(
+        &self,
+        scope: &TenantScope,
+        facts: &[PageInsightFact],
+    ) -> impl Future<Output = Result<WriteAck>> + Send;
+
+    fn read_page_insights(
+        &self,
+        scope: &TenantScope,
+        filter: &FactFilter,
+    ) -> impl Future<Output = Result<Vec<PageInsightFact>>> + Send;
+
+    fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> impl Future<Output = Result<WriteAck>> + Send;
+
+    fn read_posts(&self, scope: &TenantScope, filter: &PostFilter) -> impl Future<Output = Result<Vec<Post>>> + Send;
+
+    fn write_post_snapshots(
+        &self,
+        scope: &TenantScope,
+        snapshots: &[PostInsightSnapshot],
+    ) -> impl Future<Output = Result<WriteAck>> + Send;
+
+    fn read_post_snapshots(
+        &self,
+        scope: &TenantScope,
+        filter: &PostFilter,
+    ) -> impl Future<Output = Result<Vec<PostInsightSnapshot>>> + Send;
+
+    /// Saves checkpoints. Call only after the data they cover was acknowledged.
+    fn save_checkpoints(
+        &self,
+        scope: &TenantScope,
+        checkpoints: &[Checkpoint],
+    ) -> impl Future<Output = Result<WriteAck>> + Send;
+
+    fn load_checkpoints(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
+
+    fn record_run(
+        &self,
+        scope: &TenantScope,
+        records: &[IngestRunRecord],
+    ) -> impl Future<Output = Result<WriteAck>> + Send;
+
+    /// A tenant's run records, newest run first.
+    fn read_runs(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<IngestRunRecord>>> + Send;
+
+    /// Replaces the tenant's whole slice of a report table with `batch`, atomically: a reader sees the old slice or
+    /// the new one, never a mix.
+    fn replace_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        batch: &RecordBatch,
+    ) -> impl Future<Output = Result<WriteAck>> + Send;
+
+    /// The tenant's current slice of a report table (possibly empty), in the table's schema (without `tenant_id`).
+    fn read_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+    ) -> impl Future<Output = Result<RecordBatch>> + Send;
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: Vec<String>,
+    pub current_version: u32,
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Runs every statement in sql/ on a current ClickHouse engine (chdb) and, when given a URL, on a server (CI's 18.16).
+
+    python3 .ci/check_sql.py [--server http://127.0.0.1:18123]
+
+DDL (sql/schema_migrations.sql, sql/migrations/*.sql) runs in a fresh database, in order, exactly as `pulse migrate`
+sends it on one server. Named queries (sql/queries/*.sql) declare example parameters in a `-- example:` line; the
+`?` placeholders are replaced by them, left to right, and the query must run. Exits non-zero naming every statement
+that failed, and on which engine.
+"""
+import argparse
+import glob
+import os
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sql")
+DB = "pulse_sql_check"
+
+
+def statements(path):
+    """Statements of a file: comment lines dropped, split on `;` (our DDL has no `;` inside strings)."""
+    lines = [l for l in open(path).read().splitlines() if not l.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def bind_example(path):
+    text = open(path).read()
+    m = re.search(r"^-- example:(.*)$", text, re.M)
+    if not m:
+        raise SystemExit(f"{path}: a named query needs an `-- example:` line with sample parameters")
+    params = split_params(m.group(1).strip())
+    sql = statements(path)
+    if len(sql) != 1:
+        raise SystemExit(f"{path}: a named query file holds exactly one statement")
+    parts = sql[0].split("?")
+    if len(parts) - 1 != len(params):
+        raise SystemExit(f"{path}: {len(parts) - 1} placeholders but {len(params)} example parameters")
+    out = parts[0]
+    for p, rest in zip(params, parts[1:]):
+        out += p + rest
+    return out
+
+
+def split_params(text):
+    """Splits `a, (b, c), 'd'` at top-level commas."""
+    params, depth, cur, quote = [], 0, "", False
+    for ch in text:
+        if ch == "'" :
+            quote = not quote
+        if not quote and ch in "([":
+            depth += 1
+        if not quote and ch in ")]":
+            depth -= 1
+        if not quote and depth == 0 and ch == ",":
+            params.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    if cur.strip():
+        params.append(cur.strip())
+    return params
+
+
+class Chdb:
+    name = "current ClickHouse (chdb)"
+
+    def __init__(self):
+        from chdb import session
+
+        self.s = session.Session()
+        self.s.query(f"DROP DATABASE IF EXISTS {DB}")
+        self.s.query(f"CREATE DATABASE {DB}")
+        self.s.query(f"USE {DB}")
+
+    def run(self, sql):
+        self.s.query(sql)
+
+    def version(self):
+        return str(self.s.query("SELECT version()")).strip()
+
+
+class Server:
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+        self.raw(f"DROP DATABASE IF EXISTS {DB}")
+        self.raw(f"CREATE DATABASE {DB}")
+        self.name = f"server {self.url} ({self.version()})"
+
+    def raw(self, sql, db=None):
+        q = "?" + urllib.parse.urlencode({"database": db}) if db else ""
+        req = urllib.request.Request(self.url + "/" + q, data=sql.encode())
+        try:
+            return urllib.request.urlopen(req, timeout=60).read().decode()
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(e.read().decode().strip()) from None
+
+    def run(self, sql):
+        self.raw(sql, DB)
+
+    def version(self):
+        return self.raw("SELECT version()").strip()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--server", help="also run on this ClickHouse HTTP URL")
+    args = ap.parse_args()
+    engines = [Chdb()]
+    if args.server:
+        engines.append(Server(args.server))
+    ddl = [os.path.join(ROOT, "schema_migrations.sql")] + sorted(glob.glob(os.path.join(ROOT, "migrations", "*.sql")))
+    queries = sorted(glob.glob(os.path.join(ROOT, "queries", "*.sql")))
+    failures, ran = [], 0
+    for engine in engines:
+        for path in ddl:
+            for sql in statements(path):
+                ran += 1
+                try:
+                    engine.run(sql)
+                except Exception as e:  # noqa: BLE001 - report every failure, then fail
+                    failures.append(f"{os.path.relpath(path, ROOT)} on {engine.name}: {str(e).strip()[:400]}\n    {sql[:120]}")
+        for path in queries:
+            ran += 1
+            try:
+                engine.run(bind_example(path))
+            except Exception as e:  # noqa: BLE001
+                failures.append(f"{os.path.relpath(path, ROOT)} on {engine.name}: {str(e).strip()[:400]}")
+    names = ", ".join(getattr(e, "name", "") or e.version() for e in engines)
+    if failures:
+        print(f"SQL check FAILED: {len(failures)} of {ran} statements on {names}:", file=sys.stderr)
+        for f in failures:
+            print("  " + f, file=sys.stderr)
+        sys.exit(1)
+    print(f"SQL check passed: {ran} statements ({len(ddl)} DDL files, {len(queries)} named queries) on {names}")
+
+
+if __name__ == "__main__":
+    main()

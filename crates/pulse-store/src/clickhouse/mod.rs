@@ -1,0 +1,10 @@
+//! The ClickHouse backend, through the `clickhouse` crate over HTTP.
+//!
+//! Facts are inserted as RowBinary (validation off, which ClickHouse 18.16 needs) into ReplacingMergeTree tables and
+//! read with FINAL, so an identity written twice reads back once. The SQL lives in `sql/` and is checked on old and
+//! current ClickHouse by CI.
+
+mod rows;
+mod store;
+
+pub use store::{ClickHouseSettings, ClickHouseStore};

@@ -1,0 +1,369 @@
+//! Row types for RowBinary: `Date` is days since 1970 (u16), `DateTime` seconds since 1970 (u32).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clickhouse::Row;
+use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot};
+use serde::{Deserialize, Serialize};
+
+use crate::util::{day_to_i32, from_micros, i32_to_day, micros, parse_field};
+use crate::Result;
+
+pub(crate) fn ch_date(day: NaiveDate) -> u16 {
+    day_to_i32(day).clamp(0, u16::MAX as i32) as u16
+}
+
+pub(crate) fn ch_datetime(t: DateTime<Utc>) -> u32 {
+    t.timestamp().clamp(0, u32::MAX as i64) as u32
+}
+
+fn version(t: DateTime<Utc>) -> u64 {
+    micros(t).max(0) as u64
+}
+
+fn day(d: u16) -> NaiveDate {
+    i32_to_day(d as i32)
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct FactRow<'a> {
+    pub tenant_id: &'a str,
+    pub practice_code: &'a str,
+    pub page_id: &'a str,
+    pub metric: &'a str,
+    pub graph_metric: &'a str,
+    pub period: &'a str,
+    pub day: u16,
+    pub breakdown: &'a str,
+    pub value: f64,
+    pub api_version: String,
+    pub fetched_at: u32,
+    pub version: u64,
+}
+
+impl<'a> FactRow<'a> {
+    pub fn new(tenant: &'a str, f: &'a PageInsightFact) -> Self {
+        Self {
+            tenant_id: tenant,
+            practice_code: f.practice.as_str(),
+            page_id: f.page.as_str(),
+            metric: f.metric.as_str(),
+            graph_metric: &f.graph_metric,
+            period: f.period.as_str(),
+            day: ch_date(f.day),
+            breakdown: &f.breakdown,
+            value: f.value,
+            api_version: f.api_version.to_string(),
+            fetched_at: ch_datetime(f.fetched_at),
+            version: version(f.fetched_at),
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct FactOut {
+    practice_code: String,
+    page_id: String,
+    metric: String,
+    graph_metric: String,
+    period: String,
+    day: u16,
+    breakdown: String,
+    value: f64,
+    api_version: String,
+    version: u64,
+}
+
+const FACT: &str = "page insight fact";
+
+impl FactOut {
+    pub fn into_fact(self) -> Result<PageInsightFact> {
+        Ok(PageInsightFact {
+            practice: parse_field(FACT, "practice_code", &self.practice_code)?,
+            page: parse_field(FACT, "page_id", &self.page_id)?,
+            metric: parse_field(FACT, "metric", &self.metric)?,
+            graph_metric: self.graph_metric,
+            period: parse_field(FACT, "period", &self.period)?,
+            day: day(self.day),
+            breakdown: self.breakdown,
+            value: self.value,
+            api_version: parse_field(FACT, "api_version", &self.api_version)?,
+            fetched_at: from_micros(self.version as i64),
+        })
+    }
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct PostRow<'a> {
+    pub tenant_id: &'a str,
+    pub practice_code: &'a str,
+    pub page_id: &'a str,
+    pub post_id: &'a str,
+    pub created_time: u32,
+    pub post_type: &'a str,
+    pub message: &'a str,
+    pub permalink: &'a str,
+    pub fetched_at: u32,
+    pub version: u64,
+}
+
+impl<'a> PostRow<'a> {
+    pub fn new(tenant: &'a str, p: &'a Post) -> Self {
+        Self {
+            tenant_id: tenant,
+            practice_code: p.practice.as_str(),
+            page_id: p.page.as_str(),
+            post_id: p.post.as_str(),
+            created_time: ch_datetime(p.created_time),
+            post_type: &p.post_type,
+            message: &p.message,
+            permalink: &p.permalink,
+            fetched_at: ch_datetime(p.fetched_at),
+            version: version(p.fetched_at),
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct PostOut {
+    practice_code: String,
+    page_id: String,
+    post_id: String,
+    created_time: u32,
+    post_type: String,
+    message: String,
+    permalink: String,
+    version: u64,
+}
+
+impl PostOut {
+    pub fn into_post(self) -> Result<Post> {
+        const W: &str = "post";
+        Ok(Post {
+            practice: parse_field(W, "practice_code", &self.practice_code)?,
+            page: parse_field(W, "page_id", &self.page_id)?,
+            post: parse_field(W, "post_id", &self.post_id)?,
+            created_time: DateTime::from_timestamp(self.created_time as i64, 0).unwrap_or_default(),
+            post_type: self.post_type,
+            message: self.message,
+            permalink: self.permalink,
+            fetched_at: from_micros(self.version as i64),
+        })
+    }
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct SnapshotRow<'a> {
+    pub tenant_id: &'a str,
+    pub practice_code: &'a str,
+    pub page_id: &'a str,
+    pub post_id: &'a str,
+    pub metric: &'a str,
+    pub graph_metric: &'a str,
+    pub breakdown: &'a str,
+    pub snapshot_day: u16,
+    pub value: f64,
+    pub api_version: String,
+    pub fetched_at: u32,
+    pub version: u64,
+}
+
+impl<'a> SnapshotRow<'a> {
+    pub fn new(tenant: &'a str, s: &'a PostInsightSnapshot) -> Self {
+        Self {
+            tenant_id: tenant,
+            practice_code: s.practice.as_str(),
+            page_id: s.page.as_str(),
+            post_id: s.post.as_str(),
+            metric: s.metric.as_str(),
+            graph_metric: &s.graph_metric,
+            breakdown: &s.breakdown,
+            snapshot_day: ch_date(s.snapshot_day),
+            value: s.value,
+            api_version: s.api_version.to_string(),
+            fetched_at: ch_datetime(s.fetched_at),
+            version: version(s.fetched_at),
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct SnapshotOut {
+    practice_code: String,
+    page_id: String,
+    post_id: String,
+    metric: String,
+    graph_metric: String,
+    breakdown: String,
+    snapshot_day: u16,
+    value: f64,
+    api_version: String,
+    version: u64,
+}
+
+impl SnapshotOut {
+    pub fn into_snapshot(self) -> Result<PostInsightSnapshot> {
+        const W: &str = "post insight snapshot";
+        Ok(PostInsightSnapshot {
+            practice: parse_field(W, "practice_code", &self.practice_code)?,
+            page: parse_field(W, "page_id", &self.page_id)?,
+            post: parse_field(W, "post_id", &self.post_id)?,
+            metric: parse_field(W, "metric", &self.metric)?,
+            graph_metric: self.graph_metric,
+            breakdown: self.breakdown,
+            snapshot_day: day(self.snapshot_day),
+            value: self.value,
+            api_version: parse_field(W, "api_version", &self.api_version)?,
+            fetched_at: from_micros(self.version as i64),
+        })
+    }
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct CheckpointRow<'a> {
+    pub tenant_id: &'a str,
+    pub practice_code: &'a str,
+    pub page_id: &'a str,
+    pub stream: String,
+    pub through_day: u16,
+    pub updated_at: u32,
+    pub version: u64,
+}
+
+impl<'a> CheckpointRow<'a> {
+    pub fn new(tenant: &'a str, c: &'a Checkpoint) -> Self {
+        Self {
+            tenant_id: tenant,
+            practice_code: c.practice.as_str(),
+            page_id: c.page.as_str(),
+            stream: c.stream.to_string(),
+            through_day: ch_date(c.through_day),
+            updated_at: ch_datetime(c.updated_at),
+            version: version(c.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct CheckpointOut {
+    practice_code: String,
+    page_id: String,
+    stream: String,
+    through_day: u16,
+    version: u64,
+}
+
+impl CheckpointOut {
+    pub fn into_checkpoint(self) -> Result<Checkpoint> {
+        const W: &str = "checkpoint";
+        Ok(Checkpoint {
+            practice: parse_field(W, "practice_code", &self.practice_code)?,
+            page: parse_field(W, "page_id", &self.page_id)?,
+            stream: parse_field(W, "stream", &self.stream)?,
+            through_day: day(self.through_day),
+            updated_at: from_micros(self.version as i64),
+        })
+    }
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct RunRow<'a> {
+    pub tenant_id: &'a str,
+    pub run_id: &'a str,
+    pub practice_code: &'a str,
+    pub started_at: u32,
+    pub finished_at: u32,
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled_ms: u64,
+    pub rows_written: u64,
+    pub errors: u64,
+    pub pages_needing_reauth: u32,
+    pub status: &'a str,
+    pub message: &'a str,
+    pub version: u64,
+}
+
+impl<'a> RunRow<'a> {
+    pub fn new(tenant: &'a str, r: &'a IngestRunRecord) -> Self {
+        Self {
+            tenant_id: tenant,
+            run_id: &r.run_id,
+            practice_code: r.practice.as_str(),
+            started_at: ch_datetime(r.started_at),
+            finished_at: ch_datetime(r.finished_at),
+            requests: r.requests,
+            retries: r.retries,
+            throttled_ms: r.throttled_ms,
+            rows_written: r.rows_written,
+            errors: r.errors,
+            pages_needing_reauth: r.pages_needing_reauth,
+            status: &r.status,
+            message: &r.message,
+            version: version(r.finished_at),
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct RunOut {
+    run_id: String,
+    practice_code: String,
+    started_at: u32,
+    #[allow(dead_code)]
+    finished_at: u32,
+    requests: u64,
+    retries: u64,
+    throttled_ms: u64,
+    rows_written: u64,
+    errors: u64,
+    pages_needing_reauth: u32,
+    status: String,
+    message: String,
+    version: u64,
+}
+
+impl RunOut {
+    pub fn into_run(self) -> Result<IngestRunRecord> {
+        let ts = |s: u32| DateTime::from_timestamp(s as i64, 0).unwrap_or_default();
+        let finished = from_micros(self.version as i64);
+        Ok(IngestRunRecord {
+            run_id: self.run_id,
+            practice: parse_field("ingest run", "practice_code", &self.practice_code)?,
+            started_at: ts(self.started_at),
+            finished_at: finished,
+            requests: self.requests,
+            retries: self.retries,
+            throttled_ms: self.throttled_ms,
+            rows_written: self.rows_written,
+            errors: self.errors,
+            pages_needing_reauth: self.pages_needing_reauth,
+            status: self.status,
+            message: self.message,
+        })
+    }
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct SliceRow<'a> {
+    pub tenant_id: &'a str,
+    pub report: &'a str,
+    pub current_version: u64,
+    pub rows: u64,
+    pub written_at: u32,
+    pub version: u64,
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+pub(crate) struct MigrationRow {
+    pub version: u32,
+    pub name: String,
+    pub checksum: String,
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct MigrationInsert<'a> {
+    pub version: u32,
+    pub name: &'a str,
+    pub checksum: &'a str,
+    pub applied_at: u32,
+}

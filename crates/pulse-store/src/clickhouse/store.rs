@@ -1,0 +1,462 @@
+//! [`ClickHouseStore`]: the [`Store`] interface over ClickHouse.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use chrono::{NaiveDate, Utc};
+use clickhouse::Client;
+use pulse_domain::{
+    CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period, Post, PostInsightSnapshot, TenantScope,
+};
+use serde::ser::SerializeTuple;
+use tokio::sync::OnceCell;
+
+use super::rows::*;
+use crate::migrations::{self, Topology, queries};
+use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, StoreError, WriteAck};
+
+/// How to reach ClickHouse. The password is a resolved secret: it is sent in a header, never shown.
+#[derive(Clone)]
+pub struct ClickHouseSettings {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+    /// `Some(name)` renders the DDL for a cluster.
+    pub cluster: Option<String>,
+}
+
+impl std::fmt::Debug for ClickHouseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseSettings")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    /// Bound to the database.
+    client: Client,
+    /// Not bound to a database, for CREATE DATABASE.
+    server: Client,
+    settings: Arc<ClickHouseSettings>,
+    schema_checked: Arc<OnceCell<()>>,
+}
+
+/// Days outside every range we store, for unbounded filters (ClickHouse 18.16's Date ends in 2105).
+const MIN_DAY: &str = "1970-01-01";
+const MAX_DAY: &str = "2105-12-31";
+
+/// A list bound as a SQL tuple, `('a', 'b')`, for `x IN ?` (an array literal is not accepted by 18.16 there).
+struct InList<'a>(Vec<&'a str>);
+
+impl serde::Serialize for InList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // An empty tuple is not valid SQL; callers guard it with a flag, so any single value will do.
+        let values: &[&str] = if self.0.is_empty() { &[""] } else { &self.0 };
+        let mut t = s.serialize_tuple(values.len())?;
+        for v in values {
+            t.serialize_element(v)?;
+        }
+        t.end()
+    }
+}
+
+fn day_param(day: Option<NaiveDate>, default: &str) -> String {
+    day.map_or_else(|| default.to_owned(), |d| d.format("%Y-%m-%d").to_string())
+}
+
+impl ClickHouseStore {
+    pub fn new(settings: ClickHouseSettings) -> Self {
+        let mut server = Client::default().with_url(&settings.url).with_user(&settings.user).with_validation(false);
+        if let Some(password) = &settings.password {
+            server = server.with_password(password);
+        }
+        let client = server.clone().with_database(&settings.database);
+        Self { client, server, settings: Arc::new(settings), schema_checked: Arc::new(OnceCell::new()) }
+    }
+
+    pub fn database(&self) -> &str {
+        &self.settings.database
+    }
+
+    fn topology(&self) -> Topology {
+        match self.settings.cluster.as_deref().filter(|c| !c.is_empty()) {
+            Some(name) => Topology::Cluster { name: name.to_owned() },
+            None => Topology::Single,
+        }
+    }
+
+    fn error(&self, statement: &str, e: clickhouse::error::Error) -> StoreError {
+        let url = self.settings.url.clone();
+        let statement: String = statement.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
+        match e {
+            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
+                StoreError::Unreachable { url, reason: e.to_string() }
+            }
+            other => {
+                let reason = other.to_string();
+                if reason.contains("Code: 81") || reason.contains("UNKNOWN_DATABASE") {
+                    return StoreError::NotMigrated {
+                        database: self.settings.database.clone(),
+                        found: 0,
+                        known: migrations::latest(),
+                    };
+                }
+                StoreError::Query { url, statement, reason }
+            }
+        }
+    }
+
+    async fn exec(&self, client: &Client, sql: &str) -> Result<()> {
+        client.query(sql).execute().await.map_err(|e| self.error(sql, e))
+    }
+
+    async fn applied(&self) -> Result<Vec<MigrationRow>> {
+        let exists: u64 = self
+            .server
+            .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'")
+            .bind(self.settings.database.as_str())
+            .fetch_one()
+            .await
+            .map_err(|e| self.error("SELECT count() FROM system.tables", e))?;
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        self.client
+            .query(queries::SCHEMA_VERSION)
+            .fetch_all::<MigrationRow>()
+            .await
+            .map_err(|e| self.error(queries::SCHEMA_VERSION, e))
+    }
+
+    /// Refuses to read or write a database that is not at this build's schema version.
+    async fn ready(&self) -> Result<()> {
+        self.schema_checked
+            .get_or_try_init(|| async {
+                let applied = self.applied().await?;
+                let found = applied.iter().map(|m| m.version).max().unwrap_or(0);
+                let known = migrations::latest();
+                let database = self.settings.database.clone();
+                if found > known {
+                    return Err(StoreError::SchemaTooNew { database, found, known });
+                }
+                if found < known {
+                    return Err(StoreError::NotMigrated { database, found, known });
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Inserts rows of row type `R` (named with `'static`; the rows themselves may borrow) in one INSERT.
+    async fn insert_rows<'r, R: clickhouse::RowWrite + 'static>(
+        &self,
+        table: &str,
+        rows: impl Iterator<Item = R::Value<'r>>,
+    ) -> Result<usize> {
+        self.ready().await?;
+        let statement = format!("INSERT INTO {table}");
+        let mut insert = self.client.insert::<R>(table).await.map_err(|e| self.error(&statement, e))?;
+        let mut n = 0;
+        for row in rows {
+            insert.write(&row).await.map_err(|e| self.error(&statement, e))?;
+            n += 1;
+        }
+        // `end` returns once the server has acknowledged the whole insert.
+        insert.end().await.map_err(|e| self.error(&statement, e))?;
+        Ok(n)
+    }
+}
+
+impl Store for ClickHouseStore {
+    fn describe(&self) -> String {
+        format!("ClickHouse {} database `{}`", self.settings.url, self.settings.database)
+    }
+
+    async fn migrate(&self) -> Result<MigrationReport> {
+        let topology = self.topology();
+        let on_cluster = match &topology {
+            Topology::Single => String::new(),
+            Topology::Cluster { name } => format!(" ON CLUSTER `{name}`"),
+        };
+        // The database name was validated as [A-Za-z0-9_]+ by the config, so it is safe as an identifier.
+        let db = &self.settings.database;
+        self.exec(&self.server, &format!("CREATE DATABASE IF NOT EXISTS `{db}`{on_cluster}")).await?;
+        for statement in migrations::statements(migrations::SCHEMA_MIGRATIONS) {
+            for rendered in migrations::render(&statement, &topology) {
+                self.exec(&self.client, &rendered).await?;
+            }
+        }
+        let applied = self.applied().await?;
+        let known = migrations::latest();
+        let found = applied.iter().map(|m| m.version).max().unwrap_or(0);
+        if found > known {
+            return Err(StoreError::SchemaTooNew { database: db.clone(), found, known });
+        }
+        for row in &applied {
+            if let Some(m) = migrations::MIGRATIONS.iter().find(|m| m.version == row.version) {
+                let expected = migrations::checksum(m.sql);
+                if expected != row.checksum {
+                    return Err(StoreError::MigrationChanged {
+                        database: db.clone(),
+                        version: m.version,
+                        name: m.name.into(),
+                        applied: row.checksum.clone(),
+                        expected,
+                    });
+                }
+            }
+        }
+        let mut done = Vec::new();
+        for m in migrations::MIGRATIONS.iter().filter(|m| m.version > found) {
+            for statement in migrations::statements(m.sql) {
+                for rendered in migrations::render(&statement, &topology) {
+                    self.exec(&self.client, &rendered).await?;
+                }
+            }
+            let checksum = migrations::checksum(m.sql);
+            let mut insert = self
+                .client
+                .insert::<MigrationInsert>("schema_migrations")
+                .await
+                .map_err(|e| self.error("INSERT INTO schema_migrations", e))?;
+            let row = MigrationInsert { version: m.version, name: m.name, checksum: &checksum, applied_at: ch_datetime(Utc::now()) };
+            insert.write(&row).await.map_err(|e| self.error("INSERT INTO schema_migrations", e))?;
+            insert.end().await.map_err(|e| self.error("INSERT INTO schema_migrations", e))?;
+            tracing::info!(version = m.version, name = m.name, database = %db, "applied migration");
+            done.push(format!("{:04}_{}", m.version, m.name));
+        }
+        Ok(MigrationReport { applied: done, current_version: known })
+    }
+
+    async fn write_page_insights(&self, scope: &TenantScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
+        let tenant = scope.as_str();
+        let rows = self.insert_rows::<FactRow<'static>>("page_insights", facts.iter().map(|f| FactRow::new(tenant, f))).await?;
+        Ok(WriteAck { rows })
+    }
+
+    async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
+        self.ready().await?;
+        let metrics: Vec<&str> = if filter.metrics.is_empty() {
+            CanonicalMetric::ALL.iter().map(|m| m.as_str()).collect()
+        } else {
+            filter.metrics.iter().map(|m| m.as_str()).collect()
+        };
+        let periods: Vec<&str> = if filter.periods.is_empty() {
+            Period::ALL.iter().map(|p| p.as_str()).collect()
+        } else {
+            filter.periods.iter().map(|p| p.as_str()).collect()
+        };
+        let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
+        let pages: Vec<&str> = filter.pages.iter().map(|p| p.as_str()).collect();
+        let rows = self
+            .client
+            .query(queries::READ_PAGE_INSIGHTS)
+            .bind(scope.as_str())
+            .bind(InList(metrics))
+            .bind(InList(periods))
+            .bind(day_param(filter.from, MIN_DAY))
+            .bind(day_param(filter.to, MAX_DAY))
+            .bind(u8::from(!practices.is_empty()))
+            .bind(InList(practices))
+            .bind(u8::from(!pages.is_empty()))
+            .bind(InList(pages))
+            .fetch_all::<FactOut>()
+            .await
+            .map_err(|e| self.error(queries::READ_PAGE_INSIGHTS, e))?;
+        rows.into_iter().map(FactOut::into_fact).collect()
+    }
+
+    async fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> Result<WriteAck> {
+        let tenant = scope.as_str();
+        let rows = self.insert_rows::<PostRow<'static>>("posts", posts.iter().map(|p| PostRow::new(tenant, p))).await?;
+        Ok(WriteAck { rows })
+    }
+
+    async fn read_posts(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<Post>> {
+        self.ready().await?;
+        let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
+        // created_time is UTC in the table; widen by a day each side and filter exactly below.
+        let from = filter.from.map(|d| d - chrono::Duration::days(1));
+        let to = filter.to.map(|d| d + chrono::Duration::days(1));
+        let rows = self
+            .client
+            .query(queries::READ_POSTS)
+            .bind(scope.as_str())
+            .bind(day_param(from, MIN_DAY))
+            .bind(day_param(to, MAX_DAY))
+            .bind(u8::from(!practices.is_empty()))
+            .bind(InList(practices))
+            .fetch_all::<PostOut>()
+            .await
+            .map_err(|e| self.error(queries::READ_POSTS, e))?;
+        let mut posts = rows.into_iter().map(PostOut::into_post).collect::<Result<Vec<_>>>()?;
+        posts.retain(|p| filter.day_matches(p.created_time.date_naive()));
+        Ok(posts)
+    }
+
+    async fn write_post_snapshots(&self, scope: &TenantScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
+        let tenant = scope.as_str();
+        let rows = self.insert_rows::<SnapshotRow<'static>>("post_insights", snapshots.iter().map(|s| SnapshotRow::new(tenant, s))).await?;
+        Ok(WriteAck { rows })
+    }
+
+    async fn read_post_snapshots(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<PostInsightSnapshot>> {
+        self.ready().await?;
+        let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
+        let rows = self
+            .client
+            .query(queries::READ_POST_INSIGHTS)
+            .bind(scope.as_str())
+            .bind(day_param(filter.from, MIN_DAY))
+            .bind(day_param(filter.to, MAX_DAY))
+            .bind(u8::from(!practices.is_empty()))
+            .bind(InList(practices))
+            .fetch_all::<SnapshotOut>()
+            .await
+            .map_err(|e| self.error(queries::READ_POST_INSIGHTS, e))?;
+        rows.into_iter().map(SnapshotOut::into_snapshot).collect()
+    }
+
+    async fn save_checkpoints(&self, scope: &TenantScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
+        let tenant = scope.as_str();
+        let rows =
+            self.insert_rows::<CheckpointRow<'static>>("ingest_checkpoints", checkpoints.iter().map(|c| CheckpointRow::new(tenant, c))).await?;
+        Ok(WriteAck { rows })
+    }
+
+    async fn load_checkpoints(&self, scope: &TenantScope) -> Result<Vec<Checkpoint>> {
+        self.ready().await?;
+        let rows = self
+            .client
+            .query(queries::READ_CHECKPOINTS)
+            .bind(scope.as_str())
+            .fetch_all::<CheckpointOut>()
+            .await
+            .map_err(|e| self.error(queries::READ_CHECKPOINTS, e))?;
+        rows.into_iter().map(CheckpointOut::into_checkpoint).collect()
+    }
+
+    async fn record_run(&self, scope: &TenantScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
+        let tenant = scope.as_str();
+        let rows = self.insert_rows::<RunRow<'static>>("ingest_runs", records.iter().map(|r| RunRow::new(tenant, r))).await?;
+        Ok(WriteAck { rows })
+    }
+
+    async fn read_runs(&self, scope: &TenantScope) -> Result<Vec<IngestRunRecord>> {
+        self.ready().await?;
+        let rows = self
+            .client
+            .query(queries::READ_RUNS)
+            .bind(scope.as_str())
+            .fetch_all::<RunOut>()
+            .await
+            .map_err(|e| self.error(queries::READ_RUNS, e))?;
+        rows.into_iter().map(RunOut::into_run).collect()
+    }
+
+    async fn replace_report(&self, scope: &TenantScope, table: &'static ReportTable, batch: &RecordBatch) -> Result<WriteAck> {
+        table.check(batch)?;
+        self.ready().await?;
+        let tenant = scope.as_str();
+        let version = Utc::now().timestamp_micros().max(0) as u64;
+        let rows = batch.num_rows();
+        if rows > 0 {
+            let body = to_json_lines(tenant, version, batch)?;
+            // The table name comes from a static ReportTable, never from input.
+            let sql = format!("INSERT INTO {} FORMAT JSONEachRow", table.name);
+            let mut insert = self.client.insert_formatted_with(sql.clone());
+            insert.send(body.into()).await.map_err(|e| self.error(&sql, e))?;
+            insert.end().await.map_err(|e| self.error(&sql, e))?;
+        }
+        // Switch readers to the new slice only once its rows are acknowledged.
+        let slice = SliceRow {
+            tenant_id: tenant,
+            report: table.name,
+            current_version: version,
+            rows: rows as u64,
+            written_at: ch_datetime(Utc::now()),
+            version,
+        };
+        self.insert_rows::<SliceRow<'static>>("report_slices", std::iter::once(slice)).await?;
+        // Superseded slices are garbage now; removing them is housekeeping, so a failure is only logged.
+        let cleanup = format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version < ?", table.name);
+        if let Err(e) = self.client.query(&cleanup).bind(tenant).bind(version).execute().await {
+            tracing::warn!(table = table.name, tenant, error = %e, "could not delete superseded report rows");
+        }
+        Ok(WriteAck { rows })
+    }
+
+    async fn read_report(&self, scope: &TenantScope, table: &'static ReportTable) -> Result<RecordBatch> {
+        self.ready().await?;
+        let tenant = scope.as_str();
+        let version: Option<u64> = self
+            .client
+            .query(queries::REPORT_SLICE)
+            .bind(tenant)
+            .bind(table.name)
+            .fetch_optional()
+            .await
+            .map_err(|e| self.error(queries::REPORT_SLICE, e))?;
+        let Some(version) = version else { return Ok(table.empty()) };
+        let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant_id = ? AND version = ? ORDER BY {}",
+            columns.join(", "),
+            table.name,
+            columns.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+        );
+        let bytes = self
+            .client
+            .query(&sql)
+            .bind(tenant)
+            .bind(version)
+            .with_setting("output_format_json_quote_64bit_integers", "0")
+            .fetch_bytes("JSONEachRow")
+            .map_err(|e| self.error(&sql, e))?
+            .collect()
+            .await
+            .map_err(|e| self.error(&sql, e))?;
+        let reader = arrow::json::ReaderBuilder::new(table.schema())
+            .build(Cursor::new(bytes))
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
+        arrow::compute::concat_batches(&table.schema(), &batches)
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })
+    }
+}
+
+fn to_json_lines(tenant: &str, version: u64, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let n = batch.num_rows();
+    let mut fields = vec![
+        Arc::new(Field::new("tenant_id", DataType::Utf8, false)),
+        Arc::new(Field::new("version", DataType::UInt64, false)),
+    ];
+    fields.extend(batch.schema().fields().iter().cloned());
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values((0..n).map(|_| tenant))),
+        Arc::new(UInt64Array::from_iter_values((0..n).map(|_| version))),
+    ];
+    columns.extend(batch.columns().iter().cloned());
+    let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
+        writer.write(&full).map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
+        writer.finish().map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,185 @@
+//! The SQL in `sql/`, embedded: numbered migrations, the named queries the ClickHouse backend runs, and the
+//! rendering of DDL for a cluster.
+//!
+//! The files are plain SQL that runs as written on one server, old (18.16) or current: CI runs every statement on
+//! both (`.ci/check_sql.py`). A cluster deployment renders the `/*ON_CLUSTER*/` markers and swaps engines for their
+//! Replicated twins behind Distributed tables sharded by tenant, so a tenant's rows (and their de-duplication) stay
+//! on one shard.
+
+/// A numbered migration. Never edit one after release: add the next number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// The table that records applied migrations.
+pub const SCHEMA_MIGRATIONS: &str = include_str!("../../../sql/schema_migrations.sql");
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "core", sql: include_str!("../../../sql/migrations/0001_core.sql") },
+    Migration { version: 2, name: "reports", sql: include_str!("../../../sql/migrations/0002_reports.sql") },
+    Migration {
+        version: 3,
+        name: "analyst_views",
+        sql: include_str!("../../../sql/migrations/0003_analyst_views.sql"),
+    },
+];
+
+/// The schema version this build creates.
+pub fn latest() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Named queries (`sql/queries/*.sql`), with `?` placeholders bound by the clickhouse crate.
+pub mod queries {
+    pub const READ_PAGE_INSIGHTS: &str = include_str!("../../../sql/queries/read_page_insights.sql");
+    pub const READ_POSTS: &str = include_str!("../../../sql/queries/read_posts.sql");
+    pub const READ_POST_INSIGHTS: &str = include_str!("../../../sql/queries/read_post_insights.sql");
+    pub const READ_CHECKPOINTS: &str = include_str!("../../../sql/queries/read_checkpoints.sql");
+    pub const READ_RUNS: &str = include_str!("../../../sql/queries/read_runs.sql");
+    pub const REPORT_SLICE: &str = include_str!("../../../sql/queries/report_slice.sql");
+    pub const SCHEMA_VERSION: &str = include_str!("../../../sql/queries/schema_version.sql");
+}
+
+/// The statements of a SQL file: `--` comment lines dropped, split at `;`. (Our SQL has no `;` inside strings.)
+pub fn statements(sql: &str) -> Vec<String> {
+    let body: Vec<&str> = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect();
+    body.join("\n").split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// A stable checksum of a migration's statements (FNV-1a, 64 bit), to notice a migration edited after release.
+pub fn checksum(sql: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for statement in statements(sql) {
+        for b in statement.bytes().chain(std::iter::once(b';')) {
+            hash ^= b as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// Where the DDL goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Topology {
+    #[default]
+    Single,
+    Cluster {
+        name: String,
+    },
+}
+
+const MARKER: &str = "/*ON_CLUSTER*/";
+
+/// Renders one statement for `topology`. On one server the statement is unchanged. On a cluster, a MergeTree-family
+/// table `t` becomes a Replicated `t_local` on every node plus a Distributed `t` sharded by `tenant_id`.
+pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
+    let Topology::Cluster { name: cluster } = topology else {
+        return vec![statement.to_owned()];
+    };
+    let on_cluster = format!("ON CLUSTER `{cluster}`");
+    let Some(table) = created_table(statement) else {
+        return vec![statement.replace(MARKER, &on_cluster)];
+    };
+    let Some(engine_at) = statement.find("ENGINE = ") else {
+        return vec![statement.replace(MARKER, &on_cluster)];
+    };
+    let local = format!("{table}_local");
+    let path = format!("'/clickhouse/tables/{{shard}}/{{database}}/{local}', '{{replica}}'");
+    let engine_rest = &statement[engine_at + "ENGINE = ".len()..];
+    let replicated = if let Some(args) = engine_rest.strip_prefix("ReplacingMergeTree(") {
+        format!("ReplicatedReplacingMergeTree({path}, {args}")
+    } else if let Some(args) = engine_rest.strip_prefix("MergeTree()") {
+        format!("ReplicatedMergeTree({path}){args}")
+    } else {
+        engine_rest.to_owned()
+    };
+    let head = statement[..engine_at].replacen(&format!(" {table} "), &format!(" {local} "), 1).replace(MARKER, &on_cluster);
+    let sharding = if statement.contains("tenant_id String") { "cityHash64(tenant_id)" } else { "rand()" };
+    vec![
+        format!("{head}ENGINE = {replicated}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} {on_cluster} AS {local} ENGINE = Distributed(`{cluster}`, currentDatabase(), {local}, {sharding})"
+        ),
+    ]
+}
+
+fn created_table(statement: &str) -> Option<&str> {
+    let rest = statement.strip_prefix("CREATE TABLE IF NOT EXISTS ")?;
+    rest.split_whitespace().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_in_sql_migrations_is_embedded_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = MIGRATIONS.iter().map(|m| format!("{:04}_{}.sql", m.version, m.name)).collect();
+        assert_eq!(files, embedded, "add new migration files to MIGRATIONS");
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "migration numbers are consecutive from 1");
+        }
+    }
+
+    #[test]
+    fn statements_split_and_drop_comments() {
+        let s = statements("-- a comment; with a semicolon\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\nSELECT 1;\n");
+        assert_eq!(s, vec!["CREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 1"]);
+        assert_eq!(statements(MIGRATIONS[0].sql).len(), 5);
+    }
+
+    #[test]
+    fn checksums_ignore_comments_but_not_statements() {
+        let a = checksum("-- v1\nSELECT 1;");
+        assert_eq!(a, checksum("-- reworded\nSELECT 1;"));
+        assert_ne!(a, checksum("SELECT 2;"));
+    }
+
+    #[test]
+    fn single_server_rendering_is_the_file_itself() {
+        for m in MIGRATIONS {
+            for s in statements(m.sql) {
+                assert_eq!(render(&s, &Topology::Single), vec![s.clone()]);
+            }
+        }
+    }
+
+    #[test]
+    fn cluster_rendering_replicates_and_distributes_by_tenant() {
+        let cluster = Topology::Cluster { name: "pulse".into() };
+        let facts = &statements(MIGRATIONS[0].sql)[0];
+        let out = render(facts, &cluster);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].starts_with("CREATE TABLE IF NOT EXISTS page_insights_local ON CLUSTER `pulse`"), "{}", out[0]);
+        assert!(
+            out[0].contains(
+                "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/page_insights_local', '{replica}', version)"
+            ),
+            "{}",
+            out[0]
+        );
+        assert!(out[0].contains("ORDER BY (tenant_id, metric, period, day, page_id, breakdown)"));
+        assert_eq!(
+            out[1],
+            "CREATE TABLE IF NOT EXISTS page_insights ON CLUSTER `pulse` AS page_insights_local ENGINE = Distributed(`pulse`, currentDatabase(), page_insights_local, cityHash64(tenant_id))"
+        );
+        let migrations_table = &statements(SCHEMA_MIGRATIONS)[0];
+        let out = render(migrations_table, &cluster);
+        assert!(out[0].contains("ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/schema_migrations_local', '{replica}')"));
+        assert!(out[1].ends_with("rand())"));
+        let view = &statements(MIGRATIONS[2].sql)[0];
+        let out = render(view, &cluster);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].starts_with("CREATE VIEW IF NOT EXISTS page_insights_latest ON CLUSTER `pulse` AS"));
+    }
+}

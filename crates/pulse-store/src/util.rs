@@ -1,0 +1,134 @@
+//! Small conversions shared by both backends.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::{Result, StoreError};
+
+const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+
+pub fn day_to_i32(day: NaiveDate) -> i32 {
+    (day - EPOCH).num_days() as i32
+}
+
+pub fn i32_to_day(days: i32) -> NaiveDate {
+    EPOCH + chrono::Duration::days(days as i64)
+}
+
+pub fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// Builds a record batch column by column.
+#[derive(Default)]
+pub struct BatchBuilder {
+    fields: Vec<Field>,
+    columns: Vec<ArrayRef>,
+}
+
+impl BatchBuilder {
+    pub fn str<'a>(mut self, name: &str, values: impl Iterator<Item = &'a str>) -> Self {
+        self.fields.push(Field::new(name, DataType::Utf8, false));
+        self.columns.push(Arc::new(StringArray::from_iter_values(values)));
+        self
+    }
+
+    pub fn date(mut self, name: &str, values: impl Iterator<Item = NaiveDate>) -> Self {
+        self.fields.push(Field::new(name, DataType::Date32, false));
+        self.columns.push(Arc::new(Date32Array::from_iter_values(values.map(day_to_i32))));
+        self
+    }
+
+    pub fn f64(mut self, name: &str, values: impl Iterator<Item = f64>) -> Self {
+        self.fields.push(Field::new(name, DataType::Float64, false));
+        self.columns.push(Arc::new(Float64Array::from_iter_values(values)));
+        self
+    }
+
+    pub fn u64(mut self, name: &str, values: impl Iterator<Item = u64>) -> Self {
+        self.fields.push(Field::new(name, DataType::UInt64, false));
+        self.columns.push(Arc::new(UInt64Array::from_iter_values(values)));
+        self
+    }
+
+    pub fn u32(mut self, name: &str, values: impl Iterator<Item = u32>) -> Self {
+        self.fields.push(Field::new(name, DataType::UInt32, false));
+        self.columns.push(Arc::new(UInt32Array::from_iter_values(values)));
+        self
+    }
+
+    pub fn ts(mut self, name: &str, values: impl Iterator<Item = DateTime<Utc>>) -> Self {
+        self.fields.push(Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false));
+        self.columns.push(Arc::new(TimestampMicrosecondArray::from_iter_values(values.map(micros)).with_timezone("UTC")));
+        self
+    }
+
+    pub fn finish(self) -> RecordBatch {
+        RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.columns).expect("columns built together")
+    }
+}
+
+/// Typed access to a batch's columns by name, with errors that name the column.
+pub struct Columns<'a> {
+    batch: &'a RecordBatch,
+    what: &'a str,
+}
+
+impl<'a> Columns<'a> {
+    pub fn new(batch: &'a RecordBatch, what: &'a str) -> Self {
+        Self { batch, what }
+    }
+
+    fn get<T: Array + 'static>(&self, name: &str) -> Result<&'a T> {
+        let column = self.batch.column_by_name(name).ok_or_else(|| StoreError::Invalid {
+            what: self.what.to_owned(),
+            reason: format!("missing column `{name}`"),
+        })?;
+        column.as_any().downcast_ref::<T>().ok_or_else(|| StoreError::Invalid {
+            what: self.what.to_owned(),
+            reason: format!("column `{name}` has type {}", column.data_type()),
+        })
+    }
+
+    pub fn str(&self, name: &str) -> Result<&'a StringArray> {
+        self.get(name)
+    }
+
+    pub fn date(&self, name: &str) -> Result<&'a Date32Array> {
+        self.get(name)
+    }
+
+    pub fn f64(&self, name: &str) -> Result<&'a Float64Array> {
+        self.get(name)
+    }
+
+    pub fn u64(&self, name: &str) -> Result<&'a UInt64Array> {
+        self.get(name)
+    }
+
+    pub fn u32(&self, name: &str) -> Result<&'a UInt32Array> {
+        self.get(name)
+    }
+
+    pub fn ts(&self, name: &str) -> Result<&'a TimestampMicrosecondArray> {
+        self.get(name)
+    }
+}
+
+/// Parses a stored string into a domain type, naming the field on failure.
+pub fn parse_field<T: std::str::FromStr>(what: &str, field: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| StoreError::Invalid { what: what.to_owned(), reason: format!("{field}: {e}") })
+}
