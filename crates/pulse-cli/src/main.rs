@@ -1,1 +1,85 @@
-fn main() {}
+//! `pulse`: the Practice Pulse command line.
+
+mod commands;
+mod logging;
+mod open;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Practice Pulse: engagement analytics across GP practices' Facebook pages, per commissioning organisation.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pulse",
+    version,
+    propagate_version = true,
+    max_term_width = 110
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "PULSE_CONFIG",
+        default_value = "pulse.toml"
+    )]
+    config: PathBuf,
+    /// More log output: -v debug, -vv trace. `RUST_LOG` overrides it.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate and summarise the configuration.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+    /// Create or upgrade the store's schema (ClickHouse tables, or the lake's manifest). Safe to run twice.
+    ///
+    /// Refuses a database migrated by a newer Practice Pulse, and a migration edited after it was applied.
+    Migrate(commands::migrate::MigrateArgs),
+    /// List the metric catalogue: canonical metrics and the Graph metric each maps to under an API version.
+    Metrics(commands::metrics::MetricsArgs),
+}
+
+fn main() -> ExitCode {
+    // Behave like other Unix tools when the reader goes away (`pulse metrics | head`): exit quietly, no panic.
+    // SAFETY: called first thing, before any thread exists; restoring the default disposition is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    logging::init(cli.verbose, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Config(cmd) => commands::config::run(&cli.config, cmd),
+            Command::Migrate(args) => commands::migrate::run(&cli.config, args).await,
+            Command::Metrics(args) => commands::metrics::run(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

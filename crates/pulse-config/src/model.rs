@@ -48,7 +48,11 @@ fn default_lake_dir() -> PathBuf {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { backend: StoreBackend::Lake, lake_dir: default_lake_dir(), clickhouse: None }
+        Self {
+            backend: StoreBackend::Lake,
+            lake_dir: default_lake_dir(),
+            clickhouse: None,
+        }
     }
 }
 
@@ -101,7 +105,11 @@ fn default_version() -> ApiVersion {
 
 impl Default for GraphConfig {
     fn default() -> Self {
-        Self { base_url: default_base_url(), version: default_version(), app_secret: None }
+        Self {
+            base_url: default_base_url(),
+            version: default_version(),
+            app_secret: None,
+        }
     }
 }
 
@@ -210,12 +218,22 @@ struct RawPage {
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-        ConfigError::Invalid(vec![Issue { path: path.to_owned(), line, column, message: e.message().trim().to_owned() }])
+        ConfigError::Invalid(vec![Issue {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }])
     })?;
     let mut issues = Vec::new();
     let at = |span: std::ops::Range<usize>, message: String| {
         let (line, column) = line_col(text, span.start);
-        Issue { path: path.to_owned(), line, column, message }
+        Issue {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+        }
     };
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
 
@@ -238,12 +256,20 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 message: "store.clickhouse.url must not carry credentials; use `user` and `password = { env = ... }`".into(),
             });
         }
-        if !ch.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || ch.database.is_empty() {
+        if !ch
+            .database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || ch.database.is_empty()
+        {
             issues.push(Issue {
                 path: path.to_owned(),
                 line: 0,
                 column: 0,
-                message: format!("store.clickhouse.database `{}` must be letters, digits and `_`", ch.database),
+                message: format!(
+                    "store.clickhouse.database `{}` must be letters, digits and `_`",
+                    ch.database
+                ),
             });
         }
     }
@@ -264,7 +290,10 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         };
         let (line, _) = line_col(text, span.start);
         if let Some(first) = seen_tenants.insert(id.to_string(), line) {
-            issues.push(at(span, format!("tenant `{id}` is declared twice (first at line {first})")));
+            issues.push(at(
+                span,
+                format!("tenant `{id}` is declared twice (first at line {first})"),
+            ));
         }
         let mut practices = Vec::new();
         for rp in raw_tenant.practice {
@@ -305,7 +334,12 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             let (line, _) = line_col(text, code_span.start);
             practices.push((
-                PracticeConfig { code, name: rp.name, list_size: rp.list_size, pages },
+                PracticeConfig {
+                    code,
+                    name: rp.name,
+                    list_size: rp.list_size,
+                    pages,
+                },
                 format!("{}:{line}", path.display()),
             ));
         }
@@ -316,7 +350,10 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     issues.append(&mut csv_issues);
                     practices.extend(rows);
                 }
-                Err(e) => issues.push(at(csv.span(), format!("practices_csv `{}`: {e}", csv_path.display()))),
+                Err(e) => issues.push(at(
+                    csv.span(),
+                    format!("practices_csv `{}`: {e}", csv_path.display()),
+                )),
             }
         }
         for (practice, declared_at) in &practices {
@@ -337,7 +374,10 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                         path: path.to_owned(),
                         line: 0,
                         column: 0,
-                        message: format!("page {} is declared at {} and at {first}", page.id, page.declared_at),
+                        message: format!(
+                            "page {} is declared at {} and at {first}",
+                            page.id, page.declared_at
+                        ),
                     });
                 }
             }
@@ -352,7 +392,12 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if !issues.is_empty() {
         return Err(ConfigError::Invalid(issues));
     }
-    Ok(Config { path: path.to_owned(), store, graph: raw.graph, tenants })
+    Ok(Config {
+        path: path.to_owned(),
+        store,
+        graph: raw.graph,
+        tenants,
+    })
 }
 
 /// What `pulse config check` prints: counts, and pages that cannot be ingested, with no secret in it.
@@ -389,10 +434,17 @@ impl Config {
                         *kinds.entry(page.kind).or_default() += 1;
                         let why = match &page.token {
                             None => Some("no token reference".to_owned()),
-                            Some(r) => self.resolve(r).err().map(|e| format!("{} ({})", e, r.describe())),
+                            Some(r) => self
+                                .resolve(r)
+                                .err()
+                                .map(|e| format!("{} ({})", e, r.describe())),
                         };
                         if let Some(why) = why {
-                            pages_without_tokens.push((page.id.to_string(), p.code.to_string(), why));
+                            pages_without_tokens.push((
+                                page.id.to_string(),
+                                p.code.to_string(),
+                                why,
+                            ));
                         }
                     }
                 }
@@ -400,7 +452,11 @@ impl Config {
                     id: t.id.to_string(),
                     name: t.name.clone(),
                     practices: t.practices.len(),
-                    practices_without_pages: t.practices.iter().filter(|p| p.pages.is_empty()).count(),
+                    practices_without_pages: t
+                        .practices
+                        .iter()
+                        .filter(|p| p.pages.is_empty())
+                        .count(),
                     pages: kinds.values().sum(),
                     claimed_pages: kinds.get(&PageKind::Claimed).copied().unwrap_or(0),
                     pages_without_tokens,
@@ -411,7 +467,10 @@ impl Config {
             StoreBackend::Lake => format!("embedded lake at {}", self.store.lake_dir.display()),
             StoreBackend::Clickhouse => {
                 let ch = self.store.clickhouse.as_ref().expect("validated");
-                let mut s = format!("ClickHouse {} database `{}` as `{}`", ch.url, ch.database, ch.user);
+                let mut s = format!(
+                    "ClickHouse {} database `{}` as `{}`",
+                    ch.url, ch.database, ch.user
+                );
                 if let Some(c) = ch.cluster.as_deref().filter(|c| !c.is_empty()) {
                     s.push_str(&format!(" on cluster `{c}`"));
                 }
@@ -430,6 +489,10 @@ impl Config {
                 },
             }
         );
-        Summary { tenants, store, graph }
+        Summary {
+            tenants,
+            store,
+            graph,
+        }
     }
 }

@@ -158,7 +158,10 @@ mod tests {
 
     #[test]
     fn rejects_anything_else_with_a_clear_error() {
-        for bad in ["", "F", "F.", "F.25-35", "X.25-34", "f.25-34", "F25-34", "F.65", "F.65-", "F.25-34 ", "M.65+.1"] {
+        for bad in [
+            "", "F", "F.", "F.25-35", "X.25-34", "f.25-34", "F25-34", "F.65", "F.65-", "F.25-34 ",
+            "M.65+.1",
+        ] {
             let err = bad.parse::<AgeGenderKey>().unwrap_err();
             assert_eq!(err, DomainError::AgeGenderKey(bad.to_owned()));
             assert!(err.to_string().contains("such as F.25-34"));

@@ -14,7 +14,9 @@ pub mod time;
 pub use demographics::{AgeBand, AgeGenderKey, Gender};
 pub use error::DomainError;
 pub use ids::{PageId, PostId, PracticeCode, TenantId};
-pub use metrics::{ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind};
+pub use metrics::{
+    ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind,
+};
 pub use records::{
     Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, Stream,
 };

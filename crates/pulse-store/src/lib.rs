@@ -8,6 +8,7 @@
 //! another tenant's data), and writing a record whose identity already exists replaces it — the latest version wins —
 //! so re-ingesting a window never doubles a figure.
 
+mod any;
 pub mod clickhouse;
 mod error;
 pub mod lake;
@@ -17,12 +18,13 @@ mod util;
 
 use std::future::Future;
 
+pub use any::AnyStore;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 pub use error::StoreError;
 use pulse_domain::{
-    CanonicalMetric, Checkpoint, IngestRunRecord, PageId, PageInsightFact, Period, Post, PostInsightSnapshot,
-    PracticeCode, TenantScope,
+    CanonicalMetric, Checkpoint, IngestRunRecord, PageId, PageInsightFact, Period, Post,
+    PostInsightSnapshot, PracticeCode, TenantScope,
 };
 pub use report::{ReportColumn, ReportTable, ReportType};
 
@@ -43,7 +45,11 @@ pub struct FactFilter {
 
 impl FactFilter {
     pub fn days(from: NaiveDate, to: NaiveDate) -> Self {
-        Self { from: Some(from), to: Some(to), ..Self::default() }
+        Self {
+            from: Some(from),
+            to: Some(to),
+            ..Self::default()
+        }
     }
 
     pub fn metrics(mut self, metrics: impl IntoIterator<Item = CanonicalMetric>) -> Self {
@@ -120,9 +126,17 @@ pub trait Store: Send + Sync {
         filter: &FactFilter,
     ) -> impl Future<Output = Result<Vec<PageInsightFact>>> + Send;
 
-    fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> impl Future<Output = Result<WriteAck>> + Send;
+    fn write_posts(
+        &self,
+        scope: &TenantScope,
+        posts: &[Post],
+    ) -> impl Future<Output = Result<WriteAck>> + Send;
 
-    fn read_posts(&self, scope: &TenantScope, filter: &PostFilter) -> impl Future<Output = Result<Vec<Post>>> + Send;
+    fn read_posts(
+        &self,
+        scope: &TenantScope,
+        filter: &PostFilter,
+    ) -> impl Future<Output = Result<Vec<Post>>> + Send;
 
     fn write_post_snapshots(
         &self,
@@ -143,7 +157,10 @@ pub trait Store: Send + Sync {
         checkpoints: &[Checkpoint],
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
-    fn load_checkpoints(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
+    fn load_checkpoints(
+        &self,
+        scope: &TenantScope,
+    ) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
 
     fn record_run(
         &self,
@@ -152,7 +169,10 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
     /// A tenant's run records, newest run first.
-    fn read_runs(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<IngestRunRecord>>> + Send;
+    fn read_runs(
+        &self,
+        scope: &TenantScope,
+    ) -> impl Future<Output = Result<Vec<IngestRunRecord>>> + Send;
 
     /// Replaces the tenant's whole slice of a report table with `batch`, atomically: a reader sees the old slice or
     /// the new one, never a mix.

@@ -75,13 +75,33 @@ pub static REACH_WEEKLY: ReportTable = ReportTable {
     columns: &[
         col("practice_code", ReportType::Str, "ODS code of the practice"),
         col("page_id", ReportType::Str, "Facebook page id"),
-        col("week_ending", ReportType::Date, "last Pacific-time day of the 7-day window"),
-        col("reach", ReportType::OptF64, "unique people reached in the week (the API's week value)"),
-        col("views", ReportType::OptF64, "times content was seen in the week"),
+        col(
+            "week_ending",
+            ReportType::Date,
+            "last Pacific-time day of the 7-day window",
+        ),
+        col(
+            "reach",
+            ReportType::OptF64,
+            "unique people reached in the week (the API's week value)",
+        ),
+        col(
+            "views",
+            ReportType::OptF64,
+            "times content was seen in the week",
+        ),
         col("engagements", ReportType::OptF64, "engagements in the week"),
-        col("followers", ReportType::OptF64, "followers at the end of the week"),
+        col(
+            "followers",
+            ReportType::OptF64,
+            "followers at the end of the week",
+        ),
         col("engagement_rate", ReportType::OptF64, "engagements / views"),
-        col("days_with_data", ReportType::U32, "days of the week with a daily value stored"),
+        col(
+            "days_with_data",
+            ReportType::U32,
+            "days of the week with a daily value stored",
+        ),
     ],
 };
 
@@ -92,7 +112,10 @@ impl ReportTable {
     /// The schema callers write and read (without `tenant_id`).
     pub fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns.iter().map(|c| Field::new(c.name, c.ty.arrow(), c.ty.nullable())).collect::<Vec<_>>(),
+            self.columns
+                .iter()
+                .map(|c| Field::new(c.name, c.ty.arrow(), c.ty.nullable()))
+                .collect::<Vec<_>>(),
         ))
     }
 
@@ -100,11 +123,20 @@ impl ReportTable {
     pub fn check(&self, batch: &RecordBatch) -> Result<()> {
         let expected = self.schema();
         let got = batch.schema();
-        let names = |s: &Schema| s.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect::<Vec<_>>();
+        let names = |s: &Schema| {
+            s.fields()
+                .iter()
+                .map(|f| format!("{}:{}", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
+        };
         if names(&expected) != names(&got) {
             return Err(StoreError::Report {
                 table: self.name.into(),
-                reason: format!("columns {:?} do not match the table's {:?}", names(&got), names(&expected)),
+                reason: format!(
+                    "columns {:?} do not match the table's {:?}",
+                    names(&got),
+                    names(&expected)
+                ),
             });
         }
         for (i, c) in self.columns.iter().enumerate() {

@@ -5,8 +5,8 @@ use clickhouse::Row;
 use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::util::{day_to_i32, from_micros, i32_to_day, micros, parse_field};
 use crate::Result;
+use crate::util::{day_to_i32, from_micros, i32_to_day, micros, parse_field};
 
 pub(crate) fn ch_date(day: NaiveDate) -> u16 {
     day_to_i32(day).clamp(0, u16::MAX as i32) as u16

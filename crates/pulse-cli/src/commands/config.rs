@@ -1,0 +1,66 @@
+//! `pulse config check`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::open;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print a summary: counts per tenant, the store, the Graph API, and pages whose token
+    /// cannot be found. No secret is printed. Exit code 2 when the config is invalid.
+    Check {
+        /// Also fail (exit 1) when any page has no usable token.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+pub fn run(path: &Path, cmd: ConfigCommand) -> Result<ExitCode> {
+    let ConfigCommand::Check { strict } = cmd;
+    let config = open::config(path)?;
+    let summary = config.summary();
+    println!("{}: valid", path.display());
+    println!("store: {}", summary.store);
+    println!("graph: {}", summary.graph);
+    println!();
+    println!(
+        "{:<20} {:>9} {:>13} {:>6} {:>8} {:>14}",
+        "tenant", "practices", "without page", "pages", "claimed", "without token"
+    );
+    for t in &summary.tenants {
+        println!(
+            "{:<20} {:>9} {:>13} {:>6} {:>8} {:>14}",
+            t.id,
+            t.practices,
+            t.practices_without_pages,
+            t.pages,
+            t.claimed_pages,
+            t.pages_without_tokens.len()
+        );
+    }
+    let missing: usize = summary
+        .tenants
+        .iter()
+        .map(|t| t.pages_without_tokens.len())
+        .sum();
+    if missing > 0 {
+        println!();
+        println!(
+            "{missing} page(s) have no usable token and will be skipped by ingest until fixed:"
+        );
+        for t in &summary.tenants {
+            for (page, practice, why) in &t.pages_without_tokens {
+                println!("  {:<14} {practice}  page {page}: {why}", t.id);
+            }
+        }
+    }
+    Ok(if strict && missing > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod config;
+pub mod metrics;
+pub mod migrate;

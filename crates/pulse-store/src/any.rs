@@ -1,0 +1,116 @@
+//! [`AnyStore`]: the backend chosen by configuration, behind the same [`Store`] interface.
+
+use arrow::record_batch::RecordBatch;
+use pulse_domain::{
+    Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope,
+};
+
+use crate::clickhouse::ClickHouseStore;
+use crate::lake::LakeStore;
+use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, WriteAck};
+
+#[derive(Clone)]
+pub enum AnyStore {
+    Lake(LakeStore),
+    ClickHouse(Box<ClickHouseStore>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Lake($s) => $call,
+            AnyStore::ClickHouse($s) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    fn describe(&self) -> String {
+        delegate!(self, s => s.describe())
+    }
+
+    async fn migrate(&self) -> Result<MigrationReport> {
+        delegate!(self, s => s.migrate().await)
+    }
+
+    async fn write_page_insights(
+        &self,
+        scope: &TenantScope,
+        facts: &[PageInsightFact],
+    ) -> Result<WriteAck> {
+        delegate!(self, s => s.write_page_insights(scope, facts).await)
+    }
+
+    async fn read_page_insights(
+        &self,
+        scope: &TenantScope,
+        filter: &FactFilter,
+    ) -> Result<Vec<PageInsightFact>> {
+        delegate!(self, s => s.read_page_insights(scope, filter).await)
+    }
+
+    async fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> Result<WriteAck> {
+        delegate!(self, s => s.write_posts(scope, posts).await)
+    }
+
+    async fn read_posts(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<Post>> {
+        delegate!(self, s => s.read_posts(scope, filter).await)
+    }
+
+    async fn write_post_snapshots(
+        &self,
+        scope: &TenantScope,
+        snapshots: &[PostInsightSnapshot],
+    ) -> Result<WriteAck> {
+        delegate!(self, s => s.write_post_snapshots(scope, snapshots).await)
+    }
+
+    async fn read_post_snapshots(
+        &self,
+        scope: &TenantScope,
+        filter: &PostFilter,
+    ) -> Result<Vec<PostInsightSnapshot>> {
+        delegate!(self, s => s.read_post_snapshots(scope, filter).await)
+    }
+
+    async fn save_checkpoints(
+        &self,
+        scope: &TenantScope,
+        checkpoints: &[Checkpoint],
+    ) -> Result<WriteAck> {
+        delegate!(self, s => s.save_checkpoints(scope, checkpoints).await)
+    }
+
+    async fn load_checkpoints(&self, scope: &TenantScope) -> Result<Vec<Checkpoint>> {
+        delegate!(self, s => s.load_checkpoints(scope).await)
+    }
+
+    async fn record_run(
+        &self,
+        scope: &TenantScope,
+        records: &[IngestRunRecord],
+    ) -> Result<WriteAck> {
+        delegate!(self, s => s.record_run(scope, records).await)
+    }
+
+    async fn read_runs(&self, scope: &TenantScope) -> Result<Vec<IngestRunRecord>> {
+        delegate!(self, s => s.read_runs(scope).await)
+    }
+
+    async fn replace_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        batch: &RecordBatch,
+    ) -> Result<WriteAck> {
+        delegate!(self, s => s.replace_report(scope, table, batch).await)
+    }
+
+    async fn read_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+    ) -> Result<RecordBatch> {
+        delegate!(self, s => s.read_report(scope, table).await)
+    }
+}
