@@ -1,0 +1,250 @@
+//! Response bodies as Meta sends them. Fields Meta may omit are `Option` and skipped when `None`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Number;
+
+/// `GET /{object-id}/insights`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InsightsResponse {
+    pub data: Vec<Insight>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paging: Option<Paging>,
+}
+
+/// One metric × period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Insight {
+    pub name: String,
+    pub period: String,
+    pub values: Vec<InsightValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub id: String,
+}
+
+/// One value: a number or a breakdown object. Lifetime values have no `end_time`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InsightValue {
+    pub value: MetricValue,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+}
+
+/// A number, or a breakdown (`{"F.25-34": 120, "M.65+": 31}`; zero keys omitted; `{}` when Meta withholds it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetricValue {
+    Number(Number),
+    Breakdown(BTreeMap<String, Number>),
+}
+
+impl MetricValue {
+    pub fn int(n: i64) -> Self {
+        MetricValue::Number(Number::from(n))
+    }
+}
+
+/// Paging links: time-based (`previous`/`next`) for insights, cursor-based for edges such as posts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Paging {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursors: Option<Cursors>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursors {
+    pub before: String,
+    pub after: String,
+}
+
+/// `GET /{page-id}/published_posts` (and `/posts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostsResponse {
+    pub data: Vec<PostObject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paging: Option<Paging>,
+}
+
+/// A post with the fields that were asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostObject {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permalink_url: Option<String>,
+    /// `added_photos`, `added_video`, `shared_story`, `mobile_status_update`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_type: Option<String>,
+    /// Older API versions: `photo`, `video`, `link`, `status`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Field expansion `insights.metric(...)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insights: Option<InsightsResponse>,
+}
+
+/// `GET /{page-id}?fields=...`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PageObject {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followers_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+}
+
+/// `GET /debug_token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebugTokenResponse {
+    pub data: DebugTokenData,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebugTokenData {
+    pub app_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub application: String,
+    pub expires_at: i64,
+    pub is_valid: bool,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<GraphError>,
+}
+
+/// One inner request of `POST /` with `batch=[...]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub method: String,
+    pub relative_url: String,
+}
+
+/// One inner response of a batch: the inner body is a JSON *string*.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub code: u16,
+    pub headers: Vec<BatchHeader>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchHeader {
+    pub name: String,
+    pub value: String,
+}
+
+/// `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphErrorBody {
+    pub error: GraphError,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphError {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_subcode: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_transient: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_user_title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_user_msg: Option<String>,
+    #[serde(default)]
+    pub fbtrace_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of Meta's documented `/insights` example (page_impressions_unique, daily).
+    const RECORDED_INSIGHTS: &str = r#"{
+      "data": [
+        {
+          "name": "page_impressions_unique",
+          "period": "day",
+          "values": [
+            {"value": 1248, "end_time": "2018-03-11T08:00:00+0000"},
+            {"value": 1512, "end_time": "2018-03-12T07:00:00+0000"}
+          ],
+          "title": "Daily Total Reach",
+          "description": "Daily: The number of people who had any content from your Page or about your Page enter their screen. This includes posts, check-ins, ads, social information from people who interact with your Page and more. (Unique Users)",
+          "id": "1234567890/insights/page_impressions_unique/day"
+        },
+        {
+          "name": "page_fans_gender_age",
+          "period": "day",
+          "values": [
+            {"value": {"F.25-34": 412, "F.35-44": 530, "M.65+": 121, "U.18-24": 3}, "end_time": "2018-03-12T07:00:00+0000"}
+          ],
+          "title": "Lifetime Likes by Gender and Age",
+          "description": "Lifetime: Aggregated demographic data about the people who like your Page. (Unique Users)",
+          "id": "1234567890/insights/page_fans_gender_age/day"
+        }
+      ],
+      "paging": {
+        "previous": "https://graph.facebook.com/v2.12/1234567890/insights?access_token=EAAB&metric=page_impressions_unique&since=1520496000&until=1520668800",
+        "next": "https://graph.facebook.com/v2.12/1234567890/insights?access_token=EAAB&metric=page_impressions_unique&since=1520841600&until=1521014400"
+      }
+    }"#;
+
+    #[test]
+    fn parses_a_recorded_insights_response_and_writes_it_back_in_the_same_shape() {
+        let parsed: InsightsResponse = serde_json::from_str(RECORDED_INSIGHTS).unwrap();
+        assert_eq!(parsed.data.len(), 2);
+        assert_eq!(parsed.data[0].values[0].value, MetricValue::int(1248));
+        match &parsed.data[1].values[0].value {
+            MetricValue::Breakdown(b) => assert_eq!(b["F.35-44"], Number::from(530)),
+            other => panic!("{other:?}"),
+        }
+        let again: serde_json::Value = serde_json::to_value(&parsed).unwrap();
+        let original: serde_json::Value = serde_json::from_str(RECORDED_INSIGHTS).unwrap();
+        assert_eq!(again, original);
+    }
+
+    #[test]
+    fn lifetime_values_have_no_end_time() {
+        let body = r#"{"data":[{"name":"post_video_views","period":"lifetime","values":[{"value":20412}],"title":"Lifetime Total Video Views","description":"Lifetime: Total number of times your video was viewed for 3 seconds or more.","id":"123_456/insights/post_video_views/lifetime"}]}"#;
+        let parsed: InsightsResponse = serde_json::from_str(body).unwrap();
+        assert!(parsed.data[0].values[0].end_time.is_none());
+        assert!(parsed.paging.is_none());
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), body);
+    }
+
+    #[test]
+    fn parses_a_recorded_error_body() {
+        let body = r#"{"error":{"message":"(#100) The value must be a valid insights metric","type":"OAuthException","code":100,"fbtrace_id":"AbCdEf123"}}"#;
+        let parsed: GraphErrorBody = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed.error.code, 100);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), body);
+    }
+
+    #[test]
+    fn parses_a_recorded_posts_page_with_cursors() {
+        let body = r#"{"data":[{"created_time":"2018-03-10T09:15:02+0000","message":"Watch: the signs of a stroke","id":"1234567890_1020"}],"paging":{"cursors":{"before":"QVFIUk1","after":"QVFIUk2"},"next":"https://graph.facebook.com/v2.12/1234567890/published_posts?limit=25&after=QVFIUk2"}}"#;
+        let parsed: PostsResponse = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed.data[0].id, "1234567890_1020");
+        assert_eq!(parsed.paging.unwrap().cursors.unwrap().after, "QVFIUk2");
+    }
+}
