@@ -46,6 +46,12 @@ enum Command {
     ///
     /// Refuses a database migrated by a newer Practice Pulse, and a migration edited after it was applied.
     Migrate(commands::migrate::MigrateArgs),
+    /// Run the Graph API simulator: a local, deterministic stand-in for Facebook Page Insights.
+    ///
+    /// Serves `/vNN.N/{page-id}/insights`, `/published_posts`, `/{post-id}/insights`, `/{page-id}?fields=`,
+    /// `/debug_token` and batch `POST /` over a synthetic world from a scenario (bundled: case-study, current,
+    /// national; or a TOML file). `pulse sim truth` prints what the world injected.
+    Sim(commands::sim::SimArgs),
     /// List the metric catalogue: canonical metrics and the Graph metric each maps to under an API version.
     Metrics(commands::metrics::MetricsArgs),
 }
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
             Command::Config(cmd) => commands::config::run(&cli.config, cmd),
             Command::Migrate(args) => commands::migrate::run(&cli.config, args).await,
             Command::Metrics(args) => commands::metrics::run(args),
+            Command::Sim(args) => commands::sim::run(args).await,
         }
     });
     match result {

@@ -85,10 +85,4 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     model::parse(text, path)
 }
 
-/// 1-based line and column of byte `offset` in `text`.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
+pub(crate) use pulse_domain::text::line_col;

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod metrics;
 pub mod records;
 pub mod tenancy;
+pub mod text;
 pub mod time;
 
 pub use demographics::{AgeBand, AgeGenderKey, Gender};
