@@ -1059,20 +1059,16 @@ fn parse_time(value: &str, name: &str) -> Result<NaiveDate, GraphError> {
     if let Ok(ts) = value.parse::<i64>()
         && let Some(t) = Utc.timestamp_opt(ts, 0).single()
     {
-        let pacific = t.with_timezone(&chrono_tz_pacific());
-        return Ok(pacific.date_naive());
+        // A timestamp names the Pacific day it falls in (our own paging links use Pacific midnights).
+        return Ok(t
+            .with_timezone(&chrono_tz::America::Los_Angeles)
+            .date_naive());
     }
     Err(graph_error(
         100,
         None,
         format!("(#100) The parameter {name} is not a valid date or Unix timestamp: {value}"),
     ))
-}
-
-fn chrono_tz_pacific() -> chrono::FixedOffset {
-    // Unix-timestamp bounds are read at Pacific standard time; a midnight written by us round-trips either way
-    // because we always write 08:00Z or 07:00Z, and both fall on the same Pacific date at UTC-8.
-    chrono::FixedOffset::west_opt(8 * 3600).expect("valid offset")
 }
 
 /// The Unix time of midnight Pacific at the start of `day`.

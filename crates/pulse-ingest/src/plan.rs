@@ -1,0 +1,262 @@
+//! The planner: what to fetch for each tenant × practice × page × stream, in windows of at most 90 days, from a
+//! backfill start or from checkpoints with a lookback (Meta revises recent days).
+
+use std::collections::HashMap;
+
+use chrono::{Duration, NaiveDate};
+use pulse_config::Secret;
+use pulse_domain::{
+    ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode,
+    Stream, TenantScope,
+};
+
+/// Page metrics asked for per period. Unique counts come at every period because they are not additive; the
+/// demographic breakdowns come at 28 days, where Meta's 100-person threshold withholds least.
+pub const DAY_METRICS: &[CanonicalMetric] = &[
+    CanonicalMetric::PageViews,
+    CanonicalMetric::PageReach,
+    CanonicalMetric::PageEngagements,
+    CanonicalMetric::PageEngagedUsers,
+    CanonicalMetric::PageFollowers,
+    CanonicalMetric::PageNewFollowers,
+    CanonicalMetric::PageVideoViews,
+    CanonicalMetric::PageFollowersByAgeGender,
+];
+pub const WEEK_METRICS: &[CanonicalMetric] = &[
+    CanonicalMetric::PageViews,
+    CanonicalMetric::PageReach,
+    CanonicalMetric::PageEngagements,
+    CanonicalMetric::PageEngagedUsers,
+];
+pub const DAYS_28_METRICS: &[CanonicalMetric] = &[
+    CanonicalMetric::PageReach,
+    CanonicalMetric::PageEngagedUsers,
+    CanonicalMetric::PageReachByAgeGender,
+    CanonicalMetric::PageEngagedByAgeGender,
+];
+pub const POST_METRICS: &[CanonicalMetric] = &[
+    CanonicalMetric::PostViews,
+    CanonicalMetric::PostReach,
+    CanonicalMetric::PostEngagements,
+    CanonicalMetric::PostEngagedUsers,
+    CanonicalMetric::PostVideoViews,
+    CanonicalMetric::PostVideoViewTimeByAgeGender,
+];
+
+/// Meta's longest `since`..`until` span is 93 days; we stay inside it.
+pub const MAX_WINDOW_DAYS: i64 = 90;
+/// History goes back two years.
+pub const MAX_HISTORY_DAYS: i64 = 730;
+
+/// A page to ingest, with its token (kept as a secret) and the tenant scope its data is written under.
+#[derive(Clone)]
+pub struct Target {
+    pub scope: TenantScope,
+    pub practice: PracticeCode,
+    pub page: PageId,
+    pub token: Secret,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Target({} {} {})", self.scope, self.practice, self.page)
+    }
+}
+
+/// Days `from..=to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub stream: Stream,
+    pub metrics: Vec<&'static GraphMetric>,
+    pub windows: Vec<Window>,
+}
+
+/// Splits `from..=to` into windows of at most `max` days.
+pub fn windows(from: NaiveDate, to: NaiveDate, max: i64) -> Vec<Window> {
+    let mut out = Vec::new();
+    let mut start = from;
+    while start <= to {
+        let end = (start + Duration::days(max - 1)).min(to);
+        out.push(Window {
+            from: start,
+            to: end,
+        });
+        start = end + Duration::days(1);
+    }
+    out
+}
+
+/// The Graph metrics to ask for, for these canonical metrics at this period, under `version` on `today`.
+pub fn graph_metrics(
+    wanted: &[CanonicalMetric],
+    period: Period,
+    version: ApiVersion,
+    today: NaiveDate,
+) -> Vec<&'static GraphMetric> {
+    let catalogue = MetricCatalogue::default();
+    wanted
+        .iter()
+        .filter_map(|&m| catalogue.graph_name(m, version, today))
+        .filter(|g| g.periods.contains(&period))
+        .collect()
+}
+
+/// Plan options.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub version: ApiVersion,
+    /// The first Pacific day that is not complete yet; data is fetched up to the day before.
+    pub today: NaiveDate,
+    /// Where a page without checkpoints starts.
+    pub backfill_from: NaiveDate,
+    /// Days re-read before a checkpoint, because Meta revises recent days.
+    pub lookback_days: i64,
+    /// Days over which a post's lifetime values are re-read (its growth curve).
+    pub post_snapshot_days: i64,
+}
+
+/// The streams of one page, given its checkpoints (`through_day` per stream).
+pub fn plan_page(opts: &PlanOptions, checkpoints: &HashMap<Stream, NaiveDate>) -> Vec<StreamPlan> {
+    let last = opts.today - Duration::days(1);
+    let earliest = opts.today - Duration::days(MAX_HISTORY_DAYS);
+    let start_for = |stream: Stream, lookback: i64| match checkpoints.get(&stream) {
+        Some(through) => (*through - Duration::days(lookback - 1)).max(earliest),
+        None => opts.backfill_from.max(earliest),
+    };
+    let mut plans = Vec::new();
+    for (period, wanted) in [
+        (Period::Day, DAY_METRICS),
+        (Period::Week, WEEK_METRICS),
+        (Period::Days28, DAYS_28_METRICS),
+    ] {
+        let stream = Stream::PageInsights(period);
+        let metrics = graph_metrics(wanted, period, opts.version, opts.today);
+        let from = start_for(stream, opts.lookback_days);
+        if metrics.is_empty() || from > last {
+            continue;
+        }
+        plans.push(StreamPlan {
+            stream,
+            metrics,
+            windows: windows(from, last, MAX_WINDOW_DAYS),
+        });
+    }
+    let from = start_for(Stream::Posts, opts.post_snapshot_days);
+    if from <= last {
+        plans.push(StreamPlan {
+            stream: Stream::Posts,
+            metrics: graph_metrics(POST_METRICS, Period::Lifetime, opts.version, opts.today),
+            windows: vec![Window { from, to: last }],
+        });
+    }
+    plans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            version: ApiVersion::new(2, 12),
+            today: d(2018, 7, 1),
+            backfill_from: d(2017, 1, 1),
+            lookback_days: 3,
+            post_snapshot_days: 28,
+        }
+    }
+
+    #[test]
+    fn windows_are_at_most_90_days_and_cover_the_range() {
+        let w = windows(d(2017, 1, 1), d(2018, 6, 30), MAX_WINDOW_DAYS);
+        assert_eq!(w.len(), 7);
+        assert_eq!(
+            w[0],
+            Window {
+                from: d(2017, 1, 1),
+                to: d(2017, 3, 31)
+            }
+        );
+        assert!(
+            w.windows(2)
+                .all(|p| p[1].from == p[0].to + Duration::days(1))
+        );
+        assert_eq!(w.last().unwrap().to, d(2018, 6, 30));
+        assert!(w.iter().all(|x| (x.to - x.from).num_days() < 90));
+    }
+
+    #[test]
+    fn a_backfill_plans_every_stream_and_the_catalogue_picks_names() {
+        let plans = plan_page(&opts(), &HashMap::new());
+        let streams: Vec<Stream> = plans.iter().map(|p| p.stream).collect();
+        assert_eq!(
+            streams,
+            vec![
+                Stream::PageInsights(Period::Day),
+                Stream::PageInsights(Period::Week),
+                Stream::PageInsights(Period::Days28),
+                Stream::Posts
+            ]
+        );
+        let day: Vec<&str> = plans[0].metrics.iter().map(|g| g.name).collect();
+        assert!(day.contains(&"page_impressions_unique") && day.contains(&"page_fans_gender_age"));
+        let current = PlanOptions {
+            version: ApiVersion::new(25, 0),
+            today: d(2026, 11, 21),
+            backfill_from: d(2026, 1, 1),
+            ..opts()
+        };
+        let plans = plan_page(&current, &HashMap::new());
+        let day: Vec<&str> = plans[0].metrics.iter().map(|g| g.name).collect();
+        assert!(day.contains(&"page_media_view") && !day.contains(&"page_fans"));
+        assert_eq!(
+            plans[3].metrics.iter().map(|g| g.name).collect::<Vec<_>>(),
+            vec![
+                "post_media_view",
+                "post_total_media_view_unique",
+                "post_clicks",
+                "post_video_view_time_by_age_bucket_and_gender"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_incremental_run_starts_at_the_checkpoint_minus_the_lookback() {
+        let mut cps = HashMap::new();
+        cps.insert(Stream::PageInsights(Period::Day), d(2018, 6, 25));
+        cps.insert(Stream::Posts, d(2018, 6, 30));
+        let plans = plan_page(&opts(), &cps);
+        assert_eq!(
+            plans[0].windows,
+            vec![Window {
+                from: d(2018, 6, 23),
+                to: d(2018, 6, 30)
+            }]
+        );
+        assert_eq!(
+            plans[3].windows[0].from,
+            d(2018, 6, 3),
+            "young posts are re-snapshotted"
+        );
+    }
+
+    #[test]
+    fn history_is_capped_at_two_years() {
+        let o = PlanOptions {
+            backfill_from: d(2010, 1, 1),
+            ..opts()
+        };
+        let plans = plan_page(&o, &HashMap::new());
+        assert_eq!(plans[0].windows[0].from, d(2016, 7, 1));
+    }
+}
