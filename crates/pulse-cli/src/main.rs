@@ -46,6 +46,15 @@ enum Command {
     ///
     /// Refuses a database migrated by a newer Practice Pulse, and a migration edited after it was applied.
     Migrate(commands::migrate::MigrateArgs),
+    /// Run the whole pipeline on a simulated world, with nothing to install: start the Graph API simulator
+    /// in-process, ingest every practice's page and post insights into the embedded lake, and say what was done and
+    /// where the results are. A second run is incremental.
+    Demo(commands::demo::DemoArgs),
+    /// Pull page and post insights for every configured practice into the store.
+    ///
+    /// Backfills pages without checkpoints from --since (up to two years back); otherwise continues from each
+    /// page's checkpoints with a lookback. Exit code 1 when any page failed or needs re-authorisation.
+    Ingest(commands::ingest::IngestArgs),
     /// Run the Graph API simulator: a local, deterministic stand-in for Facebook Page Insights.
     ///
     /// Serves `/vNN.N/{page-id}/insights`, `/published_posts`, `/{post-id}/insights`, `/{page-id}?fields=`,
@@ -80,6 +89,8 @@ fn main() -> ExitCode {
             Command::Migrate(args) => commands::migrate::run(&cli.config, args).await,
             Command::Metrics(args) => commands::metrics::run(args),
             Command::Sim(args) => commands::sim::run(args).await,
+            Command::Ingest(args) => commands::ingest::run(&cli.config, args).await,
+            Command::Demo(args) => commands::demo::run(args).await,
         }
     });
     match result {
