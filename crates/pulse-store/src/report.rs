@@ -68,35 +68,64 @@ const fn col(name: &'static str, ty: ReportType, doc: &'static str) -> ReportCol
     ReportColumn { name, ty, doc }
 }
 
-/// Weekly reach per page, from the API's own 7-day unique counts (never a sum of daily uniques).
+/// Weekly reach per practice page from the API's own 7-day unique counts, with change and outliers (Pacific-time weeks ending on Sundays).
 pub static REACH_WEEKLY: ReportTable = ReportTable {
     name: "report_reach_weekly",
-    doc: "Weekly reach, views, engagements and followers per practice page (Pacific-time weeks).",
+    doc: "Weekly reach per practice page from the API's own 7-day unique counts, with change and outliers (Pacific-time weeks ending on Sundays).",
     columns: &[
         col("practice_code", ReportType::Str, "ODS code of the practice"),
         col("page_id", ReportType::Str, "Facebook page id"),
         col(
             "week_ending",
             ReportType::Date,
-            "last Pacific-time day of the 7-day window",
+            "last Pacific-time day of the week",
         ),
         col(
             "reach",
             ReportType::OptF64,
-            "unique people reached in the week (the API's week value)",
+            "unique people reached in the week (the API's week value, never a sum of days)",
+        ),
+        col(
+            "engaged_users",
+            ReportType::OptF64,
+            "unique people who engaged in the week (API week value)",
         ),
         col(
             "views",
             ReportType::OptF64,
-            "times content was seen in the week",
+            "times content was seen in the week (additive: sum of days)",
         ),
-        col("engagements", ReportType::OptF64, "engagements in the week"),
+        col(
+            "engagements",
+            ReportType::OptF64,
+            "engagements in the week (sum of days)",
+        ),
         col(
             "followers",
             ReportType::OptF64,
             "followers at the end of the week",
         ),
+        col(
+            "follower_growth",
+            ReportType::OptF64,
+            "followers gained over the week",
+        ),
         col("engagement_rate", ReportType::OptF64, "engagements / views"),
+        col(
+            "reach_change",
+            ReportType::OptF64,
+            "reach against the previous week, as a fraction",
+        ),
+        col(
+            "outlier_score",
+            ReportType::OptF64,
+            "robust z-score of reach per follower against the tenant's pages that week",
+        ),
+        col(
+            "outlier_reason",
+            ReportType::Str,
+            "why the page stands out, empty when it does not",
+        ),
         col(
             "days_with_data",
             ReportType::U32,
@@ -105,8 +134,247 @@ pub static REACH_WEEKLY: ReportTable = ReportTable {
     ],
 };
 
+/// Tenant roll-up per week. Sums of page uniques are gross reach: people who follow several pages count more than once.
+pub static REACH_TENANT_WEEKLY: ReportTable = ReportTable {
+    name: "report_reach_tenant_weekly",
+    doc: "Tenant roll-up per week. Sums of page uniques are gross reach: people who follow several pages count more than once.",
+    columns: &[
+        col(
+            "week_ending",
+            ReportType::Date,
+            "last Pacific-time day of the week",
+        ),
+        col("pages", ReportType::U32, "pages with data that week"),
+        col(
+            "gross_reach",
+            ReportType::OptF64,
+            "sum of the pages' weekly unique reach (gross: not unique across pages)",
+        ),
+        col(
+            "gross_engaged_users",
+            ReportType::OptF64,
+            "sum of the pages' weekly unique engaged users (gross)",
+        ),
+        col("views", ReportType::OptF64, "views across pages"),
+        col(
+            "engagements",
+            ReportType::OptF64,
+            "engagements across pages",
+        ),
+        col(
+            "followers",
+            ReportType::OptF64,
+            "followers across pages (gross)",
+        ),
+        col(
+            "median_page_reach",
+            ReportType::OptF64,
+            "median page's weekly reach",
+        ),
+    ],
+};
+
+/// Who engages, by age band and gender, per practice and per tenant, with penetration into registered patients.
+pub static AGE_BANDS: ReportTable = ReportTable {
+    name: "report_age_bands",
+    doc: "Who engages, by age band and gender, per practice and per tenant, with penetration into registered patients.",
+    columns: &[
+        col("level", ReportType::Str, "practice or tenant"),
+        col(
+            "practice_code",
+            ReportType::Str,
+            "ODS code, or ALL for the tenant",
+        ),
+        col(
+            "source",
+            ReportType::Str,
+            "which metric the shares come from",
+        ),
+        col(
+            "window_end",
+            ReportType::Date,
+            "last day of the 28-day window used",
+        ),
+        col("age_band", ReportType::Str, "Meta's age band"),
+        col("female", ReportType::OptF64, "people (female)"),
+        col("male", ReportType::OptF64, "people (male)"),
+        col("unknown", ReportType::OptF64, "people (gender unknown)"),
+        col(
+            "people",
+            ReportType::OptF64,
+            "people in the band (all genders)",
+        ),
+        col(
+            "share",
+            ReportType::OptF64,
+            "share of the level's people in this band",
+        ),
+        col(
+            "registered",
+            ReportType::OptF64,
+            "registered patients mapped to this band (NHS 5-year groups, split uniformly within a group)",
+        ),
+        col("penetration", ReportType::OptF64, "people / registered"),
+        col("note", ReportType::Str, "suppression or source notes"),
+    ],
+};
+
+/// What a campaign achieved: its posts' own figures, and the incremental effect on the pages against a counterfactual, with a 95% interval.
+pub static CAMPAIGN_UPLIFT: ReportTable = ReportTable {
+    name: "report_campaign_uplift",
+    doc: "What a campaign achieved: its posts' own figures, and the incremental effect on the pages against a counterfactual, with a 95% interval.",
+    columns: &[
+        col("campaign", ReportType::Str, "campaign name"),
+        col(
+            "practice_code",
+            ReportType::Str,
+            "ODS code, or ALL for the total",
+        ),
+        col(
+            "metric",
+            ReportType::Str,
+            "views, reach, engagements or video_views",
+        ),
+        col(
+            "window_from",
+            ReportType::Date,
+            "first day of the campaign window",
+        ),
+        col(
+            "window_to",
+            ReportType::Date,
+            "last day of the campaign window",
+        ),
+        col("posts", ReportType::U32, "campaign posts matched"),
+        col(
+            "post_lifetime",
+            ReportType::OptF64,
+            "lifetime value of the campaign posts (latest snapshot; reach summed over pages is gross)",
+        ),
+        col(
+            "observed",
+            ReportType::OptF64,
+            "page figure over the window",
+        ),
+        col(
+            "counterfactual",
+            ReportType::OptF64,
+            "what the pages would have had without the campaign",
+        ),
+        col("effect", ReportType::OptF64, "observed - counterfactual"),
+        col("effect_lo", ReportType::OptF64, "95% interval, low"),
+        col("effect_hi", ReportType::OptF64, "95% interval, high"),
+        col(
+            "lift_pct",
+            ReportType::OptF64,
+            "effect / counterfactual, percent",
+        ),
+        col("p_value", ReportType::OptF64, "placebo-in-time p-value"),
+        col(
+            "method",
+            ReportType::Str,
+            "how the counterfactual was built",
+        ),
+        col(
+            "note",
+            ReportType::Str,
+            "why a figure is missing, when it is",
+        ),
+    ],
+};
+
+/// Observed and counterfactual daily series around each campaign, for plotting.
+pub static CAMPAIGN_SERIES: ReportTable = ReportTable {
+    name: "report_campaign_series",
+    doc: "Observed and counterfactual daily series around each campaign, for plotting.",
+    columns: &[
+        col("campaign", ReportType::Str, "campaign name"),
+        col("practice_code", ReportType::Str, "ODS code, or ALL"),
+        col(
+            "metric",
+            ReportType::Str,
+            "views, reach, engagements or video_views",
+        ),
+        col("day", ReportType::Date, "Pacific-time day"),
+        col("observed", ReportType::OptF64, "observed page figure"),
+        col("counterfactual", ReportType::OptF64, "counterfactual"),
+    ],
+};
+
+/// Posts ranked by reach, with engagement rate, type and topic.
+pub static POST_PERFORMANCE: ReportTable = ReportTable {
+    name: "report_post_performance",
+    doc: "Posts ranked by reach, with engagement rate, type and topic.",
+    columns: &[
+        col("practice_code", ReportType::Str, "ODS code"),
+        col("page_id", ReportType::Str, "Facebook page id"),
+        col("post_id", ReportType::Str, "post id"),
+        col("created", ReportType::Date, "day posted (UTC)"),
+        col("post_type", ReportType::Str, "photo, video, link or status"),
+        col("topic", ReportType::Str, "rule-based topic tag"),
+        col(
+            "reach",
+            ReportType::OptF64,
+            "lifetime reach (latest snapshot)",
+        ),
+        col("views", ReportType::OptF64, "lifetime views"),
+        col(
+            "engagements",
+            ReportType::OptF64,
+            "lifetime engagements (clicks)",
+        ),
+        col(
+            "engaged_users",
+            ReportType::OptF64,
+            "lifetime engaged users",
+        ),
+        col("video_views", ReportType::OptF64, "lifetime video views"),
+        col(
+            "engagement_rate",
+            ReportType::OptF64,
+            "engaged users (or engagements) / reach",
+        ),
+        col(
+            "tenant_rank",
+            ReportType::U32,
+            "rank by reach within the tenant",
+        ),
+    ],
+};
+
+/// Problems found in the stored data: gaps, stale pages, pages needing re-authorisation, impossible values.
+pub static DATA_QUALITY: ReportTable = ReportTable {
+    name: "report_data_quality",
+    doc: "Problems found in the stored data: gaps, stale pages, pages needing re-authorisation, impossible values.",
+    columns: &[
+        col("practice_code", ReportType::Str, "ODS code"),
+        col(
+            "page_id",
+            ReportType::Str,
+            "Facebook page id, empty for practice-level checks",
+        ),
+        col(
+            "check_name",
+            ReportType::Str,
+            "gap, stale, reauth, unique_above_total, week_below_max_day",
+        ),
+        col("day_from", ReportType::Date, "first day concerned"),
+        col("day_to", ReportType::Date, "last day concerned"),
+        col("count", ReportType::U32, "how many days or values"),
+        col("detail", ReportType::Str, "what was found and what to do"),
+    ],
+};
+
 /// Every report table, in migration order.
-pub static ALL: &[&ReportTable] = &[&REACH_WEEKLY];
+pub static ALL: &[&ReportTable] = &[
+    &REACH_WEEKLY,
+    &REACH_TENANT_WEEKLY,
+    &AGE_BANDS,
+    &CAMPAIGN_UPLIFT,
+    &CAMPAIGN_SERIES,
+    &POST_PERFORMANCE,
+    &DATA_QUALITY,
+];
 
 impl ReportTable {
     /// The schema callers write and read (without `tenant_id`).

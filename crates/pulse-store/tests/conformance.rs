@@ -384,6 +384,9 @@ fn run(id: &str, started: i64) -> IngestRunRecord {
 }
 
 fn reach_report(weeks: usize) -> RecordBatch {
+    let f = |v: fn(usize) -> Option<f64>| -> Arc<dyn arrow::array::Array> {
+        Arc::new(Float64Array::from_iter((0..weeks).map(v)))
+    };
     RecordBatch::try_new(
         REACH_WEEKLY.schema(),
         vec![
@@ -392,17 +395,22 @@ fn reach_report(weeks: usize) -> RecordBatch {
             Arc::new(Date32Array::from_iter_values(
                 (0..weeks).map(|w| 17538 + 7 * w as i32),
             )),
-            Arc::new(Float64Array::from_iter(
-                (0..weeks).map(|w| Some(800.0 + w as f64)),
-            )),
-            Arc::new(Float64Array::from_iter(
-                (0..weeks).map(|w| Some(2000.0 + w as f64)),
-            )),
-            Arc::new(Float64Array::from_iter((0..weeks).map(|_| Some(150.0)))),
-            Arc::new(Float64Array::from_iter((0..weeks).map(|_| None))),
-            Arc::new(Float64Array::from_iter(
-                (0..weeks).map(|w| Some(150.0 / (2000.0 + w as f64))),
-            )),
+            f(|w| Some(800.0 + w as f64)),
+            f(|_| Some(120.0)),
+            f(|w| Some(2000.0 + w as f64)),
+            f(|_| Some(150.0)),
+            f(|_| None),
+            f(|_| Some(12.0)),
+            f(|w| Some(150.0 / (2000.0 + w as f64))),
+            f(|w| if w == 0 { None } else { Some(0.01) }),
+            f(|w| Some(w as f64 - 1.5)),
+            Arc::new(StringArray::from_iter_values((0..weeks).map(|w| {
+                if w == 3 {
+                    "reach per follower 3.1 MADs above the tenant's median"
+                } else {
+                    ""
+                }
+            }))),
             Arc::new(UInt32Array::from_iter_values((0..weeks).map(|_| 7))),
         ],
     )
@@ -554,7 +562,7 @@ async fn migrate_twice_is_a_no_op<S: Store>(store: &S) {
 
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
-        mod lake {
+        mod lake_backend {
             $(
                 #[tokio::test]
                 async fn $name() {
@@ -565,7 +573,7 @@ macro_rules! conformance {
                 }
             )*
         }
-        mod clickhouse {
+        mod clickhouse_backend {
             $(
                 #[tokio::test]
                 async fn $name() {
@@ -775,6 +783,47 @@ async fn clickhouse_unreachable_names_the_url_and_what_to_check() {
     );
     assert!(text.contains("check that the server is running"), "{text}");
     assert!(!text.contains("hunter2-secret"));
+}
+
+#[tokio::test]
+async fn clickhouse_report_tables_match_their_declarations() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let client = ::clickhouse::Client::default()
+        .with_url(&db.url)
+        .with_database(&db.name)
+        .with_validation(false);
+    for table in pulse_store::report::ALL {
+        // DESCRIBE works on 18.16 and current (system.columns has no `position` on 18.16).
+        let bytes = client
+            .query(&format!("DESCRIBE TABLE {}", table.name))
+            .fetch_bytes("TabSeparated")
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let got: Vec<(String, String)> = String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut f = l.split('\t');
+                (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+            })
+            .collect();
+        let mut expected = vec![
+            ("tenant_id".to_owned(), "String".to_owned()),
+            ("version".to_owned(), "UInt64".to_owned()),
+        ];
+        expected.extend(
+            table
+                .columns
+                .iter()
+                .map(|c| (c.name.to_owned(), c.ty.clickhouse().to_owned())),
+        );
+        assert_eq!(got, expected, "{}", table.name);
+    }
+    db.drop().await;
 }
 
 #[tokio::test]

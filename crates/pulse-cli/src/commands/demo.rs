@@ -52,11 +52,18 @@ fn write_demo_config(world: &World, dir: &std::path::Path) -> Result<PathBuf> {
         let csv_name = format!("practices-{}.csv", t.id);
         let mut csv = String::from("code,name,list_size,page_id,page_kind\n");
         for p in world.practices.iter().filter(|p| p.tenant == ti) {
-            let (page, kind) = p.page.map(|i| (world.pages[i].id.as_str(), world.pages[i].kind.as_str())).unwrap_or(("", ""));
+            let (page, kind) = p
+                .page
+                .map(|i| (world.pages[i].id.as_str(), world.pages[i].kind.as_str()))
+                .unwrap_or(("", ""));
             let _ = writeln!(csv, "{},{},{},{page},{kind}", p.code, p.name, p.list_size);
         }
         std::fs::write(dir.join(&csv_name), csv)?;
-        let _ = writeln!(toml, "[[tenant]]\nid = \"{}\"\nname = \"{}\"\npractices_csv = \"{csv_name}\"\n", t.id, t.name);
+        let _ = writeln!(
+            toml,
+            "[[tenant]]\nid = \"{}\"\nname = \"{}\"\npractices_csv = \"{csv_name}\"\n",
+            t.id, t.name
+        );
     }
     let path = dir.join("pulse.toml");
     std::fs::write(&path, toml)?;
@@ -69,7 +76,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let world = World::new(scenario, None);
     let name = world.scenario.world.name.clone();
     let (version, start, end) = (world.api_version(), world.start(), world.end());
-    let access = Access::new(Principal::Operator, world.tenants.iter().map(|t| t.id.clone()));
+    let access = Access::new(
+        Principal::Operator,
+        world.tenants.iter().map(|t| t.id.clone()),
+    );
     let mut targets = Vec::new();
     for p in &world.pages {
         let practice = &world.practices[p.practice];
@@ -86,28 +96,54 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         world.practices.len(),
         world.pages.len()
     );
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let config_path = write_demo_config(&world, &args.dir)?;
     let sim = Arc::new(Sim::new(world, None));
     let today = sim.today();
-    let running = pulse_sim::start(sim, 0).await.context("starting the simulator on a loopback port")?;
-    println!("simulator: {} (in-process, simulated today {today})", running.url());
+    let running = pulse_sim::start(sim, 0)
+        .await
+        .context("starting the simulator on a loopback port")?;
+    println!(
+        "simulator: {} (in-process, simulated today {today})",
+        running.url()
+    );
 
     let store = LakeStore::open(&args.dir)?;
     store.migrate().await?;
-    let mut opts = IngestOptions::new(PlanOptions { version, today, backfill_from: start, lookback_days: 3, post_snapshot_days: 28 });
+    let mut opts = IngestOptions::new(PlanOptions {
+        version,
+        today,
+        backfill_from: start,
+        lookback_days: 3,
+        post_snapshot_days: 28,
+    });
     opts.concurrency = args.concurrency.max(1);
     let client = GraphClient::new(&running.url(), version, None, Duration::from_secs(60))?;
-    let report = Ingester::new(store.clone(), client, opts).run(targets).await?;
+    let report = Ingester::new(store.clone(), client, opts)
+        .run(targets)
+        .await?;
     print_summary(&report);
-    println!("store: {} (Parquet, Hive-partitioned: <dataset>/tenant=<id>/month=<YYYY-MM>/data.parquet)", store.describe());
-    println!("config for reports over this data: {}", config_path.display());
-    println!("done in {:.1}s; run it again for an incremental update", started.elapsed().as_secs_f64());
+    println!(
+        "store: {} (Parquet, Hive-partitioned: <dataset>/tenant=<id>/month=<YYYY-MM>/data.parquet)",
+        store.describe()
+    );
+    println!(
+        "config for reports over this data: {}",
+        config_path.display()
+    );
+    println!(
+        "done in {:.1}s; run it again for an incremental update",
+        started.elapsed().as_secs_f64()
+    );
     Ok(super::ingest::exit_code(&report, false))
 }
 
 fn print_summary(report: &RunReport) {
-    let secs = (report.finished_at - report.started_at).num_milliseconds().max(1) as f64 / 1000.0;
+    let secs = (report.finished_at - report.started_at)
+        .num_milliseconds()
+        .max(1) as f64
+        / 1000.0;
     let retries: u64 = report.practices.iter().map(|p| p.record.retries).sum();
     println!(
         "ingest: {} requests ({:.1} MB), {} rows written in {secs:.1}s ({} rows/s), {retries} retries",
@@ -116,14 +152,18 @@ fn print_summary(report: &RunReport) {
         thousands(report.rows_written),
         thousands((report.rows_written as f64 / secs) as u64)
     );
-    let mut tenants: std::collections::BTreeMap<&str, (usize, u64)> = std::collections::BTreeMap::new();
+    let mut tenants: std::collections::BTreeMap<&str, (usize, u64)> =
+        std::collections::BTreeMap::new();
     for p in &report.practices {
         let e = tenants.entry(&p.tenant).or_default();
         e.0 += 1;
         e.1 += p.record.rows_written;
     }
     for (tenant, (practices, rows)) in tenants {
-        println!("  {tenant:<16} {practices:>4} practices with pages  {:>12} rows", thousands(rows));
+        println!(
+            "  {tenant:<16} {practices:>4} practices with pages  {:>12} rows",
+            thousands(rows)
+        );
     }
     for r in &report.reauth {
         println!("  NEEDS RE-AUTHORISATION: {}", r.message);
