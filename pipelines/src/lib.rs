@@ -1,6 +1,34 @@
-//! Practice Pulse's polars jobs.
-use polars::prelude::*;
+//! Practice Pulse's polars jobs: pure functions from fact frames to report frames, plus thin loaders.
+//!
+//! - [`frames`]: loading facts (Parquet scans of the lake with partition pruning, or any store through the tenant-
+//!   scoped `Store` interface) and turning report frames into the store's report tables;
+//! - [`reach`]: weekly reach per page from the API's own unique counts, change, outliers, tenant roll-ups;
+//! - [`age_bands`]: who engages by age band and gender, and penetration into registered patients ([`registered`]);
+//! - [`campaign`]: campaign matching and uplift against a counterfactual, with placebo-calibrated intervals;
+//! - [`posts`]: post performance, by type and rule-based topic;
+//! - [`quality`]: gaps, stale pages, pages needing re-authorisation, impossible values;
+//! - [`jobs`]: runs them for a tenant and writes the report tables.
+//!
+//! The pipelines are synchronous; `jobs` runs them off the async runtime.
 
-pub fn probe() -> PolarsResult<DataFrame> {
-    df!("a" => [1i64, 2, 3])
+pub mod age_bands;
+pub mod campaign;
+pub mod frames;
+pub mod jobs;
+pub mod posts;
+pub mod quality;
+pub mod reach;
+pub mod registered;
+
+/// A pipeline failure: what, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("polars: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+    #[error("{0}")]
+    Store(#[from] pulse_store::StoreError),
+    #[error("{0}")]
+    Input(String),
 }
+
+pub type Result<T> = std::result::Result<T, PipelineError>;

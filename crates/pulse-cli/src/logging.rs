@@ -18,26 +18,14 @@ fn default_filter(verbose: u8) -> String {
         _ => "trace",
     };
     let deps = if verbose >= 2 { "debug" } else { "warn" };
-    format!(
-        "{deps},pulse={ours},pulse_cli={ours},pulse_store={ours},pulse_config={ours},pulse_domain={ours}"
-    )
+    format!("{deps},pulse={ours},pulse_cli={ours},pulse_store={ours},pulse_config={ours},pulse_domain={ours}")
 }
 
 pub fn init(verbose: u8, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_target(false)
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
     }
 }

@@ -11,21 +11,10 @@ use clap::{Parser, Subcommand};
 
 /// Practice Pulse: engagement analytics across GP practices' Facebook pages, per commissioning organisation.
 #[derive(Debug, Parser)]
-#[command(
-    name = "pulse",
-    version,
-    propagate_version = true,
-    max_term_width = 110
-)]
+#[command(name = "pulse", version, propagate_version = true, max_term_width = 110)]
 struct Cli {
     /// Configuration file.
-    #[arg(
-        long,
-        short,
-        global = true,
-        env = "PULSE_CONFIG",
-        default_value = "pulse.toml"
-    )]
+    #[arg(long, short, global = true, env = "PULSE_CONFIG", default_value = "pulse.toml")]
     config: PathBuf,
     /// More log output: -v debug, -vv trace. `RUST_LOG` overrides it.
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
@@ -55,6 +44,13 @@ enum Command {
     /// Backfills pages without checkpoints from --since (up to two years back); otherwise continues from each
     /// page's checkpoints with a lookback. Exit code 1 when any page failed or needs re-authorisation.
     Ingest(commands::ingest::IngestArgs),
+    /// Compute the report tables (reach, age bands, campaign uplift, post performance, data quality) from stored
+    /// facts, for every tenant or the ones named.
+    #[command(subcommand)]
+    Jobs(commands::jobs::JobsCommand),
+    /// Read a report for one tenant: reach, age-bands, campaigns, posts or quality; as a table (with charts),
+    /// CSV, JSON or Parquet.
+    Report(commands::report::ReportArgs),
     /// Run the Graph API simulator: a local, deterministic stand-in for Facebook Page Insights.
     ///
     /// Serves `/vNN.N/{page-id}/insights`, `/published_posts`, `/{post-id}/insights`, `/{page-id}?fields=`,
@@ -73,10 +69,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -91,6 +84,8 @@ fn main() -> ExitCode {
             Command::Sim(args) => commands::sim::run(args).await,
             Command::Ingest(args) => commands::ingest::run(&cli.config, args).await,
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Jobs(cmd) => commands::jobs::run(&cli.config, cmd).await,
+            Command::Report(args) => commands::report::run(&cli.config, args).await,
         }
     });
     match result {

@@ -16,36 +16,26 @@ pub fn store(config: &Config) -> Result<AnyStore> {
     match config.store.backend {
         StoreBackend::Lake => Ok(AnyStore::Lake(LakeStore::open(&config.store.lake_dir)?)),
         StoreBackend::Clickhouse => {
-            let ch = config
-                .store
-                .clickhouse
-                .as_ref()
-                .context("[store.clickhouse] is missing")?;
+            let ch = config.store.clickhouse.as_ref().context("[store.clickhouse] is missing")?;
             let password = match &ch.password {
                 Some(r) => Some(
                     config
                         .resolve(r)
                         .with_context(|| {
-                            format!(
-                                "ClickHouse password ({}) in {}",
-                                r.describe(),
-                                config.path.display()
-                            )
+                            format!("ClickHouse password ({}) in {}", r.describe(), config.path.display())
                         })?
                         .expose()
                         .to_owned(),
                 ),
                 None => None,
             };
-            Ok(AnyStore::ClickHouse(Box::new(ClickHouseStore::new(
-                ClickHouseSettings {
-                    url: ch.url.clone(),
-                    database: ch.database.clone(),
-                    user: ch.user.clone(),
-                    password,
-                    cluster: ch.cluster.clone(),
-                },
-            ))))
+            Ok(AnyStore::ClickHouse(Box::new(ClickHouseStore::new(ClickHouseSettings {
+                url: ch.url.clone(),
+                database: ch.database.clone(),
+                user: ch.user.clone(),
+                password,
+                cluster: ch.cluster.clone(),
+            }))))
         }
     }
 }

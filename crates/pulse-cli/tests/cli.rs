@@ -13,10 +13,7 @@ fn pulse(args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn example() -> PathBuf {
@@ -31,36 +28,20 @@ fn config_check_passes_on_the_example_and_names_pages_without_tokens() {
     assert!(stdout.contains("valid"));
     assert!(stdout.contains("north-staffs"));
     assert!(stdout.contains("PULSE_TOKEN_M83001"));
-    let strict = pulse(&[
-        "config",
-        "check",
-        "--strict",
-        "-c",
-        example().to_str().unwrap(),
-    ]);
+    let strict = pulse(&["config", "check", "--strict", "-c", example().to_str().unwrap()]);
     assert_eq!(strict.status.code(), Some(1));
 }
 
 #[test]
 fn config_check_never_prints_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("tokens.toml"),
-        "M83001 = \"EAAB-top-secret-token\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("tokens.toml"), "M83001 = \"EAAB-top-secret-token\"\n").unwrap();
     std::fs::write(
         dir.path().join("pulse.toml"),
         "[[tenant]]\nid = \"a\"\nname = \"A\"\n[[tenant.practice]]\ncode = \"M83001\"\nname = \"P\"\n[[tenant.practice.page]]\nid = \"1\"\ntoken = { file = \"tokens.toml\", key = \"M83001\" }\n",
     )
     .unwrap();
-    let out = pulse(&[
-        "config",
-        "check",
-        "-vv",
-        "-c",
-        dir.path().join("pulse.toml").to_str().unwrap(),
-    ]);
+    let out = pulse(&["config", "check", "-vv", "-c", dir.path().join("pulse.toml").to_str().unwrap()]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(!stdout.contains("EAAB-top-secret-token") && !stderr.contains("EAAB-top-secret-token"));
@@ -70,18 +51,11 @@ fn config_check_never_prints_a_token() {
 fn a_broken_config_points_at_the_line_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pulse.toml");
-    std::fs::write(
-        &path,
-        "[graph]\nversion = \"v25.0\"\nbase_ulr = \"http://x\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "[graph]\nversion = \"v25.0\"\nbase_ulr = \"http://x\"\n").unwrap();
     let out = pulse(&["config", "check", "-c", path.to_str().unwrap()]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("pulse.toml:3:1: unknown field `base_ulr`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("pulse.toml:3:1: unknown field `base_ulr`"), "{stderr}");
 }
 
 #[test]
@@ -93,11 +67,7 @@ fn migrate_twice_on_the_lake_is_a_no_op() {
     assert!(first.status.success(), "{:?}", text(&first));
     assert!(text(&first).0.contains("applied lake format 1"));
     let second = pulse(&["migrate", "-c", path.to_str().unwrap()]);
-    assert!(
-        text(&second).0.contains("nothing to do"),
-        "{:?}",
-        text(&second)
-    );
+    assert!(text(&second).0.contains("nothing to do"), "{:?}", text(&second));
     assert!(dir.path().join("lake/_pulse_lake.json").exists());
 }
 
@@ -113,54 +83,34 @@ fn migrate_twice_on_clickhouse_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pulse.toml");
     let db = format!("pulse_cli_{}", std::process::id());
-    std::fs::write(&path, format!("[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"{db}\"\n"))
-        .unwrap();
+    std::fs::write(
+        &path,
+        format!("[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"{db}\"\n"),
+    )
+    .unwrap();
     let first = pulse(&["migrate", "-c", path.to_str().unwrap()]);
-    assert!(
-        text(&first).0.contains("applied 0001_core"),
-        "{:?}",
-        text(&first)
-    );
+    assert!(text(&first).0.contains("applied 0001_core"), "{:?}", text(&first));
     let second = pulse(&["migrate", "-c", path.to_str().unwrap()]);
-    assert!(
-        text(&second).0.contains("nothing to do"),
-        "{:?}",
-        text(&second)
-    );
+    assert!(text(&second).0.contains("nothing to do"), "{:?}", text(&second));
     let sql = pulse(&["migrate", "--print-sql", "-c", path.to_str().unwrap()]);
-    assert!(
-        text(&sql)
-            .0
-            .contains("CREATE TABLE IF NOT EXISTS page_insights")
-    );
+    assert!(text(&sql).0.contains("CREATE TABLE IF NOT EXISTS page_insights"));
 }
 
 #[test]
 fn an_unreachable_clickhouse_is_named_with_what_to_check() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pulse.toml");
-    std::fs::write(
-        &path,
-        "[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"http://127.0.0.1:9\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"http://127.0.0.1:9\"\n")
+        .unwrap();
     let out = pulse(&["migrate", "-c", path.to_str().unwrap()]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("cannot reach ClickHouse at http://127.0.0.1:9"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot reach ClickHouse at http://127.0.0.1:9"), "{stderr}");
 }
 
 #[test]
 fn every_subcommand_has_help() {
-    for args in [
-        &["--help"][..],
-        &["config", "check", "--help"],
-        &["migrate", "--help"],
-        &["metrics", "--help"],
-    ] {
+    for args in [&["--help"][..], &["config", "check", "--help"], &["migrate", "--help"], &["metrics", "--help"]] {
         let out = pulse(args);
         assert!(out.status.success(), "{args:?}");
         assert!(text(&out).0.len() > 100, "{args:?}: {}", text(&out).0);
@@ -175,24 +125,17 @@ fn json_logs_are_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pulse.toml");
     let db = format!("pulse_cli_json_{}", std::process::id());
-    std::fs::write(&path, format!("[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"{db}\"\n"))
-        .unwrap();
-    let out = pulse(&[
-        "migrate",
-        "--log-format",
-        "json",
-        "-c",
-        path.to_str().unwrap(),
-    ]);
+    std::fs::write(
+        &path,
+        format!("[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"{db}\"\n"),
+    )
+    .unwrap();
+    let out = pulse(&["migrate", "--log-format", "json", "-c", path.to_str().unwrap()]);
     let (_, stderr) = text(&out);
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(!lines.is_empty());
     for line in lines {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(
-            v.get("level").is_some() && v.get("fields").is_some(),
-            "{line}"
-        );
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
     }
 }

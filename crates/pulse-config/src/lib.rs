@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    ClickHouseConfig, Config, GraphConfig, PageConfig, PracticeConfig, StoreBackend, StoreConfig,
+    CampaignConfig, ClickHouseConfig, Config, GraphConfig, PageConfig, PracticeConfig, StoreBackend, StoreConfig,
     TenantConfig,
 };
 pub use secret::{Secret, SecretError, SecretRef};
@@ -40,20 +40,14 @@ impl fmt::Display for Issue {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file `{}`: {source}; pass --config <file> or copy pulse.example.toml", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render_issues(.0))]
     Invalid(Vec<Issue>),
 }
 
 fn render_issues(issues: &[Issue]) -> String {
-    let mut out = format!(
-        "the configuration has {} problem{}:",
-        issues.len(),
-        if issues.len() == 1 { "" } else { "s" }
-    );
+    let mut out =
+        format!("the configuration has {} problem{}:", issues.len(), if issues.len() == 1 { "" } else { "s" });
     for issue in issues {
         out.push_str("\n  ");
         out.push_str(&issue.to_string());
@@ -73,10 +67,7 @@ impl ConfigError {
 /// Reads and validates a config file. Relative paths inside it (practices CSV, secrets files, the lake directory)
 /// are resolved against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     parse(&text, path)
 }
 

@@ -17,6 +17,36 @@ pub struct Config {
     pub store: StoreConfig,
     pub graph: GraphConfig,
     pub tenants: Vec<TenantConfig>,
+    /// Campaigns to measure (`pulse jobs run` computes their uplift).
+    pub campaigns: Vec<CampaignConfig>,
+    /// NHS Digital's "Patients Registered at a GP Practice" CSV (practice level), resolved path.
+    pub registered_patients_csv: Option<PathBuf>,
+}
+
+/// A campaign: how its posts are recognised, and its window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// Name shown in reports.
+    pub name: String,
+    /// First day of the campaign window (Pacific time).
+    pub start: chrono::NaiveDate,
+    /// Length of the window in days (a weekend is 2).
+    pub days: u32,
+    /// Posts containing this hashtag (case-insensitive).
+    pub hashtag: Option<String>,
+    /// Posts containing or linking to this URL.
+    pub link: Option<String>,
+    /// Posts containing this text (case-insensitive).
+    pub text: Option<String>,
+    /// These post ids.
+    #[serde(default)]
+    pub posts: Vec<String>,
+    /// Only posts of this type: video, photo, link or status.
+    pub post_type: Option<String>,
+    /// Only these tenants (default: every tenant).
+    #[serde(default)]
+    pub tenants: Vec<TenantId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -48,11 +78,7 @@ fn default_lake_dir() -> PathBuf {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            backend: StoreBackend::Lake,
-            lake_dir: default_lake_dir(),
-            clickhouse: None,
-        }
+        Self { backend: StoreBackend::Lake, lake_dir: default_lake_dir(), clickhouse: None }
     }
 }
 
@@ -105,11 +131,7 @@ fn default_version() -> ApiVersion {
 
 impl Default for GraphConfig {
     fn default() -> Self {
-        Self {
-            base_url: default_base_url(),
-            version: default_version(),
-            app_secret: None,
-        }
+        Self { base_url: default_base_url(), version: default_version(), app_secret: None }
     }
 }
 
@@ -175,6 +197,11 @@ struct RawConfig {
     /// The tenants, each with its practices.
     #[serde(default)]
     tenant: Vec<RawTenant>,
+    /// Campaigns to measure.
+    #[serde(default)]
+    campaign: Vec<Spanned<CampaignConfig>>,
+    /// NHS Digital's practice-level registered-patients CSV, relative to this file.
+    registered_patients_csv: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -228,12 +255,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut issues = Vec::new();
     let at = |span: std::ops::Range<usize>, message: String| {
         let (line, column) = line_col(text, span.start);
-        Issue {
-            path: path.to_owned(),
-            line,
-            column,
-            message,
-        }
+        Issue { path: path.to_owned(), line, column, message }
     };
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
 
@@ -253,23 +275,16 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 path: path.to_owned(),
                 line: 0,
                 column: 0,
-                message: "store.clickhouse.url must not carry credentials; use `user` and `password = { env = ... }`".into(),
+                message: "store.clickhouse.url must not carry credentials; use `user` and `password = { env = ... }`"
+                    .into(),
             });
         }
-        if !ch
-            .database
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || ch.database.is_empty()
-        {
+        if !ch.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || ch.database.is_empty() {
             issues.push(Issue {
                 path: path.to_owned(),
                 line: 0,
                 column: 0,
-                message: format!(
-                    "store.clickhouse.database `{}` must be letters, digits and `_`",
-                    ch.database
-                ),
+                message: format!("store.clickhouse.database `{}` must be letters, digits and `_`", ch.database),
             });
         }
     }
@@ -290,10 +305,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         };
         let (line, _) = line_col(text, span.start);
         if let Some(first) = seen_tenants.insert(id.to_string(), line) {
-            issues.push(at(
-                span,
-                format!("tenant `{id}` is declared twice (first at line {first})"),
-            ));
+            issues.push(at(span, format!("tenant `{id}` is declared twice (first at line {first})")));
         }
         let mut practices = Vec::new();
         for rp in raw_tenant.practice {
@@ -334,12 +346,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             let (line, _) = line_col(text, code_span.start);
             practices.push((
-                PracticeConfig {
-                    code,
-                    name: rp.name,
-                    list_size: rp.list_size,
-                    pages,
-                },
+                PracticeConfig { code, name: rp.name, list_size: rp.list_size, pages },
                 format!("{}:{line}", path.display()),
             ));
         }
@@ -350,10 +357,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     issues.append(&mut csv_issues);
                     practices.extend(rows);
                 }
-                Err(e) => issues.push(at(
-                    csv.span(),
-                    format!("practices_csv `{}`: {e}", csv_path.display()),
-                )),
+                Err(e) => issues.push(at(csv.span(), format!("practices_csv `{}`: {e}", csv_path.display()))),
             }
         }
         for (practice, declared_at) in &practices {
@@ -374,10 +378,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                         path: path.to_owned(),
                         line: 0,
                         column: 0,
-                        message: format!(
-                            "page {} is declared at {} and at {first}",
-                            page.id, page.declared_at
-                        ),
+                        message: format!("page {} is declared at {} and at {first}", page.id, page.declared_at),
                     });
                 }
             }
@@ -389,15 +390,33 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         });
     }
 
+    let mut campaigns = Vec::new();
+    for c in raw.campaign {
+        let span = c.span();
+        let c = c.into_inner();
+        let matchers = [c.hashtag.is_some(), c.link.is_some(), c.text.is_some(), !c.posts.is_empty()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if matchers != 1 {
+            issues.push(at(
+                span.clone(),
+                format!("campaign `{}`: give exactly one of hashtag, link, text or posts", c.name),
+            ));
+        }
+        if c.days == 0 {
+            issues.push(at(span.clone(), format!("campaign `{}`: days must be at least 1", c.name)));
+        }
+        if let Some(unknown) = c.tenants.iter().find(|t| !tenants.iter().any(|x: &TenantConfig| &x.id == *t)) {
+            issues.push(at(span, format!("campaign `{}`: unknown tenant `{unknown}`", c.name)));
+        }
+        campaigns.push(c);
+    }
     if !issues.is_empty() {
         return Err(ConfigError::Invalid(issues));
     }
-    Ok(Config {
-        path: path.to_owned(),
-        store,
-        graph: raw.graph,
-        tenants,
-    })
+    let registered_patients_csv = raw.registered_patients_csv.map(|p| base.join(p));
+    Ok(Config { path: path.to_owned(), store, graph: raw.graph, tenants, campaigns, registered_patients_csv })
 }
 
 /// What `pulse config check` prints: counts, and pages that cannot be ingested, with no secret in it.
@@ -434,17 +453,10 @@ impl Config {
                         *kinds.entry(page.kind).or_default() += 1;
                         let why = match &page.token {
                             None => Some("no token reference".to_owned()),
-                            Some(r) => self
-                                .resolve(r)
-                                .err()
-                                .map(|e| format!("{} ({})", e, r.describe())),
+                            Some(r) => self.resolve(r).err().map(|e| format!("{} ({})", e, r.describe())),
                         };
                         if let Some(why) = why {
-                            pages_without_tokens.push((
-                                page.id.to_string(),
-                                p.code.to_string(),
-                                why,
-                            ));
+                            pages_without_tokens.push((page.id.to_string(), p.code.to_string(), why));
                         }
                     }
                 }
@@ -452,11 +464,7 @@ impl Config {
                     id: t.id.to_string(),
                     name: t.name.clone(),
                     practices: t.practices.len(),
-                    practices_without_pages: t
-                        .practices
-                        .iter()
-                        .filter(|p| p.pages.is_empty())
-                        .count(),
+                    practices_without_pages: t.practices.iter().filter(|p| p.pages.is_empty()).count(),
                     pages: kinds.values().sum(),
                     claimed_pages: kinds.get(&PageKind::Claimed).copied().unwrap_or(0),
                     pages_without_tokens,
@@ -467,10 +475,7 @@ impl Config {
             StoreBackend::Lake => format!("embedded lake at {}", self.store.lake_dir.display()),
             StoreBackend::Clickhouse => {
                 let ch = self.store.clickhouse.as_ref().expect("validated");
-                let mut s = format!(
-                    "ClickHouse {} database `{}` as `{}`",
-                    ch.url, ch.database, ch.user
-                );
+                let mut s = format!("ClickHouse {} database `{}` as `{}`", ch.url, ch.database, ch.user);
                 if let Some(c) = ch.cluster.as_deref().filter(|c| !c.is_empty()) {
                     s.push_str(&format!(" on cluster `{c}`"));
                 }
@@ -489,10 +494,6 @@ impl Config {
                 },
             }
         );
-        Summary {
-            tenants,
-            store,
-            graph,
-        }
+        Summary { tenants, store, graph }
     }
 }

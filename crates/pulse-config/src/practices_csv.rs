@@ -10,40 +10,19 @@ use pulse_domain::{PageId, PageKind, PracticeCode};
 use crate::secret::SecretRef;
 use crate::{Issue, PageConfig, PracticeConfig};
 
-const KNOWN: &[&str] = &[
-    "code",
-    "name",
-    "list_size",
-    "page_id",
-    "page_kind",
-    "token_env",
-];
+const KNOWN: &[&str] = &["code", "name", "list_size", "page_id", "page_kind", "token_env"];
 
 /// A practice and where it was declared (`file:line`).
 pub(crate) type Declared = (PracticeConfig, String);
 
 pub(crate) fn read(path: &Path) -> Result<(Vec<Declared>, Vec<Issue>), String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| e.to_string())?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(|e| e.to_string())?;
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
     let mut issues = Vec::new();
-    let issue = |line: usize, message: String| Issue {
-        path: path.to_owned(),
-        line,
-        column: 0,
-        message,
-    };
+    let issue = |line: usize, message: String| Issue { path: path.to_owned(), line, column: 0, message };
     for h in headers.iter() {
         if !KNOWN.contains(&h) {
-            issues.push(issue(
-                1,
-                format!(
-                    "unknown column `{h}`, expected some of {}",
-                    KNOWN.join(", ")
-                ),
-            ));
+            issues.push(issue(1, format!("unknown column `{h}`, expected some of {}", KNOWN.join(", "))));
         }
     }
     for required in ["code", "name"] {
@@ -56,12 +35,7 @@ pub(crate) fn read(path: &Path) -> Result<(Vec<Declared>, Vec<Issue>), String> {
     }
     let col = |name: &str| headers.iter().position(|h| h == name);
     let (code_i, name_i) = (col("code").expect("checked"), col("name").expect("checked"));
-    let (size_i, page_i, kind_i, env_i) = (
-        col("list_size"),
-        col("page_id"),
-        col("page_kind"),
-        col("token_env"),
-    );
+    let (size_i, page_i, kind_i, env_i) = (col("list_size"), col("page_id"), col("page_kind"), col("token_env"));
     let mut out = Vec::new();
     for record in reader.records() {
         let record = match record {
@@ -84,13 +58,7 @@ pub(crate) fn read(path: &Path) -> Result<(Vec<Declared>, Vec<Issue>), String> {
         let list_size = match get(size_i).map(str::parse::<u32>) {
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => {
-                issues.push(issue(
-                    line,
-                    format!(
-                        "list_size `{}` is not a whole number",
-                        get(size_i).unwrap_or("")
-                    ),
-                ));
+                issues.push(issue(line, format!("list_size `{}` is not a whole number", get(size_i).unwrap_or(""))));
                 None
             }
             None => None,
@@ -108,26 +76,14 @@ pub(crate) fn read(path: &Path) -> Result<(Vec<Declared>, Vec<Issue>), String> {
                 Ok(id) => pages.push(PageConfig {
                     id,
                     kind,
-                    token: get(env_i).map(|v| SecretRef {
-                        env: Some(v.to_owned()),
-                        file: None,
-                        key: None,
-                    }),
+                    token: get(env_i).map(|v| SecretRef { env: Some(v.to_owned()), file: None, key: None }),
                     declared_at: format!("{}:{line}", path.display()),
                 }),
                 Err(e) => issues.push(issue(line, e.to_string())),
             }
         }
         let name = record.get(name_i).unwrap_or_default().to_owned();
-        out.push((
-            PracticeConfig {
-                code,
-                name,
-                list_size,
-                pages,
-            },
-            format!("{}:{line}", path.display()),
-        ));
+        out.push((PracticeConfig { code, name, list_size, pages }, format!("{}:{line}", path.display())));
     }
     Ok((out, issues))
 }

@@ -68,9 +68,7 @@ impl SecretRef {
             (None, Some(_), Some(k)) if !k.is_empty() => None,
             (None, Some(_), None) => Some("a secrets `file` needs a `key`"),
             (None, None, Some(_)) => Some("a secret `key` needs a `file`"),
-            (None, None, None) => {
-                Some("give either `env = \"VAR\"` or `file = \"...\"` with `key = \"...\"`")
-            }
+            (None, None, None) => Some("give either `env = \"VAR\"` or `file = \"...\"` with `key = \"...\"`"),
             _ => Some("give either `env = \"VAR\"` or `file` + `key`, not both"),
         }
     }
@@ -94,35 +92,25 @@ impl SecretRef {
             };
         }
         let (Some(file), Some(key)) = (&self.file, &self.key) else {
-            return Err(SecretError::KeyMissing {
-                path: "<none>".into(),
-                key: "<none>".into(),
-            });
+            return Err(SecretError::KeyMissing { path: "<none>".into(), key: "<none>".into() });
         };
         let path = base.join(file);
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| SecretError::FileUnreadable {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| SecretError::FileUnreadable { path: shown.clone(), reason: e.to_string() })?;
         // Parse errors from the toml crate quote the offending line, which may hold a secret: report only where.
-        let table: toml::Table =
-            toml::from_str(&text).map_err(|e| SecretError::FileUnreadable {
-                path: shown.clone(),
-                reason: match e.span() {
-                    Some(span) => format!(
-                        "not a flat TOML table (problem at line {})",
-                        crate::line_col(&text, span.start).0
-                    ),
-                    None => "not a flat TOML table".into(),
-                },
-            })?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| SecretError::FileUnreadable {
+            path: shown.clone(),
+            reason: match e.span() {
+                Some(span) => {
+                    format!("not a flat TOML table (problem at line {})", crate::line_col(&text, span.start).0)
+                }
+                None => "not a flat TOML table".into(),
+            },
+        })?;
         match table.get(key).and_then(|v| v.as_str()) {
             Some(v) if !v.is_empty() => Ok(Secret(v.to_owned())),
-            _ => Err(SecretError::KeyMissing {
-                path: shown,
-                key: key.clone(),
-            }),
+            _ => Err(SecretError::KeyMissing { path: shown, key: key.clone() }),
         }
     }
 }
@@ -143,20 +131,10 @@ mod tests {
     fn resolves_from_a_secrets_file_without_leaking_on_parse_errors() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t.toml"), "A = \"tok-a\"\n").unwrap();
-        let r = SecretRef {
-            env: None,
-            file: Some("t.toml".into()),
-            key: Some("A".into()),
-        };
+        let r = SecretRef { env: None, file: Some("t.toml".into()), key: Some("A".into()) };
         assert_eq!(r.resolve(dir.path()).unwrap().expose(), "tok-a");
-        let missing = SecretRef {
-            key: Some("B".into()),
-            ..r.clone()
-        };
-        assert!(matches!(
-            missing.resolve(dir.path()),
-            Err(SecretError::KeyMissing { .. })
-        ));
+        let missing = SecretRef { key: Some("B".into()), ..r.clone() };
+        assert!(matches!(missing.resolve(dir.path()), Err(SecretError::KeyMissing { .. })));
         std::fs::write(dir.path().join("t.toml"), "A = tok-leaky-value\n").unwrap();
         let err = r.resolve(dir.path()).unwrap_err().to_string();
         assert!(!err.contains("tok-leaky-value"), "{err}");
@@ -165,23 +143,11 @@ mod tests {
 
     #[test]
     fn shape_problems() {
-        let e = SecretRef {
-            env: Some("X".into()),
-            file: None,
-            key: None,
-        };
+        let e = SecretRef { env: Some("X".into()), file: None, key: None };
         assert!(e.shape_problem().is_none());
-        let both = SecretRef {
-            env: Some("X".into()),
-            file: Some("f".into()),
-            key: Some("k".into()),
-        };
+        let both = SecretRef { env: Some("X".into()), file: Some("f".into()), key: Some("k".into()) };
         assert!(both.shape_problem().is_some());
-        let none = SecretRef {
-            env: None,
-            file: None,
-            key: None,
-        };
+        let none = SecretRef { env: None, file: None, key: None };
         assert!(none.shape_problem().is_some());
     }
 }

@@ -23,11 +23,7 @@ fn the_example_config_loads_with_csv_practices() {
     assert_eq!(config.tenants.len(), 2);
     let stoke = &config.tenants[1];
     assert_eq!(stoke.practices.len(), 4);
-    assert_eq!(
-        stoke.practices[2].pages.len(),
-        0,
-        "a CSV row without page_id has no page"
-    );
+    assert_eq!(stoke.practices[2].pages.len(), 0, "a CSV row without page_id has no page");
     let summary = config.summary();
     assert_eq!(summary.tenants[0].pages, 2);
     assert_eq!(summary.tenants[0].claimed_pages, 1);
@@ -42,22 +38,14 @@ fn a_misspelt_field_names_file_line_and_field() {
     let text = "[store]\nbackend = \"lake\"\nlake_dri = \"x\"\n";
     let issues = issues_of(text);
     assert_eq!(issues.len(), 1);
-    assert!(
-        issues[0].starts_with("pulse.toml:3:1: unknown field `lake_dri`"),
-        "{}",
-        issues[0]
-    );
+    assert!(issues[0].starts_with("pulse.toml:3:1: unknown field `lake_dri`"), "{}", issues[0]);
 }
 
 #[test]
 fn a_misspelt_nested_field_is_caught_too() {
     let text = "[[tenant]]\nid = \"a\"\nname = \"A\"\n[[tenant.practice]]\ncode = \"M83001\"\nname = \"P\"\n[[tenant.practice.page]]\nid = \"1\"\ntokn = { env = \"X\" }\n";
     let issues = issues_of(text);
-    assert!(
-        issues[0].starts_with("pulse.toml:9:1: unknown field `tokn`"),
-        "{}",
-        issues[0]
-    );
+    assert!(issues[0].starts_with("pulse.toml:9:1: unknown field `tokn`"), "{}", issues[0]);
 }
 
 #[test]
@@ -88,26 +76,10 @@ token = { env = "X", file = "f", key = "k" }
 "#;
     let issues = issues_of(text);
     assert_eq!(issues.len(), 4, "{issues:#?}");
-    assert!(
-        issues[0].starts_with("pulse.toml:3:6: invalid tenant id `North Staffs`"),
-        "{}",
-        issues[0]
-    );
-    assert!(
-        issues[1].starts_with("pulse.toml:11:8: invalid practice code `M8300`"),
-        "{}",
-        issues[1]
-    );
-    assert!(
-        issues[2].starts_with("pulse.toml:19:6: invalid page id `12ab`"),
-        "{}",
-        issues[2]
-    );
-    assert!(
-        issues[3].contains("pulse.toml:23:") && issues[3].contains("not both"),
-        "{}",
-        issues[3]
-    );
+    assert!(issues[0].starts_with("pulse.toml:3:6: invalid tenant id `North Staffs`"), "{}", issues[0]);
+    assert!(issues[1].starts_with("pulse.toml:11:8: invalid practice code `M8300`"), "{}", issues[1]);
+    assert!(issues[2].starts_with("pulse.toml:19:6: invalid page id `12ab`"), "{}", issues[2]);
+    assert!(issues[3].contains("pulse.toml:23:") && issues[3].contains("not both"), "{}", issues[3]);
 }
 
 #[test]
@@ -132,64 +104,35 @@ name = "P again"
 id = "1"
 "#;
     let issues = issues_of(text);
-    assert!(
-        issues
-            .iter()
-            .any(|i| i.contains("practice M83001 is declared at pulse.toml:15")),
-        "{issues:#?}"
-    );
-    assert!(
-        issues.iter().any(|i| i.contains("page 1 is declared")),
-        "{issues:#?}"
-    );
+    assert!(issues.iter().any(|i| i.contains("practice M83001 is declared at pulse.toml:15")), "{issues:#?}");
+    assert!(issues.iter().any(|i| i.contains("page 1 is declared")), "{issues:#?}");
 }
 
 #[test]
 fn clickhouse_backend_needs_its_section_and_no_credentials_in_the_url() {
     let issues = issues_of("[store]\nbackend = \"clickhouse\"\n");
-    assert!(
-        issues[0].contains("no [store.clickhouse] section"),
-        "{issues:?}"
-    );
+    assert!(issues[0].contains("no [store.clickhouse] section"), "{issues:?}");
     let issues = issues_of("[store.clickhouse]\nurl = \"http://u:p@h:8123\"\n");
-    assert!(
-        issues[0].contains("must not carry credentials"),
-        "{issues:?}"
-    );
+    assert!(issues[0].contains("must not carry credentials"), "{issues:?}");
     let issues = issues_of("[graph]\nversion = \"25\"\n");
-    assert!(
-        issues[0].starts_with("pulse.toml:2:11: invalid API version"),
-        "{issues:?}"
-    );
+    assert!(issues[0].starts_with("pulse.toml:2:11: invalid API version"), "{issues:?}");
 }
 
 #[test]
 fn a_broken_csv_points_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("p.csv"),
-        "code,name,page_id\nM83001,Good,1\nX1,Bad,2\nM83003,Bad page,x\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("pulse.toml"),
-        "[[tenant]]\nid = \"a\"\nname = \"A\"\npractices_csv = \"p.csv\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("p.csv"), "code,name,page_id\nM83001,Good,1\nX1,Bad,2\nM83003,Bad page,x\n")
+        .unwrap();
+    std::fs::write(dir.path().join("pulse.toml"), "[[tenant]]\nid = \"a\"\nname = \"A\"\npractices_csv = \"p.csv\"\n")
+        .unwrap();
     let err = load(&dir.path().join("pulse.toml")).unwrap_err();
     let issues: Vec<String> = err.issues().iter().map(|i| i.to_string()).collect();
     assert_eq!(issues.len(), 2, "{issues:#?}");
     assert!(issues[0].ends_with("p.csv:3: invalid practice code `X1`: expected an ODS-style code of one letter and five digits, such as M83001"), "{}", issues[0]);
-    assert!(
-        issues[1].contains("p.csv:4: invalid page id `x`"),
-        "{}",
-        issues[1]
-    );
+    assert!(issues[1].contains("p.csv:4: invalid page id `x`"), "{}", issues[1]);
 
     std::fs::write(dir.path().join("p.csv"), "code,name,page\nM83001,Good,1\n").unwrap();
-    let err = load(&dir.path().join("pulse.toml"))
-        .unwrap_err()
-        .to_string();
+    let err = load(&dir.path().join("pulse.toml")).unwrap_err().to_string();
     assert!(err.contains("p.csv:1: unknown column `page`"), "{err}");
 }
 
@@ -203,11 +146,7 @@ fn a_missing_file_says_what_to_do() {
 #[test]
 fn pages_without_tokens_are_listed_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("tokens.toml"),
-        "M83002 = \"EAAB-super-secret\"\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("tokens.toml"), "M83002 = \"EAAB-super-secret\"\n").unwrap();
     let text = r#"
 [[tenant]]
 id = "a"
@@ -235,13 +174,7 @@ id = "3"
     assert_eq!(missing[1].2, "no token reference");
     assert!(!format!("{summary:?}").contains("EAAB-super-secret"));
     let page = &config.tenants[0].practices[1].pages[0];
-    assert_eq!(
-        config
-            .resolve(page.token.as_ref().unwrap())
-            .unwrap()
-            .expose(),
-        "EAAB-super-secret"
-    );
+    assert_eq!(config.resolve(page.token.as_ref().unwrap()).unwrap().expose(), "EAAB-super-secret");
 }
 
 #[test]
@@ -250,4 +183,16 @@ fn the_docker_config_is_valid_too() {
     let config = load(&path).unwrap();
     assert_eq!(config.store.backend, StoreBackend::Clickhouse);
     assert_eq!(config.tenants[0].practices.len(), 4);
+}
+
+#[test]
+fn campaigns_need_exactly_one_matcher_and_known_tenants() {
+    let config = load(&example()).unwrap();
+    assert_eq!(config.campaigns.len(), 1);
+    assert_eq!(config.campaigns[0].hashtag.as_deref(), Some("#ActFAST"));
+    let text = "[[campaign]]\nname = \"x\"\nstart = \"2018-03-10\"\ndays = 2\nhashtag = \"#a\"\nlink = \"b\"\ntenants = [\"nowhere\"]\n";
+    let issues = issues_of(text);
+    assert_eq!(issues.len(), 2, "{issues:?}");
+    assert!(issues[0].contains("exactly one of hashtag, link, text or posts"));
+    assert!(issues[1].contains("unknown tenant `nowhere`"));
 }

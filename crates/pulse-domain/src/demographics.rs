@@ -72,10 +72,7 @@ impl fmt::Display for AgeBand {
 impl FromStr for AgeBand {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AgeBand::ALL
-            .into_iter()
-            .find(|b| b.as_str() == s)
-            .ok_or_else(|| DomainError::AgeBand(s.to_owned()))
+        AgeBand::ALL.into_iter().find(|b| b.as_str() == s).ok_or_else(|| DomainError::AgeBand(s.to_owned()))
     }
 }
 
@@ -150,18 +147,12 @@ mod tests {
                 assert_eq!(text.parse::<AgeGenderKey>().unwrap(), key, "{text}");
             }
         }
-        assert_eq!(
-            "M.65+".parse::<AgeGenderKey>().unwrap(),
-            AgeGenderKey::new(Gender::Male, AgeBand::A65Plus)
-        );
+        assert_eq!("M.65+".parse::<AgeGenderKey>().unwrap(), AgeGenderKey::new(Gender::Male, AgeBand::A65Plus));
     }
 
     #[test]
     fn rejects_anything_else_with_a_clear_error() {
-        for bad in [
-            "", "F", "F.", "F.25-35", "X.25-34", "f.25-34", "F25-34", "F.65", "F.65-", "F.25-34 ",
-            "M.65+.1",
-        ] {
+        for bad in ["", "F", "F.", "F.25-35", "X.25-34", "f.25-34", "F25-34", "F.65", "F.65-", "F.25-34 ", "M.65+.1"] {
             let err = bad.parse::<AgeGenderKey>().unwrap_err();
             assert_eq!(err, DomainError::AgeGenderKey(bad.to_owned()));
             assert!(err.to_string().contains("such as F.25-34"));

@@ -84,32 +84,19 @@ string_id!(
 fn validate_tenant(v: &str) -> Result<(), DomainError> {
     let ok = (1..=64).contains(&v.len())
         && v.starts_with(|c: char| c.is_ascii_lowercase())
-        && v.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::TenantId(v.to_owned()))
-    }
+        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok { Ok(()) } else { Err(DomainError::TenantId(v.to_owned())) }
 }
 
 fn validate_practice(v: &str) -> Result<(), DomainError> {
     let b = v.as_bytes();
     let ok = b.len() == 6 && b[0].is_ascii_uppercase() && b[1..].iter().all(u8::is_ascii_digit);
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::PracticeCode(v.to_owned()))
-    }
+    if ok { Ok(()) } else { Err(DomainError::PracticeCode(v.to_owned())) }
 }
 
 fn validate_page(v: &str) -> Result<(), DomainError> {
     let ok = (1..=20).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit());
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::PageId(v.to_owned()))
-    }
+    if ok { Ok(()) } else { Err(DomainError::PageId(v.to_owned())) }
 }
 
 fn validate_post(v: &str) -> Result<(), DomainError> {
@@ -122,11 +109,7 @@ fn validate_post(v: &str) -> Result<(), DomainError> {
         }
         None => false,
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::PostId(v.to_owned()))
-    }
+    if ok { Ok(()) } else { Err(DomainError::PostId(v.to_owned())) }
 }
 
 impl PostId {
@@ -144,18 +127,11 @@ mod tests {
     #[test]
     fn practice_codes_are_one_letter_and_five_digits() {
         assert!(PracticeCode::new("M83001").is_ok());
-        for bad in [
-            "m83001", "M8300", "M830011", "MM3001", "883001", "M8300A", "", "M83 01",
-        ] {
+        for bad in ["m83001", "M8300", "M830011", "MM3001", "883001", "M8300A", "", "M83 01"] {
             let err = PracticeCode::new(bad).unwrap_err();
             assert_eq!(err, DomainError::PracticeCode(bad.to_owned()), "{bad}");
         }
-        assert!(
-            PracticeCode::new("X")
-                .unwrap_err()
-                .to_string()
-                .contains("one letter and five digits")
-        );
+        assert!(PracticeCode::new("X").unwrap_err().to_string().contains("one letter and five digits"));
     }
 
     #[test]

@@ -15,11 +15,7 @@ pub mod time;
 pub use demographics::{AgeBand, AgeGenderKey, Gender};
 pub use error::DomainError;
 pub use ids::{PageId, PostId, PracticeCode, TenantId};
-pub use metrics::{
-    ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind,
-};
-pub use records::{
-    Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, Stream,
-};
+pub use metrics::{ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind};
+pub use records::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, Stream};
 pub use tenancy::{Access, AccessDenied, PageKind, Principal, TenantScope};
 pub use time::{CoveredDays, covered_days, end_time_for_day, format_graph_time, parse_end_time};

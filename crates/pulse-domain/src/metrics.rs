@@ -39,15 +39,11 @@ impl FromStr for ApiVersion {
         let err = || DomainError::ApiVersion(s.to_owned());
         let rest = s.strip_prefix('v').ok_or_else(err)?;
         let (major, minor) = rest.split_once('.').ok_or_else(err)?;
-        let digits =
-            |x: &str| !x.is_empty() && x.len() <= 3 && x.bytes().all(|b| b.is_ascii_digit());
+        let digits = |x: &str| !x.is_empty() && x.len() <= 3 && x.bytes().all(|b| b.is_ascii_digit());
         if !digits(major) || !digits(minor) {
             return Err(err());
         }
-        Ok(Self::new(
-            major.parse().map_err(|_| err())?,
-            minor.parse().map_err(|_| err())?,
-        ))
+        Ok(Self::new(major.parse().map_err(|_| err())?, minor.parse().map_err(|_| err())?))
     }
 }
 
@@ -59,9 +55,7 @@ impl Serialize for ApiVersion {
 
 impl<'de> Deserialize<'de> for ApiVersion {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -107,10 +101,7 @@ impl fmt::Display for Period {
 impl FromStr for Period {
     type Err = DomainError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Period::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| DomainError::Period(s.to_owned()))
+        Period::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| DomainError::Period(s.to_owned()))
     }
 }
 
@@ -209,9 +200,7 @@ impl Serialize for CanonicalMetric {
 
 impl<'de> Deserialize<'de> for CanonicalMetric {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -276,81 +265,18 @@ macro_rules! graph {
 
 /// Every Graph metric we know, oldest name first within a canonical metric.
 pub const CATALOGUE: &[GraphMetric] = &[
-    graph!(
-        "page_impressions",
-        PageViews,
-        ROLLING,
-        V2,
-        None,
-        RETIRED_2025_11
-    ),
+    graph!("page_impressions", PageViews, ROLLING, V2, None, RETIRED_2025_11),
     graph!("page_media_view", PageViews, ROLLING, V21, None, None),
-    graph!(
-        "page_impressions_unique",
-        PageReach,
-        ROLLING,
-        V2,
-        None,
-        RETIRED_2025_06
-    ),
-    graph!(
-        "page_total_media_view_unique",
-        PageReach,
-        ROLLING,
-        V21,
-        None,
-        None
-    ),
-    graph!(
-        "page_post_engagements",
-        PageEngagements,
-        ROLLING,
-        V2,
-        None,
-        None
-    ),
-    graph!(
-        "page_engaged_users",
-        PageEngagedUsers,
-        ROLLING,
-        V2,
-        Some(V18),
-        RETIRED_2024_03
-    ),
+    graph!("page_impressions_unique", PageReach, ROLLING, V2, None, RETIRED_2025_06),
+    graph!("page_total_media_view_unique", PageReach, ROLLING, V21, None, None),
+    graph!("page_post_engagements", PageEngagements, ROLLING, V2, None, None),
+    graph!("page_engaged_users", PageEngagedUsers, ROLLING, V2, Some(V18), RETIRED_2024_03),
     graph!("page_fans", PageFollowers, DAY, V2, None, RETIRED_2025_11),
     graph!("page_follows", PageFollowers, DAY, V21, None, None),
-    graph!(
-        "page_fan_adds_unique",
-        PageNewFollowers,
-        ROLLING,
-        V2,
-        None,
-        RETIRED_2025_11
-    ),
-    graph!(
-        "page_daily_follows_unique",
-        PageNewFollowers,
-        DAY,
-        V21,
-        None,
-        None
-    ),
-    graph!(
-        "page_video_views",
-        PageVideoViews,
-        ROLLING,
-        V2,
-        None,
-        RETIRED_2026_06
-    ),
-    graph!(
-        "page_impressions_by_age_gender_unique",
-        PageReachByAgeGender,
-        ROLLING,
-        V2,
-        Some(V18),
-        RETIRED_2024_03
-    ),
+    graph!("page_fan_adds_unique", PageNewFollowers, ROLLING, V2, None, RETIRED_2025_11),
+    graph!("page_daily_follows_unique", PageNewFollowers, DAY, V21, None, None),
+    graph!("page_video_views", PageVideoViews, ROLLING, V2, None, RETIRED_2026_06),
+    graph!("page_impressions_by_age_gender_unique", PageReachByAgeGender, ROLLING, V2, Some(V18), RETIRED_2024_03),
     graph!(
         "page_content_activity_by_age_gender_unique",
         PageEngagedByAgeGender,
@@ -359,64 +285,15 @@ pub const CATALOGUE: &[GraphMetric] = &[
         Some(V18),
         RETIRED_2024_03
     ),
-    graph!(
-        "page_fans_gender_age",
-        PageFollowersByAgeGender,
-        DAY,
-        V2,
-        Some(V18),
-        RETIRED_2024_03
-    ),
-    graph!(
-        "post_impressions",
-        PostViews,
-        LIFETIME,
-        V2,
-        None,
-        RETIRED_2025_11
-    ),
+    graph!("page_fans_gender_age", PageFollowersByAgeGender, DAY, V2, Some(V18), RETIRED_2024_03),
+    graph!("post_impressions", PostViews, LIFETIME, V2, None, RETIRED_2025_11),
     graph!("post_media_view", PostViews, LIFETIME, V21, None, None),
-    graph!(
-        "post_impressions_unique",
-        PostReach,
-        LIFETIME,
-        V2,
-        None,
-        RETIRED_2025_06
-    ),
-    graph!(
-        "post_total_media_view_unique",
-        PostReach,
-        LIFETIME,
-        V21,
-        None,
-        None
-    ),
+    graph!("post_impressions_unique", PostReach, LIFETIME, V2, None, RETIRED_2025_06),
+    graph!("post_total_media_view_unique", PostReach, LIFETIME, V21, None, None),
     graph!("post_clicks", PostEngagements, LIFETIME, V2, None, None),
-    graph!(
-        "post_engaged_users",
-        PostEngagedUsers,
-        LIFETIME,
-        V2,
-        Some(V18),
-        RETIRED_2024_03
-    ),
-    graph!(
-        "post_video_views",
-        PostVideoViews,
-        LIFETIME,
-        V2,
-        None,
-        RETIRED_2026_06
-    ),
-    graph!(
-        "post_video_view_time_by_age_bucket_and_gender",
-        PostVideoViewTimeByAgeGender,
-        LIFETIME,
-        V2,
-        None,
-        None
-    ),
+    graph!("post_engaged_users", PostEngagedUsers, LIFETIME, V2, Some(V18), RETIRED_2024_03),
+    graph!("post_video_views", PostVideoViews, LIFETIME, V2, None, RETIRED_2026_06),
+    graph!("post_video_view_time_by_age_bucket_and_gender", PostVideoViewTimeByAgeGender, LIFETIME, V2, None, None),
 ];
 
 /// Queries over [`CATALOGUE`] (or a test's own table).
@@ -448,10 +325,7 @@ impl MetricCatalogue {
         version: ApiVersion,
         on: NaiveDate,
     ) -> Option<&'static GraphMetric> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|g| g.canonical == canonical && g.is_valid(version, on))
+        self.entries.iter().rev().find(|g| g.canonical == canonical && g.is_valid(version, on))
     }
 
     /// Finds a Graph metric by name (any version), to map a response back to its canonical metric.
@@ -461,9 +335,7 @@ impl MetricCatalogue {
 
     /// Whether `name` is a valid metric under `version` on day `on` (what Meta checks before answering).
     pub fn is_valid_graph_name(&self, name: &str, version: ApiVersion, on: NaiveDate) -> bool {
-        self.entries
-            .iter()
-            .any(|g| g.name == name && g.is_valid(version, on))
+        self.entries.iter().any(|g| g.name == name && g.is_valid(version, on))
     }
 }
 
@@ -491,19 +363,10 @@ mod tests {
         let c = MetricCatalogue::default();
         let on = ymd(2018, 3, 1);
         let name = |m| c.graph_name(m, V2_12, on).map(|g| g.name);
-        assert_eq!(
-            name(CanonicalMetric::PageReach),
-            Some("page_impressions_unique")
-        );
+        assert_eq!(name(CanonicalMetric::PageReach), Some("page_impressions_unique"));
         assert_eq!(name(CanonicalMetric::PageFollowers), Some("page_fans"));
-        assert_eq!(
-            name(CanonicalMetric::PageEngagedByAgeGender),
-            Some("page_content_activity_by_age_gender_unique")
-        );
-        assert_eq!(
-            name(CanonicalMetric::PageFollowersByAgeGender),
-            Some("page_fans_gender_age")
-        );
+        assert_eq!(name(CanonicalMetric::PageEngagedByAgeGender), Some("page_content_activity_by_age_gender_unique"));
+        assert_eq!(name(CanonicalMetric::PageFollowersByAgeGender), Some("page_fans_gender_age"));
     }
 
     #[test]
@@ -512,15 +375,9 @@ mod tests {
         let on = ymd(2026, 11, 21);
         let name = |m| c.graph_name(m, V25, on).map(|g| g.name);
         assert_eq!(name(CanonicalMetric::PageViews), Some("page_media_view"));
-        assert_eq!(
-            name(CanonicalMetric::PageReach),
-            Some("page_total_media_view_unique")
-        );
+        assert_eq!(name(CanonicalMetric::PageReach), Some("page_total_media_view_unique"));
         assert_eq!(name(CanonicalMetric::PageFollowers), Some("page_follows"));
-        assert_eq!(
-            name(CanonicalMetric::PageNewFollowers),
-            Some("page_daily_follows_unique")
-        );
+        assert_eq!(name(CanonicalMetric::PageNewFollowers), Some("page_daily_follows_unique"));
         assert_eq!(name(CanonicalMetric::PageEngagedUsers), None);
         assert_eq!(name(CanonicalMetric::PageReachByAgeGender), None);
         assert_eq!(name(CanonicalMetric::PageVideoViews), None);
@@ -537,16 +394,8 @@ mod tests {
         assert!(!c.is_valid_graph_name("page_impressions", V25, ymd(2025, 11, 15)));
         assert!(!c.is_valid_graph_name("page_impressions", V2_12, ymd(2025, 11, 15)));
         // Removed version by version before the all-version retirement.
-        assert!(!c.is_valid_graph_name(
-            "page_engaged_users",
-            ApiVersion::new(18, 0),
-            ymd(2023, 10, 1)
-        ));
-        assert!(c.is_valid_graph_name(
-            "page_engaged_users",
-            ApiVersion::new(17, 0),
-            ymd(2023, 10, 1)
-        ));
+        assert!(!c.is_valid_graph_name("page_engaged_users", ApiVersion::new(18, 0), ymd(2023, 10, 1)));
+        assert!(c.is_valid_graph_name("page_engaged_users", ApiVersion::new(17, 0), ymd(2023, 10, 1)));
         // Not yet introduced.
         assert!(!c.is_valid_graph_name("page_media_view", V2_12, ymd(2018, 1, 1)));
         assert!(!c.is_valid_graph_name("no_such_metric", V25, ymd(2026, 1, 1)));
@@ -556,10 +405,7 @@ mod tests {
     fn every_canonical_metric_has_a_graph_name_and_a_round_trip() {
         let c = MetricCatalogue::default();
         for &m in CanonicalMetric::ALL {
-            assert!(
-                c.entries().iter().any(|g| g.canonical == m),
-                "{m} has no graph metric"
-            );
+            assert!(c.entries().iter().any(|g| g.canonical == m), "{m} has no graph metric");
             assert_eq!(m.as_str().parse::<CanonicalMetric>().unwrap(), m);
         }
         for g in c.entries() {

@@ -31,13 +31,7 @@ pub struct PageInsightFact {
 
 impl PageInsightFact {
     pub fn key(&self) -> (&str, CanonicalMetric, Period, NaiveDate, &str) {
-        (
-            self.page.as_str(),
-            self.metric,
-            self.period,
-            self.day,
-            self.breakdown.as_str(),
-        )
+        (self.page.as_str(), self.metric, self.period, self.day, self.breakdown.as_str())
     }
 }
 

@@ -66,10 +66,7 @@ pub struct Access {
 
 impl Access {
     pub fn new(principal: Principal, tenants: impl IntoIterator<Item = TenantId>) -> Self {
-        Self {
-            principal,
-            tenants: tenants.into_iter().collect(),
-        }
+        Self { principal, tenants: tenants.into_iter().collect() }
     }
 
     pub fn principal(&self) -> &Principal {
@@ -78,17 +75,12 @@ impl Access {
 
     /// Checks `requested` (raw user input is fine here) and returns the scope to pass to the store.
     pub fn scope(&self, requested: &str) -> Result<TenantScope, AccessDenied> {
-        let tenant = TenantId::new(requested).map_err(|e| AccessDenied::InvalidTenant {
-            requested: requested.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let tenant = TenantId::new(requested)
+            .map_err(|e| AccessDenied::InvalidTenant { requested: requested.to_owned(), reason: e.to_string() })?;
         if let Principal::Analyst { tenant: own } = &self.principal
             && own != &tenant
         {
-            return Err(AccessDenied::OtherTenant {
-                requested: requested.to_owned(),
-                own: own.to_string(),
-            });
+            return Err(AccessDenied::OtherTenant { requested: requested.to_owned(), own: own.to_string() });
         }
         if !self.tenants.contains(&tenant) {
             return Err(AccessDenied::UnknownTenant(requested.to_owned()));
@@ -110,9 +102,7 @@ impl Access {
 }
 
 /// Whether the practice runs the page or claimed it after the public created it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PageKind {
     #[default]
@@ -146,50 +136,26 @@ mod tests {
     use super::*;
 
     fn tenants() -> Vec<TenantId> {
-        vec![
-            TenantId::new("north-staffs").unwrap(),
-            TenantId::new("stoke").unwrap(),
-        ]
+        vec![TenantId::new("north-staffs").unwrap(), TenantId::new("stoke").unwrap()]
     }
 
     #[test]
     fn operator_sees_configured_tenants_only() {
         let access = Access::new(Principal::Operator, tenants());
         assert_eq!(access.scope("stoke").unwrap().as_str(), "stoke");
-        assert_eq!(
-            access.scope("elsewhere").unwrap_err(),
-            AccessDenied::UnknownTenant("elsewhere".into())
-        );
-        assert!(matches!(
-            access.scope("../stoke"),
-            Err(AccessDenied::InvalidTenant { .. })
-        ));
+        assert_eq!(access.scope("elsewhere").unwrap_err(), AccessDenied::UnknownTenant("elsewhere".into()));
+        assert!(matches!(access.scope("../stoke"), Err(AccessDenied::InvalidTenant { .. })));
         assert_eq!(access.scopes().len(), 2);
     }
 
     #[test]
     fn analyst_is_confined_to_their_tenant() {
-        let access = Access::new(
-            Principal::Analyst {
-                tenant: TenantId::new("stoke").unwrap(),
-            },
-            tenants(),
-        );
+        let access = Access::new(Principal::Analyst { tenant: TenantId::new("stoke").unwrap() }, tenants());
         assert!(access.scope("stoke").is_ok());
         let err = access.scope("north-staffs").unwrap_err();
         assert!(matches!(err, AccessDenied::OtherTenant { .. }));
         // An analyst asking for a tenant that does not exist is told the same as for one that does.
-        assert!(matches!(
-            access.scope("nowhere").unwrap_err(),
-            AccessDenied::OtherTenant { .. }
-        ));
-        assert_eq!(
-            access
-                .scopes()
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>(),
-            vec!["stoke"]
-        );
+        assert!(matches!(access.scope("nowhere").unwrap_err(), AccessDenied::OtherTenant { .. }));
+        assert_eq!(access.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>(), vec!["stoke"]);
     }
 }

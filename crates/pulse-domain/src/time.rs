@@ -32,10 +32,7 @@ pub fn parse_end_time(value: &str) -> Result<DateTime<Utc>, DomainError> {
     DateTime::<FixedOffset>::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%z")
         .or_else(|_| DateTime::parse_from_rfc3339(value))
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| DomainError::EndTime {
-            value: value.to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| DomainError::EndTime { value: value.to_owned(), reason: e.to_string() })
 }
 
 /// The days covered by a value of `period` whose window ends at `end_time`.
@@ -47,10 +44,7 @@ pub fn covered_days(end_time: DateTime<Utc>, period: Period) -> Result<CoveredDa
     if local.hour() != 0 || local.minute() != 0 || local.second() != 0 {
         return Err(DomainError::EndTime {
             value: end_time.format("%Y-%m-%dT%H:%M:%S%z").to_string(),
-            reason: format!(
-                "not midnight US-Pacific (it is {} Pacific)",
-                local.format("%H:%M:%S")
-            ),
+            reason: format!("not midnight US-Pacific (it is {} Pacific)", local.format("%H:%M:%S")),
         });
     }
     let last = local.date_naive() - Duration::days(1);
@@ -63,10 +57,7 @@ pub fn covered_days(end_time: DateTime<Utc>, period: Period) -> Result<CoveredDa
             });
         }
     };
-    Ok(CoveredDays {
-        first: last - Duration::days(days - 1),
-        last,
-    })
+    Ok(CoveredDays { first: last - Duration::days(days - 1), last })
 }
 
 /// The `end_time` Meta writes for a value whose window ends with Pacific day `last_day`.
@@ -95,9 +86,7 @@ mod tests {
     }
 
     fn day_of(end_time: &str) -> NaiveDate {
-        covered_days(parse_end_time(end_time).unwrap(), Period::Day)
-            .unwrap()
-            .last
+        covered_days(parse_end_time(end_time).unwrap(), Period::Day).unwrap().last
     }
 
     #[test]
@@ -114,13 +103,7 @@ mod tests {
         assert_eq!(day_of("2018-03-12T07:00:00+0000"), d(2018, 3, 11));
         assert_eq!(day_of("2018-03-13T07:00:00+0000"), d(2018, 3, 12));
         // A winter offset on a summer date is not a Pacific midnight.
-        assert!(
-            covered_days(
-                parse_end_time("2018-03-13T08:00:00+0000").unwrap(),
-                Period::Day
-            )
-            .is_err()
-        );
+        assert!(covered_days(parse_end_time("2018-03-13T08:00:00+0000").unwrap(), Period::Day).is_err());
     }
 
     #[test]
@@ -129,13 +112,7 @@ mod tests {
         // the long day 2018-11-04 ends at midnight PST (08:00Z on the 5th).
         assert_eq!(day_of("2018-11-04T07:00:00+0000"), d(2018, 11, 3));
         assert_eq!(day_of("2018-11-05T08:00:00+0000"), d(2018, 11, 4));
-        assert!(
-            covered_days(
-                parse_end_time("2018-11-05T07:00:00+0000").unwrap(),
-                Period::Day
-            )
-            .is_err()
-        );
+        assert!(covered_days(parse_end_time("2018-11-05T07:00:00+0000").unwrap(), Period::Day).is_err());
     }
 
     #[test]
@@ -144,10 +121,7 @@ mod tests {
         while day < d(2019, 1, 1) {
             let end = end_time_for_day(day);
             let text = format_graph_time(end);
-            assert!(
-                text.ends_with("T07:00:00+0000") || text.ends_with("T08:00:00+0000"),
-                "{text}"
-            );
+            assert!(text.ends_with("T07:00:00+0000") || text.ends_with("T08:00:00+0000"), "{text}");
             assert_eq!(day_of(&text), day);
             day += Duration::days(1);
         }
@@ -157,13 +131,7 @@ mod tests {
     fn week_and_28_day_windows_end_on_the_same_day() {
         let end = parse_end_time("2018-03-13T07:00:00+0000").unwrap();
         let week = covered_days(end, Period::Week).unwrap();
-        assert_eq!(
-            week,
-            CoveredDays {
-                first: d(2018, 3, 6),
-                last: d(2018, 3, 12)
-            }
-        );
+        assert_eq!(week, CoveredDays { first: d(2018, 3, 6), last: d(2018, 3, 12) });
         assert_eq!(week.len(), 7);
         let m = covered_days(end, Period::Days28).unwrap();
         assert_eq!(m.first, d(2018, 2, 13));

@@ -72,38 +72,17 @@ mod tests {
     #[test]
     fn every_documented_code_has_its_class() {
         for code in [1, 2] {
-            assert_eq!(
-                classify(&err(code, "An unknown error occurred")),
-                ErrorClass::Transient
-            );
+            assert_eq!(classify(&err(code, "An unknown error occurred")), ErrorClass::Transient);
         }
         for code in [4, 17, 32, 613, 80001] {
-            assert_eq!(
-                classify(&err(code, "(#4) Application request limit reached")),
-                ErrorClass::Throttled
-            );
+            assert_eq!(classify(&err(code, "(#4) Application request limit reached")), ErrorClass::Throttled);
         }
-        assert_eq!(
-            classify(&err(190, "Error validating access token")),
-            ErrorClass::TokenDead
-        );
+        assert_eq!(classify(&err(190, "Error validating access token")), ErrorClass::TokenDead);
         for code in [10, 200, 230, 299] {
-            assert_eq!(
-                classify(&err(code, "(#200) Permissions error")),
-                ErrorClass::Permission
-            );
+            assert_eq!(classify(&err(code, "(#200) Permissions error")), ErrorClass::Permission);
         }
-        assert_eq!(
-            classify(&err(
-                100,
-                "(#100) The value must be a valid insights metric"
-            )),
-            ErrorClass::InvalidMetric
-        );
-        assert_eq!(
-            classify(&err(100, "(#100) Invalid parameter")),
-            ErrorClass::BadRequest
-        );
+        assert_eq!(classify(&err(100, "(#100) The value must be a valid insights metric")), ErrorClass::InvalidMetric);
+        assert_eq!(classify(&err(100, "(#100) Invalid parameter")), ErrorClass::BadRequest);
         let mut t = err(99, "odd");
         t.is_transient = Some(true);
         assert_eq!(classify(&t), ErrorClass::Transient);

@@ -40,36 +40,21 @@ impl Usage {
         let app = app_header.and_then(|h| serde_json::from_str::<AppUsage>(h).ok());
         let pages = buc_header
             .and_then(|h| serde_json::from_str::<BTreeMap<String, Vec<BucUsage>>>(h).ok())
-            .map(|m| {
-                m.into_iter()
-                    .filter_map(|(k, mut v)| v.pop().map(|u| (k, u)))
-                    .collect()
-            })
+            .map(|m| m.into_iter().filter_map(|(k, mut v)| v.pop().map(|u| (k, u))).collect())
             .unwrap_or_default();
         Self { app, pages }
     }
 
     /// The highest percentage reported anywhere (0-100+).
     pub fn max_percent(&self) -> u32 {
-        let app = self
-            .app
-            .map_or(0, |a| a.call_count.max(a.total_cputime).max(a.total_time));
-        let page = self
-            .pages
-            .values()
-            .map(|u| u.call_count.max(u.total_cputime).max(u.total_time))
-            .max()
-            .unwrap_or(0);
+        let app = self.app.map_or(0, |a| a.call_count.max(a.total_cputime).max(a.total_time));
+        let page = self.pages.values().map(|u| u.call_count.max(u.total_cputime).max(u.total_time)).max().unwrap_or(0);
         app.max(page)
     }
 
     /// Minutes until access returns, when a page is cut off.
     pub fn regain_minutes(&self) -> u32 {
-        self.pages
-            .values()
-            .map(|u| u.estimated_time_to_regain_access)
-            .max()
-            .unwrap_or(0)
+        self.pages.values().map(|u| u.estimated_time_to_regain_access).max().unwrap_or(0)
     }
 }
 

@@ -29,25 +29,14 @@ pub struct RateBudget {
 
 impl RateBudget {
     pub fn new(minute: Duration, max_slowdown: Duration) -> Self {
-        Self {
-            minute,
-            max_slowdown,
-            app: Mutex::new(GateState::default()),
-            pages: Mutex::new(HashMap::new()),
-        }
+        Self { minute, max_slowdown, app: Mutex::new(GateState::default()), pages: Mutex::new(HashMap::new()) }
     }
 
     /// How long to wait before calling `page` now (zero: go).
     pub fn wait_before(&self, page: &str) -> Duration {
         let now = Instant::now();
         let app = *self.app.lock().expect("budget lock");
-        let page_state = self
-            .pages
-            .lock()
-            .expect("budget lock")
-            .get(page)
-            .copied()
-            .unwrap_or_default();
+        let page_state = self.pages.lock().expect("budget lock").get(page).copied().unwrap_or_default();
         let pause = [app.paused_until, page_state.paused_until]
             .into_iter()
             .flatten()
@@ -127,16 +116,10 @@ mod tests {
         assert_eq!(b.wait_before("1"), Duration::ZERO);
         b.observe("1", &usage("1", 90, 0));
         let slow = b.wait_before("1");
-        assert!(
-            slow > Duration::from_millis(200) && slow < Duration::from_millis(300),
-            "{slow:?}"
-        );
+        assert!(slow > Duration::from_millis(200) && slow < Duration::from_millis(300), "{slow:?}");
         b.observe("1", &usage("1", 100, 3));
         let wait = b.wait_before("1");
-        assert!(
-            wait > Duration::from_millis(250) && wait <= Duration::from_millis(300),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::from_millis(250) && wait <= Duration::from_millis(300), "{wait:?}");
         assert_eq!(b.wait_before("2"), Duration::ZERO, "other pages go on");
     }
 

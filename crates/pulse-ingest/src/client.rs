@@ -23,19 +23,11 @@ pub struct Fetched<T> {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     #[error("Graph API error {} ({}): {}", .error.code, class_word(*.class), .error.message)]
-    Graph {
-        class: ErrorClass,
-        error: Box<GraphError>,
-        usage: Usage,
-    },
+    Graph { class: ErrorClass, error: Box<GraphError>, usage: Usage },
     #[error("network error calling the Graph API: {0}")]
     Network(String),
     #[error("malformed response (HTTP {status}, {bytes} bytes): {reason}")]
-    Malformed {
-        status: u16,
-        bytes: usize,
-        reason: String,
-    },
+    Malformed { status: u16, bytes: usize, reason: String },
 }
 
 fn class_word(c: ErrorClass) -> &'static str {
@@ -83,18 +75,14 @@ pub struct GraphClient {
 
 impl std::fmt::Debug for GraphClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GraphClient")
-            .field("base_url", &self.base_url)
-            .field("version", &self.version)
-            .finish()
+        f.debug_struct("GraphClient").field("base_url", &self.base_url).field("version", &self.version).finish()
     }
 }
 
 /// `appsecret_proof`: HMAC-SHA256 of the access token keyed with the app secret, hex. A proof, not a secret: it is
 /// sent as a query parameter as Meta requires.
 pub fn appsecret_proof(secret: &Secret, token: &Secret) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
-        .expect("HMAC takes any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
     mac.update(token.expose().as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
@@ -114,12 +102,7 @@ impl GraphClient {
             .user_agent(concat!("practice-pulse/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CallError::Network(e.to_string()))?;
-        Ok(Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            version,
-            app_secret,
-        })
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned(), version, app_secret })
     }
 
     pub fn version(&self) -> ApiVersion {
@@ -127,12 +110,7 @@ impl GraphClient {
     }
 
     fn url(&self, path: &str) -> String {
-        format!(
-            "{}/{}/{}",
-            self.base_url,
-            self.version,
-            path.trim_start_matches('/')
-        )
+        format!("{}/{}/{}", self.base_url, self.version, path.trim_start_matches('/'))
     }
 
     /// GETs `path` with `params`; the token goes in the Authorization header.
@@ -146,21 +124,13 @@ impl GraphClient {
         if let Some(secret) = &self.app_secret {
             query.push(("appsecret_proof", appsecret_proof(secret, token)));
         }
-        let request = self
-            .http
-            .get(self.url(path))
-            .query(&query)
-            .bearer_auth(token.expose());
+        let request = self.http.get(self.url(path)).query(&query).bearer_auth(token.expose());
         self.send(token, request).await
     }
 
     /// Follows a paging link Meta returned. Meta echoes `access_token` in paging links when a token was passed in
     /// the query; it is stripped here so a token never travels in a URL we send or log.
-    pub async fn follow<T: DeserializeOwned>(
-        &self,
-        token: &Secret,
-        link: &str,
-    ) -> Result<Fetched<T>, CallError> {
+    pub async fn follow<T: DeserializeOwned>(&self, token: &Secret, link: &str) -> Result<Fetched<T>, CallError> {
         let mut url = reqwest::Url::parse(link).map_err(|e| CallError::Malformed {
             status: 200,
             bytes: 0,
@@ -173,8 +143,7 @@ impl GraphClient {
             .collect();
         url.query_pairs_mut().clear().extend_pairs(kept);
         if let Some(secret) = &self.app_secret {
-            url.query_pairs_mut()
-                .append_pair("appsecret_proof", &appsecret_proof(secret, token));
+            url.query_pairs_mut().append_pair("appsecret_proof", &appsecret_proof(secret, token));
         }
         let request = self.http.get(url).bearer_auth(token.expose());
         self.send(token, request).await
@@ -186,55 +155,24 @@ impl GraphClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Fetched<T>, CallError> {
         let scrub = |s: String| s.replace(token.expose(), "***");
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CallError::Network(scrub(e.without_url().to_string())))?;
+        let response = request.send().await.map_err(|e| CallError::Network(scrub(e.without_url().to_string())))?;
         let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let usage = Usage::parse(
-            header("x-app-usage").as_deref(),
-            header("x-business-use-case-usage").as_deref(),
-        );
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CallError::Network(scrub(e.without_url().to_string())))?;
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let usage = Usage::parse(header("x-app-usage").as_deref(), header("x-business-use-case-usage").as_deref());
+        let bytes = response.bytes().await.map_err(|e| CallError::Network(scrub(e.without_url().to_string())))?;
         if status != 200 {
             return match serde_json::from_slice::<GraphErrorBody>(&bytes) {
                 Ok(body) => {
                     let mut error = body.error;
                     error.message = scrub(error.message);
-                    Err(CallError::Graph {
-                        class: classify(&error),
-                        error: Box::new(error),
-                        usage,
-                    })
+                    Err(CallError::Graph { class: classify(&error), error: Box::new(error), usage })
                 }
-                Err(e) => Err(CallError::Malformed {
-                    status,
-                    bytes: bytes.len(),
-                    reason: scrub(e.to_string()),
-                }),
+                Err(e) => Err(CallError::Malformed { status, bytes: bytes.len(), reason: scrub(e.to_string()) }),
             };
         }
         match serde_json::from_slice::<T>(&bytes) {
-            Ok(body) => Ok(Fetched {
-                body,
-                usage,
-                bytes: bytes.len(),
-            }),
-            Err(e) => Err(CallError::Malformed {
-                status,
-                bytes: bytes.len(),
-                reason: scrub(e.to_string()),
-            }),
+            Ok(body) => Ok(Fetched { body, usage, bytes: bytes.len() }),
+            Err(e) => Err(CallError::Malformed { status, bytes: bytes.len(), reason: scrub(e.to_string()) }),
         }
     }
 
@@ -257,8 +195,7 @@ impl GraphClient {
         if let Some(u) = until {
             params.push(("until", u.to_string()));
         }
-        self.get(token, &format!("{object}/insights"), &params)
-            .await
+        self.get(token, &format!("{object}/insights"), &params).await
     }
 
     pub async fn published_posts(
@@ -276,17 +213,10 @@ impl GraphClient {
             ("until", until.to_string()),
             ("limit", limit.to_string()),
         ];
-        self.get(token, &format!("{page}/published_posts"), &params)
-            .await
+        self.get(token, &format!("{page}/published_posts"), &params).await
     }
 
-    pub async fn page(
-        &self,
-        token: &Secret,
-        page: &str,
-        fields: &str,
-    ) -> Result<Fetched<PageObject>, CallError> {
-        self.get(token, page, &[("fields", fields.to_owned())])
-            .await
+    pub async fn page(&self, token: &Secret, page: &str, fields: &str) -> Result<Fetched<PageObject>, CallError> {
+        self.get(token, page, &[("fields", fields.to_owned())]).await
     }
 }

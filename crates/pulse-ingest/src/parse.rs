@@ -7,8 +7,8 @@
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use pulse_domain::time::{covered_days, parse_end_time};
 use pulse_domain::{
-    AgeGenderKey, ApiVersion, MetricCatalogue, PageId, PageInsightFact, Period, Post, PostId,
-    PostInsightSnapshot, PracticeCode,
+    AgeGenderKey, ApiVersion, MetricCatalogue, PageId, PageInsightFact, Period, Post, PostId, PostInsightSnapshot,
+    PracticeCode,
 };
 use pulse_graph::wire::{InsightsResponse, MetricValue, PostObject, PostsResponse};
 
@@ -26,8 +26,7 @@ pub struct Origin {
 }
 
 fn number(v: &serde_json::Number, what: &str) -> Result<f64, ParseError> {
-    v.as_f64()
-        .ok_or_else(|| ParseError(format!("{what}: value {v} is not a number")))
+    v.as_f64().ok_or_else(|| ParseError(format!("{what}: value {v} is not a number")))
 }
 
 /// Cells of a value: `("", n)` for a number, `("F.25-34", n)` for each breakdown key. A withheld breakdown (`{}`)
@@ -38,8 +37,7 @@ fn cells(value: &MetricValue, what: &str) -> Result<Vec<(String, f64)>, ParseErr
         MetricValue::Breakdown(map) => map
             .iter()
             .map(|(k, v)| {
-                k.parse::<AgeGenderKey>()
-                    .map_err(|e| ParseError(format!("{what}: {e}")))?;
+                k.parse::<AgeGenderKey>().map_err(|e| ParseError(format!("{what}: {e}")))?;
                 Ok((k.clone(), number(v, what)?))
             })
             .collect(),
@@ -56,32 +54,18 @@ pub fn page_facts(
     let catalogue = MetricCatalogue::default();
     let mut out = Vec::new();
     for insight in &body.data {
-        let graph = catalogue.by_graph_name(&insight.name).ok_or_else(|| {
-            ParseError(format!(
-                "unexpected metric `{}` in the response",
-                insight.name
-            ))
-        })?;
-        let period: Period = insight
-            .period
-            .parse()
-            .map_err(|e| ParseError(format!("{}: {e}", insight.name)))?;
+        let graph = catalogue
+            .by_graph_name(&insight.name)
+            .ok_or_else(|| ParseError(format!("unexpected metric `{}` in the response", insight.name)))?;
+        let period: Period = insight.period.parse().map_err(|e| ParseError(format!("{}: {e}", insight.name)))?;
         if period == Period::Lifetime {
-            return Err(ParseError(format!(
-                "{}: a page metric with period lifetime",
-                insight.name
-            )));
+            return Err(ParseError(format!("{}: a page metric with period lifetime", insight.name)));
         }
         for v in &insight.values {
             let what = format!("{} ({})", insight.name, insight.period);
-            let end = v
-                .end_time
-                .as_deref()
-                .ok_or_else(|| ParseError(format!("{what}: a value without end_time")))?;
+            let end = v.end_time.as_deref().ok_or_else(|| ParseError(format!("{what}: a value without end_time")))?;
             let end = parse_end_time(end).map_err(|e| ParseError(format!("{what}: {e}")))?;
-            let day = covered_days(end, period)
-                .map_err(|e| ParseError(format!("{what}: {e}")))?
-                .last;
+            let day = covered_days(end, period).map_err(|e| ParseError(format!("{what}: {e}")))?.last;
             if day < from || day > to {
                 continue;
             }
@@ -127,19 +111,11 @@ pub fn posts(
     let mut posts = Vec::new();
     let mut snapshots = Vec::new();
     for p in &body.data {
-        let id: PostId =
-            p.id.parse()
-                .map_err(|e| ParseError(format!("post id: {e}")))?;
+        let id: PostId = p.id.parse().map_err(|e| ParseError(format!("post id: {e}")))?;
         if id.page_id() != origin.page {
-            return Err(ParseError(format!(
-                "post {} does not belong to page {}",
-                p.id, origin.page
-            )));
+            return Err(ParseError(format!("post {} does not belong to page {}", p.id, origin.page)));
         }
-        let created = p
-            .created_time
-            .as_deref()
-            .ok_or_else(|| ParseError(format!("post {}: no created_time", p.id)))?;
+        let created = p.created_time.as_deref().ok_or_else(|| ParseError(format!("post {}: no created_time", p.id)))?;
         let created = DateTime::<FixedOffset>::parse_from_str(created, "%Y-%m-%dT%H:%M:%S%z")
             .map_err(|e| ParseError(format!("post {}: created_time `{created}`: {e}", p.id)))?
             .with_timezone(&Utc);
@@ -154,12 +130,9 @@ pub fn posts(
             fetched_at: origin.fetched_at,
         });
         for insight in p.insights.iter().flat_map(|i| &i.data) {
-            let graph = catalogue.by_graph_name(&insight.name).ok_or_else(|| {
-                ParseError(format!(
-                    "post {}: unexpected metric `{}`",
-                    p.id, insight.name
-                ))
-            })?;
+            let graph = catalogue
+                .by_graph_name(&insight.name)
+                .ok_or_else(|| ParseError(format!("post {}: unexpected metric `{}`", p.id, insight.name)))?;
             for v in &insight.values {
                 for (breakdown, value) in cells(&v.value, &insight.name)? {
                     snapshots.push(PostInsightSnapshot {
@@ -214,11 +187,7 @@ mod tests {
     fn parses_recorded_insights_into_pacific_days() {
         let body: InsightsResponse = serde_json::from_str(RECORDED).unwrap();
         let facts = page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31)).unwrap();
-        assert_eq!(
-            facts.len(),
-            4,
-            "two days of reach, two cells of one breakdown, nothing for a withheld one"
-        );
+        assert_eq!(facts.len(), 4, "two days of reach, two cells of one breakdown, nothing for a withheld one");
         assert_eq!(
             (facts[0].metric, facts[0].day, facts[0].value),
             (CanonicalMetric::PageReach, d(2018, 3, 10), 1248.0)
@@ -238,16 +207,8 @@ mod tests {
         assert!(err.0.contains("M.66+"), "{err}");
         let bad_time = RECORDED.replace("2018-03-11T08:00:00+0000", "2018-03-11T09:00:00+0000");
         let body: InsightsResponse = serde_json::from_str(&bad_time).unwrap();
-        assert!(
-            page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31))
-                .unwrap_err()
-                .0
-                .contains("not midnight")
-        );
-        let unknown = RECORDED.replace(
-            "page_impressions_unique\",\"period",
-            "page_mystery\",\"period",
-        );
+        assert!(page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31)).unwrap_err().0.contains("not midnight"));
+        let unknown = RECORDED.replace("page_impressions_unique\",\"period", "page_mystery\",\"period");
         let body: InsightsResponse = serde_json::from_str(&unknown).unwrap();
         assert!(page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31)).is_err());
     }

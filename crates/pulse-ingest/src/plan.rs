@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDate};
 use pulse_config::Secret;
 use pulse_domain::{
-    ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode,
-    Stream, TenantScope,
+    ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode, Stream, TenantScope,
 };
 
 /// Page metrics asked for per period. Unique counts come at every period because they are not additive; the
@@ -83,10 +82,7 @@ pub fn windows(from: NaiveDate, to: NaiveDate, max: i64) -> Vec<Window> {
     let mut start = from;
     while start <= to {
         let end = (start + Duration::days(max - 1)).min(to);
-        out.push(Window {
-            from: start,
-            to: end,
-        });
+        out.push(Window { from: start, to: end });
         start = end + Duration::days(1);
     }
     out
@@ -130,22 +126,16 @@ pub fn plan_page(opts: &PlanOptions, checkpoints: &HashMap<Stream, NaiveDate>) -
         None => opts.backfill_from.max(earliest),
     };
     let mut plans = Vec::new();
-    for (period, wanted) in [
-        (Period::Day, DAY_METRICS),
-        (Period::Week, WEEK_METRICS),
-        (Period::Days28, DAYS_28_METRICS),
-    ] {
+    for (period, wanted) in
+        [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)]
+    {
         let stream = Stream::PageInsights(period);
         let metrics = graph_metrics(wanted, period, opts.version, opts.today);
         let from = start_for(stream, opts.lookback_days);
         if metrics.is_empty() || from > last {
             continue;
         }
-        plans.push(StreamPlan {
-            stream,
-            metrics,
-            windows: windows(from, last, MAX_WINDOW_DAYS),
-        });
+        plans.push(StreamPlan { stream, metrics, windows: windows(from, last, MAX_WINDOW_DAYS) });
     }
     let from = start_for(Stream::Posts, opts.post_snapshot_days);
     if from <= last {
@@ -180,17 +170,8 @@ mod tests {
     fn windows_are_at_most_90_days_and_cover_the_range() {
         let w = windows(d(2017, 1, 1), d(2018, 6, 30), MAX_WINDOW_DAYS);
         assert_eq!(w.len(), 7);
-        assert_eq!(
-            w[0],
-            Window {
-                from: d(2017, 1, 1),
-                to: d(2017, 3, 31)
-            }
-        );
-        assert!(
-            w.windows(2)
-                .all(|p| p[1].from == p[0].to + Duration::days(1))
-        );
+        assert_eq!(w[0], Window { from: d(2017, 1, 1), to: d(2017, 3, 31) });
+        assert!(w.windows(2).all(|p| p[1].from == p[0].to + Duration::days(1)));
         assert_eq!(w.last().unwrap().to, d(2018, 6, 30));
         assert!(w.iter().all(|x| (x.to - x.from).num_days() < 90));
     }
@@ -236,26 +217,13 @@ mod tests {
         cps.insert(Stream::PageInsights(Period::Day), d(2018, 6, 25));
         cps.insert(Stream::Posts, d(2018, 6, 30));
         let plans = plan_page(&opts(), &cps);
-        assert_eq!(
-            plans[0].windows,
-            vec![Window {
-                from: d(2018, 6, 23),
-                to: d(2018, 6, 30)
-            }]
-        );
-        assert_eq!(
-            plans[3].windows[0].from,
-            d(2018, 6, 3),
-            "young posts are re-snapshotted"
-        );
+        assert_eq!(plans[0].windows, vec![Window { from: d(2018, 6, 23), to: d(2018, 6, 30) }]);
+        assert_eq!(plans[3].windows[0].from, d(2018, 6, 3), "young posts are re-snapshotted");
     }
 
     #[test]
     fn history_is_capped_at_two_years() {
-        let o = PlanOptions {
-            backfill_from: d(2010, 1, 1),
-            ..opts()
-        };
+        let o = PlanOptions { backfill_from: d(2010, 1, 1), ..opts() };
         let plans = plan_page(&o, &HashMap::new());
         assert_eq!(plans[0].windows[0].from, d(2016, 7, 1));
     }

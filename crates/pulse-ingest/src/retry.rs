@@ -29,10 +29,7 @@ pub struct ScaledSleeper {
 
 impl ScaledSleeper {
     pub fn new(divisor: u32) -> Self {
-        Self {
-            divisor: divisor.max(1),
-            asked_ms: AtomicU64::new(0),
-        }
+        Self { divisor: divisor.max(1), asked_ms: AtomicU64::new(0) }
     }
 
     pub fn asked(&self) -> Duration {
@@ -42,8 +39,7 @@ impl ScaledSleeper {
 
 impl Sleeper for ScaledSleeper {
     fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.asked_ms
-            .fetch_add(d.as_millis() as u64, Ordering::Relaxed);
+        self.asked_ms.fetch_add(d.as_millis() as u64, Ordering::Relaxed);
         Box::pin(tokio::time::sleep(d / self.divisor))
     }
 }
@@ -91,9 +87,7 @@ impl RetryPolicy {
 
     /// Full jitter: a uniform draw in [0, min(cap, base * 2^attempt)] (AWS's recommendation for many clients).
     pub fn backoff(&self, attempt: u32, draw: f64) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
+        let exp = self.base.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
         exp.min(self.cap).mul_f64(draw.clamp(0.0, 1.0))
     }
 
@@ -119,11 +113,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_is_capped_and_jittered() {
-        let p = RetryPolicy {
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(2),
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { base: Duration::from_millis(100), cap: Duration::from_secs(2), ..RetryPolicy::default() };
         assert_eq!(p.backoff(0, 1.0), Duration::from_millis(100));
         assert_eq!(p.backoff(3, 1.0), Duration::from_millis(800));
         assert_eq!(p.backoff(10, 1.0), Duration::from_secs(2));
@@ -139,10 +129,7 @@ mod tests {
     #[tokio::test]
     async fn the_sleeper_is_injectable() {
         let s = Arc::new(ScaledSleeper::new(1000));
-        let p = RetryPolicy {
-            sleeper: s.clone(),
-            ..RetryPolicy::default()
-        };
+        let p = RetryPolicy { sleeper: s.clone(), ..RetryPolicy::default() };
         let start = std::time::Instant::now();
         p.sleep(Duration::from_secs(30)).await;
         assert!(start.elapsed() < Duration::from_millis(500));

@@ -14,8 +14,8 @@ use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pulse_domain::time::end_time_for_day;
 use pulse_domain::{
-    ApiVersion, Checkpoint, GraphMetric, IngestRunRecord, PageInsightFact, Period, Post,
-    PostInsightSnapshot, PracticeCode, Stream, TenantScope,
+    ApiVersion, Checkpoint, GraphMetric, IngestRunRecord, PageInsightFact, Period, Post, PostInsightSnapshot,
+    PracticeCode, Stream, TenantScope,
 };
 use pulse_graph::ErrorClass;
 use pulse_graph::wire::{InsightsResponse, PostsResponse};
@@ -130,15 +130,7 @@ impl RunReport {
     pub fn table(&self) -> String {
         let mut out = format!(
             "{:<16} {:<8} {:>8} {:>7} {:>10} {:>10} {:>6} {:>7}  {}\n",
-            "tenant",
-            "practice",
-            "requests",
-            "retries",
-            "throttled",
-            "rows",
-            "errors",
-            "reauth",
-            "status"
+            "tenant", "practice", "requests", "retries", "throttled", "rows", "errors", "reauth", "status"
         );
         for p in &self.practices {
             let r = &p.record;
@@ -228,9 +220,11 @@ impl<S: Store + Clone + 'static> Ingester<S> {
             ProgressBar::hidden()
         };
         progress.set_style(
-            ProgressStyle::with_template("{spinner} ingest [{bar:32}] {pos}/{len} windows  {msg}  {elapsed_precise} (eta {eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} ingest [{bar:32}] {pos}/{len} windows  {msg}  {elapsed_precise} (eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         let shared = Shared {
             budget: RateBudget::new(opts.throttle_minute, opts.max_slowdown),
@@ -243,27 +237,19 @@ impl<S: Store + Clone + 'static> Ingester<S> {
             progress,
             opts,
         };
-        Self {
-            store,
-            shared: Arc::new(shared),
-        }
+        Self { store, shared: Arc::new(shared) }
     }
 
     /// Runs one ingest over `targets` and records it in the store.
     pub async fn run(&self, targets: Vec<Target>) -> Result<RunReport, IngestError> {
         let started_at = Utc::now();
-        let run_id = format!(
-            "{}-{}",
-            started_at.format("%Y%m%dT%H%M%SZ"),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let run_id =
+            format!("{}-{}", started_at.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let opts = &self.shared.opts;
         let mut checkpoints: HashMap<(String, Stream), NaiveDate> = HashMap::new();
         let mut scopes: BTreeMap<String, TenantScope> = BTreeMap::new();
         for t in &targets {
-            scopes
-                .entry(t.scope.as_str().to_owned())
-                .or_insert_with(|| t.scope.clone());
+            scopes.entry(t.scope.as_str().to_owned()).or_insert_with(|| t.scope.clone());
         }
         for scope in scopes.values() {
             for cp in self.store.load_checkpoints(scope).await? {
@@ -300,20 +286,12 @@ impl<S: Store + Clone + 'static> Ingester<S> {
         tracing::info!(run_id, pages = pages.len(), windows = total, today = %opts.plan.today, "ingest starting");
 
         let (tx, rx) = mpsc::channel::<WriteItem>(256);
-        let counters: HashMap<String, Arc<Counters>> = pages
-            .iter()
-            .map(|(p, _)| (p.target.page.to_string(), p.counters.clone()))
-            .collect();
-        let writer = tokio::spawn(write_loop(
-            self.store.clone(),
-            rx,
-            self.shared.clone(),
-            counters,
-        ));
+        let counters: HashMap<String, Arc<Counters>> =
+            pages.iter().map(|(p, _)| (p.target.page.to_string(), p.counters.clone())).collect();
+        let writer = tokio::spawn(write_loop(self.store.clone(), rx, self.shared.clone(), counters));
         let mut tasks = tokio::task::JoinSet::new();
         for (ctx, plans) in &pages {
-            let (ctx, plans, shared, tx) =
-                (ctx.clone(), plans.clone(), self.shared.clone(), tx.clone());
+            let (ctx, plans, shared, tx) = (ctx.clone(), plans.clone(), self.shared.clone(), tx.clone());
             let span = tracing::info_span!("page", tenant = %ctx.target.scope, practice = %ctx.target.practice, page = %ctx.target.page);
             tasks.spawn(async move { ingest_page(shared, ctx, plans, tx).await }.instrument(span));
         }
@@ -330,21 +308,13 @@ impl<S: Store + Clone + 'static> Ingester<S> {
         let reauth = self.shared.reauth.lock().expect("lock").clone();
         let failures = self.shared.failures.lock().expect("lock").clone();
         let version = self.shared.client.version();
-        let retired_metrics = self
-            .shared
-            .retired
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|m| (m.clone(), version))
-            .collect();
+        let retired_metrics = self.shared.retired.lock().expect("lock").iter().map(|m| (m.clone(), version)).collect();
         let mut by_practice: BTreeMap<(String, PracticeCode), IngestRunRecord> = BTreeMap::new();
         for (ctx, _) in &pages {
             let c = &ctx.counters;
             let tenant = ctx.target.scope.as_str().to_owned();
-            let rec = by_practice
-                .entry((tenant.clone(), ctx.target.practice.clone()))
-                .or_insert_with(|| IngestRunRecord {
+            let rec =
+                by_practice.entry((tenant.clone(), ctx.target.practice.clone())).or_insert_with(|| IngestRunRecord {
                     run_id: run_id.clone(),
                     practice: ctx.target.practice.clone(),
                     started_at,
@@ -364,17 +334,9 @@ impl<S: Store + Clone + 'static> Ingester<S> {
             rec.rows_written += c.rows_written.load(Ordering::Relaxed);
             rec.errors += c.errors.load(Ordering::Relaxed);
             let page = ctx.target.page.as_str();
-            let mut problems: Vec<String> = reauth
-                .iter()
-                .filter(|r| r.page == page)
-                .map(|r| r.message.clone())
-                .collect();
-            problems.extend(
-                failures
-                    .iter()
-                    .filter(|f| f.page == page)
-                    .map(|f| format!("{}: {}", f.stream, f.message)),
-            );
+            let mut problems: Vec<String> =
+                reauth.iter().filter(|r| r.page == page).map(|r| r.message.clone()).collect();
+            problems.extend(failures.iter().filter(|f| f.page == page).map(|f| format!("{}: {}", f.stream, f.message)));
             if reauth.iter().any(|r| r.page == page) {
                 rec.pages_needing_reauth += 1;
             }
@@ -393,33 +355,24 @@ impl<S: Store + Clone + 'static> Ingester<S> {
                 }
             }
         }
-        let practices: Vec<PracticeSummary> = by_practice
-            .into_iter()
-            .map(|((tenant, _), record)| PracticeSummary { tenant, record })
-            .collect();
+        let practices: Vec<PracticeSummary> =
+            by_practice.into_iter().map(|((tenant, _), record)| PracticeSummary { tenant, record }).collect();
         // Record the run (best effort when the store is what failed).
         for (tenant, scope) in &scopes {
-            let records: Vec<IngestRunRecord> = practices
-                .iter()
-                .filter(|p| &p.tenant == tenant)
-                .map(|p| p.record.clone())
-                .collect();
+            let records: Vec<IngestRunRecord> =
+                practices.iter().filter(|p| &p.tenant == tenant).map(|p| p.record.clone()).collect();
             if let Err(e) = self.store.record_run(scope, &records).await {
                 tracing::warn!(tenant, error = %e, "could not record the run summary");
             }
         }
-        let sum =
-            |f: fn(&IngestRunRecord) -> u64| practices.iter().map(|p| f(&p.record)).sum::<u64>();
+        let sum = |f: fn(&IngestRunRecord) -> u64| practices.iter().map(|p| f(&p.record)).sum::<u64>();
         let report = RunReport {
             run_id,
             started_at,
             finished_at,
             rows_written: sum(|r| r.rows_written),
             requests: sum(|r| r.requests),
-            bytes: pages
-                .iter()
-                .map(|(p, _)| p.counters.bytes.load(Ordering::Relaxed))
-                .sum(),
+            bytes: pages.iter().map(|(p, _)| p.counters.bytes.load(Ordering::Relaxed)).sum(),
             practices,
             reauth,
             failures,
@@ -441,17 +394,11 @@ fn pacific_midnight(day: NaiveDate) -> i64 {
     end_time_for_day(day - Days::days(1)).timestamp()
 }
 
-async fn ingest_page(
-    shared: Arc<Shared>,
-    ctx: Arc<PageCtx>,
-    plans: Vec<StreamPlan>,
-    tx: mpsc::Sender<WriteItem>,
-) {
+async fn ingest_page(shared: Arc<Shared>, ctx: Arc<PageCtx>, plans: Vec<StreamPlan>, tx: mpsc::Sender<WriteItem>) {
     let per_page = Arc::new(Semaphore::new(shared.opts.per_page.max(1)));
     let mut streams = tokio::task::JoinSet::new();
     for plan in plans {
-        let (shared, ctx, tx, per_page) =
-            (shared.clone(), ctx.clone(), tx.clone(), per_page.clone());
+        let (shared, ctx, tx, per_page) = (shared.clone(), ctx.clone(), tx.clone(), per_page.clone());
         streams.spawn(
             async move {
                 let _permit = per_page.acquire().await;
@@ -463,25 +410,18 @@ async fn ingest_page(
     while streams.join_next().await.is_some() {}
 }
 
-async fn ingest_stream(
-    shared: &Shared,
-    ctx: &PageCtx,
-    plan: &StreamPlan,
-    tx: &mpsc::Sender<WriteItem>,
-) {
+async fn ingest_stream(shared: &Shared, ctx: &PageCtx, plan: &StreamPlan, tx: &mpsc::Sender<WriteItem>) {
     for window in &plan.windows {
         if shared.stop.load(Ordering::Relaxed) || ctx.dead.load(Ordering::Relaxed) {
             return;
         }
         let result = match plan.stream {
-            Stream::PageInsights(period) => {
-                fetch_insights(shared, ctx, plan.metrics.clone(), period, *window)
-                    .await
-                    .map(|facts| (facts, Vec::new(), Vec::new()))
-            }
-            Stream::Posts => fetch_posts(shared, ctx, plan.metrics.clone(), *window)
+            Stream::PageInsights(period) => fetch_insights(shared, ctx, plan.metrics.clone(), period, *window)
                 .await
-                .map(|(p, s)| (Vec::new(), p, s)),
+                .map(|facts| (facts, Vec::new(), Vec::new())),
+            Stream::Posts => {
+                fetch_posts(shared, ctx, plan.metrics.clone(), *window).await.map(|(p, s)| (Vec::new(), p, s))
+            }
             Stream::PostInsights => Ok((Vec::new(), Vec::new(), Vec::new())),
         };
         match result {
@@ -519,13 +459,9 @@ fn report_failure(shared: &Shared, ctx: &PageCtx, stream: Stream, e: &CallError)
     if e.class() == Some(ErrorClass::TokenDead) {
         if !ctx.dead.swap(true, Ordering::Relaxed) {
             let (code, sub) = match e {
-                CallError::Graph { error, .. } => (
-                    error.code,
-                    error
-                        .error_subcode
-                        .map(|s| format!("/{s}"))
-                        .unwrap_or_default(),
-                ),
+                CallError::Graph { error, .. } => {
+                    (error.code, error.error_subcode.map(|s| format!("/{s}")).unwrap_or_default())
+                }
                 _ => (190, String::new()),
             };
             let why = match sub.as_str() {
@@ -581,9 +517,7 @@ where
     loop {
         let wait = shared.budget.wait_before(page);
         if !wait.is_zero() {
-            ctx.counters
-                .throttled_ms
-                .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+            ctx.counters.throttled_ms.fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
             retry.sleep(wait).await;
         }
         if shared.stop.load(Ordering::Relaxed) {
@@ -597,28 +531,17 @@ where
         match result {
             Ok((value, bytes, usage)) => {
                 shared.budget.observe(page, &usage);
-                ctx.counters
-                    .bytes
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                ctx.counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
                 return Ok(value);
             }
             Err(e) => {
                 if let Some(u) = e.usage() {
                     shared.budget.observe(page, u);
                 }
-                if let CallError::Graph {
-                    class: ErrorClass::Throttled,
-                    error,
-                    usage,
-                } = &e
-                {
+                if let CallError::Graph { class: ErrorClass::Throttled, error, usage } = &e {
                     throttle_waits += 1;
                     let pause = shared.budget.throttled(page, error.code, usage);
-                    tracing::debug!(
-                        code = error.code,
-                        pause_ms = pause.as_millis() as u64,
-                        "throttled"
-                    );
+                    tracing::debug!(code = error.code, pause_ms = pause.as_millis() as u64, "throttled");
                     if throttle_waits <= 30 {
                         ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -638,11 +561,7 @@ where
 }
 
 fn parse_failed(bytes: usize, e: parse::ParseError) -> CallError {
-    CallError::Malformed {
-        status: 200,
-        bytes,
-        reason: e.0,
-    }
+    CallError::Malformed { status: 200, bytes, reason: e.0 }
 }
 
 /// Fetches one window of page insights. A metric Meta rejects as invalid is found by splitting the metric set,
@@ -657,67 +576,39 @@ fn fetch_insights<'a>(
     Box::pin(async move {
         let metrics: Vec<&'static GraphMetric> = {
             let retired = shared.retired.lock().expect("lock");
-            metrics
-                .into_iter()
-                .filter(|m| !retired.contains(m.name))
-                .collect()
+            metrics.into_iter().filter(|m| !retired.contains(m.name)).collect()
         };
         if metrics.is_empty() {
             return Ok(Vec::new());
         }
         let names: Vec<&'static str> = metrics.iter().map(|m| m.name).collect();
-        let origin = Origin {
-            fetched_at: Utc::now(),
-            ..ctx.origin.clone()
-        };
+        let origin = Origin { fetched_at: Utc::now(), ..ctx.origin.clone() };
         let client = shared.client.clone();
         let token = ctx.target.token.clone();
         let page = ctx.target.page.to_string();
-        let (since, until) = (
-            pacific_midnight(window.from),
-            pacific_midnight(window.to + Days::days(1)),
-        );
+        let (since, until) = (pacific_midnight(window.from), pacific_midnight(window.to + Days::days(1)));
         let result = call(shared, ctx, move || {
-            let (client, token, page, names, origin) = (
-                client.clone(),
-                token.clone(),
-                page.clone(),
-                names.clone(),
-                origin.clone(),
-            );
+            let (client, token, page, names, origin) =
+                (client.clone(), token.clone(), page.clone(), names.clone(), origin.clone());
             Box::pin(async move {
-                let Fetched { body, usage, bytes } = client
-                    .insights(
-                        &token,
-                        &page,
-                        &names,
-                        Some(period.as_str()),
-                        Some(since),
-                        Some(until),
-                    )
-                    .await?;
+                let Fetched { body, usage, bytes } =
+                    client.insights(&token, &page, &names, Some(period.as_str()), Some(since), Some(until)).await?;
                 let body: InsightsResponse = body;
-                let facts = parse::page_facts(&origin, &body, window.from, window.to)
-                    .map_err(|e| parse_failed(bytes, e))?;
+                let facts =
+                    parse::page_facts(&origin, &body, window.from, window.to).map_err(|e| parse_failed(bytes, e))?;
                 Ok((facts, bytes, usage))
             })
         })
         .await;
         match result {
-            Err(CallError::Graph {
-                class: ErrorClass::InvalidMetric,
-                ..
-            }) if metrics.len() == 1 => {
+            Err(CallError::Graph { class: ErrorClass::InvalidMetric, .. }) if metrics.len() == 1 => {
                 let name = metrics[0].name;
                 if shared.retired.lock().expect("lock").insert(name.to_owned()) {
                     tracing::warn!(metric = name, version = %shared.client.version(), "Meta rejected a metric as invalid: recorded as retired for this API version");
                 }
                 Ok(Vec::new())
             }
-            Err(CallError::Graph {
-                class: ErrorClass::InvalidMetric,
-                ..
-            }) => {
+            Err(CallError::Graph { class: ErrorClass::InvalidMetric, .. }) => {
                 let (a, b) = metrics.split_at(metrics.len() / 2);
                 let mut facts = fetch_insights(shared, ctx, a.to_vec(), period, window).await?;
                 facts.extend(fetch_insights(shared, ctx, b.to_vec(), period, window).await?);
@@ -739,36 +630,23 @@ fn fetch_posts<'a>(
     Box::pin(async move {
         let metrics: Vec<&'static GraphMetric> = {
             let retired = shared.retired.lock().expect("lock");
-            metrics
-                .into_iter()
-                .filter(|m| !retired.contains(m.name))
-                .collect()
+            metrics.into_iter().filter(|m| !retired.contains(m.name)).collect()
         };
         let names: Vec<&str> = metrics.iter().map(|m| m.name).collect();
-        let kind_field = if shared.client.version() < ApiVersion::new(3, 3) {
-            "type"
-        } else {
-            "status_type"
-        };
+        let kind_field = if shared.client.version() < ApiVersion::new(3, 3) { "type" } else { "status_type" };
         let mut fields = format!("id,created_time,message,permalink_url,{kind_field}");
         if !names.is_empty() {
             fields.push_str(&format!(",insights.metric({})", names.join(",")));
         }
         let snapshot_day = shared.opts.plan.today - Days::days(1);
-        let (since, until) = (
-            pacific_midnight(window.from),
-            pacific_midnight(window.to + Days::days(1)),
-        );
+        let (since, until) = (pacific_midnight(window.from), pacific_midnight(window.to + Days::days(1)));
         let mut posts = Vec::new();
         let mut snapshots = Vec::new();
         let mut next: Option<String> = None;
         let mut pages = 0;
         loop {
             pages += 1;
-            let origin = Origin {
-                fetched_at: Utc::now(),
-                ..ctx.origin.clone()
-            };
+            let origin = Origin { fetched_at: Utc::now(), ..ctx.origin.clone() };
             let (client, token, page, fields, link) = (
                 shared.client.clone(),
                 ctx.target.token.clone(),
@@ -777,22 +655,12 @@ fn fetch_posts<'a>(
                 next.clone(),
             );
             let result = call(shared, ctx, move || {
-                let (client, token, page, fields, link, origin) = (
-                    client.clone(),
-                    token.clone(),
-                    page.clone(),
-                    fields.clone(),
-                    link.clone(),
-                    origin.clone(),
-                );
+                let (client, token, page, fields, link, origin) =
+                    (client.clone(), token.clone(), page.clone(), fields.clone(), link.clone(), origin.clone());
                 Box::pin(async move {
                     let fetched: Fetched<PostsResponse> = match &link {
                         Some(l) => client.follow(&token, l).await?,
-                        None => {
-                            client
-                                .published_posts(&token, &page, &fields, since, until, 100)
-                                .await?
-                        }
+                        None => client.published_posts(&token, &page, &fields, since, until, 100).await?,
                     };
                     let parsed = parse::posts(&origin, &fetched.body, snapshot_day)
                         .map_err(|e| parse_failed(fetched.bytes, e))?;
@@ -812,10 +680,7 @@ fn fetch_posts<'a>(
                     }
                     next = link;
                 }
-                Err(CallError::Graph {
-                    class: ErrorClass::InvalidMetric,
-                    ..
-                }) if !metrics.is_empty() => {
+                Err(CallError::Graph { class: ErrorClass::InvalidMetric, .. }) if !metrics.is_empty() => {
                     // One of the expanded insight metrics is retired: find it on a small probe, then list again.
                     isolate_post_metrics(shared, ctx, &metrics, window).await?;
                     return fetch_posts(shared, ctx, metrics, window).await;
@@ -834,46 +699,24 @@ async fn isolate_post_metrics(
     metrics: &[&'static GraphMetric],
     window: Window,
 ) -> Result<(), CallError> {
-    let kind_field = if shared.client.version() < ApiVersion::new(3, 3) {
-        "type"
-    } else {
-        "status_type"
-    };
-    let (since, until) = (
-        pacific_midnight(window.from),
-        pacific_midnight(window.to + Days::days(1)),
-    );
+    let kind_field = if shared.client.version() < ApiVersion::new(3, 3) { "type" } else { "status_type" };
+    let (since, until) = (pacific_midnight(window.from), pacific_midnight(window.to + Days::days(1)));
     let mut found = false;
     for m in metrics {
         let fields = format!("id,{kind_field},insights.metric({})", m.name);
-        let (client, token, page) = (
-            shared.client.clone(),
-            ctx.target.token.clone(),
-            ctx.target.page.to_string(),
-        );
+        let (client, token, page) = (shared.client.clone(), ctx.target.token.clone(), ctx.target.page.to_string());
         let r = call(shared, ctx, move || {
-            let (client, token, page, fields) =
-                (client.clone(), token.clone(), page.clone(), fields.clone());
+            let (client, token, page, fields) = (client.clone(), token.clone(), page.clone(), fields.clone());
             Box::pin(async move {
-                let f = client
-                    .published_posts(&token, &page, &fields, since, until, 1)
-                    .await?;
+                let f = client.published_posts(&token, &page, &fields, since, until, 1).await?;
                 Ok(((), f.bytes, f.usage))
             })
         })
         .await;
         match r {
-            Err(CallError::Graph {
-                class: ErrorClass::InvalidMetric,
-                ..
-            }) => {
+            Err(CallError::Graph { class: ErrorClass::InvalidMetric, .. }) => {
                 found = true;
-                if shared
-                    .retired
-                    .lock()
-                    .expect("lock")
-                    .insert(m.name.to_owned())
-                {
+                if shared.retired.lock().expect("lock").insert(m.name.to_owned()) {
                     tracing::warn!(metric = m.name, version = %shared.client.version(), "Meta rejected a post metric as invalid: recorded as retired");
                 }
             }
@@ -928,13 +771,10 @@ async fn write_loop<S: Store>(
             }
         };
         let Some(item) = item else { break };
-        let (_, buf) = buffers
-            .entry(item.scope.as_str().to_owned())
-            .or_insert_with(|| (item.scope.clone(), Buffer::default()));
+        let (_, buf) =
+            buffers.entry(item.scope.as_str().to_owned()).or_insert_with(|| (item.scope.clone(), Buffer::default()));
         let rows = item.facts.len() + item.posts.len() + item.snapshots.len();
-        *buf.rows_by_page
-            .entry(item.checkpoint.page.to_string())
-            .or_default() += rows as u64;
+        *buf.rows_by_page.entry(item.checkpoint.page.to_string()).or_default() += rows as u64;
         buf.facts.extend(item.facts);
         buf.posts.extend(item.posts);
         buf.snapshots.extend(item.snapshots);
@@ -968,21 +808,13 @@ async fn flush_all<S: Store>(
         let rows = buf.rows();
         let started = Instant::now();
         let outcome = async {
-            with_store_retry(shared, "page insights", || {
-                store.write_page_insights(scope, &buf.facts)
-            })
-            .await?;
+            with_store_retry(shared, "page insights", || store.write_page_insights(scope, &buf.facts)).await?;
             with_store_retry(shared, "posts", || store.write_posts(scope, &buf.posts)).await?;
-            with_store_retry(shared, "post insight snapshots", || {
-                store.write_post_snapshots(scope, &buf.snapshots)
-            })
-            .await?;
+            with_store_retry(shared, "post insight snapshots", || store.write_post_snapshots(scope, &buf.snapshots))
+                .await?;
             // Only now, with the data acknowledged, may the checkpoints move.
             let cps: Vec<Checkpoint> = buf.checkpoints.values().cloned().collect();
-            with_store_retry(shared, "checkpoints", || {
-                store.save_checkpoints(scope, &cps)
-            })
-            .await
+            with_store_retry(shared, "checkpoints", || store.save_checkpoints(scope, &cps)).await
         }
         .await;
         if let Err(e) = outcome {
@@ -996,18 +828,10 @@ async fn flush_all<S: Store>(
                 c.rows_written.fetch_add(n, Ordering::Relaxed);
             }
         }
-        tracing::debug!(
-            tenant,
-            rows,
-            ms = started.elapsed().as_millis() as u64,
-            "batch written"
-        );
+        tracing::debug!(tenant, rows, ms = started.elapsed().as_millis() as u64, "batch written");
         shared.progress.set_message(format!(
             "{} rows written",
-            counters
-                .values()
-                .map(|c| c.rows_written.load(Ordering::Relaxed))
-                .sum::<u64>()
+            counters.values().map(|c| c.rows_written.load(Ordering::Relaxed)).sum::<u64>()
         ));
         *buf = Buffer::default();
     }
@@ -1028,19 +852,13 @@ where
             Err(e) if e.is_transient() && started.elapsed() < shared.opts.store_retry_for => {
                 tracing::warn!(what, error = %e, "store write failed; retrying");
                 let retry = &shared.opts.retry;
-                retry
-                    .sleep(retry.backoff(attempt, jitter()).max(retry.base))
-                    .await;
+                retry.sleep(retry.backoff(attempt, jitter()).max(retry.base)).await;
                 attempt += 1;
             }
             Err(e) => {
                 return Err(format!(
                     "writing {what} failed{}: {e}",
-                    if e.is_transient() {
-                        format!(" for {:?}", started.elapsed())
-                    } else {
-                        String::new()
-                    }
+                    if e.is_transient() { format!(" for {:?}", started.elapsed()) } else { String::new() }
                 ));
             }
         }

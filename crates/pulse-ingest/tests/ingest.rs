@@ -61,9 +61,7 @@ fn world(faults: FaultSpec) -> World {
 }
 
 async fn serve(faults: FaultSpec) -> RunningSim {
-    pulse_sim::start(Arc::new(Sim::new(world(faults), None)), 0)
-        .await
-        .unwrap()
+    pulse_sim::start(Arc::new(Sim::new(world(faults), None)), 0).await.unwrap()
 }
 
 fn targets(sim: &Sim) -> Vec<Target> {
@@ -74,9 +72,7 @@ fn targets(sim: &Sim) -> Vec<Target> {
         .map(|p| {
             let practice = &w.practices[p.practice];
             Target {
-                scope: access
-                    .scope(w.tenants[practice.tenant].id.as_str())
-                    .unwrap(),
+                scope: access.scope(w.tenants[practice.tenant].id.as_str()).unwrap(),
                 practice: practice.code.clone(),
                 page: p.id.parse().unwrap(),
                 token: Secret::new(p.token.clone()),
@@ -108,17 +104,8 @@ fn today() -> NaiveDate {
 }
 
 async fn ingest<S: Store + Clone + 'static>(store: &S, running: &RunningSim) -> RunReport {
-    let client = GraphClient::new(
-        &running.url(),
-        "v2.12".parse().unwrap(),
-        None,
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    Ingester::new(store.clone(), client, options(today()))
-        .run(targets(&running.sim))
-        .await
-        .unwrap()
+    let client = GraphClient::new(&running.url(), "v2.12".parse().unwrap(), None, Duration::from_secs(10)).unwrap();
+    Ingester::new(store.clone(), client, options(today())).run(targets(&running.sim)).await.unwrap()
 }
 
 fn all_faults() -> FaultSpec {
@@ -133,11 +120,7 @@ fn all_faults() -> FaultSpec {
         budget_window_ms: 150,
         lockout_ms: 40,
         minute_ms: Some(10),
-        token_deaths: vec![TokenDeath {
-            page: 2,
-            after_calls: 3,
-            subcode: 463,
-        }],
+        token_deaths: vec![TokenDeath { page: 2, after_calls: 3, subcode: 463 }],
         permission_errors: vec![5],
         empty_page_with_next: true,
         retire_metric: None,
@@ -146,10 +129,7 @@ fn all_faults() -> FaultSpec {
 
 /// Everything stored, without fetch times (which differ between runs by design).
 async fn snapshot<S: Store>(store: &S) -> BTreeMap<String, Vec<String>> {
-    let access = Access::new(
-        Principal::Operator,
-        ["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()),
-    );
+    let access = Access::new(Principal::Operator, ["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
     let mut out = BTreeMap::new();
     for scope in access.scopes() {
         let mut facts: Vec<String> = store
@@ -158,10 +138,7 @@ async fn snapshot<S: Store>(store: &S) -> BTreeMap<String, Vec<String>> {
             .unwrap()
             .into_iter()
             .map(|f| {
-                format!(
-                    "{} {} {} {} {} {} {}",
-                    f.practice, f.page, f.metric, f.period, f.day, f.breakdown, f.value
-                )
+                format!("{} {} {} {} {} {} {}", f.practice, f.page, f.metric, f.period, f.day, f.breakdown, f.value)
             })
             .collect();
         facts.sort();
@@ -170,12 +147,7 @@ async fn snapshot<S: Store>(store: &S) -> BTreeMap<String, Vec<String>> {
             .await
             .unwrap()
             .into_iter()
-            .map(|p| {
-                format!(
-                    "{} {} {} {}",
-                    p.post, p.created_time, p.post_type, p.message
-                )
-            })
+            .map(|p| format!("{} {} {} {}", p.post, p.created_time, p.post_type, p.message))
             .collect();
         posts.sort();
         let mut snaps: Vec<String> = store
@@ -183,12 +155,7 @@ async fn snapshot<S: Store>(store: &S) -> BTreeMap<String, Vec<String>> {
             .await
             .unwrap()
             .into_iter()
-            .map(|s| {
-                format!(
-                    "{} {} {} {} {}",
-                    s.post, s.metric, s.breakdown, s.snapshot_day, s.value
-                )
-            })
+            .map(|s| format!("{} {} {} {} {}", s.post, s.metric, s.breakdown, s.snapshot_day, s.value))
             .collect();
         snaps.sort();
         out.insert(format!("{scope}/facts"), facts);
@@ -206,10 +173,7 @@ fn assert_same(a: &BTreeMap<String, Vec<String>>, b: &BTreeMap<String, Vec<Strin
     }
 }
 
-async fn faulty_then_rerun_equals_clean<S: Store + Clone + 'static>(
-    clean_store: S,
-    faulty_store: S,
-) {
+async fn faulty_then_rerun_equals_clean<S: Store + Clone + 'static>(clean_store: S, faulty_store: S) {
     let clean_sim = serve(FaultSpec::default()).await;
     let clean = ingest(&clean_store, &clean_sim).await;
     assert!(clean.is_clean(), "{}", clean.table());
@@ -228,38 +192,21 @@ async fn faulty_then_rerun_equals_clean<S: Store + Clone + 'static>(
         faulty.reauth[0].message
     );
     assert!(
-        faulty
-            .failures
-            .iter()
-            .any(|f| f.message.contains("code 200") || f.message.contains("200")),
+        faulty.failures.iter().any(|f| f.message.contains("code 200") || f.message.contains("200")),
         "{}",
         faulty.table()
     );
     assert!(!faulty.is_clean());
     let retries: u64 = faulty.practices.iter().map(|p| p.record.retries).sum();
-    assert!(
-        retries > 5,
-        "faults were hit and retried: {}",
-        faulty.table()
-    );
+    assert!(retries > 5, "faults were hit and retried: {}", faulty.table());
     // Pages that were not cut off are already complete and exact.
     let partial = snapshot(&faulty_store).await;
     let complete = |rows: &Vec<String>, skip: &[&str]| {
-        rows.iter()
-            .filter(|r| !skip.iter().any(|p| r.contains(p)))
-            .cloned()
-            .collect::<Vec<_>>()
+        rows.iter().filter(|r| !skip.iter().any(|p| r.contains(p))).cloned().collect::<Vec<_>>()
     };
-    let cut: Vec<&str> = vec![
-        faulty_sim.sim.world.pages[2].id.as_str(),
-        faulty_sim.sim.world.pages[5].id.as_str(),
-    ];
+    let cut: Vec<&str> = vec![faulty_sim.sim.world.pages[2].id.as_str(), faulty_sim.sim.world.pages[5].id.as_str()];
     for key in ["alpha/facts", "beta/facts"] {
-        assert_eq!(
-            complete(&partial[key], &cut),
-            complete(&expected[key], &cut),
-            "{key} of unaffected pages"
-        );
+        assert_eq!(complete(&partial[key], &cut), complete(&expected[key], &cut), "{key} of unaffected pages");
     }
     // Re-authorised (a fault-free Meta), an incremental run completes the rest, doubling nothing.
     let healed = ingest(&faulty_store, &clean_sim).await;
@@ -270,12 +217,7 @@ async fn faulty_then_rerun_equals_clean<S: Store + Clone + 'static>(
     assert!(again.is_clean());
     // Incremental: one short window per page and stream (the lookback), not the whole history again.
     assert_eq!(again.requests, 9 * 4, "{}", again.table());
-    assert!(
-        again.rows_written < clean.rows_written / 5,
-        "{} rows vs {}",
-        again.rows_written,
-        clean.rows_written
-    );
+    assert!(again.rows_written < clean.rows_written / 5, "{} rows vs {}", again.rows_written, clean.rows_written);
     assert_same(&snapshot(&faulty_store).await, &expected);
 }
 
@@ -321,10 +263,7 @@ fn uuid_like() -> String {
     format!(
         "{:x}{:x}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     )
 }
 
@@ -341,21 +280,14 @@ async fn a_metric_retired_mid_run_is_isolated_and_the_rest_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let store = LakeStore::open(dir.path()).unwrap();
     let sim = serve(FaultSpec {
-        retire_metric: Some(RetireMetric {
-            metric: "page_fans".into(),
-            after_calls: 20,
-        }),
+        retire_metric: Some(RetireMetric { metric: "page_fans".into(), after_calls: 20 }),
         ..FaultSpec::default()
     })
     .await;
     let report = ingest(&store, &sim).await;
     assert_eq!(report.retired_metrics.len(), 1, "{}", report.table());
     assert_eq!(report.retired_metrics[0].0, "page_fans");
-    assert!(
-        report.failures.is_empty() && report.reauth.is_empty(),
-        "{}",
-        report.table()
-    );
+    assert!(report.failures.is_empty() && report.reauth.is_empty(), "{}", report.table());
     assert!(report.table().contains("RETIRED METRIC: `page_fans`"));
     // Every other day metric is complete for every page.
     let (alpha, _) = scopes();
@@ -370,29 +302,17 @@ async fn a_metric_retired_mid_run_is_isolated_and_the_rest_goes_on() {
         .unwrap();
     let mut per_page: BTreeMap<String, (usize, NaiveDate, NaiveDate)> = BTreeMap::new();
     for f in &facts {
-        let e = per_page
-            .entry(f.page.to_string())
-            .or_insert((0, f.day, f.day));
+        let e = per_page.entry(f.page.to_string()).or_insert((0, f.day, f.day));
         e.0 += 1;
         e.1 = e.1.min(f.day);
         e.2 = e.2.max(f.day);
     }
-    assert_eq!(
-        facts.len(),
-        5 * 120,
-        "reach for 5 pages x 120 days: {per_page:?}"
-    );
+    assert_eq!(facts.len(), 5 * 120, "reach for 5 pages x 120 days: {per_page:?}");
 }
 
 fn scopes() -> (TenantScope, TenantScope) {
-    let access = Access::new(
-        Principal::Operator,
-        ["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()),
-    );
-    (
-        access.scope("alpha").unwrap(),
-        access.scope("beta").unwrap(),
-    )
+    let access = Access::new(Principal::Operator, ["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
+    (access.scope("alpha").unwrap(), access.scope("beta").unwrap())
 }
 
 /// A store that goes away: writes fail (as unreachable) after `ok_writes` successful ones, until healed.
@@ -437,19 +357,11 @@ impl Store for FlakyStore {
     ) -> pulse_store::Result<Vec<pulse_domain::PageInsightFact>> {
         self.inner.read_page_insights(s, f).await
     }
-    async fn write_posts(
-        &self,
-        s: &TenantScope,
-        p: &[pulse_domain::Post],
-    ) -> pulse_store::Result<WriteAck> {
+    async fn write_posts(&self, s: &TenantScope, p: &[pulse_domain::Post]) -> pulse_store::Result<WriteAck> {
         self.gate()?;
         self.inner.write_posts(s, p).await
     }
-    async fn read_posts(
-        &self,
-        s: &TenantScope,
-        f: &PostFilter,
-    ) -> pulse_store::Result<Vec<pulse_domain::Post>> {
+    async fn read_posts(&self, s: &TenantScope, f: &PostFilter) -> pulse_store::Result<Vec<pulse_domain::Post>> {
         self.inner.read_posts(s, f).await
     }
     async fn write_post_snapshots(
@@ -467,31 +379,17 @@ impl Store for FlakyStore {
     ) -> pulse_store::Result<Vec<pulse_domain::PostInsightSnapshot>> {
         self.inner.read_post_snapshots(s, f).await
     }
-    async fn save_checkpoints(
-        &self,
-        s: &TenantScope,
-        c: &[pulse_domain::Checkpoint],
-    ) -> pulse_store::Result<WriteAck> {
+    async fn save_checkpoints(&self, s: &TenantScope, c: &[pulse_domain::Checkpoint]) -> pulse_store::Result<WriteAck> {
         self.gate()?;
         self.inner.save_checkpoints(s, c).await
     }
-    async fn load_checkpoints(
-        &self,
-        s: &TenantScope,
-    ) -> pulse_store::Result<Vec<pulse_domain::Checkpoint>> {
+    async fn load_checkpoints(&self, s: &TenantScope) -> pulse_store::Result<Vec<pulse_domain::Checkpoint>> {
         self.inner.load_checkpoints(s).await
     }
-    async fn record_run(
-        &self,
-        s: &TenantScope,
-        r: &[pulse_domain::IngestRunRecord],
-    ) -> pulse_store::Result<WriteAck> {
+    async fn record_run(&self, s: &TenantScope, r: &[pulse_domain::IngestRunRecord]) -> pulse_store::Result<WriteAck> {
         self.inner.record_run(s, r).await
     }
-    async fn read_runs(
-        &self,
-        s: &TenantScope,
-    ) -> pulse_store::Result<Vec<pulse_domain::IngestRunRecord>> {
+    async fn read_runs(&self, s: &TenantScope) -> pulse_store::Result<Vec<pulse_domain::IngestRunRecord>> {
         self.inner.read_runs(s).await
     }
     async fn replace_report(
@@ -520,11 +418,7 @@ async fn a_store_outage_stops_the_run_and_loses_nothing() {
     let expected = snapshot(&clean_store).await;
 
     let lake = LakeStore::open(dir.path().join("flaky")).unwrap();
-    let flaky = FlakyStore {
-        inner: lake.clone(),
-        ok_writes: 6,
-        writes: Arc::new(AtomicUsize::new(0)),
-    };
+    let flaky = FlakyStore { inner: lake.clone(), ok_writes: 6, writes: Arc::new(AtomicUsize::new(0)) };
     let report = ingest(&flaky, &sim).await;
     let err = report.store_error.clone().expect("the outage is reported");
     assert!(
@@ -537,21 +431,11 @@ async fn a_store_outage_stops_the_run_and_loses_nothing() {
     // Checkpoints never point past data that was not written.
     let (alpha, beta) = scopes();
     for scope in [&alpha, &beta] {
-        let facts = lake
-            .read_page_insights(scope, &FactFilter::default())
-            .await
-            .unwrap();
+        let facts = lake.read_page_insights(scope, &FactFilter::default()).await.unwrap();
         for cp in lake.load_checkpoints(scope).await.unwrap() {
             if let pulse_domain::Stream::PageInsights(period) = cp.stream {
-                let days = facts
-                    .iter()
-                    .filter(|f| f.page == cp.page && f.period == period)
-                    .map(|f| f.day)
-                    .max();
-                assert!(
-                    days.is_some_and(|d| d >= cp.through_day),
-                    "checkpoint {cp:?} ahead of its data"
-                );
+                let days = facts.iter().filter(|f| f.page == cp.page && f.period == period).map(|f| f.day).max();
+                assert!(days.is_some_and(|d| d >= cp.through_day), "checkpoint {cp:?} ahead of its data");
             }
         }
     }
@@ -591,10 +475,7 @@ async fn no_token_appears_in_any_log_line_or_error() {
     let sim = serve(all_faults()).await;
     let report = ingest(&store, &sim).await;
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("access token rejected"),
-        "the dead token was logged (without the token)"
-    );
+    assert!(logs.contains("access token rejected"), "the dead token was logged (without the token)");
     let mut texts = vec![logs, report.table()];
     texts.extend(report.failures.iter().map(|f| f.message.clone()));
     texts.extend(report.practices.iter().map(|p| p.record.message.clone()));
@@ -602,11 +483,7 @@ async fn no_token_appears_in_any_log_line_or_error() {
     texts.extend(runs.iter().map(|r| r.message.clone()));
     for page in &sim.sim.world.pages {
         for t in &texts {
-            assert!(
-                !t.contains(&page.token),
-                "a token leaked into: {}",
-                &t[..t.len().min(300)]
-            );
+            assert!(!t.contains(&page.token), "a token leaked into: {}", &t[..t.len().min(300)]);
         }
     }
     // The run summary was recorded in the store.

@@ -11,9 +11,8 @@ use pulse_domain::time::{end_time_for_day, format_graph_time};
 use pulse_domain::{ApiVersion, Level, MetricCatalogue, Period, ValueKind};
 use pulse_graph::errors::http_status;
 use pulse_graph::wire::{
-    BatchHeader, BatchRequest, BatchResponse, Cursors, DebugTokenData, DebugTokenResponse,
-    GraphError, GraphErrorBody, Insight, InsightValue, InsightsResponse, MetricValue, PageObject,
-    Paging, PostObject, PostsResponse,
+    BatchHeader, BatchRequest, BatchResponse, Cursors, DebugTokenData, DebugTokenResponse, GraphError, GraphErrorBody,
+    Insight, InsightValue, InsightsResponse, MetricValue, PageObject, Paging, PostObject, PostsResponse,
 };
 use serde_json::Number;
 use sha2::Sha256;
@@ -43,20 +42,13 @@ impl Request {
         Self {
             method: "GET".into(),
             path: path.into(),
-            query: query
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Self::default()
         }
     }
 
     fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .chain(self.form.iter())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().chain(self.form.iter()).find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -110,11 +102,7 @@ fn unsupported_get(id: &str) -> GraphError {
 }
 
 fn invalid_metric() -> GraphError {
-    graph_error(
-        100,
-        None,
-        "(#100) The value must be a valid insights metric",
-    )
+    graph_error(100, None, "(#100) The value must be a valid insights metric")
 }
 
 impl Sim {
@@ -154,12 +142,7 @@ impl Sim {
         if req.method == "POST" && req.param("batch").is_some() {
             return self.batch(req);
         }
-        let mut segments: Vec<&str> = req
-            .path
-            .trim_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut segments: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
         let version = match segments.first().and_then(|s| s.parse::<ApiVersion>().ok()) {
             Some(v) => {
                 segments.remove(0);
@@ -173,19 +156,11 @@ impl Sim {
         } else {
             self.world.page_by_id(object).map(|p| p.index)
         };
-        let token = req
-            .bearer
-            .clone()
-            .or_else(|| req.param("access_token").map(str::to_owned));
+        let token = req.bearer.clone().or_else(|| req.param("access_token").map(str::to_owned));
         let request_key = canonical_key(req);
         let (verdict, body_fault, delay_ms, usage) = {
             let mut state = self.state.lock().expect("state lock");
-            state.decide(
-                &self.world.scenario.faults,
-                self.world.seed,
-                page,
-                &request_key,
-            )
+            state.decide(&self.world.scenario.faults, self.world.seed, page, &request_key)
         };
         let page_id = page.map(|p| self.world.pages[p].id.clone());
         let answer = match verdict {
@@ -194,7 +169,9 @@ impl Sim {
                 code,
                 (code == 80001).then_some(2446079),
                 match code {
-                    80001 => "There have been too many calls to this Page account. Wait a bit and try again.".to_owned(),
+                    80001 => {
+                        "There have been too many calls to this Page account. Wait a bit and try again.".to_owned()
+                    }
                     32 => "(#32) Page request limit reached".to_owned(),
                     613 => "(#613) Calls to this api have exceeded the rate limit.".to_owned(),
                     _ => "(#17) User request limit reached".to_owned(),
@@ -203,7 +180,11 @@ impl Sim {
             Verdict::Transient { code } => Err(graph_error(
                 code,
                 None,
-                if code == 1 { "An unknown error occurred" } else { "An unexpected error has occurred. Please retry your request later." },
+                if code == 1 {
+                    "An unknown error occurred"
+                } else {
+                    "An unexpected error has occurred. Please retry your request later."
+                },
             )),
             Verdict::TokenDead { subcode } => Err(graph_error(
                 190,
@@ -214,47 +195,29 @@ impl Sim {
                     "Error validating access token: Session has expired on Saturday, 10-Mar-18 09:00:00 PST. The current time is Saturday, 10-Mar-18 10:00:00 PST."
                 },
             )),
-            Verdict::Permission => Err(graph_error(
-                200,
-                None,
-                "(#200) Requires pages_read_engagement permission to manage the object",
-            )),
+            Verdict::Permission => {
+                Err(graph_error(200, None, "(#200) Requires pages_read_engagement permission to manage the object"))
+            }
             Verdict::Pass => self.route(req, version, &segments, page, token.as_deref()),
         };
         let mut headers = usage_headers(usage, page_id.as_deref());
-        headers.push((
-            "content-type".into(),
-            "application/json; charset=UTF-8".into(),
-        ));
+        headers.push(("content-type".into(), "application/json; charset=UTF-8".into()));
         match answer {
             Ok(mut body) => {
                 match body_fault {
                     BodyFault::None => {}
                     BodyFault::Truncated => body.truncate(body.len() / 2),
                     BodyFault::Malformed => {
-                        body = format!(
-                            "<html><body>502 Bad Gateway</body></html>{}",
-                            &body[..body.len().min(10)]
-                        )
+                        body = format!("<html><body>502 Bad Gateway</body></html>{}", &body[..body.len().min(10)])
                     }
                 }
-                Response {
-                    status: 200,
-                    headers,
-                    body,
-                    delay_ms,
-                }
+                Response { status: 200, headers, body, delay_ms }
             }
             Err(mut error) => {
                 error.fbtrace_id = format!("Sim{:011x}", text(&request_key) & 0xFFF_FFFF_FFFF);
                 let status = http_status(error.code);
                 let body = serde_json::to_string(&GraphErrorBody { error }).expect("serialisable");
-                Response {
-                    status,
-                    headers,
-                    body,
-                    delay_ms,
-                }
+                Response { status, headers, body, delay_ms }
             }
         }
     }
@@ -268,32 +231,20 @@ impl Sim {
         token: Option<&str>,
     ) -> Answer {
         let Some(&object) = segments.first() else {
-            return Err(graph_error(
-                100,
-                None,
-                "(#100) Unsupported request: no object id in the path",
-            ));
+            return Err(graph_error(100, None, "(#100) Unsupported request: no object id in the path"));
         };
         if object == "debug_token" {
             return self.debug_token(req);
         }
         let Some(token) = token else {
-            return Err(graph_error(
-                104,
-                None,
-                "An access token is required to request this resource.",
-            ));
+            return Err(graph_error(104, None, "An access token is required to request this resource."));
         };
         let Some(page) = page else {
             return Err(unsupported_get(object));
         };
         let p = &self.world.pages[page];
         if token != p.token {
-            return Err(graph_error(
-                190,
-                None,
-                "Invalid OAuth access token - Cannot parse access token",
-            ));
+            return Err(graph_error(190, None, "Invalid OAuth access token - Cannot parse access token"));
         }
         if let Some(secret) = &self.app_secret {
             let expected = appsecret_proof(secret, token);
@@ -306,11 +257,7 @@ impl Sim {
                     ));
                 }
                 Some(proof) if proof != expected => {
-                    return Err(graph_error(
-                        100,
-                        None,
-                        "Invalid appsecret_proof provided in the API argument",
-                    ));
+                    return Err(graph_error(100, None, "Invalid appsecret_proof provided in the API argument"));
                 }
                 Some(_) => {}
             }
@@ -319,14 +266,8 @@ impl Sim {
         match (&segments[1..], is_post) {
             ([], false) => self.page_fields(req, page),
             (["insights"], _) | (["insights", _], _) | (["insights", _, _], _) => {
-                let metrics = segments
-                    .get(2)
-                    .map(|m| m.to_string())
-                    .or_else(|| req.param("metric").map(str::to_owned));
-                let period = segments
-                    .get(3)
-                    .map(|p| p.to_string())
-                    .or_else(|| req.param("period").map(str::to_owned));
+                let metrics = segments.get(2).map(|m| m.to_string()).or_else(|| req.param("metric").map(str::to_owned));
+                let period = segments.get(3).map(|p| p.to_string()).or_else(|| req.param("period").map(str::to_owned));
                 if is_post {
                     let post = self
                         .world
@@ -339,17 +280,14 @@ impl Sim {
                     self.page_insights(req, version, page, metrics.as_deref(), period.as_deref())
                 }
             }
-            (["published_posts"], false) | (["posts"], false) => {
-                self.posts(req, version, page, segments[1])
-            }
+            (["published_posts"], false) | (["posts"], false) => self.posts(req, version, page, segments[1]),
             ([], true) => {
                 let post = self
                     .world
                     .post(object)
                     .filter(|p| p.created_day < self.today())
                     .ok_or_else(|| unsupported_get(object))?;
-                let obj =
-                    self.post_object(version, &post, "id,created_time,message,permalink_url")?;
+                let obj = self.post_object(version, &post, "id,created_time,message,permalink_url")?;
                 Ok(serde_json::to_string(&obj).expect("serialisable"))
             }
             _ => Err(unsupported_get(&segments.join("/"))),
@@ -363,14 +301,8 @@ impl Sim {
         level: Level,
         retired: Option<&str>,
     ) -> Result<&'static pulse_domain::GraphMetric, GraphError> {
-        let g = self
-            .catalogue
-            .by_graph_name(name)
-            .ok_or_else(invalid_metric)?;
-        if g.canonical.level() != level
-            || !g.is_valid(version, self.today())
-            || retired == Some(name)
-        {
+        let g = self.catalogue.by_graph_name(name).ok_or_else(invalid_metric)?;
+        if g.canonical.level() != level || !g.is_valid(version, self.today()) || retired == Some(name) {
             return Err(invalid_metric());
         }
         Ok(g)
@@ -393,12 +325,7 @@ impl Sim {
                 graph_error(100, None, "(#100) Period must be one of the following values: day, week, days_28, month, lifetime, total_over_range")
             })?),
         };
-        let retired = self
-            .state
-            .lock()
-            .expect("state lock")
-            .retired(&self.world.scenario.faults)
-            .map(str::to_owned);
+        let retired = self.state.lock().expect("state lock").retired(&self.world.scenario.faults).map(str::to_owned);
         let mut wanted = Vec::new();
         for name in metrics.split(',').map(str::trim) {
             wanted.push(self.metric_allowed(name, version, Level::Page, retired.as_deref())?);
@@ -411,26 +338,12 @@ impl Sim {
         let p = &self.world.pages[page];
         let mut data = Vec::new();
         for g in wanted {
-            for &per in g
-                .periods
-                .iter()
-                .filter(|per| period.is_none_or(|want| want == **per))
-            {
+            for &per in g.periods.iter().filter(|per| period.is_none_or(|want| want == **per)) {
                 let mut values = Vec::new();
                 let mut day = first;
                 while day <= last {
-                    let value = self.insight_value(
-                        &mut cache,
-                        page,
-                        g.name,
-                        g.canonical.value_kind(),
-                        per,
-                        day,
-                    );
-                    values.push(InsightValue {
-                        value,
-                        end_time: Some(format_graph_time(end_time_for_day(day))),
-                    });
+                    let value = self.insight_value(&mut cache, page, g.name, g.canonical.value_kind(), per, day);
+                    values.push(InsightValue { value, end_time: Some(format_graph_time(end_time_for_day(day))) });
                     day += Duration::days(1);
                 }
                 data.push(Insight {
@@ -438,11 +351,7 @@ impl Sim {
                     period: per.as_str().to_owned(),
                     values,
                     title: Some(title(g.name, per)),
-                    description: Some(format!(
-                        "{}: {}",
-                        period_word(per),
-                        g.canonical.description()
-                    )),
+                    description: Some(format!("{}: {}", period_word(per), g.canonical.description())),
                     id: format!("{}/insights/{}/{}", p.id, g.name, per.as_str()),
                 });
             }
@@ -457,26 +366,15 @@ impl Sim {
                 .collect();
             q.push(("since".into(), pacific_midnight(from).to_string()));
             q.push(("until".into(), pacific_midnight(to).to_string()));
-            let query: String = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(q)
-                .finish();
-            format!(
-                "{}{}?{}",
-                self.base_url.read().expect("url lock"),
-                req.path,
-                query
-            )
+            let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(q).finish();
+            format!("{}{}?{}", self.base_url.read().expect("url lock"), req.path, query)
         };
         let paging = Paging {
             cursors: None,
             previous: Some(link(since - span, since)),
             next: (until < today).then(|| link(until, until + span)),
         };
-        Ok(serde_json::to_string(&InsightsResponse {
-            data,
-            paging: Some(paging),
-        })
-        .expect("serialisable"))
+        Ok(serde_json::to_string(&InsightsResponse { data, paging: Some(paging) }).expect("serialisable"))
     }
 
     fn insight_value(
@@ -489,29 +387,20 @@ impl Sim {
         day: NaiveDate,
     ) -> MetricValue {
         let n = period.window_days().unwrap_or(1) as usize;
-        let days: Vec<DayFigures> = (0..n as i64)
-            .rev()
-            .map(|b| cache.get(day - Duration::days(b)))
-            .collect();
+        let days: Vec<DayFigures> = (0..n as i64).rev().map(|b| cache.get(day - Duration::days(b))).collect();
         let sum = |f: fn(&DayFigures) -> i64| days.iter().map(f).sum::<i64>();
         let unique = |f: fn(&DayFigures) -> i64| {
             let daily: Vec<i64> = days.iter().map(f).collect();
-            if n == 1 {
-                daily[0]
-            } else {
-                self.world.window_unique(&daily, n)
-            }
+            if n == 1 { daily[0] } else { self.world.window_unique(&daily, n) }
         };
         let today = &days[n - 1];
         let number = match name {
             "page_impressions" | "page_media_view" => sum(|d| d.views),
-            "page_impressions_unique"
-            | "page_total_media_view_unique"
-            | "page_impressions_by_age_gender_unique" => unique(|d| d.reach),
-            "page_post_engagements" => sum(|d| d.engagements),
-            "page_engaged_users" | "page_content_activity_by_age_gender_unique" => {
-                unique(|d| d.engaged)
+            "page_impressions_unique" | "page_total_media_view_unique" | "page_impressions_by_age_gender_unique" => {
+                unique(|d| d.reach)
             }
+            "page_post_engagements" => sum(|d| d.engagements),
+            "page_engaged_users" | "page_content_activity_by_age_gender_unique" => unique(|d| d.engaged),
             "page_fans" | "page_follows" | "page_fans_gender_age" => today.followers,
             "page_fan_adds_unique" | "page_daily_follows_unique" => unique(|d| d.new_followers),
             "page_video_views" => sum(|d| d.video_views),
@@ -519,12 +408,9 @@ impl Sim {
         };
         match kind {
             ValueKind::Number => MetricValue::int(number),
-            ValueKind::AgeGenderBreakdown => breakdown(
-                &self.world,
-                page,
-                number,
-                text(name) ^ (day.to_epoch_days() as u64) ^ ((n as u64) << 40),
-            ),
+            ValueKind::AgeGenderBreakdown => {
+                breakdown(&self.world, page, number, text(name) ^ (day.to_epoch_days() as u64) ^ ((n as u64) << 40))
+            }
         }
     }
 
@@ -547,12 +433,7 @@ impl Sim {
                 "(#100) Period must be one of the following values: day, week, days_28, month, lifetime, total_over_range",
             ));
         }
-        let retired = self
-            .state
-            .lock()
-            .expect("state lock")
-            .retired(&self.world.scenario.faults)
-            .map(str::to_owned);
+        let retired = self.state.lock().expect("state lock").retired(&self.world.scenario.faults).map(str::to_owned);
         let as_of = self.today() - Duration::days(1);
         let totals = self.world.post_lifetime(post, as_of);
         let mut data = Vec::new();
@@ -562,9 +443,7 @@ impl Sim {
                 continue;
             }
             let value = match name {
-                "post_impressions" | "post_media_view" => {
-                    MetricValue::int(totals.views.round() as i64)
-                }
+                "post_impressions" | "post_media_view" => MetricValue::int(totals.views.round() as i64),
                 "post_impressions_unique" | "post_total_media_view_unique" => {
                     MetricValue::int(totals.reach.round() as i64)
                 }
@@ -574,22 +453,14 @@ impl Sim {
                 "post_video_view_time_by_age_bucket_and_gender" => {
                     let viewers = totals.video_views.round() as i64;
                     let ms = if viewers < 100 { 0 } else { viewers * 9_000 };
-                    breakdown(
-                        &self.world,
-                        post.page,
-                        ms.max(viewers.min(99)),
-                        text(&post.id),
-                    )
+                    breakdown(&self.world, post.page, ms.max(viewers.min(99)), text(&post.id))
                 }
                 _ => MetricValue::int(0),
             };
             data.push(Insight {
                 name: name.to_owned(),
                 period: "lifetime".into(),
-                values: vec![InsightValue {
-                    value,
-                    end_time: None,
-                }],
+                values: vec![InsightValue { value, end_time: None }],
                 title: Some(title(name, Period::Lifetime)),
                 description: Some(format!("Lifetime: {}", g.canonical.description())),
                 id: format!("{}/insights/{name}/lifetime", post.id),
@@ -598,11 +469,7 @@ impl Sim {
         Ok(InsightsResponse { data, paging: None })
     }
 
-    fn window(
-        &self,
-        req: &Request,
-        today: NaiveDate,
-    ) -> Result<(NaiveDate, NaiveDate), GraphError> {
+    fn window(&self, req: &Request, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), GraphError> {
         if let Some(preset) = req.param("date_preset") {
             let days = |n: i64| Ok((today - Duration::days(n), today));
             return match preset {
@@ -617,10 +484,7 @@ impl Sim {
                 "this_month" => Ok((today.with_day0(0).expect("first of month"), today)),
                 "last_month" => {
                     let first = today.with_day0(0).expect("first of month");
-                    Ok((
-                        (first - Duration::days(1)).with_day0(0).expect("first"),
-                        first,
-                    ))
+                    Ok(((first - Duration::days(1)).with_day0(0).expect("first"), first))
                 }
                 other => Err(graph_error(
                     100,
@@ -631,31 +495,16 @@ impl Sim {
                 )),
             };
         }
-        let since = req
-            .param("since")
-            .map(|s| parse_time(s, "since"))
-            .transpose()?;
-        let until = req
-            .param("until")
-            .map(|s| parse_time(s, "until"))
-            .transpose()?;
+        let since = req.param("since").map(|s| parse_time(s, "since")).transpose()?;
+        let until = req.param("until").map(|s| parse_time(s, "until")).transpose()?;
         let (since, until) = match (since, until) {
             (None, None) => (today - Duration::days(2), today),
-            (Some(s), None) => (
-                s,
-                (s + Duration::days(90))
-                    .min(today)
-                    .max(s + Duration::days(1)),
-            ),
+            (Some(s), None) => (s, (s + Duration::days(90)).min(today).max(s + Duration::days(1))),
             (None, Some(u)) => (u - Duration::days(2), u),
             (Some(s), Some(u)) => (s, u),
         };
         if until < since {
-            return Err(graph_error(
-                100,
-                None,
-                "(#100) The since parameter must be before the until parameter",
-            ));
+            return Err(graph_error(100, None, "(#100) The since parameter must be before the until parameter"));
         }
         if (until - since).num_seconds() > MAX_RANGE_SECS {
             return Err(graph_error(
@@ -667,12 +516,7 @@ impl Sim {
         Ok((since, until))
     }
 
-    fn post_object(
-        &self,
-        version: ApiVersion,
-        post: &Post,
-        fields: &str,
-    ) -> Result<PostObject, GraphError> {
+    fn post_object(&self, version: ApiVersion, post: &Post, fields: &str) -> Result<PostObject, GraphError> {
         let mut obj = PostObject {
             id: post.id.clone(),
             created_time: None,
@@ -685,14 +529,11 @@ impl Sim {
         for field in split_fields(fields) {
             match field.as_str() {
                 "id" => {}
-                "created_time" => {
-                    obj.created_time = Some(format_graph_time(World::created_time(post)))
-                }
+                "created_time" => obj.created_time = Some(format_graph_time(World::created_time(post))),
                 "message" => obj.message = Some(post.message.clone()),
                 "permalink_url" => {
                     let (page, number) = post.id.split_once('_').expect("post ids have a page");
-                    obj.permalink_url =
-                        Some(format!("https://www.facebook.com/{page}/posts/{number}/"));
+                    obj.permalink_url = Some(format!("https://www.facebook.com/{page}/posts/{number}/"));
                 }
                 "status_type" => {
                     obj.status_type = Some(
@@ -707,29 +548,21 @@ impl Sim {
                 }
                 "type" if version < ApiVersion::new(3, 3) => obj.kind = Some(post.kind.into()),
                 "type" => {
-                    return Err(graph_error(
-                        12,
-                        None,
-                        "(#12) type field is deprecated for versions v3.3 and higher",
-                    ));
+                    return Err(graph_error(12, None, "(#12) type field is deprecated for versions v3.3 and higher"));
                 }
                 f if f.starts_with("insights") => {
                     let metrics = f
                         .split_once(".metric(")
                         .and_then(|(_, rest)| rest.split_once(')'))
                         .map(|(m, _)| m.to_owned())
-                        .ok_or_else(|| {
-                            graph_error(100, None, "(#100) insights requires .metric(...)")
-                        })?;
+                        .ok_or_else(|| graph_error(100, None, "(#100) insights requires .metric(...)"))?;
                     obj.insights = Some(self.post_insights(version, post, Some(&metrics), None)?);
                 }
                 other => {
                     return Err(graph_error(
                         100,
                         None,
-                        format!(
-                            "(#100) Tried accessing nonexisting field ({other}) on node type (Post)"
-                        ),
+                        format!("(#100) Tried accessing nonexisting field ({other}) on node type (Post)"),
                     ));
                 }
             }
@@ -743,11 +576,7 @@ impl Sim {
             Some(l) => match l.parse::<usize>() {
                 Ok(n) if (1..=100).contains(&n) => n,
                 _ => {
-                    return Err(graph_error(
-                        100,
-                        None,
-                        "(#100) The limit parameter must be between 1 and 100",
-                    ));
+                    return Err(graph_error(100, None, "(#100) The limit parameter must be between 1 and 100"));
                 }
             },
         };
@@ -758,35 +587,22 @@ impl Sim {
             .transpose()?
             .unwrap_or(self.world.start())
             .max(self.world.start());
-        let until = req
-            .param("until")
-            .map(|s| parse_time(s, "until"))
-            .transpose()?
-            .unwrap_or(today)
-            .min(today);
+        let until = req.param("until").map(|s| parse_time(s, "until")).transpose()?.unwrap_or(today).min(today);
         let fields = req.param("fields").unwrap_or("id,created_time,message");
         let offset = match req.param("after") {
             None => 0,
-            Some(c) => decode_cursor(c)
-                .ok_or_else(|| graph_error(100, None, "(#100) The after cursor is invalid"))?,
+            Some(c) => decode_cursor(c).ok_or_else(|| graph_error(100, None, "(#100) The after cursor is invalid"))?,
         };
         let mut all: Vec<Post> = Vec::new();
         let mut day = until - Duration::days(1);
         while day >= since {
             let mut posts = self.world.posts_on(page, day);
-            posts.sort_by(|a, b| {
-                b.created_secs
-                    .cmp(&a.created_secs)
-                    .then_with(|| b.id.cmp(&a.id))
-            });
+            posts.sort_by(|a, b| b.created_secs.cmp(&a.created_secs).then_with(|| b.id.cmp(&a.id)));
             all.extend(posts);
             day -= Duration::days(1);
         }
         let page_posts: Vec<&Post> = all.iter().skip(offset).take(limit).collect();
-        let data = page_posts
-            .iter()
-            .map(|p| self.post_object(version, p, fields))
-            .collect::<Result<Vec<_>, _>>()?;
+        let data = page_posts.iter().map(|p| self.post_object(version, p, fields)).collect::<Result<Vec<_>, _>>()?;
         let end = offset + data.len();
         // With the empty-page fault, the last page of posts still links to a page with no data that itself still
         // has `next` (Meta does this); a client must stop at an empty page.
@@ -799,16 +615,10 @@ impl Sim {
             None
         };
         let link = |after: usize| {
-            let mut q: Vec<(String, String)> = req
-                .query
-                .iter()
-                .filter(|(k, _)| k != "after" && k != "before")
-                .cloned()
-                .collect();
+            let mut q: Vec<(String, String)> =
+                req.query.iter().filter(|(k, _)| k != "after" && k != "before").cloned().collect();
             q.push(("after".into(), encode_cursor(after)));
-            let query: String = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(q)
-                .finish();
+            let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(q).finish();
             format!(
                 "{}/{}/{}/{edge}?{query}",
                 self.base_url.read().expect("url lock"),
@@ -817,30 +627,18 @@ impl Sim {
             )
         };
         let paging = Paging {
-            cursors: Some(Cursors {
-                before: encode_cursor(offset),
-                after: encode_cursor(end),
-            }),
+            cursors: Some(Cursors { before: encode_cursor(offset), after: encode_cursor(end) }),
             previous: None,
             next: next_offset.map(link),
         };
-        Ok(serde_json::to_string(&PostsResponse {
-            data,
-            paging: Some(paging),
-        })
-        .expect("serialisable"))
+        Ok(serde_json::to_string(&PostsResponse { data, paging: Some(paging) }).expect("serialisable"))
     }
 
     fn page_fields(&self, req: &Request, page: usize) -> Answer {
         let p = &self.world.pages[page];
         let followers = self.world.followers(page, self.today() - Duration::days(1));
-        let mut obj = PageObject {
-            id: p.id.clone(),
-            name: None,
-            fan_count: None,
-            followers_count: None,
-            access_token: None,
-        };
+        let mut obj =
+            PageObject { id: p.id.clone(), name: None, fan_count: None, followers_count: None, access_token: None };
         for field in split_fields(req.param("fields").unwrap_or("name")) {
             match field.as_str() {
                 "id" => {}
@@ -852,9 +650,7 @@ impl Sim {
                     return Err(graph_error(
                         100,
                         None,
-                        format!(
-                            "(#100) Tried accessing nonexisting field ({other}) on node type (Page)"
-                        ),
+                        format!("(#100) Tried accessing nonexisting field ({other}) on node type (Page)"),
                     ));
                 }
             }
@@ -863,33 +659,20 @@ impl Sim {
     }
 
     fn debug_token(&self, req: &Request) -> Answer {
-        let input = req.param("input_token").ok_or_else(|| {
-            graph_error(100, None, "(#100) The parameter input_token is required")
-        })?;
+        let input = req
+            .param("input_token")
+            .ok_or_else(|| graph_error(100, None, "(#100) The parameter input_token is required"))?;
         let page = self.world.pages.iter().find(|p| p.token == input);
-        let dead = page.and_then(|p| {
-            self.world
-                .scenario
-                .faults
-                .token_deaths
-                .iter()
-                .find(|d| d.page == p.index)
-        });
+        let dead = page.and_then(|p| self.world.scenario.faults.token_deaths.iter().find(|d| d.page == p.index));
         let data = DebugTokenData {
             app_id: self.world.scenario.world.app_id.clone(),
             kind: "PAGE".into(),
             application: "Practice Pulse (simulated)".into(),
             expires_at: 0,
             is_valid: page.is_some() && dead.is_none(),
-            scopes: vec![
-                "pages_read_engagement".into(),
-                "read_insights".into(),
-                "pages_show_list".into(),
-            ],
+            scopes: vec!["pages_read_engagement".into(), "read_insights".into(), "pages_show_list".into()],
             profile_id: page.map(|p| p.id.clone()),
-            error: page
-                .is_none()
-                .then(|| graph_error(190, None, "Invalid OAuth access token")),
+            error: page.is_none().then(|| graph_error(190, None, "Invalid OAuth access token")),
         };
         Ok(serde_json::to_string(&DebugTokenResponse { data }).expect("serialisable"))
     }
@@ -897,10 +680,8 @@ impl Sim {
     fn batch(&self, req: &Request) -> Response {
         let raw = req.param("batch").unwrap_or("[]");
         let error = |code: i64, message: &str| {
-            let body = serde_json::to_string(&GraphErrorBody {
-                error: graph_error(code, None, message),
-            })
-            .expect("serialisable");
+            let body = serde_json::to_string(&GraphErrorBody { error: graph_error(code, None, message) })
+                .expect("serialisable");
             Response {
                 status: 400,
                 headers: vec![("content-type".into(), "application/json".into())],
@@ -909,35 +690,21 @@ impl Sim {
             }
         };
         let Ok(inner) = serde_json::from_str::<Vec<BatchRequest>>(raw) else {
-            return error(
-                100,
-                "(#100) The parameter batch must be a JSON array of requests",
-            );
+            return error(100, "(#100) The parameter batch must be a JSON array of requests");
         };
         if inner.len() > MAX_BATCH {
-            return error(
-                100,
-                "(#100) Too many requests in batch message. Maximum batch size is 50",
-            );
+            return error(100, "(#100) Too many requests in batch message. Maximum batch size is 50");
         }
-        let token = req
-            .bearer
-            .clone()
-            .or_else(|| req.param("access_token").map(str::to_owned));
+        let token = req.bearer.clone().or_else(|| req.param("access_token").map(str::to_owned));
         let mut delay = 0;
         let responses: Vec<BatchResponse> = inner
             .iter()
             .map(|r| {
-                let (path, query) = r
-                    .relative_url
-                    .split_once('?')
-                    .unwrap_or((&r.relative_url, ""));
+                let (path, query) = r.relative_url.split_once('?').unwrap_or((&r.relative_url, ""));
                 let sub = Request {
                     method: r.method.to_uppercase(),
                     path: format!("/{}", path.trim_start_matches('/')),
-                    query: form_urlencoded::parse(query.as_bytes())
-                        .into_owned()
-                        .collect(),
+                    query: form_urlencoded::parse(query.as_bytes()).into_owned().collect(),
                     bearer: token.clone(),
                     form: Vec::new(),
                 };
@@ -945,21 +712,14 @@ impl Sim {
                 delay = delay.max(resp.delay_ms);
                 BatchResponse {
                     code: resp.status,
-                    headers: resp
-                        .headers
-                        .into_iter()
-                        .map(|(name, value)| BatchHeader { name, value })
-                        .collect(),
+                    headers: resp.headers.into_iter().map(|(name, value)| BatchHeader { name, value }).collect(),
                     body: resp.body,
                 }
             })
             .collect();
         Response {
             status: 200,
-            headers: vec![(
-                "content-type".into(),
-                "application/json; charset=UTF-8".into(),
-            )],
+            headers: vec![("content-type".into(), "application/json; charset=UTF-8".into())],
             body: serde_json::to_string(&responses).expect("serialisable"),
             delay_ms: delay,
         }
@@ -975,24 +735,14 @@ struct DayCache<'a> {
 
 impl<'a> DayCache<'a> {
     fn new(world: &'a World, page: usize) -> Self {
-        Self {
-            world,
-            page,
-            days: HashMap::new(),
-        }
+        Self { world, page, days: HashMap::new() }
     }
 
     fn get(&mut self, day: NaiveDate) -> DayFigures {
         if day < self.world.start() {
-            return DayFigures {
-                followers: self.world.followers(self.page, day),
-                ..DayFigures::default()
-            };
+            return DayFigures { followers: self.world.followers(self.page, day), ..DayFigures::default() };
         }
-        *self
-            .days
-            .entry(day)
-            .or_insert_with(|| self.world.day(self.page, day))
+        *self.days.entry(day).or_insert_with(|| self.world.day(self.page, day))
     }
 }
 
@@ -1001,13 +751,7 @@ fn breakdown(world: &World, page: usize, total: i64, salt: u64) -> MetricValue {
     if total < 100 {
         return MetricValue::Breakdown(BTreeMap::new());
     }
-    MetricValue::Breakdown(
-        world
-            .split(page, total, salt)
-            .into_iter()
-            .map(|(k, v)| (k, Number::from(v)))
-            .collect(),
-    )
+    MetricValue::Breakdown(world.split(page, total, salt).into_iter().map(|(k, v)| (k, Number::from(v))).collect())
 }
 
 fn usage_headers(u: UsageReport, page: Option<&str>) -> Vec<(String, String)> {
@@ -1035,18 +779,14 @@ fn usage_headers(u: UsageReport, page: Option<&str>) -> Vec<(String, String)> {
 
 /// `appsecret_proof`: HMAC-SHA256 of the access token keyed with the app secret, hex.
 pub fn appsecret_proof(secret: &str, token: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(token.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
 
 fn canonical_key(req: &Request) -> String {
-    let mut q: Vec<&(String, String)> = req
-        .query
-        .iter()
-        .filter(|(k, _)| k != "access_token" && k != "appsecret_proof")
-        .collect();
+    let mut q: Vec<&(String, String)> =
+        req.query.iter().filter(|(k, _)| k != "access_token" && k != "appsecret_proof").collect();
     q.sort();
     format!("{} {} {:?}", req.method, req.path, q)
 }
@@ -1060,15 +800,9 @@ fn parse_time(value: &str, name: &str) -> Result<NaiveDate, GraphError> {
         && let Some(t) = Utc.timestamp_opt(ts, 0).single()
     {
         // A timestamp names the Pacific day it falls in (our own paging links use Pacific midnights).
-        return Ok(t
-            .with_timezone(&chrono_tz::America::Los_Angeles)
-            .date_naive());
+        return Ok(t.with_timezone(&chrono_tz::America::Los_Angeles).date_naive());
     }
-    Err(graph_error(
-        100,
-        None,
-        format!("(#100) The parameter {name} is not a valid date or Unix timestamp: {value}"),
-    ))
+    Err(graph_error(100, None, format!("(#100) The parameter {name} is not a valid date or Unix timestamp: {value}")))
 }
 
 /// The Unix time of midnight Pacific at the start of `day`.
@@ -1108,9 +842,7 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
     if hex.len() != 12 {
         return None;
     }
-    u64::from_str_radix(hex, 16)
-        .ok()
-        .map(|v| (v ^ 0x5A5A_5A5A_5A5A) as usize)
+    u64::from_str_radix(hex, 16).ok().map(|v| (v ^ 0x5A5A_5A5A_5A5A) as usize)
 }
 
 fn period_word(p: Period) -> &'static str {
@@ -1129,9 +861,7 @@ fn title(name: &str, p: Period) -> String {
         .split('_')
         .map(|w| {
             let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-                .unwrap_or_default()
+            c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
         })
         .collect::<Vec<_>>()
         .join(" ");

@@ -41,10 +41,7 @@ impl Budget {
             self.window_start = Some(now);
             self.calls = 0;
         }
-        if self
-            .window_start
-            .is_none_or(|s| now.duration_since(s) >= window)
-        {
+        if self.window_start.is_none_or(|s| now.duration_since(s) >= window) {
             self.window_start = Some(now);
             self.calls = 0;
         }
@@ -105,16 +102,8 @@ impl FaultState {
         request: &str,
     ) -> (Verdict, BodyFault, u64, UsageReport) {
         let now = Instant::now();
-        let window = Duration::from_millis(if spec.budget_window_ms == 0 {
-            60_000
-        } else {
-            spec.budget_window_ms
-        });
-        let lockout = Duration::from_millis(if spec.lockout_ms == 0 {
-            60_000
-        } else {
-            spec.lockout_ms
-        });
+        let window = Duration::from_millis(if spec.budget_window_ms == 0 { 60_000 } else { spec.budget_window_ms });
+        let lockout = Duration::from_millis(if spec.lockout_ms == 0 { 60_000 } else { spec.lockout_ms });
         let minute = spec.minute_ms.unwrap_or(60_000).max(1) as f64;
         let minutes = |d: Duration| (d.as_millis() as f64 / minute).ceil() as u32;
         self.total_calls += 1;
@@ -129,35 +118,15 @@ impl FaultState {
             let calls = self.page_calls.entry(page).or_default();
             *calls += 1;
             let calls = *calls;
-            let (percent, locked) =
-                self.pages
-                    .entry(page)
-                    .or_default()
-                    .call(now, spec.page_budget, window, lockout);
+            let (percent, locked) = self.pages.entry(page).or_default().call(now, spec.page_budget, window, lockout);
             usage.page_percent = percent;
             if let Some(regain) = locked {
                 usage.regain_minutes = minutes(regain);
                 let code = [80001, 32, 613, 17][page % 4];
-                return (
-                    Verdict::PageThrottled { code, regain },
-                    BodyFault::None,
-                    0,
-                    usage,
-                );
+                return (Verdict::PageThrottled { code, regain }, BodyFault::None, 0, usage);
             }
-            if let Some(death) = spec
-                .token_deaths
-                .iter()
-                .find(|d| d.page == page && calls > d.after_calls)
-            {
-                return (
-                    Verdict::TokenDead {
-                        subcode: death.subcode,
-                    },
-                    BodyFault::None,
-                    0,
-                    usage,
-                );
+            if let Some(death) = spec.token_deaths.iter().find(|d| d.page == page && calls > d.after_calls) {
+                return (Verdict::TokenDead { subcode: death.subcode }, BodyFault::None, 0, usage);
             }
             if spec.permission_errors.contains(&page) {
                 return (Verdict::Permission, BodyFault::None, 0, usage);
@@ -167,11 +136,7 @@ impl FaultState {
         let attempt = self.attempts.entry(key).or_default();
         *attempt += 1;
         let mut r = Rng::new(seed, &[T_FAULT, key, *attempt as u64]);
-        let delay = if r.chance(spec.slow_rate) {
-            spec.slow_ms
-        } else {
-            0
-        };
+        let delay = if r.chance(spec.slow_rate) { spec.slow_ms } else { 0 };
         if r.chance(spec.transient_rate) {
             let code = if r.chance(0.5) { 1 } else { 2 };
             return (Verdict::Transient { code }, BodyFault::None, delay, usage);
@@ -188,10 +153,7 @@ impl FaultState {
 
     /// Whether the scenario's mid-run retirement has happened.
     pub fn retired<'a>(&self, spec: &'a FaultSpec) -> Option<&'a str> {
-        spec.retire_metric
-            .as_ref()
-            .filter(|r| self.total_calls > r.after_calls)
-            .map(|r| r.metric.as_str())
+        spec.retire_metric.as_ref().filter(|r| self.total_calls > r.after_calls).map(|r| r.metric.as_str())
     }
 
     pub fn total_calls(&self) -> u32 {
@@ -220,10 +182,7 @@ mod tests {
             assert!(u.page_percent <= 100);
         }
         let (v, _, _, u) = s.decide(&spec, 1, Some(0), "r3");
-        assert!(
-            matches!(v, Verdict::PageThrottled { code: 80001, .. }),
-            "{v:?}"
-        );
+        assert!(matches!(v, Verdict::PageThrottled { code: 80001, .. }), "{v:?}");
         assert_eq!(u.regain_minutes, 2);
         let (v, _, _, _) = s.decide(&spec, 1, Some(0), "r4");
         match v {
@@ -239,25 +198,16 @@ mod tests {
     #[test]
     fn tokens_die_after_their_calls_and_random_faults_are_deterministic() {
         let spec = FaultSpec {
-            token_deaths: vec![TokenDeath {
-                page: 2,
-                after_calls: 1,
-                subcode: 463,
-            }],
+            token_deaths: vec![TokenDeath { page: 2, after_calls: 1, subcode: 463 }],
             transient_rate: 0.5,
             ..FaultSpec::default()
         };
         let mut s = FaultState::default();
         let _ = s.decide(&spec, 1, Some(2), "a");
-        assert_eq!(
-            s.decide(&spec, 1, Some(2), "b").0,
-            Verdict::TokenDead { subcode: 463 }
-        );
+        assert_eq!(s.decide(&spec, 1, Some(2), "b").0, Verdict::TokenDead { subcode: 463 });
         let run = || {
             let mut s = FaultState::default();
-            (0..50)
-                .map(|i| s.decide(&spec, 9, Some(0), &format!("q{}", i % 7)).0)
-                .collect::<Vec<_>>()
+            (0..50).map(|i| s.decide(&spec, 9, Some(0), &format!("q{}", i % 7)).0).collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
         assert!(run().iter().any(|v| matches!(v, Verdict::Transient { .. })));

@@ -12,16 +12,12 @@ pub fn mix(mut z: u64) -> u64 {
 
 /// Hashes a seed and a list of keys into one stream seed.
 pub fn key(seed: u64, parts: &[u64]) -> u64 {
-    parts.iter().fold(mix(seed), |acc, p| {
-        mix(acc ^ p.wrapping_mul(0x2545_F491_4F6C_DD1D))
-    })
+    parts.iter().fold(mix(seed), |acc, p| mix(acc ^ p.wrapping_mul(0x2545_F491_4F6C_DD1D)))
 }
 
 /// Hashes a string into a key part.
 pub fn text(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// A small generator for one (seed, key) stream.
@@ -133,14 +129,8 @@ mod tests {
             })
             .collect();
         assert_eq!(a, b);
-        assert_ne!(
-            Rng::new(7, &[1, 3]).next_u64(),
-            Rng::new(7, &[1, 2]).next_u64()
-        );
-        assert_ne!(
-            Rng::new(8, &[1, 2]).next_u64(),
-            Rng::new(7, &[1, 2]).next_u64()
-        );
+        assert_ne!(Rng::new(7, &[1, 3]).next_u64(), Rng::new(7, &[1, 2]).next_u64());
+        assert_ne!(Rng::new(8, &[1, 2]).next_u64(), Rng::new(7, &[1, 2]).next_u64());
     }
 
     #[test]

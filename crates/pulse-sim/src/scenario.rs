@@ -12,17 +12,9 @@ use toml::Spanned;
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("cannot read scenario `{}`: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}:{line}:{column}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, column: usize, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,67 +258,43 @@ pub struct RetireMetric {
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
         let invalid = |span: Option<std::ops::Range<usize>>, message: String| {
             let (line, column) = span.map_or((0, 0), |s| line_col(text, s.start));
-            ScenarioError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
+            ScenarioError::Invalid { path: path.to_owned(), line, column, message }
         };
-        let scenario: Scenario =
-            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_owned()))?;
+        let scenario: Scenario = toml::from_str(text).map_err(|e| invalid(e.span(), e.message().trim().to_owned()))?;
         let world_at = text.find("[world]").map(|i| i..i + 1);
         if scenario.world.end < scenario.world.start {
             return Err(invalid(world_at, "world.end is before world.start".into()));
         }
         if scenario.tenants.is_empty() {
-            return Err(invalid(
-                None,
-                "a scenario needs at least one [[tenant]]".into(),
-            ));
+            return Err(invalid(None, "a scenario needs at least one [[tenant]]".into()));
         }
         for t in &scenario.tenants {
             let at = Some(t.id.span());
             let p = t.code_prefix.as_bytes();
-            if p.len() != 3 || !p[0].is_ascii_uppercase() || !p[1..].iter().all(u8::is_ascii_digit)
-            {
+            if p.len() != 3 || !p[0].is_ascii_uppercase() || !p[1..].iter().all(u8::is_ascii_digit) {
                 return Err(invalid(
                     at,
-                    format!(
-                        "tenant {}: code_prefix must be a letter and two digits",
-                        t.id.get_ref()
-                    ),
+                    format!("tenant {}: code_prefix must be a letter and two digits", t.id.get_ref()),
                 ));
             }
             if t.practices == 0 || t.practices > 999 {
-                return Err(invalid(
-                    at,
-                    format!("tenant {}: practices must be 1-999", t.id.get_ref()),
-                ));
+                return Err(invalid(at, format!("tenant {}: practices must be 1-999", t.id.get_ref())));
             }
             if !(0.0..=1.0).contains(&t.facebook_share) || !(0.0..=1.0).contains(&t.claimed_share) {
-                return Err(invalid(
-                    at,
-                    format!("tenant {}: shares must be between 0 and 1", t.id.get_ref()),
-                ));
+                return Err(invalid(at, format!("tenant {}: shares must be between 0 and 1", t.id.get_ref())));
             }
             if t.list_size[0] == 0 || t.list_size[1] < t.list_size[0] {
                 return Err(invalid(
                     at,
-                    format!(
-                        "tenant {}: list_size must be [low, high] with 0 < low <= high",
-                        t.id.get_ref()
-                    ),
+                    format!("tenant {}: list_size must be [low, high] with 0 < low <= high", t.id.get_ref()),
                 ));
             }
         }
@@ -336,16 +304,10 @@ impl Scenario {
             if let Some(unknown) = c.tenants.iter().find(|t| !tenant_ids.contains(t)) {
                 return Err(invalid(
                     at,
-                    format!(
-                        "campaign `{}`: tenants: unknown tenant `{unknown}`",
-                        c.name.get_ref()
-                    ),
+                    format!("campaign `{}`: tenants: unknown tenant `{unknown}`", c.name.get_ref()),
                 ));
             }
-            if c.days == 0
-                || !(0.0..=1.0).contains(&c.participation)
-                || c.reach_per_page[1] < c.reach_per_page[0]
-            {
+            if c.days == 0 || !(0.0..=1.0).contains(&c.participation) || c.reach_per_page[1] < c.reach_per_page[0] {
                 return Err(invalid(
                     at,
                     format!(

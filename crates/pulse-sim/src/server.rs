@@ -57,49 +57,25 @@ pub async fn serve(sim: Arc<Sim>, listener: TcpListener) -> std::io::Result<()> 
     axum::serve(listener, app).await
 }
 
-async fn handle(
-    State(sim): State<Arc<Sim>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let query: Vec<(String, String)> = uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+async fn handle(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let query: Vec<(String, String)> =
+        uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     if uri.path().starts_with("/_sim/") {
         return control(&sim, &method, uri.path(), &query);
     }
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("OAuth "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("OAuth ")))
         .map(str::to_owned);
-    let form = if method == Method::POST {
-        form_urlencoded::parse(&body).into_owned().collect()
-    } else {
-        Vec::new()
-    };
-    let req = Request {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query,
-        bearer,
-        form,
-    };
+    let form = if method == Method::POST { form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
+    let req = Request { method: method.to_string(), path: uri.path().to_owned(), query, bearer, form };
     let resp = sim.handle(&req);
     if resp.delay_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(resp.delay_ms)).await;
     }
-    let mut out = (
-        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        resp.body,
-    )
-        .into_response();
+    let mut out =
+        (StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), resp.body).into_response();
     for (name, value) in resp.headers {
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             out.headers_mut().insert(n, v);
@@ -111,10 +87,7 @@ async fn handle(
 fn control(sim: &Sim, method: &Method, path: &str, query: &[(String, String)]) -> Response {
     match (method, path) {
         (&Method::POST, "/_sim/clock") => {
-            let Some(day) = query
-                .iter()
-                .find(|(k, _)| k == "today")
-                .and_then(|(_, v)| v.parse::<NaiveDate>().ok())
+            let Some(day) = query.iter().find(|(k, _)| k == "today").and_then(|(_, v)| v.parse::<NaiveDate>().ok())
             else {
                 return (StatusCode::BAD_REQUEST, "expected ?today=YYYY-MM-DD").into_response();
             };

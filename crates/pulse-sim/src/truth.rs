@@ -234,19 +234,12 @@ impl World {
         for page in 0..self.pages.len().min(400) {
             for w in 0..4 {
                 let end = last - Duration::days(7 * w);
-                let daily: Vec<i64> = (0..7)
-                    .map(|b| self.day(page, end - Duration::days(b)).engaged)
-                    .collect();
+                let daily: Vec<i64> = (0..7).map(|b| self.day(page, end - Duration::days(b)).engaged).collect();
                 weekly.push(self.window_unique(&daily, 7));
             }
         }
         weekly.sort_unstable();
-        let q = |f: f64| {
-            weekly
-                .get(((weekly.len() as f64 - 1.0) * f).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
+        let q = |f: f64| weekly.get(((weekly.len() as f64 - 1.0) * f).round() as usize).copied().unwrap_or(0);
         let bands = pulse_domain::AgeBand::ALL
             .iter()
             .zip(self.scenario.audience.age_bands.iter())

@@ -36,14 +36,14 @@ pub struct Tenant {
 
 /// NHS Digital publishes registered patients in 5-year age groups (0-4 ... 90+) by sex.
 pub const NHS_AGE_GROUPS: [&str; 19] = [
-    "0_4", "5_9", "10_14", "15_19", "20_24", "25_29", "30_34", "35_39", "40_44", "45_49", "50_54",
-    "55_59", "60_64", "65_69", "70_74", "75_79", "80_84", "85_89", "90+",
+    "0_4", "5_9", "10_14", "15_19", "20_24", "25_29", "30_34", "35_39", "40_44", "45_49", "50_54", "55_59", "60_64",
+    "65_69", "70_74", "75_79", "80_84", "85_89", "90+",
 ];
 
 /// A typical English practice's share of patients in each 5-year group (sums to 1).
 const AGE_PROFILE: [f64; 19] = [
-    0.055, 0.06, 0.058, 0.056, 0.062, 0.068, 0.07, 0.067, 0.063, 0.066, 0.07, 0.068, 0.058, 0.05,
-    0.048, 0.035, 0.024, 0.014, 0.008,
+    0.055, 0.06, 0.058, 0.056, 0.062, 0.068, 0.07, 0.067, 0.063, 0.066, 0.07, 0.068, 0.058, 0.05, 0.048, 0.035, 0.024,
+    0.014, 0.008,
 ];
 
 #[derive(Debug, Clone)]
@@ -162,12 +162,7 @@ const FIRST_NAMES: [&str; 24] = [
     "Stone Lane",
     "Audley",
 ];
-const SECOND_NAMES: [&str; 4] = [
-    "Surgery",
-    "Medical Practice",
-    "Health Centre",
-    "Medical Centre",
-];
+const SECOND_NAMES: [&str; 4] = ["Surgery", "Medical Practice", "Health Centre", "Medical Centre"];
 
 impl World {
     pub fn new(scenario: Scenario, seed: Option<u64>) -> Self {
@@ -182,26 +177,18 @@ impl World {
                 let (id, name, prefix) = if spec.copies.is_some() {
                     let n: u32 = spec.code_prefix[1..].parse().unwrap_or(0) + copy;
                     (
-                        TenantId::new(format!("{}-{:02}", spec.id.get_ref(), copy + 1))
-                            .expect("valid tenant id"),
+                        TenantId::new(format!("{}-{:02}", spec.id.get_ref(), copy + 1)).expect("valid tenant id"),
                         format!("{} {:02}", spec.name, copy + 1),
                         format!("{}{:02}", &spec.code_prefix[..1], n % 100),
                     )
                 } else {
-                    (
-                        spec.id.get_ref().clone(),
-                        spec.name.clone(),
-                        spec.code_prefix.clone(),
-                    )
+                    (spec.id.get_ref().clone(), spec.name.clone(), spec.code_prefix.clone())
                 };
                 let tenant = tenants.len();
                 for i in 0..spec.practices {
                     let mut r = Rng::new(seed, &[T_PRACTICE, text(id.as_str()), i as u64]);
-                    let code = PracticeCode::new(format!("{prefix}{:03}", i + 1))
-                        .expect("prefix validated");
-                    let list_size = r
-                        .range(spec.list_size[0] as f64, spec.list_size[1] as f64)
-                        .round() as u32;
+                    let code = PracticeCode::new(format!("{prefix}{:03}", i + 1)).expect("prefix validated");
+                    let list_size = r.range(spec.list_size[0] as f64, spec.list_size[1] as f64).round() as u32;
                     let name = format!(
                         "{} {}",
                         FIRST_NAMES[r.below(FIRST_NAMES.len() as u64) as usize],
@@ -211,10 +198,7 @@ impl World {
                     for (g, share) in AGE_PROFILE.iter().enumerate() {
                         let n = list_size as f64 * share * r.range(0.85, 1.15);
                         let female = r.range(0.48, 0.53);
-                        registered[g] = [
-                            (n * female).round() as u32,
-                            (n * (1.0 - female)).round() as u32,
-                        ];
+                        registered[g] = [(n * female).round() as u32, (n * (1.0 - female)).round() as u32];
                     }
                     let list_size = registered.iter().map(|[f, m]| f + m).sum();
                     let has_page = r.chance(spec.facebook_share);
@@ -223,39 +207,23 @@ impl World {
                         let index = pages.len();
                         let page_id = scenario.world.page_id_base + index as u64 + 1;
                         let mut pr = Rng::new(seed, &[T_PAGE, index as u64]);
-                        let followers = list_size as f64
-                            * pr.range(a.followers_per_patient[0], a.followers_per_patient[1]);
+                        let followers =
+                            list_size as f64 * pr.range(a.followers_per_patient[0], a.followers_per_patient[1]);
                         pages.push(Page {
                             index,
                             id: page_id.to_string(),
                             practice,
-                            kind: if pr.chance(spec.claimed_share) {
-                                PageKind::Claimed
-                            } else {
-                                PageKind::Official
-                            },
+                            kind: if pr.chance(spec.claimed_share) { PageKind::Claimed } else { PageKind::Official },
                             name: name.clone(),
                             followers_start: followers,
                             growth: pr.range(0.0002, 0.0011),
                             scale: pr.range(0.75, 1.3),
                             token: format!("SIM{:016x}", key(seed, &[T_TOKEN, page_id])),
-                            shares: page_shares(
-                                &mut pr,
-                                a.age_bands,
-                                a.female_share,
-                                a.unknown_gender_share,
-                            ),
+                            shares: page_shares(&mut pr, a.age_bands, a.female_share, a.unknown_gender_share),
                         });
                         index
                     });
-                    practices.push(Practice {
-                        tenant,
-                        code,
-                        name,
-                        list_size,
-                        registered,
-                        page,
-                    });
+                    practices.push(Practice { tenant, code, name, list_size, registered, page });
                 }
                 tenants.push(Tenant { id, name });
             }
@@ -270,31 +238,15 @@ impl World {
                     .filter(|p| {
                         let tenant = &tenants[practices[p.practice].tenant].id;
                         (c.tenants.is_empty() || c.tenants.contains(tenant))
-                            && Rng::new(seed, &[T_CAMPAIGN, index as u64, p.index as u64])
-                                .chance(c.participation)
+                            && Rng::new(seed, &[T_CAMPAIGN, index as u64, p.index as u64]).chance(c.participation)
                     })
                     .map(|p| p.index)
                     .collect();
-                Campaign {
-                    index,
-                    name: c.name.get_ref().clone(),
-                    kind: c.kind,
-                    start: c.start,
-                    days: c.days,
-                    pages,
-                }
+                Campaign { index, name: c.name.get_ref().clone(), kind: c.kind, start: c.start, days: c.days, pages }
             })
             .collect();
         let page_by_id = pages.iter().map(|p| (p.id.clone(), p.index)).collect();
-        World {
-            scenario,
-            seed,
-            tenants,
-            practices,
-            pages,
-            campaigns,
-            page_by_id,
-        }
+        World { scenario, seed, tenants, practices, pages, campaigns, page_by_id }
     }
 
     pub fn api_version(&self) -> ApiVersion {
@@ -344,7 +296,7 @@ impl World {
         let weekday = day.weekday().num_days_from_monday() as usize;
         // Practices post on working days mostly (scheduled posts reach the weekend).
         let rate = a.posts_per_week / 7.0 * if weekday < 5 { 1.2 } else { 0.5 };
-        let mut count = r.poisson(rate);
+        let count = r.poisson(rate);
         let followers = self.followers(page, day) as f64;
         let page_id = &self.pages[page].id;
         let mut out = Vec::new();
@@ -376,19 +328,8 @@ impl World {
         for e in &self.scenario.events {
             if e.start == day {
                 let reach = followers * r.range(0.8, 1.4);
-                let totals =
-                    post_totals(&mut r, reach, a.views_per_reach, a.engaged_share * 1.5, 0.0);
-                push(
-                    &mut out,
-                    "status",
-                    "service_notice",
-                    e.message.clone(),
-                    None,
-                    None,
-                    totals,
-                    1.0,
-                    9 * 3600 + 1200,
-                );
+                let totals = post_totals(&mut r, reach, a.views_per_reach, a.engaged_share * 1.5, 0.0);
+                push(&mut out, "status", "service_notice", e.message.clone(), None, None, totals, 1.0, 9 * 3600 + 1200);
             }
         }
         for c in &self.campaigns {
@@ -396,13 +337,8 @@ impl World {
                 let spec = &self.scenario.campaigns[c.index];
                 let mut cr = Rng::new(self.seed, &[T_CAMPAIGN, c.index as u64, page as u64, 1]);
                 let reach = cr.range(spec.reach_per_page[0], spec.reach_per_page[1]);
-                let totals = post_totals(
-                    &mut cr,
-                    reach,
-                    spec.views_per_reach,
-                    spec.engaged_share,
-                    spec.video_views_per_reach,
-                );
+                let totals =
+                    post_totals(&mut cr, reach, spec.views_per_reach, spec.engaged_share, spec.video_views_per_reach);
                 let kind = match spec.kind {
                     CampaignKind::Video => "video",
                     CampaignKind::Poster => "photo",
@@ -419,7 +355,7 @@ impl World {
                     spec.decay_days,
                     9 * 3600 + 5 * 60,
                 );
-                count = count.saturating_sub(1);
+                // In addition to the page's ordinary posts, so the injected effect is exactly this post's.
             }
         }
         for _ in 0..count.min(4) {
@@ -428,17 +364,9 @@ impl World {
                 * r.range(a.post_reach_per_follower[0], a.post_reach_per_follower[1])
                 * self.pages[page].scale;
             let video = if kind == "video" { 0.45 } else { 0.0 };
-            let totals = post_totals(
-                &mut r,
-                reach,
-                a.views_per_reach,
-                a.engaged_share * 0.5,
-                video,
-            );
+            let totals = post_totals(&mut r, reach, a.views_per_reach, a.engaged_share * 0.5, video);
             let secs = (8 + r.below(9) as u32) * 3600 + r.below(3600) as u32;
-            push(
-                &mut out, kind, topic, message, None, None, totals, 1.5, secs,
-            );
+            push(&mut out, kind, topic, message, None, None, totals, 1.5, secs);
         }
         out
     }
@@ -460,11 +388,7 @@ impl World {
         let mut r = Rng::new(self.seed, &[T_DAY, page as u64, n as u64]);
         let followers = self.followers(page, day);
         let weekday = a.weekday[day.weekday().num_days_from_monday() as usize];
-        let mean = followers as f64
-            * a.reach_per_follower
-            * weekday
-            * p.scale
-            * self.event_multiplier(day);
+        let mean = followers as f64 * a.reach_per_follower * weekday * p.scale * self.event_multiplier(day);
         let reach = r.overdispersed(mean, a.dispersion) as f64;
         let mut f = DayFigures {
             reach: reach as i64,
@@ -475,8 +399,7 @@ impl World {
             new_followers: 0,
             followers,
         };
-        f.engagements =
-            (f.engaged as f64 * a.engagements_per_engaged * r.range(0.9, 1.1)).round() as i64;
+        f.engagements = (f.engaged as f64 * a.engagements_per_engaged * r.range(0.9, 1.1)).round() as i64;
         for back in 0..POST_LIFE_DAYS {
             let created = day - Duration::days(back);
             for post in self.posts_on(page, created) {
@@ -491,21 +414,17 @@ impl World {
         f.views = f.views.max(f.reach);
         f.engaged = f.engaged.min(f.reach);
         f.engagements = f.engagements.max(f.engaged);
-        let unfollows = Rng::new(self.seed, &[T_UNFOLLOW, page as u64, n as u64])
-            .poisson(followers as f64 * 0.0002) as i64;
-        f.new_followers =
-            (followers - self.followers(page, day - Duration::days(1))).max(0) + unfollows;
+        let unfollows =
+            Rng::new(self.seed, &[T_UNFOLLOW, page as u64, n as u64]).poisson(followers as f64 * 0.0002) as i64;
+        f.new_followers = (followers - self.followers(page, day - Duration::days(1))).max(0) + unfollows;
         f
     }
 
     /// The unique count of a rolling window from its days' unique counts: the largest day plus the part of the other
     /// days that is not the same people again.
     pub fn window_unique(&self, daily: &[i64], period_days: usize) -> i64 {
-        let overlap = if period_days <= 7 {
-            self.scenario.audience.week_overlap
-        } else {
-            self.scenario.audience.days28_overlap
-        };
+        let overlap =
+            if period_days <= 7 { self.scenario.audience.week_overlap } else { self.scenario.audience.days28_overlap };
         let max = daily.iter().copied().max().unwrap_or(0);
         let sum: i64 = daily.iter().sum();
         max + ((sum - max) as f64 * (1.0 - overlap)).round() as i64
@@ -518,10 +437,7 @@ impl World {
             .shares
             .iter()
             .map(|(g, b, share)| {
-                (
-                    format!("{}.{}", g.as_str(), b.as_str()),
-                    (total as f64 * share * r.range(0.9, 1.1)).round() as i64,
-                )
+                (format!("{}.{}", g.as_str(), b.as_str()), (total as f64 * share * r.range(0.9, 1.1)).round() as i64)
             })
             .filter(|(_, v)| *v > 0)
             .collect()
@@ -558,21 +474,12 @@ impl World {
     }
 }
 
-fn page_shares(
-    r: &mut Rng,
-    bands: [f64; 7],
-    female: f64,
-    unknown: f64,
-) -> Vec<(Gender, AgeBand, f64)> {
+fn page_shares(r: &mut Rng, bands: [f64; 7], female: f64, unknown: f64) -> Vec<(Gender, AgeBand, f64)> {
     let female = (female + r.range(-0.05, 0.05)).clamp(0.3, 0.9);
     let mut out = Vec::new();
     for (i, band) in AgeBand::ALL.into_iter().enumerate() {
         let b = bands[i] * r.range(0.85, 1.15);
-        for (g, s) in [
-            (Gender::Female, female),
-            (Gender::Male, 1.0 - female - unknown),
-            (Gender::Unknown, unknown),
-        ] {
+        for (g, s) in [(Gender::Female, female), (Gender::Male, 1.0 - female - unknown), (Gender::Unknown, unknown)] {
             out.push((g, band, b * s));
         }
     }
@@ -581,13 +488,7 @@ fn page_shares(
     out
 }
 
-fn post_totals(
-    r: &mut Rng,
-    reach: f64,
-    views_per_reach: f64,
-    engaged_share: f64,
-    video_per_reach: f64,
-) -> PostTotals {
+fn post_totals(r: &mut Rng, reach: f64, views_per_reach: f64, engaged_share: f64, video_per_reach: f64) -> PostTotals {
     let engaged = reach * engaged_share * r.range(0.7, 1.3);
     PostTotals {
         reach,
@@ -600,11 +501,7 @@ fn post_totals(
 
 /// Share of a post's lifetime totals accrued within its first `days` days.
 fn accrued(days: i64, decay: f64) -> f64 {
-    if days <= 0 {
-        0.0
-    } else {
-        1.0 - (-(days as f64) / decay).exp()
-    }
+    if days <= 0 { 0.0 } else { 1.0 - (-(days as f64) / decay).exp() }
 }
 
 fn scale(t: PostTotals, s: f64) -> PostTotals {
@@ -650,32 +547,41 @@ fn ordinary_post(r: &mut Rng, day: NaiveDate) -> (&'static str, &'static str, St
     }
     let roll = r.uniform();
     if (9..=12).contains(&month) && roll < 0.35 {
-        return ("photo", "vaccines", "Flu vaccine clinics are running this month. Eligible? Book with reception or online. #FluJab".into());
+        return (
+            "photo",
+            "vaccines",
+            "Flu vaccine clinics are running this month. Eligible? Book with reception or online. #FluJab".into(),
+        );
     }
     if (4..=7).contains(&month) && roll < 0.25 {
-        return ("link", "vaccines", "Travelling this summer? Check which travel vaccinations you need at least 8 weeks before you go.".into());
+        return (
+            "link",
+            "vaccines",
+            "Travelling this summer? Check which travel vaccinations you need at least 8 weeks before you go.".into(),
+        );
     }
     if roll < 0.45 {
         return (
             "status",
             "opening_hours",
-            format!(
-                "Opening hours: we are open 8am-6.30pm {}. Out of hours, call 111.",
-                day.format("%A")
-            ),
+            format!("Opening hours: we are open 8am-6.30pm {}. Out of hours, call 111.", day.format("%A")),
         );
     }
     if roll < 0.6 {
-        return (
-            "video",
-            "self_care",
-            "Self-care tutorial from one of our GPs: managing asthma at home.".into(),
-        );
+        return ("video", "self_care", "Self-care tutorial from one of our GPs: managing asthma at home.".into());
     }
     if roll < 0.75 {
-        return ("photo", "ppg", "Join our Patient Participation Group: our Facebook PPG meets online, no meetings to travel to.".into());
+        return (
+            "photo",
+            "ppg",
+            "Join our Patient Participation Group: our Facebook PPG meets online, no meetings to travel to.".into(),
+        );
     }
-    ("status", "practice_news", "Practice news: online booking and repeat prescriptions are available through Patient Online.".into())
+    (
+        "status",
+        "practice_news",
+        "Practice news: online booking and repeat prescriptions are available through Patient Online.".into(),
+    )
 }
 
 #[cfg(test)]
@@ -703,10 +609,7 @@ mod tests {
             let mut daily = Vec::new();
             while day <= w.start() + Duration::days(120) {
                 let f = w.day(page, day);
-                assert!(
-                    f.reach <= f.views && f.engaged <= f.reach && f.engaged <= f.engagements,
-                    "{f:?}"
-                );
+                assert!(f.reach <= f.views && f.engaged <= f.reach && f.engaged <= f.engagements, "{f:?}");
                 assert!(f.new_followers >= 0 && f.followers > 0);
                 daily.push(f.reach);
                 if daily.len() >= 7 {
@@ -717,16 +620,10 @@ mod tests {
                 // The page contains its posts: what its posts added today is within today's figures.
                 let posts: f64 = (0..POST_LIFE_DAYS)
                     .flat_map(|b| {
-                        w.posts_on(page, day - Duration::days(b))
-                            .into_iter()
-                            .map(move |p| post_increment(&p, b).views)
+                        w.posts_on(page, day - Duration::days(b)).into_iter().map(move |p| post_increment(&p, b).views)
                     })
                     .sum();
-                assert!(
-                    f.views as f64 >= posts.floor() - 1.0,
-                    "page views {} < posts {posts}",
-                    f.views
-                );
+                assert!(f.views as f64 >= posts.floor() - 1.0, "page views {} < posts {posts}", f.views);
                 day += Duration::days(1);
             }
         }
@@ -752,18 +649,11 @@ mod tests {
         let day = NaiveDate::from_ymd_opt(2018, 3, 10).unwrap();
         let c = &w.campaigns[0];
         let page = c.pages[0];
-        let post = w
-            .posts_on(page, day)
-            .into_iter()
-            .find(|p| p.campaign == Some(0))
-            .unwrap();
+        let post = w.posts_on(page, day).into_iter().find(|p| p.campaign == Some(0)).unwrap();
         assert_eq!(w.post(&post.id), Some(post.clone()));
         assert_eq!(w.post("999_1"), None);
         let later = w.post_lifetime(&post, day + Duration::days(20));
         let first = w.post_lifetime(&post, day);
-        assert!(
-            later.views > first.views && first.views > 0.0,
-            "lifetime values grow"
-        );
+        assert!(later.views > first.views && first.views > 0.0, "lifetime values grow");
     }
 }

@@ -8,8 +8,7 @@ use chrono::{Duration, NaiveDate};
 use pulse_domain::time::{covered_days, parse_end_time};
 use pulse_domain::{AgeGenderKey, Period};
 use pulse_graph::wire::{
-    BatchResponse, DebugTokenResponse, GraphErrorBody, InsightsResponse, MetricValue, PageObject,
-    PostsResponse,
+    BatchResponse, DebugTokenResponse, GraphErrorBody, InsightsResponse, MetricValue, PageObject, PostsResponse,
 };
 use pulse_graph::{ErrorClass, classify};
 use pulse_sim::scenario::{FaultSpec, RetireMetric, TokenDeath};
@@ -38,15 +37,11 @@ fn ok<T: serde::de::DeserializeOwned>(resp: &Response) -> T {
 
 fn error(resp: &Response) -> pulse_graph::GraphError {
     assert_ne!(resp.status, 200, "{}", resp.body);
-    serde_json::from_str::<GraphErrorBody>(&resp.body)
-        .unwrap_or_else(|e| panic!("{e}: {}", resp.body))
-        .error
+    serde_json::from_str::<GraphErrorBody>(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.body)).error
 }
 
 fn keys(v: &serde_json::Value) -> BTreeSet<String> {
-    v.as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default()
+    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
 }
 
 fn page_path(sim: &Sim, page: usize, rest: &str) -> String {
@@ -74,27 +69,15 @@ fn insights_have_metas_shape_and_dates() {
     assert_eq!(keys(&raw), ["data", "paging"].map(String::from).into());
     assert_eq!(
         keys(&raw["data"][0]),
-        ["description", "id", "name", "period", "title", "values"]
-            .map(String::from)
-            .into()
+        ["description", "id", "name", "period", "title", "values"].map(String::from).into()
     );
-    assert_eq!(
-        keys(&raw["data"][0]["values"][0]),
-        ["end_time", "value"].map(String::from).into()
-    );
-    assert_eq!(
-        keys(&raw["paging"]),
-        ["next", "previous"].map(String::from).into()
-    );
+    assert_eq!(keys(&raw["data"][0]["values"][0]), ["end_time", "value"].map(String::from).into());
+    assert_eq!(keys(&raw["paging"]), ["next", "previous"].map(String::from).into());
     let reach = &body.data[0];
     assert_eq!(reach.name, "page_impressions_unique");
     assert_eq!(reach.values.len(), 14);
     // 2018-03-11 is the spring-forward day: end_times switch from 08:00 to 07:00 UTC.
-    let ends: Vec<&str> = reach
-        .values
-        .iter()
-        .map(|v| v.end_time.as_deref().unwrap())
-        .collect();
+    let ends: Vec<&str> = reach.values.iter().map(|v| v.end_time.as_deref().unwrap()).collect();
     assert_eq!(ends[0], "2018-03-02T08:00:00+0000");
     assert_eq!(ends[9], "2018-03-11T08:00:00+0000");
     assert_eq!(ends[10], "2018-03-12T07:00:00+0000");
@@ -112,48 +95,24 @@ fn paging_links_walk_the_time_range() {
         &sim,
         1,
         &path,
-        &[
-            ("metric", "page_impressions"),
-            ("period", "day"),
-            ("since", "2018-01-01"),
-            ("until", "2018-01-31"),
-        ],
+        &[("metric", "page_impressions"), ("period", "day"), ("since", "2018-01-01"), ("until", "2018-01-31")],
     );
     let body: InsightsResponse = ok(&resp);
     let next = body.paging.unwrap().next.unwrap();
     let query = next.split_once('?').unwrap().1;
-    let q: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
+    let q: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let next_body: InsightsResponse = ok(&get(&sim, 1, &path, &q));
     let first_next = next_body.data[0].values[0].end_time.clone().unwrap();
     assert_eq!(
-        covered_days(parse_end_time(&first_next).unwrap(), Period::Day)
-            .unwrap()
-            .last,
+        covered_days(parse_end_time(&first_next).unwrap(), Period::Day).unwrap().last,
         NaiveDate::from_ymd_opt(2018, 1, 31).unwrap()
     );
     // No `next` past today.
-    let last = get(
-        &sim,
-        1,
-        &path,
-        &[
-            ("metric", "page_impressions"),
-            ("since", "2018-06-01"),
-            ("until", "2018-07-01"),
-        ],
-    );
+    let last = get(&sim, 1, &path, &[("metric", "page_impressions"), ("since", "2018-06-01"), ("until", "2018-07-01")]);
     assert!(ok::<InsightsResponse>(&last).paging.unwrap().next.is_none());
     // A token passed in the query is echoed in paging links, as Meta does: clients must strip it.
-    let mut req = Request::get(
-        &path,
-        &[
-            ("metric", "page_impressions"),
-            ("access_token", &sim.world.pages[1].token),
-        ],
-    );
+    let mut req = Request::get(&path, &[("metric", "page_impressions"), ("access_token", &sim.world.pages[1].token)]);
     req.bearer = None;
     let resp = sim.handle(&req);
     assert!(resp.body.contains("access_token="), "{}", resp.body);
@@ -176,13 +135,7 @@ fn path_forms_and_periods() {
         &page_path(&sim, 2, "insights/page_impressions_unique"),
         &[("since", "2018-02-01"), ("until", "2018-02-08")],
     ));
-    assert_eq!(
-        all.data
-            .iter()
-            .map(|d| d.period.as_str())
-            .collect::<Vec<_>>(),
-        vec!["day", "week", "days_28"]
-    );
+    assert_eq!(all.data.iter().map(|d| d.period.as_str()).collect::<Vec<_>>(), vec!["day", "week", "days_28"]);
 }
 
 fn number(v: &MetricValue) -> i64 {
@@ -233,17 +186,11 @@ fn world_invariants_hold_across_seeds_pages_and_days() {
         let week_reach = series("page_impressions_unique", "week");
         for i in 0..views.len() {
             assert!(number(reach[i]) <= number(views[i]), "unique <= total");
-            assert!(
-                number(engaged[i]) <= number(reach[i])
-                    && number(engaged[i]) <= number(engagements[i])
-            );
+            assert!(number(engaged[i]) <= number(reach[i]) && number(engaged[i]) <= number(engagements[i]));
             if i >= 6 {
                 let days: Vec<i64> = (i - 6..=i).map(|j| number(reach[j])).collect();
                 let w = number(week_reach[i]);
-                assert!(
-                    w >= *days.iter().max().unwrap() && w <= days.iter().sum::<i64>(),
-                    "week {w} vs {days:?}"
-                );
+                assert!(w >= *days.iter().max().unwrap() && w <= days.iter().sum::<i64>(), "week {w} vs {days:?}");
             }
         }
         for v in series("page_impressions_by_age_gender_unique", "days_28") {
@@ -289,10 +236,7 @@ fn small_demographics_are_withheld() {
             }
         }
     }
-    assert!(
-        withheld > 0 && shown > 0,
-        "withheld {withheld} shown {shown}"
-    );
+    assert!(withheld > 0 && shown > 0, "withheld {withheld} shown {shown}");
 }
 
 #[test]
@@ -311,10 +255,7 @@ fn the_same_seed_gives_the_same_bytes() {
         (
             "published_posts",
             vec![
-                (
-                    "fields",
-                    "id,created_time,message,type,insights.metric(post_impressions,post_video_views)",
-                ),
+                ("fields", "id,created_time,message,type,insights.metric(post_impressions,post_video_views)"),
                 ("limit", "100"),
             ],
         ),
@@ -334,31 +275,14 @@ fn posts_page_with_cursors_and_field_expansion() {
         &sim,
         3,
         &path,
-        &[
-            ("fields", fields),
-            ("limit", "10"),
-            ("since", "2018-01-01"),
-            ("until", "2018-04-01"),
-        ],
+        &[("fields", fields), ("limit", "10"), ("since", "2018-01-01"), ("until", "2018-04-01")],
     ));
     assert_eq!(first.data.len(), 10);
-    let created: Vec<&str> = first
-        .data
-        .iter()
-        .map(|p| p.created_time.as_deref().unwrap())
-        .collect();
-    assert!(
-        created.windows(2).all(|w| w[0] >= w[1]),
-        "newest first: {created:?}"
-    );
+    let created: Vec<&str> = first.data.iter().map(|p| p.created_time.as_deref().unwrap()).collect();
+    assert!(created.windows(2).all(|w| w[0] >= w[1]), "newest first: {created:?}");
     let insights = first.data[0].insights.as_ref().unwrap();
     assert_eq!(insights.data.len(), 3);
-    assert!(
-        insights
-            .data
-            .iter()
-            .all(|i| i.period == "lifetime" && i.values[0].end_time.is_none())
-    );
+    assert!(insights.data.iter().all(|i| i.period == "lifetime" && i.values[0].end_time.is_none()));
     let paging = first.paging.unwrap();
     let after = paging.cursors.unwrap().after;
     let mut seen: Vec<String> = first.data.iter().map(|p| p.id.clone()).collect();
@@ -368,13 +292,7 @@ fn posts_page_with_cursors_and_field_expansion() {
             &sim,
             3,
             &path,
-            &[
-                ("fields", "id"),
-                ("limit", "10"),
-                ("since", "2018-01-01"),
-                ("until", "2018-04-01"),
-                ("after", &cursor),
-            ],
+            &[("fields", "id"), ("limit", "10"), ("since", "2018-01-01"), ("until", "2018-04-01"), ("after", &cursor)],
         ));
         seen.extend(page.data.iter().map(|p| p.id.clone()));
         let p = page.paging.unwrap();
@@ -393,10 +311,7 @@ fn posts_page_with_cursors_and_field_expansion() {
     assert_eq!(before.data.len(), 2);
     let raw: serde_json::Value =
         serde_json::from_str(&get(&sim, 3, &format!("/v2.12/{post}/insights"), &q).body).unwrap();
-    assert_eq!(
-        keys(&raw["data"][0]["values"][0]),
-        ["value"].map(String::from).into()
-    );
+    assert_eq!(keys(&raw["data"][0]["values"][0]), ["value"].map(String::from).into());
 }
 
 #[test]
@@ -404,12 +319,7 @@ fn post_values_grow_over_the_first_weeks() {
     let sim = sim();
     let c = &sim.world.campaigns[0];
     let page = c.pages[0];
-    let post = sim
-        .world
-        .posts_on(page, c.start)
-        .into_iter()
-        .find(|p| p.campaign == Some(0))
-        .unwrap();
+    let post = sim.world.posts_on(page, c.start).into_iter().find(|p| p.campaign == Some(0)).unwrap();
     let path = format!("/v2.12/{}/insights", post.id);
     let mut last = 0;
     for d in 1..5 {
@@ -425,26 +335,14 @@ fn post_values_grow_over_the_first_weeks() {
 #[test]
 fn page_fields_debug_token_and_batch() {
     let sim = sim();
-    let p: PageObject = ok(&get(
-        &sim,
-        0,
-        &format!("/v2.12/{}", sim.world.pages[0].id),
-        &[("fields", "name,fan_count,access_token")],
-    ));
-    assert_eq!(
-        p.access_token.as_deref(),
-        Some(sim.world.pages[0].token.as_str())
-    );
+    let p: PageObject =
+        ok(&get(&sim, 0, &format!("/v2.12/{}", sim.world.pages[0].id), &[("fields", "name,fan_count,access_token")]));
+    assert_eq!(p.access_token.as_deref(), Some(sim.world.pages[0].token.as_str()));
     assert!(p.fan_count.unwrap() > 0);
-    let dbg: DebugTokenResponse = ok(&sim.handle(&Request::get(
-        "/v2.12/debug_token",
-        &[("input_token", &sim.world.pages[0].token)],
-    )));
+    let dbg: DebugTokenResponse =
+        ok(&sim.handle(&Request::get("/v2.12/debug_token", &[("input_token", &sim.world.pages[0].token)])));
     assert!(dbg.data.is_valid);
-    assert_eq!(
-        dbg.data.profile_id.as_deref(),
-        Some(sim.world.pages[0].id.as_str())
-    );
+    assert_eq!(dbg.data.profile_id.as_deref(), Some(sim.world.pages[0].id.as_str()));
     let batch: Vec<serde_json::Value> = (0..3)
         .map(|i| serde_json::json!({"method": "GET", "relative_url": format!("v2.12/{}/insights?metric=page_fans&since=2018-01-0{}&until=2018-01-09", sim.world.pages[0].id, i + 1)}))
         .collect();
@@ -461,20 +359,11 @@ fn page_fields_debug_token_and_batch() {
     assert!(out.iter().all(|r| r.code == 200));
     let inner: InsightsResponse = serde_json::from_str(&out[0].body).unwrap();
     assert_eq!(inner.data[0].values.len(), 8);
-    assert_eq!(
-        sim.calls() - before,
-        3,
-        "each inner request counts against the budget"
-    );
-    let too_many: Vec<serde_json::Value> = (0..51)
-        .map(|_| serde_json::json!({"method": "GET", "relative_url": "v2.12/me"}))
-        .collect();
+    assert_eq!(sim.calls() - before, 3, "each inner request counts against the budget");
+    let too_many: Vec<serde_json::Value> =
+        (0..51).map(|_| serde_json::json!({"method": "GET", "relative_url": "v2.12/me"})).collect();
     req.form = vec![("batch".into(), serde_json::to_string(&too_many).unwrap())];
-    assert!(
-        error(&sim.handle(&req))
-            .message
-            .contains("Maximum batch size is 50")
-    );
+    assert!(error(&sim.handle(&req)).message.contains("Maximum batch size is 50"));
 }
 
 #[test]
@@ -484,35 +373,15 @@ fn requests_meta_would_reject_get_metas_errors() {
     type Case<'a> = (Vec<(&'a str, &'a str)>, i64, &'a str);
     let cases: Vec<Case> = vec![
         (vec![], 100, "metric is required"),
+        (vec![("metric", "page_impressions"), ("period", "hourly")], 100, "Period must be one of"),
+        (vec![("metric", "page_impressions"), ("since", "yesterday-ish")], 100, "not a valid date"),
         (
-            vec![("metric", "page_impressions"), ("period", "hourly")],
-            100,
-            "Period must be one of",
-        ),
-        (
-            vec![("metric", "page_impressions"), ("since", "yesterday-ish")],
-            100,
-            "not a valid date",
-        ),
-        (
-            vec![
-                ("metric", "page_impressions"),
-                ("since", "2018-01-01"),
-                ("until", "2018-06-01"),
-            ],
+            vec![("metric", "page_impressions"), ("since", "2018-01-01"), ("until", "2018-06-01")],
             100,
             "93 days (8035200 s)",
         ),
-        (
-            vec![("metric", "page_impressions,page_media_view")],
-            100,
-            "valid insights metric",
-        ),
-        (
-            vec![("metric", "post_impressions")],
-            100,
-            "valid insights metric",
-        ),
+        (vec![("metric", "page_impressions,page_media_view")], 100, "valid insights metric"),
+        (vec![("metric", "post_impressions")], 100, "valid insights metric"),
     ];
     for (q, code, text) in cases {
         let e = error(&get(&sim, 0, &path, &q));
@@ -520,12 +389,7 @@ fn requests_meta_would_reject_get_metas_errors() {
         assert!(e.message.contains(text), "{q:?}: {}", e.message);
         assert!(!e.fbtrace_id.is_empty());
     }
-    let unknown = error(&get(
-        &sim,
-        0,
-        "/v2.12/999999/insights",
-        &[("metric", "page_impressions")],
-    ));
+    let unknown = error(&get(&sim, 0, "/v2.12/999999/insights", &[("metric", "page_impressions")]));
     assert_eq!((unknown.code, unknown.error_subcode), (100, Some(33)));
     let unknown_post = error(&get(
         &sim,
@@ -534,19 +398,9 @@ fn requests_meta_would_reject_get_metas_errors() {
         &[("metric", "post_impressions")],
     ));
     assert_eq!(unknown_post.code, 100);
-    let bad_cursor = error(&get(
-        &sim,
-        0,
-        &page_path(&sim, 0, "published_posts"),
-        &[("after", "garbage")],
-    ));
+    let bad_cursor = error(&get(&sim, 0, &page_path(&sim, 0, "published_posts"), &[("after", "garbage")]));
     assert!(bad_cursor.message.contains("cursor"));
-    let big_limit = error(&get(
-        &sim,
-        0,
-        &page_path(&sim, 0, "published_posts"),
-        &[("limit", "101")],
-    ));
+    let big_limit = error(&get(&sim, 0, &page_path(&sim, 0, "published_posts"), &[("limit", "101")]));
     assert!(big_limit.message.contains("limit"));
     let no_token = error(&sim.handle(&Request::get(&path, &[("metric", "page_impressions")])));
     assert_eq!(no_token.code, 104);
@@ -566,16 +420,9 @@ fn requests_meta_would_reject_get_metas_errors() {
         &current,
         0,
         &format!("/v25.0/{}/insights", current.world.pages[0].id),
-        &[(
-            "metric",
-            "page_media_view,page_total_media_view_unique,page_follows",
-        )],
+        &[("metric", "page_media_view,page_total_media_view_unique,page_follows")],
     ));
-    assert_eq!(
-        ok_now.data.len(),
-        7,
-        "day, week and days_28 of two metrics, and daily follows"
-    );
+    assert_eq!(ok_now.data.len(), 7, "day, week and days_28 of two metrics, and daily follows");
 }
 
 #[test]
@@ -591,23 +438,12 @@ fn every_fault_kind_is_reachable() {
         budget_window_ms: 60_000,
         lockout_ms: 50,
         token_deaths: vec![
-            TokenDeath {
-                page: 1,
-                after_calls: 3,
-                subcode: 463,
-            },
-            TokenDeath {
-                page: 2,
-                after_calls: 3,
-                subcode: 460,
-            },
+            TokenDeath { page: 1, after_calls: 3, subcode: 463 },
+            TokenDeath { page: 2, after_calls: 3, subcode: 460 },
         ],
         permission_errors: vec![3],
         empty_page_with_next: true,
-        retire_metric: Some(RetireMetric {
-            metric: "page_fans".into(),
-            after_calls: 150,
-        }),
+        retire_metric: Some(RetireMetric { metric: "page_fans".into(), after_calls: 150 }),
         minute_ms: Some(10),
     };
     let sim = sim_with("case-study", faults);
@@ -615,32 +451,17 @@ fn every_fault_kind_is_reachable() {
     let mut usage_climbed = false;
     for i in 0..200 {
         let page = i % 8;
-        let since =
-            (NaiveDate::from_ymd_opt(2018, 1, 1).unwrap() + Duration::days(i as i64)).to_string();
-        let resp = get(
-            &sim,
-            page,
-            &page_path(&sim, page, "insights"),
-            &[("metric", "page_fans"), ("since", &since)],
-        );
+        let since = (NaiveDate::from_ymd_opt(2018, 1, 1).unwrap() + Duration::days(i as i64)).to_string();
+        let resp = get(&sim, page, &page_path(&sim, page, "insights"), &[("metric", "page_fans"), ("since", &since)]);
         if resp.delay_ms > 0 {
             seen.insert("slow".to_string());
         }
-        let buc = resp
-            .headers
-            .iter()
-            .find(|(k, _)| k == "x-business-use-case-usage")
-            .map(|(_, v)| v.clone())
-            .unwrap();
+        let buc = resp.headers.iter().find(|(k, _)| k == "x-business-use-case-usage").map(|(_, v)| v.clone()).unwrap();
         let usage = pulse_graph::Usage::parse(None, Some(&buc));
         usage_climbed |= usage.max_percent() >= 75;
         if resp.status == 200 {
             if serde_json::from_str::<InsightsResponse>(&resp.body).is_err() {
-                seen.insert(if resp.body.starts_with('<') {
-                    "malformed".into()
-                } else {
-                    "truncated".into()
-                });
+                seen.insert(if resp.body.starts_with('<') { "malformed".into() } else { "truncated".into() });
             }
             continue;
         }
@@ -672,23 +493,14 @@ fn every_fault_kind_is_reachable() {
         "retired metric",
         "throttled 80001",
     ] {
-        assert!(
-            seen.contains(expected),
-            "{expected} not reached; saw {seen:?}"
-        );
+        assert!(seen.contains(expected), "{expected} not reached; saw {seen:?}");
     }
     assert!(usage_climbed, "usage headers climb towards the budget");
 }
 
 #[test]
 fn the_last_posts_page_can_be_an_empty_page_that_still_has_next() {
-    let sim = sim_with(
-        "case-study",
-        FaultSpec {
-            empty_page_with_next: true,
-            ..FaultSpec::default()
-        },
-    );
+    let sim = sim_with("case-study", FaultSpec { empty_page_with_next: true, ..FaultSpec::default() });
     let path = page_path(&sim, 0, "published_posts");
     let mut cursor: Option<String> = None;
     let mut empty_with_next = false;
@@ -728,10 +540,7 @@ fn app_and_other_page_throttle_codes_are_reachable() {
             &sim,
             page,
             &page_path(&sim, page, "insights"),
-            &[
-                ("metric", "page_fans"),
-                ("since", &format!("2018-01-{:02}", i % 28 + 1)),
-            ],
+            &[("metric", "page_fans"), ("since", &format!("2018-01-{:02}", i % 28 + 1))],
         );
         if resp.status != 200 {
             codes.insert(error(&resp).code);
@@ -749,40 +558,21 @@ fn appsecret_proof_is_enforced_when_configured() {
     let e = error(&get(&sim, 0, &path, &[("metric", "page_fans")]));
     assert!(e.message.contains("appsecret_proof"));
     let proof = pulse_sim::api::appsecret_proof("app-secret", &token);
-    let _: InsightsResponse = ok(&get(
-        &sim,
-        0,
-        &path,
-        &[("metric", "page_fans"), ("appsecret_proof", &proof)],
-    ));
+    let _: InsightsResponse = ok(&get(&sim, 0, &path, &[("metric", "page_fans"), ("appsecret_proof", &proof)]));
 }
 
 #[test]
 fn a_malformed_scenario_is_refused_with_file_line_and_field() {
     let text = "[world]\nname = \"x\"\nseed = 1\napi_version = \"v2.12\"\nstart = \"2018-01-01\"\nend = \"2018-02-01\"\nstrat = 1\n";
-    let err = Scenario::parse(text, Path::new("bad.toml"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("bad.toml:7:1: unknown field `strat`"),
-        "{err}"
-    );
-    let text = "[world]\nname = \"x\"\nseed = 1\napi_version = \"2.12\"\nstart = \"2018-01-01\"\nend = \"2018-02-01\"\n";
-    let err = Scenario::parse(text, Path::new("bad.toml"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("bad.toml:4:15: invalid API version"),
-        "{err}"
-    );
+    let err = Scenario::parse(text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.starts_with("bad.toml:7:1: unknown field `strat`"), "{err}");
+    let text =
+        "[world]\nname = \"x\"\nseed = 1\napi_version = \"2.12\"\nstart = \"2018-01-01\"\nend = \"2018-02-01\"\n";
+    let err = Scenario::parse(text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.starts_with("bad.toml:4:15: invalid API version"), "{err}");
     let text = "[world]\nname = \"x\"\nseed = 1\napi_version = \"v2.12\"\nstart = \"2018-01-01\"\nend = \"2018-02-01\"\n[[tenant]]\nid = \"t\"\nname = \"T\"\ncode_prefix = \"M8\"\npractices = 3\nfacebook_share = 0.5\nlist_size = [1000, 2000]\n";
-    let err = Scenario::parse(text, Path::new("bad.toml"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("bad.toml:8:6: tenant t: code_prefix"),
-        "{err}"
-    );
+    let err = Scenario::parse(text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.starts_with("bad.toml:8:6: tenant t: code_prefix"), "{err}");
 }
 
 #[test]
@@ -800,97 +590,45 @@ fn the_national_scenario_is_lazy() {
 async fn it_serves_over_http() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let s = scenario::resolve("case-study").unwrap();
-    let running = pulse_sim::start(Arc::new(Sim::new(World::new(s, None), None)), 0)
-        .await
-        .unwrap();
+    let running = pulse_sim::start(Arc::new(Sim::new(World::new(s, None), None)), 0).await.unwrap();
     let page = &running.sim.world.pages[0];
     let client = reqwest::Client::new();
     let resp = client
-        .get(format!(
-            "{}/v2.12/{}/insights?metric=page_fans&since=2018-01-01&until=2018-01-05",
-            running.url(),
-            page.id
-        ))
+        .get(format!("{}/v2.12/{}/insights?metric=page_fans&since=2018-01-01&until=2018-01-05", running.url(), page.id))
         .bearer_auth(&page.token)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers().contains_key("x-app-usage")
-            && resp.headers().contains_key("x-business-use-case-usage")
-    );
+    assert!(resp.headers().contains_key("x-app-usage") && resp.headers().contains_key("x-business-use-case-usage"));
     let body: InsightsResponse = resp.json().await.unwrap();
     assert_eq!(body.data[0].values.len(), 4);
-    assert!(
-        body.paging
-            .unwrap()
-            .next
-            .unwrap()
-            .starts_with(&running.url())
-    );
-    let truth: serde_json::Value = client
-        .get(format!("{}/_sim/truth", running.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert!(body.paging.unwrap().next.unwrap().starts_with(&running.url()));
+    let truth: serde_json::Value =
+        client.get(format!("{}/_sim/truth", running.url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(truth["format"], "pulse-sim-truth/1");
 }
 
 #[test]
 fn the_case_study_truth_shows_the_seeds_figures() {
     let truth = World::new(scenario::resolve("case-study").unwrap(), None).truth();
-    let stroke = truth
-        .campaigns
-        .iter()
-        .find(|c| c.name.contains("stroke"))
-        .unwrap();
+    let stroke = truth.campaigns.iter().find(|c| c.name.contains("stroke")).unwrap();
     assert!(
         stroke.window_totals.video_views > 20_000.0,
         "stroke video weekend views {}",
         stroke.window_totals.video_views
     );
     assert_eq!(stroke.days, 2);
-    let heart = truth
-        .campaigns
-        .iter()
-        .find(|c| c.name.contains("heart"))
-        .unwrap();
-    assert!(
-        heart.window_totals.reach > 45_000.0,
-        "heart screening weekend reach {}",
-        heart.window_totals.reach
-    );
+    let heart = truth.campaigns.iter().find(|c| c.name.contains("heart")).unwrap();
+    assert!(heart.window_totals.reach > 45_000.0, "heart screening weekend reach {}", heart.window_totals.reach);
     let s = &truth.summary;
-    assert!(
-        (200..=1500).contains(&s.weekly_engaged_users_median),
-        "{s:?}"
-    );
-    assert!(
-        s.weekly_engaged_users_p25 >= 200 && s.weekly_engaged_users_p75 <= 1500,
-        "{s:?}"
-    );
+    assert!((200..=1500).contains(&s.weekly_engaged_users_median), "{s:?}");
+    assert!(s.weekly_engaged_users_p25 >= 200 && s.weekly_engaged_users_p75 <= 1500, "{s:?}");
     let band = |b: &str| s.engaged_share_by_band[b];
     assert!(band("35-44") + band("45-54") > 0.45);
     assert!(band("55-64") + band("65+") > band("13-17") + band("18-24"));
-    assert!(
-        truth
-            .events
-            .iter()
-            .any(|e| e.start == NaiveDate::from_ymd_opt(2017, 5, 12).unwrap())
-    );
+    assert!(truth.events.iter().any(|e| e.start == NaiveDate::from_ymd_opt(2017, 5, 12).unwrap()));
     let practices: usize = truth.tenants.iter().map(|t| t.practices.len()).sum();
-    let with_pages: usize = truth
-        .tenants
-        .iter()
-        .flat_map(|t| &t.practices)
-        .filter(|p| p.page.is_some())
-        .count();
-    assert!(
-        (with_pages as f64 / practices as f64 - 2.0 / 3.0).abs() < 0.12,
-        "{with_pages}/{practices}"
-    );
+    let with_pages: usize = truth.tenants.iter().flat_map(|t| &t.practices).filter(|p| p.page.is_some()).count();
+    assert!((with_pages as f64 / practices as f64 - 2.0 / 3.0).abs() < 0.12, "{with_pages}/{practices}");
 }

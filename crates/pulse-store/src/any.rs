@@ -1,9 +1,7 @@
 //! [`AnyStore`]: the backend chosen by configuration, behind the same [`Store`] interface.
 
 use arrow::record_batch::RecordBatch;
-use pulse_domain::{
-    Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope,
-};
+use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope};
 
 use crate::clickhouse::ClickHouseStore;
 use crate::lake::LakeStore;
@@ -33,19 +31,11 @@ impl Store for AnyStore {
         delegate!(self, s => s.migrate().await)
     }
 
-    async fn write_page_insights(
-        &self,
-        scope: &TenantScope,
-        facts: &[PageInsightFact],
-    ) -> Result<WriteAck> {
+    async fn write_page_insights(&self, scope: &TenantScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
         delegate!(self, s => s.write_page_insights(scope, facts).await)
     }
 
-    async fn read_page_insights(
-        &self,
-        scope: &TenantScope,
-        filter: &FactFilter,
-    ) -> Result<Vec<PageInsightFact>> {
+    async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
         delegate!(self, s => s.read_page_insights(scope, filter).await)
     }
 
@@ -57,27 +47,15 @@ impl Store for AnyStore {
         delegate!(self, s => s.read_posts(scope, filter).await)
     }
 
-    async fn write_post_snapshots(
-        &self,
-        scope: &TenantScope,
-        snapshots: &[PostInsightSnapshot],
-    ) -> Result<WriteAck> {
+    async fn write_post_snapshots(&self, scope: &TenantScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
         delegate!(self, s => s.write_post_snapshots(scope, snapshots).await)
     }
 
-    async fn read_post_snapshots(
-        &self,
-        scope: &TenantScope,
-        filter: &PostFilter,
-    ) -> Result<Vec<PostInsightSnapshot>> {
+    async fn read_post_snapshots(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<PostInsightSnapshot>> {
         delegate!(self, s => s.read_post_snapshots(scope, filter).await)
     }
 
-    async fn save_checkpoints(
-        &self,
-        scope: &TenantScope,
-        checkpoints: &[Checkpoint],
-    ) -> Result<WriteAck> {
+    async fn save_checkpoints(&self, scope: &TenantScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
         delegate!(self, s => s.save_checkpoints(scope, checkpoints).await)
     }
 
@@ -85,11 +63,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.load_checkpoints(scope).await)
     }
 
-    async fn record_run(
-        &self,
-        scope: &TenantScope,
-        records: &[IngestRunRecord],
-    ) -> Result<WriteAck> {
+    async fn record_run(&self, scope: &TenantScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
         delegate!(self, s => s.record_run(scope, records).await)
     }
 
@@ -106,11 +80,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.replace_report(scope, table, batch).await)
     }
 
-    async fn read_report(
-        &self,
-        scope: &TenantScope,
-        table: &'static ReportTable,
-    ) -> Result<RecordBatch> {
+    async fn read_report(&self, scope: &TenantScope, table: &'static ReportTable) -> Result<RecordBatch> {
         delegate!(self, s => s.read_report(scope, table).await)
     }
 }

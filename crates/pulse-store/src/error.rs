@@ -10,55 +10,28 @@ pub enum StoreError {
     )]
     Unreachable { url: String, reason: String },
     #[error("ClickHouse at {url} refused `{statement}`: {reason}")]
-    Query {
-        url: String,
-        statement: String,
-        reason: String,
-    },
+    Query { url: String, statement: String, reason: String },
     #[error(
         "database `{database}` was migrated by a newer Practice Pulse (schema version {found}; this build knows up to \
          {known}); upgrade pulse, or point [store.clickhouse] database at another database"
     )]
-    SchemaTooNew {
-        database: String,
-        found: u32,
-        known: u32,
-    },
+    SchemaTooNew { database: String, found: u32, known: u32 },
     #[error(
         "migration {version} ({name}) applied to `{database}` differs from this build's copy (checksum {applied} vs \
          {expected}); migrations must never be edited after release: add a new one instead"
     )]
-    MigrationChanged {
-        database: String,
-        version: u32,
-        name: String,
-        applied: String,
-        expected: String,
-    },
-    #[error(
-        "schema of `{database}` is not migrated (version {found}, need {known}); run `pulse migrate`"
-    )]
-    NotMigrated {
-        database: String,
-        found: u32,
-        known: u32,
-    },
+    MigrationChanged { database: String, version: u32, name: String, applied: String, expected: String },
+    #[error("schema of `{database}` is not migrated (version {found}, need {known}); run `pulse migrate`")]
+    NotMigrated { database: String, found: u32, known: u32 },
     #[error(
         "lake file {} is unreadable ({reason}); nothing was changed. Move it aside and re-run ingest for the period it \
          held (its path names the tenant and month)", path.display()
     )]
     Corrupt { path: PathBuf, reason: String },
     #[error("lake at {} was written by a newer Practice Pulse (format {found}, this build reads {known}); upgrade pulse", path.display())]
-    LakeTooNew {
-        path: PathBuf,
-        found: u32,
-        known: u32,
-    },
+    LakeTooNew { path: PathBuf, found: u32, known: u32 },
     #[error("lake I/O on {}: {source}; check the directory exists, is writable and has free space", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("report `{table}`: {reason}")]
     Report { table: String, reason: String },
     #[error("stored {what} is invalid: {reason}")]
@@ -72,9 +45,6 @@ impl StoreError {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StoreError::Io {
-            path: path.into(),
-            source,
-        }
+        StoreError::Io { path: path.into(), source }
     }
 }

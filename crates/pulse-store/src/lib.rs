@@ -23,8 +23,8 @@ use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 pub use error::StoreError;
 use pulse_domain::{
-    CanonicalMetric, Checkpoint, IngestRunRecord, PageId, PageInsightFact, Period, Post,
-    PostInsightSnapshot, PracticeCode, TenantScope,
+    CanonicalMetric, Checkpoint, IngestRunRecord, PageId, PageInsightFact, Period, Post, PostInsightSnapshot,
+    PracticeCode, TenantScope,
 };
 pub use report::{ReportColumn, ReportTable, ReportType};
 
@@ -45,11 +45,7 @@ pub struct FactFilter {
 
 impl FactFilter {
     pub fn days(from: NaiveDate, to: NaiveDate) -> Self {
-        Self {
-            from: Some(from),
-            to: Some(to),
-            ..Self::default()
-        }
+        Self { from: Some(from), to: Some(to), ..Self::default() }
     }
 
     pub fn metrics(mut self, metrics: impl IntoIterator<Item = CanonicalMetric>) -> Self {
@@ -126,17 +122,9 @@ pub trait Store: Send + Sync {
         filter: &FactFilter,
     ) -> impl Future<Output = Result<Vec<PageInsightFact>>> + Send;
 
-    fn write_posts(
-        &self,
-        scope: &TenantScope,
-        posts: &[Post],
-    ) -> impl Future<Output = Result<WriteAck>> + Send;
+    fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> impl Future<Output = Result<WriteAck>> + Send;
 
-    fn read_posts(
-        &self,
-        scope: &TenantScope,
-        filter: &PostFilter,
-    ) -> impl Future<Output = Result<Vec<Post>>> + Send;
+    fn read_posts(&self, scope: &TenantScope, filter: &PostFilter) -> impl Future<Output = Result<Vec<Post>>> + Send;
 
     fn write_post_snapshots(
         &self,
@@ -157,10 +145,7 @@ pub trait Store: Send + Sync {
         checkpoints: &[Checkpoint],
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
-    fn load_checkpoints(
-        &self,
-        scope: &TenantScope,
-    ) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
+    fn load_checkpoints(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
 
     fn record_run(
         &self,
@@ -169,10 +154,7 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
     /// A tenant's run records, newest run first.
-    fn read_runs(
-        &self,
-        scope: &TenantScope,
-    ) -> impl Future<Output = Result<Vec<IngestRunRecord>>> + Send;
+    fn read_runs(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<IngestRunRecord>>> + Send;
 
     /// Replaces the tenant's whole slice of a report table with `batch`, atomically: a reader sees the old slice or
     /// the new one, never a mix.

@@ -18,16 +18,8 @@ pub struct Migration {
 pub const SCHEMA_MIGRATIONS: &str = include_str!("../../../sql/schema_migrations.sql");
 
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "core",
-        sql: include_str!("../../../sql/migrations/0001_core.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "reports",
-        sql: include_str!("../../../sql/migrations/0002_reports.sql"),
-    },
+    Migration { version: 1, name: "core", sql: include_str!("../../../sql/migrations/0001_core.sql") },
+    Migration { version: 2, name: "reports", sql: include_str!("../../../sql/migrations/0002_reports.sql") },
     Migration {
         version: 3,
         name: "analyst_views",
@@ -42,11 +34,9 @@ pub fn latest() -> u32 {
 
 /// Named queries (`sql/queries/*.sql`), with `?` placeholders bound by the clickhouse crate.
 pub mod queries {
-    pub const READ_PAGE_INSIGHTS: &str =
-        include_str!("../../../sql/queries/read_page_insights.sql");
+    pub const READ_PAGE_INSIGHTS: &str = include_str!("../../../sql/queries/read_page_insights.sql");
     pub const READ_POSTS: &str = include_str!("../../../sql/queries/read_posts.sql");
-    pub const READ_POST_INSIGHTS: &str =
-        include_str!("../../../sql/queries/read_post_insights.sql");
+    pub const READ_POST_INSIGHTS: &str = include_str!("../../../sql/queries/read_post_insights.sql");
     pub const READ_CHECKPOINTS: &str = include_str!("../../../sql/queries/read_checkpoints.sql");
     pub const READ_RUNS: &str = include_str!("../../../sql/queries/read_runs.sql");
     pub const REPORT_SLICE: &str = include_str!("../../../sql/queries/report_slice.sql");
@@ -55,16 +45,8 @@ pub mod queries {
 
 /// The statements of a SQL file: `--` comment lines dropped, split at `;`. (Our SQL has no `;` inside strings.)
 pub fn statements(sql: &str) -> Vec<String> {
-    let body: Vec<&str> = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect();
-    body.join("\n")
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let body: Vec<&str> = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect();
+    body.join("\n").split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// A stable checksum of a migration's statements (FNV-1a, 64 bit), to notice a migration edited after release.
@@ -114,14 +96,9 @@ pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
     } else {
         engine_rest.to_owned()
     };
-    let head = statement[..engine_at]
-        .replacen(&format!(" {table} "), &format!(" {local} "), 1)
-        .replace(MARKER, &on_cluster);
-    let sharding = if statement.contains("tenant_id String") {
-        "cityHash64(tenant_id)"
-    } else {
-        "rand()"
-    };
+    let head =
+        statement[..engine_at].replacen(&format!(" {table} "), &format!(" {local} "), 1).replace(MARKER, &on_cluster);
+    let sharding = if statement.contains("tenant_id String") { "cityHash64(tenant_id)" } else { "rand()" };
     vec![
         format!("{head}ENGINE = {replicated}"),
         format!(
@@ -148,29 +125,17 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        let embedded: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|m| format!("{:04}_{}.sql", m.version, m.name))
-            .collect();
+        let embedded: Vec<String> = MIGRATIONS.iter().map(|m| format!("{:04}_{}.sql", m.version, m.name)).collect();
         assert_eq!(files, embedded, "add new migration files to MIGRATIONS");
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(
-                m.version as usize,
-                i + 1,
-                "migration numbers are consecutive from 1"
-            );
+            assert_eq!(m.version as usize, i + 1, "migration numbers are consecutive from 1");
         }
     }
 
     #[test]
     fn statements_split_and_drop_comments() {
-        let s = statements(
-            "-- a comment; with a semicolon\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\nSELECT 1;\n",
-        );
-        assert_eq!(
-            s,
-            vec!["CREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 1"]
-        );
+        let s = statements("-- a comment; with a semicolon\nCREATE TABLE a (x UInt8) ENGINE = Memory;\n\nSELECT 1;\n");
+        assert_eq!(s, vec!["CREATE TABLE a (x UInt8) ENGINE = Memory", "SELECT 1"]);
         assert_eq!(statements(MIGRATIONS[0].sql).len(), 5);
     }
 
@@ -192,17 +157,11 @@ mod tests {
 
     #[test]
     fn cluster_rendering_replicates_and_distributes_by_tenant() {
-        let cluster = Topology::Cluster {
-            name: "pulse".into(),
-        };
+        let cluster = Topology::Cluster { name: "pulse".into() };
         let facts = &statements(MIGRATIONS[0].sql)[0];
         let out = render(facts, &cluster);
         assert_eq!(out.len(), 2);
-        assert!(
-            out[0].starts_with("CREATE TABLE IF NOT EXISTS page_insights_local ON CLUSTER `pulse`"),
-            "{}",
-            out[0]
-        );
+        assert!(out[0].starts_with("CREATE TABLE IF NOT EXISTS page_insights_local ON CLUSTER `pulse`"), "{}", out[0]);
         assert!(
             out[0].contains(
                 "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/page_insights_local', '{replica}', version)"
@@ -217,15 +176,13 @@ mod tests {
         );
         let migrations_table = &statements(SCHEMA_MIGRATIONS)[0];
         let out = render(migrations_table, &cluster);
-        assert!(out[0].contains("ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/schema_migrations_local', '{replica}')"));
+        assert!(out[0].contains(
+            "ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/schema_migrations_local', '{replica}')"
+        ));
         assert!(out[1].ends_with("rand())"));
         let view = &statements(MIGRATIONS[2].sql)[0];
         let out = render(view, &cluster);
         assert_eq!(out.len(), 1);
-        assert!(
-            out[0].starts_with(
-                "CREATE VIEW IF NOT EXISTS page_insights_latest ON CLUSTER `pulse` AS"
-            )
-        );
+        assert!(out[0].starts_with("CREATE VIEW IF NOT EXISTS page_insights_latest ON CLUSTER `pulse` AS"));
     }
 }

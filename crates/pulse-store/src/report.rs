@@ -75,62 +75,26 @@ pub static REACH_WEEKLY: ReportTable = ReportTable {
     columns: &[
         col("practice_code", ReportType::Str, "ODS code of the practice"),
         col("page_id", ReportType::Str, "Facebook page id"),
-        col(
-            "week_ending",
-            ReportType::Date,
-            "last Pacific-time day of the week",
-        ),
+        col("week_ending", ReportType::Date, "last Pacific-time day of the week"),
         col(
             "reach",
             ReportType::OptF64,
             "unique people reached in the week (the API's week value, never a sum of days)",
         ),
-        col(
-            "engaged_users",
-            ReportType::OptF64,
-            "unique people who engaged in the week (API week value)",
-        ),
-        col(
-            "views",
-            ReportType::OptF64,
-            "times content was seen in the week (additive: sum of days)",
-        ),
-        col(
-            "engagements",
-            ReportType::OptF64,
-            "engagements in the week (sum of days)",
-        ),
-        col(
-            "followers",
-            ReportType::OptF64,
-            "followers at the end of the week",
-        ),
-        col(
-            "follower_growth",
-            ReportType::OptF64,
-            "followers gained over the week",
-        ),
+        col("engaged_users", ReportType::OptF64, "unique people who engaged in the week (API week value)"),
+        col("views", ReportType::OptF64, "times content was seen in the week (additive: sum of days)"),
+        col("engagements", ReportType::OptF64, "engagements in the week (sum of days)"),
+        col("followers", ReportType::OptF64, "followers at the end of the week"),
+        col("follower_growth", ReportType::OptF64, "followers gained over the week"),
         col("engagement_rate", ReportType::OptF64, "engagements / views"),
-        col(
-            "reach_change",
-            ReportType::OptF64,
-            "reach against the previous week, as a fraction",
-        ),
+        col("reach_change", ReportType::OptF64, "reach against the previous week, as a fraction"),
         col(
             "outlier_score",
             ReportType::OptF64,
             "robust z-score of reach per follower against the tenant's pages that week",
         ),
-        col(
-            "outlier_reason",
-            ReportType::Str,
-            "why the page stands out, empty when it does not",
-        ),
-        col(
-            "days_with_data",
-            ReportType::U32,
-            "days of the week with a daily value stored",
-        ),
+        col("outlier_reason", ReportType::Str, "why the page stands out, empty when it does not"),
+        col("days_with_data", ReportType::U32, "days of the week with a daily value stored"),
     ],
 };
 
@@ -139,38 +103,18 @@ pub static REACH_TENANT_WEEKLY: ReportTable = ReportTable {
     name: "report_reach_tenant_weekly",
     doc: "Tenant roll-up per week. Sums of page uniques are gross reach: people who follow several pages count more than once.",
     columns: &[
-        col(
-            "week_ending",
-            ReportType::Date,
-            "last Pacific-time day of the week",
-        ),
+        col("week_ending", ReportType::Date, "last Pacific-time day of the week"),
         col("pages", ReportType::U32, "pages with data that week"),
         col(
             "gross_reach",
             ReportType::OptF64,
             "sum of the pages' weekly unique reach (gross: not unique across pages)",
         ),
-        col(
-            "gross_engaged_users",
-            ReportType::OptF64,
-            "sum of the pages' weekly unique engaged users (gross)",
-        ),
+        col("gross_engaged_users", ReportType::OptF64, "sum of the pages' weekly unique engaged users (gross)"),
         col("views", ReportType::OptF64, "views across pages"),
-        col(
-            "engagements",
-            ReportType::OptF64,
-            "engagements across pages",
-        ),
-        col(
-            "followers",
-            ReportType::OptF64,
-            "followers across pages (gross)",
-        ),
-        col(
-            "median_page_reach",
-            ReportType::OptF64,
-            "median page's weekly reach",
-        ),
+        col("engagements", ReportType::OptF64, "engagements across pages"),
+        col("followers", ReportType::OptF64, "followers across pages (gross)"),
+        col("median_page_reach", ReportType::OptF64, "median page's weekly reach"),
     ],
 };
 
@@ -180,35 +124,15 @@ pub static AGE_BANDS: ReportTable = ReportTable {
     doc: "Who engages, by age band and gender, per practice and per tenant, with penetration into registered patients.",
     columns: &[
         col("level", ReportType::Str, "practice or tenant"),
-        col(
-            "practice_code",
-            ReportType::Str,
-            "ODS code, or ALL for the tenant",
-        ),
-        col(
-            "source",
-            ReportType::Str,
-            "which metric the shares come from",
-        ),
-        col(
-            "window_end",
-            ReportType::Date,
-            "last day of the 28-day window used",
-        ),
+        col("practice_code", ReportType::Str, "ODS code, or ALL for the tenant"),
+        col("source", ReportType::Str, "which metric the shares come from"),
+        col("window_end", ReportType::Date, "last day of the 28-day window used"),
         col("age_band", ReportType::Str, "Meta's age band"),
         col("female", ReportType::OptF64, "people (female)"),
         col("male", ReportType::OptF64, "people (male)"),
         col("unknown", ReportType::OptF64, "people (gender unknown)"),
-        col(
-            "people",
-            ReportType::OptF64,
-            "people in the band (all genders)",
-        ),
-        col(
-            "share",
-            ReportType::OptF64,
-            "share of the level's people in this band",
-        ),
+        col("people", ReportType::OptF64, "people in the band (all genders)"),
+        col("share", ReportType::OptF64, "share of the level's people in this band"),
         col(
             "registered",
             ReportType::OptF64,
@@ -225,61 +149,25 @@ pub static CAMPAIGN_UPLIFT: ReportTable = ReportTable {
     doc: "What a campaign achieved: its posts' own figures, and the incremental effect on the pages against a counterfactual, with a 95% interval.",
     columns: &[
         col("campaign", ReportType::Str, "campaign name"),
-        col(
-            "practice_code",
-            ReportType::Str,
-            "ODS code, or ALL for the total",
-        ),
-        col(
-            "metric",
-            ReportType::Str,
-            "views, reach, engagements or video_views",
-        ),
-        col(
-            "window_from",
-            ReportType::Date,
-            "first day of the campaign window",
-        ),
-        col(
-            "window_to",
-            ReportType::Date,
-            "last day of the campaign window",
-        ),
+        col("practice_code", ReportType::Str, "ODS code, or ALL for the total"),
+        col("metric", ReportType::Str, "views, reach, engagements or video_views"),
+        col("window_from", ReportType::Date, "first day of the campaign window"),
+        col("window_to", ReportType::Date, "last day of the campaign window"),
         col("posts", ReportType::U32, "campaign posts matched"),
         col(
             "post_lifetime",
             ReportType::OptF64,
             "lifetime value of the campaign posts (latest snapshot; reach summed over pages is gross)",
         ),
-        col(
-            "observed",
-            ReportType::OptF64,
-            "page figure over the window",
-        ),
-        col(
-            "counterfactual",
-            ReportType::OptF64,
-            "what the pages would have had without the campaign",
-        ),
+        col("observed", ReportType::OptF64, "page figure over the window"),
+        col("counterfactual", ReportType::OptF64, "what the pages would have had without the campaign"),
         col("effect", ReportType::OptF64, "observed - counterfactual"),
         col("effect_lo", ReportType::OptF64, "95% interval, low"),
         col("effect_hi", ReportType::OptF64, "95% interval, high"),
-        col(
-            "lift_pct",
-            ReportType::OptF64,
-            "effect / counterfactual, percent",
-        ),
+        col("lift_pct", ReportType::OptF64, "effect / counterfactual, percent"),
         col("p_value", ReportType::OptF64, "placebo-in-time p-value"),
-        col(
-            "method",
-            ReportType::Str,
-            "how the counterfactual was built",
-        ),
-        col(
-            "note",
-            ReportType::Str,
-            "why a figure is missing, when it is",
-        ),
+        col("method", ReportType::Str, "how the counterfactual was built"),
+        col("note", ReportType::Str, "why a figure is missing, when it is"),
     ],
 };
 
@@ -290,11 +178,7 @@ pub static CAMPAIGN_SERIES: ReportTable = ReportTable {
     columns: &[
         col("campaign", ReportType::Str, "campaign name"),
         col("practice_code", ReportType::Str, "ODS code, or ALL"),
-        col(
-            "metric",
-            ReportType::Str,
-            "views, reach, engagements or video_views",
-        ),
+        col("metric", ReportType::Str, "views, reach, engagements or video_views"),
         col("day", ReportType::Date, "Pacific-time day"),
         col("observed", ReportType::OptF64, "observed page figure"),
         col("counterfactual", ReportType::OptF64, "counterfactual"),
@@ -312,33 +196,13 @@ pub static POST_PERFORMANCE: ReportTable = ReportTable {
         col("created", ReportType::Date, "day posted (UTC)"),
         col("post_type", ReportType::Str, "photo, video, link or status"),
         col("topic", ReportType::Str, "rule-based topic tag"),
-        col(
-            "reach",
-            ReportType::OptF64,
-            "lifetime reach (latest snapshot)",
-        ),
+        col("reach", ReportType::OptF64, "lifetime reach (latest snapshot)"),
         col("views", ReportType::OptF64, "lifetime views"),
-        col(
-            "engagements",
-            ReportType::OptF64,
-            "lifetime engagements (clicks)",
-        ),
-        col(
-            "engaged_users",
-            ReportType::OptF64,
-            "lifetime engaged users",
-        ),
+        col("engagements", ReportType::OptF64, "lifetime engagements (clicks)"),
+        col("engaged_users", ReportType::OptF64, "lifetime engaged users"),
         col("video_views", ReportType::OptF64, "lifetime video views"),
-        col(
-            "engagement_rate",
-            ReportType::OptF64,
-            "engaged users (or engagements) / reach",
-        ),
-        col(
-            "tenant_rank",
-            ReportType::U32,
-            "rank by reach within the tenant",
-        ),
+        col("engagement_rate", ReportType::OptF64, "engaged users (or engagements) / reach"),
+        col("tenant_rank", ReportType::U32, "rank by reach within the tenant"),
     ],
 };
 
@@ -348,16 +212,8 @@ pub static DATA_QUALITY: ReportTable = ReportTable {
     doc: "Problems found in the stored data: gaps, stale pages, pages needing re-authorisation, impossible values.",
     columns: &[
         col("practice_code", ReportType::Str, "ODS code"),
-        col(
-            "page_id",
-            ReportType::Str,
-            "Facebook page id, empty for practice-level checks",
-        ),
-        col(
-            "check_name",
-            ReportType::Str,
-            "gap, stale, reauth, unique_above_total, week_below_max_day",
-        ),
+        col("page_id", ReportType::Str, "Facebook page id, empty for practice-level checks"),
+        col("check_name", ReportType::Str, "gap, stale, reauth, unique_above_total, week_below_max_day"),
         col("day_from", ReportType::Date, "first day concerned"),
         col("day_to", ReportType::Date, "last day concerned"),
         col("count", ReportType::U32, "how many days or values"),
@@ -380,10 +236,7 @@ impl ReportTable {
     /// The schema callers write and read (without `tenant_id`).
     pub fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|c| Field::new(c.name, c.ty.arrow(), c.ty.nullable()))
-                .collect::<Vec<_>>(),
+            self.columns.iter().map(|c| Field::new(c.name, c.ty.arrow(), c.ty.nullable())).collect::<Vec<_>>(),
         ))
     }
 
@@ -391,20 +244,12 @@ impl ReportTable {
     pub fn check(&self, batch: &RecordBatch) -> Result<()> {
         let expected = self.schema();
         let got = batch.schema();
-        let names = |s: &Schema| {
-            s.fields()
-                .iter()
-                .map(|f| format!("{}:{}", f.name(), f.data_type()))
-                .collect::<Vec<_>>()
-        };
+        let names =
+            |s: &Schema| s.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect::<Vec<_>>();
         if names(&expected) != names(&got) {
             return Err(StoreError::Report {
                 table: self.name.into(),
-                reason: format!(
-                    "columns {:?} do not match the table's {:?}",
-                    names(&got),
-                    names(&expected)
-                ),
+                reason: format!("columns {:?} do not match the table's {:?}", names(&got), names(&expected)),
             });
         }
         for (i, c) in self.columns.iter().enumerate() {

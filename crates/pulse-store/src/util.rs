@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -40,55 +39,43 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     pub fn str<'a>(mut self, name: &str, values: impl Iterator<Item = &'a str>) -> Self {
         self.fields.push(Field::new(name, DataType::Utf8, false));
-        self.columns
-            .push(Arc::new(StringArray::from_iter_values(values)));
+        self.columns.push(Arc::new(StringArray::from_iter_values(values)));
         self
     }
 
     pub fn date(mut self, name: &str, values: impl Iterator<Item = NaiveDate>) -> Self {
         self.fields.push(Field::new(name, DataType::Date32, false));
-        self.columns.push(Arc::new(Date32Array::from_iter_values(
-            values.map(day_to_i32),
-        )));
+        self.columns.push(Arc::new(Date32Array::from_iter_values(values.map(day_to_i32))));
         self
     }
 
     pub fn f64(mut self, name: &str, values: impl Iterator<Item = f64>) -> Self {
         self.fields.push(Field::new(name, DataType::Float64, false));
-        self.columns
-            .push(Arc::new(Float64Array::from_iter_values(values)));
+        self.columns.push(Arc::new(Float64Array::from_iter_values(values)));
         self
     }
 
     pub fn u64(mut self, name: &str, values: impl Iterator<Item = u64>) -> Self {
         self.fields.push(Field::new(name, DataType::UInt64, false));
-        self.columns
-            .push(Arc::new(UInt64Array::from_iter_values(values)));
+        self.columns.push(Arc::new(UInt64Array::from_iter_values(values)));
         self
     }
 
     pub fn u32(mut self, name: &str, values: impl Iterator<Item = u32>) -> Self {
         self.fields.push(Field::new(name, DataType::UInt32, false));
-        self.columns
-            .push(Arc::new(UInt32Array::from_iter_values(values)));
+        self.columns.push(Arc::new(UInt32Array::from_iter_values(values)));
         self
     }
 
     pub fn ts(mut self, name: &str, values: impl Iterator<Item = DateTime<Utc>>) -> Self {
-        self.fields.push(Field::new(
-            name,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ));
-        self.columns.push(Arc::new(
-            TimestampMicrosecondArray::from_iter_values(values.map(micros)).with_timezone("UTC"),
-        ));
+        self.fields.push(Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false));
+        self.columns
+            .push(Arc::new(TimestampMicrosecondArray::from_iter_values(values.map(micros)).with_timezone("UTC")));
         self
     }
 
     pub fn finish(self) -> RecordBatch {
-        RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.columns)
-            .expect("columns built together")
+        RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.columns).expect("columns built together")
     }
 }
 
@@ -104,20 +91,14 @@ impl<'a> Columns<'a> {
     }
 
     fn get<T: Array + 'static>(&self, name: &str) -> Result<&'a T> {
-        let column = self
-            .batch
-            .column_by_name(name)
-            .ok_or_else(|| StoreError::Invalid {
-                what: self.what.to_owned(),
-                reason: format!("missing column `{name}`"),
-            })?;
-        column
-            .as_any()
-            .downcast_ref::<T>()
-            .ok_or_else(|| StoreError::Invalid {
-                what: self.what.to_owned(),
-                reason: format!("column `{name}` has type {}", column.data_type()),
-            })
+        let column = self.batch.column_by_name(name).ok_or_else(|| StoreError::Invalid {
+            what: self.what.to_owned(),
+            reason: format!("missing column `{name}`"),
+        })?;
+        column.as_any().downcast_ref::<T>().ok_or_else(|| StoreError::Invalid {
+            what: self.what.to_owned(),
+            reason: format!("column `{name}` has type {}", column.data_type()),
+        })
     }
 
     pub fn str(&self, name: &str) -> Result<&'a StringArray> {
@@ -150,8 +131,5 @@ pub fn parse_field<T: std::str::FromStr>(what: &str, field: &str, value: &str) -
 where
     T::Err: std::fmt::Display,
 {
-    value.parse().map_err(|e: T::Err| StoreError::Invalid {
-        what: what.to_owned(),
-        reason: format!("{field}: {e}"),
-    })
+    value.parse().map_err(|e: T::Err| StoreError::Invalid { what: what.to_owned(), reason: format!("{field}: {e}") })
 }

@@ -11,8 +11,8 @@ use arrow::array::{Date32Array, Float64Array, StringArray, UInt32Array};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use pulse_domain::{
-    Access, ApiVersion, CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period,
-    Post, PostInsightSnapshot, Principal, Stream, TenantId, TenantScope,
+    Access, ApiVersion, CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period, Post,
+    PostInsightSnapshot, Principal, Stream, TenantId, TenantScope,
 };
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 use pulse_store::lake::LakeStore;
@@ -20,17 +20,8 @@ use pulse_store::report::REACH_WEEKLY;
 use pulse_store::{FactFilter, PostFilter, Store, StoreError};
 
 fn scopes() -> (TenantScope, TenantScope) {
-    let access = Access::new(
-        Principal::Operator,
-        [
-            TenantId::new("alpha").unwrap(),
-            TenantId::new("beta").unwrap(),
-        ],
-    );
-    (
-        access.scope("alpha").unwrap(),
-        access.scope("beta").unwrap(),
-    )
+    let access = Access::new(Principal::Operator, [TenantId::new("alpha").unwrap(), TenantId::new("beta").unwrap()]);
+    (access.scope("alpha").unwrap(), access.scope("beta").unwrap())
 }
 
 fn day(d: u32) -> NaiveDate {
@@ -69,33 +60,9 @@ fn window(fetched: i64) -> Vec<PageInsightFact> {
     let mut out = Vec::new();
     for d in 1..=60 {
         for (practice, page) in [("M83001", "1001"), ("M83002", "1002")] {
-            out.push(fact(
-                practice,
-                page,
-                CanonicalMetric::PageReach,
-                day(d),
-                "",
-                100.0 + d as f64,
-                fetched,
-            ));
-            out.push(fact(
-                practice,
-                page,
-                CanonicalMetric::PageEngagedByAgeGender,
-                day(d),
-                "F.35-44",
-                20.0,
-                fetched,
-            ));
-            out.push(fact(
-                practice,
-                page,
-                CanonicalMetric::PageEngagedByAgeGender,
-                day(d),
-                "M.65+",
-                7.0,
-                fetched,
-            ));
+            out.push(fact(practice, page, CanonicalMetric::PageReach, day(d), "", 100.0 + d as f64, fetched));
+            out.push(fact(practice, page, CanonicalMetric::PageEngagedByAgeGender, day(d), "F.35-44", 20.0, fetched));
+            out.push(fact(practice, page, CanonicalMetric::PageEngagedByAgeGender, day(d), "M.65+", 7.0, fetched));
         }
     }
     out
@@ -109,47 +76,19 @@ fn sorted(mut facts: Vec<PageInsightFact>) -> Vec<PageInsightFact> {
 async fn facts_are_never_doubled<S: Store>(store: &S) {
     let (alpha, _) = scopes();
     let facts = window(0);
-    assert_eq!(
-        store
-            .write_page_insights(&alpha, &facts)
-            .await
-            .unwrap()
-            .rows,
-        facts.len()
-    );
-    assert_eq!(
-        store
-            .write_page_insights(&alpha, &facts)
-            .await
-            .unwrap()
-            .rows,
-        facts.len()
-    );
-    let back = store
-        .read_page_insights(&alpha, &FactFilter::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        back.len(),
-        facts.len(),
-        "writing the same window twice must not double it"
-    );
+    assert_eq!(store.write_page_insights(&alpha, &facts).await.unwrap().rows, facts.len());
+    assert_eq!(store.write_page_insights(&alpha, &facts).await.unwrap().rows, facts.len());
+    let back = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap();
+    assert_eq!(back.len(), facts.len(), "writing the same window twice must not double it");
     assert_eq!(sorted(back), sorted(facts.clone()));
     let total: f64 = store
-        .read_page_insights(
-            &alpha,
-            &FactFilter::default().metrics([CanonicalMetric::PageReach]),
-        )
+        .read_page_insights(&alpha, &FactFilter::default().metrics([CanonicalMetric::PageReach]))
         .await
         .unwrap()
         .iter()
         .map(|f| f.value)
         .sum();
-    let expected: f64 = facts
-        .iter()
-        .filter(|f| f.metric == CanonicalMetric::PageReach)
-        .map(|f| f.value)
-        .sum();
+    let expected: f64 = facts.iter().filter(|f| f.metric == CanonicalMetric::PageReach).map(|f| f.value).sum();
     assert_eq!(total, expected);
 }
 
@@ -157,29 +96,10 @@ async fn a_corrected_value_supersedes_and_a_stale_one_does_not<S: Store>(store: 
     let (alpha, _) = scopes();
     store.write_page_insights(&alpha, &window(0)).await.unwrap();
     // Meta revised day 10 of page 1001: a later fetch with a new value.
-    let corrected = fact(
-        "M83001",
-        "1001",
-        CanonicalMetric::PageReach,
-        day(10),
-        "",
-        999.0,
-        3600,
-    );
-    store
-        .write_page_insights(&alpha, std::slice::from_ref(&corrected))
-        .await
-        .unwrap();
+    let corrected = fact("M83001", "1001", CanonicalMetric::PageReach, day(10), "", 999.0, 3600);
+    store.write_page_insights(&alpha, std::slice::from_ref(&corrected)).await.unwrap();
     // A stale fetch arriving late (an older fetched_at) must not undo the correction.
-    let stale = fact(
-        "M83001",
-        "1001",
-        CanonicalMetric::PageReach,
-        day(10),
-        "",
-        1.0,
-        60,
-    );
+    let stale = fact("M83001", "1001", CanonicalMetric::PageReach, day(10), "", 1.0, 60);
     store.write_page_insights(&alpha, &[stale]).await.unwrap();
     let filter = FactFilter::days(day(10), day(10)).metrics([CanonicalMetric::PageReach]);
     let back = store.read_page_insights(&alpha, &filter).await.unwrap();
@@ -196,113 +116,39 @@ async fn reads_filter_by_metric_date_practice_and_page<S: Store>(store: &S) {
     let all_feb = store.read_page_insights(&alpha, &feb).await.unwrap();
     assert_eq!(all_feb.len(), 28 * 2 * 3);
     assert!(all_feb.iter().all(|f| f.day >= day(32) && f.day <= day(59)));
-    let one = feb
-        .clone()
-        .metrics([CanonicalMetric::PageEngagedByAgeGender])
-        .practices(["M83002".parse().unwrap()]);
+    let one = feb.clone().metrics([CanonicalMetric::PageEngagedByAgeGender]).practices(["M83002".parse().unwrap()]);
     let back = store.read_page_insights(&alpha, &one).await.unwrap();
     assert_eq!(back.len(), 28 * 2);
     assert!(
-        back.iter().all(|f| f.practice.as_str() == "M83002"
-            && f.metric == CanonicalMetric::PageEngagedByAgeGender)
+        back.iter().all(|f| f.practice.as_str() == "M83002" && f.metric == CanonicalMetric::PageEngagedByAgeGender)
     );
     let mut by_page = FactFilter::days(day(1), day(3));
     by_page.pages = vec!["1001".parse().unwrap()];
-    assert_eq!(
-        store
-            .read_page_insights(&alpha, &by_page)
-            .await
-            .unwrap()
-            .len(),
-        3 * 3
-    );
+    assert_eq!(store.read_page_insights(&alpha, &by_page).await.unwrap().len(), 3 * 3);
     let weekly = FactFilter::default().periods([Period::Week]);
-    assert!(
-        store
-            .read_page_insights(&alpha, &weekly)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.read_page_insights(&alpha, &weekly).await.unwrap().is_empty());
     let empty_range = FactFilter::days(day(200), day(300));
-    assert!(
-        store
-            .read_page_insights(&alpha, &empty_range)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.read_page_insights(&alpha, &empty_range).await.unwrap().is_empty());
 }
 
 async fn another_tenants_scope_sees_nothing<S: Store>(store: &S) {
     let (alpha, beta) = scopes();
     store.write_page_insights(&alpha, &window(0)).await.unwrap();
     store.write_posts(&alpha, &posts()).await.unwrap();
-    store
-        .write_post_snapshots(&alpha, &snapshots(0))
-        .await
-        .unwrap();
-    store
-        .save_checkpoints(&alpha, &[checkpoint(day(5), 0)])
-        .await
-        .unwrap();
+    store.write_post_snapshots(&alpha, &snapshots(0)).await.unwrap();
+    store.save_checkpoints(&alpha, &[checkpoint(day(5), 0)]).await.unwrap();
     store.record_run(&alpha, &[run("r1", 0)]).await.unwrap();
-    store
-        .replace_report(&alpha, &REACH_WEEKLY, &reach_report(3))
-        .await
-        .unwrap();
-    assert!(
-        store
-            .read_page_insights(&beta, &FactFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .read_posts(&beta, &PostFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .read_post_snapshots(&beta, &PostFilter::default())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    store.replace_report(&alpha, &REACH_WEEKLY, &reach_report(3)).await.unwrap();
+    assert!(store.read_page_insights(&beta, &FactFilter::default()).await.unwrap().is_empty());
+    assert!(store.read_posts(&beta, &PostFilter::default()).await.unwrap().is_empty());
+    assert!(store.read_post_snapshots(&beta, &PostFilter::default()).await.unwrap().is_empty());
     assert!(store.load_checkpoints(&beta).await.unwrap().is_empty());
     assert!(store.read_runs(&beta).await.unwrap().is_empty());
-    assert_eq!(
-        store
-            .read_report(&beta, &REACH_WEEKLY)
-            .await
-            .unwrap()
-            .num_rows(),
-        0
-    );
+    assert_eq!(store.read_report(&beta, &REACH_WEEKLY).await.unwrap().num_rows(), 0);
     // And beta's writes never show up in alpha's reads.
-    store
-        .write_page_insights(&beta, &window(0)[..3])
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .read_page_insights(&alpha, &FactFilter::default())
-            .await
-            .unwrap()
-            .len(),
-        window(0).len()
-    );
-    assert_eq!(
-        store
-            .read_page_insights(&beta, &FactFilter::default())
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    store.write_page_insights(&beta, &window(0)[..3]).await.unwrap();
+    assert_eq!(store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap().len(), window(0).len());
+    assert_eq!(store.read_page_insights(&beta, &FactFilter::default()).await.unwrap().len(), 3);
 }
 
 fn posts() -> Vec<Post> {
@@ -312,11 +158,7 @@ fn posts() -> Vec<Post> {
             page: "1001".parse().unwrap(),
             post: format!("1001_{i}").parse().unwrap(),
             created_time: Utc.with_ymd_and_hms(2018, 1, 10 + i, 18, 30, 0).unwrap(),
-            post_type: if i == 0 {
-                "video".into()
-            } else {
-                "photo".into()
-            },
+            post_type: if i == 0 { "video".into() } else { "photo".into() },
             message: format!("Post {i}: flu clinic this Saturday ? 'quoted' \"double\" \\ back"),
             permalink: format!("https://www.facebook.com/1001/posts/{i}"),
             fetched_at: at(i as i64),
@@ -328,16 +170,8 @@ fn snapshots(fetched: i64) -> Vec<PostInsightSnapshot> {
     let mut out = Vec::new();
     for snap in 0..3u32 {
         for (metric, breakdown, value) in [
-            (
-                CanonicalMetric::PostVideoViews,
-                "",
-                1000.0 * (snap + 1) as f64,
-            ),
-            (
-                CanonicalMetric::PostVideoViewTimeByAgeGender,
-                "F.45-54",
-                5000.0,
-            ),
+            (CanonicalMetric::PostVideoViews, "", 1000.0 * (snap + 1) as f64),
+            (CanonicalMetric::PostVideoViewTimeByAgeGender, "F.45-54", 5000.0),
         ] {
             out.push(PostInsightSnapshot {
                 practice: "M83001".parse().unwrap(),
@@ -392,9 +226,7 @@ fn reach_report(weeks: usize) -> RecordBatch {
         vec![
             Arc::new(StringArray::from_iter_values((0..weeks).map(|_| "M83001"))),
             Arc::new(StringArray::from_iter_values((0..weeks).map(|_| "1001"))),
-            Arc::new(Date32Array::from_iter_values(
-                (0..weeks).map(|w| 17538 + 7 * w as i32),
-            )),
+            Arc::new(Date32Array::from_iter_values((0..weeks).map(|w| 17538 + 7 * w as i32))),
             f(|w| Some(800.0 + w as f64)),
             f(|_| Some(120.0)),
             f(|w| Some(2000.0 + w as f64)),
@@ -404,13 +236,9 @@ fn reach_report(weeks: usize) -> RecordBatch {
             f(|w| Some(150.0 / (2000.0 + w as f64))),
             f(|w| if w == 0 { None } else { Some(0.01) }),
             f(|w| Some(w as f64 - 1.5)),
-            Arc::new(StringArray::from_iter_values((0..weeks).map(|w| {
-                if w == 3 {
-                    "reach per follower 3.1 MADs above the tenant's median"
-                } else {
-                    ""
-                }
-            }))),
+            Arc::new(StringArray::from_iter_values(
+                (0..weeks).map(|w| if w == 3 { "reach per follower 3.1 MADs above the tenant's median" } else { "" }),
+            )),
             Arc::new(UInt32Array::from_iter_values((0..weeks).map(|_| 7))),
         ],
     )
@@ -421,71 +249,32 @@ async fn posts_and_snapshots_round_trip_without_doubling<S: Store>(store: &S) {
     let (alpha, _) = scopes();
     store.write_posts(&alpha, &posts()).await.unwrap();
     store.write_posts(&alpha, &posts()).await.unwrap();
-    let mut back = store
-        .read_posts(&alpha, &PostFilter::default())
-        .await
-        .unwrap();
+    let mut back = store.read_posts(&alpha, &PostFilter::default()).await.unwrap();
     back.sort_by(|a, b| a.post.cmp(&b.post));
     assert_eq!(back, posts());
-    let filter = PostFilter {
-        from: Some(day(11)),
-        to: Some(day(12)),
-        ..PostFilter::default()
-    };
+    let filter = PostFilter { from: Some(day(11)), to: Some(day(12)), ..PostFilter::default() };
     assert_eq!(store.read_posts(&alpha, &filter).await.unwrap().len(), 2);
 
-    store
-        .write_post_snapshots(&alpha, &snapshots(0))
-        .await
-        .unwrap();
-    store
-        .write_post_snapshots(&alpha, &snapshots(10))
-        .await
-        .unwrap();
-    let back = store
-        .read_post_snapshots(&alpha, &PostFilter::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        back.len(),
-        snapshots(0).len(),
-        "each (post, metric, breakdown, snapshot day) once"
-    );
-    assert!(
-        back.iter().all(|s| s.fetched_at == at(10)),
-        "the later snapshot fetch wins"
-    );
+    store.write_post_snapshots(&alpha, &snapshots(0)).await.unwrap();
+    store.write_post_snapshots(&alpha, &snapshots(10)).await.unwrap();
+    let back = store.read_post_snapshots(&alpha, &PostFilter::default()).await.unwrap();
+    assert_eq!(back.len(), snapshots(0).len(), "each (post, metric, breakdown, snapshot day) once");
+    assert!(back.iter().all(|s| s.fetched_at == at(10)), "the later snapshot fetch wins");
     let views: Vec<f64> = {
-        let mut v: Vec<_> = back
-            .iter()
-            .filter(|s| s.metric == CanonicalMetric::PostVideoViews)
-            .collect();
+        let mut v: Vec<_> = back.iter().filter(|s| s.metric == CanonicalMetric::PostVideoViews).collect();
         v.sort_by_key(|s| s.snapshot_day);
         v.iter().map(|s| s.value).collect()
     };
-    assert_eq!(
-        views,
-        vec![1000.0, 2000.0, 3000.0],
-        "the growth curve is kept"
-    );
+    assert_eq!(views, vec![1000.0, 2000.0, 3000.0], "the growth curve is kept");
 }
 
 async fn checkpoints_keep_the_latest<S: Store>(store: &S) {
     let (alpha, _) = scopes();
-    store
-        .save_checkpoints(&alpha, &[checkpoint(day(5), 0)])
-        .await
-        .unwrap();
-    store
-        .save_checkpoints(&alpha, &[checkpoint(day(9), 10)])
-        .await
-        .unwrap();
+    store.save_checkpoints(&alpha, &[checkpoint(day(5), 0)]).await.unwrap();
+    store.save_checkpoints(&alpha, &[checkpoint(day(9), 10)]).await.unwrap();
     let mut posts_cp = checkpoint(day(3), 10);
     posts_cp.stream = Stream::Posts;
-    store
-        .save_checkpoints(&alpha, &[posts_cp.clone()])
-        .await
-        .unwrap();
+    store.save_checkpoints(&alpha, &[posts_cp.clone()]).await.unwrap();
     let mut back = store.load_checkpoints(&alpha).await.unwrap();
     back.sort_by_key(|c| c.stream);
     assert_eq!(back, vec![checkpoint(day(9), 10), posts_cp]);
@@ -502,62 +291,31 @@ async fn run_records_are_kept_newest_first<S: Store>(store: &S) {
 
 async fn report_slices_are_replaced_whole<S: Store>(store: &S) {
     let (alpha, _) = scopes();
-    assert_eq!(
-        store
-            .read_report(&alpha, &REACH_WEEKLY)
-            .await
-            .unwrap()
-            .num_rows(),
-        0
-    );
-    store
-        .replace_report(&alpha, &REACH_WEEKLY, &reach_report(5))
-        .await
-        .unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY).await.unwrap().num_rows(), 0);
+    store.replace_report(&alpha, &REACH_WEEKLY, &reach_report(5)).await.unwrap();
     let back = store.read_report(&alpha, &REACH_WEEKLY).await.unwrap();
     assert_eq!(back, reach_report(5));
-    store
-        .replace_report(&alpha, &REACH_WEEKLY, &reach_report(2))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.read_report(&alpha, &REACH_WEEKLY).await.unwrap(),
-        reach_report(2)
-    );
-    store
-        .replace_report(&alpha, &REACH_WEEKLY, &reach_report(0))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .read_report(&alpha, &REACH_WEEKLY)
-            .await
-            .unwrap()
-            .num_rows(),
-        0
-    );
+    store.replace_report(&alpha, &REACH_WEEKLY, &reach_report(2)).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY).await.unwrap(), reach_report(2));
+    store.replace_report(&alpha, &REACH_WEEKLY, &reach_report(0)).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY).await.unwrap().num_rows(), 0);
     // A batch in the wrong shape is refused before anything is written.
     let wrong = RecordBatch::try_new(
-        Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new("x", arrow::datatypes::DataType::Utf8, false),
-        ])),
+        Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "x",
+            arrow::datatypes::DataType::Utf8,
+            false,
+        )])),
         vec![Arc::new(StringArray::from(vec!["a"]))],
     )
     .unwrap();
-    let err = store
-        .replace_report(&alpha, &REACH_WEEKLY, &wrong)
-        .await
-        .unwrap_err();
+    let err = store.replace_report(&alpha, &REACH_WEEKLY, &wrong).await.unwrap_err();
     assert!(matches!(err, StoreError::Report { .. }), "{err}");
 }
 
 async fn migrate_twice_is_a_no_op<S: Store>(store: &S) {
     let second = store.migrate().await.unwrap();
-    assert!(
-        second.applied.is_empty(),
-        "second migrate applied {:?}",
-        second.applied
-    );
+    assert!(second.applied.is_empty(), "second migrate applied {:?}", second.applied);
 }
 
 macro_rules! conformance {
@@ -641,24 +399,17 @@ impl TestDatabase {
             password: None,
             cluster: None,
         });
-        let report = store.migrate().await.unwrap_or_else(|e| {
-            panic!("ClickHouse at {url} is required for this test and failed: {e}")
-        });
-        assert_eq!(
-            report.applied.len(),
-            pulse_store::migrations::MIGRATIONS.len()
-        );
+        let report = store
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("ClickHouse at {url} is required for this test and failed: {e}"));
+        assert_eq!(report.applied.len(), pulse_store::migrations::MIGRATIONS.len());
         Some(Self { store, url, name })
     }
 
     async fn drop(self) {
-        let client = ::clickhouse::Client::default()
-            .with_url(&self.url)
-            .with_validation(false);
-        let _ = client
-            .query(&format!("DROP DATABASE IF EXISTS {}", self.name))
-            .execute()
-            .await;
+        let client = ::clickhouse::Client::default().with_url(&self.url).with_validation(false);
+        let _ = client.query(&format!("DROP DATABASE IF EXISTS {}", self.name)).execute().await;
     }
 }
 
@@ -669,10 +420,7 @@ async fn lake_refuses_a_newer_format() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("_pulse_lake.json"), r#"{"format": 99}"#).unwrap();
     let err = LakeStore::open(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, StoreError::LakeTooNew { found: 99, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::LakeTooNew { found: 99, .. }), "{err}");
     assert!(err.to_string().contains("upgrade pulse"));
 }
 
@@ -682,39 +430,22 @@ async fn lake_reports_a_corrupt_file_and_never_overwrites_it() {
     let store = LakeStore::open(dir.path()).unwrap();
     let (alpha, _) = scopes();
     store.write_page_insights(&alpha, &window(0)).await.unwrap();
-    let file = dir
-        .path()
-        .join("page_insights/tenant=alpha/month=2018-01/data.parquet");
+    let file = dir.path().join("page_insights/tenant=alpha/month=2018-01/data.parquet");
     assert!(file.exists());
     std::fs::write(&file, b"PAR1 this is not parquet").unwrap();
-    let err = store
-        .read_page_insights(&alpha, &FactFilter::default())
-        .await
-        .unwrap_err();
+    let err = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
-    assert!(
-        text.contains("month=2018-01") && text.contains("Move it aside"),
-        "{text}"
-    );
+    assert!(text.contains("month=2018-01") && text.contains("Move it aside"), "{text}");
     // Writing into the corrupt partition is refused and leaves the file as it was.
-    let err = store
-        .write_page_insights(&alpha, &window(1)[..1])
-        .await
-        .unwrap_err();
+    let err = store.write_page_insights(&alpha, &window(1)[..1]).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }));
     assert_eq!(std::fs::read(&file).unwrap(), b"PAR1 this is not parquet");
     // Other months still read.
-    let feb = store
-        .read_page_insights(&alpha, &FactFilter::days(day(32), day(59)))
-        .await
-        .unwrap();
+    let feb = store.read_page_insights(&alpha, &FactFilter::days(day(32), day(59))).await.unwrap();
     assert_eq!(feb.len(), 28 * 2 * 3);
     // No temporary files are left behind.
-    let leftovers: Vec<_> = walk(dir.path())
-        .into_iter()
-        .filter(|p| p.contains(".tmp-"))
-        .collect();
+    let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains(".tmp-")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -737,16 +468,10 @@ async fn lake_layout_is_hive_partitioned_by_tenant_and_month() {
     let store = LakeStore::open(dir.path()).unwrap();
     let (alpha, beta) = scopes();
     store.write_page_insights(&alpha, &window(0)).await.unwrap();
-    store
-        .write_page_insights(&beta, &window(0)[..1])
-        .await
-        .unwrap();
+    store.write_page_insights(&beta, &window(0)[..1]).await.unwrap();
     let mut files: Vec<String> = walk(dir.path())
         .into_iter()
-        .map(|p| {
-            p.trim_start_matches(&dir.path().display().to_string())
-                .to_owned()
-        })
+        .map(|p| p.trim_start_matches(&dir.path().display().to_string()).to_owned())
         .filter(|p| p.ends_with(".parquet"))
         .collect();
     files.sort();
@@ -771,16 +496,10 @@ async fn clickhouse_unreachable_names_the_url_and_what_to_check() {
         cluster: None,
     });
     let (alpha, _) = scopes();
-    let err = store
-        .read_page_insights(&alpha, &FactFilter::default())
-        .await
-        .unwrap_err();
+    let err = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap_err();
     let text = err.to_string();
     assert!(err.is_transient());
-    assert!(
-        text.contains("cannot reach ClickHouse at http://127.0.0.1:9"),
-        "{text}"
-    );
+    assert!(text.contains("cannot reach ClickHouse at http://127.0.0.1:9"), "{text}");
     assert!(text.contains("check that the server is running"), "{text}");
     assert!(!text.contains("hunter2-secret"));
 }
@@ -790,10 +509,7 @@ async fn clickhouse_report_tables_match_their_declarations() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let client = ::clickhouse::Client::default()
-        .with_url(&db.url)
-        .with_database(&db.name)
-        .with_validation(false);
+    let client = ::clickhouse::Client::default().with_url(&db.url).with_database(&db.name).with_validation(false);
     for table in pulse_store::report::ALL {
         // DESCRIBE works on 18.16 and current (system.columns has no `position` on 18.16).
         let bytes = client
@@ -811,16 +527,9 @@ async fn clickhouse_report_tables_match_their_declarations() {
                 (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
             })
             .collect();
-        let mut expected = vec![
-            ("tenant_id".to_owned(), "String".to_owned()),
-            ("version".to_owned(), "UInt64".to_owned()),
-        ];
-        expected.extend(
-            table
-                .columns
-                .iter()
-                .map(|c| (c.name.to_owned(), c.ty.clickhouse().to_owned())),
-        );
+        let mut expected =
+            vec![("tenant_id".to_owned(), "String".to_owned()), ("version".to_owned(), "UInt64".to_owned())];
+        expected.extend(table.columns.iter().map(|c| (c.name.to_owned(), c.ty.clickhouse().to_owned())));
         assert_eq!(got, expected, "{}", table.name);
     }
     db.drop().await;
@@ -831,20 +540,14 @@ async fn clickhouse_refuses_a_schema_from_a_newer_version_and_an_unmigrated_one(
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let client = ::clickhouse::Client::default()
-        .with_url(&db.url)
-        .with_database(&db.name)
-        .with_validation(false);
+    let client = ::clickhouse::Client::default().with_url(&db.url).with_database(&db.name).with_validation(false);
     client
         .query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (99, 'future', 'x', now())")
         .execute()
         .await
         .unwrap();
     let err = db.store.migrate().await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
     // A fresh client (no cached check) refuses to read or write it too.
     let fresh = ClickHouseStore::new(ClickHouseSettings {
         url: db.url.clone(),
@@ -854,10 +557,7 @@ async fn clickhouse_refuses_a_schema_from_a_newer_version_and_an_unmigrated_one(
         cluster: None,
     });
     let (alpha, _) = scopes();
-    let err = fresh
-        .write_page_insights(&alpha, &window(0))
-        .await
-        .unwrap_err();
+    let err = fresh.write_page_insights(&alpha, &window(0)).await.unwrap_err();
     assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
 
     let unmigrated = ClickHouseStore::new(ClickHouseSettings {
@@ -867,10 +567,7 @@ async fn clickhouse_refuses_a_schema_from_a_newer_version_and_an_unmigrated_one(
         password: None,
         cluster: None,
     });
-    let err = unmigrated
-        .read_page_insights(&alpha, &FactFilter::default())
-        .await
-        .unwrap_err();
+    let err = unmigrated.read_page_insights(&alpha, &FactFilter::default()).await.unwrap_err();
     assert!(err.to_string().contains("run `pulse migrate`"), "{err}");
     db.drop().await;
 }

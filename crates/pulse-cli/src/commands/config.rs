@@ -42,25 +42,15 @@ pub fn run(path: &Path, cmd: ConfigCommand) -> Result<ExitCode> {
             t.pages_without_tokens.len()
         );
     }
-    let missing: usize = summary
-        .tenants
-        .iter()
-        .map(|t| t.pages_without_tokens.len())
-        .sum();
+    let missing: usize = summary.tenants.iter().map(|t| t.pages_without_tokens.len()).sum();
     if missing > 0 {
         println!();
-        println!(
-            "{missing} page(s) have no usable token and will be skipped by ingest until fixed:"
-        );
+        println!("{missing} page(s) have no usable token and will be skipped by ingest until fixed:");
         for t in &summary.tenants {
             for (page, practice, why) in &t.pages_without_tokens {
                 println!("  {:<14} {practice}  page {page}: {why}", t.id);
             }
         }
     }
-    Ok(if strict && missing > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if strict && missing > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -35,9 +35,7 @@ pub struct IngestArgs {
 
 /// Today in US-Pacific time: the first day whose values are not complete.
 pub fn pacific_today() -> NaiveDate {
-    chrono::Utc::now()
-        .with_timezone(&chrono_tz::America::Los_Angeles)
-        .date_naive()
+    chrono::Utc::now().with_timezone(&chrono_tz::America::Los_Angeles).date_naive()
 }
 
 /// Pages of the selected tenants whose token resolves; the others are returned with the reason.
@@ -46,24 +44,17 @@ fn targets(config: &Config, tenants: &[String]) -> Result<(Vec<Target>, Vec<Stri
     let scopes = if tenants.is_empty() {
         access.scopes()
     } else {
-        tenants
-            .iter()
-            .map(|t| access.scope(t))
-            .collect::<Result<Vec<_>, _>>()?
+        tenants.iter().map(|t| access.scope(t)).collect::<Result<Vec<_>, _>>()?
     };
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for scope in scopes {
-        let tenant = config
-            .tenant(scope.tenant())
-            .context("tenant vanished from config")?;
+        let tenant = config.tenant(scope.tenant()).context("tenant vanished from config")?;
         for practice in &tenant.practices {
             for page in &practice.pages {
                 let token = match &page.token {
                     None => Err("no token reference".to_owned()),
-                    Some(r) => config
-                        .resolve(r)
-                        .map_err(|e| format!("{e} ({})", r.describe())),
+                    Some(r) => config.resolve(r).map_err(|e| format!("{e} ({})", r.describe())),
                 };
                 match token {
                     Ok(token) => out.push(Target {
@@ -72,10 +63,9 @@ fn targets(config: &Config, tenants: &[String]) -> Result<(Vec<Target>, Vec<Stri
                         page: page.id.clone(),
                         token,
                     }),
-                    Err(why) => skipped.push(format!(
-                        "page {} (practice {}, tenant {scope}): {why}",
-                        page.id, practice.code
-                    )),
+                    Err(why) => {
+                        skipped.push(format!("page {} (practice {}, tenant {scope}): {why}", page.id, practice.code))
+                    }
                 }
             }
         }
@@ -91,16 +81,10 @@ pub async fn run(path: &Path, args: IngestArgs) -> Result<ExitCode> {
         eprintln!("skipped {s}");
     }
     if targets.is_empty() {
-        bail!(
-            "no page has a usable token, so there is nothing to ingest; `pulse config check` lists why"
-        );
+        bail!("no page has a usable token, so there is nothing to ingest; `pulse config check` lists why");
     }
     let app_secret = match &config.graph.app_secret {
-        Some(r) => Some(
-            config
-                .resolve(r)
-                .with_context(|| format!("graph.app_secret ({})", r.describe()))?,
-        ),
+        Some(r) => Some(config.resolve(r).with_context(|| format!("graph.app_secret ({})", r.describe()))?),
         None => None,
     };
     let today = args.today.unwrap_or_else(pacific_today);
@@ -113,18 +97,8 @@ pub async fn run(path: &Path, args: IngestArgs) -> Result<ExitCode> {
     };
     let mut opts = IngestOptions::new(plan);
     opts.concurrency = args.concurrency.max(1);
-    let client = GraphClient::new(
-        &config.graph.base_url,
-        config.graph.version,
-        app_secret,
-        Duration::from_secs(60),
-    )?;
-    eprintln!(
-        "ingesting {} pages from {} into {}",
-        targets.len(),
-        config.graph.base_url,
-        store.describe()
-    );
+    let client = GraphClient::new(&config.graph.base_url, config.graph.version, app_secret, Duration::from_secs(60))?;
+    eprintln!("ingesting {} pages from {} into {}", targets.len(), config.graph.base_url, store.describe());
     let report = Ingester::new(store, client, opts).run(targets).await?;
     print!("{}", report.table());
     Ok(exit_code(&report, !skipped.is_empty()))
@@ -141,9 +115,5 @@ pub fn exit_code(report: &RunReport, skipped: bool) -> ExitCode {
     if report.store_error.is_some() {
         return ExitCode::from(3);
     }
-    if report.is_clean() && !skipped {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    if report.is_clean() && !skipped { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }

@@ -20,12 +20,7 @@ pub struct MigrateArgs {
 pub async fn run(path: &Path, args: MigrateArgs) -> Result<ExitCode> {
     let config = open::config(path)?;
     if args.print_sql {
-        let topology = match config
-            .store
-            .clickhouse
-            .as_ref()
-            .and_then(|c| c.cluster.clone())
-            .filter(|c| !c.is_empty())
+        let topology = match config.store.clickhouse.as_ref().and_then(|c| c.cluster.clone()).filter(|c| !c.is_empty())
         {
             Some(name) => Topology::Cluster { name },
             None => Topology::Single,
@@ -45,17 +40,9 @@ pub async fn run(path: &Path, args: MigrateArgs) -> Result<ExitCode> {
     let store = open::store(&config)?;
     let report = store.migrate().await?;
     if report.applied.is_empty() {
-        println!(
-            "{}: already at schema version {}; nothing to do",
-            store.describe(),
-            report.current_version
-        );
+        println!("{}: already at schema version {}; nothing to do", store.describe(), report.current_version);
     } else {
-        println!(
-            "{}: applied {}",
-            store.describe(),
-            report.applied.join(", ")
-        );
+        println!("{}: applied {}", store.describe(), report.applied.join(", "));
         println!("now at schema version {}", report.current_version);
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,8 @@
 pub mod config;
 pub mod demo;
 pub mod ingest;
+pub mod jobs;
 pub mod metrics;
 pub mod migrate;
+pub mod report;
 pub mod sim;

@@ -48,12 +48,7 @@ enum SimCommand {
 pub async fn run(args: SimArgs) -> Result<ExitCode> {
     let scenario = scenario::resolve(&args.scenario)?;
     let world = World::new(scenario, args.seed);
-    if let Some(SimCommand::Truth {
-        series_csv,
-        from,
-        to,
-    }) = args.command
-    {
+    if let Some(SimCommand::Truth { series_csv, from, to }) = args.command {
         println!("{}", serde_json::to_string_pretty(&world.truth())?);
         if let Some(path) = series_csv {
             let csv = world.series_csv(from.unwrap_or(world.start()), to.unwrap_or(world.end()));
@@ -63,43 +58,27 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(path) = &args.tokens_out {
-        let body: String = world
-            .pages
-            .iter()
-            .map(|p| format!("\"{}\" = \"{}\"\n", p.id, p.token))
-            .collect();
+        let body: String = world.pages.iter().map(|p| format!("\"{}\" = \"{}\"\n", p.id, p.token)).collect();
         std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
     }
     let secret = match &args.app_secret_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .with_context(|| format!("--app-secret-env {var}: the variable is not set"))?,
-        ),
+        Some(var) => {
+            Some(std::env::var(var).with_context(|| format!("--app-secret-env {var}: the variable is not set"))?)
+        }
         None => None,
     };
-    let (pages, practices, tenants) = (
-        world.pages.len(),
-        world.practices.len(),
-        world.tenants.len(),
-    );
+    let (pages, practices, tenants) = (world.pages.len(), world.practices.len(), world.tenants.len());
     let (version, start, end) = (world.api_version(), world.start(), world.end());
     let sim = Arc::new(Sim::new(world, secret));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on 127.0.0.1:{}; is another simulator running? try --port 0",
-                args.port
-            )
-        })?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await.with_context(|| {
+        format!("cannot listen on 127.0.0.1:{}; is another simulator running? try --port 0", args.port)
+    })?;
     let addr = listener.local_addr()?;
     eprintln!(
         "pulse sim: scenario `{}`, {tenants} tenants, {practices} practices, {pages} pages, Graph API {version}, data {start}..{end}",
         args.scenario
     );
-    eprintln!(
-        "serving on http://{addr}  (try: curl 'http://{addr}/{version}/debug_token?input_token=x')"
-    );
+    eprintln!("serving on http://{addr}  (try: curl 'http://{addr}/{version}/debug_token?input_token=x')");
     if let Some(path) = &args.tokens_out {
         eprintln!("page tokens written to {}", path.display());
     }

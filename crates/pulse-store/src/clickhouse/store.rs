@@ -9,17 +9,14 @@ use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
 use clickhouse::Client;
 use pulse_domain::{
-    CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period, Post,
-    PostInsightSnapshot, TenantScope,
+    CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period, Post, PostInsightSnapshot, TenantScope,
 };
 use serde::ser::SerializeTuple;
 use tokio::sync::OnceCell;
 
 use super::rows::*;
 use crate::migrations::{self, Topology, queries};
-use crate::{
-    FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, StoreError, WriteAck,
-};
+use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, StoreError, WriteAck};
 
 /// How to reach ClickHouse. The password is a resolved secret: it is sent in a header, never shown.
 #[derive(Clone)]
@@ -79,20 +76,12 @@ fn day_param(day: Option<NaiveDate>, default: &str) -> String {
 
 impl ClickHouseStore {
     pub fn new(settings: ClickHouseSettings) -> Self {
-        let mut server = Client::default()
-            .with_url(&settings.url)
-            .with_user(&settings.user)
-            .with_validation(false);
+        let mut server = Client::default().with_url(&settings.url).with_user(&settings.user).with_validation(false);
         if let Some(password) = &settings.password {
             server = server.with_password(password);
         }
         let client = server.clone().with_database(&settings.database);
-        Self {
-            client,
-            server,
-            settings: Arc::new(settings),
-            schema_checked: Arc::new(OnceCell::new()),
-        }
+        Self { client, server, settings: Arc::new(settings), schema_checked: Arc::new(OnceCell::new()) }
     }
 
     pub fn database(&self) -> &str {
@@ -101,28 +90,17 @@ impl ClickHouseStore {
 
     fn topology(&self) -> Topology {
         match self.settings.cluster.as_deref().filter(|c| !c.is_empty()) {
-            Some(name) => Topology::Cluster {
-                name: name.to_owned(),
-            },
+            Some(name) => Topology::Cluster { name: name.to_owned() },
             None => Topology::Single,
         }
     }
 
     fn error(&self, statement: &str, e: clickhouse::error::Error) -> StoreError {
         let url = self.settings.url.clone();
-        let statement: String = statement
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .take(160)
-            .collect();
+        let statement: String = statement.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
         match e {
             clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
-                StoreError::Unreachable {
-                    url,
-                    reason: e.to_string(),
-                }
+                StoreError::Unreachable { url, reason: e.to_string() }
             }
             other => {
                 let reason = other.to_string();
@@ -133,21 +111,13 @@ impl ClickHouseStore {
                         known: migrations::latest(),
                     };
                 }
-                StoreError::Query {
-                    url,
-                    statement,
-                    reason,
-                }
+                StoreError::Query { url, statement, reason }
             }
         }
     }
 
     async fn exec(&self, client: &Client, sql: &str) -> Result<()> {
-        client
-            .query(sql)
-            .execute()
-            .await
-            .map_err(|e| self.error(sql, e))
+        client.query(sql).execute().await.map_err(|e| self.error(sql, e))
     }
 
     async fn applied(&self) -> Result<Vec<MigrationRow>> {
@@ -177,18 +147,10 @@ impl ClickHouseStore {
                 let known = migrations::latest();
                 let database = self.settings.database.clone();
                 if found > known {
-                    return Err(StoreError::SchemaTooNew {
-                        database,
-                        found,
-                        known,
-                    });
+                    return Err(StoreError::SchemaTooNew { database, found, known });
                 }
                 if found < known {
-                    return Err(StoreError::NotMigrated {
-                        database,
-                        found,
-                        known,
-                    });
+                    return Err(StoreError::NotMigrated { database, found, known });
                 }
                 Ok(())
             })
@@ -204,17 +166,10 @@ impl ClickHouseStore {
     ) -> Result<usize> {
         self.ready().await?;
         let statement = format!("INSERT INTO {table}");
-        let mut insert = self
-            .client
-            .insert::<R>(table)
-            .await
-            .map_err(|e| self.error(&statement, e))?;
+        let mut insert = self.client.insert::<R>(table).await.map_err(|e| self.error(&statement, e))?;
         let mut n = 0;
         for row in rows {
-            insert
-                .write(&row)
-                .await
-                .map_err(|e| self.error(&statement, e))?;
+            insert.write(&row).await.map_err(|e| self.error(&statement, e))?;
             n += 1;
         }
         // `end` returns once the server has acknowledged the whole insert.
@@ -225,10 +180,7 @@ impl ClickHouseStore {
 
 impl Store for ClickHouseStore {
     fn describe(&self) -> String {
-        format!(
-            "ClickHouse {} database `{}`",
-            self.settings.url, self.settings.database
-        )
+        format!("ClickHouse {} database `{}`", self.settings.url, self.settings.database)
     }
 
     async fn migrate(&self) -> Result<MigrationReport> {
@@ -239,11 +191,7 @@ impl Store for ClickHouseStore {
         };
         // The database name was validated as [A-Za-z0-9_]+ by the config, so it is safe as an identifier.
         let db = &self.settings.database;
-        self.exec(
-            &self.server,
-            &format!("CREATE DATABASE IF NOT EXISTS `{db}`{on_cluster}"),
-        )
-        .await?;
+        self.exec(&self.server, &format!("CREATE DATABASE IF NOT EXISTS `{db}`{on_cluster}")).await?;
         for statement in migrations::statements(migrations::SCHEMA_MIGRATIONS) {
             for rendered in migrations::render(&statement, &topology) {
                 self.exec(&self.client, &rendered).await?;
@@ -253,17 +201,10 @@ impl Store for ClickHouseStore {
         let known = migrations::latest();
         let found = applied.iter().map(|m| m.version).max().unwrap_or(0);
         if found > known {
-            return Err(StoreError::SchemaTooNew {
-                database: db.clone(),
-                found,
-                known,
-            });
+            return Err(StoreError::SchemaTooNew { database: db.clone(), found, known });
         }
         for row in &applied {
-            if let Some(m) = migrations::MIGRATIONS
-                .iter()
-                .find(|m| m.version == row.version)
-            {
+            if let Some(m) = migrations::MIGRATIONS.iter().find(|m| m.version == row.version) {
                 let expected = migrations::checksum(m.sql);
                 if expected != row.checksum {
                     return Err(StoreError::MigrationChanged {
@@ -295,43 +236,23 @@ impl Store for ClickHouseStore {
                 checksum: &checksum,
                 applied_at: ch_datetime(Utc::now()),
             };
-            insert
-                .write(&row)
-                .await
-                .map_err(|e| self.error("INSERT INTO schema_migrations", e))?;
-            insert
-                .end()
-                .await
-                .map_err(|e| self.error("INSERT INTO schema_migrations", e))?;
+            insert.write(&row).await.map_err(|e| self.error("INSERT INTO schema_migrations", e))?;
+            insert.end().await.map_err(|e| self.error("INSERT INTO schema_migrations", e))?;
             tracing::info!(version = m.version, name = m.name, database = %db, "applied migration");
             done.push(format!("{:04}_{}", m.version, m.name));
         }
-        Ok(MigrationReport {
-            applied: done,
-            current_version: known,
-        })
+        Ok(MigrationReport { applied: done, current_version: known })
     }
 
-    async fn write_page_insights(
-        &self,
-        scope: &TenantScope,
-        facts: &[PageInsightFact],
-    ) -> Result<WriteAck> {
+    async fn write_page_insights(&self, scope: &TenantScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
-            .insert_rows::<FactRow<'static>>(
-                "page_insights",
-                facts.iter().map(|f| FactRow::new(tenant, f)),
-            )
+            .insert_rows::<FactRow<'static>>("page_insights", facts.iter().map(|f| FactRow::new(tenant, f)))
             .await?;
         Ok(WriteAck { rows })
     }
 
-    async fn read_page_insights(
-        &self,
-        scope: &TenantScope,
-        filter: &FactFilter,
-    ) -> Result<Vec<PageInsightFact>> {
+    async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
         self.ready().await?;
         let metrics: Vec<&str> = if filter.metrics.is_empty() {
             CanonicalMetric::ALL.iter().map(|m| m.as_str()).collect()
@@ -365,9 +286,7 @@ impl Store for ClickHouseStore {
 
     async fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> Result<WriteAck> {
         let tenant = scope.as_str();
-        let rows = self
-            .insert_rows::<PostRow<'static>>("posts", posts.iter().map(|p| PostRow::new(tenant, p)))
-            .await?;
+        let rows = self.insert_rows::<PostRow<'static>>("posts", posts.iter().map(|p| PostRow::new(tenant, p))).await?;
         Ok(WriteAck { rows })
     }
 
@@ -388,34 +307,20 @@ impl Store for ClickHouseStore {
             .fetch_all::<PostOut>()
             .await
             .map_err(|e| self.error(queries::READ_POSTS, e))?;
-        let mut posts = rows
-            .into_iter()
-            .map(PostOut::into_post)
-            .collect::<Result<Vec<_>>>()?;
+        let mut posts = rows.into_iter().map(PostOut::into_post).collect::<Result<Vec<_>>>()?;
         posts.retain(|p| filter.day_matches(p.created_time.date_naive()));
         Ok(posts)
     }
 
-    async fn write_post_snapshots(
-        &self,
-        scope: &TenantScope,
-        snapshots: &[PostInsightSnapshot],
-    ) -> Result<WriteAck> {
+    async fn write_post_snapshots(&self, scope: &TenantScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
-            .insert_rows::<SnapshotRow<'static>>(
-                "post_insights",
-                snapshots.iter().map(|s| SnapshotRow::new(tenant, s)),
-            )
+            .insert_rows::<SnapshotRow<'static>>("post_insights", snapshots.iter().map(|s| SnapshotRow::new(tenant, s)))
             .await?;
         Ok(WriteAck { rows })
     }
 
-    async fn read_post_snapshots(
-        &self,
-        scope: &TenantScope,
-        filter: &PostFilter,
-    ) -> Result<Vec<PostInsightSnapshot>> {
+    async fn read_post_snapshots(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<PostInsightSnapshot>> {
         self.ready().await?;
         let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
         let rows = self
@@ -432,11 +337,7 @@ impl Store for ClickHouseStore {
         rows.into_iter().map(SnapshotOut::into_snapshot).collect()
     }
 
-    async fn save_checkpoints(
-        &self,
-        scope: &TenantScope,
-        checkpoints: &[Checkpoint],
-    ) -> Result<WriteAck> {
+    async fn save_checkpoints(&self, scope: &TenantScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
             .insert_rows::<CheckpointRow<'static>>(
@@ -456,23 +357,13 @@ impl Store for ClickHouseStore {
             .fetch_all::<CheckpointOut>()
             .await
             .map_err(|e| self.error(queries::READ_CHECKPOINTS, e))?;
-        rows.into_iter()
-            .map(CheckpointOut::into_checkpoint)
-            .collect()
+        rows.into_iter().map(CheckpointOut::into_checkpoint).collect()
     }
 
-    async fn record_run(
-        &self,
-        scope: &TenantScope,
-        records: &[IngestRunRecord],
-    ) -> Result<WriteAck> {
+    async fn record_run(&self, scope: &TenantScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
         let tenant = scope.as_str();
-        let rows = self
-            .insert_rows::<RunRow<'static>>(
-                "ingest_runs",
-                records.iter().map(|r| RunRow::new(tenant, r)),
-            )
-            .await?;
+        let rows =
+            self.insert_rows::<RunRow<'static>>("ingest_runs", records.iter().map(|r| RunRow::new(tenant, r))).await?;
         Ok(WriteAck { rows })
     }
 
@@ -504,10 +395,7 @@ impl Store for ClickHouseStore {
             // The table name comes from a static ReportTable, never from input.
             let sql = format!("INSERT INTO {} FORMAT JSONEachRow", table.name);
             let mut insert = self.client.insert_formatted_with(sql.clone());
-            insert
-                .send(body.into())
-                .await
-                .map_err(|e| self.error(&sql, e))?;
+            insert.send(body.into()).await.map_err(|e| self.error(&sql, e))?;
             insert.end().await.map_err(|e| self.error(&sql, e))?;
         }
         // Switch readers to the new slice only once its rows are acknowledged.
@@ -519,31 +407,16 @@ impl Store for ClickHouseStore {
             written_at: ch_datetime(Utc::now()),
             version,
         };
-        self.insert_rows::<SliceRow<'static>>("report_slices", std::iter::once(slice))
-            .await?;
+        self.insert_rows::<SliceRow<'static>>("report_slices", std::iter::once(slice)).await?;
         // Superseded slices are garbage now; removing them is housekeeping, so a failure is only logged.
-        let cleanup = format!(
-            "ALTER TABLE {} DELETE WHERE tenant_id = ? AND version < ?",
-            table.name
-        );
-        if let Err(e) = self
-            .client
-            .query(&cleanup)
-            .bind(tenant)
-            .bind(version)
-            .execute()
-            .await
-        {
+        let cleanup = format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version < ?", table.name);
+        if let Err(e) = self.client.query(&cleanup).bind(tenant).bind(version).execute().await {
             tracing::warn!(table = table.name, tenant, error = %e, "could not delete superseded report rows");
         }
         Ok(WriteAck { rows })
     }
 
-    async fn read_report(
-        &self,
-        scope: &TenantScope,
-        table: &'static ReportTable,
-    ) -> Result<RecordBatch> {
+    async fn read_report(&self, scope: &TenantScope, table: &'static ReportTable) -> Result<RecordBatch> {
         self.ready().await?;
         let tenant = scope.as_str();
         let version: Option<u64> = self
@@ -562,12 +435,7 @@ impl Store for ClickHouseStore {
             "SELECT {} FROM {} WHERE tenant_id = ? AND version = ? ORDER BY {}",
             columns.join(", "),
             table.name,
-            columns
-                .iter()
-                .take(3)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ")
+            columns.iter().take(3).copied().collect::<Vec<_>>().join(", ")
         );
         let bytes = self
             .client
@@ -582,20 +450,12 @@ impl Store for ClickHouseStore {
             .map_err(|e| self.error(&sql, e))?;
         let reader = arrow::json::ReaderBuilder::new(table.schema())
             .build(Cursor::new(bytes))
-            .map_err(|e| StoreError::Report {
-                table: table.name.into(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Report {
-                table: table.name.into(),
-                reason: e.to_string(),
-            })?;
-        arrow::compute::concat_batches(&table.schema(), &batches).map_err(|e| StoreError::Report {
-            table: table.name.into(),
-            reason: e.to_string(),
-        })
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
+        arrow::compute::concat_batches(&table.schema(), &batches)
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })
     }
 }
 
@@ -611,23 +471,13 @@ fn to_json_lines(tenant: &str, version: u64, batch: &RecordBatch) -> Result<Vec<
         Arc::new(UInt64Array::from_iter_values((0..n).map(|_| version))),
     ];
     columns.extend(batch.columns().iter().cloned());
-    let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| {
-        StoreError::Invalid {
-            what: "report".into(),
-            reason: e.to_string(),
-        }
-    })?;
+    let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
     let mut out = Vec::new();
     {
         let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
-        writer.write(&full).map_err(|e| StoreError::Invalid {
-            what: "report".into(),
-            reason: e.to_string(),
-        })?;
-        writer.finish().map_err(|e| StoreError::Invalid {
-            what: "report".into(),
-            reason: e.to_string(),
-        })?;
+        writer.write(&full).map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
+        writer.finish().map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
     }
     Ok(out)
 }

@@ -3,8 +3,7 @@
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 use pulse_domain::{
-    Checkpoint, IngestRunRecord, PageId, PageInsightFact, Post, PostId, PostInsightSnapshot,
-    PracticeCode,
+    Checkpoint, IngestRunRecord, PageId, PageInsightFact, Post, PostId, PostInsightSnapshot, PracticeCode,
 };
 
 use crate::util::{BatchBuilder, Columns, from_micros, i32_to_day, micros, parse_field};
@@ -44,13 +43,7 @@ impl LakeRecord for PageInsightFact {
     type Key = (String, &'static str, &'static str, NaiveDate, String);
 
     fn key(&self) -> Self::Key {
-        (
-            self.page.to_string(),
-            self.metric.as_str(),
-            self.period.as_str(),
-            self.day,
-            self.breakdown.clone(),
-        )
+        (self.page.to_string(), self.metric.as_str(), self.period.as_str(), self.day, self.breakdown.clone())
     }
 
     fn version(&self) -> i64 {
@@ -74,11 +67,7 @@ impl LakeRecord for PageInsightFact {
             .f64("value", rows.iter().map(|r| r.value))
             .str(
                 "api_version",
-                rows.iter()
-                    .map(|r| r.api_version.to_string())
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
+                rows.iter().map(|r| r.api_version.to_string()).collect::<Vec<_>>().iter().map(String::as_str),
             )
             .ts("fetched_at", rows.iter().map(|r| r.fetched_at))
             .finish()
@@ -88,20 +77,10 @@ impl LakeRecord for PageInsightFact {
         const W: &str = "page insight fact";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (practice, page, metric, graph, period) = (
-            c.str("practice_code")?,
-            c.str("page_id")?,
-            c.str("metric")?,
-            c.str("graph_metric")?,
-            c.str("period")?,
-        );
-        let (day, breakdown, value, version, fetched) = (
-            c.date("day")?,
-            c.str("breakdown")?,
-            c.f64("value")?,
-            c.str("api_version")?,
-            c.ts("fetched_at")?,
-        );
+        let (practice, page, metric, graph, period) =
+            (c.str("practice_code")?, c.str("page_id")?, c.str("metric")?, c.str("graph_metric")?, c.str("period")?);
+        let (day, breakdown, value, version, fetched) =
+            (c.date("day")?, c.str("breakdown")?, c.f64("value")?, c.str("api_version")?, c.ts("fetched_at")?);
         (0..batch.num_rows())
             .map(|i| {
                 Ok(PageInsightFact {
@@ -155,18 +134,10 @@ impl LakeRecord for Post {
         const W: &str = "post";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (practice, page, post, created) = (
-            c.str("practice_code")?,
-            c.str("page_id")?,
-            c.str("post_id")?,
-            c.ts("created_time")?,
-        );
-        let (kind, message, link, fetched) = (
-            c.str("post_type")?,
-            c.str("message")?,
-            c.str("permalink")?,
-            c.ts("fetched_at")?,
-        );
+        let (practice, page, post, created) =
+            (c.str("practice_code")?, c.str("page_id")?, c.str("post_id")?, c.ts("created_time")?);
+        let (kind, message, link, fetched) =
+            (c.str("post_type")?, c.str("message")?, c.str("permalink")?, c.ts("fetched_at")?);
         (0..batch.num_rows())
             .map(|i| {
                 Ok(Post {
@@ -189,12 +160,7 @@ impl LakeRecord for PostInsightSnapshot {
     type Key = (String, &'static str, String, NaiveDate);
 
     fn key(&self) -> Self::Key {
-        (
-            self.post.to_string(),
-            self.metric.as_str(),
-            self.breakdown.clone(),
-            self.snapshot_day,
-        )
+        (self.post.to_string(), self.metric.as_str(), self.breakdown.clone(), self.snapshot_day)
     }
 
     fn version(&self) -> i64 {
@@ -218,11 +184,7 @@ impl LakeRecord for PostInsightSnapshot {
             .f64("value", rows.iter().map(|r| r.value))
             .str(
                 "api_version",
-                rows.iter()
-                    .map(|r| r.api_version.to_string())
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
+                rows.iter().map(|r| r.api_version.to_string()).collect::<Vec<_>>().iter().map(String::as_str),
             )
             .ts("fetched_at", rows.iter().map(|r| r.fetched_at))
             .finish()
@@ -232,20 +194,10 @@ impl LakeRecord for PostInsightSnapshot {
         const W: &str = "post insight snapshot";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (practice, page, post, metric, graph) = (
-            c.str("practice_code")?,
-            c.str("page_id")?,
-            c.str("post_id")?,
-            c.str("metric")?,
-            c.str("graph_metric")?,
-        );
-        let (breakdown, day, value, version, fetched) = (
-            c.str("breakdown")?,
-            c.date("snapshot_day")?,
-            c.f64("value")?,
-            c.str("api_version")?,
-            c.ts("fetched_at")?,
-        );
+        let (practice, page, post, metric, graph) =
+            (c.str("practice_code")?, c.str("page_id")?, c.str("post_id")?, c.str("metric")?, c.str("graph_metric")?);
+        let (breakdown, day, value, version, fetched) =
+            (c.str("breakdown")?, c.date("snapshot_day")?, c.f64("value")?, c.str("api_version")?, c.ts("fetched_at")?);
         (0..batch.num_rows())
             .map(|i| {
                 Ok(PostInsightSnapshot {
@@ -286,14 +238,7 @@ impl LakeRecord for Checkpoint {
             .str("tenant_id", rows.iter().map(|_| tenant))
             .str("practice_code", rows.iter().map(|r| r.practice.as_str()))
             .str("page_id", rows.iter().map(|r| r.page.as_str()))
-            .str(
-                "stream",
-                rows.iter()
-                    .map(|r| r.stream.to_string())
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
-            )
+            .str("stream", rows.iter().map(|r| r.stream.to_string()).collect::<Vec<_>>().iter().map(String::as_str))
             .date("through_day", rows.iter().map(|r| r.through_day))
             .ts("updated_at", rows.iter().map(|r| r.updated_at))
             .finish()
@@ -303,13 +248,8 @@ impl LakeRecord for Checkpoint {
         const W: &str = "checkpoint";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (practice, page, stream, through, updated) = (
-            c.str("practice_code")?,
-            c.str("page_id")?,
-            c.str("stream")?,
-            c.date("through_day")?,
-            c.ts("updated_at")?,
-        );
+        let (practice, page, stream, through, updated) =
+            (c.str("practice_code")?, c.str("page_id")?, c.str("stream")?, c.date("through_day")?, c.ts("updated_at")?);
         (0..batch.num_rows())
             .map(|i| {
                 Ok(Checkpoint {
@@ -352,10 +292,7 @@ impl LakeRecord for IngestRunRecord {
             .u64("throttled_ms", rows.iter().map(|r| r.throttled_ms))
             .u64("rows_written", rows.iter().map(|r| r.rows_written))
             .u64("errors", rows.iter().map(|r| r.errors))
-            .u32(
-                "pages_needing_reauth",
-                rows.iter().map(|r| r.pages_needing_reauth),
-            )
+            .u32("pages_needing_reauth", rows.iter().map(|r| r.pages_needing_reauth))
             .str("status", rows.iter().map(|r| r.status.as_str()))
             .str("message", rows.iter().map(|r| r.message.as_str()))
             .finish()
@@ -365,24 +302,11 @@ impl LakeRecord for IngestRunRecord {
         const W: &str = "ingest run";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (run, practice, started, finished) = (
-            c.str("run_id")?,
-            c.str("practice_code")?,
-            c.ts("started_at")?,
-            c.ts("finished_at")?,
-        );
-        let (requests, retries, throttled, rows, errors) = (
-            c.u64("requests")?,
-            c.u64("retries")?,
-            c.u64("throttled_ms")?,
-            c.u64("rows_written")?,
-            c.u64("errors")?,
-        );
-        let (reauth, status, message) = (
-            c.u32("pages_needing_reauth")?,
-            c.str("status")?,
-            c.str("message")?,
-        );
+        let (run, practice, started, finished) =
+            (c.str("run_id")?, c.str("practice_code")?, c.ts("started_at")?, c.ts("finished_at")?);
+        let (requests, retries, throttled, rows, errors) =
+            (c.u64("requests")?, c.u64("retries")?, c.u64("throttled_ms")?, c.u64("rows_written")?, c.u64("errors")?);
+        let (reauth, status, message) = (c.u32("pages_needing_reauth")?, c.str("status")?, c.str("message")?);
         (0..batch.num_rows())
             .map(|i| {
                 Ok(IngestRunRecord {

@@ -38,24 +38,16 @@ pub(crate) fn write_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(3).expect("valid level"),
-            ))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
             .build();
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| {
-            StoreError::Invalid {
-                what: path.display().to_string(),
-                reason: e.to_string(),
-            }
-        })?;
-        writer.write(batch).map_err(|e| StoreError::Invalid {
-            what: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let file = writer.into_inner().map_err(|e| StoreError::Invalid {
-            what: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
+            .map_err(|e| StoreError::Invalid { what: path.display().to_string(), reason: e.to_string() })?;
+        writer
+            .write(batch)
+            .map_err(|e| StoreError::Invalid { what: path.display().to_string(), reason: e.to_string() })?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| StoreError::Invalid { what: path.display().to_string(), reason: e.to_string() })?;
         file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
         if let Ok(d) = File::open(dir) {
@@ -71,28 +63,21 @@ pub(crate) fn write_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
 
 /// Reads a whole Parquet file. A file that cannot be decoded is reported as corrupt, with its path.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        reason,
-    };
+    let corrupt = |reason: String| StoreError::Corrupt { path: path.to_owned(), reason };
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| corrupt(e.to_string()))?
         .build()
         .map_err(|e| corrupt(e.to_string()))?;
-    reader
-        .map(|b| b.map_err(|e| corrupt(e.to_string())))
-        .collect()
+    reader.map(|b| b.map_err(|e| corrupt(e.to_string()))).collect()
 }
 
 fn read_records<R: LakeRecord>(path: &Path, tenant: &str) -> Result<Vec<R>> {
     let mut out = Vec::new();
     for batch in read_file(path)? {
         out.extend(
-            R::from_batch(tenant, &batch).map_err(|e| StoreError::Corrupt {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?,
+            R::from_batch(tenant, &batch)
+                .map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })?,
         );
     }
     Ok(out)
@@ -102,19 +87,12 @@ fn read_records<R: LakeRecord>(path: &Path, tenant: &str) -> Result<Vec<R>> {
 pub(crate) fn upsert<R: LakeRecord>(root: &Path, tenant: &str, rows: &[R]) -> Result<usize> {
     let mut by_partition: BTreeMap<Option<String>, Vec<&R>> = BTreeMap::new();
     for row in rows {
-        by_partition
-            .entry(row.partition_day().map(month_of))
-            .or_default()
-            .push(row);
+        by_partition.entry(row.partition_day().map(month_of)).or_default().push(row);
     }
     for (month, new_rows) in by_partition {
         let path = partition_file(root, R::DATASET, tenant, month.as_deref());
         // Read first: a corrupt partition is refused, never overwritten, so nothing already stored is lost.
-        let existing = if path.exists() {
-            read_records::<R>(&path, tenant)?
-        } else {
-            Vec::new()
-        };
+        let existing = if path.exists() { read_records::<R>(&path, tenant)? } else { Vec::new() };
         let mut merged: BTreeMap<R::Key, R> = existing.into_iter().map(|r| (r.key(), r)).collect();
         for row in new_rows {
             match merged.get(&row.key()) {
@@ -149,13 +127,7 @@ pub(crate) fn read<R: LakeRecord>(
     let mut months: Vec<String> = std::fs::read_dir(&dir)
         .map_err(|e| StoreError::io(&dir, e))?
         .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("month="))
-                .map(str::to_owned)
-        })
+        .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.strip_prefix("month=")).map(str::to_owned))
         // Partition pruning: months outside the range are never opened.
         .filter(|m| lo.as_ref().is_none_or(|lo| m >= lo) && hi.as_ref().is_none_or(|hi| m <= hi))
         .collect();
@@ -171,12 +143,7 @@ pub(crate) fn read<R: LakeRecord>(
 }
 
 /// Replaces a tenant's report slice with `batch` (which already carries `tenant_id`).
-pub(crate) fn replace_report(
-    root: &Path,
-    table: &str,
-    tenant: &str,
-    batch: &RecordBatch,
-) -> Result<()> {
+pub(crate) fn replace_report(root: &Path, table: &str, tenant: &str, batch: &RecordBatch) -> Result<()> {
     write_atomic(&report_file(root, table, tenant), batch)
 }
 
@@ -184,12 +151,7 @@ pub(crate) fn report_file(root: &Path, table: &str, tenant: &str) -> PathBuf {
     tenant_dir(&root.join("reports"), table, tenant).join(DATA_FILE)
 }
 
-pub(crate) fn concat(
-    schema: Arc<arrow::datatypes::Schema>,
-    batches: &[RecordBatch],
-) -> Result<RecordBatch> {
-    arrow::compute::concat_batches(&schema, batches).map_err(|e| StoreError::Invalid {
-        what: "report".into(),
-        reason: e.to_string(),
-    })
+pub(crate) fn concat(schema: Arc<arrow::datatypes::Schema>, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    arrow::compute::concat_batches(&schema, batches)
+        .map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })
 }

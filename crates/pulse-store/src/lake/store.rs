@@ -7,15 +7,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use pulse_domain::{
-    Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope,
-};
+use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope};
 
 use super::codec::LakeRecord;
 use super::dataset;
-use crate::{
-    FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, StoreError, WriteAck,
-};
+use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, StoreError, WriteAck};
 
 /// The lake format this build writes and reads.
 pub const LAKE_FORMAT: u32 = 1;
@@ -34,10 +30,7 @@ impl LakeStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         check_manifest(&root)?;
-        Ok(Self {
-            root: Arc::new(root),
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        Ok(Self { root: Arc::new(root), write_lock: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
     pub fn root(&self) -> &Path {
@@ -50,11 +43,7 @@ impl LakeStore {
         f: impl FnOnce(&Path) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let root = self.root.clone();
-        let _guard = if write {
-            Some(self.write_lock.lock().await)
-        } else {
-            None
-        };
+        let _guard = if write { Some(self.write_lock.lock().await) } else { None };
         tokio::task::spawn_blocking(move || {
             if write {
                 ensure_manifest(&root)?;
@@ -74,10 +63,7 @@ impl LakeStore {
             }
         })
         .await
-        .map_err(|e| StoreError::Invalid {
-            what: "lake task".into(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| StoreError::Invalid { what: "lake task".into(), reason: e.to_string() })?
     }
 
     async fn upsert<R: LakeRecord>(&self, scope: &TenantScope, rows: &[R]) -> Result<WriteAck> {
@@ -86,9 +72,7 @@ impl LakeStore {
         }
         let tenant = scope.as_str().to_owned();
         let rows = rows.to_vec();
-        let n = self
-            .blocking(true, move |root| dataset::upsert(root, &tenant, &rows))
-            .await?;
+        let n = self.blocking(true, move |root| dataset::upsert(root, &tenant, &rows)).await?;
         Ok(WriteAck { rows: n })
     }
 
@@ -99,10 +83,7 @@ impl LakeStore {
         to: Option<chrono::NaiveDate>,
     ) -> Result<Vec<R>> {
         let tenant = scope.as_str().to_owned();
-        self.blocking(false, move |root| {
-            dataset::read::<R>(root, &tenant, from, to)
-        })
-        .await
+        self.blocking(false, move |root| dataset::read::<R>(root, &tenant, from, to)).await
     }
 }
 
@@ -114,16 +95,9 @@ fn check_manifest(root: &Path) -> Result<()> {
     let found = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v.get("format").and_then(|f| f.as_u64()))
-        .ok_or_else(|| StoreError::Corrupt {
-            path: path.clone(),
-            reason: "not a lake manifest".into(),
-        })?;
+        .ok_or_else(|| StoreError::Corrupt { path: path.clone(), reason: "not a lake manifest".into() })?;
     if found > LAKE_FORMAT as u64 {
-        return Err(StoreError::LakeTooNew {
-            path: root.to_owned(),
-            found: found as u32,
-            known: LAKE_FORMAT,
-        });
+        return Err(StoreError::LakeTooNew { path: root.to_owned(), found: found as u32, known: LAKE_FORMAT });
     }
     Ok(())
 }
@@ -151,33 +125,18 @@ impl Store for LakeStore {
         let root = self.root.clone();
         let created = tokio::task::spawn_blocking(move || ensure_manifest(&root))
             .await
-            .map_err(|e| StoreError::Invalid {
-                what: "lake task".into(),
-                reason: e.to_string(),
-            })??;
+            .map_err(|e| StoreError::Invalid { what: "lake task".into(), reason: e.to_string() })??;
         Ok(MigrationReport {
-            applied: if created {
-                vec![format!("lake format {LAKE_FORMAT}")]
-            } else {
-                vec![]
-            },
+            applied: if created { vec![format!("lake format {LAKE_FORMAT}")] } else { vec![] },
             current_version: LAKE_FORMAT,
         })
     }
 
-    async fn write_page_insights(
-        &self,
-        scope: &TenantScope,
-        facts: &[PageInsightFact],
-    ) -> Result<WriteAck> {
+    async fn write_page_insights(&self, scope: &TenantScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
         self.upsert(scope, facts).await
     }
 
-    async fn read_page_insights(
-        &self,
-        scope: &TenantScope,
-        filter: &FactFilter,
-    ) -> Result<Vec<PageInsightFact>> {
+    async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
         let mut facts: Vec<PageInsightFact> = self.read(scope, filter.from, filter.to).await?;
         facts.retain(|f| filter.matches(f));
         Ok(facts)
@@ -189,36 +148,21 @@ impl Store for LakeStore {
 
     async fn read_posts(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<Post>> {
         let mut posts: Vec<Post> = self.read(scope, filter.from, filter.to).await?;
-        posts.retain(|p| {
-            filter.day_matches(p.created_time.date_naive()) && filter.practice_matches(&p.practice)
-        });
+        posts.retain(|p| filter.day_matches(p.created_time.date_naive()) && filter.practice_matches(&p.practice));
         Ok(posts)
     }
 
-    async fn write_post_snapshots(
-        &self,
-        scope: &TenantScope,
-        snapshots: &[PostInsightSnapshot],
-    ) -> Result<WriteAck> {
+    async fn write_post_snapshots(&self, scope: &TenantScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
         self.upsert(scope, snapshots).await
     }
 
-    async fn read_post_snapshots(
-        &self,
-        scope: &TenantScope,
-        filter: &PostFilter,
-    ) -> Result<Vec<PostInsightSnapshot>> {
+    async fn read_post_snapshots(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<PostInsightSnapshot>> {
         let mut snaps: Vec<PostInsightSnapshot> = self.read(scope, filter.from, filter.to).await?;
-        snaps
-            .retain(|s| filter.day_matches(s.snapshot_day) && filter.practice_matches(&s.practice));
+        snaps.retain(|s| filter.day_matches(s.snapshot_day) && filter.practice_matches(&s.practice));
         Ok(snaps)
     }
 
-    async fn save_checkpoints(
-        &self,
-        scope: &TenantScope,
-        checkpoints: &[Checkpoint],
-    ) -> Result<WriteAck> {
+    async fn save_checkpoints(&self, scope: &TenantScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
         self.upsert(scope, checkpoints).await
     }
 
@@ -226,21 +170,13 @@ impl Store for LakeStore {
         self.read(scope, None, None).await
     }
 
-    async fn record_run(
-        &self,
-        scope: &TenantScope,
-        records: &[IngestRunRecord],
-    ) -> Result<WriteAck> {
+    async fn record_run(&self, scope: &TenantScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
         self.upsert(scope, records).await
     }
 
     async fn read_runs(&self, scope: &TenantScope) -> Result<Vec<IngestRunRecord>> {
         let mut runs: Vec<IngestRunRecord> = self.read(scope, None, None).await?;
-        runs.sort_by(|a, b| {
-            b.started_at
-                .cmp(&a.started_at)
-                .then_with(|| a.practice.cmp(&b.practice))
-        });
+        runs.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| a.practice.cmp(&b.practice)));
         Ok(runs)
     }
 
@@ -254,18 +190,11 @@ impl Store for LakeStore {
         let tenant = scope.as_str().to_owned();
         let rows = batch.num_rows();
         let with_tenant = prepend_tenant(&tenant, batch)?;
-        self.blocking(true, move |root| {
-            dataset::replace_report(root, table.name, &tenant, &with_tenant)
-        })
-        .await?;
+        self.blocking(true, move |root| dataset::replace_report(root, table.name, &tenant, &with_tenant)).await?;
         Ok(WriteAck { rows })
     }
 
-    async fn read_report(
-        &self,
-        scope: &TenantScope,
-        table: &'static ReportTable,
-    ) -> Result<RecordBatch> {
+    async fn read_report(&self, scope: &TenantScope, table: &'static ReportTable) -> Result<RecordBatch> {
         let tenant = scope.as_str().to_owned();
         self.blocking(false, move |root| {
             let path = dataset::report_file(root, table.name, &tenant);
@@ -278,27 +207,19 @@ impl Store for LakeStore {
                 let tenants = b
                     .column_by_name("tenant_id")
                     .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-                    .ok_or_else(|| StoreError::Corrupt {
-                        path: path.clone(),
-                        reason: "no tenant_id column".into(),
-                    })?;
+                    .ok_or_else(|| StoreError::Corrupt { path: path.clone(), reason: "no tenant_id column".into() })?;
                 if tenants.iter().flatten().any(|t| t != tenant) {
-                    return Err(StoreError::Corrupt {
-                        path: path.clone(),
-                        reason: "rows of another tenant".into(),
-                    });
+                    return Err(StoreError::Corrupt { path: path.clone(), reason: "rows of another tenant".into() });
                 }
                 let projected = b
                     .project(&(1..b.num_columns()).collect::<Vec<_>>())
-                    .map_err(|e| StoreError::Corrupt {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                let projected = RecordBatch::try_new(table.schema(), projected.columns().to_vec())
-                    .map_err(|e| StoreError::Corrupt {
+                    .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+                let projected = RecordBatch::try_new(table.schema(), projected.columns().to_vec()).map_err(|e| {
+                    StoreError::Corrupt {
                         path: path.clone(),
                         reason: format!("not in the shape of {}: {e}", table.name),
-                    })?;
+                    }
+                })?;
                 out.push(projected);
             }
             dataset::concat(table.schema(), &out)
@@ -310,12 +231,9 @@ impl Store for LakeStore {
 fn prepend_tenant(tenant: &str, batch: &RecordBatch) -> Result<RecordBatch> {
     let mut fields = vec![Arc::new(Field::new("tenant_id", DataType::Utf8, false))];
     fields.extend(batch.schema().fields().iter().cloned());
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
-        (0..batch.num_rows()).map(|_| tenant),
-    ))];
+    let mut columns: Vec<ArrayRef> =
+        vec![Arc::new(StringArray::from_iter_values((0..batch.num_rows()).map(|_| tenant)))];
     columns.extend(batch.columns().iter().cloned());
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| StoreError::Invalid {
-        what: "report".into(),
-        reason: e.to_string(),
-    })
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })
 }

@@ -1,0 +1,250 @@
+//! Age-band engagement: who engages, by age band and gender, per practice and per tenant, from whichever source
+//! the data has, saying which; and penetration into each band's registered patients.
+//!
+//! Sources, best first: engaged people by age/gender (28 days), people reached by age/gender (28 days), followers by
+//! age/gender (older API era); video view time by age/gender of the page's posts (current era: shares of watch time,
+//! not people, so no penetration). Meta withholds breakdowns below 100 people; we suppress bands below
+//! [`SMALL_CELL`] people ourselves.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use pulse_domain::{AgeBand, AgeGenderKey, CanonicalMetric as M, Gender, Period as P, PostInsightSnapshot};
+
+use crate::Result;
+use crate::frames::{day_number, from_day_number};
+use crate::registered::Registered;
+
+/// Bands with fewer people than this are suppressed in the output.
+pub const SMALL_CELL: f64 = 10.0;
+
+pub const WANTED: &[(M, P)] = &[
+    (M::PageEngagedByAgeGender, P::Days28),
+    (M::PageReachByAgeGender, P::Days28),
+    (M::PageFollowersByAgeGender, P::Day),
+];
+
+/// The sources in order of preference, with how the output names them.
+pub const SOURCES: &[(M, P, &str)] = &[
+    (M::PageEngagedByAgeGender, P::Days28, "engaged people, 28 days (page_content_activity_by_age_gender_unique)"),
+    (M::PageReachByAgeGender, P::Days28, "people reached, 28 days (page_impressions_by_age_gender_unique)"),
+    (M::PageFollowersByAgeGender, P::Day, "followers (page_fans_gender_age)"),
+];
+pub const VIDEO_SOURCE: &str =
+    "video watch time of the page's posts (post_video_view_time_by_age_bucket_and_gender): shares of time, not people";
+
+/// Cells per practice: band -> [F, M, U].
+type Cells = BTreeMap<String, [[f64; 3]; 7]>;
+
+fn gender_index(g: Gender) -> usize {
+    match g {
+        Gender::Female => 0,
+        Gender::Male => 1,
+        Gender::Unknown => 2,
+    }
+}
+
+/// The latest breakdown at or before `to` for each page, summed per practice.
+fn page_cells(facts: &DataFrame, metric: M, period: P, to: NaiveDate) -> Result<(Cells, i32)> {
+    let last_day = col("day_n").max().over([col("page_id")])?.alias("last_day");
+    let f = facts
+        .clone()
+        .lazy()
+        .filter(
+            col("metric")
+                .eq(lit(metric.as_str()))
+                .and(col("period").eq(lit(period.as_str())))
+                .and(col("breakdown").neq(lit("")))
+                .and(col("day").lt_eq(lit(to))),
+        )
+        .with_column(col("day").cast(DataType::Int32).alias("day_n"))
+        .with_column(last_day)
+        .filter(col("day_n").eq(col("last_day")))
+        .select([col("practice_code"), col("breakdown"), col("value"), col("day_n")])
+        .collect()?;
+    let mut cells: Cells = BTreeMap::new();
+    let mut window_end = i32::MIN;
+    let practices = f.column("practice_code")?.str()?.clone();
+    let keys = f.column("breakdown")?.str()?.clone();
+    let values = f.column("value")?.f64()?.clone();
+    let days = f.column("day_n")?.i32()?.clone();
+    for i in 0..f.height() {
+        let (Some(p), Some(k), Some(v), Some(d)) = (practices.get(i), keys.get(i), values.get(i), days.get(i)) else {
+            continue;
+        };
+        let Ok(key) = k.parse::<AgeGenderKey>() else { continue };
+        let band = AgeBand::ALL.iter().position(|b| *b == key.band).expect("a band");
+        cells.entry(p.to_owned()).or_insert([[0.0; 3]; 7])[band][gender_index(key.gender)] += v;
+        window_end = window_end.max(d);
+    }
+    Ok((cells, window_end))
+}
+
+/// Cells from the video view time of posts: the latest snapshot of each post, summed per practice.
+fn video_cells(snapshots: &[PostInsightSnapshot]) -> Cells {
+    let mut latest: BTreeMap<(&str, &str), (NaiveDate, f64, &str)> = BTreeMap::new();
+    for s in snapshots.iter().filter(|s| s.metric == M::PostVideoViewTimeByAgeGender && !s.breakdown.is_empty()) {
+        let e = latest.entry((s.post.as_str(), s.breakdown.as_str())).or_insert((
+            s.snapshot_day,
+            s.value,
+            s.practice.as_str(),
+        ));
+        if s.snapshot_day >= e.0 {
+            *e = (s.snapshot_day, s.value, s.practice.as_str());
+        }
+    }
+    let mut cells: Cells = BTreeMap::new();
+    for ((_, key), (_, value, practice)) in latest {
+        let Ok(key) = key.parse::<AgeGenderKey>() else { continue };
+        let band = AgeBand::ALL.iter().position(|b| *b == key.band).expect("a band");
+        cells.entry(practice.to_owned()).or_insert([[0.0; 3]; 7])[band][gender_index(key.gender)] += value;
+    }
+    cells
+}
+
+#[derive(Default)]
+struct Rows {
+    level: Vec<&'static str>,
+    practice: Vec<String>,
+    source: Vec<String>,
+    window_end: Vec<i32>,
+    band: Vec<&'static str>,
+    female: Vec<Option<f64>>,
+    male: Vec<Option<f64>>,
+    unknown: Vec<Option<f64>>,
+    people: Vec<Option<f64>>,
+    share: Vec<Option<f64>>,
+    registered: Vec<Option<f64>>,
+    penetration: Vec<Option<f64>>,
+    note: Vec<String>,
+}
+
+impl Rows {
+    #[allow(clippy::too_many_arguments)]
+    fn push_level(
+        &mut self,
+        level: &'static str,
+        practice: &str,
+        source: &str,
+        end: i32,
+        bands: &[[f64; 3]; 7],
+        registered: Option<[f64; 7]>,
+        people_are_people: bool,
+        extra_note: &str,
+    ) {
+        let total: f64 = bands.iter().flatten().sum();
+        for (i, band) in AgeBand::ALL.iter().enumerate() {
+            let people = bands[i].iter().sum::<f64>();
+            let small = people < SMALL_CELL && people_are_people;
+            let keep = |v: f64| if small { None } else { Some(v) };
+            let reg = registered.map(|r| r[i]).filter(|r| *r > 0.0);
+            self.level.push(level);
+            self.practice.push(practice.to_owned());
+            self.source.push(source.to_owned());
+            self.window_end.push(end);
+            self.band.push(band.as_str());
+            self.female.push(keep(bands[i][0]));
+            self.male.push(keep(bands[i][1]));
+            self.unknown.push(keep(bands[i][2]));
+            self.people.push(keep(people));
+            self.share.push(if total > 0.0 && !small { Some(people / total) } else { None });
+            self.registered.push(reg);
+            self.penetration.push(match (people_are_people && !small, reg) {
+                (true, Some(r)) => Some(people / r),
+                _ => None,
+            });
+            let mut note = extra_note.to_owned();
+            if small {
+                note = format!("fewer than {SMALL_CELL} people: suppressed");
+            } else if !people_are_people && registered.is_some() {
+                note = "penetration needs counts of people; this source gives watch time".into();
+            } else if reg.is_none() && people_are_people {
+                note = "no registered-patient figures for this practice".into();
+            }
+            self.note.push(note);
+        }
+    }
+
+    fn frame(self) -> Result<DataFrame> {
+        let df = df!(
+            "level" => self.level,
+            "practice_code" => self.practice,
+            "source" => self.source,
+            "window_end" => self.window_end,
+            "age_band" => self.band,
+            "female" => self.female,
+            "male" => self.male,
+            "unknown" => self.unknown,
+            "people" => self.people,
+            "share" => self.share,
+            "registered" => self.registered,
+            "penetration" => self.penetration,
+            "note" => self.note,
+        )?;
+        Ok(df.lazy().with_column(col("window_end").cast(DataType::Date)).collect()?)
+    }
+}
+
+/// The age-band report for a tenant: per practice and a tenant row, from the best source available.
+pub fn age_bands(
+    facts: &DataFrame,
+    snapshots: &[PostInsightSnapshot],
+    registered: Option<&Registered>,
+    to: NaiveDate,
+) -> Result<(DataFrame, String)> {
+    let mut chosen = None;
+    for &(metric, period, label) in SOURCES {
+        let (cells, end) = page_cells(facts, metric, period, to)?;
+        if !cells.is_empty() {
+            chosen = Some((cells, end, label.to_owned(), true));
+            break;
+        }
+    }
+    if chosen.is_none() {
+        let cells = video_cells(snapshots);
+        if !cells.is_empty() {
+            chosen = Some((cells, day_number(to), VIDEO_SOURCE.to_owned(), false));
+        }
+    }
+    let mut rows = Rows::default();
+    let Some((cells, end, source, people)) = chosen else {
+        return Ok((rows.frame()?, "no age/gender breakdown in the stored data (Meta withholds them below 100 people, and the current API has page-level ones no more)".into()));
+    };
+    let mut tenant = [[0.0; 3]; 7];
+    let mut tenant_reg = [0.0; 7];
+    let mut any_reg = false;
+    for (practice, bands) in &cells {
+        let reg = registered.and_then(|r| r.practices.get(practice)).map(|b| {
+            let mut out = [0.0; 7];
+            for i in 0..7 {
+                out[i] = b[i][0] + b[i][1];
+            }
+            out
+        });
+        if let Some(r) = reg {
+            any_reg = true;
+            for i in 0..7 {
+                tenant_reg[i] += r[i];
+            }
+        }
+        for i in 0..7 {
+            for g in 0..3 {
+                tenant[i][g] += bands[i][g];
+            }
+        }
+        rows.push_level("practice", practice, &source, end, bands, reg, people, "");
+    }
+    rows.push_level(
+        "tenant",
+        "ALL",
+        &source,
+        end,
+        &tenant,
+        any_reg.then_some(tenant_reg),
+        people,
+        "sum across the tenant's pages: people who follow several pages count once per page",
+    );
+    let _ = from_day_number;
+    Ok((rows.frame()?, source))
+}

@@ -1,0 +1,179 @@
+//! Loading facts into polars frames, and report frames into the store's report tables.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray, UInt32Array};
+use arrow::record_batch::RecordBatch;
+use chrono::{Datelike, NaiveDate};
+use polars::prelude::*;
+use pulse_domain::{CanonicalMetric, PageInsightFact, Period, Post, PostInsightSnapshot, TenantScope};
+use pulse_store::{ReportTable, ReportType};
+
+use crate::{PipelineError, Result};
+
+pub const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+
+pub fn day_number(d: NaiveDate) -> i32 {
+    (d - EPOCH).num_days() as i32
+}
+
+pub fn from_day_number(n: i32) -> NaiveDate {
+    EPOCH + chrono::Duration::days(n as i64)
+}
+
+/// `(metric, period)` pairs a pipeline needs.
+pub type Wanted<'a> = &'a [(CanonicalMetric, Period)];
+
+fn wanted_expr(wanted: Wanted) -> Expr {
+    wanted.iter().fold(lit(false), |acc, (m, p)| {
+        acc.or(col("metric").eq(lit(m.as_str())).and(col("period").eq(lit(p.as_str()))))
+    })
+}
+
+/// Facts from the lake's Parquet files for one tenant: only the tenant's directory and the months overlapping
+/// `[from, to]` are opened (partition pruning); the metric/period/day predicate is pushed into the scan.
+pub fn scan_lake_facts(
+    root: &Path,
+    scope: &TenantScope,
+    wanted: Wanted,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<LazyFrame> {
+    let dir = root.join("page_insights").join(format!("tenant={}", scope.as_str()));
+    let mut month = NaiveDate::from_ymd_opt(from.year(), from.month(), 1).expect("valid");
+    let mut scans = Vec::new();
+    while month <= to {
+        let file = dir.join(format!("month={:04}-{:02}", month.year(), month.month())).join("data.parquet");
+        if file.exists() {
+            let path =
+                file.to_str().ok_or_else(|| PipelineError::Input(format!("non-UTF-8 path {}", file.display())))?;
+            scans.push(LazyFrame::scan_parquet(PlRefPath::new(path), ScanArgsParquet::default())?);
+        }
+        month = month.checked_add_months(chrono::Months::new(1)).expect("in range");
+    }
+    if scans.is_empty() {
+        return Ok(empty_facts().lazy());
+    }
+    let all = concat(scans, UnionArgs::default())?;
+    Ok(all
+        .select([
+            col("practice_code"),
+            col("page_id"),
+            col("metric"),
+            col("period"),
+            col("day"),
+            col("breakdown"),
+            col("value"),
+        ])
+        .filter(wanted_expr(wanted).and(col("day").gt_eq(lit(from))).and(col("day").lt_eq(lit(to)))))
+}
+
+pub fn empty_facts() -> DataFrame {
+    facts_frame(&[]).expect("empty frame builds")
+}
+
+/// Facts (from any store) as a frame.
+pub fn facts_frame(facts: &[PageInsightFact]) -> Result<DataFrame> {
+    let df = df!(
+        "practice_code" => facts.iter().map(|f| f.practice.as_str()).collect::<Vec<_>>(),
+        "page_id" => facts.iter().map(|f| f.page.as_str()).collect::<Vec<_>>(),
+        "metric" => facts.iter().map(|f| f.metric.as_str()).collect::<Vec<_>>(),
+        "period" => facts.iter().map(|f| f.period.as_str()).collect::<Vec<_>>(),
+        "day" => facts.iter().map(|f| day_number(f.day)).collect::<Vec<_>>(),
+        "breakdown" => facts.iter().map(|f| f.breakdown.as_str()).collect::<Vec<_>>(),
+        "value" => facts.iter().map(|f| f.value).collect::<Vec<_>>(),
+    )?;
+    Ok(df.lazy().with_column(col("day").cast(DataType::Date)).collect()?)
+}
+
+/// The latest snapshot of each post's metrics, wide: one row per post.
+pub fn post_frame(posts: &[Post], snapshots: &[PostInsightSnapshot]) -> Result<DataFrame> {
+    use std::collections::HashMap;
+    let mut latest: HashMap<(&str, CanonicalMetric), (NaiveDate, f64)> = HashMap::new();
+    for s in snapshots.iter().filter(|s| s.breakdown.is_empty()) {
+        let e = latest.entry((s.post.as_str(), s.metric)).or_insert((s.snapshot_day, s.value));
+        if s.snapshot_day >= e.0 {
+            *e = (s.snapshot_day, s.value);
+        }
+    }
+    let get = |p: &Post, m| latest.get(&(p.post.as_str(), m)).map(|(_, v)| *v);
+    let df = df!(
+        "practice_code" => posts.iter().map(|p| p.practice.as_str()).collect::<Vec<_>>(),
+        "page_id" => posts.iter().map(|p| p.page.as_str()).collect::<Vec<_>>(),
+        "post_id" => posts.iter().map(|p| p.post.as_str()).collect::<Vec<_>>(),
+        "created" => posts.iter().map(|p| day_number(p.created_time.date_naive())).collect::<Vec<_>>(),
+        "post_type" => posts.iter().map(|p| p.post_type.as_str()).collect::<Vec<_>>(),
+        "message" => posts.iter().map(|p| p.message.as_str()).collect::<Vec<_>>(),
+        "reach" => posts.iter().map(|p| get(p, CanonicalMetric::PostReach)).collect::<Vec<_>>(),
+        "views" => posts.iter().map(|p| get(p, CanonicalMetric::PostViews)).collect::<Vec<_>>(),
+        "engagements" => posts.iter().map(|p| get(p, CanonicalMetric::PostEngagements)).collect::<Vec<_>>(),
+        "engaged_users" => posts.iter().map(|p| get(p, CanonicalMetric::PostEngagedUsers)).collect::<Vec<_>>(),
+        "video_views" => posts.iter().map(|p| get(p, CanonicalMetric::PostVideoViews)).collect::<Vec<_>>(),
+    )?;
+    Ok(df.lazy().with_column(col("created").cast(DataType::Date)).collect()?)
+}
+
+/// A report frame in a report table's shape (columns by name, in the table's order).
+pub fn to_batch(df: &DataFrame, table: &ReportTable) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for c in table.columns {
+        let column = df
+            .column(c.name)
+            .map_err(|_| PipelineError::Input(format!("{}: the frame has no column `{}`", table.name, c.name)))?;
+        let array: ArrayRef = match c.ty {
+            ReportType::Str => {
+                let s = column.cast(&DataType::String)?;
+                Arc::new(StringArray::from_iter(s.str()?.iter().map(|v| Some(v.unwrap_or("")))))
+            }
+            ReportType::Date => {
+                let s = column.cast(&DataType::Int32)?;
+                let v: Vec<i32> = s.i32()?.iter().map(|v| v.unwrap_or(0)).collect();
+                Arc::new(Date32Array::from(v))
+            }
+            ReportType::F64 | ReportType::OptF64 => {
+                let s = column.cast(&DataType::Float64)?;
+                Arc::new(Float64Array::from_iter(s.f64()?.iter().map(|v| v.filter(|x| x.is_finite()))))
+            }
+            ReportType::U32 => {
+                let s = column.cast(&DataType::UInt32)?;
+                Arc::new(UInt32Array::from_iter_values(s.u32()?.iter().map(|v| v.unwrap_or(0))))
+            }
+            ReportType::I64 => {
+                let s = column.cast(&DataType::Int64)?;
+                Arc::new(arrow::array::Int64Array::from_iter_values(s.i64()?.iter().map(|v| v.unwrap_or(0))))
+            }
+        };
+        columns.push(array);
+    }
+    RecordBatch::try_new(table.schema(), columns).map_err(|e| PipelineError::Input(format!("{}: {e}", table.name)))
+}
+
+/// Rows of (page, day, value) for one metric/period, as a map for the numeric pipelines.
+pub fn series(
+    df: &DataFrame,
+    metric: CanonicalMetric,
+    period: Period,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>>> {
+    let f = df
+        .clone()
+        .lazy()
+        .filter(
+            col("metric")
+                .eq(lit(metric.as_str()))
+                .and(col("period").eq(lit(period.as_str())))
+                .and(col("breakdown").eq(lit(""))),
+        )
+        .select([col("page_id"), col("day").cast(DataType::Int32), col("value")])
+        .collect()?;
+    let pages = f.column("page_id")?.str()?.clone();
+    let days = f.column("day")?.i32()?.clone();
+    let values = f.column("value")?.f64()?.clone();
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>> = Default::default();
+    for ((p, d), v) in pages.iter().zip(days.iter()).zip(values.iter()) {
+        if let (Some(p), Some(d), Some(v)) = (p, d, v) {
+            out.entry(p.to_owned()).or_default().insert(d, v);
+        }
+    }
+    Ok(out)
+}

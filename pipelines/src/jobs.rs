@@ -1,0 +1,411 @@
+//! Runs the pipelines for one tenant: load facts (filters pushed into the store), compute off the async runtime,
+//! write every report table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{Duration, NaiveDate};
+use polars::prelude::*;
+use pulse_domain::{CanonicalMetric as M, Period as P, Post, PostInsightSnapshot, TenantScope};
+use pulse_store::report::{
+    AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY,
+};
+use pulse_store::{FactFilter, PostFilter, ReportTable, Store};
+
+use crate::campaign::{self, Campaign, Estimate, Series};
+use crate::frames::{self, day_number, from_day_number};
+use crate::registered::Registered;
+use crate::{PipelineError, Result, age_bands, posts, quality, reach};
+
+/// Campaign metrics: (name in reports, page daily metric, post lifetime metric).
+pub const CAMPAIGN_METRICS: &[(&str, M, M)] = &[
+    ("views", M::PageViews, M::PostViews),
+    ("reach", M::PageReach, M::PostReach),
+    ("engagements", M::PageEngagements, M::PostEngagements),
+    ("video_views", M::PageVideoViews, M::PostVideoViews),
+];
+
+/// Days of history loaded before a campaign for its counterfactual and placebo windows.
+pub const CAMPAIGN_HISTORY_DAYS: i64 = 420;
+
+pub struct JobInput {
+    pub scope: TenantScope,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub campaigns: Vec<Campaign>,
+    pub registered: Option<Registered>,
+    /// The lake's root when the store is the embedded lake: facts are then scanned straight from Parquet.
+    pub lake_root: Option<PathBuf>,
+}
+
+/// One campaign metric's headline.
+#[derive(Debug, Clone)]
+pub struct CampaignHeadline {
+    pub campaign: String,
+    pub metric: String,
+    pub posts: usize,
+    pub pages: usize,
+    pub post_lifetime: Option<f64>,
+    pub estimate: Option<Estimate>,
+    pub note: String,
+}
+
+/// What a job run computed, for printing.
+#[derive(Debug, Clone, Default)]
+pub struct JobSummary {
+    pub tenant: String,
+    pub facts: usize,
+    pub pages: usize,
+    pub weeks: usize,
+    pub median_weekly_engaged: Option<f64>,
+    pub median_weekly_reach: Option<f64>,
+    pub latest_week: Option<(NaiveDate, f64)>,
+    pub age_source: String,
+    /// (band, share) at tenant level.
+    pub age_shares: Vec<(String, Option<f64>)>,
+    pub campaigns: Vec<CampaignHeadline>,
+    pub quality_issues: usize,
+    pub rows_written: BTreeMap<&'static str, usize>,
+    pub seconds: f64,
+}
+
+fn wanted() -> Vec<(M, P)> {
+    let mut w: BTreeSet<(M, P)> = BTreeSet::new();
+    w.extend(reach::WANTED.iter().copied());
+    w.extend(age_bands::WANTED.iter().copied());
+    w.extend(quality::WANTED.iter().copied());
+    w.extend(CAMPAIGN_METRICS.iter().map(|(_, m, _)| (*m, P::Day)));
+    w.into_iter().collect()
+}
+
+pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
+    let started = Instant::now();
+    if input.to < input.from {
+        return Err(PipelineError::Input(format!("--from {} is after --to {}", input.from, input.to)));
+    }
+    let load_from = input
+        .campaigns
+        .iter()
+        .map(|c| c.start - Duration::days(CAMPAIGN_HISTORY_DAYS))
+        .min()
+        .map_or(input.from, |d| d.min(input.from));
+    let wanted = wanted();
+    let facts = match &input.lake_root {
+        Some(root) => {
+            let (root, scope, w, to) = (root.clone(), input.scope.clone(), wanted.clone(), input.to);
+            tokio::task::spawn_blocking(move || -> Result<DataFrame> {
+                Ok(frames::scan_lake_facts(&root, &scope, &w, load_from, to)?.collect()?)
+            })
+            .await
+            .map_err(|e| PipelineError::Input(e.to_string()))??
+        }
+        None => {
+            let filter = FactFilter {
+                metrics: wanted.iter().map(|(m, _)| *m).collect::<BTreeSet<_>>().into_iter().collect(),
+                periods: wanted.iter().map(|(_, p)| *p).collect::<BTreeSet<_>>().into_iter().collect(),
+                from: Some(load_from),
+                to: Some(input.to),
+                ..FactFilter::default()
+            };
+            frames::facts_frame(&store.read_page_insights(&input.scope, &filter).await?)?
+        }
+    };
+    if facts.height() == 0 {
+        return Err(PipelineError::Input(format!(
+            "tenant {} has no stored facts between {load_from} and {}: run `pulse ingest` (or `pulse demo`) first, or choose dates with data",
+            input.scope, input.to
+        )));
+    }
+    let posts = store
+        .read_posts(&input.scope, &PostFilter { from: Some(load_from), to: Some(input.to), ..PostFilter::default() })
+        .await?;
+    let snapshots = store.read_post_snapshots(&input.scope, &PostFilter::default()).await?;
+    let runs = store.read_runs(&input.scope).await?;
+    let tenant = input.scope.to_string();
+    let (from, to, campaigns, registered) = (input.from, input.to, input.campaigns.clone(), input.registered.clone());
+    let computed = tokio::task::spawn_blocking(move || {
+        compute(&facts, &posts, &snapshots, &runs, from, to, &campaigns, registered.as_ref())
+    })
+    .await
+    .map_err(|e| PipelineError::Input(e.to_string()))??;
+    let (tables, mut summary) = computed;
+    for (table, df) in tables {
+        let batch = frames::to_batch(&df, table)?;
+        let ack = store.replace_report(&input.scope, table, &batch).await?;
+        summary.rows_written.insert(table.name, ack.rows);
+    }
+    summary.tenant = tenant;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+type Computed = (Vec<(&'static ReportTable, DataFrame)>, JobSummary);
+
+#[allow(clippy::too_many_arguments)]
+fn compute(
+    facts: &DataFrame,
+    posts: &[Post],
+    snapshots: &[PostInsightSnapshot],
+    runs: &[pulse_domain::IngestRunRecord],
+    from: NaiveDate,
+    to: NaiveDate,
+    campaigns: &[Campaign],
+    registered: Option<&Registered>,
+) -> Result<Computed> {
+    let mut summary = JobSummary { facts: facts.height(), ..JobSummary::default() };
+    let in_range = facts.clone().lazy().filter(col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to)))).collect()?;
+    let weekly = reach::weekly(&in_range, from, to)?;
+    let tenant_weekly = reach::tenant_weekly(&weekly)?;
+    summary.weeks = tenant_weekly.height();
+    summary.pages = weekly.column("page_id")?.n_unique()?;
+    let engaged: Vec<f64> = weekly.column("engaged_users")?.f64()?.iter().flatten().collect();
+    let weekly_reach: Vec<f64> = weekly.column("reach")?.f64()?.iter().flatten().collect();
+    summary.median_weekly_engaged = (!engaged.is_empty()).then(|| reach::median(&engaged));
+    summary.median_weekly_reach = (!weekly_reach.is_empty()).then(|| reach::median(&weekly_reach));
+    if tenant_weekly.height() > 0 {
+        let last = tenant_weekly.height() - 1;
+        let week = tenant_weekly.column("week_ending")?.cast(&DataType::Int32)?.i32()?.get(last);
+        let gross = tenant_weekly.column("gross_reach")?.f64()?.get(last);
+        if let (Some(w), Some(g)) = (week, gross) {
+            summary.latest_week = Some((from_day_number(w), g));
+        }
+    }
+    let (ages, source) = age_bands::age_bands(&in_range, snapshots, registered, to)?;
+    summary.age_source = source;
+    if ages.height() > 0 {
+        let t = ages.clone().lazy().filter(col("level").eq(lit("tenant"))).collect()?;
+        let bands = t.column("age_band")?.str()?.clone();
+        let shares = t.column("share")?.f64()?.clone();
+        summary.age_shares = bands.iter().zip(shares.iter()).map(|(b, s)| (b.unwrap_or("").to_owned(), s)).collect();
+    }
+    let tags: Vec<String> = campaigns
+        .iter()
+        .map(|c| match &c.matcher {
+            campaign::Matcher::Hashtag(h) | campaign::Matcher::Text(h) | campaign::Matcher::Link(h) => h.clone(),
+            campaign::Matcher::Posts(_) => String::new(),
+        })
+        .collect();
+    let post_df = frames::post_frame(posts, snapshots)?;
+    let performance = posts::post_performance(&post_df, &tags)?;
+    let q = quality::quality(&in_range, runs, from, to)?;
+    summary.quality_issues = q.height();
+    let (uplift, series, headlines) = campaigns_report(facts, posts, snapshots, campaigns)?;
+    summary.campaigns = headlines;
+    Ok((
+        vec![
+            (&REACH_WEEKLY, weekly),
+            (&REACH_TENANT_WEEKLY, tenant_weekly),
+            (&AGE_BANDS, ages),
+            (&POST_PERFORMANCE, performance),
+            (&DATA_QUALITY, q),
+            (&CAMPAIGN_UPLIFT, uplift),
+            (&CAMPAIGN_SERIES, series),
+        ],
+        summary,
+    ))
+}
+
+#[derive(Default)]
+struct UpliftRows {
+    campaign: Vec<String>,
+    practice: Vec<String>,
+    metric: Vec<String>,
+    from: Vec<i32>,
+    to: Vec<i32>,
+    posts: Vec<u32>,
+    lifetime: Vec<Option<f64>>,
+    observed: Vec<Option<f64>>,
+    counterfactual: Vec<Option<f64>>,
+    effect: Vec<Option<f64>>,
+    lo: Vec<Option<f64>>,
+    hi: Vec<Option<f64>>,
+    lift: Vec<Option<f64>>,
+    p: Vec<Option<f64>>,
+    method: Vec<String>,
+    note: Vec<String>,
+}
+
+#[derive(Default)]
+struct SeriesRows {
+    campaign: Vec<String>,
+    practice: Vec<String>,
+    metric: Vec<String>,
+    day: Vec<i32>,
+    observed: Vec<Option<f64>>,
+    counterfactual: Vec<Option<f64>>,
+}
+
+fn campaigns_report(
+    facts: &DataFrame,
+    posts: &[Post],
+    snapshots: &[PostInsightSnapshot],
+    campaigns: &[Campaign],
+) -> Result<(DataFrame, DataFrame, Vec<CampaignHeadline>)> {
+    let mut latest: BTreeMap<(&str, M), (NaiveDate, f64)> = BTreeMap::new();
+    for s in snapshots.iter().filter(|s| s.breakdown.is_empty()) {
+        let e = latest.entry((s.post.as_str(), s.metric)).or_insert((s.snapshot_day, s.value));
+        if s.snapshot_day >= e.0 {
+            *e = (s.snapshot_day, s.value);
+        }
+    }
+    let practice_of: BTreeMap<String, String> =
+        posts.iter().map(|p| (p.page.to_string(), p.practice.to_string())).collect();
+    let mut all_series: BTreeMap<M, Series> = BTreeMap::new();
+    for (_, m, _) in CAMPAIGN_METRICS {
+        all_series.insert(*m, frames::series(facts, *m, P::Day)?);
+    }
+    let pages_with_data: BTreeSet<String> = all_series.values().flat_map(|s| s.keys().cloned()).collect();
+    let windows: Vec<(i32, i32)> = campaigns.iter().map(|c| c.window()).collect();
+    let mut rows = UpliftRows::default();
+    let mut srows = SeriesRows::default();
+    let mut headlines = Vec::new();
+    for (ci, c) in campaigns.iter().enumerate() {
+        let matched: Vec<&Post> = posts
+            .iter()
+            .filter(|p| c.matches(&p.message, &p.permalink, p.post.as_str(), &p.post_type, p.created_time.date_naive()))
+            .collect();
+        let treated: Vec<String> =
+            matched.iter().map(|p| p.page.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+        let controls: Vec<String> = pages_with_data.iter().filter(|p| !treated.contains(p)).cloned().collect();
+        let exclude: Vec<(i32, i32)> = windows.iter().enumerate().filter(|(i, _)| *i != ci).map(|(_, w)| *w).collect();
+        let (ws, we) = c.window();
+        for (name, page_metric, post_metric) in CAMPAIGN_METRICS {
+            let lifetime: Vec<f64> =
+                matched.iter().filter_map(|p| latest.get(&(p.post.as_str(), *post_metric)).map(|(_, v)| *v)).collect();
+            let post_lifetime = (!lifetime.is_empty()).then(|| lifetime.iter().sum::<f64>());
+            let mut push = |practice: &str,
+                            posts_n: usize,
+                            lifetime: Option<f64>,
+                            e: Option<campaign::PageEffect>,
+                            p: Option<f64>,
+                            method: &str,
+                            note: &str| {
+                rows.campaign.push(c.name.clone());
+                rows.practice.push(practice.to_owned());
+                rows.metric.push((*name).to_owned());
+                rows.from.push(ws);
+                rows.to.push(we);
+                rows.posts.push(posts_n as u32);
+                rows.lifetime.push(lifetime);
+                rows.observed.push(e.map(|x| x.0));
+                rows.counterfactual.push(e.map(|x| x.1));
+                rows.effect.push(e.map(|x| x.2));
+                rows.lo.push(e.and_then(|x| x.3).map(|i| i.0));
+                rows.hi.push(e.and_then(|x| x.3).map(|i| i.1));
+                rows.lift.push(e.and_then(|x| (x.1 > 0.0).then(|| 100.0 * x.2 / x.1)));
+                rows.p.push(p);
+                rows.method.push(method.to_owned());
+                rows.note.push(note.to_owned());
+            };
+            if matched.is_empty() {
+                let note = format!(
+                    "no post matched {:?} between {} and {}: check the matcher and the window",
+                    c.matcher,
+                    c.start - Duration::days(1),
+                    from_day_number(we)
+                );
+                push("ALL", 0, None, None, None, "", &note);
+                headlines.push(CampaignHeadline {
+                    campaign: c.name.clone(),
+                    metric: (*name).into(),
+                    posts: 0,
+                    pages: 0,
+                    post_lifetime: None,
+                    estimate: None,
+                    note,
+                });
+                continue;
+            }
+            let series = &all_series[page_metric];
+            match campaign::estimate(series, &treated, &controls, c.start, c.days, &exclude) {
+                Ok(est) => {
+                    let note = if est.interval.is_none() {
+                        format!(
+                            "only {} placebo windows before the campaign (need {}): no interval",
+                            est.placebos,
+                            campaign::MIN_PLACEBOS
+                        )
+                    } else {
+                        String::new()
+                    };
+                    push(
+                        "ALL",
+                        matched.len(),
+                        post_lifetime,
+                        Some((est.observed, est.counterfactual, est.effect, est.interval)),
+                        est.p_value,
+                        &est.method,
+                        &note,
+                    );
+                    for (page, (o, cf, eff, iv)) in &est.pages {
+                        let practice = practice_of.get(page).cloned().unwrap_or_default();
+                        let page_posts: Vec<&&Post> = matched.iter().filter(|p| p.page.as_str() == page).collect();
+                        let page_life: Vec<f64> = page_posts
+                            .iter()
+                            .filter_map(|p| latest.get(&(p.post.as_str(), *post_metric)).map(|(_, v)| *v))
+                            .collect();
+                        push(
+                            &practice,
+                            page_posts.len(),
+                            (!page_life.is_empty()).then(|| page_life.iter().sum()),
+                            Some((*o, *cf, *eff, *iv)),
+                            None,
+                            &est.method,
+                            "",
+                        );
+                    }
+                    for (d, o, cf) in &est.series {
+                        srows.campaign.push(c.name.clone());
+                        srows.practice.push("ALL".into());
+                        srows.metric.push((*name).into());
+                        srows.day.push(*d);
+                        srows.observed.push(Some(*o));
+                        srows.counterfactual.push(Some(*cf));
+                    }
+                    headlines.push(CampaignHeadline {
+                        campaign: c.name.clone(),
+                        metric: (*name).into(),
+                        posts: matched.len(),
+                        pages: treated.len(),
+                        post_lifetime,
+                        estimate: Some(est),
+                        note,
+                    });
+                }
+                Err(e) => {
+                    let note = format!("{e}");
+                    push("ALL", matched.len(), post_lifetime, None, None, "", &note);
+                    headlines.push(CampaignHeadline {
+                        campaign: c.name.clone(),
+                        metric: (*name).into(),
+                        posts: matched.len(),
+                        pages: treated.len(),
+                        post_lifetime,
+                        estimate: None,
+                        note,
+                    });
+                }
+            }
+        }
+    }
+    let uplift = df!(
+        "campaign" => rows.campaign, "practice_code" => rows.practice, "metric" => rows.metric,
+        "window_from" => rows.from, "window_to" => rows.to, "posts" => rows.posts, "post_lifetime" => rows.lifetime,
+        "observed" => rows.observed, "counterfactual" => rows.counterfactual, "effect" => rows.effect,
+        "effect_lo" => rows.lo, "effect_hi" => rows.hi, "lift_pct" => rows.lift, "p_value" => rows.p,
+        "method" => rows.method, "note" => rows.note,
+    )?
+    .lazy()
+    .with_columns([col("window_from").cast(DataType::Date), col("window_to").cast(DataType::Date)])
+    .collect()?;
+    let series = df!(
+        "campaign" => srows.campaign, "practice_code" => srows.practice, "metric" => srows.metric,
+        "day" => srows.day, "observed" => srows.observed, "counterfactual" => srows.counterfactual,
+    )?
+    .lazy()
+    .with_column(col("day").cast(DataType::Date))
+    .collect()?;
+    let _ = day_number;
+    Ok((uplift, series, headlines))
+}

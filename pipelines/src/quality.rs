@@ -1,0 +1,174 @@
+//! Data quality: gaps, stale pages, pages needing re-authorisation, impossible values.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use pulse_domain::{CanonicalMetric as M, IngestRunRecord, Period as P};
+
+use crate::Result;
+use crate::frames::{day_number, from_day_number, series};
+
+pub const WANTED: &[(M, P)] = &[(M::PageReach, P::Day), (M::PageReach, P::Week), (M::PageViews, P::Day)];
+
+/// Days without a value before a page counts as stale.
+pub const STALE_DAYS: i32 = 3;
+
+#[derive(Default)]
+struct Rows {
+    practice: Vec<String>,
+    page: Vec<String>,
+    check: Vec<&'static str>,
+    from: Vec<i32>,
+    to: Vec<i32>,
+    count: Vec<u32>,
+    detail: Vec<String>,
+}
+
+impl Rows {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        practice: &str,
+        page: &str,
+        check: &'static str,
+        from: i32,
+        to: i32,
+        count: u32,
+        detail: String,
+    ) {
+        self.practice.push(practice.to_owned());
+        self.page.push(page.to_owned());
+        self.check.push(check);
+        self.from.push(from);
+        self.to.push(to);
+        self.count.push(count);
+        self.detail.push(detail);
+    }
+}
+
+/// Checks a tenant's facts over `[from, to]`, plus its latest ingest run.
+pub fn quality(facts: &DataFrame, runs: &[IngestRunRecord], from: NaiveDate, to: NaiveDate) -> Result<DataFrame> {
+    let (lo, hi) = (day_number(from), day_number(to));
+    let pages = facts
+        .clone()
+        .lazy()
+        .select([col("page_id"), col("practice_code")])
+        .unique(None, UniqueKeepStrategy::First)
+        .collect()?;
+    let practice_of: BTreeMap<String, String> = pages
+        .column("page_id")?
+        .str()?
+        .iter()
+        .zip(pages.column("practice_code")?.str()?.iter())
+        .filter_map(|(p, c)| Some((p?.to_owned(), c?.to_owned())))
+        .collect();
+    let reach = series(facts, M::PageReach, P::Day)?;
+    let week = series(facts, M::PageReach, P::Week)?;
+    let views = series(facts, M::PageViews, P::Day)?;
+    let mut rows = Rows::default();
+    for (page, practice) in &practice_of {
+        let days = reach.get(page).cloned().unwrap_or_default();
+        let present: Vec<i32> = days.keys().copied().filter(|d| (lo..=hi).contains(d)).collect();
+        if let (Some(&first), Some(&last)) = (present.first(), present.last()) {
+            let missing: Vec<i32> = (first..=last).filter(|d| !days.contains_key(d)).collect();
+            if let (Some(&a), Some(&b)) = (missing.first(), missing.last()) {
+                rows.push(
+                    practice,
+                    page,
+                    "gap",
+                    a,
+                    b,
+                    missing.len() as u32,
+                    format!(
+                        "{} days without daily reach between {} and {}; re-run ingest with --since {}",
+                        missing.len(),
+                        from_day_number(a),
+                        from_day_number(b),
+                        from_day_number(a)
+                    ),
+                );
+            }
+            if hi - last > STALE_DAYS {
+                rows.push(
+                    practice,
+                    page,
+                    "stale",
+                    last + 1,
+                    hi,
+                    (hi - last) as u32,
+                    format!("no data after {}: check the page's token and the last ingest run", from_day_number(last)),
+                );
+            }
+        } else {
+            rows.push(
+                practice,
+                page,
+                "stale",
+                lo,
+                hi,
+                (hi - lo + 1) as u32,
+                "no daily reach at all in this range".into(),
+            );
+        }
+        if let Some(v) = views.get(page) {
+            let bad: Vec<i32> =
+                days.iter().filter(|(d, r)| v.get(d).is_some_and(|x| **r > *x)).map(|(d, _)| *d).collect();
+            if let (Some(&a), Some(&b)) = (bad.first(), bad.last()) {
+                rows.push(
+                    practice,
+                    page,
+                    "unique_above_total",
+                    a,
+                    b,
+                    bad.len() as u32,
+                    "daily reach (unique people) above daily views (total): impossible; re-ingest these days".into(),
+                );
+            }
+        }
+        if let Some(w) = week.get(page) {
+            let bad: Vec<i32> = w
+                .iter()
+                .filter(|(d, wv)| {
+                    let max_day = (**d - 6..=**d).filter_map(|x| days.get(&x)).fold(f64::MIN, |a, b| a.max(*b));
+                    max_day > f64::MIN && **wv + 0.5 < max_day
+                })
+                .map(|(d, _)| *d)
+                .collect();
+            if let (Some(&a), Some(&b)) = (bad.first(), bad.last()) {
+                rows.push(
+                    practice,
+                    page,
+                    "week_below_max_day",
+                    a,
+                    b,
+                    bad.len() as u32,
+                    "a week's unique reach is below its largest day's: impossible; re-ingest these weeks".into(),
+                );
+            }
+        }
+    }
+    // Pages needing re-authorisation, from each practice's latest run.
+    let mut latest: BTreeMap<&str, &IngestRunRecord> = BTreeMap::new();
+    for r in runs {
+        let e = latest.entry(r.practice.as_str()).or_insert(r);
+        if r.started_at > e.started_at {
+            *e = r;
+        }
+    }
+    for r in latest.values().filter(|r| r.pages_needing_reauth > 0 || r.status == "failed") {
+        let d = day_number(r.started_at.date_naive());
+        let check = if r.pages_needing_reauth > 0 { "reauth" } else { "ingest_failed" };
+        rows.push(r.practice.as_str(), "", check, d, d, r.pages_needing_reauth.max(1), r.message.clone());
+    }
+    let df = df!(
+        "practice_code" => rows.practice,
+        "page_id" => rows.page,
+        "check_name" => rows.check,
+        "day_from" => rows.from,
+        "day_to" => rows.to,
+        "count" => rows.count,
+        "detail" => rows.detail,
+    )?;
+    Ok(df.lazy().with_columns([col("day_from").cast(DataType::Date), col("day_to").cast(DataType::Date)]).collect()?)
+}
