@@ -87,17 +87,22 @@ pub fn facts_frame(facts: &[PageInsightFact]) -> Result<DataFrame> {
     Ok(df.lazy().with_column(col("day").cast(DataType::Date)).collect()?)
 }
 
-/// The latest snapshot of each post's metrics, wide: one row per post.
-pub fn post_frame(posts: &[Post], snapshots: &[PostInsightSnapshot]) -> Result<DataFrame> {
-    use std::collections::HashMap;
-    let mut latest: HashMap<(&str, CanonicalMetric), (NaiveDate, f64)> = HashMap::new();
+/// Each post's latest lifetime value per metric (totals only): the end of its growth curve so far.
+pub fn latest_lifetime(snapshots: &[PostInsightSnapshot]) -> std::collections::HashMap<(&str, CanonicalMetric), f64> {
+    let mut latest: std::collections::HashMap<(&str, CanonicalMetric), (NaiveDate, f64)> = Default::default();
     for s in snapshots.iter().filter(|s| s.breakdown.is_empty()) {
         let e = latest.entry((s.post.as_str(), s.metric)).or_insert((s.snapshot_day, s.value));
         if s.snapshot_day >= e.0 {
             *e = (s.snapshot_day, s.value);
         }
     }
-    let get = |p: &Post, m| latest.get(&(p.post.as_str(), m)).map(|(_, v)| *v);
+    latest.into_iter().map(|(k, (_, v))| (k, v)).collect()
+}
+
+/// The latest snapshot of each post's metrics, wide: one row per post.
+pub fn post_frame(posts: &[Post], snapshots: &[PostInsightSnapshot]) -> Result<DataFrame> {
+    let latest = latest_lifetime(snapshots);
+    let get = |p: &Post, m| latest.get(&(p.post.as_str(), m)).copied();
     let df = df!(
         "practice_code" => posts.iter().map(|p| p.practice.as_str()).collect::<Vec<_>>(),
         "page_id" => posts.iter().map(|p| p.page.as_str()).collect::<Vec<_>>(),

@@ -242,13 +242,7 @@ fn campaigns_report(
     snapshots: &[PostInsightSnapshot],
     campaigns: &[Campaign],
 ) -> Result<(DataFrame, DataFrame, Vec<CampaignHeadline>)> {
-    let mut latest: BTreeMap<(&str, M), (NaiveDate, f64)> = BTreeMap::new();
-    for s in snapshots.iter().filter(|s| s.breakdown.is_empty()) {
-        let e = latest.entry((s.post.as_str(), s.metric)).or_insert((s.snapshot_day, s.value));
-        if s.snapshot_day >= e.0 {
-            *e = (s.snapshot_day, s.value);
-        }
-    }
+    let latest = frames::latest_lifetime(snapshots);
     let practice_of: BTreeMap<String, String> =
         posts.iter().map(|p| (p.page.to_string(), p.practice.to_string())).collect();
     let mut all_series: BTreeMap<M, Series> = BTreeMap::new();
@@ -272,7 +266,7 @@ fn campaigns_report(
         let (ws, we) = c.window();
         for (name, page_metric, post_metric) in CAMPAIGN_METRICS {
             let lifetime: Vec<f64> =
-                matched.iter().filter_map(|p| latest.get(&(p.post.as_str(), *post_metric)).map(|(_, v)| *v)).collect();
+                matched.iter().filter_map(|p| latest.get(&(p.post.as_str(), *post_metric)).copied()).collect();
             let post_lifetime = (!lifetime.is_empty()).then(|| lifetime.iter().sum::<f64>());
             let mut push = |practice: &str,
                             posts_n: usize,
@@ -343,7 +337,7 @@ fn campaigns_report(
                         let page_posts: Vec<&&Post> = matched.iter().filter(|p| p.page.as_str() == page).collect();
                         let page_life: Vec<f64> = page_posts
                             .iter()
-                            .filter_map(|p| latest.get(&(p.post.as_str(), *post_metric)).map(|(_, v)| *v))
+                            .filter_map(|p| latest.get(&(p.post.as_str(), *post_metric)).copied())
                             .collect();
                         push(
                             &practice,

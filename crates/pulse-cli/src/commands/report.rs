@@ -262,10 +262,11 @@ fn chart(kind: Kind, batch: &RecordBatch) -> String {
         }
         Kind::AgeBands => {
             let (levels, bands, shares) = (strs(batch, "level"), strs(batch, "age_band"), f64s(batch, "share"));
-            let mut out = String::from("\nshare of people by age band (tenant):\n");
+            let level = if levels.iter().any(|l| l == "tenant") { "tenant" } else { "practice" };
+            let mut out = format!("\nshare of people by age band ({level}):\n");
             let max = shares.iter().flatten().fold(0.0f64, |a, b| a.max(*b)).max(1e-9);
             for i in 0..levels.len() {
-                if levels[i] == "tenant" {
+                if levels[i] == level {
                     let s = shares[i].unwrap_or(0.0);
                     out.push_str(&format!(
                         "  {:>6} {:<40} {:>5.1}%\n",
@@ -281,13 +282,15 @@ fn chart(kind: Kind, batch: &RecordBatch) -> String {
             let (names, practices, metrics) =
                 (strs(batch, "campaign"), strs(batch, "practice_code"), strs(batch, "metric"));
             let (effect, lo, hi) = (f64s(batch, "effect"), f64s(batch, "effect_lo"), f64s(batch, "effect_hi"));
-            let scale = hi.iter().chain(effect.iter()).flatten().fold(1.0f64, |a, b| a.max(b.abs()));
-            let mut out = String::from("\neffect with its 95% interval (|---●---|), totals:\n");
+            let mut out = String::from(
+                "\neffect with its 95% interval (|---●---|) around zero (┊), totals, each row to its own scale:\n",
+            );
             for i in 0..names.len() {
                 if practices[i] != "ALL" {
                     continue;
                 }
                 if let (Some(e), Some(l), Some(h)) = (effect[i], lo[i], hi[i]) {
+                    let scale = l.abs().max(h.abs()).max(e.abs()).max(1.0);
                     let pos = |x: f64| ((x / scale + 1.0) * 20.0).round().clamp(0.0, 40.0) as usize;
                     let mut line = [' '; 41];
                     for c in line.iter_mut().take(pos(h) + 1).skip(pos(l)) {
