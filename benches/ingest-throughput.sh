@@ -32,7 +32,9 @@ import json, sys, datetime, os
 r = json.loads(sys.argv[1]); rows = int(sys.argv[2]); raw_rows = int(sys.argv[3]); raw_secs = float(sys.argv[4])
 pages, days, size = sys.argv[5], sys.argv[6], sys.argv[7]
 raw_rate = raw_rows / raw_secs
-ratio = r["rows_per_second"] / raw_rate
+# Compare like with like: the page insight facts the run stored, per second of the whole run.
+e2e_rate = rows / r["seconds"]
+ratio = e2e_rate / raw_rate
 md = f"""# Ingest throughput into ClickHouse
 
 Recorded {datetime.date.today()} on this machine ({os.cpu_count()} cores; simulator, ingester and ClickHouse 18.16 share them)
@@ -40,12 +42,12 @@ with `bash benches/ingest-throughput.sh {pages} {days}`.
 
 | run | rows | seconds | rows/s |
 |---|---|---|---|
-| end to end: simulator → HTTP → parse → RowBinary insert (national scenario, {r['pages']} pages × {days} days, {r['requests']} requests, {r['megabytes']:.0} MB of JSON) | {r['rows']:,} | {r['seconds']:.1} | {r['rows_per_second']:,.0} |
-| reference: `clickhouse-client ... FORMAT RowBinary` of the same rows ({size}) | {raw_rows:,} | {raw_secs:.2} | {raw_rate:,.0} |
-| **ratio end-to-end / raw** | | | **{ratio:.2}** (goal ≥ 0.8) |
+| end to end: simulator → HTTP → parse → RowBinary insert (national scenario, {r['pages']} pages × {days} days, {r['requests']:,} requests, {r['megabytes']:.0f} MB of JSON): page insight facts stored | {rows:,} | {r['seconds']:.1f} | {e2e_rate:,.0f} |
+| reference: `clickhouse-client ... FORMAT RowBinary` of the same rows ({size}) | {raw_rows:,} | {raw_secs:.2f} | {raw_rate:,.0f} |
+| **ratio end-to-end / raw** | | | **{ratio:.2f}** (goal ≥ 0.8) |
 
-Peak memory of the ingest process: {r['peak_rss_mib']:.0} MiB. Rows in `page_insights` after the run: {rows:,}
-(equal to rows written: nothing doubled).
+The run also wrote {r['rows'] - rows:,} post and post-snapshot rows ({r['rows']:,} rows in all, {r['rows_per_second']:,.0f}
+rows/s). Peak memory of the ingest process: {r['peak_rss_mib']:.0f} MiB.
 """
 open("benches/results/ingest-throughput.md", "w").write(md)
 print(md)

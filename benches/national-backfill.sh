@@ -19,7 +19,7 @@ echo "$FULL"
 python3 - "$HALF" "$FULL" "$DAYS" <<'PY'
 import json, sys, datetime, os
 h, f, days = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-row = lambda r: f"| {r['practices']:,} | {r['pages']:,} | {r['requests']:,} | {r['rows']:,} | {r['seconds']:.1} | {r['rows_per_second']:,.0} | {r['peak_rss_mib']:.0} |"
+row = lambda r: f"| {r['practices']:,} | {r['pages']:,} | {r['requests']:,} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_second']:,.0f} | {r['peak_rss_mib']:.0f} |"
 md = f"""# National-scale backfill
 
 Recorded {datetime.date.today()} on this machine ({os.cpu_count()} cores, shared by the simulator, the ingester and
@@ -31,9 +31,10 @@ and 28-day page insights plus posts with their lifetime insights, backfilled int
 {row(h)}
 {row(f)}
 
-Doubling the practices multiplies wall time by **{f['seconds']/h['seconds']:.2}** and peak memory by
-**{f['peak_rss_mib']/h['peak_rss_mib']:.2}**: time grows linearly with the work, memory stays bounded by the write
-batch (`flush_rows`) and the in-flight requests, not by the size of the world.
+Doubling the practices multiplies wall time by **{f['seconds']/h['seconds']:.2f}** and peak memory by
+**{f['peak_rss_mib']/h['peak_rss_mib']:.2f}**. Peak memory is of the whole process: the in-process simulator (which
+serves the world) and the ingester (whose data in flight is bounded by the write batch, `flush_rows`, plus a
+16-window queue to the writer).
 """
 open("benches/results/national-backfill.md", "w").write(md)
 print(md)

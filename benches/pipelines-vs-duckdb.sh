@@ -34,8 +34,8 @@ files, two threads each, best of two runs.
 
 | engine | rows scanned | seconds | peak memory (MiB) |
 |---|---|---|---|
-| polars pipelines (`pipelines_bench`: reach weekly + outliers, tenant roll-up, age bands, data quality; tenant by tenant) | {p1['rows_scanned']:,} | {p:.1} | {max(p1['peak_rss_mib'], p2['peak_rss_mib']):.0} |
-| DuckDB, the same aggregations in SQL (`benches/pipelines_duckdb.py`) | {d1['rows_scanned']:,} | {d:.1} | {max(d1['peak_rss_mib'], d2['peak_rss_mib']):.0} |
+| polars pipelines (`pipelines_bench`: reach weekly + outliers, tenant roll-up, age bands, data quality; tenant by tenant) | {p1['rows_scanned']:,} | {p:.1} | {float(max(p1['peak_rss_mib'], p2['peak_rss_mib'])):.0f} |
+| DuckDB, the same aggregations in SQL (`benches/pipelines_duckdb.py`) | {d1['rows_scanned']:,} | {d:.1} | {float(max(d1['peak_rss_mib'], d2['peak_rss_mib'])):.0f} |
 | **ratio polars / DuckDB** | | **{p/d:.2}** (goal ≤ 1.0) | |
 
 Runs: polars {p1['seconds']}s and {p2['seconds']}s; DuckDB {d1['seconds']}s and {d2['seconds']}s. Campaign uplift is

@@ -285,7 +285,8 @@ impl<S: Store + Clone + 'static> Ingester<S> {
         self.shared.progress.set_length(total);
         tracing::info!(run_id, pages = pages.len(), windows = total, today = %opts.plan.today, "ingest starting");
 
-        let (tx, rx) = mpsc::channel::<WriteItem>(256);
+        // A short queue: fetched windows wait in it for the writer, so its length bounds the data held in memory.
+        let (tx, rx) = mpsc::channel::<WriteItem>(16);
         let counters: HashMap<String, Arc<Counters>> =
             pages.iter().map(|(p, _)| (p.target.page.to_string(), p.counters.clone())).collect();
         let writer = tokio::spawn(write_loop(self.store.clone(), rx, self.shared.clone(), counters));
