@@ -13,7 +13,7 @@ use polars::prelude::*;
 use pulse_domain::{AgeBand, AgeGenderKey, CanonicalMetric as M, Gender, Period as P, PostInsightSnapshot};
 
 use crate::Result;
-use crate::frames::{day_number, from_day_number};
+use crate::frames::day_number;
 use crate::registered::Registered;
 
 /// Bands with fewer people than this are suppressed in the output.
@@ -245,6 +245,5 @@ pub fn age_bands(
         people,
         "sum across the tenant's pages: people who follow several pages count once per page",
     );
-    let _ = from_day_number;
     Ok((rows.frame()?, source))
 }

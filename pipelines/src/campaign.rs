@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 
-use crate::frames::{day_number, from_day_number};
+use crate::frames::day_number;
 
 /// Days of pre-period fitted before a window.
 pub const FIT_DAYS: i32 = 56;
@@ -343,18 +343,13 @@ pub fn significant(e: &Estimate) -> bool {
     e.interval.is_some_and(|(lo, hi)| lo > 0.0 || hi < 0.0)
 }
 
-/// The weekday of a campaign start, for messages.
-pub fn weekday_name(d: NaiveDate) -> String {
-    d.weekday().to_string()
-}
-
-pub fn day(d: i32) -> NaiveDate {
-    from_day_number(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn day(d: i32) -> NaiveDate {
+        crate::frames::from_day_number(d)
+    }
 
     #[test]
     fn matching_by_hashtag_link_text_and_ids() {

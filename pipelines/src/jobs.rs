@@ -14,7 +14,7 @@ use pulse_store::report::{
 use pulse_store::{FactFilter, PostFilter, ReportTable, Store};
 
 use crate::campaign::{self, Campaign, Estimate, Series};
-use crate::frames::{self, day_number, from_day_number};
+use crate::frames::{self, from_day_number};
 use crate::registered::Registered;
 use crate::{PipelineError, Result, age_bands, posts, quality, reach};
 
@@ -400,6 +400,5 @@ fn campaigns_report(
     .lazy()
     .with_column(col("day").cast(DataType::Date))
     .collect()?;
-    let _ = day_number;
     Ok((uplift, series, headlines))
 }

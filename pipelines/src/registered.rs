@@ -47,7 +47,6 @@ pub fn band_shares(lo: u32, hi: Option<u32>) -> [f64; 7] {
     let mut out = [0.0; 7];
     let Some(hi) = hi else {
         // Open groups (90+, 95+) are all over 65.
-        let _ = lo;
         out[6] = 1.0;
         return out;
     };

@@ -204,8 +204,8 @@ mod tests {
         }
       ],
       "paging": {
-        "previous": "https://graph.facebook.com/v2.12/1234567890/insights?access_token=FAKE-TEST-TOKEN&metric=page_impressions_unique&since=1520496000&until=1520668800",
-        "next": "https://graph.facebook.com/v2.12/1234567890/insights?access_token=FAKE-TEST-TOKEN&metric=page_impressions_unique&since=1520841600&until=1521014400"
+        "previous": "https://graph.facebook.com/v2.12/1234567890/insights?metric=page_impressions_unique&since=1520496000&until=1520668800",
+        "next": "https://graph.facebook.com/v2.12/1234567890/insights?metric=page_impressions_unique&since=1520841600&until=1521014400"
       }
     }"#;
 

@@ -55,8 +55,8 @@ impl RateBudget {
         Duration::ZERO
     }
 
-    /// Records what a response said about usage.
-    pub fn observe(&self, page: &str, usage: &Usage) {
+    /// Records what a response said about usage (the per-page header names its pages itself).
+    pub fn observe(&self, usage: &Usage) {
         let now = Instant::now();
         if let Some(app) = usage.app {
             let mut a = self.app.lock().expect("budget lock");
@@ -74,7 +74,6 @@ impl RateBudget {
                 state.paused_until = Some(now + self.minute * minutes);
             }
         }
-        let _ = page;
     }
 
     /// Records a throttling error: pause the page (or the app, for app-level codes) for the regain time.
@@ -112,12 +111,12 @@ mod tests {
     #[test]
     fn slows_near_the_limit_and_stops_at_it() {
         let b = RateBudget::new(Duration::from_millis(100), Duration::from_millis(400));
-        b.observe("1", &usage("1", 50, 0));
+        b.observe(&usage("1", 50, 0));
         assert_eq!(b.wait_before("1"), Duration::ZERO);
-        b.observe("1", &usage("1", 90, 0));
+        b.observe(&usage("1", 90, 0));
         let slow = b.wait_before("1");
         assert!(slow > Duration::from_millis(200) && slow < Duration::from_millis(300), "{slow:?}");
-        b.observe("1", &usage("1", 100, 3));
+        b.observe(&usage("1", 100, 3));
         let wait = b.wait_before("1");
         assert!(wait > Duration::from_millis(250) && wait <= Duration::from_millis(300), "{wait:?}");
         assert_eq!(b.wait_before("2"), Duration::ZERO, "other pages go on");

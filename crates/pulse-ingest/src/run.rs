@@ -177,7 +177,6 @@ pub enum IngestError {
 /// Data fetched for one window, with the checkpoint it completes.
 struct WriteItem {
     scope: TenantScope,
-    practice: PracticeCode,
     facts: Vec<PageInsightFact>,
     posts: Vec<Post>,
     snapshots: Vec<PostInsightSnapshot>,
@@ -429,7 +428,6 @@ async fn ingest_stream(shared: &Shared, ctx: &PageCtx, plan: &StreamPlan, tx: &m
             Ok((facts, posts, snapshots)) => {
                 let item = WriteItem {
                     scope: ctx.target.scope.clone(),
-                    practice: ctx.target.practice.clone(),
                     facts,
                     posts,
                     snapshots,
@@ -531,13 +529,13 @@ where
         };
         match result {
             Ok((value, bytes, usage)) => {
-                shared.budget.observe(page, &usage);
+                shared.budget.observe(&usage);
                 ctx.counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
                 return Ok(value);
             }
             Err(e) => {
                 if let Some(u) = e.usage() {
-                    shared.budget.observe(page, u);
+                    shared.budget.observe(u);
                 }
                 if let CallError::Graph { class: ErrorClass::Throttled, error, usage } = &e {
                     throttle_waits += 1;
@@ -786,7 +784,6 @@ async fn write_loop<S: Store>(
                 buf.checkpoints.insert(key, item.checkpoint);
             }
         }
-        let _ = item.practice;
         buffered += rows;
         if buffered >= shared.opts.flush_rows {
             flush_all(&store, &shared, &mut buffers, &counters).await?;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{Duration as Days, NaiveDate};
+use chrono::NaiveDate;
 use pulse_config::Secret;
 use pulse_domain::{Access, Principal, TenantScope};
 use pulse_ingest::retry::RetryPolicy;
@@ -488,5 +488,4 @@ async fn no_token_appears_in_any_log_line_or_error() {
     }
     // The run summary was recorded in the store.
     assert!(!runs.is_empty() && runs.iter().any(|r| r.status == "failed"));
-    let _ = Days::days(0);
 }

@@ -19,7 +19,7 @@ use sha2::Sha256;
 
 use crate::faults::{BodyFault, FaultState, UsageReport, Verdict};
 use crate::rng::text;
-use crate::world::{DayFigures, POST_LIFE_DAYS, Post, World};
+use crate::world::{DayFigures, Post, World};
 
 /// Meta's limit on `until - since`.
 pub const MAX_RANGE_SECS: i64 = 8_035_200;
@@ -866,9 +866,4 @@ fn title(name: &str, p: Period) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     format!("{} {words}", period_word(p))
-}
-
-/// How many days of posts a day's figures depend on (exposed for tests and benchmarks).
-pub const fn post_life_days() -> i64 {
-    POST_LIFE_DAYS
 }

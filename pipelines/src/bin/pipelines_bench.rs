@@ -5,15 +5,11 @@
 
 use std::time::Instant;
 
-use anyhow_free::Result;
 use chrono::NaiveDate;
-use polars::prelude::*;
 use pulse_domain::{Access, Principal, TenantId};
 use pulse_pipelines::{age_bands, frames, quality, reach};
 
-mod anyhow_free {
-    pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-}
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -89,7 +85,6 @@ fn main() -> Result<()> {
         out_rows += weekly.height() + tenant_weekly.height() + ages.height() + q.height();
     }
     let secs = started.elapsed().as_secs_f64();
-    let _ = DataFrame::empty();
     println!(
         "{{\"tenants\": {}, \"rows_scanned\": {rows}, \"report_rows\": {out_rows}, \"seconds\": {secs:.2}, \"peak_rss_mib\": {:.0}}}",
         tenants.len(),
