@@ -1,20 +1,20 @@
 //! Helpers shared by the benchmark programs: a simulated world's pages as ingest targets.
 
 use pulse_config::Secret;
-use pulse_domain::{Access, Principal};
+use pulse_domain::Access;
 use pulse_ingest::Target;
 use pulse_sim::World;
 
 /// Every page of `world` as an ingest target with its simulator token.
 pub fn targets(world: &World) -> Vec<Target> {
-    let access = Access::new(Principal::Operator, world.tenants.iter().map(|t| t.id.clone()));
+    let access = Access::operator(world.tenants.iter().map(|t| t.id.clone()));
     world
         .pages
         .iter()
         .map(|p| {
             let practice = &world.practices[p.practice];
             Target {
-                scope: access.scope(world.tenants[practice.tenant].id.as_str()).expect("world tenants"),
+                scope: access.write_scope(world.tenants[practice.tenant].id.as_str()).expect("world tenants"),
                 practice: practice.code.clone(),
                 page: p.id.parse().expect("valid page id"),
                 token: Secret::new(p.token.clone()),

@@ -1,26 +1,18 @@
 //! Loading facts into polars frames, and report frames into the store's report tables.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray, UInt32Array};
 use arrow::record_batch::RecordBatch;
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use polars::prelude::*;
-use pulse_domain::{CanonicalMetric, PageInsightFact, Period, Post, PostInsightSnapshot, TenantScope};
+use pulse_domain::{CanonicalMetric, PageInsightFact, Period, Post, PostInsightSnapshot};
 use pulse_store::{ReportTable, ReportType};
 
 use crate::{PipelineError, Result};
 
-pub const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
-
-pub fn day_number(d: NaiveDate) -> i32 {
-    (d - EPOCH).num_days() as i32
-}
-
-pub fn from_day_number(n: i32) -> NaiveDate {
-    EPOCH + chrono::Duration::days(n as i64)
-}
+pub use pulse_domain::{EPOCH, day_number, from_day_number};
 
 /// `(metric, period)` pairs a pipeline needs.
 pub type Wanted<'a> = &'a [(CanonicalMetric, Period)];
@@ -31,26 +23,13 @@ fn wanted_expr(wanted: Wanted) -> Expr {
     })
 }
 
-/// Facts from the lake's Parquet files for one tenant: only the tenant's directory and the months overlapping
-/// `[from, to]` are opened (partition pruning); the metric/period/day predicate is pushed into the scan.
-pub fn scan_lake_facts(
-    root: &Path,
-    scope: &TenantScope,
-    wanted: Wanted,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> Result<LazyFrame> {
-    let dir = root.join("page_insights").join(format!("tenant={}", scope.as_str()));
-    let mut month = NaiveDate::from_ymd_opt(from.year(), from.month(), 1).expect("valid");
+/// Facts from Parquet files the store handed out (already checked and confined to one tenant): the metric, period
+/// and day predicate is pushed into the scan.
+pub fn scan_fact_files(files: &[PathBuf], wanted: Wanted, from: NaiveDate, to: NaiveDate) -> Result<LazyFrame> {
     let mut scans = Vec::new();
-    while month <= to {
-        let file = dir.join(format!("month={:04}-{:02}", month.year(), month.month())).join("data.parquet");
-        if file.exists() {
-            let path =
-                file.to_str().ok_or_else(|| PipelineError::Input(format!("non-UTF-8 path {}", file.display())))?;
-            scans.push(LazyFrame::scan_parquet(PlRefPath::new(path), ScanArgsParquet::default())?);
-        }
-        month = month.checked_add_months(chrono::Months::new(1)).expect("in range");
+    for file in files {
+        let path = file.to_str().ok_or_else(|| PipelineError::Input(format!("non-UTF-8 path {}", file.display())))?;
+        scans.push(LazyFrame::scan_parquet(PlRefPath::new(path), ScanArgsParquet::default())?);
     }
     if scans.is_empty() {
         return Ok(empty_facts().lazy());
@@ -67,6 +46,30 @@ pub fn scan_lake_facts(
             col("value"),
         ])
         .filter(wanted_expr(wanted).and(col("day").gt_eq(lit(from))).and(col("day").lt_eq(lit(to)))))
+}
+
+/// The one-row record of a pipelines run, in [`pulse_store::report::REPORT_RUNS`]'s shape.
+pub fn run_record(
+    run_id: &str,
+    variant: &pulse_store::ReportVariant,
+    from: NaiveDate,
+    to: NaiveDate,
+    computed_at: chrono::DateTime<chrono::Utc>,
+    facts: usize,
+    rows: usize,
+) -> Result<RecordBatch> {
+    use arrow::array::Int64Array;
+    let table = &pulse_store::report::REPORT_RUNS;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![run_id])),
+        Arc::new(StringArray::from(vec![variant.as_str()])),
+        Arc::new(Date32Array::from(vec![day_number(from)])),
+        Arc::new(Date32Array::from(vec![day_number(to)])),
+        Arc::new(StringArray::from(vec![computed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)])),
+        Arc::new(Int64Array::from(vec![facts as i64])),
+        Arc::new(Int64Array::from(vec![rows as i64])),
+    ];
+    RecordBatch::try_new(table.schema(), columns).map_err(|e| PipelineError::Input(e.to_string()))
 }
 
 pub fn empty_facts() -> DataFrame {

@@ -2,16 +2,16 @@
 //! write every report table.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
-use pulse_domain::{CanonicalMetric as M, Period as P, Post, PostInsightSnapshot, TenantScope};
+use pulse_domain::{CanonicalMetric as M, Period as P, Post, PostInsightSnapshot, WriteScope};
 use pulse_store::report::{
     AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY,
+    REPORT_RUNS,
 };
-use pulse_store::{FactFilter, PostFilter, ReportTable, Store};
+use pulse_store::{FactFilter, PostFilter, ReportTable, ReportVariant, Store};
 
 use crate::campaign::{self, Campaign, Estimate, Series};
 use crate::frames::{self, from_day_number};
@@ -30,13 +30,14 @@ pub const CAMPAIGN_METRICS: &[(&str, M, M)] = &[
 pub const CAMPAIGN_HISTORY_DAYS: i64 = 420;
 
 pub struct JobInput {
-    pub scope: TenantScope,
+    /// Jobs write report tables, so they need the operator's scope.
+    pub scope: WriteScope,
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub campaigns: Vec<Campaign>,
     pub registered: Option<Registered>,
-    /// The lake's root when the store is the embedded lake: facts are then scanned straight from Parquet.
-    pub lake_root: Option<PathBuf>,
+    /// Which copy of the reports to replace: the main one for the default range, a named one for a narrower run.
+    pub variant: ReportVariant,
 }
 
 /// One campaign metric's headline.
@@ -68,6 +69,8 @@ pub struct JobSummary {
     pub quality_issues: usize,
     pub rows_written: BTreeMap<&'static str, usize>,
     pub seconds: f64,
+    pub run_id: String,
+    pub variant: ReportVariant,
 }
 
 fn wanted() -> Vec<(M, P)> {
@@ -91,25 +94,25 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
         .min()
         .map_or(input.from, |d| d.min(input.from));
     let wanted = wanted();
-    let facts = match &input.lake_root {
-        Some(root) => {
-            let (root, scope, w, to) = (root.clone(), input.scope.clone(), wanted.clone(), input.to);
+    let filter = FactFilter {
+        metrics: wanted.iter().map(|(m, _)| *m).collect::<BTreeSet<_>>().into_iter().collect(),
+        periods: wanted.iter().map(|(_, p)| *p).collect::<BTreeSet<_>>().into_iter().collect(),
+        from: Some(load_from),
+        to: Some(input.to),
+        ..FactFilter::default()
+    };
+    // Facts come through the store either way: as checked Parquet files of this tenant to scan in place (the lake),
+    // or as rows (ClickHouse).
+    let facts = match store.fact_files(&input.scope, &filter).await? {
+        Some(files) => {
+            let (w, to) = (wanted.clone(), input.to);
             tokio::task::spawn_blocking(move || -> Result<DataFrame> {
-                Ok(frames::scan_lake_facts(&root, &scope, &w, load_from, to)?.collect()?)
+                Ok(frames::scan_fact_files(&files, &w, load_from, to)?.collect()?)
             })
             .await
             .map_err(|e| PipelineError::Input(e.to_string()))??
         }
-        None => {
-            let filter = FactFilter {
-                metrics: wanted.iter().map(|(m, _)| *m).collect::<BTreeSet<_>>().into_iter().collect(),
-                periods: wanted.iter().map(|(_, p)| *p).collect::<BTreeSet<_>>().into_iter().collect(),
-                from: Some(load_from),
-                to: Some(input.to),
-                ..FactFilter::default()
-            };
-            frames::facts_frame(&store.read_page_insights(&input.scope, &filter).await?)?
-        }
+        None => frames::facts_frame(&store.read_page_insights(&input.scope, &filter).await?)?,
     };
     if facts.height() == 0 {
         return Err(PipelineError::Input(format!(
@@ -132,10 +135,18 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     let (tables, mut summary) = computed;
     for (table, df) in tables {
         let batch = frames::to_batch(&df, table)?;
-        let ack = store.replace_report(&input.scope, table, &batch).await?;
+        let ack = store.replace_report(&input.scope, table, &input.variant, &batch).await?;
         summary.rows_written.insert(table.name, ack.rows);
     }
+    // The run record goes last: it names the run whose tables are now in place.
+    let started_at = chrono::Utc::now();
+    summary.run_id =
+        format!("jobs-{}-{}", started_at.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let rows: usize = summary.rows_written.values().sum();
+    let record = frames::run_record(&summary.run_id, &input.variant, from, to, started_at, summary.facts, rows)?;
+    store.replace_report(&input.scope, &REPORT_RUNS, &input.variant, &record).await?;
     summary.tenant = tenant;
+    summary.variant = input.variant.clone();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

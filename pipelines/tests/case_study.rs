@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use pulse_config::Secret;
-use pulse_domain::{Access, Principal};
+use pulse_domain::Access;
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, Target};
 use pulse_pipelines::campaign::{Campaign, Matcher};
 use pulse_pipelines::jobs::{self, JobInput};
@@ -22,14 +22,14 @@ fn d(y: i32, m: u32, day: u32) -> NaiveDate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_case_studys_figures_come_out_of_the_pipelines() {
     let world = World::new(scenario::resolve("case-study").unwrap(), None);
-    let access = Access::new(Principal::Operator, world.tenants.iter().map(|t| t.id.clone()));
+    let access = Access::operator(world.tenants.iter().map(|t| t.id.clone()));
     let targets: Vec<Target> = world
         .pages
         .iter()
         .map(|p| {
             let practice = &world.practices[p.practice];
             Target {
-                scope: access.scope(world.tenants[practice.tenant].id.as_str()).unwrap(),
+                scope: access.write_scope(world.tenants[practice.tenant].id.as_str()).unwrap(),
                 practice: practice.code.clone(),
                 page: p.id.parse().unwrap(),
                 token: Secret::new(p.token.clone()),
@@ -52,7 +52,7 @@ async fn the_case_studys_figures_come_out_of_the_pipelines() {
     opts.progress = false;
     opts.concurrency = 16;
     let client = GraphClient::new(&running.url(), version, None, Duration::from_secs(30)).unwrap();
-    let report = Ingester::new(store.clone(), client, opts).run(targets).await.unwrap();
+    let (report, _) = Ingester::new(store.clone(), client, opts).run(targets).await.unwrap();
     assert!(report.is_clean(), "{}", report.table());
 
     let campaigns = vec![
@@ -77,14 +77,14 @@ async fn the_case_studys_figures_come_out_of_the_pipelines() {
     let mut heart_post_reach = 0.0;
     let mut engaged = Vec::new();
     let mut shares = [0.0; 7];
-    for scope in access.scopes() {
+    for scope in access.write_scopes() {
         let input = JobInput {
             scope: scope.clone(),
             from: end - chrono::Duration::days(364),
             to: end,
             campaigns: campaigns.clone(),
             registered: None,
-            lake_root: Some(dir.path().to_owned()),
+            variant: pulse_store::ReportVariant::main(),
         };
         let summary = jobs::run(&store, input).await.unwrap();
         engaged.push(summary.median_weekly_engaged.unwrap());
@@ -117,7 +117,10 @@ async fn the_case_studys_figures_come_out_of_the_pipelines() {
         }
         assert!(summary.age_source.contains("engaged people"), "{}", summary.age_source);
         // Tenant-level shares from the stored report table.
-        let ages = store.read_report(&scope, &AGE_BANDS as &'static ReportTable).await.unwrap();
+        let ages = store
+            .read_report(&scope, &AGE_BANDS as &'static ReportTable, &pulse_store::ReportVariant::main())
+            .await
+            .unwrap();
         let levels =
             ages.column_by_name("level").unwrap().as_any().downcast_ref::<arrow::array::StringArray>().unwrap().clone();
         let people = ages

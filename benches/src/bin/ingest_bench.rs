@@ -58,7 +58,7 @@ async fn main() -> Result<()> {
     let client = GraphClient::new(&running.url(), version, None, Duration::from_secs(60))?;
     let n_pages = targets.len();
     let started = Instant::now();
-    let report = Ingester::new(store, client, opts).run(targets).await?;
+    let (report, _) = Ingester::new(store, client, opts).run(targets).await?;
     let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(report.is_clean(), "{}", report.table());
     println!(

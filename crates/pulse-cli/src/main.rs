@@ -2,7 +2,6 @@
 
 mod commands;
 mod logging;
-mod open;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,12 +60,24 @@ enum Command {
     Metrics(commands::metrics::MetricsArgs),
 }
 
-fn main() -> ExitCode {
-    // Behave like other Unix tools when the reader goes away (`pulse metrics | head`): exit quietly, no panic.
-    // SAFETY: called first thing, before any thread exists; restoring the default disposition is always sound.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+/// Writes results to stdout. When the reader has gone away (`pulse report reach | head`), exits quietly like other
+/// Unix tools instead of panicking.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(2);
     }
+}
+
+fn main() -> ExitCode {
+    // SIGPIPE stays ignored (Rust's default): a socket to a store that died mid-insert must come back as an error the
+    // ingester can retry and report, never kill the process. A reader that goes away (`pulse metrics | head`) is
+    // handled where we write, by [`out`].
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use pulse_domain::{Access, ApiVersion, PageId, PageKind, PracticeCode, Principal, TenantId};
+use pulse_domain::{Access, ApiVersion, PageId, PageKind, PracticeCode, TenantId};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -168,9 +168,10 @@ impl Config {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    /// The authorisation check for a principal over this deployment's tenants.
-    pub fn access(&self, principal: Principal) -> Access {
-        Access::new(principal, self.tenants.iter().map(|t| t.id.clone()))
+    /// The operator's access to this deployment's tenants (whoever holds the config file). Analyst and admin
+    /// access are narrowed from it ([`Access::analyst`], [`Access::admin`]).
+    pub fn operator_access(&self) -> Access {
+        Access::operator(self.tenants.iter().map(|t| t.id.clone()))
     }
 
     pub fn tenant(&self, id: &TenantId) -> Option<&TenantConfig> {

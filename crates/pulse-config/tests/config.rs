@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use pulse_config::{ConfigError, StoreBackend, load, parse};
-use pulse_domain::Principal;
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pulse.example.toml")
@@ -29,7 +28,7 @@ fn the_example_config_loads_with_csv_practices() {
     assert_eq!(summary.tenants[0].claimed_pages, 1);
     assert_eq!(summary.tenants[0].practices_without_pages, 1);
     assert_eq!(summary.tenants[1].pages, 3);
-    let access = config.access(Principal::Operator);
+    let access = config.operator_access();
     assert_eq!(access.scopes().len(), 2);
 }
 

@@ -328,6 +328,16 @@ impl MetricCatalogue {
         self.entries.iter().rev().find(|g| g.canonical == canonical && g.is_valid(version, on))
     }
 
+    /// The day the API stopped offering `canonical` under every name, if it has: a figure after that day is
+    /// "retired", not missing.
+    pub fn retired_since(&self, canonical: CanonicalMetric) -> Option<NaiveDate> {
+        let names: Vec<&GraphMetric> = self.entries.iter().filter(|g| g.canonical == canonical).collect();
+        if names.is_empty() || names.iter().any(|g| g.retired_on.is_none()) {
+            return None;
+        }
+        names.iter().filter_map(|g| g.retired_on).max()
+    }
+
     /// Finds a Graph metric by name (any version), to map a response back to its canonical metric.
     pub fn by_graph_name(&self, name: &str) -> Option<&'static GraphMetric> {
         self.entries.iter().find(|g| g.name == name)

@@ -65,10 +65,54 @@ pub struct PostInsightSnapshot {
     pub fetched_at: DateTime<Utc>,
 }
 
+/// How a practice's part of an ingest run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every page and stream fetched and stored.
+    Ok,
+    /// Stopped early because the store went away: what was acknowledged is kept, the rest is fetched next run.
+    Partial,
+    /// A page failed or needs re-authorisation.
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ok" => Ok(RunStatus::Ok),
+            "partial" => Ok(RunStatus::Partial),
+            "failed" => Ok(RunStatus::Failed),
+            _ => Err(DomainError::Stream(format!("run status `{s}`"))),
+        }
+    }
+}
+
 /// What an ingest checkpoint tracks, per page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stream {
+    /// Every page metric of a period (checkpoints written before checkpoints were kept per metric).
     PageInsights(Period),
+    /// One page metric of a period: checkpoints are kept per metric, so a metric Meta refused in a window holds its
+    /// own checkpoint back (and the next run fills the gap) while the others move on.
+    PageMetric(Period, CanonicalMetric),
     Posts,
     PostInsights,
 }
@@ -77,6 +121,7 @@ impl fmt::Display for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stream::PageInsights(p) => write!(f, "page_insights/{p}"),
+            Stream::PageMetric(p, m) => write!(f, "page_insights/{p}/{}", m.as_str()),
             Stream::Posts => f.write_str("posts"),
             Stream::PostInsights => f.write_str("post_insights"),
         }
@@ -89,11 +134,17 @@ impl FromStr for Stream {
         match s {
             "posts" => Ok(Stream::Posts),
             "post_insights" => Ok(Stream::PostInsights),
-            _ => s
-                .strip_prefix("page_insights/")
-                .and_then(|p| p.parse().ok())
-                .map(Stream::PageInsights)
-                .ok_or_else(|| DomainError::Stream(s.to_owned())),
+            _ => {
+                let rest = s.strip_prefix("page_insights/").ok_or_else(|| DomainError::Stream(s.to_owned()))?;
+                match rest.split_once('/') {
+                    None => rest.parse().map(Stream::PageInsights).map_err(|_| DomainError::Stream(s.to_owned())),
+                    Some((period, metric)) => {
+                        let period: Period = period.parse().map_err(|_| DomainError::Stream(s.to_owned()))?;
+                        let metric: CanonicalMetric = metric.parse().map_err(|_| DomainError::Stream(s.to_owned()))?;
+                        Ok(Stream::PageMetric(period, metric))
+                    }
+                }
+            }
         }
     }
 }
@@ -123,7 +174,7 @@ pub struct IngestRunRecord {
     pub errors: u64,
     pub pages_needing_reauth: u32,
     /// `ok`, `partial` or `failed`.
-    pub status: String,
+    pub status: RunStatus,
     /// What went wrong, in words, with no secret in it.
     pub message: String,
 }

@@ -27,6 +27,29 @@ impl CoveredDays {
     }
 }
 
+/// Day 0 of the day numbers used in Arrow `Date32` columns and ClickHouse `Date`.
+pub const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+
+/// Days since 1970-01-01 (Arrow's `Date32`).
+pub fn day_number(day: NaiveDate) -> i32 {
+    (day - EPOCH).num_days() as i32
+}
+
+/// The day `n` days after 1970-01-01.
+pub fn from_day_number(n: i32) -> NaiveDate {
+    EPOCH + Duration::days(n as i64)
+}
+
+/// The Unix time of midnight US-Pacific at the start of `day` (what `since`/`until` take).
+pub fn pacific_midnight(day: NaiveDate) -> i64 {
+    end_time_for_day(day - Duration::days(1)).timestamp()
+}
+
+/// Today in US-Pacific time: the first day whose values are not complete yet.
+pub fn pacific_today() -> NaiveDate {
+    Utc::now().with_timezone(&Los_Angeles).date_naive()
+}
+
 /// Parses a Graph `end_time` such as `2018-01-02T08:00:00+0000` (Meta's offset has no colon).
 pub fn parse_end_time(value: &str) -> Result<DateTime<Utc>, DomainError> {
     DateTime::<FixedOffset>::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%z")

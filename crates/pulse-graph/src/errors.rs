@@ -31,7 +31,8 @@ impl ErrorClass {
 
 pub fn classify(error: &GraphError) -> ErrorClass {
     match error.code {
-        1 | 2 => ErrorClass::Transient,
+        // Meta marks some code 1/2 errors as not transient; an explicit `false` is believed.
+        1 | 2 if error.is_transient != Some(false) => ErrorClass::Transient,
         4 | 17 | 32 | 613 | 80001 => ErrorClass::Throttled,
         190 => ErrorClass::TokenDead,
         10 | 200..=299 => ErrorClass::Permission,
@@ -86,6 +87,10 @@ mod tests {
         let mut t = err(99, "odd");
         t.is_transient = Some(true);
         assert_eq!(classify(&t), ErrorClass::Transient);
+        let mut not = err(2, "Service temporarily unavailable");
+        assert_eq!(classify(&not), ErrorClass::Transient, "code 2 without the flag is transient");
+        not.is_transient = Some(false);
+        assert_eq!(classify(&not), ErrorClass::BadRequest, "an explicit is_transient: false is not retried");
         assert!(ErrorClass::Throttled.is_retryable() && !ErrorClass::TokenDead.is_retryable());
     }
 }

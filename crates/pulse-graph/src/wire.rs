@@ -49,7 +49,7 @@ impl MetricValue {
 }
 
 /// Paging links: time-based (`previous`/`next`) for insights, cursor-based for edges such as posts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Paging {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursors: Option<Cursors>,
@@ -59,10 +59,53 @@ pub struct Paging {
     pub next: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Meta omits `after` on the last page of a listing and sometimes `before` on the first: both are optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cursors {
-    pub before: String,
-    pub after: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl std::fmt::Debug for Paging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paging")
+            .field("cursors", &self.cursors)
+            .field("previous", &self.previous.as_deref().map(redact))
+            .field("next", &self.next.as_deref().map(redact))
+            .finish()
+    }
+}
+
+/// `text` with the value of every `access_token` (as a query parameter or a JSON field) replaced by `***`: Meta
+/// echoes the token in paging links, and a page object can carry its page token.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("access_token") {
+        let after_key = at + "access_token".len();
+        out.push_str(&rest[..after_key]);
+        rest = &rest[after_key..];
+        let sep = if rest.starts_with('=') {
+            1
+        } else if rest.starts_with("\":\"") {
+            3
+        } else if rest.starts_with("\": \"") {
+            4
+        } else {
+            continue;
+        };
+        out.push_str(&rest[..sep]);
+        rest = &rest[sep..];
+        let end = rest.find(|c: char| c == '&' || c == '"' || c == '#' || c.is_whitespace()).unwrap_or(rest.len());
+        if end > 0 {
+            out.push_str("***");
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `GET /{page-id}/published_posts` (and `/posts`).
@@ -95,7 +138,7 @@ pub struct PostObject {
 }
 
 /// `GET /{page-id}?fields=...`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageObject {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,6 +149,18 @@ pub struct PageObject {
     pub followers_count: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
+}
+
+impl std::fmt::Debug for PageObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageObject")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("fan_count", &self.fan_count)
+            .field("followers_count", &self.followers_count)
+            .field("access_token", &self.access_token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// `GET /debug_token`.
@@ -130,18 +185,37 @@ pub struct DebugTokenData {
 }
 
 /// One inner request of `POST /` with `batch=[...]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchRequest {
     pub method: String,
     pub relative_url: String,
 }
 
 /// One inner response of a batch: the inner body is a JSON *string*.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl std::fmt::Debug for BatchRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchRequest")
+            .field("method", &self.method)
+            .field("relative_url", &redact(&self.relative_url))
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchResponse {
     pub code: u16,
     pub headers: Vec<BatchHeader>,
     pub body: String,
+}
+
+impl std::fmt::Debug for BatchResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchResponse")
+            .field("code", &self.code)
+            .field("headers", &self.headers)
+            .field("body", &redact(&self.body))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +319,60 @@ mod tests {
         let body = r#"{"data":[{"created_time":"2018-03-10T09:15:02+0000","message":"Watch: the signs of a stroke","id":"1234567890_1020"}],"paging":{"cursors":{"before":"QVFIUk1","after":"QVFIUk2"},"next":"https://graph.facebook.com/v2.12/1234567890/published_posts?limit=25&after=QVFIUk2"}}"#;
         let parsed: PostsResponse = serde_json::from_str(body).unwrap();
         assert_eq!(parsed.data[0].id, "1234567890_1020");
-        assert_eq!(parsed.paging.unwrap().cursors.unwrap().after, "QVFIUk2");
+        assert_eq!(parsed.paging.unwrap().cursors.unwrap().after.as_deref(), Some("QVFIUk2"));
+    }
+
+    #[test]
+    fn the_last_page_of_a_listing_may_omit_cursors() {
+        for paging in [
+            r#"{"cursors":{"before":"QVFIUk1"}}"#,
+            r#"{"cursors":{"after":"QVFIUk2"}}"#,
+            r#"{"cursors":{}}"#,
+            r#"{"previous":"https://graph.facebook.com/v2.12/1/published_posts?before=QVFIUk1"}"#,
+            r#"{}"#,
+        ] {
+            let body =
+                format!(r#"{{"data":[{{"id":"1_2","created_time":"2018-03-10T09:15:02+0000"}}],"paging":{paging}}}"#);
+            let parsed: PostsResponse = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{paging}: {e}"));
+            assert!(parsed.paging.unwrap().next.is_none());
+        }
+        // Fields Meta adds later are ignored, not fatal.
+        let extra =
+            r#"{"data":[],"paging":{"cursors":{"before":"a","after":"b","extra":1}},"summary":{"total_count":3}}"#;
+        assert!(serde_json::from_str::<PostsResponse>(extra).is_ok());
+    }
+
+    #[test]
+    fn debug_of_any_wire_type_never_prints_an_access_token() {
+        const TOKEN: &str = "EAAGm0PX4ZCpsBAKZBsecret123";
+        let paging = Paging {
+            cursors: None,
+            previous: None,
+            next: Some(format!("https://graph.facebook.com/v2.12/1/insights?access_token={TOKEN}&since=1")),
+        };
+        let page = PageObject {
+            id: "1".into(),
+            name: None,
+            fan_count: None,
+            followers_count: None,
+            access_token: Some(TOKEN.into()),
+        };
+        let batch = BatchRequest { method: "GET".into(), relative_url: format!("me?access_token={TOKEN}") };
+        let response =
+            BatchResponse { code: 200, headers: vec![], body: format!(r#"{{"id":"1","access_token":"{TOKEN}"}}"#) };
+        let insights = InsightsResponse { data: vec![], paging: Some(paging.clone()) };
+        for text in [
+            format!("{paging:?}"),
+            format!("{page:?}"),
+            format!("{batch:?}"),
+            format!("{response:?}"),
+            format!("{insights:?}"),
+            format!("{:?}", PostsResponse { data: vec![], paging: Some(paging.clone()) }),
+        ] {
+            assert!(!text.contains(TOKEN), "{text}");
+            assert!(text.contains("***"), "{text}");
+        }
+        assert_eq!(redact("a?access_token=x&b=1"), "a?access_token=***&b=1");
+        assert_eq!(redact("no token here"), "no token here");
     }
 }

@@ -66,7 +66,7 @@ impl RateBudget {
             }
         }
         let mut pages = self.pages.lock().expect("budget lock");
-        for (id, u) in &usage.pages {
+        for (id, u) in usage.pages.iter().filter_map(|(id, v)| v.first().map(|u| (id, u))) {
             let state = pages.entry(id.clone()).or_default();
             state.percent = u.call_count.max(u.total_time).max(u.total_cputime);
             if u.estimated_time_to_regain_access > 0 || state.percent >= 100 {

@@ -3,13 +3,11 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use pulse_config::Secret;
 use pulse_domain::ApiVersion;
 use pulse_graph::wire::{GraphErrorBody, InsightsResponse, PageObject, PostsResponse};
 use pulse_graph::{ErrorClass, GraphError, Usage, classify};
 use serde::de::DeserializeOwned;
-use sha2::Sha256;
 
 /// What a call got back.
 #[derive(Debug, Clone)]
@@ -24,10 +22,14 @@ pub struct Fetched<T> {
 pub enum CallError {
     #[error("Graph API error {} ({}): {}", .error.code, class_word(*.class), .error.message)]
     Graph { class: ErrorClass, error: Box<GraphError>, usage: Usage },
-    #[error("network error calling the Graph API: {0}")]
-    Network(String),
+    #[error("cannot reach the Graph API at {host}: {reason}")]
+    Network { host: String, reason: String },
+    /// A body that is not what Meta documents. `retryable` when it looks cut short (a truncated transfer), not when
+    /// it is whole but of the wrong shape: asking again would get the same answer.
     #[error("malformed response (HTTP {status}, {bytes} bytes): {reason}")]
-    Malformed { status: u16, bytes: usize, reason: String },
+    Malformed { status: u16, bytes: usize, reason: String, retryable: bool },
+    #[error("the run stopped before this call")]
+    Stopped,
 }
 
 fn class_word(c: ErrorClass) -> &'static str {
@@ -46,7 +48,9 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CallError::Graph { class, .. } => class.is_retryable(),
-            CallError::Network(_) | CallError::Malformed { .. } => true,
+            CallError::Network { .. } => true,
+            CallError::Malformed { retryable, .. } => *retryable,
+            CallError::Stopped => false,
         }
     }
 
@@ -79,12 +83,28 @@ impl std::fmt::Debug for GraphClient {
     }
 }
 
-/// `appsecret_proof`: HMAC-SHA256 of the access token keyed with the app secret, hex. A proof, not a secret: it is
-/// sent as a query parameter as Meta requires.
+/// The innermost cause of a transport error, without the URL (which could carry a paging cursor, never a token).
+fn cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    text
+}
+
+/// A body that does not parse: retryable only when it ends early (a cut transfer), since a whole body of the wrong
+/// shape comes back the same every time.
+fn malformed(status: u16, bytes: usize, e: &serde_json::Error, scrub: impl Fn(String) -> String) -> CallError {
+    let retryable = matches!(e.classify(), serde_json::error::Category::Eof | serde_json::error::Category::Io);
+    CallError::Malformed { status, bytes, reason: scrub(e.to_string()), retryable }
+}
+
+/// `appsecret_proof` for a page token (see [`pulse_graph::appsecret_proof`]).
 pub fn appsecret_proof(secret: &Secret, token: &Secret) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes any key length");
-    mac.update(token.expose().as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    pulse_graph::appsecret_proof(secret.expose(), token.expose())
 }
 
 impl GraphClient {
@@ -101,8 +121,15 @@ impl GraphClient {
             .pool_max_idle_per_host(64)
             .user_agent(concat!("practice-pulse/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CallError::Network(e.to_string()))?;
+            .map_err(|e| CallError::Network { host: base_url.to_owned(), reason: cause(e) })?;
         Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned(), version, app_secret })
+    }
+
+    /// The Graph API's host (scheme, host and port; no path or query), for messages.
+    pub fn host(&self) -> String {
+        reqwest::Url::parse(&self.base_url)
+            .map(|u| format!("{}://{}", u.scheme(), u.authority()))
+            .unwrap_or_else(|_| self.base_url.clone())
     }
 
     pub fn version(&self) -> ApiVersion {
@@ -135,6 +162,7 @@ impl GraphClient {
             status: 200,
             bytes: 0,
             reason: format!("paging link: {e}"),
+            retryable: false,
         })?;
         let kept: Vec<(String, String)> = url
             .query_pairs()
@@ -155,11 +183,12 @@ impl GraphClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Fetched<T>, CallError> {
         let scrub = |s: String| s.replace(token.expose(), "***");
-        let response = request.send().await.map_err(|e| CallError::Network(scrub(e.without_url().to_string())))?;
+        let network = |e: reqwest::Error| CallError::Network { host: self.host(), reason: scrub(cause(e)) };
+        let response = request.send().await.map_err(network)?;
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let usage = Usage::parse(header("x-app-usage").as_deref(), header("x-business-use-case-usage").as_deref());
-        let bytes = response.bytes().await.map_err(|e| CallError::Network(scrub(e.without_url().to_string())))?;
+        let bytes = response.bytes().await.map_err(network)?;
         if status != 200 {
             return match serde_json::from_slice::<GraphErrorBody>(&bytes) {
                 Ok(body) => {
@@ -167,12 +196,12 @@ impl GraphClient {
                     error.message = scrub(error.message);
                     Err(CallError::Graph { class: classify(&error), error: Box::new(error), usage })
                 }
-                Err(e) => Err(CallError::Malformed { status, bytes: bytes.len(), reason: scrub(e.to_string()) }),
+                Err(e) => Err(malformed(status, bytes.len(), &e, scrub)),
             };
         }
         match serde_json::from_slice::<T>(&bytes) {
             Ok(body) => Ok(Fetched { body, usage, bytes: bytes.len() }),
-            Err(e) => Err(CallError::Malformed { status, bytes: bytes.len(), reason: scrub(e.to_string()) }),
+            Err(e) => Err(malformed(status, bytes.len(), &e, scrub)),
         }
     }
 

@@ -6,15 +6,25 @@
 //!   checkpoints with a lookback;
 //! - [`budget`]: the adaptive rate budget from Meta's usage headers;
 //! - [`retry`]: exponential backoff with full jitter, injectable sleep;
-//! - [`run`]: the executor and the batch writer.
+//! - [`executor`]: runs the plan (bounded concurrency, one task per page and stream);
+//! - `call`: one Graph call with the rate budget and retries, and what a failed stream tells the user;
+//! - `fetch`: a window of page insights, a window of posts;
+//! - [`writer`]: batches to the store, checkpoints after the store's acknowledgement;
+//! - [`summary`]: what a run did, per practice, in words.
 
 pub mod budget;
+mod call;
 pub mod client;
+pub mod executor;
+mod fetch;
 pub mod parse;
 pub mod plan;
 pub mod retry;
-pub mod run;
+pub mod summary;
+pub mod writer;
 
 pub use client::{CallError, GraphClient};
+pub use executor::{IngestError, IngestOptions, Ingester, RunRecordPlace};
 pub use plan::{PlanOptions, Target};
-pub use run::{IngestError, IngestOptions, Ingester, RunReport};
+pub use summary::{Failure, FailureKind, Reauth, RunReport};
+pub use writer::StoreFailure;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDate};
 use pulse_config::Secret;
 use pulse_domain::{
-    ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode, Stream, TenantScope,
+    ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode, Stream, WriteScope,
 };
 
 /// Page metrics asked for per period. Unique counts come at every period because they are not additive; the
@@ -50,7 +50,7 @@ pub const MAX_HISTORY_DAYS: i64 = 730;
 /// A page to ingest, with its token (kept as a secret) and the tenant scope its data is written under.
 #[derive(Clone)]
 pub struct Target {
-    pub scope: TenantScope,
+    pub scope: WriteScope,
     pub practice: PracticeCode,
     pub page: PageId,
     pub token: Secret,
@@ -129,13 +129,25 @@ pub fn plan_page(opts: &PlanOptions, checkpoints: &HashMap<Stream, NaiveDate>) -
     for (period, wanted) in
         [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)]
     {
-        let stream = Stream::PageInsights(period);
-        let metrics = graph_metrics(wanted, period, opts.version, opts.today);
-        let from = start_for(stream, opts.lookback_days);
-        if metrics.is_empty() || from > last {
-            continue;
+        // Checkpoints are per metric (a refused metric holds its own back); a page checkpointed before that has
+        // one per period, which stands for every metric of it.
+        let mut by_start: std::collections::BTreeMap<NaiveDate, Vec<&'static GraphMetric>> = Default::default();
+        for metric in graph_metrics(wanted, period, opts.version, opts.today) {
+            let own = Stream::PageMetric(period, metric.canonical);
+            let stream = if checkpoints.contains_key(&own) { own } else { Stream::PageInsights(period) };
+            let from = start_for(stream, opts.lookback_days);
+            if from <= last {
+                by_start.entry(from).or_default().push(metric);
+            }
         }
-        plans.push(StreamPlan { stream, metrics, windows: windows(from, last, MAX_WINDOW_DAYS) });
+        // Metrics that agree on where to start share their calls; one that lags behind (a gap to fill) gets its own.
+        for (from, metrics) in by_start {
+            plans.push(StreamPlan {
+                stream: Stream::PageInsights(period),
+                metrics,
+                windows: windows(from, last, MAX_WINDOW_DAYS),
+            });
+        }
     }
     let from = start_for(Stream::Posts, opts.post_snapshot_days);
     if from <= last {
@@ -219,6 +231,24 @@ mod tests {
         let plans = plan_page(&opts(), &cps);
         assert_eq!(plans[0].windows, vec![Window { from: d(2018, 6, 23), to: d(2018, 6, 30) }]);
         assert_eq!(plans[3].windows[0].from, d(2018, 6, 3), "young posts are re-snapshotted");
+    }
+
+    #[test]
+    fn a_metric_whose_checkpoint_lags_is_fetched_from_its_own_start_and_the_rest_from_theirs() {
+        let mut cps = HashMap::new();
+        for m in DAY_METRICS {
+            cps.insert(Stream::PageMetric(Period::Day, *m), d(2018, 6, 25));
+        }
+        // Reach was refused in the window after April: its checkpoint stayed at the end of April.
+        cps.insert(Stream::PageMetric(Period::Day, CanonicalMetric::PageReach), d(2018, 4, 30));
+        let plans = plan_page(&opts(), &cps);
+        let day: Vec<&StreamPlan> = plans.iter().filter(|p| p.stream == Stream::PageInsights(Period::Day)).collect();
+        assert_eq!(day.len(), 2, "{day:?}");
+        assert_eq!(day[0].metrics.iter().map(|m| m.name).collect::<Vec<_>>(), vec!["page_impressions_unique"]);
+        assert_eq!(day[0].windows[0].from, d(2018, 4, 28));
+        assert_eq!(day[0].windows.last().unwrap().to, d(2018, 6, 30));
+        assert!(!day[1].metrics.iter().any(|m| m.name == "page_impressions_unique"));
+        assert_eq!(day[1].windows, vec![Window { from: d(2018, 6, 23), to: d(2018, 6, 30) }]);
     }
 
     #[test]

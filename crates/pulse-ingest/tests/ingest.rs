@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use pulse_config::Secret;
-use pulse_domain::{Access, Principal, TenantScope};
+use pulse_domain::{Access, TenantScope, WriteScope};
 use pulse_ingest::retry::RetryPolicy;
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, RunReport, Target};
 use pulse_sim::scenario::{FaultSpec, RetireMetric, TokenDeath};
@@ -66,13 +66,13 @@ async fn serve(faults: FaultSpec) -> RunningSim {
 
 fn targets(sim: &Sim) -> Vec<Target> {
     let w = &sim.world;
-    let access = Access::new(Principal::Operator, w.tenants.iter().map(|t| t.id.clone()));
+    let access = Access::operator(w.tenants.iter().map(|t| t.id.clone()));
     w.pages
         .iter()
         .map(|p| {
             let practice = &w.practices[p.practice];
             Target {
-                scope: access.scope(w.tenants[practice.tenant].id.as_str()).unwrap(),
+                scope: access.write_scope(w.tenants[practice.tenant].id.as_str()).unwrap(),
                 practice: practice.code.clone(),
                 page: p.id.parse().unwrap(),
                 token: Secret::new(p.token.clone()),
@@ -105,7 +105,7 @@ fn today() -> NaiveDate {
 
 async fn ingest<S: Store + Clone + 'static>(store: &S, running: &RunningSim) -> RunReport {
     let client = GraphClient::new(&running.url(), "v2.12".parse().unwrap(), None, Duration::from_secs(10)).unwrap();
-    Ingester::new(store.clone(), client, options(today())).run(targets(&running.sim)).await.unwrap()
+    Ingester::new(store.clone(), client, options(today())).run(targets(&running.sim)).await.unwrap().0
 }
 
 fn all_faults() -> FaultSpec {
@@ -129,7 +129,7 @@ fn all_faults() -> FaultSpec {
 
 /// Everything stored, without fetch times (which differ between runs by design).
 async fn snapshot<S: Store>(store: &S) -> BTreeMap<String, Vec<String>> {
-    let access = Access::new(Principal::Operator, ["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
+    let access = Access::operator(["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
     let mut out = BTreeMap::new();
     for scope in access.scopes() {
         let mut facts: Vec<String> = store
@@ -310,9 +310,9 @@ async fn a_metric_retired_mid_run_is_isolated_and_the_rest_goes_on() {
     assert_eq!(facts.len(), 5 * 120, "reach for 5 pages x 120 days: {per_page:?}");
 }
 
-fn scopes() -> (TenantScope, TenantScope) {
-    let access = Access::new(Principal::Operator, ["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
-    (access.scope("alpha").unwrap(), access.scope("beta").unwrap())
+fn scopes() -> (WriteScope, WriteScope) {
+    let access = Access::operator(["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
+    (access.write_scope("alpha").unwrap(), access.write_scope("beta").unwrap())
 }
 
 /// A store that goes away: writes fail (as unreachable) after `ok_writes` successful ones, until healed.
@@ -344,7 +344,7 @@ impl Store for FlakyStore {
     }
     async fn write_page_insights(
         &self,
-        s: &TenantScope,
+        s: &WriteScope,
         f: &[pulse_domain::PageInsightFact],
     ) -> pulse_store::Result<WriteAck> {
         self.gate()?;
@@ -357,7 +357,7 @@ impl Store for FlakyStore {
     ) -> pulse_store::Result<Vec<pulse_domain::PageInsightFact>> {
         self.inner.read_page_insights(s, f).await
     }
-    async fn write_posts(&self, s: &TenantScope, p: &[pulse_domain::Post]) -> pulse_store::Result<WriteAck> {
+    async fn write_posts(&self, s: &WriteScope, p: &[pulse_domain::Post]) -> pulse_store::Result<WriteAck> {
         self.gate()?;
         self.inner.write_posts(s, p).await
     }
@@ -366,7 +366,7 @@ impl Store for FlakyStore {
     }
     async fn write_post_snapshots(
         &self,
-        s: &TenantScope,
+        s: &WriteScope,
         x: &[pulse_domain::PostInsightSnapshot],
     ) -> pulse_store::Result<WriteAck> {
         self.gate()?;
@@ -379,14 +379,14 @@ impl Store for FlakyStore {
     ) -> pulse_store::Result<Vec<pulse_domain::PostInsightSnapshot>> {
         self.inner.read_post_snapshots(s, f).await
     }
-    async fn save_checkpoints(&self, s: &TenantScope, c: &[pulse_domain::Checkpoint]) -> pulse_store::Result<WriteAck> {
+    async fn save_checkpoints(&self, s: &WriteScope, c: &[pulse_domain::Checkpoint]) -> pulse_store::Result<WriteAck> {
         self.gate()?;
         self.inner.save_checkpoints(s, c).await
     }
     async fn load_checkpoints(&self, s: &TenantScope) -> pulse_store::Result<Vec<pulse_domain::Checkpoint>> {
         self.inner.load_checkpoints(s).await
     }
-    async fn record_run(&self, s: &TenantScope, r: &[pulse_domain::IngestRunRecord]) -> pulse_store::Result<WriteAck> {
+    async fn record_run(&self, s: &WriteScope, r: &[pulse_domain::IngestRunRecord]) -> pulse_store::Result<WriteAck> {
         self.inner.record_run(s, r).await
     }
     async fn read_runs(&self, s: &TenantScope) -> pulse_store::Result<Vec<pulse_domain::IngestRunRecord>> {
@@ -394,18 +394,27 @@ impl Store for FlakyStore {
     }
     async fn replace_report(
         &self,
-        s: &TenantScope,
+        s: &WriteScope,
         t: &'static pulse_store::ReportTable,
+        v: &pulse_store::ReportVariant,
         b: &arrow::record_batch::RecordBatch,
     ) -> pulse_store::Result<WriteAck> {
-        self.inner.replace_report(s, t, b).await
+        self.inner.replace_report(s, t, v, b).await
     }
     async fn read_report(
         &self,
         s: &TenantScope,
         t: &'static pulse_store::ReportTable,
+        v: &pulse_store::ReportVariant,
     ) -> pulse_store::Result<arrow::record_batch::RecordBatch> {
-        self.inner.read_report(s, t).await
+        self.inner.read_report(s, t, v).await
+    }
+    async fn fact_files(
+        &self,
+        s: &TenantScope,
+        f: &FactFilter,
+    ) -> pulse_store::Result<Option<Vec<std::path::PathBuf>>> {
+        self.inner.fact_files(s, f).await
     }
 }
 
@@ -420,7 +429,7 @@ async fn a_store_outage_stops_the_run_and_loses_nothing() {
     let lake = LakeStore::open(dir.path().join("flaky")).unwrap();
     let flaky = FlakyStore { inner: lake.clone(), ok_writes: 6, writes: Arc::new(AtomicUsize::new(0)) };
     let report = ingest(&flaky, &sim).await;
-    let err = report.store_error.clone().expect("the outage is reported");
+    let err = report.store_error.as_ref().expect("the outage is reported").to_string();
     assert!(
         err.contains("cannot reach ClickHouse")
             && err.contains("were not written")
@@ -433,8 +442,12 @@ async fn a_store_outage_stops_the_run_and_loses_nothing() {
     for scope in [&alpha, &beta] {
         let facts = lake.read_page_insights(scope, &FactFilter::default()).await.unwrap();
         for cp in lake.load_checkpoints(scope).await.unwrap() {
-            if let pulse_domain::Stream::PageInsights(period) = cp.stream {
-                let days = facts.iter().filter(|f| f.page == cp.page && f.period == period).map(|f| f.day).max();
+            if let pulse_domain::Stream::PageMetric(period, metric) = cp.stream {
+                let days = facts
+                    .iter()
+                    .filter(|f| f.page == cp.page && f.period == period && f.metric == metric)
+                    .map(|f| f.day)
+                    .max();
                 assert!(days.is_some_and(|d| d >= cp.through_day), "checkpoint {cp:?} ahead of its data");
             }
         }
@@ -487,5 +500,5 @@ async fn no_token_appears_in_any_log_line_or_error() {
         }
     }
     // The run summary was recorded in the store.
-    assert!(!runs.is_empty() && runs.iter().any(|r| r.status == "failed"));
+    assert!(!runs.is_empty() && runs.iter().any(|r| r.status == pulse_domain::RunStatus::Failed));
 }

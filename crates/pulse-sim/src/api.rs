@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, RwLock};
 
 use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc};
-use hmac::{Hmac, KeyInit, Mac};
-use pulse_domain::time::{end_time_for_day, format_graph_time};
+use pulse_domain::time::{end_time_for_day, format_graph_time, pacific_midnight};
 use pulse_domain::{ApiVersion, Level, MetricCatalogue, Period, ValueKind};
 use pulse_graph::errors::http_status;
 use pulse_graph::wire::{
@@ -15,7 +14,6 @@ use pulse_graph::wire::{
     Insight, InsightValue, InsightsResponse, MetricValue, PageObject, Paging, PostObject, PostsResponse,
 };
 use serde_json::Number;
-use sha2::Sha256;
 
 use crate::faults::{BodyFault, FaultState, UsageReport, Verdict};
 use crate::rng::text;
@@ -627,7 +625,7 @@ impl Sim {
             )
         };
         let paging = Paging {
-            cursors: Some(Cursors { before: encode_cursor(offset), after: encode_cursor(end) }),
+            cursors: Some(Cursors { before: Some(encode_cursor(offset)), after: Some(encode_cursor(end)) }),
             previous: None,
             next: next_offset.map(link),
         };
@@ -777,12 +775,7 @@ fn usage_headers(u: UsageReport, page: Option<&str>) -> Vec<(String, String)> {
     headers
 }
 
-/// `appsecret_proof`: HMAC-SHA256 of the access token keyed with the app secret, hex.
-pub fn appsecret_proof(secret: &str, token: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
-    mac.update(token.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
+pub use pulse_graph::appsecret_proof;
 
 fn canonical_key(req: &Request) -> String {
     let mut q: Vec<&(String, String)> =
@@ -803,11 +796,6 @@ fn parse_time(value: &str, name: &str) -> Result<NaiveDate, GraphError> {
         return Ok(t.with_timezone(&chrono_tz::America::Los_Angeles).date_naive());
     }
     Err(graph_error(100, None, format!("(#100) The parameter {name} is not a valid date or Unix timestamp: {value}")))
-}
-
-/// The Unix time of midnight Pacific at the start of `day`.
-fn pacific_midnight(day: NaiveDate) -> i64 {
-    end_time_for_day(day - Duration::days(1)).timestamp()
 }
 
 fn split_fields(fields: &str) -> Vec<String> {

@@ -288,7 +288,7 @@ fn posts_page_with_cursors_and_field_expansion() {
     assert_eq!(insights.data.len(), 3);
     assert!(insights.data.iter().all(|i| i.period == "lifetime" && i.values[0].end_time.is_none()));
     let paging = first.paging.unwrap();
-    let after = paging.cursors.unwrap().after;
+    let after = paging.cursors.unwrap().after.unwrap();
     let mut seen: Vec<String> = first.data.iter().map(|p| p.id.clone()).collect();
     let mut cursor = after;
     loop {
@@ -301,7 +301,7 @@ fn posts_page_with_cursors_and_field_expansion() {
         seen.extend(page.data.iter().map(|p| p.id.clone()));
         let p = page.paging.unwrap();
         match p.next {
-            Some(_) => cursor = p.cursors.unwrap().after,
+            Some(_) => cursor = p.cursors.unwrap().after.unwrap(),
             None => break,
         }
     }
@@ -520,7 +520,7 @@ fn the_last_posts_page_can_be_an_empty_page_that_still_has_next() {
             break;
         }
         match paging.next {
-            Some(_) => cursor = Some(paging.cursors.unwrap().after),
+            Some(_) => cursor = paging.cursors.unwrap().after,
             None => break,
         }
     }

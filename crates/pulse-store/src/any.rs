@@ -1,11 +1,11 @@
 //! [`AnyStore`]: the backend chosen by configuration, behind the same [`Store`] interface.
 
 use arrow::record_batch::RecordBatch;
-use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope};
+use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope, WriteScope};
 
 use crate::clickhouse::ClickHouseStore;
 use crate::lake::LakeStore;
-use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, WriteAck};
+use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, WriteAck};
 
 #[derive(Clone)]
 pub enum AnyStore {
@@ -31,7 +31,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.migrate().await)
     }
 
-    async fn write_page_insights(&self, scope: &TenantScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
+    async fn write_page_insights(&self, scope: &WriteScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
         delegate!(self, s => s.write_page_insights(scope, facts).await)
     }
 
@@ -39,7 +39,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.read_page_insights(scope, filter).await)
     }
 
-    async fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> Result<WriteAck> {
+    async fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> Result<WriteAck> {
         delegate!(self, s => s.write_posts(scope, posts).await)
     }
 
@@ -47,7 +47,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.read_posts(scope, filter).await)
     }
 
-    async fn write_post_snapshots(&self, scope: &TenantScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
+    async fn write_post_snapshots(&self, scope: &WriteScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
         delegate!(self, s => s.write_post_snapshots(scope, snapshots).await)
     }
 
@@ -55,7 +55,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.read_post_snapshots(scope, filter).await)
     }
 
-    async fn save_checkpoints(&self, scope: &TenantScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
+    async fn save_checkpoints(&self, scope: &WriteScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
         delegate!(self, s => s.save_checkpoints(scope, checkpoints).await)
     }
 
@@ -63,7 +63,7 @@ impl Store for AnyStore {
         delegate!(self, s => s.load_checkpoints(scope).await)
     }
 
-    async fn record_run(&self, scope: &TenantScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
+    async fn record_run(&self, scope: &WriteScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
         delegate!(self, s => s.record_run(scope, records).await)
     }
 
@@ -73,14 +73,24 @@ impl Store for AnyStore {
 
     async fn replace_report(
         &self,
-        scope: &TenantScope,
+        scope: &WriteScope,
         table: &'static ReportTable,
+        variant: &ReportVariant,
         batch: &RecordBatch,
     ) -> Result<WriteAck> {
-        delegate!(self, s => s.replace_report(scope, table, batch).await)
+        delegate!(self, s => s.replace_report(scope, table, variant, batch).await)
     }
 
-    async fn read_report(&self, scope: &TenantScope, table: &'static ReportTable) -> Result<RecordBatch> {
-        delegate!(self, s => s.read_report(scope, table).await)
+    async fn read_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+    ) -> Result<RecordBatch> {
+        delegate!(self, s => s.read_report(scope, table, variant).await)
+    }
+
+    async fn fact_files(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Option<Vec<std::path::PathBuf>>> {
+        delegate!(self, s => s.fact_files(scope, filter).await)
     }
 }

@@ -24,9 +24,9 @@ use chrono::NaiveDate;
 pub use error::StoreError;
 use pulse_domain::{
     CanonicalMetric, Checkpoint, IngestRunRecord, PageId, PageInsightFact, Period, Post, PostInsightSnapshot,
-    PracticeCode, TenantScope,
+    PracticeCode, TenantScope, WriteScope,
 };
-pub use report::{ReportColumn, ReportTable, ReportType};
+pub use report::{ReportColumn, ReportTable, ReportType, ReportVariant};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -112,7 +112,7 @@ pub trait Store: Send + Sync {
 
     fn write_page_insights(
         &self,
-        scope: &TenantScope,
+        scope: &WriteScope,
         facts: &[PageInsightFact],
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
@@ -122,13 +122,13 @@ pub trait Store: Send + Sync {
         filter: &FactFilter,
     ) -> impl Future<Output = Result<Vec<PageInsightFact>>> + Send;
 
-    fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> impl Future<Output = Result<WriteAck>> + Send;
+    fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> impl Future<Output = Result<WriteAck>> + Send;
 
     fn read_posts(&self, scope: &TenantScope, filter: &PostFilter) -> impl Future<Output = Result<Vec<Post>>> + Send;
 
     fn write_post_snapshots(
         &self,
-        scope: &TenantScope,
+        scope: &WriteScope,
         snapshots: &[PostInsightSnapshot],
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
@@ -141,7 +141,7 @@ pub trait Store: Send + Sync {
     /// Saves checkpoints. Call only after the data they cover was acknowledged.
     fn save_checkpoints(
         &self,
-        scope: &TenantScope,
+        scope: &WriteScope,
         checkpoints: &[Checkpoint],
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
@@ -149,28 +149,40 @@ pub trait Store: Send + Sync {
 
     fn record_run(
         &self,
-        scope: &TenantScope,
+        scope: &WriteScope,
         records: &[IngestRunRecord],
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
     /// A tenant's run records, newest run first.
     fn read_runs(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<IngestRunRecord>>> + Send;
 
-    /// Replaces the tenant's whole slice of a report table with `batch`, atomically: a reader sees the old slice or
-    /// the new one, never a mix.
+    /// Replaces the tenant's whole slice of one variant of a report table with `batch`, atomically: a reader sees
+    /// the old slice or the new one, never a mix. Other variants are untouched.
     fn replace_report(
         &self,
-        scope: &TenantScope,
+        scope: &WriteScope,
         table: &'static ReportTable,
+        variant: &ReportVariant,
         batch: &RecordBatch,
     ) -> impl Future<Output = Result<WriteAck>> + Send;
 
-    /// The tenant's current slice of a report table (possibly empty), in the table's schema (without `tenant_id`).
+    /// The tenant's current slice of one variant of a report table (possibly empty), in the table's schema
+    /// (without `tenant_id`).
     fn read_report(
         &self,
         scope: &TenantScope,
         table: &'static ReportTable,
+        variant: &ReportVariant,
     ) -> impl Future<Output = Result<RecordBatch>> + Send;
+
+    /// Where the backend keeps facts as local Parquet files: the files holding the scope's page insight facts for
+    /// the filter's days, each checked (readable footer, the lake's columns, no other tenant's directory), for
+    /// scanning in place. `None` when the backend is a server: read through [`Store::read_page_insights`].
+    fn fact_files(
+        &self,
+        scope: &TenantScope,
+        filter: &FactFilter,
+    ) -> impl Future<Output = Result<Option<Vec<std::path::PathBuf>>>> + Send;
 }
 
 /// What `migrate` did.

@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "analyst_views",
         sql: include_str!("../../../sql/migrations/0003_analyst_views.sql"),
     },
+    Migration { version: 4, name: "report_runs", sql: include_str!("../../../sql/migrations/0004_report_runs.sql") },
 ];
 
 /// The schema version this build creates.

@@ -221,6 +221,69 @@ pub static DATA_QUALITY: ReportTable = ReportTable {
     ],
 };
 
+/// One pipelines run: which range it computed, when, and what it wrote. Written last, so a variant's run record
+/// names the run whose tables readers see.
+pub static REPORT_RUNS: ReportTable = ReportTable {
+    name: "report_runs",
+    doc: "One pipelines run per variant: the range it computed, when, and what it wrote.",
+    columns: &[
+        col("run_id", ReportType::Str, "pipelines run id"),
+        col("variant", ReportType::Str, "report variant: empty for the main reports, else its name"),
+        col("range_from", ReportType::Date, "first Pacific-time day of the report range"),
+        col("range_to", ReportType::Date, "last Pacific-time day of the report range"),
+        col("computed_at", ReportType::Str, "when the run finished (UTC, RFC 3339)"),
+        col("facts", ReportType::I64, "facts read"),
+        col("rows", ReportType::I64, "report rows written"),
+    ],
+};
+
+/// Which copy of a tenant's reports: the main one, or a named variant (a narrower `pulse jobs run --from/--to`
+/// writes to one, so it never replaces the full-range reports analysts read by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReportVariant(String);
+
+impl ReportVariant {
+    /// The main reports.
+    pub fn main() -> Self {
+        Self(String::new())
+    }
+
+    /// A named variant: 1-64 characters of `A-Z a-z 0-9 . _ -` (it becomes part of a path and a key).
+    pub fn named(name: &str) -> Result<Self> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && !name.starts_with('.');
+        if !ok {
+            return Err(StoreError::Invalid {
+                what: format!("report variant `{name}`"),
+                reason: "use 1-64 characters of letters, digits, `.`, `_` and `-`, not starting with `.`".into(),
+            });
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn is_main(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The name (empty for the main reports).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key a slice is stored under: the table name, or `table@variant`.
+    pub fn slice_key(&self, table: &ReportTable) -> String {
+        if self.is_main() { table.name.to_owned() } else { format!("{}@{}", table.name, self.0) }
+    }
+}
+
+impl std::fmt::Display for ReportVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_main() { "main" } else { &self.0 })
+    }
+}
+
 /// Every report table, in migration order.
 pub static ALL: &[&ReportTable] = &[
     &REACH_WEEKLY,
@@ -230,6 +293,7 @@ pub static ALL: &[&ReportTable] = &[
     &CAMPAIGN_SERIES,
     &POST_PERFORMANCE,
     &DATA_QUALITY,
+    &REPORT_RUNS,
 ];
 
 impl ReportTable {

@@ -11,15 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::{Result, StoreError};
 
-const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
-
-pub fn day_to_i32(day: NaiveDate) -> i32 {
-    (day - EPOCH).num_days() as i32
-}
-
-pub fn i32_to_day(days: i32) -> NaiveDate {
-    EPOCH + chrono::Duration::days(days as i64)
-}
+pub use pulse_domain::{day_number as day_to_i32, from_day_number as i32_to_day};
 
 pub fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()

@@ -12,16 +12,20 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use pulse_domain::{
     Access, ApiVersion, CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period, Post,
-    PostInsightSnapshot, Principal, Stream, TenantId, TenantScope,
+    PostInsightSnapshot, Stream, TenantId, WriteScope,
 };
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 use pulse_store::lake::LakeStore;
 use pulse_store::report::REACH_WEEKLY;
-use pulse_store::{FactFilter, PostFilter, Store, StoreError};
+use pulse_store::{FactFilter, PostFilter, ReportVariant, Store, StoreError};
 
-fn scopes() -> (TenantScope, TenantScope) {
-    let access = Access::new(Principal::Operator, [TenantId::new("alpha").unwrap(), TenantId::new("beta").unwrap()]);
-    (access.scope("alpha").unwrap(), access.scope("beta").unwrap())
+fn main() -> ReportVariant {
+    ReportVariant::main()
+}
+
+fn scopes() -> (WriteScope, WriteScope) {
+    let access = Access::operator([TenantId::new("alpha").unwrap(), TenantId::new("beta").unwrap()]);
+    (access.write_scope("alpha").unwrap(), access.write_scope("beta").unwrap())
 }
 
 fn day(d: u32) -> NaiveDate {
@@ -138,13 +142,13 @@ async fn another_tenants_scope_sees_nothing<S: Store>(store: &S) {
     store.write_post_snapshots(&alpha, &snapshots(0)).await.unwrap();
     store.save_checkpoints(&alpha, &[checkpoint(day(5), 0)]).await.unwrap();
     store.record_run(&alpha, &[run("r1", 0)]).await.unwrap();
-    store.replace_report(&alpha, &REACH_WEEKLY, &reach_report(3)).await.unwrap();
+    store.replace_report(&alpha, &REACH_WEEKLY, &main(), &reach_report(3)).await.unwrap();
     assert!(store.read_page_insights(&beta, &FactFilter::default()).await.unwrap().is_empty());
     assert!(store.read_posts(&beta, &PostFilter::default()).await.unwrap().is_empty());
     assert!(store.read_post_snapshots(&beta, &PostFilter::default()).await.unwrap().is_empty());
     assert!(store.load_checkpoints(&beta).await.unwrap().is_empty());
     assert!(store.read_runs(&beta).await.unwrap().is_empty());
-    assert_eq!(store.read_report(&beta, &REACH_WEEKLY).await.unwrap().num_rows(), 0);
+    assert_eq!(store.read_report(&beta, &REACH_WEEKLY, &main()).await.unwrap().num_rows(), 0);
     // And beta's writes never show up in alpha's reads.
     store.write_page_insights(&beta, &window(0)[..3]).await.unwrap();
     assert_eq!(store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap().len(), window(0).len());
@@ -212,7 +216,7 @@ fn run(id: &str, started: i64) -> IngestRunRecord {
         rows_written: 4200,
         errors: 0,
         pages_needing_reauth: 0,
-        status: "ok".into(),
+        status: pulse_domain::RunStatus::Ok,
         message: String::new(),
     }
 }
@@ -291,14 +295,24 @@ async fn run_records_are_kept_newest_first<S: Store>(store: &S) {
 
 async fn report_slices_are_replaced_whole<S: Store>(store: &S) {
     let (alpha, _) = scopes();
-    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY).await.unwrap().num_rows(), 0);
-    store.replace_report(&alpha, &REACH_WEEKLY, &reach_report(5)).await.unwrap();
-    let back = store.read_report(&alpha, &REACH_WEEKLY).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap().num_rows(), 0);
+    store.replace_report(&alpha, &REACH_WEEKLY, &main(), &reach_report(5)).await.unwrap();
+    let back = store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap();
     assert_eq!(back, reach_report(5));
-    store.replace_report(&alpha, &REACH_WEEKLY, &reach_report(2)).await.unwrap();
-    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY).await.unwrap(), reach_report(2));
-    store.replace_report(&alpha, &REACH_WEEKLY, &reach_report(0)).await.unwrap();
-    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY).await.unwrap().num_rows(), 0);
+    store.replace_report(&alpha, &REACH_WEEKLY, &main(), &reach_report(2)).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(2));
+    // A named variant (a narrower jobs run) is a slice of its own: writing it leaves the main slice as it was.
+    let q1 = ReportVariant::named("2018-01-01..2018-03-31").unwrap();
+    store.replace_report(&alpha, &REACH_WEEKLY, &q1, &reach_report(1)).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &q1).await.unwrap(), reach_report(1));
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(2));
+    store.replace_report(&alpha, &REACH_WEEKLY, &q1, &reach_report(3)).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(2));
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &q1).await.unwrap(), reach_report(3));
+    store.replace_report(&alpha, &REACH_WEEKLY, &main(), &reach_report(0)).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap().num_rows(), 0);
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &q1).await.unwrap(), reach_report(3));
+    assert!(ReportVariant::named("../x").is_err() && ReportVariant::named("").is_err());
     // A batch in the wrong shape is refused before anything is written.
     let wrong = RecordBatch::try_new(
         Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
@@ -309,7 +323,7 @@ async fn report_slices_are_replaced_whole<S: Store>(store: &S) {
         vec![Arc::new(StringArray::from(vec!["a"]))],
     )
     .unwrap();
-    let err = store.replace_report(&alpha, &REACH_WEEKLY, &wrong).await.unwrap_err();
+    let err = store.replace_report(&alpha, &REACH_WEEKLY, &main(), &wrong).await.unwrap_err();
     assert!(matches!(err, StoreError::Report { .. }), "{err}");
 }
 
@@ -447,6 +461,41 @@ async fn lake_reports_a_corrupt_file_and_never_overwrites_it() {
     // No temporary files are left behind.
     let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains(".tmp-")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn lake_fact_files_name_a_corrupt_file_before_anyone_scans_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LakeStore::open(dir.path()).unwrap();
+    let (alpha, beta) = scopes();
+    store.write_page_insights(&alpha, &window(0)).await.unwrap();
+    store.write_page_insights(&beta, &window(0)[..1]).await.unwrap();
+    let files = store.fact_files(&alpha, &FactFilter::days(day(1), day(40))).await.unwrap().unwrap();
+    assert_eq!(files.len(), 2, "January and February: {files:?}");
+    assert!(files.iter().all(|f| f.to_string_lossy().contains("tenant=alpha")), "{files:?}");
+    let jan = store.fact_files(&alpha, &FactFilter::days(day(1), day(20))).await.unwrap().unwrap();
+    assert_eq!(jan.len(), 1, "months outside the range are pruned");
+    std::fs::write(&files[0], b"PAR1 this is not parquet").unwrap();
+    let err = store.fact_files(&alpha, &FactFilter::days(day(1), day(40))).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Corrupt { .. }) && text.contains("month=2018-01"), "{text}");
+    assert!(text.contains("Move it aside"), "says what to do: {text}");
+}
+
+#[tokio::test]
+async fn lake_removes_temporary_files_left_by_a_killed_writer_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LakeStore::open(dir.path()).unwrap();
+    let (alpha, _) = scopes();
+    store.write_page_insights(&alpha, &window(0)).await.unwrap();
+    let month = dir.path().join("page_insights/tenant=alpha/month=2018-01");
+    let orphan = month.join(".tmp-0b1e2c3d");
+    std::fs::write(&orphan, b"half a parquet file").unwrap();
+    drop(store);
+    let store = LakeStore::open(dir.path()).unwrap();
+    assert!(!orphan.exists(), "the orphan is removed on open");
+    assert!(month.join("data.parquet").exists(), "real data is untouched");
+    assert_eq!(store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap().len(), window(0).len());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use pulse_domain::{Access, Principal, TenantId};
+use pulse_domain::{Access, TenantId};
 use pulse_pipelines::{age_bands, frames, quality, reach};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -38,7 +38,7 @@ fn clickhouse_load(args: &[String]) -> Result<()> {
         password: None,
         cluster: None,
     });
-    let access = Access::new(Principal::Operator, [TenantId::new(tenant.clone())?]);
+    let access = Access::operator([TenantId::new(tenant.clone())?]);
     let scope = access.scope(&tenant)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
@@ -68,7 +68,9 @@ fn main() -> Result<()> {
             e.file_name().to_str().and_then(|n| n.strip_prefix("tenant=")).and_then(|t| TenantId::new(t).ok())
         })
         .collect();
-    let access = Access::new(Principal::Admin, tenants.clone());
+    let access = Access::operator(tenants.clone());
+    let lake = pulse_store::lake::LakeStore::open(&root)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut wanted: Vec<_> = reach::WANTED.to_vec();
     wanted.extend(age_bands::WANTED.iter().copied());
     wanted.extend(quality::WANTED.iter().copied());
@@ -76,7 +78,10 @@ fn main() -> Result<()> {
     let mut rows = 0usize;
     let mut out_rows = 0usize;
     for scope in access.scopes() {
-        let facts = frames::scan_lake_facts(&root, &scope, &wanted, from, to)?.collect()?;
+        let files = rt
+            .block_on(pulse_store::Store::fact_files(&lake, &scope, &pulse_store::FactFilter::days(from, to)))?
+            .unwrap_or_default();
+        let facts = frames::scan_fact_files(&files, &wanted, from, to)?.collect()?;
         rows += facts.height();
         let weekly = reach::weekly(&facts, from, to)?;
         let tenant_weekly = reach::tenant_weekly(&weekly)?;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Subcommand;
 
-use crate::open;
+use pulse_app::open;
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {

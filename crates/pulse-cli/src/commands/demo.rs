@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use pulse_config::Secret;
-use pulse_domain::{Access, Principal};
+use pulse_domain::Access;
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, RunReport, Target};
 use pulse_sim::{Sim, World, scenario};
 use pulse_store::Store;
@@ -29,7 +29,7 @@ pub struct DemoArgs {
 }
 
 fn thousands(n: u64) -> String {
-    super::jobs::thousands(n as f64)
+    pulse_app::text::thousands(n as f64)
 }
 
 /// A config describing the simulated world, so `pulse report --config <dir>/pulse.toml` can be used afterwards.
@@ -103,12 +103,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let world = World::new(scenario, None);
     let name = world.scenario.world.name.clone();
     let (version, start, end) = (world.api_version(), world.start(), world.end());
-    let access = Access::new(Principal::Operator, world.tenants.iter().map(|t| t.id.clone()));
+    let access = Access::operator(world.tenants.iter().map(|t| t.id.clone()));
     let mut targets = Vec::new();
     for p in &world.pages {
         let practice = &world.practices[p.practice];
         targets.push(Target {
-            scope: access.scope(world.tenants[practice.tenant].id.as_str())?,
+            scope: access.write_scope(world.tenants[practice.tenant].id.as_str())?,
             practice: practice.code.clone(),
             page: p.id.parse()?,
             token: Secret::new(p.token.clone()),
@@ -138,33 +138,22 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     });
     opts.concurrency = args.concurrency.max(1);
     let client = GraphClient::new(&running.url(), version, None, Duration::from_secs(60))?;
-    let report = Ingester::new(store.clone(), client, opts).run(targets).await?;
+    let (report, _) = Ingester::new(store.clone(), client, opts).run(targets).await?;
     print_summary(&report);
     drop(running);
 
     // The pipelines, through the same path as `pulse jobs run --config <dir>/pulse.toml`.
     let config = pulse_config::load(&config_path)?;
-    let registered = super::jobs::registered_for(&config)?;
     let to = end;
     let from = to - chrono::Duration::days(364);
-    let mut jobs_failed = false;
-    for scope in config.access(Principal::Operator).scopes() {
-        let input = pulse_pipelines::jobs::JobInput {
-            scope: scope.clone(),
-            from,
-            to,
-            campaigns: super::jobs::campaigns_for(&config.campaigns, &scope),
-            registered: registered.clone(),
-            lake_root: Some(args.dir.clone()),
-        };
-        match pulse_pipelines::jobs::run(&store, input).await {
-            Ok(summary) => super::jobs::print_summary(&summary, from, to),
-            Err(e) => {
-                jobs_failed = true;
-                eprintln!("error: tenant {scope}: {e}");
-            }
-        }
-    }
+    let request = pulse_app::jobs::JobsRequest {
+        from: Some(from),
+        to: Some(to),
+        variant: Some("main".into()),
+        ..Default::default()
+    };
+    let results = pulse_app::jobs::run_on(&store, &config, &request).await?;
+    let jobs_failed = super::jobs::print(&results) != ExitCode::SUCCESS;
     println!();
     println!(
         "store: {} (Parquet, Hive-partitioned: <dataset>/tenant=<id>/month=<YYYY-MM>/data.parquet; reports under reports/)",
@@ -179,7 +168,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     if jobs_failed {
         return Ok(ExitCode::from(1));
     }
-    Ok(super::ingest::exit_code(&report, false))
+    Ok(ExitCode::from(pulse_app::ingest::Outcome::of(&report, false).exit_code()))
 }
 
 fn print_summary(report: &RunReport) {

@@ -8,7 +8,7 @@ use clap::Args;
 use pulse_store::Store;
 use pulse_store::migrations::{self, Topology};
 
-use crate::open;
+use pulse_app::open;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {

@@ -297,7 +297,7 @@ impl<'a> RunRow<'a> {
             rows_written: r.rows_written,
             errors: r.errors,
             pages_needing_reauth: r.pages_needing_reauth,
-            status: &r.status,
+            status: r.status.as_str(),
             message: &r.message,
             version: version(r.finished_at),
         }
@@ -337,7 +337,7 @@ impl RunOut {
             rows_written: self.rows_written,
             errors: self.errors,
             pages_needing_reauth: self.pages_needing_reauth,
-            status: self.status,
+            status: parse_field("ingest run", "status", &self.status)?,
             message: self.message,
         })
     }

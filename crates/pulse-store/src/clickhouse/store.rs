@@ -1,6 +1,7 @@
 //! [`ClickHouseStore`]: the [`Store`] interface over ClickHouse.
 
 use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, StringArray, UInt64Array};
@@ -10,13 +11,14 @@ use chrono::{NaiveDate, Utc};
 use clickhouse::Client;
 use pulse_domain::{
     CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period, Post, PostInsightSnapshot, TenantScope,
+    WriteScope,
 };
 use serde::ser::SerializeTuple;
 use tokio::sync::OnceCell;
 
 use super::rows::*;
 use crate::migrations::{self, Topology, queries};
-use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, StoreError, WriteAck};
+use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError, WriteAck};
 
 /// How to reach ClickHouse. The password is a resolved secret: it is sent in a header, never shown.
 #[derive(Clone)]
@@ -244,7 +246,7 @@ impl Store for ClickHouseStore {
         Ok(MigrationReport { applied: done, current_version: known })
     }
 
-    async fn write_page_insights(&self, scope: &TenantScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
+    async fn write_page_insights(&self, scope: &WriteScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
             .insert_rows::<FactRow<'static>>("page_insights", facts.iter().map(|f| FactRow::new(tenant, f)))
@@ -284,7 +286,7 @@ impl Store for ClickHouseStore {
         rows.into_iter().map(FactOut::into_fact).collect()
     }
 
-    async fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> Result<WriteAck> {
+    async fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self.insert_rows::<PostRow<'static>>("posts", posts.iter().map(|p| PostRow::new(tenant, p))).await?;
         Ok(WriteAck { rows })
@@ -312,7 +314,7 @@ impl Store for ClickHouseStore {
         Ok(posts)
     }
 
-    async fn write_post_snapshots(&self, scope: &TenantScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
+    async fn write_post_snapshots(&self, scope: &WriteScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
             .insert_rows::<SnapshotRow<'static>>("post_insights", snapshots.iter().map(|s| SnapshotRow::new(tenant, s)))
@@ -337,7 +339,7 @@ impl Store for ClickHouseStore {
         rows.into_iter().map(SnapshotOut::into_snapshot).collect()
     }
 
-    async fn save_checkpoints(&self, scope: &TenantScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
+    async fn save_checkpoints(&self, scope: &WriteScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
             .insert_rows::<CheckpointRow<'static>>(
@@ -360,7 +362,7 @@ impl Store for ClickHouseStore {
         rows.into_iter().map(CheckpointOut::into_checkpoint).collect()
     }
 
-    async fn record_run(&self, scope: &TenantScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
+    async fn record_run(&self, scope: &WriteScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows =
             self.insert_rows::<RunRow<'static>>("ingest_runs", records.iter().map(|r| RunRow::new(tenant, r))).await?;
@@ -381,13 +383,16 @@ impl Store for ClickHouseStore {
 
     async fn replace_report(
         &self,
-        scope: &TenantScope,
+        scope: &WriteScope,
         table: &'static ReportTable,
+        variant: &ReportVariant,
         batch: &RecordBatch,
     ) -> Result<WriteAck> {
         table.check(batch)?;
         self.ready().await?;
         let tenant = scope.as_str();
+        let key = variant.slice_key(table);
+        let previous = self.slice_version(tenant, &key).await?;
         let version = Utc::now().timestamp_micros().max(0) as u64;
         let rows = batch.num_rows();
         if rows > 0 {
@@ -401,33 +406,33 @@ impl Store for ClickHouseStore {
         // Switch readers to the new slice only once its rows are acknowledged.
         let slice = SliceRow {
             tenant_id: tenant,
-            report: table.name,
+            report: &key,
             current_version: version,
             rows: rows as u64,
             written_at: ch_datetime(Utc::now()),
             version,
         };
-        self.insert_rows::<SliceRow<'static>>("report_slices", std::iter::once(slice)).await?;
-        // Superseded slices are garbage now; removing them is housekeeping, so a failure is only logged.
-        let cleanup = format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version < ?", table.name);
-        if let Err(e) = self.client.query(&cleanup).bind(tenant).bind(version).execute().await {
-            tracing::warn!(table = table.name, tenant, error = %e, "could not delete superseded report rows");
+        self.insert_rows::<SliceRow<'_>>("report_slices", std::iter::once(slice)).await?;
+        // The superseded slice of this variant is garbage now (other variants keep theirs); removing it is
+        // housekeeping, so a failure is only logged.
+        if let Some(old) = previous {
+            let cleanup = format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version = ?", table.name);
+            if let Err(e) = self.client.query(&cleanup).bind(tenant).bind(old).execute().await {
+                tracing::warn!(table = table.name, tenant, error = %e, "could not delete superseded report rows");
+            }
         }
         Ok(WriteAck { rows })
     }
 
-    async fn read_report(&self, scope: &TenantScope, table: &'static ReportTable) -> Result<RecordBatch> {
+    async fn read_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+    ) -> Result<RecordBatch> {
         self.ready().await?;
         let tenant = scope.as_str();
-        let version: Option<u64> = self
-            .client
-            .query(queries::REPORT_SLICE)
-            .bind(tenant)
-            .bind(table.name)
-            .fetch_optional()
-            .await
-            .map_err(|e| self.error(queries::REPORT_SLICE, e))?;
-        let Some(version) = version else {
+        let Some(version) = self.slice_version(tenant, &variant.slice_key(table)).await? else {
             return Ok(table.empty());
         };
         let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
@@ -456,6 +461,23 @@ impl Store for ClickHouseStore {
             .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
         arrow::compute::concat_batches(&table.schema(), &batches)
             .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })
+    }
+
+    async fn fact_files(&self, _scope: &TenantScope, _filter: &FactFilter) -> Result<Option<Vec<PathBuf>>> {
+        Ok(None)
+    }
+}
+
+impl ClickHouseStore {
+    /// The version a tenant's slice key points at (none: never written).
+    async fn slice_version(&self, tenant: &str, key: &str) -> Result<Option<u64>> {
+        self.client
+            .query(queries::REPORT_SLICE)
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional()
+            .await
+            .map_err(|e| self.error(queries::REPORT_SLICE, e))
     }
 }
 

@@ -320,7 +320,7 @@ impl LakeRecord for IngestRunRecord {
                     rows_written: rows.value(i),
                     errors: errors.value(i),
                     pages_needing_reauth: reauth.value(i),
-                    status: status.value(i).to_owned(),
+                    status: parse_field(W, "status", status.value(i))?,
                     message: message.value(i).to_owned(),
                 })
             })

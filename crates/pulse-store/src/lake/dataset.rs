@@ -13,7 +13,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::codec::{LakeRecord, month_of};
-use crate::{Result, StoreError};
+use crate::{ReportVariant, Result, StoreError};
 
 pub(crate) const DATA_FILE: &str = "data.parquet";
 
@@ -108,20 +108,21 @@ pub(crate) fn upsert<R: LakeRecord>(root: &Path, tenant: &str, rows: &[R]) -> Re
     Ok(rows.len())
 }
 
-/// Reads a tenant's records whose partition month overlaps `[from, to]` (all months when unbounded).
-pub(crate) fn read<R: LakeRecord>(
+/// The partition files of a tenant's dataset whose month overlaps `[from, to]` (all when unbounded), in month order.
+fn partition_files(
     root: &Path,
+    dataset: &str,
     tenant: &str,
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
-) -> Result<Vec<R>> {
-    let dir = tenant_dir(root, R::DATASET, tenant);
+) -> Result<Vec<PathBuf>> {
+    let dir = tenant_dir(root, dataset, tenant);
     if !dir.exists() {
         return Ok(Vec::new());
     }
     let direct = dir.join(DATA_FILE);
     if direct.exists() {
-        return read_records(&direct, tenant);
+        return Ok(vec![direct]);
     }
     let (lo, hi) = (from.map(month_of), to.map(month_of));
     let mut months: Vec<String> = std::fs::read_dir(&dir)
@@ -132,23 +133,96 @@ pub(crate) fn read<R: LakeRecord>(
         .filter(|m| lo.as_ref().is_none_or(|lo| m >= lo) && hi.as_ref().is_none_or(|hi| m <= hi))
         .collect();
     months.sort();
+    Ok(months
+        .into_iter()
+        .map(|month| partition_file(root, dataset, tenant, Some(&month)))
+        .filter(|path| path.exists())
+        .collect())
+}
+
+/// Reads a tenant's records whose partition month overlaps `[from, to]` (all months when unbounded).
+pub(crate) fn read<R: LakeRecord>(
+    root: &Path,
+    tenant: &str,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<R>> {
     let mut out = Vec::new();
-    for month in months {
-        let path = partition_file(root, R::DATASET, tenant, Some(&month));
-        if path.exists() {
-            out.extend(read_records::<R>(&path, tenant)?);
-        }
+    for path in partition_files(root, R::DATASET, tenant, from, to)? {
+        out.extend(read_records::<R>(&path, tenant)?);
     }
     Ok(out)
 }
 
-/// Replaces a tenant's report slice with `batch` (which already carries `tenant_id`).
-pub(crate) fn replace_report(root: &Path, table: &str, tenant: &str, batch: &RecordBatch) -> Result<()> {
-    write_atomic(&report_file(root, table, tenant), batch)
+/// A tenant's partition files for `[from, to]`, each checked before anyone scans it in place: the footer decodes
+/// and the file has the dataset's columns. A file that fails is named, with what to do about it.
+pub(crate) fn checked_files<R: LakeRecord>(
+    root: &Path,
+    tenant: &str,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<PathBuf>> {
+    let files = partition_files(root, R::DATASET, tenant, from, to)?;
+    let expected = R::to_batch(tenant, &[]).schema();
+    for path in &files {
+        let corrupt = |reason: String| StoreError::Corrupt { path: path.clone(), reason };
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(e.to_string()))?;
+        let names = |s: &arrow::datatypes::Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+        if names(builder.schema()) != names(&expected) {
+            return Err(corrupt(format!(
+                "columns {:?} are not the lake's {:?}",
+                names(builder.schema()),
+                names(&expected)
+            )));
+        }
+    }
+    Ok(files)
 }
 
-pub(crate) fn report_file(root: &Path, table: &str, tenant: &str) -> PathBuf {
-    tenant_dir(&root.join("reports"), table, tenant).join(DATA_FILE)
+/// Where a tenant's slice of one variant of a report table lives.
+pub(crate) fn report_file(root: &Path, table: &str, tenant: &str, variant: &ReportVariant) -> PathBuf {
+    let dir = tenant_dir(&root.join("reports"), table, tenant);
+    if variant.is_main() {
+        dir.join(DATA_FILE)
+    } else {
+        dir.join(format!("variant={}", variant.as_str())).join(DATA_FILE)
+    }
+}
+
+/// Removes the temporary files a killed writer left behind (`.tmp-*` beside the files they were to replace).
+/// Skipped while another process holds the write lock, since its temporary files are not orphans.
+pub(crate) fn remove_orphans(root: &Path) -> Result<usize> {
+    if !root.exists() {
+        return Ok(0);
+    }
+    let lock_path = root.join(".lock");
+    let lock = match File::options().create(true).truncate(false).write(true).open(&lock_path) {
+        Ok(f) => f,
+        Err(_) => return Ok(0), // a read-only lake: nothing to clean, and nothing we could
+    };
+    if lock.try_lock().is_err() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(path);
+            } else if name.starts_with(".tmp-") {
+                std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted write");
+                removed += 1;
+            }
+        }
+    }
+    let _ = lock.unlock();
+    Ok(removed)
 }
 
 pub(crate) fn concat(schema: Arc<arrow::datatypes::Schema>, batches: &[RecordBatch]) -> Result<RecordBatch> {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope};
+use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope, WriteScope};
 
 use super::codec::LakeRecord;
 use super::dataset;
-use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, Result, Store, StoreError, WriteAck};
+use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError, WriteAck};
 
 /// The lake format this build writes and reads.
 pub const LAKE_FORMAT: u32 = 1;
@@ -30,6 +30,7 @@ impl LakeStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         check_manifest(&root)?;
+        dataset::remove_orphans(&root)?;
         Ok(Self { root: Arc::new(root), write_lock: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
@@ -132,7 +133,7 @@ impl Store for LakeStore {
         })
     }
 
-    async fn write_page_insights(&self, scope: &TenantScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
+    async fn write_page_insights(&self, scope: &WriteScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
         self.upsert(scope, facts).await
     }
 
@@ -142,7 +143,7 @@ impl Store for LakeStore {
         Ok(facts)
     }
 
-    async fn write_posts(&self, scope: &TenantScope, posts: &[Post]) -> Result<WriteAck> {
+    async fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> Result<WriteAck> {
         self.upsert(scope, posts).await
     }
 
@@ -152,7 +153,7 @@ impl Store for LakeStore {
         Ok(posts)
     }
 
-    async fn write_post_snapshots(&self, scope: &TenantScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
+    async fn write_post_snapshots(&self, scope: &WriteScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
         self.upsert(scope, snapshots).await
     }
 
@@ -162,7 +163,7 @@ impl Store for LakeStore {
         Ok(snaps)
     }
 
-    async fn save_checkpoints(&self, scope: &TenantScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
+    async fn save_checkpoints(&self, scope: &WriteScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
         self.upsert(scope, checkpoints).await
     }
 
@@ -170,7 +171,7 @@ impl Store for LakeStore {
         self.read(scope, None, None).await
     }
 
-    async fn record_run(&self, scope: &TenantScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
+    async fn record_run(&self, scope: &WriteScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
         self.upsert(scope, records).await
     }
 
@@ -182,22 +183,33 @@ impl Store for LakeStore {
 
     async fn replace_report(
         &self,
-        scope: &TenantScope,
+        scope: &WriteScope,
         table: &'static ReportTable,
+        variant: &ReportVariant,
         batch: &RecordBatch,
     ) -> Result<WriteAck> {
         table.check(batch)?;
         let tenant = scope.as_str().to_owned();
         let rows = batch.num_rows();
         let with_tenant = prepend_tenant(&tenant, batch)?;
-        self.blocking(true, move |root| dataset::replace_report(root, table.name, &tenant, &with_tenant)).await?;
+        let variant = variant.clone();
+        self.blocking(true, move |root| {
+            dataset::write_atomic(&dataset::report_file(root, table.name, &tenant, &variant), &with_tenant)
+        })
+        .await?;
         Ok(WriteAck { rows })
     }
 
-    async fn read_report(&self, scope: &TenantScope, table: &'static ReportTable) -> Result<RecordBatch> {
+    async fn read_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+    ) -> Result<RecordBatch> {
         let tenant = scope.as_str().to_owned();
+        let variant = variant.clone();
         self.blocking(false, move |root| {
-            let path = dataset::report_file(root, table.name, &tenant);
+            let path = dataset::report_file(root, table.name, &tenant, &variant);
             if !path.exists() {
                 return Ok(table.empty());
             }
@@ -225,6 +237,15 @@ impl Store for LakeStore {
             dataset::concat(table.schema(), &out)
         })
         .await
+    }
+
+    async fn fact_files(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Option<Vec<PathBuf>>> {
+        let tenant = scope.as_str().to_owned();
+        let (from, to) = (filter.from, filter.to);
+        let files = self
+            .blocking(false, move |root| dataset::checked_files::<PageInsightFact>(root, &tenant, from, to))
+            .await?;
+        Ok(Some(files))
     }
 }
 

@@ -1,0 +1,157 @@
+//! Ingest from the configuration: which pages, with which tokens, and what the run's outcome means.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::NaiveDate;
+use pulse_config::Config;
+use pulse_domain::pacific_today;
+use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, RunRecordPlace, RunReport, Target};
+use pulse_store::Store;
+
+use crate::open;
+
+/// What to ingest.
+#[derive(Debug, Clone, Default)]
+pub struct IngestRequest {
+    /// Only these tenants. Empty: every configured tenant.
+    pub tenants: Vec<String>,
+    /// Where pages without checkpoints start. Default: 90 days before `today`.
+    pub since: Option<NaiveDate>,
+    /// The first Pacific-time day that is not complete yet. Default: today in US-Pacific time.
+    pub today: Option<NaiveDate>,
+    pub lookback_days: i64,
+    pub concurrency: usize,
+}
+
+/// How a run ended, in the terms an operator (and an exit code) needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every page ingested (possibly with nothing due).
+    Clean,
+    /// Some page failed, needs re-authorisation, or was skipped for want of a token.
+    PagesFailed,
+    /// The store went away: the run stopped, acknowledged data is kept.
+    StoreUnavailable,
+}
+
+impl Outcome {
+    pub fn of(report: &RunReport, skipped: bool) -> Self {
+        if report.store_error.is_some() {
+            Outcome::StoreUnavailable
+        } else if report.is_clean() && !skipped {
+            Outcome::Clean
+        } else {
+            Outcome::PagesFailed
+        }
+    }
+
+    /// The process exit code: 0 clean, 1 pages failed, 3 store unavailable.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Clean => 0,
+            Outcome::PagesFailed => 1,
+            Outcome::StoreUnavailable => 3,
+        }
+    }
+}
+
+/// A finished run with everything a surface shows about it.
+pub struct IngestRun {
+    pub report: RunReport,
+    pub record: RunRecordPlace,
+    /// Pages left out before the run (no usable token), with why.
+    pub skipped: Vec<String>,
+    pub outcome: Outcome,
+}
+
+impl IngestRun {
+    /// The closing lines: totals, why nothing was stored (when it was not), where the record is.
+    pub fn closing(&self) -> String {
+        let r = &self.report;
+        let mut out = format!(
+            "run {}: {} requests, {} rows written in {:.1}s\n",
+            r.run_id,
+            r.requests,
+            r.rows_written,
+            (r.finished_at - r.started_at).num_milliseconds() as f64 / 1000.0
+        );
+        if let Some(why) = r.empty_reason() {
+            out.push_str(&format!("{why}\n"));
+        }
+        match &self.record {
+            RunRecordPlace::Store => {}
+            RunRecordPlace::File(p) => out.push_str(&format!(
+                "the store could not take the run record, so it is in {} (nothing else was lost: checkpoints never \
+                 run ahead of stored data); start the store and run `pulse ingest` again\n",
+                p.display()
+            )),
+            RunRecordPlace::Lost(why) => out.push_str(&format!("the run record could not be saved: {why}\n")),
+        }
+        out
+    }
+}
+
+/// Pages of the selected tenants whose token resolves; the others are returned with the reason.
+pub fn targets(config: &Config, tenants: &[String]) -> Result<(Vec<Target>, Vec<String>)> {
+    let access = config.operator_access();
+    let scopes = if tenants.is_empty() {
+        access.write_scopes()
+    } else {
+        tenants.iter().map(|t| access.write_scope(t)).collect::<Result<Vec<_>, _>>()?
+    };
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for scope in scopes {
+        let tenant = config.tenant(scope.tenant()).context("tenant vanished from config")?;
+        for practice in &tenant.practices {
+            for page in &practice.pages {
+                let token = match &page.token {
+                    None => Err("no token reference".to_owned()),
+                    Some(r) => config.resolve(r).map_err(|e| format!("{e} ({})", r.describe())),
+                };
+                match token {
+                    Ok(token) => out.push(Target {
+                        scope: scope.clone(),
+                        practice: practice.code.clone(),
+                        page: page.id.clone(),
+                        token,
+                    }),
+                    Err(why) => {
+                        skipped.push(format!("page {} (practice {}, tenant {scope}): {why}", page.id, practice.code))
+                    }
+                }
+            }
+        }
+    }
+    Ok((out, skipped))
+}
+
+/// Runs one ingest as configured. `on_start` is told where from and into what, before the first call.
+pub async fn run(config: &Config, request: &IngestRequest, on_start: impl FnOnce(&str)) -> Result<IngestRun> {
+    let store = open::store(config)?;
+    let (targets, skipped) = targets(config, &request.tenants)?;
+    if targets.is_empty() {
+        bail!("no page has a usable token, so there is nothing to ingest; `pulse config check` lists why");
+    }
+    let app_secret = match &config.graph.app_secret {
+        Some(r) => Some(config.resolve(r).with_context(|| format!("graph.app_secret ({})", r.describe()))?),
+        None => None,
+    };
+    let today = request.today.unwrap_or_else(pacific_today);
+    let plan = PlanOptions {
+        version: config.graph.version,
+        today,
+        backfill_from: request.since.unwrap_or(today - chrono::Duration::days(90)),
+        lookback_days: request.lookback_days.max(1),
+        post_snapshot_days: 28,
+    };
+    let mut opts = IngestOptions::new(plan);
+    opts.concurrency = request.concurrency.max(1);
+    opts.fallback_record_dir = Some(config.base_dir().join("pulse-runs"));
+    let client = GraphClient::new(&config.graph.base_url, config.graph.version, app_secret, Duration::from_secs(60))?;
+    on_start(&format!("ingesting {} pages from {} into {}", targets.len(), client.host(), store.describe()));
+    let (report, record) = Ingester::new(store, client, opts).run(targets).await?;
+    let outcome = Outcome::of(&report, !skipped.is_empty());
+    Ok(IngestRun { report, record, skipped, outcome })
+}

@@ -1,0 +1,224 @@
+//! Pipelines from the configuration: campaigns and registered patients, which tenants, which range and which
+//! report variant, and a summary for people.
+
+use std::fmt::Write as _;
+
+use anyhow::{Result, bail};
+use chrono::NaiveDate;
+use pulse_config::{CampaignConfig, Config};
+use pulse_domain::TenantScope;
+use pulse_pipelines::campaign::{Campaign, Matcher};
+use pulse_pipelines::jobs::{self, JobInput, JobSummary};
+use pulse_pipelines::registered::{self, Registered};
+use pulse_store::{ReportVariant, Store};
+
+use crate::open;
+use crate::text::{bar, sparkline, thousands};
+
+/// What to compute.
+#[derive(Debug, Clone, Default)]
+pub struct JobsRequest {
+    /// Only these tenants. Empty: every configured tenant.
+    pub tenants: Vec<String>,
+    /// First day of the report range. Default: a year before `to`.
+    pub from: Option<NaiveDate>,
+    /// Last day. Default: the last day ingested for the tenant.
+    pub to: Option<NaiveDate>,
+    /// Which copy of the reports to write: `main`, or a name. Default: `main` for the default range, and
+    /// `FROM..TO` when a range is given, so a narrower run never replaces the reports analysts read.
+    pub variant: Option<String>,
+}
+
+impl JobsRequest {
+    pub fn variant(&self, from: NaiveDate, to: NaiveDate) -> Result<ReportVariant> {
+        Ok(match (&self.variant, self.from.is_some() || self.to.is_some()) {
+            (Some(v), _) if v == "main" => ReportVariant::main(),
+            (Some(v), _) => ReportVariant::named(v)?,
+            (None, true) => ReportVariant::named(&format!("{from}..{to}"))?,
+            (None, false) => ReportVariant::main(),
+        })
+    }
+}
+
+/// One tenant's outcome.
+pub enum TenantJob {
+    Done {
+        summary: Box<JobSummary>,
+        from: NaiveDate,
+        to: NaiveDate,
+    },
+    /// Nothing ingested yet (and no range given).
+    NothingIngested {
+        tenant: String,
+    },
+    Failed {
+        tenant: String,
+        error: anyhow::Error,
+    },
+}
+
+pub fn campaigns_for(configured: &[CampaignConfig], scope: &TenantScope) -> Vec<Campaign> {
+    configured
+        .iter()
+        .filter(|c| c.tenants.is_empty() || c.tenants.contains(scope.tenant()))
+        .map(|c| Campaign {
+            name: c.name.clone(),
+            matcher: if let Some(h) = &c.hashtag {
+                Matcher::Hashtag(h.clone())
+            } else if let Some(l) = &c.link {
+                Matcher::Link(l.clone())
+            } else if let Some(t) = &c.text {
+                Matcher::Text(t.clone())
+            } else {
+                Matcher::Posts(c.posts.clone())
+            },
+            post_type: c.post_type.clone(),
+            start: c.start,
+            days: c.days,
+        })
+        .collect()
+}
+
+pub fn registered_for(config: &Config) -> Result<Option<Registered>> {
+    match &config.registered_patients_csv {
+        Some(path) => Ok(Some(registered::load(path)?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs the pipelines for each requested tenant, on the store the config names.
+pub async fn run(config: &Config, request: &JobsRequest) -> Result<Vec<TenantJob>> {
+    let store = open::store(config)?;
+    run_on(&store, config, request).await
+}
+
+/// Runs the pipelines for each requested tenant on `store`.
+pub async fn run_on<S: Store>(store: &S, config: &Config, request: &JobsRequest) -> Result<Vec<TenantJob>> {
+    let access = config.operator_access();
+    let scopes = if request.tenants.is_empty() {
+        access.write_scopes()
+    } else {
+        request.tenants.iter().map(|t| access.write_scope(t)).collect::<Result<Vec<_>, _>>()?
+    };
+    if let (Some(f), Some(t)) = (request.from, request.to)
+        && t < f
+    {
+        bail!("--from {f} is after --to {t}");
+    }
+    let registered = registered_for(config)?;
+    let mut out = Vec::new();
+    for scope in scopes {
+        let to = match request.to {
+            Some(t) => t,
+            None => match store.load_checkpoints(&scope).await?.iter().map(|c| c.through_day).max() {
+                Some(d) => d,
+                None => {
+                    out.push(TenantJob::NothingIngested { tenant: scope.to_string() });
+                    continue;
+                }
+            },
+        };
+        let from = request.from.unwrap_or(to - chrono::Duration::days(364));
+        let input = JobInput {
+            scope: scope.clone(),
+            from,
+            to,
+            campaigns: campaigns_for(&config.campaigns, &scope),
+            registered: registered.clone(),
+            variant: request.variant(from, to)?,
+        };
+        match jobs::run(store, input).await {
+            Ok(summary) => out.push(TenantJob::Done { summary: Box::new(summary), from, to }),
+            Err(e) => out.push(TenantJob::Failed { tenant: scope.to_string(), error: e.into() }),
+        }
+    }
+    Ok(out)
+}
+
+/// What a pipelines run computed, for people: headline figures with bars and sparklines.
+pub fn summary_text(s: &JobSummary, from: NaiveDate, to: NaiveDate) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "── tenant {}: reports for {from} to {to}{} ({} facts, {} pages, {} weeks, {:.1}s)",
+        s.tenant,
+        if s.variant.is_main() { String::new() } else { format!(" as variant `{}`", s.variant.as_str()) },
+        s.facts,
+        s.pages,
+        s.weeks,
+        s.seconds
+    );
+    if let (Some(e), Some(r)) = (s.median_weekly_engaged, s.median_weekly_reach) {
+        let _ = writeln!(
+            out,
+            "   reach: a typical page reaches {} people and engages {} a week (medians of the API's weekly uniques)",
+            thousands(r),
+            thousands(e)
+        );
+    }
+    if let Some((week, gross)) = s.latest_week {
+        let _ = writeln!(
+            out,
+            "   week ending {week}: gross reach across pages {} (people following several pages count more than once)",
+            thousands(gross)
+        );
+    }
+    if !s.age_shares.is_empty() {
+        let _ = writeln!(out, "   who engages ({}):", s.age_source);
+        let max = s.age_shares.iter().filter_map(|(_, v)| *v).fold(0.0, f64::max);
+        for (band, share) in &s.age_shares {
+            match share {
+                Some(v) => {
+                    let _ = writeln!(out, "     {band:>6} {:<30} {:>5.1}%", bar(v / max.max(1e-9), 30), v * 100.0);
+                }
+                None => {
+                    let _ = writeln!(out, "     {band:>6} {:<30}   n/a (suppressed)", "");
+                }
+            }
+        }
+    } else {
+        let _ = writeln!(out, "   who engages: {}", s.age_source);
+    }
+    for c in &s.campaigns {
+        let label = format!("{} · {}", c.campaign, c.metric);
+        match &c.estimate {
+            Some(e) => {
+                let interval = e.interval.map_or("no interval".to_owned(), |(lo, hi)| {
+                    format!("95% CI {} to {}", thousands(lo), thousands(hi))
+                });
+                let lift = if e.counterfactual > 0.0 {
+                    format!(", lift {:+.0}%", 100.0 * e.effect / e.counterfactual)
+                } else {
+                    String::new()
+                };
+                let posts = c
+                    .post_lifetime
+                    .map_or(String::new(), |v| format!("; its {} posts: {} lifetime", c.posts, thousands(v)));
+                let _ = writeln!(
+                    out,
+                    "   campaign {label}: {}{} over the window ({interval}{lift}, p={:.3}) on {} pages{posts}",
+                    if e.effect >= 0.0 { "+" } else { "" },
+                    thousands(e.effect),
+                    e.p_value.unwrap_or(f64::NAN),
+                    c.pages
+                );
+                let obs: Vec<f64> = e.series.iter().map(|x| x.1).collect();
+                let cf: Vec<f64> = e.series.iter().map(|x| x.2).collect();
+                let _ = writeln!(out, "     observed       {}", sparkline(&obs));
+                let _ = writeln!(out, "     counterfactual {}", sparkline(&cf));
+            }
+            None => {
+                let _ = writeln!(out, "   campaign {label}: not computed: {}", c.note);
+            }
+        }
+    }
+    if s.quality_issues > 0 {
+        let _ = writeln!(out, "   data quality: {} issues (see `pulse report quality`)", s.quality_issues);
+    } else {
+        let _ = writeln!(out, "   data quality: no gaps, stale pages or impossible values");
+    }
+    let rows: usize = s.rows_written.values().sum();
+    let _ = writeln!(out, "   wrote {rows} report rows into {} tables", s.rows_written.len());
+    out
+}

@@ -1,0 +1,15 @@
+//! The application layer. Every surface (the `pulse` CLI today; the HTTP server and the scheduler next) calls these
+//! functions and renders what they return; none of them opens a store, resolves a token or reads a report itself.
+//!
+//! - [`open`]: the config and the store it names;
+//! - [`ingest`]: configured pages → ingest targets, one ingest run, its exit status;
+//! - [`jobs`]: campaigns and registered patients from config, one pipelines run per tenant;
+//! - [`report`]: report queries (practice check, filters, sort, top-N, latest week, names beside codes), format
+//!   writers, the data dictionary;
+//! - [`text`]: what a person reads: tables, bars, sparklines, thousands separators, as strings.
+
+pub mod ingest;
+pub mod jobs;
+pub mod open;
+pub mod report;
+pub mod text;

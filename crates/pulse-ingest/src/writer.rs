@@ -1,0 +1,172 @@
+//! The batch writer: receives fetched windows, writes them in batches, and saves checkpoints only after the store
+//! acknowledged the data they cover.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pulse_domain::{Checkpoint, PageInsightFact, Post, PostInsightSnapshot, Stream, WriteScope};
+use pulse_store::{Store, StoreError};
+use tokio::sync::mpsc;
+
+use crate::executor::{Counters, Shared};
+use crate::retry::jitter;
+
+/// Data fetched for one window, with the checkpoints it completes (none when a metric is missing from it).
+pub(crate) struct WriteItem {
+    pub scope: WriteScope,
+    pub page: String,
+    pub facts: Vec<PageInsightFact>,
+    pub posts: Vec<Post>,
+    pub snapshots: Vec<PostInsightSnapshot>,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// Why the writer stopped: the store refused or stayed unreachable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "writing {what} for tenant {tenant} failed{}: {error}; {rows} fetched rows were not written and their \
+     checkpoints were not advanced, so the next run fetches them again",
+    .waited.map(|w| format!(" for {:.0?}", w)).unwrap_or_default()
+)]
+pub struct StoreFailure {
+    pub what: &'static str,
+    pub tenant: String,
+    pub rows: usize,
+    /// How long transient errors were retried, when they were.
+    pub waited: Option<Duration>,
+    pub error: StoreError,
+}
+
+#[derive(Default)]
+struct Buffer {
+    facts: Vec<PageInsightFact>,
+    posts: Vec<Post>,
+    snapshots: Vec<PostInsightSnapshot>,
+    checkpoints: HashMap<(String, Stream), Checkpoint>,
+    rows_by_page: HashMap<String, u64>,
+}
+
+impl Buffer {
+    fn rows(&self) -> usize {
+        self.facts.len() + self.posts.len() + self.snapshots.len()
+    }
+}
+
+/// Receives fetched data, writes it in batches, and saves checkpoints after the store acknowledged the data.
+pub(crate) async fn write_loop<S: Store>(
+    store: S,
+    mut rx: mpsc::Receiver<WriteItem>,
+    shared: Arc<Shared>,
+    counters: HashMap<String, Arc<Counters>>,
+) -> Result<(), StoreFailure> {
+    let mut buffers: BTreeMap<String, (WriteScope, Buffer)> = BTreeMap::new();
+    let mut buffered = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    tick.tick().await;
+    loop {
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            _ = tick.tick() => {
+                flush_all(&store, &shared, &mut buffers, &counters).await?;
+                buffered = 0;
+                continue;
+            }
+        };
+        let Some(item) = item else { break };
+        let (_, buf) =
+            buffers.entry(item.scope.as_str().to_owned()).or_insert_with(|| (item.scope.clone(), Buffer::default()));
+        let rows = item.facts.len() + item.posts.len() + item.snapshots.len();
+        *buf.rows_by_page.entry(item.page).or_default() += rows as u64;
+        buf.facts.extend(item.facts);
+        buf.posts.extend(item.posts);
+        buf.snapshots.extend(item.snapshots);
+        for cp in item.checkpoints {
+            let key = (cp.page.to_string(), cp.stream);
+            match buf.checkpoints.get(&key) {
+                Some(old) if old.through_day >= cp.through_day => {}
+                _ => {
+                    buf.checkpoints.insert(key, cp);
+                }
+            }
+        }
+        buffered += rows;
+        if buffered >= shared.opts.flush_rows {
+            flush_all(&store, &shared, &mut buffers, &counters).await?;
+            buffered = 0;
+        }
+    }
+    flush_all(&store, &shared, &mut buffers, &counters).await
+}
+
+async fn flush_all<S: Store>(
+    store: &S,
+    shared: &Shared,
+    buffers: &mut BTreeMap<String, (WriteScope, Buffer)>,
+    counters: &HashMap<String, Arc<Counters>>,
+) -> Result<(), StoreFailure> {
+    for (tenant, (scope, buf)) in buffers.iter_mut() {
+        if buf.rows() == 0 && buf.checkpoints.is_empty() {
+            continue;
+        }
+        let rows = buf.rows();
+        let started = Instant::now();
+        let outcome = async {
+            with_store_retry(shared, "page insights", || store.write_page_insights(scope, &buf.facts)).await?;
+            with_store_retry(shared, "posts", || store.write_posts(scope, &buf.posts)).await?;
+            with_store_retry(shared, "post insight snapshots", || store.write_post_snapshots(scope, &buf.snapshots))
+                .await?;
+            // Only now, with the data acknowledged, may the checkpoints move.
+            let cps: Vec<Checkpoint> = buf.checkpoints.values().cloned().collect();
+            with_store_retry(shared, "checkpoints", || store.save_checkpoints(scope, &cps)).await
+        }
+        .await;
+        if let Err((what, waited, error)) = outcome {
+            shared.stop.store(true, Ordering::Relaxed);
+            return Err(StoreFailure { what, tenant: tenant.clone(), rows, waited, error });
+        }
+        for (page, n) in buf.rows_by_page.drain() {
+            if let Some(c) = counters.get(&page) {
+                c.rows_written.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        tracing::debug!(tenant, rows, ms = started.elapsed().as_millis() as u64, "batch written");
+        shared.progress.set_message(format!(
+            "{} rows written",
+            counters.values().map(|c| c.rows_written.load(Ordering::Relaxed)).sum::<u64>()
+        ));
+        *buf = Buffer::default();
+    }
+    Ok(())
+}
+
+/// Retries a store write while the error is transient, for at most `store_retry_for`.
+async fn with_store_retry<'a, F, Fut>(
+    shared: &Shared,
+    what: &'static str,
+    f: F,
+) -> Result<(), (&'static str, Option<Duration>, StoreError)>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<pulse_store::WriteAck, StoreError>> + 'a,
+{
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && started.elapsed() < shared.opts.store_retry_for => {
+                tracing::warn!(what, error = %e, "store write failed; retrying");
+                let retry = &shared.opts.retry;
+                retry.sleep(retry.backoff(attempt, jitter()).max(retry.base)).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                let waited = e.is_transient().then(|| started.elapsed());
+                return Err((what, waited, e));
+            }
+        }
+    }
+}
