@@ -95,10 +95,10 @@ fn cause(e: reqwest::Error) -> String {
     text
 }
 
-/// A body that does not parse: retryable only when it ends early (a cut transfer), since a whole body of the wrong
-/// shape comes back the same every time.
+/// A body that does not parse: retryable when it is not JSON at all or ends early (a cut transfer, a proxy's error
+/// page), not when it is valid JSON of the wrong shape, which comes back the same every time.
 fn malformed(status: u16, bytes: usize, e: &serde_json::Error, scrub: impl Fn(String) -> String) -> CallError {
-    let retryable = matches!(e.classify(), serde_json::error::Category::Eof | serde_json::error::Category::Io);
+    let retryable = !matches!(e.classify(), serde_json::error::Category::Data);
     CallError::Malformed { status, bytes, reason: scrub(e.to_string()), retryable }
 }
 

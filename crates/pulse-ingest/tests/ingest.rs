@@ -288,7 +288,16 @@ async fn a_metric_retired_mid_run_is_isolated_and_the_rest_goes_on() {
     assert_eq!(report.retired_metrics.len(), 1, "{}", report.table());
     assert_eq!(report.retired_metrics[0].0, "page_fans");
     assert!(report.failures.is_empty() && report.reauth.is_empty(), "{}", report.table());
-    assert!(report.table().contains("RETIRED METRIC: `page_fans`"));
+    assert!(report.table().contains("METRIC REFUSED: Meta rejected `page_fans`"), "{}", report.table());
+    // Its checkpoints stayed before the gap while the other metrics moved on, so the next run asks again.
+    let (alpha_w, _) = scopes();
+    let cps = store.load_checkpoints(&alpha_w).await.unwrap();
+    let fans =
+        pulse_domain::Stream::PageMetric(pulse_domain::Period::Day, pulse_domain::CanonicalMetric::PageFollowers);
+    let reach = pulse_domain::Stream::PageMetric(pulse_domain::Period::Day, pulse_domain::CanonicalMetric::PageReach);
+    let through = |s| cps.iter().filter(|c| c.stream == s).map(|c| c.through_day).min();
+    assert!(through(reach).is_some());
+    assert!(through(fans).is_none_or(|f| Some(f) < through(reach)), "{cps:?}");
     // Every other day metric is complete for every page.
     let (alpha, _) = scopes();
     let facts = store
