@@ -7,18 +7,12 @@ use pulse_sim::World;
 
 /// Every page of `world` as an ingest target with its simulator token.
 pub fn targets(world: &World) -> Vec<Target> {
-    let access = Access::operator(world.tenants.iter().map(|t| t.id.clone()));
+    let access = Access::operator(world.tenant_ids());
     world
-        .pages
-        .iter()
-        .map(|p| {
-            let practice = &world.practices[p.practice];
-            Target {
-                scope: access.write_scope(world.tenants[practice.tenant].id.as_str()).expect("world tenants"),
-                practice: practice.code.clone(),
-                page: p.id.parse().expect("valid page id"),
-                token: Secret::new(p.token.clone()),
-            }
+        .page_logins()
+        .into_iter()
+        .map(|l| {
+            Target::new(&access, l.tenant.as_str(), l.practice, &l.page, Secret::new(l.token)).expect("world pages")
         })
         .collect()
 }

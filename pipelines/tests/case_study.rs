@@ -22,19 +22,11 @@ fn d(y: i32, m: u32, day: u32) -> NaiveDate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_case_studys_figures_come_out_of_the_pipelines() {
     let world = World::new(scenario::resolve("case-study").unwrap(), None);
-    let access = Access::operator(world.tenants.iter().map(|t| t.id.clone()));
+    let access = Access::operator(world.tenant_ids());
     let targets: Vec<Target> = world
-        .pages
-        .iter()
-        .map(|p| {
-            let practice = &world.practices[p.practice];
-            Target {
-                scope: access.write_scope(world.tenants[practice.tenant].id.as_str()).unwrap(),
-                practice: practice.code.clone(),
-                page: p.id.parse().unwrap(),
-                token: Secret::new(p.token.clone()),
-            }
-        })
+        .page_logins()
+        .into_iter()
+        .map(|l| Target::new(&access, l.tenant.as_str(), l.practice, &l.page, Secret::new(l.token)).unwrap())
         .collect();
     let (start, end, version) = (world.start(), world.end(), world.api_version());
     let sim = Arc::new(Sim::new(world, None));

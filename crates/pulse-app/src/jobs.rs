@@ -57,6 +57,19 @@ pub enum TenantJob {
     },
 }
 
+impl TenantJob {
+    /// What went wrong, with what to do, for a tenant whose jobs did not run.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            TenantJob::Done { .. } => None,
+            TenantJob::NothingIngested { tenant } => Some(format!(
+                "tenant {tenant}: nothing ingested yet; run `pulse ingest` first (or pass --from and --to)"
+            )),
+            TenantJob::Failed { tenant, error } => Some(format!("tenant {tenant}: {error:#}")),
+        }
+    }
+}
+
 pub fn campaigns_for(configured: &[CampaignConfig], scope: &TenantScope) -> Vec<Campaign> {
     configured
         .iter()

@@ -1,6 +1,7 @@
 //! The application layer. Every surface (the `pulse` CLI today; the HTTP server and the scheduler next) calls these
 //! functions and renders what they return; none of them opens a store, resolves a token or reads a report itself.
 //!
+//! - [`demo`]: the whole pipeline on the simulator, with nothing to install;
 //! - [`open`]: the config and the store it names;
 //! - [`ingest`]: configured pages → ingest targets, one ingest run, its exit status;
 //! - [`jobs`]: campaigns and registered patients from config, one pipelines run per tenant;
@@ -8,6 +9,7 @@
 //!   writers, the data dictionary;
 //! - [`text`]: what a person reads: tables, bars, sparklines, thousands separators, as strings.
 
+pub mod demo;
 pub mod ingest;
 pub mod jobs;
 pub mod open;

@@ -62,6 +62,18 @@ impl Kind {
         }
     }
 
+    /// What the report holds, in one line (for help texts and the dashboard).
+    pub fn about(self) -> &'static str {
+        match self {
+            Kind::Reach => "weekly reach per page (API weekly uniques), views, engagement rate, change, outliers",
+            Kind::ReachTenant => "the tenant's weekly roll-up (gross reach)",
+            Kind::AgeBands => "engagement by age band and gender, per practice and tenant, with penetration",
+            Kind::Campaigns => "campaign uplift with intervals",
+            Kind::Posts => "posts ranked by reach, by type and topic",
+            Kind::Quality => "gaps, stale pages, re-authorisation, impossible values",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Reach => "reach",
@@ -71,6 +83,16 @@ impl Kind {
             Kind::Posts => "posts",
             Kind::Quality => "quality",
         }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("no report `{s}`; the reports are {}", Kind::ALL.map(Kind::name).join(", ")))
     }
 }
 

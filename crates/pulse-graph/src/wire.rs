@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn debug_of_any_wire_type_never_prints_an_access_token() {
-        const TOKEN: &str = "EAAGm0PX4ZCpsBAKZBsecret123";
+        const TOKEN: &str = "FAKE-TEST-TOKEN-not-a-real-secret";
         let paging = Paging {
             cursors: None,
             previous: None,

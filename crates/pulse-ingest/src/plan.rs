@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDate};
 use pulse_config::Secret;
 use pulse_domain::{
-    ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode, Stream, WriteScope,
+    Access, ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode, Stream, WriteScope,
 };
 
 /// Page metrics asked for per period. Unique counts come at every period because they are not additive; the
@@ -54,6 +54,24 @@ pub struct Target {
     pub practice: PracticeCode,
     pub page: PageId,
     pub token: Secret,
+}
+
+impl Target {
+    /// A page to ingest into `tenant`, checked against `access` (which must be the operator's: ingest writes).
+    pub fn new(
+        access: &Access,
+        tenant: &str,
+        practice: PracticeCode,
+        page: &str,
+        token: Secret,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            scope: access.write_scope(tenant).map_err(|e| e.to_string())?,
+            practice,
+            page: page.parse().map_err(|e| format!("page `{page}`: {e}"))?,
+            token,
+        })
+    }
 }
 
 impl std::fmt::Debug for Target {

@@ -13,7 +13,7 @@ use pulse_domain::{Access, TenantScope, WriteScope};
 use pulse_ingest::retry::RetryPolicy;
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, RunReport, Target};
 use pulse_sim::scenario::{FaultSpec, RetireMetric, TokenDeath};
-use pulse_sim::{RunningSim, Scenario, Sim, World};
+use pulse_sim::{PageLogin, RunningSim, Scenario, Sim, World};
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 use pulse_store::lake::LakeStore;
 use pulse_store::{FactFilter, PostFilter, Store, StoreError, WriteAck};
@@ -65,20 +65,9 @@ async fn serve(faults: FaultSpec) -> RunningSim {
 }
 
 fn targets(sim: &Sim) -> Vec<Target> {
-    let w = &sim.world;
-    let access = Access::operator(w.tenants.iter().map(|t| t.id.clone()));
-    w.pages
-        .iter()
-        .map(|p| {
-            let practice = &w.practices[p.practice];
-            Target {
-                scope: access.write_scope(w.tenants[practice.tenant].id.as_str()).unwrap(),
-                practice: practice.code.clone(),
-                page: p.id.parse().unwrap(),
-                token: Secret::new(p.token.clone()),
-            }
-        })
-        .collect()
+    let access = Access::operator(sim.world.tenant_ids());
+    let login = |l: PageLogin| Target::new(&access, l.tenant.as_str(), l.practice, &l.page, Secret::new(l.token));
+    sim.world.page_logins().into_iter().map(|l| login(l).unwrap()).collect()
 }
 
 fn options(today: NaiveDate) -> IngestOptions {

@@ -24,4 +24,4 @@ pub mod world;
 pub use api::{Request, Response, Sim};
 pub use scenario::{Scenario, ScenarioError};
 pub use server::{RunningSim, serve, start};
-pub use world::World;
+pub use world::{PageLogin, World};

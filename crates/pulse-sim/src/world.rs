@@ -46,6 +46,22 @@ const AGE_PROFILE: [f64; 19] = [
     0.014, 0.008,
 ];
 
+/// A page as a client sees it (see [`World::page_logins`]).
+#[derive(Clone)]
+pub struct PageLogin {
+    pub tenant: TenantId,
+    pub practice: PracticeCode,
+    pub page: String,
+    /// The page access token the simulator accepts (a simulated secret: never logged).
+    pub token: String,
+}
+
+impl std::fmt::Debug for PageLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PageLogin({} {} {})", self.tenant, self.practice, self.page)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Practice {
     pub tenant: usize,
@@ -247,6 +263,27 @@ impl World {
             .collect();
         let page_by_id = pages.iter().map(|p| (p.id.clone(), p.index)).collect();
         World { scenario, seed, tenants, practices, pages, campaigns, page_by_id }
+    }
+
+    /// Every tenant's id.
+    pub fn tenant_ids(&self) -> Vec<TenantId> {
+        self.tenants.iter().map(|t| t.id.clone()).collect()
+    }
+
+    /// Every page with what a client needs to ingest it: tenant, practice, page id, the token the simulator accepts.
+    pub fn page_logins(&self) -> Vec<PageLogin> {
+        self.pages
+            .iter()
+            .map(|p| {
+                let practice = &self.practices[p.practice];
+                PageLogin {
+                    tenant: self.tenants[practice.tenant].id.clone(),
+                    practice: practice.code.clone(),
+                    page: p.id.clone(),
+                    token: p.token.clone(),
+                }
+            })
+            .collect()
     }
 
     pub fn api_version(&self) -> ApiVersion {

@@ -43,13 +43,9 @@ pub fn print(results: &[TenantJob]) -> ExitCode {
     for r in results {
         match r {
             TenantJob::Done { summary, from, to } => crate::out(&jobs::summary_text(summary, *from, *to)),
-            TenantJob::NothingIngested { tenant } => {
+            other => {
                 failed = true;
-                eprintln!("tenant {tenant}: nothing ingested yet; run `pulse ingest` first (or pass --from and --to)");
-            }
-            TenantJob::Failed { tenant, error } => {
-                failed = true;
-                eprintln!("error: tenant {tenant}: {error:#}");
+                eprintln!("error: {}", other.problem().unwrap_or_default());
             }
         }
     }

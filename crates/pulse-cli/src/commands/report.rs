@@ -6,35 +6,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Args, ValueEnum};
-use pulse_app::report::{self, ReportQuery};
+use pulse_app::report::{self, Kind, ReportQuery};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    /// Weekly reach per page (API weekly uniques), views, engagement rate, change, outliers.
-    Reach,
-    /// The tenant's weekly roll-up (gross reach).
-    ReachTenant,
-    /// Engagement by age band and gender, per practice and tenant, with penetration.
-    AgeBands,
-    /// Campaign uplift with intervals.
-    Campaigns,
-    /// Posts ranked by reach, by type and topic.
-    Posts,
-    /// Gaps, stale pages, re-authorisation, impossible values.
-    Quality,
-}
-
-impl From<Kind> for report::Kind {
-    fn from(k: Kind) -> Self {
-        match k {
-            Kind::Reach => report::Kind::Reach,
-            Kind::ReachTenant => report::Kind::ReachTenant,
-            Kind::AgeBands => report::Kind::AgeBands,
-            Kind::Campaigns => report::Kind::Campaigns,
-            Kind::Posts => report::Kind::Posts,
-            Kind::Quality => report::Kind::Quality,
-        }
-    }
+/// The report kinds as clap values, with their descriptions from the application layer.
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = Kind> {
+    let values = Kind::ALL.map(|k| clap::builder::PossibleValue::new(k.name()).help(k.about()));
+    clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(values), |s| {
+        s.parse::<Kind>().expect("a listed report")
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,10 +27,10 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Which report.
-    #[arg(required_unless_present = "describe")]
+    #[arg(required_unless_present = "describe", value_parser = kind_parser())]
     kind: Option<Kind>,
     /// Print the report's data dictionary (column, type, unit, meaning) as CSV, and nothing else.
-    #[arg(long, value_name = "KIND")]
+    #[arg(long, value_name = "KIND", value_parser = kind_parser())]
     describe: Option<Kind>,
     /// Tenant (required when the config has more than one).
     #[arg(long)]
@@ -86,10 +65,10 @@ pub struct ReportArgs {
 
 pub async fn run(path: &Path, args: ReportArgs) -> Result<ExitCode> {
     if let Some(kind) = args.describe {
-        crate::out(&report::dictionary(kind.into()));
+        crate::out(&report::dictionary(kind));
         return Ok(ExitCode::SUCCESS);
     }
-    let kind: report::Kind = args.kind.context("which report?")?.into();
+    let kind = args.kind.context("which report?")?;
     let config = pulse_app::open::config(path)?;
     let store = pulse_app::open::store(&config)?;
     let query = ReportQuery {
