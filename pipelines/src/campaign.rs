@@ -8,8 +8,11 @@
 //!
 //! Interval: placebo-in-time, a conformal construction. The same estimator is run on every earlier window of the
 //! same length starting on the same weekday (with its own 8-week fit), where nothing was injected; those estimates
-//! are pure error. The 95% interval is the estimate minus the 97.5th and 2.5th percentiles of those errors, and the
-//! p-value is the share of placebo errors at least as large as the estimate. Windows near other campaigns are left
+//! are pure error. With m placebo errors the interval is the estimate minus the k-th largest and the k-th smallest
+//! error, k = floor((m+1)·0.025): if the campaign's own error is exchangeable with the placebos', it falls outside
+//! with probability at most 2k/(m+1), so the interval's nominal level is 1 - 2k/(m+1) (95% from m = 39 on). With
+//! fewer placebos k is 1 and the level is lower (90% at m = 19): it is reported with the interval, never called 95%.
+//! The p-value is the share of placebo errors at least as large as the estimate. Windows near other campaigns are left
 //! out of the placebo set. Checked against the simulator's truth across many seeds (tests/uplift.rs).
 
 use std::collections::BTreeMap;
@@ -20,8 +23,12 @@ use crate::frames::day_number;
 
 /// Days of pre-period fitted before a window.
 pub const FIT_DAYS: i32 = 56;
-/// Placebo windows needed for an interval.
+/// Placebo windows needed for an interval at all (its level is then 90%).
 pub const MIN_PLACEBOS: usize = 19;
+/// The level intervals aim at.
+pub const TARGET_LEVEL: f64 = 0.95;
+/// Placebo windows needed before the interval reaches [`TARGET_LEVEL`].
+pub const PLACEBOS_FOR_TARGET: usize = 39;
 /// Placebo windows come from at most this many weeks before the campaign: recent weeks are the most exchangeable
 /// with the campaign's (seasons and one-off events long before it say little about its noise).
 pub const MAX_PLACEBO_WEEKS: i32 = 40;
@@ -80,8 +87,23 @@ impl Campaign {
 /// Daily values per page: page -> day number -> value.
 pub type Series = BTreeMap<String, BTreeMap<i32, f64>>;
 
-/// One page's (observed, counterfactual, effect, 95% interval).
-pub type PageEffect = (f64, f64, f64, Option<(f64, f64)>);
+/// A conformal interval and the nominal level it achieves with the placebo windows there were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub lo: f64,
+    pub hi: f64,
+    /// Nominal coverage: 1 - 2k/(m+1) (see the module docs); 0.95 or a little more with enough placebos.
+    pub level: f64,
+}
+
+impl Interval {
+    pub fn contains(&self, x: f64) -> bool {
+        self.lo <= x && x <= self.hi
+    }
+}
+
+/// One page's (observed, counterfactual, effect, interval).
+pub type PageEffect = (f64, f64, f64, Option<Interval>);
 
 /// The estimate for one metric.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +111,7 @@ pub struct Estimate {
     pub observed: f64,
     pub counterfactual: f64,
     pub effect: f64,
-    pub interval: Option<(f64, f64)>,
+    pub interval: Option<Interval>,
     pub p_value: Option<f64>,
     pub placebos: usize,
     pub method: String,
@@ -224,11 +246,23 @@ fn window_effect(
     out
 }
 
-/// `q`-quantile of sorted errors, conformal style (the ceil((m+1)q)-th order statistic, clamped).
-fn conformal_quantile(sorted: &[f64], q: f64) -> f64 {
+/// The interval around `estimate` from sorted placebo errors: the estimate minus the k-th largest and the k-th
+/// smallest error, k = floor((m+1)(1-level)/2) but at least 1, with the level that k achieves.
+fn conformal_interval(estimate: f64, sorted: &[f64], target: f64) -> Interval {
     let m = sorted.len();
-    let k = (((m + 1) as f64) * q).ceil() as usize;
-    sorted[k.clamp(1, m) - 1]
+    debug_assert!(m > 0);
+    let k = ((((m + 1) as f64) * (1.0 - target) / 2.0 + 1e-9).floor() as usize).clamp(1, m);
+    Interval {
+        lo: estimate - sorted[m - k],
+        hi: estimate - sorted[k - 1],
+        level: 1.0 - 2.0 * k as f64 / (m + 1) as f64,
+    }
+}
+
+/// The median of sorted values.
+fn median(sorted: &[f64]) -> f64 {
+    let m = sorted.len();
+    if m % 2 == 1 { sorted[m / 2] } else { (sorted[m / 2 - 1] + sorted[m / 2]) / 2.0 }
 }
 
 /// Estimates the campaign's effect on one metric. `exclude` lists other campaigns' windows (day numbers) that
@@ -302,11 +336,10 @@ pub fn estimate(
     // errors around that centre.
     let raw = effect;
     let (effect, counterfactual, interval, p_value) = if placebos >= MIN_PLACEBOS {
-        let bias = conformal_quantile(&errors_total, 0.5);
-        let lo = raw - conformal_quantile(&errors_total, 0.975);
-        let hi = raw - conformal_quantile(&errors_total, 0.025);
+        let bias = median(&errors_total);
+        let interval = conformal_interval(raw, &errors_total, TARGET_LEVEL);
         let beyond = errors_total.iter().filter(|x| (*x - bias).abs() >= (raw - bias).abs()).count();
-        (raw - bias, counterfactual + bias, Some((lo, hi)), Some((1 + beyond) as f64 / (placebos + 1) as f64))
+        (raw - bias, counterfactual + bias, Some(interval), Some((1 + beyond) as f64 / (placebos + 1) as f64))
     } else {
         (raw, counterfactual, None, None)
     };
@@ -316,7 +349,7 @@ pub fn estimate(
             let eff = o - c;
             let iv = errors_page.get_mut(p).filter(|v| v.len() >= MIN_PLACEBOS).map(|v| {
                 v.sort_by(|a, b| a.total_cmp(b));
-                (eff - conformal_quantile(v, 0.975), eff - conformal_quantile(v, 0.025))
+                conformal_interval(eff, v, TARGET_LEVEL)
             });
             (p.clone(), (*o, *c, eff, iv))
         })
@@ -338,9 +371,9 @@ pub fn estimate(
     Ok(Estimate { observed, counterfactual, effect, interval, p_value, placebos, method, pages, series: plot })
 }
 
-/// Whether an estimate is significant at 5 %: its interval excludes zero.
+/// Whether an estimate's interval excludes zero (at the interval's own level).
 pub fn significant(e: &Estimate) -> bool {
-    e.interval.is_some_and(|(lo, hi)| lo > 0.0 || hi < 0.0)
+    e.interval.is_some_and(|i| i.lo > 0.0 || i.hi < 0.0)
 }
 
 #[cfg(test)]
@@ -349,6 +382,26 @@ mod tests {
 
     fn day(d: i32) -> NaiveDate {
         crate::frames::from_day_number(d)
+    }
+
+    #[test]
+    fn the_interval_uses_the_right_order_statistic_at_each_end_and_states_its_level() {
+        let errors: Vec<f64> = (1..=40).map(f64::from).collect();
+        // m = 40: k = floor(41 * 0.025) = 1, so the smallest and the largest error bound it; level 1 - 2/41.
+        let i = conformal_interval(100.0, &errors, 0.95);
+        assert_eq!((i.lo, i.hi), (100.0 - 40.0, 100.0 - 1.0));
+        assert!((i.level - (1.0 - 2.0 / 41.0)).abs() < 1e-12 && i.level >= 0.95);
+        // m = 79: k = 2 at both ends (the old code took the 2nd smallest but the 78th, not the 79th... at m = 40).
+        let errors: Vec<f64> = (1..=79).map(f64::from).collect();
+        let i = conformal_interval(0.0, &errors, 0.95);
+        assert_eq!((i.lo, i.hi), (-78.0, -2.0));
+        assert!((i.level - 0.95).abs() < 1e-12);
+        // m = 19: 95% cannot be reached; the extremes give 90%, and the level says so.
+        let errors: Vec<f64> = (1..=19).map(f64::from).collect();
+        let i = conformal_interval(0.0, &errors, 0.95);
+        assert_eq!((i.lo, i.hi), (-19.0, -1.0));
+        assert!((i.level - 0.90).abs() < 1e-12);
+        assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), 2.5);
     }
 
     #[test]
@@ -395,8 +448,8 @@ mod tests {
         let controls: Vec<String> = (3..10).map(|p| format!("p{p}")).collect();
         let est = estimate(&series, &treated, &controls, start, 2, &[]).unwrap();
         assert!((est.effect - 600.0).abs() < 60.0, "{est:?}");
-        let (lo, hi) = est.interval.unwrap();
-        assert!(lo < 600.0 && hi > 600.0 && lo > 0.0, "{lo} {hi}");
+        let Interval { lo, hi, level } = est.interval.unwrap();
+        assert!(lo < 600.0 && hi > 600.0 && lo > 0.0 && level >= 0.95, "{lo} {hi} {level}");
         assert!(significant(&est));
         assert!(est.placebos >= 40);
         assert_eq!(est.series.len(), 28 + 2 + 14);

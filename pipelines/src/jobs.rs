@@ -231,6 +231,7 @@ struct UpliftRows {
     effect: Vec<Option<f64>>,
     lo: Vec<Option<f64>>,
     hi: Vec<Option<f64>>,
+    level: Vec<Option<f64>>,
     lift: Vec<Option<f64>>,
     p: Vec<Option<f64>>,
     method: Vec<String>,
@@ -296,8 +297,9 @@ fn campaigns_report(
                 rows.observed.push(e.map(|x| x.0));
                 rows.counterfactual.push(e.map(|x| x.1));
                 rows.effect.push(e.map(|x| x.2));
-                rows.lo.push(e.and_then(|x| x.3).map(|i| i.0));
-                rows.hi.push(e.and_then(|x| x.3).map(|i| i.1));
+                rows.lo.push(e.and_then(|x| x.3).map(|i| i.lo));
+                rows.hi.push(e.and_then(|x| x.3).map(|i| i.hi));
+                rows.level.push(e.and_then(|x| x.3).map(|i| i.level));
                 rows.lift.push(e.and_then(|x| (x.1 > 0.0).then(|| 100.0 * x.2 / x.1)));
                 rows.p.push(p);
                 rows.method.push(method.to_owned());
@@ -325,14 +327,20 @@ fn campaigns_report(
             let series = &all_series[page_metric];
             match campaign::estimate(series, &treated, &controls, c.start, c.days, &exclude) {
                 Ok(est) => {
-                    let note = if est.interval.is_none() {
-                        format!(
+                    let note = match est.interval {
+                        None => format!(
                             "only {} placebo windows before the campaign (need {}): no interval",
                             est.placebos,
                             campaign::MIN_PLACEBOS
-                        )
-                    } else {
-                        String::new()
+                        ),
+                        Some(i) if i.level < campaign::TARGET_LEVEL - 1e-9 => format!(
+                            "only {} placebo windows before the campaign: the interval's level is {:.0}% ({:.0}% needs {})",
+                            est.placebos,
+                            i.level * 100.0,
+                            campaign::TARGET_LEVEL * 100.0,
+                            campaign::PLACEBOS_FOR_TARGET
+                        ),
+                        Some(_) => String::new(),
                     };
                     push(
                         "ALL",
@@ -398,7 +406,7 @@ fn campaigns_report(
         "campaign" => rows.campaign, "practice_code" => rows.practice, "metric" => rows.metric,
         "window_from" => rows.from, "window_to" => rows.to, "posts" => rows.posts, "post_lifetime" => rows.lifetime,
         "observed" => rows.observed, "counterfactual" => rows.counterfactual, "effect" => rows.effect,
-        "effect_lo" => rows.lo, "effect_hi" => rows.hi, "lift_pct" => rows.lift, "p_value" => rows.p,
+        "effect_lo" => rows.lo, "effect_hi" => rows.hi, "interval_level" => rows.level, "lift_pct" => rows.lift, "p_value" => rows.p,
         "method" => rows.method, "note" => rows.note,
     )?
     .lazy()

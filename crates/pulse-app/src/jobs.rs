@@ -197,8 +197,8 @@ pub fn summary_text(s: &JobSummary, from: NaiveDate, to: NaiveDate) -> String {
         let label = format!("{} · {}", c.campaign, c.metric);
         match &c.estimate {
             Some(e) => {
-                let interval = e.interval.map_or("no interval".to_owned(), |(lo, hi)| {
-                    format!("95% CI {} to {}", thousands(lo), thousands(hi))
+                let interval = e.interval.map_or("no interval".to_owned(), |i| {
+                    format!("{:.0}% interval {} to {}", i.level * 100.0, thousands(i.lo), thousands(i.hi))
                 });
                 let lift = if e.counterfactual > 0.0 {
                     format!(", lift {:+.0}%", 100.0 * e.effect / e.counterfactual)

@@ -348,7 +348,7 @@ pub fn unit(column: &str) -> &'static str {
         "post_lifetime" | "observed" | "counterfactual" | "effect" | "effect_lo" | "effect_hi" => "metric units",
         "share" | "penetration" | "engagement_rate" | "reach_change" => "fraction",
         "lift_pct" => "percent",
-        "p_value" => "probability",
+        "p_value" | "interval_level" => "probability",
         "outlier_score" => "robust z-score",
         _ => "",
     }
@@ -611,7 +611,7 @@ pub fn chart(kind: Kind, batch: &RecordBatch) -> String {
                 (strs(batch, "campaign"), strs(batch, "practice_code"), strs(batch, "metric"));
             let (effect, lo, hi) = (f64s(batch, "effect"), f64s(batch, "effect_lo"), f64s(batch, "effect_hi"));
             let mut out = String::from(
-                "\neffect with its 95% interval (|---●---|) around zero (┊), totals, each row to its own scale:\n",
+                "\neffect with its interval (|---●---|, level in the interval_level column) around zero (┊), totals, each row to its own scale:\n",
             );
             for i in 0..names.len() {
                 if practices[i] != "ALL" {

@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../sql/migrations/0003_analyst_views.sql"),
     },
     Migration { version: 4, name: "report_runs", sql: include_str!("../../../sql/migrations/0004_report_runs.sql") },
+    Migration {
+        version: 5,
+        name: "interval_level",
+        sql: include_str!("../../../sql/migrations/0005_interval_level.sql"),
+    },
 ];
 
 /// The schema version this build creates.
@@ -81,6 +86,13 @@ pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
         return vec![statement.to_owned()];
     };
     let on_cluster = format!("ON CLUSTER `{cluster}`");
+    // A column added to a table is added to its replicated local table and to the Distributed table over it.
+    if let Some(rest) = statement.strip_prefix("ALTER TABLE ")
+        && let Some(table) = rest.split_whitespace().next()
+    {
+        let local = statement.replacen(&format!("ALTER TABLE {table} "), &format!("ALTER TABLE {table}_local "), 1);
+        return vec![local.replace(MARKER, &on_cluster), statement.replace(MARKER, &on_cluster)];
+    }
     let Some(table) = created_table(statement) else {
         return vec![statement.replace(MARKER, &on_cluster)];
     };
@@ -185,5 +197,13 @@ mod tests {
         let out = render(view, &cluster);
         assert_eq!(out.len(), 1);
         assert!(out[0].starts_with("CREATE VIEW IF NOT EXISTS page_insights_latest ON CLUSTER `pulse` AS"));
+        let alter = &statements(MIGRATIONS[4].sql)[0];
+        assert_eq!(
+            render(alter, &cluster),
+            vec![
+                "ALTER TABLE report_campaign_uplift_local ON CLUSTER `pulse` ADD COLUMN interval_level Nullable(Float64) AFTER effect_hi",
+                "ALTER TABLE report_campaign_uplift ON CLUSTER `pulse` ADD COLUMN interval_level Nullable(Float64) AFTER effect_hi",
+            ]
+        );
     }
 }

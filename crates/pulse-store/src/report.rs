@@ -143,10 +143,10 @@ pub static AGE_BANDS: ReportTable = ReportTable {
     ],
 };
 
-/// What a campaign achieved: its posts' own figures, and the incremental effect on the pages against a counterfactual, with a 95% interval.
+/// What a campaign achieved: its posts' own figures, and the incremental effect on the pages against a counterfactual, with an interval at its stated level.
 pub static CAMPAIGN_UPLIFT: ReportTable = ReportTable {
     name: "report_campaign_uplift",
-    doc: "What a campaign achieved: its posts' own figures, and the incremental effect on the pages against a counterfactual, with a 95% interval.",
+    doc: "What a campaign achieved: its posts' own figures, and the incremental effect on the pages against a counterfactual, with an interval at its stated level.",
     columns: &[
         col("campaign", ReportType::Str, "campaign name"),
         col("practice_code", ReportType::Str, "ODS code, or ALL for the total"),
@@ -162,8 +162,13 @@ pub static CAMPAIGN_UPLIFT: ReportTable = ReportTable {
         col("observed", ReportType::OptF64, "page figure over the window"),
         col("counterfactual", ReportType::OptF64, "what the pages would have had without the campaign"),
         col("effect", ReportType::OptF64, "observed - counterfactual"),
-        col("effect_lo", ReportType::OptF64, "95% interval, low"),
-        col("effect_hi", ReportType::OptF64, "95% interval, high"),
+        col("effect_lo", ReportType::OptF64, "interval, low (at interval_level)"),
+        col("effect_hi", ReportType::OptF64, "interval, high (at interval_level)"),
+        col(
+            "interval_level",
+            ReportType::OptF64,
+            "nominal coverage of the interval: 0.95 with 39 or more placebo windows, less with fewer (0.90 at 19)",
+        ),
         col("lift_pct", ReportType::OptF64, "effect / counterfactual, percent"),
         col("p_value", ReportType::OptF64, "placebo-in-time p-value"),
         col("method", ReportType::Str, "how the counterfactual was built"),
