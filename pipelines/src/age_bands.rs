@@ -16,6 +16,11 @@ use crate::Result;
 use crate::frames::day_number;
 use crate::registered::Registered;
 
+/// The unit of the figures when the source counts people.
+pub const UNIT_PEOPLE: &str = "people";
+/// The unit when the source is video watch time (Meta reports `post_video_view_time*` in milliseconds).
+pub const UNIT_WATCH_TIME: &str = "ms of video watch time";
+
 /// Bands with fewer people than this are suppressed in the output.
 pub const SMALL_CELL: f64 = 10.0;
 
@@ -110,6 +115,7 @@ struct Rows {
     source: Vec<String>,
     window_end: Vec<i32>,
     band: Vec<&'static str>,
+    unit: Vec<&'static str>,
     female: Vec<Option<f64>>,
     male: Vec<Option<f64>>,
     unknown: Vec<Option<f64>>,
@@ -144,6 +150,7 @@ impl Rows {
             self.source.push(source.to_owned());
             self.window_end.push(end);
             self.band.push(band.as_str());
+            self.unit.push(if people_are_people { UNIT_PEOPLE } else { UNIT_WATCH_TIME });
             self.female.push(keep(bands[i][0]));
             self.male.push(keep(bands[i][1]));
             self.unknown.push(keep(bands[i][2]));
@@ -173,6 +180,7 @@ impl Rows {
             "source" => self.source,
             "window_end" => self.window_end,
             "age_band" => self.band,
+            "unit" => self.unit,
             "female" => self.female,
             "male" => self.male,
             "unknown" => self.unknown,
@@ -183,6 +191,25 @@ impl Rows {
             "note" => self.note,
         )?;
         Ok(df.lazy().with_column(col("window_end").cast(DataType::Date)).collect()?)
+    }
+}
+
+/// Why there is no age-band source: retired metrics are called retired, with the date, not "no data".
+fn no_source_reason(to: NaiveDate) -> String {
+    let catalogue = pulse_domain::MetricCatalogue::default();
+    let retired: Vec<(M, NaiveDate)> = SOURCES
+        .iter()
+        .filter_map(|(m, _, _)| catalogue.retired_since(*m).map(|d| (*m, d)))
+        .filter(|(_, d)| *d <= to)
+        .collect();
+    if retired.len() == SOURCES.len() {
+        let since = retired.iter().map(|(_, d)| *d).max().expect("not empty");
+        format!(
+            "page-level age/gender metrics were retired by Meta on {since} (the report range ends {to}); the current \
+             API has only video watch time by age of video posts, and these pages' stored posts have none"
+        )
+    } else {
+        "no age/gender breakdown in the stored data: Meta withholds breakdowns below 100 people".into()
     }
 }
 
@@ -209,7 +236,7 @@ pub fn age_bands(
     }
     let mut rows = Rows::default();
     let Some((cells, end, source, people)) = chosen else {
-        return Ok((rows.frame()?, "no age/gender breakdown in the stored data (Meta withholds them below 100 people, and the current API has page-level ones no more)".into()));
+        return Ok((rows.frame()?, no_source_reason(to)));
     };
     let mut tenant = [[0.0; 3]; 7];
     let mut tenant_reg = [0.0; 7];

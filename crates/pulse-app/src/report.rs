@@ -328,8 +328,11 @@ fn column_type(table: &ReportTable, batch: &RecordBatch, col: usize) -> ReportTy
 }
 
 /// What a column measures, for the data dictionary and for writing counts as integers.
-pub fn unit(column: &str) -> &'static str {
+pub fn unit(kind: Kind, column: &str) -> &'static str {
     match column {
+        "female" | "male" | "unknown" | "people" if kind == Kind::AgeBands => {
+            "people, or ms of video watch time (the row's unit column says which)"
+        }
         "reach"
         | "engaged_users"
         | "gross_reach"
@@ -355,11 +358,12 @@ pub fn unit(column: &str) -> &'static str {
 }
 
 /// Whether a column holds whole counts (written as integers in CSV, JSON and Parquet).
-pub fn is_count(table: &ReportTable, column: &str) -> bool {
+pub fn is_count(kind: Kind, column: &str) -> bool {
+    let table = kind.table();
     let float = table.columns.iter().any(|c| c.name == column && matches!(c.ty, ReportType::F64 | ReportType::OptF64));
-    float
-        && matches!(unit(column), "people" | "views" | "engagements" | "count")
-        && !matches!(column, "median_page_reach")
+    let counted = matches!(unit(kind, column), "people" | "views" | "engagements" | "count")
+        || kind == Kind::AgeBands && matches!(column, "female" | "male" | "unknown" | "people");
+    float && counted && column != "median_page_reach"
 }
 
 /// The data dictionary of a report: column, type, unit, meaning (CSV).
@@ -368,7 +372,7 @@ pub fn dictionary(kind: Kind) -> String {
     let mut out = String::from("column,type,unit,meaning\n");
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     for c in table.columns {
-        let ty = if is_count(table, c.name) {
+        let ty = if is_count(kind, c.name) {
             "integer (null when unavailable)".to_owned()
         } else {
             match c.ty {
@@ -379,7 +383,7 @@ pub fn dictionary(kind: Kind) -> String {
                 ReportType::U32 | ReportType::I64 => "integer".into(),
             }
         };
-        out.push_str(&format!("{},{},{},{}\n", c.name, quote(&ty), quote(unit(c.name)), quote(c.doc)));
+        out.push_str(&format!("{},{},{},{}\n", c.name, quote(&ty), quote(unit(kind, c.name)), quote(c.doc)));
         if c.name == "practice_code" {
             out.push_str(
                 "practice_name,text,,\"the practice's name from the configuration (all practices for ALL)\"\n",
@@ -391,11 +395,10 @@ pub fn dictionary(kind: Kind) -> String {
 
 /// The rows ready to export: counts rounded to integers.
 pub fn export_batch(kind: Kind, batch: &RecordBatch) -> Result<RecordBatch> {
-    let table = kind.table();
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-        if is_count(table, f.name())
+        if is_count(kind, f.name())
             && let Some(v) = c.as_any().downcast_ref::<Float64Array>()
         {
             let ints: Int64Array = v.iter().map(|x| x.map(|x| x.round() as i64)).collect();
@@ -501,7 +504,35 @@ pub fn text(answer: &ReportAnswer) -> String {
     }
     out.push_str(&render(table, &answer.batch));
     out.push_str(&chart(answer.kind, &answer.batch));
+    if let Some(note) = engaged_users_note(answer) {
+        out.push_str(&note);
+    }
     out
+}
+
+/// Why engaged users show n/a in a reach report: after Meta retired the metric, there is no value to show.
+fn engaged_users_note(answer: &ReportAnswer) -> Option<String> {
+    let column = match answer.kind {
+        Kind::Reach => "engaged_users",
+        Kind::ReachTenant => "gross_engaged_users",
+        _ => return None,
+    };
+    let values = answer.batch.column_by_name(column)?;
+    if values.null_count() == 0 {
+        return None;
+    }
+    let weeks = dates(&answer.batch, answer.kind.date_column());
+    let retired =
+        pulse_domain::MetricCatalogue::default().retired_since(pulse_domain::CanonicalMetric::PageEngagedUsers);
+    let after = retired.map_or(0, |r| weeks.iter().filter(|w| from_day_number(**w) >= r).count());
+    Some(match retired {
+        Some(r) if after > 0 => format!(
+            "\n{column} n/a: Meta retired page_engaged_users on {r} with no replacement, so weeks ending on or after it \
+             have no value ({after} of {} rows); earlier n/a weeks had no value from the API\n",
+            weeks.len()
+        ),
+        _ => format!("\n{column} n/a: the API returned no engaged-users value for those weeks\n"),
+    })
 }
 
 fn cell(table: &ReportTable, batch: &RecordBatch, col: usize, row: usize) -> String {
@@ -590,7 +621,8 @@ pub fn chart(kind: Kind, batch: &RecordBatch) -> String {
             let (levels, bands, shares) = (strs(batch, "level"), strs(batch, "age_band"), f64s(batch, "share"));
             let level = if levels.iter().any(|l| l == "tenant") { "tenant" } else { "practice" };
             let source = strs(batch, "source").into_iter().next().unwrap_or_default();
-            let what = if source.contains("view_time") { "share of video watch time" } else { "share of people" };
+            let unit = strs(batch, "unit").into_iter().next().unwrap_or_default();
+            let what = if unit == "people" { "share of people" } else { "share of video watch time (not people)" };
             let mut out = format!("\n{what} by age band ({level}; source {source}):\n");
             let max = shares.iter().flatten().fold(0.0f64, |a, b| a.max(*b)).max(1e-9);
             for i in 0..levels.len() {

@@ -28,8 +28,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "report_runs", sql: include_str!("../../../sql/migrations/0004_report_runs.sql") },
     Migration {
         version: 5,
-        name: "interval_level",
-        sql: include_str!("../../../sql/migrations/0005_interval_level.sql"),
+        name: "units_and_levels",
+        sql: include_str!("../../../sql/migrations/0005_units_and_levels.sql"),
     },
 ];
 
