@@ -4,7 +4,8 @@
     python3 .ci/check_sql.py [--server http://127.0.0.1:18123]
 
 DDL (sql/schema_migrations.sql, sql/migrations/*.sql) runs in a fresh database, in order, exactly as `pulse migrate`
-sends it on one server. Named queries (sql/queries/*.sql) declare example parameters in a `-- example:` line; the
+sends it on one server. The per-tenant analyst views (sql/tenant_views.sql) are created for two tenants, and each
+must show its own tenant's rows and no other's. Named queries (sql/queries/*.sql) declare example parameters in a `-- example:` line; the
 `?` placeholders are replaced by them, left to right, and the query must run. Exits non-zero naming every statement
 that failed, and on which engine.
 """
@@ -79,6 +80,9 @@ class Chdb:
     def run(self, sql):
         self.s.query(sql)
 
+    def value(self, sql):
+        return str(self.s.query(sql, "TSV")).strip()
+
     def version(self):
         return str(self.s.query("SELECT version()")).strip()
 
@@ -101,8 +105,40 @@ class Server:
     def run(self, sql):
         self.raw(sql, DB)
 
+    def value(self, sql):
+        return self.raw(sql + " FORMAT TSV", DB).strip()
+
     def version(self):
         return self.raw("SELECT version()").strip()
+
+
+TENANTS = ["north-staffs", "stoke"]
+
+
+def tenant_views(engine):
+    """Creates both tenants' views, stores rows for both, and checks each view shows only its own tenant's rows."""
+    problems = []
+    path = os.path.join(ROOT, "tenant_views.sql")
+    for tenant in TENANTS:
+        for sql in statements(path):
+            engine.run(sql.replace("{tenant}", tenant))
+    for i, tenant in enumerate(TENANTS):
+        for n in range(i + 2):
+            engine.run(
+                "INSERT INTO page_insights (tenant_id, practice_code, page_id, metric, graph_metric, period, day, "
+                f"breakdown, value, api_version, fetched_at, version) VALUES ('{tenant}', 'M8300{n}', '{n + 1}', "
+                f"'page_reach', 'page_impressions_unique', 'day', '2018-03-10', '', {n}, 'v2.12', "
+                "'2018-03-11 00:00:00', 1)"
+            )
+    for i, tenant in enumerate(TENANTS):
+        rows = engine.value(f"SELECT count() FROM `tenant_{tenant}_page_insights`")
+        if rows != str(i + 2):
+            problems.append(f"tenant_{tenant}_page_insights shows {rows} rows, expected its own {i + 2}")
+        total = engine.value(f"SELECT sum(value) FROM `tenant_{tenant}_page_insights`")
+        expected = sum(range(i + 2))
+        if float(total) != expected:
+            problems.append(f"tenant_{tenant}_page_insights sums to {total}, expected its own {expected}")
+    return problems
 
 
 def main():
@@ -123,6 +159,11 @@ def main():
                     engine.run(sql)
                 except Exception as e:  # noqa: BLE001 - report every failure, then fail
                     failures.append(f"{os.path.relpath(path, ROOT)} on {engine.name}: {str(e).strip()[:400]}\n    {sql[:120]}")
+        ran += 1
+        try:
+            failures.extend(f"sql/tenant_views.sql on {engine.name}: {p}" for p in tenant_views(engine))
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"tenant_views.sql on {engine.name}: {str(e).strip()[:400]}")
         for path in queries:
             ran += 1
             try:

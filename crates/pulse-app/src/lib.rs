@@ -2,6 +2,7 @@
 //! functions and renders what they return; none of them opens a store, resolves a token or reads a report itself.
 //!
 //! - [`demo`]: the whole pipeline on the simulator, with nothing to install;
+//! - [`migrate`]: the store's schema and each tenant's analyst views;
 //! - [`open`]: the config and the store it names;
 //! - [`ingest`]: configured pages → ingest targets, one ingest run, its exit status;
 //! - [`jobs`]: campaigns and registered patients from config, one pipelines run per tenant;
@@ -12,6 +13,7 @@
 pub mod demo;
 pub mod ingest;
 pub mod jobs;
+pub mod migrate;
 pub mod open;
 pub mod report;
 pub mod text;

@@ -109,6 +109,40 @@ fn an_unreachable_clickhouse_is_named_with_what_to_check() {
 }
 
 #[test]
+fn strict_check_refuses_a_config_with_nothing_to_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let out = pulse(&["config", "check", "--strict", "--config", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(text(&out).1.contains("no tenant is configured"), "{:?}", text(&out));
+    let no_practices = dir.path().join("nop.toml");
+    std::fs::write(&no_practices, "[[tenant]]\nid = \"a\"\nname = \"A\"\n").unwrap();
+    let out = pulse(&["config", "check", "--strict", "--config", no_practices.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(text(&out).1.contains("tenant a has no practices"), "{:?}", text(&out));
+    // Without --strict both are valid configs.
+    assert!(pulse(&["config", "check", "--config", empty.to_str().unwrap()]).status.success());
+}
+
+#[test]
+fn a_date_that_does_not_exist_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pulse.toml");
+    std::fs::write(
+        &path,
+        "[[tenant]]\nid = \"a\"\nname = \"A\"\n[[tenant.practice]]\ncode = \"M83001\"\nname = \"X\"\n\
+         [[campaign]]\nname = \"c\"\nstart = \"2018-02-30\"\ndays = 2\nhashtag = \"#x\"\n",
+    )
+    .unwrap();
+    let out = pulse(&["config", "check", "--config", path.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pulse.toml:9:"), "{stderr}");
+    assert!(stderr.contains("`start` = \"2018-02-30\" is not a real date (February 2018 has 28 days)"), "{stderr}");
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for args in [&["--help"][..], &["config", "check", "--help"], &["migrate", "--help"], &["metrics", "--help"]] {
         let out = pulse(args);

@@ -23,6 +23,35 @@ pub struct Config {
     pub registered_patients_csv: Option<PathBuf>,
 }
 
+/// `campaign.start`: a real calendar day, written YYYY-MM-DD; anything else is refused with the field named.
+fn campaign_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono::NaiveDate, D::Error> {
+    let text = String::deserialize(d)?;
+    real_date("start", &text).map_err(serde::de::Error::custom)
+}
+
+/// Parses `text` as a YYYY-MM-DD day, saying which field and why when it is not one.
+pub(crate) fn real_date(field: &str, text: &str) -> Result<chrono::NaiveDate, String> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d);
+    }
+    let parts: Vec<&str> = text.split('-').collect();
+    if let [y, m, day] = parts[..]
+        && let (Ok(y), Ok(m), Ok(_)) = (y.parse::<i32>(), m.parse::<u32>(), day.parse::<u32>())
+    {
+        let why = match chrono::NaiveDate::from_ymd_opt(y, m, 1) {
+            None => format!("there is no month {m}"),
+            Some(first) => {
+                let next = first.checked_add_months(chrono::Months::new(1)).unwrap_or(first);
+                format!("{} {y} has {} days", first.format("%B"), (next - first).num_days())
+            }
+        };
+        return Err(format!(
+            "`{field}` = \"{text}\" is not a real date ({why}); write a day that exists, as YYYY-MM-DD"
+        ));
+    }
+    Err(format!("`{field}` = \"{text}\" is not a date; write it as YYYY-MM-DD, e.g. 2018-03-10"))
+}
+
 /// A campaign: how its posts are recognised, and its window.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +59,7 @@ pub struct CampaignConfig {
     /// Name shown in reports.
     pub name: String,
     /// First day of the campaign window (Pacific time).
+    #[serde(deserialize_with = "campaign_start")]
     pub start: chrono::NaiveDate,
     /// Length of the window in days (a weekend is 2).
     pub days: u32,
@@ -438,6 +468,32 @@ pub struct TenantSummary {
     pub claimed_pages: usize,
     /// (page id, practice code, why the token is unavailable)
     pub pages_without_tokens: Vec<(String, String, String)>,
+}
+
+impl Summary {
+    /// What `config check --strict` refuses: a config with nothing to ingest (no tenant, a tenant without practices,
+    /// pages without a usable token), each with what to do.
+    pub fn strict_problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.tenants.is_empty() {
+            out.push(
+                "no tenant is configured: add a [[tenant]] table with its practices (config/pulse.example.toml shows one)"
+                    .to_owned(),
+            );
+        }
+        for t in &self.tenants {
+            if t.practices == 0 {
+                out.push(format!(
+                    "tenant {} has no practices: add [[tenant.practice]] tables or a practices_csv file",
+                    t.id
+                ));
+            }
+            for (page, practice, why) in &t.pages_without_tokens {
+                out.push(format!("tenant {} practice {practice} page {page}: no usable token ({why})", t.id));
+            }
+        }
+        out
+    }
 }
 
 impl Config {

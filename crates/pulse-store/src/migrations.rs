@@ -33,6 +33,15 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// Per-tenant analyst views (`sql/tenant_views.sql`), rendered for one tenant by [`tenant_views`].
+pub const TENANT_VIEWS: &str = include_str!("../../../sql/tenant_views.sql");
+
+/// The statements creating one tenant's analyst views. The tenant id is validated (lowercase letters, digits, `-`,
+/// `_`), so it is safe inside a quoted identifier and a string literal.
+pub fn tenant_views(tenant: &pulse_domain::TenantId) -> Vec<String> {
+    statements(TENANT_VIEWS).into_iter().map(|s| s.replace("{tenant}", tenant.as_str())).collect()
+}
+
 /// The schema version this build creates.
 pub fn latest() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
@@ -143,6 +152,15 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1, "migration numbers are consecutive from 1");
         }
+    }
+
+    #[test]
+    fn tenant_views_are_rendered_for_one_tenant_and_filter_on_it() {
+        let tenant = pulse_domain::TenantId::new("north-staffs").unwrap();
+        let views = tenant_views(&tenant);
+        assert_eq!(views.len(), 2);
+        assert!(views[0].starts_with("CREATE VIEW IF NOT EXISTS `tenant_north-staffs_page_insights`"), "{}", views[0]);
+        assert!(views.iter().all(|v| v.ends_with("WHERE tenant_id = 'north-staffs'") && !v.contains('{')));
     }
 
     #[test]

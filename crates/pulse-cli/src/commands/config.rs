@@ -13,7 +13,8 @@ pub enum ConfigCommand {
     /// Validate the config and print a summary: counts per tenant, the store, the Graph API, and pages whose token
     /// cannot be found. No secret is printed. Exit code 2 when the config is invalid.
     Check {
-        /// Also fail (exit 1) when any page has no usable token.
+        /// Also fail (exit 1) when there is nothing to ingest: no tenant, a tenant without practices, or a page
+        /// without a usable token.
         #[arg(long)]
         strict: bool,
     },
@@ -52,5 +53,13 @@ pub fn run(path: &Path, cmd: ConfigCommand) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if strict && missing > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let problems = summary.strict_problems();
+    if strict && !problems.is_empty() {
+        eprintln!("--strict: {} problem(s):", problems.len());
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -469,6 +469,21 @@ impl Store for ClickHouseStore {
 }
 
 impl ClickHouseStore {
+    /// Creates (if missing) each tenant's analyst views, which show that tenant's rows only. Run after `migrate`.
+    pub async fn create_tenant_views(&self, tenants: &[pulse_domain::TenantId]) -> Result<usize> {
+        self.ready().await?;
+        let mut n = 0;
+        for tenant in tenants {
+            for statement in migrations::tenant_views(tenant) {
+                for sql in migrations::render(&statement, &self.topology()) {
+                    self.client.query(&sql).execute().await.map_err(|e| self.error(&sql, e))?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// The version a tenant's slice key points at (none: never written).
     async fn slice_version(&self, tenant: &str, key: &str) -> Result<Option<u64>> {
         self.client
