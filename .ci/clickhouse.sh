@@ -3,6 +3,7 @@
 # with a config of its own in a temporary directory. Prints the HTTP URL on success.
 #
 #   bash .ci/clickhouse.sh [HTTP_PORT]     # default 18123; TCP port is HTTP_PORT+1
+#   PULSE_CLICKHOUSE_DIR_FILE=f bash .ci/clickhouse.sh PORT   # also writes the server's directory (pid, logs) to f
 #
 # Installs the package with apt-get when it is missing (CI runs as root on a fresh machine).
 set -euo pipefail
@@ -44,6 +45,8 @@ cat > "$DIR/users.xml" <<XML
 XML
 clickhouse-server --config-file="$DIR/config.xml" >"$DIR/log/stdout.log" 2>&1 &
 echo $! > "$DIR/pid"
+# A caller that needs to stop this server (a test killing it mid-ingest) asks where its pid file is.
+if [ -n "${PULSE_CLICKHOUSE_DIR_FILE:-}" ]; then echo "$DIR" > "$PULSE_CLICKHOUSE_DIR_FILE"; fi
 for _ in $(seq 1 60); do
   if curl -fsS "http://127.0.0.1:$HTTP_PORT/ping" >/dev/null 2>&1; then
     echo "http://127.0.0.1:$HTTP_PORT"

@@ -25,18 +25,41 @@ pub struct DemoRequest {
     pub concurrency: usize,
 }
 
+/// The secrets file `write_config` puts the simulator's page tokens in (git ignores `*.secrets.toml`).
+pub const SIM_TOKENS: &str = "sim-tokens.secrets.toml";
+
 fn thousands(n: u64) -> String {
     crate::text::thousands(n as f64)
 }
 
-/// A config describing the simulated world, so `pulse report --config <dir>/pulse.toml` can be used afterwards.
-fn write_demo_config(world: &World, dir: &std::path::Path) -> Result<PathBuf> {
-    let mut toml = String::from(
-        "# Written by `pulse demo`: the simulated world's tenants and practices, over the lake in this directory.\n\
-         # Pages have no tokens here (the simulator that issued them is gone); use it for reports and jobs.\n\
-         [store]\nbackend = \"lake\"\nlake_dir = \".\"\n\n",
-    );
-    let _ = writeln!(toml, "[graph]\nversion = \"{}\"\n", world.api_version());
+/// A config describing the simulated world, over a lake in `dir`. Without `graph_url` it is for reports and jobs
+/// (`pulse demo` writes it; the simulator is gone afterwards). With the URL of a running simulator, every page gets
+/// its token from a git-ignored secrets file beside it, so `pulse ingest --config <dir>/pulse.toml` works against it
+/// (`pulse sim --config-out <dir>`).
+pub fn write_config(world: &World, dir: &std::path::Path, graph_url: Option<&str>) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut toml = match graph_url {
+        None => String::from(
+            "# Written by `pulse demo`: the simulated world's tenants and practices, over the lake in this directory.\n\
+             # Pages have no tokens here (the simulator that issued them is gone); use it for reports and jobs.\n\
+             [store]\nbackend = \"lake\"\nlake_dir = \".\"\n\n",
+        ),
+        Some(_) => String::from(
+            "# Written by `pulse sim --config-out`: the simulated world, its pages and their tokens (in\n\
+             # sim-tokens.secrets.toml, git-ignored), for `pulse ingest` against the running simulator.\n\
+             [store]\nbackend = \"lake\"\nlake_dir = \".\"\n\n",
+        ),
+    };
+    match graph_url {
+        None => {
+            let _ = writeln!(toml, "[graph]\nversion = \"{}\"\n", world.api_version());
+        }
+        Some(url) => {
+            let _ = writeln!(toml, "[graph]\nbase_url = \"{url}\"\nversion = \"{}\"\n", world.api_version());
+            let tokens: String = world.pages.iter().map(|p| format!("\"{}\" = \"{}\"\n", p.id, p.token)).collect();
+            std::fs::write(dir.join(SIM_TOKENS), tokens)?;
+        }
+    }
     // Registered patients in NHS Digital's practice-level 5-year format, from the simulated practices.
     let mut nhs =
         String::from("PUBLICATION,EXTRACT_DATE,ORG_TYPE,ORG_CODE,POSTCODE,SEX,AGE_GROUP_5,NUMBER_OF_PATIENTS\n");
@@ -78,6 +101,24 @@ fn write_demo_config(world: &World, dir: &std::path::Path) -> Result<PathBuf> {
         );
     }
     for (ti, t) in world.tenants.iter().enumerate() {
+        if graph_url.is_some() {
+            let _ = writeln!(toml, "[[tenant]]\nid = \"{}\"\nname = \"{}\"\n", t.id, t.name);
+            for p in world.practices.iter().filter(|p| p.tenant == ti) {
+                let _ = writeln!(toml, "[[tenant.practice]]\ncode = \"{}\"\nname = \"{}\"", p.code, p.name);
+                if let Some(i) = p.page {
+                    let page = &world.pages[i];
+                    let _ = writeln!(
+                        toml,
+                        "[[tenant.practice.page]]\nid = \"{}\"\nkind = \"{}\"\ntoken = {{ file = \"{SIM_TOKENS}\", key = \"{}\" }}",
+                        page.id,
+                        page.kind.as_str(),
+                        page.id
+                    );
+                }
+                toml.push('\n');
+            }
+            continue;
+        }
         let csv_name = format!("practices-{}.csv", t.id);
         let mut csv = String::from("code,name,list_size,page_id,page_kind\n");
         for p in world.practices.iter().filter(|p| p.tenant == ti) {
@@ -116,7 +157,7 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
         world.pages.len()
     ));
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
-    let config_path = write_demo_config(&world, &args.dir)?;
+    let config_path = write_config(&world, &args.dir, None)?;
     let sim = Arc::new(Sim::new(world, None));
     let today = sim.today();
     let running = pulse_sim::start(sim, 0).await.context("starting the simulator on a loopback port")?;

@@ -22,6 +22,8 @@ pub struct IngestRequest {
     pub today: Option<NaiveDate>,
     pub lookback_days: i64,
     pub concurrency: usize,
+    /// How long the store may stay unreachable before the run stops (default two minutes).
+    pub store_retry_for: Option<Duration>,
 }
 
 /// How a run ended, in the terms an operator (and an exit code) needs.
@@ -148,6 +150,9 @@ pub async fn run(config: &Config, request: &IngestRequest, on_start: impl FnOnce
     };
     let mut opts = IngestOptions::new(plan);
     opts.concurrency = request.concurrency.max(1);
+    if let Some(d) = request.store_retry_for {
+        opts.store_retry_for = d;
+    }
     opts.fallback_record_dir = Some(config.base_dir().join("pulse-runs"));
     let client = GraphClient::new(&config.graph.base_url, config.graph.version, app_secret, Duration::from_secs(60))?;
     on_start(&format!("ingesting {} pages from {} into {}", targets.len(), client.host(), store.describe()));

@@ -25,6 +25,9 @@ pub struct IngestArgs {
     /// HTTP calls in flight across all pages.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Seconds the store may stay unreachable (retrying) before the run stops with exit code 3.
+    #[arg(long, default_value_t = 120)]
+    store_retry_secs: u64,
 }
 
 pub async fn run(path: &Path, args: IngestArgs) -> Result<ExitCode> {
@@ -35,6 +38,7 @@ pub async fn run(path: &Path, args: IngestArgs) -> Result<ExitCode> {
         today: args.today,
         lookback_days: args.lookback_days,
         concurrency: args.concurrency,
+        store_retry_for: Some(std::time::Duration::from_secs(args.store_retry_secs)),
     };
     let run = ingest::run(&config, &request, |line| eprintln!("{line}")).await?;
     for s in &run.skipped {

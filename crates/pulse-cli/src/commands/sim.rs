@@ -26,6 +26,10 @@ pub struct SimArgs {
     /// Write each page's access token to this file (a flat TOML secrets file: `<page id> = "<token>"`).
     #[arg(long)]
     tokens_out: Option<PathBuf>,
+    /// Write a ready config for this simulator into this directory (pulse.toml over a lake there, every page with
+    /// its token in a git-ignored secrets file), so `pulse ingest --config DIR/pulse.toml` runs against it.
+    #[arg(long)]
+    config_out: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<SimCommand>,
 }
@@ -69,11 +73,15 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     };
     let (pages, practices, tenants) = (world.pages.len(), world.practices.len(), world.tenants.len());
     let (version, start, end) = (world.api_version(), world.start(), world.end());
-    let sim = Arc::new(Sim::new(world, secret));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await.with_context(|| {
         format!("cannot listen on 127.0.0.1:{}; is another simulator running? try --port 0", args.port)
     })?;
     let addr = listener.local_addr()?;
+    if let Some(dir) = &args.config_out {
+        let path = pulse_app::demo::write_config(&world, dir, Some(&format!("http://{addr}")))?;
+        eprintln!("config for this simulator written to {}", path.display());
+    }
+    let sim = Arc::new(Sim::new(world, secret));
     eprintln!(
         "pulse sim: scenario `{}`, {tenants} tenants, {practices} practices, {pages} pages, Graph API {version}, data {start}..{end}",
         args.scenario

@@ -1,0 +1,216 @@
+//! `pulse ingest` as an operator runs it, against `pulse sim` in another process: what a run that stores nothing
+//! says, one line for an unreachable Graph API, and a ClickHouse server killed mid-ingest (exit 3 with a message and a
+//! run record, never a silent SIGPIPE death).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn pulse() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pulse"));
+    c.env_remove("RUST_LOG").env_remove("PULSE_CONFIG");
+    c
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A `pulse sim` process with a ready config in `dir`; killed when dropped.
+struct SimProcess {
+    child: Child,
+    config: PathBuf,
+    /// The first day after the world's data (pass as --today).
+    today: String,
+    start: String,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sim(dir: &Path, scenario: &str) -> SimProcess {
+    let mut child = pulse()
+        .args(["sim", "--scenario", scenario, "--port", "0", "--config-out"])
+        .arg(dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("pulse sim starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut start, mut end) = (String::new(), String::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(data) = line.split("data ").nth(1) {
+            let (a, b) = data.split_once("..").unwrap();
+            (start, end) = (a.trim().to_owned(), b.trim().to_owned());
+        }
+        if line.starts_with("serving on http://") {
+            break;
+        }
+    }
+    // Keep draining stderr so the simulator never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let end: chrono::NaiveDate = end.parse().expect("the simulator says where its data ends");
+    SimProcess { child, config: dir.join("pulse.toml"), today: (end + chrono::Duration::days(1)).to_string(), start }
+}
+
+/// A small world: two tenants, a few practices, a year.
+fn small_scenario(dir: &Path) -> String {
+    let path = dir.join("small.toml");
+    std::fs::write(
+        &path,
+        r#"
+[world]
+name = "small"
+seed = 7
+api_version = "v2.12"
+start = "2017-06-01"
+end = "2018-03-31"
+
+[[tenant]]
+id = "alpha"
+name = "Alpha"
+code_prefix = "M83"
+practices = 4
+facebook_share = 1.0
+list_size = [3000, 12000]
+
+[[tenant]]
+id = "beta"
+name = "Beta"
+code_prefix = "M84"
+practices = 3
+facebook_share = 1.0
+list_size = [3000, 12000]
+"#,
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_run_that_stores_nothing_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = small_scenario(dir.path());
+    let sim = start_sim(&dir.path().join("run"), &scenario);
+    let config = sim.config.to_str().unwrap();
+    // The default --today is today; the simulated world's data ended in 2018, so nothing comes back.
+    let out = pulse().args(["ingest", "--config", config]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("nothing was stored: the Graph API answered"), "{stdout}");
+    assert!(stdout.contains("pass --today"), "{stdout}");
+    // A real backfill, then the same day again: nothing is due.
+    let out = pulse().args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start]).output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(!text(&out).0.contains("nothing was stored"), "{:?}", text(&out));
+    let out =
+        pulse().args(["ingest", "--config", config, "--today", &sim.today, "--lookback-days", "1"]).output().unwrap();
+    let (stdout, _) = text(&out);
+    assert!(out.status.success(), "{stdout}");
+    // With a lookback of one day the last day is read again (Meta revises recent days); rows are written, not doubled.
+    assert!(stdout.contains("rows written"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_graph_api_is_one_line_not_one_per_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = small_scenario(dir.path());
+    let sim = start_sim(&dir.path().join("run"), &scenario);
+    let text_config = std::fs::read_to_string(&sim.config).unwrap();
+    let base = text_config.lines().find(|l| l.starts_with("base_url")).unwrap().to_owned();
+    // Port 9 (discard) on loopback: nothing listens there.
+    std::fs::write(&sim.config, text_config.replace(&base, "base_url = \"http://127.0.0.1:9\"")).unwrap();
+    let out = pulse()
+        .args(["ingest", "--config", sim.config.to_str().unwrap(), "--today", &sim.today])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let unreachable: Vec<&str> = stdout.lines().filter(|l| l.starts_with("GRAPH API UNREACHABLE")).collect();
+    assert_eq!(unreachable.len(), 1, "{stdout}");
+    assert!(unreachable[0].contains("http://127.0.0.1:9") && unreachable[0].contains("none of 7 pages"), "{stdout}");
+    assert!(!stdout.contains("FAILED:"), "no line per page: {stdout}");
+    assert!(stderr.matches("cannot reach the Graph API").count() <= 1, "one log line: {stderr}");
+}
+
+/// A ClickHouse server of this test's own (it is killed), or None outside CI when there is no clickhouse-server.
+fn own_clickhouse(dir: &Path) -> Option<(String, u32)> {
+    let have = Command::new("sh").args(["-c", "command -v clickhouse-server"]).output().unwrap().status.success();
+    if !have {
+        assert!(
+            std::env::var("PULSE_REQUIRE_CLICKHOUSE").is_err(),
+            "PULSE_REQUIRE_CLICKHOUSE is set but clickhouse-server is not installed"
+        );
+        eprintln!("skipped: needs clickhouse-server on PATH (bash .ci/run installs it; or apt-get install clickhouse-server)");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir_file = dir.join("clickhouse-dir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/clickhouse.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(port.to_string())
+        .env("PULSE_CLICKHOUSE_DIR_FILE", &dir_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "starting ClickHouse: {:?}", text(&out));
+    let url = text(&out).0.trim().to_owned();
+    let server_dir = std::fs::read_to_string(&dir_file).unwrap();
+    let pid: u32 = std::fs::read_to_string(Path::new(server_dir.trim()).join("pid")).unwrap().trim().parse().unwrap();
+    Some((url, pid))
+}
+
+fn count_rows(url: &str) -> u64 {
+    let out = Command::new("curl")
+        .args(["-fsS", &format!("{url}/?query=SELECT%20count()%20FROM%20pulse.page_insights")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn clickhouse_killed_mid_ingest_gives_exit_3_a_message_and_a_run_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((url, pid)) = own_clickhouse(dir.path()) else { return };
+    let sim = start_sim(&dir.path().join("run"), "case-study");
+    let config = std::fs::read_to_string(&sim.config).unwrap().replace(
+        "[store]\nbackend = \"lake\"\nlake_dir = \".\"",
+        &format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"pulse\""),
+    );
+    std::fs::write(&sim.config, config).unwrap();
+    let config = sim.config.to_str().unwrap();
+    let out = pulse().args(["migrate", "--config", config]).output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let ingest = pulse()
+        .args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start, "--store-retry-secs", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server once the first batch has landed, while the rest of the backfill is still being fetched.
+    let started = Instant::now();
+    while count_rows(&url) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no rows reached ClickHouse in two minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let out = ingest.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "exit {:?} (141 is SIGPIPE)\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("STORE UNAVAILABLE") && stdout.contains("cannot reach ClickHouse"), "{stdout}");
+    assert!(stdout.contains("were not written and their checkpoints were not advanced"), "{stdout}");
+    let records: Vec<PathBuf> = std::fs::read_dir(dir.path().join("run/pulse-runs"))
+        .expect("the run record went to pulse-runs/ beside the config")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = std::fs::read_to_string(&records[0]).unwrap();
+    assert!(record.contains("\"status\": \"partial\""), "{record}");
+    assert!(stdout.contains(&records[0].display().to_string()), "the closing lines name the file: {stdout}");
+}
