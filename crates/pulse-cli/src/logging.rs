@@ -38,7 +38,10 @@ const OUR_CRATES: &[&str] = &[
 
 pub fn init(verbose: u8, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log line that cannot be written (stderr's reader went away) is dropped: by default tracing would report it
+    // with eprintln!, which panics on a closed stderr and would kill a run mid-ingest.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),

@@ -60,30 +60,43 @@ enum Command {
     Metrics(commands::metrics::MetricsArgs),
 }
 
-/// Writes results to stdout. When the reader has gone away (`pulse report reach | head`), exits quietly like other
-/// Unix tools instead of panicking.
+/// Writes results to stdout. When the reader has gone away (`pulse report reach | head`), the rest of the output
+/// is dropped quietly and the command still finishes its work and exits with its own code: an ingest whose output
+/// nobody reads any more still records its run.
 pub fn out(text: &str) {
     use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("error: writing to stdout: {e}");
-        std::process::exit(2);
-    }
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// Writes a message to stderr, ignoring a reader that has gone away (see [`out`]).
+pub fn note(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// `println!` that survives a closed stdout.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::out("\n") };
+    ($($arg:tt)*) => { $crate::out(&format!("{}\n", format!($($arg)*))) };
+}
+
+/// `eprintln!` that survives a closed stderr.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::note(&format!($($arg)*)) };
 }
 
 fn main() -> ExitCode {
-    // SIGPIPE stays ignored (Rust's default): a socket to a store that died mid-insert must come back as an error the
-    // ingester can retry and report, never kill the process. A reader that goes away (`pulse metrics | head`) is
-    // handled where we write, by [`out`].
+    // SIGPIPE stays ignored (Rust's default), so a reader that goes away (`pulse ingest | head`, a log shipper that
+    // died) makes writes fail instead of killing the process mid-run with no message and no run record; [`out`] and
+    // [`note`] drop such output and the work goes on.
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -102,7 +115,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(2)
         }
     }

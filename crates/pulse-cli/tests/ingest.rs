@@ -1,10 +1,14 @@
 //! `pulse ingest` as an operator runs it, against `pulse sim` in another process: what a run that stores nothing
-//! says, one line for an unreachable Graph API, and a ClickHouse server killed mid-ingest (exit 3 with a message and a
-//! run record, never a silent SIGPIPE death).
+//! says, one line for an unreachable Graph API, a ClickHouse server killed mid-ingest and a connection cut mid-insert
+//! (exit 3 with a message and a run record), and output pipes whose reader went away (the run finishes and records
+//! itself instead of dying of SIGPIPE with exit 141).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn pulse() -> Command {
@@ -106,7 +110,8 @@ fn a_run_that_stores_nothing_says_why() {
     assert!(stdout.contains("nothing was stored: the Graph API answered"), "{stdout}");
     assert!(stdout.contains("pass --today"), "{stdout}");
     // A real backfill, then the same day again: nothing is due.
-    let out = pulse().args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start]).output().unwrap();
+    let out =
+        pulse().args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start]).output().unwrap();
     assert!(out.status.success(), "{:?}", text(&out));
     assert!(!text(&out).0.contains("nothing was stored"), "{:?}", text(&out));
     let out =
@@ -126,10 +131,8 @@ fn an_unreachable_graph_api_is_one_line_not_one_per_page() {
     let base = text_config.lines().find(|l| l.starts_with("base_url")).unwrap().to_owned();
     // Port 9 (discard) on loopback: nothing listens there.
     std::fs::write(&sim.config, text_config.replace(&base, "base_url = \"http://127.0.0.1:9\"")).unwrap();
-    let out = pulse()
-        .args(["ingest", "--config", sim.config.to_str().unwrap(), "--today", &sim.today])
-        .output()
-        .unwrap();
+    let out =
+        pulse().args(["ingest", "--config", sim.config.to_str().unwrap(), "--today", &sim.today]).output().unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     let unreachable: Vec<&str> = stdout.lines().filter(|l| l.starts_with("GRAPH API UNREACHABLE")).collect();
@@ -147,7 +150,9 @@ fn own_clickhouse(dir: &Path) -> Option<(String, u32)> {
             std::env::var("PULSE_REQUIRE_CLICKHOUSE").is_err(),
             "PULSE_REQUIRE_CLICKHOUSE is set but clickhouse-server is not installed"
         );
-        eprintln!("skipped: needs clickhouse-server on PATH (bash .ci/run installs it; or apt-get install clickhouse-server)");
+        eprintln!(
+            "skipped: needs clickhouse-server on PATH (bash .ci/run installs it; or apt-get install clickhouse-server)"
+        );
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -194,8 +199,12 @@ fn clickhouse_killed_mid_ingest_gives_exit_3_a_message_and_a_run_record() {
         .spawn()
         .unwrap();
     // Kill the server once the first batch has landed, while the rest of the backfill is still being fetched.
+    let mut ingest = ingest;
     let started = Instant::now();
     while count_rows(&url) == 0 {
+        if let Some(status) = ingest.try_wait().unwrap() {
+            panic!("pulse ingest ended before writing anything: {status:?}");
+        }
         assert!(started.elapsed() < Duration::from_secs(120), "no rows reached ClickHouse in two minutes");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -213,4 +222,121 @@ fn clickhouse_killed_mid_ingest_gives_exit_3_a_message_and_a_run_record() {
     let record = std::fs::read_to_string(&records[0]).unwrap();
     assert!(record.contains("\"status\": \"partial\""), "{record}");
     assert!(stdout.contains(&records[0].display().to_string()), "the closing lines name the file: {stdout}");
+}
+
+/// A TCP proxy to ClickHouse that cuts a connection in the middle of a large request body (an insert being
+/// streamed), then refuses every connection after it: the server "dies" while pulse is writing to the socket,
+/// which is what used to kill pulse with SIGPIPE (exit 141, no message).
+fn cutting_proxy(upstream: String) -> (String, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dead = Arc::new(AtomicBool::new(false));
+    let flag = dead.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            if flag.load(Ordering::SeqCst) {
+                drop(client); // the server is gone
+                continue;
+            }
+            let Ok(mut server) = TcpStream::connect(&upstream) else { continue };
+            let (mut client_r, mut server_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let flag = flag.clone();
+            let sent = Arc::new(AtomicU64::new(0));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    let n = match client_r.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    // Only an insert's body is this large: cut it half-way, with data still unread, so the
+                    // client's next write meets a reset connection.
+                    if sent.fetch_add(n as u64, Ordering::SeqCst) > 512 * 1024 {
+                        flag.store(true, Ordering::SeqCst);
+                        let _ = server_w.shutdown(std::net::Shutdown::Both);
+                        drop(client_r);
+                        return;
+                    }
+                    if server_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server_w.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server, &mut client);
+            });
+        }
+    });
+    (url, dead)
+}
+
+#[test]
+fn a_connection_cut_mid_insert_is_retried_then_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((url, _pid)) = own_clickhouse(dir.path()) else { return };
+    let sim = start_sim(&dir.path().join("run"), "case-study");
+    let lake = "[store]\nbackend = \"lake\"\nlake_dir = \".\"";
+    let original = std::fs::read_to_string(&sim.config).unwrap();
+    let with_store = |url: &str| {
+        original.replace(
+            lake,
+            &format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"pulse\""),
+        )
+    };
+    std::fs::write(&sim.config, with_store(&url)).unwrap();
+    let config = sim.config.to_str().unwrap();
+    assert!(pulse().args(["migrate", "--config", config]).output().unwrap().status.success());
+    let (proxy, dead) = cutting_proxy(url.trim_start_matches("http://").to_owned());
+    std::fs::write(&sim.config, with_store(&proxy)).unwrap();
+    let out = pulse()
+        .args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start, "--store-retry-secs", "3"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(dead.load(Ordering::SeqCst), "the proxy never cut an insert: {stdout}");
+    assert_eq!(out.status.code(), Some(3), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("STORE UNAVAILABLE") && stdout.contains("pulse-runs"), "{stdout}");
+}
+
+#[test]
+fn closed_output_pipes_do_not_kill_a_run_whose_store_went_away() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let Some((url, pid)) = own_clickhouse(dir.path()) else { return };
+    let sim = start_sim(&dir.path().join("run"), "case-study");
+    let config = std::fs::read_to_string(&sim.config).unwrap().replace(
+        "[store]\nbackend = \"lake\"\nlake_dir = \".\"",
+        &format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"pulse\""),
+    );
+    std::fs::write(&sim.config, config).unwrap();
+    let config = sim.config.to_str().unwrap();
+    assert!(pulse().args(["migrate", "--config", config]).output().unwrap().status.success());
+    // The operator's terminal (or the log shipper reading pulse's output) goes away: both pipes lose their reader.
+    let mut ingest = pulse()
+        .args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start, "--store-retry-secs", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(ingest.stdout.take());
+    drop(ingest.stderr.take());
+    let started = Instant::now();
+    while count_rows(&url) == 0 {
+        if let Some(status) = ingest.try_wait().unwrap() {
+            panic!(
+                "pulse ingest ended before writing anything: {status:?} (signal {:?}; 13 is SIGPIPE)",
+                status.signal()
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no rows reached ClickHouse in two minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let status = ingest.wait().unwrap();
+    assert_eq!(status.signal(), None, "killed by signal {:?} (13 is SIGPIPE)", status.signal());
+    assert_eq!(status.code(), Some(3));
+    let records = std::fs::read_dir(dir.path().join("run/pulse-runs")).expect("the run was recorded").count();
+    assert_eq!(records, 1);
 }

@@ -24,16 +24,21 @@ pub fn run(path: &Path, cmd: ConfigCommand) -> Result<ExitCode> {
     let ConfigCommand::Check { strict } = cmd;
     let config = open::config(path)?;
     let summary = config.summary();
-    println!("{}: valid", path.display());
-    println!("store: {}", summary.store);
-    println!("graph: {}", summary.graph);
-    println!();
-    println!(
+    crate::outln!("{}: valid", path.display());
+    crate::outln!("store: {}", summary.store);
+    crate::outln!("graph: {}", summary.graph);
+    crate::outln!();
+    crate::outln!(
         "{:<20} {:>9} {:>13} {:>6} {:>8} {:>14}",
-        "tenant", "practices", "without page", "pages", "claimed", "without token"
+        "tenant",
+        "practices",
+        "without page",
+        "pages",
+        "claimed",
+        "without token"
     );
     for t in &summary.tenants {
-        println!(
+        crate::outln!(
             "{:<20} {:>9} {:>13} {:>6} {:>8} {:>14}",
             t.id,
             t.practices,
@@ -45,19 +50,19 @@ pub fn run(path: &Path, cmd: ConfigCommand) -> Result<ExitCode> {
     }
     let missing: usize = summary.tenants.iter().map(|t| t.pages_without_tokens.len()).sum();
     if missing > 0 {
-        println!();
-        println!("{missing} page(s) have no usable token and will be skipped by ingest until fixed:");
+        crate::outln!();
+        crate::outln!("{missing} page(s) have no usable token and will be skipped by ingest until fixed:");
         for t in &summary.tenants {
             for (page, practice, why) in &t.pages_without_tokens {
-                println!("  {:<14} {practice}  page {page}: {why}", t.id);
+                crate::outln!("  {:<14} {practice}  page {page}: {why}", t.id);
             }
         }
     }
     let problems = summary.strict_problems();
     if strict && !problems.is_empty() {
-        eprintln!("--strict: {} problem(s):", problems.len());
+        crate::errln!("--strict: {} problem(s):", problems.len());
         for p in &problems {
-            eprintln!("  {p}");
+            crate::errln!("  {p}");
         }
         return Ok(ExitCode::from(1));
     }

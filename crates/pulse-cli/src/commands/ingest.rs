@@ -40,9 +40,9 @@ pub async fn run(path: &Path, args: IngestArgs) -> Result<ExitCode> {
         concurrency: args.concurrency,
         store_retry_for: Some(std::time::Duration::from_secs(args.store_retry_secs)),
     };
-    let run = ingest::run(&config, &request, |line| eprintln!("{line}")).await?;
+    let run = ingest::run(&config, &request, |line| crate::errln!("{line}")).await?;
     for s in &run.skipped {
-        eprintln!("skipped {s}");
+        crate::errln!("skipped {s}");
     }
     crate::out(&run.report.table());
     crate::out(&run.closing());

@@ -45,7 +45,7 @@ pub fn print(results: &[TenantJob]) -> ExitCode {
             TenantJob::Done { summary, from, to } => crate::out(&jobs::summary_text(summary, *from, *to)),
             other => {
                 failed = true;
-                eprintln!("error: {}", other.problem().unwrap_or_default());
+                crate::errln!("error: {}", other.problem().unwrap_or_default());
             }
         }
     }

@@ -20,14 +20,14 @@ pub struct MetricsArgs {
 pub fn run(args: MetricsArgs) -> Result<ExitCode> {
     let on = args.on.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let catalogue = MetricCatalogue::default();
-    println!("Graph metrics requested under {} on {on}:", args.api_version);
-    println!("{:<36} {:<48} {:<22} description", "canonical", "graph metric", "periods");
+    crate::outln!("Graph metrics requested under {} on {on}:", args.api_version);
+    crate::outln!("{:<36} {:<48} {:<22} description", "canonical", "graph metric", "periods");
     for &metric in CanonicalMetric::ALL {
         let (name, periods) = match catalogue.graph_name(metric, args.api_version, on) {
             Some(g) => (g.name.to_owned(), g.periods.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")),
             None => ("(unavailable: retired, no successor)".to_owned(), String::new()),
         };
-        println!("{:<36} {:<48} {:<22} {}", metric.as_str(), name, periods, metric.description());
+        crate::outln!("{:<36} {:<48} {:<22} {}", metric.as_str(), name, periods, metric.description());
     }
     Ok(ExitCode::SUCCESS)
 }

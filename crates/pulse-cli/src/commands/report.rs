@@ -105,7 +105,12 @@ pub async fn run(path: &Path, args: ReportArgs) -> Result<ExitCode> {
     if let Some(p) = &args.out {
         let dict = report::dictionary_path(p);
         std::fs::write(&dict, report::dictionary(kind))?;
-        eprintln!("wrote {} rows to {} (data dictionary: {})", answer.batch.num_rows(), p.display(), dict.display());
+        crate::errln!(
+            "wrote {} rows to {} (data dictionary: {})",
+            answer.batch.num_rows(),
+            p.display(),
+            dict.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -53,11 +53,11 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     let scenario = scenario::resolve(&args.scenario)?;
     let world = World::new(scenario, args.seed);
     if let Some(SimCommand::Truth { series_csv, from, to }) = args.command {
-        println!("{}", serde_json::to_string_pretty(&world.truth())?);
+        crate::outln!("{}", serde_json::to_string_pretty(&world.truth())?);
         if let Some(path) = series_csv {
             let csv = world.series_csv(from.unwrap_or(world.start()), to.unwrap_or(world.end()));
             std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote the true daily series to {}", path.display());
+            crate::errln!("wrote the true daily series to {}", path.display());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -79,20 +79,20 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     let addr = listener.local_addr()?;
     if let Some(dir) = &args.config_out {
         let path = pulse_app::demo::write_config(&world, dir, Some(&format!("http://{addr}")))?;
-        eprintln!("config for this simulator written to {}", path.display());
+        crate::errln!("config for this simulator written to {}", path.display());
     }
     let sim = Arc::new(Sim::new(world, secret));
-    eprintln!(
+    crate::errln!(
         "pulse sim: scenario `{}`, {tenants} tenants, {practices} practices, {pages} pages, Graph API {version}, data {start}..{end}",
         args.scenario
     );
-    eprintln!("serving on http://{addr}  (try: curl 'http://{addr}/{version}/debug_token?input_token=x')");
+    crate::errln!("serving on http://{addr}  (try: curl 'http://{addr}/{version}/debug_token?input_token=x')");
     if let Some(path) = &args.tokens_out {
-        eprintln!("page tokens written to {}", path.display());
+        crate::errln!("page tokens written to {}", path.display());
     }
     tokio::select! {
         r = pulse_sim::serve(sim, listener) => r?,
-        _ = tokio::signal::ctrl_c() => eprintln!("stopped"),
+        _ = tokio::signal::ctrl_c() => crate::errln!("stopped"),
     }
     Ok(ExitCode::SUCCESS)
 }
