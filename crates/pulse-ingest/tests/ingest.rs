@@ -306,6 +306,27 @@ async fn a_metric_retired_mid_run_is_isolated_and_the_rest_goes_on() {
         e.2 = e.2.max(f.day);
     }
     assert_eq!(facts.len(), 5 * 120, "reach for 5 pages x 120 days: {per_page:?}");
+    let followers = |store: LakeStore| async move {
+        let (alpha, _) = scopes();
+        store
+            .read_page_insights(
+                &alpha,
+                &FactFilter::default()
+                    .metrics([pulse_domain::CanonicalMetric::PageFollowers])
+                    .periods([pulse_domain::Period::Day]),
+            )
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = followers(store.clone()).await;
+    assert!(before < 5 * 120, "the refused metric has a gap: {before}");
+    // Meta accepts the metric again (it was a transient mistake): the next run fills the gap from the held-back
+    // checkpoint, and every metric is complete.
+    let healed = serve(FaultSpec::default()).await;
+    let rerun = ingest(&store, &healed).await;
+    assert!(rerun.is_clean() && rerun.retired_metrics.is_empty(), "{}", rerun.table());
+    assert_eq!(followers(store.clone()).await, 5 * 120, "the re-run filled the followers gap (had {before})");
 }
 
 fn scopes() -> (WriteScope, WriteScope) {
