@@ -491,9 +491,12 @@ async fn lake_removes_temporary_files_left_by_a_killed_writer_on_open() {
     let month = dir.path().join("page_insights/tenant=alpha/month=2018-01");
     let orphan = month.join(".tmp-0b1e2c3d");
     std::fs::write(&orphan, b"half a parquet file").unwrap();
+    // A writer killed mid-write leaves its temporary file and its in-progress marker.
+    std::fs::write(dir.path().join(".writing"), b"").unwrap();
     drop(store);
     let store = LakeStore::open(dir.path()).unwrap();
     assert!(!orphan.exists(), "the orphan is removed on open");
+    assert!(!dir.path().join(".writing").exists(), "and the marker with it");
     assert!(month.join("data.parquet").exists(), "real data is untouched");
     assert_eq!(store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap().len(), window(0).len());
 }

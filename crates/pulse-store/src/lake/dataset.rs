@@ -190,10 +190,15 @@ pub(crate) fn report_file(root: &Path, table: &str, tenant: &str, variant: &Repo
     }
 }
 
-/// Removes the temporary files a killed writer left behind (`.tmp-*` beside the files they were to replace).
-/// Skipped while another process holds the write lock, since its temporary files are not orphans.
+/// Present while a write is in progress; left behind by a writer that was killed.
+pub(crate) const WRITING_MARKER: &str = ".writing";
+
+/// Removes the temporary files a killed writer left behind (`.tmp-*` beside the files they were to replace). Only
+/// when a writer did not finish (its marker is still there), and never while another process holds the write lock,
+/// since its temporary files are not orphans.
 pub(crate) fn remove_orphans(root: &Path) -> Result<usize> {
-    if !root.exists() {
+    let marker = root.join(WRITING_MARKER);
+    if !marker.exists() {
         return Ok(0);
     }
     let lock_path = root.join(".lock");
@@ -221,6 +226,7 @@ pub(crate) fn remove_orphans(root: &Path) -> Result<usize> {
             }
         }
     }
+    let _ = std::fs::remove_file(&marker);
     let _ = lock.unlock();
     Ok(removed)
 }

@@ -56,7 +56,12 @@ impl LakeStore {
                     .open(&lock_path)
                     .map_err(|e| StoreError::io(&lock_path, e))?;
                 lock.lock().map_err(|e| StoreError::io(&lock_path, e))?;
+                // The marker outlives a writer killed mid-write, telling the next open to look for its temporary
+                // files; without it, opening never walks the lake.
+                let marker = root.join(dataset::WRITING_MARKER);
+                std::fs::write(&marker, b"").map_err(|e| StoreError::io(&marker, e))?;
                 let out = f(&root);
+                let _ = std::fs::remove_file(&marker);
                 let _ = lock.unlock();
                 out
             } else {
