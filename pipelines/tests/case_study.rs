@@ -34,13 +34,7 @@ async fn the_case_studys_figures_come_out_of_the_pipelines() {
     let running = pulse_sim::start(sim, 0).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = LakeStore::open(dir.path()).unwrap();
-    let mut opts = IngestOptions::new(PlanOptions {
-        version,
-        today,
-        backfill_from: start,
-        lookback_days: 3,
-        post_snapshot_days: 28,
-    });
+    let mut opts = IngestOptions::new(PlanOptions::backfill(version, today, start));
     opts.progress = false;
     opts.concurrency = 16;
     let client = GraphClient::new(&running.url(), version, None, Duration::from_secs(30)).unwrap();

@@ -219,13 +219,7 @@ async fn end_to_end_every_metric_through_the_api_ingest_and_pipelines() {
         let running = pulse_sim::start(sim, 0).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = pulse_store::lake::LakeStore::open(dir.path()).unwrap();
-        let mut opts = IngestOptions::new(PlanOptions {
-            version,
-            today,
-            backfill_from: start,
-            lookback_days: 3,
-            post_snapshot_days: 28,
-        });
+        let mut opts = IngestOptions::new(PlanOptions::backfill(version, today, start));
         opts.progress = false;
         opts.concurrency = 16;
         let client = GraphClient::new(&running.url(), version, None, std::time::Duration::from_secs(30)).unwrap();

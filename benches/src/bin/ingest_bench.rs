@@ -44,13 +44,7 @@ async fn main() -> Result<()> {
         cluster: None,
     });
     store.migrate().await?;
-    let mut opts = IngestOptions::new(PlanOptions {
-        version,
-        today,
-        backfill_from: end - chrono::Duration::days(days - 1),
-        lookback_days: 3,
-        post_snapshot_days: 28,
-    });
+    let mut opts = IngestOptions::new(PlanOptions::backfill(version, today, end - chrono::Duration::days(days - 1)));
     opts.progress = false;
     opts.concurrency = 32;
     opts.per_page = 4;

@@ -165,13 +165,7 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
 
     let store = LakeStore::open(&args.dir)?;
     store.migrate().await?;
-    let mut opts = IngestOptions::new(PlanOptions {
-        version,
-        today,
-        backfill_from: start,
-        lookback_days: 3,
-        post_snapshot_days: 28,
-    });
+    let mut opts = IngestOptions::new(PlanOptions::backfill(version, today, start));
     opts.concurrency = args.concurrency.max(1);
     let client = GraphClient::new(&running.url(), version, None, Duration::from_secs(60))?;
     let (report, _) = Ingester::new(store.clone(), client, opts).run(targets).await?;

@@ -141,12 +141,10 @@ pub async fn run(config: &Config, request: &IngestRequest, on_start: impl FnOnce
         None => None,
     };
     let today = request.today.unwrap_or_else(pacific_today);
+    let backfill_from = request.since.unwrap_or(today - chrono::Duration::days(90));
     let plan = PlanOptions {
-        version: config.graph.version,
-        today,
-        backfill_from: request.since.unwrap_or(today - chrono::Duration::days(90)),
         lookback_days: request.lookback_days.max(1),
-        post_snapshot_days: 28,
+        ..PlanOptions::backfill(config.graph.version, today, backfill_from)
     };
     let mut opts = IngestOptions::new(plan);
     opts.concurrency = request.concurrency.max(1);

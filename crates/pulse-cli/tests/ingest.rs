@@ -30,6 +30,20 @@ struct SimProcess {
     start: String,
 }
 
+impl SimProcess {
+    /// Points the config at a ClickHouse server instead of the lake, and migrates it.
+    fn use_clickhouse(&self, url: &str) {
+        let lake = "[store]\nbackend = \"lake\"\nlake_dir = \".\"";
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        assert!(config.contains(lake), "{config}");
+        let clickhouse =
+            format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"pulse\"");
+        std::fs::write(&self.config, config.replace(lake, &clickhouse)).unwrap();
+        let out = pulse().args(["migrate", "--config", self.config.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "migrate: {:?}", text(&out));
+    }
+}
+
 impl Drop for SimProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -184,14 +198,8 @@ fn clickhouse_killed_mid_ingest_gives_exit_3_a_message_and_a_run_record() {
     let dir = tempfile::tempdir().unwrap();
     let Some((url, pid)) = own_clickhouse(dir.path()) else { return };
     let sim = start_sim(&dir.path().join("run"), "case-study");
-    let config = std::fs::read_to_string(&sim.config).unwrap().replace(
-        "[store]\nbackend = \"lake\"\nlake_dir = \".\"",
-        &format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"pulse\""),
-    );
-    std::fs::write(&sim.config, config).unwrap();
+    sim.use_clickhouse(&url);
     let config = sim.config.to_str().unwrap();
-    let out = pulse().args(["migrate", "--config", config]).output().unwrap();
-    assert!(out.status.success(), "{:?}", text(&out));
     let ingest = pulse()
         .args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start, "--store-retry-secs", "3"])
         .stdout(Stdio::piped())
@@ -277,19 +285,12 @@ fn a_connection_cut_mid_insert_is_retried_then_reported() {
     let dir = tempfile::tempdir().unwrap();
     let Some((url, _pid)) = own_clickhouse(dir.path()) else { return };
     let sim = start_sim(&dir.path().join("run"), "case-study");
-    let lake = "[store]\nbackend = \"lake\"\nlake_dir = \".\"";
     let original = std::fs::read_to_string(&sim.config).unwrap();
-    let with_store = |url: &str| {
-        original.replace(
-            lake,
-            &format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"pulse\""),
-        )
-    };
-    std::fs::write(&sim.config, with_store(&url)).unwrap();
-    let config = sim.config.to_str().unwrap();
-    assert!(pulse().args(["migrate", "--config", config]).output().unwrap().status.success());
+    sim.use_clickhouse(&url);
     let (proxy, dead) = cutting_proxy(url.trim_start_matches("http://").to_owned());
-    std::fs::write(&sim.config, with_store(&proxy)).unwrap();
+    std::fs::write(&sim.config, original).unwrap();
+    sim.use_clickhouse(&proxy);
+    let config = sim.config.to_str().unwrap();
     let out = pulse()
         .args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start, "--store-retry-secs", "3"])
         .output()
@@ -306,13 +307,8 @@ fn closed_output_pipes_do_not_kill_a_run_whose_store_went_away() {
     let dir = tempfile::tempdir().unwrap();
     let Some((url, pid)) = own_clickhouse(dir.path()) else { return };
     let sim = start_sim(&dir.path().join("run"), "case-study");
-    let config = std::fs::read_to_string(&sim.config).unwrap().replace(
-        "[store]\nbackend = \"lake\"\nlake_dir = \".\"",
-        &format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"pulse\""),
-    );
-    std::fs::write(&sim.config, config).unwrap();
+    sim.use_clickhouse(&url);
     let config = sim.config.to_str().unwrap();
-    assert!(pulse().args(["migrate", "--config", config]).output().unwrap().status.success());
     // The operator's terminal (or the log shipper reading pulse's output) goes away: both pipes lose their reader.
     let mut ingest = pulse()
         .args(["ingest", "--config", config, "--today", &sim.today, "--since", &sim.start, "--store-retry-secs", "3"])

@@ -135,6 +135,25 @@ pub struct PlanOptions {
     pub post_snapshot_days: i64,
 }
 
+impl PlanOptions {
+    /// Lookback days used unless told otherwise (Meta revises the last few days).
+    pub const DEFAULT_LOOKBACK_DAYS: i64 = 3;
+    /// Days over which young posts are re-snapshotted.
+    pub const POST_SNAPSHOT_DAYS: i64 = 28;
+
+    /// A plan up to the day before `today`, backfilling pages without checkpoints from `backfill_from`, with the
+    /// default lookback and post snapshot window.
+    pub fn backfill(version: ApiVersion, today: NaiveDate, backfill_from: NaiveDate) -> Self {
+        Self {
+            version,
+            today,
+            backfill_from,
+            lookback_days: Self::DEFAULT_LOOKBACK_DAYS,
+            post_snapshot_days: Self::POST_SNAPSHOT_DAYS,
+        }
+    }
+}
+
 /// The streams of one page, given its checkpoints (`through_day` per stream).
 pub fn plan_page(opts: &PlanOptions, checkpoints: &HashMap<Stream, NaiveDate>) -> Vec<StreamPlan> {
     let last = opts.today - Duration::days(1);

@@ -71,13 +71,11 @@ fn targets(sim: &Sim) -> Vec<Target> {
 }
 
 fn options(today: NaiveDate) -> IngestOptions {
-    let mut o = IngestOptions::new(PlanOptions {
-        version: "v2.12".parse().unwrap(),
+    let mut o = IngestOptions::new(PlanOptions::backfill(
+        "v2.12".parse().unwrap(),
         today,
-        backfill_from: NaiveDate::from_ymd_opt(2018, 1, 1).unwrap(),
-        lookback_days: 3,
-        post_snapshot_days: 28,
-    });
+        NaiveDate::from_ymd_opt(2018, 1, 1).unwrap(),
+    ));
     o.retry = RetryPolicy::for_test();
     o.throttle_minute = Duration::from_millis(10);
     o.max_slowdown = Duration::from_millis(2);
