@@ -148,8 +148,7 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
         .page_logins()
         .into_iter()
         .map(|l| Target::new(&access, l.tenant.as_str(), l.practice, &l.page, Secret::new(l.token)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+        .collect::<Result<Vec<_>, _>>()?;
     say(&format!(
         "Practice Pulse demo: scenario `{name}`: {} tenants, {} practices, {} with a Facebook page; Graph API {version}; data {start} to {end}",
         world.tenants.len(),

@@ -110,7 +110,9 @@ pub struct ReportQuery {
     pub latest_week: bool,
     /// Sort by this column; `-column` for descending.
     pub sort: Option<String>,
-    /// Keep the first N rows (after sorting).
+    /// Skip this many rows (after sorting), for paging with `top`.
+    pub offset: Option<usize>,
+    /// Keep the first N rows (after sorting and `offset`).
     pub top: Option<usize>,
     /// `main` (default) or a named variant written by a narrower `pulse jobs run`.
     pub variant: Option<String>,
@@ -126,6 +128,7 @@ impl ReportQuery {
             to: None,
             latest_week: false,
             sort: None,
+            offset: None,
             top: None,
             variant: None,
         }
@@ -203,9 +206,9 @@ pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &Re
     if let Some(sort) = &q.sort {
         out = sort_by(&out, sort)?;
     }
-    if let Some(n) = q.top {
-        out = out.slice(0, n.min(out.num_rows()));
-    }
+    let skip = q.offset.unwrap_or(0).min(out.num_rows());
+    let keep = q.top.unwrap_or(usize::MAX).min(out.num_rows() - skip);
+    out = out.slice(skip, keep);
     let names = tenant_config.practices.iter().map(|p| (p.code.to_string(), p.name.clone())).collect();
     let out = with_practice_names(&out, &names)?;
     let empty_note = (out.num_rows() == 0).then(|| {

@@ -126,6 +126,14 @@ async fn names_sort_top_and_latest_week() {
     assert_eq!(answer.batch.num_rows(), 2, "only the week ending 2018-03-11");
     let text = report::text(&answer);
     assert!(text.contains("Brookfield Surgery") && text.contains("range 2018-01-01 to 2018-03-11"), "{text}");
+    // Paging: the second page of two rows by reach.
+    let page2 = ReportQuery { sort: Some("-reach".into()), offset: Some(2), top: Some(2), ..query(Kind::Reach) };
+    let answer = report::query(&store, &config, &access, &page2).await.unwrap();
+    let reach = answer.batch.column_by_name("reach").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+    assert_eq!((reach.value(0), reach.value(1)), (400.0, 300.0));
+    let past_the_end = ReportQuery { offset: Some(10), ..query(Kind::Reach) };
+    let answer = report::query(&store, &config, &access, &past_the_end).await.unwrap();
+    assert!(answer.batch.num_rows() == 0 && answer.empty_note.as_deref().unwrap().contains("no rows match"));
     let bad = ReportQuery { sort: Some("reech".into()), ..query(Kind::Reach) };
     let err = report::query(&store, &config, &access, &bad).await.unwrap_err().to_string();
     assert!(err.contains("cannot sort by `reech`") && err.contains("reach"), "{err}");

@@ -25,6 +25,6 @@ pub mod writer;
 
 pub use client::{CallError, GraphClient};
 pub use executor::{IngestError, IngestOptions, Ingester, RunRecordPlace};
-pub use plan::{PlanOptions, Target};
+pub use plan::{PlanOptions, Target, TargetError};
 pub use summary::{Failure, FailureKind, Reauth, RunReport};
 pub use writer::StoreFailure;

@@ -56,6 +56,15 @@ pub struct Target {
     pub token: Secret,
 }
 
+/// Why a page cannot be ingested: its tenant is not writable with this access, or its id is not a page id.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Access(#[from] pulse_domain::AccessDenied),
+    #[error(transparent)]
+    Page(#[from] pulse_domain::DomainError),
+}
+
 impl Target {
     /// A page to ingest into `tenant`, checked against `access` (which must be the operator's: ingest writes).
     pub fn new(
@@ -64,13 +73,8 @@ impl Target {
         practice: PracticeCode,
         page: &str,
         token: Secret,
-    ) -> Result<Self, String> {
-        Ok(Self {
-            scope: access.write_scope(tenant).map_err(|e| e.to_string())?,
-            practice,
-            page: page.parse().map_err(|e| format!("page `{page}`: {e}"))?,
-            token,
-        })
+    ) -> Result<Self, TargetError> {
+        Ok(Self { scope: access.write_scope(tenant)?, practice, page: page.parse()?, token })
     }
 }
 

@@ -50,9 +50,12 @@ pub struct ReportArgs {
     /// Sort by a column; prefix with `-` for descending (`--sort=-reach`).
     #[arg(long, allow_hyphen_values = true)]
     sort: Option<String>,
-    /// Keep the first N rows (after sorting).
+    /// Keep the first N rows (after sorting and --offset).
     #[arg(long)]
     top: Option<usize>,
+    /// Skip the first N rows (after sorting): with --top, a page of the report.
+    #[arg(long)]
+    offset: Option<usize>,
     /// Read a named variant written by `pulse jobs run --from/--to` (default: main).
     #[arg(long)]
     variant: Option<String>,
@@ -80,6 +83,7 @@ pub async fn run(path: &Path, args: ReportArgs) -> Result<ExitCode> {
         latest_week: args.latest_week,
         sort: args.sort,
         top: args.top,
+        offset: args.offset,
         variant: args.variant,
     };
     let answer = report::query(&store, &config, &config.operator_access(), &query).await?;
