@@ -8,12 +8,20 @@
 //! - [`jobs`]: campaigns and registered patients from config, one pipelines run per tenant;
 //! - [`report`]: report queries (practice check, filters, sort, top-N, latest week, names beside codes), format
 //!   writers, the data dictionary;
+//! - [`query`]: the analyst query (metrics by dimensions, Plausible-style), its cache keyed by the data watermark;
+//! - [`keys`]: API keys, hashed in a file, checked into an [`pulse_domain::Access`];
+//! - [`error`]: the typed error every surface maps once (exit code, HTTP status);
 //! - [`text`]: what a person reads: tables, bars, sparklines, thousands separators, as strings.
 
+pub mod chart;
 pub mod demo;
+pub mod error;
 pub mod ingest;
 pub mod jobs;
+pub mod keys;
 pub mod migrate;
 pub mod open;
+pub mod overview;
+pub mod query;
 pub mod report;
 pub mod text;

@@ -13,10 +13,11 @@ use chrono::NaiveDate;
 use pulse_config::Config;
 use pulse_domain::{Access, day_number, from_day_number};
 use pulse_store::report::{
-    AGE_BANDS, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY, REPORT_RUNS,
+    AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY, REPORT_RUNS,
 };
 use pulse_store::{ReportTable, ReportType, ReportVariant, Store};
 
+use crate::error::{AppError, AppResult, ErrorKind};
 use crate::text::sparkline;
 
 /// Which report.
@@ -30,6 +31,8 @@ pub enum Kind {
     AgeBands,
     /// Campaign uplift with intervals.
     Campaigns,
+    /// Observed and counterfactual daily series around each campaign (for charts).
+    CampaignSeries,
     /// Posts ranked by reach, by type and topic.
     Posts,
     /// Gaps, stale pages, re-authorisation, impossible values.
@@ -37,8 +40,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] =
-        [Kind::Reach, Kind::ReachTenant, Kind::AgeBands, Kind::Campaigns, Kind::Posts, Kind::Quality];
+    pub const ALL: [Kind; 7] = [
+        Kind::Reach,
+        Kind::ReachTenant,
+        Kind::AgeBands,
+        Kind::Campaigns,
+        Kind::CampaignSeries,
+        Kind::Posts,
+        Kind::Quality,
+    ];
 
     pub fn table(self) -> &'static ReportTable {
         match self {
@@ -46,6 +56,7 @@ impl Kind {
             Kind::ReachTenant => &REACH_TENANT_WEEKLY,
             Kind::AgeBands => &AGE_BANDS,
             Kind::Campaigns => &CAMPAIGN_UPLIFT,
+            Kind::CampaignSeries => &CAMPAIGN_SERIES,
             Kind::Posts => &POST_PERFORMANCE,
             Kind::Quality => &DATA_QUALITY,
         }
@@ -57,6 +68,7 @@ impl Kind {
             Kind::Reach | Kind::ReachTenant => "week_ending",
             Kind::AgeBands => "window_end",
             Kind::Campaigns => "window_from",
+            Kind::CampaignSeries => "day",
             Kind::Posts => "created",
             Kind::Quality => "day_to",
         }
@@ -69,6 +81,7 @@ impl Kind {
             Kind::ReachTenant => "the tenant's weekly roll-up (gross reach)",
             Kind::AgeBands => "engagement by age band and gender, per practice and tenant, with penetration",
             Kind::Campaigns => "campaign uplift with intervals",
+            Kind::CampaignSeries => "observed and counterfactual daily series around each campaign",
             Kind::Posts => "posts ranked by reach, by type and topic",
             Kind::Quality => "gaps, stale pages, re-authorisation, impossible values",
         }
@@ -80,6 +93,7 @@ impl Kind {
             Kind::ReachTenant => "reach-tenant",
             Kind::AgeBands => "age-bands",
             Kind::Campaigns => "campaigns",
+            Kind::CampaignSeries => "campaign-series",
             Kind::Posts => "posts",
             Kind::Quality => "quality",
         }
@@ -157,26 +171,34 @@ pub struct ReportAnswer {
 }
 
 /// Runs a query for `access` (whose tenants it may read) on `store`.
-pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &ReportQuery) -> Result<ReportAnswer> {
+pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &ReportQuery) -> AppResult<ReportAnswer> {
     let scopes = access.scopes();
     let tenant = match &q.tenant {
         Some(t) => t.clone(),
         None if scopes.len() == 1 => scopes[0].to_string(),
-        None => bail!(
-            "--tenant is required: this config has {} tenants ({})",
-            scopes.len(),
-            scopes.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
-        ),
+        None => {
+            return Err(AppError::bad_request(format!(
+                "a tenant is required: {} tenants are visible here ({})",
+                scopes.len(),
+                scopes.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+            ))
+            .with_hint("name one (--tenant, or site_id in the API)")
+            .at("tenant"));
+        }
     };
     let scope = access.scope(&tenant)?;
-    let tenant_config = config.tenant(scope.tenant()).context("tenant is not in the config")?;
+    let tenant_config = config
+        .tenant(scope.tenant())
+        .ok_or_else(|| AppError::forbidden(format!("tenant `{tenant}` is not in the config")))?;
     if let Some(p) = &q.practice
         && !tenant_config.practices.iter().any(|x| x.code.as_str() == p)
     {
-        bail!(
-            "practice {p} is not one of tenant {tenant}'s {} practices; `pulse config check` lists them",
+        return Err(AppError::bad_request(format!(
+            "practice {p} is not one of tenant {tenant}'s {} practices",
             tenant_config.practices.len()
-        );
+        ))
+        .with_hint("use the ODS code of one of the tenant's practices (`pulse config check` lists them)")
+        .at("practice"));
     }
     let variant = match q.variant.as_deref() {
         None | Some("main") => ReportVariant::main(),
@@ -187,10 +209,11 @@ pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &Re
     let run = run_info(&runs);
     let batch = store.read_report(&scope, table, &variant).await?;
     if run.is_none() && batch.num_rows() == 0 {
-        bail!(
-            "report {} ({variant}) for tenant {tenant} has not been computed: run `pulse jobs run --tenant {tenant}` first",
-            q.kind.name()
-        );
+        return Err(AppError::new(
+            ErrorKind::NotReady,
+            format!("report {} ({variant}) for tenant {tenant} has not been computed", q.kind.name()),
+        )
+        .with_hint(format!("run `pulse jobs run --tenant {tenant}` first")));
     }
     let date_col = q.kind.date_column();
     let mut to = q.to;
@@ -202,15 +225,15 @@ pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &Re
             to = Some(from_day_number(d).min(to.unwrap_or(NaiveDate::MAX)));
         }
     }
-    let mut out = filter(&batch, q.practice.as_deref(), date_col, from, to)?;
+    let mut out = filter(&batch, q.practice.as_deref(), date_col, from, to).map_err(AppError::from)?;
     if let Some(sort) = &q.sort {
-        out = sort_by(&out, sort)?;
+        out = sort_by(&out, sort).map_err(|e| AppError::bad_request(format!("{e:#}")).at("sort"))?;
     }
     let skip = q.offset.unwrap_or(0).min(out.num_rows());
     let keep = q.top.unwrap_or(usize::MAX).min(out.num_rows() - skip);
     out = out.slice(skip, keep);
     let names = tenant_config.practices.iter().map(|p| (p.code.to_string(), p.name.clone())).collect();
-    let out = with_practice_names(&out, &names)?;
+    let out = with_practice_names(&out, &names).map_err(AppError::from)?;
     let empty_note = (out.num_rows() == 0).then(|| {
         if batch.num_rows() == 0 {
             match q.kind {
@@ -470,9 +493,14 @@ pub fn write_json(answer: &ReportAnswer, out: &mut dyn Write) -> Result<()> {
 
 /// Writes the answer as Parquet, with the data dictionary beside it (`FILE.dictionary.csv`).
 pub fn write_parquet(answer: &ReportAnswer, path: &std::path::Path) -> Result<()> {
-    let batch = export_batch(answer.kind, &answer.batch)?;
     let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    write_parquet_to(answer, file)
+}
+
+/// Writes the answer as Parquet to any writer (a download).
+pub fn write_parquet_to<W: Write + Send>(answer: &ReportAnswer, out: W) -> Result<()> {
+    let batch = export_batch(answer.kind, &answer.batch)?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(out, batch.schema(), None)?;
     w.write(&batch)?;
     w.close()?;
     Ok(())
@@ -673,6 +701,6 @@ pub fn chart(kind: Kind, batch: &RecordBatch) -> String {
             }
             out
         }
-        Kind::Posts | Kind::Quality => String::new(),
+        Kind::Posts | Kind::Quality | Kind::CampaignSeries => String::new(),
     }
 }

@@ -50,6 +50,12 @@ enum Command {
     /// Read a report for one tenant: reach, age-bands, campaigns, posts or quality; as a table (with charts),
     /// CSV, JSON or Parquet.
     Report(commands::report::ReportArgs),
+    /// Run the analyst service: the JSON API (`/api/v2/query`, `/api/v1/reports/...`, OpenAPI at
+    /// `/api/v1/openapi.json`) and the web dashboard, over the configured store. Keys come from `pulse keys`.
+    Serve(commands::serve::ServeArgs),
+    /// Create, list and revoke API keys for the analyst service (stored hashed beside the config).
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
     /// Run the Graph API simulator: a local, deterministic stand-in for Facebook Page Insights.
     ///
     /// Serves `/vNN.N/{page-id}/insights`, `/published_posts`, `/{post-id}/insights`, `/{page-id}?fields=`,
@@ -110,6 +116,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Jobs(cmd) => commands::jobs::run(&cli.config, cmd).await,
             Command::Report(args) => commands::report::run(&cli.config, args).await,
+            Command::Serve(args) => commands::serve::run(&cli.config, args).await,
+            Command::Keys(cmd) => commands::keys::run(&cli.config, cmd),
         }
     });
     match result {

@@ -21,6 +21,65 @@ pub struct Config {
     pub campaigns: Vec<CampaignConfig>,
     /// NHS Digital's "Patients Registered at a GP Practice" CSV (practice level), resolved path.
     pub registered_patients_csv: Option<PathBuf>,
+    /// The analyst service (`pulse serve`).
+    pub server: ServerConfig,
+}
+
+/// `[server]`: the analyst service's HTTP API and dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`; put a TLS-terminating proxy in front to serve beyond loopback.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The API keys file (hashed keys, written by `pulse keys`), relative to this file. Default `pulse-keys.json`.
+    #[serde(default = "default_keys_file")]
+    pub keys_file: PathBuf,
+    /// Requests per minute allowed per key (a burst of this many, refilled evenly). Default 600.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit_per_minute: u32,
+    /// Query answers kept in memory (keyed by tenant, query and data watermark). Default 1000.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+    /// Dashboard sessions last this many hours. Default 12.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u32,
+    /// Set the cookie's `Secure` flag (when served over HTTPS through a proxy). Default false.
+    #[serde(default)]
+    pub secure_cookies: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_keys_file() -> PathBuf {
+    PathBuf::from("pulse-keys.json")
+}
+
+fn default_rate_limit() -> u32 {
+    600
+}
+
+fn default_cache_entries() -> usize {
+    1000
+}
+
+fn default_session_hours() -> u32 {
+    12
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            keys_file: default_keys_file(),
+            rate_limit_per_minute: default_rate_limit(),
+            cache_entries: default_cache_entries(),
+            session_hours: default_session_hours(),
+            secure_cookies: false,
+        }
+    }
 }
 
 /// `campaign.start`: a real calendar day, written YYYY-MM-DD; anything else is refused with the field named.
@@ -30,7 +89,7 @@ fn campaign_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono::Naiv
 }
 
 /// Parses `text` as a YYYY-MM-DD day, saying which field and why when it is not one.
-pub(crate) fn real_date(field: &str, text: &str) -> Result<chrono::NaiveDate, String> {
+pub fn real_date(field: &str, text: &str) -> Result<chrono::NaiveDate, String> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d);
     }
@@ -233,6 +292,9 @@ struct RawConfig {
     campaign: Vec<Spanned<CampaignConfig>>,
     /// NHS Digital's practice-level registered-patients CSV, relative to this file.
     registered_patients_csv: Option<PathBuf>,
+    /// The analyst service.
+    #[serde(default)]
+    server: ServerConfig,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +354,16 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
     let mut store = raw.store;
     store.lake_dir = base.join(&store.lake_dir);
+    let mut server = raw.server;
+    server.keys_file = base.join(&server.keys_file);
+    if server.rate_limit_per_minute == 0 {
+        issues.push(Issue {
+            path: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: "server.rate_limit_per_minute must be at least 1".into(),
+        });
+    }
     if store.backend == StoreBackend::Clickhouse && store.clickhouse.is_none() {
         issues.push(Issue {
             path: path.to_owned(),
@@ -447,7 +519,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         return Err(ConfigError::Invalid(issues));
     }
     let registered_patients_csv = raw.registered_patients_csv.map(|p| base.join(p));
-    Ok(Config { path: path.to_owned(), store, graph: raw.graph, tenants, campaigns, registered_patients_csv })
+    Ok(Config { path: path.to_owned(), store, graph: raw.graph, tenants, campaigns, registered_patients_csv, server })
 }
 
 /// What `pulse config check` prints: counts, and pages that cannot be ingested, with no secret in it.

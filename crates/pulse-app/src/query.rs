@@ -1,0 +1,934 @@
+//! The analyst query: metrics by dimensions over a date range, with filters, order and paging, in the shape of
+//! Plausible's stats API v2 (`metrics`, `dimensions`, `date_range`, `filters`, `order_by`, `pagination`). It reads
+//! the tenant's report tables (never raw facts), so it answers from what the pipelines computed, for one tenant at a
+//! time: the tenant comes from the caller's access, and a query can only name one of the tenants that access sees.
+//!
+//! Which report answers a query follows from what it asks for: weekly reach for practice/week breakdowns, post
+//! performance for post type or topic (and video views), age bands for age band or gender, campaigns for
+//! campaign. A combination no report holds is refused with the combinations that work.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use arrow::array::{Array, Date32Array, Float64Array, StringArray, UInt32Array};
+use arrow::record_batch::RecordBatch;
+use chrono::{Datelike, NaiveDate};
+use pulse_config::Config;
+use pulse_domain::{Access, TenantScope, day_number, from_day_number};
+use pulse_store::report::{AGE_BANDS, CAMPAIGN_UPLIFT, POST_PERFORMANCE, REACH_WEEKLY, REPORT_RUNS};
+use pulse_store::{ReportTable, ReportVariant, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{AppError, AppResult, ErrorKind};
+
+/// The most rows one page of an answer may hold.
+pub const MAX_LIMIT: usize = 10_000;
+/// The widest date range one query may span.
+pub const MAX_RANGE_DAYS: i64 = 3 * 366;
+
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal : $doc:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant,)* }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            pub fn name(self) -> &'static str { match self { $($name::$variant => $text,)* } }
+            pub fn about(self) -> &'static str { match self { $($name::$variant => $doc,)* } }
+            pub fn parse(s: &str) -> Option<Self> { Self::ALL.iter().copied().find(|m| m.name() == s) }
+        }
+    };
+}
+
+named_enum!(
+    /// What a query measures.
+    Metric {
+        Reach = "reach": "unique people reached (weekly uniques per page summed over the rows: gross across pages and weeks; post reach for post breakdowns; campaign posts' lifetime reach for campaigns)",
+        EngagedUsers = "engaged_users": "unique people who engaged (weekly uniques summed, gross; n/a where Meta no longer reports it)",
+        Views = "views": "times content was seen",
+        Engagements = "engagements": "engagements (clicks, reactions, comments, shares as Meta counts them)",
+        EngagementRate = "engagement_rate": "engagements / views (weekly rows), or engaged users / reach (posts)",
+        Penetration = "penetration": "people reached per 1,000 registered patients: average weekly reach for weekly rows, the band's people for age bands",
+        VideoViews = "video_views": "video views of posts (3-second views as Meta counts them)",
+        Posts = "posts": "posts published",
+        People = "people": "people in the age band (the latest 28-day window in the range)",
+    }
+);
+
+named_enum!(
+    /// What a query breaks its answer down by.
+    Dimension {
+        Practice = "practice": "the practice (ODS code; names are in meta.practice_names)",
+        Week = "week": "the Pacific-time week, by its last day (a Sunday)",
+        AgeBand = "age_band": "Meta's age band",
+        Gender = "gender": "female, male or unknown",
+        Campaign = "campaign": "the campaign's name",
+        PostType = "post_type": "photo, video, link or status",
+        Topic = "topic": "the post's topic tag",
+    }
+);
+
+/// Which report table answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Reach,
+    Posts,
+    AgeBands,
+    Campaigns,
+}
+
+impl Source {
+    const ORDER: [Source; 4] = [Source::Reach, Source::Posts, Source::AgeBands, Source::Campaigns];
+
+    fn table(self) -> &'static ReportTable {
+        match self {
+            Source::Reach => &REACH_WEEKLY,
+            Source::Posts => &POST_PERFORMANCE,
+            Source::AgeBands => &AGE_BANDS,
+            Source::Campaigns => &CAMPAIGN_UPLIFT,
+        }
+    }
+
+    fn dimensions(self) -> &'static [Dimension] {
+        use Dimension::*;
+        match self {
+            Source::Reach => &[Practice, Week],
+            Source::Posts => &[Practice, Week, PostType, Topic],
+            Source::AgeBands => &[Practice, AgeBand, Gender],
+            Source::Campaigns => &[Practice, Campaign],
+        }
+    }
+
+    fn metrics(self) -> &'static [Metric] {
+        use Metric::*;
+        match self {
+            Source::Reach => &[Reach, EngagedUsers, Views, Engagements, EngagementRate, Penetration],
+            Source::Posts => &[Posts, Reach, Views, Engagements, EngagedUsers, VideoViews, EngagementRate],
+            Source::AgeBands => &[People, Penetration],
+            Source::Campaigns => &[Reach, Views, Engagements, VideoViews],
+        }
+    }
+
+    fn date_column(self) -> &'static str {
+        match self {
+            Source::Reach => "week_ending",
+            Source::Posts => "created",
+            Source::AgeBands => "window_end",
+            Source::Campaigns => "window_from",
+        }
+    }
+
+    fn names(list: &[impl Copy + Into<&'static str>]) -> String {
+        list.iter().map(|x| (*x).into()).collect::<Vec<&str>>().join(", ")
+    }
+}
+
+impl From<Metric> for &'static str {
+    fn from(m: Metric) -> Self {
+        m.name()
+    }
+}
+
+impl From<Dimension> for &'static str {
+    fn from(d: Dimension) -> Self {
+        d.name()
+    }
+}
+
+/// A filter: `[op, dimension, [values]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Filter {
+    pub op: FilterOp,
+    pub dimension: Dimension,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FilterOp {
+    Is,
+    IsNot,
+    Contains,
+}
+
+/// The date range: explicit days, or one relative to the latest day the reports cover.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DateRange {
+    All,
+    /// The last N days up to the latest day in the reports.
+    LastDays(i64),
+    Between(NaiveDate, NaiveDate),
+}
+
+/// A query, parsed and checked. Its [`Query::normalised`] form is the cache key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// One of the caller's tenants; required when the caller sees several.
+    pub tenant: Option<String>,
+    pub metrics: Vec<Metric>,
+    pub dimensions: Vec<Dimension>,
+    pub date_range: DateRange,
+    pub filters: Vec<Filter>,
+    /// (metric or dimension name, descending)
+    pub order_by: Vec<(String, bool)>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// The request body as sent (Plausible's v2 shape; `site_id` names the tenant).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuery {
+    site_id: Option<String>,
+    metrics: Vec<String>,
+    #[serde(default)]
+    dimensions: Vec<String>,
+    #[serde(default)]
+    date_range: Option<Value>,
+    #[serde(default)]
+    filters: Vec<Value>,
+    #[serde(default)]
+    order_by: Vec<Value>,
+    #[serde(default)]
+    pagination: Option<Pagination>,
+    #[serde(default)]
+    include: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pagination {
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+fn bad(field: &str, message: impl Into<String>, hint: impl Into<String>) -> AppError {
+    AppError::bad_request(message).with_hint(hint).at(field)
+}
+
+fn parse_day(field: &str, text: &str) -> AppResult<NaiveDate> {
+    pulse_config::real_date(field, text).map_err(|m| bad(field, m, "dates are YYYY-MM-DD"))
+}
+
+impl Query {
+    /// Parses a request body, saying which field is wrong and how to fix it.
+    pub fn parse(body: &[u8]) -> AppResult<Query> {
+        let raw: RawQuery = serde_json::from_slice(body).map_err(|e| {
+            bad(
+                "body",
+                format!("the query is not valid JSON of the expected shape: {e}"),
+                "send {\"metrics\": [\"reach\"], \"dimensions\": [\"week\"], \"date_range\": \"all\"}; GET /api/v1/openapi.json describes every field",
+            )
+        })?;
+        let _ = raw.include;
+        if raw.metrics.is_empty() {
+            return Err(bad("metrics", "no metrics asked for", format!("name one or more of {}", Source::names(Metric::ALL))));
+        }
+        let mut metrics = Vec::new();
+        for (i, m) in raw.metrics.iter().enumerate() {
+            let metric = Metric::parse(m).ok_or_else(|| {
+                bad(&format!("metrics[{i}]"), format!("unknown metric `{m}`"), format!("the metrics are {}", Source::names(Metric::ALL)))
+            })?;
+            if metrics.contains(&metric) {
+                return Err(bad(&format!("metrics[{i}]"), format!("metric `{m}` is named twice"), "name each metric once"));
+            }
+            metrics.push(metric);
+        }
+        let mut dimensions = Vec::new();
+        for (i, d) in raw.dimensions.iter().enumerate() {
+            let dim = Dimension::parse(d).ok_or_else(|| {
+                bad(
+                    &format!("dimensions[{i}]"),
+                    format!("unknown dimension `{d}`"),
+                    format!("the dimensions are {}", Source::names(Dimension::ALL)),
+                )
+            })?;
+            if dimensions.contains(&dim) {
+                return Err(bad(&format!("dimensions[{i}]"), format!("dimension `{d}` is named twice"), "name each dimension once"));
+            }
+            dimensions.push(dim);
+        }
+        let date_range = parse_range(raw.date_range.as_ref())?;
+        let mut filters = Vec::new();
+        for (i, f) in raw.filters.iter().enumerate() {
+            filters.push(parse_filter(&format!("filters[{i}]"), f)?);
+        }
+        let mut order_by = Vec::new();
+        for (i, o) in raw.order_by.iter().enumerate() {
+            let field = format!("order_by[{i}]");
+            let pair = o.as_array().filter(|a| a.len() == 2);
+            let (name, dir) = match pair.map(|a| (a[0].as_str(), a[1].as_str())) {
+                Some((Some(n), Some(d))) => (n, d),
+                _ => return Err(bad(&field, "an order is [name, \"asc\" | \"desc\"]", "for example [\"reach\", \"desc\"]")),
+            };
+            let named = metrics.iter().any(|m| m.name() == name) || dimensions.iter().any(|d| d.name() == name);
+            if !named {
+                return Err(bad(&field, format!("cannot order by `{name}`: it is not one of the query's metrics or dimensions"), "order by a metric or dimension the query names"));
+            }
+            let desc = match dir {
+                "asc" => false,
+                "desc" => true,
+                other => return Err(bad(&field, format!("order direction `{other}`"), "use \"asc\" or \"desc\"")),
+            };
+            order_by.push((name.to_owned(), desc));
+        }
+        let limit = raw.pagination.as_ref().and_then(|p| p.limit).unwrap_or(MAX_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(bad("pagination.limit", format!("limit {limit} is out of range"), format!("ask for 1 to {MAX_LIMIT} rows a page and page with offset")));
+        }
+        let offset = raw.pagination.as_ref().and_then(|p| p.offset).unwrap_or(0);
+        let q = Query { tenant: raw.site_id, metrics, dimensions, date_range, filters, order_by, limit, offset };
+        q.source()?;
+        Ok(q)
+    }
+
+    /// The report that answers this query, or why none can.
+    fn source(&self) -> AppResult<Source> {
+        let filter_dims: Vec<Dimension> = self.filters.iter().map(|f| f.dimension).collect();
+        Source::ORDER
+            .into_iter()
+            .find(|s| {
+                self.metrics.iter().all(|m| s.metrics().contains(m))
+                    && self.dimensions.iter().chain(&filter_dims).all(|d| s.dimensions().contains(d))
+            })
+            .ok_or_else(|| {
+                let combos: Vec<String> = Source::ORDER
+                    .iter()
+                    .map(|s| format!("[{}] by [{}]", Source::names(s.metrics()), Source::names(s.dimensions())))
+                    .collect();
+                bad(
+                    "metrics",
+                    format!(
+                        "no report holds metrics [{}] by dimensions [{}]",
+                        Source::names(&self.metrics),
+                        Source::names(&self.dimensions.iter().chain(&filter_dims).copied().collect::<Vec<_>>())
+                    ),
+                    format!("ask for metrics and dimensions (filters included) from one of: {}", combos.join("; ")),
+                )
+            })
+    }
+
+    /// The canonical form (the cache key's query part): defaults filled in, filters sorted.
+    pub fn normalised(&self) -> String {
+        let mut filters: Vec<&Filter> = self.filters.iter().collect();
+        filters.sort();
+        let range = match &self.date_range {
+            DateRange::All => json!("all"),
+            DateRange::LastDays(n) => json!(format!("{n}d")),
+            DateRange::Between(a, b) => json!([a.to_string(), b.to_string()]),
+        };
+        json!({
+            "site_id": self.tenant,
+            "metrics": self.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            "dimensions": self.dimensions.iter().map(|d| d.name()).collect::<Vec<_>>(),
+            "date_range": range,
+            "filters": filters.iter().map(|f| json!([op_name(f.op), f.dimension.name(), f.values])).collect::<Vec<_>>(),
+            "order_by": self.order_by.iter().map(|(n, d)| json!([n, if *d { "desc" } else { "asc" }])).collect::<Vec<_>>(),
+            "pagination": {"limit": self.limit, "offset": self.offset},
+        })
+        .to_string()
+    }
+}
+
+fn op_name(op: FilterOp) -> &'static str {
+    match op {
+        FilterOp::Is => "is",
+        FilterOp::IsNot => "is_not",
+        FilterOp::Contains => "contains",
+    }
+}
+
+fn parse_range(v: Option<&Value>) -> AppResult<DateRange> {
+    let hint = "use \"all\", \"7d\", \"28d\", \"91d\", \"12mo\" (ending at the latest day in the reports) or [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]";
+    match v {
+        None => Ok(DateRange::All),
+        Some(Value::String(s)) => match s.as_str() {
+            "all" => Ok(DateRange::All),
+            "12mo" | "year" => Ok(DateRange::LastDays(364)),
+            "6mo" => Ok(DateRange::LastDays(182)),
+            other => match other.strip_suffix('d').and_then(|n| n.parse::<i64>().ok()) {
+                Some(n) if (1..=MAX_RANGE_DAYS).contains(&n) => Ok(DateRange::LastDays(n)),
+                _ => Err(bad("date_range", format!("date range `{other}` is not understood"), hint)),
+            },
+        },
+        Some(Value::Array(a)) if a.len() == 2 => {
+            let (Some(from), Some(to)) = (a[0].as_str(), a[1].as_str()) else {
+                return Err(bad("date_range", "a date range is two dates as text", hint));
+            };
+            let (from, to) = (parse_day("date_range[0]", from)?, parse_day("date_range[1]", to)?);
+            if to < from {
+                return Err(bad("date_range", format!("the range ends ({to}) before it starts ({from})"), "put the earlier day first"));
+            }
+            if (to - from).num_days() > MAX_RANGE_DAYS {
+                return Err(bad(
+                    "date_range",
+                    format!("the range {from} to {to} spans {} days, more than the {MAX_RANGE_DAYS} one query may", (to - from).num_days() + 1),
+                    "split it into queries of up to three years",
+                ));
+            }
+            Ok(DateRange::Between(from, to))
+        }
+        Some(_) => Err(bad("date_range", "the date range is not understood", hint)),
+    }
+}
+
+fn parse_filter(field: &str, v: &Value) -> AppResult<Filter> {
+    let hint = "a filter is [\"is\" | \"is_not\" | \"contains\", dimension, [values]], e.g. [\"is\", \"practice\", [\"M83001\"]]";
+    let a = v.as_array().filter(|a| a.len() == 3).ok_or_else(|| bad(field, "a filter has three parts", hint))?;
+    let op = match a[0].as_str() {
+        Some("is") => FilterOp::Is,
+        Some("is_not") => FilterOp::IsNot,
+        Some("contains") => FilterOp::Contains,
+        _ => return Err(bad(field, format!("unknown filter operator {}", a[0]), hint)),
+    };
+    let dim_name = a[1].as_str().unwrap_or_default();
+    let dimension = Dimension::parse(dim_name).ok_or_else(|| {
+        bad(field, format!("cannot filter on `{dim_name}`"), format!("filter on a dimension: {}", Source::names(Dimension::ALL)))
+    })?;
+    let values: Vec<String> = a[2]
+        .as_array()
+        .map(|vs| vs.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .filter(|vs: &Vec<String>| !vs.is_empty())
+        .ok_or_else(|| bad(field, "a filter needs a non-empty list of text values", hint))?;
+    Ok(Filter { op, dimension, values })
+}
+
+/// What the query layer needs from the config, loaded once: practice names and registered patients.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    /// tenant → practice code → name
+    pub names: BTreeMap<String, BTreeMap<String, String>>,
+    /// practice code → registered patients (list size, or the registered-patients CSV's total of Meta's bands)
+    pub registered: HashMap<String, f64>,
+}
+
+impl Directory {
+    pub fn load(config: &Config) -> AppResult<Self> {
+        let mut out = Directory::default();
+        let csv = crate::jobs::registered_for(config)?;
+        for t in &config.tenants {
+            let names = out.names.entry(t.id.to_string()).or_default();
+            for p in &t.practices {
+                names.insert(p.code.to_string(), p.name.clone());
+                let from_csv =
+                    csv.as_ref().and_then(|r| r.practices.get(p.code.as_str())).map(|b| b.iter().map(|x| x[0] + x[1]).sum());
+                if let Some(n) = p.list_size.map(f64::from).or(from_csv) {
+                    out.registered.insert(p.code.to_string(), n);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The answer: rows of dimension values and metric values, and what a reader needs to read them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub results: Vec<Row>,
+    pub meta: Meta,
+    /// The query as understood (defaults filled in).
+    pub query: Value,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    pub dimensions: Vec<String>,
+    pub metrics: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Meta {
+    pub tenant: String,
+    /// The report table that answered.
+    pub source: &'static str,
+    /// The days the answer covers, after a relative range is resolved against the reports.
+    pub date_range: Option<[String; 2]>,
+    /// Rows before paging.
+    pub total_rows: usize,
+    /// The pipelines run the reports came from (the data watermark).
+    pub watermark: String,
+    pub practice_names: BTreeMap<String, String>,
+    pub notes: Vec<String>,
+    pub cached: bool,
+}
+
+/// The data watermark of a tenant's main reports: the pipelines run that wrote them. A new jobs run changes it.
+pub async fn watermark<S: Store>(store: &S, scope: &TenantScope) -> AppResult<String> {
+    let runs = store.read_report(scope, &REPORT_RUNS, &ReportVariant::main()).await?;
+    if runs.num_rows() == 0 {
+        return Ok(String::new());
+    }
+    let text = |name: &str| {
+        runs.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().map(|a| a.value(0).to_owned()))
+            .unwrap_or_default()
+    };
+    Ok(format!("{}@{}", text("run_id"), text("computed_at")))
+}
+
+/// Which tenant a query is for: the one named (must be visible), or the caller's only tenant.
+pub fn tenant_scope(access: &Access, named: Option<&str>) -> AppResult<TenantScope> {
+    let scopes = access.scopes();
+    match named {
+        Some(t) => Ok(access.scope(t)?),
+        None if scopes.len() == 1 => Ok(scopes[0].clone()),
+        None => Err(bad(
+            "site_id",
+            format!("this key reads {} tenants; say which one", scopes.len()),
+            format!("set site_id to one of {}", scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
+        )),
+    }
+}
+
+/// Answers cached by (tenant, normalised query, watermark); a new pipelines run changes the watermark, so answers
+/// computed from older reports are never served again and age out.
+#[derive(Debug)]
+pub struct Cache {
+    capacity: usize,
+    entries: Mutex<(u64, HashMap<(String, String, String), (u64, Answer)>)>,
+}
+
+impl Cache {
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, entries: Mutex::new((0, HashMap::new())) }
+    }
+
+    fn get(&self, key: &(String, String, String)) -> Option<Answer> {
+        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (tick, map) = &mut *guard;
+        *tick += 1;
+        let now = *tick;
+        map.get_mut(key).map(|(used, a)| {
+            *used = now;
+            a.clone()
+        })
+    }
+
+    fn put(&self, key: (String, String, String), answer: Answer) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (tick, map) = &mut *guard;
+        *tick += 1;
+        // Answers for an older watermark of this tenant can never be asked for again.
+        map.retain(|k, _| k.0 != key.0 || k.2 == key.2);
+        if map.len() >= self.capacity
+            && let Some(oldest) = map.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(key, (*tick, answer));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|g| g.1.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Runs a query for `access` on `store`, from `cache` when the reports have not changed since it was answered.
+pub async fn run<S: Store>(
+    store: &S,
+    directory: &Directory,
+    access: &Access,
+    q: &Query,
+    cache: Option<&Cache>,
+) -> AppResult<Answer> {
+    let scope = tenant_scope(access, q.tenant.as_deref())?;
+    let tenant = scope.to_string();
+    let mark = watermark(store, &scope).await?;
+    if mark.is_empty() {
+        return Err(AppError::new(ErrorKind::NotReady, format!("tenant {tenant}'s reports have not been computed"))
+            .with_hint(format!("the operator runs `pulse jobs run --tenant {tenant}`")));
+    }
+    let key = (tenant.clone(), q.normalised(), mark.clone());
+    if let Some(c) = cache
+        && let Some(mut hit) = c.get(&key)
+    {
+        hit.meta.cached = true;
+        return Ok(hit);
+    }
+    let source = q.source()?;
+    let batch = store.read_report(&scope, source.table(), &ReportVariant::main()).await?;
+    let names = directory.names.get(&tenant).cloned().unwrap_or_default();
+    // A practice filter naming a practice of another tenant is an error, not an empty answer.
+    for f in q.filters.iter().filter(|f| f.dimension == Dimension::Practice && f.op != FilterOp::Contains) {
+        if let Some(p) = f.values.iter().find(|p| !names.contains_key(*p)) {
+            return Err(bad(
+                "filters",
+                format!("practice {p} is not one of tenant {tenant}'s practices"),
+                "use the ODS code of one of this tenant's practices (dimension practice lists them)",
+            ));
+        }
+    }
+    let answer = compute(source, &batch, directory, &names, q, &tenant, mark)?;
+    if let Some(c) = cache {
+        c.put(key, answer.clone());
+    }
+    Ok(answer)
+}
+
+/// One row of a report, read by column name.
+struct Rows<'a> {
+    batch: &'a RecordBatch,
+}
+
+impl Rows<'_> {
+    fn text(&self, col: &str, i: usize) -> String {
+        self.batch
+            .column_by_name(col)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().map(|a| a.value(i).to_owned()))
+            .unwrap_or_default()
+    }
+    fn num(&self, col: &str, i: usize) -> Option<f64> {
+        let c = self.batch.column_by_name(col)?;
+        if c.is_null(i) {
+            return None;
+        }
+        if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
+            return Some(a.value(i)).filter(|v| v.is_finite());
+        }
+        c.as_any().downcast_ref::<UInt32Array>().map(|a| f64::from(a.value(i)))
+    }
+    fn day(&self, col: &str, i: usize) -> Option<i32> {
+        let c = self.batch.column_by_name(col)?.as_any().downcast_ref::<Date32Array>()?;
+        (!c.is_null(i)).then(|| c.value(i))
+    }
+}
+
+/// A sum that stays missing until a value arrives.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sum(Option<f64>);
+
+impl Sum {
+    fn add(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            self.0 = Some(self.0.unwrap_or(0.0) + v);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    sums: BTreeMap<&'static str, Sum>,
+    practices: BTreeSet<String>,
+    weeks: BTreeSet<i32>,
+    rows: usize,
+}
+
+fn sunday_on_or_after(d: NaiveDate) -> NaiveDate {
+    d + chrono::Duration::days(i64::from((7 - d.weekday().num_days_from_sunday()) % 7))
+}
+
+fn compute(
+    source: Source,
+    batch: &RecordBatch,
+    directory: &Directory,
+    names: &BTreeMap<String, String>,
+    q: &Query,
+    tenant: &str,
+    watermark: String,
+) -> AppResult<Answer> {
+    let rows = Rows { batch };
+    let date_col = source.date_column();
+    let n = batch.num_rows();
+    let latest = (0..n).filter_map(|i| rows.day(date_col, i)).max();
+    let (from, to) = match (&q.date_range, latest) {
+        (DateRange::All, _) => (None, None),
+        (DateRange::LastDays(days), Some(l)) => (Some(l - (*days as i32) + 1), Some(l)),
+        (DateRange::LastDays(_), None) => (None, None),
+        (DateRange::Between(a, b), _) => (Some(day_number(*a)), Some(day_number(*b))),
+    };
+    let in_range = |i: usize| match rows.day(date_col, i) {
+        Some(d) => from.is_none_or(|f| d >= f) && to.is_none_or(|t| d <= t),
+        None => true,
+    };
+    let mut notes = Vec::new();
+    let by_practice = q.dimensions.contains(&Dimension::Practice)
+        || q.filters.iter().any(|f| f.dimension == Dimension::Practice);
+    // Age bands are 28-day windows: the latest window in the range answers (summing windows would count people
+    // several times).
+    let window = if source == Source::AgeBands {
+        let w = (0..n).filter(|&i| in_range(i)).filter_map(|i| rows.day(date_col, i)).max();
+        if let Some(w) = w {
+            notes.push(format!("age bands are from the 28-day window ending {}", from_day_number(w)));
+        }
+        w
+    } else {
+        None
+    };
+    // Campaign rows: the campaign posts' lifetime figures, per practice or for ALL.
+    let genders: &[&str] =
+        if source == Source::AgeBands && (q.dimensions.contains(&Dimension::Gender) || q.filters.iter().any(|f| f.dimension == Dimension::Gender)) {
+            &["female", "male", "unknown"]
+        } else {
+            &["people"]
+        };
+    let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
+    let mut unit_watch_time = false;
+    for i in 0..n {
+        if !in_range(i) {
+            continue;
+        }
+        let practice = rows.text("practice_code", i);
+        match source {
+            Source::AgeBands => {
+                if rows.day(date_col, i) != window {
+                    continue;
+                }
+                if (rows.text("level", i) == "practice") != by_practice {
+                    continue;
+                }
+                if rows.text("unit", i) != "people" {
+                    unit_watch_time = true;
+                    continue;
+                }
+            }
+            Source::Campaigns if (practice == "ALL") == by_practice => continue,
+            _ => {}
+        }
+        for gender in genders {
+            let dim_value = |d: Dimension| -> String {
+                match d {
+                    Dimension::Practice => practice.clone(),
+                    Dimension::Week => match source {
+                        Source::Posts => rows
+                            .day("created", i)
+                            .map(|d| sunday_on_or_after(from_day_number(d)).to_string())
+                            .unwrap_or_default(),
+                        _ => rows.day("week_ending", i).map(|d| from_day_number(d).to_string()).unwrap_or_default(),
+                    },
+                    Dimension::AgeBand => rows.text("age_band", i),
+                    Dimension::Gender => (*gender).to_owned(),
+                    Dimension::Campaign => rows.text("campaign", i),
+                    Dimension::PostType => rows.text("post_type", i),
+                    Dimension::Topic => rows.text("topic", i),
+                }
+            };
+            let keep = q.filters.iter().all(|f| {
+                let v = dim_value(f.dimension);
+                match f.op {
+                    FilterOp::Is => f.values.contains(&v),
+                    FilterOp::IsNot => !f.values.contains(&v),
+                    FilterOp::Contains => {
+                        let lower = v.to_lowercase();
+                        f.values.iter().any(|x| lower.contains(&x.to_lowercase()))
+                    }
+                }
+            });
+            if !keep {
+                continue;
+            }
+            let key: Vec<String> = q.dimensions.iter().map(|d| dim_value(*d)).collect();
+            let g = groups.entry(key).or_default();
+            g.rows += 1;
+            if practice != "ALL" {
+                g.practices.insert(practice.clone());
+            }
+            if let Some(d) = rows.day(date_col, i) {
+                g.weeks.insert(d);
+            }
+            let mut add = |name: &'static str, v: Option<f64>| g.sums.entry(name).or_default().add(v);
+            match source {
+                Source::Reach => {
+                    for c in ["reach", "engaged_users", "views", "engagements"] {
+                        add(c, rows.num(c, i));
+                    }
+                }
+                Source::Posts => {
+                    add("posts", Some(1.0));
+                    for c in ["reach", "views", "engagements", "engaged_users", "video_views"] {
+                        add(c, rows.num(c, i));
+                    }
+                    add("rate_num", rows.num("engaged_users", i).or(rows.num("engagements", i)));
+                    add("rate_den", rows.num("reach", i));
+                }
+                Source::AgeBands => {
+                    add("people", rows.num(gender, i));
+                    // Registered patients are counted by band, not by gender, in this table.
+                    let share = (*gender == "people").then_some(1.0);
+                    add("registered", rows.num("registered", i).zip(share).map(|(r, s)| r * s));
+                }
+                Source::Campaigns => {
+                    let metric = rows.text("metric", i);
+                    for (m, c) in [("views", "views"), ("reach", "reach"), ("engagements", "engagements"), ("video_views", "video_views")] {
+                        if metric == m {
+                            add(c, rows.num("post_lifetime", i));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if unit_watch_time {
+        notes.push("age-band rows measured in video watch time (the current API era) are left out: they count milliseconds, not people".into());
+    }
+    if source == Source::Reach && q.metrics.iter().any(|m| matches!(m, Metric::Reach | Metric::EngagedUsers)) {
+        notes.push("reach and engaged users are the API's weekly uniques per page; summed over pages or weeks they are gross (a person reached by two pages counts twice)".into());
+    }
+    if source == Source::AgeBands && q.dimensions.contains(&Dimension::Gender) && q.metrics.contains(&Metric::Penetration) {
+        notes.push("penetration is by age band only: registered patients are not split by gender here, so it is n/a by gender".into());
+    }
+    let mut results: Vec<Row> = groups
+        .into_iter()
+        .map(|(dims, g)| {
+            let s = |name: &str| g.sums.get(name).and_then(|x| x.0);
+            let metrics = q
+                .metrics
+                .iter()
+                .map(|m| match (source, m) {
+                    (_, Metric::Posts) => s("posts"),
+                    (Source::Reach, Metric::EngagementRate) => ratio(s("engagements"), s("views")),
+                    (Source::Posts, Metric::EngagementRate) => ratio(s("rate_num"), s("rate_den")),
+                    (Source::Reach, Metric::Penetration) => {
+                        let registered: Option<f64> = g.practices.iter().map(|p| directory.registered.get(p).copied()).sum();
+                        let weeks = g.weeks.len().max(1) as f64;
+                        ratio(s("reach").map(|r| r / weeks * 1000.0), registered.filter(|r| *r > 0.0))
+                    }
+                    (Source::AgeBands, Metric::Penetration) => ratio(s("people").map(|p| p * 1000.0), s("registered")),
+                    (_, Metric::People) => s("people"),
+                    (_, m) => s(m.name()),
+                })
+                .map(|v| v.map(round_figure))
+                .collect();
+            Row { dimensions: dims, metrics }
+        })
+        .collect();
+    let order: Vec<(String, bool)> = if q.order_by.is_empty() {
+        if q.dimensions.contains(&Dimension::Week) {
+            vec![("week".into(), false)]
+        } else {
+            vec![(q.metrics[0].name().to_owned(), true)]
+        }
+    } else {
+        q.order_by.clone()
+    };
+    results.sort_by(|a, b| {
+        for (name, desc) in &order {
+            let ord = if let Some(mi) = q.metrics.iter().position(|m| m.name() == name) {
+                // Missing figures last either way.
+                match (a.metrics[mi], b.metrics[mi]) {
+                    (Some(x), Some(y)) => {
+                        let o = x.total_cmp(&y);
+                        if *desc { o.reverse() } else { o }
+                    }
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                }
+            } else if let Some(di) = q.dimensions.iter().position(|d| d.name() == name) {
+                let o = a.dimensions[di].cmp(&b.dimensions[di]);
+                if *desc { o.reverse() } else { o }
+            } else {
+                std::cmp::Ordering::Equal
+            };
+            if ord != std::cmp::Ordering::Equal {
+                return ord;
+            }
+        }
+        a.dimensions.cmp(&b.dimensions)
+    });
+    let total_rows = results.len();
+    let results: Vec<Row> = results.into_iter().skip(q.offset).take(q.limit).collect();
+    let practice_names: BTreeMap<String, String> = if q.dimensions.contains(&Dimension::Practice) {
+        let pi = q.dimensions.iter().position(|d| *d == Dimension::Practice).unwrap_or(0);
+        results
+            .iter()
+            .filter_map(|r| r.dimensions.get(pi))
+            .filter_map(|c| names.get(c).map(|n| (c.clone(), n.clone())))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let covered: Vec<i32> = (0..n).filter(|&i| in_range(i)).filter_map(|i| rows.day(date_col, i)).collect();
+    let date_range = match (from, to) {
+        (Some(f), Some(t)) => Some([from_day_number(f).to_string(), from_day_number(t).to_string()]),
+        _ => match (covered.iter().min(), covered.iter().max()) {
+            (Some(a), Some(b)) => Some([from_day_number(*a).to_string(), from_day_number(*b).to_string()]),
+            _ => None,
+        },
+    };
+    Ok(Answer {
+        results,
+        meta: Meta {
+            tenant: tenant.to_owned(),
+            source: source.table().name,
+            date_range,
+            total_rows,
+            watermark,
+            practice_names,
+            notes,
+            cached: false,
+        },
+        query: serde_json::from_str(&q.normalised()).unwrap_or(Value::Null),
+    })
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Counts stay whole; rates keep four significant decimals.
+fn round_figure(v: f64) -> f64 {
+    if v.fract() == 0.0 { v } else { (v * 10_000.0).round() / 10_000.0 }
+}
+
+/// The query language for the OpenAPI document and the dashboard's help: which metrics go with which dimensions.
+pub fn combinations() -> Vec<(&'static str, Vec<&'static str>, Vec<&'static str>)> {
+    Source::ORDER
+        .iter()
+        .map(|s| (s.table().name, s.metrics().iter().map(|m| m.name()).collect(), s.dimensions().iter().map(|d| d.name()).collect()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_is_parsed_with_defaults_and_each_mistake_names_its_field() {
+        let q = Query::parse(br#"{"metrics":["reach","penetration"],"dimensions":["practice"],"date_range":"28d"}"#).unwrap();
+        assert_eq!(q.limit, MAX_LIMIT);
+        assert_eq!(q.date_range, DateRange::LastDays(28));
+        let cases: &[(&str, &str)] = &[
+            (r#"{"metrics":["reech"]}"#, "metrics[0]"),
+            (r#"{"metrics":["reach"],"dimensions":["colour"]}"#, "dimensions[0]"),
+            (r#"{"metrics":["reach"],"date_range":["2018-02-30","2018-03-01"]}"#, "date_range[0]"),
+            (r#"{"metrics":["reach"],"date_range":["2018-03-01","2018-02-01"]}"#, "date_range"),
+            (r#"{"metrics":["reach"],"date_range":["2010-01-01","2018-02-01"]}"#, "date_range"),
+            (r#"{"metrics":["reach"],"pagination":{"limit":100000}}"#, "pagination.limit"),
+            (r#"{"metrics":["reach"],"filters":[["is","practice"]]}"#, "filters[0]"),
+            (r#"{"metrics":["reach"],"order_by":[["views","desc"]]}"#, "order_by[0]"),
+            (r#"{"metrics":["people"],"dimensions":["week"]}"#, "metrics"),
+            (r#"{"metrics":["reach"],"tenant":"x"}"#, "body"),
+        ];
+        for (body, field) in cases {
+            let e = Query::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert_eq!(e.field.as_deref(), Some(*field), "{body}: {e}");
+            assert!(e.hint.is_some(), "{body}: no hint");
+        }
+    }
+
+    #[test]
+    fn the_normalised_form_ignores_filter_order() {
+        let a = Query::parse(br#"{"metrics":["reach"],"filters":[["is","practice",["A"]],["is","week",["2018-01-07"]]]}"#).unwrap();
+        let b = Query::parse(br#"{"metrics":["reach"],"filters":[["is","week",["2018-01-07"]],["is","practice",["A"]]]}"#).unwrap();
+        assert_eq!(a.normalised(), b.normalised());
+    }
+
+    #[test]
+    fn weeks_of_posts_end_on_sunday() {
+        let d = NaiveDate::from_ymd_opt(2018, 3, 10).unwrap(); // a Saturday
+        assert_eq!(sunday_on_or_after(d), NaiveDate::from_ymd_opt(2018, 3, 11).unwrap());
+        let s = NaiveDate::from_ymd_opt(2018, 3, 11).unwrap();
+        assert_eq!(sunday_on_or_after(s), s);
+    }
+}

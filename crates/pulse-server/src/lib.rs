@@ -1,0 +1,180 @@
+//! `pulse serve`: the analyst service. One process serves the JSON API (`/api/...`) and the dashboard (`/`, server
+//! rendered, no scripts from elsewhere) over the application layer, on whichever store the config names.
+//!
+//! Every request is authenticated (an API key, or a dashboard session opened with one), rate-limited per key, scoped
+//! to the key's tenants by [`pulse_domain::Access`], and logged with the key id (never the secret), tenant, what was
+//! asked, rows and milliseconds.
+
+pub mod api;
+pub mod auth;
+pub mod openapi;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pulse_app::error::{AppError, ErrorKind};
+use pulse_app::keys::{KeyRing, Keys};
+use pulse_app::query::{Cache, Directory};
+use pulse_config::Config;
+use pulse_store::AnyStore;
+
+/// Everything a request handler needs, shared.
+pub struct AppState {
+    pub config: Config,
+    pub store: AnyStore,
+    pub directory: Directory,
+    pub cache: Cache,
+    pub gate: auth::Gate,
+    pub keys: Keys,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Loads what the server needs from the config: the store, practice names and registered patients, the keys.
+    pub fn new(config: Config, store: AnyStore) -> Result<Self, AppError> {
+        let directory = Directory::load(&config)?;
+        let keys = Keys::for_config(&config);
+        let mut ring = KeyRing::new(keys.clone());
+        ring.refresh()?;
+        let gate = auth::Gate::new(ring, config.server.rate_limit_per_minute, config.server.session_hours);
+        let cache = Cache::new(config.server.cache_entries);
+        Ok(Self { config, store, directory, cache, gate, keys })
+    }
+}
+
+/// An error as the API answers it: the status from its kind, and a JSON body saying what and how to fix it. Store
+/// failures and defects are logged in full and answered without internals.
+pub struct ApiError(pub AppError);
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        ApiError(e)
+    }
+}
+
+pub fn error_body(e: &AppError) -> serde_json::Value {
+    let (message, hint) = match e.kind {
+        ErrorKind::Unavailable => (
+            "the store is unavailable right now; nothing was changed".to_owned(),
+            Some("retry shortly; the operator's log has the detail".to_owned()),
+        ),
+        ErrorKind::Internal => (
+            "the server failed to answer this request".to_owned(),
+            Some("the operator's log has the detail; please report it".to_owned()),
+        ),
+        _ => (e.message.clone(), e.hint.clone()),
+    };
+    serde_json::json!({"error": {"code": e.code(), "message": message, "hint": hint, "field": e.field}})
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Internal) {
+            tracing::error!(kind = e.code(), "{e}");
+        }
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, json_body(&error_body(&e))).into_response();
+        if e.kind == ErrorKind::RateLimited
+            && let Some(secs) = e.hint.as_deref().and_then(|h| h.split_whitespace().nth(2)).and_then(|s| s.parse::<u64>().ok())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if e.kind == ErrorKind::Unauthenticated {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"pulse\""));
+        }
+        resp
+    }
+}
+
+/// A JSON response body with its content type.
+pub fn json_body(v: &serde_json::Value) -> Response {
+    let mut text = serde_json::to_vec_pretty(v).unwrap_or_default();
+    text.push(b'\n');
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+/// One line per request: key id, tenant, what was asked, rows, status, ms. Never the key or a body.
+pub fn log_request(key_id: &str, tenant: &str, what: &str, rows: usize, status: u16, started: Instant) {
+    tracing::info!(
+        target: "pulse_server::access",
+        key = key_id,
+        tenant,
+        what,
+        rows,
+        status,
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+}
+
+/// The routes: the API under `/api`, the dashboard at `/`.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(api::health))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/me", get(api::me))
+        .route("/api/v2/query", post(api::query))
+        .route("/api/v1/reports", get(api::reports_index))
+        .route("/api/v1/reports/{kind}", get(api::report))
+        .route("/api/v1/keys", get(api::keys_list))
+        .route("/api/v1/keys/{id}/revoke", post(api::keys_revoke))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/", get(pages::overview))
+        .route("/practices", get(pages::practices))
+        .route("/practices/{code}", get(pages::practice))
+        .route("/age-bands", get(pages::age_bands))
+        .route("/campaigns", get(pages::campaigns))
+        .route("/posts", get(pages::posts))
+        .route("/quality", get(pages::quality))
+        .route("/static/pulse.css", get(pages::stylesheet))
+        .fallback(pages::not_found)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves; records keys' last use every minute and on the way out.
+pub async fn serve(
+    state: Shared,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                flush_key_use(&state);
+            }
+        })
+    };
+    let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
+    flusher.abort();
+    flush_key_use(&state);
+    result
+}
+
+fn flush_key_use(state: &AppState) {
+    let used = state.gate.take_used();
+    if let Err(e) = state.keys.record_use(&used) {
+        tracing::warn!("could not record keys' last use: {e}");
+    }
+}
+
+/// Binds `addr` and says where the service is.
+pub async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), AppError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        AppError::bad_request(format!("cannot listen on {addr}: {e}"))
+            .with_hint("pick a free address with --listen or [server] listen, such as 127.0.0.1:8080")
+    })?;
+    let local = listener.local_addr().map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
+    Ok((listener, local))
+}
