@@ -60,7 +60,14 @@ pub fn short(v: f64) -> String {
 
 /// A line chart `width`×`height` with x labels (every few shown), a y axis from 0 (or the lowest value if negative),
 /// a legend, and `title` as its accessible name.
-pub fn lines(title: &str, x_labels: &[String], series: &[Series], band: Option<&Band>, width: u32, height: u32) -> String {
+pub fn lines(
+    title: &str,
+    x_labels: &[String],
+    series: &[Series],
+    band: Option<&Band>,
+    width: u32,
+    height: u32,
+) -> String {
     let (w, h) = (f64::from(width), f64::from(height));
     let (left, right, top, bottom) = (56.0, 12.0, 28.0, 34.0);
     let n = x_labels.len().max(1);
@@ -96,12 +103,26 @@ pub fn lines(title: &str, x_labels: &[String], series: &[Series], band: Option<&
         );
     }
     if lo < 0.0 {
-        let _ = write!(svg, r##"<line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#999"/>"##, w - right, y(0.0), y(0.0));
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#999"/>"##,
+            w - right,
+            y(0.0),
+            y(0.0)
+        );
     }
     // X labels: about eight of them.
     let step = n.div_ceil(8).max(1);
-    for (i, label) in x_labels.iter().enumerate().filter(|(i, _)| i % step == 0 || *i == n - 1) {
-        let _ = write!(svg, r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{}</text>"##, x(i), h - 12.0, escape(label));
+    // The last label too, unless it would run into the one before it.
+    let last_fits = (n - 1) % step == 0 || (n - 1) % step > step / 2;
+    for (i, label) in x_labels.iter().enumerate().filter(|(i, _)| i % step == 0 || (*i == n - 1 && last_fits)) {
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{}</text>"##,
+            x(i),
+            h - 12.0,
+            escape(label)
+        );
     }
     if let Some(b) = band {
         let upper: Vec<(usize, f64)> = b.hi.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))).collect();
@@ -114,7 +135,8 @@ pub fn lines(title: &str, x_labels: &[String], series: &[Series], band: Option<&
             for (i, v) in lower.iter().rev() {
                 let _ = write!(d, "L{:.1},{:.1} ", x(*i), y(*v));
             }
-            let _ = write!(svg, r#"<path class="band" d="{d}Z" fill="{}" fill-opacity="0.18" stroke="none"/>"#, b.colour);
+            let _ =
+                write!(svg, r#"<path class="band" d="{d}Z" fill="{}" fill-opacity="0.18" stroke="none"/>"#, b.colour);
         }
     }
     for s in series {
@@ -161,7 +183,13 @@ pub fn lines(title: &str, x_labels: &[String], series: &[Series], band: Option<&
 }
 
 /// Horizontal bars, one per label, with the value written at the end of each bar.
-pub fn bars(title: &str, rows: &[(String, Option<f64>)], colour: &str, width: u32, format: &dyn Fn(f64) -> String) -> String {
+pub fn bars(
+    title: &str,
+    rows: &[(String, Option<f64>)],
+    colour: &str,
+    width: u32,
+    format: &dyn Fn(f64) -> String,
+) -> String {
     let row_h = 22.0;
     let label_w = 150.0;
     let h = 12.0 + row_h * rows.len().max(1) as f64;
@@ -238,7 +266,12 @@ mod tests {
         let svg = lines(
             "reach <weekly>",
             &["2018-01-07".into(), "2018-01-14".into(), "2018-01-21".into()],
-            &[Series { name: "reach & more".into(), colour: BLUE, values: vec![Some(1.0), None, Some(3.0)], dashed: false }],
+            &[Series {
+                name: "reach & more".into(),
+                colour: BLUE,
+                values: vec![Some(1.0), None, Some(3.0)],
+                dashed: false,
+            }],
             Some(&Band { lo: vec![Some(0.5); 3], hi: vec![Some(4.0); 3], colour: GREY }),
             600,
             200,
@@ -251,7 +284,8 @@ mod tests {
 
     #[test]
     fn bars_scale_to_the_largest_and_say_na() {
-        let svg = bars("t", &[("a".into(), Some(10.0)), ("b".into(), Some(5.0)), ("c".into(), None)], BLUE, 400, &short);
+        let svg =
+            bars("t", &[("a".into(), Some(10.0)), ("b".into(), Some(5.0)), ("c".into(), None)], BLUE, 400, &short);
         assert_eq!(svg.matches("class=\"bar\"").count(), 2);
         assert!(svg.contains("n/a"));
     }

@@ -211,7 +211,9 @@ impl Keys {
         expires_in_days: Option<u32>,
     ) -> AppResult<NewKey> {
         if tenants.is_empty() {
-            return Err(AppError::bad_request("a key needs a tenant").with_hint("pass --tenant (repeat it for a region)"));
+            return Err(
+                AppError::bad_request("a key needs a tenant").with_hint("pass --tenant (repeat it for a region)")
+            );
         }
         if scopes.is_empty() {
             return Err(AppError::bad_request("a key needs at least one scope").with_hint("pass --scope read"));
@@ -432,8 +434,7 @@ mod tests {
         let e = keys.create(&config, "r", &["alpha".into(), "beta".into()], &[KeyScope::Read], None).unwrap_err();
         assert!(e.message.contains("admin"));
         assert!(keys.create(&config, "x", &["gamma".into()], &[KeyScope::Read], None).is_err());
-        let new =
-            keys.create(&config, "r", &["alpha".into(), "beta".into()], &[KeyScope::Read, KeyScope::Admin], None);
+        let new = keys.create(&config, "r", &["alpha".into(), "beta".into()], &[KeyScope::Read, KeyScope::Admin], None);
         let new = new.unwrap();
         let mut ring = KeyRing::new(keys.clone());
         let caller = ring.authenticate(&config, &new.secret, Utc::now()).unwrap();

@@ -222,15 +222,27 @@ impl Query {
         })?;
         let _ = raw.include;
         if raw.metrics.is_empty() {
-            return Err(bad("metrics", "no metrics asked for", format!("name one or more of {}", Source::names(Metric::ALL))));
+            return Err(bad(
+                "metrics",
+                "no metrics asked for",
+                format!("name one or more of {}", Source::names(Metric::ALL)),
+            ));
         }
         let mut metrics = Vec::new();
         for (i, m) in raw.metrics.iter().enumerate() {
             let metric = Metric::parse(m).ok_or_else(|| {
-                bad(&format!("metrics[{i}]"), format!("unknown metric `{m}`"), format!("the metrics are {}", Source::names(Metric::ALL)))
+                bad(
+                    &format!("metrics[{i}]"),
+                    format!("unknown metric `{m}`"),
+                    format!("the metrics are {}", Source::names(Metric::ALL)),
+                )
             })?;
             if metrics.contains(&metric) {
-                return Err(bad(&format!("metrics[{i}]"), format!("metric `{m}` is named twice"), "name each metric once"));
+                return Err(bad(
+                    &format!("metrics[{i}]"),
+                    format!("metric `{m}` is named twice"),
+                    "name each metric once",
+                ));
             }
             metrics.push(metric);
         }
@@ -244,7 +256,11 @@ impl Query {
                 )
             })?;
             if dimensions.contains(&dim) {
-                return Err(bad(&format!("dimensions[{i}]"), format!("dimension `{d}` is named twice"), "name each dimension once"));
+                return Err(bad(
+                    &format!("dimensions[{i}]"),
+                    format!("dimension `{d}` is named twice"),
+                    "name each dimension once",
+                ));
             }
             dimensions.push(dim);
         }
@@ -259,11 +275,21 @@ impl Query {
             let pair = o.as_array().filter(|a| a.len() == 2);
             let (name, dir) = match pair.map(|a| (a[0].as_str(), a[1].as_str())) {
                 Some((Some(n), Some(d))) => (n, d),
-                _ => return Err(bad(&field, "an order is [name, \"asc\" | \"desc\"]", "for example [\"reach\", \"desc\"]")),
+                _ => {
+                    return Err(bad(
+                        &field,
+                        "an order is [name, \"asc\" | \"desc\"]",
+                        "for example [\"reach\", \"desc\"]",
+                    ));
+                }
             };
             let named = metrics.iter().any(|m| m.name() == name) || dimensions.iter().any(|d| d.name() == name);
             if !named {
-                return Err(bad(&field, format!("cannot order by `{name}`: it is not one of the query's metrics or dimensions"), "order by a metric or dimension the query names"));
+                return Err(bad(
+                    &field,
+                    format!("cannot order by `{name}`: it is not one of the query's metrics or dimensions"),
+                    "order by a metric or dimension the query names",
+                ));
             }
             let desc = match dir {
                 "asc" => false,
@@ -274,7 +300,11 @@ impl Query {
         }
         let limit = raw.pagination.as_ref().and_then(|p| p.limit).unwrap_or(MAX_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
-            return Err(bad("pagination.limit", format!("limit {limit} is out of range"), format!("ask for 1 to {MAX_LIMIT} rows a page and page with offset")));
+            return Err(bad(
+                "pagination.limit",
+                format!("limit {limit} is out of range"),
+                format!("ask for 1 to {MAX_LIMIT} rows a page and page with offset"),
+            ));
         }
         let offset = raw.pagination.as_ref().and_then(|p| p.offset).unwrap_or(0);
         let q = Query { tenant: raw.site_id, metrics, dimensions, date_range, filters, order_by, limit, offset };
@@ -357,12 +387,19 @@ fn parse_range(v: Option<&Value>) -> AppResult<DateRange> {
             };
             let (from, to) = (parse_day("date_range[0]", from)?, parse_day("date_range[1]", to)?);
             if to < from {
-                return Err(bad("date_range", format!("the range ends ({to}) before it starts ({from})"), "put the earlier day first"));
+                return Err(bad(
+                    "date_range",
+                    format!("the range ends ({to}) before it starts ({from})"),
+                    "put the earlier day first",
+                ));
             }
             if (to - from).num_days() > MAX_RANGE_DAYS {
                 return Err(bad(
                     "date_range",
-                    format!("the range {from} to {to} spans {} days, more than the {MAX_RANGE_DAYS} one query may", (to - from).num_days() + 1),
+                    format!(
+                        "the range {from} to {to} spans {} days, more than the {MAX_RANGE_DAYS} one query may",
+                        (to - from).num_days() + 1
+                    ),
                     "split it into queries of up to three years",
                 ));
             }
@@ -383,7 +420,11 @@ fn parse_filter(field: &str, v: &Value) -> AppResult<Filter> {
     };
     let dim_name = a[1].as_str().unwrap_or_default();
     let dimension = Dimension::parse(dim_name).ok_or_else(|| {
-        bad(field, format!("cannot filter on `{dim_name}`"), format!("filter on a dimension: {}", Source::names(Dimension::ALL)))
+        bad(
+            field,
+            format!("cannot filter on `{dim_name}`"),
+            format!("filter on a dimension: {}", Source::names(Dimension::ALL)),
+        )
     })?;
     let values: Vec<String> = a[2]
         .as_array()
@@ -410,8 +451,10 @@ impl Directory {
             let names = out.names.entry(t.id.to_string()).or_default();
             for p in &t.practices {
                 names.insert(p.code.to_string(), p.name.clone());
-                let from_csv =
-                    csv.as_ref().and_then(|r| r.practices.get(p.code.as_str())).map(|b| b.iter().map(|x| x[0] + x[1]).sum());
+                let from_csv = csv
+                    .as_ref()
+                    .and_then(|r| r.practices.get(p.code.as_str()))
+                    .map(|b| b.iter().map(|x| x[0] + x[1]).sum());
                 if let Some(n) = p.list_size.map(f64::from).or(from_csv) {
                     out.registered.insert(p.code.to_string(), n);
                 }
@@ -648,8 +691,8 @@ fn compute(
         None => true,
     };
     let mut notes = Vec::new();
-    let by_practice = q.dimensions.contains(&Dimension::Practice)
-        || q.filters.iter().any(|f| f.dimension == Dimension::Practice);
+    let by_practice =
+        q.dimensions.contains(&Dimension::Practice) || q.filters.iter().any(|f| f.dimension == Dimension::Practice);
     // Age bands are 28-day windows: the latest window in the range answers (summing windows would count people
     // several times).
     let window = if source == Source::AgeBands {
@@ -662,12 +705,13 @@ fn compute(
         None
     };
     // Campaign rows: the campaign posts' lifetime figures, per practice or for ALL.
-    let genders: &[&str] =
-        if source == Source::AgeBands && (q.dimensions.contains(&Dimension::Gender) || q.filters.iter().any(|f| f.dimension == Dimension::Gender)) {
-            &["female", "male", "unknown"]
-        } else {
-            &["people"]
-        };
+    let genders: &[&str] = if source == Source::AgeBands
+        && (q.dimensions.contains(&Dimension::Gender) || q.filters.iter().any(|f| f.dimension == Dimension::Gender))
+    {
+        &["female", "male", "unknown"]
+    } else {
+        &["people"]
+    };
     let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
     let mut unit_watch_time = false;
     for i in 0..n {
@@ -755,7 +799,12 @@ fn compute(
                 }
                 Source::Campaigns => {
                     let metric = rows.text("metric", i);
-                    for (m, c) in [("views", "views"), ("reach", "reach"), ("engagements", "engagements"), ("video_views", "video_views")] {
+                    for (m, c) in [
+                        ("views", "views"),
+                        ("reach", "reach"),
+                        ("engagements", "engagements"),
+                        ("video_views", "video_views"),
+                    ] {
                         if metric == m {
                             add(c, rows.num("post_lifetime", i));
                         }
@@ -770,8 +819,14 @@ fn compute(
     if source == Source::Reach && q.metrics.iter().any(|m| matches!(m, Metric::Reach | Metric::EngagedUsers)) {
         notes.push("reach and engaged users are the API's weekly uniques per page; summed over pages or weeks they are gross (a person reached by two pages counts twice)".into());
     }
-    if source == Source::AgeBands && q.dimensions.contains(&Dimension::Gender) && q.metrics.contains(&Metric::Penetration) {
-        notes.push("penetration is by age band only: registered patients are not split by gender here, so it is n/a by gender".into());
+    if source == Source::AgeBands
+        && q.dimensions.contains(&Dimension::Gender)
+        && q.metrics.contains(&Metric::Penetration)
+    {
+        notes.push(
+            "penetration is by age band only: registered patients are not split by gender here, so it is n/a by gender"
+                .into(),
+        );
     }
     let mut results: Vec<Row> = groups
         .into_iter()
@@ -785,7 +840,8 @@ fn compute(
                     (Source::Reach, Metric::EngagementRate) => ratio(s("engagements"), s("views")),
                     (Source::Posts, Metric::EngagementRate) => ratio(s("rate_num"), s("rate_den")),
                     (Source::Reach, Metric::Penetration) => {
-                        let registered: Option<f64> = g.practices.iter().map(|p| directory.registered.get(p).copied()).sum();
+                        let registered: Option<f64> =
+                            g.practices.iter().map(|p| directory.registered.get(p).copied()).sum();
                         let weeks = g.weeks.len().max(1) as f64;
                         ratio(s("reach").map(|r| r / weeks * 1000.0), registered.filter(|r| *r > 0.0))
                     }
@@ -884,7 +940,13 @@ fn round_figure(v: f64) -> f64 {
 pub fn combinations() -> Vec<(&'static str, Vec<&'static str>, Vec<&'static str>)> {
     Source::ORDER
         .iter()
-        .map(|s| (s.table().name, s.metrics().iter().map(|m| m.name()).collect(), s.dimensions().iter().map(|d| d.name()).collect()))
+        .map(|s| {
+            (
+                s.table().name,
+                s.metrics().iter().map(|m| m.name()).collect(),
+                s.dimensions().iter().map(|d| d.name()).collect(),
+            )
+        })
         .collect()
 }
 
@@ -894,7 +956,8 @@ mod tests {
 
     #[test]
     fn a_query_is_parsed_with_defaults_and_each_mistake_names_its_field() {
-        let q = Query::parse(br#"{"metrics":["reach","penetration"],"dimensions":["practice"],"date_range":"28d"}"#).unwrap();
+        let q = Query::parse(br#"{"metrics":["reach","penetration"],"dimensions":["practice"],"date_range":"28d"}"#)
+            .unwrap();
         assert_eq!(q.limit, MAX_LIMIT);
         assert_eq!(q.date_range, DateRange::LastDays(28));
         let cases: &[(&str, &str)] = &[
@@ -919,8 +982,12 @@ mod tests {
 
     #[test]
     fn the_normalised_form_ignores_filter_order() {
-        let a = Query::parse(br#"{"metrics":["reach"],"filters":[["is","practice",["A"]],["is","week",["2018-01-07"]]]}"#).unwrap();
-        let b = Query::parse(br#"{"metrics":["reach"],"filters":[["is","week",["2018-01-07"]],["is","practice",["A"]]]}"#).unwrap();
+        let a =
+            Query::parse(br#"{"metrics":["reach"],"filters":[["is","practice",["A"]],["is","week",["2018-01-07"]]]}"#)
+                .unwrap();
+        let b =
+            Query::parse(br#"{"metrics":["reach"],"filters":[["is","week",["2018-01-07"]],["is","practice",["A"]]]}"#)
+                .unwrap();
         assert_eq!(a.normalised(), b.normalised());
     }
 

@@ -13,7 +13,8 @@ use chrono::NaiveDate;
 use pulse_config::Config;
 use pulse_domain::{Access, day_number, from_day_number};
 use pulse_store::report::{
-    AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY, REPORT_RUNS,
+    AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY,
+    REPORT_RUNS,
 };
 use pulse_store::{ReportTable, ReportType, ReportVariant, Store};
 

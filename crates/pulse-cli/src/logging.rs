@@ -33,6 +33,7 @@ const OUR_CRATES: &[&str] = &[
     "pulse_pipelines",
     "pulse_sim",
     "pulse_store",
+    "pulse_server",
     "pulse_benches",
 ];
 

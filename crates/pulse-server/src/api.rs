@@ -95,7 +95,8 @@ pub async fn query(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
         let answer = query::run(&state.store, &state.directory, &caller.access, &q, Some(&state.cache)).await?;
         let rows = answer.results.len();
         let tenant = answer.meta.tenant.clone();
-        let value = serde_json::to_value(&answer).map_err(|e| AppError::new(pulse_app::error::ErrorKind::Internal, e.to_string()))?;
+        let value = serde_json::to_value(&answer)
+            .map_err(|e| AppError::new(pulse_app::error::ErrorKind::Internal, e.to_string()))?;
         Ok((json_body(&value), tenant, rows))
     })
     .await
@@ -263,11 +264,8 @@ pub async fn keys_list(State(state): State<Shared>, headers: HeaderMap) -> ApiRe
 /// `POST /api/v1/keys/{id}/revoke` (admin): revokes a key whose tenants are all the caller's.
 pub async fn keys_revoke(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     logged(&state, &headers, KeyScope::Admin, format!("POST /api/v1/keys/{id}/revoke"), |state, caller| async move {
-        let visible = state
-            .keys
-            .list()?
-            .into_iter()
-            .any(|k| k.id == id && k.tenants.iter().all(|t| caller.tenants.contains(t)));
+        let visible =
+            state.keys.list()?.into_iter().any(|k| k.id == id && k.tenants.iter().all(|t| caller.tenants.contains(t)));
         if !visible {
             return Err(AppError::not_found(format!("no key `{id}` among this admin's tenants")));
         }

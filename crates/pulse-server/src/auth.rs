@@ -93,11 +93,8 @@ impl Gate {
 
     fn admit(&self, caller: Caller) -> AppResult<Caller> {
         if let Err(wait) = self.limiter.take(&caller.key_id) {
-            return Err(AppError::new(
-                ErrorKind::RateLimited,
-                format!("key {} is over its rate limit", caller.key_id),
-            )
-            .with_hint(format!("retry in {wait} s; the limit is set by [server] rate_limit_per_minute")));
+            return Err(AppError::new(ErrorKind::RateLimited, format!("key {} is over its rate limit", caller.key_id))
+                .with_hint(format!("retry in {wait} s; the limit is set by [server] rate_limit_per_minute")));
         }
         self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(caller.key_id.clone(), Utc::now());
         Ok(caller)
@@ -143,7 +140,8 @@ impl Gate {
             self.logout(&id);
             return Err(AppError::unauthenticated("the session has ended").with_hint("log in again at /login"));
         }
-        let caller = self.ring.lock().unwrap_or_else(|e| e.into_inner()).caller_for(config, &session.key_id, Utc::now());
+        let caller =
+            self.ring.lock().unwrap_or_else(|e| e.into_inner()).caller_for(config, &session.key_id, Utc::now());
         let caller = match caller {
             Ok(c) => c,
             Err(e) => {

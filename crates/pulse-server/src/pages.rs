@@ -140,7 +140,10 @@ fn error_page(e: &AppError) -> Response {
     let (message, hint) = match e.kind {
         ErrorKind::Unavailable | ErrorKind::Internal => {
             tracing::error!(kind = e.code(), "{e}");
-            ("The data could not be read just now; nothing was changed.".to_owned(), Some("Try again shortly. The operator's log has the detail.".to_owned()))
+            (
+                "The data could not be read just now; nothing was changed.".to_owned(),
+                Some("Try again shortly. The operator's log has the detail.".to_owned()),
+            )
         }
         _ => (e.message.clone(), e.hint.clone()),
     };
@@ -163,7 +166,12 @@ fn day_param(params: &HashMap<String, String>, name: &str) -> AppResult<Option<N
 
 /// Authenticates the session and reads the tenant and range from the URL; redirects to the login page when there
 /// is no session.
-fn context(state: &Shared, headers: &HeaderMap, uri_path: &str, params: HashMap<String, String>) -> Result<Ctx, Response> {
+fn context(
+    state: &Shared,
+    headers: &HeaderMap,
+    uri_path: &str,
+    params: HashMap<String, String>,
+) -> Result<Ctx, Response> {
     let (caller, session) = match state.gate.session_caller(&state.config, headers) {
         Ok(x) => x,
         Err(e) if e.kind == ErrorKind::Unauthenticated => {
@@ -187,7 +195,14 @@ fn context(state: &Shared, headers: &HeaderMap, uri_path: &str, params: HashMap<
         return Err(error_page(&e));
     }
     let build = || -> AppResult<Ctx> {
-        let scope = aq::tenant_scope(&caller.access, params.get("tenant").filter(|t| !t.is_empty()).map(String::as_str).or(caller.tenants.first().map(String::as_str)))?;
+        let scope = aq::tenant_scope(
+            &caller.access,
+            params
+                .get("tenant")
+                .filter(|t| !t.is_empty())
+                .map(String::as_str)
+                .or(caller.tenants.first().map(String::as_str)),
+        )?;
         let tenant = scope.to_string();
         let tenant_name = state.config.tenant(scope.tenant()).map(|t| t.name.clone()).unwrap_or_else(|| tenant.clone());
         let from = day_param(&params, "from")?;
@@ -195,15 +210,30 @@ fn context(state: &Shared, headers: &HeaderMap, uri_path: &str, params: HashMap<
         if let (Some(f), Some(t)) = (from, to)
             && t < f
         {
-            return Err(AppError::bad_request(format!("the range ends ({t}) before it starts ({f})")).with_hint("put the earlier day in From"));
+            return Err(AppError::bad_request(format!("the range ends ({t}) before it starts ({f})"))
+                .with_hint("put the earlier day in From"));
         }
-        Ok(Ctx { caller: caller.clone(), session: session.clone(), tenant, tenant_name, from, to, params: params.clone() })
+        Ok(Ctx {
+            caller: caller.clone(),
+            session: session.clone(),
+            tenant,
+            tenant_name,
+            from,
+            to,
+            params: params.clone(),
+        })
     };
     build().map_err(|e| error_page(&e))
 }
 
 /// Renders a page built by `f`, logging the request.
-async fn render<F, Fut>(state: Shared, headers: HeaderMap, path: &str, params: HashMap<String, String>, f: F) -> Response
+async fn render<F, Fut>(
+    state: Shared,
+    headers: HeaderMap,
+    path: &str,
+    params: HashMap<String, String>,
+    f: F,
+) -> Response
 where
     F: FnOnce(Shared, Ctx) -> Fut,
     Fut: std::future::Future<Output = AppResult<(String, usize)>>,
@@ -251,7 +281,15 @@ fn per_thousand(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "n/a".into())
 }
 
-async fn run_query(state: &Shared, ctx: &Ctx, metrics: &[Metric], dims: &[Dimension], filters: Vec<Filter>, order: Vec<(String, bool)>, limit: usize) -> AppResult<aq::Answer> {
+async fn run_query(
+    state: &Shared,
+    ctx: &Ctx,
+    metrics: &[Metric],
+    dims: &[Dimension],
+    filters: Vec<Filter>,
+    order: Vec<(String, bool)>,
+    limit: usize,
+) -> AppResult<aq::Answer> {
     let q = Query {
         tenant: Some(ctx.tenant.clone()),
         metrics: metrics.to_vec(),
@@ -265,7 +303,14 @@ async fn run_query(state: &Shared, ctx: &Ctx, metrics: &[Metric], dims: &[Dimens
     aq::run(&state.store, &state.directory, &ctx.caller.access, &q, Some(&state.cache)).await
 }
 
-async fn read_report(state: &Shared, ctx: &Ctx, kind: Kind, practice: Option<&str>, sort: Option<&str>, top: Option<usize>) -> AppResult<ReportAnswer> {
+async fn read_report(
+    state: &Shared,
+    ctx: &Ctx,
+    kind: Kind,
+    practice: Option<&str>,
+    sort: Option<&str>,
+    top: Option<usize>,
+) -> AppResult<ReportAnswer> {
     let mut q = report::ReportQuery::new(kind);
     q.tenant = Some(ctx.tenant.clone());
     q.practice = practice.map(str::to_owned);
@@ -277,7 +322,11 @@ async fn read_report(state: &Shared, ctx: &Ctx, kind: Kind, practice: Option<&st
 }
 
 fn card(label: &str, value: &str, notes: &[(String, Option<f64>)]) -> String {
-    let mut out = format!("<div class=\"card\"><div class=\"label\">{}</div><div class=\"value\">{}</div>", escape(label), escape(value));
+    let mut out = format!(
+        "<div class=\"card\"><div class=\"label\">{}</div><div class=\"value\">{}</div>",
+        escape(label),
+        escape(value)
+    );
     for (what, c) in notes {
         let class = match c {
             Some(x) if *x > 0.0 => "up",
@@ -290,7 +339,11 @@ fn card(label: &str, value: &str, notes: &[(String, Option<f64>)]) -> String {
     out
 }
 
-pub async fn overview(State(state): State<Shared>, headers: HeaderMap, QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+pub async fn overview(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
     render(state, headers, "/", params, |state, ctx| async move {
         let o = overview::weekly(&state.store, &state.config, &ctx.caller.access, Some(&ctx.tenant), ctx.from, ctx.to).await?;
         let mut body = String::new();
@@ -330,12 +383,17 @@ pub async fn overview(State(state): State<Shared>, headers: HeaderMap, QueryStri
 }
 
 fn sort_param(params: &HashMap<String, String>, allowed: &[&str], default: &str) -> (String, bool) {
-    let sort = params.get("sort").filter(|s| allowed.contains(&s.as_str())).cloned().unwrap_or_else(|| default.to_owned());
+    let sort =
+        params.get("sort").filter(|s| allowed.contains(&s.as_str())).cloned().unwrap_or_else(|| default.to_owned());
     let desc = params.get("dir").map(|d| d != "asc").unwrap_or(true);
     (sort, desc)
 }
 
-pub async fn practices(State(state): State<Shared>, headers: HeaderMap, QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+pub async fn practices(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
     render(state, headers, "/practices", params, |state, ctx| async move {
         let metrics = [Metric::Reach, Metric::EngagedUsers, Metric::Views, Metric::EngagementRate, Metric::Penetration];
         let names: Vec<&str> = metrics.iter().map(|m| m.name()).chain(["practice"]).collect();
@@ -379,23 +437,48 @@ pub async fn practices(State(state): State<Shared>, headers: HeaderMap, QueryStr
     .await
 }
 
-pub async fn practice(State(state): State<Shared>, headers: HeaderMap, Path(code): Path<String>, QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+pub async fn practice(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
     let path = format!("/practices/{code}");
     render(state, headers, &path.clone(), params, |state, ctx| async move {
         let names = state.directory.names.get(&ctx.tenant).cloned().unwrap_or_default();
         let Some(name) = names.get(&code) else {
-            return Err(AppError::not_found(format!("practice {code} is not one of {}'s practices", ctx.tenant_name)).with_hint("pick one from the Practices page"));
+            return Err(AppError::not_found(format!("practice {code} is not one of {}'s practices", ctx.tenant_name))
+                .with_hint("pick one from the Practices page"));
         };
         let filter = Filter { op: FilterOp::Is, dimension: Dimension::Practice, values: vec![code.clone()] };
-        let weekly = run_query(&state, &ctx, &[Metric::Reach, Metric::EngagedUsers, Metric::Views, Metric::Penetration], &[Dimension::Week], vec![filter], vec![("week".into(), false)], aq::MAX_LIMIT).await?;
+        let weekly = run_query(
+            &state,
+            &ctx,
+            &[Metric::Reach, Metric::EngagedUsers, Metric::Views, Metric::Penetration],
+            &[Dimension::Week],
+            vec![filter],
+            vec![("week".into(), false)],
+            aq::MAX_LIMIT,
+        )
+        .await?;
         let labels: Vec<String> = weekly.results.iter().map(|r| r.dimensions[0].clone()).collect();
         let mut body = format!("<p class=\"lede\">{} · ODS code {}</p>", escape(name), escape(&code));
         body.push_str(&chart::lines(
             &format!("Weekly reach and engaged users, {name}"),
             &labels,
             &[
-                Series { name: "reach".into(), colour: chart::BLUE, values: weekly.results.iter().map(|r| r.metrics[0]).collect(), dashed: false },
-                Series { name: "engaged users".into(), colour: chart::ORANGE, values: weekly.results.iter().map(|r| r.metrics[1]).collect(), dashed: false },
+                Series {
+                    name: "reach".into(),
+                    colour: chart::BLUE,
+                    values: weekly.results.iter().map(|r| r.metrics[0]).collect(),
+                    dashed: false,
+                },
+                Series {
+                    name: "engaged users".into(),
+                    colour: chart::ORANGE,
+                    values: weekly.results.iter().map(|r| r.metrics[1]).collect(),
+                    dashed: false,
+                },
             ],
             None,
             960,
@@ -415,7 +498,10 @@ fn col_str<'a>(b: &'a arrow::record_batch::RecordBatch, name: &str) -> Option<&'
 }
 
 fn col_f64(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> Option<f64> {
-    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<Float64Array>()).filter(|a| !a.is_null(i)).map(|a| a.value(i))
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+        .filter(|a| !a.is_null(i))
+        .map(|a| a.value(i))
 }
 
 fn col_day(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
@@ -433,9 +519,14 @@ fn text(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
 fn posts_table(posts: &ReportAnswer) -> String {
     let b = &posts.batch;
     if b.num_rows() == 0 {
-        return format!("<p class=\"empty\">{}</p>", escape(posts.empty_note.as_deref().unwrap_or("No posts in this range.")));
+        return format!(
+            "<p class=\"empty\">{}</p>",
+            escape(posts.empty_note.as_deref().unwrap_or("No posts in this range."))
+        );
     }
-    let mut out = String::from("<table><thead><tr><th>Posted</th><th>Practice</th><th>Type</th><th>Topic</th><th>Reach</th><th>Views</th><th>Video views</th><th>Engagement rate</th></tr></thead><tbody>");
+    let mut out = String::from(
+        "<table><thead><tr><th>Posted</th><th>Practice</th><th>Type</th><th>Topic</th><th>Reach</th><th>Views</th><th>Video views</th><th>Engagement rate</th></tr></thead><tbody>",
+    );
     for i in 0..b.num_rows() {
         let _ = write!(
             out,
@@ -454,7 +545,11 @@ fn posts_table(posts: &ReportAnswer) -> String {
     out
 }
 
-pub async fn age_bands(State(state): State<Shared>, headers: HeaderMap, QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+pub async fn age_bands(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
     render(state, headers, "/age-bands", params, |state, ctx| async move {
         let answer = run_query(&state, &ctx, &[Metric::People, Metric::Penetration], &[Dimension::AgeBand], vec![], vec![("age_band".into(), false)], 100).await?;
         let mut body = String::new();
@@ -485,11 +580,21 @@ fn effect_words(effect: f64, lo: f64, hi: f64, level: Option<f64>) -> String {
     if lo <= 0.0 && hi >= 0.0 {
         format!("could not be told apart from zero ({level} interval {} to {})", thousands(lo), thousands(hi))
     } else {
-        format!("{}{} ({level} interval {} to {})", if effect >= 0.0 { "+" } else { "" }, thousands(effect), thousands(lo), thousands(hi))
+        format!(
+            "{}{} ({level} interval {} to {})",
+            if effect >= 0.0 { "+" } else { "" },
+            thousands(effect),
+            thousands(lo),
+            thousands(hi)
+        )
     }
 }
 
-pub async fn campaigns(State(state): State<Shared>, headers: HeaderMap, QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+pub async fn campaigns(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
     render(state, headers, "/campaigns", params, |state, ctx| async move {
         let metric = ctx.params.get("metric").cloned().unwrap_or_else(|| "views".into());
         if !["views", "reach", "engagements", "video_views"].contains(&metric.as_str()) {
@@ -554,11 +659,28 @@ pub async fn campaigns(State(state): State<Shared>, headers: HeaderMap, QueryStr
     .await
 }
 
-pub async fn posts(State(state): State<Shared>, headers: HeaderMap, QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+pub async fn posts(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
     render(state, headers, "/posts", params, |state, ctx| async move {
         let answer = read_report(&state, &ctx, Kind::Posts, None, Some("-reach"), Some(50)).await?;
-        let by_type = run_query(&state, &ctx, &[Metric::Posts, Metric::Reach, Metric::EngagementRate], &[Dimension::PostType], vec![], vec![("reach".into(), true)], 100).await?;
-        let bars: Vec<(String, Option<f64>)> = by_type.results.iter().map(|r| (format!("{} ({} posts)", r.dimensions[0], num(r.metrics[0])), r.metrics[1])).collect();
+        let by_type = run_query(
+            &state,
+            &ctx,
+            &[Metric::Posts, Metric::Reach, Metric::EngagementRate],
+            &[Dimension::PostType],
+            vec![],
+            vec![("reach".into(), true)],
+            100,
+        )
+        .await?;
+        let bars: Vec<(String, Option<f64>)> = by_type
+            .results
+            .iter()
+            .map(|r| (format!("{} ({} posts)", r.dimensions[0], num(r.metrics[0])), r.metrics[1]))
+            .collect();
         let body = format!(
             "<h2>Reach by post type</h2>{}<h2>Top 50 posts by reach</h2>{}",
             chart::bars("Reach by post type", &bars, chart::BLUE, 700, &|v| thousands(v)),
@@ -570,7 +692,11 @@ pub async fn posts(State(state): State<Shared>, headers: HeaderMap, QueryString(
     .await
 }
 
-pub async fn quality(State(state): State<Shared>, headers: HeaderMap, QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+pub async fn quality(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
     render(state, headers, "/quality", params, |state, ctx| async move {
         let answer = read_report(&state, &ctx, Kind::Quality, None, None, None).await?;
         let b = &answer.batch;
@@ -631,7 +757,10 @@ fn login_page(state: &Shared, next: &str, message: Option<&str>, status: StatusC
     resp
 }
 
-pub async fn login_form(State(state): State<Shared>, QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+pub async fn login_form(
+    State(state): State<Shared>,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
     login_page(&state, &safe_next(params.get("next")), None, StatusCode::OK)
 }
 
@@ -670,7 +799,10 @@ pub async fn logout(State(state): State<Shared>, headers: HeaderMap, body: Bytes
     {
         state.gate.logout(&id);
     } else {
-        return error_page(&AppError::forbidden("the logout form did not come from this dashboard").with_hint("use the Log out button"));
+        return error_page(
+            &AppError::forbidden("the logout form did not come from this dashboard")
+                .with_hint("use the Log out button"),
+        );
     }
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie_header(&state, SESSION_COOKIE, "", 0));
@@ -682,5 +814,8 @@ pub async fn stylesheet() -> Response {
 }
 
 pub async fn not_found() -> Response {
-    error_page(&AppError::not_found("there is no such page").with_hint("the dashboard starts at /; the API is described at /api/v1/openapi.json"))
+    error_page(
+        &AppError::not_found("there is no such page")
+            .with_hint("the dashboard starts at /; the API is described at /api/v1/openapi.json"),
+    )
 }

@@ -59,7 +59,16 @@ pub fn run(path: &Path, cmd: KeysCommand) -> Result<ExitCode> {
             if list.is_empty() {
                 crate::outln!("no keys in {}; create one with `pulse keys create`", keys.path().display());
             }
-            crate::outln!("{:<10} {:<8} {:<24} {:<28} {:<18} {:<20} {}", "id", "state", "name", "tenants", "scopes", "last used", "expires");
+            crate::outln!(
+                "{:<10} {:<8} {:<24} {:<28} {:<18} {:<20} {}",
+                "id",
+                "state",
+                "name",
+                "tenants",
+                "scopes",
+                "last used",
+                "expires"
+            );
             for k in list {
                 let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
                     t.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_else(|| "-".into())

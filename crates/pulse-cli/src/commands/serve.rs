@@ -23,10 +23,15 @@ pub async fn run(path: &Path, args: ServeArgs) -> Result<ExitCode> {
     let state = Arc::new(pulse_server::AppState::new(config, store)?);
     let (listener, addr) = pulse_server::bind(&listen).await?;
     let keys = state.keys.list()?.len();
-    crate::errln!("Practice Pulse analyst service on http://{addr}/ (dashboard) and http://{addr}/api/ (API; /api/v1/openapi.json)");
+    crate::errln!(
+        "Practice Pulse analyst service on http://{addr}/ (dashboard) and http://{addr}/api/ (API; /api/v1/openapi.json)"
+    );
     crate::errln!("store: {}; {keys} API keys in {}", pulse_store::Store::describe(&state.store), keys_file.display());
     if keys == 0 {
-        crate::errln!("no keys yet: create one with `pulse keys create --config {} --tenant <id> --name <who>`", path.display());
+        crate::errln!(
+            "no keys yet: create one with `pulse keys create --config {} --tenant <id> --name <who>`",
+            path.display()
+        );
     }
     pulse_server::serve(state, listener, shutdown_signal()).await?;
     crate::errln!("stopped");

@@ -1,0 +1,293 @@
+//! The analyst API over a real demo world (two tenants, lake store), through HTTP: queries and their cache, bad
+//! input answered with 4xx and a JSON error, keys (unknown, revoked, scopes, regional admin), report downloads, rate
+//! limits, the request log, and a randomised check that no query ever returns another tenant's rows.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{client, config, key, practices, serve, serve_with};
+use pulse_app::keys::KeyScope;
+use serde_json::{Value, json};
+
+async fn post(url: &str, key: &str, body: &Value) -> (u16, Value) {
+    let resp = client().post(format!("{url}/api/v2/query")).bearer_auth(key).json(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_answers_with_names_and_is_cached_until_the_reports_change() {
+    let s = serve().await;
+    let k = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let body = json!({"metrics": ["reach", "views", "penetration"], "dimensions": ["practice"], "date_range": "all",
+                      "order_by": [["views", "desc"]], "pagination": {"limit": 5}});
+    let (status, a) = post(&s.url, &k, &body).await;
+    assert_eq!(status, 200, "{a}");
+    let own = practices(&s.config, "north-staffs");
+    let results = a["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    assert!(a["meta"]["total_rows"].as_u64().unwrap() >= 5);
+    let views: Vec<f64> = results.iter().map(|r| r["metrics"][1].as_f64().unwrap()).collect();
+    assert!(views.windows(2).all(|w| w[0] >= w[1]), "ordered by views desc: {views:?}");
+    for r in results {
+        let code = r["dimensions"][0].as_str().unwrap();
+        assert!(own.contains(&code.to_owned()));
+        assert!(a["meta"]["practice_names"][code].as_str().is_some_and(|n| !n.is_empty()), "name for {code}");
+    }
+    // Penetration is the average weekly reach per 1,000 registered patients (the practice's list size).
+    let first = &results[0];
+    let code = first["dimensions"][0].as_str().unwrap();
+    let list_size = s.config.tenants[0].practices.iter().find(|p| p.code.as_str() == code).unwrap().list_size.unwrap();
+    let weeks_q = json!({"metrics": ["reach"], "dimensions": ["week"], "filters": [["is", "practice", [code]]]});
+    let (_, weeks) = post(&s.url, &k, &weeks_q).await;
+    let weeks = weeks["results"].as_array().unwrap();
+    let reach: f64 = weeks.iter().map(|w| w["metrics"][0].as_f64().unwrap()).sum();
+    assert_eq!(reach, first["metrics"][0].as_f64().unwrap());
+    let expected = reach / weeks.len() as f64 / f64::from(list_size) * 1000.0;
+    let pen = first["metrics"][2].as_f64().unwrap();
+    assert!((pen - expected).abs() < 1e-3, "penetration {pen} vs {expected}");
+    assert_eq!(a["meta"]["cached"], false);
+    assert_eq!(a["meta"]["source"], "report_reach_weekly");
+    // The same query, written differently (filters in another order, same defaults), comes from the cache.
+    let (_, again) = post(&s.url, &k, &body).await;
+    assert_eq!(again["meta"]["cached"], true);
+    assert_eq!(again["results"], a["results"]);
+
+    // Totals: the practice breakdown adds up to the tenant total for an additive metric.
+    let (_, total) = post(&s.url, &k, &json!({"metrics": ["views"]})).await;
+    let (_, by_practice) = post(&s.url, &k, &json!({"metrics": ["views"], "dimensions": ["practice"]})).await;
+    let sum: f64 =
+        by_practice["results"].as_array().unwrap().iter().map(|r| r["metrics"][0].as_f64().unwrap_or(0.0)).sum();
+    assert_eq!(total["results"][0]["metrics"][0].as_f64().unwrap(), sum);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_input_gets_a_4xx_saying_what_and_how_to_fix_it() {
+    let s = serve().await;
+    let k = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let other = practices(&s.config, "stoke")[0].clone();
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"metrics": ["reech"]}), 400, "metrics[0]"),
+        (json!({"metrics": ["reach"], "dimensions": ["colour"]}), 400, "dimensions[0]"),
+        (json!({"metrics": ["reach"], "date_range": ["2018-02-30", "2018-03-10"]}), 400, "date_range[0]"),
+        (json!({"metrics": ["reach"], "date_range": ["2010-01-01", "2018-03-10"]}), 400, "date_range"),
+        (json!({"metrics": ["reach"], "pagination": {"limit": 1000000}}), 400, "pagination.limit"),
+        (json!({"metrics": ["people"], "dimensions": ["week"]}), 400, "metrics"),
+        (json!({"metrics": ["reach"], "filters": [["is", "practice", [other]]]}), 400, "filters"),
+        (json!({"metrics": ["reach"], "site_id": "stoke"}), 403, ""),
+        (json!({"metrics": ["reach"], "site_id": "no-such-tenant"}), 403, ""),
+    ];
+    for (body, status, field) in cases {
+        let (got, e) = post(&s.url, &k, &body).await;
+        assert_eq!(got, status, "{body} -> {e}");
+        assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+        if !field.is_empty() {
+            assert_eq!(e["error"]["field"], field, "{body} -> {e}");
+            assert!(e["error"]["hint"].is_string(), "{e}");
+        }
+        // Nothing about the other tenant's practices or data comes back.
+        assert!(!e.to_string().contains("Stoke") || body.to_string().contains("stoke"), "{e}");
+    }
+    // Broken JSON.
+    let resp = client().post(format!("{}/api/v2/query", s.url)).bearer_auth(&k).body("{metrics:").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    // No key, a malformed key, a forged key.
+    let resp =
+        client().post(format!("{}/api/v2/query", s.url)).json(&json!({"metrics": ["reach"]})).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    let (st, _) = post(&s.url, "hunter2", &json!({"metrics": ["reach"]})).await;
+    assert_eq!(st, 401);
+    let forged = format!("{}{}", &k[..k.len() - 4], "0000");
+    let (st, e) = post(&s.url, &forged, &json!({"metrics": ["reach"]})).await;
+    assert_eq!(st, 401);
+    assert!(!e.to_string().contains(&forged), "the key is never echoed");
+    // Report endpoint: unknown report, bad date, other tenant's practice, unknown parameter.
+    for (path, status) in [
+        ("/api/v1/reports/nope".to_owned(), 404),
+        ("/api/v1/reports/reach?from=2018-13-01".to_owned(), 400),
+        (format!("/api/v1/reports/reach?practice={other}"), 400),
+        ("/api/v1/reports/reach?key=abc".to_owned(), 400),
+        ("/api/v1/reports/reach?format=xlsx".to_owned(), 400),
+    ] {
+        let resp = client().get(format!("{}{path}", s.url)).bearer_auth(&k).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let e: Value = resp.json().await.unwrap();
+        assert!(e["error"]["message"].is_string(), "{path}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_scoped_revocable_and_a_regional_key_names_its_tenant() {
+    let s = serve().await;
+    let read = key(&s.config, &["stoke"], &[KeyScope::Read]);
+    let region = key(&s.config, &["north-staffs", "stoke"], &[KeyScope::Read, KeyScope::Admin]);
+    let (st, e) = post(&s.url, &region, &json!({"metrics": ["reach"]})).await;
+    assert_eq!(st, 400, "a regional key must say which tenant: {e}");
+    assert_eq!(e["error"]["field"], "site_id");
+    for t in ["north-staffs", "stoke"] {
+        let (st, a) = post(&s.url, &region, &json!({"metrics": ["reach"], "site_id": t})).await;
+        assert_eq!(st, 200, "{a}");
+        assert_eq!(a["meta"]["tenant"], t);
+    }
+    // Admin endpoints need the admin scope.
+    let resp = client().get(format!("{}/api/v1/keys", s.url)).bearer_auth(&read).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = client().get(format!("{}/api/v1/keys", s.url)).bearer_auth(&region).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let listed: Value = resp.json().await.unwrap();
+    assert!(!listed.to_string().contains("hash"), "hashes are not listed");
+    // The admin revokes the stoke key; it stops working on its next request.
+    let id = read.split('_').nth(1).unwrap();
+    let resp = client().post(format!("{}/api/v1/keys/{id}/revoke", s.url)).bearer_auth(&region).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (st, e) = post(&s.url, &read, &json!({"metrics": ["reach"]})).await;
+    assert_eq!(st, 401);
+    assert!(e["error"]["message"].as_str().unwrap().contains("revoked"), "{e}");
+    // me
+    let me: Value =
+        client().get(format!("{}/api/v1/me", s.url)).bearer_auth(&region).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["tenants"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_download_as_json_csv_and_parquet() {
+    let s = serve().await;
+    let k = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let get = |q: &str| client().get(format!("{}/api/v1/reports/{q}", s.url)).bearer_auth(&k).send();
+    let json: Value = get("reach?sort=-reach&limit=3").await.unwrap().json().await.unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 3);
+    assert!(json["run"]["run_id"].is_string());
+    assert!(json["rows"][0]["practice_name"].is_string());
+    let csv = get("campaigns?format=csv").await.unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(csv.headers()["content-disposition"].to_str().unwrap().contains("north-staffs-campaigns.csv"));
+    let text = csv.text().await.unwrap();
+    assert!(text.starts_with("campaign,practice_code,practice_name,"), "{}", &text[..80]);
+    assert!(text.contains("UHNM stroke video"));
+    let pq = get("posts?format=parquet").await.unwrap().bytes().await.unwrap();
+    assert_eq!(&pq[..4], b"PAR1");
+    let index: Value =
+        client().get(format!("{}/api/v1/reports", s.url)).bearer_auth(&k).send().await.unwrap().json().await.unwrap();
+    assert_eq!(index["reports"].as_array().unwrap().len(), pulse_app::report::Kind::ALL.len());
+    // The OpenAPI document needs no key and lists the query endpoint.
+    let doc: Value = client().get(format!("{}/api/v1/openapi.json", s.url)).send().await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/api/v2/query"]["post"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_limit_gets_429_with_retry_after_and_others_are_unaffected() {
+    let mut config = config();
+    config.server.rate_limit_per_minute = 5;
+    let s = serve_with(config).await;
+    let k1 = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let k2 = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(post(&s.url, &k1, &json!({"metrics": ["reach"]})).await.0);
+    }
+    assert_eq!(&statuses[..5], &[200; 5]);
+    assert_eq!(statuses[6], 429);
+    let resp = client()
+        .post(format!("{}/api/v2/query", s.url))
+        .bearer_auth(&k1)
+        .json(&json!({"metrics": ["reach"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(post(&s.url, &k2, &json!({"metrics": ["reach"]})).await.0, 200);
+}
+
+/// A small deterministic generator (no dependency): xorshift.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[(self.next() % xs.len() as u64) as usize]
+    }
+    fn chance(&mut self, pct: u64) -> bool {
+        self.next() % 100 < pct
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_queries_with_two_tenants_keys_never_return_a_row_of_the_other_tenant() {
+    let s = serve().await;
+    let tenants = ["north-staffs", "stoke"];
+    let keys: Vec<String> = tenants.iter().map(|t| key(&s.config, &[t], &[KeyScope::Read])).collect();
+    let own: Vec<BTreeSet<String>> = tenants.iter().map(|t| practices(&s.config, t).into_iter().collect()).collect();
+    let all_practices: Vec<String> = own.iter().flatten().cloned().collect();
+    let metrics = [
+        "reach",
+        "engaged_users",
+        "views",
+        "engagements",
+        "engagement_rate",
+        "penetration",
+        "video_views",
+        "posts",
+        "people",
+    ];
+    let dims = ["practice", "week", "age_band", "gender", "campaign", "post_type", "topic"];
+    let ranges = [
+        json!("all"),
+        json!("28d"),
+        json!("12mo"),
+        json!(["2018-01-01", "2018-03-31"]),
+        json!(["2017-06-01", "2018-06-30"]),
+    ];
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let (mut answered, mut refused, mut rows_checked) = (0, 0, 0usize);
+    for round in 0..300 {
+        let who = (round % 2) as usize;
+        let mut body = json!({
+            "metrics": (0..1 + rng.next() % 3).map(|_| *rng.pick(&metrics)).collect::<BTreeSet<_>>(),
+            "dimensions": (0..rng.next() % 3).map(|_| *rng.pick(&dims)).collect::<BTreeSet<_>>(),
+            "date_range": rng.pick(&ranges).clone(),
+        });
+        if rng.chance(30) {
+            let p = rng.pick(&all_practices).clone();
+            body["filters"] = json!([[rng.pick(&["is", "is_not"]), "practice", [p]]]);
+        }
+        if rng.chance(15) {
+            body["site_id"] = json!(rng.pick(&tenants));
+        }
+        let (status, a) = post(&s.url, &keys[who], &body).await;
+        match status {
+            200 => {
+                answered += 1;
+                assert_eq!(a["meta"]["tenant"], tenants[who], "{body}");
+                let dim_names: Vec<&str> =
+                    a["query"]["dimensions"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+                if let Some(pi) = dim_names.iter().position(|d| *d == "practice") {
+                    for r in a["results"].as_array().unwrap() {
+                        let code = r["dimensions"][pi].as_str().unwrap();
+                        assert!(own[who].contains(code), "{code} is not {}'s: {body}", tenants[who]);
+                        rows_checked += 1;
+                    }
+                }
+                for code in a["meta"]["practice_names"].as_object().unwrap().keys() {
+                    assert!(own[who].contains(code), "name of {code} leaked: {body}");
+                }
+            }
+            400 | 403 | 409 => {
+                refused += 1;
+                let text = a.to_string();
+                // A refusal never carries the other tenant's practice names.
+                let other_names: Vec<String> =
+                    s.config.tenants[1 - who].practices.iter().map(|p| p.name.clone()).collect();
+                assert!(other_names.iter().all(|n| !text.contains(n.as_str())), "{text}");
+            }
+            other => panic!("unexpected status {other} for {body}: {a}"),
+        }
+    }
+    println!("{answered} answered, {refused} refused, {rows_checked} practice rows checked");
+    assert!(answered > 100 && refused > 10 && rows_checked > 500, "{answered} {refused} {rows_checked}");
+}

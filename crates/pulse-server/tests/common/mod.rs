@@ -1,0 +1,80 @@
+//! A served demo world for the server's tests: the case-study demo (two tenants) computed once per test binary into
+//! a temporary directory, and a server on a loopback port per test over it.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use pulse_app::keys::{KeyScope, Keys};
+use pulse_config::Config;
+
+/// The demo's directory (config, lake, reports), made once.
+pub fn demo_dir() -> PathBuf {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().to_owned();
+        let run = path.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let req = pulse_app::demo::DemoRequest { dir: run, scenario: "case-study".into(), concurrency: 16 };
+                let code = pulse_app::demo::run(&req, &mut |_| {}).await.expect("demo runs");
+                assert_eq!(code, 0, "the demo finished cleanly");
+            });
+        })
+        .join()
+        .expect("demo thread");
+        (dir, path)
+    })
+    .1
+    .clone()
+}
+
+pub fn config() -> Config {
+    pulse_config::load(&demo_dir().join("pulse.toml")).expect("demo config")
+}
+
+/// The practices of a tenant in the demo config.
+pub fn practices(config: &Config, tenant: &str) -> Vec<String> {
+    config
+        .tenants
+        .iter()
+        .find(|t| t.id.as_str() == tenant)
+        .map(|t| t.practices.iter().map(|p| p.code.to_string()).collect())
+        .unwrap_or_default()
+}
+
+pub fn key(config: &Config, tenants: &[&str], scopes: &[KeyScope]) -> String {
+    let tenants: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+    Keys::for_config(config).create(config, "test", &tenants, scopes, None).expect("key").secret
+}
+
+/// A running server over the demo world.
+pub struct Served {
+    pub url: String,
+    pub config: Config,
+    pub state: pulse_server::Shared,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn serve_with(config: Config) -> Served {
+    let store = pulse_app::open::store(&config).expect("store");
+    let state = Arc::new(pulse_server::AppState::new(config.clone(), store).expect("state"));
+    let (listener, addr) = pulse_server::bind("127.0.0.1:0").await.expect("bind");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(pulse_server::serve(state.clone(), listener, async {
+        let _ = rx.await;
+    }));
+    Served { url: format!("http://{addr}"), config, state, _stop: tx }
+}
+
+pub async fn serve() -> Served {
+    serve_with(config()).await
+}
+
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
