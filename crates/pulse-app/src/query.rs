@@ -998,4 +998,36 @@ mod tests {
         let s = NaiveDate::from_ymd_opt(2018, 3, 11).unwrap();
         assert_eq!(sunday_on_or_after(s), s);
     }
+
+    #[test]
+    fn a_new_watermark_misses_the_cache_and_retires_the_tenants_old_answers() {
+        let cache = Cache::new(10);
+        let answer = |t: &str| Answer {
+            results: vec![],
+            meta: Meta {
+                tenant: t.into(),
+                source: "x",
+                date_range: None,
+                total_rows: 0,
+                watermark: String::new(),
+                practice_names: BTreeMap::new(),
+                notes: vec![],
+                cached: false,
+            },
+            query: Value::Null,
+        };
+        let key = |t: &str, w: &str| (t.to_owned(), "q".to_owned(), w.to_owned());
+        cache.put(key("a", "run-1"), answer("a"));
+        cache.put(key("b", "run-1"), answer("b"));
+        assert!(cache.get(&key("a", "run-1")).is_some());
+        assert!(cache.get(&key("a", "run-2")).is_none(), "a jobs run changes the watermark: a miss");
+        cache.put(key("a", "run-2"), answer("a"));
+        assert!(cache.get(&key("a", "run-1")).is_none(), "the old answer is gone");
+        assert!(cache.get(&key("b", "run-1")).is_some(), "other tenants keep theirs");
+        let small = Cache::new(2);
+        for t in ["x", "y", "z"] {
+            small.put(key(t, "w"), answer(t));
+        }
+        assert_eq!(small.len(), 2, "bounded");
+    }
 }

@@ -291,3 +291,117 @@ async fn random_queries_with_two_tenants_keys_never_return_a_row_of_the_other_te
     println!("{answered} answered, {refused} refused, {rows_checked} practice rows checked");
     assert!(answered > 100 && refused > 10 && rows_checked > 500, "{answered} {refused} {rows_checked}");
 }
+
+/// Log lines written by the server in this test binary.
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = buf.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || W(sink.clone()))
+            .init();
+        buf
+    })
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_logged_with_key_id_tenant_rows_and_time_never_the_secret() {
+    let logs = captured_logs();
+    let s = serve().await;
+    let k = key(&s.config, &["stoke"], &[KeyScope::Read]);
+    let id = k.split('_').nth(1).unwrap().to_owned();
+    let (st, _) = post(&s.url, &k, &json!({"metrics": ["views"], "dimensions": ["practice"]})).await;
+    assert_eq!(st, 200);
+    let forged = format!("pulse_{id}_{}", "f".repeat(64));
+    assert_eq!(post(&s.url, &forged, &json!({"metrics": ["views"]})).await.0, 401);
+    let resp = client().get(format!("{}/api/v1/reports/quality", s.url)).bearer_auth(&k).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(&format!("key=\"{id}\""))).collect();
+    assert!(ours.len() >= 2, "{text}");
+    let query_line = ours.iter().find(|l| l.contains("/api/v2/query")).expect("the query is logged");
+    for part in ["tenant=\"stoke\"", "rows=", "status=200", "ms=", "\\\"views\\\""] {
+        assert!(query_line.contains(part), "{part} missing from {query_line}");
+    }
+    assert!(text.contains("status=401"), "the refused request is logged too");
+    let secret = k.rsplit('_').next().unwrap();
+    assert!(!text.contains(secret) && !text.contains(&"f".repeat(64)), "a secret reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sessions_need_the_login_form_token_and_end_on_logout_or_revocation() {
+    let s = serve().await;
+    let k = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let c = client();
+    // Without a session, a page sends the browser to log in and come back.
+    let r = c.get(format!("{}/practices?from=2018-03-01", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login?next=%2Fpractices%3Ffrom%3D2018-03-01");
+    // The login form sets a token cookie; a post without the matching token is refused.
+    let form = c.get(format!("{}/login", s.url)).send().await.unwrap();
+    let set = form.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let token = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let r = c
+        .post(format!("{}/login", s.url))
+        .header("cookie", format!("pulse_login_csrf={token}"))
+        .form(&[("key", k.as_str()), ("csrf", "forged"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let login = |key: String| {
+        let c = c.clone();
+        let url = s.url.clone();
+        let token = token.clone();
+        async move {
+            c.post(format!("{url}/login"))
+                .header("cookie", format!("pulse_login_csrf={token}"))
+                .form(&[("key", key.as_str()), ("csrf", token.as_str()), ("next", "//evil.example/")])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(login("pulse_00000000_00".into()).await.status(), 401);
+    let r = login(k.clone()).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/", "an off-site `next` is ignored");
+    let cookie = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|v| v.starts_with("pulse_session=")).unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = c.get(format!("{}/", s.url)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<svg") && html.contains("North Staffordshire"));
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    // Logging out needs the session's token.
+    let r = c.post(format!("{}/logout", s.url)).header("cookie", &session).form(&[("csrf", "x")]).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(c.get(format!("{}/", s.url)).header("cookie", &session).send().await.unwrap().status(), 200);
+    let r = c.post(format!("{}/logout", s.url)).header("cookie", &session).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(c.get(format!("{}/", s.url)).header("cookie", &session).send().await.unwrap().status(), 303);
+    // A new session ends when its key is revoked.
+    let r = login(k.clone()).await;
+    let session = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|v| v.starts_with("pulse_session=")).unwrap();
+    let session = session.split(';').next().unwrap().to_owned();
+    assert_eq!(c.get(format!("{}/posts", s.url)).header("cookie", &session).send().await.unwrap().status(), 200);
+    pulse_app::keys::Keys::for_config(&s.config).revoke(k.split('_').nth(1).unwrap()).unwrap();
+    assert_eq!(c.get(format!("{}/posts", s.url)).header("cookie", &session).send().await.unwrap().status(), 303);
+}
