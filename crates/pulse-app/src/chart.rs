@@ -114,7 +114,7 @@ pub fn lines(
     // X labels: about eight of them.
     let step = n.div_ceil(8).max(1);
     // The last label too, unless it would run into the one before it.
-    let last_fits = (n - 1) % step == 0 || (n - 1) % step > step / 2;
+    let last_fits = (n - 1).is_multiple_of(step) || (n - 1) % step > step / 2;
     for (i, label) in x_labels.iter().enumerate().filter(|(i, _)| i % step == 0 || (*i == n - 1 && last_fits)) {
         let _ = write!(
             svg,

@@ -523,12 +523,17 @@ pub fn tenant_scope(access: &Access, named: Option<&str>) -> AppResult<TenantSco
     }
 }
 
+/// (tenant, normalised query, data watermark)
+type CacheKey = (String, String, String);
+type Entries = HashMap<CacheKey, (u64, Answer)>;
+
 /// Answers cached by (tenant, normalised query, watermark); a new pipelines run changes the watermark, so answers
 /// computed from older reports are never served again and age out.
 #[derive(Debug)]
 pub struct Cache {
     capacity: usize,
-    entries: Mutex<(u64, HashMap<(String, String, String), (u64, Answer)>)>,
+    /// A use counter, and each answer with when it was last used (for evicting the least recently used).
+    entries: Mutex<(u64, Entries)>,
 }
 
 impl Cache {
@@ -536,7 +541,7 @@ impl Cache {
         Self { capacity, entries: Mutex::new((0, HashMap::new())) }
     }
 
-    fn get(&self, key: &(String, String, String)) -> Option<Answer> {
+    fn get(&self, key: &CacheKey) -> Option<Answer> {
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let (tick, map) = &mut *guard;
         *tick += 1;
@@ -547,7 +552,7 @@ impl Cache {
         })
     }
 
-    fn put(&self, key: (String, String, String), answer: Answer) {
+    fn put(&self, key: CacheKey, answer: Answer) {
         if self.capacity == 0 {
             return;
         }

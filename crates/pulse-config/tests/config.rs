@@ -195,3 +195,18 @@ fn campaigns_need_exactly_one_matcher_and_known_tenants() {
     assert!(issues[0].contains("exactly one of hashtag, link, text or posts"));
     assert!(issues[1].contains("unknown tenant `nowhere`"));
 }
+
+#[test]
+fn the_server_section_has_defaults_resolves_the_keys_file_and_refuses_a_zero_rate_limit() {
+    let config = parse("", Path::new("/srv/pulse/pulse.toml")).unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:8080");
+    assert_eq!(config.server.keys_file, Path::new("/srv/pulse/pulse-keys.json"));
+    assert_eq!(config.server.rate_limit_per_minute, 600);
+    let config =
+        parse("[server]\nkeys_file = \"/var/lib/pulse/keys.json\"\n", Path::new("/srv/pulse/pulse.toml")).unwrap();
+    assert_eq!(config.server.keys_file, Path::new("/var/lib/pulse/keys.json"));
+    let issues = issues_of("[server]\nrate_limit_per_minute = 0\n");
+    assert!(issues[0].contains("rate_limit_per_minute must be at least 1"), "{issues:?}");
+    let issues = issues_of("[server]\nlisten_on = \"x\"\n");
+    assert!(issues[0].contains("unknown field `listen_on`"), "{issues:?}");
+}

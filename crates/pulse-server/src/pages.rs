@@ -171,7 +171,7 @@ fn context(
     headers: &HeaderMap,
     uri_path: &str,
     params: HashMap<String, String>,
-) -> Result<Ctx, Response> {
+) -> Result<Ctx, Box<Response>> {
     let (caller, session) = match state.gate.session_caller(&state.config, headers) {
         Ok(x) => x,
         Err(e) if e.kind == ErrorKind::Unauthenticated => {
@@ -187,12 +187,12 @@ fn context(
                 next = format!("{next}?{}", pq.finish());
             }
             q.append_pair("next", &next);
-            return Err(Redirect::to(&format!("/login?{}", q.finish())).into_response());
+            return Err(Box::new(Redirect::to(&format!("/login?{}", q.finish())).into_response()));
         }
-        Err(e) => return Err(error_page(&e)),
+        Err(e) => return Err(Box::new(error_page(&e))),
     };
     if let Err(e) = caller.require(KeyScope::Read) {
-        return Err(error_page(&e));
+        return Err(Box::new(error_page(&e)));
     }
     let build = || -> AppResult<Ctx> {
         let scope = aq::tenant_scope(
@@ -223,7 +223,7 @@ fn context(
             params: params.clone(),
         })
     };
-    build().map_err(|e| error_page(&e))
+    build().map_err(|e| Box::new(error_page(&e)))
 }
 
 /// Renders a page built by `f`, logging the request.
@@ -249,7 +249,7 @@ where
         Ok(c) => c,
         Err(resp) => {
             log_request("-", "-", &what, 0, resp.status().as_u16(), started);
-            return resp;
+            return *resp;
         }
     };
     let (key, tenant) = (ctx.caller.key_id.clone(), ctx.tenant.clone());

@@ -381,7 +381,13 @@ async fn dashboard_sessions_need_the_login_form_token_and_end_on_logout_or_revoc
     let r = login(k.clone()).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/", "an off-site `next` is ignored");
-    let cookie = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|v| v.starts_with("pulse_session=")).unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("pulse_session="))
+        .unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     let session = cookie.split(';').next().unwrap().to_owned();
     let page = c.get(format!("{}/", s.url)).header("cookie", &session).send().await.unwrap();
@@ -394,12 +400,24 @@ async fn dashboard_sessions_need_the_login_form_token_and_end_on_logout_or_revoc
     let r = c.post(format!("{}/logout", s.url)).header("cookie", &session).form(&[("csrf", "x")]).send().await.unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(c.get(format!("{}/", s.url)).header("cookie", &session).send().await.unwrap().status(), 200);
-    let r = c.post(format!("{}/logout", s.url)).header("cookie", &session).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let r = c
+        .post(format!("{}/logout", s.url))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(c.get(format!("{}/", s.url)).header("cookie", &session).send().await.unwrap().status(), 303);
     // A new session ends when its key is revoked.
     let r = login(k.clone()).await;
-    let session = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|v| v.starts_with("pulse_session=")).unwrap();
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("pulse_session="))
+        .unwrap();
     let session = session.split(';').next().unwrap().to_owned();
     assert_eq!(c.get(format!("{}/posts", s.url)).header("cookie", &session).send().await.unwrap().status(), 200);
     pulse_app::keys::Keys::for_config(&s.config).revoke(k.split('_').nth(1).unwrap()).unwrap();

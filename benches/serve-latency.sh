@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The analyst API's query endpoint at 100 concurrent clients over a national year of reports, on the lake and on
+# ClickHouse, cached and uncached, against the same query run directly in DuckDB and ClickHouse. Writes
+# benches/results/serve-latency.md.
+#
+#   bash benches/serve-latency.sh [lake dir]     # default /tmp/pulse-national-lake (generated if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LAKE="${1:-/tmp/pulse-national-lake}"
+BIN="${CARGO_TARGET_DIR:-target}/release"
+python3 -c "import duckdb" 2>/dev/null || python3 -m pip install -q duckdb
+cargo build -q --release -p pulse-benches --bin gen_lake --bin serve_bench
+cargo build -q --release -p pulse-cli
+if [ ! -f "$LAKE/_pulse_lake.json" ]; then "$BIN/gen_lake" "$LAKE"; fi
+FROM=2025-11-21; TO=2026-11-20
+# A config for the generated world: 42 tenants of 100 practices (gen_lake's codes and page ids), list sizes 3,000-15,000.
+python3 - "$LAKE" <<'PY'
+import sys
+lake = sys.argv[1]
+toml = ['[store]\nbackend = "lake"\nlake_dir = "."\n']
+for t in range(1, 43):
+    tid = f"icb-{t:02}"
+    rows = ["code,name,list_size,page_id,page_kind"]
+    for p in range(1, 101):
+        page = 100_000_000_000 + (t - 1) * 100 + (p - 1)
+        rows.append(f"A{t:02}{p:03},Practice {t:02}-{p:03},{3000 + (t * 7919 + p * 104729) % 12000},{page},official")
+    open(f"{lake}/practices-{tid}.csv", "w").write("\n".join(rows) + "\n")
+    toml.append(f'[[tenant]]\nid = "{tid}"\nname = "ICB {t:02}"\npractices_csv = "practices-{tid}.csv"\n')
+open(f"{lake}/pulse.toml", "w").write("\n".join(toml))
+PY
+START=$(date +%s); "$BIN/pulse" jobs run --config "$LAKE/pulse.toml" --from "$FROM" --to "$TO" --variant main >/dev/null
+JOBS_S=$(( $(date +%s) - START ))
+LAKE_RUN="$("$BIN/serve_bench" "$LAKE/pulse.toml")"; echo "$LAKE_RUN"
+DUCK="$(python3 benches/serve_reference.py duckdb "$LAKE" "$FROM" "$TO" "$LAKE")"; echo "$DUCK"
+if [ -z "${PULSE_BENCH_CLICKHOUSE_URL:-}" ]; then
+  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  PULSE_BENCH_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh "$PORT")"
+fi
+CH_RUN="$("$BIN/serve_bench" "$LAKE/pulse.toml" --clickhouse "$PULSE_BENCH_CLICKHOUSE_URL")"; echo "$CH_RUN"
+CH="$(python3 benches/serve_reference.py clickhouse "$PULSE_BENCH_CLICKHOUSE_URL" "$FROM" "$TO" "$LAKE")"; echo "$CH"
+CH_VERSION="$(curl -fsS "$PULSE_BENCH_CLICKHOUSE_URL/?query=SELECT%20version()")"
+python3 - "$LAKE_RUN" "$DUCK" "$CH_RUN" "$CH" "$JOBS_S" "$CH_VERSION" <<'PY'
+import json, sys, datetime, os
+lake, duck, ch, chd = [json.loads(x) for x in sys.argv[1:5]]
+jobs_s, ch_version = sys.argv[5], sys.argv[6]
+def rows(r, ref, name):
+    out = []
+    for mode, goal in (("cached", 50), ("uncached", 300)):
+        m = r[mode]
+        ok = "met" if m["p99_ms"] < goal and m["errors"] == 0 else "**not met**"
+        out.append(f"| {name} | {mode} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {m['max_ms']:.1f} | {m['requests_per_second']:,.0f} | {m['errors']} | < {goal} ms: {ok} | {m['one_client_p50_ms']:.2f} | {m['one_client_p50_ms'] / ref['p50_ms']:.2f} |")
+    return "\n".join(out)
+md = f"""# Analyst API latency at 100 concurrent clients
+
+Recorded {datetime.date.today()} on this machine ({os.cpu_count()} cores, shared by the server, the 100 clients and,
+for the second store, ClickHouse {ch_version}) with `bash benches/serve-latency.sh`.
+
+Data: a national year of facts (`gen_lake`: 42 tenants × 100 practices × 365 days), reports computed by
+`pulse jobs run` ({jobs_s} s for all tenants). Each request is a tenant-year practice table: reach, engaged users,
+views, engagement rate and penetration by practice over {lake['range'][0]} to {lake['range'][1]} (100 rows out of
+5,200 weekly rows), with the tenant's key, round-robin over the 42 tenants; {lake['requests']:,} requests from
+{lake['clients']} concurrent clients per row. *Cached*: the answer cache on (warmed with one query per tenant);
+*uncached*: the cache off, every request reads the report from the store and aggregates it. The last two columns run
+the same query one at a time through the API, and its ratio to the same aggregation run directly in the engine
+(DuckDB over the lake's report Parquet file; ClickHouse over the copied report table; both one query at a time,
+same session): the API's overhead over the bare engine (authentication, key check, access scope, watermark read,
+JSON).
+
+| store | mode | p50 ms | p99 ms | max ms | requests/s | errors | goal (p99) | one client p50 ms | ratio to the engine directly |
+|---|---|---|---|---|---|---|---|---|---|
+{rows(lake, duck, "lake")}
+{rows(ch, chd, "ClickHouse")}
+
+Engine directly, one query at a time: DuckDB p50 {duck['p50_ms']:.2f} ms (p99 {duck['p99_ms']:.2f}); ClickHouse
+p50 {chd['p50_ms']:.2f} ms (p99 {chd['p99_ms']:.2f}) over HTTP.
+
+Raw: lake `{json.dumps(lake)}`; ClickHouse `{json.dumps(ch)}`.
+"""
+open("benches/results/serve-latency.md", "w").write(md)
+print(md)
+PY

@@ -1,0 +1,197 @@
+//! Latency and throughput of the analyst API's query endpoint under concurrent clients, over a configured store.
+//!
+//!   serve_bench <pulse.toml> [--clients 100] [--requests 4000] [--clickhouse URL]
+//!
+//! Serves the config's reports in-process (the lake; with `--clickhouse`, the same report tables copied into a
+//! ClickHouse database `pulse_serve_bench` first), creates one read key per tenant, and fires `--requests` tenant-year
+//! queries (practice table: reach, engaged users, views, engagement rate, penetration, by practice, over a year)
+//! from `--clients` concurrent clients, round-robin over the tenants: once with the answer cache on (warmed with one
+//! query per tenant) and once with it off. Then the same query one at a time, for the reference comparison with the
+//! engine run directly. Prints one JSON object.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use pulse_app::keys::{KeyScope, Keys};
+use pulse_store::{AnyStore, ReportVariant, Store};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Phase {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    rps: f64,
+    errors: usize,
+}
+
+fn body(tenant: &str, from: &str, to: &str) -> String {
+    serde_json::json!({
+        "site_id": tenant,
+        "metrics": ["reach", "engaged_users", "views", "engagement_rate", "penetration"],
+        "dimensions": ["practice"],
+        "date_range": [from, to],
+    })
+    .to_string()
+}
+
+async fn phase(url: &str, keys: &[(String, String)], from: &str, to: &str, clients: usize, requests: usize) -> Phase {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build().expect("client");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, next, keys) = (client.clone(), next.clone(), keys.to_vec());
+        let (url, from, to) = (url.to_owned(), from.to_owned(), to.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let (tenant, key) = &keys[i % keys.len()];
+                let t = Instant::now();
+                let resp = client
+                    .post(format!("{url}/api/v2/query"))
+                    .bearer_auth(key)
+                    .header("content-type", "application/json")
+                    .body(body(tenant, &from, &to))
+                    .send()
+                    .await;
+                let ok = match resp {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("client task");
+        all.extend(l);
+        errors += e;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Phase {
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        max: all.last().copied().unwrap_or(f64::NAN),
+        rps: requests as f64 / wall,
+        errors,
+    }
+}
+
+async fn serve(config: pulse_config::Config, store: AnyStore) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let state = Arc::new(pulse_server::AppState::new(config, store)?);
+    let (listener, addr) = pulse_server::bind("127.0.0.1:0").await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(pulse_server::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    Ok((format!("http://{addr}"), tx))
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().collect();
+    let path =
+        args.get(1).context("usage: serve_bench <pulse.toml> [--clients N] [--requests N] [--clickhouse URL]")?;
+    let clients: usize = flag(&args, "--clients").map_or(Ok(100), |v| v.parse())?;
+    let requests: usize = flag(&args, "--requests").map_or(Ok(4000), |v| v.parse())?;
+    let mut config = pulse_config::load(std::path::Path::new(path))?;
+    let keys_dir = tempfile::tempdir()?;
+    config.server.keys_file = keys_dir.path().join("keys.json");
+    config.server.rate_limit_per_minute = u32::MAX;
+    let lake = pulse_app::open::store(&config)?;
+    let operator = config.operator_access();
+    let store = match flag(&args, "--clickhouse") {
+        None => lake,
+        Some(url) => {
+            // The query endpoint reads report tables only: copy them, tenant by tenant, into ClickHouse.
+            let ch = AnyStore::ClickHouse(Box::new(pulse_store::clickhouse::ClickHouseStore::new(
+                pulse_store::clickhouse::ClickHouseSettings {
+                    url,
+                    database: "pulse_serve_bench".into(),
+                    user: "default".into(),
+                    password: None,
+                    cluster: None,
+                },
+            )));
+            ch.migrate().await?;
+            let t = Instant::now();
+            for scope in operator.write_scopes() {
+                for table in pulse_store::report::ALL {
+                    let batch = lake.read_report(scope.read(), table, &ReportVariant::main()).await?;
+                    ch.replace_report(&scope, table, &ReportVariant::main(), &batch).await?;
+                }
+            }
+            eprintln!("copied the reports into ClickHouse in {:.1}s", t.elapsed().as_secs_f64());
+            ch
+        }
+    };
+    let keys_store = Keys::for_config(&config);
+    let mut keys = Vec::new();
+    for t in &config.tenants {
+        let k = keys_store.create(&config, "bench", &[t.id.to_string()], &[KeyScope::Read], None)?;
+        keys.push((t.id.to_string(), k.secret));
+    }
+    // The year the reports cover, from the first tenant's run record.
+    let scope = operator.scopes().into_iter().next().context("no tenants")?;
+    let runs = store.read_report(&scope, &pulse_store::report::REPORT_RUNS, &ReportVariant::main()).await?;
+    let day = |name: &str| {
+        runs.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Date32Array>().and_then(|a| a.value_as_date(0)))
+            .map(|d| d.to_string())
+    };
+    let (from, to) = (day("range_from").context("no report run")?, day("range_to").context("no report run")?);
+    let practices: usize = config.tenants.iter().map(|t| t.practices.len()).sum::<usize>() / config.tenants.len();
+
+    let mut out = serde_json::json!({
+        "store": store.describe(), "tenants": config.tenants.len(), "practices_per_tenant": practices,
+        "range": [from, to], "clients": clients, "requests": requests,
+    });
+    for (name, entries) in [("cached", 1000usize), ("uncached", 0)] {
+        let mut c = config.clone();
+        c.server.cache_entries = entries;
+        let (url, stop) = serve(c, store.clone()).await?;
+        if entries > 0 {
+            let warm = phase(&url, &keys, &from, &to, 1, keys.len()).await;
+            anyhow::ensure!(warm.errors == 0, "warm-up failed");
+        }
+        let p = phase(&url, &keys, &from, &to, clients, requests).await;
+        let single = phase(&url, &keys, &from, &to, 1, keys.len() * 3).await;
+        eprintln!(
+            "{name}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.0} req/s, {} errors; one client: p50 {:.1} ms",
+            p.p50, p.p99, p.max, p.rps, p.errors, single.p50
+        );
+        out[name] = serde_json::json!({
+            "p50_ms": p.p50, "p99_ms": p.p99, "max_ms": p.max, "requests_per_second": p.rps, "errors": p.errors,
+            "one_client_p50_ms": single.p50, "one_client_p99_ms": single.p99,
+        });
+        let _ = stop.send(());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("{out}");
+    Ok(())
+}
