@@ -534,11 +534,17 @@ pub struct Cache {
     capacity: usize,
     /// A use counter, and each answer with when it was last used (for evicting the least recently used).
     entries: Mutex<(u64, Entries)>,
+    /// Each tenant's watermark and when it was read: re-read after [`WATERMARK_TTL`], so a new jobs run is seen
+    /// within that time without a store round trip on every request.
+    watermarks: Mutex<HashMap<String, (std::time::Instant, String)>>,
 }
+
+/// How long a tenant's data watermark is trusted before it is read again from the store.
+pub const WATERMARK_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Cache {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, entries: Mutex::new((0, HashMap::new())) }
+        Self { capacity, entries: Mutex::new((0, HashMap::new())), watermarks: Mutex::new(HashMap::new()) }
     }
 
     fn get(&self, key: &CacheKey) -> Option<Answer> {
@@ -588,7 +594,21 @@ pub async fn run<S: Store>(
 ) -> AppResult<Answer> {
     let scope = tenant_scope(access, q.tenant.as_deref())?;
     let tenant = scope.to_string();
-    let mark = watermark(store, &scope).await?;
+    let remembered = cache.and_then(|c| {
+        let marks = c.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.get(&tenant).filter(|(at, _)| at.elapsed() < WATERMARK_TTL).map(|(_, m)| m.clone())
+    });
+    let mark = match remembered {
+        Some(m) => m,
+        None => {
+            let m = watermark(store, &scope).await?;
+            if let Some(c) = cache {
+                let mut marks = c.watermarks.lock().unwrap_or_else(|e| e.into_inner());
+                marks.insert(tenant.clone(), (std::time::Instant::now(), m.clone()));
+            }
+            m
+        }
+    };
     if mark.is_empty() {
         return Err(AppError::new(ErrorKind::NotReady, format!("tenant {tenant}'s reports have not been computed"))
             .with_hint(format!("the operator runs `pulse jobs run --tenant {tenant}`")));
@@ -620,31 +640,53 @@ pub async fn run<S: Store>(
     Ok(answer)
 }
 
-/// One row of a report, read by column name.
-struct Rows<'a> {
-    batch: &'a RecordBatch,
+/// A column resolved once by name, read by row.
+#[derive(Clone, Copy)]
+enum Col<'a> {
+    Str(&'a StringArray),
+    F64(&'a Float64Array),
+    U32(&'a UInt32Array),
+    Date(&'a Date32Array),
+    Missing,
 }
 
-impl Rows<'_> {
-    fn text(&self, col: &str, i: usize) -> String {
-        self.batch
-            .column_by_name(col)
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>().map(|a| a.value(i).to_owned()))
-            .unwrap_or_default()
-    }
-    fn num(&self, col: &str, i: usize) -> Option<f64> {
-        let c = self.batch.column_by_name(col)?;
-        if c.is_null(i) {
-            return None;
+impl<'a> Col<'a> {
+    fn of(batch: &'a RecordBatch, name: &str) -> Col<'a> {
+        let Some(c) = batch.column_by_name(name) else { return Col::Missing };
+        let any = c.as_any();
+        if let Some(a) = any.downcast_ref::<StringArray>() {
+            Col::Str(a)
+        } else if let Some(a) = any.downcast_ref::<Float64Array>() {
+            Col::F64(a)
+        } else if let Some(a) = any.downcast_ref::<UInt32Array>() {
+            Col::U32(a)
+        } else if let Some(a) = any.downcast_ref::<Date32Array>() {
+            Col::Date(a)
+        } else {
+            Col::Missing
         }
-        if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
-            return Some(a.value(i)).filter(|v| v.is_finite());
-        }
-        c.as_any().downcast_ref::<UInt32Array>().map(|a| f64::from(a.value(i)))
     }
-    fn day(&self, col: &str, i: usize) -> Option<i32> {
-        let c = self.batch.column_by_name(col)?.as_any().downcast_ref::<Date32Array>()?;
-        (!c.is_null(i)).then(|| c.value(i))
+
+    fn text(self, i: usize) -> &'a str {
+        match self {
+            Col::Str(a) if !a.is_null(i) => a.value(i),
+            _ => "",
+        }
+    }
+
+    fn num(self, i: usize) -> Option<f64> {
+        match self {
+            Col::F64(a) if !a.is_null(i) => Some(a.value(i)).filter(|v| v.is_finite()),
+            Col::U32(a) if !a.is_null(i) => Some(f64::from(a.value(i))),
+            _ => None,
+        }
+    }
+
+    fn day(self, i: usize) -> Option<i32> {
+        match self {
+            Col::Date(a) if !a.is_null(i) => Some(a.value(i)),
+            _ => None,
+        }
     }
 }
 
@@ -660,9 +702,21 @@ impl Sum {
     }
 }
 
+/// The sums a group keeps, by slot.
+const SLOTS: [&str; 9] =
+    ["reach", "engaged_users", "views", "engagements", "video_views", "posts", "rate_num", "rate_den", "people"];
+const REGISTERED: usize = 9;
+
+fn slot(name: &str) -> usize {
+    if name == "registered" {
+        return REGISTERED;
+    }
+    SLOTS.iter().position(|s| *s == name).unwrap_or(REGISTERED)
+}
+
 #[derive(Debug, Default)]
 struct Group {
-    sums: BTreeMap<&'static str, Sum>,
+    sums: [Sum; 10],
     practices: BTreeSet<String>,
     weeks: BTreeSet<i32>,
     rows: usize,
@@ -681,27 +735,30 @@ fn compute(
     tenant: &str,
     watermark: String,
 ) -> AppResult<Answer> {
-    let rows = Rows { batch };
-    let date_col = source.date_column();
+    let date_col = Col::of(batch, source.date_column());
     let n = batch.num_rows();
-    let latest = (0..n).filter_map(|i| rows.day(date_col, i)).max();
+    let days: Vec<Option<i32>> = (0..n).map(|i| date_col.day(i)).collect();
+    let latest = days.iter().flatten().max().copied();
     let (from, to) = match (&q.date_range, latest) {
         (DateRange::All, _) => (None, None),
         (DateRange::LastDays(days), Some(l)) => (Some(l - (*days as i32) + 1), Some(l)),
         (DateRange::LastDays(_), None) => (None, None),
         (DateRange::Between(a, b), _) => (Some(day_number(*a)), Some(day_number(*b))),
     };
-    let in_range = |i: usize| match rows.day(date_col, i) {
-        Some(d) => from.is_none_or(|f| d >= f) && to.is_none_or(|t| d <= t),
-        None => true,
-    };
+    let selected: Vec<bool> = days
+        .iter()
+        .map(|d| match d {
+            Some(d) => from.is_none_or(|f| *d >= f) && to.is_none_or(|t| *d <= t),
+            None => true,
+        })
+        .collect();
     let mut notes = Vec::new();
     let by_practice =
         q.dimensions.contains(&Dimension::Practice) || q.filters.iter().any(|f| f.dimension == Dimension::Practice);
     // Age bands are 28-day windows: the latest window in the range answers (summing windows would count people
     // several times).
     let window = if source == Source::AgeBands {
-        let w = (0..n).filter(|&i| in_range(i)).filter_map(|i| rows.day(date_col, i)).max();
+        let w = (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).max();
         if let Some(w) = w {
             notes.push(format!("age bands are from the 28-day window ending {}", from_day_number(w)));
         }
@@ -709,7 +766,6 @@ fn compute(
     } else {
         None
     };
-    // Campaign rows: the campaign posts' lifetime figures, per practice or for ALL.
     let genders: &[&str] = if source == Source::AgeBands
         && (q.dimensions.contains(&Dimension::Gender) || q.filters.iter().any(|f| f.dimension == Dimension::Gender))
     {
@@ -717,22 +773,41 @@ fn compute(
     } else {
         &["people"]
     };
+    let col = |name: &str| Col::of(batch, name);
+    let (practice_col, level_col, unit_col, metric_col) =
+        (col("practice_code"), col("level"), col("unit"), col("metric"));
+    let (week_col, created_col) = (col("week_ending"), col("created"));
+    let (band_col, campaign_col, type_col, topic_col) =
+        (col("age_band"), col("campaign"), col("post_type"), col("topic"));
+    // (slot, column) pairs each source adds per row.
+    let sums: Vec<(usize, Col)> = match source {
+        Source::Reach => ["reach", "engaged_users", "views", "engagements"].iter().map(|c| (slot(c), col(c))).collect(),
+        Source::Posts => ["reach", "views", "engagements", "engaged_users", "video_views"]
+            .iter()
+            .map(|c| (slot(c), col(c)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let (engaged_col, engagements_col, reach_col) = (col("engaged_users"), col("engagements"), col("reach"));
+    let (registered_col, lifetime_col) = (col("registered"), col("post_lifetime"));
+    let gender_cols: Vec<Col> = genders.iter().map(|g| col(g)).collect();
     let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
     let mut unit_watch_time = false;
+    let mut key: Vec<String> = Vec::with_capacity(q.dimensions.len());
     for i in 0..n {
-        if !in_range(i) {
+        if !selected[i] {
             continue;
         }
-        let practice = rows.text("practice_code", i);
+        let practice = practice_col.text(i);
         match source {
             Source::AgeBands => {
-                if rows.day(date_col, i) != window {
+                if days[i] != window {
                     continue;
                 }
-                if (rows.text("level", i) == "practice") != by_practice {
+                if (level_col.text(i) == "practice") != by_practice {
                     continue;
                 }
-                if rows.text("unit", i) != "people" {
+                if unit_col.text(i) != "people" {
                     unit_watch_time = true;
                     continue;
                 }
@@ -740,29 +815,30 @@ fn compute(
             Source::Campaigns if (practice == "ALL") == by_practice => continue,
             _ => {}
         }
-        for gender in genders {
-            let dim_value = |d: Dimension| -> String {
+        for (gi, gender) in genders.iter().enumerate() {
+            let dim_value = |d: Dimension| -> std::borrow::Cow<'_, str> {
                 match d {
-                    Dimension::Practice => practice.clone(),
+                    Dimension::Practice => practice.into(),
                     Dimension::Week => match source {
-                        Source::Posts => rows
-                            .day("created", i)
+                        Source::Posts => created_col
+                            .day(i)
                             .map(|d| sunday_on_or_after(from_day_number(d)).to_string())
-                            .unwrap_or_default(),
-                        _ => rows.day("week_ending", i).map(|d| from_day_number(d).to_string()).unwrap_or_default(),
+                            .unwrap_or_default()
+                            .into(),
+                        _ => week_col.day(i).map(|d| from_day_number(d).to_string()).unwrap_or_default().into(),
                     },
-                    Dimension::AgeBand => rows.text("age_band", i),
-                    Dimension::Gender => (*gender).to_owned(),
-                    Dimension::Campaign => rows.text("campaign", i),
-                    Dimension::PostType => rows.text("post_type", i),
-                    Dimension::Topic => rows.text("topic", i),
+                    Dimension::AgeBand => band_col.text(i).into(),
+                    Dimension::Gender => (*gender).into(),
+                    Dimension::Campaign => campaign_col.text(i).into(),
+                    Dimension::PostType => type_col.text(i).into(),
+                    Dimension::Topic => topic_col.text(i).into(),
                 }
             };
             let keep = q.filters.iter().all(|f| {
                 let v = dim_value(f.dimension);
                 match f.op {
-                    FilterOp::Is => f.values.contains(&v),
-                    FilterOp::IsNot => !f.values.contains(&v),
+                    FilterOp::Is => f.values.iter().any(|x| *x == v),
+                    FilterOp::IsNot => !f.values.iter().any(|x| *x == v),
                     FilterOp::Contains => {
                         let lower = v.to_lowercase();
                         f.values.iter().any(|x| lower.contains(&x.to_lowercase()))
@@ -772,47 +848,39 @@ fn compute(
             if !keep {
                 continue;
             }
-            let key: Vec<String> = q.dimensions.iter().map(|d| dim_value(*d)).collect();
-            let g = groups.entry(key).or_default();
+            key.clear();
+            key.extend(q.dimensions.iter().map(|d| dim_value(*d).into_owned()));
+            let g = match groups.get_mut(&key) {
+                Some(g) => g,
+                None => groups.entry(key.clone()).or_default(),
+            };
             g.rows += 1;
-            if practice != "ALL" {
-                g.practices.insert(practice.clone());
+            if practice != "ALL" && !g.practices.contains(practice) {
+                g.practices.insert(practice.to_owned());
             }
-            if let Some(d) = rows.day(date_col, i) {
+            if let Some(d) = days[i] {
                 g.weeks.insert(d);
             }
-            let mut add = |name: &'static str, v: Option<f64>| g.sums.entry(name).or_default().add(v);
+            for (s, c) in &sums {
+                g.sums[*s].add(c.num(i));
+            }
             match source {
-                Source::Reach => {
-                    for c in ["reach", "engaged_users", "views", "engagements"] {
-                        add(c, rows.num(c, i));
-                    }
-                }
+                Source::Reach => {}
                 Source::Posts => {
-                    add("posts", Some(1.0));
-                    for c in ["reach", "views", "engagements", "engaged_users", "video_views"] {
-                        add(c, rows.num(c, i));
-                    }
-                    add("rate_num", rows.num("engaged_users", i).or(rows.num("engagements", i)));
-                    add("rate_den", rows.num("reach", i));
+                    g.sums[slot("posts")].add(Some(1.0));
+                    g.sums[slot("rate_num")].add(engaged_col.num(i).or(engagements_col.num(i)));
+                    g.sums[slot("rate_den")].add(reach_col.num(i));
                 }
                 Source::AgeBands => {
-                    add("people", rows.num(gender, i));
+                    g.sums[slot("people")].add(gender_cols[gi].num(i));
                     // Registered patients are counted by band, not by gender, in this table.
                     let share = (*gender == "people").then_some(1.0);
-                    add("registered", rows.num("registered", i).zip(share).map(|(r, s)| r * s));
+                    g.sums[REGISTERED].add(registered_col.num(i).zip(share).map(|(r, s)| r * s));
                 }
                 Source::Campaigns => {
-                    let metric = rows.text("metric", i);
-                    for (m, c) in [
-                        ("views", "views"),
-                        ("reach", "reach"),
-                        ("engagements", "engagements"),
-                        ("video_views", "video_views"),
-                    ] {
-                        if metric == m {
-                            add(c, rows.num("post_lifetime", i));
-                        }
+                    let metric = metric_col.text(i);
+                    if ["views", "reach", "engagements", "video_views"].contains(&metric) {
+                        g.sums[slot(metric)].add(lifetime_col.num(i));
                     }
                 }
             }
@@ -836,7 +904,7 @@ fn compute(
     let mut results: Vec<Row> = groups
         .into_iter()
         .map(|(dims, g)| {
-            let s = |name: &str| g.sums.get(name).and_then(|x| x.0);
+            let s = |name: &str| g.sums[slot(name)].0;
             let metrics = q
                 .metrics
                 .iter()
@@ -905,7 +973,7 @@ fn compute(
     } else {
         BTreeMap::new()
     };
-    let covered: Vec<i32> = (0..n).filter(|&i| in_range(i)).filter_map(|i| rows.day(date_col, i)).collect();
+    let covered: Vec<i32> = (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).collect();
     let date_range = match (from, to) {
         (Some(f), Some(t)) => Some([from_day_number(f).to_string(), from_day_number(t).to_string()]),
         _ => match (covered.iter().min(), covered.iter().max()) {

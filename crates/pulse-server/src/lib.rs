@@ -97,7 +97,7 @@ impl IntoResponse for ApiError {
 
 /// A JSON response body with its content type.
 pub fn json_body(v: &serde_json::Value) -> Response {
-    let mut text = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut text = serde_json::to_vec(v).unwrap_or_default();
     text.push(b'\n');
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
