@@ -16,6 +16,7 @@
 pub mod chart;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod jobs;
 pub mod keys;

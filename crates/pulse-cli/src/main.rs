@@ -50,6 +50,9 @@ enum Command {
     /// Read a report for one tenant: reach, age-bands, campaigns, posts or quality; as a table (with charts),
     /// CSV, JSON or Parquet.
     Report(commands::report::ReportArgs),
+    /// Export a research dataset: a Frictionless data package (CSV and Parquet per table, datapackage.json with
+    /// schemas and provenance, README, SHA-256 checksums), disclosure-controlled and pseudonymised per project.
+    Export(commands::export::ExportArgs),
     /// Run the analyst service: the JSON API (`/api/v2/query`, `/api/v1/reports/...`, OpenAPI at
     /// `/api/v1/openapi.json`) and the web dashboard, over the configured store. Keys come from `pulse keys`.
     Serve(commands::serve::ServeArgs),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Jobs(cmd) => commands::jobs::run(&cli.config, cmd).await,
             Command::Report(args) => commands::report::run(&cli.config, args).await,
+            Command::Export(args) => commands::export::run(&cli.config, args).await,
             Command::Serve(args) => commands::serve::run(&cli.config, args).await,
             Command::Keys(cmd) => commands::keys::run(&cli.config, cmd),
         }

@@ -12,8 +12,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    CampaignConfig, ClickHouseConfig, Config, GraphConfig, PageConfig, PracticeConfig, ServerConfig, StoreBackend,
-    StoreConfig, TenantConfig, real_date,
+    CampaignConfig, ClickHouseConfig, Config, ExportProjectConfig, GraphConfig, PageConfig, PracticeConfig,
+    ServerConfig, StoreBackend, StoreConfig, TenantConfig, real_date,
 };
 pub use secret::{Secret, SecretError, SecretRef};
 

@@ -23,6 +23,29 @@ pub struct Config {
     pub registered_patients_csv: Option<PathBuf>,
     /// The analyst service (`pulse serve`).
     pub server: ServerConfig,
+    /// Research export projects: each pseudonymises with its own key.
+    pub export_projects: Vec<ExportProjectConfig>,
+}
+
+/// `[[export_project]]`: a research project exports are made for. Its key pseudonymises identifiers (HMAC-SHA256):
+/// the same key gives the same pseudonyms across its exports; different projects' cannot be linked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportProjectConfig {
+    /// Short name, used on the command line (`pulse export --project NAME`).
+    pub name: String,
+    /// Where the project's pseudonymisation key is kept (never in the package or the config file itself).
+    pub key: SecretRef,
+    /// The licence or data-sharing terms written into the package.
+    #[serde(default = "default_licence")]
+    pub licence: String,
+    /// Replace practice codes with pseudonyms too (they are public; page and post ids always are).
+    #[serde(default)]
+    pub pseudonymise_practices: bool,
+}
+
+fn default_licence() -> String {
+    "Data-sharing agreement: use only as the agreement named in the package's purpose allows; no onward sharing".into()
 }
 
 /// `[server]`: the analyst service's HTTP API and dashboard.
@@ -295,6 +318,9 @@ struct RawConfig {
     /// The analyst service.
     #[serde(default)]
     server: ServerConfig,
+    /// Research export projects.
+    #[serde(default)]
+    export_project: Vec<ExportProjectConfig>,
 }
 
 #[derive(Deserialize)]
@@ -519,7 +545,16 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         return Err(ConfigError::Invalid(issues));
     }
     let registered_patients_csv = raw.registered_patients_csv.map(|p| base.join(p));
-    Ok(Config { path: path.to_owned(), store, graph: raw.graph, tenants, campaigns, registered_patients_csv, server })
+    Ok(Config {
+        path: path.to_owned(),
+        store,
+        graph: raw.graph,
+        tenants,
+        campaigns,
+        registered_patients_csv,
+        server,
+        export_projects: raw.export_project,
+    })
 }
 
 /// What `pulse config check` prints: counts, and pages that cannot be ingested, with no secret in it.

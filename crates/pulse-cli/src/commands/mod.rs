@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod ingest;
 pub mod jobs;
 pub mod keys;

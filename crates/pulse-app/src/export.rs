@@ -1,0 +1,779 @@
+//! Research exports: a documented, disclosure-controlled, pseudonymised dataset as a Frictionless data package.
+//!
+//! A package is a directory: one CSV (and a Parquet copy) per table, `datapackage.json` (a Table Schema per resource:
+//! types, units, descriptions, primary keys, missing values; provenance; licence; each file's SHA-256), `README.md`
+//! (the data dictionary and the rules applied) and `SHA256SUMS`.
+//!
+//! Disclosure control (NHS Digital's rule for HES/ECDS, applied below national level, which is every export here):
+//! counts of 1-7 are suppressed (`*`); other counts are rounded to the nearest 5; totals are computed from unrounded
+//! values, then rounded; a group whose total is published never has exactly one suppressed member (secondary
+//! suppression of the next smallest), so no suppressed cell can be recovered by differencing. Meta's own withholding
+//! (breakdowns below 100 people) is marked `withheld`, distinct from ours. Identifiers marked sensitive (page ids,
+//! and practice codes when the project asks) are replaced by HMAC-SHA256 pseudonyms under the project's key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Date32Array, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use chrono::{NaiveDate, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use pulse_config::Config;
+use pulse_domain::{Access, day_number, from_day_number};
+use pulse_store::report::{AGE_BANDS, CAMPAIGN_UPLIFT, REACH_WEEKLY, REPORT_RUNS};
+use pulse_store::{ReportVariant, Store};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{AppError, AppResult, ErrorKind};
+
+/// The marker for a count we suppressed (1-7, or secondary).
+pub const SUPPRESSED: &str = "*";
+/// The marker for a figure Meta withheld (below its threshold) or did not report.
+pub const WITHHELD: &str = "withheld";
+
+/// What to export.
+#[derive(Debug, Clone, Default)]
+pub struct ExportSpec {
+    /// Tenants to include (each must be readable by the caller); empty: the caller's only tenant.
+    pub tenants: Vec<String>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    /// The export project (its key, licence, pseudonymisation choices) from `[[export_project]]`.
+    pub project: String,
+    /// Why: the purpose or data-sharing agreement reference, written into the package and the audit record.
+    pub purpose: String,
+}
+
+impl ExportSpec {
+    /// A stable hash of the spec (provenance: two packages from the same spec say so).
+    pub fn hash(&self) -> String {
+        let mut tenants = self.tenants.clone();
+        tenants.sort();
+        let text = json!({
+            "tenants": tenants, "from": self.from.map(|d| d.to_string()), "to": self.to.map(|d| d.to_string()),
+            "project": self.project, "purpose": self.purpose, "tables": ["reach_weekly", "age_bands", "campaigns"],
+        })
+        .to_string();
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
+/// One cell of an export table.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Text(String),
+    Date(i32),
+    /// A count under disclosure control: the unrounded value (None: Meta withheld it or it was not reported), and
+    /// whether we suppressed it.
+    Count {
+        raw: Option<f64>,
+        suppressed: bool,
+    },
+    /// An estimate (not a count of people), published as computed, rounded to whole units.
+    Number(Option<f64>),
+}
+
+impl Cell {
+    fn count(raw: Option<f64>) -> Cell {
+        let raw = raw.filter(|v| v.is_finite());
+        Cell::Count { raw, suppressed: raw.is_some_and(|v| (1.0..8.0).contains(&v.round())) }
+    }
+
+    fn csv(&self) -> String {
+        match self {
+            Cell::Text(s) => quote(s),
+            Cell::Date(d) => from_day_number(*d).to_string(),
+            Cell::Count { raw: None, .. } => WITHHELD.into(),
+            Cell::Count { suppressed: true, .. } => SUPPRESSED.into(),
+            Cell::Count { raw: Some(v), .. } => round5(*v).to_string(),
+            Cell::Number(None) => String::new(),
+            Cell::Number(Some(v)) => format!("{}", v.round() as i64),
+        }
+    }
+}
+
+/// Rounds a count to the nearest 5.
+pub fn round5(v: f64) -> i64 {
+    ((v / 5.0).round() * 5.0) as i64
+}
+
+fn quote(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) || s == SUPPRESSED || s == WITHHELD {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FieldType {
+    Text,
+    Date,
+    Count,
+    Number,
+}
+
+struct FieldDef {
+    name: &'static str,
+    ty: FieldType,
+    unit: &'static str,
+    description: &'static str,
+}
+
+const fn f(name: &'static str, ty: FieldType, unit: &'static str, description: &'static str) -> FieldDef {
+    FieldDef { name, ty, unit, description }
+}
+
+/// A cell's (row, column).
+type At = (usize, usize);
+/// Member cells and the published total they add up to.
+type Group = (Vec<At>, At);
+
+/// A table of the package: its fields, rows, primary key, and the groups secondary suppression protects.
+struct Table {
+    name: &'static str,
+    title: &'static str,
+    description: &'static str,
+    fields: &'static [FieldDef],
+    primary_key: &'static [&'static str],
+    rows: Vec<Vec<Cell>>,
+    /// Each group: member cells (row, column) and the published total cell they add up to.
+    groups: Vec<Group>,
+}
+
+const REACH_FIELDS: &[FieldDef] = &[
+    f("tenant_id", FieldType::Text, "", "the commissioning organisation"),
+    f("practice", FieldType::Text, "", "ODS code of the practice (or its pseudonym), or ALL for the tenant total"),
+    f("week_ending", FieldType::Date, "", "last Pacific-time day of the week (a Sunday), as Meta reports weeks"),
+    f(
+        "reach",
+        FieldType::Count,
+        "people",
+        "unique people reached in the week (Meta's weekly unique count; the ALL total is gross: a person reached by two pages counts twice)",
+    ),
+    f("engaged_users", FieldType::Count, "people", "unique people who engaged in the week (gross for ALL)"),
+    f("views", FieldType::Count, "views", "times the page's content was seen in the week"),
+    f("engagements", FieldType::Count, "engagements", "engagements in the week"),
+];
+
+const AGE_FIELDS: &[FieldDef] = &[
+    f("tenant_id", FieldType::Text, "", "the commissioning organisation"),
+    f("practice", FieldType::Text, "", "ODS code (or pseudonym), or ALL for the tenant level"),
+    f("window_end", FieldType::Date, "", "last day of the 28-day window"),
+    f("age_band", FieldType::Text, "", "Meta's age band"),
+    f("female", FieldType::Count, "people", "female people who engaged in the window"),
+    f("male", FieldType::Count, "people", "male people who engaged"),
+    f("unknown", FieldType::Count, "people", "people of unknown gender who engaged"),
+    f("people", FieldType::Count, "people", "all people in the band (the row total)"),
+    f("registered", FieldType::Count, "people", "registered patients mapped to the band"),
+];
+
+const CAMPAIGN_FIELDS: &[FieldDef] = &[
+    f("tenant_id", FieldType::Text, "", "the commissioning organisation"),
+    f("campaign", FieldType::Text, "", "campaign name"),
+    f("practice", FieldType::Text, "", "ODS code (or pseudonym), or ALL for the total"),
+    f("metric", FieldType::Text, "", "views, reach, engagements or video_views"),
+    f("window_from", FieldType::Date, "", "first day of the campaign window"),
+    f("window_to", FieldType::Date, "", "last day of the campaign window"),
+    f("posts", FieldType::Count, "posts", "campaign posts matched"),
+    f("post_lifetime", FieldType::Count, "metric units", "lifetime value of the campaign posts"),
+    f("observed", FieldType::Count, "metric units", "the pages' figure over the window"),
+    f("counterfactual", FieldType::Number, "metric units", "model estimate: the figure without the campaign"),
+    f("effect", FieldType::Number, "metric units", "model estimate: observed minus counterfactual"),
+    f("effect_lo", FieldType::Number, "metric units", "interval, low"),
+    f("effect_hi", FieldType::Number, "metric units", "interval, high"),
+];
+
+/// Applies secondary suppression until no group with a published total has exactly one suppressed member.
+fn secondary_suppression(table: &mut Table) -> usize {
+    let mut added = 0;
+    loop {
+        let mut changed = false;
+        for (members, total) in &table.groups {
+            let suppressed =
+                |t: &Table, (r, c): (usize, usize)| matches!(t.rows[r][c], Cell::Count { suppressed: true, .. });
+            if suppressed(table, *total) || !matches!(table.rows[total.0][total.1], Cell::Count { raw: Some(_), .. }) {
+                continue;
+            }
+            let n = members.iter().filter(|m| suppressed(table, **m)).count();
+            if n != 1 {
+                continue;
+            }
+            // The smallest other published, non-zero member goes too.
+            let next = members
+                .iter()
+                .filter(|m| !suppressed(table, **m))
+                .filter_map(|&(r, c)| match table.rows[r][c] {
+                    Cell::Count { raw: Some(v), .. } if v.round() > 0.0 => Some(((r, c), v)),
+                    _ => None,
+                })
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some(((r, c), _)) = next {
+                if let Cell::Count { suppressed, .. } = &mut table.rows[r][c] {
+                    *suppressed = true;
+                }
+                added += 1;
+                changed = true;
+            }
+        }
+        if !changed {
+            return added;
+        }
+    }
+}
+
+struct Pseudonymiser {
+    key: Vec<u8>,
+    practices: bool,
+}
+
+impl Pseudonymiser {
+    fn apply(&self, kind: &str, id: &str) -> String {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(kind.as_bytes());
+        mac.update(b":");
+        mac.update(id.as_bytes());
+        let tag = hex::encode(&mac.finalize().into_bytes()[..8]);
+        format!("{}{tag}", &kind[..2].to_uppercase())
+    }
+
+    fn practice(&self, code: &str) -> String {
+        if self.practices && code != "ALL" { self.apply("practice", code) } else { code.to_owned() }
+    }
+}
+
+fn strs(b: &RecordBatch, name: &str) -> Vec<String> {
+    b.column_by_name(name)
+        .and_then(|c| {
+            c.as_any().downcast_ref::<StringArray>().map(|a| a.iter().map(|v| v.unwrap_or("").to_owned()).collect())
+        })
+        .unwrap_or_default()
+}
+
+fn nums(b: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    let Some(c) = b.column_by_name(name) else { return vec![None; b.num_rows()] };
+    if let Some(a) = c.as_any().downcast_ref::<Float64Array>() {
+        return a.iter().collect();
+    }
+    if let Some(a) = c.as_any().downcast_ref::<arrow::array::UInt32Array>() {
+        return a.iter().map(|v| v.map(f64::from)).collect();
+    }
+    vec![None; b.num_rows()]
+}
+
+fn days(b: &RecordBatch, name: &str) -> Vec<Option<i32>> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Date32Array>().map(|a| a.iter().collect()))
+        .unwrap_or_else(|| vec![None; b.num_rows()])
+}
+
+fn in_range(d: Option<i32>, from: Option<NaiveDate>, to: Option<NaiveDate>) -> bool {
+    d.is_some_and(|d| from.is_none_or(|f| d >= day_number(f)) && to.is_none_or(|t| d <= day_number(t)))
+}
+
+/// Weekly reach per practice with a tenant total per week computed from the unrounded practice values.
+fn reach_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser, into: &mut Table) {
+    let (practice, week) = (strs(b, "practice_code"), days(b, "week_ending"));
+    let metrics = ["reach", "engaged_users", "views", "engagements"];
+    let values: Vec<Vec<Option<f64>>> = metrics.iter().map(|m| nums(b, m)).collect();
+    let mut by_week: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, w) in week.iter().enumerate() {
+        if in_range(*w, spec.from, spec.to) {
+            by_week.entry(w.unwrap_or_default()).or_default().push(i);
+        }
+    }
+    for (w, idx) in by_week {
+        let mut members = Vec::new();
+        let mut sorted = idx.clone();
+        sorted.sort_by(|a, b| practice[*a].cmp(&practice[*b]));
+        for i in sorted {
+            let mut row = vec![Cell::Text(tenant.into()), Cell::Text(p.practice(&practice[i])), Cell::Date(w)];
+            row.extend(values.iter().map(|v| Cell::count(v[i])));
+            members.push(into.rows.len());
+            into.rows.push(row);
+        }
+        let mut total = vec![Cell::Text(tenant.into()), Cell::Text("ALL".into()), Cell::Date(w)];
+        for v in &values {
+            let known: Vec<f64> = idx.iter().filter_map(|i| v[*i]).collect();
+            total.push(Cell::count((!known.is_empty()).then(|| known.iter().sum())));
+        }
+        let total_row = into.rows.len();
+        into.rows.push(total);
+        for c in 3..3 + metrics.len() {
+            into.groups.push((members.iter().map(|r| (*r, c)).collect(), (total_row, c)));
+        }
+    }
+}
+
+fn age_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser, into: &mut Table) {
+    let (level, practice, band, unit) =
+        (strs(b, "level"), strs(b, "practice_code"), strs(b, "age_band"), strs(b, "unit"));
+    let window = days(b, "window_end");
+    let cols = ["female", "male", "unknown", "people", "registered"];
+    let values: Vec<Vec<Option<f64>>> = cols.iter().map(|c| nums(b, c)).collect();
+    // (window, band) -> (tenant row, practice rows)
+    let mut cells: BTreeMap<(i32, String), (Option<usize>, Vec<usize>)> = BTreeMap::new();
+    let mut order: Vec<usize> =
+        (0..b.num_rows()).filter(|&i| unit[i] == "people" && in_range(window[i], spec.from, spec.to)).collect();
+    order.sort_by(|x, y| (window[*x], &practice[*x], &band[*x]).cmp(&(window[*y], &practice[*y], &band[*y])));
+    for i in order {
+        let r = into.rows.len();
+        let mut row = vec![
+            Cell::Text(tenant.into()),
+            Cell::Text(p.practice(&practice[i])),
+            Cell::Date(window[i].unwrap_or_default()),
+            Cell::Text(band[i].clone()),
+        ];
+        row.extend(values.iter().map(|v| Cell::count(v[i])));
+        into.rows.push(row);
+        // Row group: female + male + unknown = people.
+        into.groups.push(((4..7).map(|c| (r, c)).collect(), (r, 7)));
+        let e = cells.entry((window[i].unwrap_or_default(), band[i].clone())).or_default();
+        if level[i] == "tenant" { e.0 = Some(r) } else { e.1.push(r) }
+    }
+    // Column groups: the practices' cells add up to the tenant level's.
+    for (_, (total, members)) in cells {
+        if let Some(t) = total {
+            for c in 4..8 {
+                into.groups.push((members.iter().map(|r| (*r, c)).collect(), (t, c)));
+            }
+        }
+    }
+}
+
+fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser, into: &mut Table) {
+    let (campaign, practice, metric) = (strs(b, "campaign"), strs(b, "practice_code"), strs(b, "metric"));
+    let (from, to) = (days(b, "window_from"), days(b, "window_to"));
+    let counts: Vec<Vec<Option<f64>>> = ["posts", "post_lifetime", "observed"].iter().map(|c| nums(b, c)).collect();
+    let estimates: Vec<Vec<Option<f64>>> =
+        ["counterfactual", "effect", "effect_lo", "effect_hi"].iter().map(|c| nums(b, c)).collect();
+    let mut groups: BTreeMap<(String, String), (Option<usize>, Vec<usize>)> = BTreeMap::new();
+    for i in 0..b.num_rows() {
+        if !in_range(from[i], spec.from, spec.to) {
+            continue;
+        }
+        let r = into.rows.len();
+        let mut row = vec![
+            Cell::Text(tenant.into()),
+            Cell::Text(campaign[i].clone()),
+            Cell::Text(p.practice(&practice[i])),
+            Cell::Text(metric[i].clone()),
+            Cell::Date(from[i].unwrap_or_default()),
+            Cell::Date(to[i].unwrap_or_default()),
+        ];
+        row.extend(counts.iter().map(|v| Cell::count(v[i])));
+        row.extend(estimates.iter().map(|v| Cell::Number(v[i])));
+        into.rows.push(row);
+        let e = groups.entry((campaign[i].clone(), metric[i].clone())).or_default();
+        if practice[i] == "ALL" { e.0 = Some(r) } else { e.1.push(r) }
+    }
+    for (_, (total, members)) in groups {
+        if let Some(t) = total {
+            for c in 6..9 {
+                into.groups.push((members.iter().map(|r| (*r, c)).collect(), (t, c)));
+            }
+        }
+    }
+}
+
+/// What an export did: where the package is, its files and rows.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome {
+    pub dir: PathBuf,
+    pub files: Vec<(String, String, u64)>,
+    pub rows: BTreeMap<String, usize>,
+    pub suppressed: usize,
+    pub secondary: usize,
+    pub spec_hash: String,
+}
+
+fn io(path: &Path, e: std::io::Error) -> AppError {
+    AppError::new(ErrorKind::Unavailable, format!("writing {}: {e}", path.display()))
+        .with_hint("check the output directory is writable and has free space")
+}
+
+fn sha256_file(path: &Path) -> AppResult<String> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Builds the package for `spec` into `out` (a new or empty directory), telling `progress` what it is doing.
+pub async fn run<S: Store>(
+    store: &S,
+    config: &Config,
+    access: &Access,
+    spec: &ExportSpec,
+    out: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> AppResult<ExportOutcome> {
+    let project = config.export_projects.iter().find(|p| p.name == spec.project).ok_or_else(|| {
+        let known: Vec<&str> = config.export_projects.iter().map(|p| p.name.as_str()).collect();
+        AppError::bad_request(format!("no export project `{}` in {}", spec.project, config.path.display()))
+            .with_hint(if known.is_empty() {
+                "add an [[export_project]] with a name and a key reference".to_owned()
+            } else {
+                format!("the projects are {}", known.join(", "))
+            })
+            .at("project")
+    })?;
+    if spec.purpose.trim().is_empty() {
+        return Err(AppError::bad_request("an export needs a purpose (the data-sharing agreement or study reference)")
+            .with_hint("pass --purpose")
+            .at("purpose"));
+    }
+    let key = config.resolve(&project.key).map_err(|e| {
+        AppError::new(
+            ErrorKind::BadRequest,
+            format!("export project `{}`'s key ({}): {e}", project.name, project.key.describe()),
+        )
+    })?;
+    let pseudo = Pseudonymiser { key: key.expose().as_bytes().to_vec(), practices: project.pseudonymise_practices };
+    let scopes = if spec.tenants.is_empty() {
+        let all = access.scopes();
+        if all.len() != 1 {
+            return Err(
+                AppError::bad_request(format!("name the tenants to export: {} are visible", all.len())).at("tenants")
+            );
+        }
+        all
+    } else {
+        spec.tenants.iter().map(|t| access.scope(t)).collect::<Result<Vec<_>, _>>()?
+    };
+    if out.exists() && std::fs::read_dir(out).map_err(|e| io(out, e))?.next().is_some() {
+        return Err(AppError::bad_request(format!("{} exists and is not empty", out.display()))
+            .with_hint("export into a new directory; a package is never written over another"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+
+    let mut tables = [
+        Table {
+            name: "reach_weekly",
+            title: "Weekly reach per practice",
+            description: "Each practice page's weekly figures from Meta's own weekly values, with the tenant's total per week.",
+            fields: REACH_FIELDS,
+            primary_key: &["tenant_id", "practice", "week_ending"],
+            rows: vec![],
+            groups: vec![],
+        },
+        Table {
+            name: "age_bands",
+            title: "Engagement by age band and gender",
+            description: "People who engaged, by Meta's age bands and gender, per practice and for the tenant, in 28-day windows, with registered patients per band.",
+            fields: AGE_FIELDS,
+            primary_key: &["tenant_id", "practice", "window_end", "age_band"],
+            rows: vec![],
+            groups: vec![],
+        },
+        Table {
+            name: "campaigns",
+            title: "Campaign uplift",
+            description: "Each campaign's posts and its effect on the pages against a counterfactual (placebo-in-time interval).",
+            fields: CAMPAIGN_FIELDS,
+            primary_key: &["tenant_id", "campaign", "practice", "metric"],
+            rows: vec![],
+            groups: vec![],
+        },
+    ];
+    let mut provenance_runs = Vec::new();
+    let mut ingest = Vec::new();
+    for scope in &scopes {
+        progress(&format!("reading tenant {scope}"));
+        let main = ReportVariant::main();
+        let runs = store.read_report(scope, &REPORT_RUNS, &main).await?;
+        if runs.num_rows() == 0 {
+            return Err(AppError::new(ErrorKind::NotReady, format!("tenant {scope}'s reports have not been computed"))
+                .with_hint(format!("run `pulse jobs run --tenant {scope}` first")));
+        }
+        let run_id = strs(&runs, "run_id").into_iter().next().unwrap_or_default();
+        let computed = strs(&runs, "computed_at").into_iter().next().unwrap_or_default();
+        provenance_runs.push(json!({"tenant": scope.to_string(), "run_id": run_id, "computed_at": computed}));
+        let records = store.read_runs(scope).await?;
+        let ids: BTreeSet<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
+        let first = records.iter().map(|r| r.started_at).min();
+        let last = records.iter().map(|r| r.finished_at).max();
+        ingest
+            .push(json!({"tenant": scope.to_string(), "ingest_runs": ids, "fetched_from": first, "fetched_to": last}));
+        let t = scope.to_string();
+        reach_table(&t, &store.read_report(scope, &REACH_WEEKLY, &main).await?, spec, &pseudo, &mut tables[0]);
+        age_table(&t, &store.read_report(scope, &AGE_BANDS, &main).await?, spec, &pseudo, &mut tables[1]);
+        campaign_table(&t, &store.read_report(scope, &CAMPAIGN_UPLIFT, &main).await?, spec, &pseudo, &mut tables[2]);
+    }
+    let mut secondary = 0;
+    let mut suppressed = 0;
+    let mut files = Vec::new();
+    let mut rows = BTreeMap::new();
+    let mut resources = Vec::new();
+    for t in &mut tables {
+        secondary += secondary_suppression(t);
+        suppressed += t.rows.iter().flatten().filter(|c| matches!(c, Cell::Count { suppressed: true, .. })).count();
+        progress(&format!("writing {} ({} rows)", t.name, t.rows.len()));
+        let csv_path = out.join(format!("{}.csv", t.name));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv_path).map_err(|e| io(&csv_path, e))?);
+        let header: Vec<&str> = t.fields.iter().map(|f| f.name).collect();
+        writeln!(w, "{}", header.join(",")).map_err(|e| io(&csv_path, e))?;
+        for row in &t.rows {
+            let line: Vec<String> = row.iter().map(Cell::csv).collect();
+            writeln!(w, "{}", line.join(",")).map_err(|e| io(&csv_path, e))?;
+        }
+        w.flush().map_err(|e| io(&csv_path, e))?;
+        drop(w);
+        let parquet_path = out.join(format!("{}.parquet", t.name));
+        write_parquet(t, &parquet_path)?;
+        rows.insert(t.name.to_owned(), t.rows.len());
+        let fields: Vec<Value> = t
+            .fields
+            .iter()
+            .map(|f| {
+                let ty = match f.ty {
+                    FieldType::Text => "string",
+                    FieldType::Date => "date",
+                    FieldType::Count | FieldType::Number => "integer",
+                };
+                let mut v = json!({"name": f.name, "type": ty, "description": f.description});
+                if !f.unit.is_empty() {
+                    v["unit"] = json!(f.unit);
+                }
+                if f.ty == FieldType::Count {
+                    v["description"] = json!(format!("{} (disclosure-controlled: 1-7 suppressed as `*`, else rounded to the nearest 5; `withheld` where Meta withheld or did not report it)", f.description));
+                }
+                v
+            })
+            .collect();
+        let hash = sha256_file(&csv_path)?;
+        let bytes = std::fs::metadata(&csv_path).map_err(|e| io(&csv_path, e))?.len();
+        resources.push(json!({
+            "name": t.name, "title": t.title, "description": t.description,
+            "path": format!("{}.csv", t.name), "format": "csv", "mediatype": "text/csv", "encoding": "utf-8",
+            "profile": "tabular-data-resource", "hash": format!("sha256:{hash}"), "bytes": bytes,
+            "schema": {"fields": fields, "primaryKey": t.primary_key, "missingValues": ["", SUPPRESSED, WITHHELD]},
+        }));
+        files.push((format!("{}.csv", t.name), hash, bytes));
+        let phash = sha256_file(&parquet_path)?;
+        let pbytes = std::fs::metadata(&parquet_path).map_err(|e| io(&parquet_path, e))?.len();
+        files.push((format!("{}.parquet", t.name), phash, pbytes));
+    }
+    let spec_hash = spec.hash();
+    let created = Utc::now().to_rfc3339();
+    let package = json!({
+        "profile": "tabular-data-package",
+        "name": format!("practice-pulse-{}", project.name.to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-")),
+        "title": format!("Practice Pulse export for project {}", project.name),
+        "description": format!("Engagement with GP practices' Facebook pages, {} tenant(s). Purpose: {}", scopes.len(), spec.purpose),
+        "created": created,
+        "licenses": [{"name": "data-sharing-agreement", "title": project.licence}],
+        "resources": resources,
+        "practice_pulse": {
+            "product_version": env!("CARGO_PKG_VERSION"),
+            "graph_api_version": config.graph.version.to_string(),
+            "purpose": spec.purpose,
+            "project": project.name,
+            "spec_hash": spec_hash,
+            "range": [spec.from.map(|d| d.to_string()), spec.to.map(|d| d.to_string())],
+            "pipeline_runs": provenance_runs,
+            "ingest": ingest,
+            "disclosure_control": {
+                "rule": "NHS Digital HES/ECDS: below national level, counts 1-7 suppressed, other counts rounded to the nearest 5; totals from unrounded values then rounded; secondary suppression so no suppressed cell is recoverable from a published total",
+                "suppressed_marker": SUPPRESSED, "meta_withheld_marker": WITHHELD,
+                "cells_suppressed": suppressed, "of_which_secondary": secondary,
+            },
+            "pseudonymisation": {
+                "method": "HMAC-SHA256 under the export project's key (not in this package), first 64 bits, hex",
+                "practice_codes": project.pseudonymise_practices,
+            },
+            "parquet_copies": files.iter().filter(|f| f.0.ends_with(".parquet")).map(|f| json!({"path": f.0, "hash": format!("sha256:{}", f.1)})).collect::<Vec<_>>(),
+        }
+    });
+    let dp = out.join("datapackage.json");
+    std::fs::write(&dp, serde_json::to_vec_pretty(&package).unwrap_or_default()).map_err(|e| io(&dp, e))?;
+    let readme = out.join("README.md");
+    std::fs::write(&readme, readme_text(&tables, project.name.as_str(), spec, &created, suppressed, secondary))
+        .map_err(|e| io(&readme, e))?;
+    for name in ["datapackage.json", "README.md"] {
+        let p = out.join(name);
+        let h = sha256_file(&p)?;
+        let b = std::fs::metadata(&p).map_err(|e| io(&p, e))?.len();
+        files.push((name.to_owned(), h, b));
+    }
+    let sums: String = files.iter().map(|(n, h, _)| format!("{h}  {n}\n")).collect();
+    let sums_path = out.join("SHA256SUMS");
+    std::fs::write(&sums_path, sums).map_err(|e| io(&sums_path, e))?;
+    Ok(ExportOutcome { dir: out.to_owned(), files, rows, suppressed, secondary, spec_hash })
+}
+
+fn write_parquet(t: &Table, path: &Path) -> AppResult<()> {
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (c, def) in t.fields.iter().enumerate() {
+        let col = t.rows.iter().map(|r| &r[c]);
+        match def.ty {
+            FieldType::Text => {
+                fields.push(Field::new(def.name, DataType::Utf8, false));
+                columns.push(Arc::new(StringArray::from_iter_values(col.map(|x| match x {
+                    Cell::Text(s) => s.clone(),
+                    _ => String::new(),
+                }))));
+            }
+            FieldType::Date => {
+                fields.push(Field::new(def.name, DataType::Date32, false));
+                columns.push(Arc::new(Date32Array::from_iter_values(col.map(|x| match x {
+                    Cell::Date(d) => *d,
+                    _ => 0,
+                }))));
+            }
+            FieldType::Count | FieldType::Number => {
+                // Suppressed and withheld cells are null here; the CSV's markers say which.
+                fields.push(Field::new(def.name, DataType::Int64, true));
+                columns.push(Arc::new(
+                    col.map(|x| match x {
+                        Cell::Count { raw: Some(v), suppressed: false } => Some(round5(*v)),
+                        Cell::Number(Some(v)) => Some(v.round() as i64),
+                        _ => None,
+                    })
+                    .collect::<Int64Array>(),
+                ));
+            }
+        }
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
+    let file = std::fs::File::create(path).map_err(|e| io(path, e))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+        .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
+    w.write(&batch).map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
+    w.close().map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
+    Ok(())
+}
+
+fn readme_text(
+    tables: &[Table],
+    project: &str,
+    spec: &ExportSpec,
+    created: &str,
+    suppressed: usize,
+    secondary: usize,
+) -> String {
+    let mut out = format!(
+        "# Practice Pulse research export\n\nProject: {project}. Purpose: {}. Created {created}. Range: {} to {}.\n\n\
+         ## Rules applied\n\n\
+         - Disclosure control (NHS Digital's rule for HES/ECDS, below national level): counts of 1-7 are suppressed and \
+         shown as `*`; other counts are rounded to the nearest 5; totals (rows with practice `ALL`, the `people` column) \
+         are computed from unrounded values, then rounded; secondary suppression makes sure no group with a published \
+         total has exactly one suppressed cell, so none can be recovered by subtraction. {suppressed} cells suppressed, \
+         {secondary} of them secondary.\n\
+         - `withheld`: Meta withheld the figure (it does not report breakdowns below 100 people) or did not report it. \
+         This is Meta's suppression, not ours.\n\
+         - Model estimates (counterfactual, effect and its interval) are not counts of people and are published rounded \
+         to whole units.\n\
+         - Pseudonyms: identifiers marked sensitive are replaced by HMAC-SHA256 under the project's key, which is not in \
+         this package. The same project gets the same pseudonyms in every export; other projects cannot link them.\n\
+         - Weeks and days are Pacific-time days, as Meta reports them.\n\n\
+         Integrity: `sha256sum -c SHA256SUMS`. Machine-readable schema and provenance: `datapackage.json` \
+         (Frictionless Data Package). Parquet copies hold the same rows, with suppressed and withheld cells as nulls.\n\n",
+        spec.purpose,
+        spec.from.map(|d| d.to_string()).unwrap_or_else(|| "the start of the reports".into()),
+        spec.to.map(|d| d.to_string()).unwrap_or_else(|| "the end of the reports".into()),
+    );
+    for t in tables {
+        let _ = writeln!(
+            out,
+            "## {} (`{}.csv`, {} rows)\n\n{}\n\n| column | type | unit | meaning |\n|---|---|---|---|",
+            t.title,
+            t.name,
+            t.rows.len(),
+            t.description
+        );
+        for f in t.fields {
+            let ty = match f.ty {
+                FieldType::Text => "text",
+                FieldType::Date => "date",
+                FieldType::Count => "count (controlled)",
+                FieldType::Number => "estimate",
+            };
+            let _ = writeln!(out, "| {} | {ty} | {} | {} |", f.name, f.unit, f.description);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: Vec<Vec<Cell>>, groups: Vec<Group>) -> Table {
+        Table { name: "t", title: "t", description: "", fields: &[], primary_key: &[], rows, groups }
+    }
+
+    #[test]
+    fn small_counts_are_suppressed_and_others_rounded_to_five() {
+        let cells: Vec<String> =
+            [0.0, 1.0, 7.0, 7.4, 8.0, 12.0, 13.0, 1234.0].iter().map(|v| Cell::count(Some(*v)).csv()).collect();
+        assert_eq!(cells, ["0", "*", "*", "*", "10", "10", "15", "1235"]);
+        assert_eq!(Cell::count(None).csv(), WITHHELD);
+    }
+
+    #[test]
+    fn a_lone_suppressed_cell_takes_the_next_smallest_with_it_so_the_total_cannot_reveal_it() {
+        // Members 3 (suppressed), 40, 25, 100; total 168 published.
+        let rows = vec![vec![
+            Cell::count(Some(3.0)),
+            Cell::count(Some(40.0)),
+            Cell::count(Some(25.0)),
+            Cell::count(Some(100.0)),
+            Cell::count(Some(168.0)),
+        ]];
+        let mut t = table(rows, vec![((0..4).map(|c| (0, c)).collect(), (0, 4))]);
+        assert_eq!(secondary_suppression(&mut t), 1);
+        let csv: Vec<String> = t.rows[0].iter().map(Cell::csv).collect();
+        assert_eq!(csv, ["*", "40", "*", "100", "170"]);
+        // Two suppressed already: nothing more to do; a suppressed total: nothing to protect.
+        let rows = vec![vec![
+            Cell::count(Some(3.0)),
+            Cell::count(Some(5.0)),
+            Cell::count(Some(40.0)),
+            Cell::count(Some(48.0)),
+        ]];
+        let mut t = table(rows, vec![((0..3).map(|c| (0, c)).collect(), (0, 3))]);
+        assert_eq!(secondary_suppression(&mut t), 0);
+    }
+
+    #[test]
+    fn secondary_suppression_follows_through_overlapping_groups() {
+        // A 2x2 table with row and column totals: suppressing one cell must cascade until every row and column has
+        // zero or at least two suppressed cells.
+        let v = |x: f64| Cell::count(Some(x));
+        let rows =
+            vec![vec![v(4.0), v(30.0), v(34.0)], vec![v(50.0), v(60.0), v(110.0)], vec![v(54.0), v(90.0), v(144.0)]];
+        let groups = vec![
+            (vec![(0, 0), (0, 1)], (0, 2)),
+            (vec![(1, 0), (1, 1)], (1, 2)),
+            (vec![(0, 0), (1, 0)], (2, 0)),
+            (vec![(0, 1), (1, 1)], (2, 1)),
+        ];
+        let mut t = table(rows, groups.clone());
+        secondary_suppression(&mut t);
+        for (members, _) in &groups {
+            let n =
+                members.iter().filter(|(r, c)| matches!(t.rows[*r][*c], Cell::Count { suppressed: true, .. })).count();
+            assert_ne!(n, 1, "{:?}", t.rows);
+        }
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_within_a_project_and_differ_across_projects() {
+        let a = Pseudonymiser { key: b"project-a-key".to_vec(), practices: true };
+        let b = Pseudonymiser { key: b"project-b-key".to_vec(), practices: true };
+        assert_eq!(a.practice("M83001"), a.practice("M83001"));
+        assert_ne!(a.practice("M83001"), a.practice("M83002"));
+        assert_ne!(a.practice("M83001"), b.practice("M83001"));
+        assert_eq!(a.practice("ALL"), "ALL");
+        assert!(!a.practice("M83001").contains("M83001"));
+        let plain = Pseudonymiser { key: b"k".to_vec(), practices: false };
+        assert_eq!(plain.practice("M83001"), "M83001");
+    }
+}

@@ -1,0 +1,119 @@
+//! Research exports from a real demo world (two tenants, lake): the package validates and reads back with the
+//! declared types in Frictionless, pyarrow and DuckDB (`tests/export_check.py`, which also checks the disclosure rule
+//! and differencing), pseudonyms are stable within a project and differ across projects, and a tenant analyst cannot
+//! export another tenant.
+//!
+//! The Python checks need `frictionless`, `pyarrow` and `duckdb` (`pip install frictionless pyarrow duckdb`); without
+//! them they are skipped with a message, unless `PULSE_REQUIRE_PYTHON_TOOLS=1` (CI sets it).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pulse_app::error::ErrorKind;
+use pulse_app::export::{self, ExportSpec};
+
+fn demo() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let run = path.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let req = pulse_app::demo::DemoRequest { dir: run, scenario: "case-study".into(), concurrency: 16 };
+            assert_eq!(pulse_app::demo::run(&req, &mut |_| {}).await.unwrap(), 0);
+        });
+    })
+    .join()
+    .unwrap();
+    std::fs::write(
+        path.join("projects.secrets.toml"),
+        "\"a\" = \"key-of-project-a-0001\"\n\"b\" = \"key-of-project-b-0002\"\n",
+    )
+    .unwrap();
+    let mut toml = std::fs::read_to_string(path.join("pulse.toml")).unwrap();
+    for p in ["a", "b"] {
+        toml.push_str(&format!(
+            "\n[[export_project]]\nname = \"{p}\"\nkey = {{ file = \"projects.secrets.toml\", key = \"{p}\" }}\npseudonymise_practices = true\n"
+        ));
+    }
+    std::fs::write(path.join("pulse.toml"), toml).unwrap();
+    (dir, path)
+}
+
+fn practices_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(dir.join("reach_weekly.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().to_owned())
+        .filter(|p| p != "ALL")
+        .collect()
+}
+
+fn python_tools() -> bool {
+    Command::new("python3").args(["-c", "import frictionless, pyarrow, duckdb"]).status().is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_tenants_only() {
+    let (_keep, dir) = demo();
+    let config = pulse_config::load(&dir.join("pulse.toml")).unwrap();
+    let store = pulse_app::open::store(&config).unwrap();
+    let operator = config.operator_access();
+    let out = tempfile::tempdir().unwrap();
+    let spec = |project: &str| ExportSpec {
+        tenants: vec!["north-staffs".into()],
+        from: None,
+        to: None,
+        project: project.into(),
+        purpose: "DSA-2018-042 stroke video evaluation".into(),
+    };
+    let mut said = Vec::new();
+    let a1 =
+        export::run(&store, &config, &operator, &spec("a"), &out.path().join("a1"), &mut |s| said.push(s.to_owned()))
+            .await
+            .unwrap();
+    assert!(said.iter().any(|s| s.contains("writing reach_weekly")), "progress is told: {said:?}");
+    assert!(a1.rows["reach_weekly"] > 1000 && a1.rows["age_bands"] > 0 && a1.rows["campaigns"] > 0, "{:?}", a1.rows);
+    assert!(a1.suppressed > 0, "the demo world has small age-band counts to suppress");
+    let a2 = export::run(&store, &config, &operator, &spec("a"), &out.path().join("a2"), &mut |_| {}).await.unwrap();
+    let b = export::run(&store, &config, &operator, &spec("b"), &out.path().join("b"), &mut |_| {}).await.unwrap();
+    let (pa1, pa2, pb) = (practices_in(&a1.dir), practices_in(&a2.dir), practices_in(&b.dir));
+    assert_eq!(pa1, pa2, "the same project gives the same pseudonyms");
+    assert!(pa1.is_disjoint(&pb), "different projects cannot be linked");
+    let codes: Vec<String> = config.tenants[0].practices.iter().map(|p| p.code.to_string()).collect();
+    let text = std::fs::read_to_string(a1.dir.join("reach_weekly.csv")).unwrap();
+    assert!(codes.iter().all(|c| !text.contains(c.as_str())), "no practice code survives pseudonymisation");
+    let package = std::fs::read_to_string(a1.dir.join("datapackage.json")).unwrap();
+    assert!(!package.contains("key-of-project-a"), "the project key is never in the package");
+    assert!(package.contains("DSA-2018-042") && package.contains("spec_hash") && package.contains("ingest_runs"));
+
+    // Refusals: another tenant for an analyst, an unknown project, no purpose, a non-empty directory.
+    let analyst = operator.analyst("stoke").unwrap();
+    let e = export::run(&store, &config, &analyst, &spec("a"), &out.path().join("x"), &mut |_| {}).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Forbidden, "{e}");
+    assert!(!out.path().join("x").exists(), "nothing is written for a refused export");
+    let e =
+        export::run(&store, &config, &operator, &spec("nope"), &out.path().join("y"), &mut |_| {}).await.unwrap_err();
+    assert!(e.to_string().contains("the projects are a, b"), "{e}");
+    let mut no_purpose = spec("a");
+    no_purpose.purpose = " ".into();
+    assert!(export::run(&store, &config, &operator, &no_purpose, &out.path().join("z"), &mut |_| {}).await.is_err());
+    let e = export::run(&store, &config, &operator, &spec("a"), &a1.dir, &mut |_| {}).await.unwrap_err();
+    assert!(e.message.contains("not empty"), "{e}");
+
+    // From the outside, with a researcher's tools.
+    if !python_tools() {
+        if std::env::var_os("PULSE_REQUIRE_PYTHON_TOOLS").is_some() {
+            panic!("PULSE_REQUIRE_PYTHON_TOOLS is set but frictionless, pyarrow or duckdb is missing");
+        }
+        eprintln!("skipped the package checks: `pip install frictionless pyarrow duckdb` to run them");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/export_check.py");
+    for d in [&a1.dir, &b.dir] {
+        let status = Command::new("python3").arg(script).arg(d).status().unwrap();
+        assert!(status.success(), "package checks failed for {}", d.display());
+    }
+}
