@@ -23,7 +23,7 @@ use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use pulse_config::Config;
-use pulse_domain::{Access, day_number, from_day_number};
+use pulse_domain::{Access, ExportAuditRecord, day_number, from_day_number};
 use pulse_store::report::{AGE_BANDS, CAMPAIGN_UPLIFT, REACH_WEEKLY, REPORT_RUNS};
 use pulse_store::{ReportVariant, Store};
 use serde_json::{Value, json};
@@ -47,6 +47,8 @@ pub struct ExportSpec {
     pub project: String,
     /// Why: the purpose or data-sharing agreement reference, written into the package and the audit record.
     pub purpose: String,
+    /// Who asks, for the audit trail: `operator` (the CLI) or `key <id>` (the API).
+    pub requested_by: String,
 }
 
 impl ExportSpec {
@@ -390,6 +392,7 @@ pub struct ExportOutcome {
     pub suppressed: usize,
     pub secondary: usize,
     pub spec_hash: String,
+    pub export_id: String,
 }
 
 fn io(path: &Path, e: std::io::Error) -> AppError {
@@ -402,6 +405,26 @@ fn sha256_file(path: &Path) -> AppResult<String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
+/// The export audit trail of the tenants `access` may read, newest first.
+pub async fn log<S: Store>(store: &S, access: &Access, tenant: Option<&str>) -> AppResult<Vec<ExportAuditRecord>> {
+    let scopes = match tenant {
+        Some(t) => vec![access.scope(t)?],
+        None => access.scopes(),
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for scope in scopes {
+        for r in store.read_export_audit(&scope).await? {
+            // An export of several tenants is recorded under each; list it once.
+            if seen.insert(r.export_id.clone()) {
+                out.push(r);
+            }
+        }
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    Ok(out)
+}
+
 /// Builds the package for `spec` into `out` (a new or empty directory), telling `progress` what it is doing.
 pub async fn run<S: Store>(
     store: &S,
@@ -409,7 +432,7 @@ pub async fn run<S: Store>(
     access: &Access,
     spec: &ExportSpec,
     out: &Path,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut (dyn FnMut(&str) + Send),
 ) -> AppResult<ExportOutcome> {
     let project = config.export_projects.iter().find(|p| p.name == spec.project).ok_or_else(|| {
         let known: Vec<&str> = config.export_projects.iter().map(|p| p.name.as_str()).collect();
@@ -602,7 +625,75 @@ pub async fn run<S: Store>(
     let sums: String = files.iter().map(|(n, h, _)| format!("{h}  {n}\n")).collect();
     let sums_path = out.join("SHA256SUMS");
     std::fs::write(&sums_path, sums).map_err(|e| io(&sums_path, e))?;
-    Ok(ExportOutcome { dir: out.to_owned(), files, rows, suppressed, secondary, spec_hash })
+    // The audit trail, one record per tenant. An export that cannot be recorded is not handed out: its files go.
+    let mut id = [0u8; 4];
+    getrandom::fill(&mut id).map_err(|e| AppError::new(ErrorKind::Internal, format!("no system randomness: {e}")))?;
+    let export_id = format!("export-{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), hex::encode(id));
+    let record = ExportAuditRecord {
+        export_id: export_id.clone(),
+        created_at: Utc::now(),
+        requested_by: if spec.requested_by.is_empty() { "operator".into() } else { spec.requested_by.clone() },
+        tenants: scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
+        project: project.name.clone(),
+        purpose: spec.purpose.clone(),
+        spec_hash: spec_hash.clone(),
+        spec: json!({
+            "tenants": spec.tenants, "from": spec.from.map(|d| d.to_string()), "to": spec.to.map(|d| d.to_string()),
+            "project": spec.project,
+        })
+        .to_string(),
+        rows: rows.values().sum::<usize>() as u64,
+        files: json!(files.iter().map(|(n, h, _)| (n.clone(), h.clone())).collect::<BTreeMap<_, _>>()).to_string(),
+    };
+    let operator = config.operator_access();
+    for scope in &scopes {
+        let write = operator.write_scope(scope.as_str())?;
+        if let Err(e) = store.append_export_audit(&write, &record).await {
+            let _ = std::fs::remove_dir_all(out);
+            return Err(AppError::from(e).with_hint("the export was not recorded in the audit trail, so its files were removed; retry when the store is back"));
+        }
+    }
+    progress(&format!("recorded {export_id} in the audit trail"));
+    Ok(ExportOutcome { dir: out.to_owned(), files, rows, suppressed, secondary, spec_hash, export_id })
+}
+
+/// The package as one uncompressed tar archive (POSIX ustar), its files under `name/`: what the API hands out.
+pub fn archive(dir: &Path, name: &str) -> AppResult<Vec<u8>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    entries.sort();
+    let mut out = Vec::new();
+    let mtime = Utc::now().timestamp().max(0) as u64;
+    for path in entries {
+        let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let full = format!("{name}/{file}");
+        if full.len() > 99 {
+            return Err(AppError::new(ErrorKind::Internal, format!("file name too long for the archive: {full}")));
+        }
+        let mut h = [0u8; 512];
+        let put = |h: &mut [u8; 512], at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
+        put(&mut h, 0, full.as_bytes());
+        put(&mut h, 100, b"0000644\0");
+        put(&mut h, 108, b"0000000\0");
+        put(&mut h, 116, b"0000000\0");
+        put(&mut h, 124, format!("{:011o}\0", data.len()).as_bytes());
+        put(&mut h, 136, format!("{mtime:011o}\0").as_bytes());
+        put(&mut h, 148, b"        ");
+        h[156] = b'0';
+        put(&mut h, 257, b"ustar\0");
+        put(&mut h, 263, b"00");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    Ok(out)
 }
 
 fn write_parquet(t: &Table, path: &Path) -> AppResult<()> {

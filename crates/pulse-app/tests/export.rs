@@ -68,6 +68,7 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
         to: None,
         project: project.into(),
         purpose: "DSA-2018-042 stroke video evaluation".into(),
+        requested_by: "operator".into(),
     };
     let mut said = Vec::new();
     let a1 =
@@ -88,6 +89,13 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     let package = std::fs::read_to_string(a1.dir.join("datapackage.json")).unwrap();
     assert!(!package.contains("key-of-project-a"), "the project key is never in the package");
     assert!(package.contains("DSA-2018-042") && package.contains("spec_hash") && package.contains("ingest_runs"));
+
+    // The audit trail: every export, once, with its files' hashes; the other tenant's analyst sees none of them.
+    let log = export::log(&store, &operator, None).await.unwrap();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log.iter().any(|r| r.export_id == a1.export_id && r.files.contains(&a1.files[0].1)));
+    assert!(log.iter().all(|r| r.purpose.contains("DSA-2018-042") && r.requested_by == "operator" && r.rows > 0));
+    assert!(export::log(&store, &operator.analyst("stoke").unwrap(), None).await.unwrap().is_empty());
 
     // Refusals: another tenant for an analyst, an unknown project, no purpose, a non-empty directory.
     let analyst = operator.analyst("stoke").unwrap();

@@ -16,7 +16,9 @@ pub use demographics::{AgeBand, AgeGenderKey, Gender};
 pub use error::DomainError;
 pub use ids::{PageId, PostId, PracticeCode, TenantId};
 pub use metrics::{ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind};
-pub use records::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, RunStatus, Stream};
+pub use records::{
+    Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, RunStatus, Stream,
+};
 pub use tenancy::{Access, AccessDenied, PageKind, Principal, TenantScope, WriteScope};
 pub use time::{
     CoveredDays, EPOCH, covered_days, day_number, end_time_for_day, format_graph_time, from_day_number,

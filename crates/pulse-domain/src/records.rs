@@ -179,6 +179,27 @@ pub struct IngestRunRecord {
     pub message: String,
 }
 
+/// One research export as the audit trail keeps it: one record per tenant the export covered, all with the same
+/// `export_id`. Appended, never changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportAuditRecord {
+    pub export_id: String,
+    pub created_at: DateTime<Utc>,
+    /// Who asked: `operator` (the CLI, holding the config) or `key <id>` (an API key).
+    pub requested_by: String,
+    /// Every tenant the export covered, comma-separated.
+    pub tenants: String,
+    pub project: String,
+    /// The purpose or data-sharing agreement reference.
+    pub purpose: String,
+    pub spec_hash: String,
+    /// The export spec, as JSON.
+    pub spec: String,
+    pub rows: u64,
+    /// Each file's SHA-256, as JSON `{name: hash}`.
+    pub files: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

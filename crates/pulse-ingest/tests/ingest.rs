@@ -409,6 +409,16 @@ impl Store for FlakyStore {
     async fn read_runs(&self, s: &TenantScope) -> pulse_store::Result<Vec<pulse_domain::IngestRunRecord>> {
         self.inner.read_runs(s).await
     }
+    async fn append_export_audit(
+        &self,
+        s: &WriteScope,
+        r: &pulse_domain::ExportAuditRecord,
+    ) -> pulse_store::Result<WriteAck> {
+        self.inner.append_export_audit(s, r).await
+    }
+    async fn read_export_audit(&self, s: &TenantScope) -> pulse_store::Result<Vec<pulse_domain::ExportAuditRecord>> {
+        self.inner.read_export_audit(s).await
+    }
     async fn replace_report(
         &self,
         s: &WriteScope,

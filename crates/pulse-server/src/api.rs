@@ -274,3 +274,43 @@ pub async fn keys_revoke(State(state): State<Shared>, headers: HeaderMap, Path(i
     })
     .await
 }
+
+/// `POST /api/v1/exports` (export scope): a research export of the key's tenants as a tar archive of the data
+/// package; recorded in the audit trail with the key id.
+pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        #[serde(default)]
+        tenants: Vec<String>,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+        project: String,
+        purpose: String,
+    }
+    logged(&state, &headers, KeyScope::Export, "POST /api/v1/exports".into(), |state, caller| async move {
+        let req: Request = serde_json::from_slice(&body).map_err(|e| {
+            AppError::bad_request(format!("the export request is not valid: {e}")).with_hint(
+                "send {\"project\": NAME, \"purpose\": AGREEMENT, \"tenants\": [..], \"from\": DAY, \"to\": DAY}",
+            )
+        })?;
+        let spec = pulse_app::export::ExportSpec {
+            tenants: req.tenants,
+            from: req.from,
+            to: req.to,
+            project: req.project,
+            purpose: req.purpose,
+            requested_by: format!("key {}", caller.key_id),
+        };
+        let dir = std::env::temp_dir().join(format!("pulse-export-{}", crate::auth::random_token()));
+        let result =
+            pulse_app::export::run(&state.store, &state.config, &caller.access, &spec, &dir, &mut |_| {}).await;
+        let archived = result.and_then(|o| pulse_app::export::archive(&dir, &o.export_id).map(|tar| (o, tar)));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (outcome, tar) = archived?;
+        let rows = outcome.rows.values().sum();
+        let name = format!("{}.tar", outcome.export_id);
+        Ok((download(tar, "application/x-tar", &name), caller.tenants.join(","), rows))
+    })
+    .await
+}

@@ -125,6 +125,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v2/query", post(api::query))
         .route("/api/v1/reports", get(api::reports_index))
         .route("/api/v1/reports/{kind}", get(api::report))
+        .route("/api/v1/exports", post(api::export))
         .route("/api/v1/keys", get(api::keys_list))
         .route("/api/v1/keys/{id}/revoke", post(api::keys_revoke))
         .route("/login", get(pages::login_form).post(pages::login))

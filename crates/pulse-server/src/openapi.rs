@@ -137,6 +137,19 @@ pub fn document() -> Value {
                 ],
                 "responses": with_errors(json!({"description": "the rows (JSON: with run and null reasons; CSV and Parquet as downloads)"}))
             }},
+            "/api/v1/exports": {"post": {
+                "summary": "A research export of the key's tenants (export scope): a tar archive of a Frictionless data package, disclosure-controlled and pseudonymised, recorded in the audit trail",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["project", "purpose"], "additionalProperties": false,
+                    "properties": {
+                        "project": {"type": "string", "description": "an [[export_project]] of the deployment"},
+                        "purpose": {"type": "string", "description": "the data-sharing agreement or study reference"},
+                        "tenants": {"type": "array", "items": {"type": "string"}},
+                        "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}
+                    }
+                }}}},
+                "responses": with_errors(json!({"description": "the package", "content": {"application/x-tar": {}}}))
+            }},
             "/api/v1/me": {"get": {"summary": "The key: id, name, scopes, tenants", "responses": with_errors(json!({"description": "the key"}))}},
             "/api/v1/keys": {"get": {"summary": "Keys for the caller's tenants (admin scope)", "responses": with_errors(json!({"description": "the keys, without secrets or hashes"}))}},
             "/api/v1/keys/{id}/revoke": {"post": {

@@ -423,3 +423,36 @@ async fn dashboard_sessions_need_the_login_form_token_and_end_on_logout_or_revoc
     pulse_app::keys::Keys::for_config(&s.config).revoke(k.split('_').nth(1).unwrap()).unwrap();
     assert_eq!(c.get(format!("{}/posts", s.url)).header("cookie", &session).send().await.unwrap().status(), 303);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_scoped_key_gets_a_package_of_its_own_tenant_and_the_export_is_audited() {
+    let s = serve().await;
+    let read_only = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let exporter = key(&s.config, &["north-staffs"], &[KeyScope::Read, KeyScope::Export]);
+    let other = key(&s.config, &["stoke"], &[KeyScope::Export]);
+    let request = json!({"project": "study", "purpose": "DSA-7 evaluation", "tenants": ["north-staffs"]});
+    let send =
+        |k: &str, body: &Value| client().post(format!("{}/api/v1/exports", s.url)).bearer_auth(k).json(body).send();
+    assert_eq!(send(&read_only, &request).await.unwrap().status(), 403, "read scope cannot export");
+    assert_eq!(send(&other, &request).await.unwrap().status(), 403, "another tenant's key cannot export it");
+    let e: Value = send(&exporter, &json!({"project": "study"})).await.unwrap().json().await.unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("purpose"), "{e}");
+    let resp = send(&exporter, &request).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-tar");
+    let tar = resp.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.tar"), &tar).unwrap();
+    let listing = std::process::Command::new("tar").arg("-tf").arg(dir.path().join("p.tar")).output().unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    for f in ["datapackage.json", "reach_weekly.csv", "age_bands.parquet", "SHA256SUMS", "README.md"] {
+        assert!(listing.lines().any(|l| l.ends_with(f)), "{f} missing from {listing}");
+    }
+    let status =
+        std::process::Command::new("tar").arg("-xf").arg(dir.path().join("p.tar")).arg("-C").arg(dir.path()).status();
+    assert!(status.unwrap().success());
+    let id = exporter.split('_').nth(1).unwrap();
+    let store = pulse_app::open::store(&s.config).unwrap();
+    let log = pulse_app::export::log(&store, &s.config.operator_access(), Some("north-staffs")).await.unwrap();
+    assert!(log.iter().any(|r| r.requested_by == format!("key {id}") && r.purpose == "DSA-7 evaluation"), "{log:?}");
+}

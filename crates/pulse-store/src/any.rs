@@ -1,7 +1,9 @@
 //! [`AnyStore`]: the backend chosen by configuration, behind the same [`Store`] interface.
 
 use arrow::record_batch::RecordBatch;
-use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope, WriteScope};
+use pulse_domain::{
+    Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope, WriteScope,
+};
 
 use crate::clickhouse::ClickHouseStore;
 use crate::lake::LakeStore;
@@ -69,6 +71,14 @@ impl Store for AnyStore {
 
     async fn read_runs(&self, scope: &TenantScope) -> Result<Vec<IngestRunRecord>> {
         delegate!(self, s => s.read_runs(scope).await)
+    }
+
+    async fn append_export_audit(&self, scope: &WriteScope, record: &ExportAuditRecord) -> Result<WriteAck> {
+        delegate!(self, s => s.append_export_audit(scope, record).await)
+    }
+
+    async fn read_export_audit(&self, scope: &TenantScope) -> Result<Vec<ExportAuditRecord>> {
+        delegate!(self, s => s.read_export_audit(scope).await)
     }
 
     async fn replace_report(

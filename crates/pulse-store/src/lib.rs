@@ -23,8 +23,8 @@ use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 pub use error::StoreError;
 use pulse_domain::{
-    CanonicalMetric, Checkpoint, IngestRunRecord, PageId, PageInsightFact, Period, Post, PostInsightSnapshot,
-    PracticeCode, TenantScope, WriteScope,
+    CanonicalMetric, Checkpoint, ExportAuditRecord, IngestRunRecord, PageId, PageInsightFact, Period, Post,
+    PostInsightSnapshot, PracticeCode, TenantScope, WriteScope,
 };
 pub use report::{ReportColumn, ReportTable, ReportType, ReportVariant};
 
@@ -155,6 +155,16 @@ pub trait Store: Send + Sync {
 
     /// A tenant's run records, newest run first.
     fn read_runs(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<IngestRunRecord>>> + Send;
+
+    /// Appends a research export to the tenant's audit trail (append-only: nothing updates or deletes it).
+    fn append_export_audit(
+        &self,
+        scope: &WriteScope,
+        record: &ExportAuditRecord,
+    ) -> impl Future<Output = Result<WriteAck>> + Send;
+
+    /// A tenant's export audit trail, newest first.
+    fn read_export_audit(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<ExportAuditRecord>>> + Send;
 
     /// Replaces the tenant's whole slice of one variant of a report table with `batch`, atomically: a reader sees
     /// the old slice or the new one, never a mix. Other variants are untouched.

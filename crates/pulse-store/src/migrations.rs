@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "units_and_levels",
         sql: include_str!("../../../sql/migrations/0005_units_and_levels.sql"),
     },
+    Migration { version: 6, name: "export_audit", sql: include_str!("../../../sql/migrations/0006_export_audit.sql") },
 ];
 
 /// Per-tenant analyst views (`sql/tenant_views.sql`), rendered for one tenant by [`tenant_views`].
@@ -54,6 +55,7 @@ pub mod queries {
     pub const READ_POST_INSIGHTS: &str = include_str!("../../../sql/queries/read_post_insights.sql");
     pub const READ_CHECKPOINTS: &str = include_str!("../../../sql/queries/read_checkpoints.sql");
     pub const READ_RUNS: &str = include_str!("../../../sql/queries/read_runs.sql");
+    pub const READ_EXPORT_AUDIT: &str = include_str!("../../../sql/queries/read_export_audit.sql");
     pub const REPORT_SLICE: &str = include_str!("../../../sql/queries/report_slice.sql");
     pub const SCHEMA_VERSION: &str = include_str!("../../../sql/queries/schema_version.sql");
 }

@@ -293,6 +293,30 @@ async fn run_records_are_kept_newest_first<S: Store>(store: &S) {
     assert_eq!(back, vec![run("r2", 1000), run("r1", 0)]);
 }
 
+fn audit(id: &str, secs: i64) -> pulse_domain::ExportAuditRecord {
+    pulse_domain::ExportAuditRecord {
+        export_id: id.into(),
+        created_at: at(secs),
+        requested_by: "key 0123abcd".into(),
+        tenants: "alpha,beta".into(),
+        project: "stroke-eval".into(),
+        purpose: "DSA-1".into(),
+        spec_hash: "abc".into(),
+        spec: "{\"from\":null}".into(),
+        rows: 1234,
+        files: "{\"reach_weekly.csv\":\"ff\"}".into(),
+    }
+}
+
+async fn the_export_audit_trail_only_grows_and_stays_in_its_tenant<S: Store>(store: &S) {
+    let (alpha, beta) = scopes();
+    store.append_export_audit(&alpha, &audit("e1", 0)).await.unwrap();
+    store.append_export_audit(&alpha, &audit("e2", 60)).await.unwrap();
+    store.append_export_audit(&beta, &audit("e2", 60)).await.unwrap();
+    assert_eq!(store.read_export_audit(alpha.read()).await.unwrap(), vec![audit("e2", 60), audit("e1", 0)]);
+    assert_eq!(store.read_export_audit(beta.read()).await.unwrap(), vec![audit("e2", 60)]);
+}
+
 async fn report_slices_are_replaced_whole<S: Store>(store: &S) {
     let (alpha, _) = scopes();
     assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap().num_rows(), 0);
@@ -366,6 +390,7 @@ conformance!(
     posts_and_snapshots_round_trip_without_doubling,
     checkpoints_keep_the_latest,
     run_records_are_kept_newest_first,
+    the_export_audit_trail_only_grows_and_stays_in_its_tenant,
     report_slices_are_replaced_whole,
     migrate_twice_is_a_no_op,
 );

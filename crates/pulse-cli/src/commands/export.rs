@@ -10,13 +10,16 @@ use pulse_app::export::{self, ExportSpec};
 use pulse_app::open;
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ExportArgs {
+    #[command(subcommand)]
+    command: Option<ExportCommand>,
     /// The export project from `[[export_project]]` (its key pseudonymises; its licence goes into the package).
-    #[arg(long)]
-    project: String,
-    /// Why: the data-sharing agreement or study reference (written into the package).
-    #[arg(long)]
-    purpose: String,
+    #[arg(long, required = true)]
+    project: Option<String>,
+    /// Why: the data-sharing agreement or study reference (written into the package and the audit trail).
+    #[arg(long, required = true)]
+    purpose: Option<String>,
     /// Tenant to include; repeat for several (default: the config's only tenant).
     #[arg(long)]
     tenant: Vec<String>,
@@ -27,18 +30,56 @@ pub struct ExportArgs {
     #[arg(long)]
     to: Option<NaiveDate>,
     /// A new (or empty) directory for the package.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ExportCommand {
+    /// The export audit trail: every export, who asked, why, which tenants, rows, when.
+    Log {
+        /// Only this tenant's exports.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 pub async fn run(path: &Path, args: ExportArgs) -> Result<ExitCode> {
     let config = open::config(path)?;
     let store = open::store(&config)?;
-    let spec =
-        ExportSpec { tenants: args.tenant, from: args.from, to: args.to, project: args.project, purpose: args.purpose };
     let access = config.operator_access();
-    let outcome = export::run(&store, &config, &access, &spec, &args.out, &mut |s| crate::errln!("{s}")).await?;
-    crate::outln!("package: {}", outcome.dir.display());
+    if let Some(ExportCommand::Log { tenant }) = args.command {
+        let log = export::log(&store, &access, tenant.as_deref()).await?;
+        if log.is_empty() {
+            crate::outln!("no exports recorded");
+        }
+        for r in log {
+            crate::outln!(
+                "{}  {}  by {}  project {}  tenants {}  {} rows  purpose: {}",
+                r.created_at.format("%Y-%m-%d %H:%M:%S"),
+                r.export_id,
+                r.requested_by,
+                r.project,
+                r.tenants,
+                r.rows,
+                r.purpose
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(project), Some(purpose), Some(out)) = (args.project, args.purpose, args.out) else {
+        anyhow::bail!("--project, --purpose and --out are required");
+    };
+    let spec = ExportSpec {
+        tenants: args.tenant,
+        from: args.from,
+        to: args.to,
+        project,
+        purpose,
+        requested_by: "operator".into(),
+    };
+    let outcome = export::run(&store, &config, &access, &spec, &out, &mut |s| crate::errln!("{s}")).await?;
+    crate::outln!("package: {} ({})", outcome.dir.display(), outcome.export_id);
     for (table, rows) in &outcome.rows {
         crate::outln!("  {table:<14} {rows:>8} rows");
     }

@@ -26,6 +26,13 @@ pub fn demo_dir() -> PathBuf {
         })
         .join()
         .expect("demo thread");
+        // A research export project, its key in a git-ignored secrets file beside the config.
+        std::fs::write(path.join("projects.secrets.toml"), "\"study\" = \"key-of-the-test-study-0001\"\n").unwrap();
+        let mut toml = std::fs::read_to_string(path.join("pulse.toml")).unwrap();
+        toml.push_str(
+            "\n[[export_project]]\nname = \"study\"\nkey = { file = \"projects.secrets.toml\", key = \"study\" }\n",
+        );
+        std::fs::write(path.join("pulse.toml"), toml).unwrap();
         (dir, path)
     })
     .1

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clickhouse::Row;
-use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot};
+use pulse_domain::{Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -366,4 +366,68 @@ pub(crate) struct MigrationInsert<'a> {
     pub name: &'a str,
     pub checksum: &'a str,
     pub applied_at: u32,
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct AuditRow<'a> {
+    pub tenant_id: &'a str,
+    pub export_id: &'a str,
+    pub created_at: u32,
+    pub requested_by: &'a str,
+    pub tenants: &'a str,
+    pub project: &'a str,
+    pub purpose: &'a str,
+    pub spec_hash: &'a str,
+    pub spec: &'a str,
+    pub rows: u64,
+    pub files: &'a str,
+}
+
+impl<'a> AuditRow<'a> {
+    pub fn new(tenant: &'a str, r: &'a ExportAuditRecord) -> Self {
+        Self {
+            tenant_id: tenant,
+            export_id: &r.export_id,
+            created_at: ch_datetime(r.created_at),
+            requested_by: &r.requested_by,
+            tenants: &r.tenants,
+            project: &r.project,
+            purpose: &r.purpose,
+            spec_hash: &r.spec_hash,
+            spec: &r.spec,
+            rows: r.rows,
+            files: &r.files,
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct AuditOut {
+    export_id: String,
+    created_at: u32,
+    requested_by: String,
+    tenants: String,
+    project: String,
+    purpose: String,
+    spec_hash: String,
+    spec: String,
+    rows: u64,
+    files: String,
+}
+
+impl AuditOut {
+    pub fn into_record(self) -> ExportAuditRecord {
+        ExportAuditRecord {
+            export_id: self.export_id,
+            created_at: DateTime::from_timestamp(i64::from(self.created_at), 0).unwrap_or_default(),
+            requested_by: self.requested_by,
+            tenants: self.tenants,
+            project: self.project,
+            purpose: self.purpose,
+            spec_hash: self.spec_hash,
+            spec: self.spec,
+            rows: self.rows,
+            files: self.files,
+        }
+    }
 }

@@ -10,8 +10,8 @@ use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
 use clickhouse::Client;
 use pulse_domain::{
-    CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period, Post, PostInsightSnapshot, TenantScope,
-    WriteScope,
+    CanonicalMetric, Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Period, Post,
+    PostInsightSnapshot, TenantScope, WriteScope,
 };
 use serde::ser::SerializeTuple;
 use tokio::sync::OnceCell;
@@ -379,6 +379,26 @@ impl Store for ClickHouseStore {
             .await
             .map_err(|e| self.error(queries::READ_RUNS, e))?;
         rows.into_iter().map(RunOut::into_run).collect()
+    }
+
+    async fn append_export_audit(&self, scope: &WriteScope, record: &ExportAuditRecord) -> Result<WriteAck> {
+        let tenant = scope.as_str();
+        let rows = self
+            .insert_rows::<AuditRow<'static>>("export_audit", std::iter::once(AuditRow::new(tenant, record)))
+            .await?;
+        Ok(WriteAck { rows })
+    }
+
+    async fn read_export_audit(&self, scope: &TenantScope) -> Result<Vec<ExportAuditRecord>> {
+        self.ready().await?;
+        let rows = self
+            .client
+            .query(queries::READ_EXPORT_AUDIT)
+            .bind(scope.as_str())
+            .fetch_all::<AuditOut>()
+            .await
+            .map_err(|e| self.error(queries::READ_EXPORT_AUDIT, e))?;
+        Ok(rows.into_iter().map(AuditOut::into_record).collect())
     }
 
     async fn replace_report(

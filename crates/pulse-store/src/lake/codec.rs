@@ -3,7 +3,8 @@
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 use pulse_domain::{
-    Checkpoint, IngestRunRecord, PageId, PageInsightFact, Post, PostId, PostInsightSnapshot, PracticeCode,
+    Checkpoint, ExportAuditRecord, IngestRunRecord, PageId, PageInsightFact, Post, PostId, PostInsightSnapshot,
+    PracticeCode,
 };
 
 use crate::util::{BatchBuilder, Columns, from_micros, i32_to_day, micros, parse_field};
@@ -325,5 +326,63 @@ impl LakeRecord for IngestRunRecord {
                 })
             })
             .collect()
+    }
+}
+
+impl LakeRecord for ExportAuditRecord {
+    const DATASET: &'static str = "export_audit";
+    type Key = String;
+
+    fn key(&self) -> Self::Key {
+        self.export_id.clone()
+    }
+
+    fn version(&self) -> i64 {
+        micros(self.created_at)
+    }
+
+    fn partition_day(&self) -> Option<NaiveDate> {
+        None
+    }
+
+    fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
+        BatchBuilder::default()
+            .str("tenant_id", rows.iter().map(|_| tenant))
+            .str("export_id", rows.iter().map(|r| r.export_id.as_str()))
+            .ts("created_at", rows.iter().map(|r| r.created_at))
+            .str("requested_by", rows.iter().map(|r| r.requested_by.as_str()))
+            .str("tenants", rows.iter().map(|r| r.tenants.as_str()))
+            .str("project", rows.iter().map(|r| r.project.as_str()))
+            .str("purpose", rows.iter().map(|r| r.purpose.as_str()))
+            .str("spec_hash", rows.iter().map(|r| r.spec_hash.as_str()))
+            .str("spec", rows.iter().map(|r| r.spec.as_str()))
+            .u64("rows", rows.iter().map(|r| r.rows))
+            .str("files", rows.iter().map(|r| r.files.as_str()))
+            .finish()
+    }
+
+    fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
+        const W: &str = "export audit record";
+        check_tenant(W, tenant, batch)?;
+        let c = Columns::new(batch, W);
+        let (id, created, by, tenants) =
+            (c.str("export_id")?, c.ts("created_at")?, c.str("requested_by")?, c.str("tenants")?);
+        let (project, purpose, hash, spec) =
+            (c.str("project")?, c.str("purpose")?, c.str("spec_hash")?, c.str("spec")?);
+        let (rows, files) = (c.u64("rows")?, c.str("files")?);
+        Ok((0..batch.num_rows())
+            .map(|i| ExportAuditRecord {
+                export_id: id.value(i).to_owned(),
+                created_at: from_micros(created.value(i)),
+                requested_by: by.value(i).to_owned(),
+                tenants: tenants.value(i).to_owned(),
+                project: project.value(i).to_owned(),
+                purpose: purpose.value(i).to_owned(),
+                spec_hash: hash.value(i).to_owned(),
+                spec: spec.value(i).to_owned(),
+                rows: rows.value(i),
+                files: files.value(i).to_owned(),
+            })
+            .collect())
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use pulse_domain::{Checkpoint, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope, WriteScope};
+use pulse_domain::{
+    Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope, WriteScope,
+};
 
 use super::codec::LakeRecord;
 use super::dataset;
@@ -184,6 +186,17 @@ impl Store for LakeStore {
         let mut runs: Vec<IngestRunRecord> = self.read(scope, None, None).await?;
         runs.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| a.practice.cmp(&b.practice)));
         Ok(runs)
+    }
+
+    async fn append_export_audit(&self, scope: &WriteScope, record: &ExportAuditRecord) -> Result<WriteAck> {
+        // Keyed by export id: a record is only ever added, never replaced by another export's.
+        self.upsert(scope, std::slice::from_ref(record)).await
+    }
+
+    async fn read_export_audit(&self, scope: &TenantScope) -> Result<Vec<ExportAuditRecord>> {
+        let mut records: Vec<ExportAuditRecord> = self.read(scope, None, None).await?;
+        records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.export_id.cmp(&b.export_id)));
+        Ok(records)
     }
 
     async fn replace_report(
