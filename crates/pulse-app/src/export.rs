@@ -502,13 +502,30 @@ pub async fn run<S: Store>(
             groups: vec![],
         },
     ];
+    // One writer per table, fed tenant by tenant: memory holds one tenant's rows at a time (disclosure control's
+    // groups never span tenants), so a national export stays flat in the number of tenants.
+    let mut sinks = Vec::new();
+    for t in &tables {
+        let csv_path = out.join(format!("{}.csv", t.name));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv_path).map_err(|e| io(&csv_path, e))?);
+        let header: Vec<&str> = t.fields.iter().map(|f| f.name).collect();
+        writeln!(w, "{}", header.join(",")).map_err(|e| io(&csv_path, e))?;
+        let parquet_path = out.join(format!("{}.parquet", t.name));
+        let file = std::fs::File::create(&parquet_path).map_err(|e| io(&parquet_path, e))?;
+        let pw = parquet::arrow::ArrowWriter::try_new(file, parquet_schema(t.fields), None).map_err(internal)?;
+        sinks.push((csv_path, w, pw));
+    }
     let mut provenance_runs = Vec::new();
     let mut ingest = Vec::new();
-    for scope in &scopes {
-        progress(&format!("reading tenant {scope}"));
+    let mut secondary = 0;
+    let mut suppressed = 0;
+    let mut rows: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, scope) in scopes.iter().enumerate() {
+        progress(&format!("tenant {scope} ({} of {})", n + 1, scopes.len()));
         let main = ReportVariant::main();
         let runs = store.read_report(scope, &REPORT_RUNS, &main).await?;
         if runs.num_rows() == 0 {
+            let _ = std::fs::remove_dir_all(out);
             return Err(AppError::new(ErrorKind::NotReady, format!("tenant {scope}'s reports have not been computed"))
                 .with_hint(format!("run `pulse jobs run --tenant {scope}` first")));
         }
@@ -525,29 +542,29 @@ pub async fn run<S: Store>(
         reach_table(&t, &store.read_report(scope, &REACH_WEEKLY, &main).await?, spec, &pseudo, &mut tables[0]);
         age_table(&t, &store.read_report(scope, &AGE_BANDS, &main).await?, spec, &pseudo, &mut tables[1]);
         campaign_table(&t, &store.read_report(scope, &CAMPAIGN_UPLIFT, &main).await?, spec, &pseudo, &mut tables[2]);
-    }
-    let mut secondary = 0;
-    let mut suppressed = 0;
-    let mut files = Vec::new();
-    let mut rows = BTreeMap::new();
-    let mut resources = Vec::new();
-    for t in &mut tables {
-        secondary += secondary_suppression(t);
-        suppressed += t.rows.iter().flatten().filter(|c| matches!(c, Cell::Count { suppressed: true, .. })).count();
-        progress(&format!("writing {} ({} rows)", t.name, t.rows.len()));
-        let csv_path = out.join(format!("{}.csv", t.name));
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv_path).map_err(|e| io(&csv_path, e))?);
-        let header: Vec<&str> = t.fields.iter().map(|f| f.name).collect();
-        writeln!(w, "{}", header.join(",")).map_err(|e| io(&csv_path, e))?;
-        for row in &t.rows {
-            let line: Vec<String> = row.iter().map(Cell::csv).collect();
-            writeln!(w, "{}", line.join(",")).map_err(|e| io(&csv_path, e))?;
+        for (t, (csv_path, w, pw)) in tables.iter_mut().zip(sinks.iter_mut()) {
+            secondary += secondary_suppression(t);
+            suppressed += t.rows.iter().flatten().filter(|c| matches!(c, Cell::Count { suppressed: true, .. })).count();
+            for row in &t.rows {
+                let line: Vec<String> = row.iter().map(Cell::csv).collect();
+                writeln!(w, "{}", line.join(",")).map_err(|e| io(csv_path, e))?;
+            }
+            if !t.rows.is_empty() {
+                pw.write(&to_batch(t)?).map_err(internal)?;
+            }
+            *rows.entry(t.name.to_owned()).or_default() += t.rows.len();
+            t.rows.clear();
+            t.groups.clear();
         }
+    }
+    let mut files = Vec::new();
+    let mut resources = Vec::new();
+    for (t, (csv_path, mut w, pw)) in tables.iter().zip(sinks) {
         w.flush().map_err(|e| io(&csv_path, e))?;
         drop(w);
+        pw.close().map_err(internal)?;
         let parquet_path = out.join(format!("{}.parquet", t.name));
-        write_parquet(t, &parquet_path)?;
-        rows.insert(t.name.to_owned(), t.rows.len());
+        progress(&format!("wrote {} ({} rows)", t.name, rows.get(t.name).copied().unwrap_or(0)));
         let fields: Vec<Value> = t
             .fields
             .iter()
@@ -614,7 +631,7 @@ pub async fn run<S: Store>(
     let dp = out.join("datapackage.json");
     std::fs::write(&dp, serde_json::to_vec_pretty(&package).unwrap_or_default()).map_err(|e| io(&dp, e))?;
     let readme = out.join("README.md");
-    std::fs::write(&readme, readme_text(&tables, project.name.as_str(), spec, &created, suppressed, secondary))
+    std::fs::write(&readme, readme_text(&tables, &rows, project.name.as_str(), spec, &created, suppressed, secondary))
         .map_err(|e| io(&readme, e))?;
     for name in ["datapackage.json", "README.md"] {
         let p = out.join(name);
@@ -696,52 +713,53 @@ pub fn archive(dir: &Path, name: &str) -> AppResult<Vec<u8>> {
     Ok(out)
 }
 
-fn write_parquet(t: &Table, path: &Path) -> AppResult<()> {
-    let mut fields = Vec::new();
+fn internal(e: impl std::fmt::Display) -> AppError {
+    AppError::new(ErrorKind::Internal, e.to_string())
+}
+
+fn parquet_schema(defs: &[FieldDef]) -> Arc<Schema> {
+    Arc::new(Schema::new(
+        defs.iter()
+            .map(|d| match d.ty {
+                FieldType::Text => Field::new(d.name, DataType::Utf8, false),
+                FieldType::Date => Field::new(d.name, DataType::Date32, false),
+                // Suppressed and withheld cells are null here; the CSV's markers say which.
+                FieldType::Count | FieldType::Number => Field::new(d.name, DataType::Int64, true),
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The rows as they are published (rounded, suppressed as null), for the Parquet copy.
+fn to_batch(t: &Table) -> AppResult<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::new();
     for (c, def) in t.fields.iter().enumerate() {
         let col = t.rows.iter().map(|r| &r[c]);
-        match def.ty {
-            FieldType::Text => {
-                fields.push(Field::new(def.name, DataType::Utf8, false));
-                columns.push(Arc::new(StringArray::from_iter_values(col.map(|x| match x {
-                    Cell::Text(s) => s.clone(),
-                    _ => String::new(),
-                }))));
-            }
-            FieldType::Date => {
-                fields.push(Field::new(def.name, DataType::Date32, false));
-                columns.push(Arc::new(Date32Array::from_iter_values(col.map(|x| match x {
-                    Cell::Date(d) => *d,
-                    _ => 0,
-                }))));
-            }
-            FieldType::Count | FieldType::Number => {
-                // Suppressed and withheld cells are null here; the CSV's markers say which.
-                fields.push(Field::new(def.name, DataType::Int64, true));
-                columns.push(Arc::new(
-                    col.map(|x| match x {
-                        Cell::Count { raw: Some(v), suppressed: false } => Some(round5(*v)),
-                        Cell::Number(Some(v)) => Some(v.round() as i64),
-                        _ => None,
-                    })
-                    .collect::<Int64Array>(),
-                ));
-            }
-        }
+        columns.push(match def.ty {
+            FieldType::Text => Arc::new(StringArray::from_iter_values(col.map(|x| match x {
+                Cell::Text(s) => s.clone(),
+                _ => String::new(),
+            }))),
+            FieldType::Date => Arc::new(Date32Array::from_iter_values(col.map(|x| match x {
+                Cell::Date(d) => *d,
+                _ => 0,
+            }))),
+            FieldType::Count | FieldType::Number => Arc::new(
+                col.map(|x| match x {
+                    Cell::Count { raw: Some(v), suppressed: false } => Some(round5(*v)),
+                    Cell::Number(Some(v)) => Some(v.round() as i64),
+                    _ => None,
+                })
+                .collect::<Int64Array>(),
+            ),
+        });
     }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
-    let file = std::fs::File::create(path).map_err(|e| io(path, e))?;
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
-        .map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
-    w.write(&batch).map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
-    w.close().map_err(|e| AppError::new(ErrorKind::Internal, e.to_string()))?;
-    Ok(())
+    RecordBatch::try_new(parquet_schema(t.fields), columns).map_err(internal)
 }
 
 fn readme_text(
     tables: &[Table],
+    rows: &BTreeMap<String, usize>,
     project: &str,
     spec: &ExportSpec,
     created: &str,
@@ -775,7 +793,7 @@ fn readme_text(
             "## {} (`{}.csv`, {} rows)\n\n{}\n\n| column | type | unit | meaning |\n|---|---|---|---|",
             t.title,
             t.name,
-            t.rows.len(),
+            rows.get(t.name).copied().unwrap_or(0),
             t.description
         );
         for f in t.fields {

@@ -75,7 +75,7 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
         export::run(&store, &config, &operator, &spec("a"), &out.path().join("a1"), &mut |s| said.push(s.to_owned()))
             .await
             .unwrap();
-    assert!(said.iter().any(|s| s.contains("writing reach_weekly")), "progress is told: {said:?}");
+    assert!(said.iter().any(|s| s.contains("wrote reach_weekly")), "progress is told: {said:?}");
     assert!(a1.rows["reach_weekly"] > 1000 && a1.rows["age_bands"] > 0 && a1.rows["campaigns"] > 0, "{:?}", a1.rows);
     assert!(a1.suppressed > 0, "the demo world has small age-band counts to suppress");
     let a2 = export::run(&store, &config, &operator, &spec("a"), &out.path().join("a2"), &mut |_| {}).await.unwrap();
