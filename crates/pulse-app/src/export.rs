@@ -20,7 +20,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Date32Array, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use chrono::{NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use pulse_config::Config;
 use pulse_domain::{Access, ExportAuditRecord, day_number, from_day_number};
@@ -49,7 +49,14 @@ pub struct ExportSpec {
     pub purpose: String,
     /// Who asks, for the audit trail: `operator` (the CLI) or `key <id>` (the API).
     pub requested_by: String,
+    /// Which tables ([`TABLES`]); empty: all of them.
+    pub tables: Vec<String>,
+    /// Only these campaigns (by name) in the campaigns table; empty: all.
+    pub campaigns: Vec<String>,
 }
+
+/// The tables an export can hold.
+pub const TABLES: [&str; 4] = ["reach_daily", "reach_weekly", "age_bands", "campaigns"];
 
 impl ExportSpec {
     /// A stable hash of the spec (provenance: two packages from the same spec say so).
@@ -58,7 +65,7 @@ impl ExportSpec {
         tenants.sort();
         let text = json!({
             "tenants": tenants, "from": self.from.map(|d| d.to_string()), "to": self.to.map(|d| d.to_string()),
-            "project": self.project, "purpose": self.purpose, "tables": ["reach_weekly", "age_bands", "campaigns"],
+            "project": self.project, "purpose": self.purpose, "tables": self.tables, "campaigns": self.campaigns,
         })
         .to_string();
         hex::encode(Sha256::digest(text.as_bytes()))
@@ -161,6 +168,16 @@ const REACH_FIELDS: &[FieldDef] = &[
     f("engaged_users", FieldType::Count, "people", "unique people who engaged in the week (gross for ALL)"),
     f("views", FieldType::Count, "views", "times the page's content was seen in the week"),
     f("engagements", FieldType::Count, "engagements", "engagements in the week"),
+];
+
+const DAILY_FIELDS: &[FieldDef] = &[
+    f("tenant_id", FieldType::Text, "", "the commissioning organisation"),
+    f("practice", FieldType::Text, "", "ODS code of the practice (or its pseudonym), or ALL for the tenant total"),
+    f("day", FieldType::Date, "", "the Pacific-time day, as Meta reports days"),
+    f("reach", FieldType::Count, "people", "unique people reached that day (the ALL total is gross across pages)"),
+    f("engaged_users", FieldType::Count, "people", "unique people who engaged that day (gross for ALL)"),
+    f("views", FieldType::Count, "views", "times the page's content was seen that day"),
+    f("engagements", FieldType::Count, "engagements", "engagements that day"),
 ];
 
 const AGE_FIELDS: &[FieldDef] = &[
@@ -312,6 +329,52 @@ fn reach_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymis
     }
 }
 
+/// A practice's four daily figures: reach, engaged users, views, engagements.
+type DayFigures = [Option<f64>; 4];
+
+/// Daily figures per practice from the stored daily facts, with a tenant total per day.
+fn daily_table(tenant: &str, facts: &[pulse_domain::PageInsightFact], p: &Pseudonymiser, into: &mut Table) {
+    use pulse_domain::CanonicalMetric as M;
+    let slot = |m: M| match m {
+        M::PageReach => Some(0),
+        M::PageEngagedUsers => Some(1),
+        M::PageViews => Some(2),
+        M::PageEngagements => Some(3),
+        _ => None,
+    };
+    // (day, practice) -> sums per metric (a practice with two pages adds them).
+    let mut cells: BTreeMap<(i32, String), DayFigures> = BTreeMap::new();
+    for fact in facts.iter().filter(|f| f.breakdown.is_empty()) {
+        if let Some(k) = slot(fact.metric) {
+            let e = cells.entry((day_number(fact.day), fact.practice.to_string())).or_default();
+            e[k] = Some(e[k].unwrap_or(0.0) + fact.value);
+        }
+    }
+    let mut by_day: BTreeMap<i32, Vec<(String, DayFigures)>> = BTreeMap::new();
+    for ((d, practice), v) in cells {
+        by_day.entry(d).or_default().push((practice, v));
+    }
+    for (d, practices) in by_day {
+        let mut members = Vec::new();
+        for (practice, v) in &practices {
+            let mut row = vec![Cell::Text(tenant.into()), Cell::Text(p.practice(practice)), Cell::Date(d)];
+            row.extend(v.iter().map(|x| Cell::count(*x)));
+            members.push(into.rows.len());
+            into.rows.push(row);
+        }
+        let mut total = vec![Cell::Text(tenant.into()), Cell::Text("ALL".into()), Cell::Date(d)];
+        for k in 0..4 {
+            let known: Vec<f64> = practices.iter().filter_map(|(_, v)| v[k]).collect();
+            total.push(Cell::count((!known.is_empty()).then(|| known.iter().sum())));
+        }
+        let total_row = into.rows.len();
+        into.rows.push(total);
+        for c in 3..7 {
+            into.groups.push((members.iter().map(|r| (*r, c)).collect(), (total_row, c)));
+        }
+    }
+}
+
 fn age_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser, into: &mut Table) {
     let (level, practice, band, unit) =
         (strs(b, "level"), strs(b, "practice_code"), strs(b, "age_band"), strs(b, "unit"));
@@ -356,7 +419,9 @@ fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudony
         ["counterfactual", "effect", "effect_lo", "effect_hi"].iter().map(|c| nums(b, c)).collect();
     let mut groups: BTreeMap<(String, String), (Option<usize>, Vec<usize>)> = BTreeMap::new();
     for i in 0..b.num_rows() {
-        if !in_range(from[i], spec.from, spec.to) {
+        if !in_range(from[i], spec.from, spec.to)
+            || !(spec.campaigns.is_empty() || spec.campaigns.contains(&campaign[i]))
+        {
             continue;
         }
         let r = into.rows.len();
@@ -467,13 +532,35 @@ pub async fn run<S: Store>(
     } else {
         spec.tenants.iter().map(|t| access.scope(t)).collect::<Result<Vec<_>, _>>()?
     };
+    if let Some(t) = spec.tables.iter().find(|t| !TABLES.contains(&t.as_str())) {
+        return Err(AppError::bad_request(format!("no export table `{t}`"))
+            .with_hint(format!("the tables are {}", TABLES.join(", ")))
+            .at("tables"));
+    }
+    if let Some(c) = spec.campaigns.iter().find(|c| !config.campaigns.iter().any(|k| &k.name == *c)) {
+        return Err(AppError::bad_request(format!("no campaign `{c}` in the config"))
+            .with_hint(format!(
+                "the campaigns are {}",
+                config.campaigns.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+            .at("campaigns"));
+    }
     if out.exists() && std::fs::read_dir(out).map_err(|e| io(out, e))?.next().is_some() {
         return Err(AppError::bad_request(format!("{} exists and is not empty", out.display()))
             .with_hint("export into a new directory; a package is never written over another"));
     }
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
 
-    let mut tables = [
+    let tables = [
+        Table {
+            name: "reach_daily",
+            title: "Daily reach per practice",
+            description: "Each practice's daily figures from Meta's daily values, with the tenant's total per day.",
+            fields: DAILY_FIELDS,
+            primary_key: &["tenant_id", "practice", "day"],
+            rows: vec![],
+            groups: vec![],
+        },
         Table {
             name: "reach_weekly",
             title: "Weekly reach per practice",
@@ -502,6 +589,8 @@ pub async fn run<S: Store>(
             groups: vec![],
         },
     ];
+    let mut tables: Vec<Table> =
+        tables.into_iter().filter(|t| spec.tables.is_empty() || spec.tables.iter().any(|n| n == t.name)).collect();
     // One writer per table, fed tenant by tenant: memory holds one tenant's rows at a time (disclosure control's
     // groups never span tenants), so a national export stays flat in the number of tenants.
     let mut sinks = Vec::new();
@@ -539,9 +628,40 @@ pub async fn run<S: Store>(
         ingest
             .push(json!({"tenant": scope.to_string(), "ingest_runs": ids, "fetched_from": first, "fetched_to": last}));
         let t = scope.to_string();
-        reach_table(&t, &store.read_report(scope, &REACH_WEEKLY, &main).await?, spec, &pseudo, &mut tables[0]);
-        age_table(&t, &store.read_report(scope, &AGE_BANDS, &main).await?, spec, &pseudo, &mut tables[1]);
-        campaign_table(&t, &store.read_report(scope, &CAMPAIGN_UPLIFT, &main).await?, spec, &pseudo, &mut tables[2]);
+        for table in tables.iter_mut() {
+            match table.name {
+                "reach_daily" => {
+                    // Month by month, so memory holds one month of one tenant's facts. Without a range, the range
+                    // the tenant's reports were computed over.
+                    use pulse_domain::{CanonicalMetric as M, Period};
+                    let run_day = |name: &str| days(&runs, name).first().copied().flatten().map(from_day_number);
+                    let (Some(from), Some(to)) = (spec.from.or(run_day("range_from")), spec.to.or(run_day("range_to")))
+                    else {
+                        continue;
+                    };
+                    let mut start = from;
+                    while start <= to {
+                        let next = start.with_day(1).and_then(|d| d.checked_add_months(chrono::Months::new(1)));
+                        let end = next.map_or(to, |n| (n - chrono::Duration::days(1)).min(to));
+                        let filter = pulse_store::FactFilter::days(start, end)
+                            .metrics([M::PageReach, M::PageEngagedUsers, M::PageViews, M::PageEngagements])
+                            .periods([Period::Day]);
+                        daily_table(&t, &store.read_page_insights(scope, &filter).await?, &pseudo, table);
+                        match next {
+                            Some(n) => start = n,
+                            None => break,
+                        }
+                    }
+                }
+                "reach_weekly" => {
+                    reach_table(&t, &store.read_report(scope, &REACH_WEEKLY, &main).await?, spec, &pseudo, table)
+                }
+                "age_bands" => age_table(&t, &store.read_report(scope, &AGE_BANDS, &main).await?, spec, &pseudo, table),
+                _ => {
+                    campaign_table(&t, &store.read_report(scope, &CAMPAIGN_UPLIFT, &main).await?, spec, &pseudo, table)
+                }
+            }
+        }
         for (t, (csv_path, w, pw)) in tables.iter_mut().zip(sinks.iter_mut()) {
             secondary += secondary_suppression(t);
             suppressed += t.rows.iter().flatten().filter(|c| matches!(c, Cell::Count { suppressed: true, .. })).count();
@@ -551,6 +671,8 @@ pub async fn run<S: Store>(
             }
             if !t.rows.is_empty() {
                 pw.write(&to_batch(t)?).map_err(internal)?;
+                // One row group per tenant: the writer does not hold rows across tenants.
+                pw.flush().map_err(internal)?;
             }
             *rows.entry(t.name.to_owned()).or_default() += t.rows.len();
             t.rows.clear();
@@ -656,7 +778,7 @@ pub async fn run<S: Store>(
         spec_hash: spec_hash.clone(),
         spec: json!({
             "tenants": spec.tenants, "from": spec.from.map(|d| d.to_string()), "to": spec.to.map(|d| d.to_string()),
-            "project": spec.project,
+            "project": spec.project, "tables": spec.tables, "campaigns": spec.campaigns,
         })
         .to_string(),
         rows: rows.values().sum::<usize>() as u64,

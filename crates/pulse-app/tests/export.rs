@@ -69,6 +69,8 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
         project: project.into(),
         purpose: "DSA-2018-042 stroke video evaluation".into(),
         requested_by: "operator".into(),
+        tables: vec![],
+        campaigns: vec![],
     };
     let mut said = Vec::new();
     let a1 =
@@ -77,6 +79,7 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
             .unwrap();
     assert!(said.iter().any(|s| s.contains("wrote reach_weekly")), "progress is told: {said:?}");
     assert!(a1.rows["reach_weekly"] > 1000 && a1.rows["age_bands"] > 0 && a1.rows["campaigns"] > 0, "{:?}", a1.rows);
+    assert!(a1.rows["reach_daily"] > 7 * a1.rows["reach_weekly"] / 2, "days, not weeks: {:?}", a1.rows);
     assert!(a1.suppressed > 0, "the demo world has small age-band counts to suppress");
     let a2 = export::run(&store, &config, &operator, &spec("a"), &out.path().join("a2"), &mut |_| {}).await.unwrap();
     let b = export::run(&store, &config, &operator, &spec("b"), &out.path().join("b"), &mut |_| {}).await.unwrap();
@@ -96,6 +99,21 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     assert!(log.iter().any(|r| r.export_id == a1.export_id && r.files.contains(&a1.files[0].1)));
     assert!(log.iter().all(|r| r.purpose.contains("DSA-2018-042") && r.requested_by == "operator" && r.rows > 0));
     assert!(export::log(&store, &operator.analyst("stoke").unwrap(), None).await.unwrap().is_empty());
+
+    // A narrower spec: one table, one campaign, a date range.
+    let mut narrow = spec("a");
+    narrow.tables = vec!["campaigns".into()];
+    narrow.campaigns = vec!["UHNM stroke video".into()];
+    narrow.from = Some(chrono::NaiveDate::from_ymd_opt(2018, 1, 1).unwrap());
+    let n = export::run(&store, &config, &operator, &narrow, &out.path().join("narrow"), &mut |_| {}).await.unwrap();
+    assert_eq!(n.rows.keys().collect::<Vec<_>>(), vec!["campaigns"]);
+    assert!(!n.dir.join("reach_weekly.csv").exists());
+    let text = std::fs::read_to_string(n.dir.join("campaigns.csv")).unwrap();
+    assert!(text.lines().skip(1).all(|l| l.contains("UHNM stroke video")) && text.lines().count() > 1, "{text}");
+    let mut wrong = spec("a");
+    wrong.campaigns = vec!["No such campaign".into()];
+    let e = export::run(&store, &config, &operator, &wrong, &out.path().join("w"), &mut |_| {}).await.unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("campaigns"), "{e}");
 
     // Refusals: another tenant for an analyst, an unknown project, no purpose, a non-empty directory.
     let analyst = operator.analyst("stoke").unwrap();

@@ -49,16 +49,17 @@ for res in pkg["resources"]:
     if table.num_rows != len(rows):
         failures.append(f"{res['name']}: Parquet and CSV row counts differ")
     # Differencing: groups with a published total never have exactly one suppressed member.
-    if res["name"] == "reach_weekly":
+    if res["name"] in ("reach_weekly", "reach_daily"):
+        when = "week_ending" if res["name"] == "reach_weekly" else "day"
         groups = defaultdict(list)
         for r in rows:
-            groups[(r["tenant_id"], r["week_ending"])].append(r)
+            groups[(r["tenant_id"], r[when])].append(r)
         for key, members in groups.items():
             total = [m for m in members if m["practice"] == "ALL"]
             parts = [m for m in members if m["practice"] != "ALL"]
             for c in counts:
                 if total and total[0][c] not in ("*", "withheld") and sum(p[c] == "*" for p in parts) == 1:
-                    failures.append(f"reach_weekly {key} {c}: one suppressed cell beside a published total")
+                    failures.append(f"{res['name']} {key} {c}: one suppressed cell beside a published total")
     if res["name"] == "age_bands":
         for r in rows:
             if r["people"] not in ("*", "withheld") and sum(r[c] == "*" for c in ("female", "male", "unknown")) == 1:

@@ -287,6 +287,10 @@ pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         to: Option<NaiveDate>,
         project: String,
         purpose: String,
+        #[serde(default)]
+        tables: Vec<String>,
+        #[serde(default)]
+        campaigns: Vec<String>,
     }
     logged(&state, &headers, KeyScope::Export, "POST /api/v1/exports".into(), |state, caller| async move {
         let req: Request = serde_json::from_slice(&body).map_err(|e| {
@@ -301,6 +305,8 @@ pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes
             project: req.project,
             purpose: req.purpose,
             requested_by: format!("key {}", caller.key_id),
+            tables: req.tables,
+            campaigns: req.campaigns,
         };
         let dir = std::env::temp_dir().join(format!("pulse-export-{}", crate::auth::random_token()));
         let result =

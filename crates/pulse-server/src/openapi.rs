@@ -145,6 +145,8 @@ pub fn document() -> Value {
                         "project": {"type": "string", "description": "an [[export_project]] of the deployment"},
                         "purpose": {"type": "string", "description": "the data-sharing agreement or study reference"},
                         "tenants": {"type": "array", "items": {"type": "string"}},
+                        "tables": {"type": "array", "items": {"type": "string", "enum": pulse_app::export::TABLES}},
+                        "campaigns": {"type": "array", "items": {"type": "string"}},
                         "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}
                     }
                 }}}},

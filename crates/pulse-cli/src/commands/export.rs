@@ -29,6 +29,13 @@ pub struct ExportArgs {
     /// Last day.
     #[arg(long)]
     to: Option<NaiveDate>,
+    /// Only these tables (repeat): reach_daily (day grain), reach_weekly (week), age_bands (28-day windows),
+    /// campaigns (campaign windows). Default: all.
+    #[arg(long = "table", value_parser = ["reach_daily", "reach_weekly", "age_bands", "campaigns"])]
+    tables: Vec<String>,
+    /// Only this campaign in the campaigns table (repeat). Default: all.
+    #[arg(long = "campaign")]
+    campaigns: Vec<String>,
     /// A new (or empty) directory for the package.
     #[arg(long, required = true)]
     out: Option<PathBuf>,
@@ -77,6 +84,8 @@ pub async fn run(path: &Path, args: ExportArgs) -> Result<ExitCode> {
         project,
         purpose,
         requested_by: "operator".into(),
+        tables: args.tables,
+        campaigns: args.campaigns,
     };
     let outcome = export::run(&store, &config, &access, &spec, &out, &mut |s| crate::errln!("{s}")).await?;
     crate::outln!("package: {} ({})", outcome.dir.display(), outcome.export_id);
