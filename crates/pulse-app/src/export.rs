@@ -53,7 +53,12 @@ pub struct ExportSpec {
     pub tables: Vec<String>,
     /// Only these campaigns (by name) in the campaigns table; empty: all.
     pub campaigns: Vec<String>,
+    /// Only these metrics ([`METRICS`]): the reach tables' columns, the campaigns table's rows; empty: all.
+    pub metrics: Vec<String>,
 }
+
+/// The metrics an export can be narrowed to.
+pub const METRICS: [&str; 5] = ["reach", "engaged_users", "views", "engagements", "video_views"];
 
 /// The tables an export can hold.
 pub const TABLES: [&str; 4] = ["reach_daily", "reach_weekly", "age_bands", "campaigns"];
@@ -65,7 +70,7 @@ impl ExportSpec {
         tenants.sort();
         let text = json!({
             "tenants": tenants, "from": self.from.map(|d| d.to_string()), "to": self.to.map(|d| d.to_string()),
-            "project": self.project, "purpose": self.purpose, "tables": self.tables, "campaigns": self.campaigns,
+            "project": self.project, "purpose": self.purpose, "tables": self.tables, "campaigns": self.campaigns, "metrics": self.metrics,
         })
         .to_string();
         hex::encode(Sha256::digest(text.as_bytes()))
@@ -153,6 +158,15 @@ struct Table {
     rows: Vec<Vec<Cell>>,
     /// Each group: member cells (row, column) and the published total cell they add up to.
     groups: Vec<Group>,
+    /// Columns left out of the published files (metrics not asked for).
+    dropped: Vec<&'static str>,
+}
+
+impl Table {
+    /// The published columns: their index in a row and their definition.
+    fn published(&self) -> Vec<(usize, &'static FieldDef)> {
+        self.fields.iter().enumerate().filter(|(_, f)| !self.dropped.contains(&f.name)).collect()
+    }
 }
 
 const REACH_FIELDS: &[FieldDef] = &[
@@ -421,6 +435,7 @@ fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudony
     for i in 0..b.num_rows() {
         if !in_range(from[i], spec.from, spec.to)
             || !(spec.campaigns.is_empty() || spec.campaigns.contains(&campaign[i]))
+            || !(spec.metrics.is_empty() || spec.metrics.contains(&metric[i]))
         {
             continue;
         }
@@ -537,6 +552,11 @@ pub async fn run<S: Store>(
             .with_hint(format!("the tables are {}", TABLES.join(", ")))
             .at("tables"));
     }
+    if let Some(m) = spec.metrics.iter().find(|m| !METRICS.contains(&m.as_str())) {
+        return Err(AppError::bad_request(format!("no export metric `{m}`"))
+            .with_hint(format!("the metrics are {}", METRICS.join(", ")))
+            .at("metrics"));
+    }
     if let Some(c) = spec.campaigns.iter().find(|c| !config.campaigns.iter().any(|k| &k.name == *c)) {
         return Err(AppError::bad_request(format!("no campaign `{c}` in the config"))
             .with_hint(format!(
@@ -560,6 +580,7 @@ pub async fn run<S: Store>(
             primary_key: &["tenant_id", "practice", "day"],
             rows: vec![],
             groups: vec![],
+            dropped: vec![],
         },
         Table {
             name: "reach_weekly",
@@ -569,6 +590,7 @@ pub async fn run<S: Store>(
             primary_key: &["tenant_id", "practice", "week_ending"],
             rows: vec![],
             groups: vec![],
+            dropped: vec![],
         },
         Table {
             name: "age_bands",
@@ -578,6 +600,7 @@ pub async fn run<S: Store>(
             primary_key: &["tenant_id", "practice", "window_end", "age_band"],
             rows: vec![],
             groups: vec![],
+            dropped: vec![],
         },
         Table {
             name: "campaigns",
@@ -587,21 +610,32 @@ pub async fn run<S: Store>(
             primary_key: &["tenant_id", "campaign", "practice", "metric"],
             rows: vec![],
             groups: vec![],
+            dropped: vec![],
         },
     ];
     let mut tables: Vec<Table> =
         tables.into_iter().filter(|t| spec.tables.is_empty() || spec.tables.iter().any(|n| n == t.name)).collect();
+    if !spec.metrics.is_empty() {
+        for t in tables.iter_mut().filter(|t| t.name.starts_with("reach_")) {
+            t.dropped = t
+                .fields
+                .iter()
+                .map(|f| f.name)
+                .filter(|n| METRICS.contains(n) && !spec.metrics.iter().any(|m| m == n))
+                .collect();
+        }
+    }
     // One writer per table, fed tenant by tenant: memory holds one tenant's rows at a time (disclosure control's
     // groups never span tenants), so a national export stays flat in the number of tenants.
     let mut sinks = Vec::new();
     for t in &tables {
         let csv_path = out.join(format!("{}.csv", t.name));
         let mut w = std::io::BufWriter::new(std::fs::File::create(&csv_path).map_err(|e| io(&csv_path, e))?);
-        let header: Vec<&str> = t.fields.iter().map(|f| f.name).collect();
+        let header: Vec<&str> = t.published().iter().map(|(_, f)| f.name).collect();
         writeln!(w, "{}", header.join(",")).map_err(|e| io(&csv_path, e))?;
         let parquet_path = out.join(format!("{}.parquet", t.name));
         let file = std::fs::File::create(&parquet_path).map_err(|e| io(&parquet_path, e))?;
-        let pw = parquet::arrow::ArrowWriter::try_new(file, parquet_schema(t.fields), None).map_err(internal)?;
+        let pw = parquet::arrow::ArrowWriter::try_new(file, parquet_schema(&t.published()), None).map_err(internal)?;
         sinks.push((csv_path, w, pw));
     }
     let mut provenance_runs = Vec::new();
@@ -665,8 +699,9 @@ pub async fn run<S: Store>(
         for (t, (csv_path, w, pw)) in tables.iter_mut().zip(sinks.iter_mut()) {
             secondary += secondary_suppression(t);
             suppressed += t.rows.iter().flatten().filter(|c| matches!(c, Cell::Count { suppressed: true, .. })).count();
+            let published = t.published();
             for row in &t.rows {
-                let line: Vec<String> = row.iter().map(Cell::csv).collect();
+                let line: Vec<String> = published.iter().map(|(c, _)| row[*c].csv()).collect();
                 writeln!(w, "{}", line.join(",")).map_err(|e| io(csv_path, e))?;
             }
             if !t.rows.is_empty() {
@@ -688,9 +723,9 @@ pub async fn run<S: Store>(
         let parquet_path = out.join(format!("{}.parquet", t.name));
         progress(&format!("wrote {} ({} rows)", t.name, rows.get(t.name).copied().unwrap_or(0)));
         let fields: Vec<Value> = t
-            .fields
-            .iter()
-            .map(|f| {
+            .published()
+            .into_iter()
+            .map(|(_, f)| {
                 let ty = match f.ty {
                     FieldType::Text => "string",
                     FieldType::Date => "date",
@@ -778,7 +813,7 @@ pub async fn run<S: Store>(
         spec_hash: spec_hash.clone(),
         spec: json!({
             "tenants": spec.tenants, "from": spec.from.map(|d| d.to_string()), "to": spec.to.map(|d| d.to_string()),
-            "project": spec.project, "tables": spec.tables, "campaigns": spec.campaigns,
+            "project": spec.project, "tables": spec.tables, "campaigns": spec.campaigns, "metrics": spec.metrics,
         })
         .to_string(),
         rows: rows.values().sum::<usize>() as u64,
@@ -839,10 +874,10 @@ fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::new(ErrorKind::Internal, e.to_string())
 }
 
-fn parquet_schema(defs: &[FieldDef]) -> Arc<Schema> {
+fn parquet_schema(defs: &[(usize, &FieldDef)]) -> Arc<Schema> {
     Arc::new(Schema::new(
         defs.iter()
-            .map(|d| match d.ty {
+            .map(|(_, d)| match d.ty {
                 FieldType::Text => Field::new(d.name, DataType::Utf8, false),
                 FieldType::Date => Field::new(d.name, DataType::Date32, false),
                 // Suppressed and withheld cells are null here; the CSV's markers say which.
@@ -855,7 +890,8 @@ fn parquet_schema(defs: &[FieldDef]) -> Arc<Schema> {
 /// The rows as they are published (rounded, suppressed as null), for the Parquet copy.
 fn to_batch(t: &Table) -> AppResult<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::new();
-    for (c, def) in t.fields.iter().enumerate() {
+    let published = t.published();
+    for &(c, def) in &published {
         let col = t.rows.iter().map(|r| &r[c]);
         columns.push(match def.ty {
             FieldType::Text => Arc::new(StringArray::from_iter_values(col.map(|x| match x {
@@ -876,7 +912,7 @@ fn to_batch(t: &Table) -> AppResult<RecordBatch> {
             ),
         });
     }
-    RecordBatch::try_new(parquet_schema(t.fields), columns).map_err(internal)
+    RecordBatch::try_new(parquet_schema(&published), columns).map_err(internal)
 }
 
 fn readme_text(
@@ -918,7 +954,7 @@ fn readme_text(
             rows.get(t.name).copied().unwrap_or(0),
             t.description
         );
-        for f in t.fields {
+        for (_, f) in t.published() {
             let ty = match f.ty {
                 FieldType::Text => "text",
                 FieldType::Date => "date",
@@ -937,7 +973,7 @@ mod tests {
     use super::*;
 
     fn table(rows: Vec<Vec<Cell>>, groups: Vec<Group>) -> Table {
-        Table { name: "t", title: "t", description: "", fields: &[], primary_key: &[], rows, groups }
+        Table { name: "t", title: "t", description: "", fields: &[], primary_key: &[], rows, groups, dropped: vec![] }
     }
 
     #[test]

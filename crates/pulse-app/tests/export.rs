@@ -71,6 +71,7 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
         requested_by: "operator".into(),
         tables: vec![],
         campaigns: vec![],
+        metrics: vec![],
     };
     let mut said = Vec::new();
     let a1 =
@@ -110,6 +111,15 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     assert!(!n.dir.join("reach_weekly.csv").exists());
     let text = std::fs::read_to_string(n.dir.join("campaigns.csv")).unwrap();
     assert!(text.lines().skip(1).all(|l| l.contains("UHNM stroke video")) && text.lines().count() > 1, "{text}");
+    // Metrics narrow the reach tables' columns and the campaigns' rows.
+    let mut views = spec("a");
+    views.tables = vec!["reach_weekly".into(), "campaigns".into()];
+    views.metrics = vec!["views".into()];
+    let v = export::run(&store, &config, &operator, &views, &out.path().join("views"), &mut |_| {}).await.unwrap();
+    let weekly = std::fs::read_to_string(v.dir.join("reach_weekly.csv")).unwrap();
+    assert!(weekly.starts_with("tenant_id,practice,week_ending,views\n"), "{}", &weekly[..80]);
+    let campaigns = std::fs::read_to_string(v.dir.join("campaigns.csv")).unwrap();
+    assert!(campaigns.lines().skip(1).all(|l| l.contains(",views,")), "{campaigns}");
     let mut wrong = spec("a");
     wrong.campaigns = vec!["No such campaign".into()];
     let e = export::run(&store, &config, &operator, &wrong, &out.path().join("w"), &mut |_| {}).await.unwrap_err();
@@ -138,7 +148,7 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/export_check.py");
-    for d in [&a1.dir, &b.dir] {
+    for d in [&a1.dir, &b.dir, &v.dir] {
         let status = Command::new("python3").arg(script).arg(d).status().unwrap();
         assert!(status.success(), "package checks failed for {}", d.display());
     }

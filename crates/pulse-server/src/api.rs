@@ -291,6 +291,8 @@ pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         tables: Vec<String>,
         #[serde(default)]
         campaigns: Vec<String>,
+        #[serde(default)]
+        metrics: Vec<String>,
     }
     logged(&state, &headers, KeyScope::Export, "POST /api/v1/exports".into(), |state, caller| async move {
         let req: Request = serde_json::from_slice(&body).map_err(|e| {
@@ -307,6 +309,7 @@ pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes
             requested_by: format!("key {}", caller.key_id),
             tables: req.tables,
             campaigns: req.campaigns,
+            metrics: req.metrics,
         };
         let dir = std::env::temp_dir().join(format!("pulse-export-{}", crate::auth::random_token()));
         let result =

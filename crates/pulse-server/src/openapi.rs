@@ -147,6 +147,7 @@ pub fn document() -> Value {
                         "tenants": {"type": "array", "items": {"type": "string"}},
                         "tables": {"type": "array", "items": {"type": "string", "enum": pulse_app::export::TABLES}},
                         "campaigns": {"type": "array", "items": {"type": "string"}},
+                        "metrics": {"type": "array", "items": {"type": "string", "enum": pulse_app::export::METRICS}},
                         "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}
                     }
                 }}}},

@@ -36,6 +36,10 @@ pub struct ExportArgs {
     /// Only this campaign in the campaigns table (repeat). Default: all.
     #[arg(long = "campaign")]
     campaigns: Vec<String>,
+    /// Only this metric (repeat): reach, engaged_users, views, engagements, video_views. Narrows the reach tables'
+    /// columns and the campaigns table's rows. Default: all.
+    #[arg(long = "metric", value_parser = ["reach", "engaged_users", "views", "engagements", "video_views"])]
+    metrics: Vec<String>,
     /// A new (or empty) directory for the package.
     #[arg(long, required = true)]
     out: Option<PathBuf>,
@@ -86,6 +90,7 @@ pub async fn run(path: &Path, args: ExportArgs) -> Result<ExitCode> {
         requested_by: "operator".into(),
         tables: args.tables,
         campaigns: args.campaigns,
+        metrics: args.metrics,
     };
     let outcome = export::run(&store, &config, &access, &spec, &out, &mut |s| crate::errln!("{s}")).await?;
     crate::outln!("package: {} ({})", outcome.dir.display(), outcome.export_id);
