@@ -191,7 +191,18 @@ pub fn bars(
     format: &dyn Fn(f64) -> String,
 ) -> String {
     let row_h = 22.0;
-    let label_w = 150.0;
+    // Labels as wide as the longest needs (about 6 px a character at 11 px), at most 40% of the chart; longer ones
+    // are shortened with an ellipsis (the full text is in the bar's tooltip).
+    let max_chars = ((f64::from(width) * 0.4 - 10.0) / 6.0).floor().max(8.0) as usize;
+    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).min(max_chars);
+    let label_w = (longest as f64 * 6.0 + 12.0).max(60.0);
+    let shown = |label: &str| -> String {
+        if label.chars().count() <= max_chars {
+            label.to_owned()
+        } else {
+            format!("{}…", label.chars().take(max_chars - 1).collect::<String>())
+        }
+    };
     let h = 12.0 + row_h * rows.len().max(1) as f64;
     let w = f64::from(width);
     let max = rows.iter().filter_map(|r| r.1).fold(0.0f64, f64::max).max(f64::MIN_POSITIVE);
@@ -206,7 +217,7 @@ pub fn bars(
             r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{}</text>"##,
             label_w - 6.0,
             yy + 14.0,
-            escape(label)
+            escape(&shown(label))
         );
         match v {
             Some(v) => {
@@ -288,5 +299,8 @@ mod tests {
             bars("t", &[("a".into(), Some(10.0)), ("b".into(), Some(5.0)), ("c".into(), None)], BLUE, 400, &short);
         assert_eq!(svg.matches("class=\"bar\"").count(), 2);
         assert!(svg.contains("n/a"));
+        let long = "Burslem Bridge Medical Centre and a very long name indeed".to_owned();
+        let svg = bars("t", &[(long.clone(), Some(1.0))], BLUE, 300, &short);
+        assert!(svg.contains("…") && svg.contains(&long), "shortened on the axis, whole in the tooltip");
     }
 }

@@ -399,7 +399,7 @@ pub async fn practices(
         let names: Vec<&str> = metrics.iter().map(|m| m.name()).chain(["practice"]).collect();
         let (sort, desc) = sort_param(&ctx.params, &names, "penetration");
         let answer = run_query(&state, &ctx, &metrics, &[Dimension::Practice], vec![], vec![(sort.clone(), desc)], aq::MAX_LIMIT).await?;
-        let mut body = String::from("<p class=\"lede\">Each practice over the range: weekly reach summed over the weeks (gross), and penetration as average weekly reach per 1,000 registered patients. Click a heading to sort.</p><table class=\"sortable\"><thead><tr>");
+        let mut body = String::from("<p class=\"lede\">Each practice over the range: weekly reach summed over the weeks (gross), and penetration as average weekly reach per 1,000 registered patients (a page reaches people who are not its patients too, so this can pass 1,000). Click a heading to sort.</p><table class=\"sortable\"><thead><tr>");
         let headings = [("practice", "Practice"), ("reach", "Reach"), ("engaged_users", "Engaged users"), ("views", "Views"), ("engagement_rate", "Engagement rate"), ("penetration", "Weekly reach per 1,000 patients")];
         for (key, label) in headings {
             let dir = if sort == key && desc { "asc" } else { "desc" };
