@@ -32,11 +32,13 @@ pub struct AppError {
     pub hint: Option<String>,
     /// The request field at fault, when there is one (`metrics[2]`, `date_range`).
     pub field: Option<String>,
+    /// Seconds until a retry can succeed (rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl AppError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), hint: None, field: None }
+        Self { kind, message: message.into(), hint: None, field: None, retry_after: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -57,6 +59,11 @@ impl AppError {
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -120,13 +127,17 @@ impl From<AccessDenied> for AppError {
     }
 }
 
+/// A store error is the caller's fault only when it refused invalid input; otherwise the store is unavailable.
+fn store_kind(e: &pulse_store::StoreError) -> ErrorKind {
+    match e {
+        pulse_store::StoreError::Invalid { .. } => ErrorKind::BadRequest,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
 impl From<pulse_store::StoreError> for AppError {
     fn from(e: pulse_store::StoreError) -> Self {
-        let kind = match &e {
-            pulse_store::StoreError::Invalid { .. } => ErrorKind::BadRequest,
-            _ => ErrorKind::Unavailable,
-        };
-        AppError::new(kind, format!("{e}"))
+        AppError::new(store_kind(&e), format!("{e}"))
     }
 }
 
@@ -137,11 +148,7 @@ impl From<anyhow::Error> for AppError {
             return app.clone();
         }
         if let Some(store) = e.downcast_ref::<pulse_store::StoreError>() {
-            let kind = match store {
-                pulse_store::StoreError::Invalid { .. } => ErrorKind::BadRequest,
-                _ => ErrorKind::Unavailable,
-            };
-            return AppError::new(kind, format!("{e:#}"));
+            return AppError::new(store_kind(store), format!("{e:#}"));
         }
         if let Some(denied) = e.downcast_ref::<AccessDenied>() {
             return AppError::from(denied.clone());

@@ -228,42 +228,8 @@ impl Query {
                 format!("name one or more of {}", Source::names(Metric::ALL)),
             ));
         }
-        let mut metrics = Vec::new();
-        for (i, m) in raw.metrics.iter().enumerate() {
-            let metric = Metric::parse(m).ok_or_else(|| {
-                bad(
-                    &format!("metrics[{i}]"),
-                    format!("unknown metric `{m}`"),
-                    format!("the metrics are {}", Source::names(Metric::ALL)),
-                )
-            })?;
-            if metrics.contains(&metric) {
-                return Err(bad(
-                    &format!("metrics[{i}]"),
-                    format!("metric `{m}` is named twice"),
-                    "name each metric once",
-                ));
-            }
-            metrics.push(metric);
-        }
-        let mut dimensions = Vec::new();
-        for (i, d) in raw.dimensions.iter().enumerate() {
-            let dim = Dimension::parse(d).ok_or_else(|| {
-                bad(
-                    &format!("dimensions[{i}]"),
-                    format!("unknown dimension `{d}`"),
-                    format!("the dimensions are {}", Source::names(Dimension::ALL)),
-                )
-            })?;
-            if dimensions.contains(&dim) {
-                return Err(bad(
-                    &format!("dimensions[{i}]"),
-                    format!("dimension `{d}` is named twice"),
-                    "name each dimension once",
-                ));
-            }
-            dimensions.push(dim);
-        }
+        let metrics = parse_names(&raw.metrics, "metrics", "metric", Metric::parse, Metric::ALL)?;
+        let dimensions = parse_names(&raw.dimensions, "dimensions", "dimension", Dimension::parse, Dimension::ALL)?;
         let date_range = parse_range(raw.date_range.as_ref())?;
         let mut filters = Vec::new();
         for (i, f) in raw.filters.iter().enumerate() {
@@ -358,6 +324,28 @@ impl Query {
         })
         .to_string()
     }
+}
+
+/// Parses a list of metric or dimension names, each once, naming the entry at fault (`metrics[2]`).
+fn parse_names<T: Copy + PartialEq + Into<&'static str>>(
+    names: &[String],
+    field: &str,
+    what: &str,
+    parse: fn(&str) -> Option<T>,
+    all: &[T],
+) -> AppResult<Vec<T>> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let item = parse(name).ok_or_else(|| {
+            bad(&at, format!("unknown {what} `{name}`"), format!("the {field} are {}", Source::names(all)))
+        })?;
+        if out.contains(&item) {
+            return Err(bad(&at, format!("{what} `{name}` is named twice"), format!("name each {what} once")));
+        }
+        out.push(item);
+    }
+    Ok(out)
 }
 
 fn op_name(op: FilterOp) -> &'static str {

@@ -121,7 +121,8 @@ pub async fn reports_index(State(state): State<Shared>, headers: HeaderMap) -> A
     .await
 }
 
-fn day(params: &HashMap<String, String>, name: &str) -> AppResult<Option<NaiveDate>> {
+/// A `YYYY-MM-DD` query parameter, when given (the API's and the dashboard's ranges).
+pub(crate) fn day(params: &HashMap<String, String>, name: &str) -> AppResult<Option<NaiveDate>> {
     params
         .get(name)
         .filter(|v| !v.is_empty())

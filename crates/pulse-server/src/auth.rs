@@ -94,7 +94,8 @@ impl Gate {
     fn admit(&self, caller: Caller) -> AppResult<Caller> {
         if let Err(wait) = self.limiter.take(&caller.key_id) {
             return Err(AppError::new(ErrorKind::RateLimited, format!("key {} is over its rate limit", caller.key_id))
-                .with_hint(format!("retry in {wait} s; the limit is set by [server] rate_limit_per_minute")));
+                .with_hint(format!("retry in {wait} s; the limit is set by [server] rate_limit_per_minute"))
+                .retry_after(wait));
         }
         self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(caller.key_id.clone(), Utc::now());
         Ok(caller)

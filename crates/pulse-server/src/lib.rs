@@ -82,10 +82,7 @@ impl IntoResponse for ApiError {
         }
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, json_body(&error_body(&e))).into_response();
-        if e.kind == ErrorKind::RateLimited
-            && let Some(secs) =
-                e.hint.as_deref().and_then(|h| h.split_whitespace().nth(2)).and_then(|s| s.parse::<u64>().ok())
-        {
+        if let Some(secs) = e.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if e.kind == ErrorKind::Unauthenticated {

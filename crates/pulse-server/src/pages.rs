@@ -156,14 +156,6 @@ fn error_page(e: &AppError) -> Response {
     html_response(status, shell("Error", "", &body))
 }
 
-fn day_param(params: &HashMap<String, String>, name: &str) -> AppResult<Option<NaiveDate>> {
-    params
-        .get(name)
-        .filter(|v| !v.is_empty())
-        .map(|v| pulse_config::real_date(name, v).map_err(|m| AppError::bad_request(m).at(name.to_owned())))
-        .transpose()
-}
-
 /// Authenticates the session and reads the tenant and range from the URL; redirects to the login page when there
 /// is no session.
 fn context(
@@ -205,8 +197,8 @@ fn context(
         )?;
         let tenant = scope.to_string();
         let tenant_name = state.config.tenant(scope.tenant()).map(|t| t.name.clone()).unwrap_or_else(|| tenant.clone());
-        let from = day_param(&params, "from")?;
-        let to = day_param(&params, "to")?;
+        let from = crate::api::day(&params, "from")?;
+        let to = crate::api::day(&params, "to")?;
         if let (Some(f), Some(t)) = (from, to)
             && t < f
         {
