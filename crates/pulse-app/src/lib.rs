@@ -14,6 +14,7 @@
 //! - [`text`]: what a person reads: tables, bars, sparklines, thousands separators, as strings.
 
 pub mod chart;
+pub mod columns;
 pub mod demo;
 pub mod error;
 pub mod export;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use arrow::array::{Array, Date32Array, Float64Array, StringArray, UInt32Array};
+use arrow::array::{Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 use pulse_config::Config;
@@ -20,6 +20,7 @@ use pulse_store::{ReportTable, ReportVariant, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::columns::Col;
 use crate::error::{AppError, AppResult, ErrorKind};
 
 /// The most rows one page of an answer may hold.
@@ -626,56 +627,6 @@ pub async fn run<S: Store>(
         c.put(key, answer.clone());
     }
     Ok(answer)
-}
-
-/// A column resolved once by name, read by row.
-#[derive(Clone, Copy)]
-enum Col<'a> {
-    Str(&'a StringArray),
-    F64(&'a Float64Array),
-    U32(&'a UInt32Array),
-    Date(&'a Date32Array),
-    Missing,
-}
-
-impl<'a> Col<'a> {
-    fn of(batch: &'a RecordBatch, name: &str) -> Col<'a> {
-        let Some(c) = batch.column_by_name(name) else { return Col::Missing };
-        let any = c.as_any();
-        if let Some(a) = any.downcast_ref::<StringArray>() {
-            Col::Str(a)
-        } else if let Some(a) = any.downcast_ref::<Float64Array>() {
-            Col::F64(a)
-        } else if let Some(a) = any.downcast_ref::<UInt32Array>() {
-            Col::U32(a)
-        } else if let Some(a) = any.downcast_ref::<Date32Array>() {
-            Col::Date(a)
-        } else {
-            Col::Missing
-        }
-    }
-
-    fn text(self, i: usize) -> &'a str {
-        match self {
-            Col::Str(a) if !a.is_null(i) => a.value(i),
-            _ => "",
-        }
-    }
-
-    fn num(self, i: usize) -> Option<f64> {
-        match self {
-            Col::F64(a) if !a.is_null(i) => Some(a.value(i)).filter(|v| v.is_finite()),
-            Col::U32(a) if !a.is_null(i) => Some(f64::from(a.value(i))),
-            _ => None,
-        }
-    }
-
-    fn day(self, i: usize) -> Option<i32> {
-        match self {
-            Col::Date(a) if !a.is_null(i) => Some(a.value(i)),
-            _ => None,
-        }
-    }
 }
 
 /// A sum that stays missing until a value arrives.

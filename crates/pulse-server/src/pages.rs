@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use arrow::array::{Array, Date32Array, Float64Array, StringArray, UInt32Array};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryString, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
 use pulse_app::chart::{self, Band, Series, escape};
+use pulse_app::columns::Col;
 use pulse_app::error::{AppError, AppResult, ErrorKind};
 use pulse_app::keys::{Caller, KeyScope};
 use pulse_app::overview;
@@ -485,27 +485,16 @@ pub async fn practice(
     .await
 }
 
-fn col_str<'a>(b: &'a arrow::record_batch::RecordBatch, name: &str) -> Option<&'a StringArray> {
-    b.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>())
-}
-
 fn col_f64(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> Option<f64> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-        .filter(|a| !a.is_null(i))
-        .map(|a| a.value(i))
+    Col::of(b, name).num(i)
 }
 
 fn col_day(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<Date32Array>())
-        .and_then(|a| a.value_as_date(i))
-        .map(|d| d.to_string())
-        .unwrap_or_default()
+    Col::of(b, name).day(i).map(|d| pulse_domain::from_day_number(d).to_string()).unwrap_or_default()
 }
 
 fn text(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
-    col_str(b, name).map(|a| a.value(i).to_owned()).unwrap_or_default()
+    Col::of(b, name).text(i).to_owned()
 }
 
 fn posts_table(posts: &ReportAnswer) -> String {
@@ -611,7 +600,7 @@ pub async fn campaigns(
             rows += 1;
             let name = text(b, "campaign", i);
             let (from, to) = (col_day(b, "window_from", i), col_day(b, "window_to", i));
-            let _ = write!(body, "<section class=\"campaign\"><h2>{}</h2><p>{} to {} · {} posts · their lifetime {}: {}</p>", escape(&name), from, to, b.column_by_name("posts").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()).map_or(0, |a| a.value(i)), escape(&metric), num(col_f64(b, "post_lifetime", i)));
+            let _ = write!(body, "<section class=\"campaign\"><h2>{}</h2><p>{} to {} · {} posts · their lifetime {}: {}</p>", escape(&name), from, to, col_f64(b, "posts", i).unwrap_or(0.0), escape(&metric), num(col_f64(b, "post_lifetime", i)));
             match (col_f64(b, "effect", i), col_f64(b, "effect_lo", i), col_f64(b, "effect_hi", i)) {
                 (Some(e), Some(lo), Some(hi)) => {
                     let _ = write!(body, "<p class=\"effect\">Effect on the pages' {}: {}; lift {}.</p>{}", escape(&metric), escape(&effect_words(e, lo, hi, col_f64(b, "interval_level", i))), col_f64(b, "lift_pct", i).map(|l| format!("{l:+.0}%")).unwrap_or_else(|| "n/a".into()), chart::interval(&format!("Effect of {name} with its interval"), e, lo, hi, 600));
@@ -710,7 +699,7 @@ pub async fn quality(
         } else {
             body.push_str("<table><thead><tr><th>Practice</th><th>Check</th><th>From</th><th>To</th><th>Count</th><th>What to do</th></tr></thead><tbody>");
             for i in 0..b.num_rows() {
-                let count = b.column_by_name("count").and_then(|c| c.as_any().downcast_ref::<UInt32Array>()).map_or(0, |a| a.value(i));
+                let count = col_f64(b, "count", i).unwrap_or(0.0);
                 let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{count}</td><td>{}</td></tr>", escape(&text(b, "practice_name", i)), escape(&text(b, "check_name", i)), col_day(b, "day_from", i), col_day(b, "day_to", i), escape(&text(b, "detail", i)));
             }
             body.push_str("</tbody></table>");
