@@ -17,7 +17,8 @@ pub use error::DomainError;
 pub use ids::{PageId, PostId, PracticeCode, TenantId};
 pub use metrics::{ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind};
 pub use records::{
-    Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, RunStatus, Stream,
+    Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, RunStatus, StateEvent,
+    Stream, this_host,
 };
 pub use tenancy::{Access, AccessDenied, PageKind, Principal, TenantScope, WriteScope};
 pub use time::{

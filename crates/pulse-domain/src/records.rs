@@ -200,6 +200,56 @@ pub struct ExportAuditRecord {
     pub files: String,
 }
 
+/// One event in a tenant's operational journal: scheduled runs, digest deliveries, digest subscriptions. The journal
+/// is append-only; the state of a `key` in a `stream` is what its events say, read in order (`at`, then `id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateEvent {
+    /// Unique per event (a UUID): writing the same id twice stores it once.
+    pub id: String,
+    /// What the events are about: `schedule`, `delivery`, `subscription`.
+    pub stream: String,
+    /// Which thing in the stream: a schedule's run, a (list, week, recipient) delivery, a (list, recipient).
+    pub key: String,
+    pub at: DateTime<Utc>,
+    /// The event itself, as JSON (the application layer owns its shape).
+    pub body: String,
+}
+
+/// Who holds a named lease (a lock in the store that expires), and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    /// `host:pid:uuid` of the process holding it.
+    pub holder: String,
+    pub acquired_at: DateTime<Utc>,
+    /// The lease ends here unless renewed; a release sets it to the release time.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// Whether the holder is a process on this host that has exited (its lease can be taken at once rather than
+    /// after it expires). Unknown hosts and non-Linux systems count as alive.
+    pub fn holder_exited(&self) -> bool {
+        let mut parts = self.holder.splitn(3, ':');
+        let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
+        if host != this_host() || !cfg!(target_os = "linux") {
+            return false;
+        }
+        pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    }
+}
+
+/// This machine's name, for lease holders (`/etc/hostname`, else `HOSTNAME`, else `localhost`).
+pub fn this_host() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+        .replace(':', "_")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,13 @@
 
 use arrow::record_batch::RecordBatch;
 use pulse_domain::{
-    Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope, WriteScope,
+    Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, StateEvent,
+    TenantScope, WriteScope,
 };
 
 use crate::clickhouse::ClickHouseStore;
 use crate::lake::LakeStore;
-use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, WriteAck};
+use crate::{FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, WriteAck};
 
 #[derive(Clone)]
 pub enum AnyStore {
@@ -79,6 +80,28 @@ impl Store for AnyStore {
 
     async fn read_export_audit(&self, scope: &TenantScope) -> Result<Vec<ExportAuditRecord>> {
         delegate!(self, s => s.read_export_audit(scope).await)
+    }
+
+    async fn append_state(&self, scope: &WriteScope, events: &[StateEvent]) -> Result<WriteAck> {
+        delegate!(self, s => s.append_state(scope, events).await)
+    }
+
+    async fn read_state(&self, scope: &TenantScope, stream: &str) -> Result<Vec<StateEvent>> {
+        delegate!(self, s => s.read_state(scope, stream).await)
+    }
+
+    async fn try_lease(
+        &self,
+        scope: &WriteScope,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<LeaseOutcome> {
+        delegate!(self, s => s.try_lease(scope, name, holder, ttl).await)
+    }
+
+    async fn release_lease(&self, scope: &WriteScope, name: &str, holder: &str) -> Result<()> {
+        delegate!(self, s => s.release_lease(scope, name, holder).await)
     }
 
     async fn replace_report(

@@ -12,6 +12,7 @@ mod any;
 pub mod clickhouse;
 mod error;
 pub mod lake;
+pub mod lease;
 pub mod migrations;
 pub mod report;
 mod util;
@@ -22,9 +23,10 @@ pub use any::AnyStore;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 pub use error::StoreError;
+pub use lease::LeaseOutcome;
 use pulse_domain::{
     CanonicalMetric, Checkpoint, ExportAuditRecord, IngestRunRecord, PageId, PageInsightFact, Period, Post,
-    PostInsightSnapshot, PracticeCode, TenantScope, WriteScope,
+    PostInsightSnapshot, PracticeCode, StateEvent, TenantScope, WriteScope,
 };
 pub use report::{ReportColumn, ReportTable, ReportType, ReportVariant};
 
@@ -165,6 +167,28 @@ pub trait Store: Send + Sync {
 
     /// A tenant's export audit trail, newest first.
     fn read_export_audit(&self, scope: &TenantScope) -> impl Future<Output = Result<Vec<ExportAuditRecord>>> + Send;
+
+    /// Appends events to the tenant's operational journal (scheduled runs, digest deliveries, subscriptions).
+    /// Append-only and idempotent by event id; acknowledged only once durable, so an event written before an action
+    /// (a delivery about to be sent) is there after a crash.
+    fn append_state(&self, scope: &WriteScope, events: &[StateEvent]) -> impl Future<Output = Result<WriteAck>> + Send;
+
+    /// The tenant's events of one stream, oldest first (by `at`, then `id`).
+    fn read_state(&self, scope: &TenantScope, stream: &str) -> impl Future<Output = Result<Vec<StateEvent>>> + Send;
+
+    /// Takes (or renews) the tenant's lease `name` for `holder` for `ttl`, unless another holder has it and is alive
+    /// (not expired, and not a process on this host that has exited). Two processes asking at once never both get
+    /// it. Time is the machine's clock.
+    fn try_lease(
+        &self,
+        scope: &WriteScope,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<LeaseOutcome>> + Send;
+
+    /// Ends `holder`'s lease `name` (a no-op when someone else holds it).
+    fn release_lease(&self, scope: &WriteScope, name: &str, holder: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Replaces the tenant's whole slice of one variant of a report table with `batch`, atomically: a reader sees
     /// the old slice or the new one, never a mix. Other variants are untouched.

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../sql/migrations/0005_units_and_levels.sql"),
     },
     Migration { version: 6, name: "export_audit", sql: include_str!("../../../sql/migrations/0006_export_audit.sql") },
+    Migration {
+        version: 7,
+        name: "operational_state",
+        sql: include_str!("../../../sql/migrations/0007_operational_state.sql"),
+    },
 ];
 
 /// Per-tenant analyst views (`sql/tenant_views.sql`), rendered for one tenant by [`tenant_views`].
@@ -56,6 +61,8 @@ pub mod queries {
     pub const READ_CHECKPOINTS: &str = include_str!("../../../sql/queries/read_checkpoints.sql");
     pub const READ_RUNS: &str = include_str!("../../../sql/queries/read_runs.sql");
     pub const READ_EXPORT_AUDIT: &str = include_str!("../../../sql/queries/read_export_audit.sql");
+    pub const READ_STATE: &str = include_str!("../../../sql/queries/read_state.sql");
+    pub const READ_LEASE: &str = include_str!("../../../sql/queries/read_lease.sql");
     pub const REPORT_SLICE: &str = include_str!("../../../sql/queries/report_slice.sql");
     pub const SCHEMA_VERSION: &str = include_str!("../../../sql/queries/schema_version.sql");
 }

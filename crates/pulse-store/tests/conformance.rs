@@ -356,6 +356,75 @@ async fn migrate_twice_is_a_no_op<S: Store>(store: &S) {
     assert!(second.applied.is_empty(), "second migrate applied {:?}", second.applied);
 }
 
+fn event(id: &str, stream: &str, key: &str, secs: i64) -> pulse_domain::StateEvent {
+    pulse_domain::StateEvent {
+        id: id.into(),
+        stream: stream.into(),
+        key: key.into(),
+        at: at(secs),
+        body: format!("{{\"state\":\"{id}\"}}"),
+    }
+}
+
+async fn the_state_journal_appends_once_per_event_in_order_and_per_tenant<S: Store>(store: &S) {
+    let (alpha, beta) = scopes();
+    store.append_state(&alpha, &[event("e2", "delivery", "k", 20), event("e1", "delivery", "k", 10)]).await.unwrap();
+    store.append_state(&alpha, &[event("e3", "schedule", "digest", 15)]).await.unwrap();
+    // Written again (a retried write): still once.
+    store.append_state(&alpha, &[event("e2", "delivery", "k", 20)]).await.unwrap();
+    store.append_state(&beta, &[event("b1", "delivery", "k", 5)]).await.unwrap();
+    let back = store.read_state(&alpha, "delivery").await.unwrap();
+    assert_eq!(back, vec![event("e1", "delivery", "k", 10), event("e2", "delivery", "k", 20)]);
+    assert_eq!(store.read_state(&alpha, "schedule").await.unwrap(), vec![event("e3", "schedule", "digest", 15)]);
+    assert_eq!(store.read_state(&beta, "delivery").await.unwrap(), vec![event("b1", "delivery", "k", 5)]);
+    assert!(store.read_state(&beta, "schedule").await.unwrap().is_empty());
+}
+
+async fn a_lease_has_one_holder_until_released_or_expired<S: Store>(store: &S) {
+    use pulse_store::LeaseOutcome;
+    use std::time::Duration;
+    let (alpha, beta) = scopes();
+    let ttl = Duration::from_secs(2);
+    // Holders on another host (their liveness cannot be checked from here): only expiry or release frees them.
+    let h = |i: u32| format!("elsewhere:{}:h{i}", 1000 + i);
+    // Four rivals at once: exactly one wins, and the others are told who.
+    let (h1, h2, h3, h4) = (h(1), h(2), h(3), h(4));
+    let (a, b, c, d) = tokio::join!(
+        store.try_lease(&alpha, "digest", &h1, ttl),
+        store.try_lease(&alpha, "digest", &h2, ttl),
+        store.try_lease(&alpha, "digest", &h3, ttl),
+        store.try_lease(&alpha, "digest", &h4, ttl),
+    );
+    let outcomes = [a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()];
+    let winners: Vec<&pulse_domain::Lease> =
+        outcomes.iter().filter_map(|o| if let LeaseOutcome::Acquired(l) = o { Some(l) } else { None }).collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = winners[0].holder.clone();
+    for o in &outcomes {
+        if let LeaseOutcome::HeldBy(l) = o {
+            assert_eq!(l.holder, winner);
+        }
+    }
+    // Another name, or another tenant's lease of the same name, is independent.
+    assert!(store.try_lease(&alpha, "ingest", &h(5), ttl).await.unwrap().acquired());
+    assert!(store.try_lease(&beta, "digest", &h(5), ttl).await.unwrap().acquired());
+    // The holder renews; a rival is still refused; a release lets the rival in.
+    assert!(store.try_lease(&alpha, "digest", &winner, ttl).await.unwrap().acquired());
+    assert!(!store.try_lease(&alpha, "digest", &h(9), ttl).await.unwrap().acquired());
+    store.release_lease(&alpha, "digest", &h(9)).await.unwrap(); // not the holder: no effect
+    assert!(!store.try_lease(&alpha, "digest", &h(9), ttl).await.unwrap().acquired());
+    store.release_lease(&alpha, "digest", &winner).await.unwrap();
+    assert!(store.try_lease(&alpha, "digest", &h(9), ttl).await.unwrap().acquired());
+    // Expiry frees it.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert!(store.try_lease(&alpha, "digest", &h(10), ttl).await.unwrap().acquired());
+    // A holder on this host whose process has exited is superseded at once (pid 4194400 is above Linux's pid_max).
+    let dead = format!("{}:4194400:gone", pulse_domain::this_host());
+    assert!(store.try_lease(&alpha, "ingest-2", &dead, Duration::from_secs(600)).await.unwrap().acquired());
+    let taken = store.try_lease(&alpha, "ingest-2", &h(11), ttl).await.unwrap();
+    assert_eq!(taken.acquired(), cfg!(target_os = "linux"), "{taken:?}");
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod lake_backend {
@@ -392,6 +461,8 @@ conformance!(
     run_records_are_kept_newest_first,
     the_export_audit_trail_only_grows_and_stays_in_its_tenant,
     report_slices_are_replaced_whole,
+    the_state_journal_appends_once_per_event_in_order_and_per_tenant,
+    a_lease_has_one_holder_until_released_or_expired,
     migrate_twice_is_a_no_op,
 );
 

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clickhouse::Row;
-use pulse_domain::{Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot};
+use pulse_domain::{
+    Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, StateEvent,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -428,6 +430,81 @@ impl AuditOut {
             spec: self.spec,
             rows: self.rows,
             files: self.files,
+        }
+    }
+}
+
+#[derive(Debug, Row, Serialize)]
+pub(crate) struct StateRow<'a> {
+    pub tenant_id: &'a str,
+    pub stream: &'a str,
+    pub key: &'a str,
+    pub at_us: u64,
+    pub id: &'a str,
+    pub body: &'a str,
+}
+
+impl<'a> StateRow<'a> {
+    pub fn new(tenant: &'a str, e: &'a StateEvent) -> Self {
+        Self { tenant_id: tenant, stream: &e.stream, key: &e.key, at_us: version(e.at), id: &e.id, body: &e.body }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct StateOut {
+    id: String,
+    key: String,
+    at_us: u64,
+    body: String,
+}
+
+impl StateOut {
+    pub fn into_event(self, stream: &str) -> StateEvent {
+        StateEvent {
+            id: self.id,
+            stream: stream.to_owned(),
+            key: self.key,
+            at: from_micros(self.at_us as i64),
+            body: self.body,
+        }
+    }
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+pub(crate) struct LeaseRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub holder: String,
+    pub acquired_us: u64,
+    pub expires_us: u64,
+}
+
+impl LeaseRow {
+    pub fn new(tenant: &str, l: &Lease) -> Self {
+        Self {
+            tenant_id: tenant.to_owned(),
+            name: l.name.clone(),
+            holder: l.holder.clone(),
+            acquired_us: version(l.acquired_at),
+            expires_us: version(l.expires_at),
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct LeaseOut {
+    holder: String,
+    acquired_us: u64,
+    expires_us: u64,
+}
+
+impl LeaseOut {
+    pub fn into_lease(self, name: &str) -> Lease {
+        Lease {
+            name: name.to_owned(),
+            holder: self.holder,
+            acquired_at: from_micros(self.acquired_us as i64),
+            expires_at: from_micros(self.expires_us as i64),
         }
     }
 }

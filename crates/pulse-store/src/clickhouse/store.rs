@@ -10,15 +10,16 @@ use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
 use clickhouse::Client;
 use pulse_domain::{
-    CanonicalMetric, Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Period, Post,
-    PostInsightSnapshot, TenantScope, WriteScope,
+    CanonicalMetric, Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Period, Post,
+    PostInsightSnapshot, StateEvent, TenantScope, WriteScope,
 };
 use serde::ser::SerializeTuple;
 use tokio::sync::OnceCell;
 
 use super::rows::*;
+use crate::lease;
 use crate::migrations::{self, Topology, queries};
-use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError, WriteAck};
+use crate::{FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError, WriteAck};
 
 /// How to reach ClickHouse. The password is a resolved secret: it is sent in a header, never shown.
 #[derive(Clone)]
@@ -177,6 +178,28 @@ impl ClickHouseStore {
         // `end` returns once the server has acknowledged the whole insert.
         insert.end().await.map_err(|e| self.error(&statement, e))?;
         Ok(n)
+    }
+}
+
+/// How long a lease claim waits for concurrent claims to become visible before replaying them.
+const LEASE_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl ClickHouseStore {
+    /// The lease in force for `name`, replayed from the last day's claims (leases are minutes long).
+    async fn lease_in_force(&self, scope: &TenantScope, name: &str) -> Result<Option<Lease>> {
+        self.ready().await?;
+        let since = (Utc::now() - chrono::Duration::days(1)).timestamp_micros().max(0) as u64;
+        let claims = self
+            .client
+            .query(queries::READ_LEASE)
+            .bind(scope.as_str())
+            .bind(name)
+            .bind(since)
+            .fetch_all::<LeaseOut>()
+            .await
+            .map_err(|e| self.error(queries::READ_LEASE, e))?;
+        let claims: Vec<Lease> = claims.into_iter().map(|c| c.into_lease(name)).collect();
+        Ok(lease::current(&claims))
     }
 }
 
@@ -399,6 +422,64 @@ impl Store for ClickHouseStore {
             .await
             .map_err(|e| self.error(queries::READ_EXPORT_AUDIT, e))?;
         Ok(rows.into_iter().map(AuditOut::into_record).collect())
+    }
+
+    async fn append_state(&self, scope: &WriteScope, events: &[StateEvent]) -> Result<WriteAck> {
+        let tenant = scope.as_str();
+        let rows = self.insert_rows::<StateRow<'static>>("state_events", events.iter().map(|e| StateRow::new(tenant, e))).await?;
+        Ok(WriteAck { rows })
+    }
+
+    async fn read_state(&self, scope: &TenantScope, stream: &str) -> Result<Vec<StateEvent>> {
+        self.ready().await?;
+        let rows = self
+            .client
+            .query(queries::READ_STATE)
+            .bind(scope.as_str())
+            .bind(stream)
+            .fetch_all::<StateOut>()
+            .await
+            .map_err(|e| self.error(queries::READ_STATE, e))?;
+        Ok(rows.into_iter().map(|r| r.into_event(stream)).collect())
+    }
+
+    async fn try_lease(
+        &self,
+        scope: &WriteScope,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<LeaseOutcome> {
+        // No compare-and-set here: read the claims, claim if free, let every concurrent claim land, replay.
+        if let Some(held) = self.lease_in_force(scope, name).await?
+            && held.holder != holder
+            && lease::live(&held, Utc::now())
+        {
+            return Ok(LeaseOutcome::HeldBy(held));
+        }
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let mine = Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now + ttl };
+        self.insert_rows::<LeaseRow>("leases", std::iter::once(LeaseRow::new(scope.as_str(), &mine))).await?;
+        // A rival's claim stamped before ours is visible once its insert is acknowledged; wait out that window.
+        tokio::time::sleep(LEASE_SETTLE).await;
+        match self.lease_in_force(scope, name).await? {
+            Some(held) if held.holder == holder => Ok(LeaseOutcome::Acquired(held)),
+            Some(held) => Ok(LeaseOutcome::HeldBy(held)),
+            None => Err(StoreError::Invalid {
+                what: format!("lease `{name}`"),
+                reason: "the claim just written is not there to read back".into(),
+            }),
+        }
+    }
+
+    async fn release_lease(&self, scope: &WriteScope, name: &str, holder: &str) -> Result<()> {
+        if self.lease_in_force(scope, name).await?.is_some_and(|l| l.holder == holder) {
+            let now = Utc::now();
+            let release = Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now };
+            self.insert_rows::<LeaseRow>("leases", std::iter::once(LeaseRow::new(scope.as_str(), &release))).await?;
+        }
+        Ok(())
     }
 
     async fn replace_report(

@@ -3,8 +3,8 @@
 use arrow::record_batch::RecordBatch;
 use chrono::{Datelike, NaiveDate};
 use pulse_domain::{
-    Checkpoint, ExportAuditRecord, IngestRunRecord, PageId, PageInsightFact, Post, PostId, PostInsightSnapshot,
-    PracticeCode,
+    Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageId, PageInsightFact, Post, PostId, PostInsightSnapshot,
+    PracticeCode, StateEvent,
 };
 
 use crate::util::{BatchBuilder, Columns, from_micros, i32_to_day, micros, parse_field};
@@ -382,6 +382,95 @@ impl LakeRecord for ExportAuditRecord {
                 spec: spec.value(i).to_owned(),
                 rows: rows.value(i),
                 files: files.value(i).to_owned(),
+            })
+            .collect())
+    }
+}
+
+impl LakeRecord for StateEvent {
+    const DATASET: &'static str = "state_events";
+    type Key = String;
+
+    fn key(&self) -> Self::Key {
+        self.id.clone()
+    }
+
+    fn version(&self) -> i64 {
+        micros(self.at)
+    }
+
+    fn partition_day(&self) -> Option<NaiveDate> {
+        None
+    }
+
+    fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
+        BatchBuilder::default()
+            .str("tenant_id", rows.iter().map(|_| tenant))
+            .str("id", rows.iter().map(|r| r.id.as_str()))
+            .str("stream", rows.iter().map(|r| r.stream.as_str()))
+            .str("key", rows.iter().map(|r| r.key.as_str()))
+            .ts("at", rows.iter().map(|r| r.at))
+            .str("body", rows.iter().map(|r| r.body.as_str()))
+            .finish()
+    }
+
+    fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
+        const W: &str = "state event";
+        check_tenant(W, tenant, batch)?;
+        let c = Columns::new(batch, W);
+        let (id, stream, key, at, body) = (c.str("id")?, c.str("stream")?, c.str("key")?, c.ts("at")?, c.str("body")?);
+        Ok((0..batch.num_rows())
+            .map(|i| StateEvent {
+                id: id.value(i).to_owned(),
+                stream: stream.value(i).to_owned(),
+                key: key.value(i).to_owned(),
+                at: from_micros(at.value(i)),
+                body: body.value(i).to_owned(),
+            })
+            .collect())
+    }
+}
+
+impl LakeRecord for Lease {
+    const DATASET: &'static str = "leases";
+    type Key = String;
+
+    fn key(&self) -> Self::Key {
+        self.name.clone()
+    }
+
+    /// The newest claim or release of a name wins (they are written under the lake's write lock, each stamped
+    /// with the time it was made).
+    fn version(&self) -> i64 {
+        micros(self.acquired_at)
+    }
+
+    fn partition_day(&self) -> Option<NaiveDate> {
+        None
+    }
+
+    fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
+        BatchBuilder::default()
+            .str("tenant_id", rows.iter().map(|_| tenant))
+            .str("name", rows.iter().map(|r| r.name.as_str()))
+            .str("holder", rows.iter().map(|r| r.holder.as_str()))
+            .ts("acquired_at", rows.iter().map(|r| r.acquired_at))
+            .ts("expires_at", rows.iter().map(|r| r.expires_at))
+            .finish()
+    }
+
+    fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
+        const W: &str = "lease";
+        check_tenant(W, tenant, batch)?;
+        let c = Columns::new(batch, W);
+        let (name, holder, acquired, expires) =
+            (c.str("name")?, c.str("holder")?, c.ts("acquired_at")?, c.ts("expires_at")?);
+        Ok((0..batch.num_rows())
+            .map(|i| Lease {
+                name: name.value(i).to_owned(),
+                holder: holder.value(i).to_owned(),
+                acquired_at: from_micros(acquired.value(i)),
+                expires_at: from_micros(expires.value(i)),
             })
             .collect())
     }

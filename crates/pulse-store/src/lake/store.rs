@@ -3,17 +3,22 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
 
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use pulse_domain::{
-    Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, TenantScope, WriteScope,
+    Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, StateEvent,
+    TenantScope, WriteScope,
 };
 
 use super::codec::LakeRecord;
 use super::dataset;
-use crate::{FactFilter, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError, WriteAck};
+use crate::lease;
+use crate::{FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError, WriteAck};
 
 /// The lake format this build writes and reads.
 pub const LAKE_FORMAT: u32 = 1;
@@ -197,6 +202,50 @@ impl Store for LakeStore {
         let mut records: Vec<ExportAuditRecord> = self.read(scope, None, None).await?;
         records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.export_id.cmp(&b.export_id)));
         Ok(records)
+    }
+
+    async fn append_state(&self, scope: &WriteScope, events: &[StateEvent]) -> Result<WriteAck> {
+        self.upsert(scope, events).await
+    }
+
+    async fn read_state(&self, scope: &TenantScope, stream: &str) -> Result<Vec<StateEvent>> {
+        let mut events: Vec<StateEvent> = self.read(scope, None, None).await?;
+        events.retain(|e| e.stream == stream);
+        events.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+        Ok(events)
+    }
+
+    async fn try_lease(&self, scope: &WriteScope, name: &str, holder: &str, ttl: Duration) -> Result<LeaseOutcome> {
+        let (tenant, name, holder) = (scope.as_str().to_owned(), name.to_owned(), holder.to_owned());
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        // Read and write under the lake's write lock, which serialises processes: a compare-and-set.
+        self.blocking(true, move |root| {
+            let now = Utc::now();
+            let leases: Vec<Lease> = dataset::read(root, &tenant, None, None)?;
+            if let Some(held) = leases.into_iter().find(|l| l.name == name)
+                && held.holder != holder
+                && lease::live(&held, now)
+            {
+                return Ok(LeaseOutcome::HeldBy(held));
+            }
+            let mine = Lease { name, holder, acquired_at: now, expires_at: now + ttl };
+            dataset::upsert(root, &tenant, std::slice::from_ref(&mine))?;
+            Ok(LeaseOutcome::Acquired(mine))
+        })
+        .await
+    }
+
+    async fn release_lease(&self, scope: &WriteScope, name: &str, holder: &str) -> Result<()> {
+        let (tenant, name, holder) = (scope.as_str().to_owned(), name.to_owned(), holder.to_owned());
+        self.blocking(true, move |root| {
+            let leases: Vec<Lease> = dataset::read(root, &tenant, None, None)?;
+            if leases.iter().any(|l| l.name == name && l.holder == holder) {
+                let now = Utc::now();
+                dataset::upsert(root, &tenant, &[Lease { name, holder, acquired_at: now, expires_at: now }])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn replace_report(
