@@ -6,14 +6,16 @@
 
 mod model;
 mod practices_csv;
+pub mod schedule;
 pub mod secret;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    CampaignConfig, ClickHouseConfig, Config, ExportProjectConfig, GraphConfig, PageConfig, PracticeConfig,
-    ServerConfig, StoreBackend, StoreConfig, TenantConfig, real_date,
+    CampaignConfig, ClickHouseConfig, Config, DigestConfig, ExportProjectConfig, GraphConfig, PageConfig,
+    PracticeConfig, SchedulerConfig, ServerConfig, SmtpConfig, SmtpSecurity, StoreBackend, StoreConfig,
+    SubscriptionConfig, TenantConfig, is_loopback, plausible_email, real_date,
 };
 pub use secret::{Secret, SecretError, SecretRef};
 

@@ -25,6 +25,187 @@ pub struct Config {
     pub server: ServerConfig,
     /// Research export projects: each pseudonymises with its own key.
     pub export_projects: Vec<ExportProjectConfig>,
+    /// The daemon's schedules (`pulse run`).
+    pub scheduler: SchedulerConfig,
+    /// The mail server digests are sent through.
+    pub smtp: Option<SmtpConfig>,
+    /// Digest settings shared by every list.
+    pub digest: DigestConfig,
+    /// Digest lists: who gets which tenant's weekly digest.
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+/// `[scheduler]`: what `pulse run` does and when. Cron expressions have five fields (minute hour day-of-month month
+/// day-of-week, `MON`..`SUN` or 0-7) and are read in `timezone`; an empty expression turns that job off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// IANA time zone the expressions are read in. Default `Europe/London` (GMT in winter, BST in summer).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Incremental ingest of every tenant, then its pipelines. Default daily at 05:30.
+    #[serde(default = "default_ingest_cron")]
+    pub ingest: String,
+    /// Weekly digests for the week just ended (Monday to Sunday). Default Monday 08:00.
+    #[serde(default = "default_digest_cron")]
+    pub digest: String,
+    /// A run missed while the daemon was down is run once when it starts (not once per missed tick). Default true.
+    #[serde(default = "default_true")]
+    pub catch_up: bool,
+    /// A job's lease lasts this long and is renewed while it runs; a crashed daemon's lease lapses after it. Default 10.
+    #[serde(default = "default_lease_minutes")]
+    pub lease_minutes: u32,
+}
+
+fn default_timezone() -> String {
+    "Europe/London".into()
+}
+
+fn default_ingest_cron() -> String {
+    "30 5 * * *".into()
+}
+
+fn default_digest_cron() -> String {
+    "0 8 * * MON".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_lease_minutes() -> u32 {
+    10
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            timezone: default_timezone(),
+            ingest: default_ingest_cron(),
+            digest: default_digest_cron(),
+            catch_up: true,
+            lease_minutes: default_lease_minutes(),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// The time zone, parsed (validated when the config is read).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::Europe::London)
+    }
+}
+
+/// How to talk to the mail server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587); refused if the server does not offer it.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only to a server on this machine (a local relay or a test sink).
+    None,
+}
+
+/// `[smtp]`: the mail server digests go through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default 587 (starttls), 465 (tls), 25 (none).
+    pub port: Option<u16>,
+    #[serde(default = "default_security")]
+    pub security: SmtpSecurity,
+    /// Login name; with it, `password` as a secret reference.
+    pub user: Option<String>,
+    pub password: Option<SecretRef>,
+    /// The From address, such as `Practice Pulse <digests@example.nhs.uk>`.
+    pub from: String,
+    /// Seconds to wait for the server on each step. Default 30.
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_security() -> SmtpSecurity {
+    SmtpSecurity::Starttls
+}
+
+fn default_smtp_timeout() -> u64 {
+    30
+}
+
+impl SmtpConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        })
+    }
+}
+
+/// `[digest]`: settings shared by every digest list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// The dashboard's public address, for links and the unsubscribe link. Default `http://127.0.0.1:8080`.
+    #[serde(default = "default_dashboard_url")]
+    pub dashboard_url: String,
+    /// Signs unsubscribe links (a secret reference). Without it, digests carry no unsubscribe link and are refused.
+    pub link_secret: Option<SecretRef>,
+    /// Attempts per recipient before a delivery is given up (with backoff between). Default 5.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First retry after this many minutes, doubling each time. Default 5.
+    #[serde(default = "default_backoff")]
+    pub retry_after_minutes: u32,
+}
+
+fn default_dashboard_url() -> String {
+    "http://127.0.0.1:8080".into()
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+fn default_backoff() -> u32 {
+    5
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        Self {
+            dashboard_url: default_dashboard_url(),
+            link_secret: None,
+            max_attempts: default_attempts(),
+            retry_after_minutes: default_backoff(),
+        }
+    }
+}
+
+/// `[[subscription]]`: a digest list: one tenant's weekly digest to these people. Recipients can also be added and
+/// removed through the API (`/api/v1/subscriptions`); people unsubscribe themselves from the link in each digest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Short name: letters, digits, `-` and `_`.
+    pub name: String,
+    pub tenant: TenantId,
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+/// Whether `address` looks like a mailbox (`local@domain.tld`, no spaces or angle brackets).
+pub fn plausible_email(address: &str) -> bool {
+    let Some((local, domain)) = address.split_once('@') else { return false };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && address.chars().all(|c| c.is_ascii_graphic() && !"<>()[],;:\\\"".contains(c))
+        && !domain.contains('@')
 }
 
 /// `[[export_project]]`: a research project exports are made for. Its key pseudonymises identifiers (HMAC-SHA256):
@@ -321,6 +502,17 @@ struct RawConfig {
     /// Research export projects.
     #[serde(default)]
     export_project: Vec<ExportProjectConfig>,
+    /// The daemon's schedules.
+    #[serde(default)]
+    scheduler: SchedulerConfig,
+    /// The mail server for digests.
+    smtp: Option<SmtpConfig>,
+    /// Digest settings.
+    #[serde(default)]
+    digest: DigestConfig,
+    /// Digest lists.
+    #[serde(default)]
+    subscription: Vec<SubscriptionConfig>,
 }
 
 #[derive(Deserialize)]
@@ -541,6 +733,59 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         campaigns.push(c);
     }
+    let whole = |message: String| Issue { path: path.to_owned(), line: 0, column: 0, message };
+    let scheduler = raw.scheduler;
+    if scheduler.timezone.parse::<chrono_tz::Tz>().is_err() {
+        issues.push(whole(format!(
+            "scheduler.timezone `{}` is not an IANA time zone; write one such as `Europe/London`",
+            scheduler.timezone
+        )));
+    }
+    for (field, expr) in [("ingest", &scheduler.ingest), ("digest", &scheduler.digest)] {
+        if !expr.trim().is_empty()
+            && let Err(e) = crate::schedule::parse(expr)
+        {
+            issues.push(whole(format!("scheduler.{field} = \"{expr}\": {e}")));
+        }
+    }
+    if scheduler.lease_minutes == 0 {
+        issues.push(whole("scheduler.lease_minutes must be at least 1".into()));
+    }
+    if let Some(smtp) = &raw.smtp {
+        if smtp.security == SmtpSecurity::None && !is_loopback(&smtp.host) {
+            issues.push(whole(format!(
+                "smtp.security = \"none\" sends mail unencrypted; it is allowed only to this machine, not `{}`: use \"starttls\" or \"tls\"",
+                smtp.host
+            )));
+        }
+        if smtp.user.is_some() != smtp.password.is_some() {
+            issues.push(whole("smtp: give `user` and `password` together, or neither".into()));
+        }
+        if let Some(problem) = smtp.password.as_ref().and_then(SecretRef::shape_problem) {
+            issues.push(whole(format!("smtp.password: {problem}")));
+        }
+        if !smtp.from.contains('@') {
+            issues.push(whole(format!("smtp.from `{}` is not an address", smtp.from)));
+        }
+    }
+    if let Some(problem) = raw.digest.link_secret.as_ref().and_then(SecretRef::shape_problem) {
+        issues.push(whole(format!("digest.link_secret: {problem}")));
+    }
+    let mut lists = std::collections::HashSet::new();
+    for sub in &raw.subscription {
+        if sub.name.is_empty() || !sub.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            issues.push(whole(format!("subscription `{}`: a name is letters, digits, `-` and `_`", sub.name)));
+        }
+        if !lists.insert(sub.name.clone()) {
+            issues.push(whole(format!("subscription `{}` is declared twice", sub.name)));
+        }
+        if !tenants.iter().any(|t| t.id == sub.tenant) {
+            issues.push(whole(format!("subscription `{}`: unknown tenant `{}`", sub.name, sub.tenant)));
+        }
+        for r in sub.recipients.iter().filter(|r| !plausible_email(r)) {
+            issues.push(whole(format!("subscription `{}`: `{r}` is not an email address", sub.name)));
+        }
+    }
     if !issues.is_empty() {
         return Err(ConfigError::Invalid(issues));
     }
@@ -554,7 +799,16 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         registered_patients_csv,
         server,
         export_projects: raw.export_project,
+        scheduler,
+        smtp: raw.smtp,
+        digest: raw.digest,
+        subscriptions: raw.subscription,
     })
+}
+
+/// Whether a host name is this machine (`localhost`, `127.x`, `::1`).
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What `pulse config check` prints: counts, and pages that cannot be ingested, with no secret in it.
