@@ -92,10 +92,16 @@ enum Cell {
     Number(Option<f64>),
 }
 
+/// Whether a count of people is small enough to identify someone (1 to 7, after rounding to a whole number): the
+/// NHS Digital rule exports and digests apply.
+pub fn small_count(v: f64) -> bool {
+    (1.0..8.0).contains(&v.round())
+}
+
 impl Cell {
     fn count(raw: Option<f64>) -> Cell {
         let raw = raw.filter(|v| v.is_finite());
-        Cell::Count { raw, suppressed: raw.is_some_and(|v| (1.0..8.0).contains(&v.round())) }
+        Cell::Count { raw, suppressed: raw.is_some_and(small_count) }
     }
 
     fn csv(&self) -> String {

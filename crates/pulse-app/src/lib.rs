@@ -15,15 +15,21 @@
 
 pub mod chart;
 pub mod columns;
+pub mod delivery;
 pub mod demo;
+pub mod digest;
 pub mod error;
 pub mod export;
 pub mod ingest;
 pub mod jobs;
 pub mod keys;
+pub mod mail;
 pub mod migrate;
 pub mod open;
 pub mod overview;
 pub mod query;
+pub mod raster;
 pub mod report;
+pub mod scheduler;
+pub mod subscriptions;
 pub mod text;

@@ -32,6 +32,23 @@ pub fn sparkline(values: &[f64]) -> String {
         .collect()
 }
 
+/// A campaign's effect with its interval in words: "+4,633 (95% interval 2,998 to 7,820)", or "could not be told
+/// apart from zero (...)" when the interval spans zero. `level` is the interval's level (0.95), when known.
+pub fn effect_words(effect: f64, lo: f64, hi: f64, level: Option<f64>) -> String {
+    let level = level.map(|l| format!("{:.0}%", l * 100.0)).unwrap_or_else(|| "95%".into());
+    if lo <= 0.0 && hi >= 0.0 {
+        format!("could not be told apart from zero ({level} interval {} to {})", thousands(lo), thousands(hi))
+    } else {
+        format!(
+            "{}{} ({level} interval {} to {})",
+            if effect >= 0.0 { "+" } else { "" },
+            thousands(effect),
+            thousands(lo),
+            thousands(hi)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

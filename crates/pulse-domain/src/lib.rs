@@ -17,11 +17,11 @@ pub use error::DomainError;
 pub use ids::{PageId, PostId, PracticeCode, TenantId};
 pub use metrics::{ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind};
 pub use records::{
-    Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, RunStatus, StateEvent,
-    Stream, this_host,
+    Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, RunStatus,
+    StateEvent, Stream, this_host,
 };
 pub use tenancy::{Access, AccessDenied, PageKind, Principal, TenantScope, WriteScope};
 pub use time::{
     CoveredDays, EPOCH, covered_days, day_number, end_time_for_day, format_graph_time, from_day_number,
-    pacific_midnight, pacific_today, parse_end_time,
+    pacific_midnight, pacific_today, pacific_today_at, parse_end_time,
 };

@@ -235,7 +235,8 @@ impl Lease {
         if host != this_host() || !cfg!(target_os = "linux") {
             return false;
         }
-        pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        pid.parse::<u32>()
+            .is_ok_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
     }
 }
 

@@ -47,7 +47,12 @@ pub fn pacific_midnight(day: NaiveDate) -> i64 {
 
 /// Today in US-Pacific time: the first day whose values are not complete yet.
 pub fn pacific_today() -> NaiveDate {
-    Utc::now().with_timezone(&Los_Angeles).date_naive()
+    pacific_today_at(Utc::now())
+}
+
+/// The US-Pacific day at instant `t`.
+pub fn pacific_today_at(t: DateTime<Utc>) -> NaiveDate {
+    t.with_timezone(&Los_Angeles).date_naive()
 }
 
 /// Parses a Graph `end_time` such as `2018-01-02T08:00:00+0000` (Meta's offset has no colon).

@@ -18,7 +18,7 @@ use pulse_app::keys::{Caller, KeyScope};
 use pulse_app::overview;
 use pulse_app::query::{self as aq, DateRange, Dimension, Filter, FilterOp, Metric, Query};
 use pulse_app::report::{self, Kind, ReportAnswer};
-use pulse_app::text::thousands;
+use pulse_app::text::{effect_words, thousands};
 
 use crate::auth::{LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, cookie, random_token};
 use crate::{Shared, log_request};
@@ -554,21 +554,6 @@ pub async fn age_bands(
         Ok((page(&ctx, "/age-bands", "Age bands", &body), n))
     })
     .await
-}
-
-fn effect_words(effect: f64, lo: f64, hi: f64, level: Option<f64>) -> String {
-    let level = level.map(|l| format!("{:.0}%", l * 100.0)).unwrap_or_else(|| "95%".into());
-    if lo <= 0.0 && hi >= 0.0 {
-        format!("could not be told apart from zero ({level} interval {} to {})", thousands(lo), thousands(hi))
-    } else {
-        format!(
-            "{}{} ({level} interval {} to {})",
-            if effect >= 0.0 { "+" } else { "" },
-            thousands(effect),
-            thousands(lo),
-            thousands(hi)
-        )
-    }
 }
 
 pub async fn campaigns(

@@ -8,7 +8,9 @@ use pulse_domain::{
 
 use crate::clickhouse::ClickHouseStore;
 use crate::lake::LakeStore;
-use crate::{FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, WriteAck};
+use crate::{
+    FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, WriteAck,
+};
 
 #[derive(Clone)]
 pub enum AnyStore {

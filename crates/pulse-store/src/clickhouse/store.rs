@@ -19,7 +19,10 @@ use tokio::sync::OnceCell;
 use super::rows::*;
 use crate::lease;
 use crate::migrations::{self, Topology, queries};
-use crate::{FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError, WriteAck};
+use crate::{
+    FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError,
+    WriteAck,
+};
 
 /// How to reach ClickHouse. The password is a resolved secret: it is sent in a header, never shown.
 #[derive(Clone)]
@@ -426,7 +429,9 @@ impl Store for ClickHouseStore {
 
     async fn append_state(&self, scope: &WriteScope, events: &[StateEvent]) -> Result<WriteAck> {
         let tenant = scope.as_str();
-        let rows = self.insert_rows::<StateRow<'static>>("state_events", events.iter().map(|e| StateRow::new(tenant, e))).await?;
+        let rows = self
+            .insert_rows::<StateRow<'static>>("state_events", events.iter().map(|e| StateRow::new(tenant, e)))
+            .await?;
         Ok(WriteAck { rows })
     }
 

@@ -18,7 +18,10 @@ use pulse_domain::{
 use super::codec::LakeRecord;
 use super::dataset;
 use crate::lease;
-use crate::{FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError, WriteAck};
+use crate::{
+    FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError,
+    WriteAck,
+};
 
 /// The lake format this build writes and reads.
 pub const LAKE_FORMAT: u32 = 1;

@@ -1,0 +1,252 @@
+//! Sending a list's digest for a week, at most once per recipient.
+//!
+//! Each (list, week, recipient) has a delivery record in the tenant's journal (stream `delivery`): `pending` is
+//! written (and acknowledged by the store) before the message goes to the mail server, `sent` or `failed` after. A
+//! re-run skips what was sent, retries what failed once its backoff has passed (up to `[digest] max_attempts`; a
+//! permanent refusal is not retried), and never re-sends a delivery that was interrupted between `pending` and its
+//! outcome — the server may have taken it — unless the operator says so (`pulse digest send --resend-interrupted`).
+//! One recipient's failure does not hold up the others.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use pulse_config::Config;
+use pulse_domain::{Access, StateEvent};
+use pulse_store::Store;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::digest::{self, Links};
+use crate::error::AppResult;
+use crate::mail::{self, Mailer, SendError};
+use crate::subscriptions;
+
+pub const STREAM: &str = "delivery";
+
+/// Stands for the recipient's own unsubscribe link in a digest rendered once for the whole list.
+const UNSUBSCRIBE_PLACEHOLDER: &str = "https://unsubscribe.invalid/placeholder";
+
+/// One step of a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Step {
+    /// `pending`, `sent`, `failed` (will be retried), `gave_up`.
+    pub state: String,
+    pub attempt: u32,
+    pub message_id: String,
+    /// The server's reply, or what went wrong.
+    pub detail: String,
+    /// When a failed delivery may be tried again.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// What sending a list's week did, recipient by recipient.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListOutcome {
+    pub list: String,
+    pub week_end: Option<NaiveDate>,
+    pub sent: Vec<String>,
+    pub already_sent: Vec<String>,
+    /// Failed this time or before; retried after the time given.
+    pub waiting: Vec<(String, DateTime<Utc>, String)>,
+    /// Refused for good, or out of attempts.
+    pub gave_up: Vec<(String, String)>,
+    /// `pending` with no outcome: a run stopped mid-send. Not re-sent without the operator.
+    pub interrupted: Vec<String>,
+    /// No figures for the week: nothing sent.
+    pub no_data: bool,
+    /// Stopped early (shutdown) before these.
+    pub not_reached: Vec<String>,
+}
+
+impl ListOutcome {
+    pub fn summary(&self) -> String {
+        if self.no_data {
+            return format!("list {}: no figures for the week yet, nothing sent", self.list);
+        }
+        let mut s = format!(
+            "list {} week ending {}: {} sent, {} sent before",
+            self.list,
+            self.week_end.map(|d| d.to_string()).unwrap_or_default(),
+            self.sent.len(),
+            self.already_sent.len()
+        );
+        for (r, at, why) in &self.waiting {
+            s.push_str(&format!("; {r} failed ({why}), retry after {}", at.format("%Y-%m-%d %H:%M UTC")));
+        }
+        for (r, why) in &self.gave_up {
+            s.push_str(&format!("; {r} given up: {why}"));
+        }
+        for r in &self.interrupted {
+            s.push_str(&format!(
+                "; {r} was interrupted mid-send (it may have arrived): not re-sent; `pulse digest send --list {} --week {} --resend-interrupted` sends it",
+                self.list,
+                self.week_end.map(|d| d.to_string()).unwrap_or_default()
+            ));
+        }
+        if !self.not_reached.is_empty() {
+            s.push_str(&format!("; stopped before {} recipient(s), sent on the next run", self.not_reached.len()));
+        }
+        s
+    }
+
+    /// Whether anything is left to do or went wrong.
+    pub fn clean(&self) -> bool {
+        self.waiting.is_empty() && self.gave_up.is_empty() && self.interrupted.is_empty() && self.not_reached.is_empty()
+    }
+}
+
+fn key(list: &str, week_end: NaiveDate, recipient: &str) -> String {
+    format!("{list}|{week_end}|{}", recipient.to_ascii_lowercase())
+}
+
+/// A Message-ID stable for one (list, week, recipient), without the address in it.
+fn message_id(list: &str, week_end: NaiveDate, recipient: &str) -> String {
+    let h = sha2::Sha256::digest(recipient.to_ascii_lowercase().as_bytes());
+    format!("<digest.{list}.{week_end}.{}@practice-pulse>", hex::encode(&h[..8]))
+}
+
+/// Every delivery's steps for `list` and `week_end`, by recipient address (lower case).
+pub async fn history<S: Store>(
+    store: &S,
+    config: &Config,
+    list: &str,
+    week_end: NaiveDate,
+) -> AppResult<BTreeMap<String, Vec<Step>>> {
+    let sub = subscriptions::configured(config, list)?;
+    let scope = Access::operator([sub.tenant.clone()]).scope(sub.tenant.as_str())?;
+    let prefix = format!("{list}|{week_end}|");
+    let mut out: BTreeMap<String, Vec<Step>> = BTreeMap::new();
+    for e in store.read_state(&scope, STREAM).await? {
+        if let Some(r) = e.key.strip_prefix(&prefix)
+            && let Ok(step) = serde_json::from_str::<Step>(&e.body)
+        {
+            out.entry(r.to_owned()).or_default().push(step);
+        }
+    }
+    Ok(out)
+}
+
+/// Which digest to send.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub list: String,
+    /// The Sunday ending the week.
+    pub week_end: NaiveDate,
+    /// Decides which failed deliveries are due a retry (the daemon's clock).
+    pub now: DateTime<Utc>,
+    /// Send again to recipients whose delivery was interrupted mid-send (they may get it twice).
+    pub resend_interrupted: bool,
+}
+
+/// Sends the list's digest for the week to every current recipient not yet served; `stop` is checked between
+/// recipients.
+pub async fn send_list<S: Store>(
+    store: &S,
+    config: &Config,
+    mailer: &Mailer,
+    request: &SendRequest,
+    stop: &AtomicBool,
+) -> AppResult<ListOutcome> {
+    let SendRequest { list, week_end, now, resend_interrupted } = request.clone();
+    let list = list.as_str();
+    let sub = subscriptions::configured(config, list)?;
+    let scope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
+    let members = subscriptions::list(store, config, list).await?;
+    let mut outcome = ListOutcome { list: list.to_owned(), week_end: Some(week_end), ..ListOutcome::default() };
+    let digest = digest::build(store, config, sub.tenant.as_str(), week_end).await?;
+    if !digest.has_data() {
+        outcome.no_data = true;
+        return Ok(outcome);
+    }
+    // Checked before anything is sent: without a link secret there is no unsubscribe link.
+    subscriptions::token(config, list, "check@example.invalid")?;
+    let links = Links {
+        dashboard: config.digest.dashboard_url.trim_end_matches('/').to_owned(),
+        unsubscribe: Some(UNSUBSCRIBE_PLACEHOLDER.into()),
+    };
+    let rendered = digest::render(&digest, &links)?;
+    let history = history(store, config, list, week_end).await?;
+    let max_attempts = config.digest.max_attempts.max(1);
+    for (i, recipient) in members.recipients.iter().enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            outcome.not_reached = members.recipients[i..].to_vec();
+            break;
+        }
+        let steps = history.get(&recipient.to_ascii_lowercase()).cloned().unwrap_or_default();
+        let attempts = steps.iter().filter(|s| s.state == "pending").count() as u32;
+        match steps.last() {
+            Some(s) if s.state == "sent" => {
+                outcome.already_sent.push(recipient.clone());
+                continue;
+            }
+            Some(s) if s.state == "gave_up" => {
+                outcome.gave_up.push((recipient.clone(), s.detail.clone()));
+                continue;
+            }
+            Some(s) if s.state == "pending" && !resend_interrupted => {
+                outcome.interrupted.push(recipient.clone());
+                continue;
+            }
+            Some(s) if s.state == "failed" && s.retry_at.is_some_and(|t| t > now) => {
+                outcome.waiting.push((recipient.clone(), s.retry_at.unwrap_or(now), s.detail.clone()));
+                continue;
+            }
+            _ => {}
+        }
+        let id = message_id(list, week_end, recipient);
+        let record = |state: &str, attempt: u32, detail: String, retry_at: Option<DateTime<Utc>>| StateEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            stream: STREAM.into(),
+            key: key(list, week_end, recipient),
+            at: Utc::now(),
+            body: serde_json::to_string(&Step {
+                state: state.into(),
+                attempt,
+                message_id: id.clone(),
+                detail,
+                retry_at,
+            })
+            .unwrap_or_default(),
+        };
+        let attempt = attempts + 1;
+        let unsubscribe = subscriptions::unsubscribe_link(config, list, recipient)?;
+        let mut mine = rendered.clone();
+        mine.text = mine.text.replace(UNSUBSCRIBE_PLACEHOLDER, &unsubscribe);
+        mine.html = mine.html.replace(UNSUBSCRIBE_PLACEHOLDER, &crate::chart::escape(&unsubscribe));
+        let message = match mail::message(&mine, &mailer.from, recipient, &id, Some(&unsubscribe)) {
+            Ok(m) => m,
+            Err(e) => {
+                store.append_state(&scope, &[record("gave_up", attempt, e.message.clone(), None)]).await?;
+                outcome.gave_up.push((recipient.clone(), e.message));
+                continue;
+            }
+        };
+        // The record of the attempt is durable before the message leaves.
+        store.append_state(&scope, &[record("pending", attempt, String::new(), None)]).await?;
+        match mailer.send(message).await {
+            Ok(reply) => {
+                store.append_state(&scope, &[record("sent", attempt, reply, None)]).await?;
+                tracing::info!(list, %week_end, attempt, "digest sent");
+                outcome.sent.push(recipient.clone());
+            }
+            Err(SendError::Transient(why)) if attempt < max_attempts => {
+                let wait = Duration::minutes(i64::from(config.digest.retry_after_minutes) << (attempt - 1).min(10));
+                let retry_at = now + wait;
+                store.append_state(&scope, &[record("failed", attempt, why.clone(), Some(retry_at))]).await?;
+                tracing::warn!(list, %week_end, attempt, error = %why, "digest not sent; will retry");
+                outcome.waiting.push((recipient.clone(), retry_at, why));
+            }
+            Err(e) => {
+                let why = match &e {
+                    SendError::Transient(w) => format!("{w} (after {attempt} attempts)"),
+                    SendError::Permanent(w) => w.clone(),
+                };
+                store.append_state(&scope, &[record("gave_up", attempt, why.clone(), None)]).await?;
+                tracing::warn!(list, %week_end, attempt, error = %why, "digest given up for a recipient");
+                outcome.gave_up.push((recipient.clone(), why));
+            }
+        }
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,797 @@
+//! The weekly digest: one tenant's week (Monday to Sunday) against the week before and the same week a year earlier,
+//! its best and worst practices, who engaged by age, campaigns, and what needs doing. Built from the report tables
+//! (the same figures the dashboard and `pulse report` show), with disclosure control as in research exports: counts
+//! of people from 1 to 7 are not shown and the rest are rounded to 5.
+//!
+//! [`build`] gathers the figures; [`render`] turns them into the subject, plain text, HTML and PNG charts that
+//! [`crate::mail`] sends.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{Datelike, Duration, NaiveDate, Weekday};
+use pulse_config::Config;
+use pulse_domain::Access;
+use pulse_store::Store;
+
+use crate::chart::{self, Series, escape};
+use crate::columns::Col;
+use crate::error::{AppError, AppResult};
+use crate::overview;
+use crate::query::Directory;
+use crate::report::{self, Kind, ReportQuery, RunInfo};
+use crate::text::{effect_words, thousands};
+
+/// A count of people as a digest may show it: fewer than 8 withheld, others rounded to 5.
+pub fn people(v: Option<f64>) -> String {
+    match v {
+        None => "n/a".into(),
+        Some(v) if crate::export::small_count(v) => "fewer than 8".into(),
+        Some(v) => thousands(crate::export::round5(v) as f64),
+    }
+}
+
+/// The week `text` names: an ISO week (`2018-W10`) or any day in it (`2018-03-07`). Returns its Sunday.
+pub fn parse_week(text: &str) -> AppResult<NaiveDate> {
+    let bad = || {
+        AppError::bad_request(format!("`{text}` is not a week"))
+            .at("week")
+            .with_hint("write an ISO week such as 2018-W10, or any day of the week as YYYY-MM-DD")
+    };
+    if let Some((y, w)) = text.split_once("-W") {
+        let (y, w) = (y.parse::<i32>().map_err(|_| bad())?, w.parse::<u32>().map_err(|_| bad())?);
+        return NaiveDate::from_isoywd_opt(y, w, Weekday::Sun).ok_or_else(bad);
+    }
+    let day = pulse_config::real_date("week", text).map_err(|e| AppError::bad_request(e).at("week"))?;
+    Ok(week_ending(day))
+}
+
+/// The Sunday ending the Monday-to-Sunday week `day` is in.
+pub fn week_ending(day: NaiveDate) -> NaiveDate {
+    day + Duration::days(i64::from(6 - day.weekday().num_days_from_monday()))
+}
+
+/// The last whole week before `today` (its Sunday).
+pub fn last_whole_week(today: NaiveDate) -> NaiveDate {
+    week_ending(today) - Duration::days(7)
+}
+
+/// One headline figure: this week, the week before, the same week last year.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub label: &'static str,
+    /// How it was counted (gross sums, the API era's label).
+    pub note: &'static str,
+    pub now: Option<f64>,
+    pub previous: Option<f64>,
+    pub last_year: Option<f64>,
+    /// Counts of people get disclosure control; counts of posts do not.
+    pub people: bool,
+}
+
+/// A practice's engagement in the week.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PracticeLine {
+    pub code: String,
+    pub name: String,
+    pub engagements: f64,
+    pub registered: f64,
+    /// Engagements per 1,000 registered patients.
+    pub per_1000: f64,
+}
+
+/// An age band's engaged people and penetration, tenant-wide, over the 28 days ending `window_end`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BandLine {
+    pub band: String,
+    pub people: Option<f64>,
+    pub penetration: Option<f64>,
+}
+
+/// A campaign live in the week or ended in the four weeks before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignLine {
+    pub name: String,
+    pub metric: String,
+    pub window_from: NaiveDate,
+    pub window_to: NaiveDate,
+    pub live: bool,
+    pub effect: Option<f64>,
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    pub level: Option<f64>,
+    /// "+4,635 (95% interval ...)" or "could not be told apart from zero (...)", or why there is no estimate.
+    pub words: String,
+}
+
+/// Something to look at: a page to re-authorise, a gap, a stale page, a practice far outside its usual range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// `reauth`, `gap`, `stale`, `anomaly`, ...
+    pub kind: String,
+    pub practice: String,
+    pub name: String,
+    pub detail: String,
+}
+
+/// A tenant's digest for one week.
+#[derive(Debug, Clone)]
+pub struct Digest {
+    pub tenant: String,
+    pub tenant_name: String,
+    pub week_start: NaiveDate,
+    pub week_end: NaiveDate,
+    pub headline: Vec<Figure>,
+    /// The last 13 weeks ending this one: (week ending, reach, engaged users), for the chart.
+    pub trend: Vec<(NaiveDate, Option<f64>, Option<f64>)>,
+    pub top: Vec<PracticeLine>,
+    pub bottom: Vec<PracticeLine>,
+    pub practices_with_data: usize,
+    pub bands: Vec<BandLine>,
+    pub bands_window_end: Option<NaiveDate>,
+    pub campaigns: Vec<CampaignLine>,
+    pub alerts: Vec<Alert>,
+    pub anomalies: Vec<Alert>,
+    pub run: Option<RunInfo>,
+}
+
+impl Digest {
+    /// Whether there is anything to tell: a week without data is not sent.
+    pub fn has_data(&self) -> bool {
+        self.headline.first().is_some_and(|f| f.now.is_some())
+    }
+}
+
+/// How many practices are named at each end of the league.
+const LEAGUE: usize = 3;
+/// A practice is an anomaly when its week is this many robust SDs from its own previous weeks.
+const ANOMALY_SCORE: f64 = 3.5;
+/// Weeks of a practice's own history its usual range is judged from.
+const HISTORY_WEEKS: i64 = 8;
+
+/// Gathers `tenant`'s digest for the week ending `week_end` (a Sunday) as the operator.
+pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end: NaiveDate) -> AppResult<Digest> {
+    let access = Access::operator(config.tenants.iter().map(|t| t.id.clone()));
+    let tenant_cfg = config
+        .tenants
+        .iter()
+        .find(|t| t.id.as_str() == tenant)
+        .ok_or_else(|| AppError::not_found(format!("no tenant `{tenant}` in {}", config.path.display())))?;
+    let week_start = week_end - Duration::days(6);
+    let directory = Directory::load(config)?;
+    let names = directory.names.get(tenant).cloned().unwrap_or_default();
+    let name_of = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
+
+    // Headline and trend: the tenant roll-up.
+    let ov = overview::weekly(store, config, &access, Some(tenant), None, Some(week_end)).await?;
+    let this = ov.latest.as_ref().filter(|w| w.ending == week_end);
+    let prev = this.and(ov.previous.as_ref());
+    let last_year = this.and(ov.last_year.as_ref());
+    let trend = ov
+        .weeks
+        .iter()
+        .filter(|w| w.ending > week_end - Duration::weeks(13))
+        .map(|w| (w.ending, w.reach, w.engaged_users))
+        .collect();
+
+    // Posts: how many were published in each of the three weeks.
+    let mut pq = ReportQuery::new(Kind::Posts);
+    pq.tenant = Some(tenant.to_owned());
+    let posts = report::query(store, config, &access, &pq).await?;
+    let created = Col::of(&posts.batch, "created");
+    let posts_in = |end: NaiveDate| -> Option<f64> {
+        let (from, to) = (day_number(end - Duration::days(6)), day_number(end));
+        let n = (0..posts.batch.num_rows()).filter(|i| created.day(*i).is_some_and(|d| d >= from && d <= to)).count();
+        this.map(|_| n as f64)
+    };
+    let headline = vec![
+        Figure {
+            label: "People reached",
+            note: "sum of the pages' weekly reach (people who follow several pages count once per page)",
+            now: this.and_then(|w| w.reach),
+            previous: prev.and_then(|w| w.reach),
+            last_year: last_year.and_then(|w| w.reach),
+            people: true,
+        },
+        Figure {
+            label: "Engaged users",
+            note: "sum of the pages' weekly engaged users",
+            now: this.and_then(|w| w.engaged_users),
+            previous: prev.and_then(|w| w.engaged_users),
+            last_year: last_year.and_then(|w| w.engaged_users),
+            people: true,
+        },
+        Figure {
+            label: "Posts published",
+            note: "posts created in the week",
+            now: posts_in(week_end),
+            previous: prev.and_then(|_| posts_in(week_end - Duration::days(7))),
+            last_year: last_year.and_then(|_| posts_in(week_end - Duration::days(364))),
+            people: false,
+        },
+    ];
+
+    // Practices: engagements per 1,000 registered patients this week; their own history for anomalies.
+    let mut rq = ReportQuery::new(Kind::Reach);
+    rq.tenant = Some(tenant.to_owned());
+    rq.from = Some(week_end - Duration::weeks(HISTORY_WEEKS));
+    rq.to = Some(week_end);
+    let reach = report::query(store, config, &access, &rq).await?;
+    let (code, ending, engagements) = (
+        Col::of(&reach.batch, "practice_code"),
+        Col::of(&reach.batch, "week_ending"),
+        Col::of(&reach.batch, "engagements"),
+    );
+    // practice -> week -> engagements (a practice's pages summed).
+    let mut by_practice: BTreeMap<String, BTreeMap<i32, f64>> = BTreeMap::new();
+    for i in 0..reach.batch.num_rows() {
+        if let (Some(w), Some(e)) = (ending.day(i), engagements.num(i)) {
+            *by_practice.entry(code.text(i).to_owned()).or_default().entry(w).or_default() += e;
+        }
+    }
+    let this_week = day_number(week_end);
+    let mut league: Vec<PracticeLine> = by_practice
+        .iter()
+        .filter_map(|(code, weeks)| {
+            let e = *weeks.get(&this_week)?;
+            let registered = *directory.registered.get(code).filter(|r| **r > 0.0)?;
+            Some(PracticeLine {
+                code: code.clone(),
+                name: name_of(code),
+                engagements: e,
+                registered,
+                per_1000: e / registered * 1000.0,
+            })
+        })
+        .collect();
+    league.sort_by(|a, b| b.per_1000.total_cmp(&a.per_1000).then_with(|| a.code.cmp(&b.code)));
+    let practices_with_data = league.len();
+    let top: Vec<PracticeLine> = league.iter().take(LEAGUE).cloned().collect();
+    let bottom: Vec<PracticeLine> =
+        league.iter().rev().take(LEAGUE.min(league.len().saturating_sub(top.len()))).cloned().collect();
+    let mut anomalies = Vec::new();
+    for (code, weeks) in &by_practice {
+        let Some(now) = weeks.get(&this_week) else { continue };
+        let history: Vec<f64> = weeks.iter().filter(|(w, _)| **w < this_week).map(|(_, v)| *v).collect();
+        if history.len() < 4 {
+            continue;
+        }
+        let med = median(&history);
+        let mad = median(&history.iter().map(|x| (x - med).abs()).collect::<Vec<_>>()).max(1.0);
+        let z = 0.6745 * (now - med) / mad;
+        if z.abs() >= ANOMALY_SCORE {
+            let (lo, hi) = history.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+            anomalies.push(Alert {
+                kind: "anomaly".into(),
+                practice: code.clone(),
+                name: name_of(code),
+                detail: format!(
+                    "{} engagements this week, {} its usual range ({} to {} over the previous {} weeks)",
+                    people(Some(*now)),
+                    if z > 0.0 { "far above" } else { "far below" },
+                    people(Some(lo)),
+                    people(Some(hi)),
+                    history.len()
+                ),
+            });
+        }
+    }
+
+    // Age bands: the tenant's latest 28-day window ending in or before the week.
+    let mut aq = ReportQuery::new(Kind::AgeBands);
+    aq.tenant = Some(tenant.to_owned());
+    aq.to = Some(week_end);
+    let ages = report::query(store, config, &access, &aq).await?;
+    let (level, window, band, ppl, pen, source) = (
+        Col::of(&ages.batch, "level"),
+        Col::of(&ages.batch, "window_end"),
+        Col::of(&ages.batch, "age_band"),
+        Col::of(&ages.batch, "people"),
+        Col::of(&ages.batch, "penetration"),
+        Col::of(&ages.batch, "source"),
+    );
+    let tenant_rows: Vec<usize> = (0..ages.batch.num_rows()).filter(|i| level.text(*i) == "tenant").collect();
+    let latest_window = tenant_rows.iter().filter_map(|i| window.day(*i)).max();
+    let first_source = tenant_rows.iter().find(|i| window.day(**i) == latest_window).map(|i| source.text(*i));
+    let bands = tenant_rows
+        .iter()
+        .filter(|i| window.day(**i) == latest_window && Some(source.text(**i)) == first_source)
+        .map(|i| BandLine {
+            band: band.text(*i).to_owned(),
+            people: ppl.num(*i),
+            // A rate over fewer than 8 people would tell the count: withheld with it.
+            penetration: pen.num(*i).filter(|_| !ppl.num(*i).is_some_and(crate::export::small_count)),
+        })
+        .collect();
+
+    // Campaigns live in the week or ended in the four weeks before; the tenant total of each metric.
+    let mut cq = ReportQuery::new(Kind::Campaigns);
+    cq.tenant = Some(tenant.to_owned());
+    let camps = report::query(store, config, &access, &cq).await?;
+    let c = |n: &str| Col::of(&camps.batch, n);
+    let (cname, cpractice, cmetric, cfrom, cto) =
+        (c("campaign"), c("practice_code"), c("metric"), c("window_from"), c("window_to"));
+    let (ceffect, clo, chi, clevel, cnote) =
+        (c("effect"), c("effect_lo"), c("effect_hi"), c("interval_level"), c("note"));
+    let mut campaigns = Vec::new();
+    for i in 0..camps.batch.num_rows() {
+        let (Some(from), Some(to)) = (cfrom.day(i), cto.day(i)) else { continue };
+        let (from, to) = (from_day(from), from_day(to));
+        let live = from <= week_end && to >= week_start;
+        let recent = to < week_start && to >= week_start - Duration::days(28);
+        if cpractice.text(i) != "ALL" || !(live || recent) {
+            continue;
+        }
+        let (effect, lo, hi, lvl) = (ceffect.num(i), clo.num(i), chi.num(i), clevel.num(i));
+        let words = match (effect, lo, hi) {
+            (Some(e), Some(l), Some(h)) => effect_words(e, l, h, lvl),
+            _ => {
+                format!("no estimate yet: {}", if cnote.text(i).is_empty() { "not enough data" } else { cnote.text(i) })
+            }
+        };
+        campaigns.push(CampaignLine {
+            name: cname.text(i).to_owned(),
+            metric: cmetric.text(i).to_owned(),
+            window_from: from,
+            window_to: to,
+            live,
+            effect,
+            lo,
+            hi,
+            level: lvl,
+            words,
+        });
+    }
+
+    // Data quality: what concerns the week or is still open (re-authorisation first).
+    let mut qq = ReportQuery::new(Kind::Quality);
+    qq.tenant = Some(tenant.to_owned());
+    let quality = report::query(store, config, &access, &qq).await?;
+    let q = |n: &str| Col::of(&quality.batch, n);
+    let (qcode, qcheck, qto, qdetail) = (q("practice_code"), q("check_name"), q("day_to"), q("detail"));
+    let mut alerts: Vec<Alert> = (0..quality.batch.num_rows())
+        .filter(|i| {
+            let check = qcheck.text(*i);
+            check == "reauth" || check == "stale" || qto.day(*i).is_some_and(|d| d >= day_number(week_start) - 7)
+        })
+        .map(|i| Alert {
+            kind: qcheck.text(i).to_owned(),
+            practice: qcode.text(i).to_owned(),
+            name: name_of(qcode.text(i)),
+            detail: qdetail.text(i).to_owned(),
+        })
+        .collect();
+    alerts.sort_by_key(|a| (a.kind != "reauth", a.kind != "stale", a.practice.clone()));
+
+    Ok(Digest {
+        tenant: tenant.to_owned(),
+        tenant_name: tenant_cfg.name.clone(),
+        week_start,
+        week_end,
+        headline,
+        trend,
+        top,
+        bottom,
+        practices_with_data,
+        bands,
+        bands_window_end: latest_window.map(from_day),
+        campaigns,
+        alerts,
+        anomalies,
+        run: ov_run(&reach),
+    })
+}
+
+fn ov_run(answer: &report::ReportAnswer) -> Option<RunInfo> {
+    answer.run.clone()
+}
+
+fn day_number(d: NaiveDate) -> i32 {
+    pulse_domain::day_number(d)
+}
+
+fn from_day(n: i32) -> NaiveDate {
+    pulse_domain::from_day_number(n)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Where the digest's links point.
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// The dashboard's address, without a trailing slash.
+    pub dashboard: String,
+    /// The recipient's own unsubscribe link (signed), when there is one.
+    pub unsubscribe: Option<String>,
+}
+
+impl Links {
+    fn page(&self, d: &Digest, path: &str) -> String {
+        format!(
+            "{}{path}?tenant={}&from={}&to={}",
+            self.dashboard,
+            d.tenant,
+            d.week_end - Duration::weeks(12) - Duration::days(6),
+            d.week_end
+        )
+    }
+}
+
+/// A chart drawn for the email: SVG (for the preview) and the PNG the email carries, under a content id.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    pub cid: String,
+    pub alt: String,
+    pub svg: String,
+    pub png: Vec<u8>,
+}
+
+/// The digest as a person receives it.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    /// HTML referring to its pictures as `cid:` (for the email).
+    pub html: String,
+    pub pictures: Vec<Picture>,
+}
+
+impl Rendered {
+    /// The HTML with pictures inlined as `data:` URIs, for a browser or a review.
+    pub fn html_standalone(&self) -> String {
+        let mut html = self.html.clone();
+        for p in &self.pictures {
+            html = html.replace(&format!("cid:{}", p.cid), &format!("data:image/png;base64,{}", base64(&p.png)));
+        }
+        html
+    }
+}
+
+fn change_words(now: Option<f64>, before: Option<f64>) -> String {
+    match overview::change(now, before) {
+        Some(c) => format!("{:+.0}%", c * 100.0),
+        None => "n/a".into(),
+    }
+}
+
+fn figure_value(f: &Figure, v: Option<f64>) -> String {
+    if f.people { people(v) } else { v.map_or_else(|| "n/a".into(), thousands) }
+}
+
+/// Renders `d` for one recipient.
+pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
+    let title =
+        format!("{}: week of {} to {}", d.tenant_name, d.week_start.format("%-d %B"), d.week_end.format("%-d %B %Y"));
+    let subject = format!("Practice Pulse weekly digest: {title}");
+    let mut pictures = Vec::new();
+
+    // Pictures: the trend, the league, the age bands.
+    let labels: Vec<String> = d.trend.iter().map(|t| t.0.format("%-d %b").to_string()).collect();
+    let trend_svg = chart::lines(
+        "Weekly reach and engaged users, last 13 weeks",
+        &labels,
+        &[
+            Series {
+                name: "reach".into(),
+                colour: chart::BLUE,
+                values: d.trend.iter().map(|t| t.1).collect(),
+                dashed: false,
+            },
+            Series {
+                name: "engaged users".into(),
+                colour: chart::ORANGE,
+                values: d.trend.iter().map(|t| t.2).collect(),
+                dashed: false,
+            },
+        ],
+        None,
+        600,
+        220,
+    );
+    pictures.push(picture("trend", "Weekly reach and engaged users over the last 13 weeks", trend_svg)?);
+    if !d.top.is_empty() {
+        let rows: Vec<(String, Option<f64>)> =
+            d.top.iter().chain(d.bottom.iter().rev()).map(|p| (p.name.clone(), Some(p.per_1000))).collect();
+        let svg =
+            chart::bars("Engagements per 1,000 registered patients", &rows, chart::BLUE, 600, &|v| format!("{v:.1}"));
+        pictures.push(picture("league", "Engagements per 1,000 registered patients, top and bottom practices", svg)?);
+    }
+    if d.bands.iter().any(|b| b.penetration.is_some()) {
+        let rows: Vec<(String, Option<f64>)> =
+            d.bands.iter().map(|b| (b.band.clone(), b.penetration.map(|p| p * 100.0))).collect();
+        let svg = chart::bars("Engaged people as % of registered patients, by age", &rows, chart::GREEN, 600, &|v| {
+            format!("{v:.1}%")
+        });
+        pictures.push(picture("ages", "Engaged people as a share of registered patients, by age band", svg)?);
+    }
+
+    let mut text = String::new();
+    let mut html = String::new();
+    let _ = writeln!(text, "{title}\n");
+    let _ = write!(
+        html,
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>{}</title></head><body style="margin:0;padding:0;background:#f4f5f7;font-family:Arial,Helvetica,sans-serif;color:#222"><div style="max-width:640px;margin:0 auto;background:#fff;padding:20px"><h1 style="font-size:20px;margin:0 0 4px">{}</h1><p style="color:#555;margin:0 0 16px">Monday {} to Sunday {}. <a href="{}">Open the dashboard</a></p>"#,
+        escape(&subject),
+        escape(&title),
+        d.week_start.format("%-d %B"),
+        d.week_end.format("%-d %B %Y"),
+        escape(&links.page(d, "/"))
+    );
+    if !d.has_data() {
+        let _ = writeln!(text, "No figures for this week yet: the pipelines have not run over it.");
+        html.push_str("<p>No figures for this week yet: the pipelines have not run over it.</p>");
+    }
+
+    // Headline.
+    let _ = writeln!(text, "THE WEEK");
+    html.push_str(r#"<h2 style="font-size:16px">The week</h2><table style="border-collapse:collapse;width:100%"><tr style="text-align:left;color:#555"><th style="padding:4px"></th><th style="padding:4px">this week</th><th style="padding:4px">vs week before</th><th style="padding:4px">vs same week last year</th></tr>"#);
+    for f in &d.headline {
+        let (now, vs_prev, vs_year) =
+            (figure_value(f, f.now), change_words(f.now, f.previous), change_words(f.now, f.last_year));
+        let _ = writeln!(
+            text,
+            "  {:<16} {:>10}   {} vs week before ({}), {} vs same week last year ({})",
+            f.label,
+            now,
+            vs_prev,
+            figure_value(f, f.previous),
+            vs_year,
+            figure_value(f, f.last_year)
+        );
+        let _ = write!(
+            html,
+            r#"<tr style="border-top:1px solid #ddd"><td style="padding:4px" title="{}">{}</td><td style="padding:4px;font-size:18px;font-weight:bold">{}</td><td style="padding:4px">{} <span style="color:#777">({})</span></td><td style="padding:4px">{} <span style="color:#777">({})</span></td></tr>"#,
+            escape(f.note),
+            escape(f.label),
+            escape(&now),
+            escape(&vs_prev),
+            escape(&figure_value(f, f.previous)),
+            escape(&vs_year),
+            escape(&figure_value(f, f.last_year))
+        );
+    }
+    html.push_str("</table>");
+    let _ = writeln!(
+        text,
+        "  (reach and engaged users are sums of the pages' weekly figures: someone who follows two pages counts twice)\n"
+    );
+    html.push_str(r#"<p style="color:#777;font-size:12px">Reach and engaged users are sums of the pages' weekly figures: someone who follows two pages counts twice. Counts of people are rounded to 5; fewer than 8 are not shown.</p>"#);
+    html.push_str(&img(&pictures[0]));
+
+    // League.
+    let _ = writeln!(
+        text,
+        "PRACTICES: ENGAGEMENTS PER 1,000 REGISTERED PATIENTS ({} practices with data)",
+        d.practices_with_data
+    );
+    let _ = write!(
+        html,
+        r#"<h2 style="font-size:16px">Practices: engagements per 1,000 registered patients</h2><p style="color:#555">{} practices had data this week. <a href="{}">All practices</a></p>"#,
+        d.practices_with_data,
+        escape(&links.page(d, "/practices"))
+    );
+    for (heading, lines) in [("Most engaged", &d.top), ("Least engaged", &d.bottom)] {
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(text, "  {heading}:");
+        let _ = write!(html, "<p style=\"margin:8px 0 2px\"><b>{heading}</b></p><ul style=\"margin:0\">");
+        for p in lines.iter() {
+            let line = format!(
+                "{} ({}): {:.1} per 1,000 ({} engagements)",
+                p.name,
+                p.code,
+                p.per_1000,
+                people(Some(p.engagements))
+            );
+            let _ = writeln!(text, "    {line}");
+            let _ = write!(
+                html,
+                r#"<li><a href="{}">{}</a> ({}): <b>{:.1}</b> per 1,000 ({} engagements)</li>"#,
+                escape(&format!("{}/practices/{}?tenant={}", links.dashboard, p.code, d.tenant)),
+                escape(&p.name),
+                escape(&p.code),
+                p.per_1000,
+                escape(&people(Some(p.engagements)))
+            );
+        }
+        html.push_str("</ul>");
+    }
+    if let Some(p) = pictures.iter().find(|p| p.cid == "league") {
+        html.push_str(&img(p));
+    }
+    let _ = writeln!(text);
+
+    // Age bands.
+    if let Some(end) = d.bands_window_end {
+        let _ = writeln!(text, "WHO ENGAGED, BY AGE (28 days to {end}; % of registered patients)");
+        let _ = write!(
+            html,
+            r#"<h2 style="font-size:16px">Who engaged, by age</h2><p style="color:#555">Engaged people as a share of registered patients, 28 days to {}. <a href="{}">Age bands</a></p>"#,
+            end.format("%-d %B"),
+            escape(&links.page(d, "/age-bands"))
+        );
+        for b in &d.bands {
+            let _ = writeln!(
+                text,
+                "  {:<6} {:>7}  ({} people)",
+                b.band,
+                b.penetration.map_or_else(|| "n/a".into(), |p| format!("{:.1}%", p * 100.0)),
+                people(b.people)
+            );
+        }
+        if let Some(p) = pictures.iter().find(|p| p.cid == "ages") {
+            html.push_str(&img(p));
+        }
+        let _ = writeln!(text);
+    }
+
+    // Campaigns.
+    let _ = writeln!(text, "CAMPAIGNS");
+    let _ = write!(html, r#"<h2 style="font-size:16px">Campaigns</h2>"#);
+    if d.campaigns.is_empty() {
+        let _ = writeln!(text, "  None live this week or ended in the four weeks before.");
+        html.push_str("<p>None live this week or ended in the four weeks before.</p>");
+    }
+    let mut by_campaign: BTreeMap<&str, Vec<&CampaignLine>> = BTreeMap::new();
+    for c in &d.campaigns {
+        by_campaign.entry(c.name.as_str()).or_default().push(c);
+    }
+    for (name, lines) in by_campaign {
+        let first = lines[0];
+        let when = format!(
+            "{} {} to {}",
+            if first.live { "live," } else { "ended," },
+            first.window_from.format("%-d %b"),
+            first.window_to.format("%-d %b %Y")
+        );
+        let _ = writeln!(text, "  {name} ({when}):");
+        let _ = write!(
+            html,
+            "<p style=\"margin:8px 0 2px\"><b>{}</b> <span style=\"color:#555\">({})</span></p><ul style=\"margin:0\">",
+            escape(name),
+            escape(&when)
+        );
+        for c in lines {
+            let _ = writeln!(text, "    effect on {}: {}", c.metric.replace('_', " "), c.words);
+            let _ = write!(html, "<li>effect on {}: {}</li>", escape(&c.metric.replace('_', " ")), escape(&c.words));
+        }
+        html.push_str("</ul>");
+    }
+    let _ = write!(html, r#"<p><a href="{}">Campaign details</a></p>"#, escape(&links.page(d, "/campaigns")));
+    let _ = writeln!(text);
+
+    // Alerts and anomalies.
+    let _ = writeln!(text, "NEEDS ATTENTION");
+    let _ = write!(html, r#"<h2 style="font-size:16px">Needs attention</h2>"#);
+    if d.alerts.is_empty() && d.anomalies.is_empty() {
+        let _ = writeln!(text, "  Nothing: every page reported and no practice was far outside its usual range.");
+        html.push_str("<p>Nothing: every page reported and no practice was far outside its usual range.</p>");
+    } else {
+        html.push_str("<ul>");
+        for a in d.alerts.iter().chain(&d.anomalies) {
+            let what = match a.kind.as_str() {
+                "reauth" => "Page needs re-authorising",
+                "stale" => "Page has stopped reporting",
+                "gap" => "Days missing",
+                "anomaly" => "Unusual week",
+                _ => "Data check",
+            };
+            let _ = writeln!(text, "  {what}: {} ({}): {}", a.name, a.practice, a.detail);
+            let _ = write!(
+                html,
+                "<li><b>{what}</b>: {} ({}): {}</li>",
+                escape(&a.name),
+                escape(&a.practice),
+                escape(&a.detail)
+            );
+        }
+        html.push_str("</ul>");
+        let _ = write!(html, r#"<p><a href="{}">Data quality</a></p>"#, escape(&links.page(d, "/quality")));
+    }
+    let _ = writeln!(text);
+
+    // Footer.
+    if let Some(run) = &d.run {
+        let _ = writeln!(
+            text,
+            "Figures from pipelines run {} ({} to {}, computed {}).",
+            run.run_id, run.range_from, run.range_to, run.computed_at
+        );
+        let _ = write!(
+            html,
+            r#"<p style="color:#777;font-size:12px">Figures from pipelines run {} ({} to {}, computed {}).</p>"#,
+            escape(&run.run_id),
+            run.range_from,
+            run.range_to,
+            escape(&run.computed_at)
+        );
+    }
+    let _ = writeln!(text, "Dashboard: {}", links.page(d, "/"));
+    if let Some(u) = &links.unsubscribe {
+        let _ = writeln!(text, "Stop these emails: {u}");
+        let _ = write!(
+            html,
+            r#"<p style="color:#777;font-size:12px">You get this because you are on {}'s weekly digest list. <a href="{}">Unsubscribe</a></p>"#,
+            escape(&d.tenant_name),
+            escape(u)
+        );
+    }
+    html.push_str("</div></body></html>");
+    Ok(Rendered { subject, text, html, pictures })
+}
+
+fn img(p: &Picture) -> String {
+    format!(
+        r#"<p><img src="cid:{}" alt="{}" width="600" style="max-width:100%;height:auto;display:block"></p>"#,
+        p.cid,
+        escape(&p.alt)
+    )
+}
+
+fn picture(cid: &str, alt: &str, svg: String) -> AppResult<Picture> {
+    let png = crate::raster::png(&svg, 2.0)
+        .map_err(|e| AppError::new(crate::error::ErrorKind::Internal, format!("drawing the {cid} chart: {e}")))?;
+    Ok(Picture { cid: cid.into(), alt: alt.into(), svg, png })
+}
+
+/// Standard base64 (for `data:` URIs).
+pub fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * k)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weeks_are_monday_to_sunday() {
+        let sun = NaiveDate::from_ymd_opt(2018, 3, 11).unwrap();
+        assert_eq!(parse_week("2018-W10").unwrap(), sun);
+        assert_eq!(parse_week("2018-03-05").unwrap(), sun);
+        assert_eq!(parse_week("2018-03-11").unwrap(), sun);
+        assert_eq!(last_whole_week(NaiveDate::from_ymd_opt(2018, 3, 12).unwrap()), sun);
+        assert_eq!(last_whole_week(NaiveDate::from_ymd_opt(2018, 3, 18).unwrap()), sun);
+        assert!(parse_week("2018-W60").is_err() && parse_week("next week").is_err());
+        assert_eq!(parse_week("2018-02-30").unwrap_err().field.as_deref(), Some("week"));
+    }
+
+    #[test]
+    fn counts_of_people_are_rounded_and_small_ones_withheld() {
+        assert_eq!(people(Some(3.0)), "fewer than 8");
+        assert_eq!(people(Some(0.0)), "0");
+        assert_eq!(people(Some(1234.0)), "1,235");
+        assert_eq!(people(None), "n/a");
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b"Man"), "TWFu");
+        assert_eq!(base64(b"Ma"), "TWE=");
+        assert_eq!(base64(b"M"), "TQ==");
+    }
+}
