@@ -59,6 +59,14 @@ enum Command {
     /// Create, list and revoke API keys for the analyst service (stored hashed beside the config).
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Run the scheduler daemon: each tenant's incremental ingest and pipelines daily, each digest list's weekly
+    /// email, at the times in [scheduler] (cron, Europe/London by default). Survives restarts; stops on SIGTERM.
+    Run(commands::run::RunArgs),
+    /// What the scheduler did last and will do next, per job, and the latest week's digest deliveries.
+    Status(commands::run::StatusArgs),
+    /// Weekly digests: preview one, send a list's by hand, manage list members.
+    #[command(subcommand)]
+    Digest(commands::digest::DigestCommand),
     /// Run the Graph API simulator: a local, deterministic stand-in for Facebook Page Insights.
     ///
     /// Serves `/vNN.N/{page-id}/insights`, `/published_posts`, `/{post-id}/insights`, `/{page-id}?fields=`,
@@ -122,6 +130,9 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::export::run(&cli.config, args).await,
             Command::Serve(args) => commands::serve::run(&cli.config, args).await,
             Command::Keys(cmd) => commands::keys::run(&cli.config, cmd),
+            Command::Run(args) => commands::run::run(&cli.config, args).await,
+            Command::Status(args) => commands::run::status(&cli.config, args).await,
+            Command::Digest(cmd) => commands::digest::run(&cli.config, cmd).await,
         }
     });
     match result {

@@ -324,3 +324,64 @@ pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes
     })
     .await
 }
+
+/// `GET /api/v1/subscriptions`: the digest lists of the key's tenants, with their members.
+pub async fn subscriptions_list(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
+    logged(&state, &headers, KeyScope::Read, "GET /api/v1/subscriptions".into(), |state, caller| async move {
+        let lists = pulse_app::subscriptions::lists(&state.store, &state.config, &caller.access).await?;
+        let n = lists.len();
+        Ok((json_body(&json!({"subscriptions": lists})), caller.tenants.join(","), n))
+    })
+    .await
+}
+
+/// `POST /api/v1/subscriptions/{list}/recipients` (admin) with `{"email": ...}`: adds someone to a list.
+pub async fn subscriptions_add(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(list): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        email: String,
+    }
+    let what = format!("POST /api/v1/subscriptions/{list}/recipients");
+    logged(&state, &headers, KeyScope::Admin, what, |state, caller| async move {
+        let req: Request = serde_json::from_slice(&body).map_err(|e| {
+            AppError::bad_request(format!("the body is not a recipient: {e}"))
+                .with_hint(r#"send {"email": "name@organisation.nhs.uk"}"#)
+        })?;
+        let by = format!("key {}", caller.key_id);
+        let l = pulse_app::subscriptions::change(
+            &state.store,
+            &state.config,
+            &caller.access,
+            &list,
+            &req.email,
+            "add",
+            &by,
+        )
+        .await?;
+        Ok((json_body(&json!(l)), l.tenant.clone(), l.recipients.len()))
+    })
+    .await
+}
+
+/// `DELETE /api/v1/subscriptions/{list}/recipients/{email}` (admin): takes someone off a list.
+pub async fn subscriptions_remove(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path((list, email)): Path<(String, String)>,
+) -> ApiResult {
+    let what = format!("DELETE /api/v1/subscriptions/{list}/recipients");
+    logged(&state, &headers, KeyScope::Admin, what, |state, caller| async move {
+        let by = format!("key {}", caller.key_id);
+        let l =
+            pulse_app::subscriptions::change(&state.store, &state.config, &caller.access, &list, &email, "remove", &by)
+                .await?;
+        Ok((json_body(&json!(l)), l.tenant.clone(), l.recipients.len()))
+    })
+    .await
+}

@@ -160,6 +160,18 @@ pub fn document() -> Value {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": with_errors(json!({"description": "revoked"}))
             }},
+            "/api/v1/subscriptions": {"get": {"summary": "Digest lists of the caller's tenants, with their recipients and who unsubscribed", "responses": with_errors(json!({"description": "the lists"}))}},
+            "/api/v1/subscriptions/{list}/recipients": {"post": {
+                "summary": "Add a recipient to a digest list (admin scope)",
+                "parameters": [{"name": "list", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["email"], "additionalProperties": false, "properties": {"email": {"type": "string", "format": "email"}}}}}},
+                "responses": with_errors(json!({"description": "the list after the change"}))
+            }},
+            "/api/v1/subscriptions/{list}/recipients/{email}": {"delete": {
+                "summary": "Remove a recipient from a digest list (admin scope)",
+                "parameters": [{"name": "list", "in": "path", "required": true, "schema": {"type": "string"}}, {"name": "email", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": with_errors(json!({"description": "the list after the change"}))
+            }},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}}
         }

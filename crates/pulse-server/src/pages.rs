@@ -689,6 +689,24 @@ pub async fn quality(
             }
             body.push_str("</tbody></table>");
         }
+        // The scheduler's jobs for this tenant: what ran last and what runs next.
+        let access = ctx.caller.access.analyst(&ctx.tenant).map_err(AppError::from)?;
+        let jobs = pulse_app::scheduler::status(&state.store, &state.config, &access, chrono::Utc::now()).await?;
+        body.push_str("<h2>Scheduled runs</h2>");
+        if jobs.is_empty() {
+            body.push_str("<p>No scheduled jobs for this tenant (the operator's <code>pulse run</code> daemon runs them).</p>");
+        } else {
+            body.push_str("<table class=\"schedule\"><thead><tr><th>Job</th><th>Schedule</th><th>Last run</th><th>For</th><th>Next run</th><th>Detail</th></tr></thead><tbody>");
+            for j in &jobs {
+                let (state_text, tick, detail) = match &j.last {
+                    Some(s) => (s.state.clone(), pulse_app::scheduler::local(&state.config, s.tick), s.detail.clone()),
+                    None => ("never run".to_owned(), String::new(), String::new()),
+                };
+                let next = j.next.map(|t| pulse_app::scheduler::local(&state.config, t)).unwrap_or_default();
+                let _ = write!(body, "<tr><td>{}</td><td><code>{}</code> ({})</td><td class=\"state-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape(&j.job), escape(&j.schedule), escape(&j.timezone), escape(&state_text), escape(&state_text), escape(&tick), escape(&next), escape(&detail));
+            }
+            body.push_str("</tbody></table>");
+        }
         let n = b.num_rows();
         Ok((page(&ctx, "/quality", "Data quality", &body), n))
     })
@@ -721,6 +739,57 @@ fn login_page(state: &Shared, next: &str, message: Option<&str>, status: StatusC
     let mut resp = html_response(status, shell("Log in", "", &body));
     resp.headers_mut().append(header::SET_COOKIE, cookie_header(state, LOGIN_CSRF_COOKIE, &csrf, 3600));
     resp
+}
+
+/// `GET /unsubscribe?list=..&email=..&token=..`: the link in a digest. Asks to confirm with a button (a GET must not
+/// change anything: mail scanners follow links).
+pub async fn unsubscribe_form(QueryString(params): QueryString<HashMap<String, String>>) -> Response {
+    let get = |k: &str| params.get(k).cloned().unwrap_or_default();
+    let (list, email) = (get("list"), get("email"));
+    let q = form_urlencoded::Serializer::new(String::new())
+        .append_pair("list", &list)
+        .append_pair("email", &email)
+        .append_pair("token", &get("token"))
+        .finish();
+    let body = format!(
+        "<div class=\"login\"><h1>Unsubscribe</h1><p>Stop sending the weekly digest <strong>{}</strong> to <strong>{}</strong>?</p><form method=\"post\" action=\"/unsubscribe?{}\"><button type=\"submit\">Unsubscribe</button></form></div>",
+        escape(&list),
+        escape(&email),
+        escape(&q)
+    );
+    html_response(StatusCode::OK, shell("Unsubscribe", "", &body))
+}
+
+/// `POST /unsubscribe?list=..&email=..&token=..`: from the confirm page, or a mail client's one-click unsubscribe
+/// (RFC 8058, body `List-Unsubscribe=One-Click`). The signed token is the authority; idempotent.
+pub async fn unsubscribe(
+    State(state): State<Shared>,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    let started = Instant::now();
+    let get = |k: &str| params.get(k).cloned().unwrap_or_default();
+    let (list, email, token) = (get("list"), get("email"), get("token"));
+    match pulse_app::subscriptions::unsubscribe(&state.store, &state.config, &list, &email, &token).await {
+        Ok(()) => {
+            log_request("-", "-", &format!("POST /unsubscribe list={list}"), 1, 200, started);
+            let body = format!(
+                "<div class=\"login\"><h1>Unsubscribed</h1><p>{} will not get the weekly digest <strong>{}</strong> any more.</p></div>",
+                escape(&email),
+                escape(&list)
+            );
+            html_response(StatusCode::OK, shell("Unsubscribed", "", &body))
+        }
+        Err(e) => {
+            log_request("-", "-", &format!("POST /unsubscribe list={list}"), 0, e.status(), started);
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let body = format!(
+                "<div class=\"login\"><h1>Could not unsubscribe</h1><p class=\"error\">{}</p><p>{}</p></div>",
+                escape(&e.message),
+                escape(e.hint.as_deref().unwrap_or(""))
+            );
+            html_response(status, shell("Unsubscribe", "", &body))
+        }
+    }
 }
 
 pub async fn login_form(

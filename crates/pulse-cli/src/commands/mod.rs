@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod digest;
 pub mod export;
 pub mod ingest;
 pub mod jobs;
@@ -9,5 +10,6 @@ pub mod keys;
 pub mod metrics;
 pub mod migrate;
 pub mod report;
+pub mod run;
 pub mod serve;
 pub mod sim;

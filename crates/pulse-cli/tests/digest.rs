@@ -1,0 +1,366 @@
+//! Weekly digests and the scheduler, end to end with the `pulse` binary over the case-study demo world:
+//!
+//! - `pulse digest preview` writes an email whose shape a standard-library parser checks (both parts, every chart
+//!   as an inline PNG, List-Unsubscribe), whose figures are the reports' (rounded to 5), and which headless
+//!   Chromium draws (screenshot under `<target>/tmp/digest-screenshots/`);
+//! - `pulse run` with its clock driven to the Monday after the clocks went forward (08:00 BST = 07:00 UTC) sends the
+//!   list's digest through a real SMTP server (aiosmtpd); killed mid-send and restarted, it catches the run up once
+//!   and no recipient ever gets two; a recipient the server refuses does not hold up the others and is given up;
+//!   `pulse status` shows the run.
+//!
+//! Needs python3 with aiosmtpd (and chromium for the picture). Without them the tests are skipped with a message,
+//! unless `PULSE_REQUIRE_PYTHON_TOOLS=1` / `PULSE_REQUIRE_BROWSER=1` (CI sets both).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/digest_check.py");
+
+fn pulse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulse")).args(args).env_remove("RUST_LOG").output().expect("pulse runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The case-study demo, made once for this test binary.
+fn demo() -> PathBuf {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo");
+        let out = pulse(&["demo", "--dir", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        (dir, path)
+    })
+    .1
+    .clone()
+}
+
+fn python_tools() -> bool {
+    let ok = Command::new("python3").args(["-c", "import aiosmtpd"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("PULSE_REQUIRE_PYTHON_TOOLS").is_none(),
+            "PULSE_REQUIRE_PYTHON_TOOLS is set but python3 cannot import aiosmtpd (pip install aiosmtpd)"
+        );
+        eprintln!("skipped: the digest tests need python3 with aiosmtpd (pip install aiosmtpd)");
+    }
+    ok
+}
+
+/// A report as CSV rows keyed by column name.
+fn report(config: &Path, args: &[&str]) -> Vec<BTreeMap<String, String>> {
+    let mut all = vec!["report"];
+    all.extend_from_slice(args);
+    all.extend(["--config", config.to_str().unwrap(), "--format", "csv"]);
+    let out = pulse(&all);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut rdr = csv_rows(&String::from_utf8_lossy(&out.stdout));
+    std::mem::take(&mut rdr)
+}
+
+fn csv_rows(s: &str) -> Vec<BTreeMap<String, String>> {
+    // Minimal CSV: quoted fields may hold commas (no embedded newlines in these reports).
+    let split = |line: &str| -> Vec<String> {
+        let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if quoted && chars.peek() == Some(&'"') => {
+                    cur.push('"');
+                    chars.next();
+                }
+                '"' => quoted = !quoted,
+                ',' if !quoted => out.push(std::mem::take(&mut cur)),
+                c => cur.push(c),
+            }
+        }
+        out.push(cur);
+        out
+    };
+    let mut lines = s.lines();
+    let header = lines.next().map(split).unwrap_or_default();
+    lines.map(|l| header.iter().cloned().zip(split(l)).collect()).collect()
+}
+
+fn thousands_round5(v: f64) -> String {
+    let n = ((v / 5.0).round() * 5.0) as i64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn a_preview_is_a_well_formed_email_with_the_reports_figures_and_draws_in_a_browser() {
+    let dir = demo();
+    let config = dir.join("pulse.toml");
+    let out_dir = tempfile::tempdir().unwrap();
+    let base = out_dir.path().join("stoke-2018-W10");
+    let out = pulse(&[
+        "digest",
+        "preview",
+        "--config",
+        config.to_str().unwrap(),
+        "--tenant",
+        "stoke",
+        "--week",
+        "2018-W10",
+        "--out",
+        base.to_str().unwrap(),
+    ]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    // The headline is the tenant roll-up's week ending Sunday 11 March 2018, rounded to 5.
+    let weeks = report(&config, &["reach-tenant", "--tenant", "stoke"]);
+    let week = weeks.iter().find(|r| r["week_ending"] == "2018-03-11").expect("the week is in the report");
+    let reach: f64 = week["gross_reach"].parse().unwrap();
+    let engaged: f64 = week["gross_engaged_users"].parse().unwrap();
+    let line = shown.lines().find(|l| l.trim_start().starts_with("People reached")).expect(&shown);
+    assert!(line.contains(&thousands_round5(reach)), "{line} vs {reach}");
+    let line = shown.lines().find(|l| l.trim_start().starts_with("Engaged users")).expect(&shown);
+    assert!(line.contains(&thousands_round5(engaged)), "{line} vs {engaged}");
+    // The stroke video weekend (10-11 March) is live that week, with the campaigns report's effect on views.
+    let camps = report(&config, &["campaigns", "--tenant", "stoke"]);
+    let views = camps
+        .iter()
+        .find(|r| r["campaign"] == "UHNM stroke video" && r["practice_code"] == "ALL" && r["metric"] == "views")
+        .expect("the campaign's total");
+    let effect: f64 = views["effect"].parse().unwrap();
+    let effect_text = format!("+{}", thousands_round5(effect).replace(',', ""));
+    let campaign_line = shown.lines().find(|l| l.contains("effect on views")).expect(&shown);
+    assert!(
+        campaign_line.replace(',', "").contains(&effect_text[..effect_text.len() - 2]),
+        "{campaign_line} vs {effect}"
+    );
+    assert!(shown.contains("UHNM stroke video (live,"), "{shown}");
+    // The practices' league names practices, with their rate per 1,000.
+    assert!(shown.contains("per 1,000"), "{shown}");
+    if !python_tools() {
+        return;
+    }
+    let checked = Command::new("python3").args([SCRIPT, "check-eml"]).arg(base.with_extension("eml")).output().unwrap();
+    assert!(checked.status.success(), "{}", text(&checked));
+    // Chromium draws the HTML page, every chart decoded.
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(chromium) = chromium else {
+        assert!(
+            std::env::var_os("PULSE_REQUIRE_BROWSER").is_none(),
+            "PULSE_REQUIRE_BROWSER is set but there is no chromium"
+        );
+        eprintln!("skipped the digest's browser check: no chromium (apt-get install chromium)");
+        return;
+    };
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("digest-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join("stoke-2018-W10.png");
+    let drawn = Command::new("python3")
+        .args([SCRIPT, "screenshot", "--chromium", chromium, "--html"])
+        .arg(base.with_extension("html"))
+        .arg("--out")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(drawn.status.success(), "{}", text(&drawn));
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000, "a real screenshot");
+}
+
+struct Sink {
+    child: Child,
+    port: u16,
+    maildir: PathBuf,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sink(dir: &Path, reject: &[&str], slow_rcpt: f64) -> Sink {
+    let port_file = dir.join("smtp.port");
+    let maildir = dir.join("maildir");
+    let mut cmd = Command::new("python3");
+    cmd.args([SCRIPT, "sink", "--port-file", port_file.to_str().unwrap(), "--maildir", maildir.to_str().unwrap()]);
+    cmd.args(["--slow-rcpt", &slow_rcpt.to_string()]);
+    for r in reject {
+        cmd.args(["--reject", r]);
+    }
+    let child = cmd.stdout(Stdio::null()).spawn().expect("python3 runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            break p.trim().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the SMTP sink did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Sink { child, port, maildir }
+}
+
+/// Messages received, per recipient.
+fn received(maildir: &Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(maildir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_suffix(".eml").filter(|_| !name.starts_with('.'))
+            && let Some((_, rcpt)) = rest.split_once('-')
+        {
+            *out.entry(rcpt.to_owned()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn daemon(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pulse"))
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--clock-start",
+            "2018-03-26T06:59:57Z",
+            "--clock-speed",
+            "2",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("pulse run starts")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_dst_change() {
+    if !python_tools() {
+        return;
+    }
+    let demo = demo();
+    // A copy of the demo's config with a list, the sink and a schedule; the same lake.
+    let dir = tempfile::tempdir().unwrap();
+    let good: Vec<String> = (1..=6).map(|i| format!("analyst{i}@stoke.example.nhs.uk")).collect();
+    let refused = "left.the.nhs@stoke.example.nhs.uk";
+    let sink = sink(dir.path(), &[refused], 0.4);
+    // Beside the demo's own config, so its relative paths (lake, practices, registered patients) hold.
+    std::fs::write(demo.join("digest.secrets.toml"), "link = \"a-long-random-link-secret-for-tests\"\n").unwrap();
+    let mut toml = std::fs::read_to_string(demo.join("pulse.toml")).unwrap();
+    let mut recipients: Vec<String> = good.clone();
+    recipients.insert(3, refused.to_owned());
+    let recipients = recipients.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
+    let top = format!(
+        "[scheduler]\ningest = \"\"\ndigest = \"0 8 * * MON\"\n\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"Practice Pulse <digests@pulse.example.nhs.uk>\"\ntimeout_secs = 10\n\n[digest]\ndashboard_url = \"http://127.0.0.1:8080\"\nlink_secret = {{ file = \"digest.secrets.toml\", key = \"link\" }}\nmax_attempts = 3\n\n[[subscription]]\nname = \"stoke-weekly\"\ntenant = \"stoke\"\nrecipients = [{recipients}]\n\n",
+        sink.port
+    );
+    // Tables must follow the top-level keys: put ours after them, before the first tenant.
+    let at = toml.find("[[tenant]]").unwrap_or(toml.len());
+    toml.insert_str(at, &top);
+    let config = demo.join("pulse-digest.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let check = pulse(&["config", "check", "--config", config.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", text(&check));
+
+    // First daemon: its clock reaches Monday 26 March 2018 08:00 BST (07:00 UTC) within seconds; killed once two
+    // recipients have their digest.
+    let log1 = dir.path().join("run1.log");
+    let mut first = daemon(&config, &log1);
+    wait_for("two digests", Duration::from_secs(90), || received(&sink.maildir).values().sum::<usize>() >= 2);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let log = std::fs::read_to_string(&log1).unwrap();
+    assert!(log.contains("digest:stoke-weekly: next run Mon 2018-03-26 08:00 BST"), "{log}");
+    let after_kill = received(&sink.maildir);
+    assert!(after_kill.values().all(|n| *n == 1), "{after_kill:?}");
+
+    // Restarted: the run the first daemon did not finish is caught up at once, under the dead process's lease.
+    let log2 = dir.path().join("run2.log");
+    let mut second = daemon(&config, &log2);
+    wait_for("the caught-up run to finish", Duration::from_secs(90), || {
+        std::fs::read_to_string(&log2)
+            .is_ok_and(|l| l.contains("digest:stoke-weekly: failed") || l.contains("digest:stoke-weekly: succeeded"))
+    });
+    // SIGTERM: a graceful stop.
+    Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
+    let status = second.wait().unwrap();
+    let log = std::fs::read_to_string(&log2).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("was missed; running it now (once)"), "{log}");
+    assert!(log.contains(&format!("{refused} given up")), "{log}");
+    let after_restart = received(&sink.maildir);
+    assert!(after_restart.values().all(|n| *n == 1), "never two: {after_restart:?}");
+    assert!(!after_restart.contains_key(refused));
+
+    // Anyone interrupted mid-send was reported and not re-sent; the operator sends them now.
+    let interrupted: Vec<&String> = good.iter().filter(|g| !after_restart.contains_key(*g)).collect();
+    assert!(interrupted.len() <= 1, "only an in-flight send can be interrupted: {interrupted:?}\n{log}");
+    for r in &interrupted {
+        assert!(log.contains(&format!("{r} was interrupted mid-send")), "{log}");
+    }
+    let resend = pulse(&[
+        "digest",
+        "send",
+        "--config",
+        config.to_str().unwrap(),
+        "--list",
+        "stoke-weekly",
+        "--week",
+        "2018-03-25",
+        "--resend-interrupted",
+    ]);
+    let resend_text = text(&resend);
+    assert!(resend_text.contains(&format!("{} sent,", interrupted.len())), "{resend_text}");
+    let last = received(&sink.maildir);
+    for g in &good {
+        assert_eq!(last.get(g), Some(&1), "{g}: {last:?}");
+    }
+    // Once more: nothing is sent twice.
+    let again = pulse(&[
+        "digest",
+        "send",
+        "--config",
+        config.to_str().unwrap(),
+        "--list",
+        "stoke-weekly",
+        "--week",
+        "2018-03-25",
+    ]);
+    assert!(text(&again).contains(&format!("0 sent, {} sent before", good.len())), "{}", text(&again));
+    assert_eq!(received(&sink.maildir), last);
+
+    // Each message is a well-formed digest of the DST week.
+    let one = std::fs::read_dir(&sink.maildir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+        .unwrap();
+    let checked = Command::new("python3").args([SCRIPT, "check-eml"]).arg(one.path()).output().unwrap();
+    let body = text(&checked);
+    assert!(checked.status.success(), "{body}");
+    assert!(body.contains("week of 19 March to 25 March 2018"), "{body}");
+
+    // `pulse status` shows the run (for 08:00 BST on the Monday) and the deliveries.
+    let status = pulse(&["status", "--config", config.to_str().unwrap()]);
+    let shown = text(&status);
+    assert!(status.status.success(), "{shown}");
+    assert!(shown.contains("digest:stoke-weekly") && shown.contains("Mon 2018-03-26 08:00 BST"), "{shown}");
+}
