@@ -88,17 +88,9 @@ fn csv_rows(s: &str) -> Vec<BTreeMap<String, String>> {
     lines.map(|l| header.iter().cloned().zip(split(l)).collect()).collect()
 }
 
+/// As the digest shows a count: rounded to 5, with thousands separators.
 fn thousands_round5(v: f64) -> String {
-    let n = ((v / 5.0).round() * 5.0) as i64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    pulse_app::text::thousands(pulse_app::export::round5(v) as f64)
 }
 
 #[test]
