@@ -125,6 +125,10 @@ pub struct SmtpConfig {
     /// Seconds to wait for the server on each step. Default 30.
     #[serde(default = "default_smtp_timeout")]
     pub timeout_secs: u64,
+    /// Allow `security = "none"` to a host that is not this machine (a sink on a private network, such as
+    /// docker-compose's mailpit). Never for a real mail server. Default false.
+    #[serde(default)]
+    pub allow_unencrypted: bool,
 }
 
 fn default_security() -> SmtpSecurity {
@@ -752,9 +756,9 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         issues.push(whole("scheduler.lease_minutes must be at least 1".into()));
     }
     if let Some(smtp) = &raw.smtp {
-        if smtp.security == SmtpSecurity::None && !is_loopback(&smtp.host) {
+        if smtp.security == SmtpSecurity::None && !is_loopback(&smtp.host) && !smtp.allow_unencrypted {
             issues.push(whole(format!(
-                "smtp.security = \"none\" sends mail unencrypted; it is allowed only to this machine, not `{}`: use \"starttls\" or \"tls\"",
+                "smtp.security = \"none\" sends mail unencrypted; it is allowed only to this machine, not `{}`: use \"starttls\" or \"tls\" (or, for a sink on a private network, allow_unencrypted = true)",
                 smtp.host
             )));
         }

@@ -210,3 +210,41 @@ fn the_server_section_has_defaults_resolves_the_keys_file_and_refuses_a_zero_rat
     let issues = issues_of("[server]\nlisten_on = \"x\"\n");
     assert!(issues[0].contains("unknown field `listen_on`"), "{issues:?}");
 }
+
+#[test]
+fn schedules_mail_and_digest_lists_are_checked_with_the_field_named() {
+    let tenant = "[[tenant]]\nid = \"stoke\"\nname = \"S\"\n";
+    let issues = issues_of(&format!(
+        "[scheduler]\ntimezone = \"Europe/Londn\"\ndigest = \"0 8 * *\"\ningest = \"61 5 * * *\"\n\n\
+         [smtp]\nhost = \"mail.example.org\"\nsecurity = \"none\"\nfrom = \"nobody\"\nuser = \"u\"\n\n\
+         [[subscription]]\nname = \"weekly\"\ntenant = \"nope\"\nrecipients = [\"a@b.nhs.uk\", \"not-an-address\"]\n\n{tenant}"
+    ));
+    let all = issues.join("\n");
+    for expected in [
+        "scheduler.timezone `Europe/Londn` is not an IANA time zone",
+        "scheduler.digest = \"0 8 * *\": a schedule has five fields",
+        "scheduler.ingest = \"61 5 * * *\": not a cron expression",
+        "smtp.security = \"none\" sends mail unencrypted",
+        "smtp: give `user` and `password` together",
+        "smtp.from `nobody` is not an address",
+        "subscription `weekly`: unknown tenant `nope`",
+        "subscription `weekly`: `not-an-address` is not an email address",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    // The same, well formed, loads; unencrypted mail to this machine is allowed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pulse.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[scheduler]\ndigest = \"0 8 * * MON\"\n\n[smtp]\nhost = \"127.0.0.1\"\nport = 2525\nsecurity = \"none\"\nfrom = \"Pulse <p@example.nhs.uk>\"\n\n\
+             [[subscription]]\nname = \"weekly\"\ntenant = \"stoke\"\nrecipients = [\"a@b.nhs.uk\"]\n\n{tenant}"
+        ),
+    )
+    .unwrap();
+    let config = pulse_config::load(&path).unwrap();
+    assert_eq!(config.scheduler.tz(), chrono_tz::Europe::London);
+    assert_eq!(config.smtp.unwrap().port(), 2525);
+    assert_eq!(config.subscriptions[0].recipients, vec!["a@b.nhs.uk"]);
+}

@@ -456,3 +456,70 @@ async fn an_export_scoped_key_gets_a_package_of_its_own_tenant_and_the_export_is
     let log = pulse_app::export::log(&store, &s.config.operator_access(), Some("north-staffs")).await.unwrap();
     assert!(log.iter().any(|r| r.requested_by == format!("key {id}") && r.purpose == "DSA-7 evaluation"), "{log:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_lists_are_managed_per_tenant_and_the_unsubscribe_link_works_once_signed() {
+    let s = serve().await;
+    let c = client();
+    let read = key(&s.config, &["stoke"], &[KeyScope::Read]);
+    let admin = key(&s.config, &["stoke"], &[KeyScope::Read, KeyScope::Admin]);
+    let other_admin = key(&s.config, &["north-staffs"], &[KeyScope::Read, KeyScope::Admin]);
+    let get = |k: String| {
+        let (c, url) = (c.clone(), s.url.clone());
+        async move {
+            let r = c.get(format!("{url}/api/v1/subscriptions")).bearer_auth(k).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // A tenant's key sees its own lists only.
+    let (status, body) = get(read.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> =
+        body["subscriptions"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["stoke-weekly"]);
+    let add = |k: String, list: &str, body: Value| {
+        let (c, url) = (c.clone(), format!("{}/api/v1/subscriptions/{list}/recipients", s.url));
+        async move {
+            let r = c.post(url).bearer_auth(k).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Changing a list needs admin, of the list's tenant; a bad address is refused with the field.
+    assert_eq!(add(read.clone(), "stoke-weekly", json!({"email": "new@stoke.example.nhs.uk"})).await.0, 403);
+    assert_eq!(add(other_admin.clone(), "stoke-weekly", json!({"email": "new@stoke.example.nhs.uk"})).await.0, 403);
+    let (status, err) = add(admin.clone(), "stoke-weekly", json!({"email": "not an address"})).await;
+    assert_eq!((status, err["field"].as_str()), (400, Some("email")), "{err}");
+    assert_eq!(add(admin.clone(), "no-such-list", json!({"email": "a@b.nhs.uk"})).await.0, 404);
+    let (status, list) = add(admin.clone(), "stoke-weekly", json!({"email": "new@stoke.example.nhs.uk"})).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["recipients"], json!(["lead@stoke.example.nhs.uk", "new@stoke.example.nhs.uk"]));
+    let r = c
+        .delete(format!("{}/api/v1/subscriptions/stoke-weekly/recipients/new@stoke.example.nhs.uk", s.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["recipients"], json!(["lead@stoke.example.nhs.uk"]));
+
+    // The link in a digest: GET asks to confirm (and changes nothing), a forged token is refused, POST unsubscribes.
+    let link =
+        pulse_app::subscriptions::unsubscribe_link(&s.config, "stoke-weekly", "lead@stoke.example.nhs.uk").unwrap();
+    let link = link.replace(&s.config.digest.dashboard_url, &s.url);
+    let page = c.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<form method=\"post\""));
+    assert_eq!(get(read.clone()).await.1["subscriptions"][0]["recipients"], json!(["lead@stoke.example.nhs.uk"]));
+    let forged = link.replace("token=", "token=0");
+    assert_eq!(c.post(&forged).send().await.unwrap().status(), 403);
+    let other = link.replace("lead%40stoke", "boss%40stoke");
+    assert_eq!(c.post(&other).send().await.unwrap().status(), 403, "a token is for one address");
+    // One-click (RFC 8058) and the confirm button are the same POST; twice is fine.
+    for _ in 0..2 {
+        let r = c.post(&link).body("List-Unsubscribe=One-Click").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let after = get(read).await.1;
+    assert_eq!(after["subscriptions"][0]["recipients"], json!([]), "{after}");
+    assert_eq!(after["subscriptions"][0]["unsubscribed"], json!(["lead@stoke.example.nhs.uk"]));
+}

@@ -27,10 +27,18 @@ pub fn demo_dir() -> PathBuf {
         .join()
         .expect("demo thread");
         // A research export project, its key in a git-ignored secrets file beside the config.
-        std::fs::write(path.join("projects.secrets.toml"), "\"study\" = \"key-of-the-test-study-0001\"\n").unwrap();
+        // And a digest list per tenant, unsubscribe links signed with a key in the same file.
+        std::fs::write(
+            path.join("projects.secrets.toml"),
+            "\"study\" = \"key-of-the-test-study-0001\"\n\"digest\" = \"link-secret-of-the-tests\"\n",
+        )
+        .unwrap();
         let mut toml = std::fs::read_to_string(path.join("pulse.toml")).unwrap();
         toml.push_str(
-            "\n[[export_project]]\nname = \"study\"\nkey = { file = \"projects.secrets.toml\", key = \"study\" }\n",
+            "\n[[export_project]]\nname = \"study\"\nkey = { file = \"projects.secrets.toml\", key = \"study\" }\n\n\
+             [digest]\nlink_secret = { file = \"projects.secrets.toml\", key = \"digest\" }\n\n\
+             [[subscription]]\nname = \"stoke-weekly\"\ntenant = \"stoke\"\nrecipients = [\"lead@stoke.example.nhs.uk\"]\n\n\
+             [[subscription]]\nname = \"north-weekly\"\ntenant = \"north-staffs\"\nrecipients = [\"lead@north.example.nhs.uk\"]\n",
         );
         std::fs::write(path.join("pulse.toml"), toml).unwrap();
         (dir, path)
