@@ -116,9 +116,11 @@ pub fn lines(
     // The last label too, unless it would run into the one before it.
     let last_fits = (n - 1).is_multiple_of(step) || (n - 1) % step > step / 2;
     for (i, label) in x_labels.iter().enumerate().filter(|(i, _)| i % step == 0 || (*i == n - 1 && last_fits)) {
+        // The last label ends at its point, so it is not cut off at the chart's edge.
+        let anchor = if i == n - 1 && n > 1 { "end" } else { "middle" };
         let _ = write!(
             svg,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{}</text>"##,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="{anchor}" fill="#555">{}</text>"##,
             x(i),
             h - 12.0,
             escape(label)

@@ -55,6 +55,8 @@ pub struct ListOutcome {
     pub interrupted: Vec<String>,
     /// No figures for the week: nothing sent.
     pub no_data: bool,
+    /// Some pages lack days of the week and incomplete weeks were not allowed: nothing sent yet.
+    pub incomplete: bool,
     /// Stopped early (shutdown) before these.
     pub not_reached: Vec<String>,
 }
@@ -63,6 +65,12 @@ impl ListOutcome {
     pub fn summary(&self) -> String {
         if self.no_data {
             return format!("list {}: no figures for the week yet, nothing sent", self.list);
+        }
+        if self.incomplete {
+            return format!(
+                "list {}: the week is not complete in the data yet (some pages lack days; the daily ingest and pipelines fill them), nothing sent",
+                self.list
+            );
         }
         let mut s = format!(
             "list {} week ending {}: {} sent, {} sent before",
@@ -137,6 +145,8 @@ pub struct SendRequest {
     pub now: DateTime<Utc>,
     /// Send again to recipients whose delivery was interrupted mid-send (they may get it twice).
     pub resend_interrupted: bool,
+    /// Send even when some pages lack days of the week (the digest says so). Otherwise such a week is not sent yet.
+    pub allow_incomplete: bool,
 }
 
 /// Sends the list's digest for the week to every current recipient not yet served; `stop` is checked between
@@ -148,7 +158,7 @@ pub async fn send_list<S: Store>(
     request: &SendRequest,
     stop: &AtomicBool,
 ) -> AppResult<ListOutcome> {
-    let SendRequest { list, week_end, now, resend_interrupted } = request.clone();
+    let SendRequest { list, week_end, now, resend_interrupted, allow_incomplete } = request.clone();
     let list = list.as_str();
     let sub = subscriptions::configured(config, list)?;
     let scope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
@@ -157,6 +167,10 @@ pub async fn send_list<S: Store>(
     let digest = digest::build(store, config, sub.tenant.as_str(), week_end).await?;
     if !digest.has_data() {
         outcome.no_data = true;
+        return Ok(outcome);
+    }
+    if !digest.complete && !allow_incomplete {
+        outcome.incomplete = true;
         return Ok(outcome);
     }
     // Checked before anything is sent: without a link secret there is no unsubscribe link.

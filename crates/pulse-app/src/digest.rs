@@ -129,9 +129,13 @@ pub struct Digest {
     pub practices_with_data: usize,
     pub bands: Vec<BandLine>,
     pub bands_window_end: Option<NaiveDate>,
+    /// The latest window computed at all (when it is not this week's).
+    pub bands_latest_available: Option<NaiveDate>,
     pub campaigns: Vec<CampaignLine>,
     pub alerts: Vec<Alert>,
     pub anomalies: Vec<Alert>,
+    /// Every page has all seven days of the week stored.
+    pub complete: bool,
     pub run: Option<RunInfo>,
 }
 
@@ -230,6 +234,10 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         }
     }
     let this_week = day_number(week_end);
+    // Whether every page has all seven days of the week (Meta closes a Pacific day at 08:00 or 09:00 London).
+    let days = Col::of(&reach.batch, "days_with_data");
+    let week_rows: Vec<usize> = (0..reach.batch.num_rows()).filter(|i| ending.day(*i) == Some(this_week)).collect();
+    let complete = !week_rows.is_empty() && week_rows.iter().all(|i| days.num(*i).is_some_and(|d| d >= 7.0));
     let mut league: Vec<PracticeLine> = by_practice
         .iter()
         .filter_map(|(code, weeks)| {
@@ -259,28 +267,32 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         let med = median(&history);
         let mad = median(&history.iter().map(|x| (x - med).abs()).collect::<Vec<_>>()).max(1.0);
         let z = 0.6745 * (now - med) / mad;
-        if z.abs() >= ANOMALY_SCORE {
-            let (lo, hi) = history.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+        let (lo, hi) = history.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
+        // Far from its median in robust terms, and outside everything it did in the weeks before.
+        if z.abs() >= ANOMALY_SCORE && (*now > hi || *now < lo) {
+            let (word, bound) = if *now > hi {
+                ("above", format!("highest {}", people(Some(hi))))
+            } else {
+                ("below", format!("lowest {}", people(Some(lo))))
+            };
             anomalies.push(Alert {
                 kind: "anomaly".into(),
                 practice: code.clone(),
                 name: name_of(code),
                 detail: format!(
-                    "{} engagements this week, {} its usual range ({} to {} over the previous {} weeks)",
+                    "{} engagements this week, {word} anything in the previous {} weeks (usually about {}; {bound})",
                     people(Some(*now)),
-                    if z > 0.0 { "far above" } else { "far below" },
-                    people(Some(lo)),
-                    people(Some(hi)),
-                    history.len()
+                    history.len(),
+                    people(Some(med)),
                 ),
             });
         }
     }
 
-    // Age bands: the tenant's latest 28-day window ending in or before the week.
+    // Age bands: the tenant's 28-day window ending in the week (or the day before it began): the pipelines keep the
+    // latest window only, so a digest of an older week says where the latest one is instead.
     let mut aq = ReportQuery::new(Kind::AgeBands);
     aq.tenant = Some(tenant.to_owned());
-    aq.to = Some(week_end);
     let ages = report::query(store, config, &access, &aq).await?;
     let (level, window, band, ppl, pen, source) = (
         Col::of(&ages.batch, "level"),
@@ -291,7 +303,12 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         Col::of(&ages.batch, "source"),
     );
     let tenant_rows: Vec<usize> = (0..ages.batch.num_rows()).filter(|i| level.text(*i) == "tenant").collect();
-    let latest_window = tenant_rows.iter().filter_map(|i| window.day(*i)).max();
+    let available = tenant_rows.iter().filter_map(|i| window.day(*i)).max();
+    let latest_window = tenant_rows
+        .iter()
+        .filter_map(|i| window.day(*i))
+        .filter(|d| *d <= day_number(week_end) && *d >= day_number(week_start) - 1)
+        .max();
     let first_source = tenant_rows.iter().find(|i| window.day(**i) == latest_window).map(|i| source.text(*i));
     let bands = tenant_rows
         .iter()
@@ -375,9 +392,11 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         practices_with_data,
         bands,
         bands_window_end: latest_window.map(from_day),
+        bands_latest_available: available.map(from_day),
         campaigns,
         alerts,
         anomalies,
+        complete,
         run: ov_run(&reach),
     })
 }
@@ -458,10 +477,12 @@ impl Rendered {
     }
 }
 
-fn change_words(now: Option<f64>, before: Option<f64>) -> String {
-    match overview::change(now, before) {
-        Some(c) => format!("{:+.0}%", c * 100.0),
-        None => "n/a".into(),
+/// "+18% (329,395)", or why there is no comparison.
+fn comparison(f: &Figure, before: Option<f64>) -> String {
+    match (overview::change(f.now, before), before) {
+        (Some(c), Some(_)) => format!("{:+.0}% ({})", c * 100.0, figure_value(f, before)),
+        (None, Some(_)) => format!("n/a ({})", figure_value(f, before)),
+        (_, None) => "no data for that week".into(),
     }
 }
 
@@ -531,34 +552,30 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
     if !d.has_data() {
         let _ = writeln!(text, "No figures for this week yet: the pipelines have not run over it.");
         html.push_str("<p>No figures for this week yet: the pipelines have not run over it.</p>");
+    } else if !d.complete {
+        let note = "Some pages do not have all seven days of this week yet (Meta closes each day a few hours after midnight US-Pacific time): the figures will rise a little.";
+        let _ = writeln!(text, "{note}\n");
+        let _ = write!(html, "<p style=\"background:#fff4e5;padding:6px\">{note}</p>");
     }
 
     // Headline.
     let _ = writeln!(text, "THE WEEK");
     html.push_str(r#"<h2 style="font-size:16px">The week</h2><table style="border-collapse:collapse;width:100%"><tr style="text-align:left;color:#555"><th style="padding:4px"></th><th style="padding:4px">this week</th><th style="padding:4px">vs week before</th><th style="padding:4px">vs same week last year</th></tr>"#);
     for f in &d.headline {
-        let (now, vs_prev, vs_year) =
-            (figure_value(f, f.now), change_words(f.now, f.previous), change_words(f.now, f.last_year));
+        let (now, vs_prev, vs_year) = (figure_value(f, f.now), comparison(f, f.previous), comparison(f, f.last_year));
         let _ = writeln!(
             text,
-            "  {:<16} {:>10}   {} vs week before ({}), {} vs same week last year ({})",
-            f.label,
-            now,
-            vs_prev,
-            figure_value(f, f.previous),
-            vs_year,
-            figure_value(f, f.last_year)
+            "  {:<16} {:>10}   vs week before: {vs_prev}; vs same week last year: {vs_year}",
+            f.label, now
         );
         let _ = write!(
             html,
-            r#"<tr style="border-top:1px solid #ddd"><td style="padding:4px" title="{}">{}</td><td style="padding:4px;font-size:18px;font-weight:bold">{}</td><td style="padding:4px">{} <span style="color:#777">({})</span></td><td style="padding:4px">{} <span style="color:#777">({})</span></td></tr>"#,
+            r#"<tr style="border-top:1px solid #ddd"><td style="padding:4px" title="{}">{}</td><td style="padding:4px;font-size:18px;font-weight:bold">{}</td><td style="padding:4px">{}</td><td style="padding:4px">{}</td></tr>"#,
             escape(f.note),
             escape(f.label),
             escape(&now),
             escape(&vs_prev),
-            escape(&figure_value(f, f.previous)),
-            escape(&vs_year),
-            escape(&figure_value(f, f.last_year))
+            escape(&vs_year)
         );
     }
     html.push_str("</table>");
@@ -635,6 +652,16 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
             html.push_str(&img(p));
         }
         let _ = writeln!(text);
+    } else if let Some(latest) = d.bands_latest_available {
+        let note =
+            format!("Not computed for this week: the latest 28-day window is to {}.", latest.format("%-d %B %Y"));
+        let _ = writeln!(text, "WHO ENGAGED, BY AGE\n  {note}\n");
+        let _ = write!(
+            html,
+            r#"<h2 style="font-size:16px">Who engaged, by age</h2><p style="color:#555">{} <a href="{}">Age bands</a></p>"#,
+            escape(&note),
+            escape(&links.page(d, "/age-bands"))
+        );
     }
 
     // Campaigns.

@@ -446,19 +446,33 @@ impl<S: Store + Clone + 'static> Daemon<S> {
                 };
                 let local_day = tick.with_timezone(&self.config.scheduler.tz()).date_naive();
                 let week = digest::last_whole_week(local_day);
+                // Until the week is complete in the data (the daily ingest after Meta closes Sunday), wait and retry
+                // hourly; after WAIT_FOR_DATA_HOURS, send what there is (the digest says which days are missing).
+                let now = self.clock.now();
+                let waited_long = now - tick >= Duration::hours(WAIT_FOR_DATA_HOURS);
                 let request = delivery::SendRequest {
                     list: list.clone(),
                     week_end: week,
-                    now: self.clock.now(),
+                    now,
                     resend_interrupted: false,
+                    allow_incomplete: waited_long,
                 };
                 let out = delivery::send_list(&self.store, &self.config, mailer, &request, &halt).await?;
+                if (out.no_data || out.incomplete) && !waited_long {
+                    let retry_at = now + Duration::hours(1);
+                    let detail =
+                        format!("{}; waiting for it, next try {}", out.summary(), local(&self.config, retry_at));
+                    return Ok(Done { ok: false, detail, retry_at: Some(retry_at) });
+                }
                 let retry_at = out.waiting.iter().map(|w| w.1).min();
                 Ok(Done { ok: out.clean() && !out.no_data, detail: out.summary(), retry_at })
             }
         }
     }
 }
+
+/// How long a digest waits for its week to be complete in the data before it goes out with what there is.
+const WAIT_FOR_DATA_HOURS: i64 = 12;
 
 /// How a job's work ended.
 struct Done {

@@ -118,8 +118,13 @@ fn a_preview_is_a_well_formed_email_with_the_reports_figures_and_draws_in_a_brow
     let week = weeks.iter().find(|r| r["week_ending"] == "2018-03-11").expect("the week is in the report");
     let reach: f64 = week["gross_reach"].parse().unwrap();
     let engaged: f64 = week["gross_engaged_users"].parse().unwrap();
+    let before: f64 = weeks.iter().find(|r| r["week_ending"] == "2018-03-04").expect("the week before")["gross_reach"]
+        .parse()
+        .unwrap();
     let line = shown.lines().find(|l| l.trim_start().starts_with("People reached")).expect(&shown);
     assert!(line.contains(&thousands_round5(reach)), "{line} vs {reach}");
+    let change = format!("{:+.0}% ({})", (reach - before) / before * 100.0, thousands_round5(before));
+    assert!(line.contains(&format!("vs week before: {change}")), "{line} vs {change}");
     let line = shown.lines().find(|l| l.trim_start().starts_with("Engaged users")).expect(&shown);
     assert!(line.contains(&thousands_round5(engaged)), "{line} vs {engaged}");
     // The stroke video weekend (10-11 March) is live that week, with the campaigns report's effect on views.

@@ -43,7 +43,8 @@ pub struct SchedulerConfig {
     /// IANA time zone the expressions are read in. Default `Europe/London` (GMT in winter, BST in summer).
     #[serde(default = "default_timezone")]
     pub timezone: String,
-    /// Incremental ingest of every tenant, then its pipelines. Default daily at 05:30.
+    /// Incremental ingest of every tenant, then its pipelines. Default daily at 09:30 (after Meta closes the
+    /// previous Pacific day: 08:00 London most of the year).
     #[serde(default = "default_ingest_cron")]
     pub ingest: String,
     /// Weekly digests for the week just ended (Monday to Sunday). Default Monday 08:00.
@@ -62,7 +63,7 @@ fn default_timezone() -> String {
 }
 
 fn default_ingest_cron() -> String {
-    "30 5 * * *".into()
+    "30 9 * * *".into()
 }
 
 fn default_digest_cron() -> String {

@@ -108,6 +108,7 @@ pub async fn run(path: &Path, cmd: DigestCommand) -> Result<ExitCode> {
                 week_end,
                 now: Utc::now(),
                 resend_interrupted: a.resend_interrupted,
+                allow_incomplete: true,
             };
             let out = delivery::send_list(&store, &config, &mailer, &request, &AtomicBool::new(false))
                 .await
