@@ -419,6 +419,24 @@ impl Store for FlakyStore {
     async fn read_export_audit(&self, s: &TenantScope) -> pulse_store::Result<Vec<pulse_domain::ExportAuditRecord>> {
         self.inner.read_export_audit(s).await
     }
+    async fn append_state(&self, s: &WriteScope, e: &[pulse_domain::StateEvent]) -> pulse_store::Result<WriteAck> {
+        self.inner.append_state(s, e).await
+    }
+    async fn read_state(&self, s: &TenantScope, stream: &str) -> pulse_store::Result<Vec<pulse_domain::StateEvent>> {
+        self.inner.read_state(s, stream).await
+    }
+    async fn try_lease(
+        &self,
+        s: &WriteScope,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> pulse_store::Result<pulse_store::LeaseOutcome> {
+        self.inner.try_lease(s, name, holder, ttl).await
+    }
+    async fn release_lease(&self, s: &WriteScope, name: &str, holder: &str) -> pulse_store::Result<()> {
+        self.inner.release_lease(s, name, holder).await
+    }
     async fn replace_report(
         &self,
         s: &WriteScope,
