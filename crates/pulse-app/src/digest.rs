@@ -562,7 +562,13 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
     let _ = writeln!(text, "THE WEEK");
     html.push_str(r#"<h2 style="font-size:16px">The week</h2><table style="border-collapse:collapse;width:100%"><tr style="text-align:left;color:#555"><th style="padding:4px"></th><th style="padding:4px">this week</th><th style="padding:4px">vs week before</th><th style="padding:4px">vs same week last year</th></tr>"#);
     for f in &d.headline {
-        let (now, vs_prev, vs_year) = (figure_value(f, f.now), comparison(f, f.previous), comparison(f, f.last_year));
+        let (now, vs_prev, vs_year) = match f.now {
+            // The week has data but not this figure: Meta retired it (engaged users, from Graph API v19).
+            None if d.has_data() => {
+                ("not offered".to_owned(), "the Graph API version in use does not report it".to_owned(), String::new())
+            }
+            _ => (figure_value(f, f.now), comparison(f, f.previous), comparison(f, f.last_year)),
+        };
         let _ = writeln!(
             text,
             "  {:<16} {:>10}   vs week before: {vs_prev}; vs same week last year: {vs_year}",

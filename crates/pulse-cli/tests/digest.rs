@@ -187,7 +187,7 @@ impl Drop for Sink {
     }
 }
 
-fn sink(dir: &Path, reject: &[&str], slow_rcpt: f64) -> Sink {
+fn sink(dir: &Path, reject: &[&str], defer: &[&str], slow_rcpt: f64) -> Sink {
     let port_file = dir.join("smtp.port");
     let maildir = dir.join("maildir");
     let mut cmd = Command::new("python3");
@@ -195,6 +195,9 @@ fn sink(dir: &Path, reject: &[&str], slow_rcpt: f64) -> Sink {
     cmd.args(["--slow-rcpt", &slow_rcpt.to_string()]);
     for r in reject {
         cmd.args(["--reject", r]);
+    }
+    for r in defer {
+        cmd.args(["--defer", r]);
     }
     let child = cmd.stdout(Stdio::null()).spawn().expect("python3 runs");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -224,7 +227,7 @@ fn received(maildir: &Path) -> BTreeMap<String, usize> {
 
 fn daemon(config: &Path, log: &Path, clock_start: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_pulse"))
-        .args(["run", "--config", config.to_str().unwrap(), "--clock-start", clock_start, "--clock-speed", "2"])
+        .args(["run", "--config", config.to_str().unwrap(), "--clock-start", clock_start, "--clock-speed", "20"])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -254,7 +257,9 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
     let dir = tempfile::tempdir().unwrap();
     let good: Vec<String> = (1..=6).map(|i| format!("analyst{i}@stoke.example.nhs.uk")).collect();
     let refused = "left.the.nhs@stoke.example.nhs.uk";
-    let sink = sink(dir.path(), &[refused], 0.4);
+    // The last recipient's server is busy the first time: retried a (virtual) minute later.
+    let deferred = good.last().unwrap().clone();
+    let sink = sink(dir.path(), &[refused], &[&deferred], 0.4);
     // Beside the demo's own config, so its relative paths (lake, practices, registered patients) hold.
     std::fs::write(demo.join("digest.secrets.toml"), "link = \"a-long-random-link-secret-for-tests\"\n").unwrap();
     let mut toml = std::fs::read_to_string(demo.join("pulse.toml")).unwrap();
@@ -262,7 +267,7 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
     recipients.insert(3, refused.to_owned());
     let recipients = recipients.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ");
     let top = format!(
-        "[scheduler]\ningest = \"\"\ndigest = \"0 8 * * MON\"\n\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"Practice Pulse <digests@pulse.example.nhs.uk>\"\ntimeout_secs = 10\n\n[digest]\ndashboard_url = \"http://127.0.0.1:8080\"\nlink_secret = {{ file = \"digest.secrets.toml\", key = \"link\" }}\nmax_attempts = 3\n\n[[subscription]]\nname = \"stoke-weekly\"\ntenant = \"stoke\"\nrecipients = [{recipients}]\n\n",
+        "[scheduler]\ningest = \"\"\ndigest = \"0 8 * * MON\"\n\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"Practice Pulse <digests@pulse.example.nhs.uk>\"\ntimeout_secs = 10\n\n[digest]\ndashboard_url = \"http://127.0.0.1:8080\"\nlink_secret = {{ file = \"digest.secrets.toml\", key = \"link\" }}\nmax_attempts = 3\nretry_after_minutes = 1\n\n[[subscription]]\nname = \"stoke-weekly\"\ntenant = \"stoke\"\nrecipients = [{recipients}]\n\n",
         sink.port
     );
     // Tables must follow the top-level keys: put ours after them, before the first tenant.
@@ -289,9 +294,11 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
     // process's lease.
     let log2 = dir.path().join("run2.log");
     let mut second = daemon(&config, &log2, "2018-03-26T07:30:00Z");
-    wait_for("the caught-up run to finish", &log2, Duration::from_secs(90), || {
-        std::fs::read_to_string(&log2)
-            .is_ok_and(|l| l.contains("digest:stoke-weekly: failed") || l.contains("digest:stoke-weekly: succeeded"))
+    // Two runs: the caught-up one, and the retry of the recipient whose server said "later".
+    wait_for("the caught-up run and its retry to finish", &log2, Duration::from_secs(90), || {
+        std::fs::read_to_string(&log2).is_ok_and(|l| {
+            l.matches("digest:stoke-weekly: failed").count() + l.matches("digest:stoke-weekly: succeeded").count() >= 2
+        })
     });
     // SIGTERM: a graceful stop.
     Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
@@ -300,16 +307,23 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
     assert!(status.success(), "{log}");
     assert!(log.contains("was missed; running it now (once)"), "{log}");
     assert!(log.contains(&format!("{refused} given up")), "{log}");
+    // The busy server's recipient was told "later", waited its backoff, and got it on the retry.
+    assert!(log.contains(&format!("{deferred} failed (")), "{log}");
+    assert!(log.contains("1 sent, "), "the retry sent one: {log}");
     let after_restart = received(&sink.maildir);
     assert!(after_restart.values().all(|n| *n == 1), "never two: {after_restart:?}");
     assert!(!after_restart.contains_key(refused));
 
-    // Anyone interrupted mid-send was reported and not re-sent; the operator sends them now.
-    let interrupted: Vec<&String> = good.iter().filter(|g| !after_restart.contains_key(*g)).collect();
+    // A send cut off by the kill (between its `pending` record and its outcome) is reported, not re-sent: the
+    // server may or may not have taken it (here it depends on where the kill landed). At most one such recipient;
+    // everyone the sink has not heard from is among them, so nobody is silently dropped.
+    let interrupted: Vec<&String> =
+        good.iter().filter(|g| log.contains(&format!("{g} was interrupted mid-send"))).collect();
     assert!(interrupted.len() <= 1, "only an in-flight send can be interrupted: {interrupted:?}\n{log}");
-    for r in &interrupted {
-        assert!(log.contains(&format!("{r} was interrupted mid-send")), "{log}");
+    for g in good.iter().filter(|g| !after_restart.contains_key(*g)) {
+        assert!(interrupted.contains(&g), "{g} got nothing and was not reported: {log}");
     }
+    // The operator decides to send those now (accepting that one may arrive twice).
     let resend = pulse(&[
         "digest",
         "send",
@@ -325,7 +339,9 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
     assert!(resend_text.contains(&format!("{} sent,", interrupted.len())), "{resend_text}");
     let last = received(&sink.maildir);
     for g in &good {
-        assert_eq!(last.get(g), Some(&1), "{g}: {last:?}");
+        let n = last.get(g).copied().unwrap_or(0);
+        let allowed = if interrupted.contains(&g) { 1..=2 } else { 1..=1 };
+        assert!(allowed.contains(&n), "{g}: {n} in {last:?}");
     }
     // Once more: nothing is sent twice.
     let again = pulse(&[

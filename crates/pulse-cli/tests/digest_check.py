@@ -3,7 +3,8 @@
 
     python3 digest_check.py sink --port-file F --maildir D [--reject ADDR ...] [--slow-rcpt SECONDS]
         A real SMTP server (aiosmtpd) on a free loopback port, written to F. Each accepted message is saved as
-        D/<time>-<recipient>.eml (atomically). Recipients given with --reject are refused with 550. Runs until killed.
+        D/<time>-<recipient>.eml (atomically). Recipients given with --reject are refused with 550; those given with
+        --defer get 451 (try later) the first time. Runs until killed.
 
     python3 digest_check.py check-eml FILE
         Parses a digest email with the standard library and checks its shape: multipart/alternative with a
@@ -31,6 +32,7 @@ def sink(args):
     from aiosmtpd.controller import Controller
 
     reject = {a.lower() for a in args.reject}
+    defer = {a.lower() for a in args.defer}
 
     class Handler:
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -38,6 +40,9 @@ def sink(args):
                 await asyncio.sleep(args.slow_rcpt)
             if address.lower() in reject:
                 return "550 5.1.1 no such mailbox here"
+            if address.lower() in defer:
+                defer.discard(address.lower())
+                return "451 4.3.0 mailbox busy, try again later"
             envelope.rcpt_tos.append(address)
             return "250 OK"
 
@@ -151,6 +156,7 @@ def main():
     s.add_argument("--port-file", required=True)
     s.add_argument("--maildir", required=True)
     s.add_argument("--reject", action="append", default=[])
+    s.add_argument("--defer", action="append", default=[], help="answer 451 to this recipient the first time")
     s.add_argument("--slow-rcpt", type=float, default=0.0)
     c = sub.add_parser("check-eml")
     c.add_argument("file")

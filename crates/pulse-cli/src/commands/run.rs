@@ -49,10 +49,8 @@ pub async fn run(path: &Path, args: RunArgs) -> Result<ExitCode> {
         super::serve::shutdown_signal().await;
         let _ = tx.send(true);
     });
-    let observer = |line: &str| {
-        tracing::info!("{line}");
-        crate::errln!("{line}");
-    };
+    // One line per event, timestamped, on stderr (JSON with --log-format json).
+    let observer = |line: &str| tracing::info!("{line}");
     daemon.run(rx, &observer).await.map_err(anyhow::Error::msg)?;
     crate::errln!("stopped");
     Ok(ExitCode::SUCCESS)
