@@ -91,7 +91,8 @@ pub async fn lists<S: Store>(store: &S, config: &Config, access: &Access) -> App
     Ok(out)
 }
 
-/// Records a change to `name` made by `by` (whose access must cover the list's tenant).
+/// Records a change to `name` made by `by`, whose access must cover the list's tenant; the surface decides who may
+/// change lists (admin keys, the operator).
 pub async fn change<S: Store>(
     store: &S,
     config: &Config,
@@ -102,7 +103,10 @@ pub async fn change<S: Store>(
     by: &str,
 ) -> AppResult<List> {
     let sub = configured(config, name)?;
-    let scope: WriteScope = access.write_scope(sub.tenant.as_str())?;
+    // The caller must hold the list's tenant (the surface checks the right to change lists: admin keys, the
+    // operator); the change itself is written as the application, which owns the journal.
+    access.scope(sub.tenant.as_str())?;
+    let scope: WriteScope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
     if !pulse_config::plausible_email(recipient) {
         return Err(AppError::bad_request(format!("`{recipient}` is not an email address"))
             .at("email")

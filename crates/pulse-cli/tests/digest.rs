@@ -324,18 +324,13 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
         assert!(interrupted.contains(&g), "{g} got nothing and was not reported: {log}");
     }
     // The operator decides to send those now (accepting that one may arrive twice).
-    let resend = pulse(&[
-        "digest",
-        "send",
-        "--config",
-        config.to_str().unwrap(),
-        "--list",
-        "stoke-weekly",
-        "--week",
-        "2018-03-25",
-        "--resend-interrupted",
-    ]);
-    let resend_text = text(&resend);
+    let send = |extra: &[&str]| {
+        let mut args = vec!["digest", "send", "--config", config.to_str().unwrap(), "--list", "stoke-weekly"];
+        args.extend(["--week", "2018-03-25"]);
+        args.extend_from_slice(extra);
+        text(&pulse(&args))
+    };
+    let resend_text = send(&["--resend-interrupted"]);
     assert!(resend_text.contains(&format!("{} sent,", interrupted.len())), "{resend_text}");
     let last = received(&sink.maildir);
     for g in &good {
@@ -344,17 +339,8 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
         assert!(allowed.contains(&n), "{g}: {n} in {last:?}");
     }
     // Once more: nothing is sent twice.
-    let again = pulse(&[
-        "digest",
-        "send",
-        "--config",
-        config.to_str().unwrap(),
-        "--list",
-        "stoke-weekly",
-        "--week",
-        "2018-03-25",
-    ]);
-    assert!(text(&again).contains(&format!("0 sent, {} sent before", good.len())), "{}", text(&again));
+    let again = send(&[]);
+    assert!(again.contains(&format!("0 sent, {} sent before", good.len())), "{again}");
     assert_eq!(received(&sink.maildir), last);
 
     // Each message is a well-formed digest of the DST week.

@@ -488,7 +488,7 @@ async fn digest_lists_are_managed_per_tenant_and_the_unsubscribe_link_works_once
     assert_eq!(add(read.clone(), "stoke-weekly", json!({"email": "new@stoke.example.nhs.uk"})).await.0, 403);
     assert_eq!(add(other_admin.clone(), "stoke-weekly", json!({"email": "new@stoke.example.nhs.uk"})).await.0, 403);
     let (status, err) = add(admin.clone(), "stoke-weekly", json!({"email": "not an address"})).await;
-    assert_eq!((status, err["field"].as_str()), (400, Some("email")), "{err}");
+    assert_eq!((status, err["error"]["field"].as_str()), (400, Some("email")), "{err}");
     assert_eq!(add(admin.clone(), "no-such-list", json!({"email": "a@b.nhs.uk"})).await.0, 404);
     let (status, list) = add(admin.clone(), "stoke-weekly", json!({"email": "new@stoke.example.nhs.uk"})).await;
     assert_eq!(status, 200, "{list}");
