@@ -90,11 +90,8 @@ fn page_cells(facts: &DataFrame, metric: M, period: P, to: NaiveDate) -> Result<
 fn video_cells(snapshots: &[PostInsightSnapshot]) -> Cells {
     let mut latest: BTreeMap<(&str, &str), (NaiveDate, f64, &str)> = BTreeMap::new();
     for s in snapshots.iter().filter(|s| s.metric == M::PostVideoViewTimeByAgeGender && !s.breakdown.is_empty()) {
-        let e = latest.entry((s.post.as_str(), s.breakdown.as_str())).or_insert((
-            s.snapshot_day,
-            s.value,
-            s.practice.as_str(),
-        ));
+        let e =
+            latest.entry((s.post.as_str(), &*s.breakdown)).or_insert((s.snapshot_day, s.value, s.practice.as_str()));
         if s.snapshot_day >= e.0 {
             *e = (s.snapshot_day, s.value, s.practice.as_str());
         }

@@ -84,7 +84,7 @@ pub fn facts_frame(facts: &[PageInsightFact]) -> Result<DataFrame> {
         "metric" => facts.iter().map(|f| f.metric.as_str()).collect::<Vec<_>>(),
         "period" => facts.iter().map(|f| f.period.as_str()).collect::<Vec<_>>(),
         "day" => facts.iter().map(|f| day_number(f.day)).collect::<Vec<_>>(),
-        "breakdown" => facts.iter().map(|f| f.breakdown.as_str()).collect::<Vec<_>>(),
+        "breakdown" => facts.iter().map(|f| &*f.breakdown).collect::<Vec<_>>(),
         "value" => facts.iter().map(|f| f.value).collect::<Vec<_>>(),
     )?;
     Ok(df.lazy().with_column(col("day").cast(DataType::Date)).collect()?)

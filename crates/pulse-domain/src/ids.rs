@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -10,15 +11,17 @@ use crate::DomainError;
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $validate:path) => {
         $(#[$doc])*
+        ///
+        /// Shared, not copied: a clone is a reference count (ingest stamps every fact with its page and practice).
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates and wraps `value`.
             pub fn new(value: impl Into<String>) -> Result<Self, DomainError> {
                 let value = value.into();
                 $validate(&value)?;
-                Ok(Self(value))
+                Ok(Self(Arc::from(value)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -116,7 +119,7 @@ impl PostId {
     /// The page a post belongs to, from the id's prefix.
     pub fn page_id(&self) -> PageId {
         let (page, _) = self.0.split_once('_').expect("validated at construction");
-        PageId(page.to_owned())
+        PageId(Arc::from(page))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,12 +19,13 @@ pub struct PageInsightFact {
     pub practice: PracticeCode,
     pub page: PageId,
     pub metric: CanonicalMetric,
-    /// The Graph metric name the value came from (it changes across API versions).
-    pub graph_metric: String,
+    /// The Graph metric name the value came from (it changes across API versions). Shared across a response's facts.
+    pub graph_metric: Arc<str>,
     pub period: Period,
     /// The last Pacific-time day the value covers (see [`crate::time`]).
     pub day: NaiveDate,
-    pub breakdown: String,
+    /// Empty for a total, or an age/gender key (`F.25-34`). Shared across a response's facts.
+    pub breakdown: Arc<str>,
     pub value: f64,
     pub api_version: ApiVersion,
     pub fetched_at: DateTime<Utc>,
@@ -31,7 +33,7 @@ pub struct PageInsightFact {
 
 impl PageInsightFact {
     pub fn key(&self) -> (&str, CanonicalMetric, Period, NaiveDate, &str) {
-        (self.page.as_str(), self.metric, self.period, self.day, self.breakdown.as_str())
+        (self.page.as_str(), self.metric, self.period, self.day, &self.breakdown)
     }
 }
 
@@ -57,8 +59,8 @@ pub struct PostInsightSnapshot {
     pub page: PageId,
     pub post: PostId,
     pub metric: CanonicalMetric,
-    pub graph_metric: String,
-    pub breakdown: String,
+    pub graph_metric: Arc<str>,
+    pub breakdown: Arc<str>,
     pub snapshot_day: NaiveDate,
     pub value: f64,
     pub api_version: ApiVersion,

@@ -4,6 +4,9 @@
 //! an age/gender key makes the whole response malformed (it is retried, then reported), because guessing would
 //! silently shift or mislabel a series.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use pulse_domain::time::{covered_days, parse_end_time};
 use pulse_domain::{
@@ -29,18 +32,46 @@ fn number(v: &serde_json::Number, what: &str) -> Result<f64, ParseError> {
     v.as_f64().ok_or_else(|| ParseError(format!("{what}: value {v} is not a number")))
 }
 
-/// Cells of a value: `("", n)` for a number, `("F.25-34", n)` for each breakdown key. A withheld breakdown (`{}`)
-/// gives no cells.
-fn cells(value: &MetricValue, what: &str) -> Result<Vec<(String, f64)>, ParseError> {
-    match value {
-        MetricValue::Number(n) => Ok(vec![(String::new(), number(n, what)?)]),
-        MetricValue::Breakdown(map) => map
-            .iter()
-            .map(|(k, v)| {
-                k.parse::<AgeGenderKey>().map_err(|e| ParseError(format!("{what}: {e}")))?;
-                Ok((k.clone(), number(v, what)?))
-            })
-            .collect(),
+/// Breakdown keys seen in a response, each validated once and shared by every fact that carries it.
+#[derive(Default)]
+struct Keys<'a> {
+    empty: Option<Arc<str>>,
+    seen: HashMap<&'a str, Arc<str>>,
+}
+
+impl<'a> Keys<'a> {
+    fn total(&mut self) -> Arc<str> {
+        self.empty.get_or_insert_with(|| Arc::from("")).clone()
+    }
+
+    fn key(&mut self, k: &'a str, what: &dyn Fn() -> String) -> Result<Arc<str>, ParseError> {
+        if let Some(a) = self.seen.get(k) {
+            return Ok(a.clone());
+        }
+        k.parse::<AgeGenderKey>().map_err(|e| ParseError(format!("{}: {e}", what())))?;
+        let a: Arc<str> = Arc::from(k);
+        self.seen.insert(k, a.clone());
+        Ok(a)
+    }
+
+    /// Cells of a value: `("", n)` for a number, `("F.25-34", n)` for each breakdown key, to `emit`. A withheld
+    /// breakdown (`{}`) gives no cells.
+    fn cells(
+        &mut self,
+        value: &'a MetricValue,
+        what: &dyn Fn() -> String,
+        mut emit: impl FnMut(Arc<str>, f64),
+    ) -> Result<(), ParseError> {
+        match value {
+            MetricValue::Number(n) => emit(self.total(), number(n, &what())?),
+            MetricValue::Breakdown(map) => {
+                for (k, v) in map {
+                    let key = self.key(k, what)?;
+                    emit(key, number(v, &what())?);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -52,7 +83,10 @@ pub fn page_facts(
     to: NaiveDate,
 ) -> Result<Vec<PageInsightFact>, ParseError> {
     let catalogue = MetricCatalogue::default();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(body.data.iter().map(|i| i.values.len()).sum());
+    let mut keys = Keys::default();
+    // The same end_time strings recur for every metric of a response: parsed once each.
+    let mut ends: HashMap<&str, DateTime<Utc>> = HashMap::new();
     for insight in &body.data {
         let graph = catalogue
             .by_graph_name(&insight.name)
@@ -61,28 +95,37 @@ pub fn page_facts(
         if period == Period::Lifetime {
             return Err(ParseError(format!("{}: a page metric with period lifetime", insight.name)));
         }
+        let graph_metric: Arc<str> = Arc::from(insight.name.as_str());
+        let what = || format!("{} ({})", insight.name, insight.period);
         for v in &insight.values {
-            let what = format!("{} ({})", insight.name, insight.period);
-            let end = v.end_time.as_deref().ok_or_else(|| ParseError(format!("{what}: a value without end_time")))?;
-            let end = parse_end_time(end).map_err(|e| ParseError(format!("{what}: {e}")))?;
-            let day = covered_days(end, period).map_err(|e| ParseError(format!("{what}: {e}")))?.last;
+            let end =
+                v.end_time.as_deref().ok_or_else(|| ParseError(format!("{}: a value without end_time", what())))?;
+            let end = match ends.get(end) {
+                Some(t) => *t,
+                None => {
+                    let t = parse_end_time(end).map_err(|e| ParseError(format!("{}: {e}", what())))?;
+                    ends.insert(end, t);
+                    t
+                }
+            };
+            let day = covered_days(end, period).map_err(|e| ParseError(format!("{}: {e}", what())))?.last;
             if day < from || day > to {
                 continue;
             }
-            for (breakdown, value) in cells(&v.value, &what)? {
+            keys.cells(&v.value, &what, |breakdown, value| {
                 out.push(PageInsightFact {
                     practice: origin.practice.clone(),
                     page: origin.page.clone(),
                     metric: graph.canonical,
-                    graph_metric: insight.name.clone(),
+                    graph_metric: graph_metric.clone(),
                     period,
                     day,
                     breakdown,
                     value,
                     api_version: origin.version,
                     fetched_at: origin.fetched_at,
-                });
-            }
+                })
+            })?;
         }
     }
     Ok(out)
@@ -110,6 +153,7 @@ pub fn posts(
     let catalogue = MetricCatalogue::default();
     let mut posts = Vec::new();
     let mut snapshots = Vec::new();
+    let mut keys = Keys::default();
     for p in &body.data {
         let id: PostId = p.id.parse().map_err(|e| ParseError(format!("post id: {e}")))?;
         if id.page_id() != origin.page {
@@ -133,21 +177,23 @@ pub fn posts(
             let graph = catalogue
                 .by_graph_name(&insight.name)
                 .ok_or_else(|| ParseError(format!("post {}: unexpected metric `{}`", p.id, insight.name)))?;
+            let graph_metric: Arc<str> = Arc::from(insight.name.as_str());
+            let what = || insight.name.clone();
             for v in &insight.values {
-                for (breakdown, value) in cells(&v.value, &insight.name)? {
+                keys.cells(&v.value, &what, |breakdown, value| {
                     snapshots.push(PostInsightSnapshot {
                         practice: origin.practice.clone(),
                         page: origin.page.clone(),
                         post: id.clone(),
                         metric: graph.canonical,
-                        graph_metric: insight.name.clone(),
+                        graph_metric: graph_metric.clone(),
                         breakdown,
                         snapshot_day,
                         value,
                         api_version: origin.version,
                         fetched_at: origin.fetched_at,
-                    });
-                }
+                    })
+                })?;
             }
         }
     }
@@ -193,7 +239,7 @@ mod tests {
             (CanonicalMetric::PageReach, d(2018, 3, 10), 1248.0)
         );
         assert_eq!(facts[1].day, d(2018, 3, 11));
-        assert_eq!(facts[2].breakdown, "F.35-44");
+        assert_eq!(&*facts[2].breakdown, "F.35-44");
         assert_eq!(facts[2].period, Period::Days28);
         let only_first = page_facts(&origin(), &body, d(2018, 3, 10), d(2018, 3, 10)).unwrap();
         assert_eq!(only_first.len(), 1);
@@ -227,7 +273,7 @@ mod tests {
         assert_eq!(posts[1].post_type, "photo");
         assert_eq!(snaps.len(), 3);
         assert_eq!(snaps[0].metric, CanonicalMetric::PostVideoViews);
-        assert_eq!(snaps[1].breakdown, "F.45-54");
+        assert_eq!(&*snaps[1].breakdown, "F.45-54");
         assert!(snaps.iter().all(|s| s.snapshot_day == d(2018, 3, 12)));
     }
 }

@@ -41,10 +41,11 @@ fn check_tenant(what: &str, tenant: &str, batch: &RecordBatch) -> Result<()> {
 
 impl LakeRecord for PageInsightFact {
     const DATASET: &'static str = "page_insights";
-    type Key = (String, &'static str, &'static str, NaiveDate, String);
+    type Key = (PageId, &'static str, &'static str, NaiveDate, std::sync::Arc<str>);
 
+    /// Shared ids and keys: building a key is reference counts, not copies.
     fn key(&self) -> Self::Key {
-        (self.page.to_string(), self.metric.as_str(), self.period.as_str(), self.day, self.breakdown.clone())
+        (self.page.clone(), self.metric.as_str(), self.period.as_str(), self.day, self.breakdown.clone())
     }
 
     fn version(&self) -> i64 {
@@ -61,10 +62,10 @@ impl LakeRecord for PageInsightFact {
             .str("practice_code", rows.iter().map(|r| r.practice.as_str()))
             .str("page_id", rows.iter().map(|r| r.page.as_str()))
             .str("metric", rows.iter().map(|r| r.metric.as_str()))
-            .str("graph_metric", rows.iter().map(|r| r.graph_metric.as_str()))
+            .str("graph_metric", rows.iter().map(|r| &*r.graph_metric))
             .str("period", rows.iter().map(|r| r.period.as_str()))
             .date("day", rows.iter().map(|r| r.day))
-            .str("breakdown", rows.iter().map(|r| r.breakdown.as_str()))
+            .str("breakdown", rows.iter().map(|r| &*r.breakdown))
             .f64("value", rows.iter().map(|r| r.value))
             .str(
                 "api_version",
@@ -88,10 +89,10 @@ impl LakeRecord for PageInsightFact {
                     practice: parse_field::<PracticeCode>(W, "practice_code", practice.value(i))?,
                     page: parse_field::<PageId>(W, "page_id", page.value(i))?,
                     metric: parse_field(W, "metric", metric.value(i))?,
-                    graph_metric: graph.value(i).to_owned(),
+                    graph_metric: graph.value(i).into(),
                     period: parse_field(W, "period", period.value(i))?,
                     day: i32_to_day(day.value(i)),
-                    breakdown: breakdown.value(i).to_owned(),
+                    breakdown: breakdown.value(i).into(),
                     value: value.value(i),
                     api_version: parse_field(W, "api_version", version.value(i))?,
                     fetched_at: from_micros(fetched.value(i)),
@@ -158,10 +159,10 @@ impl LakeRecord for Post {
 
 impl LakeRecord for PostInsightSnapshot {
     const DATASET: &'static str = "post_insights";
-    type Key = (String, &'static str, String, NaiveDate);
+    type Key = (PostId, &'static str, std::sync::Arc<str>, NaiveDate);
 
     fn key(&self) -> Self::Key {
-        (self.post.to_string(), self.metric.as_str(), self.breakdown.clone(), self.snapshot_day)
+        (self.post.clone(), self.metric.as_str(), self.breakdown.clone(), self.snapshot_day)
     }
 
     fn version(&self) -> i64 {
@@ -179,8 +180,8 @@ impl LakeRecord for PostInsightSnapshot {
             .str("page_id", rows.iter().map(|r| r.page.as_str()))
             .str("post_id", rows.iter().map(|r| r.post.as_str()))
             .str("metric", rows.iter().map(|r| r.metric.as_str()))
-            .str("graph_metric", rows.iter().map(|r| r.graph_metric.as_str()))
-            .str("breakdown", rows.iter().map(|r| r.breakdown.as_str()))
+            .str("graph_metric", rows.iter().map(|r| &*r.graph_metric))
+            .str("breakdown", rows.iter().map(|r| &*r.breakdown))
             .date("snapshot_day", rows.iter().map(|r| r.snapshot_day))
             .f64("value", rows.iter().map(|r| r.value))
             .str(
@@ -206,8 +207,8 @@ impl LakeRecord for PostInsightSnapshot {
                     page: parse_field(W, "page_id", page.value(i))?,
                     post: parse_field(W, "post_id", post.value(i))?,
                     metric: parse_field(W, "metric", metric.value(i))?,
-                    graph_metric: graph.value(i).to_owned(),
-                    breakdown: breakdown.value(i).to_owned(),
+                    graph_metric: graph.value(i).into(),
+                    breakdown: breakdown.value(i).into(),
                     snapshot_day: i32_to_day(day.value(i)),
                     value: value.value(i),
                     api_version: parse_field(W, "api_version", version.value(i))?,
