@@ -255,7 +255,7 @@ mod tests {
             practice: "M83001".parse().unwrap(),
             page: "100000000001".parse().unwrap(),
             metric,
-            graph_metric: "".into(),
+            graph_metric: "",
             period,
             day,
             breakdown: "".into(),

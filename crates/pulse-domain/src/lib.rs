@@ -15,7 +15,9 @@ pub mod time;
 pub use demographics::{AgeBand, AgeGenderKey, Gender};
 pub use error::DomainError;
 pub use ids::{PageId, PostId, PracticeCode, TenantId};
-pub use metrics::{ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind};
+pub use metrics::{
+    ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind, graph_metric_name,
+};
 pub use records::{
     Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, RunStatus,
     StateEvent, Stream, this_host,

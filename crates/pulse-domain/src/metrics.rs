@@ -264,6 +264,15 @@ macro_rules! graph {
 }
 
 /// Every Graph metric we know, oldest name first within a canonical metric.
+/// A Graph metric name as the catalogue spells it, so records can share it instead of copying it; `None` for a name
+/// the catalogue does not know. The empty name stands for "no Graph metric" (checks derived in the pipelines).
+pub fn graph_metric_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("");
+    }
+    CATALOGUE.iter().find(|g| g.name == name).map(|g| g.name)
+}
+
 pub const CATALOGUE: &[GraphMetric] = &[
     graph!("page_impressions", PageViews, ROLLING, V2, None, RETIRED_2025_11),
     graph!("page_media_view", PageViews, ROLLING, V21, None, None),

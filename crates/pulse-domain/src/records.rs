@@ -19,8 +19,9 @@ pub struct PageInsightFact {
     pub practice: PracticeCode,
     pub page: PageId,
     pub metric: CanonicalMetric,
-    /// The Graph metric name the value came from (it changes across API versions). Shared across a response's facts.
-    pub graph_metric: Arc<str>,
+    /// The Graph metric name the value came from (it changes across API versions): the catalogue's own string
+    /// ([`crate::graph_metric_name`]).
+    pub graph_metric: &'static str,
     pub period: Period,
     /// The last Pacific-time day the value covers (see [`crate::time`]).
     pub day: NaiveDate,
@@ -59,7 +60,7 @@ pub struct PostInsightSnapshot {
     pub page: PageId,
     pub post: PostId,
     pub metric: CanonicalMetric,
-    pub graph_metric: Arc<str>,
+    pub graph_metric: &'static str,
     pub breakdown: Arc<str>,
     pub snapshot_day: NaiveDate,
     pub value: f64,

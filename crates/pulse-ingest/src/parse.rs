@@ -28,15 +28,17 @@ pub struct Origin {
     pub fetched_at: DateTime<Utc>,
 }
 
-fn number(v: &serde_json::Number, what: &str) -> Result<f64, ParseError> {
-    v.as_f64().ok_or_else(|| ParseError(format!("{what}: value {v} is not a number")))
+/// `what` names the value in an error; it is only formatted when there is one.
+fn number(v: &serde_json::Number, what: &dyn Fn() -> String) -> Result<f64, ParseError> {
+    v.as_f64().ok_or_else(|| ParseError(format!("{}: value {v} is not a number", what())))
 }
 
 /// Breakdown keys seen in a response, each validated once and shared by every fact that carries it.
 #[derive(Default)]
 struct Keys<'a> {
     empty: Option<Arc<str>>,
-    seen: HashMap<&'a str, Arc<str>>,
+    /// At most a few dozen (Meta's age bands by gender): a scan beats hashing.
+    seen: Vec<(&'a str, Arc<str>)>,
 }
 
 impl<'a> Keys<'a> {
@@ -44,13 +46,19 @@ impl<'a> Keys<'a> {
         self.empty.get_or_insert_with(|| Arc::from("")).clone()
     }
 
-    fn key(&mut self, k: &'a str, what: &dyn Fn() -> String) -> Result<Arc<str>, ParseError> {
-        if let Some(a) = self.seen.get(k) {
+    /// `hint`: where the key was last time (a breakdown's keys come in the same order value after value).
+    fn key(&mut self, k: &'a str, hint: usize, what: &dyn Fn() -> String) -> Result<Arc<str>, ParseError> {
+        if let Some((s, a)) = self.seen.get(hint)
+            && *s == k
+        {
+            return Ok(a.clone());
+        }
+        if let Some((_, a)) = self.seen.iter().find(|(s, _)| *s == k) {
             return Ok(a.clone());
         }
         k.parse::<AgeGenderKey>().map_err(|e| ParseError(format!("{}: {e}", what())))?;
         let a: Arc<str> = Arc::from(k);
-        self.seen.insert(k, a.clone());
+        self.seen.push((k, a.clone()));
         Ok(a)
     }
 
@@ -63,11 +71,11 @@ impl<'a> Keys<'a> {
         mut emit: impl FnMut(Arc<str>, f64),
     ) -> Result<(), ParseError> {
         match value {
-            MetricValue::Number(n) => emit(self.total(), number(n, &what())?),
+            MetricValue::Number(n) => emit(self.total(), number(n, what)?),
             MetricValue::Breakdown(map) => {
-                for (k, v) in map {
-                    let key = self.key(k, what)?;
-                    emit(key, number(v, &what())?);
+                for (i, (k, v)) in map.iter().enumerate() {
+                    let key = self.key(k, i, what)?;
+                    emit(key, number(v, what)?);
                 }
             }
         }
@@ -83,10 +91,22 @@ pub fn page_facts(
     to: NaiveDate,
 ) -> Result<Vec<PageInsightFact>, ParseError> {
     let catalogue = MetricCatalogue::default();
-    let mut out = Vec::with_capacity(body.data.iter().map(|i| i.values.len()).sum());
+    // Sized once: a breakdown value is one fact per key.
+    let cells: usize = body
+        .data
+        .iter()
+        .flat_map(|i| &i.values)
+        .map(|v| match &v.value {
+            MetricValue::Number(_) => 1,
+            MetricValue::Breakdown(map) => map.len(),
+        })
+        .sum();
+    let mut out = Vec::with_capacity(cells);
     let mut keys = Keys::default();
-    // The same end_time strings recur for every metric of a response: parsed once each.
-    let mut ends: HashMap<&str, DateTime<Utc>> = HashMap::new();
+    // The same end_time strings recur for every metric of a response, usually at the same position: each is
+    // parsed (and turned into its Pacific day) once. Which day a value ends on does not depend on its period.
+    let mut by_position: Vec<Option<(&str, NaiveDate)>> = Vec::new();
+    let mut by_text: HashMap<&str, NaiveDate> = HashMap::new();
     for insight in &body.data {
         let graph = catalogue
             .by_graph_name(&insight.name)
@@ -95,20 +115,29 @@ pub fn page_facts(
         if period == Period::Lifetime {
             return Err(ParseError(format!("{}: a page metric with period lifetime", insight.name)));
         }
-        let graph_metric: Arc<str> = Arc::from(insight.name.as_str());
         let what = || format!("{} ({})", insight.name, insight.period);
-        for v in &insight.values {
+        for (j, v) in insight.values.iter().enumerate() {
             let end =
                 v.end_time.as_deref().ok_or_else(|| ParseError(format!("{}: a value without end_time", what())))?;
-            let end = match ends.get(end) {
-                Some(t) => *t,
-                None => {
-                    let t = parse_end_time(end).map_err(|e| ParseError(format!("{}: {e}", what())))?;
-                    ends.insert(end, t);
-                    t
+            let day = match by_position.get(j).copied().flatten() {
+                Some((text, day)) if text == end => day,
+                _ => {
+                    let day = match by_text.get(end) {
+                        Some(day) => *day,
+                        None => {
+                            let t = parse_end_time(end).map_err(|e| ParseError(format!("{}: {e}", what())))?;
+                            let day = covered_days(t, period).map_err(|e| ParseError(format!("{}: {e}", what())))?.last;
+                            by_text.insert(end, day);
+                            day
+                        }
+                    };
+                    if by_position.len() <= j {
+                        by_position.resize(j + 1, None);
+                    }
+                    by_position[j] = Some((end, day));
+                    day
                 }
             };
-            let day = covered_days(end, period).map_err(|e| ParseError(format!("{}: {e}", what())))?.last;
             if day < from || day > to {
                 continue;
             }
@@ -117,7 +146,7 @@ pub fn page_facts(
                     practice: origin.practice.clone(),
                     page: origin.page.clone(),
                     metric: graph.canonical,
-                    graph_metric: graph_metric.clone(),
+                    graph_metric: graph.name,
                     period,
                     day,
                     breakdown,
@@ -177,7 +206,6 @@ pub fn posts(
             let graph = catalogue
                 .by_graph_name(&insight.name)
                 .ok_or_else(|| ParseError(format!("post {}: unexpected metric `{}`", p.id, insight.name)))?;
-            let graph_metric: Arc<str> = Arc::from(insight.name.as_str());
             let what = || insight.name.clone();
             for v in &insight.values {
                 keys.cells(&v.value, &what, |breakdown, value| {
@@ -186,7 +214,7 @@ pub fn posts(
                         page: origin.page.clone(),
                         post: id.clone(),
                         metric: graph.canonical,
-                        graph_metric: graph_metric.clone(),
+                        graph_metric: graph.name,
                         breakdown,
                         snapshot_day,
                         value,

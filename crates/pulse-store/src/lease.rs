@@ -3,8 +3,10 @@
 //!
 //! The lake keeps the current lease per name and changes it under its cross-process write lock. ClickHouse has no
 //! compare-and-set, so there every claim is a row and [`current`] replays them in order: a claim made while another
-//! holder's lease is live is void. Both contenders insert, wait for each other's rows to be visible, replay, and
-//! agree on one winner.
+//! holder's lease is live is void. Both contenders insert, wait for each other's rows to be visible (at least 300 ms,
+//! and three times their own insert's time), replay, wait again and replay again, and agree on one winner. The
+//! guarantee rests on a rival's insert landing within that window and on the contenders' clocks agreeing to well
+//! under it; one scheduler per deployment (as docker-compose runs it) never depends on it.
 
 use chrono::{DateTime, Utc};
 use pulse_domain::Lease;

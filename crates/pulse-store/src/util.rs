@@ -119,6 +119,14 @@ impl<'a> Columns<'a> {
 }
 
 /// Parses a stored string into a domain type, naming the field on failure.
+/// A stored Graph metric name as the catalogue's own string; a name it does not know is refused as invalid data.
+pub fn graph_metric(what: &str, value: &str) -> Result<&'static str> {
+    pulse_domain::graph_metric_name(value).ok_or_else(|| StoreError::Invalid {
+        what: what.to_owned(),
+        reason: format!("graph_metric: `{value}` is not a Graph metric this version knows"),
+    })
+}
+
 pub fn parse_field<T: std::str::FromStr>(what: &str, field: &str, value: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,

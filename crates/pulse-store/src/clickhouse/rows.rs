@@ -8,7 +8,7 @@ use pulse_domain::{
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::util::{day_to_i32, from_micros, i32_to_day, micros, parse_field};
+use crate::util::{day_to_i32, from_micros, graph_metric, i32_to_day, micros, parse_field};
 
 pub(crate) fn ch_date(day: NaiveDate) -> u16 {
     day_to_i32(day).clamp(0, u16::MAX as i32) as u16
@@ -49,7 +49,7 @@ impl<'a> FactRow<'a> {
             practice_code: f.practice.as_str(),
             page_id: f.page.as_str(),
             metric: f.metric.as_str(),
-            graph_metric: &f.graph_metric,
+            graph_metric: f.graph_metric,
             period: f.period.as_str(),
             day: ch_date(f.day),
             breakdown: &f.breakdown,
@@ -83,7 +83,7 @@ impl FactOut {
             practice: parse_field(FACT, "practice_code", &self.practice_code)?,
             page: parse_field(FACT, "page_id", &self.page_id)?,
             metric: parse_field(FACT, "metric", &self.metric)?,
-            graph_metric: self.graph_metric.into(),
+            graph_metric: graph_metric(FACT, &self.graph_metric)?,
             period: parse_field(FACT, "period", &self.period)?,
             day: day(self.day),
             breakdown: self.breakdown.into(),
@@ -177,7 +177,7 @@ impl<'a> SnapshotRow<'a> {
             page_id: s.page.as_str(),
             post_id: s.post.as_str(),
             metric: s.metric.as_str(),
-            graph_metric: &s.graph_metric,
+            graph_metric: s.graph_metric,
             breakdown: &s.breakdown,
             snapshot_day: ch_date(s.snapshot_day),
             value: s.value,
@@ -210,7 +210,7 @@ impl SnapshotOut {
             page: parse_field(W, "page_id", &self.page_id)?,
             post: parse_field(W, "post_id", &self.post_id)?,
             metric: parse_field(W, "metric", &self.metric)?,
-            graph_metric: self.graph_metric.into(),
+            graph_metric: graph_metric(W, &self.graph_metric)?,
             breakdown: self.breakdown.into(),
             snapshot_day: day(self.snapshot_day),
             value: self.value,

@@ -465,9 +465,15 @@ impl Store for ClickHouseStore {
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         let mine = Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now + ttl };
+        let sent = std::time::Instant::now();
         self.insert_rows::<LeaseRow>("leases", std::iter::once(LeaseRow::new(scope.as_str(), &mine))).await?;
-        // A rival's claim stamped before ours is visible once its insert is acknowledged; wait out that window.
-        tokio::time::sleep(LEASE_SETTLE).await;
+        // A rival's claim stamped before ours becomes visible once its insert is acknowledged, which takes about as
+        // long as ours did: wait out that window (at least LEASE_SETTLE, three times our insert under load), replay,
+        // then wait and replay once more so every contender decides on the same, settled set of claims.
+        let settle = LEASE_SETTLE.max(sent.elapsed() * 3);
+        tokio::time::sleep(settle).await;
+        self.lease_in_force(scope, name).await?;
+        tokio::time::sleep(settle).await;
         match self.lease_in_force(scope, name).await? {
             Some(held) if held.holder == holder => Ok(LeaseOutcome::Acquired(held)),
             Some(held) => Ok(LeaseOutcome::HeldBy(held)),

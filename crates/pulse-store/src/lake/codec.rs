@@ -7,7 +7,7 @@ use pulse_domain::{
     PracticeCode, StateEvent,
 };
 
-use crate::util::{BatchBuilder, Columns, from_micros, i32_to_day, micros, parse_field};
+use crate::util::{BatchBuilder, Columns, from_micros, graph_metric, i32_to_day, micros, parse_field};
 use crate::{Result, StoreError};
 
 /// A record kept in a lake dataset.
@@ -62,7 +62,7 @@ impl LakeRecord for PageInsightFact {
             .str("practice_code", rows.iter().map(|r| r.practice.as_str()))
             .str("page_id", rows.iter().map(|r| r.page.as_str()))
             .str("metric", rows.iter().map(|r| r.metric.as_str()))
-            .str("graph_metric", rows.iter().map(|r| &*r.graph_metric))
+            .str("graph_metric", rows.iter().map(|r| r.graph_metric))
             .str("period", rows.iter().map(|r| r.period.as_str()))
             .date("day", rows.iter().map(|r| r.day))
             .str("breakdown", rows.iter().map(|r| &*r.breakdown))
@@ -89,7 +89,7 @@ impl LakeRecord for PageInsightFact {
                     practice: parse_field::<PracticeCode>(W, "practice_code", practice.value(i))?,
                     page: parse_field::<PageId>(W, "page_id", page.value(i))?,
                     metric: parse_field(W, "metric", metric.value(i))?,
-                    graph_metric: graph.value(i).into(),
+                    graph_metric: graph_metric(W, graph.value(i))?,
                     period: parse_field(W, "period", period.value(i))?,
                     day: i32_to_day(day.value(i)),
                     breakdown: breakdown.value(i).into(),
@@ -180,7 +180,7 @@ impl LakeRecord for PostInsightSnapshot {
             .str("page_id", rows.iter().map(|r| r.page.as_str()))
             .str("post_id", rows.iter().map(|r| r.post.as_str()))
             .str("metric", rows.iter().map(|r| r.metric.as_str()))
-            .str("graph_metric", rows.iter().map(|r| &*r.graph_metric))
+            .str("graph_metric", rows.iter().map(|r| r.graph_metric))
             .str("breakdown", rows.iter().map(|r| &*r.breakdown))
             .date("snapshot_day", rows.iter().map(|r| r.snapshot_day))
             .f64("value", rows.iter().map(|r| r.value))
@@ -207,7 +207,7 @@ impl LakeRecord for PostInsightSnapshot {
                     page: parse_field(W, "page_id", page.value(i))?,
                     post: parse_field(W, "post_id", post.value(i))?,
                     metric: parse_field(W, "metric", metric.value(i))?,
-                    graph_metric: graph.value(i).into(),
+                    graph_metric: graph_metric(W, graph.value(i))?,
                     breakdown: breakdown.value(i).into(),
                     snapshot_day: i32_to_day(day.value(i)),
                     value: value.value(i),
