@@ -21,6 +21,7 @@ use crate::overview;
 use crate::query::Directory;
 use crate::report::{self, Kind, ReportQuery, RunInfo};
 use crate::text::{effect_words, thousands};
+use pulse_pipelines::reach::median;
 
 /// A count of people as a digest may show it: fewer than 8 withheld, others rounded to 5.
 pub fn people(v: Option<f64>) -> String {
@@ -397,12 +398,8 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         alerts,
         anomalies,
         complete,
-        run: ov_run(&reach),
+        run: reach.run.clone(),
     })
-}
-
-fn ov_run(answer: &report::ReportAnswer) -> Option<RunInfo> {
-    answer.run.clone()
 }
 
 fn day_number(d: NaiveDate) -> i32 {
@@ -411,19 +408,6 @@ fn day_number(d: NaiveDate) -> i32 {
 
 fn from_day(n: i32) -> NaiveDate {
     pulse_domain::from_day_number(n)
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Where the digest's links point.

@@ -142,20 +142,12 @@ pub fn token(config: &Config, list: &str, recipient: &str) -> AppResult<String> 
 /// The recipient's unsubscribe link.
 pub fn unsubscribe_link(config: &Config, list: &str, recipient: &str) -> AppResult<String> {
     let token = token(config, list, recipient)?;
-    let q: String = form_urlencoded_pairs(&[("list", list), ("email", recipient), ("token", &token)]);
+    let q = form_urlencoded::Serializer::new(String::new())
+        .append_pair("list", list)
+        .append_pair("email", recipient)
+        .append_pair("token", &token)
+        .finish();
     Ok(format!("{}/unsubscribe?{q}", config.digest.dashboard_url.trim_end_matches('/')))
-}
-
-fn form_urlencoded_pairs(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    pairs.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect::<Vec<_>>().join("&")
 }
 
 /// Takes `recipient` off `list` when `token` is the one their digest carried. Idempotent.

@@ -60,32 +60,11 @@ fn report(config: &Path, args: &[&str]) -> Vec<BTreeMap<String, String>> {
     all.extend(["--config", config.to_str().unwrap(), "--format", "csv"]);
     let out = pulse(&all);
     assert!(out.status.success(), "{}", text(&out));
-    let mut rdr = csv_rows(&String::from_utf8_lossy(&out.stdout));
-    std::mem::take(&mut rdr)
-}
-
-fn csv_rows(s: &str) -> Vec<BTreeMap<String, String>> {
-    // Minimal CSV: quoted fields may hold commas (no embedded newlines in these reports).
-    let split = |line: &str| -> Vec<String> {
-        let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-        let mut chars = line.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' if quoted && chars.peek() == Some(&'"') => {
-                    cur.push('"');
-                    chars.next();
-                }
-                '"' => quoted = !quoted,
-                ',' if !quoted => out.push(std::mem::take(&mut cur)),
-                c => cur.push(c),
-            }
-        }
-        out.push(cur);
-        out
-    };
-    let mut lines = s.lines();
-    let header = lines.next().map(split).unwrap_or_default();
-    lines.map(|l| header.iter().cloned().zip(split(l)).collect()).collect()
+    let mut rdr = csv::Reader::from_reader(out.stdout.as_slice());
+    let header = rdr.headers().unwrap().clone();
+    rdr.records()
+        .map(|r| header.iter().map(str::to_owned).zip(r.unwrap().iter().map(str::to_owned)).collect())
+        .collect()
 }
 
 /// As the digest shows a count: rounded to 5, with thousands separators.
