@@ -460,7 +460,15 @@ impl Store for ClickHouseStore {
             && held.holder != holder
             && lease::live(&held, Utc::now())
         {
-            return Ok(LeaseOutcome::HeldBy(held));
+            // Held, as far as the visible claims say; a rival's earlier claim may still be landing and void this
+            // one, so report the holder once the claims have settled.
+            tokio::time::sleep(LEASE_SETTLE).await;
+            if let Some(held) = self.lease_in_force(scope, name).await?
+                && held.holder != holder
+                && lease::live(&held, Utc::now())
+            {
+                return Ok(LeaseOutcome::HeldBy(held));
+            }
         }
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
