@@ -9,8 +9,9 @@ use crate::open;
 
 /// The DDL this build would apply, rendered for the configured topology: migrations, then per-tenant views.
 pub fn plan_sql(config: &Config) -> String {
-    let topology = match config.store.clickhouse.as_ref().and_then(|c| c.cluster.clone()).filter(|c| !c.is_empty()) {
-        Some(name) => Topology::Cluster { name },
+    let clickhouse = config.store.clickhouse.as_ref();
+    let topology = match clickhouse.and_then(|c| c.cluster.clone()).filter(|c| !c.is_empty()) {
+        Some(name) => Topology::Cluster { name, database: clickhouse.map(|c| c.database.clone()).unwrap_or_default() },
         None => Topology::Single,
     };
     let mut out = String::new();

@@ -9,6 +9,17 @@ pub enum StoreError {
          password in [store.clickhouse] are right (try `curl {url}/ping`)"
     )]
     Unreachable { url: String, reason: String },
+    #[error(
+        "no replica of {shard} of ClickHouse cluster `{cluster}` answered (asked through {via}): {reason}; that shard \
+         holds this tenant's rows, so nothing was written past the last acknowledged batch. Start a replica of it \
+         (`SELECT * FROM system.clusters WHERE cluster = '{cluster}'` lists them) and run again"
+    )]
+    ShardUnreachable { cluster: String, shard: String, via: String, reason: String },
+    #[error(
+        "cluster `{cluster}` named in [store.clickhouse] is not defined on ClickHouse at {url} (it defines: {known}); \
+         add it to the server's <remote_servers>, or set cluster to one of those"
+    )]
+    UnknownCluster { url: String, cluster: String, known: String },
     #[error("ClickHouse at {url} refused `{statement}`: {reason}")]
     Query { url: String, statement: String, reason: String },
     #[error(
@@ -41,7 +52,7 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying the same call later may succeed (the ingester backs off on these).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. } | StoreError::Io { .. })
+        matches!(self, StoreError::Unreachable { .. } | StoreError::ShardUnreachable { .. } | StoreError::Io { .. })
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -90,32 +90,41 @@ pub fn checksum(sql: &str) -> String {
 pub enum Topology {
     #[default]
     Single,
-    Cluster {
-        name: String,
-    },
+    /// Every name in the DDL is qualified with `database`: a distributed DDL query runs on each host in that
+    /// host's default database, not the one the client chose.
+    Cluster { name: String, database: String },
 }
 
 const MARKER: &str = "/*ON_CLUSTER*/";
 
 /// Renders one statement for `topology`. On one server the statement is unchanged. On a cluster, a MergeTree-family
-/// table `t` becomes a Replicated `t_local` on every node plus a Distributed `t` sharded by `tenant_id`.
+/// table `t` becomes a Replicated `t_local` on every node plus a Distributed `t` sharded by `tenant_id`, and every
+/// table and view name is qualified with the database.
 pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
-    let Topology::Cluster { name: cluster } = topology else {
+    let Topology::Cluster { name: cluster, database } = topology else {
         return vec![statement.to_owned()];
     };
+    let db = format!("`{database}`.");
     let on_cluster = format!("ON CLUSTER `{cluster}`");
-    // A column added to a table is added to its replicated local table and to the Distributed table over it.
+    let finish = |s: &str| qualify(&s.replace(MARKER, &on_cluster), &db);
+    // A column added to a table is added to its replicated local table; the Distributed table over it holds no
+    // rows (inserts are synchronous), and a cluster with replicated shards refuses ALTER ON CLUSTER for it, so it is
+    // created again over the altered local table. (Every altered table is a tenant table, sharded by tenant.)
     if let Some(rest) = statement.strip_prefix("ALTER TABLE ")
         && let Some(table) = rest.split_whitespace().next()
     {
         let local = statement.replacen(&format!("ALTER TABLE {table} "), &format!("ALTER TABLE {table}_local "), 1);
-        return vec![local.replace(MARKER, &on_cluster), statement.replace(MARKER, &on_cluster)];
+        return vec![
+            finish(&local),
+            format!("DROP TABLE IF EXISTS {db}{table} {on_cluster}"),
+            distributed(&db, table, &on_cluster, cluster, database, "cityHash64(tenant_id)"),
+        ];
     }
     let Some(table) = created_table(statement) else {
-        return vec![statement.replace(MARKER, &on_cluster)];
+        return vec![finish(statement)];
     };
     let Some(engine_at) = statement.find("ENGINE = ") else {
-        return vec![statement.replace(MARKER, &on_cluster)];
+        return vec![finish(statement)];
     };
     let local = format!("{table}_local");
     let path = format!("'/clickhouse/tables/{{shard}}/{{database}}/{local}', '{{replica}}'");
@@ -127,15 +136,26 @@ pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
     } else {
         engine_rest.to_owned()
     };
-    let head =
-        statement[..engine_at].replacen(&format!(" {table} "), &format!(" {local} "), 1).replace(MARKER, &on_cluster);
+    let head = finish(&statement[..engine_at].replacen(&format!(" {table} "), &format!(" {local} "), 1));
     let sharding = if statement.contains("tenant_id String") { "cityHash64(tenant_id)" } else { "rand()" };
-    vec![
-        format!("{head}ENGINE = {replicated}"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {table} {on_cluster} AS {local} ENGINE = Distributed(`{cluster}`, currentDatabase(), {local}, {sharding})"
-        ),
-    ]
+    vec![format!("{head}ENGINE = {replicated}"), distributed(&db, table, &on_cluster, cluster, database, sharding)]
+}
+
+fn distributed(db: &str, table: &str, on_cluster: &str, cluster: &str, database: &str, sharding: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}{table} {on_cluster} AS {db}{table}_local ENGINE = Distributed(`{cluster}`, `{database}`, {table}_local, {sharding})"
+    )
+}
+
+/// Qualifies the created, altered or viewed names of a statement with `db` (`` `name`. ``).
+fn qualify(statement: &str, db: &str) -> String {
+    let mut out = statement.to_owned();
+    for prefix in ["CREATE TABLE IF NOT EXISTS ", "CREATE VIEW IF NOT EXISTS ", "ALTER TABLE "] {
+        if let Some(rest) = out.strip_prefix(prefix) {
+            out = format!("{prefix}{db}{rest}");
+        }
+    }
+    out.replace("FROM ", &format!("FROM {db}"))
 }
 
 fn created_table(statement: &str) -> Option<&str> {
@@ -197,11 +217,15 @@ mod tests {
 
     #[test]
     fn cluster_rendering_replicates_and_distributes_by_tenant() {
-        let cluster = Topology::Cluster { name: "pulse".into() };
+        let cluster = Topology::Cluster { name: "pulse".into(), database: "pulse_db".into() };
         let facts = &statements(MIGRATIONS[0].sql)[0];
         let out = render(facts, &cluster);
         assert_eq!(out.len(), 2);
-        assert!(out[0].starts_with("CREATE TABLE IF NOT EXISTS page_insights_local ON CLUSTER `pulse`"), "{}", out[0]);
+        assert!(
+            out[0].starts_with("CREATE TABLE IF NOT EXISTS `pulse_db`.page_insights_local ON CLUSTER `pulse`"),
+            "{}",
+            out[0]
+        );
         assert!(
             out[0].contains(
                 "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/page_insights_local', '{replica}', version)"
@@ -212,7 +236,7 @@ mod tests {
         assert!(out[0].contains("ORDER BY (tenant_id, metric, period, day, page_id, breakdown)"));
         assert_eq!(
             out[1],
-            "CREATE TABLE IF NOT EXISTS page_insights ON CLUSTER `pulse` AS page_insights_local ENGINE = Distributed(`pulse`, currentDatabase(), page_insights_local, cityHash64(tenant_id))"
+            "CREATE TABLE IF NOT EXISTS `pulse_db`.page_insights ON CLUSTER `pulse` AS `pulse_db`.page_insights_local ENGINE = Distributed(`pulse`, `pulse_db`, page_insights_local, cityHash64(tenant_id))"
         );
         let migrations_table = &statements(SCHEMA_MIGRATIONS)[0];
         let out = render(migrations_table, &cluster);
@@ -223,13 +247,15 @@ mod tests {
         let view = &statements(MIGRATIONS[2].sql)[0];
         let out = render(view, &cluster);
         assert_eq!(out.len(), 1);
-        assert!(out[0].starts_with("CREATE VIEW IF NOT EXISTS page_insights_latest ON CLUSTER `pulse` AS"));
+        assert!(out[0].starts_with("CREATE VIEW IF NOT EXISTS `pulse_db`.page_insights_latest ON CLUSTER `pulse` AS"));
+        assert!(out[0].ends_with("FROM `pulse_db`.page_insights FINAL"), "{}", out[0]);
         let alter = &statements(MIGRATIONS[4].sql)[0];
         assert_eq!(
             render(alter, &cluster),
             vec![
-                "ALTER TABLE report_campaign_uplift_local ON CLUSTER `pulse` ADD COLUMN interval_level Nullable(Float64) AFTER effect_hi",
-                "ALTER TABLE report_campaign_uplift ON CLUSTER `pulse` ADD COLUMN interval_level Nullable(Float64) AFTER effect_hi",
+                "ALTER TABLE `pulse_db`.report_campaign_uplift_local ON CLUSTER `pulse` ADD COLUMN interval_level Nullable(Float64) AFTER effect_hi",
+                "DROP TABLE IF EXISTS `pulse_db`.report_campaign_uplift ON CLUSTER `pulse`",
+                "CREATE TABLE IF NOT EXISTS `pulse_db`.report_campaign_uplift ON CLUSTER `pulse` AS `pulse_db`.report_campaign_uplift_local ENGINE = Distributed(`pulse`, `pulse_db`, report_campaign_uplift_local, cityHash64(tenant_id))",
             ]
         );
     }

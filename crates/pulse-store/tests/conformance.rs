@@ -7,6 +7,9 @@
 
 use std::sync::Arc;
 
+#[path = "support/cluster.rs"]
+mod cluster;
+
 use arrow::array::{Date32Array, Float64Array, StringArray, UInt32Array};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
@@ -445,6 +448,19 @@ macro_rules! conformance {
                     let Some(db) = super::TestDatabase::create().await else { return };
                     super::$name(&db.store).await;
                     db.drop().await;
+                }
+            )*
+        }
+        /// The same suite on a real cluster (2 shards x 2 replicas, ZooKeeper): DDL ON CLUSTER, Replicated local
+        /// tables behind Distributed ones, synchronous inserts, one tenant's reads on its shard.
+        mod clickhouse_cluster_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(cluster) = super::cluster::LocalCluster::from_env() else { return };
+                    let (store, name) = cluster.fresh("pulse_conf").await;
+                    super::$name(&store).await;
+                    cluster.drop_database(&name);
                 }
             )*
         }

@@ -4,6 +4,7 @@
 //! read with FINAL, so an identity written twice reads back once. The SQL lives in `sql/` and is checked on old and
 //! current ClickHouse by CI.
 
+pub mod cluster;
 mod rows;
 mod store;
 

@@ -16,6 +16,7 @@ use pulse_domain::{
 use serde::ser::SerializeTuple;
 use tokio::sync::OnceCell;
 
+use super::cluster::{CLUSTER_ROWS, ClusterRow, Layout, Shard};
 use super::rows::*;
 use crate::lease;
 use crate::migrations::{self, Topology, queries};
@@ -55,6 +56,10 @@ pub struct ClickHouseStore {
     server: Client,
     settings: Arc<ClickHouseSettings>,
     schema_checked: Arc<OnceCell<()>>,
+    /// On a cluster: its shards, read once from `system.clusters`.
+    layout: Arc<OnceCell<Layout>>,
+    /// On a cluster: each tenant's sharding key, `cityHash64(tenant_id)` as the server computes it.
+    tenant_keys: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 /// Days outside every range we store, for unbounded filters (ClickHouse 18.16's Date ends in 2105).
@@ -86,22 +91,114 @@ impl ClickHouseStore {
         if let Some(password) = &settings.password {
             server = server.with_password(password);
         }
+        if settings.cluster.as_deref().is_some_and(|c| !c.is_empty()) {
+            // An insert returns once the rows are on their shard (the ingester's checkpoint follows the ack), and
+            // reads and writes go to the first live replica of a shard in the definition's order, so a read sees
+            // the writes before it. A report's slice pointer and its rows are on the same shard (both sharded by
+            // tenant), so the pointer subquery may read the shard's local table.
+            server = server
+                .with_setting("insert_distributed_sync", "1")
+                .with_setting("load_balancing", "in_order")
+                .with_setting("distributed_product_mode", "local");
+        }
         let client = server.clone().with_database(&settings.database);
-        Self { client, server, settings: Arc::new(settings), schema_checked: Arc::new(OnceCell::new()) }
+        Self {
+            client,
+            server,
+            settings: Arc::new(settings),
+            schema_checked: Arc::new(OnceCell::new()),
+            layout: Arc::new(OnceCell::new()),
+            tenant_keys: Arc::default(),
+        }
     }
 
     pub fn database(&self) -> &str {
         &self.settings.database
     }
 
+    fn cluster_name(&self) -> Option<&str> {
+        self.settings.cluster.as_deref().filter(|c| !c.is_empty())
+    }
+
     fn topology(&self) -> Topology {
-        match self.settings.cluster.as_deref().filter(|c| !c.is_empty()) {
-            Some(name) => Topology::Cluster { name: name.to_owned() },
+        match self.cluster_name() {
+            Some(name) => Topology::Cluster { name: name.to_owned(), database: self.settings.database.clone() },
             None => Topology::Single,
         }
     }
 
+    /// The cluster's shards, read from the server once (`None` on a single server).
+    pub async fn layout(&self) -> Result<Option<&Layout>> {
+        let Some(name) = self.cluster_name() else { return Ok(None) };
+        self.layout
+            .get_or_try_init(|| async {
+                let rows = self
+                    .server
+                    .query(CLUSTER_ROWS)
+                    .bind(name)
+                    .fetch_all::<ClusterRow>()
+                    .await
+                    .map_err(|e| self.error(CLUSTER_ROWS, e))?;
+                match Layout::from_rows(name, rows) {
+                    Some(layout) => Ok(layout),
+                    None => {
+                        let sql = "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster";
+                        let known: Vec<String> =
+                            self.server.query(sql).fetch_all().await.map_err(|e| self.error(sql, e))?;
+                        Err(StoreError::UnknownCluster {
+                            url: self.settings.url.clone(),
+                            cluster: name.to_owned(),
+                            known: if known.is_empty() { "none".into() } else { known.join(", ") },
+                        })
+                    }
+                }
+            })
+            .await
+            .map(Some)
+    }
+
+    /// The shard that holds `tenant`'s rows (`None` on a single server).
+    pub async fn shard_of(&self, tenant: &str) -> Result<Option<Shard>> {
+        let Some(layout) = self.layout().await? else { return Ok(None) };
+        let cached = self.tenant_keys.lock().unwrap_or_else(|p| p.into_inner()).get(tenant).copied();
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let sql = "SELECT cityHash64(?)";
+                let key: u64 = self.server.query(sql).bind(tenant).fetch_one().await.map_err(|e| self.error(sql, e))?;
+                self.tenant_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_owned(), key);
+                key
+            }
+        };
+        Ok(Some(layout.shard_for(key).clone()))
+    }
+
+    /// Whether one tenant's reads go to its shard alone. They do unless a password is configured: `remote()` would
+    /// need it written into the SQL (and so into the server's query log), so with a password reads go through the
+    /// Distributed tables to every shard instead (same rows, more work).
+    fn routes_reads(&self) -> bool {
+        self.cluster_name().is_some() && self.settings.password.is_none()
+    }
+
+    /// `sql` with its `FROM <table>` pointed at `tenant`'s shard on a cluster (`remote()` over the shard's replicas
+    /// and local table), and the shard, for errors. On a single server, the SQL as it is.
+    async fn for_tenant(&self, sql: &str, tenant: &str, table: &str) -> Result<(String, Option<Shard>)> {
+        let shard = self.shard_of(tenant).await?;
+        let Some(on) = shard.as_ref().filter(|_| self.routes_reads()) else {
+            return Ok((sql.to_owned(), shard));
+        };
+        let db = &self.settings.database;
+        let source = format!("remote('{}', `{db}`, {table}_local)", on.remote_addresses());
+        Ok((sql.replacen(&format!("FROM {table}"), &format!("FROM {source}"), 1), shard))
+    }
+
     fn error(&self, statement: &str, e: clickhouse::error::Error) -> StoreError {
+        self.error_on(None, statement, e)
+    }
+
+    /// As [`Self::error`], for a statement that reads or writes one tenant's shard: on a cluster, every replica of
+    /// that shard failing is named as such.
+    fn error_on(&self, shard: Option<&Shard>, statement: &str, e: clickhouse::error::Error) -> StoreError {
         let url = self.settings.url.clone();
         let statement: String = statement.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
         match e {
@@ -110,6 +207,18 @@ impl ClickHouseStore {
             }
             other => {
                 let reason = other.to_string();
+                // 279 ALL_CONNECTION_TRIES_FAILED, 210 NETWORK_ERROR, 209 SOCKET_TIMEOUT: the server we talk to is
+                // up, but it could not reach a replica of a shard the statement needs.
+                if let Some(cluster) = self.cluster_name()
+                    && ["Code: 279", "Code: 210", "Code: 209"].iter().any(|c| reason.contains(c))
+                {
+                    return StoreError::ShardUnreachable {
+                        cluster: cluster.to_owned(),
+                        shard: shard.map_or_else(|| "a shard".to_owned(), Shard::describe),
+                        via: url,
+                        reason,
+                    };
+                }
                 if reason.contains("Code: 81") || reason.contains("UNKNOWN_DATABASE") {
                     return StoreError::NotMigrated {
                         database: self.settings.database.clone(),
@@ -167,20 +276,39 @@ impl ClickHouseStore {
     /// Inserts rows of row type `R` (named with `'static`; the rows themselves may borrow) in one INSERT.
     async fn insert_rows<'r, R: clickhouse::RowWrite + 'static>(
         &self,
+        tenant: &str,
         table: &str,
         rows: impl Iterator<Item = R::Value<'r>>,
     ) -> Result<usize> {
         self.ready().await?;
+        let shard = self.shard_of(tenant).await?;
+        let shard = shard.as_ref();
         let statement = format!("INSERT INTO {table}");
-        let mut insert = self.client.insert::<R>(table).await.map_err(|e| self.error(&statement, e))?;
+        let mut insert = self.client.insert::<R>(table).await.map_err(|e| self.error_on(shard, &statement, e))?;
         let mut n = 0;
         for row in rows {
-            insert.write(&row).await.map_err(|e| self.error(&statement, e))?;
+            insert.write(&row).await.map_err(|e| self.error_on(shard, &statement, e))?;
             n += 1;
         }
-        // `end` returns once the server has acknowledged the whole insert.
-        insert.end().await.map_err(|e| self.error(&statement, e))?;
+        // `end` returns once the server has acknowledged the whole insert (on a cluster: once it is on the shard).
+        insert.end().await.map_err(|e| self.error_on(shard, &statement, e))?;
         Ok(n)
+    }
+
+    /// Runs a named query that reads one tenant's rows of `table`, on its shard alone where the store routes reads.
+    async fn fetch_tenant<T>(
+        &self,
+        tenant: &str,
+        table: &str,
+        sql: &str,
+        bind: impl FnOnce(clickhouse::query::Query) -> clickhouse::query::Query,
+    ) -> Result<Vec<T>>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.ready().await?;
+        let (sql, shard) = self.for_tenant(sql, tenant, table).await?;
+        bind(self.client.query(&sql)).fetch_all::<T>().await.map_err(|e| self.error_on(shard.as_ref(), &sql, e))
     }
 }
 
@@ -190,17 +318,12 @@ const LEASE_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 impl ClickHouseStore {
     /// The lease in force for `name`, replayed from the last day's claims (leases are minutes long).
     async fn lease_in_force(&self, scope: &TenantScope, name: &str) -> Result<Option<Lease>> {
-        self.ready().await?;
         let since = (Utc::now() - chrono::Duration::days(1)).timestamp_micros().max(0) as u64;
-        let claims = self
-            .client
-            .query(queries::READ_LEASE)
-            .bind(scope.as_str())
-            .bind(name)
-            .bind(since)
-            .fetch_all::<LeaseOut>()
-            .await
-            .map_err(|e| self.error(queries::READ_LEASE, e))?;
+        let claims: Vec<LeaseOut> = self
+            .fetch_tenant(scope.as_str(), "leases", queries::READ_LEASE, |q| {
+                q.bind(scope.as_str()).bind(name).bind(since)
+            })
+            .await?;
         let claims: Vec<Lease> = claims.into_iter().map(|c| c.into_lease(name)).collect();
         Ok(lease::current(&claims))
     }
@@ -208,14 +331,19 @@ impl ClickHouseStore {
 
 impl Store for ClickHouseStore {
     fn describe(&self) -> String {
-        format!("ClickHouse {} database `{}`", self.settings.url, self.settings.database)
+        match self.cluster_name() {
+            Some(c) => {
+                format!("ClickHouse cluster `{c}` via {} database `{}`", self.settings.url, self.settings.database)
+            }
+            None => format!("ClickHouse {} database `{}`", self.settings.url, self.settings.database),
+        }
     }
 
     async fn migrate(&self) -> Result<MigrationReport> {
         let topology = self.topology();
         let on_cluster = match &topology {
             Topology::Single => String::new(),
-            Topology::Cluster { name } => format!(" ON CLUSTER `{name}`"),
+            Topology::Cluster { name, .. } => format!(" ON CLUSTER `{name}`"),
         };
         // The database name was validated as [A-Za-z0-9_]+ by the config, so it is safe as an identifier.
         let db = &self.settings.database;
@@ -275,13 +403,12 @@ impl Store for ClickHouseStore {
     async fn write_page_insights(&self, scope: &WriteScope, facts: &[PageInsightFact]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
-            .insert_rows::<FactRow<'static>>("page_insights", facts.iter().map(|f| FactRow::new(tenant, f)))
+            .insert_rows::<FactRow<'static>>(tenant, "page_insights", facts.iter().map(|f| FactRow::new(tenant, f)))
             .await?;
         Ok(WriteAck { rows })
     }
 
     async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
-        self.ready().await?;
         let metrics: Vec<&str> = if filter.metrics.is_empty() {
             CanonicalMetric::ALL.iter().map(|m| m.as_str()).collect()
         } else {
@@ -294,47 +421,44 @@ impl Store for ClickHouseStore {
         };
         let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
         let pages: Vec<&str> = filter.pages.iter().map(|p| p.as_str()).collect();
-        let rows = self
-            .client
-            .query(queries::READ_PAGE_INSIGHTS)
-            .bind(scope.as_str())
-            .bind(InList(metrics))
-            .bind(InList(periods))
-            .bind(day_param(filter.from, MIN_DAY))
-            .bind(day_param(filter.to, MAX_DAY))
-            .bind(u8::from(!practices.is_empty()))
-            .bind(InList(practices))
-            .bind(u8::from(!pages.is_empty()))
-            .bind(InList(pages))
-            .fetch_all::<FactOut>()
-            .await
-            .map_err(|e| self.error(queries::READ_PAGE_INSIGHTS, e))?;
+        let rows: Vec<FactOut> = self
+            .fetch_tenant(scope.as_str(), "page_insights", queries::READ_PAGE_INSIGHTS, |q| {
+                q.bind(scope.as_str())
+                    .bind(InList(metrics))
+                    .bind(InList(periods))
+                    .bind(day_param(filter.from, MIN_DAY))
+                    .bind(day_param(filter.to, MAX_DAY))
+                    .bind(u8::from(!practices.is_empty()))
+                    .bind(InList(practices))
+                    .bind(u8::from(!pages.is_empty()))
+                    .bind(InList(pages))
+            })
+            .await?;
         rows.into_iter().map(FactOut::into_fact).collect()
     }
 
     async fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> Result<WriteAck> {
         let tenant = scope.as_str();
-        let rows = self.insert_rows::<PostRow<'static>>("posts", posts.iter().map(|p| PostRow::new(tenant, p))).await?;
+        let rows = self
+            .insert_rows::<PostRow<'static>>(tenant, "posts", posts.iter().map(|p| PostRow::new(tenant, p)))
+            .await?;
         Ok(WriteAck { rows })
     }
 
     async fn read_posts(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<Post>> {
-        self.ready().await?;
         let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
         // created_time is UTC in the table; widen by a day each side and filter exactly below.
         let from = filter.from.map(|d| d - chrono::Duration::days(1));
         let to = filter.to.map(|d| d + chrono::Duration::days(1));
-        let rows = self
-            .client
-            .query(queries::READ_POSTS)
-            .bind(scope.as_str())
-            .bind(day_param(from, MIN_DAY))
-            .bind(day_param(to, MAX_DAY))
-            .bind(u8::from(!practices.is_empty()))
-            .bind(InList(practices))
-            .fetch_all::<PostOut>()
-            .await
-            .map_err(|e| self.error(queries::READ_POSTS, e))?;
+        let rows: Vec<PostOut> = self
+            .fetch_tenant(scope.as_str(), "posts", queries::READ_POSTS, |q| {
+                q.bind(scope.as_str())
+                    .bind(day_param(from, MIN_DAY))
+                    .bind(day_param(to, MAX_DAY))
+                    .bind(u8::from(!practices.is_empty()))
+                    .bind(InList(practices))
+            })
+            .await?;
         let mut posts = rows.into_iter().map(PostOut::into_post).collect::<Result<Vec<_>>>()?;
         posts.retain(|p| filter.day_matches(p.created_time.date_naive()));
         Ok(posts)
@@ -343,25 +467,26 @@ impl Store for ClickHouseStore {
     async fn write_post_snapshots(&self, scope: &WriteScope, snapshots: &[PostInsightSnapshot]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
-            .insert_rows::<SnapshotRow<'static>>("post_insights", snapshots.iter().map(|s| SnapshotRow::new(tenant, s)))
+            .insert_rows::<SnapshotRow<'static>>(
+                tenant,
+                "post_insights",
+                snapshots.iter().map(|s| SnapshotRow::new(tenant, s)),
+            )
             .await?;
         Ok(WriteAck { rows })
     }
 
     async fn read_post_snapshots(&self, scope: &TenantScope, filter: &PostFilter) -> Result<Vec<PostInsightSnapshot>> {
-        self.ready().await?;
         let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
-        let rows = self
-            .client
-            .query(queries::READ_POST_INSIGHTS)
-            .bind(scope.as_str())
-            .bind(day_param(filter.from, MIN_DAY))
-            .bind(day_param(filter.to, MAX_DAY))
-            .bind(u8::from(!practices.is_empty()))
-            .bind(InList(practices))
-            .fetch_all::<SnapshotOut>()
-            .await
-            .map_err(|e| self.error(queries::READ_POST_INSIGHTS, e))?;
+        let rows: Vec<SnapshotOut> = self
+            .fetch_tenant(scope.as_str(), "post_insights", queries::READ_POST_INSIGHTS, |q| {
+                q.bind(scope.as_str())
+                    .bind(day_param(filter.from, MIN_DAY))
+                    .bind(day_param(filter.to, MAX_DAY))
+                    .bind(u8::from(!practices.is_empty()))
+                    .bind(InList(practices))
+            })
+            .await?;
         rows.into_iter().map(SnapshotOut::into_snapshot).collect()
     }
 
@@ -369,6 +494,7 @@ impl Store for ClickHouseStore {
         let tenant = scope.as_str();
         let rows = self
             .insert_rows::<CheckpointRow<'static>>(
+                tenant,
                 "ingest_checkpoints",
                 checkpoints.iter().map(|c| CheckpointRow::new(tenant, c)),
             )
@@ -377,74 +503,53 @@ impl Store for ClickHouseStore {
     }
 
     async fn load_checkpoints(&self, scope: &TenantScope) -> Result<Vec<Checkpoint>> {
-        self.ready().await?;
-        let rows = self
-            .client
-            .query(queries::READ_CHECKPOINTS)
-            .bind(scope.as_str())
-            .fetch_all::<CheckpointOut>()
-            .await
-            .map_err(|e| self.error(queries::READ_CHECKPOINTS, e))?;
+        let rows: Vec<CheckpointOut> = self
+            .fetch_tenant(scope.as_str(), "ingest_checkpoints", queries::READ_CHECKPOINTS, |q| q.bind(scope.as_str()))
+            .await?;
         rows.into_iter().map(CheckpointOut::into_checkpoint).collect()
     }
 
     async fn record_run(&self, scope: &WriteScope, records: &[IngestRunRecord]) -> Result<WriteAck> {
         let tenant = scope.as_str();
-        let rows =
-            self.insert_rows::<RunRow<'static>>("ingest_runs", records.iter().map(|r| RunRow::new(tenant, r))).await?;
+        let rows = self
+            .insert_rows::<RunRow<'static>>(tenant, "ingest_runs", records.iter().map(|r| RunRow::new(tenant, r)))
+            .await?;
         Ok(WriteAck { rows })
     }
 
     async fn read_runs(&self, scope: &TenantScope) -> Result<Vec<IngestRunRecord>> {
-        self.ready().await?;
-        let rows = self
-            .client
-            .query(queries::READ_RUNS)
-            .bind(scope.as_str())
-            .fetch_all::<RunOut>()
-            .await
-            .map_err(|e| self.error(queries::READ_RUNS, e))?;
+        let rows: Vec<RunOut> =
+            self.fetch_tenant(scope.as_str(), "ingest_runs", queries::READ_RUNS, |q| q.bind(scope.as_str())).await?;
         rows.into_iter().map(RunOut::into_run).collect()
     }
 
     async fn append_export_audit(&self, scope: &WriteScope, record: &ExportAuditRecord) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
-            .insert_rows::<AuditRow<'static>>("export_audit", std::iter::once(AuditRow::new(tenant, record)))
+            .insert_rows::<AuditRow<'static>>(tenant, "export_audit", std::iter::once(AuditRow::new(tenant, record)))
             .await?;
         Ok(WriteAck { rows })
     }
 
     async fn read_export_audit(&self, scope: &TenantScope) -> Result<Vec<ExportAuditRecord>> {
-        self.ready().await?;
-        let rows = self
-            .client
-            .query(queries::READ_EXPORT_AUDIT)
-            .bind(scope.as_str())
-            .fetch_all::<AuditOut>()
-            .await
-            .map_err(|e| self.error(queries::READ_EXPORT_AUDIT, e))?;
+        let rows: Vec<AuditOut> = self
+            .fetch_tenant(scope.as_str(), "export_audit", queries::READ_EXPORT_AUDIT, |q| q.bind(scope.as_str()))
+            .await?;
         Ok(rows.into_iter().map(AuditOut::into_record).collect())
     }
 
     async fn append_state(&self, scope: &WriteScope, events: &[StateEvent]) -> Result<WriteAck> {
         let tenant = scope.as_str();
         let rows = self
-            .insert_rows::<StateRow<'static>>("state_events", events.iter().map(|e| StateRow::new(tenant, e)))
+            .insert_rows::<StateRow<'static>>(tenant, "state_events", events.iter().map(|e| StateRow::new(tenant, e)))
             .await?;
         Ok(WriteAck { rows })
     }
 
     async fn read_state(&self, scope: &TenantScope, stream: &str) -> Result<Vec<StateEvent>> {
-        self.ready().await?;
-        let rows = self
-            .client
-            .query(queries::READ_STATE)
-            .bind(scope.as_str())
-            .bind(stream)
-            .fetch_all::<StateOut>()
-            .await
-            .map_err(|e| self.error(queries::READ_STATE, e))?;
+        let rows: Vec<StateOut> = self
+            .fetch_tenant(scope.as_str(), "state_events", queries::READ_STATE, |q| q.bind(scope.as_str()).bind(stream))
+            .await?;
         Ok(rows.into_iter().map(|r| r.into_event(stream)).collect())
     }
 
@@ -474,7 +579,8 @@ impl Store for ClickHouseStore {
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         let mine = Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now + ttl };
         let sent = std::time::Instant::now();
-        self.insert_rows::<LeaseRow>("leases", std::iter::once(LeaseRow::new(scope.as_str(), &mine))).await?;
+        self.insert_rows::<LeaseRow>(scope.as_str(), "leases", std::iter::once(LeaseRow::new(scope.as_str(), &mine)))
+            .await?;
         // A rival's claim stamped before ours becomes visible once its insert is acknowledged, which takes about as
         // long as ours did: wait out that window (at least LEASE_SETTLE, three times our insert under load), replay,
         // then wait and replay once more so every contender decides on the same, settled set of claims.
@@ -496,7 +602,12 @@ impl Store for ClickHouseStore {
         if self.lease_in_force(scope, name).await?.is_some_and(|l| l.holder == holder) {
             let now = Utc::now();
             let release = Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now };
-            self.insert_rows::<LeaseRow>("leases", std::iter::once(LeaseRow::new(scope.as_str(), &release))).await?;
+            self.insert_rows::<LeaseRow>(
+                scope.as_str(),
+                "leases",
+                std::iter::once(LeaseRow::new(scope.as_str(), &release)),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -519,9 +630,10 @@ impl Store for ClickHouseStore {
             let body = to_json_lines(tenant, version, batch)?;
             // The table name comes from a static ReportTable, never from input.
             let sql = format!("INSERT INTO {} FORMAT JSONEachRow", table.name);
+            let shard = self.shard_of(tenant).await?;
             let mut insert = self.client.insert_formatted_with(sql.clone());
-            insert.send(body.into()).await.map_err(|e| self.error(&sql, e))?;
-            insert.end().await.map_err(|e| self.error(&sql, e))?;
+            insert.send(body.into()).await.map_err(|e| self.error_on(shard.as_ref(), &sql, e))?;
+            insert.end().await.map_err(|e| self.error_on(shard.as_ref(), &sql, e))?;
         }
         // Switch readers to the new slice only once its rows are acknowledged.
         let slice = SliceRow {
@@ -532,12 +644,24 @@ impl Store for ClickHouseStore {
             written_at: ch_datetime(Utc::now()),
             version,
         };
-        self.insert_rows::<SliceRow<'_>>("report_slices", std::iter::once(slice)).await?;
+        self.insert_rows::<SliceRow<'_>>(tenant, "report_slices", std::iter::once(slice)).await?;
         // The superseded slice of this variant is garbage now (other variants keep theirs); removing it is
         // housekeeping, so a failure is only logged.
         if let Some(old) = previous {
-            let cleanup = format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version = ?", table.name);
-            if let Err(e) = self.client.query(&cleanup).bind(tenant).bind(old).execute().await {
+            // On a cluster the mutation goes to the replicated local tables through the DDL queue; a replica that is
+            // down runs it when it comes back, so the wait for every replica's answer is kept short.
+            let (cleanup, wait) = match self.cluster_name() {
+                Some(c) => (
+                    format!(
+                        "ALTER TABLE {}_local ON CLUSTER `{c}` DELETE WHERE tenant_id = ? AND version = ?",
+                        table.name
+                    ),
+                    "10",
+                ),
+                None => (format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version = ?", table.name), "180"),
+            };
+            let query = self.client.query(&cleanup).bind(tenant).bind(old);
+            if let Err(e) = query.with_setting("distributed_ddl_task_timeout", wait).execute().await {
                 tracing::warn!(table = table.name, tenant, error = %e, "could not delete superseded report rows");
             }
         }
@@ -553,15 +677,22 @@ impl Store for ClickHouseStore {
         self.ready().await?;
         let tenant = scope.as_str();
         // One round trip: the rows of the tenant's current slice (none when it was never written). The slice
-        // pointer is read in the same statement, so a concurrent replacement is seen whole or not at all.
+        // pointer is read in the same statement, so a concurrent replacement is seen whole or not at all. On a
+        // cluster the statement runs on the tenant's shard, where the pointer is in the local table.
         let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+        let mut pointer = queries::REPORT_SLICE.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join(" ");
+        if self.routes_reads() {
+            let db = &self.settings.database;
+            pointer = pointer.replacen("FROM report_slices", &format!("FROM `{db}`.report_slices_local"), 1);
+        }
         let sql = format!(
             "SELECT {} FROM {} WHERE tenant_id = ? AND version IN ({}) ORDER BY {}",
             columns.join(", "),
             table.name,
-            queries::REPORT_SLICE.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join(" "),
+            pointer,
             columns.iter().take(3).copied().collect::<Vec<_>>().join(", ")
         );
+        let (sql, shard) = self.for_tenant(&sql, tenant, table.name).await?;
         let bytes = self
             .client
             .query(&sql)
@@ -570,10 +701,10 @@ impl Store for ClickHouseStore {
             .bind(variant.slice_key(table))
             .with_setting("output_format_json_quote_64bit_integers", "0")
             .fetch_bytes("JSONEachRow")
-            .map_err(|e| self.error(&sql, e))?
+            .map_err(|e| self.error_on(shard.as_ref(), &sql, e))?
             .collect()
             .await
-            .map_err(|e| self.error(&sql, e))?;
+            .map_err(|e| self.error_on(shard.as_ref(), &sql, e))?;
         let reader = arrow::json::ReaderBuilder::new(table.schema())
             .build(Cursor::new(bytes))
             .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
@@ -607,13 +738,9 @@ impl ClickHouseStore {
 
     /// The version a tenant's slice key points at (none: never written).
     async fn slice_version(&self, tenant: &str, key: &str) -> Result<Option<u64>> {
-        self.client
-            .query(queries::REPORT_SLICE)
-            .bind(tenant)
-            .bind(key)
-            .fetch_optional()
-            .await
-            .map_err(|e| self.error(queries::REPORT_SLICE, e))
+        let versions: Vec<u64> =
+            self.fetch_tenant(tenant, "report_slices", queries::REPORT_SLICE, |q| q.bind(tenant).bind(key)).await?;
+        Ok(versions.into_iter().max())
     }
 }
 
