@@ -42,6 +42,7 @@ async fn main() -> Result<()> {
         user: "default".into(),
         password: None,
         cluster: None,
+        replica_urls: Default::default(),
     });
     store.migrate().await?;
     let mut opts = IngestOptions::new(PlanOptions::backfill(version, today, end - chrono::Duration::days(days - 1)));

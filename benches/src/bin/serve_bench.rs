@@ -136,6 +136,7 @@ async fn main() -> Result<()> {
                     user: "default".into(),
                     password: None,
                     cluster: None,
+                    replica_urls: Default::default(),
                 },
             )));
             ch.migrate().await?;

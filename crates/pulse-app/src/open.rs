@@ -35,6 +35,7 @@ pub fn store(config: &Config) -> Result<AnyStore> {
                 user: ch.user.clone(),
                 password,
                 cluster: ch.cluster.clone(),
+                replica_urls: ch.replica_urls.clone(),
             }))))
         }
     }

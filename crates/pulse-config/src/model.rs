@@ -396,6 +396,11 @@ pub struct ClickHouseConfig {
     /// Render the DDL for this cluster (`ON CLUSTER`, Replicated and Distributed engines). Empty: a single server.
     #[serde(default)]
     pub cluster: Option<String>,
+    /// On a cluster, each tenant's rows are read and written on the replicas of its shard, over HTTP. A replica's
+    /// HTTP address is its host (from `system.clusters`) with the scheme and port of `url`, unless listed here by
+    /// its `host:tcp_port` as the cluster definition names it: `"10.0.0.5:9000" = "https://ch-5.internal:8443"`.
+    #[serde(default)]
+    pub replica_urls: std::collections::BTreeMap<String, String>,
 }
 
 fn default_database() -> String {

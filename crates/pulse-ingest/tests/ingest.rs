@@ -1,6 +1,9 @@
 //! The ingester against the in-process simulator with every fault switched on: nothing lost, nothing doubled, on
 //! both store backends; tokens never in logs or errors; a store outage loses nothing.
 
+#[path = "../../pulse-store/tests/support/cluster.rs"]
+mod cluster;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,8 +38,8 @@ facebook_share = 1.0
 list_size = [3000, 9000]
 
 [[tenant]]
-id = "beta"
-name = "Beta CCG"
+id = "gamma"
+name = "Gamma CCG"
 code_prefix = "M84"
 practices = 4
 facebook_share = 1.0
@@ -91,8 +94,12 @@ fn today() -> NaiveDate {
 }
 
 async fn ingest<S: Store + Clone + 'static>(store: &S, running: &RunningSim) -> RunReport {
+    ingest_with(store, running, options(today())).await
+}
+
+async fn ingest_with<S: Store + Clone + 'static>(store: &S, running: &RunningSim, options: IngestOptions) -> RunReport {
     let client = GraphClient::new(&running.url(), "v2.12".parse().unwrap(), None, Duration::from_secs(10)).unwrap();
-    Ingester::new(store.clone(), client, options(today())).run(targets(&running.sim)).await.unwrap().0
+    Ingester::new(store.clone(), client, options).run(targets(&running.sim)).await.unwrap().0
 }
 
 fn all_faults() -> FaultSpec {
@@ -116,7 +123,7 @@ fn all_faults() -> FaultSpec {
 
 /// Everything stored, without fetch times (which differ between runs by design).
 async fn snapshot<S: Store>(store: &S) -> BTreeMap<String, Vec<String>> {
-    let access = Access::operator(["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
+    let access = Access::operator(["alpha", "gamma"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
     let mut out = BTreeMap::new();
     for scope in access.scopes() {
         let mut facts: Vec<String> = store
@@ -192,7 +199,7 @@ async fn faulty_then_rerun_equals_clean<S: Store + Clone + 'static>(clean_store:
         rows.iter().filter(|r| !skip.iter().any(|p| r.contains(p))).cloned().collect::<Vec<_>>()
     };
     let cut: Vec<&str> = vec![faulty_sim.sim.world.pages[2].id.as_str(), faulty_sim.sim.world.pages[5].id.as_str()];
-    for key in ["alpha/facts", "beta/facts"] {
+    for key in ["alpha/facts", "gamma/facts"] {
         assert_eq!(complete(&partial[key], &cut), complete(&expected[key], &cut), "{key} of unaffected pages");
     }
     // Re-authorised (a fault-free Meta), an incremental run completes the rest, doubling nothing.
@@ -241,6 +248,7 @@ async fn fresh_clickhouse(url: &str) -> ClickHouseStore {
         user: "default".into(),
         password: None,
         cluster: None,
+        replica_urls: Default::default(),
     });
     store.migrate().await.unwrap();
     store
@@ -328,8 +336,8 @@ async fn a_metric_retired_mid_run_is_isolated_and_the_rest_goes_on() {
 }
 
 fn scopes() -> (WriteScope, WriteScope) {
-    let access = Access::operator(["alpha", "beta"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
-    (access.write_scope("alpha").unwrap(), access.write_scope("beta").unwrap())
+    let access = Access::operator(["alpha", "gamma"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
+    (access.write_scope("alpha").unwrap(), access.write_scope("gamma").unwrap())
 }
 
 /// A store that goes away: writes fail (as unreachable) after `ok_writes` successful ones, until healed.
@@ -482,11 +490,19 @@ async fn a_store_outage_stops_the_run_and_loses_nothing() {
         "{err}"
     );
     assert!(report.table().contains("STORE UNAVAILABLE"));
-    // Checkpoints never point past data that was not written.
-    let (alpha, beta) = scopes();
-    for scope in [&alpha, &beta] {
-        let facts = lake.read_page_insights(scope, &FactFilter::default()).await.unwrap();
-        for cp in lake.load_checkpoints(scope).await.unwrap() {
+    assert_no_checkpoint_ahead_of_data(&lake).await;
+    // The store is back: the next run picks up everything.
+    let healed = ingest(&lake, &sim).await;
+    assert!(healed.is_clean(), "{}", healed.table());
+    assert_same(&snapshot(&lake).await, &expected);
+}
+
+/// Checkpoints never point past data that was not written: every page metric's checkpoint has its day stored.
+async fn assert_no_checkpoint_ahead_of_data<S: Store>(store: &S) {
+    let (alpha, gamma) = scopes();
+    for scope in [&alpha, &gamma] {
+        let facts = store.read_page_insights(scope, &FactFilter::default()).await.unwrap();
+        for cp in store.load_checkpoints(scope).await.unwrap() {
             if let pulse_domain::Stream::PageMetric(period, metric) = cp.stream {
                 let days = facts
                     .iter()
@@ -497,10 +513,184 @@ async fn a_store_outage_stops_the_run_and_loses_nothing() {
             }
         }
     }
-    // The store is back: the next run picks up everything.
-    let healed = ingest(&lake, &sim).await;
+}
+
+// ----- on a real ClickHouse cluster (2 shards x 2 replicas, ZooKeeper: `.ci/clickhouse-cluster.sh`) -------------
+//
+// The tenants are placed by cityHash64(tenant_id): `gamma` on shard 1, `alpha` on shard 2. The store talks to shard 1
+// replica 1; the tests stop and start the nodes of shard 2.
+
+/// Serialises the tests that stop nodes: they share one cluster.
+static CLUSTER_NODES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_faulty_run_then_rerun_equals_clean_run() {
+    let Some(cluster) = cluster::LocalCluster::from_env() else { return };
+    let _nodes = CLUSTER_NODES.lock().await;
+    let (clean, clean_db) = cluster.fresh("pulse_ingest_clean").await;
+    let (faulty, faulty_db) = cluster.fresh("pulse_ingest_faulty").await;
+    assert_eq!(clean.shard_of("gamma").await.unwrap().unwrap().num, 1);
+    assert_eq!(clean.shard_of("alpha").await.unwrap().unwrap().num, 2);
+    faulty_then_rerun_equals_clean(clean, faulty).await;
+    cluster.drop_database(&clean_db);
+    cluster.drop_database(&faulty_db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_results_equal_the_single_node_run() {
+    let Some(cluster) = cluster::LocalCluster::from_env() else { return };
+    let _nodes = CLUSTER_NODES.lock().await;
+    let sim = serve(FaultSpec::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeStore::open(dir.path()).unwrap();
+    assert!(ingest(&lake, &sim).await.is_clean());
+    let (store, db) = cluster.fresh("pulse_ingest_equal").await;
+    let report = ingest(&store, &sim).await;
+    assert!(report.is_clean(), "{}", report.table());
+    let on_cluster = snapshot(&store).await;
+    assert_same(&on_cluster, &snapshot(&lake).await);
+    if let Some(url) = clickhouse_url() {
+        let single = fresh_clickhouse(&url).await;
+        assert!(ingest(&single, &sim).await.is_clean());
+        assert_same(&on_cluster, &snapshot(&single).await);
+    }
+    // Each tenant's rows are on its shard alone, on both of its replicas once replication has caught up.
+    let count = |node: &cluster::Node, tenant: &str| -> u64 {
+        node.query(&format!("SELECT count() FROM `{db}`.page_insights_local WHERE tenant_id = '{tenant}'"))
+            .parse()
+            .unwrap()
+    };
+    let stored = |tenant: &str| on_cluster[&format!("{tenant}/facts")].len() as u64;
+    wait_for_replicas(&cluster, &db);
+    for replica in [1, 2] {
+        assert_eq!(count(cluster.node(1, replica), "alpha"), 0);
+        assert_eq!(count(cluster.node(2, replica), "gamma"), 0);
+        assert!(count(cluster.node(1, replica), "gamma") >= stored("gamma"));
+        assert!(count(cluster.node(2, replica), "alpha") >= stored("alpha"));
+    }
+    cluster.drop_database(&db);
+}
+
+/// Waits until each shard's replicas hold the same rows of the facts table (replication has caught up).
+fn wait_for_replicas(cluster: &cluster::LocalCluster, db: &str) {
+    let sql = format!("SELECT count() FROM `{db}`.page_insights_local");
+    for _ in 0..300 {
+        if [1, 2].iter().all(|&s| cluster.node(s, 1).query(&sql) == cluster.node(s, 2).query(&sql)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the replicas of a shard did not converge within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_replica_killed_mid_ingest_loses_nothing() {
+    let Some(cluster) = cluster::LocalCluster::from_env() else { return };
+    let _nodes = CLUSTER_NODES.lock().await;
+    let sim = serve(FaultSpec::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeStore::open(dir.path()).unwrap();
+    assert!(ingest(&lake, &sim).await.is_clean());
+    let expected = snapshot(&lake).await;
+
+    let (store, db) = cluster.fresh("pulse_ingest_kill").await;
+    // Small batches, so the run is many inserts long, and time to ride out the moment of the kill.
+    let mut opts = options(today());
+    opts.flush_rows = 400;
+    opts.store_retry_for = Duration::from_secs(30);
+    // Kill shard 2's first replica (where alpha's inserts go) once some of alpha's rows are on it.
+    let healing = cluster.healing();
+    let victim = cluster.node(2, 1).clone();
+    let watch = format!("SELECT count() FROM `{db}`.page_insights_local");
+    let killer = std::thread::spawn(move || {
+        for _ in 0..3000 {
+            if victim.query(&watch).parse::<u64>().unwrap_or(0) > 0 {
+                victim.kill();
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    });
+    let report = ingest_with(&store, &sim, opts).await;
+    assert!(killer.join().unwrap(), "the replica was killed mid-ingest");
+    assert!(!cluster.node(2, 1).is_up());
+    assert!(report.is_clean(), "the other replica took the writes: {}", report.table());
+    drop(healing);
+    // Back up, the killed replica fetches what it missed; every acknowledged row is there, none doubled.
+    wait_for_replicas(&cluster, &db);
+    assert_same(&snapshot(&store).await, &expected);
+    assert_no_checkpoint_ahead_of_data(&store).await;
+    // And an incremental run on top finds nothing missing.
+    let again = ingest(&store, &sim).await;
+    assert!(again.is_clean(), "{}", again.table());
+    assert_same(&snapshot(&store).await, &expected);
+    cluster.drop_database(&db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_shard_down_is_a_clear_error_and_no_checkpoint_gets_ahead() {
+    let Some(cluster) = cluster::LocalCluster::from_env() else { return };
+    let _nodes = CLUSTER_NODES.lock().await;
+    let sim = serve(FaultSpec::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeStore::open(dir.path()).unwrap();
+    assert!(ingest(&lake, &sim).await.is_clean());
+    let expected = snapshot(&lake).await;
+
+    let (store, db) = cluster.fresh("pulse_ingest_shard").await;
+    let (alpha, gamma) = scopes();
+    let healing = cluster.healing();
+    // Shard 2 down before the run: the run stops at once, naming the shard and what to do, having written nothing.
+    cluster.node(2, 1).kill();
+    cluster.node(2, 2).kill();
+    let client = GraphClient::new(&sim.url(), "v2.12".parse().unwrap(), None, Duration::from_secs(10)).unwrap();
+    let err = Ingester::new(store.clone(), client, options(today()))
+        .run(targets(&sim.sim))
+        .await
+        .expect_err("a run with a shard down fails")
+        .to_string();
+    assert!(err.contains("shard 2 (http://127.0.0.1:") && err.contains("cluster `pulse`"), "{err}");
+    assert!(err.contains("Start a replica"), "says what to do: {err}");
+    // Meanwhile gamma, on shard 1, reads and writes on: one tenant's queries touch its own shard alone.
+    store.write_page_insights(&gamma, &[]).await.unwrap();
+    assert!(store.read_page_insights(&gamma, &FactFilter::default()).await.unwrap().is_empty());
+    store.read_posts(&gamma, &PostFilter::default()).await.unwrap();
+    store.load_checkpoints(&gamma).await.unwrap();
+    store.read_runs(&gamma).await.unwrap();
+    store.read_report(&gamma, &pulse_store::report::REACH_WEEKLY, &pulse_store::ReportVariant::main()).await.unwrap();
+    let err = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::ShardUnreachable { .. }) && err.is_transient(), "{err}");
+    cluster.heal();
+
+    // Shard 2 lost mid-run: the run stops with the outage reported, and no checkpoint gets ahead of its data.
+    let mut opts = options(today());
+    opts.flush_rows = 400;
+    let watch = format!("SELECT count() FROM `{db}`.page_insights_local");
+    let (first, second) = (cluster.node(2, 1).clone(), cluster.node(2, 2).clone());
+    let killer = std::thread::spawn(move || {
+        for _ in 0..3000 {
+            if first.query(&watch).parse::<u64>().unwrap_or(0) > 0 {
+                first.kill();
+                second.kill();
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    });
+    let report = ingest_with(&store, &sim, opts).await;
+    assert!(killer.join().unwrap(), "shard 2 was stopped mid-ingest");
+    let err = report.store_error.as_ref().expect("the shard outage is reported").to_string();
+    assert!(err.contains("shard 2") && err.contains("Start a replica"), "{err}");
+    assert!(report.table().contains("STORE UNAVAILABLE"), "{}", report.table());
+    drop(healing);
+    // Back up: no checkpoint points past data, and the next run completes exactly.
+    assert_no_checkpoint_ahead_of_data(&store).await;
+    let healed = ingest(&store, &sim).await;
     assert!(healed.is_clean(), "{}", healed.table());
-    assert_same(&snapshot(&lake).await, &expected);
+    assert_same(&snapshot(&store).await, &expected);
+    cluster.drop_database(&db);
 }
 
 /// A writer for tracing that keeps everything written.

@@ -10,11 +10,11 @@ pub enum StoreError {
     )]
     Unreachable { url: String, reason: String },
     #[error(
-        "no replica of {shard} of ClickHouse cluster `{cluster}` answered (asked through {via}): {reason}; that shard \
+        "no replica of {shard} of ClickHouse cluster `{cluster}` answered: {reason}; that shard \
          holds this tenant's rows, so nothing was written past the last acknowledged batch. Start a replica of it \
          (`SELECT * FROM system.clusters WHERE cluster = '{cluster}'` lists them) and run again"
     )]
-    ShardUnreachable { cluster: String, shard: String, via: String, reason: String },
+    ShardUnreachable { cluster: String, shard: String, reason: String },
     #[error(
         "cluster `{cluster}` named in [store.clickhouse] is not defined on ClickHouse at {url} (it defines: {known}); \
          add it to the server's <remote_servers>, or set cluster to one of those"

@@ -126,19 +126,36 @@ pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
     let Some(engine_at) = statement.find("ENGINE = ") else {
         return vec![finish(statement)];
     };
+    // A table without tenants (the migration record) is one replicated table on every node, so each node can tell
+    // the schema version with any shard down.
+    if !statement.contains("tenant_id String") {
+        let path = format!("'/clickhouse/tables/all/{{database}}/{table}', '{{shard}}-{{replica}}'");
+        return vec![format!(
+            "{}ENGINE = {}",
+            finish(&statement[..engine_at]),
+            replicated_engine(&statement[engine_at..], &path)
+        )];
+    }
     let local = format!("{table}_local");
     let path = format!("'/clickhouse/tables/{{shard}}/{{database}}/{local}', '{{replica}}'");
-    let engine_rest = &statement[engine_at + "ENGINE = ".len()..];
-    let replicated = if let Some(args) = engine_rest.strip_prefix("ReplacingMergeTree(") {
+    let replicated = replicated_engine(&statement[engine_at..], &path);
+    let head = finish(&statement[..engine_at].replacen(&format!(" {table} "), &format!(" {local} "), 1));
+    vec![
+        format!("{head}ENGINE = {replicated}"),
+        distributed(&db, table, &on_cluster, cluster, database, "cityHash64(tenant_id)"),
+    ]
+}
+
+/// `ENGINE = X(args) rest` as its Replicated twin with the ZooKeeper path and replica name `path`.
+fn replicated_engine(engine: &str, path: &str) -> String {
+    let rest = engine.strip_prefix("ENGINE = ").unwrap_or(engine);
+    if let Some(args) = rest.strip_prefix("ReplacingMergeTree(") {
         format!("ReplicatedReplacingMergeTree({path}, {args}")
-    } else if let Some(args) = engine_rest.strip_prefix("MergeTree()") {
+    } else if let Some(args) = rest.strip_prefix("MergeTree()") {
         format!("ReplicatedMergeTree({path}){args}")
     } else {
-        engine_rest.to_owned()
-    };
-    let head = finish(&statement[..engine_at].replacen(&format!(" {table} "), &format!(" {local} "), 1));
-    let sharding = if statement.contains("tenant_id String") { "cityHash64(tenant_id)" } else { "rand()" };
-    vec![format!("{head}ENGINE = {replicated}"), distributed(&db, table, &on_cluster, cluster, database, sharding)]
+        rest.to_owned()
+    }
 }
 
 fn distributed(db: &str, table: &str, on_cluster: &str, cluster: &str, database: &str, sharding: &str) -> String {
@@ -240,10 +257,11 @@ mod tests {
         );
         let migrations_table = &statements(SCHEMA_MIGRATIONS)[0];
         let out = render(migrations_table, &cluster);
+        assert_eq!(out.len(), 1, "one table replicated on every node, no Distributed twin: {out:?}");
+        assert!(out[0].starts_with("CREATE TABLE IF NOT EXISTS `pulse_db`.schema_migrations ON CLUSTER `pulse`"));
         assert!(out[0].contains(
-            "ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/schema_migrations_local', '{replica}')"
+            "ReplicatedMergeTree('/clickhouse/tables/all/{database}/schema_migrations', '{shard}-{replica}')"
         ));
-        assert!(out[1].ends_with("rand())"));
         let view = &statements(MIGRATIONS[2].sql)[0];
         let out = render(view, &cluster);
         assert_eq!(out.len(), 1);

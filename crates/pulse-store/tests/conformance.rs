@@ -524,6 +524,7 @@ impl TestDatabase {
             user: "default".into(),
             password: None,
             cluster: None,
+            replica_urls: Default::default(),
         });
         let report = store
             .migrate()
@@ -658,6 +659,7 @@ async fn clickhouse_unreachable_names_the_url_and_what_to_check() {
         user: "default".into(),
         password: Some("hunter2-secret".into()),
         cluster: None,
+        replica_urls: Default::default(),
     });
     let (alpha, _) = scopes();
     let err = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap_err();
@@ -719,6 +721,7 @@ async fn clickhouse_refuses_a_schema_from_a_newer_version_and_an_unmigrated_one(
         user: "default".into(),
         password: None,
         cluster: None,
+        replica_urls: Default::default(),
     });
     let (alpha, _) = scopes();
     let err = fresh.write_page_insights(&alpha, &window(0)).await.unwrap_err();
@@ -730,6 +733,7 @@ async fn clickhouse_refuses_a_schema_from_a_newer_version_and_an_unmigrated_one(
         user: "default".into(),
         password: None,
         cluster: None,
+        replica_urls: Default::default(),
     });
     let err = unmigrated.read_page_insights(&alpha, &FactFilter::default()).await.unwrap_err();
     assert!(err.to_string().contains("run `pulse migrate`"), "{err}");

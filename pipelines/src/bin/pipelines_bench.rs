@@ -37,6 +37,7 @@ fn clickhouse_load(args: &[String]) -> Result<()> {
         user: "default".into(),
         password: None,
         cluster: None,
+        replica_urls: Default::default(),
     });
     let access = Access::operator([TenantId::new(tenant.clone())?]);
     let scope = access.scope(&tenant)?;

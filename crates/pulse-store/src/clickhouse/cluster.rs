@@ -1,13 +1,14 @@
 //! A ClickHouse cluster as the store sees it: the shards and replicas of the configured cluster (read from
 //! `system.clusters` on the server the store talks to), and which shard holds a tenant.
 //!
-//! Every table is a Distributed table sharded by `cityHash64(tenant_id)` over Replicated `*_local` tables, so all of
-//! a tenant's rows live on one shard. Writes go through the Distributed table synchronously
-//! (`insert_distributed_sync`), so an acknowledged insert is on the tenant's shard before the store returns (and
-//! before the ingester moves a checkpoint). Reads of one tenant go to that shard only, through
-//! `remote('replica1|replica2', db, table_local)`; ClickHouse 18.16 has no `optimize_skip_unused_shards`. Both use
-//! `load_balancing = in_order`, so a read goes to the replica the write went to while it is up (read-your-writes);
-//! when it is down, both fail over to the next replica of the shard.
+//! Every table is a Replicated `*_local` table on each node with a Distributed table over them, sharded by
+//! `cityHash64(tenant_id)`, so all of a tenant's rows live on one shard. The Distributed tables are for analysts and
+//! ad-hoc queries across tenants. The store itself reads and writes a tenant's rows on its shard only, in the local
+//! tables of one of the shard's replicas, over that replica's HTTP interface: an acknowledged insert is on the shard
+//! (on the replica's disk, copied to the other replicas by ClickHouse) before the ingester moves a checkpoint, and a
+//! query for one tenant touches one shard. The store keeps to one replica per shard (the first in the definition
+//! that answers and has no replication backlog) and moves to the next when it stops answering, so a read sees the
+//! writes before it.
 
 use serde::Deserialize;
 
@@ -16,30 +17,32 @@ use serde::Deserialize;
 pub(crate) struct ClusterRow {
     pub shard_num: u32,
     pub shard_weight: u32,
-    pub host_address: String,
+    pub host_name: String,
     pub port: u16,
 }
 
 pub(crate) const CLUSTER_ROWS: &str = "SELECT toUInt32(shard_num) AS shard_num, toUInt32(shard_weight) AS shard_weight, \
-     host_address, toUInt16(port) AS port FROM system.clusters \
-     WHERE cluster = ? ORDER BY shard_num, replica_num";
+     host_name, toUInt16(port) AS port FROM system.clusters WHERE cluster = ? ORDER BY shard_num, replica_num";
 
-/// One shard: its number in the cluster definition and its replicas' `host:port` (native protocol), in order.
+/// One replica: as the cluster definition names it (`host:tcp_port`), and the HTTP URL the store uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub address: String,
+    pub url: String,
+}
+
+/// One shard: its number in the cluster definition and its replicas, in the definition's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shard {
     pub num: u32,
     pub weight: u32,
-    pub replicas: Vec<String>,
+    pub replicas: Vec<Replica>,
 }
 
 impl Shard {
-    /// The replicas as `remote()` takes them: alternatives of one shard separated by `|`.
-    pub fn remote_addresses(&self) -> String {
-        self.replicas.join("|")
-    }
-
     pub fn describe(&self) -> String {
-        format!("shard {} ({})", self.num, self.replicas.join(", "))
+        let urls: Vec<&str> = self.replicas.iter().map(|r| r.url.as_str()).collect();
+        format!("shard {} ({})", self.num, urls.join(", "))
     }
 }
 
@@ -53,13 +56,14 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub(crate) fn from_rows(name: &str, rows: Vec<ClusterRow>) -> Option<Self> {
+    /// The layout from `system.clusters` rows; `url_of(row)` gives a replica's HTTP URL.
+    pub(crate) fn from_rows(name: &str, rows: Vec<ClusterRow>, url_of: impl Fn(&ClusterRow) -> String) -> Option<Self> {
         let mut shards: Vec<Shard> = Vec::new();
         for row in rows {
-            let address = format!("{}:{}", row.host_address, row.port);
+            let replica = Replica { address: format!("{}:{}", row.host_name, row.port), url: url_of(&row) };
             match shards.last_mut() {
-                Some(s) if s.num == row.shard_num => s.replicas.push(address),
-                _ => shards.push(Shard { num: row.shard_num, weight: row.shard_weight, replicas: vec![address] }),
+                Some(s) if s.num == row.shard_num => s.replicas.push(replica),
+                _ => shards.push(Shard { num: row.shard_num, weight: row.shard_weight, replicas: vec![replica] }),
             }
         }
         let slots: Vec<usize> =
@@ -79,15 +83,19 @@ mod tests {
     use super::*;
 
     fn row(shard: u32, weight: u32, port: u16) -> ClusterRow {
-        ClusterRow { shard_num: shard, shard_weight: weight, host_address: "127.0.0.1".into(), port }
+        ClusterRow { shard_num: shard, shard_weight: weight, host_name: "ch".into(), port }
+    }
+
+    fn url(row: &ClusterRow) -> String {
+        format!("http://{}:{}", row.host_name, row.port - 1)
     }
 
     #[test]
     fn shards_group_replicas_in_order_and_keys_follow_the_weights() {
-        let layout = Layout::from_rows("pulse", vec![row(1, 1, 9001), row(1, 1, 9002), row(2, 2, 9003)]).unwrap();
+        let layout = Layout::from_rows("pulse", vec![row(1, 1, 9001), row(1, 1, 9002), row(2, 2, 9003)], url).unwrap();
         assert_eq!(layout.shards.len(), 2);
-        assert_eq!(layout.shards[0].remote_addresses(), "127.0.0.1:9001|127.0.0.1:9002");
-        assert_eq!(layout.shards[1].describe(), "shard 2 (127.0.0.1:9003)");
+        assert_eq!(layout.shards[0].replicas[1], Replica { address: "ch:9002".into(), url: "http://ch:9001".into() });
+        assert_eq!(layout.shards[1].describe(), "shard 2 (http://ch:9002)");
         // Three slots: key % 3 == 0 -> shard 1, 1 and 2 -> shard 2 (weight 2).
         assert_eq!(layout.shard_for(3).num, 1);
         assert_eq!(layout.shard_for(4).num, 2);
@@ -96,6 +104,6 @@ mod tests {
 
     #[test]
     fn an_unknown_cluster_has_no_layout() {
-        assert!(Layout::from_rows("nope", Vec::new()).is_none());
+        assert!(Layout::from_rows("nope", Vec::new(), url).is_none());
     }
 }

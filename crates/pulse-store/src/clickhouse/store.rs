@@ -24,6 +24,8 @@ use crate::{
     FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError,
     WriteAck,
 };
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 /// How to reach ClickHouse. The password is a resolved secret: it is sent in a header, never shown.
 #[derive(Clone)]
@@ -32,8 +34,11 @@ pub struct ClickHouseSettings {
     pub database: String,
     pub user: String,
     pub password: Option<String>,
-    /// `Some(name)` renders the DDL for a cluster.
+    /// `Some(name)` renders the DDL for a cluster, and reads and writes each tenant on its shard.
     pub cluster: Option<String>,
+    /// On a cluster: replicas' HTTP URLs by `host:tcp_port`, where they are not `url`'s scheme and port on the
+    /// replica's host.
+    pub replica_urls: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for ClickHouseSettings {
@@ -44,6 +49,7 @@ impl std::fmt::Debug for ClickHouseSettings {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("cluster", &self.cluster)
+            .field("replica_urls", &self.replica_urls)
             .finish()
     }
 }
@@ -56,10 +62,19 @@ pub struct ClickHouseStore {
     server: Client,
     settings: Arc<ClickHouseSettings>,
     schema_checked: Arc<OnceCell<()>>,
-    /// On a cluster: its shards, read once from `system.clusters`.
-    layout: Arc<OnceCell<Layout>>,
-    /// On a cluster: each tenant's sharding key, `cityHash64(tenant_id)` as the server computes it.
-    tenant_keys: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
+    /// On a cluster: its shards and a client for each replica, read once from `system.clusters`.
+    routes: Arc<OnceCell<Routes>>,
+}
+
+/// How the store reaches a cluster's shards.
+struct Routes {
+    layout: Layout,
+    /// A client (bound to the database) per replica, by shard number, in the definition's order.
+    clients: HashMap<u32, Vec<Client>>,
+    /// The replica in use on each shard (absent: not chosen yet in this process).
+    in_use: Mutex<HashMap<u32, usize>>,
+    /// Each tenant's sharding key, `cityHash64(tenant_id)` as the server computes it.
+    tenant_keys: Mutex<HashMap<String, u64>>,
 }
 
 /// Days outside every range we store, for unbounded filters (ClickHouse 18.16's Date ends in 2105).
@@ -67,12 +82,12 @@ const MIN_DAY: &str = "1970-01-01";
 const MAX_DAY: &str = "2105-12-31";
 
 /// A list bound as a SQL tuple, `('a', 'b')`, for `x IN ?` (an array literal is not accepted by 18.16 there).
-struct InList<'a>(Vec<&'a str>);
+struct InList<'a>(&'a [&'a str]);
 
 impl serde::Serialize for InList<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // An empty tuple is not valid SQL; callers guard it with a flag, so any single value will do.
-        let values: &[&str] = if self.0.is_empty() { &[""] } else { &self.0 };
+        let values: &[&str] = if self.0.is_empty() { &[""] } else { self.0 };
         let mut t = s.serialize_tuple(values.len())?;
         for v in values {
             t.serialize_element(v)?;
@@ -91,24 +106,13 @@ impl ClickHouseStore {
         if let Some(password) = &settings.password {
             server = server.with_password(password);
         }
-        if settings.cluster.as_deref().is_some_and(|c| !c.is_empty()) {
-            // An insert returns once the rows are on their shard (the ingester's checkpoint follows the ack), and
-            // reads and writes go to the first live replica of a shard in the definition's order, so a read sees
-            // the writes before it. A report's slice pointer and its rows are on the same shard (both sharded by
-            // tenant), so the pointer subquery may read the shard's local table.
-            server = server
-                .with_setting("insert_distributed_sync", "1")
-                .with_setting("load_balancing", "in_order")
-                .with_setting("distributed_product_mode", "local");
-        }
         let client = server.clone().with_database(&settings.database);
         Self {
             client,
             server,
             settings: Arc::new(settings),
             schema_checked: Arc::new(OnceCell::new()),
-            layout: Arc::new(OnceCell::new()),
-            tenant_keys: Arc::default(),
+            routes: Arc::new(OnceCell::new()),
         }
     }
 
@@ -127,10 +131,10 @@ impl ClickHouseStore {
         }
     }
 
-    /// The cluster's shards, read from the server once (`None` on a single server).
-    pub async fn layout(&self) -> Result<Option<&Layout>> {
+    /// The cluster's shards and replica clients, read from the server once (`None` on a single server).
+    async fn routes(&self) -> Result<Option<&Routes>> {
         let Some(name) = self.cluster_name() else { return Ok(None) };
-        self.layout
+        self.routes
             .get_or_try_init(|| async {
                 let rows = self
                     .server
@@ -139,66 +143,163 @@ impl ClickHouseStore {
                     .fetch_all::<ClusterRow>()
                     .await
                     .map_err(|e| self.error(CLUSTER_ROWS, e))?;
-                match Layout::from_rows(name, rows) {
-                    Some(layout) => Ok(layout),
-                    None => {
-                        let sql = "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster";
-                        let known: Vec<String> =
-                            self.server.query(sql).fetch_all().await.map_err(|e| self.error(sql, e))?;
-                        Err(StoreError::UnknownCluster {
-                            url: self.settings.url.clone(),
-                            cluster: name.to_owned(),
-                            known: if known.is_empty() { "none".into() } else { known.join(", ") },
-                        })
-                    }
-                }
+                let Some(layout) = Layout::from_rows(name, rows, |row| self.replica_url(row)) else {
+                    let sql = "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster";
+                    let known: Vec<String> =
+                        self.server.query(sql).fetch_all().await.map_err(|e| self.error(sql, e))?;
+                    return Err(StoreError::UnknownCluster {
+                        url: self.settings.url.clone(),
+                        cluster: name.to_owned(),
+                        known: if known.is_empty() { "none".into() } else { known.join(", ") },
+                    });
+                };
+                let s = &self.settings;
+                let clients = layout
+                    .shards
+                    .iter()
+                    .map(|shard| {
+                        let clients = shard
+                            .replicas
+                            .iter()
+                            .map(|r| {
+                                let c = Client::default().with_url(&r.url).with_user(&s.user).with_validation(false);
+                                let c = match &s.password {
+                                    Some(p) => c.with_password(p),
+                                    None => c,
+                                };
+                                c.with_database(&s.database)
+                            })
+                            .collect();
+                        (shard.num, clients)
+                    })
+                    .collect();
+                Ok(Routes { layout, clients, in_use: Mutex::default(), tenant_keys: Mutex::default() })
             })
             .await
             .map(Some)
     }
 
+    /// A replica's HTTP URL: configured by its `host:port`, or `url`'s scheme and port on the replica's host.
+    fn replica_url(&self, row: &ClusterRow) -> String {
+        let address = format!("{}:{}", row.host_name, row.port);
+        if let Some(url) = self.settings.replica_urls.get(&address) {
+            return url.clone();
+        }
+        let url = self.settings.url.trim_end_matches('/');
+        let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+        let port = rest.rsplit_once(':').map(|(_, p)| p).filter(|p| p.chars().all(|c| c.is_ascii_digit()));
+        match port {
+            Some(port) => format!("{scheme}://{}:{port}", row.host_name),
+            None => format!("{scheme}://{}", row.host_name),
+        }
+    }
+
     /// The shard that holds `tenant`'s rows (`None` on a single server).
     pub async fn shard_of(&self, tenant: &str) -> Result<Option<Shard>> {
-        let Some(layout) = self.layout().await? else { return Ok(None) };
-        let cached = self.tenant_keys.lock().unwrap_or_else(|p| p.into_inner()).get(tenant).copied();
+        let Some(routes) = self.routes().await? else { return Ok(None) };
+        Ok(Some(self.shard_in(routes, tenant).await?.clone()))
+    }
+
+    async fn shard_in<'a>(&self, routes: &'a Routes, tenant: &str) -> Result<&'a Shard> {
+        let cached = routes.tenant_keys.lock().unwrap_or_else(|p| p.into_inner()).get(tenant).copied();
         let key = match cached {
             Some(key) => key,
             None => {
                 let sql = "SELECT cityHash64(?)";
                 let key: u64 = self.server.query(sql).bind(tenant).fetch_one().await.map_err(|e| self.error(sql, e))?;
-                self.tenant_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_owned(), key);
+                routes.tenant_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant.to_owned(), key);
                 key
             }
         };
-        Ok(Some(layout.shard_for(key).clone()))
+        Ok(routes.layout.shard_for(key))
     }
 
-    /// Whether one tenant's reads go to its shard alone. They do unless a password is configured: `remote()` would
-    /// need it written into the SQL (and so into the server's query log), so with a password reads go through the
-    /// Distributed tables to every shard instead (same rows, more work).
-    fn routes_reads(&self) -> bool {
-        self.cluster_name().is_some() && self.settings.password.is_none()
+    /// The replica of `shard` this process uses: chosen on first use as the first, in the definition's order, that
+    /// answers and has no replication backlog in this database (a replica just back from an outage is still
+    /// fetching what the others took meanwhile); failing that, the first that answers.
+    async fn replica_in_use(&self, routes: &Routes, shard: &Shard) -> usize {
+        if let Some(&i) = routes.in_use.lock().unwrap_or_else(|p| p.into_inner()).get(&shard.num) {
+            return i;
+        }
+        let sql = "SELECT toUInt64(count()) FROM system.replicas WHERE database = ? AND queue_size > 0";
+        let mut answering = None;
+        for (i, client) in routes.clients[&shard.num].iter().enumerate() {
+            match client.query(sql).bind(self.settings.database.as_str()).fetch_one::<u64>().await {
+                Ok(0) => {
+                    answering = Some(i);
+                    break;
+                }
+                Ok(_) => answering = answering.or(Some(i)),
+                Err(_) => {}
+            }
+        }
+        let chosen = answering.unwrap_or(0);
+        routes.in_use.lock().unwrap_or_else(|p| p.into_inner()).entry(shard.num).or_insert(chosen);
+        chosen
     }
 
-    /// `sql` with its `FROM <table>` pointed at `tenant`'s shard on a cluster (`remote()` over the shard's replicas
-    /// and local table), and the shard, for errors. On a single server, the SQL as it is.
-    async fn for_tenant(&self, sql: &str, tenant: &str, table: &str) -> Result<(String, Option<Shard>)> {
-        let shard = self.shard_of(tenant).await?;
-        let Some(on) = shard.as_ref().filter(|_| self.routes_reads()) else {
-            return Ok((sql.to_owned(), shard));
+    /// Runs `op` with a client for `tenant`'s rows: on a single server, the server; on a cluster, the replica in use
+    /// on the tenant's shard, moving to the shard's next replica (and staying there) when one does not answer. `op`
+    /// addresses tables as `local(name)` gives them.
+    async fn on_shard<T, F, Fut>(&self, tenant: &str, statement: &str, op: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = clickhouse::error::Result<T>>,
+    {
+        let Some(routes) = self.routes().await? else {
+            return op(self.client.clone()).await.map_err(|e| self.error(statement, e));
         };
-        let db = &self.settings.database;
-        let source = format!("remote('{}', `{db}`, {table}_local)", on.remote_addresses());
-        Ok((sql.replacen(&format!("FROM {table}"), &format!("FROM {source}"), 1), shard))
+        let shard = self.shard_in(routes, tenant).await?;
+        let clients = &routes.clients[&shard.num];
+        let start = self.replica_in_use(routes, shard).await;
+        let mut failures = Vec::new();
+        for k in 0..clients.len() {
+            let i = (start + k) % clients.len();
+            match op(clients[i].clone()).await {
+                Ok(v) => {
+                    if k > 0 {
+                        routes.in_use.lock().unwrap_or_else(|p| p.into_inner()).insert(shard.num, i);
+                        tracing::warn!(
+                            shard = shard.num,
+                            replica = %shard.replicas[i].url,
+                            "moved to the next replica of the shard: {}",
+                            failures.join("; ")
+                        );
+                    }
+                    return Ok(v);
+                }
+                Err(e @ (clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut)) => {
+                    failures.push(format!("{}: {e}", shard.replicas[i].url));
+                }
+                Err(e) => return Err(self.error(statement, e)),
+            }
+        }
+        Err(StoreError::ShardUnreachable {
+            cluster: routes.layout.name.clone(),
+            shard: shard.describe(),
+            reason: failures.join("; "),
+        })
+    }
+
+    /// The table the store reads and writes a tenant's rows in: on a cluster, the shard's local table.
+    fn local(&self, table: &str) -> String {
+        match self.cluster_name() {
+            Some(_) => format!("{table}_local"),
+            None => table.to_owned(),
+        }
+    }
+
+    /// `sql` reading `tables` from their local twins on a cluster.
+    fn localised(&self, sql: &str, tables: &[&str]) -> String {
+        let mut out = sql.to_owned();
+        for table in tables {
+            out = out.replace(&format!("FROM {table} "), &format!("FROM {} ", self.local(table)));
+            out = out.replace(&format!("FROM {table}\n"), &format!("FROM {}\n", self.local(table)));
+        }
+        out
     }
 
     fn error(&self, statement: &str, e: clickhouse::error::Error) -> StoreError {
-        self.error_on(None, statement, e)
-    }
-
-    /// As [`Self::error`], for a statement that reads or writes one tenant's shard: on a cluster, every replica of
-    /// that shard failing is named as such.
-    fn error_on(&self, shard: Option<&Shard>, statement: &str, e: clickhouse::error::Error) -> StoreError {
         let url = self.settings.url.clone();
         let statement: String = statement.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
         match e {
@@ -207,18 +308,6 @@ impl ClickHouseStore {
             }
             other => {
                 let reason = other.to_string();
-                // 279 ALL_CONNECTION_TRIES_FAILED, 210 NETWORK_ERROR, 209 SOCKET_TIMEOUT: the server we talk to is
-                // up, but it could not reach a replica of a shard the statement needs.
-                if let Some(cluster) = self.cluster_name()
-                    && ["Code: 279", "Code: 210", "Code: 209"].iter().any(|c| reason.contains(c))
-                {
-                    return StoreError::ShardUnreachable {
-                        cluster: cluster.to_owned(),
-                        shard: shard.map_or_else(|| "a shard".to_owned(), Shard::describe),
-                        via: url,
-                        reason,
-                    };
-                }
                 if reason.contains("Code: 81") || reason.contains("UNKNOWN_DATABASE") {
                     return StoreError::NotMigrated {
                         database: self.settings.database.clone(),
@@ -281,34 +370,38 @@ impl ClickHouseStore {
         rows: impl Iterator<Item = R::Value<'r>>,
     ) -> Result<usize> {
         self.ready().await?;
-        let shard = self.shard_of(tenant).await?;
-        let shard = shard.as_ref();
-        let statement = format!("INSERT INTO {table}");
-        let mut insert = self.client.insert::<R>(table).await.map_err(|e| self.error_on(shard, &statement, e))?;
-        let mut n = 0;
-        for row in rows {
-            insert.write(&row).await.map_err(|e| self.error_on(shard, &statement, e))?;
-            n += 1;
-        }
-        // `end` returns once the server has acknowledged the whole insert (on a cluster: once it is on the shard).
-        insert.end().await.map_err(|e| self.error_on(shard, &statement, e))?;
-        Ok(n)
+        let target = self.local(table);
+        let statement = format!("INSERT INTO {target}");
+        let rows: Vec<R::Value<'r>> = rows.collect();
+        let (rows, target) = (&rows, target.as_str());
+        self.on_shard(tenant, &statement, move |client| async move {
+            let mut insert = client.insert::<R>(target).await?;
+            for row in rows {
+                insert.write(row).await?;
+            }
+            // `end` returns once the server has acknowledged the whole insert (on a cluster: the shard's replica).
+            insert.end().await?;
+            Ok(rows.len())
+        })
+        .await
     }
 
-    /// Runs a named query that reads one tenant's rows of `table`, on its shard alone where the store routes reads.
+    /// Runs a named query that reads one tenant's rows of `table` (on a cluster: on its shard alone).
     async fn fetch_tenant<T>(
         &self,
         tenant: &str,
         table: &str,
         sql: &str,
-        bind: impl FnOnce(clickhouse::query::Query) -> clickhouse::query::Query,
+        bind: impl Fn(clickhouse::query::Query) -> clickhouse::query::Query,
     ) -> Result<Vec<T>>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
         self.ready().await?;
-        let (sql, shard) = self.for_tenant(sql, tenant, table).await?;
-        bind(self.client.query(&sql)).fetch_all::<T>().await.map_err(|e| self.error_on(shard.as_ref(), &sql, e))
+        let sql = self.localised(sql, &[table]);
+        let (sql_ref, bind) = (sql.as_str(), &bind);
+        self.on_shard(tenant, &sql, move |client| async move { bind(client.query(sql_ref)).fetch_all::<T>().await })
+            .await
     }
 }
 
@@ -424,14 +517,14 @@ impl Store for ClickHouseStore {
         let rows: Vec<FactOut> = self
             .fetch_tenant(scope.as_str(), "page_insights", queries::READ_PAGE_INSIGHTS, |q| {
                 q.bind(scope.as_str())
-                    .bind(InList(metrics))
-                    .bind(InList(periods))
+                    .bind(InList(&metrics))
+                    .bind(InList(&periods))
                     .bind(day_param(filter.from, MIN_DAY))
                     .bind(day_param(filter.to, MAX_DAY))
                     .bind(u8::from(!practices.is_empty()))
-                    .bind(InList(practices))
+                    .bind(InList(&practices))
                     .bind(u8::from(!pages.is_empty()))
-                    .bind(InList(pages))
+                    .bind(InList(&pages))
             })
             .await?;
         rows.into_iter().map(FactOut::into_fact).collect()
@@ -456,7 +549,7 @@ impl Store for ClickHouseStore {
                     .bind(day_param(from, MIN_DAY))
                     .bind(day_param(to, MAX_DAY))
                     .bind(u8::from(!practices.is_empty()))
-                    .bind(InList(practices))
+                    .bind(InList(&practices))
             })
             .await?;
         let mut posts = rows.into_iter().map(PostOut::into_post).collect::<Result<Vec<_>>>()?;
@@ -484,7 +577,7 @@ impl Store for ClickHouseStore {
                     .bind(day_param(filter.from, MIN_DAY))
                     .bind(day_param(filter.to, MAX_DAY))
                     .bind(u8::from(!practices.is_empty()))
-                    .bind(InList(practices))
+                    .bind(InList(&practices))
             })
             .await?;
         rows.into_iter().map(SnapshotOut::into_snapshot).collect()
@@ -629,11 +722,15 @@ impl Store for ClickHouseStore {
         if rows > 0 {
             let body = to_json_lines(tenant, version, batch)?;
             // The table name comes from a static ReportTable, never from input.
-            let sql = format!("INSERT INTO {} FORMAT JSONEachRow", table.name);
-            let shard = self.shard_of(tenant).await?;
-            let mut insert = self.client.insert_formatted_with(sql.clone());
-            insert.send(body.into()).await.map_err(|e| self.error_on(shard.as_ref(), &sql, e))?;
-            insert.end().await.map_err(|e| self.error_on(shard.as_ref(), &sql, e))?;
+            let sql = format!("INSERT INTO {} FORMAT JSONEachRow", self.local(table.name));
+            let body = bytes::Bytes::from(body);
+            let (sql_ref, body) = (sql.as_str(), &body);
+            self.on_shard(tenant, &sql, move |client| async move {
+                let mut insert = client.insert_formatted_with(sql_ref);
+                insert.send(body.clone()).await?;
+                insert.end().await
+            })
+            .await?;
         }
         // Switch readers to the new slice only once its rows are acknowledged.
         let slice = SliceRow {
@@ -680,11 +777,7 @@ impl Store for ClickHouseStore {
         // pointer is read in the same statement, so a concurrent replacement is seen whole or not at all. On a
         // cluster the statement runs on the tenant's shard, where the pointer is in the local table.
         let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
-        let mut pointer = queries::REPORT_SLICE.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join(" ");
-        if self.routes_reads() {
-            let db = &self.settings.database;
-            pointer = pointer.replacen("FROM report_slices", &format!("FROM `{db}`.report_slices_local"), 1);
-        }
+        let pointer = queries::REPORT_SLICE.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join(" ");
         let sql = format!(
             "SELECT {} FROM {} WHERE tenant_id = ? AND version IN ({}) ORDER BY {}",
             columns.join(", "),
@@ -692,19 +785,21 @@ impl Store for ClickHouseStore {
             pointer,
             columns.iter().take(3).copied().collect::<Vec<_>>().join(", ")
         );
-        let (sql, shard) = self.for_tenant(&sql, tenant, table.name).await?;
+        let sql = self.localised(&sql, &[table.name, "report_slices"]);
+        let (sql_ref, key) = (sql.as_str(), &variant.slice_key(table));
         let bytes = self
-            .client
-            .query(&sql)
-            .bind(tenant)
-            .bind(tenant)
-            .bind(variant.slice_key(table))
-            .with_setting("output_format_json_quote_64bit_integers", "0")
-            .fetch_bytes("JSONEachRow")
-            .map_err(|e| self.error_on(shard.as_ref(), &sql, e))?
-            .collect()
-            .await
-            .map_err(|e| self.error_on(shard.as_ref(), &sql, e))?;
+            .on_shard(tenant, &sql, move |client| async move {
+                client
+                    .query(sql_ref)
+                    .bind(tenant)
+                    .bind(tenant)
+                    .bind(key.as_str())
+                    .with_setting("output_format_json_quote_64bit_integers", "0")
+                    .fetch_bytes("JSONEachRow")?
+                    .collect()
+                    .await
+            })
+            .await?;
         let reader = arrow::json::ReaderBuilder::new(table.schema())
             .build(Cursor::new(bytes))
             .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;

@@ -127,6 +127,8 @@ impl LocalCluster {
             user: "default".into(),
             password: None,
             cluster: Some(CLUSTER.into()),
+            // On loopback every node has its own HTTP port, so each replica's URL is given by its TCP address.
+            replica_urls: self.nodes.iter().map(|n| (format!("127.0.0.1:{}", n.tcp_port), n.url.clone())).collect(),
         })
     }
 
@@ -146,12 +148,25 @@ impl LocalCluster {
         let _ = self.entry().query(&format!("DROP DATABASE IF EXISTS `{name}` ON CLUSTER `{CLUSTER}`"));
     }
 
-    /// Every node up again (a test that stopped one brings it back even when it fails).
+    /// A guard that brings every stopped node back when dropped, also when the test fails.
+    pub fn healing(&self) -> Healing<'_> {
+        Healing(self)
+    }
+
+    /// Every node up again.
     pub fn heal(&self) {
         for node in &self.nodes {
             if !node.is_up() {
                 node.start();
             }
         }
+    }
+}
+
+pub struct Healing<'a>(&'a LocalCluster);
+
+impl Drop for Healing<'_> {
+    fn drop(&mut self) {
+        self.0.heal();
     }
 }
