@@ -618,6 +618,34 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 message: format!("store.clickhouse.database `{}` must be letters, digits and `_`", ch.database),
             });
         }
+        let cluster = ch.cluster.as_deref().filter(|c| !c.is_empty());
+        if let Some(c) = cluster
+            && !c.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            issues.push(Issue {
+                path: path.to_owned(),
+                line: 0,
+                column: 0,
+                message: format!(
+                    "store.clickhouse.cluster `{c}` must be a cluster name from the servers' <remote_servers> \
+                     (letters, digits, `_`, `-`)"
+                ),
+            });
+        }
+        for (address, url) in &ch.replica_urls {
+            let message = if cluster.is_none() {
+                "store.clickhouse.replica_urls is only used with `cluster`; remove it or name the cluster".to_owned()
+            } else if !address.contains(':') {
+                format!("store.clickhouse.replica_urls key `{address}` must be host:port as system.clusters names it")
+            } else if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('@') {
+                format!(
+                    "store.clickhouse.replica_urls `{address}` = `{url}` must be an http(s) URL without credentials"
+                )
+            } else {
+                continue;
+            };
+            issues.push(Issue { path: path.to_owned(), line: 0, column: 0, message });
+        }
     }
 
     let mut tenants = Vec::new();

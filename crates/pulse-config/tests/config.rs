@@ -185,6 +185,23 @@ fn the_docker_config_is_valid_too() {
 }
 
 #[test]
+fn the_cluster_config_is_valid_and_replica_urls_are_checked() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pulse.cluster.toml");
+    let config = load(&path).unwrap();
+    assert_eq!(config.store.clickhouse.as_ref().unwrap().cluster.as_deref(), Some("pulse"));
+    let store = "[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"http://a:8123\"\n";
+    let issues = issues_of(&format!("{store}[store.clickhouse.replica_urls]\n\"a:9000\" = \"http://a:8123\"\n"));
+    assert!(issues.iter().any(|i| i.contains("only used with `cluster`")), "{issues:?}");
+    let issues = issues_of(&format!(
+        "{store}cluster = \"pulse\"\n[store.clickhouse.replica_urls]\n\"a\" = \"http://a:8123\"\n\"b:9000\" = \"ftp://b\"\n"
+    ));
+    assert!(issues.iter().any(|i| i.contains("key `a` must be host:port")), "{issues:?}");
+    assert!(issues.iter().any(|i| i.contains("`b:9000` = `ftp://b` must be an http(s) URL")), "{issues:?}");
+    let issues = issues_of(&format!("{store}cluster = \"pulse; DROP\"\n"));
+    assert!(issues.iter().any(|i| i.contains("must be a cluster name")), "{issues:?}");
+}
+
+#[test]
 fn campaigns_need_exactly_one_matcher_and_known_tenants() {
     let config = load(&example()).unwrap();
     assert_eq!(config.campaigns.len(), 1);

@@ -1,0 +1,185 @@
+//! The whole job on a real ClickHouse cluster (2 shards x 2 replicas and ZooKeeper, from
+//! `.ci/clickhouse-cluster.sh`), as an operator runs it: `pulse migrate` ON CLUSTER, `pulse ingest`, `pulse jobs
+//! run` twice (the second replaces every report), and every report of both tenants read back equal to the same job
+//! on the embedded lake. The tenants sit on different shards (`gamma` on 1, `alpha` on 2).
+//!
+//! Runs when `PULSE_TEST_CLICKHOUSE_CLUSTER_DIR` is set (CI sets it, and `PULSE_REQUIRE_CLICKHOUSE_CLUSTER=1`, which
+//! makes a missing cluster a failure); otherwise it is skipped with a message saying how to run it.
+
+#[path = "../../pulse-store/tests/support/cluster.rs"]
+mod cluster;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn pulse() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pulse"));
+    c.env_remove("RUST_LOG").env_remove("PULSE_CONFIG");
+    c
+}
+
+fn run(args: &[&str]) -> String {
+    let out: Output = pulse().args(args).output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "pulse {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+const SCENARIO: &str = r#"
+[world]
+name = "cluster"
+seed = 11
+api_version = "v2.12"
+start = "2017-09-01"
+end = "2018-04-30"
+
+[[tenant]]
+id = "alpha"
+name = "Alpha CCG"
+code_prefix = "M83"
+practices = 4
+facebook_share = 1.0
+list_size = [3000, 9000]
+
+[[tenant]]
+id = "gamma"
+name = "Gamma CCG"
+code_prefix = "M84"
+practices = 3
+facebook_share = 1.0
+list_size = [3000, 9000]
+
+[[campaign]]
+name = "Stroke video"
+kind = "video"
+start = "2018-03-10"
+days = 2
+participation = 0.8
+reach_per_page = [500, 900]
+video_views_per_reach = 0.6
+engaged_share = 0.1
+message = "Act FAST #ActFAST"
+"#;
+
+/// Starts `pulse sim` writing its config into `dir`; returns the process and the day after the world's data.
+fn start_sim(dir: &Path) -> (std::process::Child, String) {
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let mut child = pulse()
+        .args(["sim", "--scenario", scenario.to_str().unwrap(), "--port", "0", "--config-out"])
+        .arg(dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut end = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(data) = line.split("data ").nth(1) {
+            end = data.split_once("..").unwrap().1.trim().to_owned();
+        }
+        if line.starts_with("serving on http://") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let end: chrono::NaiveDate = end.parse().unwrap();
+    (child, (end + chrono::Duration::days(1)).to_string())
+}
+
+const KINDS: [&str; 6] = ["reach", "reach-tenant", "age-bands", "campaigns", "posts", "quality"];
+
+/// Migrate, ingest, compute the reports twice, and read every report of both tenants as CSV.
+fn whole_job(config: &Path, today: &str) -> Vec<(String, String)> {
+    let config = config.to_str().unwrap();
+    run(&["migrate", "--config", config]);
+    run(&["ingest", "--config", config, "--today", today, "--since", "2017-09-01"]);
+    run(&["jobs", "run", "--config", config]);
+    run(&["jobs", "run", "--config", config]);
+    let mut out = Vec::new();
+    for tenant in ["alpha", "gamma"] {
+        for kind in KINDS {
+            let csv = run(&["report", kind, "--tenant", tenant, "--format", "csv", "--config", config]);
+            out.push((format!("{tenant}/{kind}"), csv));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_whole_job_on_a_cluster_equals_the_embedded_run() {
+    let Some(cluster) = cluster::LocalCluster::from_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sim, today) = start_sim(dir.path());
+    let lake_config = dir.path().join("pulse.toml");
+    let lake_text = std::fs::read_to_string(&lake_config).unwrap();
+
+    let database = format!("pulse_cli_cluster_{}", std::process::id());
+    let lake_store = "[store]\nbackend = \"lake\"\nlake_dir = \".\"";
+    assert!(lake_text.contains(lake_store), "{lake_text}");
+    let mut store = format!(
+        "[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n\
+         cluster = \"pulse\"\n\n[store.clickhouse.replica_urls]\n",
+        cluster.entry().url
+    );
+    for node in &cluster.nodes {
+        store.push_str(&format!("\"127.0.0.1:{}\" = \"{}\"\n", node.tcp_port, node.url));
+    }
+    let cluster_dir = dir.path().join("cluster");
+    std::fs::create_dir_all(&cluster_dir).unwrap();
+    let cluster_config = cluster_dir.join("pulse.toml");
+    std::fs::write(&cluster_config, lake_text.replace(lake_store, &store)).unwrap();
+
+    // The DDL the cluster gets: qualified, ON CLUSTER, Replicated local tables behind Distributed ones.
+    let sql = run(&["migrate", "--print-sql", "--config", cluster_config.to_str().unwrap()]);
+    assert!(sql.contains(&format!("CREATE TABLE IF NOT EXISTS `{database}`.page_insights_local ON CLUSTER `pulse`")));
+    assert!(sql.contains("ENGINE = Distributed(`pulse`"), "{sql}");
+
+    let on_lake = whole_job(&lake_config, &today);
+    let on_cluster = whole_job(&cluster_config, &today);
+    let _ = sim.kill();
+    for ((what, lake), (_, clustered)) in on_lake.iter().zip(&on_cluster) {
+        assert!(lake.lines().count() > 1 || what.ends_with("quality"), "{what} has rows: {lake}");
+        assert_eq!(lake, clustered, "{what} differs between the lake and the cluster");
+    }
+    let campaigns = &on_cluster.iter().find(|(w, _)| w == "alpha/campaigns").unwrap().1;
+    assert!(campaigns.contains("Stroke video"), "{campaigns}");
+
+    // Each tenant's rows are on its own shard only.
+    let count = |shard: u32, table: &str, tenant: &str| -> u64 {
+        cluster
+            .node(shard, 1)
+            .query(&format!("SELECT count() FROM `{database}`.{table}_local WHERE tenant_id = '{tenant}'"))
+            .parse()
+            .unwrap()
+    };
+    for table in ["page_insights", "posts", "report_reach_weekly", "ingest_checkpoints"] {
+        assert!(count(1, table, "gamma") > 0 && count(1, table, "alpha") == 0, "{table} on shard 1");
+        assert!(count(2, table, "alpha") > 0 && count(2, table, "gamma") == 0, "{table} on shard 2");
+    }
+    // The second `jobs run` replaced every report; the superseded rows are deleted on the shards (a mutation sent
+    // ON CLUSTER, so it can take a moment), leaving one version per report and tenant.
+    let versions = |shard: u32, tenant: &str| -> u64 {
+        cluster
+            .node(shard, 2)
+            .query(&format!(
+                "SELECT uniqExact(version) FROM `{database}`.report_reach_weekly_local WHERE tenant_id = '{tenant}'"
+            ))
+            .parse()
+            .unwrap()
+    };
+    let mut left = (0, 0);
+    for _ in 0..100 {
+        left = (versions(1, "gamma"), versions(2, "alpha"));
+        if left == (1, 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(left, (1, 1), "superseded report rows deleted on both shards' second replicas");
+    cluster.drop_database(&database);
+}
