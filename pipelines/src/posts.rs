@@ -45,7 +45,11 @@ pub fn post_performance(posts: &DataFrame, campaign_tags: &[String]) -> Result<D
                 .otherwise(lit(NULL).cast(DataType::Float64))
                 .alias("engagement_rate"),
         )
-        .sort(["reach"], SortMultipleOptions::default().with_order_descending(true).with_nulls_last(true))
+        // Ties in reach are ranked by post id, so the ranking does not depend on the order the store returned posts.
+        .sort(
+            ["reach", "post_id"],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]).with_nulls_last(true),
+        )
         .with_row_index("rank0", None)
         .with_column((col("rank0") + lit(1)).cast(DataType::UInt32).alias("tenant_rank"))
         .collect()?)
@@ -62,7 +66,10 @@ pub fn by_topic(performance: &DataFrame) -> Result<DataFrame> {
             col("reach").mean().alias("mean_reach"),
             col("engagement_rate").mean().alias("mean_engagement_rate"),
         ])
-        .sort(["mean_reach"], SortMultipleOptions::default().with_order_descending(true))
+        .sort(
+            ["mean_reach", "topic", "post_type"],
+            SortMultipleOptions::default().with_order_descending_multi([true, false, false]),
+        )
         .collect()?)
 }
 

@@ -2,6 +2,7 @@
 //! benchmarks. Prints one JSON line: rows, seconds, rows/s, requests, peak memory, the database written.
 //!
 //!   ingest_bench --clickhouse http://127.0.0.1:18123 [--copies 42] [--pages N] [--days 365] [--database db]
+//!   ingest_bench --cluster-dir DIR [...]     # the loopback cluster of `.ci/clickhouse-cluster.sh` (cluster `pulse`)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,20 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let url = arg(&args, "--clickhouse").context("--clickhouse URL is required")?;
+    // A cluster: the entry node is shard 1 replica 1; each replica's HTTP URL by its TCP address.
+    let (url, cluster, replica_urls) = match arg(&args, "--cluster-dir") {
+        Some(dir) => {
+            let nodes = std::fs::read_to_string(std::path::Path::new(&dir).join("nodes.tsv"))
+                .with_context(|| format!("{dir}/nodes.tsv (start the cluster with .ci/clickhouse-cluster.sh)"))?;
+            let nodes: Vec<Vec<String>> = nodes.lines().map(|l| l.split('\t').map(str::to_owned).collect()).collect();
+            let urls = nodes.iter().map(|n| (format!("127.0.0.1:{}", n[3]), n[2].clone())).collect();
+            (nodes[0][2].clone(), Some("pulse".to_owned()), urls)
+        }
+        None => {
+            let url = arg(&args, "--clickhouse").context("--clickhouse URL or --cluster-dir is required")?;
+            (url, None, Default::default())
+        }
+    };
     let copies: u32 = arg(&args, "--copies").map_or(Ok(42), |v| v.parse())?;
     let pages: Option<usize> = arg(&args, "--pages").map(|v| v.parse()).transpose()?;
     let days: i64 = arg(&args, "--days").map_or(Ok(365), |v| v.parse())?;
@@ -41,8 +55,8 @@ async fn main() -> Result<()> {
         database: database.clone(),
         user: "default".into(),
         password: None,
-        cluster: None,
-        replica_urls: Default::default(),
+        cluster: cluster.clone(),
+        replica_urls,
     });
     store.migrate().await?;
     let mut opts = IngestOptions::new(PlanOptions::backfill(version, today, end - chrono::Duration::days(days - 1)));
@@ -60,6 +74,7 @@ async fn main() -> Result<()> {
         "{}",
         serde_json::json!({
             "database": database,
+            "store": if cluster.is_some() { "cluster (2 shards x 2 replicas)" } else { "single server" },
             "practices": practices,
             "pages": n_pages,
             "days": days,

@@ -129,9 +129,8 @@ fn the_whole_job_on_a_cluster_equals_the_embedded_run() {
     for node in &cluster.nodes {
         store.push_str(&format!("\"127.0.0.1:{}\" = \"{}\"\n", node.tcp_port, node.url));
     }
-    let cluster_dir = dir.path().join("cluster");
-    std::fs::create_dir_all(&cluster_dir).unwrap();
-    let cluster_config = cluster_dir.join("pulse.toml");
+    // Beside the lake's config: both read the simulator's token file by the same relative path.
+    let cluster_config = dir.path().join("pulse-cluster.toml");
     std::fs::write(&cluster_config, lake_text.replace(lake_store, &store)).unwrap();
 
     // The DDL the cluster gets: qualified, ON CLUSTER, Replicated local tables behind Distributed ones.
@@ -144,7 +143,13 @@ fn the_whole_job_on_a_cluster_equals_the_embedded_run() {
     let _ = sim.kill();
     for ((what, lake), (_, clustered)) in on_lake.iter().zip(&on_cluster) {
         assert!(lake.lines().count() > 1 || what.ends_with("quality"), "{what} has rows: {lake}");
-        assert_eq!(lake, clustered, "{what} differs between the lake and the cluster");
+        let first = lake.lines().zip(clustered.lines()).find(|(a, b)| a != b);
+        assert!(
+            lake == clustered,
+            "{what} differs between the lake and the cluster ({} vs {} lines); first difference:\n{first:?}",
+            lake.lines().count(),
+            clustered.lines().count()
+        );
     }
     let campaigns = &on_cluster.iter().find(|(w, _)| w == "alpha/campaigns").unwrap().1;
     assert!(campaigns.contains("Stroke video"), "{campaigns}");

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "operational_state",
         sql: include_str!("../../../sql/migrations/0007_operational_state.sql"),
     },
+    Migration {
+        version: 8,
+        name: "report_row_order",
+        sql: include_str!("../../../sql/migrations/0008_report_row_order.sql"),
+    },
 ];
 
 /// Per-tenant analyst views (`sql/tenant_views.sql`), rendered for one tenant by [`tenant_views`].

@@ -696,6 +696,7 @@ async fn clickhouse_report_tables_match_their_declarations() {
         let mut expected =
             vec![("tenant_id".to_owned(), "String".to_owned()), ("version".to_owned(), "UInt64".to_owned())];
         expected.extend(table.columns.iter().map(|c| (c.name.to_owned(), c.ty.clickhouse().to_owned())));
+        expected.push(("row_ordinal".to_owned(), "UInt32".to_owned()));
         assert_eq!(got, expected, "{}", table.name);
     }
     db.drop().await;

@@ -4,7 +4,7 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, StringArray, UInt64Array};
+use arrow::array::{ArrayRef, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
@@ -271,7 +271,7 @@ impl ClickHouseStore {
                 Err(e @ (clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut)) => {
                     failures.push(format!("{}: {e}", shard.replicas[i].url));
                 }
-                Err(e) => return Err(self.error(statement, e)),
+                Err(e) => return Err(self.error_at(&shard.replicas[i].url, statement, e)),
             }
         }
         Err(StoreError::ShardUnreachable {
@@ -300,7 +300,12 @@ impl ClickHouseStore {
     }
 
     fn error(&self, statement: &str, e: clickhouse::error::Error) -> StoreError {
-        let url = self.settings.url.clone();
+        self.error_at(&self.settings.url, statement, e)
+    }
+
+    /// As [`Self::error`], for a statement sent to the server at `url` (a cluster's replica).
+    fn error_at(&self, url: &str, statement: &str, e: clickhouse::error::Error) -> StoreError {
+        let url = url.to_owned();
         let statement: String = statement.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
         match e {
             clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
@@ -778,8 +783,9 @@ impl Store for ClickHouseStore {
         // cluster the statement runs on the tenant's shard, where the pointer is in the local table.
         let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
         let pointer = queries::REPORT_SLICE.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join(" ");
+        // In the order written (rows from before migration 8 have ordinal 0: by their first columns).
         let sql = format!(
-            "SELECT {} FROM {} WHERE tenant_id = ? AND version IN ({}) ORDER BY {}",
+            "SELECT {} FROM {} WHERE tenant_id = ? AND version IN ({}) ORDER BY row_ordinal, {}",
             columns.join(", "),
             table.name,
             pointer,
@@ -851,6 +857,8 @@ fn to_json_lines(tenant: &str, version: u64, batch: &RecordBatch) -> Result<Vec<
         Arc::new(UInt64Array::from_iter_values((0..n).map(|_| version))),
     ];
     columns.extend(batch.columns().iter().cloned());
+    fields.push(Arc::new(Field::new("row_ordinal", DataType::UInt32, false)));
+    columns.push(Arc::new(UInt32Array::from_iter_values(0..n as u32)));
     let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
     let mut out = Vec::new();
