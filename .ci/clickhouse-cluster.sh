@@ -127,7 +127,15 @@ wait "${starting[@]}"
 
 cat > "$DIR/stop.sh" <<SH
 #!/usr/bin/env bash
-for p in "$DIR"/node*/pid "$DIR"/zk/pid; do kill "\$(cat "\$p")" 2>/dev/null || true; done
+# Stops every node and ZooKeeper, and waits until they are gone (SIGKILL after 20 s).
+pids=\$(cat "$DIR"/node*/pid "$DIR"/zk/pid 2>/dev/null)
+kill \$pids 2>/dev/null || true
+for _ in \$(seq 1 40); do
+  alive=0; for p in \$pids; do kill -0 "\$p" 2>/dev/null && alive=1; done
+  [ "\$alive" = 0 ] && exit 0
+  sleep 0.5
+done
+kill -9 \$pids 2>/dev/null || true
 SH
 
 # The cluster is up when every node sees ZooKeeper and the four replicas of the definition.

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 DAYS="${1:-365}"
 COPIES="${2:-42}"
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build -q --release -p pulse-benches --bin ingest_bench
+cargo build -q --release --workspace --bin ingest_bench   # workspace features: shares the build with the tests
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 if [ -z "${PULSE_BENCH_CLICKHOUSE_URL:-}" ]; then
   PULSE_BENCH_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh "$(free_port)")"

@@ -26,7 +26,7 @@ fn day(d: u16) -> NaiveDate {
     i32_to_day(d as i32)
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct FactRow<'a> {
     pub tenant_id: &'a str,
     pub practice_code: &'a str,
@@ -94,7 +94,7 @@ impl FactOut {
     }
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct PostRow<'a> {
     pub tenant_id: &'a str,
     pub practice_code: &'a str,
@@ -153,7 +153,7 @@ impl PostOut {
     }
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct SnapshotRow<'a> {
     pub tenant_id: &'a str,
     pub practice_code: &'a str,
@@ -220,7 +220,7 @@ impl SnapshotOut {
     }
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct CheckpointRow<'a> {
     pub tenant_id: &'a str,
     pub practice_code: &'a str,
@@ -267,7 +267,7 @@ impl CheckpointOut {
     }
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct RunRow<'a> {
     pub tenant_id: &'a str,
     pub run_id: &'a str,
@@ -345,7 +345,7 @@ impl RunOut {
     }
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct SliceRow<'a> {
     pub tenant_id: &'a str,
     pub report: &'a str,
@@ -362,7 +362,7 @@ pub(crate) struct MigrationRow {
     pub checksum: String,
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct MigrationInsert<'a> {
     pub version: u32,
     pub name: &'a str,
@@ -370,7 +370,7 @@ pub(crate) struct MigrationInsert<'a> {
     pub applied_at: u32,
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct AuditRow<'a> {
     pub tenant_id: &'a str,
     pub export_id: &'a str,
@@ -434,7 +434,7 @@ impl AuditOut {
     }
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct StateRow<'a> {
     pub tenant_id: &'a str,
     pub stream: &'a str,
@@ -470,7 +470,7 @@ impl StateOut {
     }
 }
 
-#[derive(Debug, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
 pub(crate) struct LeaseRow {
     pub tenant_id: String,
     pub name: String,

@@ -372,21 +372,23 @@ impl ClickHouseStore {
         &self,
         tenant: &str,
         table: &str,
-        rows: impl Iterator<Item = R::Value<'r>>,
+        rows: impl Iterator<Item = R::Value<'r>> + Clone,
     ) -> Result<usize> {
         self.ready().await?;
         let target = self.local(table);
         let statement = format!("INSERT INTO {target}");
-        let rows: Vec<R::Value<'r>> = rows.collect();
+        // Rows are made as they are sent (no copy of the batch); a retry on another replica makes them again.
         let (rows, target) = (&rows, target.as_str());
         self.on_shard(tenant, &statement, move |client| async move {
             let mut insert = client.insert::<R>(target).await?;
-            for row in rows {
-                insert.write(row).await?;
+            let mut n = 0;
+            for row in rows.clone() {
+                insert.write(&row).await?;
+                n += 1;
             }
             // `end` returns once the server has acknowledged the whole insert (on a cluster: the shard's replica).
             insert.end().await?;
-            Ok(rows.len())
+            Ok(n)
         })
         .await
     }
