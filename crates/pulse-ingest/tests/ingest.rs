@@ -540,15 +540,12 @@ async fn cluster_faulty_run_then_rerun_equals_clean_run() {
 async fn cluster_results_equal_the_single_node_run() {
     let Some(cluster) = cluster::LocalCluster::from_env() else { return };
     let _nodes = CLUSTER_NODES.lock().await;
-    let sim = serve(FaultSpec::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeStore::open(dir.path()).unwrap();
-    assert!(ingest(&lake, &sim).await.is_clean());
+    let (sim, on_lake) = clean_reference().await;
     let (store, db) = cluster.fresh("pulse_ingest_equal").await;
     let report = ingest(&store, &sim).await;
     assert!(report.is_clean(), "{}", report.table());
     let on_cluster = snapshot(&store).await;
-    assert_same(&on_cluster, &snapshot(&lake).await);
+    assert_same(&on_cluster, &on_lake);
     if let Some(url) = clickhouse_url() {
         let single = fresh_clickhouse(&url).await;
         assert!(ingest(&single, &sim).await.is_clean());
@@ -571,6 +568,31 @@ async fn cluster_results_equal_the_single_node_run() {
     cluster.drop_database(&db);
 }
 
+/// The world every cluster test ingests, served fault-free, and what a clean run stores of it (on the lake).
+async fn clean_reference() -> (RunningSim, BTreeMap<String, Vec<String>>) {
+    let sim = serve(FaultSpec::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeStore::open(dir.path()).unwrap();
+    assert!(ingest(&lake, &sim).await.is_clean());
+    (sim, snapshot(&lake).await)
+}
+
+/// Kills `nodes` (the first is watched) as soon as the first of them holds facts of database `db`, mid-ingest.
+/// Joins to whether it did.
+fn kill_when_rows_arrive(db: &str, nodes: Vec<cluster::Node>) -> std::thread::JoinHandle<bool> {
+    let watch = format!("SELECT count() FROM `{db}`.page_insights_local");
+    std::thread::spawn(move || {
+        for _ in 0..3000 {
+            if nodes[0].query(&watch).parse::<u64>().unwrap_or(0) > 0 {
+                nodes.iter().for_each(cluster::Node::kill);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    })
+}
+
 /// Waits until each shard's replicas hold the same rows of the facts table (replication has caught up).
 fn wait_for_replicas(cluster: &cluster::LocalCluster, db: &str) {
     let sql = format!("SELECT count() FROM `{db}`.page_insights_local");
@@ -587,11 +609,7 @@ fn wait_for_replicas(cluster: &cluster::LocalCluster, db: &str) {
 async fn cluster_replica_killed_mid_ingest_loses_nothing() {
     let Some(cluster) = cluster::LocalCluster::from_env() else { return };
     let _nodes = CLUSTER_NODES.lock().await;
-    let sim = serve(FaultSpec::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeStore::open(dir.path()).unwrap();
-    assert!(ingest(&lake, &sim).await.is_clean());
-    let expected = snapshot(&lake).await;
+    let (sim, expected) = clean_reference().await;
 
     let (store, db) = cluster.fresh("pulse_ingest_kill").await;
     // Small batches, so the run is many inserts long, and time to ride out the moment of the kill.
@@ -600,18 +618,7 @@ async fn cluster_replica_killed_mid_ingest_loses_nothing() {
     opts.store_retry_for = Duration::from_secs(30);
     // Kill shard 2's first replica (where alpha's inserts go) once some of alpha's rows are on it.
     let healing = cluster.healing();
-    let victim = cluster.node(2, 1).clone();
-    let watch = format!("SELECT count() FROM `{db}`.page_insights_local");
-    let killer = std::thread::spawn(move || {
-        for _ in 0..3000 {
-            if victim.query(&watch).parse::<u64>().unwrap_or(0) > 0 {
-                victim.kill();
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
-    });
+    let killer = kill_when_rows_arrive(&db, vec![cluster.node(2, 1).clone()]);
     let report = ingest_with(&store, &sim, opts).await;
     assert!(killer.join().unwrap(), "the replica was killed mid-ingest");
     assert!(!cluster.node(2, 1).is_up());
@@ -632,11 +639,7 @@ async fn cluster_replica_killed_mid_ingest_loses_nothing() {
 async fn cluster_shard_down_is_a_clear_error_and_no_checkpoint_gets_ahead() {
     let Some(cluster) = cluster::LocalCluster::from_env() else { return };
     let _nodes = CLUSTER_NODES.lock().await;
-    let sim = serve(FaultSpec::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeStore::open(dir.path()).unwrap();
-    assert!(ingest(&lake, &sim).await.is_clean());
-    let expected = snapshot(&lake).await;
+    let (sim, expected) = clean_reference().await;
 
     let (store, db) = cluster.fresh("pulse_ingest_shard").await;
     let (alpha, gamma) = scopes();
@@ -666,19 +669,7 @@ async fn cluster_shard_down_is_a_clear_error_and_no_checkpoint_gets_ahead() {
     // Shard 2 lost mid-run: the run stops with the outage reported, and no checkpoint gets ahead of its data.
     let mut opts = options(today());
     opts.flush_rows = 400;
-    let watch = format!("SELECT count() FROM `{db}`.page_insights_local");
-    let (first, second) = (cluster.node(2, 1).clone(), cluster.node(2, 2).clone());
-    let killer = std::thread::spawn(move || {
-        for _ in 0..3000 {
-            if first.query(&watch).parse::<u64>().unwrap_or(0) > 0 {
-                first.kill();
-                second.kill();
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
-    });
+    let killer = kill_when_rows_arrive(&db, vec![cluster.node(2, 1).clone(), cluster.node(2, 2).clone()]);
     let report = ingest_with(&store, &sim, opts).await;
     assert!(killer.join().unwrap(), "shard 2 was stopped mid-ingest");
     let err = report.store_error.as_ref().expect("the shard outage is reported").to_string();
