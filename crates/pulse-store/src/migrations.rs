@@ -113,7 +113,7 @@ pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
     let on_cluster = format!("ON CLUSTER `{cluster}`");
     let finish = |s: &str| qualify(&s.replace(MARKER, &on_cluster), &db);
     // A column added to a table is added to its replicated local table; the Distributed table over it holds no
-    // rows (inserts are synchronous), and a cluster with replicated shards refuses ALTER ON CLUSTER for it, so it is
+    // rows (the store inserts into the local tables, never through it), and a cluster with replicated shards refuses ALTER ON CLUSTER for it, so it is
     // created again over the altered local table. (Every altered table is a tenant table, sharded by tenant.)
     if let Some(rest) = statement.strip_prefix("ALTER TABLE ")
         && let Some(table) = rest.split_whitespace().next()
@@ -122,7 +122,7 @@ pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
         return vec![
             finish(&local),
             format!("DROP TABLE IF EXISTS {db}{table} {on_cluster}"),
-            distributed(&db, table, &on_cluster, cluster, database, "cityHash64(tenant_id)"),
+            distributed(table, cluster, database),
         ];
     }
     let Some(table) = created_table(statement) else {
@@ -145,10 +145,7 @@ pub fn render(statement: &str, topology: &Topology) -> Vec<String> {
     let path = format!("'/clickhouse/tables/{{shard}}/{{database}}/{local}', '{{replica}}'");
     let replicated = replicated_engine(&statement[engine_at..], &path);
     let head = finish(&statement[..engine_at].replacen(&format!(" {table} "), &format!(" {local} "), 1));
-    vec![
-        format!("{head}ENGINE = {replicated}"),
-        distributed(&db, table, &on_cluster, cluster, database, "cityHash64(tenant_id)"),
-    ]
+    vec![format!("{head}ENGINE = {replicated}"), distributed(table, cluster, database)]
 }
 
 /// `ENGINE = X(args) rest` as its Replicated twin with the ZooKeeper path and replica name `path`.
@@ -163,9 +160,10 @@ fn replicated_engine(engine: &str, path: &str) -> String {
     }
 }
 
-fn distributed(db: &str, table: &str, on_cluster: &str, cluster: &str, database: &str, sharding: &str) -> String {
+/// The Distributed table `table` over `table_local`, sharded by tenant.
+fn distributed(table: &str, cluster: &str, database: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {db}{table} {on_cluster} AS {db}{table}_local ENGINE = Distributed(`{cluster}`, `{database}`, {table}_local, {sharding})"
+        "CREATE TABLE IF NOT EXISTS `{database}`.{table} ON CLUSTER `{cluster}` AS `{database}`.{table}_local ENGINE = Distributed(`{cluster}`, `{database}`, {table}_local, cityHash64(tenant_id))"
     )
 }
 

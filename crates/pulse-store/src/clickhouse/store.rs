@@ -1,8 +1,9 @@
 //! [`ClickHouseStore`]: the [`Store`] interface over ClickHouse.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -24,8 +25,6 @@ use crate::{
     FactFilter, LeaseOutcome, MigrationReport, PostFilter, ReportTable, ReportVariant, Result, Store, StoreError,
     WriteAck,
 };
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 /// How to reach ClickHouse. The password is a resolved secret: it is sent in a header, never shown.
 #[derive(Clone)]
@@ -77,6 +76,15 @@ struct Routes {
     tenant_keys: Mutex<HashMap<String, u64>>,
 }
 
+/// A client for the server at `url` with the configured credentials (the password goes in a header).
+fn connect(settings: &ClickHouseSettings, url: &str) -> Client {
+    let client = Client::default().with_url(url).with_user(&settings.user).with_validation(false);
+    match &settings.password {
+        Some(password) => client.with_password(password),
+        None => client,
+    }
+}
+
 /// Days outside every range we store, for unbounded filters (ClickHouse 18.16's Date ends in 2105).
 const MIN_DAY: &str = "1970-01-01";
 const MAX_DAY: &str = "2105-12-31";
@@ -102,10 +110,7 @@ fn day_param(day: Option<NaiveDate>, default: &str) -> String {
 
 impl ClickHouseStore {
     pub fn new(settings: ClickHouseSettings) -> Self {
-        let mut server = Client::default().with_url(&settings.url).with_user(&settings.user).with_validation(false);
-        if let Some(password) = &settings.password {
-            server = server.with_password(password);
-        }
+        let server = connect(&settings, &settings.url);
         let client = server.clone().with_database(&settings.database);
         Self {
             client,
@@ -153,7 +158,6 @@ impl ClickHouseStore {
                         known: if known.is_empty() { "none".into() } else { known.join(", ") },
                     });
                 };
-                let s = &self.settings;
                 let clients = layout
                     .shards
                     .iter()
@@ -161,14 +165,7 @@ impl ClickHouseStore {
                         let clients = shard
                             .replicas
                             .iter()
-                            .map(|r| {
-                                let c = Client::default().with_url(&r.url).with_user(&s.user).with_validation(false);
-                                let c = match &s.password {
-                                    Some(p) => c.with_password(p),
-                                    None => c,
-                                };
-                                c.with_database(&s.database)
-                            })
+                            .map(|r| connect(&self.settings, &r.url).with_database(&self.settings.database))
                             .collect();
                         (shard.num, clients)
                     })
