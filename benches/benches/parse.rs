@@ -1,12 +1,15 @@
-//! Insights JSON parsing throughput (MB/s): a 90-day response with number and breakdown metrics, as the simulator
-//! serves it, through serde into wire types and then into fact records.
+//! Insights JSON parsing throughput (MB/s): a 90-day response with number and breakdown metrics at every period (the
+//! call the ingester makes: no `period`), as the simulator serves it. References in the same run: serde into the
+//! owned wire types (`InsightsResponse`, the floor the issue names), serde into the borrowed view alone
+//! (`InsightsView`), and serde validating the JSON without keeping anything (`IgnoredAny`, the floor of any JSON
+//! reader); then the product's path, JSON → borrowed view → facts.
 
 use std::hint::black_box;
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pulse_graph::wire::InsightsResponse;
-use pulse_ingest::parse::{Origin, page_facts};
+use pulse_graph::wire::{InsightsResponse, InsightsView};
+use pulse_ingest::parse::{Origin, all_periods, page_facts};
 use pulse_sim::{Request, Sim, World, scenario};
 
 fn body() -> String {
@@ -39,17 +42,23 @@ fn parse(c: &mut Criterion) {
         (chrono::NaiveDate::from_ymd_opt(2018, 1, 1).unwrap(), chrono::NaiveDate::from_ymd_opt(2018, 3, 31).unwrap());
     let mut group = c.benchmark_group("insights_json");
     group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("serde_validate_only", |b| {
+        b.iter(|| black_box(serde_json::from_str::<serde::de::IgnoredAny>(black_box(&body)).unwrap()))
+    });
     group.bench_function("serde_to_wire_types", |b| {
         b.iter(|| black_box(serde_json::from_str::<InsightsResponse>(black_box(&body)).unwrap()))
     });
-    group.bench_function("wire_types_to_facts", |b| {
-        let parsed: InsightsResponse = serde_json::from_str(&body).unwrap();
-        b.iter(|| black_box(page_facts(&origin, black_box(&parsed), from, to).unwrap()))
+    group.bench_function("serde_to_view", |b| {
+        b.iter(|| black_box(serde_json::from_str::<InsightsView>(black_box(&body)).unwrap().data.len()))
+    });
+    group.bench_function("view_to_facts", |b| {
+        let parsed: InsightsView = serde_json::from_str(&body).unwrap();
+        b.iter(|| black_box(page_facts(&origin, black_box(&parsed), from, to, &all_periods).unwrap()))
     });
     group.bench_function("json_to_facts", |b| {
         b.iter(|| {
-            let parsed: InsightsResponse = serde_json::from_str(black_box(&body)).unwrap();
-            black_box(page_facts(&origin, &parsed, from, to).unwrap())
+            let parsed: InsightsView = serde_json::from_str(black_box(&body)).unwrap();
+            black_box(page_facts(&origin, &parsed, from, to, &all_periods).unwrap())
         })
     });
     group.finish();

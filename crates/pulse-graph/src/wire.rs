@@ -1,5 +1,6 @@
 //! Response bodies as Meta sends them. Fields Meta may omit are `Option` and skipped when `None`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,83 @@ pub enum MetricValue {
 impl MetricValue {
     pub fn int(n: i64) -> Self {
         MetricValue::Number(Number::from(n))
+    }
+}
+
+/// A borrowed view of an `/insights` response: what ingest reads, decoded without copying strings (names, periods,
+/// end times and breakdown keys borrow from the body unless they contain escapes) and without the buffering of an
+/// untagged enum; `title`, `description`, `id` and `paging` are skipped. The owned [`InsightsResponse`] is for
+/// writing responses (the simulator) and for tests.
+#[derive(Debug, Deserialize)]
+pub struct InsightsView<'a> {
+    #[serde(borrow)]
+    pub data: Vec<InsightView<'a>>,
+}
+
+/// One metric × period of an [`InsightsView`].
+#[derive(Debug, Deserialize)]
+pub struct InsightView<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub period: Cow<'a, str>,
+    #[serde(borrow)]
+    pub values: Vec<ValueView<'a>>,
+}
+
+/// One value of an [`InsightView`].
+#[derive(Debug, Deserialize)]
+pub struct ValueView<'a> {
+    #[serde(borrow)]
+    pub value: MetricValueView<'a>,
+    #[serde(default, borrow)]
+    pub end_time: Option<Cow<'a, str>>,
+}
+
+/// A number, or a breakdown's keys and numbers in the order Meta wrote them.
+#[derive(Debug, PartialEq)]
+pub enum MetricValueView<'a> {
+    Number(f64),
+    Breakdown(Vec<(Cow<'a, str>, f64)>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MetricValueView<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = MetricValueView<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or an object of numbers")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(MetricValueView::Number(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(MetricValueView::Number(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(MetricValueView::Number(v))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut cells = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((k, v)) = map.next_entry::<Borrowed<'a>, f64>()? {
+                    cells.push((k.0, v));
+                }
+                Ok(MetricValueView::Breakdown(cells))
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+/// A string borrowed from the body when it has no escapes.
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Borrowed<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Inner<'a>(#[serde(borrow)] Cow<'a, str>);
+        Inner::deserialize(d).map(|i| Borrowed(i.0))
     }
 }
 
@@ -251,6 +329,41 @@ pub struct GraphError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_borrowed_view_reads_what_the_owned_types_read() {
+        let owned: InsightsResponse = serde_json::from_str(RECORDED_INSIGHTS).unwrap();
+        let view: InsightsView = serde_json::from_str(RECORDED_INSIGHTS).unwrap();
+        assert_eq!(view.data.len(), owned.data.len());
+        for (v, o) in view.data.iter().zip(&owned.data) {
+            assert_eq!((&*v.name, &*v.period), (o.name.as_str(), o.period.as_str()));
+            assert!(matches!(v.name, Cow::Borrowed(_)), "no copy of a plain string");
+            assert_eq!(v.values.len(), o.values.len());
+            for (vv, ov) in v.values.iter().zip(&o.values) {
+                assert_eq!(vv.end_time.as_deref(), ov.end_time.as_deref());
+                match (&vv.value, &ov.value) {
+                    (MetricValueView::Number(a), MetricValue::Number(b)) => assert_eq!(Some(*a), b.as_f64()),
+                    (MetricValueView::Breakdown(a), MetricValue::Breakdown(b)) => {
+                        assert_eq!(a.len(), b.len());
+                        assert!(a.iter().all(|(k, n)| b.get(k.as_ref()).and_then(Number::as_f64) == Some(*n)));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        // Breakdown keys in the order written, escapes decoded, floats kept; a string value is the wrong shape.
+        let body = r#"{"data":[{"name":"m","period":"day","values":[
+            {"value":{"M.65+":1,"F.\u0031":2.5},"end_time":"t"},{"value":-3}]}]}"#;
+        let view: InsightsView = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            view.data[0].values[0].value,
+            MetricValueView::Breakdown(vec![("M.65+".into(), 1.0), ("F.1".into(), 2.5)])
+        );
+        assert_eq!(view.data[0].values[1].value, MetricValueView::Number(-3.0));
+        assert_eq!(view.data[0].values[1].end_time, None);
+        let err = serde_json::from_str::<InsightsView>(&body.replace("-3", "\"x\"")).unwrap_err();
+        assert!(err.to_string().contains("a number or an object of numbers"), "{err}");
+    }
 
     /// The shape of Meta's documented `/insights` example (page_impressions_unique, daily).
     const RECORDED_INSIGHTS: &str = r#"{

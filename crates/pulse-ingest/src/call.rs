@@ -4,7 +4,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 
-use pulse_domain::Stream;
 use pulse_graph::ErrorClass;
 
 use crate::client::CallError;
@@ -78,7 +77,7 @@ pub(crate) fn parse_failed(bytes: usize, e: parse::ParseError) -> CallError {
 }
 
 /// Records why a page stream stopped: a dead token marks the page for re-authorisation, anything else is a failure.
-pub(crate) fn report_failure(shared: &Shared, ctx: &PageCtx, stream: Stream, e: &CallError) {
+pub(crate) fn report_failure(shared: &Shared, ctx: &PageCtx, stream: &str, e: &CallError) {
     if matches!(e, CallError::Stopped) {
         return; // the run is stopping for another reason, already reported
     }
@@ -138,7 +137,7 @@ pub(crate) fn report_failure(shared: &Shared, ctx: &PageCtx, stream: Stream, e: 
         tenant: t.scope.to_string(),
         practice: t.practice.clone(),
         page: t.page.to_string(),
-        stream: stream.to_string(),
+        stream: stream.to_owned(),
         kind: if unreachable { FailureKind::Unreachable } else { FailureKind::Refused },
         message: if unreachable { e.to_string() } else { message },
     });

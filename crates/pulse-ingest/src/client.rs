@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pulse_config::Secret;
 use pulse_domain::ApiVersion;
-use pulse_graph::wire::{GraphErrorBody, InsightsResponse, PageObject, PostsResponse};
+use pulse_graph::wire::{GraphErrorBody, PageObject, PostsResponse};
 use pulse_graph::{ErrorClass, GraphError, Usage, classify};
 use serde::de::DeserializeOwned;
 
@@ -102,6 +102,12 @@ fn malformed(status: u16, bytes: usize, e: &serde_json::Error, scrub: impl Fn(St
     CallError::Malformed { status, bytes, reason: scrub(e.to_string()), retryable }
 }
 
+/// Decodes a 200 body (owned, or borrowing from `body` such as [`pulse_graph::wire::InsightsView`]); a body of the
+/// wrong shape is [`CallError::Malformed`], with the token scrubbed from the reason.
+pub fn decode<'a, T: serde::Deserialize<'a>>(token: &Secret, body: &'a [u8]) -> Result<T, CallError> {
+    serde_json::from_slice(body).map_err(|e| malformed(200, body.len(), &e, |s| s.replace(token.expose(), "***")))
+}
+
 /// `appsecret_proof` for a page token (see [`pulse_graph::appsecret_proof`]).
 pub fn appsecret_proof(secret: &Secret, token: &Secret) -> String {
     pulse_graph::appsecret_proof(secret.expose(), token.expose())
@@ -147,12 +153,16 @@ impl GraphClient {
         path: &str,
         params: &[(&str, String)],
     ) -> Result<Fetched<T>, CallError> {
+        self.send(token, self.request(token, path, params)).await
+    }
+
+    /// A GET of `path` with `params`, `appsecret_proof` when configured, and the token in the Authorization header.
+    fn request(&self, token: &Secret, path: &str, params: &[(&str, String)]) -> reqwest::RequestBuilder {
         let mut query: Vec<(&str, String)> = params.to_vec();
         if let Some(secret) = &self.app_secret {
             query.push(("appsecret_proof", appsecret_proof(secret, token)));
         }
-        let request = self.http.get(self.url(path)).query(&query).bearer_auth(token.expose());
-        self.send(token, request).await
+        self.http.get(self.url(path)).query(&query).bearer_auth(token.expose())
     }
 
     /// Follows a paging link Meta returned. Meta echoes `access_token` in paging links when a token was passed in
@@ -182,6 +192,12 @@ impl GraphClient {
         token: &Secret,
         request: reqwest::RequestBuilder,
     ) -> Result<Fetched<T>, CallError> {
+        let Fetched { body, usage, bytes } = self.send_raw(token, request).await?;
+        Ok(Fetched { body: decode(token, &body)?, usage, bytes })
+    }
+
+    /// Sends a request and returns a 200's body undecoded (a Graph error body becomes its [`CallError`]).
+    async fn send_raw(&self, token: &Secret, request: reqwest::RequestBuilder) -> Result<Fetched<Vec<u8>>, CallError> {
         let scrub = |s: String| s.replace(token.expose(), "***");
         let network = |e: reqwest::Error| CallError::Network { host: self.host(), reason: scrub(cause(e)) };
         let response = request.send().await.map_err(network)?;
@@ -199,12 +215,11 @@ impl GraphClient {
                 Err(e) => Err(malformed(status, bytes.len(), &e, scrub)),
             };
         }
-        match serde_json::from_slice::<T>(&bytes) {
-            Ok(body) => Ok(Fetched { body, usage, bytes: bytes.len() }),
-            Err(e) => Err(malformed(status, bytes.len(), &e, scrub)),
-        }
+        Ok(Fetched { bytes: bytes.len(), body: Vec::from(bytes), usage })
     }
 
+    /// `/{object}/insights` for `metrics` (every period each has when `period` is `None`), undecoded: decode it with
+    /// [`decode`], into [`pulse_graph::wire::InsightsView`] to borrow from the body.
     pub async fn insights(
         &self,
         token: &Secret,
@@ -213,7 +228,7 @@ impl GraphClient {
         period: Option<&str>,
         since: Option<i64>,
         until: Option<i64>,
-    ) -> Result<Fetched<InsightsResponse>, CallError> {
+    ) -> Result<Fetched<Vec<u8>>, CallError> {
         let mut params = vec![("metric", metrics.join(","))];
         if let Some(p) = period {
             params.push(("period", p.to_owned()));
@@ -224,7 +239,7 @@ impl GraphClient {
         if let Some(u) = until {
             params.push(("until", u.to_string()));
         }
-        self.get(token, &format!("{object}/insights"), &params).await
+        self.send_raw(token, self.request(token, &format!("{object}/insights"), &params)).await
     }
 
     pub async fn published_posts(

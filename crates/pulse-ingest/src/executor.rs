@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{Duration as Days, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pulse_domain::{Checkpoint, IngestRunRecord, Stream, WriteScope};
+use pulse_domain::{Checkpoint, IngestRunRecord, Period, Stream, WriteScope};
 use pulse_store::{Store, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
@@ -20,7 +20,7 @@ use crate::call::report_failure;
 use crate::client::{CallError, GraphClient};
 use crate::fetch::{fetch_insights, fetch_posts};
 use crate::parse::Origin;
-use crate::plan::{PlanOptions, StreamPlan, Target, plan_page};
+use crate::plan::{Fetch, PlanOptions, StreamPlan, Target, plan_page};
 use crate::retry::RetryPolicy;
 use crate::summary::{Failure, PageCounts, Planned, Reauth, RunReport, practice_records};
 use crate::writer::{StoreFailure, WriteItem, write_loop};
@@ -320,7 +320,7 @@ async fn ingest_page(shared: Arc<Shared>, ctx: Arc<PageCtx>, plans: Vec<StreamPl
 /// Fetches a stream's windows in order. A metric missing from one window (Meta refused it) keeps its checkpoint
 /// where it was for the rest of the run, so a later window cannot carry it past the gap.
 async fn ingest_stream(shared: &Shared, ctx: &PageCtx, plan: &StreamPlan, tx: &mpsc::Sender<WriteItem>) {
-    let mut missing: HashSet<&'static str> = HashSet::new();
+    let mut missing: HashSet<(Period, &'static str)> = HashSet::new();
     let mut posts_incomplete = false;
     for window in &plan.windows {
         if shared.stop.load(Ordering::Relaxed) || ctx.dead.load(Ordering::Relaxed) {
@@ -333,30 +333,29 @@ async fn ingest_stream(shared: &Shared, ctx: &PageCtx, plan: &StreamPlan, tx: &m
             through_day: window.to,
             updated_at: Utc::now(),
         };
-        let result = match plan.stream {
-            Stream::PageInsights(period) | Stream::PageMetric(period, _) => {
-                fetch_insights(shared, ctx, plan.metrics.clone(), period, *window).await.map(|f| {
-                    let delivered: HashSet<&str> = f.delivered.iter().map(|m| m.name).collect();
-                    for m in &plan.metrics {
-                        if !delivered.contains(m.name) {
-                            missing.insert(m.name);
-                        }
+        let result = match plan.fetch {
+            Fetch::PageInsights => fetch_insights(shared, ctx, plan.metrics.clone(), *window).await.map(|f| {
+                for &(period, m) in &plan.metrics {
+                    if !f.delivered.iter().any(|&(p, d)| p == period && d.name == m.name) {
+                        missing.insert((period, m.name));
                     }
-                    let cps = plan
-                        .metrics
-                        .iter()
-                        .filter(|m| !missing.contains(m.name))
-                        .map(|m| checkpoint(Stream::PageMetric(period, m.canonical)))
-                        .collect();
-                    (f.facts, Vec::new(), Vec::new(), cps)
+                }
+                let cps = plan
+                    .metrics
+                    .iter()
+                    .filter(|(period, m)| !missing.contains(&(*period, m.name)))
+                    .map(|(period, m)| checkpoint(Stream::PageMetric(*period, m.canonical)))
+                    .collect();
+                (f.facts, Vec::new(), Vec::new(), cps)
+            }),
+            Fetch::Posts => {
+                let metrics = plan.metrics.iter().map(|(_, m)| *m).collect();
+                fetch_posts(shared, ctx, metrics, *window).await.map(|p| {
+                    posts_incomplete |= !p.complete;
+                    let cps = if posts_incomplete { Vec::new() } else { vec![checkpoint(Stream::Posts)] };
+                    (Vec::new(), p.posts, p.snapshots, cps)
                 })
             }
-            Stream::Posts => fetch_posts(shared, ctx, plan.metrics.clone(), *window).await.map(|p| {
-                posts_incomplete |= !p.complete;
-                let cps = if posts_incomplete { Vec::new() } else { vec![checkpoint(Stream::Posts)] };
-                (Vec::new(), p.posts, p.snapshots, cps)
-            }),
-            Stream::PostInsights => Ok((Vec::new(), Vec::new(), Vec::new(), Vec::new())),
         };
         match result {
             Ok((facts, posts, snapshots, checkpoints)) => {
@@ -374,7 +373,7 @@ async fn ingest_stream(shared: &Shared, ctx: &PageCtx, plan: &StreamPlan, tx: &m
                 shared.progress.inc(1);
             }
             Err(e) => {
-                report_failure(shared, ctx, plan.stream, &e);
+                report_failure(shared, ctx, &plan.label(), &e);
                 return;
             }
         }

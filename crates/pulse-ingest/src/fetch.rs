@@ -1,23 +1,25 @@
 //! Fetching: one window of page insights (isolating a metric Meta refuses), and a window's posts with their lifetime
 //! insights (following cursors).
 
+use std::sync::Arc;
+
 use chrono::{Duration as Days, Utc};
 use pulse_domain::time::pacific_midnight;
 use pulse_domain::{ApiVersion, GraphMetric, PageInsightFact, Period, Post, PostInsightSnapshot};
 use pulse_graph::ErrorClass;
-use pulse_graph::wire::{InsightsResponse, PostsResponse};
+use pulse_graph::wire::{InsightsView, PostsResponse};
 
 use crate::call::{BoxFut, call, parse_failed};
-use crate::client::{CallError, Fetched};
+use crate::client::{CallError, Fetched, decode};
 use crate::executor::{PageCtx, Shared};
 use crate::parse::{self, Origin};
-use crate::plan::Window;
+use crate::plan::{MetricAt, Window};
 
 /// One window's page insights, and which metrics Meta answered for (a refused metric is missing from it, so its
 /// checkpoint must not move past this window).
 pub(crate) struct InsightsFetch {
     pub facts: Vec<PageInsightFact>,
-    pub delivered: Vec<&'static GraphMetric>,
+    pub delivered: Vec<MetricAt>,
 }
 
 /// A window's posts and their snapshots; `complete` is false when a post metric had to be left out.
@@ -27,60 +29,78 @@ pub(crate) struct PostsFetch {
     pub complete: bool,
 }
 
-/// Fetches one window of page insights. A metric Meta rejects as invalid is found by splitting the metric set,
-/// recorded as retired, and left out; the other metrics are still fetched.
+/// Fetches one window of page insights for every metric and period asked for, in one call (no `period` parameter
+/// when several periods are wanted: Meta then answers each metric at all its periods, and the unwanted ones are
+/// dropped on parsing). A metric Meta rejects as invalid is found by splitting the metric names, recorded as
+/// retired, and left out; the other metrics are still fetched.
 pub(crate) fn fetch_insights<'a>(
     shared: &'a Shared,
     ctx: &'a PageCtx,
-    metrics: Vec<&'static GraphMetric>,
-    period: Period,
+    metrics: Vec<MetricAt>,
     window: Window,
 ) -> BoxFut<'a, Result<InsightsFetch, CallError>> {
     Box::pin(async move {
-        let metrics: Vec<&'static GraphMetric> = {
+        let metrics: Vec<MetricAt> = {
             let retired = shared.retired.lock().expect("lock");
-            metrics.into_iter().filter(|m| !retired.contains(m.name)).collect()
+            metrics.into_iter().filter(|(_, m)| !retired.contains(m.name)).collect()
         };
-        if metrics.is_empty() {
+        let mut names: Vec<&'static str> = Vec::new();
+        let mut periods: Vec<Period> = Vec::new();
+        for (p, m) in &metrics {
+            if !names.contains(&m.name) {
+                names.push(m.name);
+            }
+            if !periods.contains(p) {
+                periods.push(*p);
+            }
+        }
+        if names.is_empty() {
             return Ok(InsightsFetch { facts: Vec::new(), delivered: Vec::new() });
         }
-        let names: Vec<&'static str> = metrics.iter().map(|m| m.name).collect();
+        let period = match periods.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
+        };
         let origin = Origin { fetched_at: Utc::now(), ..ctx.origin.clone() };
         let client = shared.client.clone();
         let token = ctx.target.token.clone();
         let page = ctx.target.page.to_string();
         let (since, until) = (pacific_midnight(window.from), pacific_midnight(window.to + Days::days(1)));
-        let requested = metrics.clone();
+        let wanted: Arc<[MetricAt]> = metrics.clone().into();
+        let asked = names.clone();
         let result = call(shared, ctx, move || {
-            let (client, token, page, names, origin) =
-                (client.clone(), token.clone(), page.clone(), names.clone(), origin.clone());
+            let (client, token, page, names, origin, wanted) =
+                (client.clone(), token.clone(), page.clone(), asked.clone(), origin.clone(), wanted.clone());
             Box::pin(async move {
                 let Fetched { body, usage, bytes } =
-                    client.insights(&token, &page, &names, Some(period.as_str()), Some(since), Some(until)).await?;
-                let body: InsightsResponse = body;
-                let facts =
-                    parse::page_facts(&origin, &body, window.from, window.to).map_err(|e| parse_failed(bytes, e))?;
+                    client.insights(&token, &page, &names, period, Some(since), Some(until)).await?;
+                let body: InsightsView = decode(&token, &body)?;
+                let wants = |name: &str, period: Period| wanted.iter().any(|(p, m)| *p == period && m.name == name);
+                let facts = parse::page_facts(&origin, &body, window.from, window.to, &wants)
+                    .map_err(|e| parse_failed(bytes, e))?;
                 Ok((facts, bytes, usage))
             })
         })
         .await;
         match result {
-            Err(CallError::Graph { class: ErrorClass::InvalidMetric, .. }) if metrics.len() == 1 => {
-                let name = metrics[0].name;
+            Err(CallError::Graph { class: ErrorClass::InvalidMetric, .. }) if names.len() == 1 => {
+                let name = names[0];
                 if shared.retired.lock().expect("lock").insert(name.to_owned()) {
                     tracing::warn!(metric = name, version = %shared.client.version(), "Meta rejected a metric as invalid: left out of this run, its checkpoint held back");
                 }
                 Ok(InsightsFetch { facts: Vec::new(), delivered: Vec::new() })
             }
             Err(CallError::Graph { class: ErrorClass::InvalidMetric, .. }) => {
-                let (a, b) = metrics.split_at(metrics.len() / 2);
-                let mut first = fetch_insights(shared, ctx, a.to_vec(), period, window).await?;
-                let second = fetch_insights(shared, ctx, b.to_vec(), period, window).await?;
+                let first_half = &names[..names.len() / 2];
+                let (a, b): (Vec<MetricAt>, Vec<MetricAt>) =
+                    metrics.into_iter().partition(|(_, m)| first_half.contains(&m.name));
+                let mut first = fetch_insights(shared, ctx, a, window).await?;
+                let second = fetch_insights(shared, ctx, b, window).await?;
                 first.facts.extend(second.facts);
                 first.delivered.extend(second.delivered);
                 Ok(first)
             }
-            Ok(facts) => Ok(InsightsFetch { facts, delivered: requested }),
+            Ok(facts) => Ok(InsightsFetch { facts, delivered: metrics }),
             Err(e) => Err(e),
         }
     })

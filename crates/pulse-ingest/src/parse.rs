@@ -13,7 +13,7 @@ use pulse_domain::{
     AgeGenderKey, ApiVersion, MetricCatalogue, PageId, PageInsightFact, Period, Post, PostId, PostInsightSnapshot,
     PracticeCode,
 };
-use pulse_graph::wire::{InsightsResponse, MetricValue, PostObject, PostsResponse};
+use pulse_graph::wire::{InsightsView, MetricValue, MetricValueView, PostObject, PostsResponse};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -62,6 +62,25 @@ impl<'a> Keys<'a> {
         Ok(a)
     }
 
+    /// Cells of a borrowed value, as [`Keys::cells`].
+    fn view_cells(
+        &mut self,
+        value: &'a MetricValueView<'a>,
+        what: &dyn Fn() -> String,
+        mut emit: impl FnMut(Arc<str>, f64),
+    ) -> Result<(), ParseError> {
+        match value {
+            MetricValueView::Number(n) => emit(self.total(), *n),
+            MetricValueView::Breakdown(cells) => {
+                for (i, (k, v)) in cells.iter().enumerate() {
+                    let key = self.key(k, i, what)?;
+                    emit(key, *v);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Cells of a value: `("", n)` for a number, `("F.25-34", n)` for each breakdown key, to `emit`. A withheld
     /// breakdown (`{}`) gives no cells.
     fn cells(
@@ -83,22 +102,30 @@ impl<'a> Keys<'a> {
     }
 }
 
-/// Page insight facts from an `/insights` response, keeping only days in `[from, to]`.
-pub fn page_facts(
+/// Every metric at every period: for [`page_facts`] when the request named exactly what it wants.
+pub fn all_periods(_: &str, _: Period) -> bool {
+    true
+}
+
+/// Page insight facts from an `/insights` response, keeping only days in `[from, to]` and the metrics at the
+/// periods `wanted` (a request without `period` is answered at every period a metric has).
+pub fn page_facts<'a>(
     origin: &Origin,
-    body: &InsightsResponse,
+    body: &'a InsightsView<'a>,
     from: NaiveDate,
     to: NaiveDate,
+    wanted: &dyn Fn(&str, Period) -> bool,
 ) -> Result<Vec<PageInsightFact>, ParseError> {
     let catalogue = MetricCatalogue::default();
     // Sized once: a breakdown value is one fact per key.
     let cells: usize = body
         .data
         .iter()
+        .filter(|i| i.period.parse().is_ok_and(|p| wanted(&i.name, p)))
         .flat_map(|i| &i.values)
         .map(|v| match &v.value {
-            MetricValue::Number(_) => 1,
-            MetricValue::Breakdown(map) => map.len(),
+            MetricValueView::Number(_) => 1,
+            MetricValueView::Breakdown(cells) => cells.len(),
         })
         .sum();
     let mut out = Vec::with_capacity(cells);
@@ -114,6 +141,9 @@ pub fn page_facts(
         let period: Period = insight.period.parse().map_err(|e| ParseError(format!("{}: {e}", insight.name)))?;
         if period == Period::Lifetime {
             return Err(ParseError(format!("{}: a page metric with period lifetime", insight.name)));
+        }
+        if !wanted(&insight.name, period) {
+            continue;
         }
         let what = || format!("{} ({})", insight.name, insight.period);
         for (j, v) in insight.values.iter().enumerate() {
@@ -141,7 +171,7 @@ pub fn page_facts(
             if day < from || day > to {
                 continue;
             }
-            keys.cells(&v.value, &what, |breakdown, value| {
+            keys.view_cells(&v.value, &what, |breakdown, value| {
                 out.push(PageInsightFact {
                     practice: origin.practice.clone(),
                     page: origin.page.clone(),
@@ -259,8 +289,8 @@ mod tests {
 
     #[test]
     fn parses_recorded_insights_into_pacific_days() {
-        let body: InsightsResponse = serde_json::from_str(RECORDED).unwrap();
-        let facts = page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31)).unwrap();
+        let body: InsightsView = serde_json::from_str(RECORDED).unwrap();
+        let facts = page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31), &all_periods).unwrap();
         assert_eq!(facts.len(), 4, "two days of reach, two cells of one breakdown, nothing for a withheld one");
         assert_eq!(
             (facts[0].metric, facts[0].day, facts[0].value),
@@ -269,22 +299,27 @@ mod tests {
         assert_eq!(facts[1].day, d(2018, 3, 11));
         assert_eq!(&*facts[2].breakdown, "F.35-44");
         assert_eq!(facts[2].period, Period::Days28);
-        let only_first = page_facts(&origin(), &body, d(2018, 3, 10), d(2018, 3, 10)).unwrap();
+        let only_first = page_facts(&origin(), &body, d(2018, 3, 10), d(2018, 3, 10), &all_periods).unwrap();
         assert_eq!(only_first.len(), 1);
     }
 
     #[test]
     fn refuses_what_it_cannot_place() {
         let bad_key = RECORDED.replace("M.65+", "M.66+");
-        let body: InsightsResponse = serde_json::from_str(&bad_key).unwrap();
-        let err = page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31)).unwrap_err();
+        let body: InsightsView = serde_json::from_str(&bad_key).unwrap();
+        let err = page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31), &all_periods).unwrap_err();
         assert!(err.0.contains("M.66+"), "{err}");
         let bad_time = RECORDED.replace("2018-03-11T08:00:00+0000", "2018-03-11T09:00:00+0000");
-        let body: InsightsResponse = serde_json::from_str(&bad_time).unwrap();
-        assert!(page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31)).unwrap_err().0.contains("not midnight"));
+        let body: InsightsView = serde_json::from_str(&bad_time).unwrap();
+        assert!(
+            page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31), &all_periods)
+                .unwrap_err()
+                .0
+                .contains("not midnight")
+        );
         let unknown = RECORDED.replace("page_impressions_unique\",\"period", "page_mystery\",\"period");
-        let body: InsightsResponse = serde_json::from_str(&unknown).unwrap();
-        assert!(page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31)).is_err());
+        let body: InsightsView = serde_json::from_str(&unknown).unwrap();
+        assert!(page_facts(&origin(), &body, d(2018, 1, 1), d(2018, 12, 31), &all_periods).is_err());
     }
 
     #[test]

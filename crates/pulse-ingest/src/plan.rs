@@ -91,11 +91,49 @@ pub struct Window {
     pub to: NaiveDate,
 }
 
+/// What one call of a plan asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// `/{page}/insights` for every metric of the plan at once. When the plan's metrics span several periods the call
+    /// names no `period`, and Meta answers each metric at every period it has: one call for all of them, the values
+    /// of unwanted periods dropped on parsing.
+    PageInsights,
+    /// The page's posts in the window with their lifetime insights (field expansion), following cursors.
+    Posts,
+}
+
+/// A page metric at a period (a post metric at `Lifetime`).
+pub type MetricAt = (Period, &'static GraphMetric);
+
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
-    pub stream: Stream,
-    pub metrics: Vec<&'static GraphMetric>,
+    pub fetch: Fetch,
+    pub metrics: Vec<MetricAt>,
     pub windows: Vec<Window>,
+}
+
+impl StreamPlan {
+    /// The periods asked for, in order.
+    pub fn periods(&self) -> Vec<Period> {
+        let mut out: Vec<Period> = Vec::new();
+        for (p, _) in &self.metrics {
+            if !out.contains(p) {
+                out.push(*p);
+            }
+        }
+        out
+    }
+
+    /// How a failure names what could not be fetched: `page_insights/day`, `page_insights/day+week+days_28`, `posts`.
+    pub fn label(&self) -> String {
+        match self.fetch {
+            Fetch::Posts => Stream::Posts.to_string(),
+            Fetch::PageInsights => {
+                let periods: Vec<&str> = self.periods().iter().map(|p| p.as_str()).collect();
+                format!("page_insights/{}", periods.join("+"))
+            }
+        }
+    }
 }
 
 /// Splits `from..=to` into windows of at most `max` days.
@@ -158,7 +196,9 @@ impl PlanOptions {
     }
 }
 
-/// The streams of one page, given its checkpoints (`through_day` per stream).
+/// The calls for one page, given its checkpoints (`through_day` per stream): page metrics of every period that agree
+/// on where to start share one call per window (the API's minimum: Meta's windows are at most 90 days and one call
+/// can name every metric and, without `period`, every period), and the posts with their insights are one listing.
 pub fn plan_page(opts: &PlanOptions, checkpoints: &HashMap<Stream, NaiveDate>) -> Vec<StreamPlan> {
     let last = opts.today - Duration::days(1);
     let earliest = opts.today - Duration::days(MAX_HISTORY_DAYS);
@@ -166,35 +206,38 @@ pub fn plan_page(opts: &PlanOptions, checkpoints: &HashMap<Stream, NaiveDate>) -
         Some(through) => (*through - Duration::days(lookback - 1)).max(earliest),
         None => opts.backfill_from.max(earliest),
     };
-    let mut plans = Vec::new();
+    // Checkpoints are per metric (a refused metric holds its own back); a page checkpointed before that has one per
+    // period, which stands for every metric of it.
+    let mut by_start: std::collections::BTreeMap<NaiveDate, Vec<MetricAt>> = Default::default();
     for (period, wanted) in
         [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)]
     {
-        // Checkpoints are per metric (a refused metric holds its own back); a page checkpointed before that has
-        // one per period, which stands for every metric of it.
-        let mut by_start: std::collections::BTreeMap<NaiveDate, Vec<&'static GraphMetric>> = Default::default();
         for metric in graph_metrics(wanted, period, opts.version, opts.today) {
             let own = Stream::PageMetric(period, metric.canonical);
             let stream = if checkpoints.contains_key(&own) { own } else { Stream::PageInsights(period) };
             let from = start_for(stream, opts.lookback_days);
             if from <= last {
-                by_start.entry(from).or_default().push(metric);
+                by_start.entry(from).or_default().push((period, metric));
             }
         }
-        // Metrics that agree on where to start share their calls; one that lags behind (a gap to fill) gets its own.
-        for (from, metrics) in by_start {
-            plans.push(StreamPlan {
-                stream: Stream::PageInsights(period),
-                metrics,
-                windows: windows(from, last, MAX_WINDOW_DAYS),
-            });
-        }
     }
+    // Metrics that agree on where to start share their calls; those that lag behind (a gap to fill) get their own.
+    let mut plans: Vec<StreamPlan> = by_start
+        .into_iter()
+        .map(|(from, metrics)| StreamPlan {
+            fetch: Fetch::PageInsights,
+            metrics,
+            windows: windows(from, last, MAX_WINDOW_DAYS),
+        })
+        .collect();
     let from = start_for(Stream::Posts, opts.post_snapshot_days);
     if from <= last {
         plans.push(StreamPlan {
-            stream: Stream::Posts,
-            metrics: graph_metrics(POST_METRICS, Period::Lifetime, opts.version, opts.today),
+            fetch: Fetch::Posts,
+            metrics: graph_metrics(POST_METRICS, Period::Lifetime, opts.version, opts.today)
+                .into_iter()
+                .map(|m| (Period::Lifetime, m))
+                .collect(),
             windows: vec![Window { from, to: last }],
         });
     }
@@ -229,21 +272,22 @@ mod tests {
         assert!(w.iter().all(|x| (x.to - x.from).num_days() < 90));
     }
 
+    fn names(plan: &StreamPlan, period: Period) -> Vec<&'static str> {
+        plan.metrics.iter().filter(|(p, _)| *p == period).map(|(_, g)| g.name).collect()
+    }
+
     #[test]
-    fn a_backfill_plans_every_stream_and_the_catalogue_picks_names() {
+    fn a_backfill_asks_for_every_period_in_one_call_per_window_and_the_catalogue_picks_names() {
         let plans = plan_page(&opts(), &HashMap::new());
-        let streams: Vec<Stream> = plans.iter().map(|p| p.stream).collect();
-        assert_eq!(
-            streams,
-            vec![
-                Stream::PageInsights(Period::Day),
-                Stream::PageInsights(Period::Week),
-                Stream::PageInsights(Period::Days28),
-                Stream::Posts
-            ]
-        );
-        let day: Vec<&str> = plans[0].metrics.iter().map(|g| g.name).collect();
+        assert_eq!(plans.iter().map(|p| p.fetch).collect::<Vec<_>>(), vec![Fetch::PageInsights, Fetch::Posts]);
+        assert_eq!(plans[0].periods(), vec![Period::Day, Period::Week, Period::Days28]);
+        assert_eq!(plans[0].label(), "page_insights/day+week+days_28");
+        assert_eq!(plans[0].windows.len(), 7, "18 months in 90-day windows: 7 calls for all page metrics");
+        assert_eq!(plans[1].windows.len(), 1, "posts: one listing (paged by cursor)");
+        let day = names(&plans[0], Period::Day);
         assert!(day.contains(&"page_impressions_unique") && day.contains(&"page_fans_gender_age"));
+        assert_eq!(names(&plans[0], Period::Week).len(), WEEK_METRICS.len());
+        assert!(names(&plans[0], Period::Days28).contains(&"page_impressions_by_age_gender_unique"));
         let current = PlanOptions {
             version: ApiVersion::new(25, 0),
             today: d(2026, 11, 21),
@@ -251,10 +295,10 @@ mod tests {
             ..opts()
         };
         let plans = plan_page(&current, &HashMap::new());
-        let day: Vec<&str> = plans[0].metrics.iter().map(|g| g.name).collect();
+        let day = names(&plans[0], Period::Day);
         assert!(day.contains(&"page_media_view") && !day.contains(&"page_fans"));
         assert_eq!(
-            plans[3].metrics.iter().map(|g| g.name).collect::<Vec<_>>(),
+            names(&plans[1], Period::Lifetime),
             vec![
                 "post_media_view",
                 "post_total_media_view_unique",
@@ -262,34 +306,69 @@ mod tests {
                 "post_video_view_time_by_age_bucket_and_gender"
             ]
         );
+        assert_eq!(plans[1].label(), "posts");
+    }
+
+    #[test]
+    fn a_daily_incremental_run_is_one_insights_call_and_one_posts_listing() {
+        let mut cps = HashMap::new();
+        for (period, wanted) in
+            [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)]
+        {
+            for m in wanted {
+                cps.insert(Stream::PageMetric(period, *m), d(2018, 6, 29));
+            }
+        }
+        cps.insert(Stream::Posts, d(2018, 6, 29));
+        let plans = plan_page(&opts(), &cps);
+        assert_eq!(plans.len(), 2, "{plans:?}");
+        assert_eq!(plans[0].windows, vec![Window { from: d(2018, 6, 27), to: d(2018, 6, 30) }]);
+        assert_eq!(plans[0].periods(), vec![Period::Day, Period::Week, Period::Days28]);
+        assert_eq!(plans[1].windows[0].from, d(2018, 6, 2), "young posts are re-snapshotted");
     }
 
     #[test]
     fn an_incremental_run_starts_at_the_checkpoint_minus_the_lookback() {
         let mut cps = HashMap::new();
+        // A page checkpointed per period (before checkpoints were per metric), daily data only.
         cps.insert(Stream::PageInsights(Period::Day), d(2018, 6, 25));
         cps.insert(Stream::Posts, d(2018, 6, 30));
         let plans = plan_page(&opts(), &cps);
-        assert_eq!(plans[0].windows, vec![Window { from: d(2018, 6, 23), to: d(2018, 6, 30) }]);
-        assert_eq!(plans[3].windows[0].from, d(2018, 6, 3), "young posts are re-snapshotted");
+        // The week and 28-day metrics were never fetched: backfilled in their own calls; the day metrics re-read the
+        // lookback.
+        assert_eq!(plans.len(), 3, "{plans:?}");
+        assert_eq!(plans[0].periods(), vec![Period::Week, Period::Days28]);
+        assert_eq!(plans[0].windows[0].from, d(2017, 1, 1));
+        assert_eq!(plans[1].periods(), vec![Period::Day]);
+        assert_eq!(plans[1].label(), "page_insights/day");
+        assert_eq!(plans[1].windows, vec![Window { from: d(2018, 6, 23), to: d(2018, 6, 30) }]);
+        assert_eq!(plans[2].windows[0].from, d(2018, 6, 3), "young posts are re-snapshotted");
     }
 
     #[test]
     fn a_metric_whose_checkpoint_lags_is_fetched_from_its_own_start_and_the_rest_from_theirs() {
         let mut cps = HashMap::new();
-        for m in DAY_METRICS {
-            cps.insert(Stream::PageMetric(Period::Day, *m), d(2018, 6, 25));
+        for (period, wanted) in
+            [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)]
+        {
+            for m in wanted {
+                cps.insert(Stream::PageMetric(period, *m), d(2018, 6, 25));
+            }
         }
-        // Reach was refused in the window after April: its checkpoint stayed at the end of April.
+        // Daily reach was refused in the window after April: its checkpoint stayed at the end of April.
         cps.insert(Stream::PageMetric(Period::Day, CanonicalMetric::PageReach), d(2018, 4, 30));
         let plans = plan_page(&opts(), &cps);
-        let day: Vec<&StreamPlan> = plans.iter().filter(|p| p.stream == Stream::PageInsights(Period::Day)).collect();
-        assert_eq!(day.len(), 2, "{day:?}");
-        assert_eq!(day[0].metrics.iter().map(|m| m.name).collect::<Vec<_>>(), vec!["page_impressions_unique"]);
-        assert_eq!(day[0].windows[0].from, d(2018, 4, 28));
-        assert_eq!(day[0].windows.last().unwrap().to, d(2018, 6, 30));
-        assert!(!day[1].metrics.iter().any(|m| m.name == "page_impressions_unique"));
-        assert_eq!(day[1].windows, vec![Window { from: d(2018, 6, 23), to: d(2018, 6, 30) }]);
+        let page: Vec<&StreamPlan> = plans.iter().filter(|p| p.fetch == Fetch::PageInsights).collect();
+        assert_eq!(page.len(), 2, "{page:?}");
+        assert_eq!(
+            page[0].metrics.iter().map(|(p, m)| (*p, m.name)).collect::<Vec<_>>(),
+            vec![(Period::Day, "page_impressions_unique")]
+        );
+        assert_eq!(page[0].windows[0].from, d(2018, 4, 28));
+        assert_eq!(page[0].windows.last().unwrap().to, d(2018, 6, 30));
+        assert!(!names(page[1], Period::Day).contains(&"page_impressions_unique"));
+        assert!(names(page[1], Period::Week).contains(&"page_impressions_unique"), "weekly reach is up to date");
+        assert_eq!(page[1].windows, vec![Window { from: d(2018, 6, 23), to: d(2018, 6, 30) }]);
     }
 
     #[test]
