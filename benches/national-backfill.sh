@@ -12,9 +12,9 @@ if [ -z "${PULSE_BENCH_CLICKHOUSE_URL:-}" ]; then
   PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   PULSE_BENCH_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh "$PORT")"
 fi
-HALF="$(./target/release/ingest_bench --clickhouse "$PULSE_BENCH_CLICKHOUSE_URL" --copies 21 --days "$DAYS")"
+HALF="$("${CARGO_TARGET_DIR:-target}"/release/ingest_bench --clickhouse "$PULSE_BENCH_CLICKHOUSE_URL" --copies 21 --days "$DAYS")"
 echo "$HALF"
-FULL="$(./target/release/ingest_bench --clickhouse "$PULSE_BENCH_CLICKHOUSE_URL" --copies 42 --days "$DAYS")"
+FULL="$("${CARGO_TARGET_DIR:-target}"/release/ingest_bench --clickhouse "$PULSE_BENCH_CLICKHOUSE_URL" --copies 42 --days "$DAYS")"
 echo "$FULL"
 python3 - "$HALF" "$FULL" "$DAYS" <<'PY'
 import json, sys, datetime, os

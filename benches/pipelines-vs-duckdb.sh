@@ -11,15 +11,15 @@ python3 -c "import duckdb" 2>/dev/null || python3 -m pip install -q duckdb
 cargo build -q --release -p pulse-benches --bin gen_lake
 cargo build -q --release -p pulse-pipelines --bin pipelines_bench
 if [ ! -f "$LAKE/_pulse_lake.json" ]; then
-  GEN="$(./target/release/gen_lake "$LAKE")"
+  GEN="$("${CARGO_TARGET_DIR:-target}"/release/gen_lake "$LAKE")"
   echo "$GEN"
 else
   GEN='{"rows": "(existing lake)"}'
 fi
 FROM=2025-11-21; TO=2026-11-20
-POLARS="$(./target/release/pipelines_bench "$LAKE" "$FROM" "$TO")"; echo "polars: $POLARS"
+POLARS="$("${CARGO_TARGET_DIR:-target}"/release/pipelines_bench "$LAKE" "$FROM" "$TO")"; echo "polars: $POLARS"
 DUCK="$(python3 benches/pipelines_duckdb.py "$LAKE" "$FROM" "$TO")"; echo "duckdb: $DUCK"
-POLARS2="$(./target/release/pipelines_bench "$LAKE" "$FROM" "$TO")"; echo "polars (again): $POLARS2"
+POLARS2="$("${CARGO_TARGET_DIR:-target}"/release/pipelines_bench "$LAKE" "$FROM" "$TO")"; echo "polars (again): $POLARS2"
 DUCK2="$(python3 benches/pipelines_duckdb.py "$LAKE" "$FROM" "$TO")"; echo "duckdb (again): $DUCK2"
 python3 - "$GEN" "$POLARS" "$DUCK" "$POLARS2" "$DUCK2" "$(du -sh "$LAKE" | cut -f1)" <<'PY'
 import json, sys, datetime, os

@@ -12,7 +12,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 cargo build -q --release -p pulse-cli
 WORK="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-./target/release/pulse sim --scenario national --port "$PORT" --tokens-out "$WORK/tokens.toml" 2>"$WORK/sim.log" &
+"${CARGO_TARGET_DIR:-target}"/release/pulse sim --scenario national --port "$PORT" --tokens-out "$WORK/tokens.toml" 2>"$WORK/sim.log" &
 SIM=$!
 trap 'kill $SIM 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$PORT/_sim/truth" -o /dev/null 2>/dev/null && break; sleep 0.2; done

@@ -1,4 +1,7 @@
-//! Helpers shared by the benchmark programs: a simulated world's pages as ingest targets.
+//! Helpers shared by the benchmark programs: a simulated world's pages as ingest targets, the Graph API in a process
+//! of its own ([`graph`]).
+
+pub mod graph;
 
 use pulse_config::Secret;
 use pulse_domain::Access;
@@ -23,4 +26,19 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// CPU time (user + system) this process has used so far, in seconds (Linux).
+pub fn cpu_seconds() -> Option<f64> {
+    process_cpu_seconds("self")
+}
+
+/// CPU time (user + system) process `pid` (or `self`) has used so far, in seconds (Linux).
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces): utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }

@@ -55,23 +55,42 @@ impl Buffer {
     }
 }
 
+type Buffers = BTreeMap<String, (WriteScope, Buffer)>;
+type Flushing = tokio::task::JoinHandle<Result<(), StoreFailure>>;
+
 /// Receives fetched data, writes it in batches, and saves checkpoints after the store acknowledged the data.
-pub(crate) async fn write_loop<S: Store>(
+///
+/// A full batch is written in the background while the next one fills, so fetching and parsing go on during an
+/// insert; at most one batch is being written at a time (the next waits for it), so batches, and the checkpoints
+/// they carry, reach the store in order, and no more than two batches are held in memory.
+pub(crate) async fn write_loop<S: Store + Clone + 'static>(
     store: S,
     mut rx: mpsc::Receiver<WriteItem>,
     shared: Arc<Shared>,
     counters: HashMap<String, Arc<Counters>>,
 ) -> Result<(), StoreFailure> {
-    let mut buffers: BTreeMap<String, (WriteScope, Buffer)> = BTreeMap::new();
+    let counters = Arc::new(counters);
+    let mut buffers: Buffers = BTreeMap::new();
     let mut buffered = 0usize;
+    let mut flushing: Option<Flushing> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     tick.tick().await;
+    // Starts writing `buffers` in the background (the batch before it has been settled).
+    let flush = |buffers: &mut Buffers, flushing: &mut Option<Flushing>| {
+        debug_assert!(flushing.is_none());
+        let batch = std::mem::take(buffers);
+        let (store, shared, counters) = (store.clone(), shared.clone(), counters.clone());
+        *flushing = Some(tokio::spawn(async move { flush_all(&store, &shared, batch, &counters).await }));
+    };
     loop {
         let item = tokio::select! {
             item = rx.recv() => item,
             _ = tick.tick() => {
-                flush_all(&store, &shared, &mut buffers, &counters).await?;
-                buffered = 0;
+                if buffered > 0 || buffers.values().any(|(_, b)| !b.checkpoints.is_empty()) {
+                    settle(flushing.take()).await?;
+                    flush(&mut buffers, &mut flushing);
+                    buffered = 0;
+                }
                 continue;
             }
         };
@@ -94,17 +113,36 @@ pub(crate) async fn write_loop<S: Store>(
         }
         buffered += rows;
         if buffered >= shared.opts.flush_rows {
-            flush_all(&store, &shared, &mut buffers, &counters).await?;
+            // Back-pressure: a full batch waits for the one being written before it starts.
+            settle(flushing.take()).await?;
+            flush(&mut buffers, &mut flushing);
             buffered = 0;
         }
     }
-    flush_all(&store, &shared, &mut buffers, &counters).await
+    settle(flushing.take()).await?;
+    flush_all(&store, &shared, buffers, &counters).await
+}
+
+/// Waits for a background batch write.
+async fn settle(flushing: Option<Flushing>) -> Result<(), StoreFailure> {
+    match flushing {
+        None => Ok(()),
+        Some(handle) => handle.await.unwrap_or_else(|e| {
+            Err(StoreFailure {
+                what: "data",
+                tenant: String::new(),
+                rows: 0,
+                waited: None,
+                error: StoreError::Invalid { what: "batch writer task".into(), reason: e.to_string() },
+            })
+        }),
+    }
 }
 
 async fn flush_all<S: Store>(
     store: &S,
     shared: &Shared,
-    buffers: &mut BTreeMap<String, (WriteScope, Buffer)>,
+    mut buffers: Buffers,
     counters: &HashMap<String, Arc<Counters>>,
 ) -> Result<(), StoreFailure> {
     for (tenant, (scope, buf)) in buffers.iter_mut() {

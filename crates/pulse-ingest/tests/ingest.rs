@@ -116,7 +116,7 @@ fn all_faults() -> FaultSpec {
         budget_window_ms: 150,
         lockout_ms: 40,
         minute_ms: Some(10),
-        token_deaths: vec![TokenDeath { page: 2, after_calls: 1, subcode: 463 }],
+        token_deaths: vec![TokenDeath { page: 2, after_calls: 0, subcode: 463 }],
         permission_errors: vec![5],
         empty_page_with_next: true,
         retire_metric: None,
@@ -717,7 +717,11 @@ async fn no_token_appears_in_any_log_line_or_error() {
     let sim = serve(all_faults()).await;
     let report = ingest(&store, &sim).await;
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("access token rejected"), "the dead token was logged (without the token)");
+    assert!(
+        logs.contains("access token rejected"),
+        "the dead token was logged (without the token): {}",
+        report.table()
+    );
     let mut texts = vec![logs, report.table()];
     texts.extend(report.failures.iter().map(|f| f.message.clone()));
     texts.extend(report.practices.iter().map(|p| p.record.message.clone()));
