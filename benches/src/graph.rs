@@ -22,7 +22,7 @@ use chrono::NaiveDate;
 use pulse_config::Secret;
 use pulse_domain::{Access, ApiVersion, TenantId};
 use pulse_ingest::Target;
-use pulse_sim::{Request, Sim, World, scenario};
+use pulse_sim::{Request, Sim, World};
 use serde_json::json;
 
 /// How the child answers.
@@ -127,9 +127,7 @@ struct Served {
 
 /// The child: builds the world, prints the hello line, serves until stdin closes.
 pub async fn serve_child(mode: Mode, copies: u32, pages: Option<usize>) -> Result<()> {
-    let mut scenario = scenario::resolve("national")?;
-    scenario.tenants[0].copies = Some(copies);
-    let world = World::new(scenario, None);
+    let world = World::new(crate::national_scenario(copies)?, None);
     let mut logins = world.page_logins();
     if let Some(n) = pages {
         logins.truncate(n);

@@ -8,6 +8,17 @@ use pulse_domain::Access;
 use pulse_ingest::Target;
 use pulse_sim::World;
 
+/// The national scenario with `copies` ICBs, for the ingest benchmarks. The simulator's nominal app-level usage
+/// (4,800 calls a minute across all pages) is raised out of the way: a benchmark measures the ingester, and Meta does
+/// not apply an app-level limit to page tokens (each page has its own quota, which a backfill uses a fraction of;
+/// see `results/national-backfill.md`). The ingester still reads and obeys the usage headers.
+pub fn national_scenario(copies: u32) -> anyhow::Result<pulse_sim::Scenario> {
+    let mut scenario = pulse_sim::scenario::resolve("national")?;
+    scenario.tenants[0].copies = Some(copies);
+    scenario.faults.app_budget = Some(100_000_000);
+    Ok(scenario)
+}
+
 /// Every page of `world` as an ingest target with its simulator token.
 pub fn targets(world: &World) -> Vec<Target> {
     let access = Access::operator(world.tenant_ids());

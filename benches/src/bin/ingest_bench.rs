@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use pulse_benches::graph::{GraphProcess, Mode, serve_child};
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions};
-use pulse_sim::{Sim, World, scenario};
+use pulse_sim::{Sim, World};
 use pulse_store::Store;
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 
@@ -56,9 +56,7 @@ async fn main() -> Result<()> {
     // The Graph API: in this process, or in a child (simulating or replaying).
     let (graph_url, version, today, end, practices, targets, _inprocess, child) = match graph.as_str() {
         "inprocess" => {
-            let mut scenario = scenario::resolve("national")?;
-            scenario.tenants[0].copies = Some(copies);
-            let world = World::new(scenario, None);
+            let world = World::new(pulse_benches::national_scenario(copies)?, None);
             let mut targets = pulse_benches::targets(&world);
             if let Some(n) = pages {
                 targets.truncate(n);
@@ -164,6 +162,7 @@ async fn main() -> Result<()> {
             "days": days,
             "rows": report.rows_written,
             "requests": report.requests,
+            "throttled_seconds": report.practices.iter().map(|p| p.record.throttled_ms).sum::<u64>() as f64 / 1000.0,
             "megabytes": report.bytes as f64 / 1e6,
             "seconds": secs,
             "ingester_cpu_seconds": cpu,

@@ -32,27 +32,29 @@ impl RateBudget {
         Self { minute, max_slowdown, app: Mutex::new(GateState::default()), pages: Mutex::new(HashMap::new()) }
     }
 
-    /// How long to wait before calling `page` now (zero: go).
+    /// How long to wait before calling `page` now (zero: go): a pause for throttling, else a slowdown as usage
+    /// nears the limit.
     pub fn wait_before(&self, page: &str) -> Duration {
-        let now = Instant::now();
-        let app = *self.app.lock().expect("budget lock");
-        let page_state = self.pages.lock().expect("budget lock").get(page).copied().unwrap_or_default();
-        let pause = [app.paused_until, page_state.paused_until]
-            .into_iter()
-            .flatten()
-            .filter(|t| *t > now)
-            .map(|t| t - now)
-            .max()
-            .unwrap_or_default();
+        let pause = self.paused_for(page);
         if !pause.is_zero() {
             return pause;
         }
-        let percent = app.percent.max(page_state.percent);
+        let app = self.app.lock().expect("budget lock").percent;
+        let page_percent = self.pages.lock().expect("budget lock").get(page).map_or(0, |s| s.percent);
+        let percent = app.max(page_percent);
         if percent >= SLOW_FROM {
             let f = ((percent - SLOW_FROM) as f64 / (100 - SLOW_FROM) as f64).min(1.0);
             return self.max_slowdown.mul_f64(f);
         }
         Duration::ZERO
+    }
+
+    /// How long calls to `page` are paused for throttling (the app's or the page's; zero: not paused).
+    pub fn paused_for(&self, page: &str) -> Duration {
+        let now = Instant::now();
+        let app = self.app.lock().expect("budget lock").paused_until;
+        let page_paused = self.pages.lock().expect("budget lock").get(page).and_then(|s| s.paused_until);
+        [app, page_paused].into_iter().flatten().filter(|t| *t > now).map(|t| t - now).max().unwrap_or_default()
     }
 
     /// Records what a response said about usage (the per-page header names its pages itself).

@@ -35,6 +35,11 @@ where
         }
         let result = {
             let _permit = shared.semaphore.acquire().await.expect("semaphore open");
+            // Meta may have throttled the app or this page while the call waited for its turn: a call made while
+            // throttled extends the lockout, so look again before calling.
+            if !shared.budget.paused_for(page).is_zero() {
+                continue;
+            }
             ctx.counters.requests.fetch_add(1, Ordering::Relaxed);
             f().await
         };

@@ -25,6 +25,9 @@ use crate::retry::RetryPolicy;
 use crate::summary::{Failure, PageCounts, Planned, Reauth, RunReport, practice_records};
 use crate::writer::{StoreFailure, WriteItem, write_loop};
 
+/// Pages in progress per call slot (`concurrency`).
+const PAGES_PER_CALL_SLOT: usize = 2;
+
 /// Everything an ingest run can be told.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -204,11 +207,21 @@ impl<S: Store + Clone + 'static> Ingester<S> {
         let counters: HashMap<String, Arc<Counters>> =
             pages.iter().map(|(p, _)| (p.target.page.to_string(), p.counters.clone())).collect();
         let writer = tokio::spawn(write_loop(self.store.clone(), rx, self.shared.clone(), counters));
+        // Pages in progress at once, each taken from the list by one of a fixed set of workers: a page holds what
+        // it fetched until the writer takes it, so this (not the number of pages) bounds the data in hand, and no
+        // task exists for a page before its turn. Twice the calls in flight, so that pages paused by Meta's
+        // throttling do not idle the rest.
+        let pages = Arc::new(pages);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
-        for (ctx, plans) in &pages {
-            let (ctx, plans, shared, tx) = (ctx.clone(), plans.clone(), self.shared.clone(), tx.clone());
-            let span = tracing::info_span!("page", tenant = %ctx.target.scope, practice = %ctx.target.practice, page = %ctx.target.page);
-            tasks.spawn(async move { ingest_page(shared, ctx, plans, tx).await }.instrument(span));
+        for _ in 0..(opts.concurrency.max(1) * PAGES_PER_CALL_SLOT).min(pages.len()) {
+            let (pages, next, shared, tx) = (pages.clone(), next.clone(), self.shared.clone(), tx.clone());
+            tasks.spawn(async move {
+                while let Some((ctx, plans)) = pages.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let span = tracing::info_span!("page", tenant = %ctx.target.scope, practice = %ctx.target.practice, page = %ctx.target.page);
+                    ingest_page(shared.clone(), ctx.clone(), plans.clone(), tx.clone()).instrument(span).await;
+                }
+            });
         }
         drop(tx);
         while tasks.join_next().await.is_some() {}
