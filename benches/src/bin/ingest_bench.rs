@@ -4,6 +4,7 @@
 //!   ingest_bench --clickhouse http://127.0.0.1:18123 [--copies 42] [--pages N] [--days 365] [--database db]
 //!                [--graph inprocess|process|replay] [--flush-rows 500000] [--then-daily] [--server-pid PID]
 //!   ingest_bench --cluster-dir DIR [...]     # the loopback cluster of `.ci/clickhouse-cluster.sh` (cluster `pulse`)
+//!   ingest_bench --lake DIR [...]            # the embedded lake
 //!
 //! `--graph`: the simulator in this process (the default), in a child process (`process`: peak memory is then the
 //! ingester's alone), or a child replaying recorded responses from memory (`replay`: a first pass into a scratch
@@ -18,6 +19,8 @@ use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions};
 use pulse_sim::{Sim, World};
 use pulse_store::Store;
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
+use pulse_store::lake::LakeStore;
+use pulse_store::AnyStore;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
@@ -43,7 +46,11 @@ async fn main() -> Result<()> {
             (nodes[0][2].clone(), Some("pulse".to_owned()), urls)
         }
         None => {
-            let url = arg(&args, "--clickhouse").context("--clickhouse URL or --cluster-dir is required")?;
+            let url = match (arg(&args, "--clickhouse"), arg(&args, "--lake")) {
+                (Some(url), _) => url,
+                (None, Some(_)) => String::new(),
+                (None, None) => anyhow::bail!("--clickhouse URL, --cluster-dir DIR or --lake DIR is required"),
+            };
             (url, None, Default::default())
         }
     };
@@ -84,7 +91,13 @@ async fn main() -> Result<()> {
         cluster: cluster.clone(),
         replica_urls: replica_urls.clone(),
     };
-    let store = ClickHouseStore::new(settings(database.clone()));
+    // `--lake DIR`: the embedded lake instead of ClickHouse.
+    let lake = arg(&args, "--lake");
+    let store = match &lake {
+        Some(dir) => AnyStore::Lake(LakeStore::open(dir)?),
+        None => AnyStore::ClickHouse(Box::new(ClickHouseStore::new(settings(database.clone())))),
+    };
+    anyhow::ensure!(lake.is_none() || graph != "replay", "--graph replay records into ClickHouse: not with --lake");
     store.migrate().await?;
     // `--then-daily`: the backfill stops a day short, and a second run (the next day's incremental) follows it.
     let then_daily = args.iter().any(|a| a == "--then-daily");
@@ -156,7 +169,7 @@ async fn main() -> Result<()> {
         "{}",
         serde_json::json!({
             "database": database,
-            "store": if cluster.is_some() { "cluster (2 shards x 2 replicas)" } else { "single server" },
+            "store": if lake.is_some() { "lake" } else if cluster.is_some() { "cluster (2 shards x 2 replicas)" } else { "single server" },
             "practices": practices,
             "pages": n_pages,
             "days": days,

@@ -1,5 +1,5 @@
-//! The executor: runs the plan with bounded concurrency and the rate budget, one task per page and stream, and hands
-//! fetched windows to the writer with the checkpoints they complete.
+//! The executor: runs the plan with bounded concurrency and the rate budget (a fixed set of page workers, each page's
+//! streams side by side), and hands fetched windows to the writer with the checkpoints they complete.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::IsTerminal;

@@ -6,7 +6,7 @@
 //!   checkpoints with a lookback;
 //! - [`budget`]: the adaptive rate budget from Meta's usage headers;
 //! - [`retry`]: exponential backoff with full jitter, injectable sleep;
-//! - [`executor`]: runs the plan (bounded concurrency, one task per page and stream);
+//! - [`executor`]: runs the plan (bounded concurrency, a fixed set of page workers);
 //! - `call`: one Graph call with the rate budget and retries, and what a failed stream tells the user;
 //! - `fetch`: a window of page insights, a window of posts;
 //! - [`writer`]: batches to the store, checkpoints after the store's acknowledgement;
