@@ -17,10 +17,10 @@ use anyhow::{Context, Result};
 use pulse_benches::graph::{GraphProcess, Mode, serve_child};
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions};
 use pulse_sim::{Sim, World};
+use pulse_store::AnyStore;
 use pulse_store::Store;
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 use pulse_store::lake::LakeStore;
-use pulse_store::AnyStore;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())

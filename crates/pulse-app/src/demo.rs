@@ -192,7 +192,7 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
     }
     say("");
     say(&format!(
-        "store: {} (Parquet, Hive-partitioned: <dataset>/tenant=<id>/month=<YYYY-MM>/data.parquet; reports under reports/)",
+        "store: {} (Parquet, Hive-partitioned: <dataset>/tenant=<id>/month=<YYYY-MM>/data.parquet, compacted after each run; reports under reports/)",
         store.describe()
     ));
     say(&format!(

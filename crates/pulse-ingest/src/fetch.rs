@@ -13,7 +13,7 @@ use crate::call::{BoxFut, call, parse_failed};
 use crate::client::{CallError, Fetched, decode};
 use crate::executor::{PageCtx, Shared};
 use crate::parse::{self, Origin};
-use crate::plan::{MetricAt, Window};
+use crate::plan::{MetricAt, Window, periods};
 
 /// One window's page insights, and which metrics Meta answered for (a refused metric is missing from it, so its
 /// checkpoint must not move past this window).
@@ -45,19 +45,15 @@ pub(crate) fn fetch_insights<'a>(
             metrics.into_iter().filter(|(_, m)| !retired.contains(m.name)).collect()
         };
         let mut names: Vec<&'static str> = Vec::new();
-        let mut periods: Vec<Period> = Vec::new();
-        for (p, m) in &metrics {
+        for (_, m) in &metrics {
             if !names.contains(&m.name) {
                 names.push(m.name);
-            }
-            if !periods.contains(p) {
-                periods.push(*p);
             }
         }
         if names.is_empty() {
             return Ok(InsightsFetch { facts: Vec::new(), delivered: Vec::new() });
         }
-        let period = match periods.as_slice() {
+        let period = match periods(&metrics).as_slice() {
             [one] => Some(one.as_str()),
             _ => None,
         };

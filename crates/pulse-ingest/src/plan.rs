@@ -105,6 +105,17 @@ pub enum Fetch {
 /// A page metric at a period (a post metric at `Lifetime`).
 pub type MetricAt = (Period, &'static GraphMetric);
 
+/// The distinct periods of `metrics`, in order.
+pub fn periods(metrics: &[MetricAt]) -> Vec<Period> {
+    let mut out: Vec<Period> = Vec::new();
+    for (p, _) in metrics {
+        if !out.contains(p) {
+            out.push(*p);
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
     pub fetch: Fetch,
@@ -115,13 +126,7 @@ pub struct StreamPlan {
 impl StreamPlan {
     /// The periods asked for, in order.
     pub fn periods(&self) -> Vec<Period> {
-        let mut out: Vec<Period> = Vec::new();
-        for (p, _) in &self.metrics {
-            if !out.contains(p) {
-                out.push(*p);
-            }
-        }
-        out
+        periods(&self.metrics)
     }
 
     /// How a failure names what could not be fetched: `page_insights/day`, `page_insights/day+week+days_28`, `posts`.

@@ -73,6 +73,7 @@ pub(crate) async fn write_loop<S: Store + Clone + 'static>(
     let mut buffers: Buffers = BTreeMap::new();
     let mut buffered = 0usize;
     let mut flushing: Option<Flushing> = None;
+    let mut written: BTreeMap<String, WriteScope> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     tick.tick().await;
     // Starts writing `buffers` in the background (the batch before it has been settled).
@@ -95,6 +96,7 @@ pub(crate) async fn write_loop<S: Store + Clone + 'static>(
             }
         };
         let Some(item) = item else { break };
+        written.entry(item.scope.as_str().to_owned()).or_insert_with(|| item.scope.clone());
         let (_, buf) =
             buffers.entry(item.scope.as_str().to_owned()).or_insert_with(|| (item.scope.clone(), Buffer::default()));
         let rows = item.facts.len() + item.posts.len() + item.snapshots.len();
@@ -120,7 +122,15 @@ pub(crate) async fn write_loop<S: Store + Clone + 'static>(
         }
     }
     settle(flushing.take()).await?;
-    flush_all(&store, &shared, buffers, &counters).await
+    let scopes: Vec<WriteScope> = written.into_values().collect();
+    flush_all(&store, &shared, buffers, &counters).await?;
+    // Everything is acknowledged: a store that appends may fold it now. A failure loses nothing (reads merge).
+    for scope in &scopes {
+        if let Err(e) = store.settle(scope).await {
+            tracing::warn!(tenant = %scope, error = %e, "the store could not compact what this run wrote; reads are unaffected, the next run tries again");
+        }
+    }
+    Ok(())
 }
 
 /// Waits for a background batch write.

@@ -465,6 +465,10 @@ impl Store for FlakyStore {
     ) -> pulse_store::Result<arrow::record_batch::RecordBatch> {
         self.inner.read_report(s, t, v).await
     }
+    async fn settle(&self, s: &WriteScope) -> pulse_store::Result<()> {
+        self.inner.settle(s).await
+    }
+
     async fn fact_files(
         &self,
         s: &TenantScope,

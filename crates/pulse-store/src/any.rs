@@ -128,4 +128,8 @@ impl Store for AnyStore {
     async fn fact_files(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Option<Vec<std::path::PathBuf>>> {
         delegate!(self, s => s.fact_files(scope, filter).await)
     }
+
+    async fn settle(&self, scope: &WriteScope) -> Result<()> {
+        delegate!(self, s => s.settle(scope).await)
+    }
 }

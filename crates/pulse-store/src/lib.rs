@@ -217,6 +217,13 @@ pub trait Store: Send + Sync {
         scope: &TenantScope,
         filter: &FactFilter,
     ) -> impl Future<Output = Result<Option<Vec<std::path::PathBuf>>>> + Send;
+
+    /// A writer has finished a run of writes for `scope` (the ingester, at the end of a run). A backend that
+    /// appends may fold what was appended now (the lake compacts the tenant's partitions that have parts, so that
+    /// files read in place hold one row per identity). Nothing written is lost if it fails: reads merge regardless.
+    fn settle(&self, _scope: &WriteScope) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// What `migrate` did.

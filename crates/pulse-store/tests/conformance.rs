@@ -557,6 +557,7 @@ async fn lake_reports_a_corrupt_file_and_never_overwrites_it() {
     let store = LakeStore::open(dir.path()).unwrap();
     let (alpha, _) = scopes();
     store.write_page_insights(&alpha, &window(0)).await.unwrap();
+    store.settle(&alpha).await.unwrap();
     let file = dir.path().join("page_insights/tenant=alpha/month=2018-01/data.parquet");
     assert!(file.exists());
     std::fs::write(&file, b"PAR1 this is not parquet").unwrap();
@@ -574,6 +575,64 @@ async fn lake_reports_a_corrupt_file_and_never_overwrites_it() {
     // No temporary files are left behind.
     let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains(".tmp-")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn lake_writes_append_parts_that_reads_merge_and_compaction_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LakeStore::open(dir.path()).unwrap();
+    let (alpha, _) = scopes();
+    let jan = dir.path().join("page_insights/tenant=alpha/month=2018-01");
+    let files = |d: &std::path::Path| {
+        let mut names: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    // Each write is a new part; nothing already written is read or rewritten.
+    let first = window(0);
+    store.write_page_insights(&alpha, &first).await.unwrap();
+    let after_one = files(&jan);
+    assert_eq!(after_one.len(), 1, "{after_one:?}");
+    assert!(after_one[0].starts_with("part-") && after_one[0].ends_with(".parquet"), "{after_one:?}");
+    // The same identities again with higher versions (Meta revised them), and once with a lower one (a stale
+    // re-write): the highest version wins whichever part it is in.
+    let revised: Vec<PageInsightFact> = first
+        .iter()
+        .map(|f| PageInsightFact {
+            value: f.value + 1000.0,
+            fetched_at: f.fetched_at + chrono::Duration::seconds(60),
+            ..f.clone()
+        })
+        .collect();
+    store.write_page_insights(&alpha, &revised).await.unwrap();
+    let stale: Vec<PageInsightFact> = first
+        .iter()
+        .map(|f| PageInsightFact { value: -1.0, fetched_at: f.fetched_at - chrono::Duration::seconds(60), ..f.clone() })
+        .collect();
+    store.write_page_insights(&alpha, &stale[..5]).await.unwrap();
+    assert_eq!(files(&jan).len(), 3);
+    let read = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap();
+    assert_eq!(read.len(), first.len(), "one row per identity");
+    assert!(read.iter().all(|f| f.value >= 1000.0), "the revised values won");
+    // The write that makes the 16th part compacts the partition: one file, the same rows.
+    for _ in 0..13 {
+        store.write_page_insights(&alpha, &stale[..1]).await.unwrap();
+    }
+    assert_eq!(files(&jan), vec!["data.parquet".to_owned()]);
+    let compacted = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap();
+    assert_eq!(sorted(compacted), sorted(read.clone()));
+    // A run's end folds what it appended (the ingester calls settle), and what is scanned in place is one file per
+    // partition with one row per identity.
+    store.write_page_insights(&alpha, &revised[..3]).await.unwrap();
+    assert_eq!(files(&jan).len(), 2);
+    let in_place = store.fact_files(&alpha, &FactFilter::default()).await.unwrap().unwrap();
+    assert!(in_place.iter().all(|p| p.ends_with("data.parquet")), "{in_place:?}");
+    assert_eq!(files(&jan), vec!["data.parquet".to_owned()]);
+    store.write_page_insights(&alpha, &revised[..3]).await.unwrap();
+    store.settle(&alpha).await.unwrap();
+    assert_eq!(files(&jan), vec!["data.parquet".to_owned()]);
+    assert_eq!(sorted(store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap()), sorted(read));
 }
 
 #[tokio::test]
@@ -601,6 +660,7 @@ async fn lake_removes_temporary_files_left_by_a_killed_writer_on_open() {
     let store = LakeStore::open(dir.path()).unwrap();
     let (alpha, _) = scopes();
     store.write_page_insights(&alpha, &window(0)).await.unwrap();
+    store.settle(&alpha).await.unwrap();
     let month = dir.path().join("page_insights/tenant=alpha/month=2018-01");
     let orphan = month.join(".tmp-0b1e2c3d");
     std::fs::write(&orphan, b"half a parquet file").unwrap();
@@ -634,6 +694,9 @@ async fn lake_layout_is_hive_partitioned_by_tenant_and_month() {
     let (alpha, beta) = scopes();
     store.write_page_insights(&alpha, &window(0)).await.unwrap();
     store.write_page_insights(&beta, &window(0)[..1]).await.unwrap();
+    // Once a run's writes are settled, each partition is one compacted file.
+    store.settle(&alpha).await.unwrap();
+    store.settle(&beta).await.unwrap();
     let mut files: Vec<String> = walk(dir.path())
         .into_iter()
         .map(|p| p.trim_start_matches(&dir.path().display().to_string()).to_owned())

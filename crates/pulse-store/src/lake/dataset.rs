@@ -1,4 +1,12 @@
-//! Partition files: atomic replace, merge by identity, and reads that never trust a file blindly.
+//! Partition files: append-only parts, compaction, merge by identity, and reads that never trust a file blindly.
+//!
+//! A partition directory holds its compacted rows (`data.parquet`, one row per identity) and the parts written since
+//! (`part-<sequence>-<id>.parquet`, each the rows of one write, written atomically and never rewritten). A write
+//! costs what it writes, not the size of its partition. Reads merge the compacted file and the parts in write order
+//! by identity (the highest version wins, the later write on a tie). When a partition has [`COMPACT_AT`] parts, the
+//! write that made it so folds them into a new `data.parquet` (atomically) and then removes them; a crash between
+//! the two leaves parts that merge again to the same rows. Scans in place ([`checked_files`]) compact first, so
+//! that what DuckDB or polars read is one file per partition with no duplicate identities.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,16 +24,19 @@ use super::codec::{LakeRecord, month_of};
 use crate::{ReportVariant, Result, StoreError};
 
 pub(crate) const DATA_FILE: &str = "data.parquet";
+const PART_PREFIX: &str = "part-";
+/// Parts a partition collects before the write that adds the last one compacts it.
+pub(crate) const COMPACT_AT: usize = 16;
 
 pub(crate) fn tenant_dir(root: &Path, dataset: &str, tenant: &str) -> PathBuf {
     root.join(dataset).join(format!("tenant={tenant}"))
 }
 
-fn partition_file(root: &Path, dataset: &str, tenant: &str, month: Option<&str>) -> PathBuf {
+fn partition_dir(root: &Path, dataset: &str, tenant: &str, month: Option<&str>) -> PathBuf {
     let dir = tenant_dir(root, dataset, tenant);
     match month {
-        Some(m) => dir.join(format!("month={m}")).join(DATA_FILE),
-        None => dir.join(DATA_FILE),
+        Some(m) => dir.join(format!("month={m}")),
+        None => dir,
     }
 }
 
@@ -83,33 +94,128 @@ fn read_records<R: LakeRecord>(path: &Path, tenant: &str) -> Result<Vec<R>> {
     Ok(out)
 }
 
-/// Merges `rows` into their partitions; the highest version of each identity wins (the newer write on a tie).
-pub(crate) fn upsert<R: LakeRecord>(root: &Path, tenant: &str, rows: &[R]) -> Result<usize> {
-    let mut by_partition: BTreeMap<Option<String>, Vec<&R>> = BTreeMap::new();
-    for row in rows {
-        by_partition.entry(row.partition_day().map(month_of)).or_default().push(row);
+/// A partition's part files, in write order.
+fn parts(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
     }
-    for (month, new_rows) in by_partition {
-        let path = partition_file(root, R::DATASET, tenant, month.as_deref());
-        // Read first: a corrupt partition is refused, never overwritten, so nothing already stored is lost.
-        let existing = if path.exists() { read_records::<R>(&path, tenant)? } else { Vec::new() };
-        let mut merged: BTreeMap<R::Key, R> = existing.into_iter().map(|r| (r.key(), r)).collect();
-        for row in new_rows {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| StoreError::io(dir, e))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(PART_PREFIX) && name.ends_with(".parquet")
+        })
+        .map(|entry| entry.path())
+        .collect();
+    parts.sort();
+    Ok(parts)
+}
+
+/// The name of the next part: a sequence after the last part's (and after the clock), so names sort in write order.
+fn next_part(dir: &Path, existing: &[PathBuf]) -> PathBuf {
+    let last = existing
+        .last()
+        .and_then(|p| p.file_name()?.to_str()?.strip_prefix(PART_PREFIX)?.split('-').next()?.parse::<u128>().ok());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let seq = last.map_or(now, |l| now.max(l + 1));
+    dir.join(format!("{PART_PREFIX}{seq:039}-{}.parquet", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+}
+
+/// Rows of `files` (the compacted file first, then parts in write order) merged by identity: the highest version
+/// wins, the later write on a tie.
+fn merge<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Vec<R>> {
+    let mut merged: BTreeMap<R::Key, R> = BTreeMap::new();
+    for path in files {
+        for row in read_records::<R>(path, tenant)? {
             match merged.get(&row.key()) {
                 Some(old) if old.version() > row.version() => {}
                 _ => {
-                    merged.insert(row.key(), row.clone());
+                    merged.insert(row.key(), row);
                 }
             }
         }
-        let refs: Vec<&R> = merged.values().collect();
-        write_atomic(&path, &R::to_batch(tenant, &refs))?;
+    }
+    Ok(merged.into_values().collect())
+}
+
+/// The compacted file (when there is one) and the parts of a partition, in merge order.
+fn partition_contents(dir: &Path) -> Result<Vec<PathBuf>> {
+    let base = dir.join(DATA_FILE);
+    let mut files = if base.exists() { vec![base] } else { Vec::new() };
+    files.extend(parts(dir)?);
+    Ok(files)
+}
+
+/// Folds a partition's parts into its compacted file. Everything is read before anything is replaced, so a corrupt
+/// file is refused with its path and nothing already stored is lost.
+fn compact<R: LakeRecord>(dir: &Path, tenant: &str) -> Result<()> {
+    let files = partition_contents(dir)?;
+    if files.iter().all(|f| f.file_name().is_some_and(|n| n == DATA_FILE)) {
+        return Ok(());
+    }
+    let rows = merge::<R>(tenant, &files)?;
+    let refs: Vec<&R> = rows.iter().collect();
+    write_atomic(&dir.join(DATA_FILE), &R::to_batch(tenant, &refs))?;
+    for part in files.iter().filter(|f| f.file_name().is_some_and(|n| n != DATA_FILE)) {
+        std::fs::remove_file(part).map_err(|e| StoreError::io(part, e))?;
+    }
+    Ok(())
+}
+
+/// Appends `rows` to their partitions, one part file per partition; a partition with [`COMPACT_AT`] parts is then
+/// compacted. Rows repeated within `rows` keep the highest version (the later on a tie).
+pub(crate) fn upsert<R: LakeRecord>(root: &Path, tenant: &str, rows: &[R]) -> Result<usize> {
+    let mut by_partition: BTreeMap<Option<String>, BTreeMap<R::Key, &R>> = BTreeMap::new();
+    for row in rows {
+        let partition = by_partition.entry(row.partition_day().map(month_of)).or_default();
+        match partition.get(&row.key()) {
+            Some(old) if old.version() > row.version() => {}
+            _ => {
+                partition.insert(row.key(), row);
+            }
+        }
+    }
+    for (month, new_rows) in by_partition {
+        let dir = partition_dir(root, R::DATASET, tenant, month.as_deref());
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        // A partition whose compacted file is corrupt takes no more writes (its footer is read, not its rows): it is
+        // reported with its path until someone moves it aside, and never overwritten.
+        let base = dir.join(DATA_FILE);
+        if base.exists() {
+            let file = File::open(&base).map_err(|e| StoreError::io(&base, e))?;
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| StoreError::Corrupt { path: base.clone(), reason: e.to_string() })?;
+        }
+        let mut existing = parts(&dir)?;
+        let part = next_part(&dir, &existing);
+        let refs: Vec<&R> = new_rows.into_values().collect();
+        write_atomic(&part, &R::to_batch(tenant, &refs))?;
+        existing.push(part);
+        if existing.len() >= COMPACT_AT {
+            compact::<R>(&dir, tenant)?;
+        }
     }
     Ok(rows.len())
 }
 
-/// The partition files of a tenant's dataset whose month overlaps `[from, to]` (all when unbounded), in month order.
-fn partition_files(
+/// Compacts a tenant's partitions of a dataset that overlap `[from, to]`.
+pub(crate) fn compact_range<R: LakeRecord>(
+    root: &Path,
+    tenant: &str,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<()> {
+    for dir in partitions(root, R::DATASET, tenant, from, to)? {
+        compact::<R>(&dir, tenant)?;
+    }
+    Ok(())
+}
+
+/// The partition directories of a tenant's dataset whose month overlaps `[from, to]` (all when unbounded), in month
+/// order; an unpartitioned dataset is its tenant directory.
+fn partitions(
     root: &Path,
     dataset: &str,
     tenant: &str,
@@ -120,9 +226,9 @@ fn partition_files(
     if !dir.exists() {
         return Ok(Vec::new());
     }
-    let direct = dir.join(DATA_FILE);
-    if direct.exists() {
-        return Ok(vec![direct]);
+    let mut out = Vec::new();
+    if !partition_contents(&dir)?.is_empty() {
+        out.push(dir.clone());
     }
     let (lo, hi) = (from.map(month_of), to.map(month_of));
     let mut months: Vec<String> = std::fs::read_dir(&dir)
@@ -133,14 +239,27 @@ fn partition_files(
         .filter(|m| lo.as_ref().is_none_or(|lo| m >= lo) && hi.as_ref().is_none_or(|hi| m <= hi))
         .collect();
     months.sort();
-    Ok(months
-        .into_iter()
-        .map(|month| partition_file(root, dataset, tenant, Some(&month)))
-        .filter(|path| path.exists())
-        .collect())
+    out.extend(months.into_iter().map(|month| partition_dir(root, dataset, tenant, Some(&month))));
+    Ok(out)
 }
 
-/// Reads a tenant's records whose partition month overlaps `[from, to]` (all months when unbounded).
+/// The files of a tenant's dataset for `[from, to]` (each partition's compacted file and parts).
+fn partition_files(
+    root: &Path,
+    dataset: &str,
+    tenant: &str,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for dir in partitions(root, dataset, tenant, from, to)? {
+        files.extend(partition_contents(&dir)?);
+    }
+    Ok(files)
+}
+
+/// Reads a tenant's records whose partition month overlaps `[from, to]` (all months when unbounded), merged by
+/// identity within each partition.
 pub(crate) fn read<R: LakeRecord>(
     root: &Path,
     tenant: &str,
@@ -148,14 +267,19 @@ pub(crate) fn read<R: LakeRecord>(
     to: Option<NaiveDate>,
 ) -> Result<Vec<R>> {
     let mut out = Vec::new();
-    for path in partition_files(root, R::DATASET, tenant, from, to)? {
-        out.extend(read_records::<R>(&path, tenant)?);
+    for dir in partitions(root, R::DATASET, tenant, from, to)? {
+        match partition_contents(&dir)?.as_slice() {
+            // A compacted file alone holds one row per identity already.
+            [only] if only.file_name().is_some_and(|n| n == DATA_FILE) => out.extend(read_records::<R>(only, tenant)?),
+            files => out.extend(merge::<R>(tenant, files)?),
+        }
     }
     Ok(out)
 }
 
 /// A tenant's partition files for `[from, to]`, each checked before anyone scans it in place: the footer decodes
-/// and the file has the dataset's columns. A file that fails is named, with what to do about it.
+/// and the file has the dataset's columns. A file that fails is named, with what to do about it. Call
+/// [`compact_range`] first: a partition with parts has rows of one identity in several files.
 pub(crate) fn checked_files<R: LakeRecord>(
     root: &Path,
     tenant: &str,

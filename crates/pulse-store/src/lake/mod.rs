@@ -12,9 +12,13 @@
 //! <root>/reports/<report>/tenant=<id>/data.parquet
 //! ```
 //!
-//! Each partition file holds one row per identity, already de-duplicated. A write reads the partition, merges the
-//! new rows in (latest version wins), writes a temporary file beside it and renames it over the old one, so readers
-//! see the old file or the new one and a crash leaves the old one intact.
+//! A write appends: each partition it touches gets a new part file (`part-<sequence>-<id>.parquet`, written to a
+//! temporary file and renamed, so a crash leaves no half file), and nothing already stored is read or rewritten, so a
+//! write costs what it writes. Reads merge a partition's `data.parquet` and its parts by identity (the highest
+//! version wins). A partition is compacted into a new `data.parquet` (atomically, then its parts removed) when it
+//! has 16 parts, when the ingester finishes a run (`Store::settle`), and before its files are scanned in place
+//! (`Store::fact_files`): between runs every partition is one file with one row per identity, which is what DuckDB,
+//! polars and pyarrow see.
 
 mod codec;
 mod dataset;

@@ -309,11 +309,27 @@ impl Store for LakeStore {
         .await
     }
 
+    async fn settle(&self, scope: &WriteScope) -> Result<()> {
+        let tenant = scope.as_str().to_owned();
+        self.blocking(true, move |root| {
+            dataset::compact_range::<PageInsightFact>(root, &tenant, None, None)?;
+            dataset::compact_range::<Post>(root, &tenant, None, None)?;
+            dataset::compact_range::<PostInsightSnapshot>(root, &tenant, None, None)?;
+            dataset::compact_range::<Checkpoint>(root, &tenant, None, None)
+        })
+        .await
+    }
+
     async fn fact_files(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Option<Vec<PathBuf>>> {
         let tenant = scope.as_str().to_owned();
         let (from, to) = (filter.from, filter.to);
+        // Scanned in place, each partition must be one file with one row per identity: its parts are folded in first
+        // (under the write lock).
         let files = self
-            .blocking(false, move |root| dataset::checked_files::<PageInsightFact>(root, &tenant, from, to))
+            .blocking(true, move |root| {
+                dataset::compact_range::<PageInsightFact>(root, &tenant, from, to)?;
+                dataset::checked_files::<PageInsightFact>(root, &tenant, from, to)
+            })
             .await?;
         Ok(Some(files))
     }
