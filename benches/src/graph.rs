@@ -113,9 +113,12 @@ impl GraphProcess {
     }
 }
 
+/// A recorded answer: status, headers, body.
+type Recorded = Arc<(u16, Vec<(String, String)>, Bytes)>;
+
 #[derive(Default)]
 struct Replay {
-    recorded: RwLock<HashMap<String, Arc<(u16, Vec<(String, String)>, Bytes)>>>,
+    recorded: RwLock<HashMap<String, Recorded>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }

@@ -137,15 +137,16 @@ pub(crate) async fn write_loop<S: Store + Clone + 'static>(
 async fn settle(flushing: Option<Flushing>) -> Result<(), StoreFailure> {
     match flushing {
         None => Ok(()),
-        Some(handle) => handle.await.unwrap_or_else(|e| {
-            Err(StoreFailure {
+        Some(handle) => match handle.await {
+            Ok(written) => written,
+            Err(e) => Err(StoreFailure {
                 what: "data",
                 tenant: String::new(),
                 rows: 0,
                 waited: None,
                 error: StoreError::Invalid { what: "batch writer task".into(), reason: e.to_string() },
-            })
-        }),
+            }),
+        },
     }
 }
 
