@@ -8,14 +8,12 @@
 # Reuses PULSE_BENCH_CLICKHOUSE_URL / PULSE_BENCH_CLUSTER_DIR when set; otherwise starts its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 DAYS="${1:-365}"
 COPIES="${2:-42}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 cargo build -q --release --workspace --bin ingest_bench   # workspace features: shares the build with the tests
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-if [ -z "${PULSE_BENCH_CLICKHOUSE_URL:-}" ]; then
-  PULSE_BENCH_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh "$(free_port)")"
-fi
+PULSE_BENCH_CLICKHOUSE_URL="$(bench_clickhouse_url)"
 if [ -z "${PULSE_BENCH_CLUSTER_DIR:-}" ]; then
   PULSE_BENCH_CLUSTER_DIR="$(bash .ci/clickhouse-cluster.sh 29000)"
 fi

@@ -8,13 +8,11 @@
 #   bash benches/ingest-throughput.sh [pages] [days]        # default 400 pages x 365 days of the national scenario
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 PAGES="${1:-400}"
 DAYS="${2:-365}"
 cargo build -q --release -p pulse-benches --bin ingest_bench
-if [ -z "${PULSE_BENCH_CLICKHOUSE_URL:-}" ]; then
-  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  PULSE_BENCH_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh "$PORT")"
-fi
+PULSE_BENCH_CLICKHOUSE_URL="$(bench_clickhouse_url)"
 URL="$PULSE_BENCH_CLICKHOUSE_URL"
 TCP_PORT=$(( ${URL##*:} + 1 ))
 q() { curl -fsS "$URL/" --data-binary "$1"; }

@@ -7,12 +7,10 @@
 #   bash benches/lake-backfill.sh [days]     # default 365
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 DAYS="${1:-365}"
 cargo build -q --release -p pulse-benches --bin ingest_bench
-if [ -z "${PULSE_BENCH_CLICKHOUSE_URL:-}" ]; then
-  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  PULSE_BENCH_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh "$PORT")"
-fi
+PULSE_BENCH_CLICKHOUSE_URL="$(bench_clickhouse_url)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 BENCH=("${CARGO_TARGET_DIR:-target}"/release/ingest_bench --days "$DAYS" --graph process)

@@ -9,12 +9,10 @@
 #   bash benches/national-backfill.sh [days]     # default 365
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 DAYS="${1:-365}"
 cargo build -q --release -p pulse-benches --bin ingest_bench
-if [ -z "${PULSE_BENCH_CLICKHOUSE_URL:-}" ]; then
-  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  PULSE_BENCH_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh "$PORT")"
-fi
+PULSE_BENCH_CLICKHOUSE_URL="$(bench_clickhouse_url)"
 URL="$PULSE_BENCH_CLICKHOUSE_URL"
 BENCH=("${CARGO_TARGET_DIR:-target}"/release/ingest_bench --clickhouse "$URL" --days "$DAYS" --graph process --then-daily)
 HALF="$("${BENCH[@]}" --copies 21)"

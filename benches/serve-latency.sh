@@ -6,6 +6,7 @@
 #   bash benches/serve-latency.sh [lake dir]     # default /tmp/pulse-national-lake (generated if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 LAKE="${1:-/tmp/pulse-national-lake}"
 BIN="${CARGO_TARGET_DIR:-target}/release"
 python3 -c "import duckdb" 2>/dev/null || python3 -m pip install -q duckdb
@@ -32,10 +33,7 @@ START=$(date +%s); "$BIN/pulse" jobs run --config "$LAKE/pulse.toml" --from "$FR
 JOBS_S=$(( $(date +%s) - START ))
 LAKE_RUN="$("$BIN/serve_bench" "$LAKE/pulse.toml")"; echo "$LAKE_RUN"
 DUCK="$(python3 benches/serve_reference.py duckdb "$LAKE" "$FROM" "$TO" "$LAKE")"; echo "$DUCK"
-if [ -z "${PULSE_BENCH_CLICKHOUSE_URL:-}" ]; then
-  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  PULSE_BENCH_CLICKHOUSE_URL="$(bash .ci/clickhouse.sh "$PORT")"
-fi
+PULSE_BENCH_CLICKHOUSE_URL="$(bench_clickhouse_url)"
 CH_RUN="$("$BIN/serve_bench" "$LAKE/pulse.toml" --clickhouse "$PULSE_BENCH_CLICKHOUSE_URL")"; echo "$CH_RUN"
 CH="$(python3 benches/serve_reference.py clickhouse "$PULSE_BENCH_CLICKHOUSE_URL" "$FROM" "$TO" "$LAKE")"; echo "$CH"
 CH_VERSION="$(curl -fsS "$PULSE_BENCH_CLICKHOUSE_URL/?query=SELECT%20version()")"

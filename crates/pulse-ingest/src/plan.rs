@@ -42,6 +42,10 @@ pub const POST_METRICS: &[CanonicalMetric] = &[
     CanonicalMetric::PostVideoViewTimeByAgeGender,
 ];
 
+/// Every page metric set with its period.
+pub const PAGE_METRICS: [(Period, &[CanonicalMetric]); 3] =
+    [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)];
+
 /// Meta's longest `since`..`until` span is 93 days; we stay inside it.
 pub const MAX_WINDOW_DAYS: i64 = 90;
 /// History goes back two years.
@@ -214,9 +218,7 @@ pub fn plan_page(opts: &PlanOptions, checkpoints: &HashMap<Stream, NaiveDate>) -
     // Checkpoints are per metric (a refused metric holds its own back); a page checkpointed before that has one per
     // period, which stands for every metric of it.
     let mut by_start: std::collections::BTreeMap<NaiveDate, Vec<MetricAt>> = Default::default();
-    for (period, wanted) in
-        [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)]
-    {
+    for (period, wanted) in PAGE_METRICS {
         for metric in graph_metrics(wanted, period, opts.version, opts.today) {
             let own = Stream::PageMetric(period, metric.canonical);
             let stream = if checkpoints.contains_key(&own) { own } else { Stream::PageInsights(period) };
@@ -277,6 +279,14 @@ mod tests {
         assert!(w.iter().all(|x| (x.to - x.from).num_days() < 90));
     }
 
+    /// Checkpoints of every page metric at every period through `day`.
+    fn every_metric_through(day: NaiveDate) -> HashMap<Stream, NaiveDate> {
+        PAGE_METRICS
+            .iter()
+            .flat_map(|(period, wanted)| wanted.iter().map(|m| (Stream::PageMetric(*period, *m), day)))
+            .collect()
+    }
+
     fn names(plan: &StreamPlan, period: Period) -> Vec<&'static str> {
         plan.metrics.iter().filter(|(p, _)| *p == period).map(|(_, g)| g.name).collect()
     }
@@ -316,14 +326,7 @@ mod tests {
 
     #[test]
     fn a_daily_incremental_run_is_one_insights_call_and_one_posts_listing() {
-        let mut cps = HashMap::new();
-        for (period, wanted) in
-            [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)]
-        {
-            for m in wanted {
-                cps.insert(Stream::PageMetric(period, *m), d(2018, 6, 29));
-            }
-        }
+        let mut cps = every_metric_through(d(2018, 6, 29));
         cps.insert(Stream::Posts, d(2018, 6, 29));
         let plans = plan_page(&opts(), &cps);
         assert_eq!(plans.len(), 2, "{plans:?}");
@@ -352,14 +355,7 @@ mod tests {
 
     #[test]
     fn a_metric_whose_checkpoint_lags_is_fetched_from_its_own_start_and_the_rest_from_theirs() {
-        let mut cps = HashMap::new();
-        for (period, wanted) in
-            [(Period::Day, DAY_METRICS), (Period::Week, WEEK_METRICS), (Period::Days28, DAYS_28_METRICS)]
-        {
-            for m in wanted {
-                cps.insert(Stream::PageMetric(period, *m), d(2018, 6, 25));
-            }
-        }
+        let mut cps = every_metric_through(d(2018, 6, 25));
         // Daily reach was refused in the window after April: its checkpoint stayed at the end of April.
         cps.insert(Stream::PageMetric(Period::Day, CanonicalMetric::PageReach), d(2018, 4, 30));
         let plans = plan_page(&opts(), &cps);
