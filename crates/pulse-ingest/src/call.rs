@@ -147,3 +147,84 @@ pub(crate) fn report_failure(shared: &Shared, ctx: &PageCtx, stream: &str, e: &C
         message: if unreachable { e.to_string() } else { message },
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use chrono::{NaiveDate, Utc};
+    use pulse_config::Secret;
+    use pulse_domain::{Access, ApiVersion, TenantId};
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::budget::RateBudget;
+    use crate::client::GraphClient;
+    use crate::executor::{Counters, IngestOptions};
+    use crate::parse::Origin;
+    use crate::plan::{PlanOptions, Target};
+
+    fn shared(pause: Duration) -> Arc<Shared> {
+        let version = ApiVersion::new(25, 0);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        Arc::new(Shared {
+            client: GraphClient::new("http://127.0.0.1:9", version, None, Duration::from_secs(1)).unwrap(),
+            opts: IngestOptions::new(PlanOptions::backfill(version, day, day)),
+            budget: RateBudget::new(pause, Duration::ZERO),
+            semaphore: Semaphore::new(1),
+            retired: Mutex::default(),
+            reauth: Mutex::default(),
+            failures: Mutex::default(),
+            stop: AtomicBool::new(false),
+            unreachable_logged: AtomicBool::new(false),
+            progress: indicatif::ProgressBar::hidden(),
+        })
+    }
+
+    fn ctx() -> Arc<PageCtx> {
+        let access = Access::operator([TenantId::new("alpha").unwrap()]);
+        let target =
+            Target::new(&access, "alpha", "M83001".parse().unwrap(), "1001", Secret::new("t".to_owned())).unwrap();
+        let origin = Origin {
+            practice: target.practice.clone(),
+            page: target.page.clone(),
+            version: ApiVersion::new(25, 0),
+            fetched_at: Utc::now(),
+        };
+        Arc::new(PageCtx { target, origin, dead: AtomicBool::new(false), counters: Arc::new(Counters::default()) })
+    }
+
+    /// Meta's lockout grows with every call made while throttled: a call that passed the budget before the pause
+    /// began, and then waited for its turn, must not go out until the pause is over.
+    #[tokio::test]
+    async fn a_call_waiting_for_its_turn_does_not_go_out_during_a_pause() {
+        let pause = Duration::from_millis(400);
+        let (shared, ctx) = (shared(pause), ctx());
+        let made = Arc::new(AtomicU32::new(0));
+        let busy = shared.semaphore.acquire().await.unwrap(); // another call is in flight
+        let task = {
+            let (shared, ctx, made) = (shared.clone(), ctx.clone(), made.clone());
+            tokio::spawn(async move {
+                let f = move || -> BoxFut<'static, _> {
+                    let made = made.clone();
+                    Box::pin(async move {
+                        made.fetch_add(1, Ordering::SeqCst);
+                        Ok(((), 0, pulse_graph::Usage::default()))
+                    })
+                };
+                call(&shared, &ctx, f).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await; // the call is waiting for its turn
+        let paused_at = Instant::now();
+        shared.budget.throttled("1001", 4, &pulse_graph::Usage::default()); // the app is throttled meanwhile
+        drop(busy);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(made.load(Ordering::SeqCst), 0, "no call while the app is paused");
+        task.await.unwrap().unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        assert!(paused_at.elapsed() >= pause, "the call went out after the pause: {:?}", paused_at.elapsed());
+    }
+}
