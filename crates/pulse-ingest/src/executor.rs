@@ -228,13 +228,7 @@ impl<S: Store + Clone + 'static> Ingester<S> {
         let store_error: Option<StoreFailure> = match writer.await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
-            Err(e) => Some(StoreFailure {
-                what: "data",
-                tenant: String::new(),
-                rows: 0,
-                waited: None,
-                error: StoreError::Invalid { what: "writer task".into(), reason: e.to_string() },
-            }),
+            Err(e) => Some(StoreFailure::task("writer task", &e)),
         };
         self.shared.progress.finish_and_clear();
         let finished_at = Utc::now();

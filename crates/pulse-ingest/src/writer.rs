@@ -40,6 +40,19 @@ pub struct StoreFailure {
     pub error: StoreError,
 }
 
+impl StoreFailure {
+    /// A writer task that panicked or was cancelled: nothing after its last acknowledged batch was written.
+    pub(crate) fn task(what: &str, e: &tokio::task::JoinError) -> Self {
+        StoreFailure {
+            what: "data",
+            tenant: String::new(),
+            rows: 0,
+            waited: None,
+            error: StoreError::Invalid { what: what.into(), reason: e.to_string() },
+        }
+    }
+}
+
 #[derive(Default)]
 struct Buffer {
     facts: Vec<PageInsightFact>,
@@ -139,13 +152,7 @@ async fn settle(flushing: Option<Flushing>) -> Result<(), StoreFailure> {
         None => Ok(()),
         Some(handle) => match handle.await {
             Ok(written) => written,
-            Err(e) => Err(StoreFailure {
-                what: "data",
-                tenant: String::new(),
-                rows: 0,
-                waited: None,
-                error: StoreError::Invalid { what: "batch writer task".into(), reason: e.to_string() },
-            }),
+            Err(e) => Err(StoreFailure::task("batch writer task", &e)),
         },
     }
 }
