@@ -23,18 +23,90 @@ fn wanted_expr(wanted: Wanted) -> Expr {
     })
 }
 
+/// Days at the end of a range searched first for each page's latest age/gender breakdown (two month partitions at
+/// most): only pages with none there make [`latest_breakdowns`] read further back.
+pub const RECENT_BREAKDOWN_DAYS: i64 = 31;
+
+/// A tenant's facts as the pipelines use them: the totals (`breakdown = ''`), and for the age/gender metrics only
+/// each page's latest breakdown (the age-band pipeline reads nothing older). Breakdown rows are five in six of all
+/// stored rows, so not holding the older ones keeps a tenant's year small in memory.
+pub struct Facts {
+    pub totals: DataFrame,
+    pub breakdowns: DataFrame,
+}
+
+impl Facts {
+    /// Splits facts read as rows (ClickHouse): totals, and each (page, metric, period)'s latest breakdown day from
+    /// `from` on.
+    pub fn split(all: DataFrame, from: NaiveDate) -> Result<Facts> {
+        let totals = all.clone().lazy().filter(col("breakdown").eq(lit(""))).collect()?;
+        let breakdowns =
+            latest_per_page(all.lazy().filter(col("breakdown").neq(lit("")).and(col("day").gt_eq(lit(from)))))?
+                .collect()?;
+        Ok(Facts { totals, breakdowns })
+    }
+
+    pub fn height(&self) -> usize {
+        self.totals.height() + self.breakdowns.height()
+    }
+}
+
+/// The rows of each (page, metric, period)'s latest day.
+fn latest_per_page(lf: LazyFrame) -> Result<LazyFrame> {
+    Ok(lf.filter(col("day").eq(col("day").max().over([col("page_id"), col("metric"), col("period")])?)))
+}
+
+/// Loads a tenant's facts from the Parquet files the store handed out: totals of the `totals` pairs over
+/// `[load_from, to]`, and the latest breakdown at or before `to` (and not before `from`) of each page for the
+/// `breakdowns` pairs. Breakdowns are searched in the last [`RECENT_BREAKDOWN_DAYS`] first (the scan skips older row groups by
+/// their day statistics); the rest of the range is read only for the (page, metric) pairs not found there.
+pub fn load_fact_files(
+    files: &[PathBuf],
+    totals: Wanted,
+    breakdowns: Wanted,
+    load_from: NaiveDate,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Facts> {
+    let totals = scan_fact_files(files, totals, load_from, to)?.filter(col("breakdown").eq(lit(""))).collect()?;
+    let recent_from = (to - chrono::Duration::days(RECENT_BREAKDOWN_DAYS - 1)).max(from);
+    let scan = |from, to| -> Result<LazyFrame> {
+        Ok(scan_fact_files(files, breakdowns, from, to)?.filter(col("breakdown").neq(lit(""))))
+    };
+    let recent = latest_per_page(scan(recent_from, to)?)?.collect()?;
+    // Which (page, metric) pairs the recent days left without a breakdown.
+    let pages = totals.column("page_id")?.unique()?;
+    let found = recent
+        .clone()
+        .lazy()
+        .select([col("page_id"), col("metric"), col("period")])
+        .unique(None, UniqueKeepStrategy::Any)
+        .collect()?;
+    let complete = found.height() >= pages.len() * breakdowns.len();
+    if complete || recent_from == from {
+        return Ok(Facts { totals, breakdowns: recent });
+    }
+    // Older rows lose to a pair's recent ones, so taking the latest of both keeps the recent days where there are any.
+    let older = latest_per_page(scan(from, recent_from - chrono::Duration::days(1))?)?;
+    let breakdowns = latest_per_page(concat([recent.lazy(), older], UnionArgs::default())?)?.collect()?;
+    Ok(Facts { totals, breakdowns })
+}
+
 /// Facts from Parquet files the store handed out (already checked and confined to one tenant): the metric, period
 /// and day predicate is pushed into the scan.
 pub fn scan_fact_files(files: &[PathBuf], wanted: Wanted, from: NaiveDate, to: NaiveDate) -> Result<LazyFrame> {
-    let mut scans = Vec::new();
+    let mut paths = Vec::new();
     for file in files {
         let path = file.to_str().ok_or_else(|| PipelineError::Input(format!("non-UTF-8 path {}", file.display())))?;
-        scans.push(LazyFrame::scan_parquet(PlRefPath::new(path), ScanArgsParquet::default())?);
+        paths.push(PlRefPath::new(path));
     }
-    if scans.is_empty() {
+    if paths.is_empty() {
         return Ok(empty_facts().lazy());
     }
-    let all = concat(scans, UnionArgs::default())?;
+    // One scan over every file (not a union of per-file scans), so the reader works on several row groups at once;
+    // the partition directories are the store's business, not columns.
+    let args = ScanArgsParquet { hive_options: HiveOptions::new_disabled(), rechunk: false, ..Default::default() };
+    let all = LazyFrame::scan_parquet_files(paths.into(), args)?;
     Ok(all
         .select([
             col("practice_code"),
@@ -45,7 +117,7 @@ pub fn scan_fact_files(files: &[PathBuf], wanted: Wanted, from: NaiveDate, to: N
             col("breakdown"),
             col("value"),
         ])
-        .filter(wanted_expr(wanted).and(col("day").gt_eq(lit(from))).and(col("day").lt_eq(lit(to)))))
+        .filter(col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to))).and(wanted_expr(wanted))))
 }
 
 /// The one-row record of a pipelines run, in [`pulse_store::report::REPORT_RUNS`]'s shape.
@@ -180,8 +252,95 @@ pub fn series(
     let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>> = Default::default();
     for ((p, d), v) in pages.iter().zip(days.iter()).zip(values.iter()) {
         if let (Some(p), Some(d), Some(v)) = (p, d, v) {
-            out.entry(p.to_owned()).or_default().insert(d, v);
+            // Rows come page by page: a key is allocated once a page, not once a row.
+            match out.get_mut(p) {
+                Some(days) => {
+                    days.insert(d, v);
+                }
+                None => {
+                    out.insert(p.to_owned(), std::collections::BTreeMap::from([(d, v)]));
+                }
+            }
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+    use pulse_domain::{Access, ApiVersion, CanonicalMetric as M, PageInsightFact, Period as P, TenantId};
+    use pulse_store::{FactFilter, Store};
+
+    use super::*;
+
+    fn fact(page: &str, metric: M, period: P, day: NaiveDate, breakdown: &str, value: f64) -> PageInsightFact {
+        PageInsightFact {
+            practice: "M83001".parse().unwrap(),
+            page: page.parse().unwrap(),
+            metric,
+            graph_metric: "",
+            period,
+            day,
+            breakdown: breakdown.into(),
+            value,
+            api_version: ApiVersion::new(2, 12),
+            fetched_at: Utc::now(),
+        }
+    }
+
+    fn rows(df: &DataFrame) -> Vec<(String, i32, String)> {
+        let df = df.sort(["page_id", "day", "breakdown"], Default::default()).unwrap();
+        let pages = df.column("page_id").unwrap().str().unwrap().clone();
+        let days = df.column("day").unwrap().cast(&DataType::Int32).unwrap();
+        let days = days.i32().unwrap().clone();
+        let keys = df.column("breakdown").unwrap().str().unwrap().clone();
+        (0..df.height())
+            .map(|i| (pages.get(i).unwrap().to_owned(), days.get(i).unwrap(), keys.get(i).unwrap().to_owned()))
+            .collect()
+    }
+
+    /// Page 1 has breakdowns every day; page 2's stopped two months before the range's end: its latest is found in
+    /// the older files, and a breakdown after `to` or before `from` is never taken. Rows read from a store that is not
+    /// the lake (split in memory) give the same frames.
+    #[test]
+    fn each_page_keeps_its_latest_breakdown_wherever_it_is_and_totals_stay_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = pulse_store::lake::LakeStore::open(dir.path()).unwrap();
+        let access = Access::operator([TenantId::new("t1").unwrap()]);
+        let (from, to) = (NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), NaiveDate::from_ymd_opt(2026, 6, 30).unwrap());
+        let mut facts = Vec::new();
+        for i in -10..200 {
+            let day = from + Duration::days(i);
+            facts.push(fact("100000000001", M::PageReach, P::Day, day, "", 50.0));
+            facts.push(fact("100000000002", M::PageReach, P::Day, day, "", 60.0));
+            facts.push(fact("100000000001", M::PageFollowersByAgeGender, P::Day, day, "F.25-34", 10.0));
+            if day <= to - Duration::days(60) {
+                facts.push(fact("100000000002", M::PageFollowersByAgeGender, P::Day, day, "M.35-44", 20.0));
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(lake.write_page_insights(&access.write_scope("t1").unwrap(), &facts)).unwrap();
+        let scope = access.scope("t1").unwrap();
+        let files = rt.block_on(lake.fact_files(&scope, &FactFilter::days(from, to))).unwrap().unwrap();
+        let totals: Wanted = &[(M::PageReach, P::Day)];
+        let ages: Wanted = &[(M::PageFollowersByAgeGender, P::Day)];
+        let loaded = load_fact_files(&files, totals, ages, from, from, to).unwrap();
+        let to_n = day_number(to);
+        assert_eq!(
+            rows(&loaded.breakdowns),
+            vec![
+                ("100000000001".to_owned(), to_n, "F.25-34".to_owned()),
+                ("100000000002".to_owned(), to_n - 60, "M.35-44".to_owned())
+            ]
+        );
+        // Totals: every day of the range for both pages, and no breakdown rows.
+        assert_eq!(loaded.totals.height(), 2 * (day_number(to) - day_number(from) + 1) as usize);
+        assert!(rows(&loaded.totals).iter().all(|(_, _, k)| k.is_empty()));
+        let in_memory =
+            Facts::split(scan_fact_files(&files, &[totals[0], ages[0]], from, to).unwrap().collect().unwrap(), from)
+                .unwrap();
+        assert_eq!(rows(&in_memory.breakdowns), rows(&loaded.breakdowns));
+        assert_eq!(rows(&in_memory.totals), rows(&loaded.totals));
+    }
 }

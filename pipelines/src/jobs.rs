@@ -82,8 +82,17 @@ fn wanted() -> Vec<(M, P)> {
     w.into_iter().collect()
 }
 
-pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
-    let started = Instant::now();
+/// What a job reads for one tenant.
+pub struct Loaded {
+    pub facts: frames::Facts,
+    pub posts: Vec<Post>,
+    pub snapshots: Vec<PostInsightSnapshot>,
+    pub runs: Vec<pulse_domain::IngestRunRecord>,
+}
+
+/// Reads what the job needs for one tenant: facts with the filters pushed into the store (from far enough back for
+/// the campaigns' counterfactuals), posts, snapshots and run records.
+pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
     if input.to < input.from {
         return Err(PipelineError::Input(format!("--from {} is after --to {}", input.from, input.to)));
     }
@@ -105,16 +114,20 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     // or as rows (ClickHouse).
     let facts = match store.fact_files(&input.scope, &filter).await? {
         Some(files) => {
-            let (w, to) = (wanted.clone(), input.to);
-            tokio::task::spawn_blocking(move || -> Result<DataFrame> {
-                Ok(frames::scan_fact_files(&files, &w, load_from, to)?.collect()?)
+            let (from, to) = (input.from, input.to);
+            tokio::task::spawn_blocking(move || {
+                let totals: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
+                frames::load_fact_files(&files, &totals, age_bands::WANTED, load_from, from, to)
             })
             .await
             .map_err(|e| PipelineError::Input(e.to_string()))??
         }
-        None => frames::facts_frame(&store.read_page_insights(&input.scope, &filter).await?)?,
+        None => frames::Facts::split(
+            frames::facts_frame(&store.read_page_insights(&input.scope, &filter).await?)?,
+            input.from,
+        )?,
     };
-    if facts.height() == 0 {
+    if facts.totals.height() == 0 {
         return Err(PipelineError::Input(format!(
             "tenant {} has no stored facts between {load_from} and {}: run `pulse ingest` (or `pulse demo`) first, or choose dates with data",
             input.scope, input.to
@@ -125,13 +138,17 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
         .await?;
     let snapshots = store.read_post_snapshots(&input.scope, &PostFilter::default()).await?;
     let runs = store.read_runs(&input.scope).await?;
+    Ok(Loaded { facts, posts, snapshots, runs })
+}
+
+pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
+    let started = Instant::now();
+    let loaded = load(store, &input).await?;
     let tenant = input.scope.to_string();
     let (from, to, campaigns, registered) = (input.from, input.to, input.campaigns.clone(), input.registered.clone());
-    let computed = tokio::task::spawn_blocking(move || {
-        compute(&facts, &posts, &snapshots, &runs, from, to, &campaigns, registered.as_ref())
-    })
-    .await
-    .map_err(|e| PipelineError::Input(e.to_string()))??;
+    let computed = tokio::task::spawn_blocking(move || compute(&loaded, from, to, &campaigns, registered.as_ref()))
+        .await
+        .map_err(|e| PipelineError::Input(e.to_string()))??;
     let (tables, mut summary) = computed;
     for (table, df) in tables {
         let batch = frames::to_batch(&df, table)?;
@@ -151,57 +168,65 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     Ok(summary)
 }
 
-type Computed = (Vec<(&'static ReportTable, DataFrame)>, JobSummary);
+/// Report tables with their frames, and the summary to print.
+pub type Computed = (Vec<(&'static ReportTable, DataFrame)>, JobSummary);
 
-#[allow(clippy::too_many_arguments)]
-fn compute(
-    facts: &DataFrame,
-    posts: &[Post],
-    snapshots: &[PostInsightSnapshot],
-    runs: &[pulse_domain::IngestRunRecord],
+/// Every report of one tenant from what [`load`] read, off the async runtime.
+pub fn compute(
+    loaded: &Loaded,
     from: NaiveDate,
     to: NaiveDate,
     campaigns: &[Campaign],
     registered: Option<&Registered>,
 ) -> Result<Computed> {
+    let Loaded { facts, posts, snapshots, runs } = loaded;
     let mut summary = JobSummary { facts: facts.height(), ..JobSummary::default() };
-    let in_range = facts.clone().lazy().filter(col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to)))).collect()?;
-    let weekly = reach::weekly(&in_range, from, to)?;
-    let tenant_weekly = reach::tenant_weekly(&weekly)?;
-    summary.weeks = tenant_weekly.height();
-    summary.pages = weekly.column("page_id")?.n_unique()?;
-    let engaged: Vec<f64> = weekly.column("engaged_users")?.f64()?.iter().flatten().collect();
-    let weekly_reach: Vec<f64> = weekly.column("reach")?.f64()?.iter().flatten().collect();
-    summary.median_weekly_engaged = (!engaged.is_empty()).then(|| reach::median(&engaged));
-    summary.median_weekly_reach = (!weekly_reach.is_empty()).then(|| reach::median(&weekly_reach));
-    if tenant_weekly.height() > 0 {
-        let last = tenant_weekly.height() - 1;
-        let week = tenant_weekly.column("week_ending")?.cast(&DataType::Int32)?.i32()?.get(last);
-        let gross = tenant_weekly.column("gross_reach")?.f64()?.get(last);
-        if let (Some(w), Some(g)) = (week, gross) {
-            summary.latest_week = Some((from_day_number(w), g));
+    let in_range =
+        facts.totals.clone().lazy().filter(col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to)))).collect()?;
+    // Campaign uplift is per-page Rust work independent of the other reports: it runs beside them, so a tenant's
+    // compute uses both cores.
+    let (weekly, tenant_weekly, ages, performance, q, (uplift, series, headlines)) = std::thread::scope(|s| {
+        let uplift = s.spawn(|| campaigns_report(&facts.totals, posts, snapshots, campaigns));
+        let weekly = reach::weekly(&in_range, from, to)?;
+        let tenant_weekly = reach::tenant_weekly(&weekly)?;
+        summary.weeks = tenant_weekly.height();
+        summary.pages = weekly.column("page_id")?.n_unique()?;
+        let engaged: Vec<f64> = weekly.column("engaged_users")?.f64()?.iter().flatten().collect();
+        let weekly_reach: Vec<f64> = weekly.column("reach")?.f64()?.iter().flatten().collect();
+        summary.median_weekly_engaged = (!engaged.is_empty()).then(|| reach::median(&engaged));
+        summary.median_weekly_reach = (!weekly_reach.is_empty()).then(|| reach::median(&weekly_reach));
+        if tenant_weekly.height() > 0 {
+            let last = tenant_weekly.height() - 1;
+            let week = tenant_weekly.column("week_ending")?.cast(&DataType::Int32)?.i32()?.get(last);
+            let gross = tenant_weekly.column("gross_reach")?.f64()?.get(last);
+            if let (Some(w), Some(g)) = (week, gross) {
+                summary.latest_week = Some((from_day_number(w), g));
+            }
         }
-    }
-    let (ages, source) = age_bands::age_bands(&in_range, snapshots, registered, to)?;
-    summary.age_source = source;
-    if ages.height() > 0 {
-        let t = ages.clone().lazy().filter(col("level").eq(lit("tenant"))).collect()?;
-        let bands = t.column("age_band")?.str()?.clone();
-        let shares = t.column("share")?.f64()?.clone();
-        summary.age_shares = bands.iter().zip(shares.iter()).map(|(b, s)| (b.unwrap_or("").to_owned(), s)).collect();
-    }
-    let tags: Vec<String> = campaigns
-        .iter()
-        .map(|c| match &c.matcher {
-            campaign::Matcher::Hashtag(h) | campaign::Matcher::Text(h) | campaign::Matcher::Link(h) => h.clone(),
-            campaign::Matcher::Posts(_) => String::new(),
-        })
-        .collect();
-    let post_df = frames::post_frame(posts, snapshots)?;
-    let performance = posts::post_performance(&post_df, &tags)?;
-    let q = quality::quality(&in_range, runs, from, to)?;
-    summary.quality_issues = q.height();
-    let (uplift, series, headlines) = campaigns_report(facts, posts, snapshots, campaigns)?;
+        let (ages, source) = age_bands::age_bands(&facts.breakdowns, snapshots, registered, to)?;
+        summary.age_source = source;
+        if ages.height() > 0 {
+            let t = ages.clone().lazy().filter(col("level").eq(lit("tenant"))).collect()?;
+            let bands = t.column("age_band")?.str()?.clone();
+            let shares = t.column("share")?.f64()?.clone();
+            summary.age_shares =
+                bands.iter().zip(shares.iter()).map(|(b, s)| (b.unwrap_or("").to_owned(), s)).collect();
+        }
+        let tags: Vec<String> = campaigns
+            .iter()
+            .map(|c| match &c.matcher {
+                campaign::Matcher::Hashtag(h) | campaign::Matcher::Text(h) | campaign::Matcher::Link(h) => h.clone(),
+                campaign::Matcher::Posts(_) => String::new(),
+            })
+            .collect();
+        let post_df = frames::post_frame(posts, snapshots)?;
+        let performance = posts::post_performance(&post_df, &tags)?;
+        let q = quality::quality(&in_range, runs, from, to)?;
+        summary.quality_issues = q.height();
+        let uplift =
+            uplift.join().map_err(|_| PipelineError::Input("the campaign uplift computation panicked".into()))??;
+        Ok::<_, PipelineError>((weekly, tenant_weekly, ages, performance, q, uplift))
+    })?;
     summary.campaigns = headlines;
     Ok((
         vec![

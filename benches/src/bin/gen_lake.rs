@@ -1,8 +1,10 @@
 //! Writes a national-scale year of page insight facts straight into the lake's Parquet layout, for the pipelines
 //! benchmark: 42 tenants x 100 pages x 365 days x 76 rows a page-day (day, week and 28-day metrics and the
-//! age/gender breakdowns) = about 116 million rows.
+//! age/gender breakdowns) = about 116 million rows. With campaigns, a share of each tenant's pages posts the
+//! campaign's video on its first day and its daily figures rise over the window; every page also posts about twice a
+//! week. Posts and their lifetime snapshots go through the lake store itself.
 //!
-//!   gen_lake <lake dir> [tenants] [pages per tenant] [days]
+//!   gen_lake <lake dir> [tenants] [pages per tenant] [days] [--campaign 'name|#tag|start|days|share']...
 
 use std::fs::File;
 use std::sync::Arc;
@@ -102,8 +104,147 @@ impl Cols {
     }
 }
 
+/// A campaign of the generated year: `name|#tag|start|days|share of pages`.
+struct Campaign {
+    name: String,
+    tag: String,
+    start: i32,
+    days: i32,
+    share: f64,
+}
+
+impl Campaign {
+    fn parse(spec: &str) -> Result<Campaign> {
+        let f: Vec<&str> = spec.split('|').collect();
+        anyhow::ensure!(f.len() == 5, "--campaign {spec:?}: expected 'name|#tag|start|days|share'");
+        let start: NaiveDate = f[2].parse()?;
+        Ok(Campaign {
+            name: f[0].into(),
+            tag: f[1].into(),
+            start: (start - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid")).num_days() as i32,
+            days: f[3].parse()?,
+            share: f[4].parse()?,
+        })
+    }
+
+    fn takes_part(&self, ci: usize, page: u64) -> bool {
+        noise(page, ci as u64, 17) < self.share
+    }
+
+    /// The factor on a participating page's daily figures: the video's pull, halving each day of the window.
+    fn boost(&self, day: i32) -> f64 {
+        if (self.start..self.start + self.days).contains(&day) {
+            1.0 + 1.5 * 0.5f64.powi(day - self.start)
+        } else {
+            1.0
+        }
+    }
+}
+
+const MESSAGES: [(&str, &str); 5] = [
+    ("Flu vaccination clinics this Saturday: book your jab online", "photo"),
+    ("Our opening hours over the bank holiday", "status"),
+    ("Join our patient participation group (PPG) meeting", "link"),
+    ("Self-care tips for coughs and colds this winter", "photo"),
+    ("Missed appointments last month: please cancel if you cannot attend", "status"),
+];
+
+/// A tenant's posts (about two a week a page, plus the campaigns' videos) and each post's lifetime snapshot a week
+/// after it was posted, written through the lake store.
+#[allow(clippy::too_many_arguments)]
+fn write_posts(
+    lake: &pulse_store::lake::LakeStore,
+    rt: &tokio::runtime::Runtime,
+    t: usize,
+    tenant: &str,
+    pages: usize,
+    (first, last): (i32, i32),
+    campaigns: &[Campaign],
+) -> Result<usize> {
+    use pulse_domain::{Access, ApiVersion, CanonicalMetric as M, Post, PostInsightSnapshot, TenantId};
+    use pulse_store::Store;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+    let fetched = chrono::DateTime::from_timestamp(1_763_700_000, 0).expect("valid");
+    let scope = Access::operator([TenantId::new(tenant)?]).write_scope(tenant)?;
+    let (mut posts, mut snapshots) = (Vec::new(), Vec::new());
+    for p in 0..pages {
+        let k = (t * pages + p) as u64;
+        let practice: pulse_domain::PracticeCode = format!("A{:02}{:03}", t + 1, p + 1).parse()?;
+        let page: pulse_domain::PageId = format!("{}", 100_000_000_000u64 + k).parse()?;
+        let followers = 800.0 + 6000.0 * noise(t as u64, p as u64, 1);
+        let mut n = 0;
+        for day in first..=last {
+            let mut todays: Vec<(String, &str, f64)> = Vec::new();
+            if noise(k, day as u64, 11) < 2.0 / 7.0 {
+                let (message, kind) = MESSAGES[(noise(k, day as u64, 12) * MESSAGES.len() as f64) as usize];
+                todays.push((message.into(), kind, 1.0));
+            }
+            for (ci, c) in campaigns.iter().enumerate() {
+                if day == c.start && c.takes_part(ci, k) {
+                    todays.push((
+                        format!("{}: know the signs, Face Arms Speech Time, call 999 {}", c.name, c.tag),
+                        "video",
+                        8.0,
+                    ));
+                }
+            }
+            for (message, kind, pull) in todays {
+                n += 1;
+                let post = pulse_domain::PostId::new(&format!("{page}_{n}"))?;
+                let created = epoch + Duration::days(day as i64);
+                let reach = (followers * 0.1 * pull * (0.5 + noise(k, day as u64, 13))).round();
+                let mut values = vec![
+                    (M::PostReach, "post_total_media_view_unique", reach),
+                    (M::PostViews, "post_media_view", (reach * 1.4).round()),
+                    (M::PostEngagements, "post_clicks", (reach * 0.05).round()),
+                ];
+                if kind == "video" {
+                    values.push((M::PostVideoViews, "post_video_views", (reach * 0.5).round()));
+                }
+                for (metric, graph_metric, value) in values {
+                    snapshots.push(PostInsightSnapshot {
+                        practice: practice.clone(),
+                        page: page.clone(),
+                        post: post.clone(),
+                        metric,
+                        graph_metric,
+                        breakdown: "".into(),
+                        snapshot_day: created + Duration::days(7),
+                        value,
+                        api_version: ApiVersion::new(25, 0),
+                        fetched_at: fetched,
+                    });
+                }
+                posts.push(Post {
+                    practice: practice.clone(),
+                    page: page.clone(),
+                    post: post.clone(),
+                    created_time: created.and_hms_opt(9, 30, 0).expect("valid").and_utc(),
+                    post_type: kind.into(),
+                    message,
+                    permalink: format!("https://www.facebook.com/{post}"),
+                    fetched_at: fetched,
+                });
+            }
+        }
+    }
+    rt.block_on(lake.write_posts(&scope, &posts))?;
+    rt.block_on(lake.write_post_snapshots(&scope, &snapshots))?;
+    Ok(posts.len())
+}
+
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    let all: Vec<String> = std::env::args().collect();
+    let mut args = Vec::new();
+    let mut campaigns = Vec::new();
+    let mut it = all.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--campaign" {
+            campaigns.push(Campaign::parse(&it.next().unwrap_or_default())?);
+        } else {
+            args.push(a);
+        }
+    }
     let root = std::path::PathBuf::from(args.get(1).expect("usage: gen_lake <lake dir> [tenants] [pages] [days]"));
     let tenants: usize = args.get(2).map_or(Ok(42), |v| v.parse())?;
     let pages: usize = args.get(3).map_or(Ok(100), |v| v.parse())?;
@@ -115,6 +256,8 @@ fn main() -> Result<()> {
     std::fs::write(root.join("_pulse_lake.json"), r#"{"format":1,"written_by":"gen_lake"}"#)?;
     let started = std::time::Instant::now();
     let mut total = 0usize;
+    let mut total_posts = 0usize;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     for t in 0..tenants {
         let tenant = format!("icb-{:02}", t + 1);
         let mut month_start = NaiveDate::from_ymd_opt(start.year(), start.month(), 1).expect("valid");
@@ -130,7 +273,13 @@ fn main() -> Result<()> {
                     let n = (d - epoch).num_days() as i32;
                     let f = followers0 * (1.0 + 0.0004 * (d - start).num_days() as f64);
                     let k = (t * pages + p) as u64;
-                    let reach = (f * 0.32 * (0.6 + 0.8 * noise(k, n as u64, 2))).round();
+                    let boost: f64 = campaigns
+                        .iter()
+                        .enumerate()
+                        .filter(|(ci, c)| c.takes_part(*ci, k))
+                        .map(|(_, c)| c.boost(n))
+                        .product();
+                    let reach = (boost * f * 0.32 * (0.6 + 0.8 * noise(k, n as u64, 2))).round();
                     let engaged = (reach * 0.09 * (0.7 + 0.6 * noise(k, n as u64, 3))).round();
                     let rows: [(&str, &str, &str, f64); 13] = [
                         ("page_views", "page_media_view", "day", (reach * 1.5).round()),
@@ -192,10 +341,17 @@ fn main() -> Result<()> {
             w.close()?;
             month_start = next;
         }
-        eprintln!("tenant {tenant}: {total} rows so far ({:.0}s)", started.elapsed().as_secs_f64());
+        let lake = pulse_store::lake::LakeStore::open(&root)?;
+        let span = ((start - epoch).num_days() as i32, (end - epoch).num_days() as i32);
+        total_posts += write_posts(&lake, &rt, t, &tenant, pages, span, &campaigns)?;
+        eprintln!(
+            "tenant {tenant}: {total} rows, {total_posts} posts so far ({:.0}s)",
+            started.elapsed().as_secs_f64()
+        );
     }
     println!(
-        "{{\"rows\": {total}, \"tenants\": {tenants}, \"pages_per_tenant\": {pages}, \"days\": {days}, \"seconds\": {:.1}}}",
+        "{{\"rows\": {total}, \"posts\": {total_posts}, \"campaigns\": {}, \"tenants\": {tenants}, \"pages_per_tenant\": {pages}, \"days\": {days}, \"seconds\": {:.1}}}",
+        campaigns.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -33,3 +33,5 @@ pub mod report;
 pub mod scheduler;
 pub mod subscriptions;
 pub mod text;
+
+pub use pulse_pipelines::limit_malloc_arenas;

@@ -105,6 +105,7 @@ macro_rules! errln {
 }
 
 fn main() -> ExitCode {
+    pulse_app::limit_malloc_arenas();
     // SIGPIPE stays ignored (Rust's default), so a reader that goes away (`pulse ingest | head`, a log shipper that
     // died) makes writes fail instead of killing the process mid-run with no message and no run record; [`out`] and
     // [`note`] drop such output and the work goes on.
