@@ -190,7 +190,7 @@ fn write_posts(
             }
             for (message, kind, pull) in todays {
                 n += 1;
-                let post = pulse_domain::PostId::new(&format!("{page}_{n}"))?;
+                let post = pulse_domain::PostId::new(format!("{page}_{n}"))?;
                 let created = epoch + Duration::days(day as i64);
                 let reach = (followers * 0.1 * pull * (0.5 + noise(k, day as u64, 13))).round();
                 let mut values = vec![
