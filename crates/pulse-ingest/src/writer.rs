@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use pulse_domain::{Checkpoint, PageInsightFact, Post, PostInsightSnapshot, Stream, WriteScope};
-use pulse_store::{Store, StoreError};
+use pulse_store::{Store, StoreError, TenantBatch};
 use tokio::sync::mpsc;
 
 use crate::executor::{Counters, Shared};
@@ -27,12 +27,13 @@ pub(crate) struct WriteItem {
 /// Why the writer stopped: the store refused or stayed unreachable.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "writing {what} for tenant {tenant} failed{}: {error}; {rows} fetched rows were not written and their \
-     checkpoints were not advanced, so the next run fetches them again",
+    "writing {what} for tenant {tenant} failed{}: {error}; {rows} fetched rows were not written (or not all of \
+     them) and no checkpoint was advanced past data the store did not acknowledge, so the next run fetches them again",
     .waited.map(|w| format!(" for {:.0?}", w)).unwrap_or_default()
 )]
 pub struct StoreFailure {
     pub what: &'static str,
+    /// The tenant, or the tenants of the batch (comma-separated).
     pub tenant: String,
     pub rows: usize,
     /// How long transient errors were retried, when they were.
@@ -157,44 +158,52 @@ async fn settle(flushing: Option<Flushing>) -> Result<(), StoreFailure> {
     }
 }
 
+/// Writes a batch: every tenant's data in one [`Store::write_batch`] (ClickHouse: one insert per table and shard),
+/// each tenant's checkpoints after its data.
 async fn flush_all<S: Store>(
     store: &S,
     shared: &Shared,
     mut buffers: Buffers,
     counters: &HashMap<String, Arc<Counters>>,
 ) -> Result<(), StoreFailure> {
-    for (tenant, (scope, buf)) in buffers.iter_mut() {
-        if buf.rows() == 0 && buf.checkpoints.is_empty() {
-            continue;
-        }
-        let rows = buf.rows();
-        let started = Instant::now();
-        let outcome = async {
-            with_store_retry(shared, "page insights", || store.write_page_insights(scope, &buf.facts)).await?;
-            with_store_retry(shared, "posts", || store.write_posts(scope, &buf.posts)).await?;
-            with_store_retry(shared, "post insight snapshots", || store.write_post_snapshots(scope, &buf.snapshots))
-                .await?;
-            // Only now, with the data acknowledged, may the checkpoints move.
-            let cps: Vec<Checkpoint> = buf.checkpoints.values().cloned().collect();
-            with_store_retry(shared, "checkpoints", || store.save_checkpoints(scope, &cps)).await
-        }
-        .await;
-        if let Err((what, waited, error)) = outcome {
-            shared.stop.store(true, Ordering::Relaxed);
-            return Err(StoreFailure { what, tenant: tenant.clone(), rows, waited, error });
-        }
+    buffers.retain(|_, (_, buf)| buf.rows() > 0 || !buf.checkpoints.is_empty());
+    if buffers.is_empty() {
+        return Ok(());
+    }
+    let rows: usize = buffers.values().map(|(_, buf)| buf.rows()).sum();
+    let started = Instant::now();
+    let checkpoints: Vec<Vec<Checkpoint>> =
+        buffers.values().map(|(_, buf)| buf.checkpoints.values().cloned().collect()).collect();
+    let batch: Vec<TenantBatch<'_>> = buffers
+        .values()
+        .zip(&checkpoints)
+        .map(|((scope, buf), checkpoints)| TenantBatch {
+            scope,
+            facts: &buf.facts,
+            posts: &buf.posts,
+            snapshots: &buf.snapshots,
+            checkpoints,
+        })
+        .collect();
+    let outcome = with_store_retry(shared, "data", || store.write_batch(&batch)).await;
+    drop(batch);
+    if let Err((what, waited, error)) = outcome {
+        shared.stop.store(true, Ordering::Relaxed);
+        let tenant = buffers.keys().cloned().collect::<Vec<_>>().join(", ");
+        return Err(StoreFailure { what, tenant, rows, waited, error });
+    }
+    for (_, buf) in buffers.values_mut() {
         for (page, n) in buf.rows_by_page.drain() {
             if let Some(c) = counters.get(&page) {
                 c.rows_written.fetch_add(n, Ordering::Relaxed);
             }
         }
-        tracing::debug!(tenant, rows, ms = started.elapsed().as_millis() as u64, "batch written");
-        shared.progress.set_message(format!(
-            "{} rows written",
-            counters.values().map(|c| c.rows_written.load(Ordering::Relaxed)).sum::<u64>()
-        ));
-        *buf = Buffer::default();
     }
+    tracing::debug!(tenants = buffers.len(), rows, ms = started.elapsed().as_millis() as u64, "batch written");
+    shared.progress.set_message(format!(
+        "{} rows written",
+        counters.values().map(|c| c.rows_written.load(Ordering::Relaxed)).sum::<u64>()
+    ));
     Ok(())
 }
 

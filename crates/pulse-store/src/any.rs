@@ -129,6 +129,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.fact_files(scope, filter).await)
     }
 
+    async fn write_batch(&self, batch: &[crate::TenantBatch<'_>]) -> Result<WriteAck> {
+        delegate!(self, s => s.write_batch(batch).await)
+    }
+
     async fn settle(&self, scope: &WriteScope) -> Result<()> {
         delegate!(self, s => s.settle(scope).await)
     }

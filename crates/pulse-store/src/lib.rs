@@ -104,6 +104,23 @@ pub struct WriteAck {
     pub rows: usize,
 }
 
+/// One tenant's part of a batch the ingester writes with [`Store::write_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct TenantBatch<'a> {
+    pub scope: &'a WriteScope,
+    pub facts: &'a [PageInsightFact],
+    pub posts: &'a [Post],
+    pub snapshots: &'a [PostInsightSnapshot],
+    /// Saved only after this tenant's data in the batch was acknowledged.
+    pub checkpoints: &'a [Checkpoint],
+}
+
+impl TenantBatch<'_> {
+    pub fn rows(&self) -> usize {
+        self.facts.len() + self.posts.len() + self.snapshots.len()
+    }
+}
+
 /// The store interface. Everything that reads or writes tenant data goes through it.
 pub trait Store: Send + Sync {
     /// Backend and location, for messages (no credentials).
@@ -217,6 +234,24 @@ pub trait Store: Send + Sync {
         scope: &TenantScope,
         filter: &FactFilter,
     ) -> impl Future<Output = Result<Option<Vec<std::path::PathBuf>>>> + Send;
+
+    /// Writes several tenants' facts, posts and snapshots, and each tenant's checkpoints only once that tenant's data
+    /// was acknowledged. The default goes tenant by tenant, table by table. A backend may put every tenant's rows of
+    /// a table in one write (ClickHouse: one insert per table and shard, far cheaper for the server than an insert
+    /// per tenant). On an error some tenants' data and checkpoints may have been written; every write here is
+    /// idempotent (a row written again replaces itself), so the caller retries or re-fetches the whole batch.
+    fn write_batch(&self, batch: &[TenantBatch<'_>]) -> impl Future<Output = Result<WriteAck>> + Send {
+        async move {
+            let mut rows = 0;
+            for b in batch {
+                rows += self.write_page_insights(b.scope, b.facts).await?.rows;
+                rows += self.write_posts(b.scope, b.posts).await?.rows;
+                rows += self.write_post_snapshots(b.scope, b.snapshots).await?.rows;
+                self.save_checkpoints(b.scope, b.checkpoints).await?;
+            }
+            Ok(WriteAck { rows })
+        }
+    }
 
     /// A writer has finished a run of writes for `scope` (the ingester, at the end of a run). A backend that
     /// appends may fold what was appended now (the lake compacts the tenant's partitions that have parts, so that

@@ -20,7 +20,7 @@ use pulse_domain::{
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 use pulse_store::lake::LakeStore;
 use pulse_store::report::REACH_WEEKLY;
-use pulse_store::{FactFilter, PostFilter, ReportVariant, Store, StoreError};
+use pulse_store::{FactFilter, PostFilter, ReportVariant, Store, StoreError, TenantBatch};
 
 fn main() -> ReportVariant {
     ReportVariant::main()
@@ -428,6 +428,34 @@ async fn a_lease_has_one_holder_until_released_or_expired<S: Store>(store: &S) {
     assert_eq!(taken.acquired(), cfg!(target_os = "linux"), "{taken:?}");
 }
 
+/// A batch of several tenants (one insert per table on ClickHouse, per shard on a cluster) lands each tenant's rows
+/// in its own tenant, checkpoints included, and a retried batch doubles nothing.
+async fn a_batch_of_tenants_writes_each_into_its_own<S: Store>(store: &S) {
+    let access = Access::operator(["alpha", "beta", "gamma"].map(|t| TenantId::new(t).unwrap()));
+    let [alpha, beta, gamma] = ["alpha", "beta", "gamma"].map(|t| access.write_scope(t).unwrap());
+    let (facts, few, posts, snapshots) = (window(0), window(0)[..3].to_vec(), posts(), snapshots(0));
+    let (cp_alpha, cp_beta, cp_gamma) = ([checkpoint(day(5), 0)], [checkpoint(day(2), 0)], [checkpoint(day(1), 0)]);
+    let batch = [
+        TenantBatch { scope: &alpha, facts: &facts, posts: &posts, snapshots: &snapshots, checkpoints: &cp_alpha },
+        TenantBatch { scope: &beta, facts: &few, posts: &[], snapshots: &[], checkpoints: &cp_beta },
+        TenantBatch { scope: &gamma, facts: &[], posts: &[], snapshots: &[], checkpoints: &cp_gamma },
+    ];
+    let ack = store.write_batch(&batch).await.unwrap();
+    assert_eq!(ack.rows, facts.len() + few.len() + posts.len() + snapshots.len());
+    store.write_batch(&batch).await.unwrap();
+    assert_eq!(store.write_batch(&[]).await.unwrap().rows, 0);
+    let read = |scope: &WriteScope| access.scope(scope.as_str()).unwrap();
+    assert_eq!(sorted(store.read_page_insights(&read(&alpha), &FactFilter::default()).await.unwrap()), sorted(facts));
+    assert_eq!(sorted(store.read_page_insights(&read(&beta), &FactFilter::default()).await.unwrap()), sorted(few));
+    assert!(store.read_page_insights(&read(&gamma), &FactFilter::default()).await.unwrap().is_empty());
+    assert_eq!(store.read_posts(&read(&alpha), &PostFilter::default()).await.unwrap().len(), posts.len());
+    assert!(store.read_posts(&read(&beta), &PostFilter::default()).await.unwrap().is_empty());
+    assert_eq!(store.read_post_snapshots(&read(&alpha), &PostFilter::default()).await.unwrap().len(), snapshots.len());
+    assert_eq!(store.load_checkpoints(&read(&alpha)).await.unwrap(), cp_alpha.to_vec());
+    assert_eq!(store.load_checkpoints(&read(&beta)).await.unwrap(), cp_beta.to_vec());
+    assert_eq!(store.load_checkpoints(&read(&gamma)).await.unwrap(), cp_gamma.to_vec());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod lake_backend {
@@ -472,6 +500,7 @@ conformance!(
     a_corrected_value_supersedes_and_a_stale_one_does_not,
     reads_filter_by_metric_date_practice_and_page,
     another_tenants_scope_sees_nothing,
+    a_batch_of_tenants_writes_each_into_its_own,
     posts_and_snapshots_round_trip_without_doubling,
     checkpoints_keep_the_latest,
     run_records_are_kept_newest_first,

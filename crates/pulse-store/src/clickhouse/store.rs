@@ -409,6 +409,15 @@ impl ClickHouseStore {
     }
 }
 
+/// The rows of one table for every tenant of a batch group, each with its tenant (made as they are sent).
+fn batch_rows<'a, T: 'a, R: 'a>(
+    group: &'a [&'a crate::TenantBatch<'a>],
+    items: fn(&'a crate::TenantBatch<'a>) -> &'a [T],
+    row: fn(&'a str, &'a T) -> R,
+) -> impl Iterator<Item = R> + Clone + 'a {
+    group.iter().flat_map(move |b| items(b).iter().map(move |x| row(b.scope.as_str(), x)))
+}
+
 /// How long a lease claim waits for concurrent claims to become visible before replaying them.
 const LEASE_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -585,6 +594,49 @@ impl Store for ClickHouseStore {
             })
             .await?;
         rows.into_iter().map(SnapshotOut::into_snapshot).collect()
+    }
+
+    /// Every tenant's rows of a table in one insert per shard (on one server, one insert), then the shard's
+    /// checkpoints: an insert per tenant, table and batch makes the server create and merge a part per month
+    /// partition each time (`benches/results/ingest-throughput.md`).
+    async fn write_batch(&self, batch: &[crate::TenantBatch<'_>]) -> Result<WriteAck> {
+        if batch.is_empty() {
+            return Ok(WriteAck { rows: 0 });
+        }
+        let mut groups: BTreeMap<u32, Vec<&crate::TenantBatch<'_>>> = BTreeMap::new();
+        match self.routes().await? {
+            None => {
+                groups.insert(0, batch.iter().collect());
+            }
+            Some(routes) => {
+                for b in batch {
+                    groups.entry(self.shard_in(routes, b.scope.as_str()).await?.num).or_default().push(b);
+                }
+            }
+        }
+        let mut rows = 0;
+        for group in groups.values() {
+            // Any tenant of the group routes the inserts to the group's shard.
+            let tenant = group[0].scope.as_str();
+            if group.iter().any(|b| !b.facts.is_empty()) {
+                let facts = batch_rows(group, |b| b.facts, FactRow::new);
+                rows += self.insert_rows::<FactRow<'static>>(tenant, "page_insights", facts).await?;
+            }
+            if group.iter().any(|b| !b.posts.is_empty()) {
+                let posts = batch_rows(group, |b| b.posts, PostRow::new);
+                rows += self.insert_rows::<PostRow<'static>>(tenant, "posts", posts).await?;
+            }
+            if group.iter().any(|b| !b.snapshots.is_empty()) {
+                let snapshots = batch_rows(group, |b| b.snapshots, SnapshotRow::new);
+                rows += self.insert_rows::<SnapshotRow<'static>>(tenant, "post_insights", snapshots).await?;
+            }
+            // Only now, with the group's data acknowledged, may its checkpoints move.
+            if group.iter().any(|b| !b.checkpoints.is_empty()) {
+                let checkpoints = batch_rows(group, |b| b.checkpoints, CheckpointRow::new);
+                self.insert_rows::<CheckpointRow<'static>>(tenant, "ingest_checkpoints", checkpoints).await?;
+            }
+        }
+        Ok(WriteAck { rows })
     }
 
     async fn save_checkpoints(&self, scope: &WriteScope, checkpoints: &[Checkpoint]) -> Result<WriteAck> {
