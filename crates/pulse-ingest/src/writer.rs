@@ -189,7 +189,11 @@ async fn flush_all<S: Store>(
     drop(batch);
     if let Err((what, waited, error)) = outcome {
         shared.stop.store(true, Ordering::Relaxed);
-        let tenant = buffers.keys().cloned().collect::<Vec<_>>().join(", ");
+        let tenants: Vec<&str> = buffers.keys().map(String::as_str).collect();
+        let tenant = match tenants.len() {
+            n if n > 3 => format!("{} and {} more", tenants[..3].join(", "), n - 3),
+            _ => tenants.join(", "),
+        };
         return Err(StoreFailure { what, tenant, rows, waited, error });
     }
     for (_, buf) in buffers.values_mut() {
