@@ -56,12 +56,20 @@ fn latest_per_page(lf: LazyFrame) -> Result<LazyFrame> {
     Ok(lf.filter(col("day").eq(col("day").max().over([col("page_id"), col("metric"), col("period")])?)))
 }
 
+/// The first day searched for breakdowns before older files are read: the last [`RECENT_BREAKDOWN_DAYS`] of
+/// `[from, to]`.
+pub fn recent_breakdowns_from(from: NaiveDate, to: NaiveDate) -> NaiveDate {
+    (to - chrono::Duration::days(RECENT_BREAKDOWN_DAYS - 1)).max(from)
+}
+
 /// Loads a tenant's facts from the Parquet files the store handed out: totals of the `totals` pairs over
-/// `[load_from, to]`, and the latest breakdown at or before `to` (and not before `from`) of each page for the
-/// `breakdowns` pairs. Breakdowns are searched in the last [`RECENT_BREAKDOWN_DAYS`] first (the scan skips older row groups by
-/// their day statistics); the rest of the range is read only for the (page, metric) pairs not found there.
+/// `[load_from, to]` from `files`, and the latest breakdown at or before `to` (and not before `from`) of each page
+/// for the `breakdowns` pairs. Breakdowns are searched first in `recent_files` (the store's files for
+/// [`recent_breakdowns_from`]`..=to`: its month partitions, a month or two); `files` are read for breakdowns only when
+/// some (page, metric) pair has none there.
 pub fn load_fact_files(
     files: &[PathBuf],
+    recent_files: &[PathBuf],
     totals: Wanted,
     breakdowns: Wanted,
     load_from: NaiveDate,
@@ -69,11 +77,11 @@ pub fn load_fact_files(
     to: NaiveDate,
 ) -> Result<Facts> {
     let totals = scan_fact_files(files, totals, load_from, to)?.filter(col("breakdown").eq(lit(""))).collect()?;
-    let recent_from = (to - chrono::Duration::days(RECENT_BREAKDOWN_DAYS - 1)).max(from);
-    let scan = |from, to| -> Result<LazyFrame> {
+    let recent_from = recent_breakdowns_from(from, to);
+    let scan = |files, from, to| -> Result<LazyFrame> {
         Ok(scan_fact_files(files, breakdowns, from, to)?.filter(col("breakdown").neq(lit(""))))
     };
-    let recent = latest_per_page(scan(recent_from, to)?)?.collect()?;
+    let recent = latest_per_page(scan(recent_files, recent_from, to)?)?.collect()?;
     // Which (page, metric) pairs the recent days left without a breakdown.
     let pages = totals.column("page_id")?.unique()?;
     let found = recent
@@ -87,7 +95,7 @@ pub fn load_fact_files(
         return Ok(Facts { totals, breakdowns: recent });
     }
     // Older rows lose to a pair's recent ones, so taking the latest of both keeps the recent days where there are any.
-    let older = latest_per_page(scan(from, recent_from - chrono::Duration::days(1))?)?;
+    let older = latest_per_page(scan(files, from, recent_from - chrono::Duration::days(1))?)?;
     let breakdowns = latest_per_page(concat([recent.lazy(), older], UnionArgs::default())?)?.collect()?;
     Ok(Facts { totals, breakdowns })
 }
@@ -235,31 +243,53 @@ pub fn series(
     metric: CanonicalMetric,
     period: Period,
 ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>>> {
+    Ok(series_many(df, &[(metric, period)])?.pop().expect("one series per pair"))
+}
+
+/// [`series`] for several metric/period pairs (each once) in one pass over the totals, in the order asked.
+pub fn series_many(
+    df: &DataFrame,
+    wanted: Wanted,
+) -> Result<Vec<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>>>> {
     let f = df
         .clone()
         .lazy()
-        .filter(
-            col("metric")
-                .eq(lit(metric.as_str()))
-                .and(col("period").eq(lit(period.as_str())))
-                .and(col("breakdown").eq(lit(""))),
-        )
-        .select([col("page_id"), col("day").cast(DataType::Int32), col("value")])
+        .filter(col("breakdown").eq(lit("")).and(wanted_expr(wanted)))
+        .select([col("page_id"), col("metric"), col("period"), col("day").cast(DataType::Int32), col("value")])
         .collect()?;
     let pages = f.column("page_id")?.str()?.clone();
+    let metrics = f.column("metric")?.str()?.clone();
+    let periods = f.column("period")?.str()?.clone();
     let days = f.column("day")?.i32()?.clone();
     let values = f.column("value")?.f64()?.clone();
-    let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>> = Default::default();
-    for ((p, d), v) in pages.iter().zip(days.iter()).zip(values.iter()) {
-        if let (Some(p), Some(d), Some(v)) = (p, d, v) {
-            // Rows come page by page: a key is allocated once a page, not once a row.
-            match out.get_mut(p) {
-                Some(days) => {
-                    days.insert(d, v);
-                }
-                None => {
-                    out.insert(p.to_owned(), std::collections::BTreeMap::from([(d, v)]));
-                }
+    debug_assert!(wanted.iter().enumerate().all(|(i, w)| !wanted[..i].contains(w)), "each pair once");
+    let mut out: Vec<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>>> =
+        vec![Default::default(); wanted.len()];
+    // Rows come grouped by metric, period and page (the lake writes them so; any order is still right): the pair's
+    // index and the page's key are looked up once per run of equal values, not once per row.
+    let mut last: Option<(&str, &str, usize)> = None;
+    for i in 0..f.height() {
+        let (Some(p), Some(m), Some(per), Some(d), Some(v)) =
+            (pages.get(i), metrics.get(i), periods.get(i), days.get(i), values.get(i))
+        else {
+            continue;
+        };
+        let k = match last {
+            Some((lm, lp, k)) if lm == m && lp == per => k,
+            _ => {
+                let Some(k) = wanted.iter().position(|(wm, wp)| wm.as_str() == m && wp.as_str() == per) else {
+                    continue;
+                };
+                last = Some((m, per, k));
+                k
+            }
+        };
+        match out[k].get_mut(p) {
+            Some(series) => {
+                series.insert(d, v);
+            }
+            None => {
+                out[k].insert(p.to_owned(), std::collections::BTreeMap::from([(d, v)]));
             }
         }
     }
@@ -323,9 +353,12 @@ mod tests {
         rt.block_on(lake.write_page_insights(&access.write_scope("t1").unwrap(), &facts)).unwrap();
         let scope = access.scope("t1").unwrap();
         let files = rt.block_on(lake.fact_files(&scope, &FactFilter::days(from, to))).unwrap().unwrap();
+        let recent_filter = FactFilter::days(recent_breakdowns_from(from, to), to);
+        let recent = rt.block_on(lake.fact_files(&scope, &recent_filter)).unwrap().unwrap();
+        assert!(recent.len() < files.len(), "the recent days are in fewer partitions: {recent:?}");
         let totals: Wanted = &[(M::PageReach, P::Day)];
         let ages: Wanted = &[(M::PageFollowersByAgeGender, P::Day)];
-        let loaded = load_fact_files(&files, totals, ages, from, from, to).unwrap();
+        let loaded = load_fact_files(&files, &recent, totals, ages, from, from, to).unwrap();
         let to_n = day_number(to);
         assert_eq!(
             rows(&loaded.breakdowns),

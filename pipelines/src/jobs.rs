@@ -115,9 +115,12 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
     let facts = match store.fact_files(&input.scope, &filter).await? {
         Some(files) => {
             let (from, to) = (input.from, input.to);
+            // The partitions of the last days, where each page's latest breakdown normally is.
+            let recent = FactFilter { from: Some(frames::recent_breakdowns_from(from, to)), ..filter.clone() };
+            let recent = store.fact_files(&input.scope, &recent).await?.unwrap_or_default();
             tokio::task::spawn_blocking(move || {
                 let totals: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
-                frames::load_fact_files(&files, &totals, age_bands::WANTED, load_from, from, to)
+                frames::load_fact_files(&files, &recent, &totals, age_bands::WANTED, load_from, from, to)
             })
             .await
             .map_err(|e| PipelineError::Input(e.to_string()))??
@@ -283,8 +286,9 @@ fn campaigns_report(
     let practice_of: BTreeMap<String, String> =
         posts.iter().map(|p| (p.page.to_string(), p.practice.to_string())).collect();
     let mut all_series: BTreeMap<M, Series> = BTreeMap::new();
-    for (_, m, _) in CAMPAIGN_METRICS {
-        all_series.insert(*m, frames::series(facts, *m, P::Day)?);
+    let pairs: Vec<(M, P)> = CAMPAIGN_METRICS.iter().map(|(_, m, _)| (*m, P::Day)).collect();
+    for ((m, _), series) in pairs.iter().zip(frames::series_many(facts, &pairs)?) {
+        all_series.insert(*m, series);
     }
     let pages_with_data: BTreeSet<String> = all_series.values().flat_map(|s| s.keys().cloned()).collect();
     let windows: Vec<(i32, i32)> = campaigns.iter().map(|c| c.window()).collect();

@@ -7,7 +7,7 @@ use polars::prelude::*;
 use pulse_domain::{CanonicalMetric as M, IngestRunRecord, Period as P};
 
 use crate::Result;
-use crate::frames::{day_number, from_day_number, series};
+use crate::frames::{day_number, from_day_number, series_many};
 
 pub const WANTED: &[(M, P)] = &[
     (M::PageReach, P::Day),
@@ -68,8 +68,8 @@ impl Rows {
 
 /// Holes in each checked metric's series, within the span its page has daily reach for. A metric the tenant has
 /// nowhere is not expected (the API era does not offer it); days after the API retired a metric are not holes.
-fn metric_gaps(
-    facts: &DataFrame,
+fn metric_gaps<'a>(
+    series_of: impl Fn(M, P) -> &'a crate::campaign::Series,
     practice_of: &BTreeMap<String, String>,
     reach: &crate::campaign::Series,
     lo: i32,
@@ -78,7 +78,7 @@ fn metric_gaps(
 ) -> Result<()> {
     let catalogue = pulse_domain::MetricCatalogue::default();
     for &(metric, period) in GAP_CHECKED {
-        let series = series(facts, metric, period)?;
+        let series = series_of(metric, period);
         if series.is_empty() {
             continue;
         }
@@ -132,9 +132,13 @@ pub fn quality(facts: &DataFrame, runs: &[IngestRunRecord], from: NaiveDate, to:
         .zip(pages.column("practice_code")?.str()?.iter())
         .filter_map(|(p, c)| Some((p?.to_owned(), c?.to_owned())))
         .collect();
-    let reach = series(facts, M::PageReach, P::Day)?;
-    let week = series(facts, M::PageReach, P::Week)?;
-    let views = series(facts, M::PageViews, P::Day)?;
+    // Every series the checks read, in one pass over the facts.
+    let mut pairs = vec![(M::PageReach, P::Day), (M::PageReach, P::Week), (M::PageViews, P::Day)];
+    pairs.extend(GAP_CHECKED.iter().filter(|g| !pairs.contains(g)).copied().collect::<Vec<_>>());
+    let all = series_many(facts, &pairs)?;
+    let series_of = |m: M, p: P| &all[pairs.iter().position(|x| *x == (m, p)).expect("asked for above")];
+    let (reach, week, views) =
+        (series_of(M::PageReach, P::Day), series_of(M::PageReach, P::Week), series_of(M::PageViews, P::Day));
     let mut rows = Rows::default();
     for (page, practice) in &practice_of {
         let days = reach.get(page).cloned().unwrap_or_default();
@@ -217,7 +221,7 @@ pub fn quality(facts: &DataFrame, runs: &[IngestRunRecord], from: NaiveDate, to:
             }
         }
     }
-    metric_gaps(facts, &practice_of, &reach, lo, hi, &mut rows)?;
+    metric_gaps(series_of, &practice_of, reach, lo, hi, &mut rows)?;
     // Pages needing re-authorisation, from each practice's latest run.
     let mut latest: BTreeMap<&str, &IngestRunRecord> = BTreeMap::new();
     for r in runs {

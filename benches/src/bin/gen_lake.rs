@@ -233,6 +233,16 @@ fn write_posts(
     Ok(posts.len())
 }
 
+/// The rows in the order the lake writes them (its fact key: breakdown, metric, period, page, day).
+fn sorted_like_the_lake(batch: RecordBatch) -> Result<RecordBatch> {
+    use arrow::compute::{SortColumn, lexsort_to_indices, take};
+    let by =
+        |name: &str| SortColumn { values: batch.column_by_name(name).expect("a fact column").clone(), options: None };
+    let order = lexsort_to_indices(&[by("breakdown"), by("metric"), by("period"), by("page_id"), by("day")], None)?;
+    let columns = batch.columns().iter().map(|c| take(c, &order, None)).collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 fn main() -> Result<()> {
     let all: Vec<String> = std::env::args().collect();
     let mut args = Vec::new();
@@ -333,9 +343,12 @@ fn main() -> Result<()> {
                 .join(format!("tenant={tenant}"))
                 .join(format!("month={}", month_start.format("%Y-%m")));
             std::fs::create_dir_all(&dir)?;
-            let batch = c.batch()?;
+            let batch = sorted_like_the_lake(c.batch()?)?;
             total += batch.num_rows();
-            let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+                .set_max_row_group_row_count(Some(pulse_store::lake::ROW_GROUP_ROWS))
+                .build();
             let mut w = ArrowWriter::try_new(File::create(dir.join("data.parquet"))?, batch.schema(), Some(props))?;
             w.write(&batch)?;
             w.close()?;

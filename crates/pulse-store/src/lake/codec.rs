@@ -41,11 +41,14 @@ fn check_tenant(what: &str, tenant: &str, batch: &RecordBatch) -> Result<()> {
 
 impl LakeRecord for PageInsightFact {
     const DATASET: &'static str = "page_insights";
-    type Key = (PageId, &'static str, &'static str, NaiveDate, std::sync::Arc<str>);
+    type Key = (std::sync::Arc<str>, &'static str, &'static str, PageId, NaiveDate);
 
-    /// Shared ids and keys: building a key is reference counts, not copies.
+    /// Shared ids and keys: building a key is reference counts, not copies. The order of its fields is the order of
+    /// rows in the files (parts and compacted files are written in key order): totals (`breakdown = ''`) first, then
+    /// each metric and period together, so a scan for totals or for a few metrics skips the other row groups by their
+    /// statistics ([`super::ROW_GROUP_ROWS`] rows each).
     fn key(&self) -> Self::Key {
-        (self.page.clone(), self.metric.as_str(), self.period.as_str(), self.day, self.breakdown.clone())
+        (self.breakdown.clone(), self.metric.as_str(), self.period.as_str(), self.page.clone(), self.day)
     }
 
     fn version(&self) -> i64 {

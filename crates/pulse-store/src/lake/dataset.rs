@@ -50,6 +50,7 @@ pub(crate) fn write_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
         let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_max_row_group_row_count(Some(super::ROW_GROUP_ROWS))
             .build();
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
             .map_err(|e| StoreError::Invalid { what: path.display().to_string(), reason: e.to_string() })?;

@@ -25,3 +25,9 @@ mod dataset;
 mod store;
 
 pub use store::{LAKE_FORMAT, LakeStore};
+
+/// Rows per Parquet row group in the lake's files. Rows are written in key order (for facts: totals first, then by
+/// metric and period), so with row groups this small a scan that wants the totals, or the breakdowns of a few
+/// metrics, skips most row groups by their min/max statistics without decoding them
+/// (`benches/results/pipelines-vs-duckdb.md`).
+pub const ROW_GROUP_ROWS: usize = 16_384;
