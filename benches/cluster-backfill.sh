@@ -12,7 +12,7 @@ source benches/common.sh
 DAYS="${1:-365}"
 COPIES="${2:-42}"
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build -q --release --workspace --bin ingest_bench   # workspace features: shares the build with the tests
+bench_build ingest_bench
 PULSE_BENCH_CLICKHOUSE_URL="$(bench_clickhouse_url)"
 if [ -z "${PULSE_BENCH_CLUSTER_DIR:-}" ]; then
   PULSE_BENCH_CLUSTER_DIR="$(bash .ci/clickhouse-cluster.sh 29000)"

@@ -1,6 +1,8 @@
-# Shared by the benchmark scripts (sourced): a free loopback port, and the ClickHouse to measure against.
+# Shared by the benchmark scripts (sourced): building their programs, a free loopback port, and the ClickHouse to
+# measure against.
 #
 #   source benches/common.sh
+#   bench_build ingest_bench pulse     # release builds of these binaries
 #   URL="$(bench_clickhouse_url)"   # PULSE_BENCH_CLICKHOUSE_URL, or a server started with .ci/clickhouse.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -11,4 +13,13 @@ bench_clickhouse_url() {
   else
     bash .ci/clickhouse.sh "$(free_port)"
   fi
+}
+
+# Release builds of the named binaries with the whole workspace's features, so a build directory shared with
+# `cargo test --release --workspace` is reused as it is (`-p <crate>` would rebuild arrow, parquet and polars for a
+# different feature set).
+bench_build() {
+  local bins=()
+  for b in "$@"; do bins+=(--bin "$b"); done
+  cargo build -q --release --workspace "${bins[@]}"
 }

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source benches/common.sh
 PAGES="${1:-400}"
 DAYS="${2:-365}"
-cargo build -q --release --workspace --bin ingest_bench   # workspace features: shares the build with the tests
+bench_build ingest_bench
 PULSE_BENCH_CLICKHOUSE_URL="$(bench_clickhouse_url)"
 URL="$PULSE_BENCH_CLICKHOUSE_URL"
 TCP_PORT=$(( ${URL##*:} + 1 ))

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/common.sh
 DAYS="${1:-365}"
-cargo build -q --release --workspace --bin ingest_bench   # workspace features: shares the build with the tests
+bench_build ingest_bench
 PULSE_BENCH_CLICKHOUSE_URL="$(bench_clickhouse_url)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -7,11 +7,10 @@
 #   bash benches/pipelines-vs-duckdb.sh [lake dir]     # default /tmp/pulse-national-lake (generated if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 LAKE="${1:-/tmp/pulse-national-lake}"
 python3 -c "import duckdb" 2>/dev/null || python3 -m pip install -q duckdb
-# Built with the whole workspace's features, so a build directory shared with `cargo test --release --workspace`
-# does not rebuild polars for a different feature set.
-cargo build -q --release --workspace --bin gen_lake --bin pipelines_bench
+bench_build gen_lake pipelines_bench
 # The campaigns of the generated year: name|#tag|first day|days|share of each tenant's pages taking part.
 STROKE='Stroke awareness|#StrokeAware|2026-10-03|3|0.3'
 FLU='Flu jab drive|#FluJab2026|2026-09-14|7|0.4'

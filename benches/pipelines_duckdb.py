@@ -41,7 +41,7 @@ SELECT count(*) FROM (
     FROM read_parquet('{root}/posts/*/*/*.parquet', hive_partitioning = true) p
     LEFT JOIN latest l USING (tenant, post_id) GROUP BY ALL)
   SELECT *,
-    CASE WHEN m LIKE '%#strokeaware%' OR m LIKE '%#flujab2026%' THEN 'campaign'
+    CASE WHEN {campaign_tags} THEN 'campaign'
          WHEN m LIKE '%missed%' OR m LIKE '%did not attend%' THEN 'dna_figures'
          WHEN m LIKE '%vaccin%' OR m LIKE '%flu%' OR m LIKE '%jab%' THEN 'vaccines'
          WHEN m LIKE '%opening hours%' OR m LIKE '%bank holiday%' THEN 'opening_hours'
@@ -224,7 +224,9 @@ SELECT count(*) FROM (
   FROM (SELECT * FROM f WHERE metric = 'page_reach' AND period = 'day') d
   LEFT JOIN (SELECT * FROM f WHERE metric = 'page_views' AND period = 'day') v USING (tenant, page_id, n)
   GROUP BY ALL)""").fetchone()[0]
-out += con.execute(POSTS.format(root=root)).fetchone()[0]
+# A post mentioning any campaign's tag is a campaign post, as `posts::topic` decides with the jobs' campaign tags.
+campaign_tags = " OR ".join(f"contains(m, lower('{t}'))" for _, t, _, _ in campaigns) or "false"
+out += con.execute(POSTS.format(root=root, campaign_tags=campaign_tags)).fetchone()[0]
 if campaigns:
     values = ", ".join(f"('{n}', '{t}', CAST(DATE '{s}' - DATE '1970-01-01' AS INTEGER), {d})" for n, t, s, d in campaigns)
     con.execute(f"CREATE TEMP TABLE camp AS SELECT * FROM (VALUES {values}) v(cname, tag, s, days)")

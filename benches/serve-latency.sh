@@ -10,7 +10,7 @@ source benches/common.sh
 LAKE="${1:-/tmp/pulse-national-lake}"
 BIN="${CARGO_TARGET_DIR:-target}/release"
 python3 -c "import duckdb" 2>/dev/null || python3 -m pip install -q duckdb
-cargo build -q --release --workspace --bin gen_lake --bin serve_bench --bin pulse
+bench_build gen_lake serve_bench pulse
 if [ ! -f "$LAKE/_pulse_lake.json" ]; then "$BIN/gen_lake" "$LAKE"; fi
 FROM=2025-11-21; TO=2026-11-20
 # A config for the generated world: 42 tenants of 100 practices (gen_lake's codes and page ids), list sizes 3,000-15,000.

@@ -7,9 +7,10 @@
 # a reference run against `debug_token` (no world generation) in the same session, so the result is a ratio too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 SECS="${1:-15}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build -q --release --workspace --bin pulse
+bench_build pulse
 WORK="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "${CARGO_TARGET_DIR:-target}"/release/pulse sim --scenario national --port "$PORT" --tokens-out "$WORK/tokens.toml" 2>"$WORK/sim.log" &

@@ -237,16 +237,8 @@ pub fn to_batch(df: &DataFrame, table: &ReportTable) -> Result<RecordBatch> {
     RecordBatch::try_new(table.schema(), columns).map_err(|e| PipelineError::Input(format!("{}: {e}", table.name)))
 }
 
-/// Rows of (page, day, value) for one metric/period, as a map for the numeric pipelines.
-pub fn series(
-    df: &DataFrame,
-    metric: CanonicalMetric,
-    period: Period,
-) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>>> {
-    Ok(series_many(df, &[(metric, period)])?.pop().expect("one series per pair"))
-}
-
-/// [`series`] for several metric/period pairs (each once) in one pass over the totals, in the order asked.
+/// Rows of (page, day, value) for each of several metric/period pairs (each once), as maps for the numeric pipelines,
+/// in one pass over the totals, in the order asked.
 pub fn series_many(
     df: &DataFrame,
     wanted: Wanted,

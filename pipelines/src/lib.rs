@@ -35,8 +35,9 @@ pub type Result<T> = std::result::Result<T, PipelineError>;
 
 /// Caps glibc's malloc arenas at two. glibc gives threads that allocate at the same time arenas of their own (up to
 /// eight per core), and the pipelines' threads (polars' pool, a tenant's uplift beside its other reports) fragment
-/// them: with the default, a national year's pipelines peaked at 284 MiB, with two arenas at 176 MiB and no slower
-/// (`bash benches/pipelines-vs-duckdb.sh`; mimalloc instead: 375 MiB). Call it first thing in `main`, before any
+/// them: with the default, a national year's pipelines peaked at 284 MiB in 15.3 s, with two arenas at 176 MiB in
+/// 15.9 s, within the machine's run-to-run noise (`pipelines_bench` as `bash benches/pipelines-vs-duckdb.sh` runs it,
+/// with `MALLOC_ARENA_MAX=2`; mimalloc instead: 375 MiB). Call it first thing in `main`, before any
 /// thread starts. Elsewhere than glibc it does nothing.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
