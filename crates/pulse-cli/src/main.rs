@@ -30,6 +30,13 @@ enum Command {
     /// Validate and summarise the configuration.
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// Check the store as it will be used: on a ClickHouse cluster, every replica's URL, what answers there (shard,
+    /// replica, host, macros), its replication backlog, and where each tenant's rows are. Exit code 1 when anything
+    /// is wrong: a layout the store refuses, a replica down, rows on the wrong shard.
+    Doctor(commands::cluster::DoctorArgs),
+    /// Operate a ClickHouse cluster: `rebalance` moves rows written to a shard other than their tenant's.
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCommand),
     /// Create or upgrade the store's schema (ClickHouse tables, or the lake's manifest). Safe to run twice.
     ///
     /// Refuses a database migrated by a newer Practice Pulse, and a migration edited after it was applied.
@@ -121,6 +128,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Config(cmd) => commands::config::run(&cli.config, cmd),
+            Command::Doctor(args) => commands::cluster::doctor(&cli.config, args).await,
+            Command::Cluster(cmd) => commands::cluster::run(&cli.config, cmd).await,
             Command::Migrate(args) => commands::migrate::run(&cli.config, args).await,
             Command::Metrics(args) => commands::metrics::run(args),
             Command::Sim(args) => commands::sim::run(args).await,

@@ -186,5 +186,82 @@ fn the_whole_job_on_a_cluster_equals_the_embedded_run() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(left, (1, 1), "superseded report rows deleted on both shards' second replicas");
+    operate(&cluster, &database, &cluster_config, &on_cluster);
     cluster.drop_database(&database);
+}
+
+/// `pulse` with its output and exit code, whatever the code.
+fn attempt(args: &[&str]) -> (i32, String, String) {
+    let out: Output = pulse().args(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// The operator's side of the cluster after the whole job: `pulse doctor` on the layout as configured and on one
+/// without `replica_urls` (refused, as every command using it is); then a tenant's rows put on the wrong shard,
+/// found by `pulse cluster rebalance --check`, and moved home by `--apply`, killed part-way and run again, after
+/// which every report reads as before.
+fn operate(cluster: &cluster::LocalCluster, database: &str, config: &Path, reports: &[(String, String)]) {
+    let config_arg = config.to_str().unwrap();
+    let (code, doctor, _) = attempt(&["doctor", "--config", config_arg]);
+    assert_eq!(code, 0, "{doctor}");
+    assert_eq!(doctor.lines().filter(|l| l.contains(" ok ")).count(), 4, "{doctor}");
+    let tenant_line = |text: &str, t: &str| text.lines().find(|l| l.starts_with(t)).unwrap_or_default().to_owned();
+    let alpha: Vec<String> = tenant_line(&doctor, "alpha").split_whitespace().map(str::to_owned).collect();
+    assert_eq!((alpha[1].as_str(), alpha[3].as_str()), ("2", "0"), "{doctor}");
+    assert!(alpha[2].parse::<u64>().unwrap() > 0, "{doctor}");
+
+    // Without replica_urls every replica resolves to the entry node: refused, by name, with the entries to add.
+    let text = std::fs::read_to_string(config).unwrap();
+    let unmapped = config.with_file_name("pulse-unmapped.toml");
+    let cut = text.find("[store.clickhouse.replica_urls]").unwrap();
+    let rest = &text[cut..];
+    let end = rest.find("\n\n").map(|i| cut + i).unwrap_or(text.len());
+    std::fs::write(&unmapped, format!("{}{}", &text[..cut], &text[end..])).unwrap();
+    let unmapped_arg = unmapped.to_str().unwrap();
+    let (code, doctor, _) = attempt(&["doctor", "--config", unmapped_arg]);
+    assert_eq!(code, 1, "{doctor}");
+    assert!(
+        doctor.contains("REFUSED") && doctor.contains(&format!("all resolve to {}", cluster.entry().url)),
+        "{doctor}"
+    );
+    let (code, _, err) = attempt(&["report", "reach", "--tenant", "alpha", "--config", unmapped_arg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("[store.clickhouse.replica_urls]") && err.contains("shard 2 replica 1"), "{err}");
+
+    // alpha (shard 2) written to shard 1, as that layout did before it was refused.
+    cluster.misplace(database, "alpha", 2, 1);
+    let (code, check, _) = attempt(&["cluster", "rebalance", "--check", "--config", config_arg]);
+    assert_eq!(code, 1, "{check}");
+    assert!(
+        check.contains("alpha") && check.contains("on shard 1, belongs on shard 2") && !check.contains("gamma"),
+        "{check}"
+    );
+    let (code, doctor, _) = attempt(&["doctor", "--config", config_arg]);
+    assert_eq!(code, 1, "{doctor}");
+    assert!(tenant_line(&doctor, "alpha").contains("rebalance --apply"), "{doctor}");
+
+    // Killed part-way (SIGKILL after it has started moving), then run again to the end.
+    let mut child = pulse()
+        .args(["cluster", "rebalance", "--apply", "--config", config_arg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.by_ref().map_while(Result::ok).find(|l| l.contains("copied to shard")).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("alpha"), "the first step was reported: {first}");
+    let (code, applied, err) = attempt(&["cluster", "rebalance", "--apply", "--config", config_arg]);
+    assert_eq!(code, 0, "{applied}\n{err}");
+    assert!(applied.contains("every tenant's rows are on its own shard now"), "{applied}");
+    let (code, check, _) = attempt(&["cluster", "rebalance", "--check", "--config", config_arg]);
+    assert_eq!((code, check.trim()), (0, "every tenant's rows are on its own shard; nothing to move"));
+    cluster.settle(database);
+    for (what, before) in reports.iter().filter(|(w, _)| w.starts_with("alpha/")) {
+        let kind = what.trim_start_matches("alpha/");
+        let now = run(&["report", kind, "--tenant", "alpha", "--format", "csv", "--config", config_arg]);
+        assert_eq!(&now, before, "{what} after the rebalance");
+    }
 }

@@ -20,6 +20,14 @@ pub enum StoreError {
          add it to the server's <remote_servers>, or set cluster to one of those"
     )]
     UnknownCluster { url: String, cluster: String, known: String },
+    #[error("ClickHouse cluster `{cluster}` cannot be used as configured: {problem}")]
+    ClusterLayout { cluster: String, problem: String },
+    #[error(
+        "refused to use {replica} of ClickHouse cluster `{cluster}` at {url}: {reason}, so nothing was sent to it (a \
+         tenant's rows must only ever land on its own shard). Fix that replica's entry in \
+         [store.clickhouse.replica_urls]; `pulse doctor` shows what each URL answers as"
+    )]
+    WrongNode { cluster: String, replica: String, url: String, reason: String },
     #[error("ClickHouse at {url} refused `{statement}`: {reason}")]
     Query { url: String, statement: String, reason: String },
     #[error(

@@ -5,6 +5,7 @@
 //! current ClickHouse by CI.
 
 pub mod cluster;
+pub mod placement;
 mod rows;
 mod store;
 

@@ -17,7 +17,7 @@ use pulse_domain::{
 use serde::ser::SerializeTuple;
 use tokio::sync::OnceCell;
 
-use super::cluster::{CLUSTER_ROWS, ClusterRow, Layout, Shard};
+use super::cluster::{Answered, CLUSTER_ROWS, ClusterRow, LOCAL_SHARDS, Layout, NODE_NAME, Replica, Shard};
 use super::rows::*;
 use crate::lease;
 use crate::migrations::{self, Topology, queries};
@@ -66,14 +66,23 @@ pub struct ClickHouseStore {
 }
 
 /// How the store reaches a cluster's shards.
-struct Routes {
-    layout: Layout,
+pub(super) struct Routes {
+    pub(super) layout: Layout,
     /// A client (bound to the database) per replica, by shard number, in the definition's order.
-    clients: HashMap<u32, Vec<Client>>,
+    pub(super) clients: HashMap<u32, Vec<Client>>,
     /// The replica in use on each shard (absent: not chosen yet in this process).
     in_use: Mutex<HashMap<u32, usize>>,
     /// Each tenant's sharding key, `cityHash64(tenant_id)` as the server computes it.
     tenant_keys: Mutex<HashMap<String, u64>>,
+}
+
+/// How long connecting waits for a replica to say what it is before leaving the check to its first use.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A failure on the way to a shard: the client's own (a network failure moves to the next replica) or the store's.
+pub(super) enum Either {
+    Client(clickhouse::error::Error),
+    Store(StoreError),
 }
 
 /// A client for the server at `url` with the configured credentials (the password goes in a header).
@@ -125,7 +134,18 @@ impl ClickHouseStore {
         &self.settings.database
     }
 
-    fn cluster_name(&self) -> Option<&str> {
+    /// Whether the store is configured for a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster_name().is_some()
+    }
+
+    /// The schema version the database is at, and the one this build knows.
+    pub async fn schema_version(&self) -> Result<(u32, u32)> {
+        let found = self.applied().await?.iter().map(|m| m.version).max().unwrap_or(0);
+        Ok((found, migrations::latest()))
+    }
+
+    pub(super) fn cluster_name(&self) -> Option<&str> {
         self.settings.cluster.as_deref().filter(|c| !c.is_empty())
     }
 
@@ -136,44 +156,130 @@ impl ClickHouseStore {
         }
     }
 
-    /// The cluster's shards and replica clients, read from the server once (`None` on a single server).
-    async fn routes(&self) -> Result<Option<&Routes>> {
+    /// The cluster's layout as the server the store talks to defines it, each replica with the URL the store would
+    /// use for it (not yet checked: see [`Self::routes`]).
+    pub(super) async fn read_layout(&self, name: &str) -> Result<Layout> {
+        let rows = self
+            .server
+            .query(CLUSTER_ROWS)
+            .bind(name)
+            .fetch_all::<ClusterRow>()
+            .await
+            .map_err(|e| self.error(CLUSTER_ROWS, e))?;
+        match Layout::from_rows(name, rows, |row| self.replica_url(row)) {
+            Some(layout) => Ok(layout),
+            None => {
+                let sql = "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster";
+                let known: Vec<String> = self.server.query(sql).fetch_all().await.map_err(|e| self.error(sql, e))?;
+                Err(StoreError::UnknownCluster {
+                    url: self.settings.url.clone(),
+                    cluster: name.to_owned(),
+                    known: if known.is_empty() { "none".into() } else { known.join(", ") },
+                })
+            }
+        }
+    }
+
+    /// A client (bound to the database) for a replica.
+    pub(super) fn replica_client(&self, replica: &Replica) -> Client {
+        connect(&self.settings, &replica.url).with_database(&self.settings.database)
+    }
+
+    /// What the node behind `client` says it is (network failures as they come, for the caller to judge).
+    pub(super) async fn answered(&self, client: &Client, cluster: &str) -> clickhouse::error::Result<Answered> {
+        let local: Vec<(u32, u32)> = client.query(LOCAL_SHARDS).bind(cluster).fetch_all().await?;
+        let (host, macros): (String, String) = client.query(NODE_NAME).fetch_one().await?;
+        Ok(Answered { local, host, macros })
+    }
+
+    /// The cluster's shards and replica clients, read from the server once and checked (`None` on a single server):
+    /// refused when two replicas resolve to one URL, when a replica's URL answers as another shard or replica, or
+    /// when two replicas' URLs reach the same node. A replica that does not answer now is checked each time it is
+    /// used, as every replica is (see [`Self::on_shard`]).
+    pub(super) async fn routes(&self) -> Result<Option<&Routes>> {
         let Some(name) = self.cluster_name() else { return Ok(None) };
         self.routes
             .get_or_try_init(|| async {
-                let rows = self
-                    .server
-                    .query(CLUSTER_ROWS)
-                    .bind(name)
-                    .fetch_all::<ClusterRow>()
-                    .await
-                    .map_err(|e| self.error(CLUSTER_ROWS, e))?;
-                let Some(layout) = Layout::from_rows(name, rows, |row| self.replica_url(row)) else {
-                    let sql = "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster";
-                    let known: Vec<String> =
-                        self.server.query(sql).fetch_all().await.map_err(|e| self.error(sql, e))?;
-                    return Err(StoreError::UnknownCluster {
-                        url: self.settings.url.clone(),
-                        cluster: name.to_owned(),
-                        known: if known.is_empty() { "none".into() } else { known.join(", ") },
-                    });
-                };
+                let layout = self.read_layout(name).await?;
+                let layout_error = |problem: String| StoreError::ClusterLayout { cluster: name.to_owned(), problem };
+                if let Some(problem) = super::cluster::shared_urls_problem(&layout) {
+                    return Err(layout_error(problem));
+                }
+                let mut nodes: BTreeMap<(String, String), &Replica> = BTreeMap::new();
+                for replica in layout.replicas() {
+                    let client = self.replica_client(replica);
+                    let probe = tokio::time::timeout(PROBE_TIMEOUT, self.answered(&client, name)).await;
+                    let answered = match probe {
+                        Ok(Ok(answered)) => answered,
+                        Ok(Err(e @ (clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut))) => {
+                            tracing::warn!(
+                                replica = %replica.describe(), url = %replica.url, error = %e,
+                                "replica not answering; it is checked before it is used"
+                            );
+                            continue;
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                replica = %replica.describe(), url = %replica.url,
+                                "replica did not answer in time; it is checked before it is used"
+                            );
+                            continue;
+                        }
+                        Ok(Err(e)) => return Err(self.error_at(&replica.url, LOCAL_SHARDS, e)),
+                    };
+                    if let Some(reason) = answered.mismatch(replica) {
+                        return Err(self.wrong_node(name, replica, reason));
+                    }
+                    if !answered.macros.is_empty() {
+                        let key = (answered.host.clone(), answered.macros.clone());
+                        if let Some(other) = nodes.insert(key, replica) {
+                            return Err(layout_error(format!(
+                                "{} at {} and {} at {} reach the same node ({}); give each replica the URL of its own \
+                                 node in [store.clickhouse.replica_urls]",
+                                other.describe(),
+                                other.url,
+                                replica.describe(),
+                                replica.url,
+                                answered.describe()
+                            )));
+                        }
+                    }
+                }
                 let clients = layout
                     .shards
                     .iter()
-                    .map(|shard| {
-                        let clients = shard
-                            .replicas
-                            .iter()
-                            .map(|r| connect(&self.settings, &r.url).with_database(&self.settings.database))
-                            .collect();
-                        (shard.num, clients)
-                    })
+                    .map(|shard| (shard.num, shard.replicas.iter().map(|r| self.replica_client(r)).collect()))
                     .collect();
                 Ok(Routes { layout, clients, in_use: Mutex::default(), tenant_keys: Mutex::default() })
             })
             .await
             .map(Some)
+    }
+
+    pub(super) fn wrong_node(&self, cluster: &str, replica: &Replica, reason: String) -> StoreError {
+        StoreError::WrongNode {
+            cluster: cluster.to_owned(),
+            replica: replica.describe(),
+            url: replica.url.clone(),
+            reason,
+        }
+    }
+
+    /// Checks that the node answering at `client` is on `replica`'s shard before a statement goes there. Network
+    /// failures come back as they are (the caller moves to the next replica); a node of another shard is refused.
+    pub(super) async fn verify_node(
+        &self,
+        routes: &Routes,
+        replica: &Replica,
+        client: &Client,
+    ) -> std::result::Result<(), Either> {
+        let local: Vec<(u32, u32)> =
+            client.query(LOCAL_SHARDS).bind(routes.layout.name.as_str()).fetch_all().await.map_err(Either::Client)?;
+        let answered = Answered { local, host: String::new(), macros: String::new() };
+        match answered.mismatch(replica) {
+            None => Ok(()),
+            Some(reason) => Err(Either::Store(self.wrong_node(&routes.layout.name, replica, reason))),
+        }
     }
 
     /// A replica's HTTP URL: configured by its `host:port`, or `url`'s scheme and port on the replica's host.
@@ -197,7 +303,7 @@ impl ClickHouseStore {
         Ok(Some(self.shard_in(routes, tenant).await?.clone()))
     }
 
-    async fn shard_in<'a>(&self, routes: &'a Routes, tenant: &str) -> Result<&'a Shard> {
+    pub(super) async fn shard_in<'a>(&self, routes: &'a Routes, tenant: &str) -> Result<&'a Shard> {
         let cached = routes.tenant_keys.lock().unwrap_or_else(|p| p.into_inner()).get(tenant).copied();
         let key = match cached {
             Some(key) => key,
@@ -247,12 +353,34 @@ impl ClickHouseStore {
             return op(self.client.clone()).await.map_err(|e| self.error(statement, e));
         };
         let shard = self.shard_in(routes, tenant).await?;
+        self.on_given_shard(routes, shard, statement, op).await
+    }
+
+    /// As [`Self::on_shard`], on a shard named by the caller.
+    pub(super) async fn on_given_shard<T, F, Fut>(
+        &self,
+        routes: &Routes,
+        shard: &Shard,
+        statement: &str,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = clickhouse::error::Result<T>>,
+    {
         let clients = &routes.clients[&shard.num];
         let start = self.replica_in_use(routes, shard).await;
         let mut failures = Vec::new();
         for k in 0..clients.len() {
             let i = (start + k) % clients.len();
-            match op(clients[i].clone()).await {
+            let replica = &shard.replicas[i];
+            // The node answering must be on this shard, every time: a URL is never trusted for a tenant's rows.
+            let result = match self.verify_node(routes, replica, &clients[i]).await {
+                Ok(()) => op(clients[i].clone()).await,
+                Err(Either::Client(e)) => Err(e),
+                Err(Either::Store(e)) => return Err(e),
+            };
+            match result {
                 Ok(v) => {
                     if k > 0 {
                         routes.in_use.lock().unwrap_or_else(|p| p.into_inner()).insert(shard.num, i);
@@ -301,7 +429,7 @@ impl ClickHouseStore {
     }
 
     /// As [`Self::error`], for a statement sent to the server at `url` (a cluster's replica).
-    fn error_at(&self, url: &str, statement: &str, e: clickhouse::error::Error) -> StoreError {
+    pub(super) fn error_at(&self, url: &str, statement: &str, e: clickhouse::error::Error) -> StoreError {
         let url = url.to_owned();
         let statement: String = statement.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
         match e {
@@ -345,7 +473,7 @@ impl ClickHouseStore {
     }
 
     /// Refuses to read or write a database that is not at this build's schema version.
-    async fn ready(&self) -> Result<()> {
+    pub(super) async fn ready(&self) -> Result<()> {
         self.schema_checked
             .get_or_try_init(|| async {
                 let applied = self.applied().await?;

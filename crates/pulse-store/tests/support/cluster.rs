@@ -144,6 +144,61 @@ impl LocalCluster {
         (store, name)
     }
 
+    /// The local tables with a tenant column, as the migration made them.
+    pub fn tenant_tables(&self, node: &Node, database: &str) -> Vec<String> {
+        let sql = format!(
+            "SELECT name FROM system.tables WHERE database = '{database}' AND endsWith(name, '_local') AND name IN \
+             (SELECT table FROM system.columns WHERE database = '{database}' AND name = 'tenant_id') ORDER BY name"
+        );
+        node.query(&sql).lines().map(str::to_owned).collect()
+    }
+
+    /// A tenant's raw rows (every version, not de-duplicated) per local table on a node.
+    pub fn raw_counts(&self, node: &Node, database: &str, tenant: &str) -> std::collections::BTreeMap<String, u64> {
+        self.tenant_tables(node, database)
+            .into_iter()
+            .map(|t| {
+                let n = node.query(&format!("SELECT count() FROM `{database}`.`{t}` WHERE tenant_id = '{tenant}'"));
+                (t, n.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// Waits until every replica has caught up with its shard.
+    pub fn settle(&self, database: &str) {
+        let sql = format!("SELECT count() FROM system.replicas WHERE database = '{database}' AND queue_size > 0");
+        for node in &self.nodes {
+            for _ in 0..200 {
+                if node.query(&sql) == "0" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Puts every row of `tenant` on shard `to`, as a deployment whose replicas all resolved to one node did: copied
+    /// from shard `from` (its own) to `to`, then deleted from `from`.
+    pub fn misplace(&self, database: &str, tenant: &str, from: u32, to: u32) {
+        let (source, target) = (self.node(from, 1), self.node(to, 1));
+        for table in self.tenant_tables(source, database) {
+            target.query(&format!(
+                "INSERT INTO `{database}`.`{table}` SELECT * FROM remote('127.0.0.1:{}', `{database}`.`{table}`) \
+                 WHERE tenant_id = '{tenant}' SETTINGS insert_deduplicate = 0",
+                source.tcp_port
+            ));
+            source.query(&format!("ALTER TABLE `{database}`.`{table}` DELETE WHERE tenant_id = '{tenant}'"));
+        }
+        for _ in 0..300 {
+            if self.raw_counts(source, database, tenant).values().all(|&n| n == 0) {
+                self.settle(database);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{tenant}'s rows were not deleted from shard {from}");
+    }
+
     pub fn drop_database(&self, name: &str) {
         let _ = self.entry().query(&format!("DROP DATABASE IF EXISTS `{name}` ON CLUSTER `{CLUSTER}`"));
     }
