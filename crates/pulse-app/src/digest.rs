@@ -23,6 +23,14 @@ use crate::report::{self, Kind, ReportQuery, RunInfo};
 use crate::text::{effect_words, thousands};
 use pulse_pipelines::reach::median;
 
+/// Engagements per 1,000 registered patients as a digest may show it: of the published (rounded) count, since the
+/// exact count times 1,000 over the public list size would give the count back; none for a count too small to
+/// publish.
+pub fn published_rate(engagements: f64, registered: f64) -> Option<f64> {
+    let published = (!crate::export::small_count(engagements)).then(|| crate::export::round5(engagements) as f64)?;
+    Some(published / registered * 1000.0)
+}
+
 /// A count of people as a digest may show it: fewer than 8 withheld, others rounded to 5.
 pub fn people(v: Option<f64>) -> String {
     match v {
@@ -77,7 +85,9 @@ pub struct PracticeLine {
     pub name: String,
     pub engagements: f64,
     pub registered: f64,
-    /// Engagements per 1,000 registered patients.
+    /// Engagements per 1,000 registered patients, from the engagements as the digest publishes them (rounded to 5),
+    /// so the rate and the public list size cannot give the exact count back. Practices with fewer than 8
+    /// engagements are left out of the league.
     pub per_1000: f64,
 }
 
@@ -249,7 +259,7 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
                 name: name_of(code),
                 engagements: e,
                 registered,
-                per_1000: e / registered * 1000.0,
+                per_1000: published_rate(e, registered)?,
             })
         })
         .collect();
@@ -784,6 +794,23 @@ pub fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_practice_rate_and_its_public_list_size_give_back_only_the_rounded_count() {
+        for (e, list) in [(123.0, 4321.0), (1234.0, 9876.0), (58.0, 2500.0), (8.0, 3000.0)] {
+            let shown: f64 = format!("{:.1}", published_rate(e, list).unwrap()).parse().unwrap();
+            // What a reader with NHS Digital's list sizes works out from the rate shown to one decimal:
+            let back = shown * list / 1000.0;
+            let half_step = 0.05 * list / 1000.0;
+            let rounded = crate::export::round5(e) as f64;
+            assert!((back - rounded).abs() <= half_step + 1e-9, "{e}: {back} vs {rounded}");
+            assert!(
+                (back - e).abs() > half_step || e == rounded,
+                "{e}: the rate narrows the count to {back} ± {half_step}, not just its rounding"
+            );
+        }
+        assert_eq!(published_rate(7.0, 3000.0), None, "a count of 1-7 has no rate either");
+    }
 
     #[test]
     fn weeks_are_monday_to_sunday() {

@@ -90,6 +90,13 @@ enum Cell {
     },
     /// An estimate (not a count of people), published as computed, rounded to whole units.
     Number(Option<f64>),
+    /// A figure published to three decimals (a level, a p-value, a percentage).
+    Decimal(Option<f64>),
+    /// An estimate withheld because the count it derives from is suppressed (`*`).
+    Hidden,
+    /// A figure computed from published figures only (a campaign's observed as the sum of the practice's published
+    /// daily figures in the window): it tells nothing they do not. `None`: one of them is suppressed or withheld.
+    Derived(Option<i64>),
 }
 
 /// Whether a count of people is small enough to identify someone (1 to 7, after rounding to a whole number): the
@@ -111,8 +118,11 @@ impl Cell {
             Cell::Count { raw: None, .. } => WITHHELD.into(),
             Cell::Count { suppressed: true, .. } => SUPPRESSED.into(),
             Cell::Count { raw: Some(v), .. } => round5(*v).to_string(),
-            Cell::Number(None) => String::new(),
+            Cell::Number(None) | Cell::Decimal(None) => String::new(),
             Cell::Number(Some(v)) => format!("{}", v.round() as i64),
+            Cell::Decimal(Some(v)) => format!("{v:.3}"),
+            Cell::Hidden | Cell::Derived(None) => SUPPRESSED.into(),
+            Cell::Derived(Some(v)) => v.to_string(),
         }
     }
 }
@@ -136,6 +146,7 @@ enum FieldType {
     Date,
     Count,
     Number,
+    Decimal,
 }
 
 struct FieldDef {
@@ -166,6 +177,9 @@ struct Table {
     groups: Vec<Group>,
     /// Columns left out of the published files (metrics not asked for).
     dropped: Vec<&'static str>,
+    /// Whether a group's total includes its withheld members (age bands: the pipeline sums the tenant's pages before
+    /// withholding small bands), so a withheld member is protected like a suppressed one.
+    withheld_in_totals: bool,
 }
 
 impl Table {
@@ -209,7 +223,12 @@ const AGE_FIELDS: &[FieldDef] = &[
     f("male", FieldType::Count, "people", "male people who engaged"),
     f("unknown", FieldType::Count, "people", "people of unknown gender who engaged"),
     f("people", FieldType::Count, "people", "all people in the band (the row total)"),
-    f("registered", FieldType::Count, "people", "registered patients mapped to the band"),
+    f(
+        "registered",
+        FieldType::Number,
+        "people",
+        "registered patients mapped to the band (NHS Digital's public 5-year groups, apportioned; left out when practices are pseudonymised, as it would re-identify them)",
+    ),
 ];
 
 const CAMPAIGN_FIELDS: &[FieldDef] = &[
@@ -219,14 +238,149 @@ const CAMPAIGN_FIELDS: &[FieldDef] = &[
     f("metric", FieldType::Text, "", "views, reach, engagements or video_views"),
     f("window_from", FieldType::Date, "", "first day of the campaign window"),
     f("window_to", FieldType::Date, "", "last day of the campaign window"),
-    f("posts", FieldType::Count, "posts", "campaign posts matched"),
+    f(
+        "posts",
+        FieldType::Number,
+        "posts",
+        "campaign posts matched (public on Facebook: not a count of people, not suppressed)",
+    ),
     f("post_lifetime", FieldType::Count, "metric units", "lifetime value of the campaign posts"),
-    f("observed", FieldType::Count, "metric units", "the pages' figure over the window"),
-    f("counterfactual", FieldType::Number, "metric units", "model estimate: the figure without the campaign"),
-    f("effect", FieldType::Number, "metric units", "model estimate: observed minus counterfactual"),
-    f("effect_lo", FieldType::Number, "metric units", "interval, low"),
-    f("effect_hi", FieldType::Number, "metric units", "interval, high"),
+    f(
+        "observed",
+        FieldType::Count,
+        "metric units",
+        "the pages' figure over the window; for reach, engaged_users, views and engagements the sum of the practice's published daily figures (as in reach_daily) over the window, `*` when any of them is suppressed or withheld",
+    ),
+    f(
+        "counterfactual",
+        FieldType::Number,
+        "metric units",
+        "model estimate: the figure without the campaign, rounded to the nearest 5 (`*` where observed is suppressed)",
+    ),
+    f(
+        "effect",
+        FieldType::Number,
+        "metric units",
+        "model estimate: the published observed minus the published counterfactual (`*` where observed is suppressed)",
+    ),
+    f("effect_lo", FieldType::Number, "metric units", "interval, low, rounded to the nearest 5"),
+    f("effect_hi", FieldType::Number, "metric units", "interval, high, rounded to the nearest 5"),
+    f(
+        "interval_level",
+        FieldType::Decimal,
+        "fraction",
+        "the interval's coverage level (0.95 when there are enough placebo weeks)",
+    ),
+    f(
+        "lift_percent",
+        FieldType::Decimal,
+        "percent",
+        "effect as a percentage of the counterfactual (from the published figures)",
+    ),
+    f("p_value", FieldType::Decimal, "probability", "placebo-in-time p-value of the effect (ALL rows)"),
+    f("method", FieldType::Text, "", "how the counterfactual was estimated"),
+    f("note", FieldType::Text, "", "why an estimate or its interval is missing or weaker"),
 ];
+
+/// Column indexes of the campaigns table.
+mod campaign_col {
+    pub const POSTS: usize = 6;
+    pub const LIFETIME: usize = 7;
+    pub const OBSERVED: usize = 8;
+    pub const COUNTERFACTUAL: usize = 9;
+    pub const EFFECT: usize = 10;
+    pub const LO: usize = 11;
+    pub const HI: usize = 12;
+    pub const LIFT: usize = 14;
+}
+
+/// The campaign metrics that are also daily columns of `reach_daily` (index of the column there).
+const DAILY_METRICS: [(&str, usize); 4] = [("reach", 3), ("engaged_users", 4), ("views", 5), ("engagements", 6)];
+
+/// A campaign's observed figure for a metric that `reach_daily` publishes, computed from the practice's published
+/// daily figures over the window (after their suppression), instead of rounding the true sum: the true sum would
+/// narrow the daily cells it adds up (a two-day window's rounded sum and its two rounded days left three possible
+/// values of each). `*` when any day in the window is suppressed or withheld, and for the `ALL` row when any practice
+/// is. `daily` is the tenant's `reach_daily` table, suppression applied.
+fn derive_campaign_observed(campaigns: &mut Table, daily: &Table) {
+    use campaign_col::*;
+    let mut published: BTreeMap<(&str, i32), &[Cell]> = BTreeMap::new();
+    for row in &daily.rows {
+        if let (Cell::Text(practice), Cell::Date(day)) = (&row[1], &row[2]) {
+            published.insert((practice.as_str(), *day), row.as_slice());
+        }
+    }
+    let value = |cell: &Cell| match cell {
+        Cell::Count { raw: Some(v), suppressed: false } => Some(round5(*v)),
+        _ => None,
+    };
+    // (campaign, metric) -> (ALL row, derived practice values)
+    let mut totals: BTreeMap<(String, String), (Option<usize>, Vec<Option<i64>>)> = BTreeMap::new();
+    for r in 0..campaigns.rows.len() {
+        let row = &campaigns.rows[r];
+        let (Cell::Text(campaign), Cell::Text(practice), Cell::Text(metric)) = (&row[1], &row[2], &row[3]) else {
+            continue;
+        };
+        let Some(&(_, col)) = DAILY_METRICS.iter().find(|(m, _)| m == metric) else { continue };
+        let (Cell::Date(from), Cell::Date(to)) = (&row[4], &row[5]) else { continue };
+        let key = (campaign.clone(), metric.clone());
+        if practice == "ALL" {
+            totals.entry(key).or_default().0 = Some(r);
+            continue;
+        }
+        let sum = (*from..=*to)
+            .map(|d| published.get(&(practice.as_str(), d)).and_then(|cells| value(&cells[col])))
+            .try_fold(0i64, |acc, v| v.map(|v| acc + v));
+        totals.entry(key).or_default().1.push(sum);
+        campaigns.rows[r][OBSERVED] = Cell::Derived(sum);
+    }
+    for (_, (all, members)) in totals {
+        if let Some(r) = all {
+            let sum = members.iter().try_fold(0i64, |acc, v| v.map(|v| acc + v));
+            campaigns.rows[r][OBSERVED] = Cell::Derived(sum.filter(|_| !members.is_empty()));
+        }
+    }
+}
+
+/// Rounds an estimate to the nearest 5, like the counts it is compared with.
+fn estimate5(v: Option<f64>) -> Cell {
+    Cell::Number(v.filter(|v| v.is_finite()).map(|v| round5(v) as f64))
+}
+
+/// Campaign estimates derived from what is published, after suppression: the counterfactual rounded to 5 and the
+/// effect as published observed minus published counterfactual, so the pair adds nothing to the rounded observed
+/// (it used to give the unrounded one back); both, the interval and the lift are withheld where observed is
+/// suppressed or withheld.
+fn derive_campaign_estimates(table: &mut Table) {
+    use campaign_col::*;
+    for row in &mut table.rows {
+        let published = match row[OBSERVED] {
+            Cell::Count { raw: Some(v), suppressed: false } => Some(round5(v) as f64),
+            Cell::Derived(Some(v)) => Some(v as f64),
+            _ => None,
+        };
+        let Some(observed) = published else {
+            for c in [COUNTERFACTUAL, EFFECT, LO, HI, LIFT] {
+                if !matches!(row[c], Cell::Number(None) | Cell::Decimal(None)) {
+                    row[c] = Cell::Hidden;
+                }
+            }
+            continue;
+        };
+        let counterfactual = match row[COUNTERFACTUAL] {
+            Cell::Number(Some(v)) => Some(round5(v) as f64),
+            _ => None,
+        };
+        row[COUNTERFACTUAL] = Cell::Number(counterfactual);
+        row[EFFECT] = Cell::Number(counterfactual.map(|cf| observed - cf));
+        for c in [LO, HI] {
+            if let Cell::Number(v) = row[c] {
+                row[c] = estimate5(v);
+            }
+        }
+        row[LIFT] = Cell::Decimal(counterfactual.filter(|cf| *cf > 0.0).map(|cf| 100.0 * (observed - cf) / cf));
+    }
+}
 
 /// Applies secondary suppression until no group with a published total has exactly one suppressed member.
 fn secondary_suppression(table: &mut Table) -> usize {
@@ -234,8 +388,11 @@ fn secondary_suppression(table: &mut Table) -> usize {
     loop {
         let mut changed = false;
         for (members, total) in &table.groups {
-            let suppressed =
-                |t: &Table, (r, c): (usize, usize)| matches!(t.rows[r][c], Cell::Count { suppressed: true, .. });
+            let suppressed = |t: &Table, (r, c): (usize, usize)| match t.rows[r][c] {
+                Cell::Count { suppressed: true, .. } => true,
+                Cell::Count { raw: None, .. } => t.withheld_in_totals,
+                _ => false,
+            };
             if suppressed(table, *total) || !matches!(table.rows[total.0][total.1], Cell::Count { raw: Some(_), .. }) {
                 continue;
             }
@@ -266,14 +423,21 @@ fn secondary_suppression(table: &mut Table) -> usize {
     }
 }
 
+pub use pulse_config::MIN_PROJECT_KEY_BYTES;
+
 struct Pseudonymiser {
     key: Vec<u8>,
+    /// The project's name: part of every HMAC input, so two projects configured with the same key still cannot be
+    /// linked.
+    project: String,
     practices: bool,
 }
 
 impl Pseudonymiser {
     fn apply(&self, kind: &str, id: &str) -> String {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(self.project.as_bytes());
+        mac.update(b"\0");
         mac.update(kind.as_bytes());
         mac.update(b":");
         mac.update(id.as_bytes());
@@ -315,30 +479,38 @@ fn in_range(d: Option<i32>, from: Option<NaiveDate>, to: Option<NaiveDate>) -> b
     d.is_some_and(|d| from.is_none_or(|f| d >= day_number(f)) && to.is_none_or(|t| d <= day_number(t)))
 }
 
-/// Weekly reach per practice with a tenant total per week computed from the unrounded practice values.
+/// Weekly reach per practice (a practice with two pages has their weeks summed: the key is the practice) with a
+/// tenant total per week computed from the unrounded practice values. A week is in range when it starts on or after
+/// `--from` and ends on or before `--to`.
 fn reach_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser, into: &mut Table) {
     let (practice, week) = (strs(b, "practice_code"), days(b, "week_ending"));
     let metrics = ["reach", "engaged_users", "views", "engagements"];
     let values: Vec<Vec<Option<f64>>> = metrics.iter().map(|m| nums(b, m)).collect();
-    let mut by_week: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    // week -> practice -> summed figures
+    let mut by_week: BTreeMap<i32, BTreeMap<String, Vec<Option<f64>>>> = BTreeMap::new();
     for (i, w) in week.iter().enumerate() {
-        if in_range(*w, spec.from, spec.to) {
-            by_week.entry(w.unwrap_or_default()).or_default().push(i);
+        if in_range(w.map(|w| w - 6), spec.from, None) && in_range(*w, None, spec.to) {
+            let figures = by_week
+                .entry(w.unwrap_or_default())
+                .or_default()
+                .entry(practice[i].clone())
+                .or_insert_with(|| vec![None; metrics.len()]);
+            for (k, v) in values.iter().enumerate() {
+                figures[k] = add_opt(figures[k], v[i]);
+            }
         }
     }
-    for (w, idx) in by_week {
+    for (w, practices) in by_week {
         let mut members = Vec::new();
-        let mut sorted = idx.clone();
-        sorted.sort_by(|a, b| practice[*a].cmp(&practice[*b]));
-        for i in sorted {
-            let mut row = vec![Cell::Text(tenant.into()), Cell::Text(p.practice(&practice[i])), Cell::Date(w)];
-            row.extend(values.iter().map(|v| Cell::count(v[i])));
+        for (code, figures) in &practices {
+            let mut row = vec![Cell::Text(tenant.into()), Cell::Text(p.practice(code)), Cell::Date(w)];
+            row.extend(figures.iter().map(|v| Cell::count(*v)));
             members.push(into.rows.len());
             into.rows.push(row);
         }
         let mut total = vec![Cell::Text(tenant.into()), Cell::Text("ALL".into()), Cell::Date(w)];
-        for v in &values {
-            let known: Vec<f64> = idx.iter().filter_map(|i| v[*i]).collect();
+        for k in 0..metrics.len() {
+            let known: Vec<f64> = practices.values().filter_map(|v| v[k]).collect();
             total.push(Cell::count((!known.is_empty()).then(|| known.iter().sum())));
         }
         let total_row = into.rows.len();
@@ -403,8 +575,14 @@ fn age_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser
     let values: Vec<Vec<Option<f64>>> = cols.iter().map(|c| nums(b, c)).collect();
     // (window, band) -> (tenant row, practice rows)
     let mut cells: BTreeMap<(i32, String), (Option<usize>, Vec<usize>)> = BTreeMap::new();
-    let mut order: Vec<usize> =
-        (0..b.num_rows()).filter(|&i| unit[i] == "people" && in_range(window[i], spec.from, spec.to)).collect();
+    // A 28-day window is in range when it starts on or after --from and ends on or before --to.
+    let mut order: Vec<usize> = (0..b.num_rows())
+        .filter(|&i| {
+            unit[i] == "people"
+                && in_range(window[i].map(|w| w - 27), spec.from, None)
+                && in_range(window[i], None, spec.to)
+        })
+        .collect();
     order.sort_by(|x, y| (window[*x], &practice[*x], &band[*x]).cmp(&(window[*y], &practice[*y], &band[*y])));
     for i in order {
         let r = into.rows.len();
@@ -414,7 +592,8 @@ fn age_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser
             Cell::Date(window[i].unwrap_or_default()),
             Cell::Text(band[i].clone()),
         ];
-        row.extend(values.iter().map(|v| Cell::count(v[i])));
+        row.extend(values[..4].iter().map(|v| Cell::count(v[i])));
+        row.push(Cell::Number(values[4][i]));
         into.rows.push(row);
         // Row group: female + male + unknown = people.
         into.groups.push(((4..7).map(|c| (r, c)).collect(), (r, 7)));
@@ -431,38 +610,86 @@ fn age_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser
     }
 }
 
+/// Adds optional values: `None` only when every one is `None`.
+fn add_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x + y),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// One row per campaign, metric and practice: a practice with two pages has its pages' figures summed (the report
+/// has a row per page; the package's key is the practice). A summed row keeps no interval (intervals do not add).
 fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser, into: &mut Table) {
+    use campaign_col::*;
     let (campaign, practice, metric) = (strs(b, "campaign"), strs(b, "practice_code"), strs(b, "metric"));
+    let (method, note) = (strs(b, "method"), strs(b, "note"));
     let (from, to) = (days(b, "window_from"), days(b, "window_to"));
-    let counts: Vec<Vec<Option<f64>>> = ["posts", "post_lifetime", "observed"].iter().map(|c| nums(b, c)).collect();
-    let estimates: Vec<Vec<Option<f64>>> =
-        ["counterfactual", "effect", "effect_lo", "effect_hi"].iter().map(|c| nums(b, c)).collect();
-    let mut groups: BTreeMap<(String, String), (Option<usize>, Vec<usize>)> = BTreeMap::new();
+    let num = |c: &str| nums(b, c);
+    let (posts, lifetime, observed, cf, effect) =
+        (num("posts"), num("post_lifetime"), num("observed"), num("counterfactual"), num("effect"));
+    let (lo, hi, level, pv) = (num("effect_lo"), num("effect_hi"), num("interval_level"), num("p_value"));
+    // (campaign, metric, practice) -> report rows, in the report's order of first appearance.
+    let mut keys: Vec<(String, String, String)> = Vec::new();
+    let mut by_key: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
     for i in 0..b.num_rows() {
-        if !in_range(from[i], spec.from, spec.to)
+        // The window starts on or after --from and ends on or before --to.
+        let inside = from[i].is_some_and(|f| spec.from.is_none_or(|s| f >= day_number(s)))
+            && to[i].is_some_and(|t| spec.to.is_none_or(|e| t <= day_number(e)));
+        if !inside
             || !(spec.campaigns.is_empty() || spec.campaigns.contains(&campaign[i]))
             || !(spec.metrics.is_empty() || spec.metrics.contains(&metric[i]))
         {
             continue;
         }
+        let key = (campaign[i].clone(), metric[i].clone(), practice[i].clone());
+        let e = by_key.entry(key.clone()).or_default();
+        if e.is_empty() {
+            keys.push(key);
+        }
+        e.push(i);
+    }
+    let mut groups: BTreeMap<(String, String), (Option<usize>, Vec<usize>)> = BTreeMap::new();
+    for key in keys {
+        let idx = &by_key[&key];
+        let i = idx[0];
+        let sum = |v: &[Option<f64>]| idx.iter().fold(None, |acc, &k| add_opt(acc, v[k]));
+        let single = idx.len() == 1;
         let r = into.rows.len();
         let mut row = vec![
             Cell::Text(tenant.into()),
-            Cell::Text(campaign[i].clone()),
-            Cell::Text(p.practice(&practice[i])),
-            Cell::Text(metric[i].clone()),
+            Cell::Text(key.0.clone()),
+            Cell::Text(p.practice(&key.2)),
+            Cell::Text(key.1.clone()),
             Cell::Date(from[i].unwrap_or_default()),
             Cell::Date(to[i].unwrap_or_default()),
         ];
-        row.extend(counts.iter().map(|v| Cell::count(v[i])));
-        row.extend(estimates.iter().map(|v| Cell::Number(v[i])));
+        row.push(Cell::Number(sum(&posts)));
+        row.push(Cell::count(sum(&lifetime)));
+        row.push(Cell::count(sum(&observed)));
+        row.push(Cell::Number(sum(&cf)));
+        row.push(Cell::Number(sum(&effect)));
+        row.push(Cell::Number(if single { lo[i] } else { None }));
+        row.push(Cell::Number(if single { hi[i] } else { None }));
+        row.push(Cell::Decimal(if single { level[i] } else { None }));
+        row.push(Cell::Decimal(None)); // lift: derived from the published figures after suppression
+        row.push(Cell::Decimal(pv[i]));
+        row.push(Cell::Text(method[i].clone()));
+        row.push(Cell::Text(if single {
+            note[i].clone()
+        } else {
+            format!("{} pages of the practice summed; no interval for the sum", idx.len())
+        }));
+        debug_assert_eq!(row.len(), CAMPAIGN_FIELDS.len());
+        debug_assert_eq!((POSTS, LIFETIME), (6, 7));
         into.rows.push(row);
-        let e = groups.entry((campaign[i].clone(), metric[i].clone())).or_default();
-        if practice[i] == "ALL" { e.0 = Some(r) } else { e.1.push(r) }
+        let e = groups.entry((key.0.clone(), key.1.clone())).or_default();
+        if key.2 == "ALL" { e.0 = Some(r) } else { e.1.push(r) }
     }
     for (_, (total, members)) in groups {
         if let Some(t) = total {
-            for c in 6..9 {
+            for c in [LIFETIME, OBSERVED] {
                 into.groups.push((members.iter().map(|r| (*r, c)).collect(), (t, c)));
             }
         }
@@ -541,7 +768,35 @@ pub async fn run<S: Store>(
             format!("export project `{}`'s key ({}): {e}", project.name, project.key.describe()),
         )
     })?;
-    let pseudo = Pseudonymiser { key: key.expose().as_bytes().to_vec(), practices: project.pseudonymise_practices };
+    if key.expose().len() < MIN_PROJECT_KEY_BYTES {
+        return Err(AppError::bad_request(format!(
+            "export project `{}`'s key is {} bytes; pseudonyms need a key of at least {MIN_PROJECT_KEY_BYTES}",
+            project.name,
+            key.expose().len()
+        ))
+        .with_hint("generate one with `openssl rand -hex 32` and store it where the key reference points")
+        .at("project"));
+    }
+    if !project.tenants.is_empty() {
+        let asked: Vec<String> = if spec.tenants.is_empty() {
+            access.scopes().iter().map(|s| s.to_string()).collect()
+        } else {
+            spec.tenants.clone()
+        };
+        if let Some(t) = asked.iter().find(|t| !project.tenants.iter().any(|p| p == *t)) {
+            return Err(AppError::new(
+                ErrorKind::Forbidden,
+                format!("export project `{}` is not agreed for tenant `{t}`", project.name),
+            )
+            .with_hint(format!("the project's tenants are {}", project.tenants.join(", ")))
+            .at("project"));
+        }
+    }
+    let pseudo = Pseudonymiser {
+        key: key.expose().as_bytes().to_vec(),
+        project: project.name.clone(),
+        practices: project.pseudonymise_practices,
+    };
     let scopes = if spec.tenants.is_empty() {
         let all = access.scopes();
         if all.len() != 1 {
@@ -571,6 +826,13 @@ pub async fn run<S: Store>(
             ))
             .at("campaigns"));
     }
+    if let (Some(from), Some(to)) = (spec.from, spec.to)
+        && from > to
+    {
+        return Err(AppError::bad_request(format!("--from {from} is after --to {to}"))
+            .with_hint("give the range earliest day first")
+            .at("from"));
+    }
     if out.exists() && std::fs::read_dir(out).map_err(|e| io(out, e))?.next().is_some() {
         return Err(AppError::bad_request(format!("{} exists and is not empty", out.display()))
             .with_hint("export into a new directory; a package is never written over another"));
@@ -587,6 +849,7 @@ pub async fn run<S: Store>(
             rows: vec![],
             groups: vec![],
             dropped: vec![],
+            withheld_in_totals: false,
         },
         Table {
             name: "reach_weekly",
@@ -597,6 +860,7 @@ pub async fn run<S: Store>(
             rows: vec![],
             groups: vec![],
             dropped: vec![],
+            withheld_in_totals: false,
         },
         Table {
             name: "age_bands",
@@ -607,6 +871,7 @@ pub async fn run<S: Store>(
             rows: vec![],
             groups: vec![],
             dropped: vec![],
+            withheld_in_totals: true,
         },
         Table {
             name: "campaigns",
@@ -617,10 +882,17 @@ pub async fn run<S: Store>(
             rows: vec![],
             groups: vec![],
             dropped: vec![],
+            withheld_in_totals: false,
         },
     ];
     let mut tables: Vec<Table> =
         tables.into_iter().filter(|t| spec.tables.is_empty() || spec.tables.iter().any(|n| n == t.name)).collect();
+    if project.pseudonymise_practices {
+        // Public list sizes would re-identify pseudonymised practices (NHS Digital publishes them by practice).
+        for t in tables.iter_mut().filter(|t| t.name == "age_bands") {
+            t.dropped.push("registered");
+        }
+    }
     if !spec.metrics.is_empty() {
         for t in tables.iter_mut().filter(|t| t.name.starts_with("reach_")) {
             t.dropped = t
@@ -702,8 +974,59 @@ pub async fn run<S: Store>(
                 }
             }
         }
+        // Campaign observed figures from the published daily ones: the tenant's reach_daily, or (when the package
+        // leaves that table out) the same daily figures built for the campaigns' windows alone, so two packages of
+        // different tables cannot be combined to narrow them either.
+        if let Some(c) = tables.iter().position(|t| t.name == "campaigns" && !t.rows.is_empty()) {
+            let window = |col: usize, first: bool| {
+                let days = tables[c].rows.iter().filter_map(|r| match r[col] {
+                    Cell::Date(d) => Some(d),
+                    _ => None,
+                });
+                if first { days.min() } else { days.max() }
+            };
+            let mut scratch = Table {
+                name: "reach_daily",
+                title: "",
+                description: "",
+                fields: DAILY_FIELDS,
+                primary_key: &[],
+                rows: vec![],
+                groups: vec![],
+                dropped: vec![],
+                withheld_in_totals: false,
+            };
+            let daily_at = tables.iter().position(|t| t.name == "reach_daily");
+            if daily_at.is_none()
+                && let (Some(from), Some(to)) = (window(4, true), window(5, false))
+            {
+                use pulse_domain::{CanonicalMetric as M, Period};
+                let filter = pulse_store::FactFilter::days(from_day_number(from), from_day_number(to))
+                    .metrics([M::PageReach, M::PageEngagedUsers, M::PageViews, M::PageEngagements])
+                    .periods([Period::Day]);
+                daily_table(&t, &store.read_page_insights(scope, &filter).await?, &pseudo, &mut scratch);
+            }
+            let daily = match daily_at {
+                Some(d) => {
+                    secondary += secondary_suppression(&mut tables[d]);
+                    std::mem::replace(&mut tables[d].rows, vec![])
+                }
+                None => {
+                    secondary_suppression(&mut scratch);
+                    std::mem::take(&mut scratch.rows)
+                }
+            };
+            scratch.rows = daily;
+            derive_campaign_observed(&mut tables[c], &scratch);
+            if let Some(d) = daily_at {
+                tables[d].rows = std::mem::take(&mut scratch.rows);
+            }
+        }
         for (t, (csv_path, w, pw)) in tables.iter_mut().zip(sinks.iter_mut()) {
             secondary += secondary_suppression(t);
+            if t.name == "campaigns" {
+                derive_campaign_estimates(t);
+            }
             suppressed += t.rows.iter().flatten().filter(|c| matches!(c, Cell::Count { suppressed: true, .. })).count();
             let published = t.published();
             for row in &t.rows {
@@ -719,6 +1042,20 @@ pub async fn run<S: Store>(
             t.rows.clear();
             t.groups.clear();
         }
+    }
+    if rows.values().sum::<usize>() == 0 {
+        drop(sinks);
+        let _ = std::fs::remove_dir_all(out);
+        let range = format!(
+            "{}..{}",
+            spec.from.map_or("the start".into(), |d| d.to_string()),
+            spec.to.map_or("the end".into(), |d| d.to_string())
+        );
+        return Err(AppError::new(ErrorKind::NotFound, format!("nothing to export in {range} for the tables asked"))
+            .with_hint("check the range against the reports' (`pulse report reach`); nothing was written or audited"));
+    }
+    if !spec.campaigns.is_empty() && rows.get("campaigns") == Some(&0) {
+        progress("note: the --campaign filter left the campaigns table empty (no window in the range)");
     }
     let mut files = Vec::new();
     let mut resources = Vec::new();
@@ -736,13 +1073,30 @@ pub async fn run<S: Store>(
                     FieldType::Text => "string",
                     FieldType::Date => "date",
                     FieldType::Count | FieldType::Number => "integer",
+                    FieldType::Decimal => "number",
                 };
                 let mut v = json!({"name": f.name, "type": ty, "description": f.description});
+                // Figures computed from other published figures only (the auditor gives them no bounds of their own).
+                match (t.name, f.name) {
+                    ("campaigns", "observed") => {
+                        v["derived_for_metrics"] = json!(DAILY_METRICS.iter().map(|(m, _)| *m).collect::<Vec<_>>())
+                    }
+                    ("campaigns", "effect" | "lift_percent") => v["derived"] = json!(true),
+                    _ => {}
+                }
+                // The unit figures are rounded to, for the disclosure auditor and for readers.
+                match (f.ty, f.name) {
+                    (FieldType::Count, _) | (FieldType::Number, "counterfactual" | "effect" | "effect_lo" | "effect_hi") => {
+                        v["rounding"] = json!(5)
+                    }
+                    (FieldType::Number, _) => v["rounding"] = json!(1),
+                    _ => {}
+                }
                 if !f.unit.is_empty() {
                     v["unit"] = json!(f.unit);
                 }
                 if f.ty == FieldType::Count {
-                    v["description"] = json!(format!("{} (disclosure-controlled: 1-7 suppressed as `*`, else rounded to the nearest 5; `withheld` where Meta withheld or did not report it)", f.description));
+                    v["description"] = json!(format!("{} (disclosure-controlled: 1-7 suppressed as `*`, else rounded to the nearest 5; `withheld` where Meta withheld or did not report it, or where the pipeline withheld an age band of fewer than 10 people)", f.description));
                 }
                 v
             })
@@ -888,6 +1242,7 @@ fn parquet_schema(defs: &[(usize, &FieldDef)]) -> Arc<Schema> {
                 FieldType::Date => Field::new(d.name, DataType::Date32, false),
                 // Suppressed and withheld cells are null here; the CSV's markers say which.
                 FieldType::Count | FieldType::Number => Field::new(d.name, DataType::Int64, true),
+                FieldType::Decimal => Field::new(d.name, DataType::Float64, true),
             })
             .collect::<Vec<_>>(),
     ))
@@ -912,9 +1267,17 @@ fn to_batch(t: &Table) -> AppResult<RecordBatch> {
                 col.map(|x| match x {
                     Cell::Count { raw: Some(v), suppressed: false } => Some(round5(*v)),
                     Cell::Number(Some(v)) => Some(v.round() as i64),
+                    Cell::Derived(v) => *v,
                     _ => None,
                 })
                 .collect::<Int64Array>(),
+            ),
+            FieldType::Decimal => Arc::new(
+                col.map(|x| match x {
+                    Cell::Decimal(Some(v)) => Some((v * 1000.0).round() / 1000.0),
+                    _ => None,
+                })
+                .collect::<Float64Array>(),
             ),
         });
     }
@@ -938,12 +1301,20 @@ fn readme_text(
          are computed from unrounded values, then rounded; secondary suppression makes sure no group with a published \
          total has exactly one suppressed cell, so none can be recovered by subtraction. {suppressed} cells suppressed, \
          {secondary} of them secondary.\n\
-         - `withheld`: Meta withheld the figure (it does not report breakdowns below 100 people) or did not report it. \
-         This is Meta's suppression, not ours.\n\
-         - Model estimates (counterfactual, effect and its interval) are not counts of people and are published rounded \
-         to whole units.\n\
+         - `withheld`: the figure is not published because Meta withheld it (it does not report breakdowns below 100 \
+         people) or did not report it, or, in `age_bands`, because our pipeline withheld a band of fewer than 10 people. \
+         A withheld age band still counts in the tenant's total, so secondary suppression protects it like a `*`.\n\
+         - Campaign estimates are derived from the published figures, after suppression: the counterfactual and the \
+         interval are rounded to the nearest 5, the effect is the published observed minus the published \
+         counterfactual (so together they say nothing the rounded observed does not), and all of them are `*` where \
+         observed is suppressed. Post counts are public on Facebook and are not suppressed. A practice with two pages \
+         has their figures summed in `reach_weekly` and `campaigns` (without an interval for the sum).\n\
          - Pseudonyms: identifiers marked sensitive are replaced by HMAC-SHA256 under the project's key, which is not in \
-         this package. The same project gets the same pseudonyms in every export; other projects cannot link them.\n\
+         this package, with the project's name in every input. The same project gets the same pseudonyms in every \
+         export; other projects cannot link them, even when configured with the same key. What pseudonyms do not \
+         protect against: anyone who also holds the non-pseudonymised reports (`pulse report reach`, which every read \
+         key of the tenant sees with codes) can match a practice's series to its code. Public list sizes, which would \
+         re-identify practices against NHS Digital's file, are left out of pseudonymised packages.\n\
          - Weeks and days are Pacific-time days, as Meta reports them.\n\n\
          Integrity: `sha256sum -c SHA256SUMS`. Machine-readable schema and provenance: `datapackage.json` \
          (Frictionless Data Package). Parquet copies hold the same rows, with suppressed and withheld cells as nulls.\n\n",
@@ -965,7 +1336,8 @@ fn readme_text(
                 FieldType::Text => "text",
                 FieldType::Date => "date",
                 FieldType::Count => "count (controlled)",
-                FieldType::Number => "estimate",
+                FieldType::Number => "number",
+                FieldType::Decimal => "decimal",
             };
             let _ = writeln!(out, "| {} | {ty} | {} | {} |", f.name, f.unit, f.description);
         }
@@ -979,7 +1351,17 @@ mod tests {
     use super::*;
 
     fn table(rows: Vec<Vec<Cell>>, groups: Vec<Group>) -> Table {
-        Table { name: "t", title: "t", description: "", fields: &[], primary_key: &[], rows, groups, dropped: vec![] }
+        Table {
+            name: "t",
+            title: "t",
+            description: "",
+            fields: &[],
+            primary_key: &[],
+            rows,
+            groups,
+            dropped: vec![],
+            withheld_in_totals: false,
+        }
     }
 
     #[test]
@@ -1039,14 +1421,17 @@ mod tests {
 
     #[test]
     fn pseudonyms_are_stable_within_a_project_and_differ_across_projects() {
-        let a = Pseudonymiser { key: b"project-a-key".to_vec(), practices: true };
-        let b = Pseudonymiser { key: b"project-b-key".to_vec(), practices: true };
+        let p =
+            |key: &[u8], project: &str| Pseudonymiser { key: key.to_vec(), project: project.into(), practices: true };
+        let (a, b) = (p(b"project-a-key", "a"), p(b"project-b-key", "b"));
+        // The same key configured for two projects still gives unlinkable pseudonyms.
+        assert_ne!(p(b"shared", "a").practice("M83001"), p(b"shared", "b").practice("M83001"));
         assert_eq!(a.practice("M83001"), a.practice("M83001"));
         assert_ne!(a.practice("M83001"), a.practice("M83002"));
         assert_ne!(a.practice("M83001"), b.practice("M83001"));
         assert_eq!(a.practice("ALL"), "ALL");
         assert!(!a.practice("M83001").contains("M83001"));
-        let plain = Pseudonymiser { key: b"k".to_vec(), practices: false };
+        let plain = Pseudonymiser { key: b"k".to_vec(), project: "a".into(), practices: false };
         assert_eq!(plain.practice("M83001"), "M83001");
     }
 }

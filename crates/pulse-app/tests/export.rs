@@ -28,7 +28,7 @@ fn demo() -> (tempfile::TempDir, PathBuf) {
     .unwrap();
     std::fs::write(
         path.join("projects.secrets.toml"),
-        "\"a\" = \"key-of-project-a-0001\"\n\"b\" = \"key-of-project-b-0002\"\n",
+        "\"a\" = \"key-of-project-a-0001-0123456789abcdef\"\n\"b\" = \"key-of-project-b-0002-0123456789abcdef\"\n",
     )
     .unwrap();
     let mut toml = std::fs::read_to_string(path.join("pulse.toml")).unwrap();
@@ -52,7 +52,74 @@ fn practices_in(dir: &Path) -> BTreeSet<String> {
 }
 
 fn python_tools() -> bool {
-    Command::new("python3").args(["-c", "import frictionless, pyarrow, duckdb"]).status().is_ok_and(|s| s.success())
+    Command::new("python3")
+        .args(["-c", "import frictionless, pyarrow, duckdb, highspy"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the package checks can run here; CI requires them.
+fn python_tools_or_skip() -> bool {
+    if python_tools() {
+        return true;
+    }
+    if std::env::var_os("PULSE_REQUIRE_PYTHON_TOOLS").is_some() {
+        panic!("PULSE_REQUIRE_PYTHON_TOOLS is set but frictionless, pyarrow, duckdb or highspy is missing");
+    }
+    eprintln!("skipped the package checks: `pip install frictionless pyarrow duckdb highspy` to run them");
+    false
+}
+
+const AUDITOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/audit/disclosure_audit.py");
+
+/// The disclosure auditor's verdict on a package: (exit code, its JSON result).
+fn audit(dir: &Path) -> (i32, serde_json::Value) {
+    let out = Command::new("python3").arg(AUDITOR).arg(dir).arg("--json").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let result = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!("auditor output for {}: {e}\n{text}\n{}", dir.display(), String::from_utf8_lossy(&out.stderr))
+    });
+    (out.status.code().unwrap_or(-1), result)
+}
+
+/// Findings of the auditor, as `table.column kind` strings.
+fn findings(result: &serde_json::Value) -> BTreeSet<String> {
+    result["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}.{} {}",
+                f["table"].as_str().unwrap(),
+                f["column"].as_str().unwrap(),
+                f["kind"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The auditor finds what a solver recovers from packages made the old way (kept as fixtures): counterfactual +
+/// effect giving back the unrounded observed, estimates giving back a suppressed observed, and a practice with two
+/// pages repeating the primary key.
+#[test]
+fn the_auditor_finds_the_recoveries_of_old_packages() {
+    if !python_tools_or_skip() {
+        return;
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("audit/fixtures");
+    let (code, result) = audit(&fixtures.join("campaign-recovery"));
+    assert_eq!(code, 1, "{result}");
+    let found = findings(&result);
+    assert!(
+        found.contains("campaigns.observed rounded") && found.contains("campaigns.observed suppressed"),
+        "{found:?}"
+    );
+    let p2 = result["findings"].as_array().unwrap().iter().find(|f| f["practice"] == "P2" && f["table"] == "campaigns");
+    assert!(p2.is_some_and(|f| f["values"].as_u64().unwrap() < 7), "{result}");
+    let (code, result) = audit(&fixtures.join("two-pages"));
+    assert_eq!(code, 1, "{result}");
+    assert!(result["invalid"][0]["why"].as_str().unwrap().contains("primary key repeats"), "{result}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,17 +206,59 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     let e = export::run(&store, &config, &operator, &spec("a"), &a1.dir, &mut |_| {}).await.unwrap_err();
     assert!(e.message.contains("not empty"), "{e}");
 
+    // A backwards range, and a range with nothing in it, are refused without writing or auditing anything.
+    let audited = export::log(&store, &operator, None).await.unwrap().len();
+    let mut backwards = spec("a");
+    backwards.from = Some(chrono::NaiveDate::from_ymd_opt(2018, 3, 1).unwrap());
+    backwards.to = Some(chrono::NaiveDate::from_ymd_opt(2018, 2, 1).unwrap());
+    let e = export::run(&store, &config, &operator, &backwards, &out.path().join("r"), &mut |_| {}).await.unwrap_err();
+    assert!(e.message.contains("is after --to"), "{e}");
+    let mut future = spec("a");
+    future.from = Some(chrono::NaiveDate::from_ymd_opt(2030, 1, 1).unwrap());
+    let e = export::run(&store, &config, &operator, &future, &out.path().join("f"), &mut |_| {}).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert!(!out.path().join("f").exists());
+    assert_eq!(export::log(&store, &operator, None).await.unwrap().len(), audited, "nothing audited");
+
+    // A project's tenants bound who may export under it; a short key is refused.
+    let mut bound = config.clone();
+    bound.export_projects[0].tenants = vec!["stoke".into()];
+    let e = export::run(&store, &bound, &operator, &spec("a"), &out.path().join("t"), &mut |_| {}).await.unwrap_err();
+    assert!(e.kind == ErrorKind::Forbidden && e.message.contains("not agreed for tenant `north-staffs`"), "{e}");
+    std::fs::write(dir.join("projects.secrets.toml"), "\"a\" = \"short-key\"\n\"b\" = \"short\"\n").unwrap();
+    let e = export::run(&store, &config, &operator, &spec("a"), &out.path().join("k"), &mut |_| {}).await.unwrap_err();
+    assert!(e.message.contains("9 bytes") && e.message.contains("at least 32"), "{e}");
+
+    // The stroke-video month for both tenants: the hard cases the auditor must pass on (pseudonymised practices,
+    // several tenants, a one-day campaign window against daily figures).
+    let mut month = spec("a");
+    month.tenants = vec!["north-staffs".into(), "stoke".into()];
+    month.from = Some(chrono::NaiveDate::from_ymd_opt(2018, 2, 26).unwrap());
+    month.to = Some(chrono::NaiveDate::from_ymd_opt(2018, 3, 25).unwrap());
+    std::fs::write(
+        dir.join("projects.secrets.toml"),
+        "\"a\" = \"key-of-project-a-0001-0123456789abcdef\"\n\"b\" = \"key-of-project-b-0002-0123456789abcdef\"\n",
+    )
+    .unwrap();
+    let m = export::run(&store, &config, &operator, &month, &out.path().join("month"), &mut |_| {}).await.unwrap();
+    let weekly = std::fs::read_to_string(m.dir.join("reach_weekly.csv")).unwrap();
+    assert!(
+        weekly.lines().skip(1).all(|l| l.split(',').nth(2).unwrap() >= "2018-03-04"),
+        "weeks start on or after --from"
+    );
+    let age = std::fs::read_to_string(m.dir.join("age_bands.csv")).unwrap();
+    assert!(!age.lines().next().unwrap().contains("registered"), "list sizes re-identify pseudonymised practices");
+
     // From the outside, with a researcher's tools.
-    if !python_tools() {
-        if std::env::var_os("PULSE_REQUIRE_PYTHON_TOOLS").is_some() {
-            panic!("PULSE_REQUIRE_PYTHON_TOOLS is set but frictionless, pyarrow or duckdb is missing");
-        }
-        eprintln!("skipped the package checks: `pip install frictionless pyarrow duckdb` to run them");
+    if !python_tools_or_skip() {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/export_check.py");
-    for d in [&a1.dir, &b.dir, &v.dir] {
+    for d in [&a1.dir, &b.dir, &v.dir, &m.dir] {
         let status = Command::new("python3").arg(script).arg(d).status().unwrap();
         assert!(status.success(), "package checks failed for {}", d.display());
     }
+    let (code, result) = audit(&m.dir);
+    assert_eq!(code, 0, "the disclosure audit of {}: {result}", m.dir.display());
+    assert!(result["cells_checked"].as_u64().unwrap() > 1000, "{result}");
 }

@@ -36,14 +36,14 @@ for res in pkg["resources"]:
             n = int(v)
             if 1 <= n <= 7 or n % 5 != 0:
                 failures.append(f"{res['name']}.{c} = {n}")
-    types = {f["name"]: {"string": "VARCHAR", "date": "DATE", "integer": "BIGINT"}[f["type"]] for f in fields}
+    types = {f["name"]: {"string": "VARCHAR", "date": "DATE", "integer": "BIGINT", "number": "DOUBLE"}[f["type"]] for f in fields}
     n = duckdb.sql(f"SELECT count(*) FROM read_csv('{os.path.join(d, res['path'])}', header=true, nullstr=['*', 'withheld', ''], columns={types})").fetchall()[0][0]
     if n != len(rows):
         failures.append(f"duckdb read {res['name']} with another row count")
     table = pq.read_table(os.path.join(d, res["name"] + ".parquet"))
     for f in fields:
         t = str(table.schema.field(f["name"]).type)
-        want = {"string": "string", "date": "date32[day]", "integer": "int64"}[f["type"]]
+        want = {"string": "string", "date": "date32[day]", "integer": "int64", "number": "double"}[f["type"]]
         if t != want:
             failures.append(f"{res['name']}.{f['name']} is {t} in Parquet, declared {f['type']}")
     if table.num_rows != len(rows):

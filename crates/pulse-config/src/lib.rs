@@ -13,8 +13,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    CampaignConfig, ClickHouseConfig, Config, DigestConfig, ExportProjectConfig, GraphConfig, PageConfig,
-    PracticeConfig, SchedulerConfig, ServerConfig, SmtpConfig, SmtpSecurity, StoreBackend, StoreConfig,
+    CampaignConfig, ClickHouseConfig, Config, DigestConfig, ExportProjectConfig, GraphConfig, MIN_PROJECT_KEY_BYTES,
+    PageConfig, PracticeConfig, SchedulerConfig, ServerConfig, SmtpConfig, SmtpSecurity, StoreBackend, StoreConfig,
     SubscriptionConfig, TenantConfig, is_loopback, plausible_email, real_date,
 };
 pub use secret::{Secret, SecretError, SecretRef};

@@ -228,6 +228,10 @@ pub struct ExportProjectConfig {
     /// Replace practice codes with pseudonyms too (they are public; page and post ids always are).
     #[serde(default)]
     pub pseudonymise_practices: bool,
+    /// The tenants the project's data-sharing agreement covers; an export for any other tenant is refused. Empty:
+    /// any tenant the caller may read (`pulse config check` warns).
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 fn default_licence() -> String {
@@ -855,7 +859,13 @@ pub struct Summary {
     pub tenants: Vec<TenantSummary>,
     pub store: String,
     pub graph: String,
+    /// Each export project: (name, what `config check` says of it, whether that is a refusal).
+    pub export_projects: Vec<(String, String, bool)>,
 }
+
+/// The shortest export project key accepted: an HMAC-SHA256 key of fewer than 32 bytes can be brute-forced, and
+/// with it every pseudonym reversed against the public list of practice codes.
+pub const MIN_PROJECT_KEY_BYTES: usize = 32;
 
 #[derive(Debug, Clone)]
 pub struct TenantSummary {
@@ -950,6 +960,40 @@ impl Config {
                 },
             }
         );
-        Summary { tenants, store, graph }
+        let export_projects = self
+            .export_projects
+            .iter()
+            .map(|p| {
+                let unknown: Vec<&str> = p
+                    .tenants
+                    .iter()
+                    .filter(|t| !self.tenants.iter().any(|c| c.id.as_str() == t.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                let (text, refused) = match self.resolve(&p.key) {
+                    Err(e) => (
+                        format!("key unavailable here: {e} ({}); exports will fail until it is", p.key.describe()),
+                        false,
+                    ),
+                    Ok(k) if k.expose().len() < MIN_PROJECT_KEY_BYTES => (
+                        format!(
+                            "key is {} bytes, need at least {MIN_PROJECT_KEY_BYTES} (`openssl rand -hex 32`); exports \
+                             are refused",
+                            k.expose().len()
+                        ),
+                        true,
+                    ),
+                    Ok(_) if !unknown.is_empty() => (format!("names unknown tenant(s) {}", unknown.join(", ")), true),
+                    Ok(_) if p.tenants.is_empty() => (
+                        "key ok; names no tenants, so any tenant the caller reads may export under it (set `tenants`)"
+                            .to_owned(),
+                        false,
+                    ),
+                    Ok(_) => (format!("key ok; tenants {}", p.tenants.join(", ")), false),
+                };
+                (p.name.clone(), text, refused)
+            })
+            .collect();
+        Summary { tenants, store, graph, export_projects }
     }
 }

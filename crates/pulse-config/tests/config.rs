@@ -265,3 +265,37 @@ fn schedules_mail_and_digest_lists_are_checked_with_the_field_named() {
     assert_eq!(config.smtp.unwrap().port(), 2525);
     assert_eq!(config.subscriptions[0].recipients, vec!["a@b.nhs.uk"]);
 }
+
+#[test]
+fn export_projects_with_a_short_key_or_an_unknown_tenant_are_refused_and_keys_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "k".repeat(32);
+    std::fs::write(dir.path().join("keys.toml"), format!("short = \"tiny-secret-key\"\nlong = \"{long}\"\n")).unwrap();
+    let text = r#"
+[[tenant]]
+id = "a"
+name = "A"
+[[export_project]]
+name = "short"
+key = { file = "keys.toml", key = "short" }
+[[export_project]]
+name = "stranger"
+key = { file = "keys.toml", key = "long" }
+tenants = ["a", "zz"]
+[[export_project]]
+name = "open"
+key = { file = "keys.toml", key = "long" }
+[[export_project]]
+name = "bound"
+key = { file = "keys.toml", key = "long" }
+tenants = ["a"]
+"#;
+    let config = parse(text, &dir.path().join("pulse.toml")).unwrap();
+    let projects = config.summary().export_projects;
+    let by = |n: &str| projects.iter().find(|p| p.0 == n).unwrap().clone();
+    assert!(by("short").2 && by("short").1.contains("15 bytes, need at least 32"), "{projects:?}");
+    assert!(by("stranger").2 && by("stranger").1.contains("unknown tenant(s) zz"), "{projects:?}");
+    assert!(!by("open").2 && by("open").1.contains("names no tenants"), "{projects:?}");
+    assert_eq!(by("bound"), ("bound".into(), "key ok; tenants a".into(), false));
+    assert!(!format!("{projects:?}").contains("tiny-secret-key"));
+}

@@ -58,6 +58,18 @@ pub fn run(path: &Path, cmd: ConfigCommand) -> Result<ExitCode> {
             }
         }
     }
+    let mut refused = false;
+    if !summary.export_projects.is_empty() {
+        crate::outln!();
+        for (name, text, bad) in &summary.export_projects {
+            refused |= bad;
+            crate::outln!("export project {name}: {}{text}", if *bad { "REFUSED: " } else { "" });
+        }
+    }
+    if refused {
+        crate::errln!("an export project is refused (see above); fix its key or tenants");
+        return Ok(ExitCode::from(1));
+    }
     let problems = summary.strict_problems();
     if strict && !problems.is_empty() {
         crate::errln!("--strict: {} problem(s):", problems.len());

@@ -30,7 +30,7 @@ pub fn demo_dir() -> PathBuf {
         // And a digest list per tenant, unsubscribe links signed with a key in the same file.
         std::fs::write(
             path.join("projects.secrets.toml"),
-            "\"study\" = \"key-of-the-test-study-0001\"\n\"digest\" = \"link-secret-of-the-tests\"\n",
+            "\"study\" = \"key-of-the-test-study-0001-0123456789abcdef\"\n\"digest\" = \"link-secret-of-the-tests\"\n",
         )
         .unwrap();
         let mut toml = std::fs::read_to_string(path.join("pulse.toml")).unwrap();
