@@ -86,6 +86,25 @@ def read_package(d):
     return pkg, tables, invalid
 
 
+class Totals:
+    """Groups of practice cells and the `ALL` cell they add up to, related once all are read."""
+
+    def __init__(self):
+        self.groups = defaultdict(lambda: {"all": None, "members": []})
+
+    def add(self, key, var, practice):
+        g = self.groups[key]
+        if practice == "ALL":
+            g["all"] = var
+        else:
+            g["members"].append(var)
+
+    def relate(self, model, family):
+        for g in self.groups.values():
+            if g["all"] is not None and g["members"]:
+                model.relate(family, [(g["all"], 1.0)] + [(v, -1.0) for v in g["members"]])
+
+
 def cell_var(model, fields, table, i, row, col, withheld_cap=None):
     """The variable for a published cell (None: empty, no relation can use it)."""
     f = fields.get(col)
@@ -104,7 +123,9 @@ def cell_var(model, fields, table, i, row, col, withheld_cap=None):
         return model.var(cell, -INF, INF)
     if text in ("*", "withheld"):
         cell["kind"] = "suppressed" if text == "*" else "withheld"
-        return model.var(cell, 0.0, INF if withheld_cap is None else withheld_cap)
+        # A `*` is never a zero (zeros are published): at least 1 once rounded.
+        low = 0.5 if text == "*" else 0.0
+        return model.var(cell, low, INF if withheld_cap is None else withheld_cap)
     value = float(text)
     if count:
         cell["kind"] = "rounded"
@@ -130,23 +151,18 @@ def build(tables):
         if name not in tables:
             continue
         fields, rows = tables[name]
-        groups = defaultdict(lambda: {"all": None, "members": []})
+        totals = Totals()
         for i, r in enumerate(rows):
             for metric in REACH_METRICS:
                 v = cell_var(m, fields, name, i, r, metric)
                 if v is None:
                     continue
-                g = groups[(r["tenant_id"], r[key], metric)]
-                if r["practice"] == "ALL":
-                    g["all"] = v
-                else:
-                    if m.cells[v]["kind"] != "withheld":
-                        g["members"].append(v)
+                if r["practice"] == "ALL" or m.cells[v]["kind"] != "withheld":
+                    totals.add((r["tenant_id"], r[key], metric), v, r["practice"])
+                if r["practice"] != "ALL":
                     target = daily if name == "reach_daily" else weekly
                     target[(r["tenant_id"], r["practice"], day_of(r[key]), metric)] = v
-        for g in groups.values():
-            if g["all"] is not None and g["members"]:
-                m.relate(f"{name}: ALL = sum of practices", [(g["all"], 1.0)] + [(v, -1.0) for v in g["members"]])
+        totals.relate(m, f"{name}: ALL = sum of practices")
     # weeks and days
     for (tenant, practice, week, metric), w in weekly.items():
         days = [daily.get((tenant, practice, week - k, metric)) for k in range(7)]
@@ -162,7 +178,7 @@ def build(tables):
     if "age_bands" in tables:
         fields, rows = tables["age_bands"]
         cols = ["female", "male", "unknown", "people"]
-        groups = defaultdict(lambda: {"all": None, "members": []})
+        totals = Totals()
         for i, r in enumerate(rows):
             small = all(r.get(c, "") == "withheld" for c in cols)
             vs = {c: cell_var(m, fields, "age_bands", i, r, c, SMALL_CELL if small else None) for c in cols}
@@ -172,37 +188,30 @@ def build(tables):
                     [(vs["female"], 1.0), (vs["male"], 1.0), (vs["unknown"], 1.0), (vs["people"], -1.0)],
                 )
             for c in cols:
-                if vs[c] is None:
-                    continue
-                g = groups[(r["tenant_id"], r["window_end"], r["age_band"], c)]
-                if r["practice"] == "ALL":
-                    g["all"] = vs[c]
-                else:
-                    g["members"].append(vs[c])
+                if vs[c] is not None:
+                    totals.add((r["tenant_id"], r["window_end"], r["age_band"], c), vs[c], r["practice"])
             cell_var(m, fields, "age_bands", i, r, "registered")
-        for g in groups.values():
-            if g["all"] is not None and g["members"]:
-                m.relate("age bands: ALL = sum of practices", [(g["all"], 1.0)] + [(v, -1.0) for v in g["members"]])
+        totals.relate(m, "age bands: ALL = sum of practices")
     # campaigns
     if "campaigns" in tables:
         fields, rows = tables["campaigns"]
-        summed = ["posts", "post_lifetime", "observed", "counterfactual", "effect"]
-        groups = defaultdict(lambda: {"all": None, "members": []})
+        # The ALL row's counterfactual carries the estimator's bias correction and its posts every matched post
+        # (pages left out for incomplete data included): only these add up.
+        summed = ["post_lifetime", "observed"]
+        totals = Totals()
         for i, r in enumerate(rows):
-            vs = {c: cell_var(m, fields, "campaigns", i, r, c) for c in summed + ["effect_lo", "effect_hi"]}
+            vs = {
+                c: cell_var(m, fields, "campaigns", i, r, c)
+                for c in summed + ["posts", "counterfactual", "effect", "effect_lo", "effect_hi"]
+            }
             if all(vs[c] is not None for c in ("observed", "counterfactual", "effect")):
                 m.relate(
                     "campaigns: observed = counterfactual + effect",
                     [(vs["observed"], 1.0), (vs["counterfactual"], -1.0), (vs["effect"], -1.0)],
                 )
             for c in summed:
-                if vs[c] is None:
-                    continue
-                g = groups[(r["tenant_id"], r["campaign"], r["metric"], c)]
-                if r["practice"] == "ALL":
-                    g["all"] = vs[c]
-                else:
-                    g["members"].append(vs[c])
+                if vs[c] is not None:
+                    totals.add((r["tenant_id"], r["campaign"], r["metric"], c), vs[c], r["practice"])
             if r["practice"] != "ALL" and r["metric"] in REACH_METRICS and vs["observed"] is not None:
                 start, end = day_of(r["window_from"]), day_of(r["window_to"])
                 days = [daily.get((r["tenant_id"], r["practice"], d, r["metric"])) for d in range(start, end + 1)]
@@ -211,9 +220,7 @@ def build(tables):
                         "campaigns: observed = sum of the practice's daily figures in the window",
                         [(vs["observed"], 1.0)] + [(d, -1.0) for d in days],
                     )
-        for g in groups.values():
-            if g["all"] is not None and g["members"]:
-                m.relate("campaigns: ALL = sum of practices", [(g["all"], 1.0)] + [(v, -1.0) for v in g["members"]])
+        totals.relate(m, "campaigns: ALL = sum of practices")
     return m
 
 

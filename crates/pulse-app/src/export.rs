@@ -183,6 +183,21 @@ struct Table {
 }
 
 impl Table {
+    /// A table of these fields with nothing in it (a scratch view).
+    fn empty(fields: &'static [FieldDef]) -> Self {
+        Table {
+            name: "",
+            title: "",
+            description: "",
+            fields,
+            primary_key: &[],
+            rows: vec![],
+            groups: vec![],
+            dropped: vec![],
+            withheld_in_totals: false,
+        }
+    }
+
     /// The published columns: their index in a row and their definition.
     fn published(&self) -> Vec<(usize, &'static FieldDef)> {
         self.fields.iter().enumerate().filter(|(_, f)| !self.dropped.contains(&f.name)).collect()
@@ -292,6 +307,7 @@ mod campaign_col {
     pub const LO: usize = 11;
     pub const HI: usize = 12;
     pub const LIFT: usize = 14;
+    pub const P_VALUE: usize = 15;
 }
 
 /// The campaign metrics that are also daily columns of `reach_daily` (index of the column there).
@@ -360,7 +376,7 @@ fn derive_campaign_estimates(table: &mut Table) {
             _ => None,
         };
         let Some(observed) = published else {
-            for c in [COUNTERFACTUAL, EFFECT, LO, HI, LIFT] {
+            for c in [COUNTERFACTUAL, EFFECT, LO, HI, LIFT, P_VALUE] {
                 if !matches!(row[c], Cell::Number(None) | Cell::Decimal(None)) {
                     row[c] = Cell::Hidden;
                 }
@@ -679,7 +695,7 @@ fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudony
         row.push(Cell::Text(if single {
             note[i].clone()
         } else {
-            format!("{} pages of the practice summed; no interval for the sum", idx.len())
+            "pages of the practice summed; no interval for the sum".to_owned()
         }));
         debug_assert_eq!(row.len(), CAMPAIGN_FIELDS.len());
         debug_assert_eq!((POSTS, LIFETIME), (6, 7));
@@ -892,6 +908,10 @@ pub async fn run<S: Store>(
         for t in tables.iter_mut().filter(|t| t.name == "age_bands") {
             t.dropped.push("registered");
         }
+        // A practice's campaign posts and their lifetime figures are public on its page: they would fingerprint it.
+        for t in tables.iter_mut().filter(|t| t.name == "campaigns") {
+            t.dropped.extend(["posts", "post_lifetime"]);
+        }
     }
     if !spec.metrics.is_empty() {
         for t in tables.iter_mut().filter(|t| t.name.starts_with("reach_")) {
@@ -974,53 +994,16 @@ pub async fn run<S: Store>(
                 }
             }
         }
-        // Campaign observed figures from the published daily ones: the tenant's reach_daily, or (when the package
-        // leaves that table out) the same daily figures built for the campaigns' windows alone, so two packages of
-        // different tables cannot be combined to narrow them either.
-        if let Some(c) = tables.iter().position(|t| t.name == "campaigns" && !t.rows.is_empty()) {
-            let window = |col: usize, first: bool| {
-                let days = tables[c].rows.iter().filter_map(|r| match r[col] {
-                    Cell::Date(d) => Some(d),
-                    _ => None,
-                });
-                if first { days.min() } else { days.max() }
-            };
-            let mut scratch = Table {
-                name: "reach_daily",
-                title: "",
-                description: "",
-                fields: DAILY_FIELDS,
-                primary_key: &[],
-                rows: vec![],
-                groups: vec![],
-                dropped: vec![],
-                withheld_in_totals: false,
-            };
-            let daily_at = tables.iter().position(|t| t.name == "reach_daily");
-            if daily_at.is_none()
-                && let (Some(from), Some(to)) = (window(4, true), window(5, false))
-            {
-                use pulse_domain::{CanonicalMetric as M, Period};
-                let filter = pulse_store::FactFilter::days(from_day_number(from), from_day_number(to))
-                    .metrics([M::PageReach, M::PageEngagedUsers, M::PageViews, M::PageEngagements])
-                    .periods([Period::Day]);
-                daily_table(&t, &store.read_page_insights(scope, &filter).await?, &pseudo, &mut scratch);
-            }
-            let daily = match daily_at {
-                Some(d) => {
-                    secondary += secondary_suppression(&mut tables[d]);
-                    std::mem::replace(&mut tables[d].rows, vec![])
-                }
-                None => {
-                    secondary_suppression(&mut scratch);
-                    std::mem::take(&mut scratch.rows)
-                }
-            };
-            scratch.rows = daily;
-            derive_campaign_observed(&mut tables[c], &scratch);
-            if let Some(d) = daily_at {
-                tables[d].rows = std::mem::take(&mut scratch.rows);
-            }
+        // Campaign observed figures from the published daily ones, when the package publishes reach_daily (then the
+        // true sum would narrow the daily cells it adds up). Without reach_daily, observed is rounded like any count.
+        let daily_at = tables.iter().position(|t| t.name == "reach_daily");
+        let campaigns_at = tables.iter().position(|t| t.name == "campaigns");
+        if let (Some(d), Some(c)) = (daily_at, campaigns_at) {
+            secondary += secondary_suppression(&mut tables[d]);
+            let daily = std::mem::take(&mut tables[d].rows);
+            let view = Table { rows: daily, ..Table::empty(DAILY_FIELDS) };
+            derive_campaign_observed(&mut tables[c], &view);
+            tables[d].rows = view.rows;
         }
         for (t, (csv_path, w, pw)) in tables.iter_mut().zip(sinks.iter_mut()) {
             secondary += secondary_suppression(t);
@@ -1059,6 +1042,7 @@ pub async fn run<S: Store>(
     }
     let mut files = Vec::new();
     let mut resources = Vec::new();
+    let has_daily = tables.iter().any(|t| t.name == "reach_daily");
     for (t, (csv_path, mut w, pw)) in tables.iter().zip(sinks) {
         w.flush().map_err(|e| io(&csv_path, e))?;
         drop(w);
@@ -1078,7 +1062,7 @@ pub async fn run<S: Store>(
                 let mut v = json!({"name": f.name, "type": ty, "description": f.description});
                 // Figures computed from other published figures only (the auditor gives them no bounds of their own).
                 match (t.name, f.name) {
-                    ("campaigns", "observed") => {
+                    ("campaigns", "observed") if has_daily => {
                         v["derived_for_metrics"] = json!(DAILY_METRICS.iter().map(|(m, _)| *m).collect::<Vec<_>>())
                     }
                     ("campaigns", "effect" | "lift_percent") => v["derived"] = json!(true),

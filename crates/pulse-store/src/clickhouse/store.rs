@@ -320,7 +320,7 @@ impl ClickHouseStore {
     /// The replica of `shard` this process uses: chosen on first use as the first, in the definition's order, that
     /// answers and has no replication backlog in this database (a replica just back from an outage is still
     /// fetching what the others took meanwhile); failing that, the first that answers.
-    async fn replica_in_use(&self, routes: &Routes, shard: &Shard) -> usize {
+    pub(super) async fn replica_in_use(&self, routes: &Routes, shard: &Shard) -> usize {
         if let Some(&i) = routes.in_use.lock().unwrap_or_else(|p| p.into_inner()).get(&shard.num) {
             return i;
         }
@@ -354,6 +354,28 @@ impl ClickHouseStore {
         };
         let shard = self.shard_in(routes, tenant).await?;
         self.on_given_shard(routes, shard, statement, op).await
+    }
+
+    /// Runs `op` once on the replica in use on `shard` (checked first, as every statement is), without moving to
+    /// another replica on failure: for a statement that must not be sent twice.
+    pub(super) async fn on_replica_in_use<T, F, Fut>(
+        &self,
+        routes: &Routes,
+        shard: &Shard,
+        statement: &str,
+        op: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = clickhouse::error::Result<T>>,
+    {
+        let i = self.replica_in_use(routes, shard).await;
+        let (replica, client) = (&shard.replicas[i], &routes.clients[&shard.num][i]);
+        match self.verify_node(routes, replica, client).await {
+            Ok(()) => op(client.clone()).await.map_err(|e| self.error_at(&replica.url, statement, e)),
+            Err(Either::Client(e)) => Err(self.error_at(&replica.url, statement, e)),
+            Err(Either::Store(e)) => Err(e),
+        }
     }
 
     /// As [`Self::on_shard`], on a shard named by the caller.
