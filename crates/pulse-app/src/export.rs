@@ -331,7 +331,8 @@ fn derive_campaign_observed(campaigns: &mut Table, daily: &Table) {
         _ => None,
     };
     // (campaign, metric) -> (ALL row, derived practice values)
-    let mut totals: BTreeMap<(String, String), (Option<usize>, Vec<Option<i64>>)> = BTreeMap::new();
+    type Derived = (Option<usize>, Vec<Option<i64>>);
+    let mut totals: BTreeMap<(String, String), Derived> = BTreeMap::new();
     for r in 0..campaigns.rows.len() {
         let row = &campaigns.rows[r];
         let (Cell::Text(campaign), Cell::Text(practice), Cell::Text(metric)) = (&row[1], &row[2], &row[3]) else {
