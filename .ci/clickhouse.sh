@@ -47,13 +47,13 @@ clickhouse-server --config-file="$DIR/config.xml" >"$DIR/log/stdout.log" 2>&1 &
 echo $! > "$DIR/pid"
 # A caller that needs to stop this server (a test killing it mid-ingest) asks where its pid file is.
 if [ -n "${PULSE_CLICKHOUSE_DIR_FILE:-}" ]; then echo "$DIR" > "$PULSE_CLICKHOUSE_DIR_FILE"; fi
-for _ in $(seq 1 60); do
+for _ in $(seq 1 120); do
   if curl -fsS "http://127.0.0.1:$HTTP_PORT/ping" >/dev/null 2>&1; then
     echo "http://127.0.0.1:$HTTP_PORT"
     exit 0
   fi
   sleep 0.5
 done
-echo "clickhouse-server did not answer on 127.0.0.1:$HTTP_PORT within 30 s; see $DIR/log" >&2
-tail -20 "$DIR/log/"*.log >&2 || true
+echo "clickhouse-server did not answer on 127.0.0.1:$HTTP_PORT within 60 s; see $DIR/log" >&2
+tail -n 20 "$DIR"/log/*.log >&2 || true
 exit 1
