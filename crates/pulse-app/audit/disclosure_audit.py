@@ -5,9 +5,11 @@ For every suppressed (`*`), withheld or rounded count in the package, the audito
 consistent with everything the package publishes, by linear programming (HiGHS) over the relations between its
 figures, the way tau-ARGUS and sdcTable compute protection intervals:
 
-- each published figure: a count rounded to the nearest 5 lies within 2.5 of it (a published 0 is exactly 0: 1 and 2
-  would have been suppressed); an estimate lies within half its rounding unit; a suppressed or withheld cell is only
-  known to be at least 0 (a whole age-band row our pipeline withheld for having fewer than 10 people: below 10);
+- each published figure: a count is a whole number; rounded to the nearest 5 it lies within 2 of the published figure,
+  rounded by controlled rounding (the members of a group the package declares in `controlled_rounding`, adding up
+  to their total) within 4; a published count other than 0 is at least 8 (1 to 7 are suppressed) and a published 0
+  is exactly 0; an estimate lies within half its rounding unit; a suppressed cell is at least 1 and a withheld one
+  at least 0 (a whole age-band row our pipeline withheld for having fewer than 10 people: below 10);
 - totals: the `ALL` rows are the sum of their practices (reach tables: of the practices not withheld; age bands: of
   all, as the pipeline sums the tenant's pages before withholding); female + male + unknown = people;
 - campaigns: observed = counterfactual + effect, and each practice's observed is the sum of its daily figures over
@@ -19,10 +21,13 @@ figures, the way tau-ARGUS and sdcTable compute protection intervals:
 A relation family that the package's figures contradict (the LP is infeasible with it) is reported and left out, so
 the audit never rests on a relation the data does not satisfy.
 
+A digest's published figures (`pulse digest preview --out F` writes F.figures.json) are audited the same way: its
+counts of people, and the changes, rates and shares it computes, which must come from the published counts.
+
 Goal (README, "Research exports"): no suppressed or withheld cell narrowed to fewer than 7 possible whole values, no
 rounded count (other than a published 0) to fewer than 5. Exit code 1 when any cell misses it, 2 on a bad package.
 
-    python3 disclosure_audit.py PACKAGE_DIR [--json] [--limit N]
+    python3 disclosure_audit.py PACKAGE_DIR|DIGEST.figures.json [--json] [--limit N]
 """
 import argparse
 import csv
@@ -71,6 +76,8 @@ def read_package(d):
     for res in pkg["resources"]:
         fields = {f["name"]: f for f in res["schema"]["fields"]}
         rows = list(csv.DictReader(open(os.path.join(d, res["path"]), newline="")))
+        for f in fields.values():
+            f["_controlled"] = res.get("controlled_rounding")
         tables[res["name"]] = (fields, rows)
         key = res["schema"].get("primaryKey") or []
         seen = {}
@@ -105,14 +112,26 @@ class Totals:
                 model.relate(family, [(g["all"], 1.0)] + [(v, -1.0) for v in g["members"]])
 
 
-def cell_var(model, fields, table, i, row, col, withheld_cap=None):
-    """The variable for a published cell (None: empty, no relation can use it)."""
+def is_total(controlled, row, col):
+    """Whether a cell is a total of a controlled-rounding group (rounded to the nearest 5, not controlled)."""
+    totals = (controlled or {}).get("totals", {})
+    return col == totals.get("column") or ("practice" in totals and row.get("practice") == totals["practice"])
+
+
+def cell_var(model, fields, table, i, row, col, withheld_cap=None, controlled=None):
+    """The variable for a published cell (None: empty, no relation can use it).
+
+    Bounds are the whole values the published figure allows: a count rounded to the nearest 5 is within 2 of it, one
+    rounded by controlled rounding (a member of a group adding up to its total) within 4; a published count other
+    than 0 is at least 8 (1 to 7 are suppressed); a published 0 is exactly 0.
+    """
     f = fields.get(col)
     if f is None or col not in row:
         return None
     text = row[col].strip()
     count = "disclosure-controlled" in f.get("description", "")
     rounding = float(f.get("rounding", 5 if count else 1))
+    controlled = controlled or f.get("_controlled")
     cell = {"table": table, "row": i + 2, "column": col, "published": text, "practice": row.get("practice", "")}
     if text == "":
         return None
@@ -124,14 +143,15 @@ def cell_var(model, fields, table, i, row, col, withheld_cap=None):
     if text in ("*", "withheld"):
         cell["kind"] = "suppressed" if text == "*" else "withheld"
         # A `*` is never a zero (zeros are published): at least 1 once rounded.
-        low = 0.5 if text == "*" else 0.0
+        low = 1.0 if text == "*" else 0.0
         return model.var(cell, low, INF if withheld_cap is None else withheld_cap)
     value = float(text)
     if count:
         cell["kind"] = "rounded"
         if value == 0:
             return model.var(cell, 0.0, 0.0)
-        return model.var(cell, max(0.0, value - rounding / 2), value + rounding / 2)
+        spread = (rounding - 1) if controlled and not is_total(controlled, row, col) else (rounding - 1) // 2
+        return model.var(cell, max(8.0, value - spread), value + spread)
     cell["kind"] = "estimate"
     return model.var(cell, value - rounding / 2, value + rounding / 2)
 
@@ -321,7 +341,79 @@ def possible_values(lo, hi):
     return max(0, math.floor(hi + 1e-6) - math.ceil(lo - 1e-6) + 1)
 
 
+def shown_number(text):
+    """A figure as the digest shows it ("12,345", "+18%", "3.4"), or None."""
+    try:
+        return float(text.replace(",", "").replace("%", ""))
+    except ValueError:
+        return None
+
+
+def build_digest(figures):
+    """The model of a digest's published figures (`pulse digest preview` writes them as F.figures.json).
+
+    Counts of people are shown rounded to 5 (within 2 of the truth, at least 8) or as "fewer than 8" (1 to 7). A
+    change, rate or share declared `"of": "published"` is checked against the published counts it says it comes
+    from; one that does not match them is modelled against the true count (it would then narrow it) and reported.
+    """
+    m = Model()
+    ids, problems = {}, []
+    for c in figures["counts"]:
+        cell = {"table": "digest", "row": 0, "column": c["id"], "published": c["shown"], "practice": ""}
+        v = shown_number(c["shown"])
+        if c["shown"] == "fewer than 8":
+            cell["kind"] = "suppressed"
+            ids[c["id"]] = m.var(cell, 1.0, 7.0)
+        elif v is not None:
+            cell["kind"] = "rounded"
+            if v % 5:
+                problems.append(dict(cell, why="a count of people shown unrounded"))
+            ids[c["id"]] = m.var(cell, 0.0, 0.0) if v == 0 else m.var(cell, max(8.0, v - 2), v + 2)
+    published = {c["id"]: shown_number(c["shown"]) for c in figures["counts"]}
+    for r in figures.get("rates", []):
+        shown, per, scale = float(r["shown"]), float(r["per"]), float(r["scale"])
+        decimals = len(r["shown"].split(".")[1]) if "." in r["shown"] else 0
+        half = 0.5 * 10 ** -decimals
+        base = published.get(r["count"])
+        if r.get("of") == "published" and base is not None and abs(scale * base / per - shown) <= half + 1e-9:
+            continue
+        problems.append({"table": "digest", "row": 0, "column": r["count"], "published": r["shown"], "practice": "",
+                         "kind": "rate", "why": "a rate not computed from the published count"})
+        if r["count"] in ids:
+            # A rate of one count is a bound on it: count in [(shown - half), (shown + half)] x per / scale.
+            x = ids[r["count"]]
+            m.lo[x] = max(m.lo[x], (shown - half) * per / scale)
+            m.hi[x] = min(m.hi[x], (shown + half) * per / scale)
+    for c in figures.get("changes", []):
+        now, before, shown = published.get(c["now"]), published.get(c["before"]), shown_number(c["shown"])
+        if shown is None or not now or not before:
+            continue
+        if abs(100.0 * (now - before) / before - shown) > 0.5 + 1e-9:
+            problems.append({"table": "digest", "row": 0, "column": c["now"], "published": c["shown"], "practice": "",
+                             "kind": "change", "why": "a change not computed from the published counts"})
+    return m, problems
+
+
+def audit_digest(path):
+    figures = json.load(open(path))
+    if figures.get("kind") != "practice-pulse-digest":
+        raise ValueError("not a digest's published figures (kind practice-pulse-digest)")
+    model, problems = build_digest(figures)
+    findings = []
+    for v, cell in enumerate(model.cells):
+        n = possible_values(model.lo[v], model.hi[v])
+        goal = GOAL_ROUNDED if cell["kind"] == "rounded" else GOAL_SUPPRESSED
+        if cell["kind"] == "rounded" and model.hi[v] == 0.0:
+            continue
+        if n < goal:
+            findings.append(dict(cell, lo=round(model.lo[v], 3), hi=round(model.hi[v], 3), values=n, goal=goal))
+    return {"cells_checked": len(model.cells), "relations": 0, "families": [], "families_contradicted": [],
+            "findings": findings + problems, "invalid": []}
+
+
 def audit(d, limit=None):
+    if os.path.isfile(d):
+        return audit_digest(d)
     _, tables, invalid = read_package(d)
     model = build(tables)
     families = sorted({r[0] for r in model.rows})
@@ -394,6 +486,9 @@ def main():
         for (t, c, k), n in sorted(by_kind.items()):
             print(f"  {n} {k} cells of {t}.{c} narrowed below the goal")
         for f in result["findings"][:20]:
+            if "why" in f:
+                print(f"  {f['table']} {f['column']}: published {f['published']!r}: {f['why']}")
+                continue
             hi = "inf" if f["hi"] is None else f["hi"]
             print(
                 f"  {f['table']} line {f['row']} {f['column']} (practice {f['practice']}): published {f['published']!r}, "

@@ -31,6 +31,12 @@ pub fn published_rate(engagements: f64, registered: f64) -> Option<f64> {
     Some(published / registered * 1000.0)
 }
 
+/// A count of people as the digest publishes it: `None` when it is 1 to 7 (withheld) or missing, else rounded to 5.
+/// Everything the digest computes from a count of people (changes, rates, shares, chart points) starts from this.
+pub fn published_count(v: Option<f64>) -> Option<f64> {
+    v.filter(|v| v.is_finite() && !crate::export::small_count(*v)).map(|v| crate::export::round5(v) as f64)
+}
+
 /// A count of people as a digest may show it: fewer than 8 withheld, others rounded to 5.
 pub fn people(v: Option<f64>) -> String {
     match v {
@@ -96,6 +102,10 @@ pub struct PracticeLine {
 pub struct BandLine {
     pub band: String,
     pub people: Option<f64>,
+    /// The tenant's registered patients in the band (public: NHS Digital publishes list sizes by age).
+    pub registered: Option<f64>,
+    /// Engaged people as a share of `registered`, from the people as published (rounded), so the share and the
+    /// public list size give back only the rounded count.
     pub penetration: Option<f64>,
 }
 
@@ -186,7 +196,8 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         .weeks
         .iter()
         .filter(|w| w.ending > week_end - Duration::weeks(13))
-        .map(|w| (w.ending, w.reach, w.engaged_users))
+        // Drawn from the published (rounded) figures: a chart's points are published too.
+        .map(|w| (w.ending, published_count(w.reach), published_count(w.engaged_users)))
         .collect();
 
     // Posts: how many were published in each of the three weeks.
@@ -305,12 +316,12 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     let mut aq = ReportQuery::new(Kind::AgeBands);
     aq.tenant = Some(tenant.to_owned());
     let ages = report::query(store, config, &access, &aq).await?;
-    let (level, window, band, ppl, pen, source) = (
+    let (level, window, band, ppl, reg, source) = (
         Col::of(&ages.batch, "level"),
         Col::of(&ages.batch, "window_end"),
         Col::of(&ages.batch, "age_band"),
         Col::of(&ages.batch, "people"),
-        Col::of(&ages.batch, "penetration"),
+        Col::of(&ages.batch, "registered"),
         Col::of(&ages.batch, "source"),
     );
     let tenant_rows: Vec<usize> = (0..ages.batch.num_rows()).filter(|i| level.text(*i) == "tenant").collect();
@@ -327,8 +338,9 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         .map(|i| BandLine {
             band: band.text(*i).to_owned(),
             people: ppl.num(*i),
-            // A rate over fewer than 8 people would tell the count: withheld with it.
-            penetration: pen.num(*i).filter(|_| !ppl.num(*i).is_some_and(crate::export::small_count)),
+            registered: reg.num(*i),
+            // From the published count: none when it is withheld (fewer than 8) or there is no list size.
+            penetration: published_count(ppl.num(*i)).zip(reg.num(*i).filter(|r| *r > 0.0)).map(|(p, r)| p / r),
         })
         .collect();
 
@@ -473,7 +485,11 @@ impl Rendered {
 
 /// "+18% (329,395)", or why there is no comparison.
 fn comparison(f: &Figure, before: Option<f64>) -> String {
-    match (overview::change(f.now, before), before) {
+    // A change between counts of people is computed from the published (rounded) counts: from the exact ones, a
+    // percentage beside two rounded counts would narrow them.
+    let change =
+        if f.people { overview::change(published_count(f.now), published_count(before)) } else { overview::change(f.now, before) };
+    match (change, before) {
         (Some(c), Some(_)) => format!("{:+.0}% ({})", c * 100.0, figure_value(f, before)),
         (None, Some(_)) => format!("n/a ({})", figure_value(f, before)),
         (_, None) => "no data for that week".into(),
@@ -757,6 +773,52 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
     }
     html.push_str("</div></body></html>");
     Ok(Rendered { subject, text, html, pictures })
+}
+
+/// Every figure the digest publishes, as the disclosure auditor reads them (`audit/disclosure_audit.py`): counts of
+/// people as shown, the changes, rates and shares computed from them with what they are computed from, the chart's
+/// points (the digest publishes no total its named practices add up to). The texts are made by the same functions as the email's, and the digest test checks each one appears in it.
+pub fn published_figures(d: &Digest) -> serde_json::Value {
+    use serde_json::json;
+    let mut counts = Vec::new();
+    let mut changes = Vec::new();
+    let mut rates = Vec::new();
+    let mut count = |id: String, v: Option<f64>| {
+        counts.push(json!({"id": id, "shown": people(v)}));
+        id
+    };
+    for f in d.headline.iter().filter(|f| f.people && f.now.is_some()) {
+        let now = count(format!("{} this week", f.label), f.now);
+        for (when, before) in [("week before", f.previous), ("same week last year", f.last_year)] {
+            if before.is_some() {
+                let id = count(format!("{} {when}", f.label), before);
+                let shown = comparison(f, before);
+                changes.push(json!({"now": now, "before": id, "shown": shown.split(' ').next().unwrap_or(""), "of": "published"}));
+            }
+        }
+    }
+    for (end, reach, engaged) in &d.trend {
+        count(format!("chart: reach, week to {end}"), *reach);
+        count(format!("chart: engaged users, week to {end}"), *engaged);
+    }
+    for p in d.top.iter().chain(d.bottom.iter()) {
+        let id = count(format!("engagements of {}", p.code), Some(p.engagements));
+        rates.push(json!({"count": id, "per": p.registered, "scale": 1000, "shown": format!("{:.1}", p.per_1000), "of": "published"}));
+    }
+    for b in &d.bands {
+        let id = count(format!("engaged people aged {}", b.band), b.people);
+        if let (Some(pen), Some(reg)) = (b.penetration, b.registered) {
+            rates.push(json!({"count": id, "per": reg, "scale": 100, "shown": format!("{:.1}", pen * 100.0), "of": "published"}));
+        }
+    }
+    json!({
+        "kind": "practice-pulse-digest",
+        "tenant": d.tenant,
+        "week_end": d.week_end.to_string(),
+        "counts": counts,
+        "changes": changes,
+        "rates": rates,
+    })
 }
 
 fn img(p: &Picture) -> String {

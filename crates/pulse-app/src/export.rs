@@ -175,6 +175,9 @@ struct Table {
     rows: Vec<Vec<Cell>>,
     /// Each group: member cells (row, column) and the published total cell they add up to.
     groups: Vec<Group>,
+    /// The groups whose members are rounded to add up to their rounded total (controlled rounding; indices into
+    /// `groups`). No cell is a member of two of them.
+    controlled: Vec<usize>,
     /// Columns left out of the published files (metrics not asked for).
     dropped: Vec<&'static str>,
     /// Whether a group's total includes its withheld members (age bands: the pipeline sums the tenant's pages before
@@ -193,9 +196,16 @@ impl Table {
             primary_key: &[],
             rows: vec![],
             groups: vec![],
+            controlled: vec![],
             dropped: vec![],
             withheld_in_totals: false,
         }
+    }
+
+    /// Adds a group whose members are rounded to add up to the total (see [`controlled_rounding`]).
+    fn push_controlled(&mut self, group: Group) {
+        self.controlled.push(self.groups.len());
+        self.groups.push(group);
     }
 
     /// The published columns: their index in a row and their definition.
@@ -399,7 +409,13 @@ fn derive_campaign_estimates(table: &mut Table) {
     }
 }
 
-/// Applies secondary suppression until no group with a published total has exactly one suppressed member.
+/// What the hidden members of a group must add up to (less one for each beyond the first), so that a solver bounding
+/// each of them by the published total less everything else published leaves it at least 7 possible values.
+const PROTECTED_SUM: f64 = 7.0;
+
+/// Applies secondary suppression until, in every group with a published total, the hidden (suppressed or withheld)
+/// members are none, or add up to enough that the total cannot narrow any of them (see [`PROTECTED_SUM`]): a lone
+/// suppressed cell always takes the next smallest published member with it.
 fn secondary_suppression(table: &mut Table) -> usize {
     let mut added = 0;
     loop {
@@ -413,8 +429,20 @@ fn secondary_suppression(table: &mut Table) -> usize {
             if suppressed(table, *total) || !matches!(table.rows[total.0][total.1], Cell::Count { raw: Some(_), .. }) {
                 continue;
             }
-            let n = members.iter().filter(|m| suppressed(table, **m)).count();
-            if n != 1 {
+            // A lone hidden member is the total less the published ones. However many are hidden, the published
+            // total less the published members bounds their sum, and each is at least 1: the sum must leave each
+            // at least 7 possible values (many small ones under a small total would be narrowed). Withheld members
+            // count as 0.
+            let hidden: Vec<f64> = members
+                .iter()
+                .filter(|m| suppressed(table, **m))
+                .map(|&(r, c)| match table.rows[r][c] {
+                    Cell::Count { raw: Some(v), .. } => v.round(),
+                    _ => 0.0,
+                })
+                .collect();
+            let n = hidden.len();
+            if n == 0 || (n >= 2 && hidden.iter().sum::<f64>() - (n as f64 - 1.0) >= PROTECTED_SUM) {
                 continue;
             }
             // The smallest other published, non-zero member goes too.
@@ -438,6 +466,60 @@ fn secondary_suppression(table: &mut Table) -> usize {
             return added;
         }
     }
+}
+
+/// Where a table's totals are, for readers and the disclosure auditor: totals are rounded to the nearest 5, the figures
+/// adding up to them by controlled rounding.
+fn controlled_rounding_note(table: &str) -> serde_json::Value {
+    match table {
+        "age_bands" => json!({"totals": {"column": "people"}, "groups": "female + male + unknown = people, in each row"}),
+        "campaigns" => json!({"totals": {"practice": "ALL"}, "groups": "the practices' post_lifetime and observed add up to the ALL row's"}),
+        _ => json!({"totals": {"practice": "ALL"}, "groups": "the practices' figures add up to the ALL row's, per metric"}),
+    }
+}
+
+/// Controlled rounding: in each controlled group whose total is published, the members are rounded to a multiple of 5
+/// next to them (down or up, never further than 4 away) so that they add up to the total rounded to the nearest 5.
+/// Rounded each to its nearest independently, a row of figures and its total contradict each other just enough for a
+/// solver to narrow a figure to 2 or 3 values (female 15 + male 15 + unknown `*` = people 25: female is 13 or 14);
+/// added up exactly, they tell nothing their own rounding does not.
+///
+/// The members rounded up are those with the largest remainders, and a member from 8 to 9 always goes up (a published
+/// 5 would otherwise say "8 or 9", as 1 to 7 are suppressed). Suppressed members take part (their rounding is not
+/// published), withheld ones do not. A group where the sums cannot meet keeps nearest rounding. Runs after secondary
+/// suppression; the rounded value replaces `raw`, so a second run changes nothing.
+fn controlled_rounding(table: &mut Table) {
+    for &g in &table.controlled {
+        let (members, (tr, tc)) = &table.groups[g];
+        let Cell::Count { raw: Some(total), suppressed: false } = table.rows[*tr][*tc] else { continue };
+        let mut known: Vec<((usize, usize), i64, i64)> = Vec::new(); // (cell, floor to 5, remainder)
+        for &(r, c) in members {
+            if let Cell::Count { raw: Some(v), .. } = table.rows[r][c] {
+                let v = v.round() as i64;
+                known.push(((r, c), v.div_euclid(5) * 5, v.rem_euclid(5)));
+            }
+        }
+        let floors: i64 = known.iter().map(|k| k.1).sum();
+        let up = (round5(total) - floors) / 5;
+        // Members that must go up (8 or 9), then the largest remainders; none with a remainder of 0.
+        known.sort_by_key(|&(at, f, rem)| (!(f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])), 5 - rem, at));
+        let must = known.iter().filter(|&&(at, f, rem)| f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])).count();
+        let movable = known.iter().filter(|k| k.2 > 0).count();
+        if up < 0 || (up as usize) < must || up as usize > movable || (round5(total) - floors) % 5 != 0 {
+            continue;
+        }
+        let rounded: Vec<((usize, usize), i64)> =
+            known.iter().enumerate().map(|(i, &(at, f, _))| (at, if i < up as usize { f + 5 } else { f })).collect();
+        for ((r, c), v) in rounded {
+            if let Cell::Count { raw, .. } = &mut table.rows[r][c] {
+                *raw = Some(v as f64);
+            }
+        }
+    }
+}
+
+fn is_suppressed(cell: &Cell) -> bool {
+    matches!(cell, Cell::Count { suppressed: true, .. })
 }
 
 pub use pulse_config::MIN_PROJECT_KEY_BYTES;
@@ -533,7 +615,7 @@ fn reach_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymis
         let total_row = into.rows.len();
         into.rows.push(total);
         for c in 3..3 + metrics.len() {
-            into.groups.push((members.iter().map(|r| (*r, c)).collect(), (total_row, c)));
+            into.push_controlled((members.iter().map(|r| (*r, c)).collect(), (total_row, c)));
         }
     }
 }
@@ -579,7 +661,7 @@ fn daily_table(tenant: &str, facts: &[pulse_domain::PageInsightFact], p: &Pseudo
         let total_row = into.rows.len();
         into.rows.push(total);
         for c in 3..7 {
-            into.groups.push((members.iter().map(|r| (*r, c)).collect(), (total_row, c)));
+            into.push_controlled((members.iter().map(|r| (*r, c)).collect(), (total_row, c)));
         }
     }
 }
@@ -613,7 +695,7 @@ fn age_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser
         row.push(Cell::Number(values[4][i]));
         into.rows.push(row);
         // Row group: female + male + unknown = people.
-        into.groups.push(((4..7).map(|c| (r, c)).collect(), (r, 7)));
+        into.push_controlled(((4..7).map(|c| (r, c)).collect(), (r, 7)));
         let e = cells.entry((window[i].unwrap_or_default(), band[i].clone())).or_default();
         if level[i] == "tenant" { e.0 = Some(r) } else { e.1.push(r) }
     }
@@ -707,7 +789,7 @@ fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudony
     for (_, (total, members)) in groups {
         if let Some(t) = total {
             for c in [LIFETIME, OBSERVED] {
-                into.groups.push((members.iter().map(|r| (*r, c)).collect(), (t, c)));
+                into.push_controlled((members.iter().map(|r| (*r, c)).collect(), (t, c)));
             }
         }
     }
@@ -757,6 +839,95 @@ pub async fn log<S: Store>(store: &S, access: &Access, tenant: Option<&str>) -> 
 
 /// Builds the package for `spec` into `out` (a new or empty directory), telling `progress` what it is doing.
 pub async fn run<S: Store>(
+    store: &S,
+    config: &Config,
+    access: &Access,
+    spec: &ExportSpec,
+    out: &Path,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> AppResult<ExportOutcome> {
+    let result = make(store, config, access, spec, out, progress).await;
+    match result {
+        Err(e) if e.kind == ErrorKind::Forbidden => {
+            let tenants: Vec<String> = access.scopes().iter().map(|s| s.to_string()).collect();
+            record_refusal(store, config, spec, &tenants, &e.message).await?;
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// Records a refused export request in the audit trail of the tenants it asked for (those in the config) and of the
+/// requester's own: who asked, for what, and why it was refused. The record has no rows and no files; its spec says
+/// `"refused": why`. An attempt that cannot be recorded fails with that error instead.
+pub async fn record_refusal<S: Store>(
+    store: &S,
+    config: &Config,
+    spec: &ExportSpec,
+    requester_tenants: &[String],
+    why: &str,
+) -> AppResult<()> {
+    let mut tenants: Vec<String> =
+        spec.tenants.iter().filter(|t| config.tenants.iter().any(|c| c.id.as_str() == t.as_str())).cloned().collect();
+    tenants.extend(requester_tenants.iter().cloned());
+    tenants.sort();
+    tenants.dedup();
+    let mut id = [0u8; 4];
+    getrandom::fill(&mut id).map_err(|e| AppError::new(ErrorKind::Internal, format!("no system randomness: {e}")))?;
+    let record = ExportAuditRecord {
+        export_id: format!("refused-{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), hex::encode(id)),
+        created_at: Utc::now(),
+        requested_by: if spec.requested_by.is_empty() { "operator".into() } else { spec.requested_by.clone() },
+        tenants: tenants.join(","),
+        project: spec.project.clone(),
+        purpose: spec.purpose.clone(),
+        spec_hash: spec.hash(),
+        spec: json!({
+            "tenants": spec.tenants, "from": spec.from.map(|d| d.to_string()), "to": spec.to.map(|d| d.to_string()),
+            "project": spec.project, "tables": spec.tables, "campaigns": spec.campaigns, "metrics": spec.metrics,
+            "refused": why,
+        })
+        .to_string(),
+        rows: 0,
+        files: "{}".into(),
+    };
+    let operator = config.operator_access();
+    for t in &tenants {
+        let write = operator.write_scope(t.as_str())?;
+        store.append_export_audit(&write, &record).await.map_err(|e| {
+            AppError::from(e).with_hint("the refused export could not be recorded in the audit trail; retry when the store is back")
+        })?;
+    }
+    Ok(())
+}
+
+/// Why an audit record's export was refused (`None`: it was made).
+pub fn refusal(r: &ExportAuditRecord) -> Option<String> {
+    let spec: serde_json::Value = serde_json::from_str(&r.spec).ok()?;
+    spec.get("refused").and_then(|v| v.as_str()).map(str::to_owned)
+}
+
+/// An audit record whole, as `pulse export log --format json` prints it: the spec and the files' hashes as JSON.
+pub fn audit_json(r: &ExportAuditRecord) -> serde_json::Value {
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap_or_else(|_| json!(t));
+    json!({
+        "export_id": r.export_id,
+        "created_at": r.created_at.to_rfc3339(),
+        "requested_by": r.requested_by,
+        "tenants": r.tenants.split(',').filter(|t| !t.is_empty()).collect::<Vec<_>>(),
+        "project": r.project,
+        "purpose": r.purpose,
+        "outcome": if refusal(r).is_some() { "refused" } else { "exported" },
+        "refused_because": refusal(r),
+        "rows": r.rows,
+        "spec_hash": r.spec_hash,
+        "spec": parse(&r.spec),
+        "files_sha256": parse(&r.files),
+    })
+}
+
+/// The export itself: every check, the package, the audit record.
+async fn make<S: Store>(
     store: &S,
     config: &Config,
     access: &Access,
@@ -865,6 +1036,7 @@ pub async fn run<S: Store>(
             primary_key: &["tenant_id", "practice", "day"],
             rows: vec![],
             groups: vec![],
+            controlled: vec![],
             dropped: vec![],
             withheld_in_totals: false,
         },
@@ -876,6 +1048,7 @@ pub async fn run<S: Store>(
             primary_key: &["tenant_id", "practice", "week_ending"],
             rows: vec![],
             groups: vec![],
+            controlled: vec![],
             dropped: vec![],
             withheld_in_totals: false,
         },
@@ -887,6 +1060,7 @@ pub async fn run<S: Store>(
             primary_key: &["tenant_id", "practice", "window_end", "age_band"],
             rows: vec![],
             groups: vec![],
+            controlled: vec![],
             dropped: vec![],
             withheld_in_totals: true,
         },
@@ -898,6 +1072,7 @@ pub async fn run<S: Store>(
             primary_key: &["tenant_id", "campaign", "practice", "metric"],
             rows: vec![],
             groups: vec![],
+            controlled: vec![],
             dropped: vec![],
             withheld_in_totals: false,
         },
@@ -1001,6 +1176,7 @@ pub async fn run<S: Store>(
         let campaigns_at = tables.iter().position(|t| t.name == "campaigns");
         if let (Some(d), Some(c)) = (daily_at, campaigns_at) {
             secondary += secondary_suppression(&mut tables[d]);
+            controlled_rounding(&mut tables[d]);
             let daily = std::mem::take(&mut tables[d].rows);
             let view = Table { rows: daily, ..Table::empty(DAILY_FIELDS) };
             derive_campaign_observed(&mut tables[c], &view);
@@ -1008,6 +1184,7 @@ pub async fn run<S: Store>(
         }
         for (t, (csv_path, w, pw)) in tables.iter_mut().zip(sinks.iter_mut()) {
             secondary += secondary_suppression(t);
+            controlled_rounding(t);
             if t.name == "campaigns" {
                 derive_campaign_estimates(t);
             }
@@ -1025,6 +1202,7 @@ pub async fn run<S: Store>(
             *rows.entry(t.name.to_owned()).or_default() += t.rows.len();
             t.rows.clear();
             t.groups.clear();
+            t.controlled.clear();
         }
     }
     if rows.values().sum::<usize>() == 0 {
@@ -1081,7 +1259,7 @@ pub async fn run<S: Store>(
                     v["unit"] = json!(f.unit);
                 }
                 if f.ty == FieldType::Count {
-                    v["description"] = json!(format!("{} (disclosure-controlled: 1-7 suppressed as `*`, else rounded to the nearest 5; `withheld` where Meta withheld or did not report it, or where the pipeline withheld an age band of fewer than 10 people)", f.description));
+                    v["description"] = json!(format!("{} (disclosure-controlled: 1-7 suppressed as `*`, else rounded to a multiple of 5: totals to the nearest, the figures adding up to a total up or down (at most 4 away) so that they add up to it; `withheld` where Meta withheld or did not report it, or where the pipeline withheld an age band of fewer than 10 people)", f.description));
                 }
                 v
             })
@@ -1093,6 +1271,7 @@ pub async fn run<S: Store>(
             "path": format!("{}.csv", t.name), "format": "csv", "mediatype": "text/csv", "encoding": "utf-8",
             "profile": "tabular-data-resource", "hash": format!("sha256:{hash}"), "bytes": bytes,
             "schema": {"fields": fields, "primaryKey": t.primary_key, "missingValues": ["", SUPPRESSED, WITHHELD]},
+            "controlled_rounding": controlled_rounding_note(t.name),
         }));
         files.push((format!("{}.csv", t.name), hash, bytes));
         let phash = sha256_file(&parquet_path)?;
@@ -1119,7 +1298,7 @@ pub async fn run<S: Store>(
             "pipeline_runs": provenance_runs,
             "ingest": ingest,
             "disclosure_control": {
-                "rule": "NHS Digital HES/ECDS: below national level, counts 1-7 suppressed, other counts rounded to the nearest 5; totals from unrounded values then rounded; secondary suppression so no suppressed cell is recoverable from a published total",
+                "rule": "NHS Digital HES/ECDS: below national level, counts 1-7 suppressed, other counts rounded to a multiple of 5; totals from unrounded values rounded to the nearest 5, the figures adding up to a total rounded up or down (controlled rounding, at most 4 away, never to 5) so that they add up to it; secondary suppression so no suppressed cell is recoverable from a published total",
                 "suppressed_marker": SUPPRESSED, "meta_withheld_marker": WITHHELD,
                 "cells_suppressed": suppressed, "of_which_secondary": secondary,
             },
@@ -1343,6 +1522,7 @@ mod tests {
             fields: &[],
             primary_key: &[],
             rows,
+            controlled: (0..groups.len()).collect(),
             groups,
             dropped: vec![],
             withheld_in_totals: false,
@@ -1380,6 +1560,60 @@ mod tests {
         ]];
         let mut t = table(rows, vec![((0..3).map(|c| (0, c)).collect(), (0, 3))]);
         assert_eq!(secondary_suppression(&mut t), 0);
+        // Four small ones under a total of 26 with 20 published: their sum is at most 6, so each would be 1 to 3.
+        let rows = vec![[1.0, 2.0, 1.0, 2.0, 20.0, 26.0].map(|v| Cell::count(Some(v))).to_vec()];
+        let mut t = table(rows, vec![((0..5).map(|c| (0, c)).collect(), (0, 5))]);
+        assert_eq!(secondary_suppression(&mut t), 1);
+        assert_eq!(published(&t, 0), ["*", "*", "*", "*", "*", "25"]);
+    }
+
+    /// The published figures of a row after disclosure control.
+    fn published(t: &Table, r: usize) -> Vec<String> {
+        t.rows[r].iter().map(Cell::csv).collect()
+    }
+
+    #[test]
+    fn controlled_rounding_makes_a_row_add_up_to_its_rounded_total() {
+        // Rounded each to its nearest: 15 + 15 + * = 25, so female and male could only be 13 or 14.
+        let mut t = table(
+            vec![vec![Cell::count(Some(13.0)), Cell::count(Some(13.0)), Cell::count(Some(1.0)), Cell::count(Some(27.0))]],
+            vec![(vec![(0, 0), (0, 1), (0, 2)], (0, 3))],
+        );
+        secondary_suppression(&mut t);
+        controlled_rounding(&mut t);
+        let row = published(&t, 0);
+        assert_eq!(row[3], "25", "the total is rounded to its nearest");
+        let members: Vec<i64> = (0..3)
+            .map(|c| match t.rows[0][c] {
+                Cell::Count { raw: Some(v), .. } => v as i64,
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(members.iter().sum::<i64>(), 25, "{row:?}: {members:?}");
+        for (m, raw) in members.iter().zip([13, 13, 1]) {
+            assert!((m - raw).abs() <= 4 && m % 5 == 0, "{m} from {raw}");
+        }
+        // Running it again changes nothing.
+        controlled_rounding(&mut t);
+        assert_eq!(published(&t, 0), row);
+    }
+
+    #[test]
+    fn controlled_rounding_never_publishes_5_for_8_or_9() {
+        // 8 + 9 + 23 = 40: nearest rounding gives 10 + 10 + 25 = 45; 8 and 9 must go up (a 5 would say "8 or 9").
+        let mut t = table(
+            vec![vec![Cell::count(Some(8.0)), Cell::count(Some(9.0)), Cell::count(Some(23.0)), Cell::count(Some(40.0))]],
+            vec![(vec![(0, 0), (0, 1), (0, 2)], (0, 3))],
+        );
+        controlled_rounding(&mut t);
+        assert_eq!(published(&t, 0), vec!["10", "10", "20", "40"]);
+        // Where the sums cannot meet with 8 and 9 going up, the row keeps nearest rounding.
+        let mut t = table(
+            vec![vec![Cell::count(Some(8.0)), Cell::count(Some(8.0)), Cell::count(Some(20.0)), Cell::count(Some(36.0))]],
+            vec![(vec![(0, 0), (0, 1), (0, 2)], (0, 3))],
+        );
+        controlled_rounding(&mut t);
+        assert_eq!(published(&t, 0), vec!["10", "10", "20", "35"]);
     }
 
     #[test]

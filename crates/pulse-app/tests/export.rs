@@ -120,6 +120,26 @@ fn the_auditor_finds_the_recoveries_of_old_packages() {
     let (code, result) = audit(&fixtures.join("two-pages"));
     assert_eq!(code, 1, "{result}");
     assert!(result["invalid"][0]["why"].as_str().unwrap().contains("primary key repeats"), "{result}");
+    // An age-band row rounded cell by cell (15 + 15 + * = 25 from 13 + 13 + 1 = 27): the whole row comes back.
+    let (code, result) = audit(&fixtures.join("age-rounding"));
+    assert_eq!(code, 1, "{result}");
+    assert_eq!(
+        findings(&result),
+        ["age_bands.female rounded", "age_bands.male rounded", "age_bands.people rounded", "age_bands.unknown suppressed"]
+            .map(String::from)
+            .into(),
+        "{result}"
+    );
+    assert!(result["findings"].as_array().unwrap().iter().all(|f| f["values"] == 1), "{result}");
+    // A digest whose rate per 1,000 came from the exact count (the public list size gives it back) and whose chart
+    // drew an unrounded count.
+    let (code, result) = audit(&fixtures.join("digest-exact/week.figures.json"));
+    assert_eq!(code, 1, "{result}");
+    let whys: Vec<&str> = result["findings"].as_array().unwrap().iter().filter_map(|f| f["why"].as_str()).collect();
+    assert!(whys.contains(&"a rate not computed from the published count"), "{result}");
+    assert!(whys.contains(&"a count of people shown unrounded"), "{result}");
+    let narrowed = result["findings"].as_array().unwrap().iter().find(|f| f["values"].as_u64() == Some(1));
+    assert!(narrowed.is_some_and(|f| f["column"] == "engagements of M83007"), "{result}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,4 +281,119 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     let (code, result) = audit(&m.dir);
     assert_eq!(code, 0, "the disclosure audit of {}: {result}", m.dir.display());
     assert!(result["cells_checked"].as_u64().unwrap() > 1000, "{result}");
+}
+
+/// The hard cases, in a world ingested from the simulator through the configured path: a practice with two pages
+/// (another practice's page moved under it in `pulse.toml`) and a campaign of one post on a page-day whose video
+/// views are under 8. The package validates (every primary key unique) and passes the disclosure audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_cases_two_pages_and_a_one_post_campaign_pass_the_disclosure_audit() {
+    use pulse_domain::{CanonicalMetric, Period};
+    use pulse_store::{FactFilter, PostFilter, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let new_world = || pulse_sim::World::new(pulse_sim::scenario::resolve("case-study").unwrap(), None);
+    let world = new_world();
+    let sim = std::sync::Arc::new(pulse_sim::Sim::new(new_world(), None));
+    let today = sim.today();
+    let running = pulse_sim::start(sim, 0).await.unwrap();
+    let path = pulse_app::demo::write_config(&world, dir.path(), Some(&running.url())).unwrap();
+    // North Staffordshire's second practice with a page becomes a second page of its first.
+    let toml = std::fs::read_to_string(&path).unwrap();
+    let tenant = toml.find("id = \"north-staffs\"").unwrap();
+    let with_page: Vec<usize> = toml[tenant..]
+        .match_indices("[[tenant.practice]]")
+        .map(|(i, _)| tenant + i)
+        .filter(|i| toml[*i..].split("\n\n").next().unwrap().contains("[[tenant.practice.page]]"))
+        .take(2)
+        .collect();
+    let block = &toml[with_page[1]..];
+    let header_end = block.find("[[tenant.practice.page]]").unwrap();
+    let first_code = toml[with_page[0]..].lines().nth(1).unwrap().to_owned();
+    let moved_code = block.lines().nth(1).unwrap().to_owned();
+    // The page block follows the first practice's own page.
+    let moved_page = block[header_end..].split("\n\n").next().unwrap().to_owned();
+    let mut edited = toml.replacen(&format!("{}{}", &block[..header_end], moved_page), "", 1);
+    let first_page_end = edited[with_page[0]..].find("\n\n").unwrap() + with_page[0];
+    edited.insert_str(first_page_end, &format!("\n{moved_page}"));
+    std::fs::write(&path, &edited).unwrap();
+    let config = pulse_config::load(&path).unwrap();
+    let ns = config.tenants.iter().find(|t| t.id.as_str() == "north-staffs").unwrap();
+    let first = ns.practices.iter().find(|p| first_code.contains(p.code.as_str())).unwrap();
+    assert_eq!(first.pages.len(), 2, "{first_code} has two pages now ({moved_code} gave its own)");
+    let request = pulse_app::ingest::IngestRequest {
+        tenants: vec!["north-staffs".into()],
+        since: Some(world.start()),
+        today: Some(today),
+        concurrency: 8,
+        ..Default::default()
+    };
+    let run = pulse_app::ingest::run(&config, &request, |_| {}).await.unwrap();
+    assert_eq!(run.outcome.exit_code(), 0, "{}", run.closing());
+    drop(running);
+
+    // A page-day with 1 to 7 video views and a post on it: a campaign of that one post.
+    let store = pulse_app::open::store(&config).unwrap();
+    let scope = config.operator_access().scope("north-staffs").unwrap();
+    let (from, to) = (chrono::NaiveDate::from_ymd_opt(2018, 1, 1).unwrap(), world.end());
+    let filter = FactFilter::days(from, to).metrics([CanonicalMetric::PageVideoViews]).periods([Period::Day]);
+    let small: BTreeSet<(String, chrono::NaiveDate)> = store
+        .read_page_insights(&scope, &filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.breakdown.is_empty() && (1.0..8.0).contains(&f.value.round()))
+        .map(|f| (f.page.to_string(), f.day))
+        .collect();
+    let posts = store.read_posts(&scope, &PostFilter { from: Some(from), to: Some(to), ..Default::default() }).await;
+    let post = posts
+        .unwrap()
+        .into_iter()
+        .find(|p| small.contains(&(p.page.to_string(), p.created_time.date_naive())))
+        .expect("a post on a page-day with 1 to 7 video views");
+    let day = post.created_time.date_naive();
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.insert_str(
+        toml.find("[[tenant]]").unwrap(),
+        &format!("[[campaign]]\nname = \"One post\"\nstart = \"{day}\"\ndays = 1\nposts = [\"{}\"]\n\n", post.post),
+    );
+    toml.push_str(
+        "\n[[export_project]]\nname = \"hard\"\nkey = { file = \"projects.secrets.toml\", key = \"hard\" }\npseudonymise_practices = false\n",
+    );
+    std::fs::write(&path, toml).unwrap();
+    std::fs::write(dir.path().join("projects.secrets.toml"), "\"hard\" = \"key-of-project-hard-0123456789abcdef\"\n")
+        .unwrap();
+    let config = pulse_config::load(&path).unwrap();
+    let jobs = pulse_app::jobs::JobsRequest { tenants: vec!["north-staffs".into()], ..Default::default() };
+    for r in pulse_app::jobs::run_on(&store, &config, &jobs).await.unwrap() {
+        assert!(r.problem().is_none(), "{:?}", r.problem());
+    }
+
+    // The month around the post, every table.
+    let spec = ExportSpec {
+        tenants: vec!["north-staffs".into()],
+        from: Some(day - chrono::Duration::days(14)),
+        to: Some(day + chrono::Duration::days(14)),
+        project: "hard".into(),
+        purpose: "hard cases".into(),
+        ..Default::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let p = export::run(&store, &config, &config.operator_access(), &spec, &out.path().join("p"), &mut |_| {})
+        .await
+        .unwrap();
+    let campaigns = std::fs::read_to_string(p.dir.join("campaigns.csv")).unwrap();
+    let one: Vec<&str> = campaigns.lines().filter(|l| l.contains("One post") && l.contains("video_views")).collect();
+    assert!(!one.is_empty(), "the one-post campaign is in the package:\n{campaigns}");
+    assert!(one.iter().all(|l| !l.contains(",ALL,") || l.contains('*')), "its observed views are suppressed: {one:?}");
+    let weekly = std::fs::read_to_string(p.dir.join("reach_weekly.csv")).unwrap();
+    let code = first.code.as_str();
+    assert!(weekly.contains(&format!(",{code},")), "the two-page practice is in the package");
+    if !python_tools_or_skip() {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/export_check.py");
+    let status = Command::new("python3").arg(script).arg(&p.dir).status().unwrap();
+    assert!(status.success(), "package checks failed for {}", p.dir.display());
+    let (code, result) = audit(&p.dir);
+    assert_eq!(code, 0, "the disclosure audit of {}: {result}", p.dir.display());
 }

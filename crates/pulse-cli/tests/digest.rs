@@ -42,13 +42,13 @@ fn demo() -> PathBuf {
 }
 
 fn python_tools() -> bool {
-    let ok = Command::new("python3").args(["-c", "import aiosmtpd"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("python3").args(["-c", "import aiosmtpd, highspy"]).output().is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             std::env::var_os("PULSE_REQUIRE_PYTHON_TOOLS").is_none(),
-            "PULSE_REQUIRE_PYTHON_TOOLS is set but python3 cannot import aiosmtpd (pip install aiosmtpd)"
+            "PULSE_REQUIRE_PYTHON_TOOLS is set but python3 cannot import aiosmtpd and highspy (pip install aiosmtpd highspy)"
         );
-        eprintln!("skipped: the digest tests need python3 with aiosmtpd (pip install aiosmtpd)");
+        eprintln!("skipped: the digest tests need python3 with aiosmtpd and highspy (pip install aiosmtpd highspy)");
     }
     ok
 }
@@ -102,7 +102,9 @@ fn a_preview_is_a_well_formed_email_with_the_reports_figures_and_draws_in_a_brow
         .unwrap();
     let line = shown.lines().find(|l| l.trim_start().starts_with("People reached")).expect(&shown);
     assert!(line.contains(&thousands_round5(reach)), "{line} vs {reach}");
-    let change = format!("{:+.0}% ({})", (reach - before) / before * 100.0, thousands_round5(before));
+    // The change is between the published (rounded) counts: from the exact ones it would narrow them.
+    let (r5, b5) = ((reach / 5.0).round() * 5.0, (before / 5.0).round() * 5.0);
+    let change = format!("{:+.0}% ({})", (r5 - b5) / b5 * 100.0, thousands_round5(before));
     assert!(line.contains(&format!("vs week before: {change}")), "{line} vs {change}");
     let line = shown.lines().find(|l| l.trim_start().starts_with("Engaged users")).expect(&shown);
     assert!(line.contains(&thousands_round5(engaged)), "{line} vs {engaged}");
@@ -122,9 +124,26 @@ fn a_preview_is_a_well_formed_email_with_the_reports_figures_and_draws_in_a_brow
     assert!(shown.contains("UHNM stroke video (live,"), "{shown}");
     // The practices' league names practices, with their rate per 1,000.
     assert!(shown.contains("per 1,000"), "{shown}");
+    // Its published figures, for the disclosure auditor: every count, rate and change as the email shows it.
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.with_extension("figures.json")).unwrap()).unwrap();
+    let counts = figures["counts"].as_array().unwrap();
+    assert!(counts.len() > 20, "{figures}");
+    for c in counts.iter().filter(|c| !c["id"].as_str().unwrap().starts_with("chart:")) {
+        assert!(shown.contains(c["shown"].as_str().unwrap()), "{c} is not in the email:\n{shown}");
+    }
+    for r in figures["rates"].as_array().unwrap().iter().chain(figures["changes"].as_array().unwrap()) {
+        assert!(shown.contains(r["shown"].as_str().unwrap()), "{r} is not in the email");
+    }
     if !python_tools() {
         return;
     }
+    let audited = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../pulse-app/audit/disclosure_audit.py"))
+        .arg(base.with_extension("figures.json"))
+        .output()
+        .unwrap();
+    assert!(audited.status.success(), "the digest's disclosure audit: {}", text(&audited));
     let checked = Command::new("python3").args([SCRIPT, "check-eml"]).arg(base.with_extension("eml")).output().unwrap();
     assert!(checked.status.success(), "{}", text(&checked));
     // Chromium draws the HTML page, every chart decoded.

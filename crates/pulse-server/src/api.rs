@@ -28,12 +28,6 @@ pub async fn openapi() -> Response {
     json_body(&crate::openapi::document())
 }
 
-fn authorise(state: &Shared, headers: &HeaderMap, scope: KeyScope) -> AppResult<Caller> {
-    let caller = state.gate.api_caller(&state.config, headers)?;
-    caller.require(scope)?;
-    Ok(caller)
-}
-
 /// Runs `f` for an authenticated caller and logs the request whatever the outcome.
 async fn logged<F, Fut>(state: &Shared, headers: &HeaderMap, scope: KeyScope, what: String, f: F) -> ApiResult
 where
@@ -41,13 +35,30 @@ where
     Fut: std::future::Future<Output = AppResult<(Response, String, usize)>>,
 {
     let started = Instant::now();
-    let caller = match authorise(state, headers, scope) {
+    let caller = match state.gate.api_caller(&state.config, headers) {
         Ok(c) => c,
         Err(e) => {
             log_request("-", "-", &what, 0, e.status(), started);
             return Err(e.into());
         }
     };
+    if let Err(e) = caller.require(scope) {
+        // A known key without the scope: logged under its id; an export it may not make is audited too.
+        if scope == KeyScope::Export {
+            let spec = pulse_app::export::ExportSpec {
+                requested_by: format!("key {}", caller.key_id),
+                ..Default::default()
+            };
+            if let Err(audit) =
+                pulse_app::export::record_refusal(&state.store, &state.config, &spec, &caller.tenants, &e.message).await
+            {
+                log_request(&caller.key_id, "-", &what, 0, audit.status(), started);
+                return Err(audit.into());
+            }
+        }
+        log_request(&caller.key_id, &caller.tenants.join(","), &what, 0, e.status(), started);
+        return Err(e.into());
+    }
     let key = caller.key_id.clone();
     match f(state.clone(), caller).await {
         Ok((resp, tenant, rows)) => {

@@ -33,7 +33,7 @@ pub struct PreviewArgs {
     /// The week: an ISO week (2018-W10) or any day in it. Default: the last whole week.
     #[arg(long)]
     week: Option<String>,
-    /// Where to write: F.eml and F.html (a trailing .eml or .html is dropped first).
+    /// Where to write: F.eml, F.html and F.figures.json (a trailing .eml or .html is dropped first).
     #[arg(long)]
     out: PathBuf,
 }
@@ -87,15 +87,23 @@ pub async fn run(path: &Path, cmd: DigestCommand) -> Result<ExitCode> {
             )
             .map_err(anyhow::Error::msg)?;
             let base = a.out.with_extension("");
-            let (eml, html) = (base.with_extension("eml"), base.with_extension("html"));
+            let (eml, html, figures) =
+                (base.with_extension("eml"), base.with_extension("html"), base.with_extension("figures.json"));
             if let Some(dir) = base.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
             std::fs::write(&eml, message.formatted()).with_context(|| format!("writing {}", eml.display()))?;
             std::fs::write(&html, rendered.html_standalone()).with_context(|| format!("writing {}", html.display()))?;
+            let published = serde_json::to_vec_pretty(&digest::published_figures(&d)).unwrap_or_default();
+            std::fs::write(&figures, published).with_context(|| format!("writing {}", figures.display()))?;
             crate::outln!("{}", rendered.subject);
             crate::out(&rendered.text);
-            crate::errln!("wrote {} (the email) and {} (open in a browser)", eml.display(), html.display());
+            crate::errln!(
+                "wrote {} (the email), {} (open in a browser) and {} (its published figures, for the disclosure auditor)",
+                eml.display(),
+                html.display(),
+                figures.display()
+            );
             if !d.has_data() {
                 crate::errln!("no figures for the week ending {week_end}: run `pulse jobs run` over it first");
             }

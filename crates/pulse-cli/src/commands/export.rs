@@ -52,6 +52,9 @@ pub enum ExportCommand {
         /// Only this tenant's exports.
         #[arg(long)]
         tenant: Option<String>,
+        /// `json`: every record whole (spec, spec hash, each file's SHA-256), one JSON array.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
     },
 }
 
@@ -59,21 +62,28 @@ pub async fn run(path: &Path, args: ExportArgs) -> Result<ExitCode> {
     let config = open::config(path)?;
     let store = open::store(&config)?;
     let access = config.operator_access();
-    if let Some(ExportCommand::Log { tenant }) = args.command {
+    if let Some(ExportCommand::Log { tenant, format }) = args.command {
         let log = export::log(&store, &access, tenant.as_deref()).await?;
+        if format == "json" {
+            let records: Vec<serde_json::Value> = log.iter().map(export::audit_json).collect();
+            crate::outln!("{}", serde_json::to_string_pretty(&records).unwrap_or_default());
+            return Ok(ExitCode::SUCCESS);
+        }
         if log.is_empty() {
             crate::outln!("no exports recorded");
         }
         for r in log {
+            let outcome = export::refusal(&r).map_or_else(|| format!("{} rows", r.rows), |why| format!("REFUSED: {why}"));
             crate::outln!(
-                "{}  {}  by {}  project {}  tenants {}  {} rows  purpose: {}",
+                "{}  {}  by {}  project {}  tenants {}  {}  purpose: {}  spec {}",
                 r.created_at.format("%Y-%m-%d %H:%M:%S"),
                 r.export_id,
                 r.requested_by,
                 r.project,
                 r.tenants,
-                r.rows,
-                r.purpose
+                outcome,
+                r.purpose,
+                &r.spec_hash[..r.spec_hash.len().min(12)]
             );
         }
         return Ok(ExitCode::SUCCESS);
