@@ -415,7 +415,7 @@ const PROTECTED_SUM: f64 = 7.0;
 
 /// Applies secondary suppression until, in every group with a published total, the hidden (suppressed or withheld)
 /// members are none, or add up to enough that the total cannot narrow any of them (see [`PROTECTED_SUM`]): a lone
-/// suppressed cell always takes the next smallest published member with it.
+/// suppressed cell always takes the next smallest published member with it, or the total when there is none.
 fn secondary_suppression(table: &mut Table) -> usize {
     let mut added = 0;
     loop {
@@ -454,13 +454,13 @@ fn secondary_suppression(table: &mut Table) -> usize {
                     _ => None,
                 })
                 .min_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some(((r, c), _)) = next {
-                if let Cell::Count { suppressed, .. } = &mut table.rows[r][c] {
-                    *suppressed = true;
-                }
-                added += 1;
-                changed = true;
+            // With no member left to hide (the rest are zeros), the total goes instead.
+            let (r, c) = next.map_or(*total, |(at, _)| at);
+            if let Cell::Count { suppressed, .. } = &mut table.rows[r][c] {
+                *suppressed = true;
             }
+            added += 1;
+            changed = true;
         }
         if !changed {
             return added;
@@ -1565,6 +1565,12 @@ mod tests {
         let mut t = table(rows, vec![((0..5).map(|c| (0, c)).collect(), (0, 5))]);
         assert_eq!(secondary_suppression(&mut t), 1);
         assert_eq!(published(&t, 0), ["*", "*", "*", "*", "*", "25"]);
+        // Ten ones under a total of 10, the rest zeros: nothing left to hide but the total.
+        let mut cells = vec![Cell::count(Some(1.0)); 10];
+        cells.extend([Cell::count(Some(0.0)), Cell::count(Some(10.0))]);
+        let mut t = table(vec![cells], vec![((0..11).map(|c| (0, c)).collect(), (0, 11))]);
+        assert_eq!(secondary_suppression(&mut t), 1);
+        assert_eq!(published(&t, 0)[10..], ["0", "*"]);
     }
 
     /// The published figures of a row after disclosure control.

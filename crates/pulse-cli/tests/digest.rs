@@ -358,3 +358,45 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
     assert!(status.status.success(), "{shown}");
     assert!(shown.contains("digest:stoke-weekly") && shown.contains("Mon 2018-03-26 08:00 BST"), "{shown}");
 }
+
+/// `pulse export log --format json` gives each record whole: the spec, its hash, each file's SHA-256 (equal to the
+/// package's SHA256SUMS); a refused export is there too, with why.
+#[test]
+fn the_export_log_as_json_has_the_spec_the_hashes_and_the_refusals() {
+    let dir = demo();
+    std::fs::write(dir.join("export.secrets.toml"), "\"k\" = \"key-of-project-logged-0123456789abcdef\"\n").unwrap();
+    let mut toml = std::fs::read_to_string(dir.join("pulse.toml")).unwrap();
+    toml.push_str("\n[[export_project]]\nname = \"logged\"\nkey = { file = \"export.secrets.toml\", key = \"k\" }\ntenants = [\"stoke\"]\n");
+    let config = dir.join("pulse-export.toml");
+    std::fs::write(&config, toml).unwrap();
+    let c = config.to_str().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let package = out_dir.path().join("p");
+    let export = |tenant: &str, out: &Path| {
+        pulse(&[
+            "export", "--config", c, "--project", "logged", "--purpose", "DSA-9", "--tenant", tenant, "--from",
+            "2018-03-01", "--to", "2018-03-31", "--table", "reach_weekly", "--out", out.to_str().unwrap(),
+        ])
+    };
+    let made = export("stoke", &package);
+    assert!(made.status.success(), "{}", text(&made));
+    let refused = export("north-staffs", &out_dir.path().join("q"));
+    assert!(!refused.status.success() && text(&refused).contains("not agreed for tenant `north-staffs`"), "{}", text(&refused));
+    let log = pulse(&["export", "log", "--config", c, "--format", "json"]);
+    assert!(log.status.success(), "{}", text(&log));
+    let records: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
+    let records = records.as_array().unwrap();
+    let exported = records.iter().find(|r| r["project"] == "logged" && r["outcome"] == "exported").expect("the export");
+    assert_eq!(exported["spec"]["tables"], serde_json::json!(["reach_weekly"]));
+    assert_eq!(exported["spec_hash"].as_str().unwrap().len(), 64);
+    let sums = std::fs::read_to_string(package.join("SHA256SUMS")).unwrap();
+    for line in sums.lines() {
+        let (hash, name) = line.split_once("  ").unwrap();
+        assert_eq!(exported["files_sha256"][name], hash, "{name} in {exported}");
+    }
+    let no = records.iter().find(|r| r["project"] == "logged" && r["outcome"] == "refused").expect("the refusal");
+    assert!(no["refused_because"].as_str().unwrap().contains("not agreed"), "{no}");
+    assert_eq!(no["rows"], 0);
+    let table = text(&pulse(&["export", "log", "--config", c]));
+    assert!(table.contains("REFUSED: export project `logged` is not agreed"), "{table}");
+}
