@@ -5,6 +5,8 @@
 //! re-run skips what was sent, retries what failed once its backoff has passed (up to `[digest] max_attempts`; a
 //! permanent refusal is not retried), and never re-sends a delivery that was interrupted between `pending` and its
 //! outcome — the server may have taken it — unless the operator says so (`pulse digest send --resend-interrupted`).
+//! A send whose message went but whose reply was lost (the line dropped, the wait timed out) is `interrupted` the
+//! same way. The daemon's job and a manual send take the same per-list lease, so only one sends at a time.
 //! One recipient's failure does not hold up the others.
 
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::digest::{self, Links};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::mail::{self, Mailer, SendError};
 use crate::subscriptions;
 
@@ -149,8 +151,57 @@ pub struct SendRequest {
     pub allow_incomplete: bool,
 }
 
+/// What `pulse digest send` calls the process sending by hand, as lease holders are named (`host:pid:id`), so a
+/// daemon can tell whether it is still alive.
+pub fn manual_holder() -> String {
+    format!("{}:{}:manual-{}", pulse_domain::this_host(), std::process::id(), uuid::Uuid::new_v4().simple())
+}
+
+/// Sends the list's digest by hand under the same per-list lease the scheduler's digest job takes (`digest:<list>`),
+/// renewed while it sends: while a daemon (or another manual send) holds it, nothing is sent and the error names the
+/// holder and until when, so no recipient gets two copies from two senders.
+pub async fn send_list_leased<S: Store + Clone + 'static>(
+    store: &S,
+    config: &Config,
+    mailer: &Mailer,
+    request: &SendRequest,
+    holder: &str,
+) -> AppResult<ListOutcome> {
+    let sub = subscriptions::configured(config, &request.list)?;
+    let scope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
+    let job = format!("digest:{}", request.list);
+    let ttl = std::time::Duration::from_secs(u64::from(config.scheduler.lease_minutes.max(1)) * 60);
+    if let pulse_store::LeaseOutcome::HeldBy(l) = store.try_lease(&scope, &job, holder, ttl).await? {
+        return Err(AppError::new(
+            crate::error::ErrorKind::Unavailable,
+            format!(
+                "list `{}` is being sent by {} (its lease runs until {}); nothing was sent",
+                request.list,
+                l.holder,
+                l.expires_at.format("%H:%M:%S UTC")
+            ),
+        )
+        .with_hint("wait for that run to finish (`pulse status` shows it), then send again: recipients it served are skipped"));
+    }
+    let renew = {
+        let (store, scope, job, holder) = (store.clone(), scope.clone(), job.clone(), holder.to_owned());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if let Err(e) = store.try_lease(&scope, &job, &holder, ttl).await {
+                    tracing::warn!(job = %job, error = %e, "renewing the manual send's lease failed");
+                }
+            }
+        })
+    };
+    let result = send_list(store, config, mailer, request, &AtomicBool::new(false)).await;
+    renew.abort();
+    store.release_lease(&scope, &job, holder).await?;
+    result
+}
+
 /// Sends the list's digest for the week to every current recipient not yet served; `stop` is checked between
-/// recipients.
+/// recipients. The caller holds the list's lease (the scheduler's job, or [`send_list_leased`]).
 pub async fn send_list<S: Store>(
     store: &S,
     config: &Config,
@@ -198,7 +249,7 @@ pub async fn send_list<S: Store>(
                 outcome.gave_up.push((recipient.clone(), s.detail.clone()));
                 continue;
             }
-            Some(s) if s.state == "pending" && !resend_interrupted => {
+            Some(s) if (s.state == "pending" || s.state == "interrupted") && !resend_interrupted => {
                 outcome.interrupted.push(recipient.clone());
                 continue;
             }
@@ -251,10 +302,17 @@ pub async fn send_list<S: Store>(
                 tracing::warn!(list, %week_end, attempt, error = %why, "digest not sent; will retry");
                 outcome.waiting.push((recipient.clone(), retry_at, why));
             }
+            Err(SendError::Interrupted(why)) => {
+                // The message went; whether it arrived is unknown. At most once: never retried by itself.
+                store.append_state(&scope, &[record("interrupted", attempt, why.clone(), None)]).await?;
+                tracing::warn!(list, %week_end, attempt, error = %why, "digest reply lost; not re-sent");
+                outcome.interrupted.push(recipient.clone());
+            }
             Err(e) => {
                 let why = match &e {
                     SendError::Transient(w) => format!("{w} (after {attempt} attempts)"),
                     SendError::Permanent(w) => w.clone(),
+                    SendError::Interrupted(w) => w.clone(),
                 };
                 store.append_state(&scope, &[record("gave_up", attempt, why.clone(), None)]).await?;
                 tracing::warn!(list, %week_end, attempt, error = %why, "digest given up for a recipient");

@@ -6,8 +6,8 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
+use lettre::transport::smtp::client::TlsParameters;
 use pulse_config::{Config, SmtpSecurity};
 
 use crate::digest::Rendered;
@@ -87,7 +87,12 @@ pub fn message(
 /// A connection to the configured mail server.
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    security: SmtpSecurity,
+    credentials: Option<Credentials>,
+    /// Every wait on the server (connecting, each reply, the reply to the message) is cut at this.
+    timeout: Duration,
     pub from: String,
     /// `host:port`, for messages.
     pub server: String,
@@ -98,8 +103,11 @@ pub struct Mailer {
 pub enum SendError {
     /// The server refused for good (a 5xx: unknown mailbox, policy): do not retry.
     Permanent(String),
-    /// Try again later (a 4xx, a connection or TLS failure, a timeout).
+    /// Not sent, try again later (a 4xx, a connection or TLS failure, a timeout before the message went).
     Transient(String),
+    /// The message went but its reply never came (the connection dropped, the wait timed out): the server may have
+    /// stored it. Never retried automatically: the recipient is reported interrupted for the operator to resend.
+    Interrupted(String),
 }
 
 impl std::fmt::Display for SendError {
@@ -107,6 +115,7 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Permanent(m) => write!(f, "refused by the mail server: {m}"),
             SendError::Transient(m) => write!(f, "not sent yet: {m}"),
+            SendError::Interrupted(m) => write!(f, "sent, but the server's reply was lost (it may have arrived): {m}"),
         }
     }
 }
@@ -119,33 +128,85 @@ impl Mailer {
                 .with_hint("add [smtp] with host, security and from (see config/pulse.example.toml)")
         })?;
         let port = smtp.port();
-        let tls = |host: &str| {
-            TlsParameters::new(host.to_owned())
-                .map_err(|e| AppError::new(ErrorKind::Internal, format!("TLS for {host}: {e}")))
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).port(port);
-        builder = match smtp.security {
-            SmtpSecurity::None => builder.tls(Tls::None),
-            SmtpSecurity::Starttls => builder.tls(Tls::Required(tls(&smtp.host)?)),
-            SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls(&smtp.host)?)),
-        };
-        if let (Some(user), Some(password)) = (&smtp.user, &smtp.password) {
-            let secret = config.resolve(password).map_err(|e| {
-                AppError::bad_request(format!("smtp.password ({}): {e}", password.describe()))
-                    .with_hint("set the environment variable or secrets file it names")
-            })?;
-            builder = builder.credentials(Credentials::new(user.clone(), secret.expose().to_owned()));
+        if smtp.security != SmtpSecurity::None {
+            TlsParameters::new(smtp.host.clone())
+                .map_err(|e| AppError::new(ErrorKind::Internal, format!("TLS for {}: {e}", smtp.host)))?;
         }
-        let transport = builder.timeout(Some(Duration::from_secs(smtp.timeout_secs))).build();
-        Ok(Mailer { transport, from: smtp.from.clone(), server: format!("{}:{port}", smtp.host) })
+        let credentials = match (&smtp.user, &smtp.password) {
+            (Some(user), Some(password)) => {
+                let secret = config.resolve(password).map_err(|e| {
+                    AppError::bad_request(format!("smtp.password ({}): {e}", password.describe()))
+                        .with_hint("set the environment variable or secrets file it names")
+                })?;
+                Some(Credentials::new(user.clone(), secret.expose().to_owned()))
+            }
+            _ => None,
+        };
+        Ok(Mailer {
+            host: smtp.host.clone(),
+            port,
+            security: smtp.security,
+            credentials,
+            timeout: Duration::from_secs(smtp.timeout_secs.max(1)),
+            from: smtp.from.clone(),
+            server: format!("{}:{port}", smtp.host),
+        })
     }
 
-    /// Sends one message; returns the server's reply.
+    /// Sends one message; returns the server's reply. The exchange is driven step by step so that a failure is
+    /// known to come before the message went (transient or permanent) or after (interrupted), and every wait is
+    /// bounded by `timeout_secs`.
     pub async fn send(&self, message: Message) -> Result<String, SendError> {
-        match self.transport.send(message).await {
-            Ok(reply) => Ok(reply.message().collect::<Vec<_>>().join(" ")),
-            Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-            Err(e) => Err(SendError::Transient(format!("{} ({e})", self.server))),
+        use lettre::transport::smtp::client::AsyncSmtpConnection;
+        use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+        use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+        let before = |e: lettre::transport::smtp::Error| {
+            if e.is_permanent() {
+                SendError::Permanent(e.to_string())
+            } else {
+                SendError::Transient(format!("{} ({e})", self.server))
+            }
+        };
+        let timed_out = |what: &str| format!("{}: no answer to {what} within {} s", self.server, self.timeout.as_secs());
+        let step = |what: &'static str| move |_| SendError::Transient(timed_out(what));
+        let tls = || TlsParameters::new(self.host.clone()).map_err(|e| SendError::Transient(format!("TLS: {e}")));
+        let hello = ClientId::default();
+        let wrapper = if self.security == SmtpSecurity::Tls { Some(tls()?) } else { None };
+        let connect =
+            AsyncSmtpConnection::connect_tokio1((self.host.as_str(), self.port), Some(self.timeout), &hello, wrapper, None);
+        let mut conn = tokio::time::timeout(self.timeout, connect).await.map_err(step("connecting"))?.map_err(before)?;
+        if self.security == SmtpSecurity::Starttls {
+            let upgrade = conn.starttls(tls()?, &hello);
+            tokio::time::timeout(self.timeout, upgrade).await.map_err(step("STARTTLS"))?.map_err(before)?;
         }
+        if let Some(credentials) = &self.credentials {
+            use lettre::transport::smtp::authentication::Mechanism;
+            let auth = conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials);
+            tokio::time::timeout(self.timeout, auth).await.map_err(step("AUTH"))?.map_err(before)?;
+        }
+        let envelope = message.envelope().clone();
+        let body = message.formatted();
+        let mut options = vec![];
+        if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let mail = conn.command(Mail::new(envelope.from().cloned(), options));
+        tokio::time::timeout(self.timeout, mail).await.map_err(step("MAIL FROM"))?.map_err(before)?;
+        for to in envelope.to() {
+            let rcpt = conn.command(Rcpt::new(to.clone(), vec![]));
+            tokio::time::timeout(self.timeout, rcpt).await.map_err(step("RCPT TO"))?.map_err(before)?;
+        }
+        let data = conn.command(Data);
+        tokio::time::timeout(self.timeout, data).await.map_err(step("DATA"))?.map_err(before)?;
+        // From here the message is on its way: only a reply from the server says it was not taken.
+        let reply = match tokio::time::timeout(self.timeout, conn.message(&body)).await {
+            Err(_) => return Err(SendError::Interrupted(timed_out("the message"))),
+            // A 4xx or 5xx reply: the server did not take it (an "incomplete response" has no code: lost).
+            Ok(Err(e)) if e.is_transient() || e.is_permanent() => return Err(before(e)),
+            Ok(Err(e)) => return Err(SendError::Interrupted(format!("{} ({e})", self.server))),
+            Ok(Ok(reply)) => reply,
+        };
+        let _ = tokio::time::timeout(self.timeout, conn.quit()).await;
+        Ok(reply.message().collect::<Vec<_>>().join(" "))
     }
 }

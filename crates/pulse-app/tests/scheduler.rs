@@ -116,3 +116,36 @@ async fn missed_runs_are_caught_up_once_and_the_next_is_from_now_in_british_summ
     assert_eq!(next[0].next, Some(utc(2018, 3, 26, 7)));
     assert_eq!(next[0].last.as_ref().map(|s| s.state.as_str()), Some("failed"));
 }
+
+/// `pulse digest send` takes the list's lease: while a daemon holds it nothing is sent and the error names the holder;
+/// once released, the manual send takes it (and gives it back).
+#[tokio::test]
+async fn a_manual_send_waits_for_the_lists_lease() {
+    let (dir, _, store) = setup();
+    let mut toml = std::fs::read_to_string(dir.path().join("pulse.toml")).unwrap();
+    toml.push_str("\n[smtp]\nhost = \"127.0.0.1\"\nport = 9\nsecurity = \"none\"\nfrom = \"Pulse <d@example.nhs.uk>\"\n");
+    std::fs::write(dir.path().join("pulse.toml"), toml).unwrap();
+    let config = pulse_config::load(&dir.path().join("pulse.toml")).unwrap();
+    let scope = config.operator_access().write_scope("stoke").unwrap();
+    let daemon = format!("{}:{}:daemon", pulse_domain::this_host(), std::process::id());
+    assert!(store.try_lease(&scope, "digest:weekly", &daemon, Duration::from_secs(600)).await.unwrap().acquired());
+    let mailer = pulse_app::mail::Mailer::from_config(&config).unwrap();
+    let request = pulse_app::delivery::SendRequest {
+        list: "weekly".into(),
+        week_end: chrono::NaiveDate::from_ymd_opt(2018, 3, 11).unwrap(),
+        now: utc(2018, 3, 12, 9),
+        resend_interrupted: false,
+        allow_incomplete: true,
+    };
+    let manual = pulse_app::delivery::manual_holder();
+    let e = pulse_app::delivery::send_list_leased(&store, &config, &mailer, &request, &manual).await.unwrap_err();
+    assert!(e.message.contains(&daemon) && e.message.contains("nothing was sent"), "{e}");
+    // The daemon still holds it.
+    assert!(!store.try_lease(&scope, "digest:weekly", "third:1:x", Duration::from_secs(1)).await.unwrap().acquired());
+    store.release_lease(&scope, "digest:weekly", &daemon).await.unwrap();
+    // Now it runs (and stops for want of reports in this empty world, saying so)...
+    let e = pulse_app::delivery::send_list_leased(&store, &config, &mailer, &request, &manual).await.unwrap_err();
+    assert!(e.message.contains("has not been computed"), "{e}");
+    // ...and gives the lease back even so: the daemon can take it again.
+    assert!(store.try_lease(&scope, "digest:weekly", &daemon, Duration::from_secs(1)).await.unwrap().acquired());
+}

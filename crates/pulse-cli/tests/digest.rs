@@ -357,6 +357,12 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
     let shown = text(&status);
     assert!(status.status.success(), "{shown}");
     assert!(shown.contains("digest:stoke-weekly") && shown.contains("Mon 2018-03-26 08:00 BST"), "{shown}");
+    // For that week, by name: who was given up (the refused one), without sending anything.
+    let week = pulse(&["status", "--config", config.to_str().unwrap(), "--week", "2018-W12"]);
+    let shown = text(&week);
+    assert!(shown.contains("list stoke-weekly (week ending 2018-03-25)"), "{shown}");
+    assert!(shown.contains(&format!("{refused}: gave_up")), "{shown}");
+    assert_eq!(received(&sink.maildir), last, "status sends nothing");
 }
 
 /// `pulse export log --format json` gives each record whole: the spec, its hash, each file's SHA-256 (equal to the

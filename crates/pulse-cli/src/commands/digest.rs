@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -118,7 +117,8 @@ pub async fn run(path: &Path, cmd: DigestCommand) -> Result<ExitCode> {
                 resend_interrupted: a.resend_interrupted,
                 allow_incomplete: true,
             };
-            let out = delivery::send_list(&store, &config, &mailer, &request, &AtomicBool::new(false))
+            let holder = delivery::manual_holder();
+            let out = delivery::send_list_leased(&store, &config, &mailer, &request, &holder)
                 .await
                 .map_err(anyhow::Error::msg)?;
             crate::outln!("{}", out.summary());

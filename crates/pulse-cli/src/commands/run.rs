@@ -61,6 +61,10 @@ pub struct StatusArgs {
     /// Only this tenant's jobs.
     #[arg(long)]
     tenant: Option<String>,
+    /// The digest week to report deliveries for: an ISO week (2018-W10) or any day in it. Default: the last whole
+    /// week. Lists who is interrupted, waiting and given up by name.
+    #[arg(long)]
+    week: Option<String>,
 }
 
 pub async fn status(path: &Path, args: StatusArgs) -> Result<ExitCode> {
@@ -104,13 +108,23 @@ pub async fn status(path: &Path, args: StatusArgs) -> Result<ExitCode> {
     }
     // The latest week's deliveries per list.
     for sub in config.subscriptions.iter().filter(|s| args.tenant.as_deref().is_none_or(|t| t == s.tenant.as_str())) {
-        let week = digest::last_whole_week(Utc::now().with_timezone(&config.scheduler.tz()).date_naive());
+        let week = match &args.week {
+            Some(w) => digest::parse_week(w).map_err(anyhow::Error::msg)?,
+            None => digest::last_whole_week(Utc::now().with_timezone(&config.scheduler.tz()).date_naive()),
+        };
         let history = delivery::history(&store, &config, &sub.name, week).await.map_err(anyhow::Error::msg)?;
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
-        for steps in history.values() {
+        let mut named = Vec::new();
+        for (recipient, steps) in &history {
             if let Some(last) = steps.last() {
-                let state = if last.state == "pending" { "interrupted or in flight" } else { last.state.as_str() };
+                let state = match last.state.as_str() {
+                    "pending" => "interrupted or in flight",
+                    s => s,
+                };
                 *counts.entry(state.to_owned()).or_default() += 1;
+                if state != "sent" {
+                    named.push(format!("    {recipient}: {state}{}", if last.detail.is_empty() { String::new() } else { format!(" ({})", last.detail) }));
+                }
             }
         }
         let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
@@ -119,6 +133,15 @@ pub async fn status(path: &Path, args: StatusArgs) -> Result<ExitCode> {
             sub.name,
             if counts.is_empty() { "nothing sent yet".into() } else { counts.join(", ") }
         );
+        for line in named {
+            crate::outln!("{line}");
+        }
+        if history.values().any(|s| s.last().is_some_and(|l| l.state == "pending" || l.state == "interrupted")) {
+            crate::outln!(
+                "    resend the interrupted (they may already have it): pulse digest send --list {} --week {week} --resend-interrupted",
+                sub.name
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
