@@ -140,7 +140,55 @@ pub fn router(state: Shared) -> Router {
         .route("/quality", get(pages::quality))
         .route("/static/pulse.css", get(pages::stylesheet))
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(refuse_credentials_in_urls))
         .with_state(state)
+}
+
+/// Query parameter names that carry a credential when they appear in a URL.
+const CREDENTIAL_PARAMETERS: [&str; 5] = ["key", "api_key", "apikey", "access_token", "password"];
+
+/// Whether a URL's query carries a credential: a parameter named like one, or any value that is an API key
+/// (`pulse_<id>_<secret>`). The unsubscribe link's signed `token` is not one (it can only unsubscribe its address).
+pub fn credential_in_query(query: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes()).any(|(k, v)| {
+        CREDENTIAL_PARAMETERS.contains(&k.to_ascii_lowercase().as_str())
+            || v.trim_start().starts_with("pulse_")
+            || k.trim_start().starts_with("pulse_")
+    })
+}
+
+/// Refuses, before any handler or log line sees it, a request that puts a credential in its URL: 400 with a JSON
+/// error that does not echo it. A key in a URL ends up in browser history, proxies' logs and the Referer header; the
+/// service takes keys only in the `Authorization` header (API) or the login form (dashboard).
+async fn refuse_credentials_in_urls(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.uri().query().is_some_and(credential_in_query) {
+        let path = request.uri().path().to_owned();
+        tracing::warn!(target: "pulse_server::access", path, status = 400u16, "request refused: a credential in the URL (not logged)");
+        let e = AppError::bad_request("credentials are not accepted in URLs; this request was refused and its URL not logged")
+            .with_hint("send the key as `Authorization: Bearer <key>` (API), or log in at /login (dashboard); revoke the key if it was shared in a link");
+        return ApiError(e).into_response();
+    }
+    next.run(request).await
+}
+
+/// What the access log says of a request's query: the parameter names and a digest of the whole (never the values:
+/// they may be a filter's many values or something pasted by mistake).
+pub fn query_digest<'a>(params: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+    use sha2::Digest as _;
+    let mut ps: Vec<(&String, &String)> = params.collect();
+    if ps.is_empty() {
+        return String::new();
+    }
+    ps.sort();
+    let mut hasher = sha2::Sha256::new();
+    for (k, v) in &ps {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_bytes());
+        hasher.update([0]);
+    }
+    let names: Vec<&str> = ps.iter().map(|(k, _)| k.as_str()).collect();
+    format!(" params={} q={}", names.join(","), &hex::encode(hasher.finalize())[..12])
 }
 
 /// Serves until `shutdown` resolves; records keys' last use every minute and on the way out.

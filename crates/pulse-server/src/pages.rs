@@ -231,12 +231,7 @@ where
     Fut: std::future::Future<Output = AppResult<(String, usize)>>,
 {
     let started = Instant::now();
-    let mut what = format!("GET {path}");
-    let mut ps: Vec<_> = params.iter().collect();
-    ps.sort();
-    for (k, v) in ps {
-        let _ = write!(what, " {k}={v}");
-    }
+    let what = format!("GET {path}{}", crate::query_digest(params.iter()));
     let ctx = match context(&state, &headers, path, params) {
         Ok(c) => c,
         Err(resp) => {
@@ -723,8 +718,17 @@ fn cookie_header(state: &Shared, name: &str, value: &str, max_age: i64) -> Heade
 
 /// Only a path on this site may be gone to after login.
 fn safe_next(next: Option<&String>) -> String {
+    // Browsers drop tabs and newlines from URLs (`/\t/evil.example/` is read `//evil.example/`), and a control
+    // character in a Location header fails the response: any of them, or a space, and it is the overview instead.
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.clone(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.clone()
+        }
         _ => "/".into(),
     }
 }

@@ -343,6 +343,66 @@ async fn every_request_is_logged_with_key_id_tenant_rows_and_time_never_the_secr
     assert!(!text.contains(secret) && !text.contains(&"f".repeat(64)), "a secret reached the log");
 }
 
+/// A key in a URL is refused with a 400 that does not echo it, before any handler or log line sees it, on the API and
+/// the dashboard; the access log carries parameter names and a digest, never values; `next` after login is a path
+/// on this site without control characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_urls_are_refused_and_never_logged() {
+    let logs = captured_logs();
+    let s = serve().await;
+    let k = key(&s.config, &["stoke"], &[KeyScope::Read]);
+    let secret = k.rsplit('_').next().unwrap().to_owned();
+    let c = client();
+    let urls = [
+        format!("{}/api/v1/reports/reach?tenant=stoke&key={k}", s.url),
+        format!("{}/api/v1/reports/reach?tenant=stoke&api_key={k}", s.url),
+        format!("{}/?key={k}", s.url),
+        format!("{}/practices?from=2018-03-01&q={k}", s.url),
+        format!("{}/login?next=%2F&access_token=abc", s.url),
+    ];
+    for url in &urls {
+        let r = c.get(url).bearer_auth(&k).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{url}");
+        assert!(r.headers().get("location").is_none(), "not sent on to a login page carrying it");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains(&secret) && body.contains("not accepted in URLs"), "{body}");
+    }
+    // A report asked properly is logged with its parameters' names and a digest, not their values.
+    let r = c
+        .get(format!("{}/api/v1/reports/reach?tenant=stoke&from=2018-03-01&to=2018-03-31", s.url))
+        .bearer_auth(&k)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains(&secret), "a secret reached the log");
+    let line = text.lines().find(|l| l.contains("GET /api/v1/reports/reach params=from,tenant,to q=")).expect(&text);
+    assert!(!line.contains("2018-03-31"), "{line}");
+    // A long query is logged by size and digest.
+    let many: Vec<String> = (0..2000).map(|i| format!("M{i:05}")).collect();
+    let q = json!({"metrics": ["views"], "dimensions": ["practice"], "filters": [["contains", "practice", many]]});
+    let _ = post(&s.url, &k, &q).await;
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains("M01999"), "a long query's values reached the log");
+    // After login, only a same-site path without control characters or spaces.
+    let form = c.get(format!("{}/login", s.url)).send().await.unwrap();
+    let set = form.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let token = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let cases = [("/\t/evil.example/", "/"), ("/a\nb", "/"), ("//evil.example", "/"), ("/practices?from=2018-03-01", "/practices?from=2018-03-01")];
+    for (next, expect) in cases {
+        let r = c
+            .post(format!("{}/login", s.url))
+            .header("cookie", format!("pulse_login_csrf={token}"))
+            .form(&[("csrf", token.as_str()), ("next", next), ("key", k.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{next:?}");
+        assert_eq!(r.headers()["location"], expect, "{next:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_sessions_need_the_login_form_token_and_end_on_logout_or_revocation() {
     let s = serve().await;
