@@ -181,7 +181,9 @@ pub async fn send_list_leased<S: Store + Clone + 'static>(
                 l.expires_at.format("%H:%M:%S UTC")
             ),
         )
-        .with_hint("wait for that run to finish (`pulse status` shows it), then send again: recipients it served are skipped"));
+        .with_hint(
+            "wait for that run to finish (`pulse status` shows it), then send again: recipients it served are skipped",
+        ));
     }
     let renew = {
         let (store, scope, job, holder) = (store.clone(), scope.clone(), job.clone(), holder.to_owned());

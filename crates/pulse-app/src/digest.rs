@@ -487,8 +487,11 @@ impl Rendered {
 fn comparison(f: &Figure, before: Option<f64>) -> String {
     // A change between counts of people is computed from the published (rounded) counts: from the exact ones, a
     // percentage beside two rounded counts would narrow them.
-    let change =
-        if f.people { overview::change(published_count(f.now), published_count(before)) } else { overview::change(f.now, before) };
+    let change = if f.people {
+        overview::change(published_count(f.now), published_count(before))
+    } else {
+        overview::change(f.now, before)
+    };
     match (change, before) {
         (Some(c), Some(_)) => format!("{:+.0}% ({})", c * 100.0, figure_value(f, before)),
         (None, Some(_)) => format!("n/a ({})", figure_value(f, before)),

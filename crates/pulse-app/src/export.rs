@@ -64,6 +64,14 @@ pub const METRICS: [&str; 5] = ["reach", "engaged_users", "views", "engagements"
 pub const TABLES: [&str; 4] = ["reach_daily", "reach_weekly", "age_bands", "campaigns"];
 
 impl ExportSpec {
+    /// The spec as the audit trail records it (the purpose and requester are fields of their own there).
+    fn as_json(&self) -> serde_json::Value {
+        json!({
+            "tenants": self.tenants, "from": self.from.map(|d| d.to_string()), "to": self.to.map(|d| d.to_string()),
+            "project": self.project, "tables": self.tables, "campaigns": self.campaigns, "metrics": self.metrics,
+        })
+    }
+
     /// A stable hash of the spec (provenance: two packages from the same spec say so).
     pub fn hash(&self) -> String {
         let mut tenants = self.tenants.clone();
@@ -472,9 +480,15 @@ fn secondary_suppression(table: &mut Table) -> usize {
 /// adding up to them by controlled rounding.
 fn controlled_rounding_note(table: &str) -> serde_json::Value {
     match table {
-        "age_bands" => json!({"totals": {"column": "people"}, "groups": "female + male + unknown = people, in each row"}),
-        "campaigns" => json!({"totals": {"practice": "ALL"}, "groups": "the practices' post_lifetime and observed add up to the ALL row's"}),
-        _ => json!({"totals": {"practice": "ALL"}, "groups": "the practices' figures add up to the ALL row's, per metric"}),
+        "age_bands" => {
+            json!({"totals": {"column": "people"}, "groups": "female + male + unknown = people, in each row"})
+        }
+        "campaigns" => {
+            json!({"totals": {"practice": "ALL"}, "groups": "the practices' post_lifetime and observed add up to the ALL row's"})
+        }
+        _ => {
+            json!({"totals": {"practice": "ALL"}, "groups": "the practices' figures add up to the ALL row's, per metric"})
+        }
     }
 }
 
@@ -502,8 +516,11 @@ fn controlled_rounding(table: &mut Table) {
         let floors: i64 = known.iter().map(|k| k.1).sum();
         let up = (round5(total) - floors) / 5;
         // Members that must go up (8 or 9), then the largest remainders; none with a remainder of 0.
-        known.sort_by_key(|&(at, f, rem)| (!(f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])), 5 - rem, at));
-        let must = known.iter().filter(|&&(at, f, rem)| f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])).count();
+        known.sort_by_key(|&(at, f, rem)| {
+            (!(f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])), 5 - rem, at)
+        });
+        let must =
+            known.iter().filter(|&&(at, f, rem)| f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])).count();
         let movable = known.iter().filter(|k| k.2 > 0).count();
         if up < 0 || (up as usize) < must || up as usize > movable || (round5(total) - floors) % 5 != 0 {
             continue;
@@ -882,12 +899,11 @@ pub async fn record_refusal<S: Store>(
         project: spec.project.clone(),
         purpose: spec.purpose.clone(),
         spec_hash: spec.hash(),
-        spec: json!({
-            "tenants": spec.tenants, "from": spec.from.map(|d| d.to_string()), "to": spec.to.map(|d| d.to_string()),
-            "project": spec.project, "tables": spec.tables, "campaigns": spec.campaigns, "metrics": spec.metrics,
-            "refused": why,
-        })
-        .to_string(),
+        spec: {
+            let mut v = spec.as_json();
+            v["refused"] = json!(why);
+            v.to_string()
+        },
         rows: 0,
         files: "{}".into(),
     };
@@ -895,7 +911,8 @@ pub async fn record_refusal<S: Store>(
     for t in &tenants {
         let write = operator.write_scope(t.as_str())?;
         store.append_export_audit(&write, &record).await.map_err(|e| {
-            AppError::from(e).with_hint("the refused export could not be recorded in the audit trail; retry when the store is back")
+            AppError::from(e)
+                .with_hint("the refused export could not be recorded in the audit trail; retry when the store is back")
         })?;
     }
     Ok(())
@@ -1335,11 +1352,7 @@ async fn make<S: Store>(
         project: project.name.clone(),
         purpose: spec.purpose.clone(),
         spec_hash: spec_hash.clone(),
-        spec: json!({
-            "tenants": spec.tenants, "from": spec.from.map(|d| d.to_string()), "to": spec.to.map(|d| d.to_string()),
-            "project": spec.project, "tables": spec.tables, "campaigns": spec.campaigns, "metrics": spec.metrics,
-        })
-        .to_string(),
+        spec: spec.as_json().to_string(),
         rows: rows.values().sum::<usize>() as u64,
         files: json!(files.iter().map(|(n, h, _)| (n.clone(), h.clone())).collect::<BTreeMap<_, _>>()).to_string(),
     };
@@ -1561,14 +1574,13 @@ mod tests {
         let mut t = table(rows, vec![((0..3).map(|c| (0, c)).collect(), (0, 3))]);
         assert_eq!(secondary_suppression(&mut t), 0);
         // Four small ones under a total of 26 with 20 published: their sum is at most 6, so each would be 1 to 3.
-        let rows = vec![[1.0, 2.0, 1.0, 2.0, 20.0, 26.0].map(|v| Cell::count(Some(v))).to_vec()];
-        let mut t = table(rows, vec![((0..5).map(|c| (0, c)).collect(), (0, 5))]);
+        let mut t = row_with_total(&[1.0, 2.0, 1.0, 2.0, 20.0, 26.0]);
         assert_eq!(secondary_suppression(&mut t), 1);
         assert_eq!(published(&t, 0), ["*", "*", "*", "*", "*", "25"]);
         // Ten ones under a total of 10, the rest zeros: nothing left to hide but the total.
-        let mut cells = vec![Cell::count(Some(1.0)); 10];
-        cells.extend([Cell::count(Some(0.0)), Cell::count(Some(10.0))]);
-        let mut t = table(vec![cells], vec![((0..11).map(|c| (0, c)).collect(), (0, 11))]);
+        let mut figures = vec![1.0; 10];
+        figures.extend([0.0, 10.0]);
+        let mut t = row_with_total(&figures);
         assert_eq!(secondary_suppression(&mut t), 1);
         assert_eq!(published(&t, 0)[10..], ["0", "*"]);
     }
@@ -1578,13 +1590,19 @@ mod tests {
         t.rows[r].iter().map(Cell::csv).collect()
     }
 
+    /// One row whose last figure is the total of the others (a controlled group).
+    fn row_with_total(figures: &[f64]) -> Table {
+        let n = figures.len() - 1;
+        table(
+            vec![figures.iter().map(|v| Cell::count(Some(*v))).collect()],
+            vec![((0..n).map(|c| (0, c)).collect(), (0, n))],
+        )
+    }
+
     #[test]
     fn controlled_rounding_makes_a_row_add_up_to_its_rounded_total() {
         // Rounded each to its nearest: 15 + 15 + * = 25, so female and male could only be 13 or 14.
-        let mut t = table(
-            vec![vec![Cell::count(Some(13.0)), Cell::count(Some(13.0)), Cell::count(Some(1.0)), Cell::count(Some(27.0))]],
-            vec![(vec![(0, 0), (0, 1), (0, 2)], (0, 3))],
-        );
+        let mut t = row_with_total(&[13.0, 13.0, 1.0, 27.0]);
         secondary_suppression(&mut t);
         controlled_rounding(&mut t);
         let row = published(&t, 0);
@@ -1607,17 +1625,11 @@ mod tests {
     #[test]
     fn controlled_rounding_never_publishes_5_for_8_or_9() {
         // 8 + 9 + 23 = 40: nearest rounding gives 10 + 10 + 25 = 45; 8 and 9 must go up (a 5 would say "8 or 9").
-        let mut t = table(
-            vec![vec![Cell::count(Some(8.0)), Cell::count(Some(9.0)), Cell::count(Some(23.0)), Cell::count(Some(40.0))]],
-            vec![(vec![(0, 0), (0, 1), (0, 2)], (0, 3))],
-        );
+        let mut t = row_with_total(&[8.0, 9.0, 23.0, 40.0]);
         controlled_rounding(&mut t);
         assert_eq!(published(&t, 0), vec!["10", "10", "20", "40"]);
         // Where the sums cannot meet with 8 and 9 going up, the row keeps nearest rounding.
-        let mut t = table(
-            vec![vec![Cell::count(Some(8.0)), Cell::count(Some(8.0)), Cell::count(Some(20.0)), Cell::count(Some(36.0))]],
-            vec![(vec![(0, 0), (0, 1), (0, 2)], (0, 3))],
-        );
+        let mut t = row_with_total(&[8.0, 8.0, 20.0, 36.0]);
         controlled_rounding(&mut t);
         assert_eq!(published(&t, 0), vec!["10", "10", "20", "35"]);
     }

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::Message;
 use lettre::transport::smtp::client::TlsParameters;
 use pulse_config::{Config, SmtpSecurity};
 
@@ -167,14 +167,21 @@ impl Mailer {
                 SendError::Transient(format!("{} ({e})", self.server))
             }
         };
-        let timed_out = |what: &str| format!("{}: no answer to {what} within {} s", self.server, self.timeout.as_secs());
+        let timed_out =
+            |what: &str| format!("{}: no answer to {what} within {} s", self.server, self.timeout.as_secs());
         let step = |what: &'static str| move |_| SendError::Transient(timed_out(what));
         let tls = || TlsParameters::new(self.host.clone()).map_err(|e| SendError::Transient(format!("TLS: {e}")));
         let hello = ClientId::default();
         let wrapper = if self.security == SmtpSecurity::Tls { Some(tls()?) } else { None };
-        let connect =
-            AsyncSmtpConnection::connect_tokio1((self.host.as_str(), self.port), Some(self.timeout), &hello, wrapper, None);
-        let mut conn = tokio::time::timeout(self.timeout, connect).await.map_err(step("connecting"))?.map_err(before)?;
+        let connect = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &hello,
+            wrapper,
+            None,
+        );
+        let mut conn =
+            tokio::time::timeout(self.timeout, connect).await.map_err(step("connecting"))?.map_err(before)?;
         if self.security == SmtpSecurity::Starttls {
             let upgrade = conn.starttls(tls()?, &hello);
             tokio::time::timeout(self.timeout, upgrade).await.map_err(step("STARTTLS"))?.map_err(before)?;

@@ -125,9 +125,14 @@ fn the_auditor_finds_the_recoveries_of_old_packages() {
     assert_eq!(code, 1, "{result}");
     assert_eq!(
         findings(&result),
-        ["age_bands.female rounded", "age_bands.male rounded", "age_bands.people rounded", "age_bands.unknown suppressed"]
-            .map(String::from)
-            .into(),
+        [
+            "age_bands.female rounded",
+            "age_bands.male rounded",
+            "age_bands.people rounded",
+            "age_bands.unknown suppressed"
+        ]
+        .map(String::from)
+        .into(),
         "{result}"
     );
     assert!(result["findings"].as_array().unwrap().iter().all(|f| f["values"] == 1), "{result}");
@@ -311,7 +316,10 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     };
     let r = attack(&m.dir, &p.dir);
     let (n, candidates) = (r["practices"].as_u64().unwrap(), r["candidates"].as_u64().unwrap());
-    eprintln!("re-identification, pseudonymised: {}", serde_json::json!({"identified": r["identified"], "top_guess_right": r["top_guess_right"], "chance": r["chance_top_guess_right"], "median_rank_of_truth": r["median_rank_of_truth"], "of": n, "candidates": candidates}));
+    eprintln!(
+        "re-identification, pseudonymised: {}",
+        serde_json::json!({"identified": r["identified"], "top_guess_right": r["top_guess_right"], "chance": r["chance_top_guess_right"], "median_rank_of_truth": r["median_rank_of_truth"], "of": n, "candidates": candidates})
+    );
     assert!(n > 50 && r["linked_through_reports"] == n, "{r}");
     // The size of a practice's reach against its list size is what remains linkable: it singles out one practice of
     // 71 here (README, "Pseudonyms"); a few at most, never most.
@@ -320,13 +328,19 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     // The size narrows the field (the truth's median rank is 17 of 94, chance 47) without naming the practice.
     assert!(r["median_rank_of_truth"].as_u64().unwrap() > candidates / 8, "{r}");
     let r = attack(&y.dir, &yp.dir);
-    eprintln!("re-identification, a year pseudonymised: {} of {n} identified, best guess right {}", r["identified"], r["top_guess_right"]);
+    eprintln!(
+        "re-identification, a year pseudonymised: {} of {n} identified, best guess right {}",
+        r["identified"], r["top_guess_right"]
+    );
     assert!(r["columns_used"].as_array().unwrap().contains(&serde_json::json!("age_bands")), "{r}");
     assert_eq!(r["identified"], 0, "{r}");
     assert!(r["top_guess_right"].as_u64().unwrap() <= 3 + n / 10, "{r}");
     let r = attack(&yp.dir, &yp.dir);
     eprintln!("re-identification, with codes and list sizes: {} of {n} identified", r["identified"]);
-    assert!(r["top_guess_right"] == n && r["identified"].as_u64().unwrap() > n / 3, "the attack has teeth with list sizes: {r}");
+    assert!(
+        r["top_guess_right"] == n && r["identified"].as_u64().unwrap() > n / 3,
+        "the attack has teeth with list sizes: {r}"
+    );
 }
 
 /// The hard cases, in a world ingested from the simulator through the configured path: a practice with two pages

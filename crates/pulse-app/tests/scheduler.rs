@@ -123,7 +123,9 @@ async fn missed_runs_are_caught_up_once_and_the_next_is_from_now_in_british_summ
 async fn a_manual_send_waits_for_the_lists_lease() {
     let (dir, _, store) = setup();
     let mut toml = std::fs::read_to_string(dir.path().join("pulse.toml")).unwrap();
-    toml.push_str("\n[smtp]\nhost = \"127.0.0.1\"\nport = 9\nsecurity = \"none\"\nfrom = \"Pulse <d@example.nhs.uk>\"\n");
+    toml.push_str(
+        "\n[smtp]\nhost = \"127.0.0.1\"\nport = 9\nsecurity = \"none\"\nfrom = \"Pulse <d@example.nhs.uk>\"\n",
+    );
     std::fs::write(dir.path().join("pulse.toml"), toml).unwrap();
     let config = pulse_config::load(&dir.path().join("pulse.toml")).unwrap();
     let scope = config.operator_access().write_scope("stoke").unwrap();

@@ -42,7 +42,8 @@ fn demo() -> PathBuf {
 }
 
 fn python_tools() -> bool {
-    let ok = Command::new("python3").args(["-c", "import aiosmtpd, highspy"]).output().is_ok_and(|o| o.status.success());
+    let ok =
+        Command::new("python3").args(["-c", "import aiosmtpd, highspy"]).output().is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             std::env::var_os("PULSE_REQUIRE_PYTHON_TOOLS").is_none(),
@@ -380,14 +381,33 @@ fn the_export_log_as_json_has_the_spec_the_hashes_and_the_refusals() {
     let package = out_dir.path().join("p");
     let export = |tenant: &str, out: &Path| {
         pulse(&[
-            "export", "--config", c, "--project", "logged", "--purpose", "DSA-9", "--tenant", tenant, "--from",
-            "2018-03-01", "--to", "2018-03-31", "--table", "reach_weekly", "--out", out.to_str().unwrap(),
+            "export",
+            "--config",
+            c,
+            "--project",
+            "logged",
+            "--purpose",
+            "DSA-9",
+            "--tenant",
+            tenant,
+            "--from",
+            "2018-03-01",
+            "--to",
+            "2018-03-31",
+            "--table",
+            "reach_weekly",
+            "--out",
+            out.to_str().unwrap(),
         ])
     };
     let made = export("stoke", &package);
     assert!(made.status.success(), "{}", text(&made));
     let refused = export("north-staffs", &out_dir.path().join("q"));
-    assert!(!refused.status.success() && text(&refused).contains("not agreed for tenant `north-staffs`"), "{}", text(&refused));
+    assert!(
+        !refused.status.success() && text(&refused).contains("not agreed for tenant `north-staffs`"),
+        "{}",
+        text(&refused)
+    );
     let log = pulse(&["export", "log", "--config", c, "--format", "json"]);
     assert!(log.status.success(), "{}", text(&log));
     let records: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();

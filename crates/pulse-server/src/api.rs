@@ -45,10 +45,8 @@ where
     if let Err(e) = caller.require(scope) {
         // A known key without the scope: logged under its id; an export it may not make is audited too.
         if scope == KeyScope::Export {
-            let spec = pulse_app::export::ExportSpec {
-                requested_by: format!("key {}", caller.key_id),
-                ..Default::default()
-            };
+            let spec =
+                pulse_app::export::ExportSpec { requested_by: format!("key {}", caller.key_id), ..Default::default() };
             if let Err(audit) =
                 pulse_app::export::record_refusal(&state.store, &state.config, &spec, &caller.tenants, &e.message).await
             {
@@ -105,7 +103,11 @@ pub async fn query(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
                 format!("POST /api/v2/query {text}")
             } else {
                 let params = [("query".to_owned(), text.clone())];
-                format!("POST /api/v2/query ({} bytes){}", text.len(), crate::query_digest(params.iter().map(|(k, v)| (k, v))))
+                format!(
+                    "POST /api/v2/query ({} bytes){}",
+                    text.len(),
+                    crate::query_digest(params.iter().map(|(k, v)| (k, v)))
+                )
             }
         }
         Err(_) => "POST /api/v2/query (unparsable)".to_owned(),

@@ -389,7 +389,12 @@ async fn credentials_in_urls_are_refused_and_never_logged() {
     let form = c.get(format!("{}/login", s.url)).send().await.unwrap();
     let set = form.headers()["set-cookie"].to_str().unwrap().to_owned();
     let token = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
-    let cases = [("/\t/evil.example/", "/"), ("/a\nb", "/"), ("//evil.example", "/"), ("/practices?from=2018-03-01", "/practices?from=2018-03-01")];
+    let cases = [
+        ("/\t/evil.example/", "/"),
+        ("/a\nb", "/"),
+        ("//evil.example", "/"),
+        ("/practices?from=2018-03-01", "/practices?from=2018-03-01"),
+    ];
     for (next, expect) in cases {
         let r = c
             .post(format!("{}/login", s.url))
@@ -516,16 +521,20 @@ async fn an_export_scoped_key_gets_a_package_of_its_own_tenant_and_the_export_is
     let log = pulse_app::export::log(&store, &s.config.operator_access(), Some("north-staffs")).await.unwrap();
     assert!(log.iter().any(|r| r.requested_by == format!("key {id}") && r.purpose == "DSA-7 evaluation"), "{log:?}");
     // The two refused requests are in the audit trail too, under the key that made them and with why.
-    let refused: Vec<(String, String)> = log
-        .iter()
-        .filter_map(|r| pulse_app::export::refusal(r).map(|why| (r.requested_by.clone(), why)))
-        .collect();
+    let refused: Vec<(String, String)> =
+        log.iter().filter_map(|r| pulse_app::export::refusal(r).map(|why| (r.requested_by.clone(), why))).collect();
     let ro = read_only.split('_').nth(1).unwrap();
     let st = other.split('_').nth(1).unwrap();
-    assert!(refused.iter().any(|(by, why)| by == &format!("key {ro}") && why.contains("`export` scope")), "{refused:?}");
+    assert!(
+        refused.iter().any(|(by, why)| by == &format!("key {ro}") && why.contains("`export` scope")),
+        "{refused:?}"
+    );
     assert!(refused.iter().any(|(by, _)| by == &format!("key {st}")), "{refused:?}");
     let stoke = pulse_app::export::log(&store, &s.config.operator_access(), Some("stoke")).await.unwrap();
-    assert!(stoke.iter().any(|r| r.requested_by == format!("key {st}") && r.rows == 0), "the asking key's tenant sees it too");
+    assert!(
+        stoke.iter().any(|r| r.requested_by == format!("key {st}") && r.rows == 0),
+        "the asking key's tenant sees it too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,7 +73,8 @@ pub async fn run(path: &Path, args: ExportArgs) -> Result<ExitCode> {
             crate::outln!("no exports recorded");
         }
         for r in log {
-            let outcome = export::refusal(&r).map_or_else(|| format!("{} rows", r.rows), |why| format!("REFUSED: {why}"));
+            let outcome =
+                export::refusal(&r).map_or_else(|| format!("{} rows", r.rows), |why| format!("REFUSED: {why}"));
             crate::outln!(
                 "{}  {}  by {}  project {}  tenants {}  {}  purpose: {}  spec {}",
                 r.created_at.format("%Y-%m-%d %H:%M:%S"),

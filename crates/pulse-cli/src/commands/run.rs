@@ -123,7 +123,10 @@ pub async fn status(path: &Path, args: StatusArgs) -> Result<ExitCode> {
                 };
                 *counts.entry(state.to_owned()).or_default() += 1;
                 if state != "sent" {
-                    named.push(format!("    {recipient}: {state}{}", if last.detail.is_empty() { String::new() } else { format!(" ({})", last.detail) }));
+                    named.push(format!(
+                        "    {recipient}: {state}{}",
+                        if last.detail.is_empty() { String::new() } else { format!(" ({})", last.detail) }
+                    ));
                 }
             }
         }
