@@ -9,7 +9,9 @@ the package publishes about it:
   rounding identifies a practice);
 - the engaged people by age band and gender (`age_bands`): their shape against the practice's registered patients by
   age and sex, and their size against its list size;
-- the size of its daily and weekly reach (`reach_daily`, `reach_weekly`) against its list size.
+- the size of its daily and weekly reach (`reach_daily`, `reach_weekly`) against its list size;
+- the order of the rows: paired in order with the sorted codes of the practices that have a page (public), rows in
+  code order would give every pseudonym back.
 
 A practice is identified when the attacker's best candidate is the right one and no other candidate comes close
 (a score at most half the next one's), or when a published exact figure leaves one candidate. The truth comes from
@@ -94,6 +96,31 @@ def features(pkg):
     return f
 
 
+def row_order(pkg):
+    """tenant -> practices in the order their rows first appear (every table, file order)."""
+    order = defaultdict(list)
+    for name in ("reach_daily", "reach_weekly", "age_bands", "campaigns"):
+        path = os.path.join(pkg, f"{name}.csv")
+        if not os.path.exists(path):
+            continue
+        for r in read(path):
+            seen = order[(name, r["tenant_id"])]
+            if r["practice"] != "ALL" and r["practice"] not in seen:
+                seen.append(r["practice"])
+    return order
+
+
+def order_attack(pkg, truth, codes_with_pages):
+    """Rows in code order would give each pseudonym its code: the attacker sorts the codes of the practices that
+    have a page (public) and pairs them with the pseudonyms in row order. The most any table gives back."""
+    best = 0
+    for (table, tenant), seq in row_order(pkg).items():
+        codes = sorted(c for (t, p), c in truth.items() if t == tenant)
+        right = sum(1 for p, c in zip(seq, codes) if truth.get((tenant, p)) == c)
+        best = max(best, right)
+    return best
+
+
 def truth_map(pseudo, plain):
     """pseudonym -> code, by matching the published daily series (identical figures in both packages)."""
     by_series = {}
@@ -167,6 +194,7 @@ def attack(pkg, public, truth_pkg, candidates=None):
                         "rank_of_truth": rank})
     n = len(results)
     return {
+        "identified_by_row_order": order_attack(pkg, truth, None),
         "practices": n,
         "candidates": len(pub),
         "identified": sum(r["identified"] for r in results),
@@ -198,7 +226,8 @@ def main():
               f"(chance: {r['chance_top_guess_right']}); median rank of the truth {r['median_rank_of_truth']}; "
               f"columns used: {', '.join(r['columns_used'])}")
         print(f"  linked through the non-pseudonymised reports' series: {r['linked_through_reports']} of "
-              f"{r['practices']}")
+              f"{r['practices']}; identified by row order (codes of the practices with a page, sorted): "
+              f"{r['identified_by_row_order']}")
     return 0
 
 

@@ -256,6 +256,17 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         }
     }
     let this_week = day_number(week_end);
+    // Each week's practices as a research export publishes them (controlled rounding over the tenant's practices),
+    // so the digest and an export agree on every practice-week; `None`: suppressed.
+    let mut weeks: BTreeMap<i32, BTreeMap<String, Option<f64>>> = BTreeMap::new();
+    for (code, by_week) in &by_practice {
+        for (w, e) in by_week {
+            weeks.entry(*w).or_default().insert(code.clone(), Some(*e));
+        }
+    }
+    let shown: BTreeMap<i32, BTreeMap<String, Option<i64>>> =
+        weeks.iter().map(|(w, members)| (*w, crate::export::publish_group(members))).collect();
+    let shown_of = |code: &str, w: i32| shown.get(&w).and_then(|m| m.get(code).copied().flatten()).map(|v| v as f64);
     // Whether every page has all seven days of the week (Meta closes a Pacific day at 08:00 or 09:00 London).
     let days = Col::of(&reach.batch, "days_with_data");
     let week_rows: Vec<usize> = (0..reach.batch.num_rows()).filter(|i| ending.day(*i) == Some(this_week)).collect();
@@ -263,7 +274,8 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     let mut league: Vec<PracticeLine> = by_practice
         .iter()
         .filter_map(|(code, weeks)| {
-            let e = *weeks.get(&this_week)?;
+            weeks.get(&this_week)?;
+            let e = shown_of(code, this_week)?;
             let registered = *directory.registered.get(code).filter(|r| **r > 0.0)?;
             Some(PracticeLine {
                 code: code.clone(),
@@ -292,10 +304,18 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         let (lo, hi) = history.iter().fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
         // Far from its median in robust terms, and outside everything it did in the weeks before.
         if z.abs() >= ANOMALY_SCORE && (*now > hi || *now < lo) {
+            // Judged on the exact figures; shown as published (the same practice-weeks as an export shows them).
+            let published: Vec<f64> =
+                weeks.keys().filter(|w| **w < this_week).filter_map(|w| shown_of(code, *w)).collect();
+            let show = |v: Option<f64>| v.map_or_else(|| "fewer than 8".to_owned(), thousands);
+            let (p_lo, p_hi) = published.iter().fold((None::<f64>, None::<f64>), |(a, b), v| {
+                (Some(a.map_or(*v, |a| a.min(*v))), Some(b.map_or(*v, |b| b.max(*v))))
+            });
+            let med = (!published.is_empty()).then(|| median(&published));
             let (word, bound) = if *now > hi {
-                ("above", format!("highest {}", people(Some(hi))))
+                ("above", format!("highest {}", show(p_hi)))
             } else {
-                ("below", format!("lowest {}", people(Some(lo))))
+                ("below", format!("lowest {}", show(p_lo)))
             };
             anomalies.push(Alert {
                 kind: "anomaly".into(),
@@ -303,9 +323,9 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
                 name: name_of(code),
                 detail: format!(
                     "{} engagements this week, {word} anything in the previous {} weeks (usually about {}; {bound})",
-                    people(Some(*now)),
+                    show(shown_of(code, this_week)),
                     history.len(),
-                    people(Some(med)),
+                    people(med),
                 ),
             });
         }
@@ -353,6 +373,7 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         (c("campaign"), c("practice_code"), c("metric"), c("window_from"), c("window_to"));
     let (ceffect, clo, chi, clevel, cnote) =
         (c("effect"), c("effect_lo"), c("effect_hi"), c("interval_level"), c("note"));
+    let (cobserved, ccf) = (c("observed"), c("counterfactual"));
     let mut campaigns = Vec::new();
     for i in 0..camps.batch.num_rows() {
         let (Some(from), Some(to)) = (cfrom.day(i), cto.day(i)) else { continue };
@@ -362,9 +383,18 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         if cpractice.text(i) != "ALL" || !(live || recent) {
             continue;
         }
-        let (effect, lo, hi, lvl) = (ceffect.num(i), clo.num(i), chi.num(i), clevel.num(i));
+        // As a research export publishes them: the effect is the published observed less the counterfactual
+        // rounded to 5, the interval rounded to 5, none when the observed is 1 to 7 (the exact effect beside a
+        // published counterfactual would give the observed back).
+        let r5 = |v: Option<f64>| v.map(|v| crate::export::round5(v) as f64);
+        let observed = published_count(cobserved.num(i));
+        let cf = r5(ccf.num(i));
+        let shown = observed.is_some() && ceffect.num(i).is_some();
+        let effect = if shown { observed.zip(cf).map(|(o, c)| o - c) } else { None };
+        let (lo, hi, lvl) = if shown { (r5(clo.num(i)), r5(chi.num(i)), clevel.num(i)) } else { (None, None, None) };
         let words = match (effect, lo, hi) {
             (Some(e), Some(l), Some(h)) => effect_words(e, l, h, lvl),
+            _ if !shown && ceffect.num(i).is_some() => "not shown: fewer than 8 observed".to_owned(),
             _ => {
                 format!("no estimate yet: {}", if cnote.text(i).is_empty() { "not enough data" } else { cnote.text(i) })
             }
@@ -780,7 +810,8 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
 
 /// Every figure the digest publishes, as the disclosure auditor reads them (`audit/disclosure_audit.py`): counts of
 /// people as shown, the changes, rates and shares computed from them with what they are computed from, the chart's
-/// points (the digest publishes no total its named practices add up to). The texts are made by the same functions as the email's, and the digest test checks each one appears in it.
+/// points, and each campaign's effect as shown (the digest publishes no total its named practices add up to; the
+/// "needs attention" lines quote practice-weeks as published, through the same controlled rounding). The texts are made by the same functions as the email's, and the digest test checks each one appears in it.
 pub fn published_figures(d: &Digest) -> serde_json::Value {
     use serde_json::json;
     let mut counts = Vec::new();
@@ -814,6 +845,12 @@ pub fn published_figures(d: &Digest) -> serde_json::Value {
             rates.push(json!({"count": id, "per": reg, "scale": 100, "shown": format!("{:.1}", pen * 100.0), "of": "published"}));
         }
     }
+    // Campaign effects: estimates (the published observed less the counterfactual rounded to 5), not counts.
+    let estimates: Vec<serde_json::Value> = d
+        .campaigns
+        .iter()
+        .map(|c| json!({"id": format!("effect of {} on {}", c.name, c.metric), "shown": c.words, "of": "published"}))
+        .collect();
     json!({
         "kind": "practice-pulse-digest",
         "tenant": d.tenant,
@@ -821,6 +858,7 @@ pub fn published_figures(d: &Digest) -> serde_json::Value {
         "counts": counts,
         "changes": changes,
         "rates": rates,
+        "estimates": estimates,
     })
 }
 

@@ -186,6 +186,9 @@ struct Table {
     /// The groups whose members are rounded to add up to their rounded total (controlled rounding; indices into
     /// `groups`). No cell is a member of two of them.
     controlled: Vec<usize>,
+    /// Each row's real practice code (`ALL` for a total): controlled rounding breaks ties by it, so the same figures
+    /// round the same way in every package (pseudonymised or not, whatever the row order) and in digests.
+    ties: Vec<String>,
     /// Columns left out of the published files (metrics not asked for).
     dropped: Vec<&'static str>,
     /// Whether a group's total includes its withheld members (age bands: the pipeline sums the tenant's pages before
@@ -205,9 +208,16 @@ impl Table {
             rows: vec![],
             groups: vec![],
             controlled: vec![],
+            ties: vec![],
             dropped: vec![],
             withheld_in_totals: false,
         }
+    }
+
+    /// Adds a row, with the real practice code controlled rounding breaks ties by.
+    fn push_row(&mut self, row: Vec<Cell>, practice: &str) {
+        self.rows.push(row);
+        self.ties.push(practice.to_owned());
     }
 
     /// Adds a group whose members are rounded to add up to the total (see [`controlled_rounding`]).
@@ -417,6 +427,10 @@ fn derive_campaign_estimates(table: &mut Table) {
     }
 }
 
+/// Which disclosure rules made a package (in `datapackage.json`): packages made under different rules must not be
+/// combined, and this says which is which. Changed whenever a rule changes what is published.
+pub const DISCLOSURE_RULES: &str = "2026-12-03: controlled rounding, ties by practice code; hidden sums of at least 7";
+
 /// What the hidden members of a group must add up to (less one for each beyond the first), so that a solver bounding
 /// each of them by the published total less everything else published leaves it at least 7 possible values.
 const PROTECTED_SUM: f64 = 7.0;
@@ -516,8 +530,10 @@ fn controlled_rounding(table: &mut Table) {
         let floors: i64 = known.iter().map(|k| k.1).sum();
         let up = (round5(total) - floors) / 5;
         // Members that must go up (8 or 9), then the largest remainders; none with a remainder of 0.
-        known.sort_by_key(|&(at, f, rem)| {
-            (!(f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])), 5 - rem, at)
+        // Ties broken by the real practice code and the column, never by row order or pseudonym.
+        let tie = |at: (usize, usize)| (table.ties.get(at.0).cloned().unwrap_or_default(), at.1);
+        known.sort_by_cached_key(|&(at, f, rem)| {
+            (!(f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])), 5 - rem, tie(at))
         });
         let must =
             known.iter().filter(|&&(at, f, rem)| f == 5 && rem > 0 && !is_suppressed(&table.rows[at.0][at.1])).count();
@@ -533,6 +549,34 @@ fn controlled_rounding(table: &mut Table) {
             }
         }
     }
+}
+
+/// How a research export publishes one group of counts with their total (a week's practices and the tenant total,
+/// as in `reach_weekly`): each member's published value, `None` where it is suppressed or withheld. Digests publish
+/// practices' weekly figures through this, so a digest and an export of the same week agree cell for cell (two
+/// different roundings of one figure would narrow it).
+pub fn publish_group(members: &BTreeMap<String, Option<f64>>) -> BTreeMap<String, Option<i64>> {
+    let mut t = Table::empty(&[]);
+    let known: Vec<f64> = members.values().filter_map(|v| *v).collect();
+    for (code, v) in members {
+        t.push_row(vec![Cell::count(*v)], code);
+    }
+    t.push_row(vec![Cell::count((!known.is_empty()).then(|| known.iter().sum()))], "ALL");
+    let n = members.len();
+    t.push_controlled(((0..n).map(|r| (r, 0)).collect(), (n, 0)));
+    secondary_suppression(&mut t);
+    controlled_rounding(&mut t);
+    members
+        .keys()
+        .zip(&t.rows)
+        .map(|(code, row)| {
+            let shown = match row[0] {
+                Cell::Count { raw: Some(v), suppressed: false } => Some(round5(v)),
+                _ => None,
+            };
+            (code.clone(), shown)
+        })
+        .collect()
 }
 
 fn is_suppressed(cell: &Cell) -> bool {
@@ -618,11 +662,16 @@ fn reach_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymis
     }
     for (w, practices) in by_week {
         let mut members = Vec::new();
-        for (code, figures) in &practices {
-            let mut row = vec![Cell::Text(tenant.into()), Cell::Text(p.practice(code)), Cell::Date(w)];
+        // In pseudonym order: rows in code order would give every pseudonym's code back to anyone who knows which
+        // practices have a page.
+        let mut ordered: Vec<(String, &String, &Vec<Option<f64>>)> =
+            practices.iter().map(|(code, figures)| (p.practice(code), code, figures)).collect();
+        ordered.sort_by(|a, b| a.0.cmp(&b.0));
+        for (shown, code, figures) in ordered {
+            let mut row = vec![Cell::Text(tenant.into()), Cell::Text(shown), Cell::Date(w)];
             row.extend(figures.iter().map(|v| Cell::count(*v)));
             members.push(into.rows.len());
-            into.rows.push(row);
+            into.push_row(row, code);
         }
         let mut total = vec![Cell::Text(tenant.into()), Cell::Text("ALL".into()), Cell::Date(w)];
         for k in 0..metrics.len() {
@@ -630,7 +679,7 @@ fn reach_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymis
             total.push(Cell::count((!known.is_empty()).then(|| known.iter().sum())));
         }
         let total_row = into.rows.len();
-        into.rows.push(total);
+        into.push_row(total, "ALL");
         for c in 3..3 + metrics.len() {
             into.push_controlled((members.iter().map(|r| (*r, c)).collect(), (total_row, c)));
         }
@@ -664,11 +713,15 @@ fn daily_table(tenant: &str, facts: &[pulse_domain::PageInsightFact], p: &Pseudo
     }
     for (d, practices) in by_day {
         let mut members = Vec::new();
-        for (practice, v) in &practices {
-            let mut row = vec![Cell::Text(tenant.into()), Cell::Text(p.practice(practice)), Cell::Date(d)];
+        // In pseudonym order (see reach_table).
+        let mut ordered: Vec<(String, &String, &DayFigures)> =
+            practices.iter().map(|(code, v)| (p.practice(code), code, v)).collect();
+        ordered.sort_by(|a, b| a.0.cmp(&b.0));
+        for (shown, code, v) in ordered {
+            let mut row = vec![Cell::Text(tenant.into()), Cell::Text(shown), Cell::Date(d)];
             row.extend(v.iter().map(|x| Cell::count(*x)));
             members.push(into.rows.len());
-            into.rows.push(row);
+            into.push_row(row, code);
         }
         let mut total = vec![Cell::Text(tenant.into()), Cell::Text("ALL".into()), Cell::Date(d)];
         for k in 0..4 {
@@ -676,7 +729,7 @@ fn daily_table(tenant: &str, facts: &[pulse_domain::PageInsightFact], p: &Pseudo
             total.push(Cell::count((!known.is_empty()).then(|| known.iter().sum())));
         }
         let total_row = into.rows.len();
-        into.rows.push(total);
+        into.push_row(total, "ALL");
         for c in 3..7 {
             into.push_controlled((members.iter().map(|r| (*r, c)).collect(), (total_row, c)));
         }
@@ -699,7 +752,11 @@ fn age_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser
                 && in_range(window[i], None, spec.to)
         })
         .collect();
-    order.sort_by(|x, y| (window[*x], &practice[*x], &band[*x]).cmp(&(window[*y], &practice[*y], &band[*y])));
+    // In pseudonym order (see reach_table); the tenant level (ALL) first.
+    let shown: Vec<String> = (0..b.num_rows())
+        .map(|i| if level[i] == "tenant" { String::new() } else { p.practice(&practice[i]) })
+        .collect();
+    order.sort_by(|x, y| (window[*x], &shown[*x], &band[*x]).cmp(&(window[*y], &shown[*y], &band[*y])));
     for i in order {
         let r = into.rows.len();
         let mut row = vec![
@@ -710,7 +767,7 @@ fn age_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser
         ];
         row.extend(values[..4].iter().map(|v| Cell::count(v[i])));
         row.push(Cell::Number(values[4][i]));
-        into.rows.push(row);
+        into.push_row(row, if level[i] == "tenant" { "ALL" } else { &practice[i] });
         // Row group: female + male + unknown = people.
         into.push_controlled(((4..7).map(|c| (r, c)).collect(), (r, 7)));
         let e = cells.entry((window[i].unwrap_or_default(), band[i].clone())).or_default();
@@ -766,6 +823,10 @@ fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudony
         }
         e.push(i);
     }
+    // In pseudonym order within each campaign and metric (see reach_table), the ALL row first.
+    keys.sort_by_cached_key(|k| {
+        (k.0.clone(), k.1.clone(), if k.2 == "ALL" { String::new() } else { p.practice(&k.2) })
+    });
     let mut groups: BTreeMap<(String, String), (Option<usize>, Vec<usize>)> = BTreeMap::new();
     for key in keys {
         let idx = &by_key[&key];
@@ -799,7 +860,7 @@ fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudony
         }));
         debug_assert_eq!(row.len(), CAMPAIGN_FIELDS.len());
         debug_assert_eq!((POSTS, LIFETIME), (6, 7));
-        into.rows.push(row);
+        into.push_row(row, &key.2);
         let e = groups.entry((key.0.clone(), key.1.clone())).or_default();
         if key.2 == "ALL" { e.0 = Some(r) } else { e.1.push(r) }
     }
@@ -1054,6 +1115,7 @@ async fn make<S: Store>(
             rows: vec![],
             groups: vec![],
             controlled: vec![],
+            ties: vec![],
             dropped: vec![],
             withheld_in_totals: false,
         },
@@ -1066,6 +1128,7 @@ async fn make<S: Store>(
             rows: vec![],
             groups: vec![],
             controlled: vec![],
+            ties: vec![],
             dropped: vec![],
             withheld_in_totals: false,
         },
@@ -1078,6 +1141,7 @@ async fn make<S: Store>(
             rows: vec![],
             groups: vec![],
             controlled: vec![],
+            ties: vec![],
             dropped: vec![],
             withheld_in_totals: true,
         },
@@ -1090,6 +1154,7 @@ async fn make<S: Store>(
             rows: vec![],
             groups: vec![],
             controlled: vec![],
+            ties: vec![],
             dropped: vec![],
             withheld_in_totals: false,
         },
@@ -1191,17 +1256,23 @@ async fn make<S: Store>(
         // true sum would narrow the daily cells it adds up). Without reach_daily, observed is rounded like any count.
         let daily_at = tables.iter().position(|t| t.name == "reach_daily");
         let campaigns_at = tables.iter().position(|t| t.name == "campaigns");
+        // Disclosure control runs once per table: the daily figures are final before observed is summed from them
+        // (a second pass over rounded values could hide a cell observed was already summed with).
+        let mut disclosed: Option<usize> = None;
         if let (Some(d), Some(c)) = (daily_at, campaigns_at) {
             secondary += secondary_suppression(&mut tables[d]);
             controlled_rounding(&mut tables[d]);
+            disclosed = Some(d);
             let daily = std::mem::take(&mut tables[d].rows);
             let view = Table { rows: daily, ..Table::empty(DAILY_FIELDS) };
             derive_campaign_observed(&mut tables[c], &view);
             tables[d].rows = view.rows;
         }
-        for (t, (csv_path, w, pw)) in tables.iter_mut().zip(sinks.iter_mut()) {
-            secondary += secondary_suppression(t);
-            controlled_rounding(t);
+        for (k, (t, (csv_path, w, pw))) in tables.iter_mut().zip(sinks.iter_mut()).enumerate() {
+            if disclosed != Some(k) {
+                secondary += secondary_suppression(t);
+                controlled_rounding(t);
+            }
             if t.name == "campaigns" {
                 derive_campaign_estimates(t);
             }
@@ -1218,6 +1289,7 @@ async fn make<S: Store>(
             }
             *rows.entry(t.name.to_owned()).or_default() += t.rows.len();
             t.rows.clear();
+            t.ties.clear();
             t.groups.clear();
             t.controlled.clear();
         }
@@ -1315,6 +1387,7 @@ async fn make<S: Store>(
             "pipeline_runs": provenance_runs,
             "ingest": ingest,
             "disclosure_control": {
+                "rules_version": DISCLOSURE_RULES,
                 "rule": "NHS Digital HES/ECDS: below national level, counts 1-7 suppressed, other counts rounded to a multiple of 5; totals from unrounded values rounded to the nearest 5, the figures adding up to a total rounded up or down (controlled rounding, at most 4 away, never to 5) so that they add up to it; secondary suppression so no suppressed cell is recoverable from a published total",
                 "suppressed_marker": SUPPRESSED, "meta_withheld_marker": WITHHELD,
                 "cells_suppressed": suppressed, "of_which_secondary": secondary,
@@ -1536,6 +1609,7 @@ mod tests {
             primary_key: &[],
             rows,
             controlled: (0..groups.len()).collect(),
+            ties: vec![],
             groups,
             dropped: vec![],
             withheld_in_totals: false,

@@ -327,6 +327,8 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     assert!(r["top_guess_right"].as_u64().unwrap() <= 3 + n / 10, "no better than a few lucky guesses: {r}");
     // The size narrows the field (the truth's median rank is 17 of 94, chance 47) without naming the practice.
     assert!(r["median_rank_of_truth"].as_u64().unwrap() > candidates / 8, "{r}");
+    // Rows in pseudonym order: paired with the sorted codes, the row order gives back no more than chance.
+    assert!(r["identified_by_row_order"].as_u64().unwrap() <= 3, "{r}");
     let r = attack(&y.dir, &yp.dir);
     eprintln!(
         "re-identification, a year pseudonymised: {} of {n} identified, best guess right {}",
@@ -335,6 +337,9 @@ async fn an_export_is_a_valid_controlled_pseudonymised_package_for_the_callers_t
     assert!(r["columns_used"].as_array().unwrap().contains(&serde_json::json!("age_bands")), "{r}");
     assert_eq!(r["identified"], 0, "{r}");
     assert!(r["top_guess_right"].as_u64().unwrap() <= 3 + n / 10, "{r}");
+    assert!(r["identified_by_row_order"].as_u64().unwrap() <= 3, "{r}");
+    // With codes the rows are in code order: the attack has teeth.
+    assert!(attack(&yp.dir, &yp.dir)["identified_by_row_order"].as_u64().unwrap() > n / 3);
     let r = attack(&yp.dir, &yp.dir);
     eprintln!("re-identification, with codes and list sizes: {} of {n} identified", r["identified"]);
     assert!(

@@ -115,13 +115,12 @@ fn a_preview_is_a_well_formed_email_with_the_reports_figures_and_draws_in_a_brow
         .iter()
         .find(|r| r["campaign"] == "UHNM stroke video" && r["practice_code"] == "ALL" && r["metric"] == "views")
         .expect("the campaign's total");
-    let effect: f64 = views["effect"].parse().unwrap();
-    let effect_text = format!("+{}", thousands_round5(effect).replace(',', ""));
+    // As an export publishes it: the observed rounded to 5 less the counterfactual rounded to 5.
+    let r5 = |c: &str| (views[c].parse::<f64>().unwrap() / 5.0).round() * 5.0;
+    let effect = r5("observed") - r5("counterfactual");
+    let effect_text = format!("+{}", thousands_round5(effect));
     let campaign_line = shown.lines().find(|l| l.contains("effect on views")).expect(&shown);
-    assert!(
-        campaign_line.replace(',', "").contains(&effect_text[..effect_text.len() - 2]),
-        "{campaign_line} vs {effect}"
-    );
+    assert!(campaign_line.contains(&effect_text), "{campaign_line} vs {effect}");
     assert!(shown.contains("UHNM stroke video (live,"), "{shown}");
     // The practices' league names practices, with their rate per 1,000.
     assert!(shown.contains("per 1,000"), "{shown}");
@@ -425,4 +424,33 @@ fn the_export_log_as_json_has_the_spec_the_hashes_and_the_refusals() {
     assert_eq!(no["rows"], 0);
     let table = text(&pulse(&["export", "log", "--config", c]));
     assert!(table.contains("REFUSED: export project `logged` is not agreed"), "{table}");
+
+    // The digest of a week in that package shows each named practice's engagements exactly as the package does
+    // (one rounding of one figure: two different ones would narrow it).
+    let base = out_dir.path().join("digest");
+    let preview = pulse(&[
+        "digest",
+        "preview",
+        "--config",
+        c,
+        "--tenant",
+        "stoke",
+        "--week",
+        "2018-W10",
+        "--out",
+        base.to_str().unwrap(),
+    ]);
+    assert!(preview.status.success(), "{}", text(&preview));
+    let weekly = std::fs::read_to_string(package.join("reach_weekly.csv")).unwrap();
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.with_extension("figures.json")).unwrap()).unwrap();
+    let mut compared = 0;
+    for c in figures["counts"].as_array().unwrap() {
+        let Some(code) = c["id"].as_str().unwrap().strip_prefix("engagements of ") else { continue };
+        let row = weekly.lines().find(|l| l.contains(&format!(",{code},2018-03-11,"))).expect(code);
+        let in_package = row.rsplit(',').next().unwrap();
+        assert_eq!(c["shown"].as_str().unwrap().replace(',', ""), in_package, "{code}: digest {c} vs package {row}");
+        compared += 1;
+    }
+    assert!(compared >= 4, "{figures}");
 }
