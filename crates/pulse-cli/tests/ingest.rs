@@ -169,15 +169,31 @@ fn own_clickhouse(dir: &Path) -> Option<(String, u32)> {
         );
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir_file = dir.join("clickhouse-dir");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/clickhouse.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(port.to_string())
-        .env("PULSE_CLICKHOUSE_DIR_FILE", &dir_file)
-        .output()
-        .unwrap();
+    // The server takes PORT (HTTP) and PORT+1 (TCP): both must be free. Another process can take one between the
+    // check and the start, so a start refused with "Address already in use" is tried again on other ports.
+    let free_pair = || loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    };
+    let mut out = None;
+    for _ in 0..3 {
+        let started = Command::new("bash")
+            .arg(&script)
+            .arg(free_pair().to_string())
+            .env("PULSE_CLICKHOUSE_DIR_FILE", &dir_file)
+            .output()
+            .unwrap();
+        let retry = !started.status.success() && format!("{:?}", text(&started)).contains("Address already in use");
+        out = Some(started);
+        if !retry {
+            break;
+        }
+    }
+    let out = out.unwrap();
     assert!(out.status.success(), "starting ClickHouse: {:?}", text(&out));
     let url = text(&out).0.trim().to_owned();
     let server_dir = std::fs::read_to_string(&dir_file).unwrap();
