@@ -482,9 +482,9 @@ def main():
             print(f"  relation left out (the package's figures contradict it): {fam}")
         by_kind = defaultdict(int)
         for f in result["findings"]:
-            by_kind[(f["table"], f["column"], f["kind"])] += 1
-        for (t, c, k), n in sorted(by_kind.items()):
-            print(f"  {n} {k} cells of {t}.{c} narrowed below the goal")
+            by_kind[(f["table"], f["column"], f["kind"], "why" in f)] += 1
+        for (t, c, k, problem), n in sorted(by_kind.items()):
+            print(f"  {n} {k} figures of {t}.{c} " + ("not derived as declared" if problem else "narrowed below the goal"))
         for f in result["findings"][:20]:
             if "why" in f:
                 print(f"  {f['table']} {f['column']}: published {f['published']!r}: {f['why']}")
@@ -498,7 +498,7 @@ def main():
             print(f"  invalid: {f['table']} line {f['row']}: {f['why']} ({f['column']} = {f['published']})")
         bad = len(result["findings"]) + len(result["invalid"])
         print("PASS: no cell narrowed below the goal, every key unique" if not bad else
-              f"FAIL: {len(result['findings'])} cells narrowed, {len(result['invalid'])} repeated keys")
+              f"FAIL: {len(result['findings'])} findings (see above), {len(result['invalid'])} repeated keys")
     return 1 if result["findings"] or result["invalid"] else 0
 
 

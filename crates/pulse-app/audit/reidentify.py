@@ -110,7 +110,7 @@ def row_order(pkg):
     return order
 
 
-def order_attack(pkg, truth, codes_with_pages):
+def order_attack(pkg, truth):
     """Rows in code order would give each pseudonym its code: the attacker sorts the codes of the practices that
     have a page (public) and pairs them with the pseudonyms in row order. The most any table gives back."""
     best = 0
@@ -194,7 +194,7 @@ def attack(pkg, public, truth_pkg, candidates=None):
                         "rank_of_truth": rank})
     n = len(results)
     return {
-        "identified_by_row_order": order_attack(pkg, truth, None),
+        "identified_by_row_order": order_attack(pkg, truth),
         "practices": n,
         "candidates": len(pub),
         "identified": sum(r["identified"] for r in results),
