@@ -10,6 +10,7 @@
 //! One recipient's failure does not hold up the others.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -110,10 +111,11 @@ fn key(list: &str, week_end: NaiveDate, recipient: &str) -> String {
     format!("{list}|{week_end}|{}", recipient.to_ascii_lowercase())
 }
 
-/// A Message-ID stable for one (list, week, recipient), without the address in it.
+/// The left-hand side of a Message-ID stable for one (list, week, recipient), without the address in it (the sender's
+/// domain is added on the right).
 fn message_id(list: &str, week_end: NaiveDate, recipient: &str) -> String {
     let h = sha2::Sha256::digest(recipient.to_ascii_lowercase().as_bytes());
-    format!("<digest.{list}.{week_end}.{}@practice-pulse>", hex::encode(&h[..8]))
+    format!("digest.{list}.{week_end}.{}", hex::encode(&h[..8]))
 }
 
 /// Every delivery's steps for `list` and `week_end`, by recipient address (lower case).
@@ -185,21 +187,48 @@ pub async fn send_list_leased<S: Store + Clone + 'static>(
             "wait for that run to finish (`pulse status` shows it), then send again: recipients it served are skipped",
         ));
     }
-    let renew = {
-        let (store, scope, job, holder) = (store.clone(), scope.clone(), job.clone(), holder.to_owned());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                if let Err(e) = store.try_lease(&scope, &job, &holder, ttl).await {
-                    tracing::warn!(job = %job, error = %e, "renewing the manual send's lease failed");
-                }
-            }
-        })
-    };
-    let result = send_list(store, config, mailer, request, &AtomicBool::new(false)).await;
+    let halt = Arc::new(AtomicBool::new(false));
+    let renew = keep_lease(store, &scope, &job, holder, ttl, halt.clone());
+    let result = send_list(store, config, mailer, request, &halt).await;
     renew.abort();
     store.release_lease(&scope, &job, holder).await?;
     result
+}
+
+/// Renews `holder`'s lease on `job` every third of `ttl` while the returned task runs, and fences the sender: if the
+/// lease is found held by another (it lapsed, say while this process was paused) or cannot be renewed before it would
+/// lapse, `halt` is set, so the sender stops before its next recipient instead of sending beside the new holder.
+pub fn keep_lease<S: Store + Clone + 'static>(
+    store: &S,
+    scope: &pulse_domain::WriteScope,
+    job: &str,
+    holder: &str,
+    ttl: std::time::Duration,
+    halt: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let (store, scope, job, holder) = (store.clone(), scope.clone(), job.to_owned(), holder.to_owned());
+    tokio::spawn(async move {
+        let mut confirmed = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match store.try_lease(&scope, &job, &holder, ttl).await {
+                Ok(pulse_store::LeaseOutcome::Acquired(_)) => confirmed = std::time::Instant::now(),
+                Ok(pulse_store::LeaseOutcome::HeldBy(l)) => {
+                    tracing::error!(job = %job, holder = %l.holder, "the lease was lost to another process; stopping before the next recipient");
+                    halt.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %job, error = %e, "renewing the lease failed");
+                    if confirmed.elapsed() >= ttl * 2 / 3 {
+                        tracing::error!(job = %job, "the lease could not be renewed before it lapses; stopping before the next recipient");
+                        halt.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Sends the list's digest for the week to every current recipient not yet served; `stop` is checked between
@@ -281,7 +310,12 @@ pub async fn send_list<S: Store>(
         let mut mine = rendered.clone();
         mine.text = mine.text.replace(UNSUBSCRIBE_PLACEHOLDER, &unsubscribe);
         mine.html = mine.html.replace(UNSUBSCRIBE_PLACEHOLDER, &crate::chart::escape(&unsubscribe));
-        let message = match mail::message(&mine, &mailer.from, recipient, &id, Some(&unsubscribe)) {
+        let headers = mail::ListHeaders {
+            message_id: id.clone(),
+            list: Some(list.to_owned()),
+            unsubscribe: Some(unsubscribe.clone()),
+        };
+        let message = match mail::message(&mine, &mailer.from, recipient, &headers) {
             Ok(m) => m,
             Err(e) => {
                 store.append_state(&scope, &[record("gave_up", attempt, e.message.clone(), None)]).await?;
@@ -289,6 +323,15 @@ pub async fn send_list<S: Store>(
                 continue;
             }
         };
+        // Read again just before the attempt: had another sender served this recipient since this run began (two
+        // senders can only overlap if a lease was lost, and the fence above stops this one soon after), skip it.
+        let fresh = self::history(store, config, list, week_end).await?;
+        let fresh = fresh.get(&recipient.to_ascii_lowercase()).map_or(0, Vec::len);
+        if fresh != steps.len() {
+            outcome.already_sent.push(recipient.clone());
+            tracing::warn!(list, %week_end, "a recipient's delivery changed under this run; not sent again");
+            continue;
+        }
         // The record of the attempt is durable before the message leaves.
         store.append_state(&scope, &[record("pending", attempt, String::new(), None)]).await?;
         match mailer.send(message).await {

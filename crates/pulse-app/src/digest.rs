@@ -20,7 +20,7 @@ use crate::error::{AppError, AppResult};
 use crate::overview;
 use crate::query::Directory;
 use crate::report::{self, Kind, ReportQuery, RunInfo};
-use crate::text::{effect_words, thousands};
+use crate::text::{campaign_words, thousands};
 use pulse_pipelines::reach::median;
 
 /// Engagements per 1,000 registered patients as a digest may show it: of the published (rounded) count, since the
@@ -121,7 +121,8 @@ pub struct CampaignLine {
     pub lo: Option<f64>,
     pub hi: Option<f64>,
     pub level: Option<f64>,
-    /// "+4,635 (95% interval ...)" or "could not be told apart from zero (...)", or why there is no estimate.
+    /// In words, with the lift over what was expected without the campaign and what the interval means; or why
+    /// there is no estimate.
     pub words: String,
 }
 
@@ -393,7 +394,9 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         let effect = if shown { observed.zip(cf).map(|(o, c)| o - c) } else { None };
         let (lo, hi, lvl) = if shown { (r5(clo.num(i)), r5(chi.num(i)), clevel.num(i)) } else { (None, None, None) };
         let words = match (effect, lo, hi) {
-            (Some(e), Some(l), Some(h)) => effect_words(e, l, h, lvl),
+            (Some(e), Some(l), Some(h)) => {
+                campaign_words(&cmetric.text(i).replace('_', " "), e, l, h, lvl, cf.filter(|_| shown))
+            }
             _ if !shown && ceffect.num(i).is_some() => "not shown: fewer than 8 observed".to_owned(),
             _ => {
                 format!("no estimate yet: {}", if cnote.text(i).is_empty() { "not enough data" } else { cnote.text(i) })
@@ -432,6 +435,35 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         })
         .collect();
     alerts.sort_by_key(|a| (a.kind != "reauth", a.kind != "stale", a.practice.clone()));
+
+    // An unusual week a campaign explains (a campaign on the practice, or tenant-wide, live in the week) is the
+    // campaign working, not something to look at: said once, not listed.
+    let mut explained: BTreeMap<String, usize> = BTreeMap::new();
+    anomalies.retain(|a| {
+        let by = (0..camps.batch.num_rows()).find(|i| {
+            let (Some(from), Some(to)) = (cfrom.day(*i), cto.day(*i)) else { return false };
+            let p = cpractice.text(*i);
+            (p == "ALL" || p == a.practice) && from_day(from) <= week_end && from_day(to) >= week_start
+        });
+        match by {
+            Some(i) => {
+                *explained.entry(cname.text(i).to_owned()).or_default() += 1;
+                false
+            }
+            None => true,
+        }
+    });
+    for (campaign, n) in explained {
+        anomalies.push(Alert {
+            kind: "explained".into(),
+            practice: String::new(),
+            name: String::new(),
+            detail: format!(
+                "{n} practice{} had an unusual week that the campaign `{campaign}`, live this week, explains; not listed",
+                if n == 1 { "" } else { "s" }
+            ),
+        });
+    }
 
     Ok(Digest {
         tenant: tenant.to_owned(),
@@ -542,28 +574,22 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
 
     // Pictures: the trend, the league, the age bands.
     let labels: Vec<String> = d.trend.iter().map(|t| t.0.format("%-d %b").to_string()).collect();
-    let trend_svg = chart::lines(
-        "Weekly reach and engaged users, last 13 weeks",
-        &labels,
-        &[
-            Series {
-                name: "reach".into(),
-                colour: chart::BLUE,
-                values: d.trend.iter().map(|t| t.1).collect(),
-                dashed: false,
-            },
-            Series {
-                name: "engaged users".into(),
-                colour: chart::ORANGE,
-                values: d.trend.iter().map(|t| t.2).collect(),
-                dashed: false,
-            },
-        ],
-        None,
-        600,
-        220,
-    );
-    pictures.push(picture("trend", "Weekly reach and engaged users over the last 13 weeks", trend_svg)?);
+    // Reach and engaged users differ by an order of magnitude: each on its own axis, one above the other.
+    for (cid, name, colour, values) in [
+        ("trend", "reach", chart::BLUE, d.trend.iter().map(|t| t.1).collect::<Vec<_>>()),
+        ("engaged", "engaged users", chart::ORANGE, d.trend.iter().map(|t| t.2).collect()),
+    ] {
+        let title = format!("Weekly {name}, last 13 weeks");
+        let svg = chart::lines(
+            &title,
+            &labels,
+            &[Series { name: name.into(), colour, values, dashed: false }],
+            None,
+            600,
+            180,
+        );
+        pictures.push(picture(cid, &format!("Weekly {name} over the last 13 weeks"), svg)?);
+    }
     if !d.top.is_empty() {
         let rows: Vec<(String, Option<f64>)> =
             d.top.iter().chain(d.bottom.iter().rev()).map(|p| (p.name.clone(), Some(p.per_1000))).collect();
@@ -634,6 +660,7 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
     );
     html.push_str(r#"<p style="color:#777;font-size:12px">Reach and engaged users are sums of the pages' weekly figures: someone who follows two pages counts twice. Counts of people are rounded to 5; fewer than 8 are not shown.</p>"#);
     html.push_str(&img(&pictures[0]));
+    html.push_str(&img(&pictures[1]));
 
     // League.
     let _ = writeln!(
@@ -740,8 +767,8 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
             escape(&when)
         );
         for c in lines {
-            let _ = writeln!(text, "    effect on {}: {}", c.metric.replace('_', " "), c.words);
-            let _ = write!(html, "<li>effect on {}: {}</li>", escape(&c.metric.replace('_', " ")), escape(&c.words));
+            let _ = writeln!(text, "    {}: {}", c.metric.replace('_', " "), c.words);
+            let _ = write!(html, "<li><b>{}</b>: {}</li>", escape(&c.metric.replace('_', " ")), escape(&c.words));
         }
         html.push_str("</ul>");
     }
@@ -764,6 +791,11 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
                 "anomaly" => "Unusual week",
                 _ => "Data check",
             };
+            if a.kind == "explained" {
+                let _ = writeln!(text, "  Explained by a campaign: {}", a.detail);
+                let _ = write!(html, "<li><b>Explained by a campaign</b>: {}</li>", escape(&a.detail));
+                continue;
+            }
             let _ = writeln!(text, "  {what}: {} ({}): {}", a.name, a.practice, a.detail);
             let _ = write!(
                 html,
@@ -780,19 +812,16 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
 
     // Footer.
     if let Some(run) = &d.run {
-        let _ = writeln!(
-            text,
-            "Figures from pipelines run {} ({} to {}, computed {}).",
-            run.run_id, run.range_from, run.range_to, run.computed_at
+        // When and over what the figures were computed, in words (the run's id is for operators: `pulse status`).
+        let computed = run.computed_at.get(..10).and_then(|d| d.parse::<NaiveDate>().ok());
+        let when = computed.map_or_else(|| run.computed_at.clone(), |c| c.format("%-d %B %Y").to_string());
+        let line = format!(
+            "Figures computed on {when} from the data for {} to {}.",
+            run.range_from.format("%-d %B %Y"),
+            run.range_to.format("%-d %B %Y")
         );
-        let _ = write!(
-            html,
-            r#"<p style="color:#777;font-size:12px">Figures from pipelines run {} ({} to {}, computed {}).</p>"#,
-            escape(&run.run_id),
-            run.range_from,
-            run.range_to,
-            escape(&run.computed_at)
-        );
+        let _ = writeln!(text, "{line}");
+        let _ = write!(html, r#"<p style="color:#777;font-size:12px">{}</p>"#, escape(&line));
     }
     let _ = writeln!(text, "Dashboard: {}", links.page(d, "/"));
     if let Some(u) = &links.unsubscribe {

@@ -51,13 +51,7 @@ impl lettre::message::header::Header for ListUnsubscribePost {
 
 /// The email of `rendered` from `from` to `to`. `message_id` is stable for one (list, week, recipient), so a copy
 /// that were ever sent twice would be recognised by the recipient's mail client as the same message.
-pub fn message(
-    rendered: &Rendered,
-    from: &str,
-    to: &str,
-    message_id: &str,
-    unsubscribe: Option<&str>,
-) -> AppResult<Message> {
+pub fn message(rendered: &Rendered, from: &str, to: &str, headers: &ListHeaders) -> AppResult<Message> {
     let from: Mailbox = from.parse().map_err(|e| {
         AppError::bad_request(format!("smtp.from `{from}` is not a mailbox: {e}"))
             .with_hint("write `Name <address@domain>`")
@@ -72,16 +66,56 @@ pub fn message(
         );
     }
     let body = MultiPart::alternative().singlepart(SinglePart::plain(rendered.text.clone())).multipart(related);
+    // Message-ID and List-Id are named in the sender's domain (RFC 5322 wants a domain on the right; RFC 2919 a
+    // namespace the sender controls).
+    let domain = from.email.domain().to_owned();
     let mut builder = Message::builder()
         .from(from)
         .to(to_box)
         .subject(rendered.subject.clone())
-        .message_id(Some(message_id.to_owned()))
+        .message_id(Some(format!("<{}@{domain}>", headers.message_id)))
         .date_now();
-    if let Some(url) = unsubscribe {
-        builder = builder.header(ListUnsubscribe(url.to_owned())).header(ListUnsubscribePost);
+    if let Some(list) = &headers.list {
+        builder = builder.header(ListId(format!("{list} digest <{list}.digests.{domain}>")));
+    }
+    if let Some(url) = &headers.unsubscribe {
+        builder = builder.header(ListUnsubscribe(url.clone()));
+        // One-click unsubscribe (RFC 8058) only over HTTPS, as the RFC requires; an http:// link is offered as a
+        // plain link (`pulse config check` warns about it).
+        if url.starts_with("https://") {
+            builder = builder.header(ListUnsubscribePost);
+        }
     }
     builder.multipart(body).map_err(|e| AppError::new(ErrorKind::Internal, format!("building the email: {e}")))
+}
+
+/// The list headers of one digest email.
+#[derive(Debug, Clone, Default)]
+pub struct ListHeaders {
+    /// The left-hand side of the Message-ID; the sender's domain is the right.
+    pub message_id: String,
+    /// The list's name, for `List-Id`.
+    pub list: Option<String>,
+    /// The recipient's own unsubscribe link.
+    pub unsubscribe: Option<String>,
+}
+
+/// `List-Id` (RFC 2919): lets mail clients file and filter the list's messages.
+#[derive(Clone)]
+struct ListId(String);
+
+impl lettre::message::header::Header for ListId {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Id")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
 }
 
 /// A connection to the configured mail server.

@@ -207,6 +207,12 @@ fn bad(field: &str, message: impl Into<String>, hint: impl Into<String>) -> AppE
     AppError::bad_request(message).with_hint(hint).at(field)
 }
 
+/// Inputs are bounded so that no one query can cost much more than the largest answer: the values of one filter, their
+/// length, and the filters of one query. (Names of metrics and dimensions are bounded by being unique and known.)
+pub const MAX_FILTER_VALUES: usize = 500;
+pub const MAX_FILTER_VALUE_BYTES: usize = 200;
+pub const MAX_FILTERS: usize = 16;
+
 fn parse_day(field: &str, text: &str) -> AppResult<NaiveDate> {
     pulse_config::real_date(field, text).map_err(|m| bad(field, m, "dates are YYYY-MM-DD"))
 }
@@ -232,6 +238,13 @@ impl Query {
         let metrics = parse_names(&raw.metrics, "metrics", "metric", Metric::parse, Metric::ALL)?;
         let dimensions = parse_names(&raw.dimensions, "dimensions", "dimension", Dimension::parse, Dimension::ALL)?;
         let date_range = parse_range(raw.date_range.as_ref())?;
+        if raw.filters.len() > MAX_FILTERS {
+            return Err(bad(
+                "filters",
+                format!("{} filters; at most {MAX_FILTERS}", raw.filters.len()),
+                "put the values of one dimension in one filter",
+            ));
+        }
         let mut filters = Vec::new();
         for (i, f) in raw.filters.iter().enumerate() {
             filters.push(parse_filter(&format!("filters[{i}]"), f)?);
@@ -415,11 +428,27 @@ fn parse_filter(field: &str, v: &Value) -> AppResult<Filter> {
             format!("filter on a dimension: {}", Source::names(Dimension::ALL)),
         )
     })?;
-    let values: Vec<String> = a[2]
-        .as_array()
-        .map(|vs| vs.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
-        .filter(|vs: &Vec<String>| !vs.is_empty())
-        .ok_or_else(|| bad(field, "a filter needs a non-empty list of text values", hint))?;
+    let raw = a[2].as_array().filter(|vs| !vs.is_empty());
+    let raw = raw.ok_or_else(|| bad(field, "a filter needs a non-empty list of text values", hint))?;
+    if raw.len() > MAX_FILTER_VALUES {
+        return Err(bad(
+            field,
+            format!("{} values in one filter; at most {MAX_FILTER_VALUES}", raw.len()),
+            "filter on fewer values, or leave the filter out and filter the answer",
+        ));
+    }
+    let mut values = Vec::with_capacity(raw.len());
+    for x in raw {
+        let v = x.as_str().ok_or_else(|| bad(field, "a filter's values are text", hint))?;
+        if v.len() > MAX_FILTER_VALUE_BYTES {
+            return Err(bad(
+                field,
+                format!("a value of {} bytes; at most {MAX_FILTER_VALUE_BYTES}", v.len()),
+                "filter values are practice codes, campaign names, age bands: short text",
+            ));
+        }
+        values.push(v.to_owned());
+    }
     Ok(Filter { op, dimension, values })
 }
 

@@ -5,8 +5,14 @@
 //!   process holds the job) or `interrupted` (shut down mid-run). `pulse status` and the dashboard read these.
 //! - A job runs under a lease in the store, renewed while it runs, so two daemons never run it at once; a crashed
 //!   daemon's lease lapses (or is taken at once when its process is gone from this machine).
-//! - After a restart, a tick missed while the daemon was down is run once (the latest one, not one per missed tick),
-//!   when the job has run before. Next times are computed from now in the zone, so DST changes move them correctly.
+//! - Obligations: a run ends `succeeded`, or with `owed` set when something is still to do for its tick (a digest's
+//!   recipients waiting for a retry or not reached, a week whose data has not arrived yet, a run skipped because
+//!   another process held the job, a run cut off by shutdown or a crash). On start, a daemon runs the latest due tick
+//!   of every job that still owes anything for it, whatever happened before (a restart, a crash, another daemon
+//!   dying mid-run); while it runs, a skipped run is tried again until the lease is free (taken over when its holder
+//!   lapses or its process is gone). A tick missed while the daemon was down is run once (the latest one, not one per
+//!   missed tick), when the job has run before. Next times are computed from now in the zone, so DST changes move
+//!   them correctly.
 //! - On shutdown (SIGTERM, Ctrl-C) no new job starts; a digest in flight stops between recipients, an ingest is given a
 //!   grace period and otherwise abandoned (its checkpoints never run ahead of stored data, so nothing is lost).
 
@@ -50,6 +56,12 @@ impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         let real = self.real_start.elapsed().as_secs_f64() * self.speed;
         self.start + Duration::microseconds((real * 1e6) as i64)
+    }
+
+    /// The time on this clock when the machine's clock reads `real` (leases expire in the machine's time).
+    pub fn at_real(&self, real: DateTime<Utc>) -> DateTime<Utc> {
+        let left = (real - Utc::now()).num_microseconds().unwrap_or(i64::MAX) as f64 * self.speed;
+        self.now() + Duration::microseconds(left.clamp(-1e15, 1e15) as i64)
     }
 
     /// Sleeps until `t` on this clock, or until `stop` turns true; returns whether `t` was reached.
@@ -133,6 +145,79 @@ pub struct RunStep {
     pub detail: String,
     /// When the step happened on the daemon's clock.
     pub at: DateTime<Utc>,
+    /// On a run's last step: something is still to do for this tick, so a daemon (re)started later runs it again.
+    /// (`skipped`, `interrupted` and a `started` with no end always owe.)
+    #[serde(default)]
+    pub owed: bool,
+}
+
+impl RunStep {
+    /// Whether this step, the last of its tick, leaves work owed.
+    fn leaves_owed(&self) -> bool {
+        match self.state.as_str() {
+            "succeeded" => false,
+            "failed" => self.owed,
+            _ => true,
+        }
+    }
+}
+
+/// What a job is doing, or did, for its latest tick, told from the whole journal (not from whichever row is last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTruth {
+    /// `succeeded`, `failed`, `owed` (still to do: waiting, skipped or cut off), `running`, or `cut off` (its process
+    /// stopped mid-run and no run has picked it up yet).
+    pub state: String,
+    pub tick: DateTime<Utc>,
+    pub detail: String,
+}
+
+/// The runs of `tick` in the order they began, each as (its first step, its last step).
+fn runs_of(steps: &[RunStep], tick: DateTime<Utc>) -> Vec<(&RunStep, &RunStep)> {
+    let mut runs: Vec<(&RunStep, &RunStep)> = Vec::new();
+    for s in steps.iter().filter(|s| s.tick == tick) {
+        match runs.iter_mut().find(|(first, _)| first.run_id == s.run_id) {
+            Some(r) => r.1 = s,
+            None => runs.push((s, s)),
+        }
+    }
+    runs
+}
+
+/// The truth about `steps`' latest tick: a success by any run settles it; otherwise the latest run decides: its own
+/// end, or, for a run with no end, whether its process is still there.
+pub fn truth(steps: &[RunStep]) -> Option<RunTruth> {
+    let tick = steps.iter().map(|s| s.tick).max()?;
+    let runs = runs_of(steps, tick);
+    if let Some((_, ok)) = runs.iter().rev().find(|(_, last)| last.state == "succeeded") {
+        return Some(RunTruth { state: "succeeded".into(), tick, detail: ok.detail.clone() });
+    }
+    // The latest run that did something (a `skipped` after a run still going says nothing about it).
+    let decisive = runs.iter().rev().find(|(_, last)| last.state != "skipped").or(runs.last()).map(|r| r.1)?;
+    let (state, detail) = match decisive.state.as_str() {
+        "started" if pulse_domain::holder_exited(&decisive.holder) => (
+            "cut off",
+            format!(
+                "run {} by {} stopped mid-run (its process is gone); the next daemon to start runs what is owed",
+                decisive.run_id, decisive.holder
+            ),
+        ),
+        "started" if decisive.holder.split(':').next() == Some(pulse_domain::this_host().as_str()) => {
+            ("running", format!("run {} by {}", decisive.run_id, decisive.holder))
+        }
+        "started" => (
+            "started",
+            format!(
+                "run {} by {} on another machine: running, or cut off if that daemon died (its lease then lapses and \
+                 the next daemon runs what is owed)",
+                decisive.run_id, decisive.holder
+            ),
+        ),
+        "failed" if !decisive.owed => ("failed", decisive.detail.clone()),
+        "failed" | "skipped" | "interrupted" => ("owed", format!("{}: {}", decisive.state, decisive.detail)),
+        other => (other, decisive.detail.clone()),
+    };
+    Some(RunTruth { state: state.to_owned(), tick, detail })
 }
 
 /// A job's state for `pulse status` and the dashboard.
@@ -144,6 +229,8 @@ pub struct JobStatus {
     pub timezone: String,
     /// The latest step of the latest run.
     pub last: Option<RunStep>,
+    /// What the latest tick's runs add up to.
+    pub truth: Option<RunTruth>,
     /// The last run that finished well.
     pub last_success: Option<DateTime<Utc>>,
     pub next: Option<DateTime<Utc>>,
@@ -183,6 +270,7 @@ pub async fn status<S: Store>(
             schedule: job.schedule.expression.clone(),
             timezone: config.scheduler.timezone.clone(),
             last: steps.last().cloned(),
+            truth: truth(&steps),
             last_success: steps.iter().rev().find(|s| s.state == "succeeded").map(|s| s.at),
             next: job.schedule.next_after(now),
         });
@@ -224,29 +312,25 @@ impl<S: Store + Clone + 'static> Daemon<S> {
         }
     }
 
-    /// The first tick each job waits for: a catch-up tick (run at once) or the next one after now.
+    /// The first tick each job waits for: its latest due tick when anything is still owed for it (run at once), or
+    /// the next one after now.
     async fn first_ticks(&self, jobs: &[Job], observer: &dyn Observer) -> AppResult<Vec<Option<DateTime<Utc>>>> {
         let now = self.clock.now();
         let mut out = Vec::new();
         for job in jobs {
             let scope = scope_of(job)?;
             let done = steps(&self.store, &scope, &job.name).await?;
-            let last_tick = done.iter().filter(|s| s.state != "started").map(|s| s.tick).max();
-            let started_tick = done.iter().map(|s| s.tick).max();
-            let due = job.schedule.last_at_or_before(now);
-            let missed = match (due, last_tick.or(started_tick)) {
-                (Some(due), Some(last)) => due > last || (started_tick == Some(due) && last_tick < Some(due)),
-                _ => false,
-            };
-            if missed && self.config.scheduler.catch_up {
-                observer.event(&format!(
-                    "{}: the run due {} was missed; running it now (once)",
-                    job.name,
-                    local(&self.config, due.unwrap_or(now))
-                ));
-                out.push(due);
-            } else {
-                out.push(job.schedule.next_after(now));
+            match (job.schedule.last_at_or_before(now), owing(&done, job.schedule.last_at_or_before(now))) {
+                // `catch_up = false` turns off running missed ticks, never finishing what a tick still owes.
+                (Some(due), Some(why)) if self.config.scheduler.catch_up || why != "was missed" => {
+                    observer.event(&format!(
+                        "{}: the run due {} {why}; running it now (once)",
+                        job.name,
+                        local(&self.config, due)
+                    ));
+                    out.push(Some(due));
+                }
+                _ => out.push(job.schedule.next_after(now)),
             }
         }
         Ok(out)
@@ -332,6 +416,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
             holder: self.holder.clone(),
             detail,
             at: self.clock.now(),
+            owed: state != "succeeded",
         };
         let ttl = std::time::Duration::from_secs(u64::from(self.config.scheduler.lease_minutes) * 60);
         match self.store.try_lease(&scope, &job.name, &self.holder, ttl).await? {
@@ -341,29 +426,28 @@ impl<S: Store + Clone + 'static> Daemon<S> {
                     l.holder,
                     l.expires_at.format("%H:%M:%S UTC")
                 );
-                observer.event(&format!("{}: skipped: {why}", job.name));
-                self.record(&scope, job, step("skipped", why)).await?;
-                return Ok((false, None));
+                // Owed until the lease is free: tried again when it lapses, or sooner (a minute on this clock) in
+                // case its holder's process is gone. One `skipped` per tick is journalled, not one per try.
+                let retry = (self.clock.at_real(l.expires_at) + Duration::seconds(1))
+                    .min(self.clock.now() + Duration::minutes(1));
+                let journalled = steps(&self.store, scope.read(), &job.name)
+                    .await?
+                    .iter()
+                    .any(|s| s.tick == tick && s.state == "skipped" && s.holder == self.holder);
+                if !journalled {
+                    observer.event(&format!("{}: skipped: {why}; trying again when it is free", job.name));
+                    self.record(&scope, job, step("skipped", why)).await?;
+                }
+                return Ok((false, Some(retry)));
             }
             LeaseOutcome::Acquired(_) => {}
         }
         self.record(&scope, job, step("started", String::new())).await?;
         observer.event(&format!("{}: started run {run_id} for {}", job.name, local(&self.config, tick)));
         let started = Instant::now();
-        // Renew the lease while the job runs.
-        let renew = {
-            let (store, scope, name, holder) =
-                (self.store.clone(), scope.clone(), job.name.clone(), self.holder.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    if let Err(e) = store.try_lease(&scope, &name, &holder, ttl).await {
-                        tracing::warn!(job = %name, error = %e, "renewing the job's lease failed");
-                    }
-                }
-            })
-        };
+        // Renew the lease while the job runs; losing it halts the job before its next recipient.
         let halt = Arc::new(AtomicBool::new(false));
+        let renew = delivery::keep_lease(&self.store, &scope, &job.name, &self.holder, ttl, halt.clone());
         let work = self.work(job, tick, halt.clone());
         tokio::pin!(work);
         let (result, interrupted) = tokio::select! {
@@ -380,21 +464,30 @@ impl<S: Store + Clone + 'static> Daemon<S> {
         renew.abort();
         let secs = started.elapsed().as_secs_f64();
         let mut retry_at = None;
+        let mut owed = true;
         let (state, detail) = match result {
             Some(Ok(Done { ok: true, detail, .. })) => ("succeeded", detail),
-            Some(Ok(Done { ok: false, detail, retry_at: r })) => {
+            Some(Ok(Done { ok: false, detail, retry_at: r, owed: o })) => {
                 retry_at = r;
+                owed = o;
                 ("failed", detail)
             }
             Some(Err(e)) => ("failed", e.message),
             None => (
                 "interrupted",
-                "stopped by shutdown before it finished; the next run picks up from the checkpoints".into(),
+                "stopped by shutdown before it finished; the next daemon to start runs what is owed".into(),
             ),
         };
         let state = if interrupted && state != "succeeded" { "interrupted" } else { state };
+        // Owed with no time of its own (an error: the store or the mail server unreachable; a sender halted): tried
+        // again in a few minutes while this daemon runs, not left for a restart.
+        if state == "failed" && owed && retry_at.is_none() {
+            retry_at = Some(self.clock.now() + Duration::minutes(RETRY_OWED_MINUTES));
+        }
         observer.event(&format!("{}: {state} in {secs:.1}s: {detail}", job.name));
-        self.record(&scope, job, step(state, detail)).await?;
+        let mut end = step(state, detail);
+        end.owed = state == "interrupted" || (state == "failed" && owed);
+        self.record(&scope, job, end).await?;
         self.store.release_lease(&scope, &job.name, &self.holder).await?;
         Ok((interrupted, retry_at))
     }
@@ -415,7 +508,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
                 let mut detail = run.closing().trim().replace('\n', "; ");
                 if run.outcome != crate::ingest::Outcome::Clean {
                     if run.outcome == crate::ingest::Outcome::StoreUnavailable {
-                        return Ok(Done { ok: false, detail, retry_at: None });
+                        return Ok(Done { ok: false, detail, retry_at: None, owed: false });
                     }
                     detail.push_str("; some pages failed (see `pulse report quality`)");
                 }
@@ -427,12 +520,13 @@ impl<S: Store + Clone + 'static> Daemon<S> {
                 let problems: Vec<String> = jobs.iter().filter_map(|j| j.problem()).collect();
                 if problems.is_empty() {
                     detail.push_str("; pipelines run");
-                    Ok(Done { ok: run.outcome == crate::ingest::Outcome::Clean, detail, retry_at: None })
+                    Ok(Done { ok: run.outcome == crate::ingest::Outcome::Clean, detail, retry_at: None, owed: false })
                 } else {
                     Ok(Done {
                         ok: false,
                         detail: format!("{detail}; pipelines: {}", problems.join("; ")),
                         retry_at: None,
+                        owed: false,
                     })
                 }
             }
@@ -442,6 +536,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
                         ok: false,
                         detail: "no [smtp] section: digests cannot be sent".into(),
                         retry_at: None,
+                        owed: false,
                     });
                 };
                 let local_day = tick.with_timezone(&self.config.scheduler.tz()).date_naive();
@@ -462,14 +557,25 @@ impl<S: Store + Clone + 'static> Daemon<S> {
                     let retry_at = now + Duration::hours(1);
                     let detail =
                         format!("{}; waiting for it, next try {}", out.summary(), local(&self.config, retry_at));
-                    return Ok(Done { ok: false, detail, retry_at: Some(retry_at) });
+                    return Ok(Done { ok: false, detail, retry_at: Some(retry_at), owed: true });
+                }
+                if out.no_data {
+                    // Past the wait and still no figures for the week (ingest down since Sunday): still owed, and
+                    // tried every six hours (`pulse status` shows it owed) until there is something to send.
+                    let retry_at = now + Duration::hours(6);
+                    let detail = format!("{}; still owed, next try {}", out.summary(), local(&self.config, retry_at));
+                    return Ok(Done { ok: false, detail, retry_at: Some(retry_at), owed: true });
                 }
                 let retry_at = out.waiting.iter().map(|w| w.1).min();
-                Ok(Done { ok: out.clean() && !out.no_data, detail: out.summary(), retry_at })
+                let owed = !out.waiting.is_empty() || !out.not_reached.is_empty();
+                Ok(Done { ok: out.clean() && !out.no_data, detail: out.summary(), retry_at, owed })
             }
         }
     }
 }
+
+/// How soon a run that failed owing something, with no retry time of its own, is tried again.
+const RETRY_OWED_MINUTES: i64 = 5;
 
 /// How long a digest waits for its week to be complete in the data before it goes out with what there is.
 const WAIT_FOR_DATA_HOURS: i64 = 12;
@@ -479,6 +585,42 @@ struct Done {
     ok: bool,
     detail: String,
     retry_at: Option<DateTime<Utc>>,
+    /// Something is still to do for this tick (a retry, a wait for data, recipients not reached).
+    owed: bool,
+}
+
+/// Why the job still owes its run for `due` (its latest due tick), or `None` when nothing is owed: a tick after the
+/// last one journalled was missed (when the job has run before); for the tick itself, nothing is owed once a run
+/// succeeded or ended with nothing left to do, and everything else (a run cut off, skipped, interrupted, or failed
+/// with recipients or data still to wait for) is owed.
+pub fn owing(steps: &[RunStep], due: Option<DateTime<Utc>>) -> Option<&'static str> {
+    let due = due?;
+    let last_tick = steps.iter().map(|s| s.tick).max()?;
+    if due > last_tick {
+        return Some("was missed");
+    }
+    if due < last_tick {
+        return None;
+    }
+    let runs = runs_of(steps, due);
+    if runs.iter().any(|(_, last)| last.state == "succeeded") {
+        return None;
+    }
+    // The latest run decides (a later run that ended with nothing left to do settles an earlier one cut off); a
+    // `skipped` stamped after a run that never ended (its process died) does not hide that run.
+    let decisive = runs.iter().rev().find(|(_, last)| last.state != "skipped").or(runs.last()).map(|r| r.1)?;
+    if decisive.state == "started" {
+        return Some("was cut off mid-run");
+    }
+    let last = runs.last().map(|r| r.1)?;
+    if last.state == "skipped" && decisive.leaves_owed() {
+        return Some("was skipped while another process held it");
+    }
+    decisive.leaves_owed().then_some(match decisive.state.as_str() {
+        "interrupted" => "was interrupted",
+        "skipped" => "was skipped while another process held it",
+        _ => "still owes recipients or is waiting for data",
+    })
 }
 
 /// A time as the schedule's zone shows it.

@@ -49,9 +49,56 @@ pub fn effect_words(effect: f64, lo: f64, hi: f64, level: Option<f64>) -> String
     }
 }
 
+/// A campaign's effect for a reader: in words first, with the lift over what was expected without it, then the figures
+/// and what the interval means. `metric` in words ("video views"); `counterfactual` is what was expected.
+pub fn campaign_words(
+    metric: &str,
+    effect: f64,
+    lo: f64,
+    hi: f64,
+    level: Option<f64>,
+    counterfactual: Option<f64>,
+) -> String {
+    let level = level.map(|l| format!("{:.0}%", l * 100.0)).unwrap_or_else(|| "95%".into());
+    let range = format!("the true effect lies between {} and {} with {level} confidence", signed(lo), signed(hi));
+    let expected = counterfactual.filter(|c| *c > 0.0);
+    if lo <= 0.0 && hi >= 0.0 {
+        return format!(
+            "no clear effect: {metric} were about what was expected without the campaign{} ({range})",
+            expected.map(|c| format!(" (about {})", thousands(c))).unwrap_or_default()
+        );
+    }
+    let more = if effect >= 0.0 { "more" } else { "fewer" };
+    match expected {
+        Some(c) => format!(
+            "about {} {metric} {more} than the {} expected without the campaign, a lift of {:+.0}% ({range})",
+            thousands(effect.abs()),
+            thousands(c),
+            effect / c * 100.0
+        ),
+        None => {
+            format!("about {} {metric} {more} than expected without the campaign ({range})", thousands(effect.abs()))
+        }
+    }
+}
+
+fn signed(v: f64) -> String {
+    format!("{}{}", if v > 0.0 { "+" } else { "" }, thousands(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn campaign_effects_in_words() {
+        assert_eq!(
+            campaign_words("video views", 4635.0, 3900.0, 5400.0, Some(0.94), Some(1500.0)),
+            "about 4,635 video views more than the 1,500 expected without the campaign, a lift of +309% \
+             (the true effect lies between +3,900 and +5,400 with 94% confidence)"
+        );
+        assert!(campaign_words("views", 20.0, -10.0, 50.0, None, Some(400.0)).starts_with("no clear effect"));
+    }
 
     #[test]
     fn numbers_and_pictures() {

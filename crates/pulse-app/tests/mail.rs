@@ -130,3 +130,37 @@ async fn failures_before_the_message_went_are_transient_and_bounded() {
     assert_eq!(mailer(port, 5).send(message()).await.unwrap(), "queued");
     assert_eq!(stored.await.unwrap(), 1);
 }
+
+/// A digest's headers: the Message-ID's right-hand side is the sender's domain, the list has a List-Id, and
+/// one-click unsubscribe (List-Unsubscribe-Post) is offered only with an https link, as RFC 8058 requires.
+#[test]
+fn digest_headers_name_the_senders_domain_and_one_click_needs_https() {
+    let rendered = pulse_app::digest::Rendered {
+        subject: "Weekly digest".into(),
+        text: "figures".into(),
+        html: "<p>figures</p>".into(),
+        pictures: vec![],
+    };
+    let headers = |unsubscribe: &str| pulse_app::mail::ListHeaders {
+        message_id: "digest.stoke-weekly.2018-03-25.0123456789abcdef".into(),
+        list: Some("stoke-weekly".into()),
+        unsubscribe: Some(unsubscribe.into()),
+    };
+    let build = |h| {
+        let m = pulse_app::mail::message(&rendered, "Pulse <digests@pulse.example.nhs.uk>", "a@example.nhs.uk", &h)
+            .unwrap();
+        // Headers unfolded (a long one is folded onto a continuation line).
+        String::from_utf8(m.formatted()).unwrap().replace("\r\n ", " ")
+    };
+    let https = build(headers("https://pulse.example.nhs.uk/unsubscribe?t=x"));
+    assert!(
+        https.contains("Message-ID: <digest.stoke-weekly.2018-03-25.0123456789abcdef@pulse.example.nhs.uk>"),
+        "{https}"
+    );
+    assert!(https.contains("List-Id: stoke-weekly digest <stoke-weekly.digests.pulse.example.nhs.uk>"), "{https}");
+    assert!(https.contains("List-Unsubscribe: <https://pulse.example.nhs.uk/unsubscribe?t=x>"), "{https}");
+    assert!(https.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{https}");
+    let http = build(headers("http://127.0.0.1:8080/unsubscribe?t=x"));
+    assert!(http.contains("List-Unsubscribe: <http://127.0.0.1:8080/unsubscribe?t=x>"), "{http}");
+    assert!(!http.contains("List-Unsubscribe-Post"), "one-click needs https: {http}");
+}

@@ -173,3 +173,37 @@ fn json_logs_are_json_lines() {
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
     }
 }
+
+/// `config check` summarises mail, digests and lists, and warns when lists exist but the links would point at
+/// localhost, or are not https (no one-click unsubscribe), or nothing could be sent.
+#[test]
+fn config_check_summarises_digests_and_warns_about_links_that_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pulse.toml");
+    let list = "[[subscription]]\nname = \"weekly\"\ntenant = \"a\"\nrecipients = [\"x@example.nhs.uk\"]\n\n\
+                [[tenant]]\nid = \"a\"\nname = \"A\"\n";
+    std::fs::write(&path, list).unwrap();
+    let out = pulse(&["config", "check", "--config", path.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("smtp: none"), "{stdout}");
+    assert!(stdout.contains("list weekly (tenant a): 1 recipient(s)"), "{stdout}");
+    assert!(
+        stdout.contains("warning: digest.dashboard_url is http://127.0.0.1:8080 but lists are declared"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("warning: lists are declared but there is no [smtp] section"), "{stdout}");
+    assert!(stdout.contains("warning: lists are declared but digest.link_secret is not set"), "{stdout}");
+    std::fs::write(
+        &path,
+        format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = 2525\nsecurity = \"none\"\nfrom = \"P <d@pulse.example.nhs.uk>\"\n\n\
+             [digest]\ndashboard_url = \"http://pulse.example.nhs.uk\"\n\n{list}"
+        ),
+    )
+    .unwrap();
+    let (stdout, _) = text(&pulse(&["config", "check", "--config", path.to_str().unwrap()]));
+    assert!(stdout.contains("smtp: 127.0.0.1:2525 security none, from P <d@pulse.example.nhs.uk>"), "{stdout}");
+    assert!(stdout.contains("is not https: mail clients offer one-click unsubscribe"), "{stdout}");
+    assert!(!stdout.contains("but lists are declared: recipients"), "{stdout}");
+}

@@ -118,9 +118,24 @@ fn a_preview_is_a_well_formed_email_with_the_reports_figures_and_draws_in_a_brow
     // As an export publishes it: the observed rounded to 5 less the counterfactual rounded to 5.
     let r5 = |c: &str| (views[c].parse::<f64>().unwrap() / 5.0).round() * 5.0;
     let effect = r5("observed") - r5("counterfactual");
-    let effect_text = format!("+{}", thousands_round5(effect));
-    let campaign_line = shown.lines().find(|l| l.contains("effect on views")).expect(&shown);
-    assert!(campaign_line.contains(&effect_text), "{campaign_line} vs {effect}");
+    // In words, with the lift over the published counterfactual.
+    let lift = format!("a lift of {:+.0}%", effect / r5("counterfactual") * 100.0);
+    let effect_text = format!(
+        "views: about {} views more than the {} expected without the campaign, {lift}",
+        thousands_round5(effect),
+        thousands_round5(r5("counterfactual"))
+    );
+    let campaign_line = shown.lines().find(|l| l.trim_start().starts_with("views: ")).expect(&shown);
+    assert!(campaign_line.contains(&effect_text), "{campaign_line} vs {effect_text}");
+    assert!(campaign_line.contains("confidence)"), "{campaign_line}");
+    // The practices' unusual weeks that week are the campaign itself: said once, not listed one by one.
+    assert!(
+        shown.contains("Explained by a campaign: ") && shown.contains("`UHNM stroke video`, live this week"),
+        "{shown}"
+    );
+    assert!(!shown.contains("Unusual week:"), "{shown}");
+    // The footer says when, not an internal run id.
+    assert!(shown.contains("Figures computed on ") && !shown.contains("pipelines run"), "{shown}");
     assert!(shown.contains("UHNM stroke video (live,"), "{shown}");
     // The practices' league names practices, with their rate per 1,000.
     assert!(shown.contains("per 1,000"), "{shown}");
@@ -303,7 +318,7 @@ fn the_daemon_sends_each_recipient_one_digest_for_the_week_across_a_kill_and_a_d
     let status = second.wait().unwrap();
     let log = std::fs::read_to_string(&log2).unwrap();
     assert!(status.success(), "{log}");
-    assert!(log.contains("was missed; running it now (once)"), "{log}");
+    assert!(log.contains("was cut off mid-run; running it now (once)"), "{log}");
     assert!(log.contains(&format!("{refused} given up")), "{log}");
     // The busy server's recipient was told "later", waited its backoff, and got it on the retry.
     assert!(log.contains(&format!("{deferred} failed (")), "{log}");

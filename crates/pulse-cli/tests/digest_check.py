@@ -6,10 +6,20 @@
         D/<time>-<recipient>.eml (atomically). Recipients given with --reject are refused with 550; those given with
         --defer get 451 (try later) the first time. Runs until killed.
 
+    python3 digest_check.py fault-sink --port P --maildir D --plan PLAN.json --state S.json --stall SECONDS
+        A real SMTP server (aiosmtpd) on loopback port P that misbehaves on cue, kept running by a supervisor that
+        restarts it (on the same port) whenever it dies. PLAN maps each recipient to what the server does on its
+        1st, 2nd, ... attempt (then `ok`): `ok`; `refuse` (550 at RCPT); `defer` (451 at RCPT); `stall-rcpt` (no
+        reply to RCPT for --stall seconds, then 451); `stall-before-store` (after the message, wait --stall seconds,
+        then store it and answer 250); `stall-after-store` (store it, wait, then 250); `die-before-store` (the
+        process exits after the message, nothing stored); `die-after-store` (stores it, then exits with no reply).
+        Attempts are counted in S (it survives restarts). Messages are saved as D/<time>-<recipient>.eml.
+
     python3 digest_check.py check-eml FILE
         Parses a digest email with the standard library and checks its shape: multipart/alternative with a
         text/plain part and a multipart/related part holding the HTML and every image it refers to (cid:) as an
-        inline PNG; List-Unsubscribe (with a working-looking https/http link) and List-Unsubscribe-Post headers.
+        inline PNG; List-Unsubscribe (with a working-looking https/http link), List-Unsubscribe-Post exactly when the
+        link is https (RFC 8058), List-Id, and a Message-ID with a domain on the right.
         Prints the plain text part and the unsubscribe link on success; exits 1 naming every problem.
 
     python3 digest_check.py screenshot --chromium C --html FILE --out PNG
@@ -33,6 +43,14 @@ def sink(args):
 
     reject = {a.lower() for a in args.reject}
     defer = {a.lower() for a in args.defer}
+
+    timers = []
+
+    def die():
+        # Messages already taken are stored before the process goes (as a real server's queue would keep them).
+        for t in timers:
+            t.join()
+        os._exit(3)
 
     class Handler:
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -72,6 +90,120 @@ def sink(args):
         controller.stop()
 
 
+def fault_sink(args):
+    """The supervisor: runs the server in a child process and starts it again when it dies."""
+    import signal
+    import subprocess
+
+    child = None
+
+    def stop(*_):
+        if child and child.poll() is None:
+            child.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    argv = [sys.executable, os.path.abspath(__file__), "fault-server"] + sys.argv[2:]
+    while True:
+        child = subprocess.Popen(argv, preexec_fn=_die_with_parent)
+        child.wait()
+        time.sleep(0.3)
+
+
+def _die_with_parent():
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def fault_server(args):
+    import json
+    from aiosmtpd.controller import Controller
+
+    with open(args.plan) as f:
+        plan = {k.lower(): v for k, v in json.load(f).items()}
+
+    def attempt(rcpt):
+        """What to do with this attempt of `rcpt` (counted across restarts)."""
+        try:
+            with open(args.state) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            state = {}
+        n = state.get(rcpt, 0)
+        state[rcpt] = n + 1
+        with open(args.state + ".tmp", "w") as f:
+            json.dump(state, f)
+        os.replace(args.state + ".tmp", args.state)
+        steps = plan.get(rcpt, [])
+        return steps[n] if n < len(steps) else "ok"
+
+    def store(envelope):
+        save(list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
+
+    def save(rcpts, content):
+        for rcpt in rcpts:
+            name = f"{time.time_ns()}-{rcpt}.eml"
+            tmp = os.path.join(args.maildir, "." + name)
+            with open(tmp, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, os.path.join(args.maildir, name))
+
+    timers = []
+
+    def die():
+        # Messages already taken are stored before the process goes (as a real server's queue would keep them).
+        for t in timers:
+            t.join()
+        os._exit(3)
+
+    class Handler:
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            what = attempt(address.lower())
+            session.fault = what
+            if what == "refuse":
+                return "550 5.1.1 no such mailbox here"
+            if what == "defer":
+                return "451 4.3.0 mailbox busy, try again later"
+            if what == "stall-rcpt":
+                await asyncio.sleep(args.stall)
+                return "451 4.3.0 slow today"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server, session, envelope):
+            what = getattr(session, "fault", "ok")
+            if what == "die-before-store":
+                die()
+            if what == "stall-before-store":
+                # Stored after the stall even if the client has hung up by then (aiosmtpd cancels this handler when
+                # the connection closes; a real server that accepted the body goes on and delivers it).
+                import threading
+
+                copy = (list(envelope.rcpt_tos), bytes(envelope.original_content or envelope.content))
+                timer = threading.Timer(args.stall, save, args=copy)
+                timer.start()
+                timers.append(timer)
+                await asyncio.sleep(args.stall + 0.2)
+                return "250 Message accepted for delivery"
+            store(envelope)
+            if what == "die-after-store":
+                die()
+            if what == "stall-after-store":
+                await asyncio.sleep(args.stall)
+            return "250 Message accepted for delivery"
+
+    os.makedirs(args.maildir, exist_ok=True)
+    controller = Controller(Handler(), hostname="127.0.0.1", port=args.port)
+    controller.start()
+    while True:
+        time.sleep(3600)
+
+
 def check_eml(args):
     problems = []
     with open(args.file, "rb") as f:
@@ -107,8 +239,17 @@ def check_eml(args):
     m = re.fullmatch(r"<(https?://[^>]+/unsubscribe\?[^>]+)>", unsub.strip())
     if not m:
         problems.append(f"List-Unsubscribe is {unsub!r}")
-    if msg.get("List-Unsubscribe-Post", "") != "List-Unsubscribe=One-Click":
-        problems.append("no List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    # One-click (RFC 8058) only over https; an http link must not claim it.
+    post = msg.get("List-Unsubscribe-Post", "")
+    if unsub.startswith("<https://") and post != "List-Unsubscribe=One-Click":
+        problems.append("an https link without List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    if unsub.startswith("<http://") and post:
+        problems.append("List-Unsubscribe-Post with an http link (RFC 8058 requires https)")
+    if not msg.get("List-Id", "").endswith(">"):
+        problems.append(f"List-Id is {msg.get('List-Id')!r}")
+    mid = msg.get("Message-ID", "")
+    if not re.fullmatch(r"<[^@<>\s]+@[a-z0-9.-]+\.[a-z]{2,}>", mid.strip()):
+        problems.append(f"Message-ID {mid!r} has no domain on the right")
     if m and m.group(1) not in text:
         problems.append("the plain text part does not carry the unsubscribe link")
     if not msg.get("Message-ID"):
@@ -158,6 +299,13 @@ def main():
     s.add_argument("--reject", action="append", default=[])
     s.add_argument("--defer", action="append", default=[], help="answer 451 to this recipient the first time")
     s.add_argument("--slow-rcpt", type=float, default=0.0)
+    for name in ("fault-sink", "fault-server"):
+        f = sub.add_parser(name)
+        f.add_argument("--port", type=int, required=True)
+        f.add_argument("--maildir", required=True)
+        f.add_argument("--plan", required=True)
+        f.add_argument("--state", required=True)
+        f.add_argument("--stall", type=float, default=3.0)
     c = sub.add_parser("check-eml")
     c.add_argument("file")
     sc = sub.add_parser("screenshot")
@@ -165,7 +313,13 @@ def main():
     sc.add_argument("--html", required=True)
     sc.add_argument("--out", required=True)
     args = p.parse_args()
-    {"sink": sink, "check-eml": check_eml, "screenshot": screenshot}[args.cmd](args)
+    {
+        "sink": sink,
+        "fault-sink": fault_sink,
+        "fault-server": fault_server,
+        "check-eml": check_eml,
+        "screenshot": screenshot,
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -303,6 +303,16 @@ fn campaign_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono::Naiv
 
 /// Parses `text` as a YYYY-MM-DD day, saying which field and why when it is not one.
 pub fn real_date(field: &str, text: &str) -> Result<chrono::NaiveDate, String> {
+    // ISO 8601 calendar dates only: four-digit year, two-digit month and day (chrono alone reads "18-03-01" as
+    // the year 18).
+    let b = text.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shaped {
+        return Err(format!("{field} `{text}` is not a date written YYYY-MM-DD (ISO 8601)"));
+    }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d);
     }
@@ -861,6 +871,10 @@ pub struct Summary {
     pub graph: String,
     /// Each export project: (name, what `config check` says of it, whether that is a refusal).
     pub export_projects: Vec<(String, String, bool)>,
+    /// Mail, digest schedule and lists, a line each.
+    pub digests: Vec<String>,
+    /// What looks wrong but does not make the config invalid.
+    pub warnings: Vec<String>,
 }
 
 /// The shortest export project key accepted: an HMAC-SHA256 key of fewer than 32 bytes can be brute-forced, and
@@ -994,6 +1008,59 @@ impl Config {
                 (p.name.clone(), text, refused)
             })
             .collect();
-        Summary { tenants, store, graph, export_projects }
+        let (digests, warnings) = self.digest_summary();
+        Summary { tenants, store, graph, export_projects, digests, warnings }
+    }
+
+    /// What `config check` says of mail, digests and lists (no secret printed), and what looks wrong there.
+    fn digest_summary(&self) -> (Vec<String>, Vec<String>) {
+        let mut lines = Vec::new();
+        let mut warnings = Vec::new();
+        lines.push(match &self.smtp {
+            None => "smtp: none (digests cannot be sent; `pulse digest preview` still works)".to_owned(),
+            Some(s) => format!(
+                "smtp: {}:{} security {}, from {}, login {}, every wait cut at {}s",
+                s.host,
+                s.port.map_or_else(|| "default".to_owned(), |p| p.to_string()),
+                format!("{:?}", s.security).to_lowercase(),
+                s.from,
+                if s.user.is_some() { "yes" } else { "none" },
+                s.timeout_secs
+            ),
+        });
+        lines.push(format!(
+            "digest: schedule `{}` ({}), links to {}, {} attempts per recipient, first retry after {} min,              unsubscribe links {}",
+            self.scheduler.digest,
+            self.scheduler.timezone,
+            self.digest.dashboard_url,
+            self.digest.max_attempts,
+            self.digest.retry_after_minutes,
+            if self.digest.link_secret.is_some() { "signed" } else { "MISSING (no link secret: sends are refused)" }
+        ));
+        for sub in &self.subscriptions {
+            lines.push(format!("list {} (tenant {}): {} recipient(s)", sub.name, sub.tenant, sub.recipients.len()));
+        }
+        if !self.subscriptions.is_empty() {
+            let url = self.digest.dashboard_url.to_ascii_lowercase();
+            let host = url.split("://").nth(1).unwrap_or("").split(['/', ':']).next().unwrap_or("");
+            if ["localhost", "127.0.0.1", "[::1]", "0.0.0.0"].contains(&host) {
+                warnings.push(format!(
+                    "digest.dashboard_url is {} but lists are declared: recipients' links (and unsubscribe) would                      point at their own machine; set it to the dashboard's public https address",
+                    self.digest.dashboard_url
+                ));
+            } else if !url.starts_with("https://") {
+                warnings.push(format!(
+                    "digest.dashboard_url {} is not https: mail clients offer one-click unsubscribe (RFC 8058) only                      over https, so the digests go without it",
+                    self.digest.dashboard_url
+                ));
+            }
+            if self.smtp.is_none() {
+                warnings.push("lists are declared but there is no [smtp] section: nothing can be sent".into());
+            }
+            if self.digest.link_secret.is_none() {
+                warnings.push("lists are declared but digest.link_secret is not set: sends are refused".into());
+            }
+        }
+        (lines, warnings)
     }
 }

@@ -20,7 +20,7 @@ pub use metrics::{
 };
 pub use records::{
     Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, RunStatus,
-    StateEvent, Stream, this_host,
+    StateEvent, Stream, holder_exited, this_host,
 };
 pub use tenancy::{Access, AccessDenied, PageKind, Principal, TenantScope, WriteScope};
 pub use time::{

@@ -233,14 +233,20 @@ impl Lease {
     /// Whether the holder is a process on this host that has exited (its lease can be taken at once rather than
     /// after it expires). Unknown hosts and non-Linux systems count as alive.
     pub fn holder_exited(&self) -> bool {
-        let mut parts = self.holder.splitn(3, ':');
-        let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
-        if host != this_host() || !cfg!(target_os = "linux") {
-            return false;
-        }
-        pid.parse::<u32>()
-            .is_ok_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        holder_exited(&self.holder)
     }
+}
+
+/// Whether the process a holder name (`host:pid:…`) stands for is known to be gone: it ran on this machine and its pid
+/// is no longer there. A holder on another machine is never judged gone.
+pub fn holder_exited(holder: &str) -> bool {
+    let mut parts = holder.splitn(3, ':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
+    if host != this_host() || !cfg!(target_os = "linux") {
+        return false;
+    }
+    pid.parse::<u32>()
+        .is_ok_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// This machine's name, for lease holders (`/etc/hostname`, else `HOSTNAME`, else `localhost`).

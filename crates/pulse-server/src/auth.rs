@@ -104,7 +104,9 @@ impl Gate {
     /// An API caller: the bearer key. Keys are never accepted in the URL.
     pub fn api_caller(&self, config: &Config, headers: &HeaderMap) -> AppResult<Caller> {
         let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(key) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are `Bearer`.
+        let key = header.and_then(|h| h.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+        let Some((_, key)) = key.map(|(s, k)| (s, k.trim())) else {
             return Err(AppError::unauthenticated("no API key")
                 .with_hint("send `Authorization: Bearer <key>` with a key from `pulse keys create`"));
         };

@@ -140,9 +140,16 @@ pub fn router(state: Shared) -> Router {
         .route("/quality", get(pages::quality))
         .route("/static/pulse.css", get(pages::stylesheet))
         .fallback(pages::not_found)
+        // Every body is small (a query, an export spec, a form): 256 KiB bounds what one request can make the
+        // server hold, well above the largest valid query.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(api_errors_as_json))
         .layer(axum::middleware::from_fn(refuse_credentials_in_urls))
         .with_state(state)
 }
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Query parameter names that carry a credential when they appear in a URL.
 const CREDENTIAL_PARAMETERS: [&str; 5] = ["key", "api_key", "apikey", "access_token", "password"];
@@ -169,6 +176,42 @@ async fn refuse_credentials_in_urls(request: axum::extract::Request, next: axum:
         return ApiError(e).into_response();
     }
     next.run(request).await
+}
+
+/// Under `/api/`, every error is JSON with a hint, including those the router and its layers answer themselves (no
+/// such path, a method the path does not take, a body over the limit), which are otherwise HTML, empty or plain text.
+async fn api_errors_as_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let method = request.method().clone();
+    let resp = next.run(request).await;
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || json || resp.status().is_success() {
+        return resp;
+    }
+    let e = match resp.status() {
+        StatusCode::NOT_FOUND => AppError::not_found("there is no such API path")
+            .with_hint("GET /api/v1/openapi.json lists every path and what it takes"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            AppError::new(ErrorKind::BadRequest, format!("this path does not take {method}"))
+                .with_hint("GET /api/v1/openapi.json says which method each path takes")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::new(ErrorKind::BadRequest, "the request body is too large")
+            .with_hint("a query is a few hundred bytes; filters take at most 500 values each"),
+        _ => return resp,
+    };
+    let status = resp.status();
+    let mut out = ApiError(e).into_response();
+    *out.status_mut() = status;
+    if status == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = resp.headers().get(header::ALLOW)
+    {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
 }
 
 /// What the access log says of a request's query: the parameter names and a digest of the whole (never the values:

@@ -693,7 +693,7 @@ pub async fn quality(
         } else {
             body.push_str("<table class=\"schedule\"><thead><tr><th>Job</th><th>Schedule</th><th>Last run</th><th>For</th><th>Next run</th><th>Detail</th></tr></thead><tbody>");
             for j in &jobs {
-                let (state_text, tick, detail) = match &j.last {
+                let (state_text, tick, detail) = match &j.truth {
                     Some(s) => (s.state.clone(), pulse_app::scheduler::local(&state.config, s.tick), s.detail.clone()),
                     None => ("never run".to_owned(), String::new(), String::new()),
                 };

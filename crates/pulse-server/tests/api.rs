@@ -75,6 +75,11 @@ async fn every_kind_of_bad_input_gets_a_4xx_saying_what_and_how_to_fix_it() {
         (json!({"metrics": ["reach"], "pagination": {"limit": 1000000}}), 400, "pagination.limit"),
         (json!({"metrics": ["people"], "dimensions": ["week"]}), 400, "metrics"),
         (json!({"metrics": ["reach"], "filters": [["is", "practice", [other]]]}), 400, "filters"),
+        // ISO 8601 dates only: "18-03-01" is not the year 18.
+        (json!({"metrics": ["reach"], "date_range": ["18-03-01", "2018-03-10"]}), 400, "date_range[0]"),
+        // Bounded inputs: values per filter, filters per query.
+        (json!({"metrics": ["reach"], "filters": [["contains", "practice", vec!["M8"; 501]]]}), 400, "filters[0]"),
+        (json!({"metrics": ["reach"], "filters": vec![json!(["is_not", "practice", ["X"]]); 17]}), 400, "filters"),
         (json!({"metrics": ["reach"], "site_id": "stoke"}), 403, ""),
         (json!({"metrics": ["reach"], "site_id": "no-such-tenant"}), 403, ""),
     ];
@@ -103,6 +108,36 @@ async fn every_kind_of_bad_input_gets_a_4xx_saying_what_and_how_to_fix_it() {
     let (st, e) = post(&s.url, &forged, &json!({"metrics": ["reach"]})).await;
     assert_eq!(st, 401);
     assert!(!e.to_string().contains(&forged), "the key is never echoed");
+    // The scheme is case-insensitive: `bearer` is `Bearer`.
+    let resp = client()
+        .post(format!("{}/api/v2/query", s.url))
+        .header("authorization", format!("bearer {k}"))
+        .json(&json!({"metrics": ["reach"], "date_range": "all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Errors the router answers itself are JSON with a hint too: no such path, a wrong method, a body too large.
+    let big = format!("{{\"metrics\": [\"reach\"], \"pad\": \"{}\"}}", "x".repeat(3 << 20));
+    for (resp, status) in [
+        (client().get(format!("{}/api/v1/nope", s.url)).bearer_auth(&k).send().await.unwrap(), 404),
+        (client().get(format!("{}/api/v2/query", s.url)).bearer_auth(&k).send().await.unwrap(), 405),
+        (
+            client()
+                .post(format!("{}/api/v2/query", s.url))
+                .bearer_auth(&k)
+                .header("content-type", "application/json")
+                .body(big)
+                .send()
+                .await
+                .unwrap(),
+            413,
+        ),
+    ] {
+        assert_eq!(resp.status().as_u16(), status);
+        let e: Value = resp.json().await.unwrap();
+        assert!(e["error"]["message"].is_string() && e["error"]["hint"].is_string(), "{status}: {e}");
+    }
     // Report endpoint: unknown report, bad date, other tenant's practice, unknown parameter.
     for (path, status) in [
         ("/api/v1/reports/nope".to_owned(), 404),

@@ -58,6 +58,13 @@ pub fn run(path: &Path, cmd: ConfigCommand) -> Result<ExitCode> {
             }
         }
     }
+    crate::outln!();
+    for line in &summary.digests {
+        crate::outln!("{line}");
+    }
+    for w in &summary.warnings {
+        crate::outln!("warning: {w}");
+    }
     let mut refused = false;
     if !summary.export_projects.is_empty() {
         crate::outln!();

@@ -47,6 +47,10 @@ pub struct SendArgs {
     /// Also send to recipients whose earlier delivery was interrupted mid-send (they may already have it).
     #[arg(long)]
     resend_interrupted: bool,
+    /// The time (RFC 3339) retry times are judged against and set from, instead of now: for rehearsals beside
+    /// `pulse run --clock-start`, whose clock the recipients' retry times then share.
+    #[arg(long, hide = true)]
+    at: Option<chrono::DateTime<Utc>>,
 }
 
 #[derive(Debug, Args)]
@@ -77,14 +81,13 @@ pub async fn run(path: &Path, cmd: DigestCommand) -> Result<ExitCode> {
             };
             let rendered = digest::render(&d, &links).map_err(anyhow::Error::msg)?;
             let from = config.smtp.as_ref().map_or("Practice Pulse <digests@example.invalid>", |s| s.from.as_str());
-            let message = mail::message(
-                &rendered,
-                from,
-                "preview@example.invalid",
-                "<preview@practice-pulse>",
-                links.unsubscribe.as_deref(),
-            )
-            .map_err(anyhow::Error::msg)?;
+            let headers = mail::ListHeaders {
+                message_id: format!("preview.{}.{week_end}", a.tenant),
+                list: Some(format!("preview-{}", a.tenant)),
+                unsubscribe: links.unsubscribe.clone(),
+            };
+            let message =
+                mail::message(&rendered, from, "preview@example.invalid", &headers).map_err(anyhow::Error::msg)?;
             let base = a.out.with_extension("");
             let (eml, html, figures) =
                 (base.with_extension("eml"), base.with_extension("html"), base.with_extension("figures.json"));
@@ -113,7 +116,7 @@ pub async fn run(path: &Path, cmd: DigestCommand) -> Result<ExitCode> {
             let request = delivery::SendRequest {
                 list: a.list.clone(),
                 week_end,
-                now: Utc::now(),
+                now: a.at.unwrap_or_else(Utc::now),
                 resend_interrupted: a.resend_interrupted,
                 allow_incomplete: true,
             };

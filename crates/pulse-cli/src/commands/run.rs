@@ -62,7 +62,7 @@ pub struct StatusArgs {
     #[arg(long)]
     tenant: Option<String>,
     /// The digest week to report deliveries for: an ISO week (2018-W10) or any day in it. Default: the last whole
-    /// week. Lists who is interrupted, waiting and given up by name.
+    /// week, naming who is interrupted, waiting and given up; with --week every recipient is named with their state.
     #[arg(long)]
     week: Option<String>,
 }
@@ -92,7 +92,7 @@ pub async fn status(path: &Path, args: StatusArgs) -> Result<ExitCode> {
         "detail"
     );
     for j in &jobs {
-        let (state, tick, detail) = match &j.last {
+        let (state, tick, detail) = match &j.truth {
             Some(s) => (s.state.as_str(), scheduler::local(&config, s.tick), s.detail.as_str()),
             None => ("never run", String::new(), ""),
         };
@@ -118,11 +118,12 @@ pub async fn status(path: &Path, args: StatusArgs) -> Result<ExitCode> {
         for (recipient, steps) in &history {
             if let Some(last) = steps.last() {
                 let state = match last.state.as_str() {
-                    "pending" => "interrupted or in flight",
+                    "pending" => "pending (cut off mid-send, or in flight now)",
                     s => s,
                 };
                 *counts.entry(state.to_owned()).or_default() += 1;
-                if state != "sent" {
+                // With --week, everyone by name (sent too); otherwise only who needs a look.
+                if state != "sent" || args.week.is_some() {
                     named.push(format!(
                         "    {recipient}: {state}{}",
                         if last.detail.is_empty() { String::new() } else { format!(" ({})", last.detail) }

@@ -876,9 +876,21 @@ impl Store for ClickHouseStore {
         }
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let mine = Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now + ttl };
+        // A lease still unexpired whose holder's process is gone is taken over explicitly (decided now, by us), so
+        // the replay never has to judge a process's liveness later.
+        // Only a holder judged gone now is taken over; a live rival's lease seen here (its claim landed after our
+        // first read) gets a plain claim from us, which the replay voids.
+        let plain = || {
+            vec![Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now + ttl }]
+        };
+        let claims = match self.lease_in_force(scope, name).await? {
+            Some(held) if held.holder != holder && held.expires_at > now && held.holder_exited() => {
+                lease::takeover(&held, holder, now, ttl).to_vec()
+            }
+            _ => plain(),
+        };
         let sent = std::time::Instant::now();
-        self.insert_rows::<LeaseRow>(scope.as_str(), "leases", std::iter::once(LeaseRow::new(scope.as_str(), &mine)))
+        self.insert_rows::<LeaseRow>(scope.as_str(), "leases", claims.iter().map(|c| LeaseRow::new(scope.as_str(), c)))
             .await?;
         // A rival's claim stamped before ours becomes visible once its insert is acknowledged, which takes about as
         // long as ours did: wait out that window (at least LEASE_SETTLE, three times our insert under load), replay,
