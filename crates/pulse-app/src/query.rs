@@ -543,58 +543,85 @@ pub fn tenant_scope(access: &Access, named: Option<&str>) -> AppResult<TenantSco
 
 /// (tenant, normalised query, data watermark)
 type CacheKey = (String, String, String);
-type Entries = HashMap<CacheKey, (u64, Answer)>;
+type Entries = HashMap<CacheKey, (u64, usize, Answer)>;
 
 /// Answers cached by (tenant, normalised query, watermark); a new pipelines run changes the watermark, so answers
 /// computed from older reports are never served again and age out.
 #[derive(Debug)]
 pub struct Cache {
     capacity: usize,
-    /// A use counter, and each answer with when it was last used (for evicting the least recently used).
-    entries: Mutex<(u64, Entries)>,
+    /// The cache holds answers of at most this many bytes in all (keys and answers as JSON); an answer of more than
+    /// a quarter of it is not kept.
+    max_bytes: usize,
+    /// A use counter, the bytes held, and each answer with when it was last used and its size (for evicting the
+    /// least recently used).
+    entries: Mutex<(u64, usize, Entries)>,
     /// Each tenant's watermark and when it was read: re-read after [`WATERMARK_TTL`], so a new jobs run is seen
     /// within that time without a store round trip on every request.
     watermarks: Mutex<HashMap<String, (std::time::Instant, String)>>,
 }
+
+/// The answer cache's default bound in bytes.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// How long a tenant's data watermark is trusted before it is read again from the store.
 pub const WATERMARK_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Cache {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, entries: Mutex::new((0, HashMap::new())), watermarks: Mutex::new(HashMap::new()) }
+        Self::with_max_bytes(capacity, DEFAULT_CACHE_BYTES)
+    }
+
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
+        Self {
+            capacity,
+            max_bytes,
+            entries: Mutex::new((0, 0, HashMap::new())),
+            watermarks: Mutex::new(HashMap::new()),
+        }
     }
 
     fn get(&self, key: &CacheKey) -> Option<Answer> {
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (tick, map) = &mut *guard;
+        let (tick, _, map) = &mut *guard;
         *tick += 1;
         let now = *tick;
-        map.get_mut(key).map(|(used, a)| {
+        map.get_mut(key).map(|(used, _, a)| {
             *used = now;
             a.clone()
         })
     }
 
     fn put(&self, key: CacheKey, answer: Answer) {
-        if self.capacity == 0 {
+        let size =
+            key.0.len() + key.1.len() + key.2.len() + serde_json::to_vec(&answer).map_or(usize::MAX, |v| v.len());
+        if self.capacity == 0 || size > self.max_bytes / 4 {
             return;
         }
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (tick, map) = &mut *guard;
+        let (tick, bytes, map) = &mut *guard;
         *tick += 1;
         // Answers for an older watermark of this tenant can never be asked for again.
         map.retain(|k, _| k.0 != key.0 || k.2 == key.2);
-        if map.len() >= self.capacity
-            && let Some(oldest) = map.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| k.clone())
+        *bytes = map.values().map(|(_, n, _)| n).sum();
+        while (map.len() >= self.capacity || *bytes + size > self.max_bytes)
+            && let Some((oldest, n)) =
+                map.iter().min_by_key(|(_, (used, _, _))| *used).map(|(k, (_, n, _))| (k.clone(), *n))
         {
             map.remove(&oldest);
+            *bytes -= n;
         }
-        map.insert(key, (*tick, answer));
+        *bytes += size;
+        map.insert(key, (*tick, size, answer));
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().map(|g| g.1.len()).unwrap_or(0)
+        self.entries.lock().map(|g| g.2.len()).unwrap_or(0)
+    }
+
+    /// The bytes the cached answers take (as JSON, with their keys).
+    pub fn bytes(&self) -> usize {
+        self.entries.lock().map(|g| g.1).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1070,5 +1097,17 @@ mod tests {
             small.put(key(t, "w"), answer(t));
         }
         assert_eq!(small.len(), 2, "bounded");
+        // Bounded by bytes too: answers that would pass the bound push out the least recently used, and one over
+        // a quarter of it is not kept at all.
+        let one = serde_json::to_vec(&answer("x")).unwrap().len() + 6;
+        let tight = Cache::with_max_bytes(100, one * 4);
+        for t in ["p", "q", "r", "s", "t", "u"] {
+            tight.put(key(t, "w"), answer(t));
+        }
+        assert!(tight.len() <= 4 && tight.bytes() <= one * 4, "{} answers, {} bytes", tight.len(), tight.bytes());
+        assert!(tight.get(&key("u", "w")).is_some() && tight.get(&key("p", "w")).is_none());
+        let tiny = Cache::with_max_bytes(100, one * 2);
+        tiny.put(key("a", "w"), answer("a"));
+        assert!(tiny.is_empty(), "an answer over a quarter of the bound is not cached");
     }
 }

@@ -169,6 +169,17 @@ pub struct ReportAnswer {
     pub run: Option<RunInfo>,
     /// Why there are no rows, when there are none (an empty answer is a valid answer).
     pub empty_note: Option<String>,
+    /// Rows matching the query before paging, and where this page starts: `batch` holds rows `offset..offset+len`
+    /// of `total`, so a caller can always tell whether it has them all.
+    pub total: usize,
+    pub offset: usize,
+}
+
+impl ReportAnswer {
+    /// Whether rows matching the query follow this page.
+    pub fn more(&self) -> bool {
+        self.offset + self.batch.num_rows() < self.total
+    }
 }
 
 /// Runs a query for `access` (whose tenants it may read) on `store`.
@@ -230,8 +241,9 @@ pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &Re
     if let Some(sort) = &q.sort {
         out = sort_by(&out, sort).map_err(|e| AppError::bad_request(format!("{e:#}")).at("sort"))?;
     }
-    let skip = q.offset.unwrap_or(0).min(out.num_rows());
-    let keep = q.top.unwrap_or(usize::MAX).min(out.num_rows() - skip);
+    let total = out.num_rows();
+    let skip = q.offset.unwrap_or(0).min(total);
+    let keep = q.top.unwrap_or(usize::MAX).min(total - skip);
     out = out.slice(skip, keep);
     let names = tenant_config.practices.iter().map(|p| (p.code.to_string(), p.name.clone())).collect();
     let out = with_practice_names(&out, &names).map_err(AppError::from)?;
@@ -248,7 +260,7 @@ pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &Re
             format!("no rows match the filters{span}")
         }
     });
-    Ok(ReportAnswer { kind: q.kind, tenant, batch: out, run, empty_note })
+    Ok(ReportAnswer { kind: q.kind, tenant, batch: out, run, empty_note, total, offset: skip })
 }
 
 fn run_info(runs: &RecordBatch) -> Option<RunInfo> {

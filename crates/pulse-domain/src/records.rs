@@ -249,15 +249,25 @@ pub fn holder_exited(holder: &str) -> bool {
         .is_ok_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
-/// This machine's name, for lease holders (`/etc/hostname`, else `HOSTNAME`, else `localhost`).
+/// This machine's name, for lease holders (`/etc/hostname`, else `HOSTNAME`, else `localhost`), with the process-id
+/// namespace when it can be read (`name~4026531836`): two containers may share a host name, but a pid is only
+/// meaningful in its own namespace, so a holder is judged gone only by a process that shares both.
 pub fn this_host() -> String {
-    std::fs::read_to_string("/etc/hostname")
+    let name = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
-        .replace(':', "_")
+        .replace([':', '~'], "_");
+    let namespace = std::fs::read_link("/proc/self/ns/pid").ok().and_then(|l| {
+        let l = l.to_string_lossy().into_owned();
+        l.strip_prefix("pid:[").and_then(|r| r.strip_suffix(']')).map(str::to_owned)
+    });
+    match namespace {
+        Some(ns) => format!("{name}~{ns}"),
+        None => name,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryString, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use pulse_app::error::{AppError, AppResult};
@@ -58,13 +58,15 @@ where
         return Err(e.into());
     }
     let key = caller.key_id.clone();
+    // An error after the key was accepted is logged with the key's tenants (the one asked for is not known yet).
+    let tenants = caller.tenants.join(",");
     match f(state.clone(), caller).await {
         Ok((resp, tenant, rows)) => {
             log_request(&key, &tenant, &what, rows, resp.status().as_u16(), started);
             Ok(resp)
         }
         Err(e) => {
-            log_request(&key, "-", &what, 0, e.status(), started);
+            log_request(&key, &tenants, &what, 0, e.status(), started);
             Err(e.into())
         }
     }
@@ -183,6 +185,18 @@ pub fn report_query(kind: Kind, params: &HashMap<String, String>) -> AppResult<R
     {
         return Err(AppError::bad_request(format!("`to` ({t}) is before `from` ({f})")).at("to"));
     }
+    // The same bound as the query API: a range of at most three years.
+    if let (Some(f), Some(t)) = (q.from, q.to)
+        && (t - f).num_days() > query::MAX_RANGE_DAYS
+    {
+        return Err(AppError::bad_request(format!(
+            "the range {f} to {t} spans {} days, more than the {} one request may",
+            (t - f).num_days(),
+            query::MAX_RANGE_DAYS
+        ))
+        .with_hint("split it into requests of up to three years")
+        .at("from"));
+    }
     q.latest_week = matches!(params.get("latest_week").map(String::as_str), Some("true" | "1"));
     q.sort = params.get("sort").filter(|v| !v.is_empty()).cloned();
     let limit = count(params, "limit")?.unwrap_or(query::MAX_LIMIT);
@@ -212,6 +226,15 @@ pub async fn report(
         let rows = answer.batch.num_rows();
         let tenant = answer.tenant.clone();
         let format = params.get("format").map(String::as_str).unwrap_or("json");
+        // Never cut without saying so: the total, and a link to the next page when there is one.
+        let next = answer.more().then(|| {
+            let mut p: Vec<(String, String)> =
+                params.iter().filter(|(k, _)| k.as_str() != "offset").map(|(k, v)| (k.clone(), v.clone())).collect();
+            p.push(("offset".into(), (answer.offset + rows).to_string()));
+            p.sort();
+            let qs = form_urlencoded::Serializer::new(String::new()).extend_pairs(p).finish();
+            format!("/api/v1/reports/{}?{qs}", kind.name())
+        });
         let filename = format!("{}-{}", tenant, kind.name());
         let resp = match format {
             "json" => {
@@ -221,7 +244,8 @@ pub async fn report(
                 let run = answer.run.as_ref().map(|r| {
                     json!({"run_id": r.run_id, "from": r.range_from.to_string(), "to": r.range_to.to_string(), "computed_at": r.computed_at})
                 });
-                json_body(&json!({"report": kind.name(), "tenant": tenant, "run": run, "note": answer.empty_note, "rows": rows_json}))
+                json_body(&json!({"report": kind.name(), "tenant": tenant, "run": run, "note": answer.empty_note,
+                    "total": answer.total, "offset": answer.offset, "returned": rows, "next": next, "rows": rows_json}))
             }
             "csv" => {
                 let mut buf = Vec::new();
@@ -239,6 +263,15 @@ pub async fn report(
                     .at("format"));
             }
         };
+        let mut resp = resp;
+        let h = resp.headers_mut();
+        h.insert("x-total-count", HeaderValue::from(answer.total));
+        if let Some(next) = &next
+            && let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\""))
+        {
+            h.insert(header::LINK, v);
+            h.insert("x-pulse-partial", HeaderValue::from_static("more rows follow: see the Link header (rel=next)"));
+        }
         Ok((resp, tenant, rows))
     })
     .await

@@ -42,6 +42,14 @@ impl RateLimiter {
         Self { per_minute: f64::from(per_minute.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
+    /// When `key`'s bucket is empty, how many seconds until one is back (takes nothing).
+    pub fn empty_for(&self, key: &str) -> Option<u64> {
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = buckets.get(key)?;
+        let tokens = (tokens + last.elapsed().as_secs_f64() * self.per_minute / 60.0).min(self.per_minute);
+        (tokens < 1.0).then(|| ((1.0 - tokens) * 60.0 / self.per_minute).ceil().max(1.0) as u64)
+    }
+
     /// Takes one request from `key`'s bucket; when it is empty, how many seconds until one is back.
     pub fn take(&self, key: &str) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -64,9 +72,14 @@ pub struct Gate {
     pub ring: Mutex<KeyRing>,
     pub sessions: Mutex<HashMap<String, Session>>,
     pub limiter: RateLimiter,
+    /// Failed logins per client address: a guesser is slowed to this many tries a minute.
+    pub login_failures: RateLimiter,
     pub used: Mutex<BTreeMap<String, DateTime<Utc>>>,
     pub session_hours: u32,
 }
+
+/// Failed dashboard logins allowed per client address per minute (then 429 until the bucket refills).
+pub const LOGIN_FAILURES_PER_MINUTE: u32 = 10;
 
 /// The value of cookie `name` in the request.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -86,6 +99,7 @@ impl Gate {
             ring: Mutex::new(ring),
             sessions: Mutex::new(HashMap::new()),
             limiter: RateLimiter::new(per_minute),
+            login_failures: RateLimiter::new(LOGIN_FAILURES_PER_MINUTE),
             used: Mutex::new(BTreeMap::new()),
             session_hours,
         }
@@ -115,8 +129,21 @@ impl Gate {
     }
 
     /// Logs a key in for the dashboard: checks it and opens a session. Returns the session id.
-    pub fn login(&self, config: &Config, key: &str) -> AppResult<(String, Caller)> {
-        let caller = self.ring.lock().unwrap_or_else(|e| e.into_inner()).authenticate(config, key, Utc::now())?;
+    pub fn login(&self, config: &Config, key: &str, client: &str) -> AppResult<(String, Caller)> {
+        // A client whose recent tries all failed waits before it may try again (a correct key too: it cannot be
+        // told apart from a guess until checked, and checking is what is being limited).
+        if let Some(wait) = self.login_failures.empty_for(client) {
+            return Err(AppError::new(ErrorKind::RateLimited, "too many failed logins from this address")
+                .with_hint(format!("try again in {wait} s"))
+                .retry_after(wait));
+        }
+        let caller = match self.ring.lock().unwrap_or_else(|e| e.into_inner()).authenticate(config, key, Utc::now()) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.login_failures.take(client);
+                return Err(e);
+            }
+        };
         let caller = self.admit(caller)?;
         let id = random_token();
         let session = Session {

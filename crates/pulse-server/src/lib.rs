@@ -250,7 +250,8 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await;
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     flusher.abort();
     flush_key_use(&state);
     result

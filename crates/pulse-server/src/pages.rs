@@ -803,8 +803,16 @@ pub async fn login_form(
     login_page(&state, &safe_next(params.get("next")), None, StatusCode::OK)
 }
 
-pub async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn login(
+    State(state): State<Shared>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
+    let client = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let next = safe_next(form.get("next"));
     let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
@@ -813,7 +821,7 @@ pub async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
         return login_page(&state, &next, Some("The login form expired; please try again."), StatusCode::FORBIDDEN);
     }
     let key = form.get("key").map(String::as_str).unwrap_or_default();
-    match state.gate.login(&state.config, key) {
+    match state.gate.login(&state.config, key, &client) {
         Ok((session, caller)) => {
             log_request(&caller.key_id, &caller.tenants.join(","), "POST /login", 0, 303, started);
             let mut resp = Redirect::to(&next).into_response();
@@ -825,7 +833,11 @@ pub async fn login(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
         Err(e) => {
             log_request("-", "-", "POST /login", 0, e.status(), started);
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            login_page(&state, &next, Some(&e.to_string()), status)
+            let mut resp = login_page(&state, &next, Some(&e.to_string()), status);
+            if let Some(secs) = e.retry_after {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            resp
         }
     }
 }

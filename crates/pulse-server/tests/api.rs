@@ -193,6 +193,27 @@ async fn reports_download_as_json_csv_and_parquet() {
     let get = |q: &str| client().get(format!("{}/api/v1/reports/{q}", s.url)).bearer_auth(&k).send();
     let json: Value = get("reach?sort=-reach&limit=3").await.unwrap().json().await.unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), 3);
+    // Never cut silently: the total, and a link to the next page, which follows on from this one.
+    let total = json["total"].as_u64().unwrap();
+    assert!(total > 3, "{}", json["total"]);
+    assert_eq!((json["offset"].as_u64(), json["returned"].as_u64()), (Some(0), Some(3)));
+    let next = json["next"].as_str().unwrap().to_owned();
+    assert!(next.contains("offset=3") && next.contains("limit=3") && next.contains("sort=-reach"), "{next}");
+    let page2: Value =
+        client().get(format!("{}{next}", s.url)).bearer_auth(&k).send().await.unwrap().json().await.unwrap();
+    assert_eq!(page2["offset"], 3);
+    assert_ne!(page2["rows"][0], json["rows"][0]);
+    let last: Value =
+        get(&format!("reach?sort=-reach&limit=3&offset={}", total - 1)).await.unwrap().json().await.unwrap();
+    assert_eq!((last["returned"].as_u64(), last["next"].is_null()), (Some(1), true));
+    // A CSV page says so in its headers.
+    let csv = get("reach?format=csv&limit=5").await.unwrap();
+    assert_eq!(csv.headers()["x-total-count"].to_str().unwrap(), total.to_string());
+    assert!(csv.headers()["link"].to_str().unwrap().contains("offset=5"), "{:?}", csv.headers());
+    assert!(csv.headers().contains_key("x-pulse-partial"));
+    // Ranges are bounded as in the query API.
+    let far = get("reach?from=2010-01-01&to=2018-03-01").await.unwrap();
+    assert_eq!(far.status(), 400);
     assert!(json["run"]["run_id"].is_string());
     assert!(json["rows"][0]["practice_name"].is_string());
     let csv = get("campaigns?format=csv").await.unwrap();
@@ -374,6 +395,12 @@ async fn every_request_is_logged_with_key_id_tenant_rows_and_time_never_the_secr
         assert!(query_line.contains(part), "{part} missing from {query_line}");
     }
     assert!(text.contains("status=401"), "the refused request is logged too");
+    // An error after the key was accepted keeps the tenant in its line.
+    let (st, _) = post(&s.url, &k, &json!({"metrics": ["reach"], "date_range": ["2018-03-10", "2018-03-01"]})).await;
+    assert_eq!(st, 400);
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let bad = text.lines().rfind(|l| l.contains(&format!("key=\"{id}\"")) && l.contains("status=400"));
+    assert!(bad.is_some_and(|l| l.contains("tenant=\"stoke\"")), "{bad:?}");
     let secret = k.rsplit('_').next().unwrap();
     assert!(!text.contains(secret) && !text.contains(&"f".repeat(64)), "a secret reached the log");
 }
@@ -522,6 +549,16 @@ async fn dashboard_sessions_need_the_login_form_token_and_end_on_logout_or_revoc
     assert_eq!(c.get(format!("{}/posts", s.url)).header("cookie", &session).send().await.unwrap().status(), 200);
     pulse_app::keys::Keys::for_config(&s.config).revoke(k.split('_').nth(1).unwrap()).unwrap();
     assert_eq!(c.get(format!("{}/posts", s.url)).header("cookie", &session).send().await.unwrap().status(), 303);
+    // Failed logins are limited per address: after 10 wrong keys (one was tried above) the 11th try, even with a
+    // good key, waits, with Retry-After.
+    let good = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    for _ in 0..9 {
+        assert_eq!(login("pulse_00000000_00".into()).await.status(), 401);
+    }
+    let r = login(good).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().await.unwrap().contains("too many failed logins"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
