@@ -251,6 +251,10 @@ pub struct ServerConfig {
     /// Requests per minute allowed per key (a burst of this many, refilled evenly). Default 600.
     #[serde(default = "default_rate_limit")]
     pub rate_limit_per_minute: u32,
+    /// Milliseconds of the server's work per minute allowed per key, beside the request rate: requests that cost
+    /// more (large uncached queries) use it up faster. Default 30000 (half a core).
+    #[serde(default = "default_work_ms")]
+    pub work_ms_per_minute: u32,
     /// Query answers kept in memory (keyed by tenant, query and data watermark). Default 1000.
     #[serde(default = "default_cache_entries")]
     pub cache_entries: usize,
@@ -274,6 +278,10 @@ fn default_rate_limit() -> u32 {
     600
 }
 
+fn default_work_ms() -> u32 {
+    30_000
+}
+
 fn default_cache_entries() -> usize {
     1000
 }
@@ -288,6 +296,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             keys_file: default_keys_file(),
             rate_limit_per_minute: default_rate_limit(),
+            work_ms_per_minute: default_work_ms(),
             cache_entries: default_cache_entries(),
             session_hours: default_session_hours(),
             secure_cookies: false,

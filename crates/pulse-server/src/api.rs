@@ -60,7 +60,10 @@ where
     let key = caller.key_id.clone();
     // An error after the key was accepted is logged with the key's tenants (the one asked for is not known yet).
     let tenants = caller.tenants.join(",");
-    match f(state.clone(), caller).await {
+    let result = f(state.clone(), caller).await;
+    // The work is charged to the key whatever came of it.
+    state.gate.work.charge(&key, started.elapsed().as_secs_f64() * 1000.0);
+    match result {
         Ok((resp, tenant, rows)) => {
             log_request(&key, &tenant, &what, rows, resp.status().as_u16(), started);
             Ok(resp)

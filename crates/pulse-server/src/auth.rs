@@ -42,6 +42,17 @@ impl RateLimiter {
         Self { per_minute: f64::from(per_minute.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
+    /// Takes `amount` from `key`'s bucket, as far as it goes (down to empty, never below: a request is charged after
+    /// it ran, and the next is refused while the bucket is empty).
+    pub fn charge(&self, key: &str, amount: f64) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (tokens, last) = buckets.entry(key.to_owned()).or_insert((self.per_minute, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_minute / 60.0).min(self.per_minute);
+        *last = now;
+        *tokens = (*tokens - amount).max(0.0);
+    }
+
     /// When `key`'s bucket is empty, how many seconds until one is back (takes nothing).
     pub fn empty_for(&self, key: &str) -> Option<u64> {
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,6 +83,8 @@ pub struct Gate {
     pub ring: Mutex<KeyRing>,
     pub sessions: Mutex<HashMap<String, Session>>,
     pub limiter: RateLimiter,
+    /// Each key's budget of the server's work (milliseconds a minute), charged after each request by its time.
+    pub work: RateLimiter,
     /// Failed logins per client address: a guesser is slowed to this many tries a minute.
     pub login_failures: RateLimiter,
     pub used: Mutex<BTreeMap<String, DateTime<Utc>>>,
@@ -95,10 +108,15 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 impl Gate {
     pub fn new(ring: KeyRing, per_minute: u32, session_hours: u32) -> Self {
+        Self::with_work_budget(ring, per_minute, session_hours, 30_000)
+    }
+
+    pub fn with_work_budget(ring: KeyRing, per_minute: u32, session_hours: u32, work_ms_per_minute: u32) -> Self {
         Self {
             ring: Mutex::new(ring),
             sessions: Mutex::new(HashMap::new()),
             limiter: RateLimiter::new(per_minute),
+            work: RateLimiter::new(work_ms_per_minute),
             login_failures: RateLimiter::new(LOGIN_FAILURES_PER_MINUTE),
             used: Mutex::new(BTreeMap::new()),
             session_hours,
@@ -106,6 +124,17 @@ impl Gate {
     }
 
     fn admit(&self, caller: Caller) -> AppResult<Caller> {
+        if let Some(wait) = self.work.empty_for(&caller.key_id) {
+            return Err(AppError::new(
+                ErrorKind::RateLimited,
+                format!("key {} has used its budget of the server's work for now", caller.key_id),
+            )
+            .with_hint(format!(
+                "retry in {wait} s; ask for less at a time (shorter ranges, fewer dimensions); the budget is set by \
+                 [server] work_ms_per_minute"
+            ))
+            .retry_after(wait));
+        }
         if let Err(wait) = self.limiter.take(&caller.key_id) {
             return Err(AppError::new(ErrorKind::RateLimited, format!("key {} is over its rate limit", caller.key_id))
                 .with_hint(format!("retry in {wait} s; the limit is set by [server] rate_limit_per_minute"))

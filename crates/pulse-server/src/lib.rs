@@ -43,7 +43,12 @@ impl AppState {
         let keys = Keys::for_config(&config);
         let mut ring = KeyRing::new(keys.clone());
         ring.refresh()?;
-        let gate = auth::Gate::new(ring, config.server.rate_limit_per_minute, config.server.session_hours);
+        let gate = auth::Gate::with_work_budget(
+            ring,
+            config.server.rate_limit_per_minute,
+            config.server.session_hours,
+            config.server.work_ms_per_minute,
+        );
         let cache = Cache::new(config.server.cache_entries);
         Ok(Self { config, store, directory, cache, gate, keys })
     }

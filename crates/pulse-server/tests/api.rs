@@ -256,6 +256,34 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after_and_others_are_unaf
     assert_eq!(post(&s.url, &k2, &json!({"metrics": ["reach"]})).await.0, 200);
 }
 
+/// Beside the request rate, each key has a budget of the server's work (ms a minute): a key whose requests used it
+/// up gets 429 saying so, while the rate limit alone would still let it in; other keys are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_used_its_work_budget_waits_and_others_are_unaffected() {
+    let mut config = config();
+    config.server.work_ms_per_minute = 1;
+    let s = serve_with(config).await;
+    let k1 = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let k2 = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let queries = [
+        json!({"metrics": ["reach"], "dimensions": ["practice", "week"]}),
+        json!({"metrics": ["views"], "dimensions": ["practice", "week"]}),
+        json!({"metrics": ["engagements"], "dimensions": ["practice", "week"]}),
+    ];
+    let mut refused = None;
+    for q in &queries {
+        let (st, body) = post(&s.url, &k1, q).await;
+        if st == 429 {
+            refused = Some(body);
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+    }
+    let body = refused.expect("three uncached queries use up a budget of 1 ms a minute");
+    assert!(body["error"]["message"].as_str().unwrap().contains("budget of the server's work"), "{body}");
+    assert_eq!(post(&s.url, &k2, &queries[0]).await.0, 200);
+}
+
 /// A small deterministic generator (no dependency): xorshift.
 struct Rng(u64);
 impl Rng {
