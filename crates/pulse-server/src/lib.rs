@@ -148,6 +148,7 @@ pub fn router(state: Shared) -> Router {
         // Every body is small (a query, an export spec, a form): 256 KiB bounds what one request can make the
         // server hold, well above the largest valid query.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize_bodies))
         .layer(axum::middleware::from_fn(api_errors_as_json))
         .layer(axum::middleware::from_fn(refuse_credentials_in_urls))
         .with_state(state)
@@ -179,6 +180,24 @@ async fn refuse_credentials_in_urls(request: axum::extract::Request, next: axum:
         let e = AppError::bad_request("credentials are not accepted in URLs; this request was refused and its URL not logged")
             .with_hint("send the key as `Authorization: Bearer <key>` (API), or log in at /login (dashboard); revoke the key if it was shared in a link");
         return ApiError(e).into_response();
+    }
+    next.run(request).await
+}
+
+/// Refuses a request whose declared `Content-Length` is over the limit at once, before any of its body is read: 413
+/// with the JSON error (under `/api/`) and `Connection: close`. A chunked body over the limit is still refused by the
+/// body limit as it is read; this answers the common case without reading megabytes it will throw away, and answers
+/// it whether or not the client has finished sending.
+async fn refuse_declared_oversize_bodies(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        let mut resp = StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
     }
     next.run(request).await
 }
@@ -215,6 +234,9 @@ async fn api_errors_as_json(request: axum::extract::Request, next: axum::middlew
         && let Some(allow) = resp.headers().get(header::ALLOW)
     {
         out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    if let Some(connection) = resp.headers().get(header::CONNECTION) {
+        out.headers_mut().insert(header::CONNECTION, connection.clone());
     }
     out
 }
