@@ -35,7 +35,7 @@ struct Phase {
 fn body(tenant: &str, from: &str, to: &str) -> String {
     serde_json::json!({
         "site_id": tenant,
-        "metrics": ["reach", "engaged_users", "views", "engagement_rate", "penetration"],
+        "metrics": ["gross_reach", "gross_engaged_users", "views", "engagement_rate", "reach_per_1000"],
         "dimensions": ["practice"],
         "date_range": [from, to],
     })

@@ -45,17 +45,38 @@ macro_rules! named_enum {
 named_enum!(
     /// What a query measures.
     Metric {
-        Reach = "reach": "unique people reached (weekly uniques per page summed over the rows: gross across pages and weeks; post reach for post breakdowns; campaign posts' lifetime reach for campaigns)",
-        EngagedUsers = "engaged_users": "unique people who engaged (weekly uniques summed, gross; n/a where Meta no longer reports it)",
+        Reach = "gross_reach": "people reached, summed over the rows: each page's weekly unique people added over pages and weeks, so a person reached by two pages or in two weeks counts twice (a row of one page and one week is exact); post reach for post breakdowns; campaign posts' lifetime reach for campaigns",
+        EngagedUsers = "gross_engaged_users": "people who engaged, summed the same way as gross_reach (n/a where Meta no longer reports it)",
         Views = "views": "times content was seen",
         Engagements = "engagements": "engagements (clicks, reactions, comments, shares as Meta counts them)",
         EngagementRate = "engagement_rate": "engagements / views (weekly rows), or engaged users / reach (posts)",
-        Penetration = "penetration": "people reached per 1,000 registered patients: average weekly reach for weekly rows, the band's people for age bands",
+        Penetration = "reach_per_1000": "people reached per 1,000 registered patients: the average week's reach for weekly rows, the band's people in its 28-day window for age bands (the age-bands report's `penetration` is the same figure as a fraction, per 1)",
         VideoViews = "video_views": "video views of posts (3-second views as Meta counts them)",
         Posts = "posts": "posts published",
         People = "people": "people in the age band (the latest 28-day window in the range)",
     }
 );
+
+impl Metric {
+    /// Names the query language used to give these metrics, still accepted: `reach` and `engaged_users` read as unique
+    /// people but are sums of weekly uniques, and `penetration` clashed with the age-bands report's fraction.
+    pub const RENAMED: [(&'static str, Metric); 3] =
+        [("reach", Metric::Reach), ("engaged_users", Metric::EngagedUsers), ("penetration", Metric::Penetration)];
+
+    /// A metric by its name, or by the name it had before (answered under its name now; see `Query::renamed`).
+    pub fn parse_or_renamed(name: &str) -> Option<Metric> {
+        Metric::parse(name).or_else(|| Metric::RENAMED.iter().find(|(old, _)| *old == name).map(|(_, m)| *m))
+    }
+
+    /// The sum slot a plain metric is added up in.
+    fn slot_name(self) -> &'static str {
+        match self {
+            Metric::Reach => "reach",
+            Metric::EngagedUsers => "engaged_users",
+            m => m.name(),
+        }
+    }
+}
 
 named_enum!(
     /// What a query breaks its answer down by.
@@ -174,6 +195,8 @@ pub struct Query {
     pub order_by: Vec<(String, bool)>,
     pub limit: usize,
     pub offset: usize,
+    /// Notes for metrics asked for by a former name (`reach` is now `gross_reach`, ...).
+    pub renamed: Vec<String>,
 }
 
 /// The request body as sent (Plausible's v2 shape; `site_id` names the tenant).
@@ -235,7 +258,19 @@ impl Query {
                 format!("name one or more of {}", Source::names(Metric::ALL)),
             ));
         }
-        let metrics = parse_names(&raw.metrics, "metrics", "metric", Metric::parse, Metric::ALL)?;
+        let metrics = parse_names(&raw.metrics, "metrics", "metric", Metric::parse_or_renamed, Metric::ALL)?;
+        let renamed: Vec<String> = raw
+            .metrics
+            .iter()
+            .filter_map(|name| Metric::RENAMED.iter().find(|(old, _)| old == name))
+            .map(|(old, m)| {
+                format!(
+                    "metric `{old}` is now called `{}` (same figure; the old name is still accepted): {}",
+                    m.name(),
+                    m.about()
+                )
+            })
+            .collect();
         let dimensions = parse_names(&raw.dimensions, "dimensions", "dimension", Dimension::parse, Dimension::ALL)?;
         let date_range = parse_range(raw.date_range.as_ref())?;
         if raw.filters.len() > MAX_FILTERS {
@@ -263,6 +298,8 @@ impl Query {
                     ));
                 }
             };
+            // A metric's former name orders by it too.
+            let name = Metric::parse_or_renamed(name).filter(|m| metrics.contains(m)).map_or(name, |m| m.name());
             let named = metrics.iter().any(|m| m.name() == name) || dimensions.iter().any(|d| d.name() == name);
             if !named {
                 return Err(bad(
@@ -287,7 +324,8 @@ impl Query {
             ));
         }
         let offset = raw.pagination.as_ref().and_then(|p| p.offset).unwrap_or(0);
-        let q = Query { tenant: raw.site_id, metrics, dimensions, date_range, filters, order_by, limit, offset };
+        let q =
+            Query { tenant: raw.site_id, metrics, dimensions, date_range, filters, order_by, limit, offset, renamed };
         q.source()?;
         Ok(q)
     }
@@ -663,6 +701,7 @@ pub async fn run<S: Store>(
         && let Some(mut hit) = c.get(&key)
     {
         hit.meta.cached = true;
+        hit.meta.notes.extend(q.renamed.iter().cloned());
         return Ok(hit);
     }
     let source = q.source()?;
@@ -678,10 +717,12 @@ pub async fn run<S: Store>(
             ));
         }
     }
-    let answer = compute(source, &batch, directory, &names, q, &tenant, mark)?;
+    let mut answer = compute(source, &batch, directory, &names, q, &tenant, mark)?;
     if let Some(c) = cache {
         c.put(key, answer.clone());
     }
+    // After the cache: the note depends on the names asked, the cached answer on the metrics.
+    answer.meta.notes.extend(q.renamed.iter().cloned());
     Ok(answer)
 }
 
@@ -885,7 +926,7 @@ fn compute(
         notes.push("age-band rows measured in video watch time (the current API era) are left out: they count milliseconds, not people".into());
     }
     if source == Source::Reach && q.metrics.iter().any(|m| matches!(m, Metric::Reach | Metric::EngagedUsers)) {
-        notes.push("reach and engaged users are the API's weekly uniques per page; summed over pages or weeks they are gross (a person reached by two pages counts twice)".into());
+        notes.push("gross_reach and gross_engaged_users add up the API's weekly uniques per page; over several pages or weeks a person reached by two pages, or in two weeks, counts twice".into());
     }
     if source == Source::AgeBands
         && q.dimensions.contains(&Dimension::Gender)
@@ -915,7 +956,7 @@ fn compute(
                     }
                     (Source::AgeBands, Metric::Penetration) => ratio(s("people").map(|p| p * 1000.0), s("registered")),
                     (_, Metric::People) => s("people"),
-                    (_, m) => s(m.name()),
+                    (_, m) => s(m.slot_name()),
                 })
                 .map(|v| v.map(round_figure))
                 .collect();

@@ -286,6 +286,7 @@ async fn run_query(
         order_by: order,
         limit,
         offset: 0,
+        renamed: Vec::new(),
     };
     aq::run(&state.store, &state.directory, &ctx.caller.access, &q, Some(&state.cache)).await
 }
@@ -384,10 +385,10 @@ pub async fn practices(
     render(state, headers, "/practices", params, |state, ctx| async move {
         let metrics = [Metric::Reach, Metric::EngagedUsers, Metric::Views, Metric::EngagementRate, Metric::Penetration];
         let names: Vec<&str> = metrics.iter().map(|m| m.name()).chain(["practice"]).collect();
-        let (sort, desc) = sort_param(&ctx.params, &names, "penetration");
+        let (sort, desc) = sort_param(&ctx.params, &names, Metric::Penetration.name());
         let answer = run_query(&state, &ctx, &metrics, &[Dimension::Practice], vec![], vec![(sort.clone(), desc)], aq::MAX_LIMIT).await?;
         let mut body = String::from("<p class=\"lede\">Each practice over the range: weekly reach summed over the weeks (gross), and penetration as average weekly reach per 1,000 registered patients (a page reaches people who are not its patients too, so this can pass 1,000). Click a heading to sort.</p><table class=\"sortable\"><thead><tr>");
-        let headings = [("practice", "Practice"), ("reach", "Reach"), ("engaged_users", "Engaged users"), ("views", "Views"), ("engagement_rate", "Engagement rate"), ("penetration", "Weekly reach per 1,000 patients")];
+        let headings = [("practice", "Practice"), (Metric::Reach.name(), "Reach (gross)"), (Metric::EngagedUsers.name(), "Engaged users (gross)"), ("views", "Views"), ("engagement_rate", "Engagement rate"), (Metric::Penetration.name(), "Weekly reach per 1,000 patients")];
         for (key, label) in headings {
             let dir = if sort == key && desc { "asc" } else { "desc" };
             let arrow = if sort == key { if desc { " ▼" } else { " ▲" } } else { "" };
@@ -633,7 +634,7 @@ pub async fn posts(
             &[Metric::Posts, Metric::Reach, Metric::EngagementRate],
             &[Dimension::PostType],
             vec![],
-            vec![("reach".into(), true)],
+            vec![(Metric::Reach.name().into(), true)],
             100,
         )
         .await?;

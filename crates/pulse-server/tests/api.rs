@@ -36,7 +36,7 @@ async fn post(url: &str, key: &str, body: &Value) -> (u16, Value) {
 async fn a_query_answers_with_names_and_is_cached_until_the_reports_change() {
     let s = serve().await;
     let k = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
-    let body = json!({"metrics": ["reach", "views", "penetration"], "dimensions": ["practice"], "date_range": "all",
+    let body = json!({"metrics": ["gross_reach", "views", "reach_per_1000"], "dimensions": ["practice"], "date_range": "all",
                       "order_by": [["views", "desc"]], "pagination": {"limit": 5}});
     let (status, a) = post(&s.url, &k, &body).await;
     assert_eq!(status, 200, "{a}");
@@ -55,7 +55,7 @@ async fn a_query_answers_with_names_and_is_cached_until_the_reports_change() {
     let first = &results[0];
     let code = first["dimensions"][0].as_str().unwrap();
     let list_size = s.config.tenants[0].practices.iter().find(|p| p.code.as_str() == code).unwrap().list_size.unwrap();
-    let weeks_q = json!({"metrics": ["reach"], "dimensions": ["week"], "filters": [["is", "practice", [code]]]});
+    let weeks_q = json!({"metrics": ["gross_reach"], "dimensions": ["week"], "filters": [["is", "practice", [code]]]});
     let (_, weeks) = post(&s.url, &k, &weeks_q).await;
     let weeks = weeks["results"].as_array().unwrap();
     let reach: f64 = weeks.iter().map(|w| w["metrics"][0].as_f64().unwrap()).sum();
@@ -69,6 +69,32 @@ async fn a_query_answers_with_names_and_is_cached_until_the_reports_change() {
     let (_, again) = post(&s.url, &k, &body).await;
     assert_eq!(again["meta"]["cached"], true);
     assert_eq!(again["results"], a["results"]);
+    assert!(
+        a["meta"]["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("counts twice")),
+        "a gross sum says so: {}",
+        a["meta"]["notes"]
+    );
+    // The former names (`reach` read as unique people; `penetration` clashed with the age-bands report's fraction)
+    // still answer, with the same figures under the new names and a note saying so, also from the cache; an order
+    // by a former name orders by the metric.
+    let old = json!({"metrics": ["reach", "views", "penetration"], "dimensions": ["practice"], "date_range": "all",
+                     "order_by": [["penetration", "desc"]], "pagination": {"limit": 5}});
+    let new = json!({"metrics": ["gross_reach", "views", "reach_per_1000"], "dimensions": ["practice"], "date_range": "all",
+                     "order_by": [["reach_per_1000", "desc"]], "pagination": {"limit": 5}});
+    let (st, by_old) = post(&s.url, &k, &old).await;
+    assert_eq!(st, 200, "{by_old}");
+    let (_, by_new) = post(&s.url, &k, &new).await;
+    assert_eq!(by_old["results"], by_new["results"]);
+    assert_eq!(by_old["query"]["metrics"], json!(["gross_reach", "views", "reach_per_1000"]));
+    let notes = |a: &Value| {
+        a["meta"]["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    for (was, is) in [("reach", "gross_reach"), ("penetration", "reach_per_1000")] {
+        let said = format!("metric `{was}` is now called `{is}`");
+        assert!(notes(&by_old).iter().any(|n| n.contains(&said)), "{said}: {:?}", notes(&by_old));
+        assert!(!notes(&by_new).iter().any(|n| n.contains(&said)), "no rename note for new names");
+    }
+    assert_eq!(by_new["meta"]["cached"], true, "the same query under new names is the cached answer");
 
     // Totals: the practice breakdown adds up to the tenant total for an additive metric.
     let (_, total) = post(&s.url, &k, &json!({"metrics": ["views"]})).await;
