@@ -675,6 +675,27 @@ pub async fn run<S: Store>(
     q: &Query,
     cache: Option<&Cache>,
 ) -> AppResult<Answer> {
+    run_with(store, directory, access, q, cache, Aggregation::WhereTheDataLives).await
+}
+
+/// Where a query's groups are added up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    /// In the store when it can (ClickHouse's GROUP BY; weekly reach queries), else here.
+    WhereTheDataLives,
+    /// Here, from the report slice read whole: the reference the store's aggregation is checked against.
+    InTheService,
+}
+
+/// [`run`], choosing where the groups are added up.
+pub async fn run_with<S: Store>(
+    store: &S,
+    directory: &Directory,
+    access: &Access,
+    q: &Query,
+    cache: Option<&Cache>,
+    aggregation: Aggregation,
+) -> AppResult<Answer> {
     let scope = tenant_scope(access, q.tenant.as_deref())?;
     let tenant = scope.to_string();
     let remembered = cache.and_then(|c| {
@@ -705,7 +726,6 @@ pub async fn run<S: Store>(
         return Ok(hit);
     }
     let source = q.source()?;
-    let batch = store.read_report(&scope, source.table(), &ReportVariant::main()).await?;
     let names = directory.names.get(&tenant).cloned().unwrap_or_default();
     // A practice filter naming a practice of another tenant is an error, not an empty answer.
     for f in q.filters.iter().filter(|f| f.dimension == Dimension::Practice && f.op != FilterOp::Contains) {
@@ -717,7 +737,19 @@ pub async fn run<S: Store>(
             ));
         }
     }
-    let mut answer = compute(source, &batch, directory, &names, q, &tenant, mark)?;
+    let pushed = match (aggregation, pushdown(source, q, directory, &names)) {
+        (Aggregation::WhereTheDataLives, Some(aggregate)) => {
+            store.aggregate_report(&scope, source.table(), &ReportVariant::main(), &aggregate).await?
+        }
+        _ => None,
+    };
+    let mut answer = match pushed {
+        Some(pushed) => from_pushed(source, q, pushed, &names, &tenant, mark),
+        None => {
+            let batch = store.read_report(&scope, source.table(), &ReportVariant::main()).await?;
+            compute(source, &batch, directory, &names, q, &tenant, mark)?
+        }
+    };
     if let Some(c) = cache {
         c.put(key, answer.clone());
     }
@@ -925,6 +957,132 @@ fn compute(
     if unit_watch_time {
         notes.push("age-band rows measured in video watch time (the current API era) are left out: they count milliseconds, not people".into());
     }
+    let totals = groups
+        .into_iter()
+        .map(|(dims, g)| {
+            let registered: Option<f64> = g.practices.iter().map(|p| directory.registered.get(p).copied()).sum();
+            (dims, Totals { sums: g.sums, days: g.weeks.len(), registered })
+        })
+        .collect();
+    let covered: Vec<i32> = (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).collect();
+    let date_range = match (from, to) {
+        (Some(f), Some(t)) => Some([from_day_number(f).to_string(), from_day_number(t).to_string()]),
+        _ => match (covered.iter().min(), covered.iter().max()) {
+            (Some(a), Some(b)) => Some([from_day_number(*a).to_string(), from_day_number(*b).to_string()]),
+            _ => None,
+        },
+    };
+    Ok(finish(source, totals, names, q, tenant, watermark, notes, date_range))
+}
+
+/// The aggregation a store may run for `q` where the data lives: weekly reach (its dimensions are columns; a week
+/// is a row's own week), summing the additive columns, counting the distinct weeks of each group, and weighting
+/// each practice by its registered patients when `reach_per_1000` is asked. `None` for the other reports, whose
+/// rows need the service's rules (age bands' window and levels, posts' weeks from their creation, campaign rows).
+fn pushdown(
+    source: Source,
+    q: &Query,
+    directory: &Directory,
+    names: &BTreeMap<String, String>,
+) -> Option<pulse_store::ReportAggregate> {
+    use pulse_store::{ColumnFilter, ColumnFilterOp};
+    if source != Source::Reach {
+        return None;
+    }
+    let column = |d: Dimension| match d {
+        Dimension::Practice => Some("practice_code"),
+        Dimension::Week => Some("week_ending"),
+        _ => None,
+    };
+    let group_by = q.dimensions.iter().map(|d| column(*d)).collect::<Option<Vec<_>>>()?;
+    let filters = q
+        .filters
+        .iter()
+        .map(|f| {
+            let op = match f.op {
+                FilterOp::Is => ColumnFilterOp::In,
+                FilterOp::IsNot => ColumnFilterOp::NotIn,
+                FilterOp::Contains => ColumnFilterOp::Contains,
+            };
+            Some(ColumnFilter { column: column(f.dimension)?, op, values: f.values.clone() })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let (from, to, last_days) = match &q.date_range {
+        DateRange::All => (None, None, None),
+        DateRange::LastDays(n) => (None, None, Some(u32::try_from(*n).ok()?)),
+        DateRange::Between(a, b) => (Some(*a), Some(*b), None),
+    };
+    let weights = q.metrics.contains(&Metric::Penetration).then(|| {
+        let known = names.keys().filter_map(|p| directory.registered.get(p).map(|r| (p.clone(), *r)));
+        ("practice_code", known.collect())
+    });
+    Some(pulse_store::ReportAggregate {
+        group_by,
+        date_column: source.date_column(),
+        from,
+        to,
+        last_days,
+        filters,
+        sums: SUMMED_REACH.to_vec(),
+        weights,
+    })
+}
+
+/// The weekly-reach columns a group sums, in the order of their slots.
+const SUMMED_REACH: [&str; 4] = ["reach", "engaged_users", "views", "engagements"];
+
+/// The answer from groups a store added up.
+fn from_pushed(
+    source: Source,
+    q: &Query,
+    pushed: pulse_store::AggregateAnswer,
+    names: &BTreeMap<String, String>,
+    tenant: &str,
+    watermark: String,
+) -> Answer {
+    let totals = pushed
+        .groups
+        .into_iter()
+        .map(|g| {
+            let mut sums = [Sum::default(); 10];
+            for (column, value) in SUMMED_REACH.iter().zip(&g.sums) {
+                sums[slot(column)].add(*value);
+            }
+            (g.keys, Totals { sums, days: g.days as usize, registered: g.weight })
+        })
+        .collect();
+    // The days answered: the range asked, resolved on the slice's last day, or the slice's own extent.
+    let range = match (&q.date_range, pushed.last_day) {
+        (DateRange::Between(a, b), _) => Some((*a, *b)),
+        (DateRange::LastDays(n), Some(last)) => Some((last - chrono::Duration::days(*n - 1), last)),
+        _ => pushed.first_day.zip(pushed.last_day),
+    };
+    let date_range = range.map(|(a, b)| [a.to_string(), b.to_string()]);
+    finish(source, totals, names, q, tenant, watermark, Vec::new(), date_range)
+}
+
+/// A group's figures, however they were added up (here, or where the data lives).
+#[derive(Debug, Default)]
+struct Totals {
+    sums: [Sum; 10],
+    /// Distinct days of the source's date column (weeks, for weekly reach).
+    days: usize,
+    /// The registered patients of the group's practices (`None` when any is unknown).
+    registered: Option<f64>,
+}
+
+/// From groups' totals to the answer: the metrics' figures, notes, order, the page asked for, names.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    source: Source,
+    totals: BTreeMap<Vec<String>, Totals>,
+    names: &BTreeMap<String, String>,
+    q: &Query,
+    tenant: &str,
+    watermark: String,
+    mut notes: Vec<String>,
+    date_range: Option<[String; 2]>,
+) -> Answer {
     if source == Source::Reach && q.metrics.iter().any(|m| matches!(m, Metric::Reach | Metric::EngagedUsers)) {
         notes.push("gross_reach and gross_engaged_users add up the API's weekly uniques per page; over several pages or weeks a person reached by two pages, or in two weeks, counts twice".into());
     }
@@ -937,7 +1095,7 @@ fn compute(
                 .into(),
         );
     }
-    let mut results: Vec<Row> = groups
+    let mut results: Vec<Row> = totals
         .into_iter()
         .map(|(dims, g)| {
             let s = |name: &str| g.sums[slot(name)].0;
@@ -949,10 +1107,8 @@ fn compute(
                     (Source::Reach, Metric::EngagementRate) => ratio(s("engagements"), s("views")),
                     (Source::Posts, Metric::EngagementRate) => ratio(s("rate_num"), s("rate_den")),
                     (Source::Reach, Metric::Penetration) => {
-                        let registered: Option<f64> =
-                            g.practices.iter().map(|p| directory.registered.get(p).copied()).sum();
-                        let weeks = g.weeks.len().max(1) as f64;
-                        ratio(s("reach").map(|r| r / weeks * 1000.0), registered.filter(|r| *r > 0.0))
+                        let weeks = g.days.max(1) as f64;
+                        ratio(s("reach").map(|r| r / weeks * 1000.0), g.registered.filter(|r| *r > 0.0))
                     }
                     (Source::AgeBands, Metric::Penetration) => ratio(s("people").map(|p| p * 1000.0), s("registered")),
                     (_, Metric::People) => s("people"),
@@ -1009,15 +1165,7 @@ fn compute(
     } else {
         BTreeMap::new()
     };
-    let covered: Vec<i32> = (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).collect();
-    let date_range = match (from, to) {
-        (Some(f), Some(t)) => Some([from_day_number(f).to_string(), from_day_number(t).to_string()]),
-        _ => match (covered.iter().min(), covered.iter().max()) {
-            (Some(a), Some(b)) => Some([from_day_number(*a).to_string(), from_day_number(*b).to_string()]),
-            _ => None,
-        },
-    };
-    Ok(Answer {
+    Answer {
         results,
         meta: Meta {
             tenant: tenant.to_owned(),
@@ -1030,7 +1178,7 @@ fn compute(
             cached: false,
         },
         query: serde_json::from_str(&q.normalised()).unwrap_or(Value::Null),
-    })
+    }
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {

@@ -136,4 +136,14 @@ impl Store for AnyStore {
     async fn settle(&self, scope: &WriteScope) -> Result<()> {
         delegate!(self, s => s.settle(scope).await)
     }
+
+    async fn aggregate_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        aggregate: &crate::ReportAggregate,
+    ) -> Result<Option<crate::AggregateAnswer>> {
+        delegate!(self, s => s.aggregate_report(scope, table, variant, aggregate).await)
+    }
 }

@@ -259,6 +259,79 @@ pub trait Store: Send + Sync {
     fn settle(&self, _scope: &WriteScope) -> impl Future<Output = Result<()>> + Send {
         async { Ok(()) }
     }
+
+    /// Runs `aggregate` over the tenant's current slice of a report table where the data lives (a server store's
+    /// GROUP BY), or answers `None` when this backend does not (the caller aggregates [`Store::read_report`]'s
+    /// batch itself, which is as fast for a local file). Same figures either way: the analyst query checks it.
+    fn aggregate_report(
+        &self,
+        _scope: &TenantScope,
+        _table: &'static ReportTable,
+        _variant: &ReportVariant,
+        _aggregate: &ReportAggregate,
+    ) -> impl Future<Output = Result<Option<AggregateAnswer>>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// An aggregation over one report slice: rows in a day range and passing the filters, grouped, summed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportAggregate {
+    /// Columns the groups are keyed by, in order; a date column keys as `YYYY-MM-DD`.
+    pub group_by: Vec<&'static str>,
+    /// The date column of the range and of the distinct-days count.
+    pub date_column: &'static str,
+    /// The inclusive day range on the date column (`None`: unbounded on that side).
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    /// Instead of `from`/`to`: the last this many days of the slice (ending on its last day).
+    pub last_days: Option<u32>,
+    /// Every filter must hold for a row to count.
+    pub filters: Vec<ColumnFilter>,
+    /// Columns summed per group; a group's sum is null when every value in it is null.
+    pub sums: Vec<&'static str>,
+    /// A weight per value of a key column (a practice's registered patients), summed over the distinct values in
+    /// each group; the group's weight is null when any of its values has no weight.
+    pub weights: Option<(&'static str, Vec<(String, f64)>)>,
+}
+
+/// A filter on one column's value (as text; a date column as `YYYY-MM-DD`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnFilter {
+    pub column: &'static str,
+    pub op: ColumnFilterOp,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnFilterOp {
+    /// The value is one of the values.
+    In,
+    /// The value is none of the values.
+    NotIn,
+    /// The value contains one of the values, ignoring case.
+    Contains,
+}
+
+/// What [`Store::aggregate_report`] answers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AggregateAnswer {
+    /// The first and last day of the date column over the whole slice (before the range and filters).
+    pub first_day: Option<NaiveDate>,
+    pub last_day: Option<NaiveDate>,
+    pub groups: Vec<AggregateGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateGroup {
+    /// The group's values of `group_by`, in order.
+    pub keys: Vec<String>,
+    /// The sums, in the order of `sums`.
+    pub sums: Vec<Option<f64>>,
+    /// Distinct days of the date column in the group.
+    pub days: u64,
+    /// The summed weight (`None`: no weights asked, or a value without one).
+    pub weight: Option<f64>,
 }
 
 /// What `migrate` did.

@@ -1032,6 +1032,180 @@ impl Store for ClickHouseStore {
     async fn fact_files(&self, _scope: &TenantScope, _filter: &FactFilter) -> Result<Option<Vec<PathBuf>>> {
         Ok(None)
     }
+
+    async fn aggregate_report(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        aggregate: &crate::ReportAggregate,
+    ) -> Result<Option<crate::AggregateAnswer>> {
+        self.ready().await?;
+        let tenant = scope.as_str();
+        let known = |c: &str| table.columns.iter().find(|col| col.name == c);
+        let is_date = |c: &str| known(c).is_some_and(|col| col.ty == crate::ReportType::Date);
+        // Every column named must be the table's: the names go into the SQL as identifiers.
+        let named = aggregate.group_by.iter().chain(&aggregate.sums).chain([&aggregate.date_column]).copied();
+        let named = named.chain(aggregate.filters.iter().map(|f| f.column));
+        let named: Vec<&str> = named.chain(aggregate.weights.iter().map(|(c, _)| *c)).collect();
+        if let Some(c) = named.iter().find(|c| known(c).is_none()) {
+            return Err(StoreError::Report {
+                table: table.name.into(),
+                reason: format!("the aggregation names column `{c}`, which the table does not have"),
+            });
+        }
+        let as_text = |c: &str| if is_date(c) { format!("toString({c})") } else { c.to_owned() };
+        let pointer = queries::REPORT_SLICE.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join(" ");
+        let slice = format!("FROM {} WHERE tenant_id = ? AND version IN ({pointer})", table.name);
+        let date = aggregate.date_column;
+        let key = variant.slice_key(table);
+
+        // The date column's extent over the whole slice (a relative range and the answer's days are resolved on it).
+        let extent_sql = self.localised(
+            &format!("SELECT toString(min({date})) AS first, toString(max({date})) AS last, count() AS n {slice}"),
+            &[table.name, "report_slices"],
+        );
+        let (sql_ref, key_ref) = (extent_sql.as_str(), key.as_str());
+        let extent = self
+            .on_shard(tenant, &extent_sql, move |client| async move {
+                client
+                    .query(sql_ref)
+                    .bind(tenant)
+                    .bind(tenant)
+                    .bind(key_ref)
+                    .with_setting("output_format_json_quote_64bit_integers", "0")
+                    .fetch_bytes("JSONEachRow")?
+                    .collect()
+                    .await
+            })
+            .await?;
+        let extent: serde_json::Value = serde_json::from_slice(&extent).map_err(|e| StoreError::Report {
+            table: table.name.into(),
+            reason: format!("the slice's extent was not read: {e}"),
+        })?;
+        let day = |v: &serde_json::Value| v.as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let mut answer = crate::AggregateAnswer::default();
+        if extent["n"].as_u64().unwrap_or(0) == 0 {
+            return Ok(Some(answer));
+        }
+        (answer.first_day, answer.last_day) = (day(&extent["first"]), day(&extent["last"]));
+        let (from, to) = match (aggregate.last_days, answer.last_day) {
+            (Some(n), Some(last)) => (Some(last - chrono::Duration::days(i64::from(n) - 1)), Some(last)),
+            (Some(_), None) => (None, None),
+            (None, _) => (aggregate.from, aggregate.to),
+        };
+
+        // Grouped where the data lives: an inner GROUP BY per key and weight key (a practice) keeps each practice's
+        // weight once and its distinct days as a state; the outer one merges them per key.
+        let mut binds: Vec<Bind> = Vec::new();
+        let keys: Vec<String> =
+            aggregate.group_by.iter().enumerate().map(|(i, c)| format!("{} AS k{i}", as_text(c))).collect();
+        let key_names: Vec<String> = (0..aggregate.group_by.len()).map(|i| format!("k{i}")).collect();
+        let mut inner_cols = keys.clone();
+        let mut inner_group = key_names.clone();
+        let mut outer_cols = key_names.clone();
+        for (i, c) in aggregate.sums.iter().enumerate() {
+            inner_cols.push(format!("sum({c}) AS s{i}"));
+            outer_cols.push(format!("sum(s{i}) AS s{i}"));
+        }
+        inner_cols.push(format!("uniqExactState({date}) AS d"));
+        inner_cols.push("count() AS n".into());
+        outer_cols.push("uniqExactMerge(d) AS days".into());
+        outer_cols.push("sum(n) AS rows".into());
+        let weights = aggregate.weights.as_ref().filter(|(_, w)| !w.is_empty());
+        if let Some((column, w)) = weights {
+            inner_cols.push(format!("{column} AS wk"));
+            inner_group.push("wk".into());
+            inner_cols.push(format!("any(transform({column}, ?, CAST(? AS Array(Float64)), toFloat64(0))) AS w"));
+            inner_cols.push(format!("max(has(?, {column})) AS known"));
+            let codes: Vec<String> = w.iter().map(|(c, _)| c.clone()).collect();
+            binds.push(Bind::Array(codes.clone()));
+            binds.push(Bind::Floats(w.iter().map(|(_, v)| *v).collect()));
+            binds.push(Bind::Array(codes));
+            outer_cols.push("if(min(known) = 0, NULL, sum(w)) AS weight".into());
+        }
+        // The select list's binds come first in the statement, then the slice's, then the range's and filters'.
+        binds.push(Bind::Str(tenant.to_owned()));
+        binds.push(Bind::Str(tenant.to_owned()));
+        binds.push(Bind::Str(key.clone()));
+        let mut conditions = vec![format!("{date} >= ?"), format!("{date} <= ?")];
+        binds.push(Bind::Str(from.map_or(MIN_DAY.to_owned(), |d| d.to_string())));
+        binds.push(Bind::Str(to.map_or(MAX_DAY.to_owned(), |d| d.to_string())));
+        for f in &aggregate.filters {
+            let value = as_text(f.column);
+            match f.op {
+                crate::ColumnFilterOp::In | crate::ColumnFilterOp::NotIn if f.values.is_empty() => {
+                    conditions.push(if f.op == crate::ColumnFilterOp::In { "0".into() } else { "1".into() });
+                }
+                crate::ColumnFilterOp::In | crate::ColumnFilterOp::NotIn => {
+                    let not = if f.op == crate::ColumnFilterOp::NotIn { "NOT " } else { "" };
+                    conditions.push(format!("{value} {not}IN ?"));
+                    binds.push(Bind::List(f.values.clone()));
+                }
+                crate::ColumnFilterOp::Contains => {
+                    let any: Vec<String> =
+                        f.values.iter().map(|_| format!("positionCaseInsensitiveUTF8({value}, ?) > 0")).collect();
+                    conditions.push(if any.is_empty() { "0".into() } else { format!("({})", any.join(" OR ")) });
+                    binds.extend(f.values.iter().map(|v| Bind::Str(v.clone())));
+                }
+            }
+        }
+        let group =
+            |cols: &[String]| if cols.is_empty() { String::new() } else { format!(" GROUP BY {}", cols.join(", ")) };
+        let sql = format!(
+            "SELECT {} FROM (SELECT {} {slice} AND {}{}){}",
+            outer_cols.join(", "),
+            inner_cols.join(", "),
+            conditions.join(" AND "),
+            group(&inner_group),
+            group(&key_names),
+        );
+        let sql = self.localised(&sql, &[table.name, "report_slices"]);
+        let (sql_ref, binds_ref) = (sql.as_str(), &binds);
+        let bytes = self
+            .on_shard(tenant, &sql, move |client| async move {
+                let mut q = client.query(sql_ref);
+                for b in binds_ref {
+                    q = match b {
+                        Bind::Str(v) => q.bind(v.as_str()),
+                        Bind::List(v) => q.bind(InList(&v.iter().map(String::as_str).collect::<Vec<_>>())),
+                        Bind::Array(v) => q.bind(v),
+                        Bind::Floats(v) => q.bind(v),
+                    };
+                }
+                q.with_setting("output_format_json_quote_64bit_integers", "0")
+                    .fetch_bytes("JSONEachRow")?
+                    .collect()
+                    .await
+            })
+            .await?;
+        let bad = |reason: String| StoreError::Report { table: table.name.into(), reason };
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let row: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| bad(format!("an aggregated row was not read: {e}")))?;
+            // Without keys an aggregation answers one row even when nothing matched: no rows, no group.
+            if row["rows"].as_u64().unwrap_or(0) == 0 {
+                continue;
+            }
+            answer.groups.push(crate::AggregateGroup {
+                keys: key_names.iter().map(|k| row[k].as_str().unwrap_or_default().to_owned()).collect(),
+                sums: (0..aggregate.sums.len()).map(|i| row[format!("s{i}")].as_f64()).collect(),
+                days: row["days"].as_u64().unwrap_or(0),
+                weight: row["weight"].as_f64(),
+            });
+        }
+        Ok(Some(answer))
+    }
+}
+
+/// A value bound into an aggregation's statement.
+enum Bind {
+    Str(String),
+    /// A tuple for `IN ?`.
+    List(Vec<String>),
+    /// An array (a function's argument).
+    Array(Vec<String>),
+    Floats(Vec<f64>),
 }
 
 impl ClickHouseStore {
