@@ -717,7 +717,11 @@ pub async fn run_with<S: Store>(
         return Err(AppError::new(ErrorKind::NotReady, format!("tenant {tenant}'s reports have not been computed"))
             .with_hint(format!("the operator runs `pulse jobs run --tenant {tenant}`")));
     }
-    let key = (tenant.clone(), q.normalised(), mark.clone());
+    // The cache keeps a digest of the query, not its text (a query may carry 500 filter values), and does not keep
+    // answers to queries that large at all: they are bespoke, and a flood of them must leave memory as it was.
+    let normalised = q.normalised();
+    let cache = cache.filter(|_| normalised.len() <= MAX_CACHED_QUERY_BYTES);
+    let key = (tenant.clone(), digest(&normalised), mark.clone());
     if let Some(c) = cache
         && let Some(mut hit) = c.get(&key)
     {
@@ -756,6 +760,15 @@ pub async fn run_with<S: Store>(
     // After the cache: the note depends on the names asked, the cached answer on the metrics.
     answer.meta.notes.extend(q.renamed.iter().cloned());
     Ok(answer)
+}
+
+/// The largest query (as normalised JSON) whose answer the cache keeps.
+pub const MAX_CACHED_QUERY_BYTES: usize = 4096;
+
+/// A query's cache key part: SHA-256 of its normalised form, in hex.
+fn digest(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A sum that stays missing until a value arrives.
@@ -860,6 +873,9 @@ fn compute(
     let (registered_col, lifetime_col) = (col("registered"), col("post_lifetime"));
     let gender_cols: Vec<Col> = genders.iter().map(|g| col(g)).collect();
     let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
+    // Contains filters compare lowercased: the values once here, not once per row.
+    let lowered: Vec<Vec<String>> =
+        q.filters.iter().map(|f| f.values.iter().map(|v| v.to_lowercase()).collect()).collect();
     let mut unit_watch_time = false;
     let mut key: Vec<String> = Vec::with_capacity(q.dimensions.len());
     for i in 0..n {
@@ -902,14 +918,14 @@ fn compute(
                     Dimension::Topic => topic_col.text(i).into(),
                 }
             };
-            let keep = q.filters.iter().all(|f| {
+            let keep = q.filters.iter().enumerate().all(|(fi, f)| {
                 let v = dim_value(f.dimension);
                 match f.op {
                     FilterOp::Is => f.values.iter().any(|x| *x == v),
                     FilterOp::IsNot => !f.values.iter().any(|x| *x == v),
                     FilterOp::Contains => {
                         let lower = v.to_lowercase();
-                        f.values.iter().any(|x| lower.contains(&x.to_lowercase()))
+                        lowered[fi].iter().any(|x| lower.contains(x.as_str()))
                     }
                 }
             });
@@ -999,6 +1015,11 @@ fn pushdown(
         .filters
         .iter()
         .map(|f| {
+            // ClickHouse 18.16 has no multi-needle search and its lambdas cannot see columns: many `contains`
+            // values would be as many conditions per row, slower than reading the slice; those stay here.
+            if f.op == FilterOp::Contains && f.values.len() > MAX_PUSHED_CONTAINS_VALUES {
+                return None;
+            }
             let op = match f.op {
                 FilterOp::Is => ColumnFilterOp::In,
                 FilterOp::IsNot => ColumnFilterOp::NotIn,
@@ -1027,6 +1048,9 @@ fn pushdown(
         weights,
     })
 }
+
+/// The most `contains` values a query pushed into the store may have.
+const MAX_PUSHED_CONTAINS_VALUES: usize = 16;
 
 /// The weekly-reach columns a group sums, in the order of their slots.
 const SUMMED_REACH: [&str; 4] = ["reach", "engaged_users", "views", "engagements"];

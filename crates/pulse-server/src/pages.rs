@@ -2,7 +2,7 @@
 //! reads through the application layer with the session's key, so it shows exactly what that key's API calls would.
 //! The range (`from`, `to`) and, for a regional key, the tenant live in the URL, so a page can be shared.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -31,6 +31,8 @@ struct Ctx {
     session: Session,
     tenant: String,
     tenant_name: String,
+    /// The caller's tenants by id, with their names (the picker shows names).
+    tenant_names: Vec<(String, String)>,
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
     params: HashMap<String, String>,
@@ -114,9 +116,9 @@ fn page(ctx: &Ctx, active: &str, title: &str, body: &str) -> String {
     let mut picker = format!("<form method=\"get\" class=\"range\" action=\"{}\">", escape(active));
     if ctx.caller.tenants.len() > 1 {
         picker.push_str("<label>Tenant <select name=\"tenant\">");
-        for t in &ctx.caller.tenants {
+        for (t, name) in &ctx.tenant_names {
             let sel = if *t == ctx.tenant { " selected" } else { "" };
-            let _ = write!(picker, "<option value=\"{}\"{sel}>{}</option>", escape(t), escape(t));
+            let _ = write!(picker, "<option value=\"{}\"{sel}>{}</option>", escape(t), escape(name));
         }
         picker.push_str("</select></label>");
     }
@@ -205,11 +207,27 @@ fn context(
             return Err(AppError::bad_request(format!("the range ends ({t}) before it starts ({f})"))
                 .with_hint("put the earlier day in From"));
         }
+        let tenant_names = caller
+            .tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    state
+                        .config
+                        .tenants
+                        .iter()
+                        .find(|c| c.id.as_str() == t)
+                        .map_or_else(|| t.clone(), |c| c.name.clone()),
+                )
+            })
+            .collect();
         Ok(Ctx {
             caller: caller.clone(),
             session: session.clone(),
             tenant,
             tenant_name,
+            tenant_names,
             from,
             to,
             params: params.clone(),
@@ -337,7 +355,7 @@ pub async fn overview(
         let mut body = String::new();
         match &o.latest {
             Some(l) => {
-                let _ = write!(body, "<p class=\"lede\">Week ending {} · {} pages with data</p><div class=\"cards\">", l.ending, l.pages);
+                let _ = write!(body, "<p class=\"lede\">Week ending {} · {} pages with data</p><div class=\"cards\">", uk(l.ending), l.pages);
                 let cmp = |f: fn(&overview::Week) -> Option<f64>| {
                     vec![
                         ("vs previous week".to_owned(), overview::change(f(l), o.previous.as_ref().and_then(f))),
@@ -351,17 +369,23 @@ pub async fn overview(
             }
             None => body.push_str("<p class=\"empty\">No weeks in this range.</p>"),
         }
-        let labels: Vec<String> = o.weeks.iter().map(|w| w.ending.format("%d %b %y").to_string()).collect();
+        let labels: Vec<String> = o.weeks.iter().map(|w| uk(w.ending)).collect();
+        // Each on its own axis: engaged users are a few per cent of reach and would draw flat along the bottom.
         body.push_str(&chart::lines(
-            "Weekly reach and engaged users across the tenant's pages",
+            "Weekly reach across the tenant's pages",
             &labels,
-            &[
-                Series { name: "reach".into(), colour: chart::BLUE, values: o.weeks.iter().map(|w| w.reach).collect(), dashed: false },
-                Series { name: "engaged users".into(), colour: chart::ORANGE, values: o.weeks.iter().map(|w| w.engaged_users).collect(), dashed: false },
-            ],
+            &[Series { name: "reach".into(), colour: chart::BLUE, values: o.weeks.iter().map(|w| w.reach).collect(), dashed: false }],
             None,
             960,
-            300,
+            260,
+        ));
+        body.push_str(&chart::lines(
+            "Weekly engaged users across the tenant's pages",
+            &labels,
+            &[Series { name: "engaged users".into(), colour: chart::ORANGE, values: o.weeks.iter().map(|w| w.engaged_users).collect(), dashed: false }],
+            None,
+            960,
+            200,
         ));
         body.push_str("<p class=\"note\">Reach and engaged users are each page's weekly unique counts from Meta, summed over pages: gross, because a person reached by two practices' pages counts twice. Weeks are Pacific-time weeks ending on Sunday, as Meta reports them.</p>");
         let rows = o.weeks.len();
@@ -387,6 +411,7 @@ pub async fn practices(
         let names: Vec<&str> = metrics.iter().map(|m| m.name()).chain(["practice"]).collect();
         let (sort, desc) = sort_param(&ctx.params, &names, Metric::Penetration.name());
         let answer = run_query(&state, &ctx, &metrics, &[Dimension::Practice], vec![], vec![(sort.clone(), desc)], aq::MAX_LIMIT).await?;
+        let tenant_practices = state.directory.names.get(&ctx.tenant).cloned().unwrap_or_default();
         let mut body = String::from("<p class=\"lede\">Each practice over the range: weekly reach summed over the weeks (gross), and penetration as average weekly reach per 1,000 registered patients (a page reaches people who are not its patients too, so this can pass 1,000). Click a heading to sort.</p><table class=\"sortable\"><thead><tr>");
         let headings = [("practice", "Practice"), (Metric::Reach.name(), "Reach (gross)"), (Metric::EngagedUsers.name(), "Engaged users (gross)"), ("views", "Views"), ("engagement_rate", "Engagement rate"), (Metric::Penetration.name(), "Weekly reach per 1,000 patients")];
         for (key, label) in headings {
@@ -416,7 +441,7 @@ pub async fn practices(
             .results
             .iter()
             .take(15)
-            .map(|r| (answer.meta.practice_names.get(&r.dimensions[0]).cloned().unwrap_or_else(|| r.dimensions[0].clone()), r.metrics[4]))
+            .map(|r| (practice_label(&tenant_practices, &r.dimensions[0]), r.metrics[4]))
             .collect();
         let _ = write!(body, "<h2>Weekly reach per 1,000 registered patients (first 15 as sorted)</h2>{}", chart::bars("Penetration by practice", &bars, chart::BLUE, 900, &|v| format!("{v:.1}")));
         let n = answer.results.len();
@@ -449,29 +474,26 @@ pub async fn practice(
             aq::MAX_LIMIT,
         )
         .await?;
-        let labels: Vec<String> = weekly.results.iter().map(|r| r.dimensions[0].clone()).collect();
+        let labels: Vec<String> = weekly.results.iter().map(|r| uk_text(&r.dimensions[0])).collect();
         let mut body = format!("<p class=\"lede\">{} · ODS code {}</p>", escape(name), escape(&code));
-        body.push_str(&chart::lines(
-            &format!("Weekly reach and engaged users, {name}"),
-            &labels,
-            &[
-                Series {
-                    name: "reach".into(),
-                    colour: chart::BLUE,
-                    values: weekly.results.iter().map(|r| r.metrics[0]).collect(),
+        for (title, name, colour, m, height) in [
+            ("Weekly reach", "reach", chart::BLUE, 0, 240),
+            ("Weekly engaged users", "engaged users", chart::ORANGE, 1, 180),
+        ] {
+            body.push_str(&chart::lines(
+                &format!("{title}, {}", escape(&practice_label(&names, &code))),
+                &labels,
+                &[Series {
+                    name: name.into(),
+                    colour,
+                    values: weekly.results.iter().map(|r| r.metrics[m]).collect(),
                     dashed: false,
-                },
-                Series {
-                    name: "engaged users".into(),
-                    colour: chart::ORANGE,
-                    values: weekly.results.iter().map(|r| r.metrics[1]).collect(),
-                    dashed: false,
-                },
-            ],
-            None,
-            960,
-            280,
-        ));
+                }],
+                None,
+                960,
+                height,
+            ));
+        }
         let posts = read_report(&state, &ctx, Kind::Posts, Some(&code), Some("-reach"), Some(10)).await?;
         body.push_str("<h2>Top posts by reach</h2>");
         body.push_str(&posts_table(&posts));
@@ -483,6 +505,36 @@ pub async fn practice(
 
 fn col_f64(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> Option<f64> {
     Col::of(b, name).num(i)
+}
+
+/// A practice as charts and lists name it: its name, with its ODS code when another practice of the tenant has the
+/// same name ("The Surgery" is common).
+fn practice_label(names: &BTreeMap<String, String>, code: &str) -> String {
+    match names.get(code) {
+        Some(name) if names.values().filter(|n| *n == name).count() > 1 => format!("{name} ({code})"),
+        Some(name) => name.clone(),
+        None => code.to_owned(),
+    }
+}
+
+/// A day as the dashboard writes it everywhere: `25 Mar 2018` (UK style; ISO stays in URLs and downloads).
+fn uk(d: NaiveDate) -> String {
+    d.format("%-d %b %Y").to_string()
+}
+
+/// A moment in the scheduler's time zone, in the dashboard's style: `Mon 26 Mar 2018 08:00 BST`.
+fn uk_time(config: &pulse_config::Config, t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&config.scheduler.tz()).format("%a %-d %b %Y %H:%M %Z").to_string()
+}
+
+/// An ISO day (`2018-03-25`) in the dashboard's style; anything else as it is.
+fn uk_text(iso: &str) -> String {
+    NaiveDate::parse_from_str(iso, "%Y-%m-%d").map_or_else(|_| iso.to_owned(), uk)
+}
+
+/// A date column's value in the dashboard's style.
+fn col_day_uk(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
+    Col::of(b, name).day(i).map(|d| uk(pulse_domain::from_day_number(d))).unwrap_or_default()
 }
 
 fn col_day(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
@@ -508,7 +560,7 @@ fn posts_table(posts: &ReportAnswer) -> String {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            col_day(b, "created", i),
+            col_day_uk(b, "created", i),
             escape(&text(b, "practice_name", i)),
             escape(&text(b, "post_type", i)),
             escape(&text(b, "topic", i)),
@@ -572,6 +624,7 @@ pub async fn campaigns(
             let _ = write!(body, "<a{class} href=\"{}\">{}</a> ", escape(&ctx.link("/campaigns", &[("metric", m)])), m.replace('_', " "));
         }
         body.push_str("</p>");
+        body.push_str("<p class=\"note\">How to read an effect: it is what the campaign's pages got beyond what they were expected to get without it. The interval is the range the true effect lies in with the confidence shown (a 94% interval: 94 times in 100 the method's interval holds the true effect). An interval that includes zero means the campaign's effect cannot be told apart from ordinary variation; one that stays above zero means it very likely added something, by at least its lower end.</p>");
         let b = &uplift.batch;
         let mut rows = 0;
         for i in 0..b.num_rows() {
@@ -581,7 +634,7 @@ pub async fn campaigns(
             rows += 1;
             let name = text(b, "campaign", i);
             let (from, to) = (col_day(b, "window_from", i), col_day(b, "window_to", i));
-            let _ = write!(body, "<section class=\"campaign\"><h2>{}</h2><p>{} to {} · {} posts · their lifetime {}: {}</p>", escape(&name), from, to, col_f64(b, "posts", i).unwrap_or(0.0), escape(&metric), num(col_f64(b, "post_lifetime", i)));
+            let _ = write!(body, "<section class=\"campaign\"><h2>{}</h2><p>{} to {} · {} posts · their lifetime {}: {}</p>", escape(&name), uk_text(&from), uk_text(&to), col_f64(b, "posts", i).unwrap_or(0.0), escape(&metric), num(col_f64(b, "post_lifetime", i)));
             match (col_f64(b, "effect", i), col_f64(b, "effect_lo", i), col_f64(b, "effect_hi", i)) {
                 (Some(e), Some(lo), Some(hi)) => {
                     let _ = write!(body, "<p class=\"effect\">Effect on the pages' {}: {}; lift {}.</p>{}", escape(&metric), escape(&effect_words(e, lo, hi, col_f64(b, "interval_level", i))), col_f64(b, "lift_pct", i).map(|l| format!("{l:+.0}%")).unwrap_or_else(|| "n/a".into()), chart::interval(&format!("Effect of {name} with its interval"), e, lo, hi, 600));
@@ -599,6 +652,7 @@ pub async fn campaigns(
             // The campaign window, shaded.
             let in_window: Vec<Option<f64>> = labels.iter().map(|d| (d.as_str() >= from.as_str() && d.as_str() <= to.as_str()).then_some(0.0)).collect();
             let top = observed.iter().chain(&counterfactual).flatten().fold(0.0f64, |a, b| a.max(*b));
+            let labels: Vec<String> = labels.iter().map(|d| uk_text(d)).collect();
             let band = Band { lo: in_window.clone(), hi: in_window.iter().map(|v| v.map(|_| top)).collect(), colour: chart::ORANGE };
             body.push_str(&chart::lines(
                 &format!("{name}: observed and counterfactual daily {metric}"),
@@ -664,13 +718,28 @@ pub async fn quality(
         let b = &answer.batch;
         let mut body = String::new();
         let reauth: Vec<usize> = (0..b.num_rows()).filter(|&i| text(b, "check_name", i) == "reauth").collect();
+        let names = state.directory.names.get(&ctx.tenant).cloned().unwrap_or_default();
+        let label = |i: usize| {
+            let code = text(b, "practice_code", i);
+            if names.contains_key(&code) { practice_label(&names, &code) } else { text(b, "practice_name", i) }
+        };
         body.push_str("<h2>Pages needing re-authorisation</h2>");
+        // Tokens are checked by every ingest run: say when the newest of this tenant's runs was, so a reader knows
+        // how old "every token works" is.
+        let scope = ctx.caller.access.scope(&ctx.tenant).map_err(AppError::from)?;
+        let runs = pulse_store::Store::read_runs(&state.store, &scope).await.map_err(AppError::from)?;
+        match runs.iter().map(|r| r.finished_at.max(r.started_at)).max() {
+            Some(at) => {
+                let _ = write!(body, "<p class=\"note\">Token status as of the latest ingest run, {} at {} UTC (every run checks each page's token; practices listed below are from their own latest run).</p>", uk(at.date_naive()), at.format("%H:%M"));
+            }
+            None => body.push_str("<p class=\"note\">Token status: no ingest has run for this tenant yet, so no token has been checked.</p>"),
+        }
         if reauth.is_empty() {
             body.push_str("<p class=\"ok\">None: every page's token works.</p>");
         } else {
             body.push_str("<ul class=\"reauth\">");
             for &i in &reauth {
-                let _ = write!(body, "<li><strong>{}</strong> (page {}): {}</li>", escape(&text(b, "practice_name", i)), escape(&text(b, "page_id", i)), escape(&text(b, "detail", i)));
+                let _ = write!(body, "<li><strong>{}</strong> (page {}): {}</li>", escape(&label(i)), escape(&text(b, "page_id", i)), escape(&text(b, "detail", i)));
             }
             body.push_str("</ul>");
         }
@@ -681,7 +750,7 @@ pub async fn quality(
             body.push_str("<table><thead><tr><th>Practice</th><th>Check</th><th>From</th><th>To</th><th>Count</th><th>What to do</th></tr></thead><tbody>");
             for i in 0..b.num_rows() {
                 let count = col_f64(b, "count", i).unwrap_or(0.0);
-                let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{count}</td><td>{}</td></tr>", escape(&text(b, "practice_name", i)), escape(&text(b, "check_name", i)), col_day(b, "day_from", i), col_day(b, "day_to", i), escape(&text(b, "detail", i)));
+                let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{count}</td><td>{}</td></tr>", escape(&label(i)), escape(&text(b, "check_name", i)), col_day_uk(b, "day_from", i), col_day_uk(b, "day_to", i), escape(&text(b, "detail", i)));
             }
             body.push_str("</tbody></table>");
         }
@@ -695,10 +764,10 @@ pub async fn quality(
             body.push_str("<table class=\"schedule\"><thead><tr><th>Job</th><th>Schedule</th><th>Last run</th><th>For</th><th>Next run</th><th>Detail</th></tr></thead><tbody>");
             for j in &jobs {
                 let (state_text, tick, detail) = match &j.truth {
-                    Some(s) => (s.state.clone(), pulse_app::scheduler::local(&state.config, s.tick), s.detail.clone()),
+                    Some(s) => (s.state.clone(), uk_time(&state.config, s.tick), s.detail.clone()),
                     None => ("never run".to_owned(), String::new(), String::new()),
                 };
-                let next = j.next.map(|t| pulse_app::scheduler::local(&state.config, t)).unwrap_or_default();
+                let next = j.next.map(|t| uk_time(&state.config, t)).unwrap_or_default();
                 let _ = write!(body, "<tr><td>{}</td><td><code>{}</code> ({})</td><td class=\"state-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape(&j.job), escape(&j.schedule), escape(&j.timezone), escape(&state_text), escape(&state_text), escape(&tick), escape(&next), escape(&detail));
             }
             body.push_str("</tbody></table>");

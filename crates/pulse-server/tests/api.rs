@@ -95,6 +95,18 @@ async fn a_query_answers_with_names_and_is_cached_until_the_reports_change() {
         assert!(!notes(&by_new).iter().any(|n| n.contains(&said)), "no rename note for new names");
     }
     assert_eq!(by_new["meta"]["cached"], true, "the same query under new names is the cached answer");
+    // A query carrying hundreds of filter values is answered but never cached (a flood of them leaves memory as it
+    // was), and answers the same as the service's own filtering of fewer values would.
+    let mut values: Vec<String> = (0..500).map(|i| format!("{}{i:04}", "Z".repeat(150))).collect();
+    values[0] = code.to_lowercase();
+    let big = json!({"metrics": ["views"], "dimensions": ["practice"], "date_range": "all", "filters": [["contains", "practice", values]]});
+    for _ in 0..2 {
+        let (st, a) = post(&s.url, &k, &big).await;
+        assert_eq!(st, 200, "{a}");
+        assert_eq!(a["meta"]["cached"], false, "a large query's answer is not kept");
+        assert_eq!(a["results"].as_array().unwrap().len(), 1, "contains ignores case: {}", a["results"]);
+        assert_eq!(a["results"][0]["dimensions"][0], code);
+    }
 
     // Totals: the practice breakdown adds up to the tenant total for an additive metric.
     let (_, total) = post(&s.url, &k, &json!({"metrics": ["views"]})).await;
@@ -746,4 +758,113 @@ async fn digest_lists_are_managed_per_tenant_and_the_unsubscribe_link_works_once
     let after = get(read).await.1;
     assert_eq!(after["subscriptions"][0]["recipients"], json!([]), "{after}");
     assert_eq!(after["subscriptions"][0]["unsubscribed"], json!(["lead@stoke.example.nhs.uk"]));
+}
+
+/// Logs `key` in through the form and answers the session cookie (`pulse_session=...`).
+async fn dashboard_session(url: &str, key: &str) -> String {
+    let c = client();
+    let form = c.get(format!("{url}/login")).send().await.unwrap();
+    let set = form.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let token = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let r = c
+        .post(format!("{url}/login"))
+        .header("cookie", format!("pulse_login_csrf={token}"))
+        .form(&[("key", key), ("csrf", token.as_str()), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("pulse_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The dashboard reads well: engaged users on their own axis, dates in one (UK) style, tenants by name in the
+/// picker, the campaign interval explained, the token status dated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_reads_as_people_write() {
+    let s = serve().await;
+    let k = key(&s.config, &["north-staffs", "stoke"], &[KeyScope::Read, KeyScope::Admin]);
+    let session = dashboard_session(&s.url, &k).await;
+    let page = |path: &str| {
+        let (url, session) = (format!("{}{path}", s.url), session.clone());
+        async move {
+            let r = client().get(url).header("cookie", session).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let iso = regex_free_iso_dates;
+    let overview = page("/?tenant=north-staffs").await;
+    // Two charts, each with its own axis: reach, then engaged users.
+    assert!(
+        overview.contains("Weekly reach across the tenant")
+            && overview.contains("Weekly engaged users across the tenant")
+    );
+    assert!(!overview.contains("Weekly reach and engaged users"), "not one chart sharing an axis");
+    // The lede's week in UK style; no ISO date in the visible text (URLs and form values keep ISO).
+    let lede = overview.split("<p class=\"lede\">").nth(1).unwrap().split("</p>").next().unwrap();
+    assert!(lede.starts_with("Week ending ") && iso(lede).is_empty(), "{lede}");
+    let week = lede.trim_start_matches("Week ending ").split(" · ").next().unwrap();
+    assert!(chrono::NaiveDate::parse_from_str(week, "%d %b %Y").is_ok(), "UK style day: {lede}");
+    // Tenants by name in the picker, their ids as the values.
+    for t in &s.config.tenants {
+        assert!(
+            overview.contains(&format!("<option value=\"{}\"", t.id))
+                && overview.contains(&format!(">{}</option>", t.name)),
+            "picker names {}",
+            t.name
+        );
+    }
+    for path in ["/?tenant=stoke", "/posts?tenant=stoke", "/quality?tenant=stoke", "/campaigns?tenant=north-staffs"] {
+        let html = page(path).await;
+        let visible = visible_text(&html);
+        assert!(iso(&visible).is_empty(), "{path} shows ISO dates {:?}", iso(&visible));
+    }
+    let campaigns = page("/campaigns?tenant=north-staffs").await;
+    assert!(
+        campaigns.contains("How to read an effect") && campaigns.contains("94 times in 100"),
+        "the interval is explained"
+    );
+    let quality = page("/quality?tenant=stoke").await;
+    assert!(quality.contains("Token status as of the latest ingest run, "), "the token status is dated");
+}
+
+/// The text a reader sees: tags, attribute values and the contents of `<script>`/`<style>` removed.
+fn visible_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for ch in html.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// ISO dates (`2018-03-25`) in `text`.
+fn regex_free_iso_dates(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    for i in 0..b.len().saturating_sub(9) {
+        let w = &b[i..i + 10];
+        let digits = |r: std::ops::Range<usize>| w[r].iter().all(u8::is_ascii_digit);
+        if digits(0..4) && w[4] == b'-' && digits(5..7) && w[7] == b'-' && digits(8..10) {
+            out.push(String::from_utf8_lossy(w).into_owned());
+        }
+    }
+    out
 }

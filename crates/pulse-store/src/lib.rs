@@ -316,7 +316,8 @@ pub enum ColumnFilterOp {
 /// What [`Store::aggregate_report`] answers.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AggregateAnswer {
-    /// The first and last day of the date column over the whole slice (before the range and filters).
+    /// The first and last day of the date column over the whole slice (before the range and filters); read only
+    /// when the range is not given whole (`last_days`, or an open side).
     pub first_day: Option<NaiveDate>,
     pub last_day: Option<NaiveDate>,
     pub groups: Vec<AggregateGroup>,

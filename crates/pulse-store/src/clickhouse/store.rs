@@ -1060,47 +1060,31 @@ impl Store for ClickHouseStore {
         let date = aggregate.date_column;
         let key = variant.slice_key(table);
 
-        // The date column's extent over the whole slice (a relative range and the answer's days are resolved on it).
-        let extent_sql = self.localised(
-            &format!("SELECT toString(min({date})) AS first, toString(max({date})) AS last, count() AS n {slice}"),
-            &[table.name, "report_slices"],
-        );
-        let (sql_ref, key_ref) = (extent_sql.as_str(), key.as_str());
-        let extent = self
-            .on_shard(tenant, &extent_sql, move |client| async move {
-                client
-                    .query(sql_ref)
-                    .bind(tenant)
-                    .bind(tenant)
-                    .bind(key_ref)
-                    .with_setting("output_format_json_quote_64bit_integers", "0")
-                    .fetch_bytes("JSONEachRow")?
-                    .collect()
-                    .await
-            })
-            .await?;
-        let extent: serde_json::Value = serde_json::from_slice(&extent).map_err(|e| StoreError::Report {
-            table: table.name.into(),
-            reason: format!("the slice's extent was not read: {e}"),
-        })?;
-        let day = |v: &serde_json::Value| v.as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
         let mut answer = crate::AggregateAnswer::default();
-        if extent["n"].as_u64().unwrap_or(0) == 0 {
-            return Ok(Some(answer));
-        }
-        (answer.first_day, answer.last_day) = (day(&extent["first"]), day(&extent["last"]));
-        let (from, to) = match (aggregate.last_days, answer.last_day) {
-            (Some(n), Some(last)) => (Some(last - chrono::Duration::days(i64::from(n) - 1)), Some(last)),
-            (Some(_), None) => (None, None),
-            (None, _) => (aggregate.from, aggregate.to),
+        // The date column's extent over the whole slice (a relative range and the answer's days are resolved on it);
+        // not needed, and not read, when the range is given whole.
+        let (from, to) = if let (None, Some(from), Some(to)) = (aggregate.last_days, aggregate.from, aggregate.to) {
+            (Some(from), Some(to))
+        } else {
+            self.slice_extent(tenant, table, date, &slice, &key, &mut answer).await?;
+            if answer.last_day.is_none() {
+                return Ok(Some(answer));
+            }
+            match (aggregate.last_days, answer.last_day) {
+                (Some(n), Some(last)) => (Some(last - chrono::Duration::days(i64::from(n) - 1)), Some(last)),
+                (Some(_), None) => (None, None),
+                (None, _) => (aggregate.from, aggregate.to),
+            }
         };
-
-        // Grouped where the data lives: an inner GROUP BY per key and weight key (a practice) keeps each practice's
-        // weight once and its distinct days as a state; the outer one merges them per key.
+        // Grouped where the data lives. One GROUP BY when each group has one weight key (a practice) or no weights
+        // are asked; otherwise an inner GROUP BY per key and weight key keeps each practice's weight once and its
+        // distinct days as a state, and the outer one merges them per key.
         let mut binds: Vec<Bind> = Vec::new();
         let keys: Vec<String> =
             aggregate.group_by.iter().enumerate().map(|(i, c)| format!("{} AS k{i}", as_text(c))).collect();
         let key_names: Vec<String> = (0..aggregate.group_by.len()).map(|i| format!("k{i}")).collect();
+        let weights = aggregate.weights.as_ref().filter(|(_, w)| !w.is_empty());
+        let two_levels = weights.is_some_and(|(column, _)| !aggregate.group_by.contains(column));
         let mut inner_cols = keys.clone();
         let mut inner_group = key_names.clone();
         let mut outer_cols = key_names.clone();
@@ -1108,21 +1092,36 @@ impl Store for ClickHouseStore {
             inner_cols.push(format!("sum({c}) AS s{i}"));
             outer_cols.push(format!("sum(s{i}) AS s{i}"));
         }
-        inner_cols.push(format!("uniqExactState({date}) AS d"));
-        inner_cols.push("count() AS n".into());
-        outer_cols.push("uniqExactMerge(d) AS days".into());
-        outer_cols.push("sum(n) AS rows".into());
-        let weights = aggregate.weights.as_ref().filter(|(_, w)| !w.is_empty());
+        if two_levels {
+            inner_cols.push(format!("uniqExactState({date}) AS d"));
+            inner_cols.push("count() AS n".into());
+            outer_cols.push("uniqExactMerge(d) AS days".into());
+            outer_cols.push("sum(n) AS rows".into());
+        } else {
+            inner_cols.push(format!("uniqExact({date}) AS days"));
+            inner_cols.push("count() AS rows".into());
+        }
         if let Some((column, w)) = weights {
-            inner_cols.push(format!("{column} AS wk"));
-            inner_group.push("wk".into());
-            inner_cols.push(format!("any(transform({column}, ?, CAST(? AS Array(Float64)), toFloat64(0))) AS w"));
-            inner_cols.push(format!("max(has(?, {column})) AS known"));
             let codes: Vec<String> = w.iter().map(|(c, _)| c.clone()).collect();
-            binds.push(Bind::Array(codes.clone()));
-            binds.push(Bind::Floats(w.iter().map(|(_, v)| *v).collect()));
-            binds.push(Bind::Array(codes));
-            outer_cols.push("if(min(known) = 0, NULL, sum(w)) AS weight".into());
+            let (known, weight) = (
+                format!("has(?, {column})"),
+                format!("any(transform({column}, ?, CAST(? AS Array(Float64)), toFloat64(0)))"),
+            );
+            if two_levels {
+                inner_cols.push(format!("{column} AS wk"));
+                inner_group.push("wk".into());
+                inner_cols.push(format!("{weight} AS w"));
+                inner_cols.push(format!("max({known}) AS known"));
+                outer_cols.push("if(min(known) = 0, NULL, sum(w)) AS weight".into());
+                binds.push(Bind::Array(codes.clone()));
+                binds.push(Bind::Floats(w.iter().map(|(_, v)| *v).collect()));
+                binds.push(Bind::Array(codes));
+            } else {
+                inner_cols.push(format!("if(min({known}) = 0, NULL, {weight}) AS weight"));
+                binds.push(Bind::Array(codes.clone()));
+                binds.push(Bind::Array(codes));
+                binds.push(Bind::Floats(w.iter().map(|(_, v)| *v).collect()));
+            }
         }
         // The select list's binds come first in the statement, then the slice's, then the range's and filters'.
         binds.push(Bind::Str(tenant.to_owned()));
@@ -1152,14 +1151,13 @@ impl Store for ClickHouseStore {
         }
         let group =
             |cols: &[String]| if cols.is_empty() { String::new() } else { format!(" GROUP BY {}", cols.join(", ")) };
-        let sql = format!(
-            "SELECT {} FROM (SELECT {} {slice} AND {}{}){}",
-            outer_cols.join(", "),
-            inner_cols.join(", "),
-            conditions.join(" AND "),
-            group(&inner_group),
-            group(&key_names),
-        );
+        let inner =
+            format!("SELECT {} {slice} AND {}{}", inner_cols.join(", "), conditions.join(" AND "), group(&inner_group));
+        let sql = if two_levels {
+            format!("SELECT {} FROM ({inner}){}", outer_cols.join(", "), group(&key_names))
+        } else {
+            inner
+        };
         let sql = self.localised(&sql, &[table.name, "report_slices"]);
         let (sql_ref, binds_ref) = (sql.as_str(), &binds);
         let bytes = self
@@ -1209,6 +1207,46 @@ enum Bind {
 }
 
 impl ClickHouseStore {
+    /// The first and last day of `date` over the tenant's current slice (`slice` is the `FROM ... WHERE` of it, with
+    /// binds tenant, tenant, `key`), into `answer`; both stay `None` for an empty slice.
+    async fn slice_extent(
+        &self,
+        tenant: &str,
+        table: &'static ReportTable,
+        date: &str,
+        slice: &str,
+        key: &str,
+        answer: &mut crate::AggregateAnswer,
+    ) -> Result<()> {
+        let sql = self.localised(
+            &format!("SELECT toString(min({date})) AS first, toString(max({date})) AS last, count() AS n {slice}"),
+            &[table.name, "report_slices"],
+        );
+        let sql_ref = sql.as_str();
+        let bytes = self
+            .on_shard(tenant, &sql, move |client| async move {
+                client
+                    .query(sql_ref)
+                    .bind(tenant)
+                    .bind(tenant)
+                    .bind(key)
+                    .with_setting("output_format_json_quote_64bit_integers", "0")
+                    .fetch_bytes("JSONEachRow")?
+                    .collect()
+                    .await
+            })
+            .await?;
+        let extent: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Report {
+            table: table.name.into(),
+            reason: format!("the slice's extent was not read: {e}"),
+        })?;
+        if extent["n"].as_u64().unwrap_or(0) > 0 {
+            let day = |v: &serde_json::Value| v.as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+            (answer.first_day, answer.last_day) = (day(&extent["first"]), day(&extent["last"]));
+        }
+        Ok(())
+    }
+
     /// Creates (if missing) each tenant's analyst views, which show that tenant's rows only. Run after `migrate`.
     pub async fn create_tenant_views(&self, tenants: &[pulse_domain::TenantId]) -> Result<usize> {
         self.ready().await?;
