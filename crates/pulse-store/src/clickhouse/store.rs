@@ -1004,21 +1004,7 @@ impl Store for ClickHouseStore {
             pointer,
             columns.iter().take(3).copied().collect::<Vec<_>>().join(", ")
         );
-        let sql = self.localised(&sql, &[table.name, "report_slices"]);
-        let (sql_ref, key) = (sql.as_str(), &variant.slice_key(table));
-        let bytes = self
-            .on_shard(tenant, &sql, move |client| async move {
-                client
-                    .query(sql_ref)
-                    .bind(tenant)
-                    .bind(tenant)
-                    .bind(key.as_str())
-                    .with_setting("output_format_json_quote_64bit_integers", "0")
-                    .fetch_bytes("JSONEachRow")?
-                    .collect()
-                    .await
-            })
-            .await?;
+        let bytes = self.slice_rows(tenant, table, &sql, &variant.slice_key(table)).await?;
         let reader = arrow::json::ReaderBuilder::new(table.schema())
             .build(Cursor::new(bytes))
             .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
@@ -1207,6 +1193,31 @@ enum Bind {
 }
 
 impl ClickHouseStore {
+    /// Runs `sql`, a statement over the tenant's current slice of `table` whose only binds are the slice's (tenant,
+    /// tenant, slice `key`), on the tenant's shard, and answers its rows as JSON lines (64-bit integers unquoted).
+    async fn slice_rows(
+        &self,
+        tenant: &str,
+        table: &'static ReportTable,
+        sql: &str,
+        key: &str,
+    ) -> Result<bytes::Bytes> {
+        let sql = self.localised(sql, &[table.name, "report_slices"]);
+        let sql_ref = sql.as_str();
+        self.on_shard(tenant, &sql, move |client| async move {
+            client
+                .query(sql_ref)
+                .bind(tenant)
+                .bind(tenant)
+                .bind(key)
+                .with_setting("output_format_json_quote_64bit_integers", "0")
+                .fetch_bytes("JSONEachRow")?
+                .collect()
+                .await
+        })
+        .await
+    }
+
     /// The first and last day of `date` over the tenant's current slice (`slice` is the `FROM ... WHERE` of it, with
     /// binds tenant, tenant, `key`), into `answer`; both stay `None` for an empty slice.
     async fn slice_extent(
@@ -1218,24 +1229,8 @@ impl ClickHouseStore {
         key: &str,
         answer: &mut crate::AggregateAnswer,
     ) -> Result<()> {
-        let sql = self.localised(
-            &format!("SELECT toString(min({date})) AS first, toString(max({date})) AS last, count() AS n {slice}"),
-            &[table.name, "report_slices"],
-        );
-        let sql_ref = sql.as_str();
-        let bytes = self
-            .on_shard(tenant, &sql, move |client| async move {
-                client
-                    .query(sql_ref)
-                    .bind(tenant)
-                    .bind(tenant)
-                    .bind(key)
-                    .with_setting("output_format_json_quote_64bit_integers", "0")
-                    .fetch_bytes("JSONEachRow")?
-                    .collect()
-                    .await
-            })
-            .await?;
+        let sql = format!("SELECT toString(min({date})) AS first, toString(max({date})) AS last, count() AS n {slice}");
+        let bytes = self.slice_rows(tenant, table, &sql, key).await?;
         let extent: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Report {
             table: table.name.into(),
             reason: format!("the slice's extent was not read: {e}"),
