@@ -579,11 +579,11 @@ pub fn tenant_scope(access: &Access, named: Option<&str>) -> AppResult<TenantSco
     }
 }
 
-/// (tenant, normalised query, data watermark)
+/// (tenant, SHA-256 of the normalised query, data watermark)
 type CacheKey = (String, String, String);
 type Entries = HashMap<CacheKey, (u64, usize, Answer)>;
 
-/// Answers cached by (tenant, normalised query, watermark); a new pipelines run changes the watermark, so answers
+/// Answers cached by (tenant, digest of the normalised query, watermark); a new pipelines run changes the watermark, so answers
 /// computed from older reports are never served again and age out.
 #[derive(Debug)]
 pub struct Cache {
@@ -976,7 +976,13 @@ fn compute(
     let totals = groups
         .into_iter()
         .map(|(dims, g)| {
-            let registered: Option<f64> = g.practices.iter().map(|p| directory.registered.get(p).copied()).sum();
+            // Registered patients of this tenant's practices only: a practice now configured under another tenant
+            // has none here (the same rule the store's aggregation follows).
+            let registered: Option<f64> = g
+                .practices
+                .iter()
+                .map(|p| names.contains_key(p).then(|| directory.registered.get(p).copied()).flatten())
+                .sum();
             (dims, Totals { sums: g.sums, days: g.weeks.len(), registered })
         })
         .collect();
@@ -1018,6 +1024,11 @@ fn pushdown(
             // ClickHouse 18.16 has no multi-needle search and its lambdas cannot see columns: many `contains`
             // values would be as many conditions per row, slower than reading the slice; those stay here.
             if f.op == FilterOp::Contains && f.values.len() > MAX_PUSHED_CONTAINS_VALUES {
+                return None;
+            }
+            // ClickHouse folds case by its own rules and refuses some letters (`ı`, the Kelvin sign) outright;
+            // ASCII folds the same everywhere (practice codes and dates are ASCII).
+            if f.op == FilterOp::Contains && !f.values.iter().all(|v| v.is_ascii()) {
                 return None;
             }
             let op = match f.op {

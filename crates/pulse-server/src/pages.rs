@@ -481,7 +481,7 @@ pub async fn practice(
             ("Weekly engaged users", "engaged users", chart::ORANGE, 1, 180),
         ] {
             body.push_str(&chart::lines(
-                &format!("{title}, {}", escape(&practice_label(&names, &code))),
+                &format!("{title}, {}", practice_label(&names, &code)),
                 &labels,
                 &[Series {
                     name: name.into(),
@@ -724,13 +724,18 @@ pub async fn quality(
             if names.contains_key(&code) { practice_label(&names, &code) } else { text(b, "practice_name", i) }
         };
         body.push_str("<h2>Pages needing re-authorisation</h2>");
-        // Tokens are checked by every ingest run: say when the newest of this tenant's runs was, so a reader knows
-        // how old "every token works" is.
+        // Tokens are checked by every ingest run; the list comes from the data-quality report. Say both times, in the
+        // scheduler's time zone, so a reader knows how old "every token works" is and whether a newer check exists.
         let scope = ctx.caller.access.scope(&ctx.tenant).map_err(AppError::from)?;
         let runs = pulse_store::Store::read_runs(&state.store, &scope).await.map_err(AppError::from)?;
+        let mark = aq::watermark(&state.store, &scope).await?;
+        let computed = mark
+            .rsplit_once('@')
+            .and_then(|(_, at)| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .map_or_else(|| "at an unknown time".to_owned(), |t| uk_time(&state.config, t.with_timezone(&chrono::Utc)));
         match runs.iter().map(|r| r.finished_at.max(r.started_at)).max() {
             Some(at) => {
-                let _ = write!(body, "<p class=\"note\">Token status as of the latest ingest run, {} at {} UTC (every run checks each page's token; practices listed below are from their own latest run).</p>", uk(at.date_naive()), at.format("%H:%M"));
+                let _ = write!(body, "<p class=\"note\">Tokens last checked by an ingest run on {} (every run checks each page's token). This list is from the reports computed {}: <code>pulse jobs run</code> brings it up to date with newer runs.</p>", uk_time(&state.config, at), computed);
             }
             None => body.push_str("<p class=\"note\">Token status: no ingest has run for this tenant yet, so no token has been checked.</p>"),
         }

@@ -1048,11 +1048,13 @@ impl Store for ClickHouseStore {
 
         let mut answer = crate::AggregateAnswer::default();
         // The date column's extent over the whole slice (a relative range and the answer's days are resolved on it);
-        // not needed, and not read, when the range is given whole.
+        // not needed, and not read, when the range is given whole. When it is read, the groups are read from the
+        // same slice version (pinned), so a replacement in between cannot mix two slices.
+        let mut pinned: Option<u64> = None;
         let (from, to) = if let (None, Some(from), Some(to)) = (aggregate.last_days, aggregate.from, aggregate.to) {
             (Some(from), Some(to))
         } else {
-            self.slice_extent(tenant, table, date, &slice, &key, &mut answer).await?;
+            pinned = self.slice_extent(tenant, table, date, &slice, &key, &mut answer).await?;
             if answer.last_day.is_none() {
                 return Ok(Some(answer));
             }
@@ -1111,8 +1113,17 @@ impl Store for ClickHouseStore {
         }
         // The select list's binds come first in the statement, then the slice's, then the range's and filters'.
         binds.push(Bind::Str(tenant.to_owned()));
-        binds.push(Bind::Str(tenant.to_owned()));
-        binds.push(Bind::Str(key.clone()));
+        let slice = match pinned {
+            Some(version) => {
+                binds.push(Bind::U64(version));
+                format!("FROM {} WHERE tenant_id = ? AND version = ?", table.name)
+            }
+            None => {
+                binds.push(Bind::Str(tenant.to_owned()));
+                binds.push(Bind::Str(key.clone()));
+                slice
+            }
+        };
         let mut conditions = vec![format!("{date} >= ?"), format!("{date} <= ?")];
         binds.push(Bind::Str(from.map_or(MIN_DAY.to_owned(), |d| d.to_string())));
         binds.push(Bind::Str(to.map_or(MAX_DAY.to_owned(), |d| d.to_string())));
@@ -1155,6 +1166,7 @@ impl Store for ClickHouseStore {
                         Bind::List(v) => q.bind(InList(&v.iter().map(String::as_str).collect::<Vec<_>>())),
                         Bind::Array(v) => q.bind(v),
                         Bind::Floats(v) => q.bind(v),
+                        Bind::U64(v) => q.bind(*v),
                     };
                 }
                 q.with_setting("output_format_json_quote_64bit_integers", "0")
@@ -1190,6 +1202,7 @@ enum Bind {
     /// An array (a function's argument).
     Array(Vec<String>),
     Floats(Vec<f64>),
+    U64(u64),
 }
 
 impl ClickHouseStore {
@@ -1219,7 +1232,8 @@ impl ClickHouseStore {
     }
 
     /// The first and last day of `date` over the tenant's current slice (`slice` is the `FROM ... WHERE` of it, with
-    /// binds tenant, tenant, `key`), into `answer`; both stay `None` for an empty slice.
+    /// binds tenant, tenant, `key`), into `answer`; both stay `None` for an empty slice. Answers the version of the
+    /// slice read (`None` when empty).
     async fn slice_extent(
         &self,
         tenant: &str,
@@ -1228,8 +1242,10 @@ impl ClickHouseStore {
         slice: &str,
         key: &str,
         answer: &mut crate::AggregateAnswer,
-    ) -> Result<()> {
-        let sql = format!("SELECT toString(min({date})) AS first, toString(max({date})) AS last, count() AS n {slice}");
+    ) -> Result<Option<u64>> {
+        let sql = format!(
+            "SELECT toString(min({date})) AS first, toString(max({date})) AS last, count() AS n, any(version) AS v {slice}"
+        );
         let bytes = self.slice_rows(tenant, table, &sql, key).await?;
         let extent: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Report {
             table: table.name.into(),
@@ -1238,8 +1254,9 @@ impl ClickHouseStore {
         if extent["n"].as_u64().unwrap_or(0) > 0 {
             let day = |v: &serde_json::Value| v.as_str().and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
             (answer.first_day, answer.last_day) = (day(&extent["first"]), day(&extent["last"]));
+            return Ok(extent["v"].as_u64());
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Creates (if missing) each tenant's analyst views, which show that tenant's rows only. Run after `migrate`.
