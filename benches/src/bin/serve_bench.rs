@@ -164,7 +164,8 @@ async fn amplification(url: &str, keys: &[(String, String)], from: &str, to: &st
             }
         }
     };
-    let all = futures_join4(worker(), worker(), worker(), worker()).await;
+    let (a, b, c, d) = tokio::join!(worker(), worker(), worker(), worker());
+    let all = [a, b, c, d];
     for (kind, ms, status) in all.into_iter().flatten() {
         let e = by_kind.entry(kind).or_default();
         e.0.push(ms);
@@ -185,16 +186,6 @@ async fn amplification(url: &str, keys: &[(String, String)], from: &str, to: &st
         );
     }
     serde_json::json!({"requests": 1000, "rss_before_mib": before, "rss_after_mib": after, "rss_ratio": after / before, "kinds": kinds})
-}
-
-async fn futures_join4<T>(
-    a: impl std::future::Future<Output = T>,
-    b: impl std::future::Future<Output = T>,
-    c: impl std::future::Future<Output = T>,
-    d: impl std::future::Future<Output = T>,
-) -> Vec<T> {
-    let (a, b, c, d) = tokio::join!(a, b, c, d);
-    vec![a, b, c, d]
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
