@@ -50,40 +50,68 @@ fn gender_index(g: Gender) -> usize {
     }
 }
 
-/// The latest breakdown at or before `to` for each page, summed per practice.
-fn page_cells(facts: &DataFrame, metric: M, period: P, to: NaiveDate) -> Result<(Cells, i32)> {
-    let last_day = col("day_n").max().over([col("page_id")])?.alias("last_day");
+/// The breakdowns of each source, summed per practice: for every Sunday's window (one a week, ending with the reach
+/// week), and for each page's latest window at or before `to` (with the last day any page's latest ends).
+#[derive(Default)]
+struct SourceCells {
+    sundays: BTreeMap<i32, Cells>,
+    latest: Cells,
+    latest_end: Option<i32>,
+}
+
+/// One pass over the breakdown rows (the kept windows: see [`crate::frames::Facts`]), every source at once.
+fn source_cells(facts: &DataFrame, to: NaiveDate) -> Result<Vec<SourceCells>> {
     let f = facts
         .clone()
         .lazy()
-        .filter(
-            col("metric")
-                .eq(lit(metric.as_str()))
-                .and(col("period").eq(lit(period.as_str())))
-                .and(col("breakdown").neq(lit("")))
-                .and(col("day").lt_eq(lit(to))),
-        )
+        .filter(col("breakdown").neq(lit("")).and(col("day").lt_eq(lit(to))))
         .with_column(col("day").cast(DataType::Int32).alias("day_n"))
-        .with_column(last_day)
-        .filter(col("day_n").eq(col("last_day")))
-        .select([col("practice_code"), col("breakdown"), col("value"), col("day_n")])
+        .select([
+            col("practice_code"),
+            col("page_id"),
+            col("metric"),
+            col("period"),
+            col("breakdown"),
+            col("value"),
+            col("day_n"),
+        ])
         .collect()?;
-    let mut cells: Cells = BTreeMap::new();
-    let mut window_end = i32::MIN;
-    let practices = f.column("practice_code")?.str()?.clone();
-    let keys = f.column("breakdown")?.str()?.clone();
+    let s = |name: &str| -> Result<StringChunked> { Ok(f.column(name)?.str()?.clone()) };
+    let (practices, pages, metrics, periods, keys) =
+        (s("practice_code")?, s("page_id")?, s("metric")?, s("period")?, s("breakdown")?);
     let values = f.column("value")?.f64()?.clone();
     let days = f.column("day_n")?.i32()?.clone();
+    let source_of = |i: usize| {
+        SOURCES.iter().position(|(m, p, _)| metrics.get(i) == Some(m.as_str()) && periods.get(i) == Some(p.as_str()))
+    };
+    // Each (source, page)'s latest day.
+    let mut latest_day: BTreeMap<(usize, &str), i32> = BTreeMap::new();
     for i in 0..f.height() {
-        let (Some(p), Some(k), Some(v), Some(d)) = (practices.get(i), keys.get(i), values.get(i), days.get(i)) else {
+        if let (Some(src), Some(page), Some(d)) = (source_of(i), pages.get(i), days.get(i)) {
+            let e = latest_day.entry((src, page)).or_insert(d);
+            *e = (*e).max(d);
+        }
+    }
+    let mut out: Vec<SourceCells> = SOURCES.iter().map(|_| SourceCells::default()).collect();
+    for i in 0..f.height() {
+        let (Some(src), Some(p), Some(page), Some(k), Some(v), Some(d)) =
+            (source_of(i), practices.get(i), pages.get(i), keys.get(i), values.get(i), days.get(i))
+        else {
             continue;
         };
         let Ok(key) = k.parse::<AgeGenderKey>() else { continue };
         let band = AgeBand::ALL.iter().position(|b| *b == key.band).expect("a band");
-        cells.entry(p.to_owned()).or_insert([[0.0; 3]; 7])[band][gender_index(key.gender)] += v;
-        window_end = window_end.max(d);
+        let g = gender_index(key.gender);
+        let cells = &mut out[src];
+        if d % 7 == 3 {
+            cells.sundays.entry(d).or_default().entry(p.to_owned()).or_insert([[0.0; 3]; 7])[band][g] += v;
+        }
+        if latest_day.get(&(src, page)) == Some(&d) {
+            cells.latest.entry(p.to_owned()).or_insert([[0.0; 3]; 7])[band][g] += v;
+            cells.latest_end = Some(cells.latest_end.map_or(d, |e| e.max(d)));
+        }
     }
-    Ok((cells, window_end))
+    Ok(out)
 }
 
 /// Cells from the video view time of posts: the latest snapshot of each post, summed per practice.
@@ -124,6 +152,44 @@ struct Rows {
 }
 
 impl Rows {
+    /// One window's rows: each practice's, then the tenant's (the practices summed).
+    fn push_window(&mut self, cells: &Cells, end: i32, source: &str, people: bool, registered: Option<&Registered>) {
+        let mut tenant = [[0.0; 3]; 7];
+        let mut tenant_reg = [0.0; 7];
+        let mut any_reg = false;
+        for (practice, bands) in cells {
+            let reg = registered.and_then(|r| r.practices.get(practice)).map(|b| {
+                let mut out = [0.0; 7];
+                for i in 0..7 {
+                    out[i] = b[i][0] + b[i][1];
+                }
+                out
+            });
+            if let Some(r) = reg {
+                any_reg = true;
+                for i in 0..7 {
+                    tenant_reg[i] += r[i];
+                }
+            }
+            for i in 0..7 {
+                for g in 0..3 {
+                    tenant[i][g] += bands[i][g];
+                }
+            }
+            self.push_level("practice", practice, source, end, bands, reg, people, "");
+        }
+        self.push_level(
+            "tenant",
+            "ALL",
+            source,
+            end,
+            &tenant,
+            any_reg.then_some(tenant_reg),
+            people,
+            "sum across the tenant's pages: people who follow several pages count once per page",
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push_level(
         &mut self,
@@ -210,64 +276,41 @@ fn no_source_reason(to: NaiveDate) -> String {
     }
 }
 
-/// The age-band report for a tenant: per practice and a tenant row, from the best source available.
+/// The age-band report for a tenant: for every 28-day window the reports keep (each Sunday's, ending with the reach
+/// week, and the latest), per practice and a tenant row, each window from the best source it has, saying which.
+/// Returns the rows and the latest window's source (or why there is none).
 pub fn age_bands(
     facts: &DataFrame,
     snapshots: &[PostInsightSnapshot],
     registered: Option<&Registered>,
     to: NaiveDate,
 ) -> Result<(DataFrame, String)> {
-    let mut chosen = None;
-    for &(metric, period, label) in SOURCES {
-        let (cells, end) = page_cells(facts, metric, period, to)?;
-        if !cells.is_empty() {
-            chosen = Some((cells, end, label.to_owned(), true));
-            break;
+    let sources = source_cells(facts, to)?;
+    // Every window end, each with the first source that has it.
+    let mut windows: BTreeMap<i32, (&Cells, &'static str)> = BTreeMap::new();
+    for (src, cells) in sources.iter().enumerate().rev() {
+        for (end, c) in &cells.sundays {
+            windows.insert(*end, (c, SOURCES[src].2));
         }
     }
-    if chosen.is_none() {
-        let cells = video_cells(snapshots);
-        if !cells.is_empty() {
-            chosen = Some((cells, day_number(to), VIDEO_SOURCE.to_owned(), false));
-        }
+    // The latest window, unless it ends on a Sunday already kept (the Sunday's is the same window).
+    if let Some((cells, end, label)) =
+        sources.iter().enumerate().find_map(|(i, c)| c.latest_end.map(|e| (&c.latest, e, SOURCES[i].2)))
+    {
+        windows.entry(end).or_insert((cells, label));
     }
     let mut rows = Rows::default();
-    let Some((cells, end, source, people)) = chosen else {
-        return Ok((rows.frame()?, no_source_reason(to)));
-    };
-    let mut tenant = [[0.0; 3]; 7];
-    let mut tenant_reg = [0.0; 7];
-    let mut any_reg = false;
-    for (practice, bands) in &cells {
-        let reg = registered.and_then(|r| r.practices.get(practice)).map(|b| {
-            let mut out = [0.0; 7];
-            for i in 0..7 {
-                out[i] = b[i][0] + b[i][1];
-            }
-            out
-        });
-        if let Some(r) = reg {
-            any_reg = true;
-            for i in 0..7 {
-                tenant_reg[i] += r[i];
-            }
+    if windows.is_empty() {
+        let video = video_cells(snapshots);
+        if video.is_empty() {
+            return Ok((rows.frame()?, no_source_reason(to)));
         }
-        for i in 0..7 {
-            for g in 0..3 {
-                tenant[i][g] += bands[i][g];
-            }
-        }
-        rows.push_level("practice", practice, &source, end, bands, reg, people, "");
+        rows.push_window(&video, day_number(to), VIDEO_SOURCE, false, registered);
+        return Ok((rows.frame()?, VIDEO_SOURCE.to_owned()));
     }
-    rows.push_level(
-        "tenant",
-        "ALL",
-        &source,
-        end,
-        &tenant,
-        any_reg.then_some(tenant_reg),
-        people,
-        "sum across the tenant's pages: people who follow several pages count once per page",
-    );
-    Ok((rows.frame()?, source))
+    for (end, (cells, label)) in &windows {
+        rows.push_window(cells, *end, label, true, registered);
+    }
+    let latest = windows.values().next_back().map(|(_, l)| (*l).to_owned()).unwrap_or_default();
+    Ok((rows.frame()?, latest))
 }

@@ -32,6 +32,9 @@ pub const PLACEBOS_FOR_TARGET: usize = 39;
 /// Placebo windows come from at most this many weeks before the campaign: recent weeks are the most exchangeable
 /// with the campaign's (seasons and one-off events long before it say little about its noise).
 pub const MAX_PLACEBO_WEEKS: i32 = 40;
+/// Days after a campaign's window its plotted series runs on.
+pub const SERIES_DAYS_AFTER: i64 = 14;
+
 /// Controls needed (and at least as many as participating pages) before the counterfactual leans on them.
 pub const MIN_CONTROLS: usize = 10;
 /// Days after a campaign's window that still carry its tail.
@@ -360,7 +363,7 @@ pub fn estimate(
         .keys()
         .filter_map(|p| series.get(p).and_then(|page| fit(page, controls_ref, s - FIT_DAYS, s - 1).map(|f| (page, f))))
         .collect();
-    for d in (s - 28)..=(e + 14) {
+    for d in (s - 28)..=(e + SERIES_DAYS_AFTER as i32) {
         let (mut o, mut c) = (0.0, 0.0);
         for (page, f) in &fits {
             o += page.get(&d).copied().unwrap_or(0.0);

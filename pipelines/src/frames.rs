@@ -23,53 +23,56 @@ fn wanted_expr(wanted: Wanted) -> Expr {
     })
 }
 
-/// Days at the end of a range searched first for each page's latest age/gender breakdown (two month partitions at
-/// most): only pages with none there make [`latest_breakdowns`] read further back.
-pub const RECENT_BREAKDOWN_DAYS: i64 = 31;
-
-/// A tenant's facts as the pipelines use them: the totals (`breakdown = ''`), and for the age/gender metrics only
-/// each page's latest breakdown (the age-band pipeline reads nothing older). Breakdown rows are five in six of all
-/// stored rows, so not holding the older ones keeps a tenant's year small in memory.
+/// A tenant's facts as the pipelines use them: the totals (`breakdown = ''`), and for the age/gender metrics the
+/// breakdowns of the 28-day windows the reports keep: every Sunday's (one window per week, ending with the reach
+/// week) and each page's latest. Breakdown rows are five in six of all stored rows, so not holding the other days'
+/// keeps a tenant's history small in memory.
 pub struct Facts {
     pub totals: DataFrame,
     pub breakdowns: DataFrame,
 }
 
 impl Facts {
-    /// Splits facts read as rows (ClickHouse): totals, and each (page, metric, period)'s latest breakdown day from
-    /// `from` on.
-    pub fn split(all: DataFrame, from: NaiveDate) -> Result<Facts> {
+    /// Splits facts read as rows (ClickHouse): totals, and the breakdowns of the kept windows in `[from, to]`,
+    /// chosen exactly as [`load_fact_files`] chooses them.
+    pub fn split(all: DataFrame, from: NaiveDate, to: NaiveDate) -> Result<Facts> {
         let totals = all.clone().lazy().filter(col("breakdown").eq(lit(""))).collect()?;
-        let breakdowns =
-            latest_per_page(all.lazy().filter(col("breakdown").neq(lit("")).and(col("day").gt_eq(lit(from)))))?
-                .collect()?;
+        let in_range = col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to)));
+        let breakdowns = kept_windows(all.lazy().filter(col("breakdown").neq(lit("")).and(in_range)), to)?.collect()?;
         Ok(Facts { totals, breakdowns })
     }
 
     pub fn height(&self) -> usize {
         self.totals.height() + self.breakdowns.height()
     }
+
+    /// The first day with a total.
+    pub fn first_day(&self) -> Result<Option<NaiveDate>> {
+        let first = self.totals.column("day")?.cast(&DataType::Int32)?.i32()?.min();
+        Ok(first.map(from_day_number))
+    }
 }
 
-/// The rows of each (page, metric, period)'s latest day.
-fn latest_per_page(lf: LazyFrame) -> Result<LazyFrame> {
-    Ok(lf.filter(col("day").eq(col("day").max().over([col("page_id"), col("metric"), col("period")])?)))
+/// Whether a day (as a date expression) is a Sunday: the last day of a reach week (1970-01-01 was a Thursday).
+pub fn is_sunday(day: Expr) -> Expr {
+    (day.cast(DataType::Int32) % lit(7)).eq(lit(3))
 }
 
-/// The first day searched for breakdowns before older files are read: the last [`RECENT_BREAKDOWN_DAYS`] of
-/// `[from, to]`.
-pub fn recent_breakdowns_from(from: NaiveDate, to: NaiveDate) -> NaiveDate {
-    (to - chrono::Duration::days(RECENT_BREAKDOWN_DAYS - 1)).max(from)
+/// The breakdown rows of the windows the reports keep: Sundays, and each (page, metric, period)'s latest day among
+/// the Sundays and the last week before `to` (a page whose breakdowns stopped earlier keeps its last Sunday as its
+/// latest, so the store's files need not be read day by day).
+fn kept_windows(lf: LazyFrame, to: NaiveDate) -> Result<LazyFrame> {
+    let last_week = to - chrono::Duration::days(6);
+    let candidates = lf.filter(is_sunday(col("day")).or(col("day").gt_eq(lit(last_week))));
+    let latest = col("day").eq(col("day").max().over([col("page_id"), col("metric"), col("period")])?);
+    Ok(candidates.filter(is_sunday(col("day")).or(latest)))
 }
 
 /// Loads a tenant's facts from the Parquet files the store handed out: totals of the `totals` pairs over
-/// `[load_from, to]` from `files`, and the latest breakdown at or before `to` (and not before `from`) of each page
-/// for the `breakdowns` pairs. Breakdowns are searched first in `recent_files` (the store's files for
-/// [`recent_breakdowns_from`]`..=to`: its month partitions, a month or two); `files` are read for breakdowns only when
-/// some (page, metric) pair has none there.
+/// `[load_from, to]`, and for the `breakdowns` pairs the rows of the kept windows in `[from, to]` (Sundays and each
+/// page's latest day; see [`Facts`]). The day-of-week predicate is pushed into the scan with the others.
 pub fn load_fact_files(
     files: &[PathBuf],
-    recent_files: &[PathBuf],
     totals: Wanted,
     breakdowns: Wanted,
     load_from: NaiveDate,
@@ -77,26 +80,8 @@ pub fn load_fact_files(
     to: NaiveDate,
 ) -> Result<Facts> {
     let totals = scan_fact_files(files, totals, load_from, to)?.filter(col("breakdown").eq(lit(""))).collect()?;
-    let recent_from = recent_breakdowns_from(from, to);
-    let scan = |files, from, to| -> Result<LazyFrame> {
-        Ok(scan_fact_files(files, breakdowns, from, to)?.filter(col("breakdown").neq(lit(""))))
-    };
-    let recent = latest_per_page(scan(recent_files, recent_from, to)?)?.collect()?;
-    // Which (page, metric) pairs the recent days left without a breakdown.
-    let pages = totals.column("page_id")?.unique()?;
-    let found = recent
-        .clone()
-        .lazy()
-        .select([col("page_id"), col("metric"), col("period")])
-        .unique(None, UniqueKeepStrategy::Any)
-        .collect()?;
-    let complete = found.height() >= pages.len() * breakdowns.len();
-    if complete || recent_from == from {
-        return Ok(Facts { totals, breakdowns: recent });
-    }
-    // Older rows lose to a pair's recent ones, so taking the latest of both keeps the recent days where there are any.
-    let older = latest_per_page(scan(files, from, recent_from - chrono::Duration::days(1))?)?;
-    let breakdowns = latest_per_page(concat([recent.lazy(), older], UnionArgs::default())?)?.collect()?;
+    let scanned = scan_fact_files(files, breakdowns, from, to)?.filter(col("breakdown").neq(lit("")));
+    let breakdowns = kept_windows(scanned, to)?.collect()?;
     Ok(Facts { totals, breakdowns })
 }
 
@@ -128,26 +113,40 @@ pub fn scan_fact_files(files: &[PathBuf], wanted: Wanted, from: NaiveDate, to: N
         .filter(col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to))).and(wanted_expr(wanted))))
 }
 
+/// What a run record says beside its range.
+pub struct RunFacts<'a> {
+    pub run_id: &'a str,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub computed_at: chrono::DateTime<chrono::Utc>,
+    pub facts: usize,
+    pub rows: usize,
+    /// Digest of the campaigns and registered patients the run used.
+    pub inputs: &'a str,
+    /// `full`, or `incremental from DAY`.
+    pub mode: &'a str,
+}
+
 /// The one-row record of a pipelines run, in [`pulse_store::report::REPORT_RUNS`]'s shape.
 pub fn run_record(
-    run_id: &str,
     variant: &pulse_store::ReportVariant,
     from: NaiveDate,
     to: NaiveDate,
-    computed_at: chrono::DateTime<chrono::Utc>,
-    facts: usize,
-    rows: usize,
+    run: &RunFacts<'_>,
 ) -> Result<RecordBatch> {
     use arrow::array::Int64Array;
     let table = &pulse_store::report::REPORT_RUNS;
+    let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![run_id])),
+        Arc::new(StringArray::from(vec![run.run_id])),
         Arc::new(StringArray::from(vec![variant.as_str()])),
         Arc::new(Date32Array::from(vec![day_number(from)])),
         Arc::new(Date32Array::from(vec![day_number(to)])),
-        Arc::new(StringArray::from(vec![computed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)])),
-        Arc::new(Int64Array::from(vec![facts as i64])),
-        Arc::new(Int64Array::from(vec![rows as i64])),
+        Arc::new(StringArray::from(vec![run.computed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)])),
+        Arc::new(Int64Array::from(vec![run.facts as i64])),
+        Arc::new(Int64Array::from(vec![run.rows as i64])),
+        Arc::new(StringArray::from(vec![time(run.started_at)])),
+        Arc::new(StringArray::from(vec![run.inputs])),
+        Arc::new(StringArray::from(vec![run.mode])),
     ];
     RecordBatch::try_new(table.schema(), columns).map_err(|e| PipelineError::Input(e.to_string()))
 }
@@ -322,11 +321,11 @@ mod tests {
             .collect()
     }
 
-    /// Page 1 has breakdowns every day; page 2's stopped two months before the range's end: its latest is found in
-    /// the older files, and a breakdown after `to` or before `from` is never taken. Rows read from a store that is not
-    /// the lake (split in memory) give the same frames.
+    /// Page 1 has breakdowns every day; page 2's stopped two months before the range's end: each keeps its Sundays'
+    /// windows and its latest, and a breakdown after `to` or before `from` is never taken. Rows read from a store that
+    /// is not the lake (split in memory) give the same frames.
     #[test]
-    fn each_page_keeps_its_latest_breakdown_wherever_it_is_and_totals_stay_whole() {
+    fn each_page_keeps_its_weekly_windows_and_its_latest_and_totals_stay_whole() {
         let dir = tempfile::tempdir().unwrap();
         let lake = pulse_store::lake::LakeStore::open(dir.path()).unwrap();
         let access = Access::operator([TenantId::new("t1").unwrap()]);
@@ -345,26 +344,32 @@ mod tests {
         rt.block_on(lake.write_page_insights(&access.write_scope("t1").unwrap(), &facts)).unwrap();
         let scope = access.scope("t1").unwrap();
         let files = rt.block_on(lake.fact_files(&scope, &FactFilter::days(from, to))).unwrap().unwrap();
-        let recent_filter = FactFilter::days(recent_breakdowns_from(from, to), to);
-        let recent = rt.block_on(lake.fact_files(&scope, &recent_filter)).unwrap().unwrap();
-        assert!(recent.len() < files.len(), "the recent days are in fewer partitions: {recent:?}");
         let totals: Wanted = &[(M::PageReach, P::Day)];
         let ages: Wanted = &[(M::PageFollowersByAgeGender, P::Day)];
-        let loaded = load_fact_files(&files, &recent, totals, ages, from, from, to).unwrap();
+        let loaded = load_fact_files(&files, totals, ages, from, from, to).unwrap();
         let to_n = day_number(to);
-        assert_eq!(
-            rows(&loaded.breakdowns),
-            vec![
-                ("100000000001".to_owned(), to_n, "F.25-34".to_owned()),
-                ("100000000002".to_owned(), to_n - 60, "M.35-44".to_owned())
-            ]
-        );
+        let sundays = |lo: i32, hi: i32| (lo..=hi).filter(|d| d % 7 == 3).collect::<Vec<_>>();
+        let mut expected: Vec<(String, i32, String)> = Vec::new();
+        // Page 1 has a breakdown every day: its Sundays and its latest day (the range's last, a Tuesday).
+        assert_ne!(to_n % 7, 3, "the test's last day is not a Sunday");
+        for d in sundays(day_number(from), to_n).into_iter().chain([to_n]) {
+            expected.push(("100000000001".into(), d, "F.25-34".into()));
+        }
+        // Page 2's stopped 60 days before the end: its Sundays until then, the last of them its latest.
+        for d in sundays(day_number(from), to_n - 60) {
+            expected.push(("100000000002".into(), d, "M.35-44".into()));
+        }
+        expected.sort();
+        assert_eq!(rows(&loaded.breakdowns), expected);
         // Totals: every day of the range for both pages, and no breakdown rows.
         assert_eq!(loaded.totals.height(), 2 * (day_number(to) - day_number(from) + 1) as usize);
         assert!(rows(&loaded.totals).iter().all(|(_, _, k)| k.is_empty()));
-        let in_memory =
-            Facts::split(scan_fact_files(&files, &[totals[0], ages[0]], from, to).unwrap().collect().unwrap(), from)
-                .unwrap();
+        let in_memory = Facts::split(
+            scan_fact_files(&files, &[totals[0], ages[0]], from, to).unwrap().collect().unwrap(),
+            from,
+            to,
+        )
+        .unwrap();
         assert_eq!(rows(&in_memory.breakdowns), rows(&loaded.breakdowns));
         assert_eq!(rows(&in_memory.totals), rows(&loaded.totals));
     }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use arrow::record_batch::RecordBatch;
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
 use pulse_domain::{CanonicalMetric as M, Period as P, Post, PostInsightSnapshot, WriteScope};
@@ -26,6 +27,10 @@ pub const CAMPAIGN_METRICS: &[(&str, M, M)] = &[
     ("video_views", M::PageVideoViews, M::PostVideoViews),
 ];
 
+/// The first day a report range can start: a run over "all history" asks from here, and its range starts on the
+/// first day with facts.
+pub const HISTORY_START: NaiveDate = NaiveDate::from_ymd_opt(2004, 2, 4).expect("a date");
+
 /// Days of history loaded before a campaign for its counterfactual and placebo windows.
 pub const CAMPAIGN_HISTORY_DAYS: i64 = 420;
 
@@ -38,6 +43,53 @@ pub struct JobInput {
     pub registered: Option<Registered>,
     /// Which copy of the reports to replace: the main one for the default range, a named one for a narrower run.
     pub variant: ReportVariant,
+    /// Digest of the campaigns and registered patients (recorded with the run: a change makes the next run full).
+    pub inputs: String,
+    /// Recompute only what the facts fetched since the previous run touched, keeping the rest of the reports.
+    pub incremental: Option<Incremental>,
+}
+
+/// What an incremental run recomputes: the days of facts fetched since the previous run started.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    pub changed: BTreeSet<NaiveDate>,
+}
+
+/// The Monday of `day`'s (Monday-Sunday) week.
+fn monday_of(day: NaiveDate) -> NaiveDate {
+    use chrono::Datelike;
+    day - Duration::days(i64::from(day.weekday().num_days_from_monday()))
+}
+
+/// What an incremental run replaces: weeks ending, and windows ending, on or after `from`; facts are read from the
+/// week before (for week-on-week change); campaigns whose history or window holds a changed day.
+struct Plan {
+    replace_from: NaiveDate,
+    load_from: NaiveDate,
+    campaigns: Vec<Campaign>,
+    /// Pages with facts in the days read.
+    loaded_pages: BTreeSet<String>,
+}
+
+impl Plan {
+    fn new(inc: &Incremental, to: NaiveDate, campaigns: &[Campaign]) -> Plan {
+        // Nothing changed still refreshes the last week: stale pages and the latest window are about now.
+        let first = inc.changed.iter().copied().filter(|d| *d <= to).min().unwrap_or(to).min(to);
+        let replace_from = monday_of(first);
+        let campaigns = campaigns
+            .iter()
+            .filter(|c| {
+                let (ws, we) = c.window();
+                let (lo, hi) = (
+                    from_day_number(ws) - Duration::days(CAMPAIGN_HISTORY_DAYS),
+                    from_day_number(we) + Duration::days(campaign::SERIES_DAYS_AFTER),
+                );
+                inc.changed.iter().any(|d| *d >= lo && *d <= hi)
+            })
+            .cloned()
+            .collect();
+        Plan { replace_from, load_from: replace_from - Duration::days(7), campaigns, loaded_pages: BTreeSet::new() }
+    }
 }
 
 /// One campaign metric's headline.
@@ -71,6 +123,11 @@ pub struct JobSummary {
     pub seconds: f64,
     pub run_id: String,
     pub variant: ReportVariant,
+    /// The range computed: the one asked for, starting no earlier than the first day with facts.
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    /// `full`, or what an incremental run recomputed.
+    pub mode: String,
 }
 
 fn wanted() -> Vec<(M, P)> {
@@ -115,12 +172,9 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
     let facts = match store.fact_files(&input.scope, &filter).await? {
         Some(files) => {
             let (from, to) = (input.from, input.to);
-            // The partitions of the last days, where each page's latest breakdown normally is.
-            let recent = FactFilter { from: Some(frames::recent_breakdowns_from(from, to)), ..filter.clone() };
-            let recent = store.fact_files(&input.scope, &recent).await?.unwrap_or_default();
             tokio::task::spawn_blocking(move || {
                 let totals: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
-                frames::load_fact_files(&files, &recent, &totals, age_bands::WANTED, load_from, from, to)
+                frames::load_fact_files(&files, &totals, age_bands::WANTED, load_from, from, to)
             })
             .await
             .map_err(|e| PipelineError::Input(e.to_string()))??
@@ -128,6 +182,7 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
         None => frames::Facts::split(
             frames::facts_frame(&store.read_page_insights(&input.scope, &filter).await?)?,
             input.from,
+            input.to,
         )?,
     };
     if facts.totals.height() == 0 {
@@ -146,40 +201,194 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
 
 pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     let started = Instant::now();
-    let loaded = load(store, &input).await?;
+    let started_at = chrono::Utc::now();
+    let mut plan = input.incremental.as_ref().map(|inc| Plan::new(inc, input.to, &input.campaigns));
+    // An incremental run reads facts from the week before the first changed one, every post (ranks are across
+    // them all), and the history of the campaigns it recomputes.
+    let load_input = match &plan {
+        Some(p) => JobInput {
+            scope: input.scope.clone(),
+            from: p.load_from.max(input.from),
+            to: input.to,
+            campaigns: p.campaigns.clone(),
+            registered: None,
+            variant: input.variant.clone(),
+            inputs: String::new(),
+            incremental: None,
+        },
+        None => JobInput {
+            scope: input.scope.clone(),
+            from: input.from,
+            to: input.to,
+            campaigns: input.campaigns.clone(),
+            registered: None,
+            variant: input.variant.clone(),
+            inputs: String::new(),
+            incremental: None,
+        },
+    };
+    let mut loaded = load(store, &load_input).await?;
+    if let Some(p) = &mut plan {
+        loaded.posts =
+            store.read_posts(&input.scope, &PostFilter { to: Some(input.to), ..PostFilter::default() }).await?;
+        let pages = loaded.facts.totals.column("page_id")?.str()?.clone();
+        p.loaded_pages = pages.iter().flatten().map(str::to_owned).collect();
+    }
     let tenant = input.scope.to_string();
-    let (from, to, campaigns, registered) = (input.from, input.to, input.campaigns.clone(), input.registered.clone());
-    let computed = tokio::task::spawn_blocking(move || compute(&loaded, from, to, &campaigns, registered.as_ref()))
-        .await
-        .map_err(|e| PipelineError::Input(e.to_string()))??;
+    let first_fact = loaded.facts.first_day()?.unwrap_or(input.from);
+    let (from, compute_from) = match &plan {
+        // The report's range keeps its start; the computation covers the recomputed weeks.
+        Some(_) => (input.from, load_input.from.max(first_fact)),
+        None => (input.from.max(first_fact), input.from.max(first_fact)),
+    };
+    let (to, registered) = (input.to, input.registered.clone());
+    // Campaigns estimated (an incremental run's recomputed ones), and every campaign's tag for the posts' topics.
+    let campaigns = Campaigns { estimate: load_input.campaigns.clone(), tags: input.campaigns.clone() };
+    let computed =
+        tokio::task::spawn_blocking(move || compute(&loaded, compute_from, to, &campaigns, registered.as_ref()))
+            .await
+            .map_err(|e| PipelineError::Input(e.to_string()))??;
     let (tables, mut summary) = computed;
     for (table, df) in tables {
-        let batch = frames::to_batch(&df, table)?;
+        let mut batch = frames::to_batch(&df, table)?;
+        if let Some(p) = &plan {
+            let old = store.read_report(&input.scope, table, &input.variant).await?;
+            batch = merge(table, &old, &batch, p)?;
+        }
         let ack = store.replace_report(&input.scope, table, &input.variant, &batch).await?;
         summary.rows_written.insert(table.name, ack.rows);
     }
     // The run record goes last: it names the run whose tables are now in place.
-    let started_at = chrono::Utc::now();
     summary.run_id =
         format!("jobs-{}-{}", started_at.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    summary.mode = match (&plan, &input.incremental) {
+        (Some(p), Some(inc)) => format!(
+            "incremental from {} ({} changed days, {} campaigns recomputed)",
+            p.replace_from,
+            inc.changed.iter().filter(|d| **d <= to).count(),
+            p.campaigns.len()
+        ),
+        _ => "full".into(),
+    };
     let rows: usize = summary.rows_written.values().sum();
-    let record = frames::run_record(&summary.run_id, &input.variant, from, to, started_at, summary.facts, rows)?;
+    let run = frames::RunFacts {
+        run_id: &summary.run_id,
+        started_at,
+        computed_at: chrono::Utc::now(),
+        facts: summary.facts,
+        rows,
+        inputs: &input.inputs,
+        mode: &summary.mode,
+    };
+    let record = frames::run_record(&input.variant, from, to, &run)?;
     store.replace_report(&input.scope, &REPORT_RUNS, &input.variant, &record).await?;
     summary.tenant = tenant;
     summary.variant = input.variant.clone();
+    (summary.from, summary.to) = (Some(from), Some(to));
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
+/// An incremental run's table: the rows it recomputed, and the previous rows it did not touch.
+fn merge(table: &ReportTable, old: &RecordBatch, new: &RecordBatch, plan: &Plan) -> Result<RecordBatch> {
+    use arrow::array::{Date32Array, StringArray};
+    let dates = |b: &RecordBatch, c: &str| -> Vec<i32> {
+        b.column_by_name(c)
+            .and_then(|a| a.as_any().downcast_ref::<Date32Array>().map(|d| d.iter().map(|v| v.unwrap_or(0)).collect()))
+            .unwrap_or_default()
+    };
+    let texts = |b: &RecordBatch, c: &str| -> Vec<String> {
+        b.column_by_name(c)
+            .and_then(|a| {
+                a.as_any().downcast_ref::<StringArray>().map(|s| s.iter().map(|v| v.unwrap_or("").to_owned()).collect())
+            })
+            .unwrap_or_default()
+    };
+    let from = frames::day_number(plan.replace_from);
+    let (keep_old, keep_new): (Vec<bool>, Vec<bool>) = match table.name {
+        // Weeks ending on or after the first recomputed Monday are replaced.
+        n if n == REACH_WEEKLY.name || n == REACH_TENANT_WEEKLY.name => (
+            dates(old, "week_ending").iter().map(|d| *d < from).collect(),
+            dates(new, "week_ending").iter().map(|d| *d >= from).collect(),
+        ),
+        // Windows too; a previous run's latest window (not a Sunday's) is superseded by this run's.
+        n if n == AGE_BANDS.name => (
+            dates(old, "window_end").iter().map(|d| *d < from && d % 7 == 3).collect(),
+            dates(new, "window_end").iter().map(|d| *d >= from).collect(),
+        ),
+        // Checks of days before the recomputed ones stay; checks about now (stale pages, re-authorisation, failed
+        // runs) are made again, except a stale page with no facts in the recomputed days, which stays as it was.
+        n if n == DATA_QUALITY.name => {
+            let loaded = &plan.loaded_pages;
+            let load_from = frames::day_number(plan.load_from);
+            let (checks, days, pages) = (texts(old, "check_name"), dates(old, "day_to"), texts(old, "page_id"));
+            let recomputed: BTreeSet<String> = texts(new, "page_id").into_iter().collect();
+            (
+                (0..old.num_rows())
+                    .map(|i| match checks[i].as_str() {
+                        "gap" | "unique_above_total" | "week_below_max_day" => days[i] < load_from,
+                        "stale" => !loaded.contains(&pages[i]) && !recomputed.contains(&pages[i]),
+                        _ => false,
+                    })
+                    .collect(),
+                vec![true; new.num_rows()],
+            )
+        }
+        // Campaigns not recomputed keep their rows.
+        n if n == CAMPAIGN_UPLIFT.name || n == CAMPAIGN_SERIES.name => {
+            let redone: BTreeSet<&str> = plan.campaigns.iter().map(|c| c.name.as_str()).collect();
+            (texts(old, "campaign").iter().map(|c| !redone.contains(c.as_str())).collect(), vec![true; new.num_rows()])
+        }
+        // Post performance ranks every post: recomputed whole.
+        _ => (vec![false; old.num_rows()], vec![true; new.num_rows()]),
+    };
+    let pick = |b: &RecordBatch, keep: Vec<bool>| -> Result<RecordBatch> {
+        let mask = arrow::array::BooleanArray::from(keep);
+        arrow::compute::filter_record_batch(b, &mask).map_err(|e| PipelineError::Input(e.to_string()))
+    };
+    let (old, new) = (pick(old, keep_old)?, pick(new, keep_new)?);
+    let fail = |e: arrow::error::ArrowError| PipelineError::Input(format!("{}: {e}", table.name));
+    let merged = arrow::compute::concat_batches(&table.schema(), [&old, &new]).map_err(fail)?;
+    // Weekly reach is written page by page, week by week, as a full run writes it.
+    if table.name != REACH_WEEKLY.name {
+        return Ok(merged);
+    }
+    let keys = ["page_id", "week_ending"].map(|c| arrow::compute::SortColumn {
+        values: merged.column_by_name(c).expect("a reach column").clone(),
+        options: None,
+    });
+    let order = arrow::compute::lexsort_to_indices(&keys, None).map_err(fail)?;
+    let columns = merged
+        .columns()
+        .iter()
+        .map(|c| arrow::compute::take(c, &order, None))
+        .collect::<std::result::Result<Vec<_>, _>>();
+    RecordBatch::try_new(table.schema(), columns.map_err(fail)?).map_err(fail)
+}
+
 /// Report tables with their frames, and the summary to print.
 pub type Computed = (Vec<(&'static ReportTable, DataFrame)>, JobSummary);
+
+/// The campaigns a run estimates, and all of them: their tags mark posts as campaign posts, their windows are kept
+/// out of each other's placebo windows.
+pub struct Campaigns {
+    pub estimate: Vec<Campaign>,
+    pub tags: Vec<Campaign>,
+}
+
+impl Campaigns {
+    /// Every campaign estimated, tagged and kept out of the others' placebo windows.
+    pub fn all(campaigns: &[Campaign]) -> Self {
+        Campaigns { estimate: campaigns.to_vec(), tags: campaigns.to_vec() }
+    }
+}
 
 /// Every report of one tenant from what [`load`] read, off the async runtime.
 pub fn compute(
     loaded: &Loaded,
     from: NaiveDate,
     to: NaiveDate,
-    campaigns: &[Campaign],
+    campaigns: &Campaigns,
     registered: Option<&Registered>,
 ) -> Result<Computed> {
     let Loaded { facts, posts, snapshots, runs } = loaded;
@@ -209,13 +418,15 @@ pub fn compute(
         let (ages, source) = age_bands::age_bands(&facts.breakdowns, snapshots, registered, to)?;
         summary.age_source = source;
         if ages.height() > 0 {
-            let t = ages.clone().lazy().filter(col("level").eq(lit("tenant"))).collect()?;
+            let latest = col("window_end").eq(col("window_end").max());
+            let t = ages.clone().lazy().filter(col("level").eq(lit("tenant")).and(latest)).collect()?;
             let bands = t.column("age_band")?.str()?.clone();
             let shares = t.column("share")?.f64()?.clone();
             summary.age_shares =
                 bands.iter().zip(shares.iter()).map(|(b, s)| (b.unwrap_or("").to_owned(), s)).collect();
         }
         let tags: Vec<String> = campaigns
+            .tags
             .iter()
             .map(|c| match &c.matcher {
                 campaign::Matcher::Hashtag(h) | campaign::Matcher::Text(h) | campaign::Matcher::Link(h) => h.clone(),
@@ -280,8 +491,9 @@ fn campaigns_report(
     facts: &DataFrame,
     posts: &[Post],
     snapshots: &[PostInsightSnapshot],
-    campaigns: &[Campaign],
+    all: &Campaigns,
 ) -> Result<(DataFrame, DataFrame, Vec<CampaignHeadline>)> {
+    let campaigns = &all.estimate;
     let latest = frames::latest_lifetime(snapshots);
     let practice_of: BTreeMap<String, String> =
         posts.iter().map(|p| (p.page.to_string(), p.practice.to_string())).collect();
@@ -291,11 +503,12 @@ fn campaigns_report(
         all_series.insert(*m, series);
     }
     let pages_with_data: BTreeSet<String> = all_series.values().flat_map(|s| s.keys().cloned()).collect();
-    let windows: Vec<(i32, i32)> = campaigns.iter().map(|c| c.window()).collect();
+    // Every campaign's window is kept out of the others' placebo windows, estimated now or not.
+    let windows: Vec<(i32, i32)> = all.tags.iter().map(|c| c.window()).collect();
     let mut rows = UpliftRows::default();
     let mut srows = SeriesRows::default();
     let mut headlines = Vec::new();
-    for (ci, c) in campaigns.iter().enumerate() {
+    for c in campaigns.iter() {
         let matched: Vec<&Post> = posts
             .iter()
             .filter(|p| c.matches(&p.message, &p.permalink, p.post.as_str(), &p.post_type, p.created_time.date_naive()))
@@ -303,7 +516,7 @@ fn campaigns_report(
         let treated: Vec<String> =
             matched.iter().map(|p| p.page.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
         let controls: Vec<String> = pages_with_data.iter().filter(|p| !treated.contains(p)).cloned().collect();
-        let exclude: Vec<(i32, i32)> = windows.iter().enumerate().filter(|(i, _)| *i != ci).map(|(_, w)| *w).collect();
+        let exclude: Vec<(i32, i32)> = windows.iter().copied().filter(|w| *w != c.window()).collect();
         let (ws, we) = c.window();
         for (name, page_metric, post_metric) in CAMPAIGN_METRICS {
             let lifetime: Vec<f64> =

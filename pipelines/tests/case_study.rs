@@ -71,6 +71,8 @@ async fn the_case_studys_figures_come_out_of_the_pipelines() {
             campaigns: campaigns.clone(),
             registered: None,
             variant: pulse_store::ReportVariant::main(),
+            inputs: String::new(),
+            incremental: None,
         };
         let summary = jobs::run(&store, input).await.unwrap();
         engaged.push(summary.median_weekly_engaged.unwrap());
@@ -116,9 +118,32 @@ async fn the_case_studys_figures_come_out_of_the_pipelines() {
             .downcast_ref::<arrow::array::Float64Array>()
             .unwrap()
             .clone();
+        let windows = ages
+            .column_by_name("window_end")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::Date32Array>()
+            .unwrap()
+            .clone();
+        // The reports keep history: a window a week (ending on each Sunday with a breakdown), seven tenant bands in
+        // each, and the month of the stroke video among them.
+        let mut ends: Vec<i32> = windows.iter().flatten().collect();
+        ends.sort();
+        ends.dedup();
+        let sundays: Vec<i32> = ends.iter().copied().filter(|d| d % 7 == 3).collect();
+        assert!(sundays.len() >= 50, "{} weekly windows in a year", sundays.len());
+        assert!(sundays.windows(2).all(|w| w[1] - w[0] == 7), "a window every week: {sundays:?}");
+        let march = pulse_domain::day_number(d(2018, 3, 11));
+        assert!(sundays.contains(&march), "the window ending 11 March 2018 is kept");
+        for end in &ends {
+            let tenant_rows =
+                (0..ages.num_rows()).filter(|r| windows.value(*r) == *end && levels.value(*r) == "tenant");
+            assert_eq!(tenant_rows.count(), 7, "seven tenant bands in the window ending {end}");
+        }
+        let latest = *ends.last().unwrap();
         let mut i = 0;
         for r in 0..ages.num_rows() {
-            if levels.value(r) == "tenant" {
+            if levels.value(r) == "tenant" && windows.value(r) == latest {
                 shares[i] += people.value(r);
                 i += 1;
             }

@@ -240,6 +240,8 @@ async fn end_to_end_every_metric_through_the_api_ingest_and_pipelines() {
                 campaigns: vec![campaign.clone()],
                 registered: None,
                 variant: pulse_store::ReportVariant::main(),
+                inputs: String::new(),
+                incremental: None,
             };
             jobs::run(&store, input).await.unwrap();
             let uplift =

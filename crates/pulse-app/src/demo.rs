@@ -173,10 +173,9 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
 
     // The pipelines, through the same path as `pulse jobs run --config <dir>/pulse.toml`.
     let config = pulse_config::load(&config_path)?;
-    let to = end;
-    let from = to - chrono::Duration::days(364);
+    // Over everything ingested: the reports keep all history.
     let request =
-        crate::jobs::JobsRequest { from: Some(from), to: Some(to), variant: Some("main".into()), ..Default::default() };
+        crate::jobs::JobsRequest { from: None, to: Some(end), variant: Some("main".into()), ..Default::default() };
     let results = crate::jobs::run_on(&store, &config, &request).await?;
     let mut jobs_failed = false;
     for r in &results {

@@ -332,10 +332,11 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         }
     }
 
-    // Age bands: the tenant's 28-day window ending in the week (or the day before it began): the pipelines keep the
-    // latest window only, so a digest of an older week says where the latest one is instead.
+    // Age bands: the tenant's 28-day window ending with the week (the reports keep one a week, ending on its Sunday,
+    // and the latest), or the day before it began.
     let mut aq = ReportQuery::new(Kind::AgeBands);
     aq.tenant = Some(tenant.to_owned());
+    (aq.from, aq.to) = (Some(week_start - chrono::Duration::days(1)), Some(week_end));
     let ages = report::query(store, config, &access, &aq).await?;
     let (level, window, band, ppl, reg, source) = (
         Col::of(&ages.batch, "level"),
@@ -346,12 +347,22 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         Col::of(&ages.batch, "source"),
     );
     let tenant_rows: Vec<usize> = (0..ages.batch.num_rows()).filter(|i| level.text(*i) == "tenant").collect();
-    let available = tenant_rows.iter().filter_map(|i| window.day(*i)).max();
     let latest_window = tenant_rows
         .iter()
         .filter_map(|i| window.day(*i))
         .filter(|d| *d <= day_number(week_end) && *d >= day_number(week_start) - 1)
         .max();
+    // Without a window for the week, the latest computed says why: not computed yet, or none that week.
+    let available = match latest_window {
+        Some(w) => Some(w),
+        None => {
+            aq.from = None;
+            aq.to = None;
+            let latest = report::query(store, config, &access, &aq).await?;
+            let w = Col::of(&latest.batch, "window_end");
+            (0..latest.batch.num_rows()).filter_map(|i| w.day(i)).max()
+        }
+    };
     let first_source = tenant_rows.iter().find(|i| window.day(**i) == latest_window).map(|i| source.text(*i));
     let bands = tenant_rows
         .iter()
@@ -729,8 +740,15 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
         }
         let _ = writeln!(text);
     } else if let Some(latest) = d.bands_latest_available {
-        let note =
-            format!("Not computed for this week: the latest 28-day window is to {}.", latest.format("%-d %B %Y"));
+        let note = if latest < d.week_start {
+            format!("Not computed for this week yet: the latest 28-day window is to {}.", latest.format("%-d %B %Y"))
+        } else {
+            format!(
+                "No age breakdown for the 28 days to {}: Meta gives none for fewer than 100 people, and none where the \
+                 API of the time had no page age metrics.",
+                d.week_end.format("%-d %B %Y")
+            )
+        };
         let _ = writeln!(text, "WHO ENGAGED, BY AGE\n  {note}\n");
         let _ = write!(
             html,

@@ -20,10 +20,12 @@ use crate::text::{bar, sparkline, thousands};
 pub struct JobsRequest {
     /// Only these tenants. Empty: every configured tenant.
     pub tenants: Vec<String>,
-    /// First day of the report range. Default: a year before `to`.
+    /// First day of the report range. Default: the first day with facts (all history).
     pub from: Option<NaiveDate>,
     /// Last day. Default: the last day ingested for the tenant.
     pub to: Option<NaiveDate>,
+    /// Recompute every report from all facts, even when the previous run's reports could be updated incrementally.
+    pub full: bool,
     /// Which copy of the reports to write: `main`, or a name. Default: `main` for the default range, and
     /// `FROM..TO` when a range is given, so a narrower run never replaces the reports analysts read.
     pub variant: Option<String>,
@@ -34,7 +36,10 @@ impl JobsRequest {
         Ok(match (&self.variant, self.from.is_some() || self.to.is_some()) {
             (Some(v), _) if v == "main" => ReportVariant::main(),
             (Some(v), _) => ReportVariant::named(v)?,
-            (None, true) => ReportVariant::named(&format!("{from}..{to}"))?,
+            (None, true) => {
+                let from = if self.from.is_some() { from.to_string() } else { "start".to_owned() };
+                ReportVariant::named(&format!("{from}..{to}"))?
+            }
             (None, false) => ReportVariant::main(),
         })
     }
@@ -131,21 +136,88 @@ pub async fn run_on<S: Store>(store: &S, config: &Config, request: &JobsRequest)
                 }
             },
         };
-        let from = request.from.unwrap_or(to - chrono::Duration::days(364));
+        let mut from = request.from.unwrap_or(jobs::HISTORY_START);
+        let campaigns = campaigns_for(&config.campaigns, &scope);
+        let inputs = inputs_digest(&campaigns, registered.as_ref());
+        let variant = request.variant(from, to)?;
+        // The main reports over all history are updated incrementally when the previous run allows it.
+        let incremental = if request.full || request.from.is_some() || !variant.is_main() {
+            None
+        } else {
+            match previous_run(store, &scope, &inputs, to).await? {
+                Some((history_from, incremental)) => {
+                    from = history_from;
+                    Some(incremental)
+                }
+                None => None,
+            }
+        };
         let input = JobInput {
             scope: scope.clone(),
             from,
             to,
-            campaigns: campaigns_for(&config.campaigns, &scope),
+            campaigns,
             registered: registered.clone(),
-            variant: request.variant(from, to)?,
+            variant,
+            inputs,
+            incremental,
         };
         match jobs::run(store, input).await {
-            Ok(summary) => out.push(TenantJob::Done { summary: Box::new(summary), from, to }),
+            Ok(summary) => {
+                let from = summary.from.unwrap_or(from);
+                out.push(TenantJob::Done { summary: Box::new(summary), from, to })
+            }
             Err(e) => out.push(TenantJob::Failed { tenant: scope.to_string(), error: e.into() }),
         }
     }
     Ok(out)
+}
+
+/// A digest of what, besides facts, the reports are computed from: the campaigns and the registered patients.
+pub fn inputs_digest(campaigns: &[Campaign], registered: Option<&Registered>) -> String {
+    use sha2::Digest as _;
+    let text = format!("{campaigns:?}\n{registered:?}");
+    sha2::Sha256::digest(text.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// When the main reports can be updated incrementally: the previous main run's history start, and the days of
+/// facts fetched since it started, or since an ingest run that finished after it started began (that run's
+/// facts may have been written after the previous run read). `None` (a full run) when there is no previous run
+/// record with a start, its inputs differ, or it reached past `to`.
+async fn previous_run<S: Store>(
+    store: &S,
+    scope: &pulse_domain::WriteScope,
+    inputs: &str,
+    to: NaiveDate,
+) -> Result<Option<(NaiveDate, jobs::Incremental)>> {
+    let runs = store.read_report(scope, &pulse_store::report::REPORT_RUNS, &ReportVariant::main()).await?;
+    if runs.num_rows() == 0 {
+        return Ok(None);
+    }
+    let text = |name: &str| {
+        runs.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().map(|a| a.value(0).to_owned()))
+            .unwrap_or_default()
+    };
+    let day = |name: &str| {
+        runs.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Date32Array>().map(|a| a.value(0)))
+            .map(pulse_domain::from_day_number)
+    };
+    let (Ok(started), Some(range_from), Some(range_to)) =
+        (chrono::DateTime::parse_from_rfc3339(&text("started_at")), day("range_from"), day("range_to"))
+    else {
+        return Ok(None);
+    };
+    if text("inputs") != inputs || range_to > to {
+        return Ok(None);
+    }
+    let started = started.with_timezone(&chrono::Utc);
+    let ingests = store.read_runs(scope).await?;
+    let since =
+        ingests.iter().filter(|r| r.finished_at >= started).map(|r| r.started_at).fold(started, |a, b| a.min(b));
+    let changed = store.fact_days_fetched_since(scope, since).await?;
+    Ok(Some((range_from, jobs::Incremental { changed })))
 }
 
 /// What a pipelines run computed, for people: headline figures with bars and sparklines.
@@ -154,9 +226,10 @@ pub fn summary_text(s: &JobSummary, from: NaiveDate, to: NaiveDate) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "── tenant {}: reports for {from} to {to}{} ({} facts, {} pages, {} weeks, {:.1}s)",
+        "── tenant {}: reports for {from} to {to}{}, {} ({} facts, {} pages, {} weeks computed, {:.1}s)",
         s.tenant,
         if s.variant.is_main() { String::new() } else { format!(" as variant `{}`", s.variant.as_str()) },
+        s.mode,
         s.facts,
         s.pages,
         s.weeks,

@@ -748,8 +748,9 @@ pub async fn run_with<S: Store>(
         _ => None,
     };
     let mut answer = match pushed {
-        Some(pushed) => from_pushed(source, q, pushed, &names, &tenant, mark),
-        None => {
+        // An empty answer says why, from the whole report's extent: the service reads it for that.
+        Some(pushed) if !pushed.groups.is_empty() => from_pushed(source, q, pushed, &names, &tenant, mark),
+        _ => {
             let batch = store.read_report(&scope, source.table(), &ReportVariant::main()).await?;
             compute(source, &batch, directory, &names, q, &tenant, mark)?
         }
@@ -838,15 +839,8 @@ fn compute(
         q.dimensions.contains(&Dimension::Practice) || q.filters.iter().any(|f| f.dimension == Dimension::Practice);
     // Age bands are 28-day windows: the latest window in the range answers (summing windows would count people
     // several times).
-    let window = if source == Source::AgeBands {
-        let w = (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).max();
-        if let Some(w) = w {
-            notes.push(format!("age bands are from the 28-day window ending {}", from_day_number(w)));
-        }
-        w
-    } else {
-        None
-    };
+    let window =
+        if source == Source::AgeBands { (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).max() } else { None };
     let genders: &[&str] = if source == Source::AgeBands
         && (q.dimensions.contains(&Dimension::Gender) || q.filters.iter().any(|f| f.dimension == Dimension::Gender))
     {
@@ -970,6 +964,11 @@ fn compute(
             }
         }
     }
+    let groups_empty = groups.is_empty();
+    // The days the rows counted cover (the answering window's, for age bands).
+    let first = groups.values().filter_map(|g| g.weeks.first()).min().copied();
+    let last = groups.values().filter_map(|g| g.weeks.last()).max().copied();
+    let extent = first.zip(last).map(|(a, b)| (from_day_number(a), from_day_number(b)));
     if unit_watch_time {
         notes.push("age-band rows measured in video watch time (the current API era) are left out: they count milliseconds, not people".into());
     }
@@ -986,14 +985,10 @@ fn compute(
             (dims, Totals { sums: g.sums, days: g.weeks.len(), registered })
         })
         .collect();
-    let covered: Vec<i32> = (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).collect();
-    let date_range = match (from, to) {
-        (Some(f), Some(t)) => Some([from_day_number(f).to_string(), from_day_number(t).to_string()]),
-        _ => match (covered.iter().min(), covered.iter().max()) {
-            (Some(a), Some(b)) => Some([from_day_number(*a).to_string(), from_day_number(*b).to_string()]),
-            _ => None,
-        },
-    };
+    if groups_empty {
+        notes.push(why_empty(source, q, &days, from, to));
+    }
+    let date_range = covered_days(source, q, extent, &mut notes);
     Ok(finish(source, totals, names, q, tenant, watermark, notes, date_range))
 }
 
@@ -1075,8 +1070,110 @@ fn from_pushed(
     tenant: &str,
     watermark: String,
 ) -> Answer {
-    let totals = pushed
-        .groups
+    // The days the groups cover, from each group's first and last week.
+    let first = pushed.groups.iter().filter_map(|g| g.first).min();
+    let last = pushed.groups.iter().filter_map(|g| g.last).max();
+    let mut notes = Vec::new();
+    let date_range = covered_days(source, q, first.zip(last), &mut notes);
+    let totals = totals_of(pushed.groups);
+    finish(source, totals, names, q, tenant, watermark, notes, date_range)
+}
+
+/// The days an answer covers, from the first and last value of the source's date column among the rows counted: a
+/// week ending on a day covers the six before it, an age-band window the 27 before its end. When those days are not
+/// the range asked for (weeks ending in March begin in February), a note says which days answered.
+fn covered_days(
+    source: Source,
+    q: &Query,
+    extent: Option<(NaiveDate, NaiveDate)>,
+    notes: &mut Vec<String>,
+) -> Option<[String; 2]> {
+    let (lo, hi) = extent?;
+    let (from, what) = match source {
+        Source::Reach => (lo - chrono::Duration::days(6), format!("weeks ending {} to {}", uk_day(lo), uk_day(hi))),
+        Source::AgeBands => (hi - chrono::Duration::days(27), String::new()),
+        Source::Posts => (lo, format!("posts made {} to {}", uk_day(lo), uk_day(hi))),
+        Source::Campaigns => (lo, format!("campaigns starting {} to {}", uk_day(lo), uk_day(hi))),
+    };
+    if source == Source::AgeBands {
+        notes.push(format!(
+            "age bands are from the 28-day window ending {} (it covers {} to {})",
+            uk_day(hi),
+            uk_day(from),
+            uk_day(hi)
+        ));
+    } else if let DateRange::Between(a, b) = q.date_range
+        && (from != a || hi != b)
+    {
+        notes.push(format!(
+            "{what} answered: they cover {} to {} (asked: {} to {})",
+            uk_day(from),
+            uk_day(hi),
+            uk_day(a),
+            uk_day(b)
+        ));
+    }
+    Some([from.to_string(), hi.to_string()])
+}
+
+/// Why an answer has no rows, from where the report's rows lie against the range asked (day numbers): never a
+/// generic reason.
+fn why_empty(source: Source, q: &Query, days: &[Option<i32>], from: Option<i32>, to: Option<i32>) -> String {
+    let (Some(first), Some(last)) = (days.iter().flatten().min(), days.iter().flatten().max()) else {
+        return match source {
+            Source::AgeBands => "no age-band windows were computed: the stored facts have no age/gender breakdown \
+                (Meta gives none for pages with fewer than 100 people, and the current API has no page-level age \
+                metrics)"
+                .into(),
+            _ => format!("the {} report has no rows: ingest facts, then run `pulse jobs run`", source.table().name),
+        };
+    };
+    let (first, last) = (from_day_number(*first), from_day_number(*last));
+    let unit = match source {
+        Source::Reach => "weeks (ending on Sundays)",
+        Source::AgeBands => "28-day windows",
+        Source::Posts => "posts",
+        Source::Campaigns => "campaigns",
+    };
+    if to.is_some_and(|t| t < day_number(first)) {
+        return format!("no facts that early: the reports' {unit} start on {}", uk_day(first));
+    }
+    if from.is_some_and(|f| f > day_number(last)) {
+        return format!(
+            "not computed yet: the latest of the reports' {unit} ends {} (a week or window counts once complete and \
+             ingested)",
+            uk_day(last)
+        );
+    }
+    if !q.filters.is_empty() {
+        return format!(
+            "no rows pass the filters in that range (the reports' {unit} run {} to {})",
+            uk_day(first),
+            uk_day(last)
+        );
+    }
+    match source {
+        Source::AgeBands => format!(
+            "no age breakdown for a window ending in that range: Meta gives none for fewer than 100 people, and the \
+             API of the time may have had no page age metrics (windows run {} to {})",
+            uk_day(first),
+            uk_day(last)
+        ),
+        Source::Reach => {
+            "no complete week (Monday to Sunday) ends in that range: ask for at least seven days ending on a Sunday"
+                .into()
+        }
+        _ => format!("none in that range (the reports' {unit} run {} to {})", uk_day(first), uk_day(last)),
+    }
+}
+
+fn uk_day(d: NaiveDate) -> String {
+    d.format("%-d %B %Y").to_string()
+}
+
+/// The figures of groups a store added up.
+fn totals_of(groups: Vec<pulse_store::AggregateGroup>) -> BTreeMap<Vec<String>, Totals> {
+    groups
         .into_iter()
         .map(|g| {
             let mut sums = [Sum::default(); 10];
@@ -1085,15 +1182,7 @@ fn from_pushed(
             }
             (g.keys, Totals { sums, days: g.days as usize, registered: g.weight })
         })
-        .collect();
-    // The days answered: the range asked, resolved on the slice's last day, or the slice's own extent.
-    let range = match (&q.date_range, pushed.last_day) {
-        (DateRange::Between(a, b), _) => Some((*a, *b)),
-        (DateRange::LastDays(n), Some(last)) => Some((last - chrono::Duration::days(*n - 1), last)),
-        _ => pushed.first_day.zip(pushed.last_day),
-    };
-    let date_range = range.map(|(a, b)| [a.to_string(), b.to_string()]);
-    finish(source, totals, names, q, tenant, watermark, Vec::new(), date_range)
+        .collect()
 }
 
 /// A group's figures, however they were added up (here, or where the data lives).

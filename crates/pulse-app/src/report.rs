@@ -230,7 +230,10 @@ pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &Re
     let date_col = q.kind.date_column();
     let mut to = q.to;
     let mut from = q.from;
-    if q.latest_week {
+    // Age bands keep a 28-day window a week: without a range the latest window answers (all windows at once would
+    // count each person in up to four of them).
+    let latest_window = q.kind == Kind::AgeBands && q.from.is_none() && q.to.is_none();
+    if q.latest_week || latest_window {
         let latest = dates(&batch, date_col).into_iter().max();
         if let Some(d) = latest {
             from = Some(from_day_number(d).max(from.unwrap_or(NaiveDate::MIN)));

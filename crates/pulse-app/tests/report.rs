@@ -50,6 +50,9 @@ fn run_record(variant: &str, from: NaiveDate, to: NaiveDate) -> RecordBatch {
         Arc::new(StringArray::from(vec!["2018-04-01T00:00:00Z"])),
         Arc::new(arrow::array::Int64Array::from(vec![100])),
         Arc::new(arrow::array::Int64Array::from(vec![3])),
+        Arc::new(StringArray::from(vec!["2018-04-01T00:00:00Z"])),
+        Arc::new(StringArray::from(vec![""])),
+        Arc::new(StringArray::from(vec!["full"])),
     ];
     RecordBatch::try_new(REPORT_RUNS.schema(), columns).unwrap()
 }

@@ -44,6 +44,14 @@ impl Store for AnyStore {
         delegate!(self, s => s.read_page_insights(scope, filter).await)
     }
 
+    async fn fact_days_fetched_since(
+        &self,
+        scope: &TenantScope,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::BTreeSet<chrono::NaiveDate>> {
+        delegate!(self, s => s.fact_days_fetched_since(scope, since).await)
+    }
+
     async fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> Result<WriteAck> {
         delegate!(self, s => s.write_posts(scope, posts).await)
     }

@@ -260,6 +260,20 @@ pub trait Store: Send + Sync {
         async { Ok(()) }
     }
 
+    /// The days of the scope's page insight facts fetched at or after `since` (facts a later fetch superseded
+    /// included): the days an incremental pipelines run recomputes. The default reads every fact; backends answer
+    /// from less (ClickHouse: one DISTINCT over two columns; the lake: only partitions written since).
+    fn fact_days_fetched_since(
+        &self,
+        scope: &TenantScope,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> impl Future<Output = Result<std::collections::BTreeSet<NaiveDate>>> + Send {
+        async move {
+            let facts = self.read_page_insights(scope, &FactFilter::default()).await?;
+            Ok(facts.iter().filter(|f| f.fetched_at >= since).map(|f| f.day).collect())
+        }
+    }
+
     /// Runs `aggregate` over the tenant's current slice of a report table where the data lives (a server store's
     /// GROUP BY), or answers `None` when this backend does not (the caller aggregates [`Store::read_report`]'s
     /// batch itself, which is as fast for a local file). Same figures either way: the analyst query checks it.
@@ -333,6 +347,9 @@ pub struct AggregateGroup {
     pub days: u64,
     /// The summed weight (`None`: no weights asked, or a value without one).
     pub weight: Option<f64>,
+    /// The group's first and last day of the date column.
+    pub first: Option<NaiveDate>,
+    pub last: Option<NaiveDate>,
 }
 
 /// What `migrate` did.

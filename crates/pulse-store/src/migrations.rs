@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "report_row_order",
         sql: include_str!("../../../sql/migrations/0008_report_row_order.sql"),
     },
+    Migration {
+        version: 9,
+        name: "incremental_runs",
+        sql: include_str!("../../../sql/migrations/0009_incremental_runs.sql"),
+    },
 ];
 
 /// Per-tenant analyst views (`sql/tenant_views.sql`), rendered for one tenant by [`tenant_views`].
@@ -65,6 +70,7 @@ pub mod queries {
     pub const READ_POST_INSIGHTS: &str = include_str!("../../../sql/queries/read_post_insights.sql");
     pub const READ_CHECKPOINTS: &str = include_str!("../../../sql/queries/read_checkpoints.sql");
     pub const READ_RUNS: &str = include_str!("../../../sql/queries/read_runs.sql");
+    pub const FACT_DAYS_FETCHED_SINCE: &str = include_str!("../../../sql/queries/fact_days_fetched_since.sql");
     pub const READ_EXPORT_AUDIT: &str = include_str!("../../../sql/queries/read_export_audit.sql");
     pub const READ_STATE: &str = include_str!("../../../sql/queries/read_state.sql");
     pub const READ_LEASE: &str = include_str!("../../../sql/queries/read_lease.sql");

@@ -244,6 +244,17 @@ pub static REPORT_RUNS: ReportTable = ReportTable {
         col("computed_at", ReportType::Str, "when the run finished (UTC, RFC 3339)"),
         col("facts", ReportType::I64, "facts read"),
         col("rows", ReportType::I64, "report rows written"),
+        col(
+            "started_at",
+            ReportType::Str,
+            "when the run started (UTC, RFC 3339): the next incremental run recomputes the days of facts fetched since",
+        ),
+        col(
+            "inputs",
+            ReportType::Str,
+            "digest of the run's other inputs (campaigns, registered patients): a change makes the next run full",
+        ),
+        col("mode", ReportType::Str, "full, or incremental (the days it recomputed)"),
     ],
 };
 
@@ -335,6 +346,26 @@ impl ReportTable {
             }
         }
         Ok(())
+    }
+
+    /// A batch written before the table gained its last columns, with those columns added (text empty, figures
+    /// missing), as ClickHouse's `ADD COLUMN ... DEFAULT` gives old rows. `None` when the batch's columns are not a
+    /// prefix of the table's, or a missing column is neither text nor nullable.
+    pub fn widen(&self, columns: &[arrow::array::ArrayRef], rows: usize) -> Option<RecordBatch> {
+        use arrow::array::{StringArray, new_null_array};
+        if columns.len() >= self.columns.len() {
+            return None;
+        }
+        let schema = self.schema();
+        let mut out = columns.to_vec();
+        for c in &self.columns[columns.len()..] {
+            out.push(match c.ty {
+                ReportType::Str => Arc::new(StringArray::from(vec![""; rows])) as arrow::array::ArrayRef,
+                t if t.nullable() => new_null_array(&t.arrow(), rows),
+                _ => return None,
+            });
+        }
+        RecordBatch::try_new(schema, out).ok()
     }
 
     /// An empty batch in this table's schema.

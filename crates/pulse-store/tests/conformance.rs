@@ -116,6 +116,24 @@ async fn a_corrected_value_supersedes_and_a_stale_one_does_not<S: Store>(store: 
     assert_eq!(page_1001.fetched_at, corrected.fetched_at);
 }
 
+/// What an incremental pipelines run recomputes: the days of facts fetched since a time, this tenant's only.
+async fn the_days_fetched_since_a_time_are_the_days_written_since<S: Store>(store: &S) {
+    let (alpha, beta) = scopes();
+    store.write_page_insights(&alpha, &window(0)).await.unwrap();
+    let revised = fact("M83001", "1001", CanonicalMetric::PageReach, day(10), "", 999.0, 3600);
+    let new_day = fact("M83002", "1002", CanonicalMetric::PageReach, day(45), "", 5.0, 7200);
+    store.write_page_insights(&alpha, &[revised, new_day]).await.unwrap();
+    let other = fact("M83001", "1001", CanonicalMetric::PageReach, day(50), "", 1.0, 9000);
+    store.write_page_insights(&beta, &[other]).await.unwrap();
+    let alpha = &alpha;
+    let days = |since: i64| async move { store.fact_days_fetched_since(alpha, at(since)).await.unwrap() };
+    assert_eq!(days(3000).await.into_iter().collect::<Vec<_>>(), vec![day(10), day(45)]);
+    assert_eq!(days(3600).await.into_iter().collect::<Vec<_>>(), vec![day(10), day(45)], "a fetch at the time counts");
+    assert_eq!(days(7000).await.into_iter().collect::<Vec<_>>(), vec![day(45)]);
+    assert!(days(100_000).await.is_empty(), "nothing fetched since");
+    assert_eq!(days(-1).await.len(), 60, "everything fetched since before the first write: every day");
+}
+
 async fn reads_filter_by_metric_date_practice_and_page<S: Store>(store: &S) {
     let (alpha, _) = scopes();
     store.write_page_insights(&alpha, &window(0)).await.unwrap();
@@ -497,6 +515,7 @@ macro_rules! conformance {
 
 conformance!(
     facts_are_never_doubled,
+    the_days_fetched_since_a_time_are_the_days_written_since,
     a_corrected_value_supersedes_and_a_stale_one_does_not,
     reads_filter_by_metric_date_practice_and_page,
     another_tenants_scope_sees_nothing,

@@ -18,7 +18,7 @@ pub enum JobsCommand {
         /// Only these tenants (repeatable). Default: every configured tenant.
         #[arg(long)]
         tenant: Vec<String>,
-        /// First day of the report range. Default: a year before --to.
+        /// First day of the report range. Default: the first day with facts (the reports keep all history).
         #[arg(long)]
         from: Option<NaiveDate>,
         /// Last day of the report range. Default: the last day ingested for the tenant.
@@ -27,13 +27,17 @@ pub enum JobsCommand {
         /// Report variant to write: `main`, or a name (letters, digits, `.`, `_`, `-`).
         #[arg(long)]
         variant: Option<String>,
+        /// Recompute every report from all facts. Without it the main reports are updated incrementally: only the
+        /// weeks, 28-day windows and campaigns touched by facts fetched since the previous run are recomputed.
+        #[arg(long)]
+        full: bool,
     },
 }
 
 pub async fn run(path: &Path, cmd: JobsCommand) -> Result<ExitCode> {
-    let JobsCommand::Run { tenant, from, to, variant } = cmd;
+    let JobsCommand::Run { tenant, from, to, variant, full } = cmd;
     let config = pulse_app::open::config(path)?;
-    let results = jobs::run(&config, &JobsRequest { tenants: tenant, from, to, variant }).await?;
+    let results = jobs::run(&config, &JobsRequest { tenants: tenant, from, to, variant, full }).await?;
     Ok(print(&results))
 }
 

@@ -816,6 +816,31 @@ impl Store for ClickHouseStore {
         Ok(WriteAck { rows })
     }
 
+    async fn fact_days_fetched_since(
+        &self,
+        scope: &TenantScope,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<std::collections::BTreeSet<NaiveDate>> {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Day {
+            day: String,
+        }
+        let since = u32::try_from(since.timestamp().max(0)).unwrap_or(u32::MAX);
+        let rows: Vec<Day> = self
+            .fetch_tenant(scope.as_str(), "page_insights", queries::FACT_DAYS_FETCHED_SINCE, |q| {
+                q.bind(scope.as_str()).bind(since)
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                r.day.parse().map_err(|e| StoreError::Report {
+                    table: "page_insights".into(),
+                    reason: format!("day `{}` was not read: {e}", r.day),
+                })
+            })
+            .collect()
+    }
+
     async fn read_runs(&self, scope: &TenantScope) -> Result<Vec<IngestRunRecord>> {
         let rows: Vec<RunOut> =
             self.fetch_tenant(scope.as_str(), "ingest_runs", queries::READ_RUNS, |q| q.bind(scope.as_str())).await?;
@@ -1080,6 +1105,11 @@ impl Store for ClickHouseStore {
             inner_cols.push(format!("sum({c}) AS s{i}"));
             outer_cols.push(format!("sum(s{i}) AS s{i}"));
         }
+        // The first and last day each group covers (the answer states the days it covers).
+        inner_cols.push(format!("toString(min({date})) AS lo"));
+        inner_cols.push(format!("toString(max({date})) AS hi"));
+        outer_cols.push("min(lo) AS lo".into());
+        outer_cols.push("max(hi) AS hi".into());
         if two_levels {
             inner_cols.push(format!("uniqExactState({date}) AS d"));
             inner_cols.push("count() AS n".into());
@@ -1188,6 +1218,8 @@ impl Store for ClickHouseStore {
                 sums: (0..aggregate.sums.len()).map(|i| row[format!("s{i}")].as_f64()).collect(),
                 days: row["days"].as_u64().unwrap_or(0),
                 weight: row["weight"].as_f64(),
+                first: row["lo"].as_str().and_then(|d| d.parse().ok()),
+                last: row["hi"].as_str().and_then(|d| d.parse().ok()),
             });
         }
         Ok(Some(answer))

@@ -278,6 +278,24 @@ pub(crate) fn read<R: LakeRecord>(
     Ok(out)
 }
 
+/// Reads a tenant's records of the partitions with a file modified at or after `since` (a partition's files are
+/// written once, by writes and compactions of its rows, so an older partition holds nothing written since).
+pub(crate) fn read_written_since<R: LakeRecord>(
+    root: &Path,
+    tenant: &str,
+    since: std::time::SystemTime,
+) -> Result<Vec<R>> {
+    let mut out = Vec::new();
+    for dir in partitions(root, R::DATASET, tenant, None, None)? {
+        let files = partition_contents(&dir)?;
+        let newest = files.iter().filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).max();
+        if newest.is_some_and(|t| t >= since) {
+            out.extend(merge::<R>(tenant, &files)?);
+        }
+    }
+    Ok(out)
+}
+
 /// A tenant's partition files for `[from, to]`, each checked before anyone scans it in place: the footer decodes
 /// and the file has the dataset's columns. A file that fails is named, with what to do about it. Call
 /// [`compact_range`] first: a partition with parts has rows of one identity in several files.

@@ -152,6 +152,19 @@ impl Store for LakeStore {
         self.upsert(scope, facts).await
     }
 
+    async fn fact_days_fetched_since(
+        &self,
+        scope: &TenantScope,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::BTreeSet<chrono::NaiveDate>> {
+        let tenant = scope.as_str().to_owned();
+        // A file's time is when it was written, after its rows were fetched: a second of slack for coarse clocks.
+        let written = std::time::SystemTime::from(since) - std::time::Duration::from_secs(1);
+        let facts: Vec<PageInsightFact> =
+            self.blocking(false, move |root| dataset::read_written_since(root, &tenant, written)).await?;
+        Ok(facts.iter().filter(|f| f.fetched_at >= since).map(|f| f.day).collect())
+    }
+
     async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
         let mut facts: Vec<PageInsightFact> = self.read(scope, filter.from, filter.to).await?;
         facts.retain(|f| filter.matches(f));
@@ -296,12 +309,16 @@ impl Store for LakeStore {
                 let projected = b
                     .project(&(1..b.num_columns()).collect::<Vec<_>>())
                     .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;
-                let projected = RecordBatch::try_new(table.schema(), projected.columns().to_vec()).map_err(|e| {
-                    StoreError::Corrupt {
-                        path: path.clone(),
-                        reason: format!("not in the shape of {}: {e}", table.name),
+                // A file written before the table gained columns reads with them added (as ClickHouse's defaults).
+                let projected = match RecordBatch::try_new(table.schema(), projected.columns().to_vec()) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        table.widen(projected.columns(), projected.num_rows()).ok_or_else(|| StoreError::Corrupt {
+                            path: path.clone(),
+                            reason: format!("not in the shape of {}: {e}", table.name),
+                        })?
                     }
-                })?;
+                };
                 out.push(projected);
             }
             dataset::concat(table.schema(), &out)

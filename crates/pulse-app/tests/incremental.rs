@@ -1,0 +1,114 @@
+//! Reports keep all history, and the daily run after a daily ingest recomputes only what changed: its reports equal
+//! a full recompute's, table by table, row by row.
+
+use pulse_app::jobs::{JobsRequest, TenantJob, run_on};
+use pulse_store::report::{
+    AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY,
+};
+use pulse_store::{ReportTable, ReportVariant, Store};
+
+const TABLES: [&ReportTable; 7] = [
+    &REACH_WEEKLY,
+    &REACH_TENANT_WEEKLY,
+    &AGE_BANDS,
+    &CAMPAIGN_UPLIFT,
+    &CAMPAIGN_SERIES,
+    &POST_PERFORMANCE,
+    &DATA_QUALITY,
+];
+
+fn modes(results: &[TenantJob]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| match r {
+            TenantJob::Done { summary, .. } => summary.mode.clone(),
+            other => panic!("{:?}", other.problem()),
+        })
+        .collect()
+}
+
+/// Every row of a table as text, in the order written.
+async fn rows<S: Store>(store: &S, scope: &pulse_domain::TenantScope, table: &'static ReportTable) -> Vec<String> {
+    let batch = store.read_report(scope, table, &ReportVariant::main()).await.unwrap();
+    let options = arrow::util::display::FormatOptions::default().with_null("null");
+    let formatters: Vec<_> = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+        .collect();
+    (0..batch.num_rows())
+        .map(|i| formatters.iter().map(|f| f.value(i).to_string()).collect::<Vec<_>>().join("|"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_run_recomputes_what_changed_and_equals_a_full_recompute() {
+    let dir = tempfile::tempdir().unwrap();
+    let new_world = || pulse_sim::World::new(pulse_sim::scenario::resolve("case-study").unwrap(), None);
+    let world = new_world();
+    let sim = std::sync::Arc::new(pulse_sim::Sim::new(new_world(), None));
+    let running = pulse_sim::start(sim, 0).await.unwrap();
+    let path = pulse_app::demo::write_config(&world, dir.path(), Some(&running.url())).unwrap();
+    let config = pulse_config::load(&path).unwrap();
+    let tenant = "north-staffs";
+    // History up to a Wednesday, then the daily ingest of Thursday (with Meta's lookback re-fetched).
+    let day0 = world.end() - chrono::Duration::days(40);
+    let ingest = |today: chrono::NaiveDate| pulse_app::ingest::IngestRequest {
+        tenants: vec![tenant.into()],
+        since: Some(world.start()),
+        today: Some(today),
+        concurrency: 8,
+        ..Default::default()
+    };
+    let run = pulse_app::ingest::run(&config, &ingest(day0), |_| {}).await.unwrap();
+    assert_eq!(run.outcome.exit_code(), 0, "{}", run.closing());
+    let store = pulse_app::open::store(&config).unwrap();
+    let scope = config.operator_access().scope(tenant).unwrap();
+    let jobs = JobsRequest { tenants: vec![tenant.into()], ..Default::default() };
+    assert_eq!(modes(&run_on(&store, &config, &jobs).await.unwrap()), ["full"], "the first run is a full one");
+
+    // The reports hold all history: every week since the first ingested, more than a year of them.
+    let weeks = rows(&store, &scope, &REACH_TENANT_WEEKLY).await;
+    assert!(weeks.len() > 60, "{} weeks of history", weeks.len());
+
+    // Nothing fetched since: an incremental run changes nothing.
+    let before: Vec<Vec<String>> = all_rows(&store, &scope).await;
+    let quiet = modes(&run_on(&store, &config, &jobs).await.unwrap());
+    assert!(quiet[0].starts_with("incremental") && quiet[0].contains("(0 changed days"), "{quiet:?}");
+    assert_same(&all_rows(&store, &scope).await, &before, "a run with nothing new leaves the reports as they were");
+
+    for today in [day0 + chrono::Duration::days(1), day0 + chrono::Duration::days(8)] {
+        let run = pulse_app::ingest::run(&config, &ingest(today), |_| {}).await.unwrap();
+        assert_eq!(run.outcome.exit_code(), 0, "{}", run.closing());
+        let mode = modes(&run_on(&store, &config, &jobs).await.unwrap());
+        assert!(mode[0].starts_with("incremental from"), "{mode:?}");
+        let incremental = all_rows(&store, &scope).await;
+        let full = JobsRequest { full: true, ..jobs.clone() };
+        assert_eq!(modes(&run_on(&store, &config, &full).await.unwrap()), ["full"]);
+        let recomputed = all_rows(&store, &scope).await;
+        assert_same(
+            &incremental,
+            &recomputed,
+            &format!("the incremental run after ingesting {today} equals a full recompute"),
+        );
+    }
+    drop(running);
+}
+
+async fn all_rows<S: Store>(store: &S, scope: &pulse_domain::TenantScope) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for t in TABLES {
+        out.push(rows(store, scope, t).await);
+    }
+    out
+}
+
+/// Each table's rows the same, or the first difference named (not the whole tables).
+fn assert_same(a: &[Vec<String>], b: &[Vec<String>], what: &str) {
+    for ((table, x), y) in TABLES.iter().zip(a).zip(b) {
+        assert_eq!(x.len(), y.len(), "{what}: {} has {} rows against {}", table.name, x.len(), y.len());
+        if let Some((i, (r, s))) = x.iter().zip(y).enumerate().find(|(_, (r, s))| r != s) {
+            panic!("{what}: {} row {i} differs:\n  {r}\n  {s}", table.name);
+        }
+    }
+}
