@@ -55,6 +55,46 @@ pub struct Incremental {
     pub changed: BTreeSet<NaiveDate>,
 }
 
+/// When the main reports can be updated incrementally: the previous main run's history start, and the days of
+/// facts fetched since it started, or since an ingest run that finished after it started began (that run's
+/// facts may have been written after the previous run read). `None` (a full run) when there is no previous run
+/// record with a start, its inputs differ, or it reached past `to`.
+pub async fn incremental_since_previous<S: Store>(
+    store: &S,
+    scope: &pulse_domain::TenantScope,
+    inputs: &str,
+    to: NaiveDate,
+) -> Result<Option<(NaiveDate, Incremental)>> {
+    let runs = store.read_report(scope, &REPORT_RUNS, &ReportVariant::main()).await?;
+    if runs.num_rows() == 0 {
+        return Ok(None);
+    }
+    let text = |name: &str| {
+        runs.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().map(|a| a.value(0).to_owned()))
+            .unwrap_or_default()
+    };
+    let day = |name: &str| {
+        runs.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Date32Array>().map(|a| a.value(0)))
+            .map(pulse_domain::from_day_number)
+    };
+    let (Ok(started), Some(range_from), Some(range_to)) =
+        (chrono::DateTime::parse_from_rfc3339(&text("started_at")), day("range_from"), day("range_to"))
+    else {
+        return Ok(None);
+    };
+    if text("inputs") != inputs || range_to > to {
+        return Ok(None);
+    }
+    let started = started.with_timezone(&chrono::Utc);
+    let ingests = store.read_runs(scope).await?;
+    let since =
+        ingests.iter().filter(|r| r.finished_at >= started).map(|r| r.started_at).fold(started, |a, b| a.min(b));
+    let changed = store.fact_days_fetched_since(scope, since).await?;
+    Ok(Some((range_from, Incremental { changed })))
+}
+
 /// The Monday of `day`'s (Monday-Sunday) week.
 fn monday_of(day: NaiveDate) -> NaiveDate {
     use chrono::Datelike;

@@ -144,7 +144,7 @@ pub async fn run_on<S: Store>(store: &S, config: &Config, request: &JobsRequest)
         let incremental = if request.full || request.from.is_some() || !variant.is_main() {
             None
         } else {
-            match previous_run(store, &scope, &inputs, to).await? {
+            match jobs::incremental_since_previous(store, &scope, &inputs, to).await? {
                 Some((history_from, incremental)) => {
                     from = history_from;
                     Some(incremental)
@@ -178,46 +178,6 @@ pub fn inputs_digest(campaigns: &[Campaign], registered: Option<&Registered>) ->
     use sha2::Digest as _;
     let text = format!("{campaigns:?}\n{registered:?}");
     sha2::Sha256::digest(text.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
-}
-
-/// When the main reports can be updated incrementally: the previous main run's history start, and the days of
-/// facts fetched since it started, or since an ingest run that finished after it started began (that run's
-/// facts may have been written after the previous run read). `None` (a full run) when there is no previous run
-/// record with a start, its inputs differ, or it reached past `to`.
-async fn previous_run<S: Store>(
-    store: &S,
-    scope: &pulse_domain::WriteScope,
-    inputs: &str,
-    to: NaiveDate,
-) -> Result<Option<(NaiveDate, jobs::Incremental)>> {
-    let runs = store.read_report(scope, &pulse_store::report::REPORT_RUNS, &ReportVariant::main()).await?;
-    if runs.num_rows() == 0 {
-        return Ok(None);
-    }
-    let text = |name: &str| {
-        runs.column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().map(|a| a.value(0).to_owned()))
-            .unwrap_or_default()
-    };
-    let day = |name: &str| {
-        runs.column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Date32Array>().map(|a| a.value(0)))
-            .map(pulse_domain::from_day_number)
-    };
-    let (Ok(started), Some(range_from), Some(range_to)) =
-        (chrono::DateTime::parse_from_rfc3339(&text("started_at")), day("range_from"), day("range_to"))
-    else {
-        return Ok(None);
-    };
-    if text("inputs") != inputs || range_to > to {
-        return Ok(None);
-    }
-    let started = started.with_timezone(&chrono::Utc);
-    let ingests = store.read_runs(scope).await?;
-    let since =
-        ingests.iter().filter(|r| r.finished_at >= started).map(|r| r.started_at).fold(started, |a, b| a.min(b));
-    let changed = store.fact_days_fetched_since(scope, since).await?;
-    Ok(Some((range_from, jobs::Incremental { changed })))
 }
 
 /// What a pipelines run computed, for people: headline figures with bars and sparklines.

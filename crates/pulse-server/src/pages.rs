@@ -586,7 +586,8 @@ pub async fn age_bands(
             let _ = write!(body, "<p class=\"note\">{}</p>", escape(n));
         }
         if answer.results.is_empty() {
-            body.push_str("<p class=\"empty\">No age-band figures in this range (Meta withholds breakdowns below 100 people, and the current API era reports watch time, not people).</p>");
+            // The answer's notes above say why (no facts that early, not computed yet, Meta withheld it, ...).
+            body.push_str("<p class=\"empty\">No age-band figures for this range: see the note above.</p>");
         }
         let people: Vec<(String, Option<f64>)> = answer.results.iter().map(|r| (r.dimensions[0].clone(), r.metrics[0])).collect();
         let pen: Vec<(String, Option<f64>)> = answer.results.iter().map(|r| (r.dimensions[0].clone(), r.metrics[1])).collect();

@@ -116,6 +116,44 @@ async fn a_query_answers_with_names_and_is_cached_until_the_reports_change() {
     assert_eq!(total["results"][0]["metrics"][0].as_f64().unwrap(), sum);
 }
 
+/// The reports keep history: the stroke-video month's age bands and last year's weeks answer, `meta` states the days
+/// the rows cover (not the range asked), and an empty answer says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_answers_by_date_with_the_days_covered_and_empty_answers_say_why() {
+    let s = serve().await;
+    let k = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let notes = |a: &Value| {
+        a["meta"]["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let ask = |metric: &str, dims: Vec<&str>, from: &str, to: &str| json!({"metrics": [metric], "dimensions": dims, "date_range": [from, to]});
+    let (status, a) = post(&s.url, &k, &ask("people", vec!["age_band"], "2018-03-01", "2018-03-31")).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["results"].as_array().unwrap().len(), 7, "seven bands in March 2018: {a}");
+    assert_eq!(a["meta"]["date_range"], json!(["2018-02-26", "2018-03-25"]), "the window ending 25 March: 28 days");
+    assert!(notes(&a).iter().any(|n| n.contains("28-day window ending 25 March 2018")), "{:?}", notes(&a));
+    // The window a week earlier answers a range ending then, with its own figures.
+    let (_, earlier) = post(&s.url, &k, &ask("people", vec!["age_band"], "2018-03-01", "2018-03-18")).await;
+    assert_eq!(earlier["meta"]["date_range"], json!(["2018-02-19", "2018-03-18"]));
+    assert_ne!(earlier["results"], a["results"]);
+    // Weeks ending in March begin in February: said.
+    let (_, weeks) = post(&s.url, &k, &ask("gross_reach", vec!["week"], "2018-03-01", "2018-03-31")).await;
+    assert_eq!(weeks["meta"]["date_range"], json!(["2018-02-26", "2018-03-25"]));
+    let said = "weeks ending 4 March 2018 to 25 March 2018 answered: they cover 26 February 2018";
+    assert!(notes(&weeks).iter().any(|n| n.contains(said)), "{:?}", notes(&weeks));
+    // The same month a year before: the history is there for year-on-year.
+    let (_, last_year) = post(&s.url, &k, &ask("gross_reach", vec!["week"], "2017-03-01", "2017-03-31")).await;
+    assert_eq!(last_year["results"].as_array().unwrap().len(), 4, "{last_year}");
+    // Empty answers say why.
+    let (status, before) = post(&s.url, &k, &ask("people", vec!["age_band"], "2015-01-01", "2015-03-01")).await;
+    assert_eq!(status, 200);
+    assert!(before["results"].as_array().unwrap().is_empty());
+    assert!(notes(&before).iter().any(|n| n.contains("no facts that early")), "{:?}", notes(&before));
+    let (_, after) = post(&s.url, &k, &ask("gross_reach", vec![], "2026-01-01", "2026-02-01")).await;
+    assert!(notes(&after).iter().any(|n| n.contains("not computed yet")), "{:?}", notes(&after));
+    let (_, short) = post(&s.url, &k, &ask("gross_reach", vec!["week"], "2018-03-06", "2018-03-09")).await;
+    assert!(notes(&short).iter().any(|n| n.contains("no complete week")), "{:?}", notes(&short));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_input_gets_a_4xx_saying_what_and_how_to_fix_it() {
     let s = serve().await;

@@ -73,6 +73,97 @@ fn campaign(spec: &str) -> Result<Campaign> {
     })
 }
 
+/// `pipelines_bench --jobs <store> <full|nextday|incremental> <to> [--tenants N] [--campaign ...]`: the jobs as
+/// `pulse jobs run` runs them, report tables written, for every tenant (or the first N) of a store (`lake:<dir>` or
+/// `clickhouse:<url>/<database>`): `full` recomputes all history to `to`; `nextday` writes the day `to` (a copy of
+/// the day before) and re-fetches the three days before it, as a daily ingest with Meta's lookback would;
+/// `incremental` updates the reports from the previous run. Prints one JSON line.
+fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
+    use pulse_store::Store;
+    let (spec, mode, to) = (&args[2], args[3].as_str(), args[4].parse::<NaiveDate>()?);
+    let limit: usize = args.get(5).map(|n| n.parse()).transpose()?.unwrap_or(usize::MAX);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let store = if let Some(dir) = spec.strip_prefix("lake:") {
+        pulse_store::AnyStore::Lake(pulse_store::lake::LakeStore::open(dir)?)
+    } else if let Some(rest) = spec.strip_prefix("clickhouse:") {
+        let (url, database) = rest.rsplit_once('/').ok_or("clickhouse:<url>/<database>")?;
+        let store = pulse_store::clickhouse::ClickHouseStore::new(pulse_store::clickhouse::ClickHouseSettings {
+            url: url.into(),
+            database: database.into(),
+            user: "default".into(),
+            password: None,
+            cluster: None,
+            replica_urls: Default::default(),
+        });
+        rt.block_on(store.migrate())?;
+        pulse_store::AnyStore::ClickHouse(Box::new(store))
+    } else {
+        return Err(format!("{spec}: lake:<dir> or clickhouse:<url>/<database>").into());
+    };
+    let tenants: Vec<TenantId> =
+        (1..=42).map(|i| TenantId::new(format!("icb-{i:02}"))).collect::<std::result::Result<_, _>>()?;
+    let access = Access::operator(tenants.into_iter().take(limit));
+    let started = Instant::now();
+    let (mut rows, mut facts, mut changed) = (0usize, 0usize, 0usize);
+    for scope in access.write_scopes() {
+        match mode {
+            "nextday" => {
+                let filter =
+                    pulse_store::FactFilter::days(to - chrono::Duration::days(3), to - chrono::Duration::days(1));
+                let now = chrono::Utc::now();
+                let mut written: Vec<pulse_domain::PageInsightFact> =
+                    rt.block_on(store.read_page_insights(&scope, &filter))?;
+                let next: Vec<_> = written
+                    .iter()
+                    .filter(|f| f.day == to - chrono::Duration::days(1))
+                    .map(|f| {
+                        let mut n = f.clone();
+                        n.day = to;
+                        n
+                    })
+                    .collect();
+                written.extend(next);
+                for f in &mut written {
+                    f.fetched_at = now;
+                }
+                facts += rt.block_on(store.write_page_insights(&scope, &written))?.rows;
+                rt.block_on(store.settle(&scope))?;
+            }
+            "full" | "incremental" => {
+                let (from, incremental) = match mode {
+                    "full" => (jobs::HISTORY_START, None),
+                    _ => match rt.block_on(jobs::incremental_since_previous(&store, &scope, "bench", to))? {
+                        Some((from, inc)) => (from, Some(inc)),
+                        None => return Err(format!("{scope}: no previous run to update: run `full` first").into()),
+                    },
+                };
+                changed += incremental.as_ref().map_or(0, |i| i.changed.len());
+                let input = JobInput {
+                    scope,
+                    from,
+                    to,
+                    campaigns: campaigns.to_vec(),
+                    registered: None,
+                    variant: pulse_store::ReportVariant::main(),
+                    inputs: "bench".into(),
+                    incremental,
+                };
+                let summary = rt.block_on(jobs::run(&store, input))?;
+                facts += summary.facts;
+                rows += summary.rows_written.values().sum::<usize>();
+            }
+            other => return Err(format!("mode {other}: full, nextday or incremental").into()),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"mode\": \"{mode}\", \"tenants\": {}, \"facts\": {facts}, \"changed_days\": {changed}, \"report_rows_written\": {rows}, \"seconds\": {secs:.2}, \"peak_rss_mib\": {:.0}}}",
+        access.scopes().len(),
+        peak_rss_mib()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     pulse_pipelines::limit_malloc_arenas();
     let all: Vec<String> = std::env::args().collect();
@@ -87,6 +178,9 @@ fn main() -> Result<()> {
         } else {
             args.push(a);
         }
+    }
+    if args.get(1).map(String::as_str) == Some("--jobs") {
+        return jobs_bench(&args, &campaigns);
     }
     let root = std::path::PathBuf::from(&args[1]);
     let from: NaiveDate = args[2].parse()?;

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Reports keep all history, and the daily run recomputes only what changed: over a national year in the lake (42
+# tenants x 100 pages, `gen_lake`), a full recompute of every tenant's reports, then the next day's facts written as a
+# daily ingest writes them (the new day and three days of Meta's lookback re-fetched), the incremental run, and a full
+# recompute of the same data as the reference, same session, each in its own process (peak memory is per process).
+# Writes benches/results/incremental-jobs.md.
+#
+#   bash benches/incremental-jobs.sh [lake dir]     # default /tmp/pulse-national-lake (generated if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source benches/common.sh
+LAKE="${1:-/tmp/pulse-national-lake}"
+bench_build gen_lake pipelines_bench
+STROKE='Stroke awareness|#StrokeAware|2026-10-03|3|0.3'
+FLU='Flu jab drive|#FluJab2026|2026-09-14|7|0.4'
+CAMPAIGNS=(--campaign "$STROKE" --campaign "$FLU")
+if [ ! -d "$LAKE/posts" ]; then
+  rm -rf "$LAKE"
+  "${CARGO_TARGET_DIR:-target}"/release/gen_lake "$LAKE" "${CAMPAIGNS[@]}"
+fi
+BIN="${CARGO_TARGET_DIR:-target}/release/pipelines_bench"
+TO=2026-11-20; NEXT=2026-11-21
+reports_size() { du -sb "$LAKE/reports" | cut -f1; }
+FULL="$("$BIN" --jobs "lake:$LAKE" full "$TO" "${CAMPAIGNS[@]}")"; echo "full to $TO: $FULL"
+SIZE_YEAR=$(reports_size)
+DAY="$("$BIN" --jobs "lake:$LAKE" nextday "$NEXT")"; echo "next day written: $DAY"
+INC="$("$BIN" --jobs "lake:$LAKE" incremental "$NEXT" "${CAMPAIGNS[@]}")"; echo "incremental to $NEXT: $INC"
+SIZE_INC=$(reports_size)
+REF="$("$BIN" --jobs "lake:$LAKE" full "$NEXT" "${CAMPAIGNS[@]}")"; echo "full to $NEXT (reference): $REF"
+SIZE_REF=$(reports_size)
+INC2="$("$BIN" --jobs "lake:$LAKE" incremental "$NEXT" "${CAMPAIGNS[@]}")"; echo "incremental, nothing new: $INC2"
+python3 - "$FULL" "$DAY" "$INC" "$REF" "$INC2" "$SIZE_YEAR" "$SIZE_INC" "$SIZE_REF" <<'PY'
+import json, sys, datetime, os
+full, day, inc, ref, inc2 = [json.loads(x) for x in sys.argv[1:6]]
+size_year, size_inc, size_ref = [int(x) for x in sys.argv[6:9]]
+ratio = inc["seconds"] / ref["seconds"]
+mem = inc["peak_rss_mib"] / ref["peak_rss_mib"]
+md = f"""# Incremental jobs against a full recompute, national year
+
+Recorded {datetime.date.today()} on this machine ({os.cpu_count()} cores) with `bash benches/incremental-jobs.sh`.
+Data: the national year of `gen_lake` in the embedded lake (42 tenants x 100 pages x 365 days, 116,508,000 fact
+rows, about 440,000 posts, two campaigns), reports over all history written by `pulse jobs run`'s path
+(`jobs::run`, every table, report files replaced), each step in its own process.
+
+| step | seconds | peak memory (MiB) | facts read | report rows written |
+|---|---|---|---|---|
+| full recompute to 2026-11-20 (a year) | {full['seconds']:.1f} | {full['peak_rss_mib']} | {full['facts']:,} | {full['report_rows_written']:,} |
+| daily ingest of 2026-11-21 (the day, and 3 days of lookback re-fetched) | {day['seconds']:.1f} | {day['peak_rss_mib']} | {day['facts']:,} written | |
+| **incremental run to 2026-11-21** ({inc['changed_days']} changed tenant-days) | **{inc['seconds']:.1f}** | **{inc['peak_rss_mib']}** | {inc['facts']:,} | {inc['report_rows_written']:,} |
+| full recompute to 2026-11-21 (reference, same data) | {ref['seconds']:.1f} | {ref['peak_rss_mib']} | {ref['facts']:,} | {ref['report_rows_written']:,} |
+| incremental run with nothing new | {inc2['seconds']:.1f} | {inc2['peak_rss_mib']} | {inc2['facts']:,} | {inc2['report_rows_written']:,} |
+
+**Incremental / full: {ratio:.3f} of the time** (goal <= 0.1), **{mem:.2f} of the peak memory** (goal <= 1).
+
+Report storage (all tenants' report files): {size_year:,} bytes after the year, {size_inc:,} after the incremental
+run, {size_ref:,} after the full recompute of the same days: an incremental run writes the same reports as a full
+one (`crates/pulse-app/tests/incremental.rs` checks them row by row), and each table holds one row per page and week
+(or per window, campaign, post), so storage grows linearly in weeks.
+"""
+if ratio > 0.1:
+    md += """
+**Why the goal is not met yet, and the next step.** The incremental run reads 966,000 facts instead of 26 million
+and recomputes two weeks instead of 53, but it still reads every tenant's report tables, posts and post snapshots and
+writes every report table whole (2.26 million rows, most of them age bands: a window a week for every practice): the
+run with nothing new, which recomputes only the last week, takes most of its time on that alone. Reaching 0.1x needs
+report storage in week partitions (the lake's report file per week and table, ClickHouse slices per week) so a run
+writes only the weeks and windows it recomputed, and post performance updated from the snapshots fetched since
+(ranks recomputed from the stored lifetime figures). ClickHouse was not measured in this session: the bench takes
+`clickhouse:<url>/<database>` as its store, with the national year ingested there first (`benches/cluster-backfill.sh`
+does that ingest).
+"""
+open("benches/results/incremental-jobs.md", "w").write(md)
+print(md)
+PY
