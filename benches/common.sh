@@ -23,3 +23,7 @@ bench_build() {
   for b in "$@"; do bins+=(--bin "$b"); done
   cargo build -q --release --workspace "${bins[@]}"
 }
+
+# The campaigns of the generated national year (`gen_lake`): name|#tag|first day|days|share of each tenant's pages
+# taking part.
+NATIONAL_CAMPAIGNS=(--campaign 'Stroke awareness|#StrokeAware|2026-10-03|3|0.3' --campaign 'Flu jab drive|#FluJab2026|2026-09-14|7|0.4')

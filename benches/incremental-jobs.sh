@@ -11,9 +11,7 @@ cd "$(dirname "$0")/.."
 source benches/common.sh
 LAKE="${1:-/tmp/pulse-national-lake}"
 bench_build gen_lake pipelines_bench
-STROKE='Stroke awareness|#StrokeAware|2026-10-03|3|0.3'
-FLU='Flu jab drive|#FluJab2026|2026-09-14|7|0.4'
-CAMPAIGNS=(--campaign "$STROKE" --campaign "$FLU")
+CAMPAIGNS=("${NATIONAL_CAMPAIGNS[@]}")
 if [ ! -d "$LAKE/posts" ]; then
   rm -rf "$LAKE"
   "${CARGO_TARGET_DIR:-target}"/release/gen_lake "$LAKE" "${CAMPAIGNS[@]}"

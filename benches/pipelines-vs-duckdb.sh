@@ -11,10 +11,7 @@ source benches/common.sh
 LAKE="${1:-/tmp/pulse-national-lake}"
 python3 -c "import duckdb" 2>/dev/null || python3 -m pip install -q duckdb
 bench_build gen_lake pipelines_bench
-# The campaigns of the generated year: name|#tag|first day|days|share of each tenant's pages taking part.
-STROKE='Stroke awareness|#StrokeAware|2026-10-03|3|0.3'
-FLU='Flu jab drive|#FluJab2026|2026-09-14|7|0.4'
-CAMPAIGNS=(--campaign "$STROKE" --campaign "$FLU")
+CAMPAIGNS=("${NATIONAL_CAMPAIGNS[@]}")
 if [ ! -d "$LAKE/posts" ]; then
   rm -rf "$LAKE"
   GEN="$("${CARGO_TARGET_DIR:-target}"/release/gen_lake "$LAKE" "${CAMPAIGNS[@]}")"

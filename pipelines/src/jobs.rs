@@ -290,6 +290,11 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             .map_err(|e| PipelineError::Input(e.to_string()))??;
     let (tables, mut summary) = computed;
     for (table, df) in tables {
+        // An incremental run that recomputed no campaign leaves the campaign tables as they are.
+        let campaign_table = table.name == CAMPAIGN_UPLIFT.name || table.name == CAMPAIGN_SERIES.name;
+        if plan.as_ref().is_some_and(|p| p.campaigns.is_empty()) && campaign_table {
+            continue;
+        }
         let mut batch = frames::to_batch(&df, table)?;
         if let Some(p) = &plan {
             let old = store.read_report(&input.scope, table, &input.variant).await?;
