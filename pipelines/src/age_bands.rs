@@ -84,10 +84,13 @@ fn source_cells(facts: &DataFrame, to: NaiveDate) -> Result<Vec<SourceCells>> {
     let source_of = |i: usize| {
         SOURCES.iter().position(|(m, p, _)| metrics.get(i) == Some(m.as_str()) && periods.get(i) == Some(p.as_str()))
     };
-    // Each (source, page)'s latest day.
+    // Each (source, page)'s latest day in the last week (the latest window; see `frames::Facts`).
+    let last_week = day_number(to) - 6;
     let mut latest_day: BTreeMap<(usize, &str), i32> = BTreeMap::new();
     for i in 0..f.height() {
-        if let (Some(src), Some(page), Some(d)) = (source_of(i), pages.get(i), days.get(i)) {
+        if let (Some(src), Some(page), Some(d)) = (source_of(i), pages.get(i), days.get(i))
+            && d >= last_week
+        {
             let e = latest_day.entry((src, page)).or_insert(d);
             *e = (*e).max(d);
         }
@@ -300,16 +303,20 @@ pub fn age_bands(
         windows.entry(end).or_insert((cells, label));
     }
     let mut rows = Rows::default();
-    if windows.is_empty() {
-        let video = video_cells(snapshots);
-        if video.is_empty() {
-            return Ok((rows.frame()?, no_source_reason(to)));
-        }
-        rows.push_window(&video, day_number(to), VIDEO_SOURCE, false, registered);
-        return Ok((rows.frame()?, VIDEO_SOURCE.to_owned()));
-    }
     for (end, (cells, label)) in &windows {
         rows.push_window(cells, *end, label, true, registered);
+    }
+    // Without a page-level breakdown in the last week (the current API era has none), the latest window is the video
+    // watch time of the page's posts, when there is any.
+    if sources.iter().all(|c| c.latest_end.is_none()) {
+        let video = video_cells(snapshots);
+        if !video.is_empty() {
+            rows.push_window(&video, day_number(to), VIDEO_SOURCE, false, registered);
+            return Ok((rows.frame()?, VIDEO_SOURCE.to_owned()));
+        }
+        if windows.is_empty() {
+            return Ok((rows.frame()?, no_source_reason(to)));
+        }
     }
     let latest = windows.values().next_back().map(|(_, l)| (*l).to_owned()).unwrap_or_default();
     Ok((rows.frame()?, latest))

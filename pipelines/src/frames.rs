@@ -58,13 +58,15 @@ pub fn is_sunday(day: Expr) -> Expr {
     (day.cast(DataType::Int32) % lit(7)).eq(lit(3))
 }
 
-/// The breakdown rows of the windows the reports keep: Sundays, and each (page, metric, period)'s latest day among
-/// the Sundays and the last week before `to` (a page whose breakdowns stopped earlier keeps its last Sunday as its
-/// latest, so the store's files need not be read day by day).
+/// The breakdown rows of the windows the reports keep: Sundays, and each (page, metric, period)'s latest day in the
+/// last week before `to` (the latest window: a page with none that week is in its Sundays' windows only, so an
+/// incremental run, which reads from at least a week back, sees the same latest window as a full one).
 fn kept_windows(lf: LazyFrame, to: NaiveDate) -> Result<LazyFrame> {
     let last_week = to - chrono::Duration::days(6);
-    let candidates = lf.filter(is_sunday(col("day")).or(col("day").gt_eq(lit(last_week))));
-    let latest = col("day").eq(col("day").max().over([col("page_id"), col("metric"), col("period")])?);
+    let recent = col("day").gt_eq(lit(last_week));
+    let candidates = lf.filter(is_sunday(col("day")).or(recent.clone()));
+    let last = when(recent.clone()).then(col("day")).otherwise(lit(NULL).cast(DataType::Date));
+    let latest = recent.and(col("day").eq(last.max().over([col("page_id"), col("metric"), col("period")])?));
     Ok(candidates.filter(is_sunday(col("day")).or(latest)))
 }
 

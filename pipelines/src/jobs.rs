@@ -2,6 +2,7 @@
 //! write every report table.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
@@ -31,6 +32,10 @@ pub const CAMPAIGN_METRICS: &[(&str, M, M)] = &[
 /// first day with facts.
 pub const HISTORY_START: NaiveDate = NaiveDate::from_ymd_opt(2004, 2, 4).expect("a date");
 
+/// Days after a campaign's window its posts' lifetime figures may still be re-fetched (the ingest snapshots a post
+/// for 28 days after it was made).
+pub const CAMPAIGN_SNAPSHOT_DAYS: i64 = 28;
+
 /// Days of history loaded before a campaign for its counterfactual and placebo windows.
 pub const CAMPAIGN_HISTORY_DAYS: i64 = 420;
 
@@ -53,6 +58,8 @@ pub struct JobInput {
 #[derive(Debug, Clone)]
 pub struct Incremental {
     pub changed: BTreeSet<NaiveDate>,
+    /// When the changed days were asked for: this run's start, so facts fetched after it are the next run's.
+    pub asked_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// When the main reports can be updated incrementally: the previous main run's history start, and the days of
@@ -88,11 +95,18 @@ pub async fn incremental_since_previous<S: Store>(
         return Ok(None);
     }
     let started = started.with_timezone(&chrono::Utc);
+    let asked_at = chrono::Utc::now();
     let ingests = store.read_runs(scope).await?;
     let since =
         ingests.iter().filter(|r| r.finished_at >= started).map(|r| r.started_at).fold(started, |a, b| a.min(b));
-    let changed = store.fact_days_fetched_since(scope, since).await?;
-    Ok(Some((range_from, Incremental { changed })))
+    let mut changed = store.fact_days_fetched_since(scope, since).await?;
+    // A backfill before the reports' first day: a full run (the history starts earlier now).
+    if changed.first().is_some_and(|d| *d < range_from) {
+        return Ok(None);
+    }
+    // Days after the previous run's range were not in it, whenever they were fetched.
+    changed.extend(range_to.iter_days().skip(1).take_while(|d| *d <= to));
+    Ok(Some((range_from, Incremental { changed, asked_at })))
 }
 
 /// The Monday of `day`'s (Monday-Sunday) week.
@@ -109,6 +123,10 @@ struct Plan {
     campaigns: Vec<Campaign>,
     /// Pages with facts in the days read.
     loaded_pages: BTreeSet<String>,
+    /// Every campaign's name, in the configured order.
+    all_campaigns: Vec<String>,
+    /// The last day of the run.
+    to: NaiveDate,
 }
 
 impl Plan {
@@ -116,19 +134,28 @@ impl Plan {
         // Nothing changed still refreshes the last week: stale pages and the latest window are about now.
         let first = inc.changed.iter().copied().filter(|d| *d <= to).min().unwrap_or(to).min(to);
         let replace_from = monday_of(first);
-        let campaigns = campaigns
+        let estimate = campaigns
             .iter()
             .filter(|c| {
                 let (ws, we) = c.window();
+                // Its posts' lifetime figures are re-fetched for POST_SNAPSHOT_DAYS after they were made, with the
+                // days of facts the same ingest writes: those days recompute it too.
                 let (lo, hi) = (
                     from_day_number(ws) - Duration::days(CAMPAIGN_HISTORY_DAYS),
-                    from_day_number(we) + Duration::days(campaign::SERIES_DAYS_AFTER),
+                    from_day_number(we) + Duration::days(campaign::SERIES_DAYS_AFTER.max(CAMPAIGN_SNAPSHOT_DAYS)),
                 );
                 inc.changed.iter().any(|d| *d >= lo && *d <= hi)
             })
             .cloned()
             .collect();
-        Plan { replace_from, load_from: replace_from - Duration::days(7), campaigns, loaded_pages: BTreeSet::new() }
+        Plan {
+            replace_from,
+            load_from: replace_from - Duration::days(7),
+            campaigns: estimate,
+            loaded_pages: BTreeSet::new(),
+            all_campaigns: campaigns.iter().map(|c| c.name.clone()).collect(),
+            to,
+        }
     }
 }
 
@@ -241,7 +268,7 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
 
 pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     let started = Instant::now();
-    let started_at = chrono::Utc::now();
+    let started_at = input.incremental.as_ref().map_or_else(chrono::Utc::now, |i| i.asked_at);
     let mut plan = input.incremental.as_ref().map(|inc| Plan::new(inc, input.to, &input.campaigns));
     // An incremental run reads facts from the week before the first changed one, every post (ranks are across
     // them all), and the history of the campaigns it recomputes.
@@ -371,7 +398,7 @@ fn merge(table: &ReportTable, old: &RecordBatch, new: &RecordBatch, plan: &Plan)
             (
                 (0..old.num_rows())
                     .map(|i| match checks[i].as_str() {
-                        "gap" | "unique_above_total" | "week_below_max_day" => days[i] < load_from,
+                        "gap" | "metric_gap" | "unique_above_total" | "week_below_max_day" => days[i] < load_from,
                         "stale" => !loaded.contains(&pages[i]) && !recomputed.contains(&pages[i]),
                         _ => false,
                     })
@@ -391,24 +418,64 @@ fn merge(table: &ReportTable, old: &RecordBatch, new: &RecordBatch, plan: &Plan)
         let mask = arrow::array::BooleanArray::from(keep);
         arrow::compute::filter_record_batch(b, &mask).map_err(|e| PipelineError::Input(e.to_string()))
     };
-    let (old, new) = (pick(old, keep_old)?, pick(new, keep_new)?);
+    let (mut old, new) = (pick(old, keep_old)?, pick(new, keep_new)?);
+    // A stale page kept from before is still stale: through the new last day, as a full run would say.
+    if table.name == DATA_QUALITY.name {
+        old = extend_stale(&old, frames::day_number(plan.to))?;
+    }
     let fail = |e: arrow::error::ArrowError| PipelineError::Input(format!("{}: {e}", table.name));
     let merged = arrow::compute::concat_batches(&table.schema(), [&old, &new]).map_err(fail)?;
-    // Weekly reach is written page by page, week by week, as a full run writes it.
-    if table.name != REACH_WEEKLY.name {
+    // In the order a full run writes: weekly reach page by page, week by week; campaigns in the configured order
+    // (each campaign's rows as they were computed).
+    let order = if table.name == REACH_WEEKLY.name {
+        let keys = ["page_id", "week_ending"].map(|c| arrow::compute::SortColumn {
+            values: merged.column_by_name(c).expect("a reach column").clone(),
+            options: None,
+        });
+        arrow::compute::lexsort_to_indices(&keys, None).map_err(fail)?
+    } else if table.name == CAMPAIGN_UPLIFT.name || table.name == CAMPAIGN_SERIES.name {
+        let names = texts(&merged, "campaign");
+        let rank = |n: &str| plan.all_campaigns.iter().position(|c| c == n).unwrap_or(usize::MAX);
+        let mut idx: Vec<u32> = (0..merged.num_rows() as u32).collect();
+        idx.sort_by_key(|i| rank(&names[*i as usize]));
+        arrow::array::UInt32Array::from(idx)
+    } else {
         return Ok(merged);
-    }
-    let keys = ["page_id", "week_ending"].map(|c| arrow::compute::SortColumn {
-        values: merged.column_by_name(c).expect("a reach column").clone(),
-        options: None,
-    });
-    let order = arrow::compute::lexsort_to_indices(&keys, None).map_err(fail)?;
+    };
     let columns = merged
         .columns()
         .iter()
         .map(|c| arrow::compute::take(c, &order, None))
         .collect::<std::result::Result<Vec<_>, _>>();
     RecordBatch::try_new(table.schema(), columns.map_err(fail)?).map_err(fail)
+}
+
+/// Quality rows with `stale` ones running to `to` (their first day stays: the day after the page's last data).
+fn extend_stale(b: &RecordBatch, to: i32) -> Result<RecordBatch> {
+    use arrow::array::{Array, Date32Array, StringArray, UInt32Array};
+    let fail = |what: &str| PipelineError::Input(format!("report_data_quality: no {what} column"));
+    let col = |name: &str| b.column_by_name(name).ok_or_else(|| fail(name));
+    let checks = col("check_name")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| fail("check_name"))?;
+    let from = col("day_from")?.as_any().downcast_ref::<Date32Array>().ok_or_else(|| fail("day_from"))?;
+    let day_to = col("day_to")?.as_any().downcast_ref::<Date32Array>().ok_or_else(|| fail("day_to"))?;
+    let count = col("count")?.as_any().downcast_ref::<UInt32Array>().ok_or_else(|| fail("count"))?;
+    let stale = |i: usize| checks.value(i) == "stale";
+    let new_to: Date32Array = (0..b.num_rows()).map(|i| Some(if stale(i) { to } else { day_to.value(i) })).collect();
+    let new_count: UInt32Array = (0..b.num_rows())
+        .map(|i| Some(if stale(i) { (to - from.value(i) + 1).max(0) as u32 } else { count.value(i) }))
+        .collect();
+    let schema = b.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(b.columns())
+        .map(|(f, c)| match f.name().as_str() {
+            "day_to" => Arc::new(new_to.clone()) as arrow::array::ArrayRef,
+            "count" => Arc::new(new_count.clone()) as arrow::array::ArrayRef,
+            _ => c.clone(),
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).map_err(|e| PipelineError::Input(e.to_string()))
 }
 
 /// Report tables with their frames, and the summary to print.
@@ -560,9 +627,17 @@ fn campaigns_report(
             .collect();
         let treated: Vec<String> =
             matched.iter().map(|p| p.page.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
-        let controls: Vec<String> = pages_with_data.iter().filter(|p| !treated.contains(p)).cloned().collect();
-        let exclude: Vec<(i32, i32)> = windows.iter().copied().filter(|w| *w != c.window()).collect();
+        // Controls: pages with data in the campaign's history and window (the days an incremental run reads for
+        // it, so both kinds of run pick the same pages).
         let (ws, we) = c.window();
+        let (lo, hi) = (ws - CAMPAIGN_HISTORY_DAYS as i32, we + campaign::SERIES_DAYS_AFTER as i32);
+        let controls: Vec<String> = pages_with_data
+            .iter()
+            .filter(|p| !treated.contains(p))
+            .filter(|p| all_series.values().any(|s| s.get(*p).is_some_and(|days| days.range(lo..=hi).next().is_some())))
+            .cloned()
+            .collect();
+        let exclude: Vec<(i32, i32)> = windows.iter().copied().filter(|w| *w != c.window()).collect();
         for (name, page_metric, post_metric) in CAMPAIGN_METRICS {
             let lifetime: Vec<f64> =
                 matched.iter().filter_map(|p| latest.get(&(p.post.as_str(), *post_metric)).copied()).collect();

@@ -1104,6 +1104,9 @@ fn covered_days(
         ));
     } else if let DateRange::Between(a, b) = q.date_range
         && (from != a || hi != b)
+        // An open side (the dashboard's range with one end) is not a day anyone asked for.
+        && a != NaiveDate::MIN
+        && b != NaiveDate::MAX
     {
         notes.push(format!(
             "{what} answered: they cover {} to {} (asked: {} to {})",

@@ -21,8 +21,13 @@ fn modes(results: &[TenantJob]) -> Vec<String> {
 }
 
 /// Every row of a table as text, in the order written.
-async fn rows<S: Store>(store: &S, scope: &pulse_domain::TenantScope, table: &'static ReportTable) -> Vec<String> {
-    let batch = store.read_report(scope, table, &ReportVariant::main()).await.unwrap();
+async fn rows<S: Store>(
+    store: &S,
+    scope: &pulse_domain::TenantScope,
+    table: &'static ReportTable,
+    variant: &ReportVariant,
+) -> Vec<String> {
+    let batch = store.read_report(scope, table, variant).await.unwrap();
     let options = arrow::util::display::FormatOptions::default().with_null("null");
     let formatters: Vec<_> = batch
         .columns()
@@ -61,37 +66,41 @@ async fn the_daily_run_recomputes_what_changed_and_equals_a_full_recompute() {
     assert_eq!(modes(&run_on(&store, &config, &jobs).await.unwrap()), ["full"], "the first run is a full one");
 
     // The reports hold all history: every week since the first ingested, more than a year of them.
-    let weeks = rows(&store, &scope, &REACH_TENANT_WEEKLY).await;
+    let main = ReportVariant::main();
+    let weeks = rows(&store, &scope, &REACH_TENANT_WEEKLY, &main).await;
     assert!(weeks.len() > 60, "{} weeks of history", weeks.len());
 
     // Nothing fetched since: an incremental run changes nothing.
-    let before: Vec<Vec<String>> = all_rows(&store, &scope).await;
+    let before: Vec<Vec<String>> = all_rows(&store, &scope, &main).await;
     let quiet = modes(&run_on(&store, &config, &jobs).await.unwrap());
     assert!(quiet[0].starts_with("incremental") && quiet[0].contains("(0 changed days"), "{quiet:?}");
-    assert_same(&all_rows(&store, &scope).await, &before, "a run with nothing new leaves the reports as they were");
+    assert_same(
+        &all_rows(&store, &scope, &main).await,
+        &before,
+        "a run with nothing new leaves the reports as they were",
+    );
 
-    for today in [day0 + chrono::Duration::days(1), day0 + chrono::Duration::days(8)] {
+    // A day later, a week later, and the next day: incremental runs on top of incremental runs.
+    for today in [1, 8, 9].map(|n| day0 + chrono::Duration::days(n)) {
         let run = pulse_app::ingest::run(&config, &ingest(today), |_| {}).await.unwrap();
         assert_eq!(run.outcome.exit_code(), 0, "{}", run.closing());
         let mode = modes(&run_on(&store, &config, &jobs).await.unwrap());
         assert!(mode[0].starts_with("incremental from"), "{mode:?}");
-        let incremental = all_rows(&store, &scope).await;
-        let full = JobsRequest { full: true, ..jobs.clone() };
+        let incremental = all_rows(&store, &scope, &main).await;
+        // The reference: a full recompute of the same data into a variant, so the incremental runs keep stacking.
+        let reference = ReportVariant::named("reference").unwrap();
+        let full = JobsRequest { full: true, variant: Some("reference".into()), ..jobs.clone() };
         assert_eq!(modes(&run_on(&store, &config, &full).await.unwrap()), ["full"]);
-        let recomputed = all_rows(&store, &scope).await;
-        assert_same(
-            &incremental,
-            &recomputed,
-            &format!("the incremental run after ingesting {today} equals a full recompute"),
-        );
+        let recomputed = all_rows(&store, &scope, &reference).await;
+        assert_same(&incremental, &recomputed, &format!("incremental runs up to {today} equal a full recompute"));
     }
     drop(running);
 }
 
-async fn all_rows<S: Store>(store: &S, scope: &pulse_domain::TenantScope) -> Vec<Vec<String>> {
+async fn all_rows<S: Store>(store: &S, scope: &pulse_domain::TenantScope, variant: &ReportVariant) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for t in tables() {
-        out.push(rows(store, scope, t).await);
+        out.push(rows(store, scope, t, variant).await);
     }
     out
 }
