@@ -53,7 +53,7 @@ rows, about 440,000 posts, two campaigns), reports over all history written by `
 Report storage (all tenants' report files): {size_year:,} bytes after the year, {size_inc:,} after the incremental
 run, {size_ref:,} after the full recompute of the same days: an incremental run writes the same reports as a full
 one (`crates/pulse-app/tests/incremental.rs` checks them row by row), and each table holds one row per page and week
-(or per window, campaign, post), so storage grows linearly in weeks.
+(or per window, campaign, post). Growth across years was not measured here: only one year of history was stored.
 """
 if ratio > 0.1:
     md += """
