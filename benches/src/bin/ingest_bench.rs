@@ -90,6 +90,7 @@ async fn main() -> Result<()> {
         password: None,
         cluster: cluster.clone(),
         replica_urls: replica_urls.clone(),
+        zookeeper: None,
     };
     // `--lake DIR`: the embedded lake instead of ClickHouse.
     let lake = arg(&args, "--lake");

@@ -220,6 +220,7 @@ async fn main() -> Result<()> {
                     password: None,
                     cluster: None,
                     replica_urls: Default::default(),
+                    zookeeper: None,
                 },
             )));
             ch.migrate().await?;

@@ -195,9 +195,11 @@ pub async fn send_list_leased<S: Store + Clone + 'static>(
     result
 }
 
-/// Renews `holder`'s lease on `job` every third of `ttl` while the returned task runs, and fences the sender: if the
-/// lease is found held by another (it lapsed, say while this process was paused) or cannot be renewed before it would
-/// lapse, `halt` is set, so the sender stops before its next recipient instead of sending beside the new holder.
+/// Renews `holder`'s lease on `job` while the returned task runs (as often as the store asks,
+/// [`Store::lease_trust`]), and fences the sender: if the lease is found held by another (it lapsed, say while this
+/// process was paused) or is not confirmed within the time the store trusts a confirmation for, `halt` is set, so the
+/// sender stops before its next recipient instead of sending beside the new holder. A failed renewal is tried again
+/// sooner than the usual interval, while there is time.
 pub fn keep_lease<S: Store + Clone + 'static>(
     store: &S,
     scope: &pulse_domain::WriteScope,
@@ -208,23 +210,37 @@ pub fn keep_lease<S: Store + Clone + 'static>(
 ) -> tokio::task::JoinHandle<()> {
     let (store, scope, job, holder) = (store.clone(), scope.clone(), job.to_owned(), holder.to_owned());
     tokio::spawn(async move {
-        let mut confirmed = std::time::Instant::now();
+        let (every, trust) = store.lease_trust(ttl);
+        let mut confirmed = tokio::time::Instant::now();
+        let mut wait = every;
         loop {
-            tokio::time::sleep(ttl / 3).await;
-            match store.try_lease(&scope, &job, &holder, ttl).await {
-                Ok(pulse_store::LeaseOutcome::Acquired(_)) => confirmed = std::time::Instant::now(),
-                Ok(pulse_store::LeaseOutcome::HeldBy(l)) => {
+            tokio::time::sleep(wait).await;
+            let deadline = confirmed + trust;
+            let asked = tokio::time::Instant::now();
+            match tokio::time::timeout_at(deadline, store.try_lease(&scope, &job, &holder, ttl)).await {
+                Ok(Ok(pulse_store::LeaseOutcome::Acquired(_))) => {
+                    // Confirmed as of when it was asked, not when the answer came.
+                    confirmed = asked;
+                    wait = every;
+                }
+                Ok(Ok(pulse_store::LeaseOutcome::HeldBy(l))) => {
                     tracing::error!(job = %job, holder = %l.holder, "the lease was lost to another process; stopping before the next recipient");
                     halt.store(true, Ordering::SeqCst);
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(job = %job, error = %e, "renewing the lease failed");
-                    if confirmed.elapsed() >= ttl * 2 / 3 {
-                        tracing::error!(job = %job, "the lease could not be renewed before it lapses; stopping before the next recipient");
-                        halt.store(true, Ordering::SeqCst);
-                        return;
-                    }
+                Ok(Err(e)) if tokio::time::Instant::now() + every / 4 < deadline => {
+                    tracing::warn!(job = %job, error = %e, "renewing the lease failed; trying again");
+                    wait = every / 4;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(job = %job, error = %e, "the lease could not be renewed before it may lapse; stopping before the next recipient");
+                    halt.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(_) => {
+                    tracing::error!(job = %job, "the lease was not confirmed in time (it may lapse); stopping before the next recipient");
+                    halt.store(true, Ordering::SeqCst);
+                    return;
                 }
             }
         }

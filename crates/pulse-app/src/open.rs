@@ -36,6 +36,7 @@ pub fn store(config: &Config) -> Result<AnyStore> {
                 password,
                 cluster: ch.cluster.clone(),
                 replica_urls: ch.replica_urls.clone(),
+                zookeeper: ch.zookeeper.clone(),
             }))))
         }
     }

@@ -24,7 +24,7 @@ use chrono::{DateTime, Duration, Utc};
 use pulse_config::Config;
 use pulse_config::schedule::Schedule;
 use pulse_domain::{Access, StateEvent, TenantScope, WriteScope};
-use pulse_store::{LeaseOutcome, Store};
+use pulse_store::{LeaseOutcome, LeaseView, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -187,6 +187,12 @@ fn runs_of(steps: &[RunStep], tick: DateTime<Utc>) -> Vec<(&RunStep, &RunStep)> 
 /// The truth about `steps`' latest tick: a success by any run settles it; otherwise the latest run decides: its own
 /// end, or, for a run with no end, whether its process is still there.
 pub fn truth(steps: &[RunStep]) -> Option<RunTruth> {
+    truth_with(steps, &LeaseView::Unknown)
+}
+
+/// [`truth`], knowing who holds the job's lease now (from a coordination service): a run started on another host
+/// is running while its holder has the lease, and cut off once it has not.
+pub fn truth_with(steps: &[RunStep], lease: &LeaseView) -> Option<RunTruth> {
     let tick = steps.iter().map(|s| s.tick).max()?;
     let runs = runs_of(steps, tick);
     if let Some((_, ok)) = runs.iter().rev().find(|(_, last)| last.state == "succeeded") {
@@ -205,6 +211,17 @@ pub fn truth(steps: &[RunStep]) -> Option<RunTruth> {
         "started" if decisive.holder.split(':').next() == Some(pulse_domain::this_host().as_str()) => {
             ("running", format!("run {} by {}", decisive.run_id, decisive.holder))
         }
+        "started" if matches!(lease, LeaseView::Held(l) if l.holder == decisive.holder) => {
+            ("running", format!("run {} by {} (it holds the lease)", decisive.run_id, decisive.holder))
+        }
+        "started" if lease != &LeaseView::Unknown => (
+            "cut off",
+            format!(
+                "run {} by {} stopped mid-run (its lease has ended with its process); the next daemon runs what is \
+                 owed",
+                decisive.run_id, decisive.holder
+            ),
+        ),
         "started" => (
             "started",
             format!(
@@ -264,13 +281,18 @@ pub async fn status<S: Store>(
     for job in jobs(config)? {
         let Ok(scope) = access.scope(&job.tenant) else { continue };
         let steps = steps(store, &scope, &job.name).await?;
+        // Only a run with no end on another host needs the lease's word (a coordination service may be asked).
+        let lease = match truth(&steps) {
+            Some(t) if t.state == "started" => store.lease_holder(&scope, &job.name).await?,
+            _ => LeaseView::Unknown,
+        };
         out.push(JobStatus {
             job: job.name.clone(),
             tenant: job.tenant.clone(),
             schedule: job.schedule.expression.clone(),
             timezone: config.scheduler.timezone.clone(),
             last: steps.last().cloned(),
-            truth: truth(&steps),
+            truth: truth_with(&steps, &lease),
             last_success: steps.iter().rev().find(|s| s.state == "succeeded").map(|s| s.at),
             next: job.schedule.next_after(now),
         });

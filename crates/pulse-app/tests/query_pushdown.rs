@@ -155,6 +155,7 @@ fn weekly_reach_aggregated_in_clickhouse_equals_the_services_aggregation() {
             password: None,
             cluster: None,
             replica_urls: Default::default(),
+            zookeeper: None,
         })));
         ch.migrate().await.expect("migrate");
         let main = ReportVariant::main();

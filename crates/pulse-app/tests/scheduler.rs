@@ -212,6 +212,33 @@ fn status_tells_the_truth_about_a_killed_holder() {
     assert_eq!(scheduler::truth(&settled).unwrap().state, "succeeded");
 }
 
+/// A run started on another host: from the journal alone it is only `started` (running, or dead with a lease that
+/// has yet to lapse); with leases in a coordination service, it is running while its holder has the lease and cut
+/// off once it has not.
+#[test]
+fn status_asks_the_coordination_service_about_a_run_on_another_host() {
+    use pulse_store::LeaseView;
+    let due = utc(2018, 3, 26, 7);
+    let remote = "other-host:4242:x";
+    let steps = [step("started", due, "r1", remote, true)];
+    assert_eq!(scheduler::truth(&steps).unwrap().state, "started");
+    assert_eq!(scheduler::truth_with(&steps, &LeaseView::Unknown).unwrap().state, "started");
+    let held = |holder: &str| {
+        LeaseView::Held(pulse_domain::Lease {
+            name: "digest:weekly".into(),
+            holder: holder.into(),
+            acquired_at: due,
+            expires_at: due + chrono::Duration::minutes(10),
+        })
+    };
+    assert_eq!(scheduler::truth_with(&steps, &held(remote)).unwrap().state, "running");
+    let cut = scheduler::truth_with(&steps, &LeaseView::Free).unwrap();
+    assert_eq!(cut.state, "cut off");
+    assert!(cut.detail.contains(remote), "{}", cut.detail);
+    // Another holder has it now (a later run): this run is over, cut off.
+    assert_eq!(scheduler::truth_with(&steps, &held("third-host:1:y")).unwrap().state, "cut off");
+}
+
 /// A daemon started after another was killed mid-run catches the run up at once, taking over the dead process's
 /// lease (it does not wait for the lease to lapse, and does not go on to next week).
 #[tokio::test]

@@ -9,7 +9,8 @@
 //!   between the message and its reply: at most one per kill), and `pulse status --week` names every one of them;
 //! - the refused get nothing and are named as given up.
 //!
-//! On the lake and on ClickHouse (`PULSE_TEST_CLICKHOUSE_URL`). Seeds 1..=10 per store in CI; every run prints its
+//! On the lake and on ClickHouse (`PULSE_TEST_CLICKHOUSE_URL`), seeds 1..=10 each in CI, and on ClickHouse with
+//! leases in ZooKeeper, seeds 1..=6; every run prints its
 //! seed and what it did. `PULSE_FAULT_SEEDS=1-200` runs more (benches/results/delivery-faults.md records such runs).
 //! Needs python3 with aiosmtpd; skipped without it unless `PULSE_REQUIRE_PYTHON_TOOLS=1` (CI sets it).
 
@@ -81,7 +82,7 @@ impl Drop for World {
     }
 }
 
-fn world(dir: &Path, clickhouse: Option<&str>) -> World {
+fn world(dir: &Path, clickhouse: Option<&str>, zookeeper: Option<&str>) -> World {
     let scenario = dir.join("small.toml");
     std::fs::write(
         &scenario,
@@ -110,8 +111,11 @@ fn world(dir: &Path, clickhouse: Option<&str>) -> World {
         let body = std::fs::read_to_string(&config).unwrap();
         assert!(body.contains(lake), "{body}");
         let db = format!("pulse_faults_{}", std::process::id());
-        let ch =
+        let mut ch =
             format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"{db}\"");
+        if let Some(zk) = zookeeper {
+            ch.push_str(&format!("\nzookeeper = \"{zk}\""));
+        }
         std::fs::write(&config, body.replace(lake, &ch)).unwrap();
         let out = pulse().args(["migrate", "--config", config.to_str().unwrap()]).output().unwrap();
         assert!(out.status.success(), "migrate: {}", text(&out));
@@ -415,21 +419,21 @@ fn one_run(world: &World, root: &Path, seed: u64) {
     drop(sink);
 }
 
-fn seeds() -> Vec<u64> {
+fn seeds(default: std::ops::RangeInclusive<u64>) -> Vec<u64> {
     match std::env::var("PULSE_FAULT_SEEDS") {
         Ok(s) => match s.split_once('-') {
             Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect(),
             None => s.split(',').map(|x| x.trim().parse().unwrap()).collect(),
         },
-        Err(_) => (1..=10).collect(),
+        Err(_) => default.collect(),
     }
 }
 
-fn run_all(clickhouse: Option<&str>) {
+fn run_all(clickhouse: Option<&str>, zookeeper: Option<&str>, default_seeds: std::ops::RangeInclusive<u64>) {
     let dir = tempfile::tempdir().unwrap();
-    let world = world(dir.path(), clickhouse);
+    let world = world(dir.path(), clickhouse, zookeeper);
     std::fs::write(dir.path().join("digest.secrets.toml"), "link = \"a-long-random-link-secret-for-tests\"\n").unwrap();
-    for seed in seeds() {
+    for seed in seeds(default_seeds) {
         one_run(&world, dir.path(), seed);
     }
 }
@@ -439,7 +443,7 @@ fn delivery_keeps_its_promises_under_random_faults_on_the_lake() {
     if !python_tools() {
         return;
     }
-    run_all(None);
+    run_all(None, None, 1..=10);
 }
 
 #[test]
@@ -457,5 +461,32 @@ fn delivery_keeps_its_promises_under_random_faults_on_clickhouse() {
         );
         return;
     };
-    run_all(Some(&url));
+    run_all(Some(&url), None, 1..=10);
+}
+
+/// The same on ClickHouse with leases in ZooKeeper (the cluster's, `PULSE_TEST_CLICKHOUSE_CLUSTER_DIR`): a killed
+/// holder's lease ends with its session instead of at its expiry. Seeds 1..=6 in CI.
+#[test]
+fn delivery_keeps_its_promises_under_random_faults_with_leases_in_zookeeper() {
+    if !python_tools() {
+        return;
+    }
+    let url = std::env::var("PULSE_TEST_CLICKHOUSE_URL").ok();
+    let zk = std::env::var("PULSE_TEST_CLICKHOUSE_CLUSTER_DIR").ok().filter(|d| !d.is_empty()).map(|dir| {
+        let cfg = std::fs::read_to_string(Path::new(&dir).join("zk/conf/zoo.cfg")).expect("the cluster's zoo.cfg");
+        let port = cfg.lines().find_map(|l| l.strip_prefix("clientPort=")).expect("clientPort in zoo.cfg").trim();
+        format!("127.0.0.1:{port}")
+    });
+    let (Some(url), Some(zk)) = (url, zk) else {
+        assert!(
+            std::env::var("PULSE_REQUIRE_CLICKHOUSE_CLUSTER").as_deref() != Ok("1"),
+            "PULSE_REQUIRE_CLICKHOUSE_CLUSTER=1 but PULSE_TEST_CLICKHOUSE_URL or PULSE_TEST_CLICKHOUSE_CLUSTER_DIR is not set"
+        );
+        eprintln!(
+            "skipped: export PULSE_TEST_CLICKHOUSE_URL=$(bash .ci/clickhouse.sh) and \
+             PULSE_TEST_CLICKHOUSE_CLUSTER_DIR=$(bash .ci/clickhouse-cluster.sh) to run the fault test with ZooKeeper"
+        );
+        return;
+    };
+    run_all(Some(&url), Some(&zk), 1..=6);
 }

@@ -424,6 +424,12 @@ pub struct ClickHouseConfig {
     /// its `host:tcp_port` as the cluster definition names it: `"10.0.0.5:9000" = "https://ch-5.internal:8443"`.
     #[serde(default)]
     pub replica_urls: std::collections::BTreeMap<String, String>,
+    /// A coordination service for the scheduler's and senders' leases: ZooKeeper or ClickHouse Keeper,
+    /// `host:port` (comma-separated for an ensemble), typically the one the cluster already uses. With it a lease is
+    /// an ephemeral node, decided at once and freed when its holder's process dies; without it, leases are rows in
+    /// ClickHouse settled by waiting. Every process of a deployment must use the same setting.
+    #[serde(default)]
+    pub zookeeper: Option<String>,
 }
 
 fn default_database() -> String {
@@ -668,6 +674,27 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 continue;
             };
             issues.push(Issue { path: path.to_owned(), line: 0, column: 0, message });
+        }
+        if let Some(servers) = &ch.zookeeper {
+            let bad: Vec<&str> = servers
+                .split(',')
+                .map(str::trim)
+                .filter(|s| {
+                    let Some((host, port)) = s.rsplit_once(':') else { return true };
+                    host.is_empty() || host.contains('/') || host.contains('@') || port.parse::<u16>().is_err()
+                })
+                .collect();
+            if servers.trim().is_empty() || !bad.is_empty() {
+                issues.push(Issue {
+                    path: path.to_owned(),
+                    line: 0,
+                    column: 0,
+                    message: format!(
+                        "store.clickhouse.zookeeper `{servers}` must be host:port, comma-separated for an ensemble \
+                         (such as \"zk-1:2181,zk-2:2181\"), without a path or credentials"
+                    ),
+                });
+            }
         }
     }
 
@@ -967,6 +994,10 @@ impl Config {
                 let mut s = format!("ClickHouse {} database `{}` as `{}`", ch.url, ch.database, ch.user);
                 if let Some(c) = ch.cluster.as_deref().filter(|c| !c.is_empty()) {
                     s.push_str(&format!(" on cluster `{c}`"));
+                }
+                match ch.zookeeper.as_deref() {
+                    Some(z) => s.push_str(&format!("; leases in ZooKeeper {z}")),
+                    None => s.push_str("; leases in ClickHouse"),
                 }
                 s
             }

@@ -199,6 +199,14 @@ fn the_cluster_config_is_valid_and_replica_urls_are_checked() {
     assert!(issues.iter().any(|i| i.contains("`b:9000` = `ftp://b` must be an http(s) URL")), "{issues:?}");
     let issues = issues_of(&format!("{store}cluster = \"pulse; DROP\"\n"));
     assert!(issues.iter().any(|i| i.contains("must be a cluster name")), "{issues:?}");
+    // Leases in the cluster's ZooKeeper: host:port lists only.
+    assert_eq!(config.store.clickhouse.as_ref().unwrap().zookeeper.as_deref(), Some("zookeeper:2181"));
+    for bad in ["zk-1", "zk-1:2181,zk-2", "zk-1:2181/pulse", "user@zk:2181", "", "zk:99999"] {
+        let issues = issues_of(&format!("{store}zookeeper = \"{bad}\"\n"));
+        assert!(issues.iter().any(|i| i.contains("zookeeper") && i.contains("must be host:port")), "{bad}: {issues:?}");
+    }
+    let ensemble = parse(&format!("{store}zookeeper = \"zk-1:2181, zk-2:2181\"\n"), Path::new("pulse.toml"));
+    assert!(ensemble.is_ok(), "{:?}", ensemble.err().map(|e| e.to_string()));
 }
 
 #[test]

@@ -252,6 +252,7 @@ async fn fresh_clickhouse(url: &str) -> ClickHouseStore {
         password: None,
         cluster: None,
         replica_urls: Default::default(),
+        zookeeper: None,
     });
     store.migrate().await.unwrap();
     store

@@ -110,6 +110,14 @@ impl Store for AnyStore {
         delegate!(self, s => s.try_lease(scope, name, holder, ttl).await)
     }
 
+    async fn lease_holder(&self, scope: &TenantScope, name: &str) -> Result<crate::LeaseView> {
+        delegate!(self, s => s.lease_holder(scope, name).await)
+    }
+
+    fn lease_trust(&self, ttl: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
+        delegate!(self, s => s.lease_trust(ttl))
+    }
+
     async fn release_lease(&self, scope: &WriteScope, name: &str, holder: &str) -> Result<()> {
         delegate!(self, s => s.release_lease(scope, name, holder).await)
     }

@@ -20,6 +20,12 @@ pub enum StoreError {
          add it to the server's <remote_servers>, or set cluster to one of those"
     )]
     UnknownCluster { url: String, cluster: String, known: String },
+    #[error(
+        "cannot use ZooKeeper at {servers} for leases: {reason}; check that it is running and that \
+         [store.clickhouse] zookeeper names it (host:port, comma-separated for an ensemble), or remove the setting to \
+         keep leases in ClickHouse"
+    )]
+    Coordination { servers: String, reason: String },
     #[error("ClickHouse cluster `{cluster}` cannot be used as configured: {problem}")]
     ClusterLayout { cluster: String, problem: String },
     #[error(
@@ -60,7 +66,13 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying the same call later may succeed (the ingester backs off on these).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. } | StoreError::ShardUnreachable { .. } | StoreError::Io { .. })
+        matches!(
+            self,
+            StoreError::Unreachable { .. }
+                | StoreError::ShardUnreachable { .. }
+                | StoreError::Coordination { .. }
+                | StoreError::Io { .. }
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -29,6 +29,17 @@ impl LeaseOutcome {
     }
 }
 
+/// Who holds a lease now, as far as the store can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseView {
+    /// The store cannot tell a live holder on another host from a dead one (leases kept in the store itself).
+    Unknown,
+    /// Nobody holds it.
+    Free,
+    /// This holder does, and is alive (its coordination-service session is).
+    Held(Lease),
+}
+
 /// Whether `lease` still binds others at `now`, judged now: unexpired, and its holder's process not known to be gone.
 pub fn live(lease: &Lease, now: DateTime<Utc>) -> bool {
     lease.expires_at > now && !lease.holder_exited()

@@ -11,6 +11,7 @@
 mod any;
 pub mod clickhouse;
 mod error;
+pub mod keeper;
 pub mod lake;
 pub mod lease;
 pub mod migrations;
@@ -23,7 +24,7 @@ pub use any::AnyStore;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 pub use error::StoreError;
-pub use lease::LeaseOutcome;
+pub use lease::{LeaseOutcome, LeaseView};
 use pulse_domain::{
     CanonicalMetric, Checkpoint, ExportAuditRecord, IngestRunRecord, PageId, PageInsightFact, Period, Post,
     PostInsightSnapshot, PracticeCode, StateEvent, TenantScope, WriteScope,
@@ -203,6 +204,20 @@ pub trait Store: Send + Sync {
         holder: &str,
         ttl: std::time::Duration,
     ) -> impl Future<Output = Result<LeaseOutcome>> + Send;
+
+    /// How often a holder renews a lease taken for `ttl`, and how long after its last renewal it may still act on it
+    /// (after that it stops: the lease may have passed to another). Leases in the store: a third and two thirds of
+    /// `ttl`; in a coordination service: of its session timeout, since the lease ends with the session.
+    fn lease_trust(&self, ttl: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
+        (ttl / 3, ttl * 2 / 3)
+    }
+
+    /// Who holds the tenant's lease `name` now, where the store can tell (a coordination service): `pulse status`
+    /// then says whether a run started on another host is still going.
+    fn lease_holder(&self, scope: &TenantScope, name: &str) -> impl Future<Output = Result<LeaseView>> + Send {
+        let _ = (scope, name);
+        async { Ok(LeaseView::Unknown) }
+    }
 
     /// Ends `holder`'s lease `name` (a no-op when someone else holds it).
     fn release_lease(&self, scope: &WriteScope, name: &str, holder: &str) -> impl Future<Output = Result<()>> + Send;

@@ -31,6 +31,7 @@ fn settings(cluster: &LocalCluster, database: &str, replica_urls: BTreeMap<Strin
         password: None,
         cluster: Some(CLUSTER.into()),
         replica_urls,
+        zookeeper: None,
     })
 }
 

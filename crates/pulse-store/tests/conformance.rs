@@ -573,6 +573,7 @@ impl TestDatabase {
             password: None,
             cluster: None,
             replica_urls: Default::default(),
+            zookeeper: None,
         });
         let report = store
             .migrate()
@@ -771,6 +772,7 @@ async fn clickhouse_unreachable_names_the_url_and_what_to_check() {
         password: Some("hunter2-secret".into()),
         cluster: None,
         replica_urls: Default::default(),
+        zookeeper: None,
     });
     let (alpha, _) = scopes();
     let err = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap_err();
@@ -834,6 +836,7 @@ async fn clickhouse_refuses_a_schema_from_a_newer_version_and_an_unmigrated_one(
         password: None,
         cluster: None,
         replica_urls: Default::default(),
+        zookeeper: None,
     });
     let (alpha, _) = scopes();
     let err = fresh.write_page_insights(&alpha, &window(0)).await.unwrap_err();
@@ -846,6 +849,7 @@ async fn clickhouse_refuses_a_schema_from_a_newer_version_and_an_unmigrated_one(
         password: None,
         cluster: None,
         replica_urls: Default::default(),
+        zookeeper: None,
     });
     let err = unmigrated.read_page_insights(&alpha, &FactFilter::default()).await.unwrap_err();
     assert!(err.to_string().contains("run `pulse migrate`"), "{err}");

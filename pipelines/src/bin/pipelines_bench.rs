@@ -41,6 +41,7 @@ fn clickhouse_load(args: &[String]) -> Result<()> {
         password: None,
         cluster: None,
         replica_urls: Default::default(),
+        zookeeper: None,
     });
     let access = Access::operator([TenantId::new(tenant.clone())?]);
     let scope = access.scope(&tenant)?;
@@ -94,6 +95,7 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
             password: None,
             cluster: None,
             replica_urls: Default::default(),
+            zookeeper: None,
         });
         rt.block_on(store.migrate())?;
         pulse_store::AnyStore::ClickHouse(Box::new(store))

@@ -38,6 +38,9 @@ pub struct ClickHouseSettings {
     /// On a cluster: replicas' HTTP URLs by `host:tcp_port`, where they are not `url`'s scheme and port on the
     /// replica's host.
     pub replica_urls: BTreeMap<String, String>,
+    /// A coordination service (ZooKeeper or ClickHouse Keeper, `host:port[,host:port…]`) for leases; without one,
+    /// leases are claim rows in ClickHouse settled by waiting.
+    pub zookeeper: Option<String>,
 }
 
 impl std::fmt::Debug for ClickHouseSettings {
@@ -49,6 +52,7 @@ impl std::fmt::Debug for ClickHouseSettings {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("cluster", &self.cluster)
             .field("replica_urls", &self.replica_urls)
+            .field("zookeeper", &self.zookeeper)
             .finish()
     }
 }
@@ -63,6 +67,8 @@ pub struct ClickHouseStore {
     schema_checked: Arc<OnceCell<()>>,
     /// On a cluster: its shards and a client for each replica, read once from `system.clusters`.
     routes: Arc<OnceCell<Routes>>,
+    /// Leases in a coordination service, when configured.
+    keeper: Option<crate::keeper::Keeper>,
 }
 
 /// How the store reaches a cluster's shards.
@@ -121,9 +127,15 @@ impl ClickHouseStore {
     pub fn new(settings: ClickHouseSettings) -> Self {
         let server = connect(&settings, &settings.url);
         let client = server.clone().with_database(&settings.database);
+        let keeper = settings
+            .zookeeper
+            .as_deref()
+            .filter(|z| !z.trim().is_empty())
+            .map(|z| crate::keeper::Keeper::new(z, &settings.database));
         Self {
             client,
             server,
+            keeper,
             settings: Arc::new(settings),
             schema_checked: Arc::new(OnceCell::new()),
             routes: Arc::new(OnceCell::new()),
@@ -587,11 +599,15 @@ impl ClickHouseStore {
 
 impl Store for ClickHouseStore {
     fn describe(&self) -> String {
-        match self.cluster_name() {
+        let store = match self.cluster_name() {
             Some(c) => {
                 format!("ClickHouse cluster `{c}` via {} database `{}`", self.settings.url, self.settings.database)
             }
             None => format!("ClickHouse {} database `{}`", self.settings.url, self.settings.database),
+        };
+        match &self.keeper {
+            Some(k) => format!("{store}, leases in {}", k.describe()),
+            None => store,
         }
     }
 
@@ -884,6 +900,9 @@ impl Store for ClickHouseStore {
         holder: &str,
         ttl: std::time::Duration,
     ) -> Result<LeaseOutcome> {
+        if let Some(keeper) = &self.keeper {
+            return keeper.try_lease(scope.as_str(), name, holder, ttl).await;
+        }
         // No compare-and-set here: read the claims, claim if free, let every concurrent claim land, replay.
         if let Some(held) = self.lease_in_force(scope, name).await?
             && held.holder != holder
@@ -934,7 +953,27 @@ impl Store for ClickHouseStore {
         }
     }
 
+    async fn lease_holder(&self, scope: &TenantScope, name: &str) -> Result<crate::LeaseView> {
+        match &self.keeper {
+            Some(keeper) => Ok(match keeper.holder(scope.as_str(), name).await? {
+                Some(lease) => crate::LeaseView::Held(lease),
+                None => crate::LeaseView::Free,
+            }),
+            None => Ok(crate::LeaseView::Unknown),
+        }
+    }
+
+    fn lease_trust(&self, ttl: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
+        match &self.keeper {
+            Some(keeper) => keeper.trust(ttl),
+            None => (ttl / 3, ttl * 2 / 3),
+        }
+    }
+
     async fn release_lease(&self, scope: &WriteScope, name: &str, holder: &str) -> Result<()> {
+        if let Some(keeper) = &self.keeper {
+            return keeper.release_lease(scope.as_str(), name, holder).await;
+        }
         if self.lease_in_force(scope, name).await?.is_some_and(|l| l.holder == holder) {
             let now = Utc::now();
             let release = Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now };

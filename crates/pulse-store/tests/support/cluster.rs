@@ -111,6 +111,13 @@ impl LocalCluster {
         Some(Self { dir, nodes })
     }
 
+    /// The cluster's ZooKeeper, `127.0.0.1:port` (from the config the script wrote).
+    pub fn zookeeper(&self) -> String {
+        let cfg = std::fs::read_to_string(self.dir.join("zk/conf/zoo.cfg")).expect("the cluster's zoo.cfg");
+        let port = cfg.lines().find_map(|l| l.strip_prefix("clientPort=")).expect("clientPort in zoo.cfg");
+        format!("127.0.0.1:{}", port.trim())
+    }
+
     /// The node the store talks to: shard 1, replica 1.
     pub fn entry(&self) -> &Node {
         &self.nodes[0]
@@ -129,6 +136,8 @@ impl LocalCluster {
             cluster: Some(CLUSTER.into()),
             // On loopback every node has its own HTTP port, so each replica's URL is given by its TCP address.
             replica_urls: self.nodes.iter().map(|n| (format!("127.0.0.1:{}", n.tcp_port), n.url.clone())).collect(),
+            // The deployment has a coordination service: leases use it.
+            zookeeper: Some(self.zookeeper()),
         })
     }
 

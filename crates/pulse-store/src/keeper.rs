@@ -1,0 +1,287 @@
+//! Leases in a coordination service (ZooKeeper, or ClickHouse Keeper, which speaks its protocol): where a deployment
+//! has one, a lease is an ephemeral node rather than rows settled by waiting.
+//!
+//! A lease `name` of a tenant is the node `/practice-pulse/<database>/leases/<tenant>/<name>`, created ephemeral
+//! by the holder's session and holding the holder, when it was taken and until when (JSON). It binds others while
+//! it exists and is unexpired and its holder is not a process on this host that has exited: the same rule as the
+//! stores' ([`crate::lease::live`]). Every decision is one of ZooKeeper's atomic operations, so it is made once:
+//! - taking a free lease is `create` (of rivals creating at once exactly one succeeds, the others read who);
+//! - taking over one that no longer binds (expired, or its holder's process gone) is `delete` at the version read,
+//!   then `create`; two contenders cannot both delete the same version;
+//! - renewing is `set_data` at the version read, by the holder's own session;
+//! - releasing is `delete` at the version read, only by the holder.
+//!
+//! A holder whose process dies loses the lease when its session ends: at once on a clean exit, within the session
+//! timeout ([`SESSION_TIMEOUT`]) when killed or cut off, instead of at the lease's expiry. The other side of that: a
+//! holder must stop acting on its lease once it cannot confirm it within two thirds of the session timeout
+//! ([`Keeper::trust`]), since the server may end its session soon after.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pulse_domain::Lease;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use zookeeper_client as zk;
+
+use crate::lease::{self, LeaseOutcome};
+use crate::{Result, StoreError};
+
+/// The session timeout asked of the server (it may grant another within its min/max, which is then used).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one operation waits for the server before the call fails.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The root of Practice Pulse's nodes.
+const ROOT: &str = "/practice-pulse";
+
+/// A connection to a coordination service for leases; cheap to clone (one session per [`Keeper::new`]).
+#[derive(Clone)]
+pub struct Keeper {
+    servers: String,
+    /// `/practice-pulse/<database>/leases`.
+    base: String,
+    /// The session in use; replaced by a new one when it has ended (expired or closed).
+    client: Arc<Mutex<Option<zk::Client>>>,
+}
+
+impl std::fmt::Debug for Keeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keeper").field("servers", &self.servers).field("base", &self.base).finish()
+    }
+}
+
+/// What a lease node holds.
+#[derive(Serialize, Deserialize)]
+struct Held {
+    holder: String,
+    acquired_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl Keeper {
+    /// Leases of `database` in the service at `servers` (`host:port`, comma-separated for an ensemble). Connects on
+    /// first use.
+    pub fn new(servers: &str, database: &str) -> Self {
+        Self {
+            servers: servers.trim().to_owned(),
+            base: format!("{ROOT}/{}/leases", escape(database)),
+            client: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Where the leases are, for messages.
+    pub fn describe(&self) -> String {
+        format!("ZooKeeper {} ({})", self.servers, self.base)
+    }
+
+    /// How often a holder confirms its lease, and for how long after a confirmation it may act on it: a third and
+    /// two thirds of the session timeout (of `ttl` when that is shorter).
+    pub fn trust(&self, ttl: Duration) -> (Duration, Duration) {
+        let span = ttl.min(SESSION_TIMEOUT);
+        (span / 3, span * 2 / 3)
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> StoreError {
+        StoreError::Coordination { servers: self.servers.clone(), reason: reason.to_string() }
+    }
+
+    /// The live session, connecting (again, after an ended session) when there is none.
+    async fn session(&self) -> Result<zk::Client> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref()
+            && !client.state().is_terminated()
+        {
+            return Ok(client.clone());
+        }
+        let connect =
+            zk::Client::connector().with_session_timeout(SESSION_TIMEOUT).with_fail_eagerly().connect(&self.servers);
+        let client = match tokio::time::timeout(OPERATION_TIMEOUT, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(self.unavailable(e)),
+            Err(_) => return Err(self.unavailable(format!("no session within {}s", OPERATION_TIMEOUT.as_secs()))),
+        };
+        tracing::debug!(servers = %self.servers, session = ?client.session_id(), "connected to ZooKeeper");
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = std::result::Result<T, zk::Error>>,
+    ) -> Result<std::result::Result<T, zk::Error>> {
+        match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
+            Ok(Err(e @ (zk::Error::ConnectionLoss | zk::Error::SessionExpired | zk::Error::ClientClosed))) => {
+                Err(self.unavailable(format!("{what}: {e}")))
+            }
+            Ok(r) => Ok(r),
+            Err(_) => Err(self.unavailable(format!("{what}: no answer within {}s", OPERATION_TIMEOUT.as_secs()))),
+        }
+    }
+
+    fn path(&self, tenant: &str, name: &str) -> (String, String) {
+        let dir = format!("{}/{}", self.base, escape(tenant));
+        let path = format!("{dir}/{}", escape(name));
+        (dir, path)
+    }
+
+    /// Takes or renews `holder`'s lease `name` of `tenant` for `ttl` (see the module's rules).
+    pub async fn try_lease(&self, tenant: &str, name: &str, holder: &str, ttl: Duration) -> Result<LeaseOutcome> {
+        let client = self.session().await?;
+        let (dir, path) = self.path(tenant, name);
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        // A few rounds: each lost race (a node created, deleted or changed between our read and our write) is
+        // decided by the server, and the next round reads what won.
+        for _ in 0..5 {
+            let now = Utc::now();
+            let mine =
+                Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now + ttl };
+            let data = encode(&mine);
+            match self.call("reading the lease", client.get_data(&path)).await? {
+                Err(zk::Error::NoNode) => {
+                    match self.call("creating the lease", client.create(&path, &data, &ephemeral)).await? {
+                        Ok(_) => return Ok(LeaseOutcome::Acquired(mine)),
+                        Err(zk::Error::NoNode) => {
+                            let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                            self.call("creating the lease's parent", client.mkdir(&dir, &persistent))
+                                .await?
+                                .map_err(|e| self.unavailable(format!("creating {dir}: {e}")))?;
+                        }
+                        Err(zk::Error::NodeExists) => {}
+                        Err(e) => return Err(self.unavailable(format!("creating {path}: {e}"))),
+                    }
+                }
+                Ok((bytes, stat)) => {
+                    let held = decode(name, &bytes);
+                    let ours = stat.ephemeral_owner == client.session_id().0;
+                    if held.holder == holder && ours {
+                        // Renewal, by the session that holds the node.
+                        let renewed = Lease { acquired_at: held.acquired_at, ..mine };
+                        match self
+                            .call("renewing the lease", client.set_data(&path, &encode(&renewed), Some(stat.version)))
+                            .await?
+                        {
+                            Ok(_) => return Ok(LeaseOutcome::Acquired(renewed)),
+                            Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
+                            Err(e) => return Err(self.unavailable(format!("renewing {path}: {e}"))),
+                        }
+                    }
+                    if held.holder != holder && lease::live(&held, now) {
+                        return Ok(LeaseOutcome::HeldBy(held));
+                    }
+                    // Ours from an ended session, expired, or its holder's process gone: delete that version and
+                    // create ours in the next round (a rival doing the same at once gets BadVersion or NoNode).
+                    match self.call("taking over the lease", client.delete(&path, Some(stat.version))).await? {
+                        Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
+                        Err(e) => return Err(self.unavailable(format!("deleting {path}: {e}"))),
+                    }
+                }
+                Err(e) => return Err(self.unavailable(format!("reading {path}: {e}"))),
+            }
+        }
+        Err(self.unavailable(format!("lease `{name}` changed hands on every try; try again")))
+    }
+
+    /// Ends `holder`'s lease `name` of `tenant` (nothing when another holds it or it is gone).
+    pub async fn release_lease(&self, tenant: &str, name: &str, holder: &str) -> Result<()> {
+        let client = self.session().await?;
+        let (_, path) = self.path(tenant, name);
+        match self.call("reading the lease", client.get_data(&path)).await? {
+            Ok((bytes, stat)) if decode(name, &bytes).holder == holder => {
+                match self.call("releasing the lease", client.delete(&path, Some(stat.version))).await? {
+                    Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => Ok(()),
+                    Err(e) => Err(self.unavailable(format!("deleting {path}: {e}"))),
+                }
+            }
+            Ok(_) | Err(zk::Error::NoNode) => Ok(()),
+            Err(e) => Err(self.unavailable(format!("reading {path}: {e}"))),
+        }
+    }
+
+    /// The lease in force, if any (for status: a holder on another host is alive while its node exists).
+    pub async fn holder(&self, tenant: &str, name: &str) -> Result<Option<Lease>> {
+        let client = self.session().await?;
+        let (_, path) = self.path(tenant, name);
+        match self.call("reading the lease", client.get_data(&path)).await? {
+            Ok((bytes, _)) => Ok(Some(decode(name, &bytes)).filter(|l| lease::live(l, Utc::now()))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(self.unavailable(format!("reading {path}: {e}"))),
+        }
+    }
+}
+
+fn encode(lease: &Lease) -> Vec<u8> {
+    serde_json::to_vec(&Held {
+        holder: lease.holder.clone(),
+        acquired_at: lease.acquired_at,
+        expires_at: lease.expires_at,
+    })
+    .unwrap_or_default()
+}
+
+/// A node that does not parse (written by something else) reads as an expired lease of nobody, so it is taken over
+/// rather than blocking the job for ever.
+fn decode(name: &str, bytes: &[u8]) -> Lease {
+    match serde_json::from_slice::<Held>(bytes) {
+        Ok(h) => {
+            Lease { name: name.to_owned(), holder: h.holder, acquired_at: h.acquired_at, expires_at: h.expires_at }
+        }
+        Err(_) => Lease {
+            name: name.to_owned(),
+            holder: "(unreadable lease node)".into(),
+            acquired_at: DateTime::<Utc>::UNIX_EPOCH,
+            expires_at: DateTime::<Utc>::UNIX_EPOCH,
+        },
+    }
+}
+
+/// A node name for any text: letters, digits, `-`, `_` and `.` as they are, everything else (`/` above all) as
+/// `%XX`; `.` and `..` alone are escaped too.
+fn escape(text: &str) -> String {
+    if text == "." || text == ".." || text.is_empty() {
+        return text.bytes().map(|b| format!("%{b:02X}")).collect::<String>() + "%";
+    }
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_single_nodes() {
+        assert_eq!(escape("digest:weekly/north"), "digest:weekly%2Fnorth");
+        assert_eq!(escape("a b"), "a%20b");
+        assert_eq!(escape(".."), "%2E%2E%");
+        assert_eq!(escape(""), "%");
+        assert_ne!(escape("%2F"), escape("/"));
+    }
+
+    #[test]
+    fn an_unreadable_node_is_an_expired_lease() {
+        let l = decode("x", b"not json");
+        assert!(!lease::live(&l, Utc::now()));
+        let now = Utc::now();
+        let held = Lease { name: "x".into(), holder: "h:1:a".into(), acquired_at: now, expires_at: now };
+        assert_eq!(decode("x", &encode(&held)), held);
+    }
+
+    #[test]
+    fn a_holder_trusts_its_lease_for_two_thirds_of_the_session() {
+        let k = Keeper::new("127.0.0.1:1", "pulse");
+        assert_eq!(k.trust(Duration::from_secs(600)), (SESSION_TIMEOUT / 3, SESSION_TIMEOUT * 2 / 3));
+        assert_eq!(k.trust(Duration::from_secs(3)), (Duration::from_secs(1), Duration::from_secs(2)));
+    }
+}
