@@ -2,8 +2,8 @@
 //!
 //! Each (list, week, recipient) has a delivery record in the tenant's journal (stream `delivery`): `pending` is
 //! written (and acknowledged by the store) before the message goes to the mail server, `sent` or `failed` after. A
-//! re-run skips what was sent, retries what failed once its backoff has passed (up to `[digest] max_attempts`; a
-//! permanent refusal is not retried), and never re-sends a delivery that was interrupted between `pending` and its
+//! re-run skips what was sent, retries what the server deferred once its backoff has passed ([`next_try`]: until
+//! the list's next weekly digest is due, or `[digest] max_attempts` when set; a permanent refusal is not retried), and never re-sends a delivery that was interrupted between `pending` and its
 //! outcome — the server may have taken it — unless the operator says so (`pulse digest send --resend-interrupted`).
 //! A send whose message went but whose reply was lost (the line dropped, the wait timed out) is `interrupted` the
 //! same way. The daemon's job and a manual send take the same per-list lease, so only one sends at a time.
@@ -153,6 +153,29 @@ pub struct SendRequest {
     pub allow_incomplete: bool,
 }
 
+/// Longest wait between two tries of a deferred recipient.
+pub const RETRY_CAP_HOURS: i64 = 6;
+
+/// When a recipient the server deferred on its `attempt`-th try is tried again, or `None` to give it up: waits of
+/// `retry_after_minutes` doubling, at most [`RETRY_CAP_HOURS`], while the next try comes before the list's next
+/// weekly digest is due (the Monday a week after the week's own, 00:00 UTC, before any digest schedule of that
+/// day) and within `max_attempts` when that is set. A server that says "later" is never taken for a refusal
+/// while the week's digest is still the latest.
+pub fn next_try(
+    attempt: u32,
+    digest: &pulse_config::DigestConfig,
+    now: DateTime<Utc>,
+    week_end: NaiveDate,
+) -> Option<DateTime<Utc>> {
+    if digest.max_attempts.is_some_and(|m| attempt >= m.max(1)) {
+        return None;
+    }
+    let doubled = i64::from(digest.retry_after_minutes.max(1)) << attempt.saturating_sub(1).min(20);
+    let retry_at = now + Duration::minutes(doubled.min(RETRY_CAP_HOURS * 60));
+    let superseded = (week_end + Duration::days(8)).and_hms_opt(0, 0, 0)?.and_utc();
+    (retry_at < superseded).then_some(retry_at)
+}
+
 /// What `pulse digest send` calls the process sending by hand, as lease holders are named (`host:pid:id`), so a
 /// daemon can tell whether it is still alive.
 pub fn manual_holder() -> String {
@@ -279,7 +302,6 @@ pub async fn send_list<S: Store>(
     };
     let rendered = digest::render(&digest, &links)?;
     let history = history(store, config, list, week_end).await?;
-    let max_attempts = config.digest.max_attempts.max(1);
     for (i, recipient) in members.recipients.iter().enumerate() {
         if stop.load(Ordering::SeqCst) {
             outcome.not_reached = members.recipients[i..].to_vec();
@@ -356,9 +378,7 @@ pub async fn send_list<S: Store>(
                 tracing::info!(list, %week_end, attempt, "digest sent");
                 outcome.sent.push(recipient.clone());
             }
-            Err(SendError::Transient(why)) if attempt < max_attempts => {
-                let wait = Duration::minutes(i64::from(config.digest.retry_after_minutes) << (attempt - 1).min(10));
-                let retry_at = now + wait;
+            Err(SendError::Transient(why)) if let Some(retry_at) = next_try(attempt, &config.digest, now, week_end) => {
                 store.append_state(&scope, &[record("failed", attempt, why.clone(), Some(retry_at))]).await?;
                 tracing::warn!(list, %week_end, attempt, error = %why, "digest not sent; will retry");
                 outcome.waiting.push((recipient.clone(), retry_at, why));
@@ -371,7 +391,13 @@ pub async fn send_list<S: Store>(
             }
             Err(e) => {
                 let why = match &e {
-                    SendError::Transient(w) => format!("{w} (after {attempt} attempts)"),
+                    SendError::Transient(w) => match config.digest.max_attempts {
+                        Some(m) if attempt >= m => format!("{w} (deferred on all {attempt} attempts, max_attempts)"),
+                        _ => format!(
+                            "{w} (deferred on all {attempt} attempts, until the next week's digest was due: not sent \
+                             this week)"
+                        ),
+                    },
                     SendError::Permanent(w) => w.clone(),
                     SendError::Interrupted(w) => w.clone(),
                 };
@@ -382,4 +408,41 @@ pub async fn send_list<S: Store>(
         }
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn digest(max_attempts: Option<u32>) -> pulse_config::DigestConfig {
+        pulse_config::DigestConfig { max_attempts, retry_after_minutes: 5, ..Default::default() }
+    }
+
+    /// A server that keeps saying "later" is tried again, never taken for a refusal, until the next week's digest is
+    /// due (the Monday a week later), however many attempts that takes; `max_attempts`, when set, gives up sooner.
+    #[test]
+    fn a_deferred_recipient_stays_owed_until_the_next_weeks_digest() {
+        let week_end = NaiveDate::from_ymd_opt(2018, 3, 25).unwrap();
+        let due = Utc.with_ymd_and_hms(2018, 3, 26, 7, 0, 0).unwrap();
+        let (mut now, mut attempt, mut waits) = (due, 1, vec![]);
+        while let Some(next) = next_try(attempt, &digest(None), now, week_end) {
+            waits.push((next - now).num_minutes());
+            now = next;
+            attempt += 1;
+        }
+        // 5, 10, 20, ... doubling, then every 6 hours, up to the next Monday.
+        assert_eq!(&waits[..7], &[5, 10, 20, 40, 80, 160, 320]);
+        assert!(waits[7..].iter().all(|w| *w == 360), "{waits:?}");
+        assert!(attempt > 20, "tried {attempt} times");
+        let superseded = Utc.with_ymd_and_hms(2018, 4, 2, 0, 0, 0).unwrap();
+        assert!(now < superseded && now + Duration::hours(6) >= superseded, "last try {now}");
+        // The old default of 5 attempts would have given up after 155 minutes, an hour-long outage included.
+        assert!(next_try(5, &digest(None), due + Duration::minutes(155), week_end).is_some());
+        // An explicit cap is honoured.
+        assert_eq!(next_try(3, &digest(Some(3)), due, week_end), None);
+        assert!(next_try(2, &digest(Some(3)), due, week_end).is_some());
+        // A retry that would fall after the next digest is due is not scheduled.
+        assert_eq!(next_try(1, &digest(None), superseded - Duration::minutes(2), week_end), None);
+    }
 }

@@ -159,9 +159,10 @@ pub struct DigestConfig {
     pub dashboard_url: String,
     /// Signs unsubscribe links (a secret reference). Without it, digests carry no unsubscribe link and are refused.
     pub link_secret: Option<SecretRef>,
-    /// Attempts per recipient before a delivery is given up (with backoff between). Default 5.
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
+    /// A recipient the mail server defers ("try later") is tried again, with backoff, until the list's next weekly
+    /// digest is due; set this to give up sooner, after this many attempts. Default: unset.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
     /// First retry after this many minutes, doubling each time. Default 5.
     #[serde(default = "default_backoff")]
     pub retry_after_minutes: u32,
@@ -169,10 +170,6 @@ pub struct DigestConfig {
 
 fn default_dashboard_url() -> String {
     "http://127.0.0.1:8080".into()
-}
-
-fn default_attempts() -> u32 {
-    5
 }
 
 fn default_backoff() -> u32 {
@@ -184,7 +181,7 @@ impl Default for DigestConfig {
         Self {
             dashboard_url: default_dashboard_url(),
             link_secret: None,
-            max_attempts: default_attempts(),
+            max_attempts: None,
             retry_after_minutes: default_backoff(),
         }
     }
@@ -1069,11 +1066,15 @@ impl Config {
             ),
         });
         lines.push(format!(
-            "digest: schedule `{}` ({}), links to {}, {} attempts per recipient, first retry after {} min,              unsubscribe links {}",
+            "digest: schedule `{}` ({}), links to {}, deferred recipients retried {} (first after {} min, doubling \
+             up to 6 h), unsubscribe links {}",
             self.scheduler.digest,
             self.scheduler.timezone,
             self.digest.dashboard_url,
-            self.digest.max_attempts,
+            match self.digest.max_attempts {
+                Some(m) => format!("up to {m} attempts"),
+                None => "until the next week's digest is due".to_owned(),
+            },
             self.digest.retry_after_minutes,
             if self.digest.link_secret.is_some() { "signed" } else { "MISSING (no link secret: sends are refused)" }
         ));
