@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Reports keep all history, and the daily run recomputes only what changed: over a national year in the lake (42
-# tenants x 100 pages, `gen_lake`), a full recompute of every tenant's reports, then the next day's facts written as a
-# daily ingest writes them (the new day and three days of Meta's lookback re-fetched), the incremental run, and a full
+# Reports keep all history, and the daily run recomputes only what changed: over a national year (42 tenants x 100
+# pages, `gen_lake`), a full recompute of every tenant's reports, then the next day's facts written as a daily
+# ingest writes them (the new day and three days of Meta's lookback re-fetched), the incremental run, and a full
 # recompute of the same data as the reference, same session, each in its own process (peak memory is per process).
-# Writes benches/results/incremental-jobs.md.
+# Writes benches/results/incremental-jobs.md (lake) or incremental-jobs-clickhouse.md.
 #
-#   bash benches/incremental-jobs.sh [lake dir]     # default /tmp/pulse-national-lake (generated if missing)
+#   bash benches/incremental-jobs.sh [lake dir]                  # default /tmp/pulse-national-lake (generated if missing)
+#   bash benches/incremental-jobs.sh --clickhouse URL [TENANTS]  # the same year copied from that lake into a fresh
+#                                                                # database on ClickHouse (first TENANTS tenants; 8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/common.sh
-LAKE="${1:-/tmp/pulse-national-lake}"
+if [ "${1:-}" = "--clickhouse" ]; then
+  CH_URL="$2"; TENANTS="${3:-8}"; LAKE=/tmp/pulse-national-lake
+else
+  CH_URL=""; TENANTS=42; LAKE="${1:-/tmp/pulse-national-lake}"
+fi
 bench_build gen_lake pipelines_bench
 CAMPAIGNS=("${NATIONAL_CAMPAIGNS[@]}")
 if [ ! -d "$LAKE/posts" ]; then
@@ -18,26 +24,42 @@ if [ ! -d "$LAKE/posts" ]; then
 fi
 BIN="${CARGO_TARGET_DIR:-target}/release/pipelines_bench"
 TO=2026-11-20; NEXT=2026-11-21
-reports_size() { du -sb "$LAKE/reports" | cut -f1; }
-FULL="$("$BIN" --jobs "lake:$LAKE" full "$TO" "${CAMPAIGNS[@]}")"; echo "full to $TO: $FULL"
+if [ -n "$CH_URL" ]; then
+  DB="pulse_incremental_$$"
+  STORE="clickhouse:$CH_URL/$DB"
+  echo "copying $TENANTS tenants of $LAKE into $STORE"
+  "$BIN" --jobs "$STORE" copy "$LAKE" "$TENANTS" >/dev/null
+  OUT=benches/results/incremental-jobs-clickhouse.md
+  WHERE="ClickHouse $(curl -fsS "$CH_URL/?query=SELECT%20version()") (the first $TENANTS tenants of the national year, copied from the lake)"
+  reports_size() {
+    curl -fsS "$CH_URL/" --data-binary "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = '$DB' AND table LIKE 'report_%'"
+  }
+else
+  STORE="lake:$LAKE"
+  OUT=benches/results/incremental-jobs.md
+  WHERE="the embedded lake"
+  reports_size() { du -sb "$LAKE/reports" | cut -f1; }
+fi
+FULL="$("$BIN" --jobs "$STORE" full "$TO" "$TENANTS" "${CAMPAIGNS[@]}")"; echo "full to $TO: $FULL"
 SIZE_YEAR=$(reports_size)
-DAY="$("$BIN" --jobs "lake:$LAKE" nextday "$NEXT")"; echo "next day written: $DAY"
-INC="$("$BIN" --jobs "lake:$LAKE" incremental "$NEXT" "${CAMPAIGNS[@]}")"; echo "incremental to $NEXT: $INC"
+DAY="$("$BIN" --jobs "$STORE" nextday "$NEXT" "$TENANTS")"; echo "next day written: $DAY"
+INC="$("$BIN" --jobs "$STORE" incremental "$NEXT" "$TENANTS" "${CAMPAIGNS[@]}")"; echo "incremental to $NEXT: $INC"
 SIZE_INC=$(reports_size)
-REF="$("$BIN" --jobs "lake:$LAKE" full "$NEXT" "${CAMPAIGNS[@]}")"; echo "full to $NEXT (reference): $REF"
+REF="$("$BIN" --jobs "$STORE" full "$NEXT" "$TENANTS" "${CAMPAIGNS[@]}")"; echo "full to $NEXT (reference): $REF"
 SIZE_REF=$(reports_size)
-INC2="$("$BIN" --jobs "lake:$LAKE" incremental "$NEXT" "${CAMPAIGNS[@]}")"; echo "incremental, nothing new: $INC2"
-python3 - "$FULL" "$DAY" "$INC" "$REF" "$INC2" "$SIZE_YEAR" "$SIZE_INC" "$SIZE_REF" <<'PY'
+INC2="$("$BIN" --jobs "$STORE" incremental "$NEXT" "$TENANTS" "${CAMPAIGNS[@]}")"; echo "incremental, nothing new: $INC2"
+python3 - "$FULL" "$DAY" "$INC" "$REF" "$INC2" "$SIZE_YEAR" "$SIZE_INC" "$SIZE_REF" "$OUT" "$WHERE" "$*" <<'PY'
 import json, sys, datetime, os
 full, day, inc, ref, inc2 = [json.loads(x) for x in sys.argv[1:6]]
 size_year, size_inc, size_ref = [int(x) for x in sys.argv[6:9]]
+out, where, argv = sys.argv[9], sys.argv[10], sys.argv[11]
 ratio = inc["seconds"] / ref["seconds"]
 mem = inc["peak_rss_mib"] / ref["peak_rss_mib"]
 md = f"""# Incremental jobs against a full recompute, national year
 
-Recorded {datetime.date.today()} on this machine ({os.cpu_count()} cores) with `bash benches/incremental-jobs.sh`.
-Data: the national year of `gen_lake` in the embedded lake (42 tenants x 100 pages x 365 days, 116,508,000 fact
-rows, about 440,000 posts, two campaigns), reports over all history written by `pulse jobs run`'s path
+Recorded {datetime.date.today()} on this machine ({os.cpu_count()} cores) with `bash benches/incremental-jobs.sh {argv}`.
+Data: the national year of `gen_lake` (42 tenants x 100 pages x 365 days, 116,508,000 fact rows, about 440,000
+posts, two campaigns) in {where}, reports over all history written by `pulse jobs run`'s path
 (`jobs::run`, every table, report files replaced), each step in its own process.
 
 | step | seconds | peak memory (MiB) | facts read | report rows written |
@@ -63,10 +85,8 @@ writes every report table whole (2.26 million rows, most of them age bands: a wi
 run with nothing new, which recomputes only the last week, takes most of its time on that alone. Reaching 0.1x needs
 report storage in week partitions (the lake's report file per week and table, ClickHouse slices per week) so a run
 writes only the weeks and windows it recomputed, and post performance updated from the snapshots fetched since
-(ranks recomputed from the stored lifetime figures). ClickHouse was not measured in this session: the bench takes
-`clickhouse:<url>/<database>` as its store, with the national year ingested there first (`benches/cluster-backfill.sh`
-does that ingest).
+(ranks recomputed from the stored lifetime figures).
 """
-open("benches/results/incremental-jobs.md", "w").write(md)
+open(out, "w").write(md)
 print(md)
 PY

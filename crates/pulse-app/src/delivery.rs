@@ -156,23 +156,37 @@ pub struct SendRequest {
 /// Longest wait between two tries of a deferred recipient.
 pub const RETRY_CAP_HOURS: i64 = 6;
 
+/// When the list's next weekly digest is due after the one for the week ending `week_end` (its own tick is the
+/// schedule's first time from 14 hours before that Monday begins in UTC, so zones east of UTC that reach Monday on
+/// the Sunday are covered; the next is the one after it). Without a usable schedule, the Monday a week later.
+pub fn next_digest_due(config: &pulse_config::Config, week_end: NaiveDate) -> DateTime<Utc> {
+    let monday = (week_end + Duration::days(1)).and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let fallback =
+        (week_end + Duration::days(8)).and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let Ok(schedule) = pulse_config::schedule::Schedule::new(&config.scheduler.digest, config.scheduler.tz()) else {
+        return fallback;
+    };
+    monday
+        .and_then(|m| schedule.next_after(m - Duration::hours(14)))
+        .and_then(|own| schedule.next_after(own))
+        .unwrap_or(fallback)
+}
+
 /// When a recipient the server deferred on its `attempt`-th try is tried again, or `None` to give it up: waits of
-/// `retry_after_minutes` doubling, at most [`RETRY_CAP_HOURS`], while the next try comes before the list's next
-/// weekly digest is due (the Monday a week after the week's own, 00:00 UTC, before any digest schedule of that
-/// day) and within `max_attempts` when that is set. A server that says "later" is never taken for a refusal
-/// while the week's digest is still the latest.
+/// `retry_after_minutes` doubling, at most [`RETRY_CAP_HOURS`], while the next try comes before `superseded` (when
+/// the list's next weekly digest is due, [`next_digest_due`]) and within `max_attempts` when that is set. A server
+/// that says "later" is never taken for a refusal while the week's digest is still the latest.
 pub fn next_try(
     attempt: u32,
     digest: &pulse_config::DigestConfig,
     now: DateTime<Utc>,
-    week_end: NaiveDate,
+    superseded: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     if digest.max_attempts.is_some_and(|m| attempt >= m.max(1)) {
         return None;
     }
     let doubled = i64::from(digest.retry_after_minutes.max(1)) << attempt.saturating_sub(1).min(20);
     let retry_at = now + Duration::minutes(doubled.min(RETRY_CAP_HOURS * 60));
-    let superseded = (week_end + Duration::days(8)).and_hms_opt(0, 0, 0)?.and_utc();
     (retry_at < superseded).then_some(retry_at)
 }
 
@@ -196,6 +210,7 @@ pub async fn send_list_leased<S: Store + Clone + 'static>(
     let scope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
     let job = format!("digest:{}", request.list);
     let ttl = std::time::Duration::from_secs(u64::from(config.scheduler.lease_minutes.max(1)) * 60);
+    let asked = tokio::time::Instant::now();
     if let pulse_store::LeaseOutcome::HeldBy(l) = store.try_lease(&scope, &job, holder, ttl).await? {
         return Err(AppError::new(
             crate::error::ErrorKind::Unavailable,
@@ -211,14 +226,15 @@ pub async fn send_list_leased<S: Store + Clone + 'static>(
         ));
     }
     let halt = Arc::new(AtomicBool::new(false));
-    let renew = keep_lease(store, &scope, &job, holder, ttl, halt.clone());
+    let renew = keep_lease(store, &scope, &job, holder, ttl, asked, halt.clone());
     let result = send_list(store, config, mailer, request, &halt).await;
     renew.abort();
     store.release_lease(&scope, &job, holder).await?;
     result
 }
 
-/// Renews `holder`'s lease on `job` while the returned task runs (as often as the store asks,
+/// Renews `holder`'s lease on `job`, taken by a call made at `asked`, while the returned task runs (as often as the
+/// store asks,
 /// [`Store::lease_trust`]), and fences the sender: if the lease is found held by another (it lapsed, say while this
 /// process was paused) or is not confirmed within the time the store trusts a confirmation for, `halt` is set, so the
 /// sender stops before its next recipient instead of sending beside the new holder. A failed renewal is tried again
@@ -229,13 +245,15 @@ pub fn keep_lease<S: Store + Clone + 'static>(
     job: &str,
     holder: &str,
     ttl: std::time::Duration,
+    asked: tokio::time::Instant,
     halt: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     let (store, scope, job, holder) = (store.clone(), scope.clone(), job.to_owned(), holder.to_owned());
     tokio::spawn(async move {
         let (every, trust) = store.lease_trust(ttl);
-        let mut confirmed = tokio::time::Instant::now();
-        let mut wait = every;
+        // The lease was confirmed when it was asked for (`asked`, just before the call that took it), not now.
+        let mut confirmed = asked;
+        let mut wait = (asked + every).saturating_duration_since(tokio::time::Instant::now());
         loop {
             tokio::time::sleep(wait).await;
             let deadline = confirmed + trust;
@@ -370,6 +388,11 @@ pub async fn send_list<S: Store>(
             tracing::warn!(list, %week_end, "a recipient's delivery changed under this run; not sent again");
             continue;
         }
+        // The lease may have been found lost while the history was read: stop before anything leaves.
+        if stop.load(Ordering::SeqCst) {
+            outcome.not_reached = members.recipients[i..].to_vec();
+            break;
+        }
         // The record of the attempt is durable before the message leaves.
         store.append_state(&scope, &[record("pending", attempt, String::new(), None)]).await?;
         match mailer.send(message).await {
@@ -378,7 +401,9 @@ pub async fn send_list<S: Store>(
                 tracing::info!(list, %week_end, attempt, "digest sent");
                 outcome.sent.push(recipient.clone());
             }
-            Err(SendError::Transient(why)) if let Some(retry_at) = next_try(attempt, &config.digest, now, week_end) => {
+            Err(SendError::Transient(why))
+                if let Some(retry_at) = next_try(attempt, &config.digest, now, next_digest_due(config, week_end)) =>
+            {
                 store.append_state(&scope, &[record("failed", attempt, why.clone(), Some(retry_at))]).await?;
                 tracing::warn!(list, %week_end, attempt, error = %why, "digest not sent; will retry");
                 outcome.waiting.push((recipient.clone(), retry_at, why));
@@ -419,30 +444,50 @@ mod tests {
         pulse_config::DigestConfig { max_attempts, retry_after_minutes: 5, ..Default::default() }
     }
 
+    fn config(schedule: &str, tz: &str) -> pulse_config::Config {
+        let text = format!(
+            "[store]\nlake_dir = \"lake\"\n\n[scheduler]\ndigest = \"{schedule}\"\ntimezone = \"{tz}\"\n\n\
+             [[tenant]]\nid = \"stoke\"\nname = \"Stoke\"\n"
+        );
+        pulse_config::parse(&text, std::path::Path::new("pulse.toml")).unwrap()
+    }
+
+    /// The next week's digest is due at the schedule's next time after the week's own, in the schedule's zone: for
+    /// London, Monday 08:00 a week later; for Sydney (east of UTC), Sunday 21:00 UTC a week later.
+    #[test]
+    fn the_next_digest_is_due_at_the_schedules_next_time() {
+        let week_end = NaiveDate::from_ymd_opt(2018, 3, 25).unwrap();
+        let london = next_digest_due(&config("0 8 * * MON", "Europe/London"), week_end);
+        assert_eq!(london, Utc.with_ymd_and_hms(2018, 4, 2, 7, 0, 0).unwrap());
+        let sydney = next_digest_due(&config("0 8 * * MON", "Australia/Sydney"), week_end);
+        assert_eq!(sydney, Utc.with_ymd_and_hms(2018, 4, 1, 22, 0, 0).unwrap());
+        let thursday = next_digest_due(&config("30 9 * * THU", "Europe/London"), week_end);
+        assert_eq!(thursday, Utc.with_ymd_and_hms(2018, 4, 5, 8, 30, 0).unwrap());
+    }
+
     /// A server that keeps saying "later" is tried again, never taken for a refusal, until the next week's digest is
-    /// due (the Monday a week later), however many attempts that takes; `max_attempts`, when set, gives up sooner.
+    /// due, however many attempts that takes; `max_attempts`, when set, gives up sooner.
     #[test]
     fn a_deferred_recipient_stays_owed_until_the_next_weeks_digest() {
-        let week_end = NaiveDate::from_ymd_opt(2018, 3, 25).unwrap();
         let due = Utc.with_ymd_and_hms(2018, 3, 26, 7, 0, 0).unwrap();
+        let superseded = Utc.with_ymd_and_hms(2018, 4, 2, 7, 0, 0).unwrap();
         let (mut now, mut attempt, mut waits) = (due, 1, vec![]);
-        while let Some(next) = next_try(attempt, &digest(None), now, week_end) {
+        while let Some(next) = next_try(attempt, &digest(None), now, superseded) {
             waits.push((next - now).num_minutes());
             now = next;
             attempt += 1;
         }
-        // 5, 10, 20, ... doubling, then every 6 hours, up to the next Monday.
+        // 5, 10, 20, ... doubling, then every 6 hours, up to the next digest.
         assert_eq!(&waits[..7], &[5, 10, 20, 40, 80, 160, 320]);
         assert!(waits[7..].iter().all(|w| *w == 360), "{waits:?}");
         assert!(attempt > 20, "tried {attempt} times");
-        let superseded = Utc.with_ymd_and_hms(2018, 4, 2, 0, 0, 0).unwrap();
         assert!(now < superseded && now + Duration::hours(6) >= superseded, "last try {now}");
         // The old default of 5 attempts would have given up after 155 minutes, an hour-long outage included.
-        assert!(next_try(5, &digest(None), due + Duration::minutes(155), week_end).is_some());
+        assert!(next_try(5, &digest(None), due + Duration::minutes(155), superseded).is_some());
         // An explicit cap is honoured.
-        assert_eq!(next_try(3, &digest(Some(3)), due, week_end), None);
-        assert!(next_try(2, &digest(Some(3)), due, week_end).is_some());
+        assert_eq!(next_try(3, &digest(Some(3)), due, superseded), None);
+        assert!(next_try(2, &digest(Some(3)), due, superseded).is_some());
         // A retry that would fall after the next digest is due is not scheduled.
-        assert_eq!(next_try(1, &digest(None), superseded - Duration::minutes(2), week_end), None);
+        assert_eq!(next_try(1, &digest(None), superseded - Duration::minutes(2), superseded), None);
     }
 }

@@ -283,7 +283,10 @@ pub async fn status<S: Store>(
         let steps = steps(store, &scope, &job.name).await?;
         // Only a run with no end on another host needs the lease's word (a coordination service may be asked).
         let lease = match truth(&steps) {
-            Some(t) if t.state == "started" => store.lease_holder(&scope, &job.name).await?,
+            Some(t) if t.state == "started" => store.lease_holder(&scope, &job.name).await.unwrap_or_else(|e| {
+                tracing::warn!(job = %job.name, error = %e, "cannot ask who holds the lease; status from the journal only");
+                LeaseView::Unknown
+            }),
             _ => LeaseView::Unknown,
         };
         out.push(JobStatus {
@@ -441,6 +444,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
             owed: state != "succeeded",
         };
         let ttl = std::time::Duration::from_secs(u64::from(self.config.scheduler.lease_minutes) * 60);
+        let asked = tokio::time::Instant::now();
         match self.store.try_lease(&scope, &job.name, &self.holder, ttl).await? {
             LeaseOutcome::HeldBy(l) => {
                 let why = format!(
@@ -469,7 +473,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
         let started = Instant::now();
         // Renew the lease while the job runs; losing it halts the job before its next recipient.
         let halt = Arc::new(AtomicBool::new(false));
-        let renew = delivery::keep_lease(&self.store, &scope, &job.name, &self.holder, ttl, halt.clone());
+        let renew = delivery::keep_lease(&self.store, &scope, &job.name, &self.holder, ttl, asked, halt.clone());
         let work = self.work(job, tick, halt.clone());
         tokio::pin!(work);
         let (result, interrupted) = tokio::select! {

@@ -21,9 +21,10 @@ pub enum StoreError {
     )]
     UnknownCluster { url: String, cluster: String, known: String },
     #[error(
-        "cannot use ZooKeeper at {servers} for leases: {reason}; check that it is running and that \
-         [store.clickhouse] zookeeper names it (host:port, comma-separated for an ensemble), or remove the setting to \
-         keep leases in ClickHouse"
+        "cannot use ZooKeeper at {servers} for leases: {reason}; nothing was sent under a lease it could not \
+         confirm. Check that ZooKeeper is running and reachable at the address in [store.clickhouse] zookeeper \
+         (host:port, comma-separated for an ensemble). Do not remove the setting from one process only: every process \
+         of a deployment must take its leases in the same place, or two could send at once"
     )]
     Coordination { servers: String, reason: String },
     #[error("ClickHouse cluster `{cluster}` cannot be used as configured: {problem}")]

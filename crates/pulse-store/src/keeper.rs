@@ -2,21 +2,25 @@
 //! has one, a lease is an ephemeral node rather than rows settled by waiting.
 //!
 //! A lease `name` of a tenant is the node `/practice-pulse/<database>/leases/<tenant>/<name>`, created ephemeral
-//! by the holder's session and holding the holder, when it was taken and until when (JSON). It binds others while
-//! it exists and is unexpired and its holder is not a process on this host that has exited: the same rule as the
-//! stores' ([`crate::lease::live`]). Every decision is one of ZooKeeper's atomic operations, so it is made once:
+//! by the holder's session and holding the holder, when it was taken and until when (JSON). **The node existing is
+//! the lease being held**: ZooKeeper deletes it when the holder's session ends, so nothing else ever judges a holder
+//! dead (no process ids, no clocks), and nothing deletes another holder's node. Every decision is one of
+//! ZooKeeper's atomic operations, so it is made once:
 //! - taking a free lease is `create` (of rivals creating at once exactly one succeeds, the others read who);
-//! - taking over one that no longer binds (expired, or its holder's process gone) is `delete` at the version read,
-//!   then `create`; two contenders cannot both delete the same version;
-//! - renewing is `set_data` at the version read, by the holder's own session;
+//! - renewing is `set_data` at the version read, by the session that created the node;
 //! - releasing is `delete` at the version read, only by the holder.
 //!
-//! A holder whose process dies loses the lease when its session ends: at once on a clean exit, within the session
-//! timeout ([`SESSION_TIMEOUT`]) when killed or cut off, instead of at the lease's expiry. The other side of that: a
-//! holder must stop acting on its lease once it cannot confirm it within two thirds of the session timeout
+//! A renewal never re-creates a lease: once this process has taken a lease, a later call for the same holder that
+//! finds the node gone, or made by another session (ours ended meanwhile), answers that the lease was lost, so the
+//! holder stops instead of carrying on beside whoever held it in between. A holder whose process dies loses the
+//! lease when its session ends: at once on a clean exit, within the session timeout ([`SESSION_TIMEOUT`] asked; the
+//! server may grant less) when killed or cut off, instead of at the lease's expiry. The other side of that: a
+//! holder stops acting on its lease once it cannot confirm it within two thirds of the granted session timeout
 //! ([`Keeper::trust`]), since the server may end its session soon after.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use zookeeper_client as zk;
 
-use crate::lease::{self, LeaseOutcome};
+use crate::lease::LeaseOutcome;
 use crate::{Result, StoreError};
 
 /// The session timeout asked of the server (it may grant another within its min/max, which is then used).
@@ -45,6 +49,11 @@ pub struct Keeper {
     base: String,
     /// The session in use; replaced by a new one when it has ended (expired or closed).
     client: Arc<Mutex<Option<zk::Client>>>,
+    /// The session timeout the server granted (milliseconds; 0 before the first session).
+    granted_ms: Arc<AtomicU64>,
+    /// The leases this process has taken and not released, by (tenant, name, holder): the session that took each.
+    /// A call for one of them is a renewal, which never re-creates the node.
+    taken: Arc<std::sync::Mutex<HashMap<(String, String, String), i64>>>,
 }
 
 impl std::fmt::Debug for Keeper {
@@ -69,6 +78,8 @@ impl Keeper {
             servers: servers.trim().to_owned(),
             base: format!("{ROOT}/{}/leases", escape(database)),
             client: Arc::new(Mutex::new(None)),
+            granted_ms: Arc::new(AtomicU64::new(0)),
+            taken: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
@@ -78,9 +89,14 @@ impl Keeper {
     }
 
     /// How often a holder confirms its lease, and for how long after a confirmation it may act on it: a third and
-    /// two thirds of the session timeout (of `ttl` when that is shorter).
+    /// two thirds of the session timeout the server granted (asked for, before the first session; `ttl` when that is
+    /// shorter).
     pub fn trust(&self, ttl: Duration) -> (Duration, Duration) {
-        let span = ttl.min(SESSION_TIMEOUT);
+        let granted = match self.granted_ms.load(Ordering::SeqCst) {
+            0 => SESSION_TIMEOUT,
+            ms => Duration::from_millis(ms).min(SESSION_TIMEOUT),
+        };
+        let span = ttl.min(granted);
         (span / 3, span * 2 / 3)
     }
 
@@ -104,6 +120,7 @@ impl Keeper {
             Err(_) => return Err(self.unavailable(format!("no session within {}s", OPERATION_TIMEOUT.as_secs()))),
         };
         tracing::debug!(servers = %self.servers, session = ?client.session_id(), "connected to ZooKeeper");
+        self.granted_ms.store(client.session_timeout().as_millis().max(1) as u64, Ordering::SeqCst);
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -131,67 +148,94 @@ impl Keeper {
     /// Takes or renews `holder`'s lease `name` of `tenant` for `ttl` (see the module's rules).
     pub async fn try_lease(&self, tenant: &str, name: &str, holder: &str, ttl: Duration) -> Result<LeaseOutcome> {
         let client = self.session().await?;
+        let session = client.session_id().0;
+        let key = (tenant.to_owned(), name.to_owned(), holder.to_owned());
+        let taken_by = self.taken.lock().map_or(None, |t| t.get(&key).copied());
         let (dir, path) = self.path(tenant, name);
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-        // A few rounds: each lost race (a node created, deleted or changed between our read and our write) is
-        // decided by the server, and the next round reads what won.
+        let lost = |why: &str| {
+            let now = Utc::now();
+            LeaseOutcome::HeldBy(Lease {
+                name: name.to_owned(),
+                holder: format!("nobody: this holder's lease {why}"),
+                acquired_at: now,
+                expires_at: now,
+            })
+        };
         for _ in 0..5 {
             let now = Utc::now();
             let mine =
                 Lease { name: name.to_owned(), holder: holder.to_owned(), acquired_at: now, expires_at: now + ttl };
-            let data = encode(&mine);
             match self.call("reading the lease", client.get_data(&path)).await? {
+                Err(zk::Error::NoNode) if taken_by.is_some() => {
+                    self.forget(&key);
+                    return Ok(lost("ended with its ZooKeeper session"));
+                }
                 Err(zk::Error::NoNode) => {
-                    match self.call("creating the lease", client.create(&path, &data, &ephemeral)).await? {
-                        Ok(_) => return Ok(LeaseOutcome::Acquired(mine)),
+                    match self.call("creating the lease", client.create(&path, &encode(&mine), &ephemeral)).await? {
+                        Ok(_) => {
+                            if let Ok(mut t) = self.taken.lock() {
+                                t.insert(key, session);
+                            }
+                            return Ok(LeaseOutcome::Acquired(mine));
+                        }
                         Err(zk::Error::NoNode) => {
                             let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
                             self.call("creating the lease's parent", client.mkdir(&dir, &persistent))
                                 .await?
                                 .map_err(|e| self.unavailable(format!("creating {dir}: {e}")))?;
                         }
+                        // A rival created it between our read and our create: read who.
                         Err(zk::Error::NodeExists) => {}
                         Err(e) => return Err(self.unavailable(format!("creating {path}: {e}"))),
                     }
                 }
                 Ok((bytes, stat)) => {
                     let held = decode(name, &bytes);
-                    let ours = stat.ephemeral_owner == client.session_id().0;
-                    if held.holder == holder && ours {
-                        // Renewal, by the session that holds the node.
+                    if held.holder == holder && stat.ephemeral_owner == session && taken_by == Some(session) {
+                        // Renewal, by the session that created the node.
                         let renewed = Lease { acquired_at: held.acquired_at, ..mine };
-                        match self
-                            .call("renewing the lease", client.set_data(&path, &encode(&renewed), Some(stat.version)))
-                            .await?
-                        {
+                        let write = client.set_data(&path, &encode(&renewed), Some(stat.version));
+                        match self.call("renewing the lease", write).await? {
                             Ok(_) => return Ok(LeaseOutcome::Acquired(renewed)),
+                            // Only this session can change or delete its node: read again what happened.
                             Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
                             Err(e) => return Err(self.unavailable(format!("renewing {path}: {e}"))),
                         }
                     }
-                    if held.holder != holder && lease::live(&held, now) {
-                        return Ok(LeaseOutcome::HeldBy(held));
+                    if taken_by.is_some() {
+                        self.forget(&key);
+                        return Ok(lost("ended with its ZooKeeper session and was taken by another"));
                     }
-                    // Ours from an ended session, expired, or its holder's process gone: delete that version and
-                    // create ours in the next round (a rival doing the same at once gets BadVersion or NoNode).
-                    match self.call("taking over the lease", client.delete(&path, Some(stat.version))).await? {
-                        Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => continue,
-                        Err(e) => return Err(self.unavailable(format!("deleting {path}: {e}"))),
-                    }
+                    // Held by another session (or by an earlier session of this holder that has not ended yet):
+                    // it binds until that session ends. Its data's expiry is reported no earlier than a session
+                    // timeout from now, so a waiting daemon does not spin on a stale figure.
+                    let floor = now + chrono::Duration::from_std(SESSION_TIMEOUT).unwrap_or_default();
+                    return Ok(LeaseOutcome::HeldBy(Lease { expires_at: held.expires_at.max(floor), ..held }));
                 }
                 Err(e) => return Err(self.unavailable(format!("reading {path}: {e}"))),
             }
         }
-        Err(self.unavailable(format!("lease `{name}` changed hands on every try; try again")))
+        Err(self.unavailable(format!("lease `{name}` changed on every try; try again")))
+    }
+
+    fn forget(&self, key: &(String, String, String)) {
+        if let Ok(mut t) = self.taken.lock() {
+            t.remove(key);
+        }
     }
 
     /// Ends `holder`'s lease `name` of `tenant` (nothing when another holds it or it is gone).
     pub async fn release_lease(&self, tenant: &str, name: &str, holder: &str) -> Result<()> {
+        // Forgotten first: whatever happens below, the next call for this holder is a new acquisition.
+        self.forget(&(tenant.to_owned(), name.to_owned(), holder.to_owned()));
         let client = self.session().await?;
         let (_, path) = self.path(tenant, name);
         match self.call("reading the lease", client.get_data(&path)).await? {
-            Ok((bytes, stat)) if decode(name, &bytes).holder == holder => {
+            Ok((bytes, stat))
+                if decode(name, &bytes).holder == holder && stat.ephemeral_owner == client.session_id().0 =>
+            {
                 match self.call("releasing the lease", client.delete(&path, Some(stat.version))).await? {
                     Ok(()) | Err(zk::Error::NoNode | zk::Error::BadVersion) => Ok(()),
                     Err(e) => Err(self.unavailable(format!("deleting {path}: {e}"))),
@@ -207,7 +251,7 @@ impl Keeper {
         let client = self.session().await?;
         let (_, path) = self.path(tenant, name);
         match self.call("reading the lease", client.get_data(&path)).await? {
-            Ok((bytes, _)) => Ok(Some(decode(name, &bytes)).filter(|l| lease::live(l, Utc::now()))),
+            Ok((bytes, _)) => Ok(Some(decode(name, &bytes))),
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(self.unavailable(format!("reading {path}: {e}"))),
         }
@@ -223,8 +267,7 @@ fn encode(lease: &Lease) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// A node that does not parse (written by something else) reads as an expired lease of nobody, so it is taken over
-/// rather than blocking the job for ever.
+/// A node that does not parse (written by something else) reads as held by an unknown holder.
 fn decode(name: &str, bytes: &[u8]) -> Lease {
     match serde_json::from_slice::<Held>(bytes) {
         Ok(h) => {
@@ -270,9 +313,8 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_node_is_an_expired_lease() {
-        let l = decode("x", b"not json");
-        assert!(!lease::live(&l, Utc::now()));
+    fn lease_data_round_trips() {
+        assert_eq!(decode("x", b"not json").holder, "(unreadable lease node)");
         let now = Utc::now();
         let held = Lease { name: "x".into(), holder: "h:1:a".into(), acquired_at: now, expires_at: now };
         assert_eq!(decode("x", &encode(&held)), held);
@@ -283,5 +325,8 @@ mod tests {
         let k = Keeper::new("127.0.0.1:1", "pulse");
         assert_eq!(k.trust(Duration::from_secs(600)), (SESSION_TIMEOUT / 3, SESSION_TIMEOUT * 2 / 3));
         assert_eq!(k.trust(Duration::from_secs(3)), (Duration::from_secs(1), Duration::from_secs(2)));
+        // The server granted less than was asked: that is what counts.
+        k.granted_ms.store(6_000, Ordering::SeqCst);
+        assert_eq!(k.trust(Duration::from_secs(600)), (Duration::from_secs(2), Duration::from_secs(4)));
     }
 }

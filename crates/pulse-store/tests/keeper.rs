@@ -77,8 +77,10 @@ async fn of_sessions_racing_for_a_lease_exactly_one_wins_and_its_end_frees_it_at
     }
 }
 
+/// The node existing is the lease being held: neither data that looks expired nor a holder whose process looks
+/// gone lets another session take it while the session that made it lives; tenants and names are apart.
 #[tokio::test]
-async fn an_expired_lease_is_taken_over_while_its_session_lives_and_tenants_are_apart() {
+async fn a_live_sessions_lease_is_never_taken_whatever_its_data_says() {
     let Some(zk) = zookeeper() else { return };
     let db = fresh();
     let (a, b) = (Keeper::new(&zk, &db), Keeper::new(&zk, &db));
@@ -86,35 +88,53 @@ async fn an_expired_lease_is_taken_over_while_its_session_lives_and_tenants_are_
     // Another tenant's lease of the same name, and another name, are independent.
     assert!(b.try_lease("beta", "ingest", &holder(2), Duration::from_secs(600)).await.unwrap().acquired());
     assert!(b.try_lease("alpha", "ingest-2", &holder(2), Duration::from_secs(600)).await.unwrap().acquired());
-    match b.try_lease("alpha", "ingest", &holder(2), Duration::from_secs(600)).await.unwrap() {
-        LeaseOutcome::HeldBy(l) => assert_eq!(l.holder, holder(1)),
-        other => panic!("{other:?}"),
-    }
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    // Holder 1 did not renew within its ttl: the lease no longer binds, though its session is alive.
-    assert!(b.try_lease("alpha", "ingest", &holder(2), Duration::from_secs(600)).await.unwrap().acquired());
-    // Holder 1 renewing late finds it taken (the sender is fenced), and its release does not free it.
-    match a.try_lease("alpha", "ingest", &holder(1), Duration::from_secs(1)).await.unwrap() {
-        LeaseOutcome::HeldBy(l) => assert_eq!(l.holder, holder(2)),
-        other => panic!("a late renewal must not win: {other:?}"),
+    // Holder 1's data says it expired; its session lives: still held, reported with an expiry ahead (no spinning).
+    match b.try_lease("alpha", "ingest", &holder(2), Duration::from_secs(600)).await.unwrap() {
+        LeaseOutcome::HeldBy(l) => {
+            assert_eq!(l.holder, holder(1));
+            assert!(l.expires_at > chrono::Utc::now(), "{l:?}");
+        }
+        other => panic!("an expired-looking lease of a live session was taken: {other:?}"),
     }
-    a.release_lease("alpha", "ingest", &holder(1)).await.unwrap();
-    assert!(!a.try_lease("alpha", "ingest", &holder(3), Duration::from_secs(1)).await.unwrap().acquired());
-    assert_eq!(a.holder("alpha", "ingest").await.unwrap().map(|l| l.holder), Some(holder(2)));
-    b.release_lease("alpha", "ingest", &holder(2)).await.unwrap();
-    assert_eq!(a.holder("alpha", "ingest").await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn a_holder_on_this_host_whose_process_is_gone_is_superseded_at_once() {
-    let Some(zk) = zookeeper() else { return };
-    let db = fresh();
-    let (a, b) = (Keeper::new(&zk, &db), Keeper::new(&zk, &db));
-    // pid 4194400 is above Linux's pid_max: no such process.
+    // A holder on this host whose process is gone (pid 4194400 is above Linux's pid_max), its session alive.
     let dead = format!("{}:4194400:gone", pulse_domain::this_host());
     assert!(a.try_lease("alpha", "digest", &dead, Duration::from_secs(600)).await.unwrap().acquired());
-    let taken = b.try_lease("alpha", "digest", &holder(5), Duration::from_secs(600)).await.unwrap();
-    assert_eq!(taken.acquired(), cfg!(target_os = "linux"), "{taken:?}");
+    assert!(!b.try_lease("alpha", "digest", &holder(5), Duration::from_secs(600)).await.unwrap().acquired());
+    // A non-holder's release does nothing; the holder's own renewal works, and its release frees it.
+    b.release_lease("alpha", "ingest", &holder(1)).await.unwrap();
+    assert!(a.try_lease("alpha", "ingest", &holder(1), Duration::from_secs(1)).await.unwrap().acquired());
+    a.release_lease("alpha", "ingest", &holder(1)).await.unwrap();
+    assert_eq!(b.holder("alpha", "ingest").await.unwrap(), None);
+    assert!(b.try_lease("alpha", "ingest", &holder(2), Duration::from_secs(600)).await.unwrap().acquired());
+}
+
+/// A renewal never re-creates a lease: when the node is gone (the server ended the holder's session) or another
+/// has it, the holder is told it lost the lease, so its sender stops, instead of carrying on as if nothing happened.
+#[tokio::test]
+async fn a_renewal_after_the_node_vanished_is_a_lost_lease_not_a_new_one() {
+    let Some(zk) = zookeeper() else { return };
+    let db = fresh();
+    let a = Keeper::new(&zk, &db);
+    assert!(a.try_lease("alpha", "digest:north", &holder(1), Duration::from_secs(600)).await.unwrap().acquired());
+    // The node disappears behind the holder's back (as when the server expires its session), and another takes it.
+    let raw = zookeeper_client::Client::connect(&zk).await.unwrap();
+    let path = format!("/practice-pulse/{db}/leases/alpha/digest:north");
+    raw.delete(&path, None).await.unwrap();
+    match a.try_lease("alpha", "digest:north", &holder(1), Duration::from_secs(600)).await.unwrap() {
+        LeaseOutcome::HeldBy(l) => assert!(l.holder.starts_with("nobody"), "{l:?}"),
+        other => panic!("a renewal re-created a vanished lease: {other:?}"),
+    }
+    // The same, with a rival holding it by then.
+    assert!(a.try_lease("alpha", "digest:north", &holder(1), Duration::from_secs(600)).await.unwrap().acquired());
+    raw.delete(&path, None).await.unwrap();
+    let b = Keeper::new(&zk, &db);
+    assert!(b.try_lease("alpha", "digest:north", &holder(2), Duration::from_secs(600)).await.unwrap().acquired());
+    assert!(!a.try_lease("alpha", "digest:north", &holder(1), Duration::from_secs(600)).await.unwrap().acquired());
+    // After its release the holder may take it afresh later, once free.
+    a.release_lease("alpha", "digest:north", &holder(1)).await.unwrap();
+    b.release_lease("alpha", "digest:north", &holder(2)).await.unwrap();
+    assert!(a.try_lease("alpha", "digest:north", &holder(1), Duration::from_secs(600)).await.unwrap().acquired());
 }
 
 #[tokio::test]

@@ -81,7 +81,10 @@ fn campaign(spec: &str) -> Result<Campaign> {
 /// `incremental` updates the reports from the previous run. Prints one JSON line.
 fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
     use pulse_store::Store;
-    let (spec, mode, to) = (&args[2], args[3].as_str(), args[4].parse::<NaiveDate>()?);
+    let (spec, mode) = (&args[2], args[3].as_str());
+    // `copy <lake dir>`: every fact, post and post snapshot of the lake's tenants into this store (to measure the
+    // jobs on ClickHouse over the same national year).
+    let to = if mode == "copy" { NaiveDate::MIN } else { args[4].parse::<NaiveDate>()? };
     let limit: usize = args.get(5).map(|n| n.parse()).transpose()?.unwrap_or(usize::MAX);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let store = if let Some(dir) = spec.strip_prefix("lake:") {
@@ -154,7 +157,31 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
                 facts += summary.facts;
                 rows += summary.rows_written.values().sum::<usize>();
             }
-            other => return Err(format!("mode {other}: full, nextday or incremental").into()),
+            "copy" => {
+                let lake = pulse_store::lake::LakeStore::open(&args[4])?;
+                let read = scope.read().clone();
+                let posts = rt.block_on(lake.read_posts(&read, &pulse_store::PostFilter::default()))?;
+                rt.block_on(store.write_posts(&scope, &posts))?;
+                let snapshots = rt.block_on(lake.read_post_snapshots(&read, &pulse_store::PostFilter::default()))?;
+                for chunk in snapshots.chunks(200_000) {
+                    rt.block_on(store.write_post_snapshots(&scope, chunk))?;
+                }
+                // A month at a time, so memory stays small.
+                let mut from = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+                while from < NaiveDate::from_ymd_opt(2027, 1, 1).unwrap() {
+                    let until = from + chrono::Duration::days(30);
+                    let filter = pulse_store::FactFilter::days(from, until - chrono::Duration::days(1));
+                    let got = rt.block_on(lake.read_page_insights(&read, &filter))?;
+                    facts += got.len();
+                    for chunk in got.chunks(500_000) {
+                        rt.block_on(store.write_page_insights(&scope, chunk))?;
+                    }
+                    from = until;
+                }
+                rt.block_on(store.settle(&scope))?;
+                eprintln!("{}: copied ({facts} facts so far)", read.as_str());
+            }
+            other => return Err(format!("mode {other}: full, nextday, incremental or copy").into()),
         }
     }
     let secs = started.elapsed().as_secs_f64();
