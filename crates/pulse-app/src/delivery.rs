@@ -3,7 +3,8 @@
 //! Each (list, week, recipient) has a delivery record in the tenant's journal (stream `delivery`): `pending` is
 //! written (and acknowledged by the store) before the message goes to the mail server, `sent` or `failed` after. A
 //! re-run skips what was sent, retries what the server deferred once its backoff has passed ([`next_try`]: until
-//! the list's next weekly digest is due, or `[digest] max_attempts` when set; a permanent refusal is not retried), and never re-sends a delivery that was interrupted between `pending` and its
+//! the list's next weekly digest is due, or `[digest] max_attempts` when set; a permanent refusal is not retried),
+//! and never re-sends a delivery that was interrupted between `pending` and its
 //! outcome — the server may have taken it — unless the operator says so (`pulse digest send --resend-interrupted`).
 //! A send whose message went but whose reply was lost (the line dropped, the wait timed out) is `interrupted` the
 //! same way. The daemon's job and a manual send take the same per-list lease, so only one sends at a time.

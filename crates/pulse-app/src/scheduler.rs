@@ -396,7 +396,18 @@ impl<S: Store + Clone + 'static> Daemon<S> {
             }
             let job = &jobs[i];
             let is_retry = retry[i].is_some_and(|(w, _)| w == wake) && next[i] != Some(wake);
-            let (interrupted, retry_at) = self.run_job(job, tick, &mut stop, observer).await?;
+            // A failure around the run (the store or the lease service unreachable when journalling or taking the
+            // lease) does not end the daemon: the tick stays owed and is tried again in a few minutes.
+            let (interrupted, retry_at) = match self.run_job(job, tick, &mut stop, observer).await {
+                Ok(r) => r,
+                Err(e) => {
+                    observer.event(&format!(
+                        "{}: could not run: {}; trying again in {RETRY_OWED_MINUTES} min",
+                        job.name, e.message
+                    ));
+                    (false, Some(self.clock.now() + Duration::minutes(RETRY_OWED_MINUTES)))
+                }
+            };
             retry[i] = retry_at.map(|at| (at, tick));
             if !is_retry {
                 next[i] = job.schedule.next_after(tick.max(self.clock.now()));

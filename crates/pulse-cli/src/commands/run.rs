@@ -115,10 +115,14 @@ pub async fn status(path: &Path, args: StatusArgs) -> Result<ExitCode> {
         let history = delivery::history(&store, &config, &sub.name, week).await.map_err(anyhow::Error::msg)?;
         let mut counts = std::collections::BTreeMap::<String, usize>::new();
         let mut named = Vec::new();
+        // Once the next week's digest is due, a recipient still deferred for this week is no longer owed.
+        let superseded = Utc::now() >= delivery::next_digest_due(&config, week);
         for (recipient, steps) in &history {
             if let Some(last) = steps.last() {
                 let state = match last.state.as_str() {
                     "pending" => "pending (cut off mid-send, or in flight now)",
+                    "failed" if superseded => "not sent (still deferred when the next week's digest was due)",
+                    "failed" => "waiting (deferred by the mail server; retried)",
                     s => s,
                 };
                 *counts.entry(state.to_owned()).or_default() += 1;
