@@ -42,6 +42,15 @@ impl Facts {
         Ok(Facts { totals, breakdowns })
     }
 
+    /// From rows a store handed over (ClickHouse): `totals` (their rows without a breakdown) and `breakdowns`, read
+    /// for Sundays and the last week (their rows with one, in the kept windows), as [`load_fact_files`] makes them.
+    pub fn from_rows(totals: &[PageInsightFact], breakdowns: &[PageInsightFact], to: NaiveDate) -> Result<Facts> {
+        let totals = facts_frame(totals)?.lazy().filter(col("breakdown").eq(lit(""))).collect()?;
+        let scanned = facts_frame(breakdowns)?.lazy().filter(col("breakdown").neq(lit("")));
+        let breakdowns = kept_windows(scanned, to)?.collect()?;
+        Ok(Facts { totals, breakdowns })
+    }
+
     pub fn height(&self) -> usize {
         self.totals.height() + self.breakdowns.height()
     }

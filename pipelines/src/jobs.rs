@@ -246,11 +246,24 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
             .await
             .map_err(|e| PipelineError::Input(e.to_string()))??
         }
-        None => frames::Facts::split(
-            frames::facts_frame(&store.read_page_insights(&input.scope, &filter).await?)?,
-            input.from,
-            input.to,
-        )?,
+        None => {
+            // Rows from the store: the totals, then the breakdowns of the kept windows only (Sundays and the last
+            // week), so a year of breakdowns never has to be held; each page's latest day is picked from those.
+            let breakdown_metrics: BTreeSet<M> = age_bands::WANTED.iter().map(|(m, _)| *m).collect();
+            let totals_only = FactFilter {
+                metrics: filter.metrics.iter().copied().filter(|m| !breakdown_metrics.contains(m)).collect(),
+                ..filter.clone()
+            };
+            let breakdowns = FactFilter {
+                metrics: breakdown_metrics.into_iter().collect(),
+                from: Some(input.from),
+                ..filter.clone()
+            }
+            .sundays_or_from(input.to - Duration::days(6));
+            let totals = store.read_page_insights(&input.scope, &totals_only).await?;
+            let breakdowns = store.read_page_insights(&input.scope, &breakdowns).await?;
+            frames::Facts::from_rows(&totals, &breakdowns, input.to)?
+        }
     };
     if facts.totals.height() == 0 {
         return Err(PipelineError::Input(format!(

@@ -44,6 +44,9 @@ pub struct FactFilter {
     pub from: Option<NaiveDate>,
     /// Last covered day, inclusive.
     pub to: Option<NaiveDate>,
+    /// Only the rows of Sundays, and of every day from this one on (the windows the age-band reports keep: each
+    /// week's, and the latest).
+    pub sundays_or_from: Option<NaiveDate>,
 }
 
 impl FactFilter {
@@ -66,9 +69,18 @@ impl FactFilter {
         self
     }
 
-    /// Whether a day falls in the filter's range.
+    /// Only Sundays and the days from `from` on (see [`FactFilter::sundays_or_from`]).
+    pub fn sundays_or_from(mut self, from: NaiveDate) -> Self {
+        self.sundays_or_from = Some(from);
+        self
+    }
+
+    /// Whether a day falls in the filter's range (and is a Sunday or late enough, when asked).
     pub fn day_matches(&self, day: NaiveDate) -> bool {
-        self.from.is_none_or(|f| day >= f) && self.to.is_none_or(|t| day <= t)
+        use chrono::Datelike;
+        self.from.is_none_or(|f| day >= f)
+            && self.to.is_none_or(|t| day <= t)
+            && self.sundays_or_from.is_none_or(|f| day >= f || day.weekday() == chrono::Weekday::Sun)
     }
 
     pub fn matches(&self, fact: &PageInsightFact) -> bool {

@@ -704,6 +704,8 @@ impl Store for ClickHouseStore {
                     .bind(InList(&practices))
                     .bind(u8::from(!pages.is_empty()))
                     .bind(InList(&pages))
+                    .bind(u8::from(filter.sundays_or_from.is_some()))
+                    .bind(day_param(filter.sundays_or_from, MIN_DAY))
             })
             .await?;
         rows.into_iter().map(FactOut::into_fact).collect()
