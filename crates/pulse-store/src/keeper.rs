@@ -53,7 +53,7 @@ pub struct Keeper {
     granted_ms: Arc<AtomicU64>,
     /// The leases this process has taken and not released, by (tenant, name, holder): the session that took each.
     /// A call for one of them is a renewal, which never re-creates the node.
-    taken: Arc<std::sync::Mutex<HashMap<(String, String, String), i64>>>,
+    taken: Arc<std::sync::Mutex<HashMap<LeaseKey, i64>>>,
 }
 
 impl std::fmt::Debug for Keeper {
@@ -61,6 +61,9 @@ impl std::fmt::Debug for Keeper {
         f.debug_struct("Keeper").field("servers", &self.servers).field("base", &self.base).finish()
     }
 }
+
+/// A lease taken by this process: (tenant, name, holder).
+type LeaseKey = (String, String, String);
 
 /// What a lease node holds.
 #[derive(Serialize, Deserialize)]
@@ -220,7 +223,7 @@ impl Keeper {
         Err(self.unavailable(format!("lease `{name}` changed on every try; try again")))
     }
 
-    fn forget(&self, key: &(String, String, String)) {
+    fn forget(&self, key: &LeaseKey) {
         if let Ok(mut t) = self.taken.lock() {
             t.remove(key);
         }
