@@ -42,11 +42,20 @@ impl Facts {
         Ok(Facts { totals, breakdowns })
     }
 
-    /// From rows a store handed over (ClickHouse): `totals` (their rows without a breakdown) and `breakdowns`, read
-    /// for Sundays and the last week (their rows with one, in the kept windows), as [`load_fact_files`] makes them.
-    pub fn from_rows(totals: &[PageInsightFact], breakdowns: &[PageInsightFact], to: NaiveDate) -> Result<Facts> {
-        let totals = facts_frame(totals)?.lazy().filter(col("breakdown").eq(lit(""))).collect()?;
-        let scanned = facts_frame(breakdowns)?.lazy().filter(col("breakdown").neq(lit("")));
+    /// From rows a store handed over (ClickHouse, whose filter is metrics x periods): `totals` (the `total_pairs`
+    /// rows without a breakdown) and `breakdowns`, read for Sundays and the last week (the `breakdown_pairs` rows
+    /// with one, in the kept windows), exactly as [`load_fact_files`] makes them.
+    pub fn from_rows(
+        totals: &[PageInsightFact],
+        total_pairs: Wanted,
+        breakdowns: &[PageInsightFact],
+        breakdown_pairs: Wanted,
+        to: NaiveDate,
+    ) -> Result<Facts> {
+        let totals =
+            facts_frame(totals)?.lazy().filter(col("breakdown").eq(lit("")).and(wanted_expr(total_pairs))).collect()?;
+        let scanned =
+            facts_frame(breakdowns)?.lazy().filter(col("breakdown").neq(lit("")).and(wanted_expr(breakdown_pairs)));
         let breakdowns = kept_windows(scanned, to)?.collect()?;
         Ok(Facts { totals, breakdowns })
     }

@@ -262,7 +262,8 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
             .sundays_or_from(input.to - Duration::days(6));
             let totals = store.read_page_insights(&input.scope, &totals_only).await?;
             let breakdowns = store.read_page_insights(&input.scope, &breakdowns).await?;
-            frames::Facts::from_rows(&totals, &breakdowns, input.to)?
+            let total_pairs: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
+            frames::Facts::from_rows(&totals, &total_pairs, &breakdowns, age_bands::WANTED, input.to)?
         }
     };
     if facts.totals.height() == 0 {
@@ -396,11 +397,15 @@ fn merge(table: &ReportTable, old: &RecordBatch, new: &RecordBatch, plan: &Plan)
             dates(old, "week_ending").iter().map(|d| *d < from).collect(),
             dates(new, "week_ending").iter().map(|d| *d >= from).collect(),
         ),
-        // Windows too; a previous run's latest window (not a Sunday's) is superseded by this run's.
-        n if n == AGE_BANDS.name => (
-            dates(old, "window_end").iter().map(|d| *d < from && d % 7 == 3).collect(),
-            dates(new, "window_end").iter().map(|d| *d >= from).collect(),
-        ),
+        // Windows too; a previous run's latest window (not a Sunday's) is superseded by this run's, which may end
+        // before `from` (a page whose latest day in the last week came before the first recomputed Monday).
+        n if n == AGE_BANDS.name => {
+            let last_week = frames::day_number(plan.to - Duration::days(6));
+            (
+                dates(old, "window_end").iter().map(|d| *d < from && d % 7 == 3).collect(),
+                dates(new, "window_end").iter().map(|d| *d >= from || (*d >= last_week && d % 7 != 3)).collect(),
+            )
+        }
         // Checks of days before the recomputed ones stay; checks about now (stale pages, re-authorisation, failed
         // runs) are made again, except a stale page with no facts in the recomputed days, which stays as it was.
         n if n == DATA_QUALITY.name => {

@@ -152,25 +152,28 @@ pub struct SendRequest {
     pub resend_interrupted: bool,
     /// Send even when some pages lack days of the week (the digest says so). Otherwise such a week is not sent yet.
     pub allow_incomplete: bool,
+    /// The daemon's sends: from this time the week's digest is no longer owed (the next week's is due,
+    /// [`next_digest_due`]), so a recipient still deferred is given up and no retry is set after it. `None` for an
+    /// operator's send of a chosen week, which tries everyone not served and leaves retries to the operator.
+    pub superseded: Option<DateTime<Utc>>,
 }
 
 /// Longest wait between two tries of a deferred recipient.
 pub const RETRY_CAP_HOURS: i64 = 6;
 
-/// When the list's next weekly digest is due after the one for the week ending `week_end` (its own tick is the
-/// schedule's first time from 14 hours before that Monday begins in UTC, so zones east of UTC that reach Monday on
-/// the Sunday are covered; the next is the one after it). Without a usable schedule, the Monday a week later.
+/// When the list's next weekly digest is due after the one for the week ending `week_end`: a tick sends the last
+/// whole week before its local day, so the first tick from local midnight of `week_end + 8` (in the schedule's zone)
+/// is the first to send the next week. Without a usable schedule, that midnight in UTC.
 pub fn next_digest_due(config: &pulse_config::Config, week_end: NaiveDate) -> DateTime<Utc> {
-    let monday = (week_end + Duration::days(1)).and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let fallback =
-        (week_end + Duration::days(8)).and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(DateTime::<Utc>::MAX_UTC);
-    let Ok(schedule) = pulse_config::schedule::Schedule::new(&config.scheduler.digest, config.scheduler.tz()) else {
+    use chrono::TimeZone;
+    let midnight = (week_end + Duration::days(8)).and_hms_opt(0, 0, 0).unwrap_or_default();
+    let tz = config.scheduler.tz();
+    let local_midnight = tz.from_local_datetime(&midnight).earliest().map(|t| t.with_timezone(&Utc));
+    let fallback = local_midnight.unwrap_or_else(|| midnight.and_utc());
+    let Ok(schedule) = pulse_config::schedule::Schedule::new(&config.scheduler.digest, tz) else {
         return fallback;
     };
-    monday
-        .and_then(|m| schedule.next_after(m - Duration::hours(14)))
-        .and_then(|own| schedule.next_after(own))
-        .unwrap_or(fallback)
+    schedule.next_after(fallback - Duration::seconds(1)).unwrap_or(fallback)
 }
 
 /// When a recipient the server deferred on its `attempt`-th try is tried again, or `None` to give it up: waits of
@@ -298,7 +301,7 @@ pub async fn send_list<S: Store>(
     request: &SendRequest,
     stop: &AtomicBool,
 ) -> AppResult<ListOutcome> {
-    let SendRequest { list, week_end, now, resend_interrupted, allow_incomplete } = request.clone();
+    let SendRequest { list, week_end, now, resend_interrupted, allow_incomplete, superseded } = request.clone();
     let list = list.as_str();
     let sub = subscriptions::configured(config, list)?;
     let scope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
@@ -328,25 +331,6 @@ pub async fn send_list<S: Store>(
         }
         let steps = history.get(&recipient.to_ascii_lowercase()).cloned().unwrap_or_default();
         let attempts = steps.iter().filter(|s| s.state == "pending").count() as u32;
-        match steps.last() {
-            Some(s) if s.state == "sent" => {
-                outcome.already_sent.push(recipient.clone());
-                continue;
-            }
-            Some(s) if s.state == "gave_up" => {
-                outcome.gave_up.push((recipient.clone(), s.detail.clone()));
-                continue;
-            }
-            Some(s) if (s.state == "pending" || s.state == "interrupted") && !resend_interrupted => {
-                outcome.interrupted.push(recipient.clone());
-                continue;
-            }
-            Some(s) if s.state == "failed" && s.retry_at.is_some_and(|t| t > now) => {
-                outcome.waiting.push((recipient.clone(), s.retry_at.unwrap_or(now), s.detail.clone()));
-                continue;
-            }
-            _ => {}
-        }
         let id = message_id(list, week_end, recipient);
         let record = |state: &str, attempt: u32, detail: String, retry_at: Option<DateTime<Utc>>| StateEvent {
             id: uuid::Uuid::new_v4().to_string(),
@@ -362,6 +346,33 @@ pub async fn send_list<S: Store>(
             })
             .unwrap_or_default(),
         };
+        match steps.last() {
+            Some(s) if s.state == "sent" => {
+                outcome.already_sent.push(recipient.clone());
+                continue;
+            }
+            Some(s) if s.state == "gave_up" => {
+                outcome.gave_up.push((recipient.clone(), s.detail.clone()));
+                continue;
+            }
+            Some(s) if (s.state == "pending" || s.state == "interrupted") && !resend_interrupted => {
+                outcome.interrupted.push(recipient.clone());
+                continue;
+            }
+            Some(s) if s.state == "failed" && superseded.is_some_and(|t| now >= t) => {
+                // The next week's digest is due: this week's is no longer owed to a recipient still deferred.
+                let why =
+                    format!("{} (still deferred when the next week's digest was due: not sent this week)", s.detail);
+                store.append_state(&scope, &[record("gave_up", attempts, why.clone(), None)]).await?;
+                outcome.gave_up.push((recipient.clone(), why));
+                continue;
+            }
+            Some(s) if s.state == "failed" && s.retry_at.is_some_and(|t| t > now) => {
+                outcome.waiting.push((recipient.clone(), s.retry_at.unwrap_or(now), s.detail.clone()));
+                continue;
+            }
+            _ => {}
+        }
         let attempt = attempts + 1;
         let unsubscribe = subscriptions::unsubscribe_link(config, list, recipient)?;
         let mut mine = rendered.clone();
@@ -403,7 +414,8 @@ pub async fn send_list<S: Store>(
                 outcome.sent.push(recipient.clone());
             }
             Err(SendError::Transient(why))
-                if let Some(retry_at) = next_try(attempt, &config.digest, now, next_digest_due(config, week_end)) =>
+                if let Some(retry_at) =
+                    next_try(attempt, &config.digest, now, superseded.unwrap_or(DateTime::<Utc>::MAX_UTC)) =>
             {
                 store.append_state(&scope, &[record("failed", attempt, why.clone(), Some(retry_at))]).await?;
                 tracing::warn!(list, %week_end, attempt, error = %why, "digest not sent; will retry");
@@ -453,10 +465,11 @@ mod tests {
         pulse_config::parse(&text, std::path::Path::new("pulse.toml")).unwrap()
     }
 
-    /// The next week's digest is due at the schedule's next time after the week's own, in the schedule's zone: for
-    /// London, Monday 08:00 a week later; for Sydney (east of UTC), Sunday 21:00 UTC a week later.
+    /// The next week's digest is due at the first tick that sends the next week (ticks send the last whole week
+    /// before their local day): London Mondays, Sydney Mondays (east of UTC), Thursdays, and Sunday evenings (a
+    /// Sunday tick sends the week that ended the Sunday before).
     #[test]
-    fn the_next_digest_is_due_at_the_schedules_next_time() {
+    fn the_next_digest_is_due_at_the_first_tick_of_the_next_week() {
         let week_end = NaiveDate::from_ymd_opt(2018, 3, 25).unwrap();
         let london = next_digest_due(&config("0 8 * * MON", "Europe/London"), week_end);
         assert_eq!(london, Utc.with_ymd_and_hms(2018, 4, 2, 7, 0, 0).unwrap());
@@ -464,6 +477,32 @@ mod tests {
         assert_eq!(sydney, Utc.with_ymd_and_hms(2018, 4, 1, 22, 0, 0).unwrap());
         let thursday = next_digest_due(&config("30 9 * * THU", "Europe/London"), week_end);
         assert_eq!(thursday, Utc.with_ymd_and_hms(2018, 4, 5, 8, 30, 0).unwrap());
+        // Sunday 1 April's tick sends the week ending 25 March; Sunday 8 April's sends the next.
+        let sunday = next_digest_due(&config("0 20 * * SUN", "Europe/London"), week_end);
+        assert_eq!(sunday, Utc.with_ymd_and_hms(2018, 4, 8, 19, 0, 0).unwrap());
+        let new_york = next_digest_due(&config("0 20 * * SUN", "America/New_York"), week_end);
+        assert_eq!(new_york, Utc.with_ymd_and_hms(2018, 4, 9, 0, 0, 0).unwrap());
+        // Each week's own tick comes before its "next digest" (nothing is given up on its first try).
+        for (schedule, tz) in [
+            ("0 8 * * MON", "Europe/London"),
+            ("0 20 * * SUN", "America/New_York"),
+            ("0 8 * * MON", "Australia/Sydney"),
+        ] {
+            let c = config(schedule, tz);
+            let s = pulse_config::schedule::Schedule::new(schedule, c.scheduler.tz()).unwrap();
+            let mut tick = Utc.with_ymd_and_hms(2018, 3, 20, 0, 0, 0).unwrap();
+            for _ in 0..6 {
+                tick = s.next_after(tick).unwrap();
+                let local_day = tick.with_timezone(&c.scheduler.tz()).date_naive();
+                let week = crate::digest::last_whole_week(local_day);
+                let due = next_digest_due(&c, week);
+                // A week later, give or take a clock change.
+                assert!(
+                    tick < due && due <= tick + Duration::days(7) + Duration::hours(1),
+                    "{schedule} {tz}: tick {tick} week {week} due {due}"
+                );
+            }
+        }
     }
 
     /// A server that keeps saying "later" is tried again, never taken for a refusal, until the next week's digest is

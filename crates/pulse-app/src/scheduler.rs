@@ -588,6 +588,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
                     now,
                     resend_interrupted: false,
                     allow_incomplete: waited_long,
+                    superseded: Some(delivery::next_digest_due(&self.config, week)),
                 };
                 let out = delivery::send_list(&self.store, &self.config, mailer, &request, &halt).await?;
                 if (out.no_data || out.incomplete) && !waited_long {

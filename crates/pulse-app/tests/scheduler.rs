@@ -311,6 +311,7 @@ async fn a_manual_send_waits_for_the_lists_lease() {
         now: utc(2018, 3, 12, 9),
         resend_interrupted: false,
         allow_incomplete: true,
+        superseded: None,
     };
     let manual = pulse_app::delivery::manual_holder();
     let e = pulse_app::delivery::send_list_leased(&store, &config, &mailer, &request, &manual).await.unwrap_err();

@@ -110,7 +110,8 @@ fn world(dir: &Path, clickhouse: Option<&str>, zookeeper: Option<&str>) -> World
         let lake = "[store]\nbackend = \"lake\"\nlake_dir = \".\"";
         let body = std::fs::read_to_string(&config).unwrap();
         assert!(body.contains(lake), "{body}");
-        let db = format!("pulse_faults_{}", std::process::id());
+        // Its own database per variant: the ClickHouse variants run at once in this process.
+        let db = format!("pulse_faults_{}{}", std::process::id(), if zookeeper.is_some() { "_zk" } else { "" });
         let mut ch =
             format!("[store]\nbackend = \"clickhouse\"\n\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"{db}\"");
         if let Some(zk) = zookeeper {

@@ -119,6 +119,7 @@ pub async fn run(path: &Path, cmd: DigestCommand) -> Result<ExitCode> {
                 now: a.at.unwrap_or_else(Utc::now),
                 resend_interrupted: a.resend_interrupted,
                 allow_incomplete: true,
+                superseded: None,
             };
             let holder = delivery::manual_holder();
             let out = delivery::send_list_leased(&store, &config, &mailer, &request, &holder)
