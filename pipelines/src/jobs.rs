@@ -801,3 +801,60 @@ fn campaigns_report(
     .collect()?;
     Ok((uplift, series, headlines))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray};
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    /// Age-band rows of one practice, one per window end.
+    fn windows(ends: &[&str]) -> RecordBatch {
+        let n = ends.len();
+        let columns: Vec<ArrayRef> = AGE_BANDS
+            .columns
+            .iter()
+            .map(|c| -> ArrayRef {
+                match c.name {
+                    "window_end" => {
+                        Arc::new(Date32Array::from(ends.iter().map(|e| frames::day_number(day(e))).collect::<Vec<_>>()))
+                    }
+                    _ if c.ty == pulse_store::ReportType::Str => Arc::new(StringArray::from(vec!["x"; n])),
+                    _ => Arc::new(Float64Array::from(vec![Some(1.0); n])),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(AGE_BANDS.schema(), columns).unwrap()
+    }
+
+    fn ends(b: &RecordBatch) -> Vec<String> {
+        let a = b.column_by_name("window_end").unwrap().as_any().downcast_ref::<Date32Array>().unwrap();
+        let mut out: Vec<String> =
+            a.iter().map(|d| frames::from_day_number(d.unwrap()).format("%Y-%m-%d").to_string()).collect();
+        out.sort();
+        out
+    }
+
+    /// The previous run went to Sunday 22 November; this one goes to Wednesday 25th with the 23rd-25th new, so it
+    /// replaces from Monday 23rd and reads from the 16th. One page's latest day in the last week is Saturday 21st (no
+    /// data since), so its latest window ends there: this run's row, not dropped for ending before the Monday, and
+    /// not kept twice. The Sunday 22nd (another page's) stays once; windows from the Monday on are this run's.
+    #[test]
+    fn an_incremental_merge_keeps_a_latest_window_that_ends_before_the_first_recomputed_monday() {
+        let plan = Plan {
+            replace_from: day("2026-11-23"),
+            load_from: day("2026-11-16"),
+            campaigns: vec![],
+            loaded_pages: BTreeSet::new(),
+            all_campaigns: vec![],
+            to: day("2026-11-25"),
+        };
+        let old = windows(&["2026-11-08", "2026-11-15", "2026-11-21", "2026-11-22"]);
+        let new = windows(&["2026-11-21", "2026-11-22", "2026-11-24"]);
+        let merged = merge(&AGE_BANDS, &old, &new, &plan).unwrap();
+        assert_eq!(ends(&merged), ["2026-11-08", "2026-11-15", "2026-11-21", "2026-11-22", "2026-11-24"]);
+    }
+}
