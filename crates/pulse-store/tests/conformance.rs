@@ -687,6 +687,41 @@ async fn lake_writes_append_parts_that_reads_merge_and_compaction_folds() {
     assert_eq!(sorted(store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap()), sorted(read));
 }
 
+/// Readers take no lock, so a writer's compaction can fold and remove a part between a reader's listing and its read
+/// (CI once saw `pulse schedule status` fail with the part's "No such file or directory"). Two handles on one lake, as
+/// two processes would be: one appends events one at a time (a compaction every 16th write), the other reads all the
+/// while. Every read succeeds and holds at least every event confirmed before it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_reads_see_every_row_while_another_writer_compacts() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let writer = LakeStore::open(dir.path()).unwrap();
+    let reader = LakeStore::open(dir.path()).unwrap();
+    let (alpha, _) = scopes();
+    let confirmed = Arc::new(AtomicUsize::new(0));
+    const WRITES: usize = 400;
+    let writing = {
+        let (confirmed, alpha) = (confirmed.clone(), alpha.clone());
+        tokio::spawn(async move {
+            for i in 0..WRITES {
+                let e = event(&format!("e{i:04}"), "delivery", "k", i as i64);
+                writer.append_state(&alpha, &[e]).await.unwrap();
+                confirmed.store(i + 1, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writing.is_finished() {
+        let before = confirmed.load(Ordering::SeqCst);
+        let got = reader.read_state(&alpha, "delivery").await.unwrap_or_else(|e| panic!("read {reads}: {e}"));
+        assert!(got.len() >= before, "read {reads} saw {} events, {before} were confirmed before it", got.len());
+        reads += 1;
+    }
+    writing.await.unwrap();
+    assert_eq!(reader.read_state(&alpha, "delivery").await.unwrap().len(), WRITES);
+    assert!(reads > 25, "only {reads} reads overlapped the writes");
+}
+
 #[tokio::test]
 async fn lake_fact_files_name_a_corrupt_file_before_anyone_scans_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -142,11 +142,42 @@ fn merge<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Vec<R>> {
 }
 
 /// The compacted file (when there is one) and the parts of a partition, in merge order.
+///
+/// The parts are listed before the compacted file is looked for. A compaction writes the new compacted file before
+/// it removes the parts it folded in, so a reader that does not hold the write lock sees every row at least once:
+/// either in a part it listed or in the compacted file that replaced it (see [`without_the_lock`]).
 fn partition_contents(dir: &Path) -> Result<Vec<PathBuf>> {
+    let parts = parts(dir)?;
     let base = dir.join(DATA_FILE);
     let mut files = if base.exists() { vec![base] } else { Vec::new() };
-    files.extend(parts(dir)?);
+    files.extend(parts);
     Ok(files)
+}
+
+/// How often a read that does not hold the write lock starts again when a writer's compaction removed a part it
+/// had listed. Each compaction needs [`COMPACT_AT`] writes, so a retry that meets another is rare.
+const READ_ATTEMPTS: usize = 8;
+
+/// Runs a partition read that does not hold the write lock. Readers take no lock (a digest's status or a report
+/// read must not wait for an ingest), so a compaction may fold a listed part into the compacted file and remove it
+/// between the listing and the read. That part's rows are then in the compacted file: the read starts again from the
+/// listing. Any other error, and a part still missing after [`READ_ATTEMPTS`], is returned.
+fn without_the_lock<T>(dir: &Path, mut read: impl FnMut(&[PathBuf]) -> Result<T>) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        let files = partition_contents(dir)?;
+        match read(&files) {
+            Err(StoreError::Io { path, source })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && attempt < READ_ATTEMPTS
+                    && files.contains(&path) =>
+            {
+                tracing::debug!(path = %path.display(), attempt, "a part was compacted while being read; reading again");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Folds a partition's parts into its compacted file. Everything is read before anything is replaced, so a corrupt
@@ -269,11 +300,11 @@ pub(crate) fn read<R: LakeRecord>(
 ) -> Result<Vec<R>> {
     let mut out = Vec::new();
     for dir in partitions(root, R::DATASET, tenant, from, to)? {
-        match partition_contents(&dir)?.as_slice() {
+        out.extend(without_the_lock(&dir, |files| match files {
             // A compacted file alone holds one row per identity already.
-            [only] if only.file_name().is_some_and(|n| n == DATA_FILE) => out.extend(read_records::<R>(only, tenant)?),
-            files => out.extend(merge::<R>(tenant, files)?),
-        }
+            [only] if only.file_name().is_some_and(|n| n == DATA_FILE) => read_records::<R>(only, tenant),
+            files => merge::<R>(tenant, files),
+        })?);
     }
     Ok(out)
 }
@@ -287,11 +318,10 @@ pub(crate) fn read_written_since<R: LakeRecord>(
 ) -> Result<Vec<R>> {
     let mut out = Vec::new();
     for dir in partitions(root, R::DATASET, tenant, None, None)? {
-        let files = partition_contents(&dir)?;
-        let newest = files.iter().filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).max();
-        if newest.is_some_and(|t| t >= since) {
-            out.extend(merge::<R>(tenant, &files)?);
-        }
+        out.extend(without_the_lock(&dir, |files| {
+            let newest = files.iter().filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).max();
+            if newest.is_some_and(|t| t >= since) { merge::<R>(tenant, files) } else { Ok(Vec::new()) }
+        })?);
     }
     Ok(out)
 }
