@@ -411,6 +411,7 @@ pub async fn send_list<S: Store>(
             Ok(reply) => {
                 store.append_state(&scope, &[record("sent", attempt, reply, None)]).await?;
                 tracing::info!(list, %week_end, attempt, "digest sent");
+                metrics::counter!("pulse_digest_deliveries_total", "outcome" => "sent").increment(1);
                 outcome.sent.push(recipient.clone());
             }
             Err(SendError::Transient(why))
@@ -419,12 +420,14 @@ pub async fn send_list<S: Store>(
             {
                 store.append_state(&scope, &[record("failed", attempt, why.clone(), Some(retry_at))]).await?;
                 tracing::warn!(list, %week_end, attempt, error = %why, "digest not sent; will retry");
+                metrics::counter!("pulse_digest_deliveries_total", "outcome" => "deferred").increment(1);
                 outcome.waiting.push((recipient.clone(), retry_at, why));
             }
             Err(SendError::Interrupted(why)) => {
                 // The message went; whether it arrived is unknown. At most once: never retried by itself.
                 store.append_state(&scope, &[record("interrupted", attempt, why.clone(), None)]).await?;
                 tracing::warn!(list, %week_end, attempt, error = %why, "digest reply lost; not re-sent");
+                metrics::counter!("pulse_digest_deliveries_total", "outcome" => "unknown").increment(1);
                 outcome.interrupted.push(recipient.clone());
             }
             Err(e) => {
@@ -441,6 +444,7 @@ pub async fn send_list<S: Store>(
                 };
                 store.append_state(&scope, &[record("gave_up", attempt, why.clone(), None)]).await?;
                 tracing::warn!(list, %week_end, attempt, error = %why, "digest given up for a recipient");
+                metrics::counter!("pulse_digest_deliveries_total", "outcome" => "given_up").increment(1);
                 outcome.gave_up.push((recipient.clone(), why));
             }
         }

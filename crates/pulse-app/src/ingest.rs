@@ -154,7 +154,34 @@ pub async fn run(config: &Config, request: &IngestRequest, on_start: impl FnOnce
     opts.fallback_record_dir = Some(config.base_dir().join("pulse-runs"));
     let client = GraphClient::new(&config.graph.base_url, config.graph.version, app_secret, Duration::from_secs(60))?;
     on_start(&format!("ingesting {} pages from {} into {}", targets.len(), client.host(), store.describe()));
+    let mut tokens: std::collections::BTreeMap<String, (usize, usize)> = std::collections::BTreeMap::new();
+    for t in &targets {
+        tokens.entry(t.scope.as_str().to_owned()).or_default().0 += 1;
+    }
     let (report, record) = Ingester::new(store, client, opts).run(targets).await?;
     let outcome = Outcome::of(&report, !skipped.is_empty());
+    record_metrics(&report, outcome, tokens);
     Ok(IngestRun { report, record, skipped, outcome })
+}
+
+/// The run's outcome and each tenant's token health, for `/metrics`: pages whose token was used, and of those, pages
+/// whose token Meta rejected.
+fn record_metrics(
+    report: &RunReport,
+    outcome: Outcome,
+    mut tokens: std::collections::BTreeMap<String, (usize, usize)>,
+) {
+    let outcome = match outcome {
+        Outcome::Clean => "clean",
+        Outcome::PagesFailed => "pages_failed",
+        Outcome::StoreUnavailable => "store_unavailable",
+    };
+    metrics::counter!("pulse_ingest_runs_total", "outcome" => outcome).increment(1);
+    for r in &report.reauth {
+        tokens.entry(r.tenant.clone()).or_default().1 += 1;
+    }
+    for (tenant, (checked, rejected)) in tokens {
+        metrics::gauge!("pulse_page_tokens_checked", "tenant" => tenant.clone()).set(checked as f64);
+        metrics::gauge!("pulse_page_tokens_rejected", "tenant" => tenant).set(rejected as f64);
+    }
 }

@@ -11,6 +11,7 @@ use pulse_pipelines::campaign::{Campaign, Matcher};
 use pulse_pipelines::jobs::{self, JobInput, JobSummary};
 use pulse_pipelines::registered::{self, Registered};
 use pulse_store::{ReportVariant, Store};
+use tracing::Instrument;
 
 use crate::open;
 use crate::text::{bar, sparkline, thousands};
@@ -162,7 +163,14 @@ pub async fn run_on<S: Store>(store: &S, config: &Config, request: &JobsRequest)
             inputs,
             incremental,
         };
-        match jobs::run(store, input).await {
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("report_jobs", tenant = %scope, %from, %to);
+        let result = jobs::run(store, input).instrument(span).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!("pulse_report_jobs_total", "tenant" => scope.to_string(), "outcome" => outcome).increment(1);
+        metrics::histogram!("pulse_report_job_duration_seconds", "tenant" => scope.to_string())
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok(summary) => {
                 let from = summary.from.unwrap_or(from);
                 out.push(TenantJob::Done { summary: Box::new(summary), from, to })

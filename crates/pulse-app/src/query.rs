@@ -722,9 +722,12 @@ pub async fn run_with<S: Store>(
     let normalised = q.normalised();
     let cache = cache.filter(|_| normalised.len() <= MAX_CACHED_QUERY_BYTES);
     let key = (tenant.clone(), digest(&normalised), mark.clone());
-    if let Some(c) = cache
-        && let Some(mut hit) = c.get(&key)
-    {
+    let hit = cache.and_then(|c| c.get(&key));
+    if cache.is_some() {
+        let outcome = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!("pulse_query_cache_total", "outcome" => outcome).increment(1);
+    }
+    if let Some(mut hit) = hit {
         hit.meta.cached = true;
         hit.meta.notes.extend(q.renamed.iter().cloned());
         return Ok(hit);

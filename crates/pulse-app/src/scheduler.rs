@@ -27,6 +27,7 @@ use pulse_domain::{Access, StateEvent, TenantScope, WriteScope};
 use pulse_store::{LeaseOutcome, LeaseView, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::delivery;
 use crate::digest;
@@ -479,13 +480,20 @@ impl<S: Store + Clone + 'static> Daemon<S> {
             }
             LeaseOutcome::Acquired(_) => {}
         }
+        let kind = match job.task {
+            Task::Ingest => "ingest",
+            Task::Digest { .. } => "digest",
+        };
+        let lease_held = metrics::gauge!("pulse_scheduler_lease_held", "job" => job.name.clone());
+        lease_held.set(1.0);
         self.record(&scope, job, step("started", String::new())).await?;
         observer.event(&format!("{}: started run {run_id} for {}", job.name, local(&self.config, tick)));
         let started = Instant::now();
         // Renew the lease while the job runs; losing it halts the job before its next recipient.
         let halt = Arc::new(AtomicBool::new(false));
         let renew = delivery::keep_lease(&self.store, &scope, &job.name, &self.holder, ttl, asked, halt.clone());
-        let work = self.work(job, tick, halt.clone());
+        let span = tracing::info_span!("scheduled_run", job = %job.name, tenant = %job.tenant, run_id = %run_id);
+        let work = self.work(job, tick, halt.clone()).instrument(span);
         tokio::pin!(work);
         let (result, interrupted) = tokio::select! {
             r = &mut work => (Some(r), false),
@@ -522,10 +530,14 @@ impl<S: Store + Clone + 'static> Daemon<S> {
             retry_at = Some(self.clock.now() + Duration::minutes(RETRY_OWED_MINUTES));
         }
         observer.event(&format!("{}: {state} in {secs:.1}s: {detail}", job.name));
+        metrics::counter!("pulse_scheduler_runs_total", "kind" => kind, "state" => state).increment(1);
+        metrics::histogram!("pulse_scheduler_run_duration_seconds", "kind" => kind).record(secs);
         let mut end = step(state, detail);
         end.owed = state == "interrupted" || (state == "failed" && owed);
         self.record(&scope, job, end).await?;
-        self.store.release_lease(&scope, &job.name, &self.holder).await?;
+        let released = self.store.release_lease(&scope, &job.name, &self.holder).await;
+        lease_held.set(0.0);
+        released?;
         Ok((interrupted, retry_at))
     }
 

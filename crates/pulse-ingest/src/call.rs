@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 
 use pulse_graph::ErrorClass;
+use tracing::Instrument;
 
 use crate::client::CallError;
-use crate::executor::{PageCtx, Shared};
+use crate::context::{PageCtx, Shared};
 use crate::parse;
 use crate::retry::jitter;
 use crate::summary::{Failure, FailureKind, Reauth};
@@ -41,7 +42,12 @@ where
                 continue;
             }
             ctx.counters.requests.fetch_add(1, Ordering::Relaxed);
-            f().await
+            let started = std::time::Instant::now();
+            let span = tracing::debug_span!("graph_call", attempt = attempt + throttle_waits + 1);
+            let result = f().instrument(span).await;
+            metrics::histogram!("pulse_graph_request_duration_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("pulse_graph_requests_total", "outcome" => outcome(&result)).increment(1);
+            result
         };
         match result {
             Ok((value, bytes, usage)) => {
@@ -59,6 +65,7 @@ where
                     tracing::debug!(code = error.code, pause_ms = pause.as_millis() as u64, "throttled");
                     if throttle_waits <= 30 {
                         ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("pulse_graph_retries_total", "after" => "throttled").increment(1);
                         continue;
                     }
                     return Err(e);
@@ -68,10 +75,25 @@ where
                     return Err(e);
                 }
                 ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("pulse_graph_retries_total", "after" => "error").increment(1);
                 tracing::debug!(attempt, error = %e, "retrying");
                 retry.sleep(retry.backoff(attempt - 1, jitter())).await;
             }
         }
+    }
+}
+
+/// A call's outcome as `pulse_graph_requests_total` labels it.
+fn outcome<T>(result: &Result<T, CallError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(CallError::Graph { class: ErrorClass::Throttled, .. }) => "throttled",
+        Err(CallError::Graph { class: ErrorClass::TokenDead, .. }) => "token",
+        Err(CallError::Graph { class: ErrorClass::Transient, .. }) => "transient",
+        Err(CallError::Graph { .. }) => "refused",
+        Err(CallError::Network { .. }) => "unreachable",
+        Err(CallError::Malformed { .. }) => "malformed",
+        Err(CallError::Stopped) => "stopped",
     }
 }
 
@@ -162,7 +184,7 @@ mod tests {
     use super::*;
     use crate::budget::RateBudget;
     use crate::client::GraphClient;
-    use crate::executor::{Counters, IngestOptions};
+    use crate::context::{Counters, IngestOptions};
     use crate::parse::Origin;
     use crate::plan::{PlanOptions, Target};
 

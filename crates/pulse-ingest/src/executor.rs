@@ -4,9 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{Duration as Days, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -18,55 +17,15 @@ use tracing::Instrument;
 use crate::budget::RateBudget;
 use crate::call::report_failure;
 use crate::client::{CallError, GraphClient};
+use crate::context::{Counters, IngestOptions, PageCtx, Shared};
 use crate::fetch::{fetch_insights, fetch_posts};
 use crate::parse::Origin;
-use crate::plan::{Fetch, PlanOptions, StreamPlan, Target, plan_page};
-use crate::retry::RetryPolicy;
-use crate::summary::{Failure, PageCounts, Planned, Reauth, RunReport, practice_records};
-use crate::writer::{StoreFailure, WriteItem, write_loop};
+use crate::plan::{Fetch, StreamPlan, Target, plan_page};
+use crate::summary::{PageCounts, Planned, RunReport, StoreFailure, practice_records};
+use crate::writer::{WriteItem, write_loop};
 
 /// Pages in progress per call slot (`concurrency`).
 const PAGES_PER_CALL_SLOT: usize = 2;
-
-/// Everything an ingest run can be told.
-#[derive(Debug, Clone)]
-pub struct IngestOptions {
-    pub plan: PlanOptions,
-    /// HTTP calls in flight across all pages.
-    pub concurrency: usize,
-    /// Streams of one page in flight at once.
-    pub per_page: usize,
-    pub retry: RetryPolicy,
-    /// Real length of a "minute" in Meta's `estimated_time_to_regain_access`.
-    pub throttle_minute: Duration,
-    /// Extra delay per call when usage is at 100 % (scaled from 75 %).
-    pub max_slowdown: Duration,
-    /// Buffered rows that trigger a write.
-    pub flush_rows: usize,
-    /// How long the store may be unreachable before the run gives up (keeping checkpoints before unwritten data).
-    pub store_retry_for: Duration,
-    /// Show a progress bar on a terminal.
-    pub progress: bool,
-    /// Where the run record goes when the store cannot take it (the store went away): a JSON file per run.
-    pub fallback_record_dir: Option<PathBuf>,
-}
-
-impl IngestOptions {
-    pub fn new(plan: PlanOptions) -> Self {
-        Self {
-            plan,
-            concurrency: 8,
-            per_page: 2,
-            retry: RetryPolicy::default(),
-            throttle_minute: Duration::from_secs(60),
-            max_slowdown: Duration::from_secs(2),
-            flush_rows: 400_000,
-            store_retry_for: Duration::from_secs(120),
-            progress: true,
-            fallback_record_dir: None,
-        }
-    }
-}
 
 /// Why a run could not even start.
 #[derive(Debug, thiserror::Error)]
@@ -86,36 +45,6 @@ pub enum RunRecordPlace {
     File(PathBuf),
     /// Nowhere: the store refused it and no fallback directory was given (the reason).
     Lost(String),
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub requests: AtomicU64,
-    pub retries: AtomicU64,
-    pub throttled_ms: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub errors: AtomicU64,
-    pub bytes: AtomicU64,
-}
-
-pub(crate) struct PageCtx {
-    pub target: Target,
-    pub origin: Origin,
-    pub dead: AtomicBool,
-    pub counters: Arc<Counters>,
-}
-
-pub(crate) struct Shared {
-    pub client: GraphClient,
-    pub opts: IngestOptions,
-    pub budget: RateBudget,
-    pub semaphore: Semaphore,
-    pub retired: Mutex<BTreeSet<String>>,
-    pub reauth: Mutex<Vec<Reauth>>,
-    pub failures: Mutex<Vec<Failure>>,
-    pub stop: AtomicBool,
-    pub unreachable_logged: AtomicBool,
-    pub progress: ProgressBar,
 }
 
 pub struct Ingester<S> {
@@ -206,7 +135,11 @@ impl<S: Store + Clone + 'static> Ingester<S> {
         let (tx, rx) = mpsc::channel::<WriteItem>(16);
         let counters: HashMap<String, Arc<Counters>> =
             pages.iter().map(|(p, _)| (p.target.page.to_string(), p.counters.clone())).collect();
-        let writer = tokio::spawn(write_loop(self.store.clone(), rx, self.shared.clone(), counters));
+        // Everything the run does is inside its span: pages (with their tenant), their Graph calls, the store writes.
+        let run_span = tracing::info_span!("ingest_run", run_id = %run_id);
+        let writer = tokio::spawn(
+            write_loop(self.store.clone(), rx, self.shared.clone(), counters).instrument(run_span.clone()),
+        );
         // Pages in progress at once, each taken from the list by one of a fixed set of workers: a page holds what
         // it fetched until the writer takes it, so this (not the number of pages) bounds the data in hand, and no
         // task exists for a page before its turn. Twice the calls in flight, so that pages paused by Meta's
@@ -216,12 +149,15 @@ impl<S: Store + Clone + 'static> Ingester<S> {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..(opts.concurrency.max(1) * PAGES_PER_CALL_SLOT).min(pages.len()) {
             let (pages, next, shared, tx) = (pages.clone(), next.clone(), self.shared.clone(), tx.clone());
-            tasks.spawn(async move {
-                while let Some((ctx, plans)) = pages.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let span = tracing::info_span!("page", tenant = %ctx.target.scope, practice = %ctx.target.practice, page = %ctx.target.page);
-                    ingest_page(shared.clone(), ctx.clone(), plans.clone(), tx.clone()).instrument(span).await;
+            tasks.spawn(
+                async move {
+                    while let Some((ctx, plans)) = pages.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let span = tracing::info_span!("page", tenant = %ctx.target.scope, practice = %ctx.target.practice, page = %ctx.target.page);
+                        ingest_page(shared.clone(), ctx.clone(), plans.clone(), tx.clone()).instrument(span).await;
+                    }
                 }
-            });
+                .instrument(run_span.clone()),
+            );
         }
         drop(tx);
         while tasks.join_next().await.is_some() {}

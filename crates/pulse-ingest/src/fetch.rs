@@ -11,7 +11,7 @@ use pulse_graph::wire::{InsightsView, PostsResponse};
 
 use crate::call::{BoxFut, call, parse_failed};
 use crate::client::{CallError, Fetched, decode};
-use crate::executor::{PageCtx, Shared};
+use crate::context::{PageCtx, Shared};
 use crate::parse::{self, Origin};
 use crate::plan::{MetricAt, Window, periods};
 

@@ -6,6 +6,7 @@
 //!   checkpoints with a lookback;
 //! - [`budget`]: the adaptive rate budget from Meta's usage headers;
 //! - [`retry`]: exponential backoff with full jitter, injectable sleep;
+//! - [`context`]: what a run's parts share (options, client, budget, findings, each page's counters);
 //! - [`executor`]: runs the plan (bounded concurrency, a fixed set of page workers);
 //! - `call`: one Graph call with the rate budget and retries, and what a failed stream tells the user;
 //! - `fetch`: a window of page insights, a window of posts;
@@ -15,6 +16,7 @@
 pub mod budget;
 mod call;
 pub mod client;
+pub mod context;
 pub mod executor;
 mod fetch;
 pub mod parse;
@@ -24,7 +26,8 @@ pub mod summary;
 pub mod writer;
 
 pub use client::{CallError, GraphClient};
-pub use executor::{IngestError, IngestOptions, Ingester, RunRecordPlace};
+pub use context::IngestOptions;
+pub use executor::{IngestError, Ingester, RunRecordPlace};
 pub use plan::{PlanOptions, Target, TargetError};
+pub use summary::StoreFailure;
 pub use summary::{Failure, FailureKind, Reauth, RunReport};
-pub use writer::StoreFailure;

@@ -1,11 +1,11 @@
 //! What a run did: per-practice records, the problems found, and the words a person reads at the end.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use pulse_domain::{ApiVersion, IngestRunRecord, PracticeCode, RunStatus};
-
-use crate::writer::StoreFailure;
+use pulse_store::StoreError;
 
 /// A page whose token Meta rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,4 +236,34 @@ pub(crate) fn practice_records(
         }
     }
     by_practice.into_iter().map(|((tenant, _), record)| PracticeSummary { tenant, record }).collect()
+}
+
+/// Why the writer stopped: the store refused or stayed unreachable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "writing {what} for tenant {tenant} failed{}: {error}; {rows} fetched rows were not written (or not all of \
+     them) and no checkpoint was advanced past data the store did not acknowledge, so the next run fetches them again",
+    .waited.map(|w| format!(" for {:.0?}", w)).unwrap_or_default()
+)]
+pub struct StoreFailure {
+    pub what: &'static str,
+    /// The tenant, or the tenants of the batch (comma-separated).
+    pub tenant: String,
+    pub rows: usize,
+    /// How long transient errors were retried, when they were.
+    pub waited: Option<Duration>,
+    pub error: StoreError,
+}
+
+impl StoreFailure {
+    /// A writer task that panicked or was cancelled: nothing after its last acknowledged batch was written.
+    pub(crate) fn task(what: &str, e: &tokio::task::JoinError) -> Self {
+        StoreFailure {
+            what: "data",
+            tenant: String::new(),
+            rows: 0,
+            waited: None,
+            error: StoreError::Invalid { what: what.into(), reason: e.to_string() },
+        }
+    }
 }

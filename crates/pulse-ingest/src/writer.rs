@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use pulse_domain::{Checkpoint, PageInsightFact, Post, PostInsightSnapshot, Stream, WriteScope};
 use pulse_store::{Store, StoreError, TenantBatch};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
-use crate::executor::{Counters, Shared};
+use crate::context::{Counters, Shared};
 use crate::retry::jitter;
+use crate::summary::StoreFailure;
 
 /// Data fetched for one window, with the checkpoints it completes (none when a metric is missing from it).
 pub(crate) struct WriteItem {
@@ -22,36 +24,6 @@ pub(crate) struct WriteItem {
     pub posts: Vec<Post>,
     pub snapshots: Vec<PostInsightSnapshot>,
     pub checkpoints: Vec<Checkpoint>,
-}
-
-/// Why the writer stopped: the store refused or stayed unreachable.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "writing {what} for tenant {tenant} failed{}: {error}; {rows} fetched rows were not written (or not all of \
-     them) and no checkpoint was advanced past data the store did not acknowledge, so the next run fetches them again",
-    .waited.map(|w| format!(" for {:.0?}", w)).unwrap_or_default()
-)]
-pub struct StoreFailure {
-    pub what: &'static str,
-    /// The tenant, or the tenants of the batch (comma-separated).
-    pub tenant: String,
-    pub rows: usize,
-    /// How long transient errors were retried, when they were.
-    pub waited: Option<Duration>,
-    pub error: StoreError,
-}
-
-impl StoreFailure {
-    /// A writer task that panicked or was cancelled: nothing after its last acknowledged batch was written.
-    pub(crate) fn task(what: &str, e: &tokio::task::JoinError) -> Self {
-        StoreFailure {
-            what: "data",
-            tenant: String::new(),
-            rows: 0,
-            waited: None,
-            error: StoreError::Invalid { what: what.into(), reason: e.to_string() },
-        }
-    }
 }
 
 #[derive(Default)]
@@ -185,7 +157,8 @@ async fn flush_all<S: Store>(
             checkpoints,
         })
         .collect();
-    let outcome = with_store_retry(shared, "data", || store.write_batch(&batch)).await;
+    let span = tracing::debug_span!("store_write", tenants = buffers.len(), rows);
+    let outcome = with_store_retry(shared, "data", || store.write_batch(&batch)).instrument(span).await;
     drop(batch);
     if let Err((what, waited, error)) = outcome {
         shared.stop.store(true, Ordering::Relaxed);
@@ -196,7 +169,8 @@ async fn flush_all<S: Store>(
         };
         return Err(StoreFailure { what, tenant, rows, waited, error });
     }
-    for (_, buf) in buffers.values_mut() {
+    for (tenant, (_, buf)) in buffers.iter_mut() {
+        metrics::counter!("pulse_ingest_rows_total", "tenant" => tenant.clone()).increment(buf.rows() as u64);
         for (page, n) in buf.rows_by_page.drain() {
             if let Some(c) = counters.get(&page) {
                 c.rows_written.fetch_add(n, Ordering::Relaxed);

@@ -141,6 +141,7 @@ impl Gate {
                 .retry_after(wait));
         }
         self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(caller.key_id.clone(), Utc::now());
+        crate::telemetry::record_caller(&caller.key_id, &caller.tenants.join(","));
         Ok(caller)
     }
 

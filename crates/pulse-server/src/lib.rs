@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod openapi;
 pub mod pages;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -151,6 +152,7 @@ pub fn router(state: Shared) -> Router {
         .layer(axum::middleware::from_fn(refuse_declared_oversize_bodies))
         .layer(axum::middleware::from_fn(api_errors_as_json))
         .layer(axum::middleware::from_fn(refuse_credentials_in_urls))
+        .layer(axum::middleware::from_fn(telemetry::track))
         .with_state(state)
 }
 

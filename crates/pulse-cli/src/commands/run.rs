@@ -19,6 +19,10 @@ pub struct RunArgs {
     /// With --clock-start: how many times faster than real time the clock runs.
     #[arg(long, hide = true, default_value_t = 1.0)]
     clock_speed: f64,
+    /// Serve Prometheus metrics at http://<this address>/metrics (for example 127.0.0.1:9465): scheduled runs, leases,
+    /// ingest calls and rows, report jobs, digest deliveries, pages' token health. Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 pub async fn run(path: &Path, args: RunArgs) -> Result<ExitCode> {
@@ -37,6 +41,10 @@ pub async fn run(path: &Path, args: RunArgs) -> Result<ExitCode> {
             None
         }
     };
+    if let Some(m) = &args.metrics_listen {
+        let at = pulse_server::telemetry::serve_metrics(m).await?;
+        crate::errln!("metrics for Prometheus on http://{at}/metrics");
+    }
     let daemon = Daemon::new(store.clone(), config.clone(), clock, mailer);
     crate::errln!(
         "Practice Pulse scheduler ({}): store {}, times in {}",

@@ -13,6 +13,10 @@ pub struct ServeArgs {
     /// Address to listen on (default: [server] listen, else 127.0.0.1:8080).
     #[arg(long)]
     listen: Option<String>,
+    /// Serve Prometheus metrics at http://<this address>/metrics, a port of its own for the operator's network
+    /// (for example 127.0.0.1:9464). Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 pub async fn run(path: &Path, args: ServeArgs) -> Result<ExitCode> {
@@ -22,6 +26,10 @@ pub async fn run(path: &Path, args: ServeArgs) -> Result<ExitCode> {
     let keys_file = config.server.keys_file.clone();
     let state = Arc::new(pulse_server::AppState::new(config, store)?);
     let (listener, addr) = pulse_server::bind(&listen).await?;
+    if let Some(m) = &args.metrics_listen {
+        let at = pulse_server::telemetry::serve_metrics(m).await?;
+        crate::errln!("metrics for Prometheus on http://{at}/metrics");
+    }
     let keys = state.keys.list()?.len();
     crate::errln!(
         "Practice Pulse analyst service on http://{addr}/ (dashboard) and http://{addr}/api/ (API; /api/v1/openapi.json)"

@@ -1,0 +1,197 @@
+//! A real Prometheus scrapes `pulse serve` and `pulse run` (the scheduler), and what it stored is asked through its
+//! own HTTP API: the analyst service's requests by route and status, and the daemon's Graph calls, ingested rows and
+//! scheduled runs. Needs Debian's `prometheus` (`bash .ci/run` installs it; or `apt-get install prometheus`).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{pulse, small_scenario, start_sim, text};
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` and reads its stderr until a line holds `marker`; returns the process and the text after the marker
+/// up to the next space or `/` (an address). The rest of stderr goes to `log`.
+fn start(mut cmd: Command, marker: &str, log: &Path) -> (Killed, String) {
+    let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("pulse starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let child = Killed(child);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some(rest) = line.split(marker).nth(1) {
+            let addr = rest.split(['/', ' ']).next().unwrap().to_owned();
+            let log = log.to_owned();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::File::create(log).unwrap();
+                for l in lines.map_while(Result::ok) {
+                    let _ = writeln!(f, "{l}");
+                }
+            });
+            return (child, addr);
+        }
+    }
+    panic!("no line with `{marker}`:\n{seen}");
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of a PromQL expression that answers one number (None while Prometheus has nothing for it).
+fn promql(prometheus: &str, expr: &str) -> Option<f64> {
+    let body =
+        curl(&["-G", &format!("http://{prometheus}/api/v1/query"), "--data-urlencode", &format!("query={expr}")]);
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+fn prometheus_binary() -> Option<String> {
+    let found = Command::new("sh").args(["-c", "command -v prometheus"]).output().unwrap();
+    if found.status.success() {
+        return Some(String::from_utf8_lossy(&found.stdout).trim().to_owned());
+    }
+    assert!(
+        std::env::var("PULSE_REQUIRE_PROMETHEUS").is_err(),
+        "PULSE_REQUIRE_PROMETHEUS is set but prometheus is not installed"
+    );
+    eprintln!("skipped: needs Debian's prometheus on PATH (bash .ci/run installs it; or apt-get install prometheus)");
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn prometheus_scrapes_the_service_and_the_scheduler() {
+    let Some(prometheus) = prometheus_binary() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = small_scenario(dir.path());
+    let sim = start_sim(&dir.path().join("run"), &scenario);
+    let config = sim.config.to_str().unwrap().to_owned();
+    // The scheduler ingests every minute (and no digests), so a run comes round within seconds on a fast clock.
+    let text_config = std::fs::read_to_string(&sim.config).unwrap();
+    assert!(!text_config.contains("[scheduler]"), "{text_config}");
+    std::fs::write(&sim.config, format!("{text_config}\n[scheduler]\ningest = \"* * * * *\"\ndigest = \"\"\n"))
+        .unwrap();
+    // Reports to serve: a backfill and the pipelines, as an operator starts.
+    for args in [
+        vec!["ingest", "--config", &config, "--today", &sim.today, "--since", &sim.start],
+        vec!["jobs", "run", "--config", &config],
+    ] {
+        let out = pulse().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {:?}", text(&out));
+    }
+    let out = pulse().args(["keys", "create", "--config", &config, "--tenant", "alpha", "--name", "metrics"]).output();
+    let out = out.unwrap();
+    let (stdout, _) = text(&out);
+    let key = stdout.lines().find(|l| l.starts_with("pulse_")).expect("a key is printed").trim().to_owned();
+
+    let mut serve = pulse();
+    serve.args(["serve", "--config", &config, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+    let (_serve, serve_metrics) = start(serve, "metrics for Prometheus on http://", &dir.path().join("serve.log"));
+    let mut run = pulse();
+    let clock = format!("{}T12:00:00Z", sim.today);
+    run.args(["run", "--config", &config, "--clock-start", &clock, "--clock-speed", "20"]);
+    run.args(["--metrics-listen", "127.0.0.1:0"]);
+    let (_run, run_metrics) = start(run, "metrics for Prometheus on http://", &dir.path().join("run.log"));
+
+    // The service's own address is on the line after the metrics line, in `pulse serve`'s log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let service = loop {
+        let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+        if let Some(rest) = log.split("analyst service on http://").nth(1) {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "pulse serve never said where it listens: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let auth = format!("Authorization: Bearer {key}");
+    for _ in 0..5 {
+        let url = format!("http://{service}/api/v1/reports/reach");
+        assert_eq!(curl(&["-o", "/dev/null", "-w", "%{http_code}", "-H", &auth, &url]), "200");
+    }
+    let missing = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-H", &auth, &format!("http://{service}/api/v9/x")]);
+    assert_eq!(missing, "404");
+
+    let port = free_port();
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let prom_config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: serve\n    static_configs:\n      - targets: \
+             ['{serve_metrics}']\n  - job_name: run\n    static_configs:\n      - targets: ['{run_metrics}']\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Killed(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", prom_config.display()))
+            .arg(format!("--storage.tsdb.path={}", prom_dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(prom_dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus starts"),
+    );
+    let prom = format!("127.0.0.1:{port}");
+    let checks = [
+        // Five report requests answered 200 on their route template, and the 404 counted as unmatched.
+        (r#"sum(pulse_http_requests_total{job="serve",route="/api/v1/reports/{kind}",status="200"})"#, 5.0),
+        (r#"sum(pulse_http_requests_total{job="serve",route="unmatched",status="404"})"#, 1.0),
+        (r#"sum(pulse_http_request_duration_seconds_count{job="serve"})"#, 6.0),
+        // The scheduler's ingest: Graph calls that succeeded, rows written, a run that ended, report jobs.
+        (r#"sum(pulse_graph_requests_total{job="run",outcome="ok"})"#, 1.0),
+        (r#"sum(pulse_ingest_rows_total{job="run"})"#, 1.0),
+        (r#"sum(pulse_scheduler_runs_total{job="run",kind="ingest"})"#, 1.0),
+        (r#"sum(pulse_report_jobs_total{job="run",outcome="ok"})"#, 1.0),
+        (r#"sum(pulse_page_tokens_checked{job="run"})"#, 1.0),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut missing = Vec::new();
+    while Instant::now() < deadline {
+        missing = checks
+            .iter()
+            .filter(|(q, want)| promql(&prom, q).is_none_or(|v| v < *want))
+            .map(|(q, want)| format!("{q} >= {want} (now {:?})", promql(&prom, q)))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let logs = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    assert!(
+        missing.is_empty(),
+        "Prometheus never had:\n{}\nrun.log:\n{}\nprometheus.log tail:\n{}",
+        missing.join("\n"),
+        logs("run.log"),
+        logs("prometheus/prometheus.log").lines().rev().take(10).collect::<Vec<_>>().join("\n")
+    );
+    // What is scraped names routes and tenants, never a key, a key id or a page token.
+    for target in [&serve_metrics, &run_metrics] {
+        let body = curl(&[&format!("http://{target}/metrics")]);
+        assert!(body.contains("# HELP pulse_"), "{body}");
+        let secret = key.rsplit('_').next().unwrap();
+        assert!(!body.contains(secret), "a key in /metrics");
+        assert!(!body.contains("access_token"), "a token in /metrics");
+    }
+}
