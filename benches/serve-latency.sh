@@ -83,7 +83,7 @@ p50 ≈ clients / throughput (Little's law), so it follows the per-request CPU. 
 a cache lookup (the data watermark is re-read from the store at most once a second per tenant). Uncached requests on
 the lake read the tenant's weekly-reach Parquet file and aggregate 5,200 rows in Rust: about half DuckDB's time for
 the same query on the same file. Uncached on ClickHouse, the aggregation runs in ClickHouse (one GROUP BY returning
-the 100 practice rows; `crates/pulse-app/tests/query_pushdown.rs` checks it answers what the service's own
+the 100 practice rows; `crates/pulse-query/tests/query_pushdown.rs` checks it answers what the service's own
 aggregation answers): one client pays about twice the bare GROUP BY (key check, watermark, JSON both ways), but at
 100 clients ClickHouse 18.16's own cost per query (about 6 ms, shared with the service and the clients on two
 cores) bounds throughput near 150 queries a second, so p99 stays over a second. What would move it: fewer

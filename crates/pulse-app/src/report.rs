@@ -184,21 +184,9 @@ impl ReportAnswer {
 
 /// Runs a query for `access` (whose tenants it may read) on `store`.
 pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &ReportQuery) -> AppResult<ReportAnswer> {
-    let scopes = access.scopes();
-    let tenant = match &q.tenant {
-        Some(t) => t.clone(),
-        None if scopes.len() == 1 => scopes[0].to_string(),
-        None => {
-            return Err(AppError::bad_request(format!(
-                "a tenant is required: {} tenants are visible here ({})",
-                scopes.len(),
-                scopes.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
-            ))
-            .with_hint("name one (--tenant, or site_id in the API)")
-            .at("tenant"));
-        }
-    };
-    let scope = access.scope(&tenant)?;
+    let scope =
+        crate::tenant::resolve(access, q.tenant.as_deref(), "tenant", "name one (--tenant, or site_id in the API)")?;
+    let tenant = scope.to_string();
     let tenant_config = config
         .tenant(scope.tenant())
         .ok_or_else(|| AppError::forbidden(format!("tenant `{tenant}` is not in the config")))?;

@@ -46,7 +46,7 @@ async fn the_daily_run_recomputes_what_changed_and_equals_a_full_recompute() {
     let world = new_world();
     let sim = std::sync::Arc::new(pulse_sim::Sim::new(new_world(), None));
     let running = pulse_sim::start(sim, 0).await.unwrap();
-    let path = pulse_app::demo::write_config(&world, dir.path(), Some(&running.url())).unwrap();
+    let path = pulse_demo::write_config(&world, dir.path(), Some(&running.url())).unwrap();
     let config = pulse_config::load(&path).unwrap();
     let tenant = "north-staffs";
     // History up to a Wednesday, then the daily ingest of Thursday (with Meta's lookback re-fetched).

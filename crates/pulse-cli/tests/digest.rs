@@ -70,7 +70,7 @@ fn report(config: &Path, args: &[&str]) -> Vec<BTreeMap<String, String>> {
 
 /// As the digest shows a count: rounded to 5, with thousands separators.
 fn thousands_round5(v: f64) -> String {
-    pulse_app::text::thousands(pulse_app::export::round5(v) as f64)
+    pulse_app::text::thousands(pulse_export::round5(v) as f64)
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn a_preview_is_a_well_formed_email_with_the_reports_figures_and_draws_in_a_brow
         return;
     }
     let audited = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../pulse-app/audit/disclosure_audit.py"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../pulse-export/audit/disclosure_audit.py"))
         .arg(base.with_extension("figures.json"))
         .output()
         .unwrap();

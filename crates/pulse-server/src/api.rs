@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use pulse_app::error::{AppError, AppResult};
 use pulse_app::keys::{Caller, KeyScope};
-use pulse_app::query::{self, Query};
 use pulse_app::report::{self, Kind, ReportQuery};
+use pulse_query::{self as query, Query};
 use pulse_store::Store;
 use serde_json::json;
 
@@ -46,9 +46,9 @@ where
         // A known key without the scope: logged under its id; an export it may not make is audited too.
         if scope == KeyScope::Export {
             let spec =
-                pulse_app::export::ExportSpec { requested_by: format!("key {}", caller.key_id), ..Default::default() };
+                pulse_export::ExportSpec { requested_by: format!("key {}", caller.key_id), ..Default::default() };
             if let Err(audit) =
-                pulse_app::export::record_refusal(&state.store, &state.config, &spec, &caller.tenants, &e.message).await
+                pulse_export::record_refusal(&state.store, &state.config, &spec, &caller.tenants, &e.message).await
             {
                 log_request(&caller.key_id, "-", &what, 0, audit.status(), started);
                 return Err(audit.into());
@@ -354,7 +354,7 @@ pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes
                 "send {\"project\": NAME, \"purpose\": AGREEMENT, \"tenants\": [..], \"from\": DAY, \"to\": DAY}",
             )
         })?;
-        let spec = pulse_app::export::ExportSpec {
+        let spec = pulse_export::ExportSpec {
             tenants: req.tenants,
             from: req.from,
             to: req.to,
@@ -366,9 +366,8 @@ pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes
             metrics: req.metrics,
         };
         let dir = std::env::temp_dir().join(format!("pulse-export-{}", crate::auth::random_token()));
-        let result =
-            pulse_app::export::run(&state.store, &state.config, &caller.access, &spec, &dir, &mut |_| {}).await;
-        let archived = result.and_then(|o| pulse_app::export::archive(&dir, &o.export_id).map(|tar| (o, tar)));
+        let result = pulse_export::run(&state.store, &state.config, &caller.access, &spec, &dir, &mut |_| {}).await;
+        let archived = result.and_then(|o| pulse_export::archive(&dir, &o.export_id).map(|tar| (o, tar)));
         let _ = std::fs::remove_dir_all(&dir);
         let (outcome, tar) = archived?;
         let rows = outcome.rows.values().sum();

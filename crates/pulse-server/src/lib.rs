@@ -21,8 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use pulse_app::error::{AppError, ErrorKind};
 use pulse_app::keys::{KeyRing, Keys};
-use pulse_app::query::{Cache, Directory};
 use pulse_config::Config;
+use pulse_query::{Cache, Directory};
 use pulse_store::AnyStore;
 
 /// Everything a request handler needs, shared.

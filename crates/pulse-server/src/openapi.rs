@@ -3,8 +3,8 @@
 //! report changes the document without editing it.
 
 use pulse_app::keys::KeyScope;
-use pulse_app::query::{self, Dimension, Metric};
 use pulse_app::report::{self, Kind};
+use pulse_query::{self as query, Dimension, Metric};
 use serde_json::{Value, json};
 
 fn error_response(what: &str) -> Value {
@@ -145,9 +145,9 @@ pub fn document() -> Value {
                         "project": {"type": "string", "description": "an [[export_project]] of the deployment"},
                         "purpose": {"type": "string", "description": "the data-sharing agreement or study reference"},
                         "tenants": {"type": "array", "items": {"type": "string"}},
-                        "tables": {"type": "array", "items": {"type": "string", "enum": pulse_app::export::TABLES}},
+                        "tables": {"type": "array", "items": {"type": "string", "enum": pulse_export::TABLES}},
                         "campaigns": {"type": "array", "items": {"type": "string"}},
-                        "metrics": {"type": "array", "items": {"type": "string", "enum": pulse_app::export::METRICS}},
+                        "metrics": {"type": "array", "items": {"type": "string", "enum": pulse_export::METRICS}},
                         "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}
                     }
                 }}}},
@@ -184,7 +184,7 @@ mod tests {
     fn the_document_lists_every_metric_dimension_and_report() {
         let doc = super::document();
         let text = doc.to_string();
-        for m in pulse_app::query::Metric::ALL {
+        for m in pulse_query::Metric::ALL {
             assert!(text.contains(&format!("\"{}\"", m.name())), "{}", m.name());
         }
         for k in pulse_app::report::Kind::ALL {

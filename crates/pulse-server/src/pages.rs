@@ -16,9 +16,9 @@ use pulse_app::columns::Col;
 use pulse_app::error::{AppError, AppResult, ErrorKind};
 use pulse_app::keys::{Caller, KeyScope};
 use pulse_app::overview;
-use pulse_app::query::{self as aq, DateRange, Dimension, Filter, FilterOp, Metric, Query};
 use pulse_app::report::{self, Kind, ReportAnswer};
 use pulse_app::text::{effect_words, thousands};
+use pulse_query::{self as aq, DateRange, Dimension, Filter, FilterOp, Metric, Query};
 
 use crate::auth::{LOGIN_CSRF_COOKIE, SESSION_COOKIE, Session, cookie, random_token};
 use crate::{Shared, log_request};

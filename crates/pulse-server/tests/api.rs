@@ -712,11 +712,11 @@ async fn an_export_scoped_key_gets_a_package_of_its_own_tenant_and_the_export_is
     assert!(status.unwrap().success());
     let id = exporter.split('_').nth(1).unwrap();
     let store = pulse_app::open::store(&s.config).unwrap();
-    let log = pulse_app::export::log(&store, &s.config.operator_access(), Some("north-staffs")).await.unwrap();
+    let log = pulse_export::log(&store, &s.config.operator_access(), Some("north-staffs")).await.unwrap();
     assert!(log.iter().any(|r| r.requested_by == format!("key {id}") && r.purpose == "DSA-7 evaluation"), "{log:?}");
     // The two refused requests are in the audit trail too, under the key that made them and with why.
     let refused: Vec<(String, String)> =
-        log.iter().filter_map(|r| pulse_app::export::refusal(r).map(|why| (r.requested_by.clone(), why))).collect();
+        log.iter().filter_map(|r| pulse_export::refusal(r).map(|why| (r.requested_by.clone(), why))).collect();
     let ro = read_only.split('_').nth(1).unwrap();
     let st = other.split('_').nth(1).unwrap();
     assert!(
@@ -724,7 +724,7 @@ async fn an_export_scoped_key_gets_a_package_of_its_own_tenant_and_the_export_is
         "{refused:?}"
     );
     assert!(refused.iter().any(|(by, _)| by == &format!("key {st}")), "{refused:?}");
-    let stoke = pulse_app::export::log(&store, &s.config.operator_access(), Some("stoke")).await.unwrap();
+    let stoke = pulse_export::log(&store, &s.config.operator_access(), Some("stoke")).await.unwrap();
     assert!(
         stoke.iter().any(|r| r.requested_by == format!("key {st}") && r.rows == 0),
         "the asking key's tenant sees it too"

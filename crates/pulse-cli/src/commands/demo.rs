@@ -1,11 +1,11 @@
-//! `pulse demo`: arguments in, [`pulse_app::demo`] does the work and tells what happens.
+//! `pulse demo`: arguments in, [`pulse_demo`] does the work and tells what happens.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use pulse_app::demo::{self, DemoRequest};
+use pulse_demo::{self as demo, DemoRequest};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {

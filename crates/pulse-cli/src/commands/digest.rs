@@ -1,5 +1,5 @@
 //! `pulse digest`: preview a tenant's weekly digest, send a list's digest by hand, and manage list members — thin
-//! over [`pulse_app::digest`], [`pulse_app::delivery`] and [`pulse_app::subscriptions`].
+//! over [`pulse_digest::digest`], [`pulse_digest::delivery`] and [`pulse_app::subscriptions`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use pulse_app::digest::{self, Links};
-use pulse_app::{delivery, mail, open, subscriptions};
+use pulse_app::{open, subscriptions};
+use pulse_digest::digest::{self, Links};
+use pulse_digest::{delivery, mail};
 
 #[derive(Debug, Subcommand)]
 pub enum DigestCommand {

@@ -1,4 +1,4 @@
-//! `pulse export`: a research dataset as a Frictionless data package ([`pulse_app::export`] does the work).
+//! `pulse export`: a research dataset as a Frictionless data package ([`pulse_export`] does the work).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use chrono::NaiveDate;
 use clap::Args;
-use pulse_app::export::{self, ExportSpec};
 use pulse_app::open;
+use pulse_export::{self as export, ExportSpec};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]

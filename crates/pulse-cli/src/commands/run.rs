@@ -8,8 +8,10 @@ use std::sync::Arc;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use pulse_app::scheduler::{self, Clock, Daemon};
-use pulse_app::{delivery, digest, mail, open};
+use pulse_app::open;
+use pulse_app::scheduler::{self, Clock};
+use pulse_digest::daemon::Daemon;
+use pulse_digest::{delivery, digest, mail};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

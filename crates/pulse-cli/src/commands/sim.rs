@@ -78,7 +78,7 @@ pub async fn run(args: SimArgs) -> Result<ExitCode> {
     })?;
     let addr = listener.local_addr()?;
     if let Some(dir) = &args.config_out {
-        let path = pulse_app::demo::write_config(&world, dir, Some(&format!("http://{addr}")))?;
+        let path = pulse_demo::write_config(&world, dir, Some(&format!("http://{addr}")))?;
         crate::errln!("config for this simulator written to {}", path.display());
     }
     let sim = Arc::new(Sim::new(world, secret));

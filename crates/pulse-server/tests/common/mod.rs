@@ -19,8 +19,8 @@ pub fn demo_dir() -> PathBuf {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
-                let req = pulse_app::demo::DemoRequest { dir: run, scenario: "case-study".into(), concurrency: 16 };
-                let code = pulse_app::demo::run(&req, &mut |_| {}).await.expect("demo runs");
+                let req = pulse_demo::DemoRequest { dir: run, scenario: "case-study".into(), concurrency: 16 };
+                let code = pulse_demo::run(&req, &mut |_| {}).await.expect("demo runs");
                 assert_eq!(code, 0, "the demo finished cleanly");
             });
         })

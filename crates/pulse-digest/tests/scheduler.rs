@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use pulse_app::scheduler::{self, Clock, Daemon, RunStep};
+use pulse_app::scheduler::{self, Clock, RunStep};
+use pulse_digest::daemon::Daemon;
 use pulse_domain::{Access, StateEvent};
 use pulse_store::Store;
 use pulse_store::lake::LakeStore;
@@ -304,8 +305,8 @@ async fn a_manual_send_waits_for_the_lists_lease() {
     let scope = config.operator_access().write_scope("stoke").unwrap();
     let daemon = format!("{}:{}:daemon", pulse_domain::this_host(), std::process::id());
     assert!(store.try_lease(&scope, "digest:weekly", &daemon, Duration::from_secs(600)).await.unwrap().acquired());
-    let mailer = pulse_app::mail::Mailer::from_config(&config).unwrap();
-    let request = pulse_app::delivery::SendRequest {
+    let mailer = pulse_digest::mail::Mailer::from_config(&config).unwrap();
+    let request = pulse_digest::delivery::SendRequest {
         list: "weekly".into(),
         week_end: chrono::NaiveDate::from_ymd_opt(2018, 3, 11).unwrap(),
         now: utc(2018, 3, 12, 9),
@@ -313,14 +314,14 @@ async fn a_manual_send_waits_for_the_lists_lease() {
         allow_incomplete: true,
         superseded: None,
     };
-    let manual = pulse_app::delivery::manual_holder();
-    let e = pulse_app::delivery::send_list_leased(&store, &config, &mailer, &request, &manual).await.unwrap_err();
+    let manual = pulse_digest::delivery::manual_holder();
+    let e = pulse_digest::delivery::send_list_leased(&store, &config, &mailer, &request, &manual).await.unwrap_err();
     assert!(e.message.contains(&daemon) && e.message.contains("nothing was sent"), "{e}");
     // The daemon still holds it.
     assert!(!store.try_lease(&scope, "digest:weekly", "third:1:x", Duration::from_secs(1)).await.unwrap().acquired());
     store.release_lease(&scope, "digest:weekly", &daemon).await.unwrap();
     // Now it runs (and stops for want of reports in this empty world, saying so)...
-    let e = pulse_app::delivery::send_list_leased(&store, &config, &mailer, &request, &manual).await.unwrap_err();
+    let e = pulse_digest::delivery::send_list_leased(&store, &config, &mailer, &request, &manual).await.unwrap_err();
     assert!(e.message.contains("has not been computed"), "{e}");
     // ...and gives the lease back even so: the daemon can take it again.
     assert!(store.try_lease(&scope, "digest:weekly", &daemon, Duration::from_secs(1)).await.unwrap().acquired());

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::digest::{self, Links};
-use crate::error::{AppError, AppResult};
 use crate::mail::{self, Mailer, SendError};
-use crate::subscriptions;
+use pulse_app::error::{AppError, AppResult};
+use pulse_app::subscriptions;
 
 pub const STREAM: &str = "delivery";
 
@@ -217,7 +217,7 @@ pub async fn send_list_leased<S: Store + Clone + 'static>(
     let asked = tokio::time::Instant::now();
     if let pulse_store::LeaseOutcome::HeldBy(l) = store.try_lease(&scope, &job, holder, ttl).await? {
         return Err(AppError::new(
-            crate::error::ErrorKind::Unavailable,
+            pulse_app::error::ErrorKind::Unavailable,
             format!(
                 "list `{}` is being sent by {} (its lease runs until {}); nothing was sent",
                 request.list,
@@ -377,7 +377,7 @@ pub async fn send_list<S: Store>(
         let unsubscribe = subscriptions::unsubscribe_link(config, list, recipient)?;
         let mut mine = rendered.clone();
         mine.text = mine.text.replace(UNSUBSCRIBE_PLACEHOLDER, &unsubscribe);
-        mine.html = mine.html.replace(UNSUBSCRIBE_PLACEHOLDER, &crate::chart::escape(&unsubscribe));
+        mine.html = mine.html.replace(UNSUBSCRIBE_PLACEHOLDER, &pulse_app::chart::escape(&unsubscribe));
         let headers = mail::ListHeaders {
             message_id: id.clone(),
             list: Some(list.to_owned()),

@@ -29,7 +29,7 @@ use pulse_store::{ReportVariant, Store};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::error::{AppError, AppResult, ErrorKind};
+use pulse_app::error::{AppError, AppResult, ErrorKind};
 
 /// The marker for a count we suppressed (1-7, or secondary).
 pub const SUPPRESSED: &str = "*";
@@ -1063,17 +1063,12 @@ async fn make<S: Store>(
         project: project.name.clone(),
         practices: project.pseudonymise_practices,
     };
-    let scopes = if spec.tenants.is_empty() {
-        let all = access.scopes();
-        if all.len() != 1 {
-            return Err(
-                AppError::bad_request(format!("name the tenants to export: {} are visible", all.len())).at("tenants")
-            );
-        }
-        all
-    } else {
-        spec.tenants.iter().map(|t| access.scope(t)).collect::<Result<Vec<_>, _>>()?
-    };
+    let scopes = pulse_app::tenant::resolve_all(
+        access,
+        &spec.tenants,
+        "tenants",
+        "name the tenants to export (--tenant, repeated; `tenants` in the API)",
+    )?;
     if let Some(t) = spec.tables.iter().find(|t| !TABLES.contains(&t.as_str())) {
         return Err(AppError::bad_request(format!("no export table `{t}`"))
             .with_hint(format!("the tables are {}", TABLES.join(", ")))

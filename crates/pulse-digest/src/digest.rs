@@ -14,35 +14,35 @@ use pulse_config::Config;
 use pulse_domain::Access;
 use pulse_store::Store;
 
-use crate::chart::{self, Series, escape};
-use crate::columns::Col;
-use crate::error::{AppError, AppResult};
-use crate::overview;
-use crate::query::Directory;
-use crate::report::{self, Kind, ReportQuery, RunInfo};
-use crate::text::{campaign_words, thousands};
+use pulse_app::chart::{self, Series, escape};
+use pulse_app::columns::Col;
+use pulse_app::error::{AppError, AppResult};
+use pulse_app::overview;
+use pulse_app::report::{self, Kind, ReportQuery, RunInfo};
+use pulse_app::text::{campaign_words, thousands};
 use pulse_pipelines::reach::median;
+use pulse_query::Directory;
 
 /// Engagements per 1,000 registered patients as a digest may show it: of the published (rounded) count, since the
 /// exact count times 1,000 over the public list size would give the count back; none for a count too small to
 /// publish.
 pub fn published_rate(engagements: f64, registered: f64) -> Option<f64> {
-    let published = (!crate::export::small_count(engagements)).then(|| crate::export::round5(engagements) as f64)?;
+    let published = (!pulse_export::small_count(engagements)).then(|| pulse_export::round5(engagements) as f64)?;
     Some(published / registered * 1000.0)
 }
 
 /// A count of people as the digest publishes it: `None` when it is 1 to 7 (withheld) or missing, else rounded to 5.
 /// Everything the digest computes from a count of people (changes, rates, shares, chart points) starts from this.
 pub fn published_count(v: Option<f64>) -> Option<f64> {
-    v.filter(|v| v.is_finite() && !crate::export::small_count(*v)).map(|v| crate::export::round5(v) as f64)
+    v.filter(|v| v.is_finite() && !pulse_export::small_count(*v)).map(|v| pulse_export::round5(v) as f64)
 }
 
 /// A count of people as a digest may show it: fewer than 8 withheld, others rounded to 5.
 pub fn people(v: Option<f64>) -> String {
     match v {
         None => "n/a".into(),
-        Some(v) if crate::export::small_count(v) => "fewer than 8".into(),
-        Some(v) => thousands(crate::export::round5(v) as f64),
+        Some(v) if pulse_export::small_count(v) => "fewer than 8".into(),
+        Some(v) => thousands(pulse_export::round5(v) as f64),
     }
 }
 
@@ -266,7 +266,7 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         }
     }
     let shown: BTreeMap<i32, BTreeMap<String, Option<i64>>> =
-        weeks.iter().map(|(w, members)| (*w, crate::export::publish_group(members))).collect();
+        weeks.iter().map(|(w, members)| (*w, pulse_export::publish_group(members))).collect();
     let shown_of = |code: &str, w: i32| shown.get(&w).and_then(|m| m.get(code).copied().flatten()).map(|v| v as f64);
     // Whether every page has all seven days of the week (Meta closes a Pacific day at 08:00 or 09:00 London).
     let days = Col::of(&reach.batch, "days_with_data");
@@ -398,7 +398,7 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         // As a research export publishes them: the effect is the published observed less the counterfactual
         // rounded to 5, the interval rounded to 5, none when the observed is 1 to 7 (the exact effect beside a
         // published counterfactual would give the observed back).
-        let r5 = |v: Option<f64>| v.map(|v| crate::export::round5(v) as f64);
+        let r5 = |v: Option<f64>| v.map(|v| pulse_export::round5(v) as f64);
         let observed = published_count(cobserved.num(i));
         let cf = r5(ccf.num(i));
         let shown = observed.is_some() && ceffect.num(i).is_some();
@@ -919,7 +919,7 @@ fn img(p: &Picture) -> String {
 
 fn picture(cid: &str, alt: &str, svg: String) -> AppResult<Picture> {
     let png = crate::raster::png(&svg, 2.0)
-        .map_err(|e| AppError::new(crate::error::ErrorKind::Internal, format!("drawing the {cid} chart: {e}")))?;
+        .map_err(|e| AppError::new(pulse_app::error::ErrorKind::Internal, format!("drawing the {cid} chart: {e}")))?;
     Ok(Picture { cid: cid.into(), alt: alt.into(), svg, png })
 }
 
@@ -952,7 +952,7 @@ mod tests {
             // What a reader with NHS Digital's list sizes works out from the rate shown to one decimal:
             let back = shown * list / 1000.0;
             let half_step = 0.05 * list / 1000.0;
-            let rounded = crate::export::round5(e) as f64;
+            let rounded = pulse_export::round5(e) as f64;
             assert!((back - rounded).abs() <= half_step + 1e-9, "{e}: {back} vs {rounded}");
             assert!(
                 (back - e).abs() > half_step || e == rounded,

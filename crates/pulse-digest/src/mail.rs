@@ -11,7 +11,7 @@ use lettre::transport::smtp::client::TlsParameters;
 use pulse_config::{Config, SmtpSecurity};
 
 use crate::digest::Rendered;
-use crate::error::{AppError, AppResult, ErrorKind};
+use pulse_app::error::{AppError, AppResult, ErrorKind};
 
 /// `List-Unsubscribe: <https://...>` (RFC 2369).
 #[derive(Clone)]

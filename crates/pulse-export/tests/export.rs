@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pulse_app::error::ErrorKind;
-use pulse_app::export::{self, ExportSpec};
+use pulse_export::{self as export, ExportSpec};
 
 fn demo() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,8 +20,8 @@ fn demo() -> (tempfile::TempDir, PathBuf) {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let req = pulse_app::demo::DemoRequest { dir: run, scenario: "case-study".into(), concurrency: 16 };
-            assert_eq!(pulse_app::demo::run(&req, &mut |_| {}).await.unwrap(), 0);
+            let req = pulse_demo::DemoRequest { dir: run, scenario: "case-study".into(), concurrency: 16 };
+            assert_eq!(pulse_demo::run(&req, &mut |_| {}).await.unwrap(), 0);
         });
     })
     .join()
@@ -361,7 +361,7 @@ async fn hard_cases_two_pages_and_a_one_post_campaign_pass_the_disclosure_audit(
     let sim = std::sync::Arc::new(pulse_sim::Sim::new(new_world(), None));
     let today = sim.today();
     let running = pulse_sim::start(sim, 0).await.unwrap();
-    let path = pulse_app::demo::write_config(&world, dir.path(), Some(&running.url())).unwrap();
+    let path = pulse_demo::write_config(&world, dir.path(), Some(&running.url())).unwrap();
     // North Staffordshire's second practice with a page becomes a second page of its first.
     let toml = std::fs::read_to_string(&path).unwrap();
     let tenant = toml.find("id = \"north-staffs\"").unwrap();

@@ -20,8 +20,8 @@ use pulse_store::{ReportTable, ReportVariant, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::columns::Col;
-use crate::error::{AppError, AppResult, ErrorKind};
+use pulse_app::columns::Col;
+use pulse_app::error::{AppError, AppResult, ErrorKind};
 
 /// The most rows one page of an answer may hold.
 pub const MAX_LIMIT: usize = 10_000;
@@ -502,7 +502,7 @@ pub struct Directory {
 impl Directory {
     pub fn load(config: &Config) -> AppResult<Self> {
         let mut out = Directory::default();
-        let csv = crate::jobs::registered_for(config)?;
+        let csv = pulse_app::jobs::registered_for(config)?;
         for t in &config.tenants {
             let names = out.names.entry(t.id.to_string()).or_default();
             for p in &t.practices {
@@ -567,16 +567,7 @@ pub async fn watermark<S: Store>(store: &S, scope: &TenantScope) -> AppResult<St
 
 /// Which tenant a query is for: the one named (must be visible), or the caller's only tenant.
 pub fn tenant_scope(access: &Access, named: Option<&str>) -> AppResult<TenantScope> {
-    let scopes = access.scopes();
-    match named {
-        Some(t) => Ok(access.scope(t)?),
-        None if scopes.len() == 1 => Ok(scopes[0].clone()),
-        None => Err(bad(
-            "site_id",
-            format!("this key reads {} tenants; say which one", scopes.len()),
-            format!("set site_id to one of {}", scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
-        )),
-    }
+    pulse_app::tenant::resolve(access, named, "site_id", "set site_id to one of the tenants named")
 }
 
 /// (tenant, SHA-256 of the normalised query, data watermark)

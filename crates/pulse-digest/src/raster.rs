@@ -1,4 +1,4 @@
-//! SVG charts drawn as PNG, for email (mail clients do not show SVG). The drawings are [`crate::chart`]'s, the same
+//! SVG charts drawn as PNG, for email (mail clients do not show SVG). The drawings are [`pulse_app::chart`]'s, the same
 //! the dashboard inlines; text is set in a font carried inside the binary (Ubuntu Light), so a server with no fonts
 //! installed draws the same picture.
 
@@ -37,7 +37,9 @@ mod tests {
     #[test]
     fn a_chart_becomes_a_png_with_its_text_drawn() {
         let with_text =
-            crate::chart::bars("t", &[("Millfield".into(), Some(10.0))], crate::chart::BLUE, 300, &|v| format!("{v}"));
+            pulse_app::chart::bars("t", &[("Millfield".into(), Some(10.0))], pulse_app::chart::BLUE, 300, &|v| {
+                format!("{v}")
+            });
         let without = with_text.replace("Millfield", "");
         let a = png(&with_text, 1.0).unwrap();
         let b = png(&without, 1.0).unwrap();

@@ -29,7 +29,7 @@ pub struct DemoRequest {
 pub const SIM_TOKENS: &str = "sim-tokens.secrets.toml";
 
 fn thousands(n: u64) -> String {
-    crate::text::thousands(n as f64)
+    pulse_app::text::thousands(n as f64)
 }
 
 /// A config describing the simulated world, over a lake in `dir`. Without `graph_url` it is for reports and jobs
@@ -175,13 +175,13 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
     let config = pulse_config::load(&config_path)?;
     // Over everything ingested: the reports keep all history.
     let request =
-        crate::jobs::JobsRequest { from: None, to: Some(end), variant: Some("main".into()), ..Default::default() };
-    let results = crate::jobs::run_on(&store, &config, &request).await?;
+        pulse_app::jobs::JobsRequest { from: None, to: Some(end), variant: Some("main".into()), ..Default::default() };
+    let results = pulse_app::jobs::run_on(&store, &config, &request).await?;
     let mut jobs_failed = false;
     for r in &results {
         match r {
-            crate::jobs::TenantJob::Done { summary, from, to } => {
-                say(crate::jobs::summary_text(summary, *from, *to).trim_end())
+            pulse_app::jobs::TenantJob::Done { summary, from, to } => {
+                say(pulse_app::jobs::summary_text(summary, *from, *to).trim_end())
             }
             other => {
                 jobs_failed = true;
@@ -203,7 +203,7 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
     if jobs_failed {
         return Ok(1);
     }
-    Ok(crate::ingest::Outcome::of(&report, false).exit_code())
+    Ok(pulse_app::ingest::Outcome::of(&report, false).exit_code())
 }
 
 fn print_summary(report: &RunReport, say: &mut dyn FnMut(&str)) {

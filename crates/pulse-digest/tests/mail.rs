@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use pulse_app::mail::{Mailer, SendError};
+use pulse_digest::mail::{Mailer, SendError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -135,19 +135,19 @@ async fn failures_before_the_message_went_are_transient_and_bounded() {
 /// one-click unsubscribe (List-Unsubscribe-Post) is offered only with an https link, as RFC 8058 requires.
 #[test]
 fn digest_headers_name_the_senders_domain_and_one_click_needs_https() {
-    let rendered = pulse_app::digest::Rendered {
+    let rendered = pulse_digest::digest::Rendered {
         subject: "Weekly digest".into(),
         text: "figures".into(),
         html: "<p>figures</p>".into(),
         pictures: vec![],
     };
-    let headers = |unsubscribe: &str| pulse_app::mail::ListHeaders {
+    let headers = |unsubscribe: &str| pulse_digest::mail::ListHeaders {
         message_id: "digest.stoke-weekly.2018-03-25.0123456789abcdef".into(),
         list: Some("stoke-weekly".into()),
         unsubscribe: Some(unsubscribe.into()),
     };
     let build = |h| {
-        let m = pulse_app::mail::message(&rendered, "Pulse <digests@pulse.example.nhs.uk>", "a@example.nhs.uk", &h)
+        let m = pulse_digest::mail::message(&rendered, "Pulse <digests@pulse.example.nhs.uk>", "a@example.nhs.uk", &h)
             .unwrap();
         // Headers unfolded (a long one is folded onto a continuation line).
         String::from_utf8(m.formatted()).unwrap().replace("\r\n ", " ")
