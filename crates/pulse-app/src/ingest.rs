@@ -158,7 +158,14 @@ pub async fn run(config: &Config, request: &IngestRequest, on_start: impl FnOnce
     for t in &targets {
         tokens.entry(t.scope.as_str().to_owned()).or_default().0 += 1;
     }
-    let (report, record) = Ingester::new(store, client, opts).run(targets).await?;
+    let (report, record) = match Ingester::new(store, client, opts).run(targets).await {
+        Ok(ran) => ran,
+        Err(e) => {
+            // The run could not start (the store refused its checkpoints, the client could not be built).
+            metrics::counter!("pulse_ingest_runs_total", "outcome" => "error").increment(1);
+            return Err(e.into());
+        }
+    };
     let outcome = Outcome::of(&report, !skipped.is_empty());
     record_metrics(&report, outcome, tokens);
     Ok(IngestRun { report, record, skipped, outcome })

@@ -24,13 +24,9 @@ pub fn resolve_all(access: &Access, named: &[String], field: &str, how: &str) ->
         return Ok(scopes);
     }
     let names: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-    Err(AppError::bad_request(format!(
-        "{} tenants are visible here ({}); say which one",
-        scopes.len(),
-        names.join(", ")
-    ))
-    .with_hint(how.to_owned())
-    .at(field))
+    Err(AppError::bad_request(format!("{} tenants are visible here ({}); name which", scopes.len(), names.join(", ")))
+        .with_hint(how.to_owned())
+        .at(field))
 }
 
 #[cfg(test)]
@@ -50,7 +46,7 @@ mod tests {
         let two = operator(&["alpha", "beta"]);
         assert_eq!(resolve(&two, Some("beta"), "tenant", "").unwrap().to_string(), "beta");
         let e = resolve(&two, None, "site_id", "set site_id").unwrap_err();
-        assert!(e.message.contains("2 tenants are visible here (alpha, beta)"), "{}", e.message);
+        assert!(e.message.contains("2 tenants are visible here (alpha, beta); name which"), "{}", e.message);
         assert_eq!(e.field.as_deref(), Some("site_id"));
         assert!(resolve(&two, Some("gamma"), "tenant", "").is_err(), "a tenant the access cannot see");
         let analyst = two.analyst("alpha").unwrap();

@@ -25,6 +25,10 @@ fn default_filter(verbose: u8) -> String {
 /// Every crate of the workspace, as tracing targets (a test checks this against Cargo.toml).
 const OUR_CRATES: &[&str] = &[
     "pulse_app",
+    "pulse_query",
+    "pulse_export",
+    "pulse_digest",
+    "pulse_demo",
     "pulse_cli",
     "pulse_config",
     "pulse_domain",

@@ -199,8 +199,8 @@ impl<S: Store + Clone + 'static> Daemon<S> {
             Task::Ingest => "ingest",
             Task::Digest { .. } => "digest",
         };
-        let lease_held = metrics::gauge!("pulse_scheduler_lease_held", "job" => job.name.clone());
-        lease_held.set(1.0);
+        // 1 while this run holds the lease; back to 0 however the run ends (an early return included).
+        let _lease_held = LeaseGauge::held(&job.name);
         self.record(&scope, job, step("started", String::new())).await?;
         observer.event(&format!("{}: started run {run_id} for {}", job.name, local(&self.config, tick)));
         let started = Instant::now();
@@ -250,9 +250,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
         let mut end = step(state, detail);
         end.owed = state == "interrupted" || (state == "failed" && owed);
         self.record(&scope, job, end).await?;
-        let released = self.store.release_lease(&scope, &job.name, &self.holder).await;
-        lease_held.set(0.0);
-        released?;
+        self.store.release_lease(&scope, &job.name, &self.holder).await?;
         Ok((interrupted, retry_at))
     }
 
@@ -357,4 +355,21 @@ struct Done {
     retry_at: Option<DateTime<Utc>>,
     /// Something is still to do for this tick (a retry, a wait for data, recipients not reached).
     owed: bool,
+}
+
+/// `pulse_scheduler_lease_held{job}`: set to 1 when made, to 0 when dropped.
+struct LeaseGauge(metrics::Gauge);
+
+impl LeaseGauge {
+    fn held(job: &str) -> Self {
+        let gauge = metrics::gauge!("pulse_scheduler_lease_held", "job" => job.to_owned());
+        gauge.set(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for LeaseGauge {
+    fn drop(&mut self) {
+        self.0.set(0.0);
+    }
 }

@@ -855,7 +855,7 @@ pub fn render(d: &Digest, links: &Links) -> AppResult<Rendered> {
     Ok(Rendered { subject, text, html, pictures })
 }
 
-/// Every figure the digest publishes, as the disclosure auditor reads them (`audit/disclosure_audit.py`): counts of
+/// Every figure the digest publishes, as the disclosure auditor reads them (`crates/pulse-export/audit/disclosure_audit.py`): counts of
 /// people as shown, the changes, rates and shares computed from them with what they are computed from, the chart's
 /// points, and each campaign's effect as shown (the digest publishes no total its named practices add up to; the
 /// "needs attention" lines quote practice-weeks as published, through the same controlled rounding). The texts are made by the same functions as the email's, and the digest test checks each one appears in it.

@@ -65,7 +65,10 @@ fn describe() {
     describe_histogram!("pulse_graph_request_duration_seconds", Unit::Seconds, "Time of one Graph API call.");
     describe_counter!("pulse_graph_retries_total", "Graph API calls made again after a throttle or a transient error.");
     describe_counter!("pulse_ingest_rows_total", "Rows written to the store by ingest, by tenant.");
-    describe_counter!("pulse_ingest_runs_total", "Ingest runs, by outcome: clean, with failures, store unavailable.");
+    describe_counter!(
+        "pulse_ingest_runs_total",
+        "Ingest runs, by outcome: clean, pages_failed, store_unavailable, error (could not start)."
+    );
     describe_gauge!(
         "pulse_page_tokens_rejected",
         "Pages whose access token Meta rejected in the tenant's last ingest run."
@@ -90,7 +93,7 @@ pub async fn serve_metrics(listen: &str) -> Result<SocketAddr, AppError> {
         AppError::bad_request(format!("cannot open the metrics listener: {}", e.message))
             .with_hint("pick a free address with --metrics-listen, such as 127.0.0.1:9464")
     })?;
-    // Histograms are kept in a rolling window that upkeep trims; without it they grow for the life of the process.
+    // Upkeep drains each histogram's recent samples into its buckets; without it they pile up between scrapes.
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -117,7 +120,17 @@ async fn render() -> Response {
 /// counted as `unmatched`, never by its text.
 pub(crate) async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let method = request.method().as_str().to_owned();
+    // The method is the caller's to choose (HTTP allows any token): only the ones the service answers are labels.
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        _ => "other",
+    };
     let span = tracing::info_span!(
         "http",
         method = %method,
@@ -128,7 +141,7 @@ pub(crate) async fn track(request: axum::extract::Request, next: axum::middlewar
     let started = Instant::now();
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("pulse_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+    metrics::counter!("pulse_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("pulse_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());

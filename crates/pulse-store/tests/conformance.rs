@@ -722,6 +722,55 @@ async fn lake_reads_see_every_row_while_another_writer_compacts() {
     assert!(reads > 25, "only {reads} reads overlapped the writes");
 }
 
+/// The incremental jobs ask which days were fetched since their last run; the lake answers from its files' times. While
+/// another handle writes a day at a time (revisions included, so partitions compact again and again), every answer
+/// holds every day confirmed written before it was asked: a partition caught mid-compaction is read again, never
+/// skipped as if nothing in it were new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lake_days_fetched_since_miss_nothing_while_another_writer_compacts() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let writer = LakeStore::open(dir.path()).unwrap();
+    let reader = LakeStore::open(dir.path()).unwrap();
+    let (alpha, _) = scopes();
+    // Days written an hour ago, compacted: each partition starts as one old file that the new writes fold into.
+    let old: Vec<PageInsightFact> =
+        (1..=59).map(|d| fact("M83002", "1002", CanonicalMetric::PageReach, day(d), "", 1.0, 0)).collect();
+    writer.write_page_insights(&alpha, &old).await.unwrap();
+    writer.settle(&alpha).await.unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for month in ["2018-01", "2018-02"] {
+        let path = dir.path().join(format!("page_insights/tenant=alpha/month={month}/data.parquet"));
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(an_hour_ago).unwrap();
+    }
+    let since = Utc::now() - Duration::seconds(5);
+    let confirmed = Arc::new(AtomicUsize::new(0));
+    const DAYS: u32 = 59;
+    let writing = {
+        let (confirmed, alpha) = (confirmed.clone(), alpha.clone());
+        tokio::spawn(async move {
+            for round in 0..4 {
+                for d in 1..=DAYS {
+                    let mut f = fact("M83001", "1001", CanonicalMetric::PageReach, day(d), "", f64::from(round), 0);
+                    f.fetched_at = Utc::now();
+                    writer.write_page_insights(&alpha, &[f]).await.unwrap();
+                    confirmed.store(if round == 0 { d as usize } else { DAYS as usize }, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let mut asked = 0;
+    while !writing.is_finished() {
+        let before = confirmed.load(Ordering::SeqCst);
+        let days = reader.fact_days_fetched_since(&alpha, since).await.unwrap_or_else(|e| panic!("ask {asked}: {e}"));
+        assert!(days.len() >= before, "ask {asked} found {} days, {before} were confirmed before it", days.len());
+        asked += 1;
+    }
+    writing.await.unwrap();
+    assert_eq!(reader.fact_days_fetched_since(&alpha, since).await.unwrap().len(), DAYS as usize);
+    assert!(asked > 10, "only {asked} asks overlapped the writes");
+}
+
 #[tokio::test]
 async fn lake_fact_files_name_a_corrupt_file_before_anyone_scans_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,5 @@
 //! `pulse run` (the scheduler daemon) and `pulse status` (what it did and will do): thin over
-//! [`pulse_app::scheduler`].
+//! [`pulse_digest::daemon`] and [`pulse_app::scheduler`].
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -154,30 +154,59 @@ fn partition_contents(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// How often a read that does not hold the write lock starts again when a writer's compaction removed a part it
-/// had listed. Each compaction needs [`COMPACT_AT`] writes, so a retry that meets another is rare.
-const READ_ATTEMPTS: usize = 8;
+/// How often a read that does not hold the write lock starts again when a compaction changed the partition under it,
+/// before the last attempt, which waits for the lake's lock (shared, so it only waits for a writer in progress).
+const READ_ATTEMPTS: u32 = 6;
 
-/// Runs a partition read that does not hold the write lock. Readers take no lock (a digest's status or a report
-/// read must not wait for an ingest), so a compaction may fold a listed part into the compacted file and remove it
-/// between the listing and the read. That part's rows are then in the compacted file: the read starts again from the
-/// listing. Any other error, and a part still missing after [`READ_ATTEMPTS`], is returned.
-fn without_the_lock<T>(dir: &Path, mut read: impl FnMut(&[PathBuf]) -> Result<T>) -> Result<T> {
-    let mut attempt = 1;
-    loop {
+/// Which file the partition's compacted file is (device and inode), or `None` when it has none. A compaction
+/// replaces it by renaming a new file over it, so a different identity means a compaction happened in between.
+fn compacted_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(dir.join(DATA_FILE)).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Runs a partition read that does not hold the write lock (a digest's status or a report read must not wait for an
+/// ingest), as an optimistic read: the compacted file's identity is noted before the parts are listed and checked
+/// after everything was read. A compaction renames its new compacted file into place before it removes the parts it
+/// folded in, so a read that saw no rename in between read one consistent state of the partition (a part already
+/// folded in and read twice has the same rows, which merge by identity). A rename in between, or a listed part gone
+/// when it was read, starts the read again, after a short wait that doubles each time; the last attempt holds the
+/// lake's lock shared, so no writer can change the partition under it.
+fn without_the_lock<T>(root: &Path, dir: &Path, mut read: impl FnMut(&[PathBuf]) -> Result<T>) -> Result<T> {
+    for attempt in 1..READ_ATTEMPTS {
+        let before = compacted_identity(dir);
         let files = partition_contents(dir)?;
         match read(&files) {
             Err(StoreError::Io { path, source })
-                if source.kind() == std::io::ErrorKind::NotFound
-                    && attempt < READ_ATTEMPTS
-                    && files.contains(&path) =>
+                if source.kind() == std::io::ErrorKind::NotFound && files.contains(&path) =>
             {
                 tracing::debug!(path = %path.display(), attempt, "a part was compacted while being read; reading again");
-                attempt += 1;
+            }
+            Ok(_) if compacted_identity(dir) != before => {
+                tracing::debug!(dir = %dir.display(), attempt, "the partition was compacted while being read; reading again");
             }
             result => return result,
         }
+        std::thread::sleep(std::time::Duration::from_millis(5 << attempt));
     }
+    let _shared = lake_lock_shared(root);
+    read(&partition_contents(dir)?)
+}
+
+/// The lake's lock (`<root>/.lock`), shared, for a read that must not overlap a write. It waits for a writer in
+/// progress, for at most a minute (a read inside a write of this process would otherwise wait for itself; it never
+/// gets here, since no compaction can overlap it); `None` when the lock cannot be had (a read-only lake, no lock file,
+/// or still held after a minute): the read then goes ahead without it.
+fn lake_lock_shared(root: &Path) -> Option<File> {
+    let file = File::open(root.join(".lock")).ok()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while file.try_lock_shared().is_err() {
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(file)
 }
 
 /// Folds a partition's parts into its compacted file. Everything is read before anything is replaced, so a corrupt
@@ -300,7 +329,7 @@ pub(crate) fn read<R: LakeRecord>(
 ) -> Result<Vec<R>> {
     let mut out = Vec::new();
     for dir in partitions(root, R::DATASET, tenant, from, to)? {
-        out.extend(without_the_lock(&dir, |files| match files {
+        out.extend(without_the_lock(root, &dir, |files| match files {
             // A compacted file alone holds one row per identity already.
             [only] if only.file_name().is_some_and(|n| n == DATA_FILE) => read_records::<R>(only, tenant),
             files => merge::<R>(tenant, files),
@@ -318,8 +347,14 @@ pub(crate) fn read_written_since<R: LakeRecord>(
 ) -> Result<Vec<R>> {
     let mut out = Vec::new();
     for dir in partitions(root, R::DATASET, tenant, None, None)? {
-        out.extend(without_the_lock(&dir, |files| {
-            let newest = files.iter().filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).max();
+        out.extend(without_the_lock(root, &dir, |files| {
+            // A listed file that is gone was folded into a new compacted file: an error, so the read starts again
+            // (skipping it could leave the partition looking older than it is).
+            let mut newest = None;
+            for f in files {
+                let modified = std::fs::metadata(f).and_then(|m| m.modified()).map_err(|e| StoreError::io(f, e))?;
+                newest = newest.max(Some(modified));
+            }
             if newest.is_some_and(|t| t >= since) { merge::<R>(tenant, files) } else { Ok(Vec::new()) }
         })?);
     }
