@@ -5,7 +5,10 @@
 
 DDL (sql/schema_migrations.sql, sql/migrations/*.sql) runs in a fresh database, in order, exactly as `pulse migrate`
 sends it on one server. The per-tenant analyst views (sql/tenant_views.sql) are created for two tenants, and each
-must show its own tenant's rows and no other's. Named queries (sql/queries/*.sql) declare example parameters in a `-- example:` line; the
+must show its own tenant's rows and no other's. Every table's columns and types (`DESCRIBE TABLE`) must be what
+sql/tables.json says: that file is written from the one declaration of each table in crates/pulse-store
+(src/table.rs, src/report.rs) and a test there fails when it is stale, so the DDL is checked against the
+declarations on both engines; a table the DDL creates that is not declared fails too. Named queries (sql/queries/*.sql) declare example parameters in a `-- example:` line; the
 `?` placeholders are replaced by them, left to right, and the query must run. Exits non-zero naming every statement
 that failed, and on which engine.
 """
@@ -115,6 +118,28 @@ class Server:
 TENANTS = ["north-staffs", "stoke"]
 
 
+def declared_tables(engine):
+    """Problems where the tables the DDL made differ from sql/tables.json (the declarations)."""
+    import json
+
+    declared = json.load(open(os.path.join(ROOT, "tables.json")))
+    problems = []
+    tables = engine.value(
+        f"SELECT name FROM system.tables WHERE database = '{DB}' AND engine NOT LIKE '%View%' ORDER BY name"
+    ).split()
+    for name in tables:
+        if name not in declared:
+            problems.append(f"table `{name}` is created by the DDL but declared nowhere (crates/pulse-store/src/table.rs)")
+    for name, columns in declared.items():
+        if name not in tables:
+            problems.append(f"table `{name}` is declared but the DDL does not create it")
+            continue
+        got = [l.split("\t")[:2] for l in engine.value(f"DESCRIBE TABLE {name}").splitlines() if l.strip()]
+        if got != columns:
+            problems.append(f"table `{name}`: the DDL gives {got}, the declaration {columns}")
+    return problems
+
+
 def tenant_views(engine):
     """Creates both tenants' views, stores rows for both, and checks each view shows only its own tenant's rows."""
     problems = []
@@ -164,6 +189,11 @@ def main():
             failures.extend(f"sql/tenant_views.sql on {engine.name}: {p}" for p in tenant_views(engine))
         except Exception as e:  # noqa: BLE001
             failures.append(f"tenant_views.sql on {engine.name}: {str(e).strip()[:400]}")
+        ran += 1
+        try:
+            failures.extend(f"sql/tables.json on {engine.name}: {p}" for p in declared_tables(engine))
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"sql/tables.json on {engine.name}: {str(e).strip()[:400]}")
         for path in queries:
             ran += 1
             try:

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use pulse_config::Secret;
-use pulse_domain::{Access, ApiVersion, TenantId};
+use pulse_domain::{ApiVersion, TenantId};
 use pulse_ingest::Target;
 use pulse_sim::{Request, Sim, World};
 use serde_json::json;
@@ -79,7 +79,7 @@ impl GraphProcess {
                 tenants.push(tenant);
             }
         }
-        let access = Access::operator(tenants);
+        let access = crate::operator(tenants)?;
         let targets = hello["targets"]
             .as_array()
             .context("targets")?

@@ -8,6 +8,7 @@ use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use polars::prelude::*;
 use pulse_domain::{CanonicalMetric, PageInsightFact, Period, Post, PostInsightSnapshot};
+use pulse_store::table::page_insights as F;
 use pulse_store::{ReportTable, ReportType};
 
 use crate::{PipelineError, Result};
@@ -99,8 +100,8 @@ pub fn load_fact_files(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Facts> {
-    let totals = scan_fact_files(files, totals, load_from, to)?.filter(col("breakdown").eq(lit(""))).collect()?;
-    let scanned = scan_fact_files(files, breakdowns, from, to)?.filter(col("breakdown").neq(lit("")));
+    let totals = scan_fact_files(files, totals, load_from, to)?.filter(col(F::BREAKDOWN).eq(lit(""))).collect()?;
+    let scanned = scan_fact_files(files, breakdowns, from, to)?.filter(col(F::BREAKDOWN).neq(lit("")));
     let breakdowns = kept_windows(scanned, to)?.collect()?;
     Ok(Facts { totals, breakdowns })
 }
@@ -122,15 +123,15 @@ pub fn scan_fact_files(files: &[PathBuf], wanted: Wanted, from: NaiveDate, to: N
     let all = LazyFrame::scan_parquet_files(paths.into(), args)?;
     Ok(all
         .select([
-            col("practice_code"),
-            col("page_id"),
-            col("metric"),
-            col("period"),
-            col("day"),
-            col("breakdown"),
-            col("value"),
+            col(F::PRACTICE_CODE),
+            col(F::PAGE_ID),
+            col(F::METRIC),
+            col(F::PERIOD),
+            col(F::DAY),
+            col(F::BREAKDOWN),
+            col(F::VALUE),
         ])
-        .filter(col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to))).and(wanted_expr(wanted))))
+        .filter(col(F::DAY).gt_eq(lit(from)).and(col(F::DAY).lt_eq(lit(to))).and(wanted_expr(wanted))))
 }
 
 /// What a run record says beside its range.
@@ -178,15 +179,15 @@ pub fn empty_facts() -> DataFrame {
 /// Facts (from any store) as a frame.
 pub fn facts_frame(facts: &[PageInsightFact]) -> Result<DataFrame> {
     let df = df!(
-        "practice_code" => facts.iter().map(|f| f.practice.as_str()).collect::<Vec<_>>(),
-        "page_id" => facts.iter().map(|f| f.page.as_str()).collect::<Vec<_>>(),
-        "metric" => facts.iter().map(|f| f.metric.as_str()).collect::<Vec<_>>(),
-        "period" => facts.iter().map(|f| f.period.as_str()).collect::<Vec<_>>(),
-        "day" => facts.iter().map(|f| day_number(f.day)).collect::<Vec<_>>(),
-        "breakdown" => facts.iter().map(|f| &*f.breakdown).collect::<Vec<_>>(),
-        "value" => facts.iter().map(|f| f.value).collect::<Vec<_>>(),
+        F::PRACTICE_CODE => facts.iter().map(|f| f.practice.as_str()).collect::<Vec<_>>(),
+        F::PAGE_ID => facts.iter().map(|f| f.page.as_str()).collect::<Vec<_>>(),
+        F::METRIC => facts.iter().map(|f| f.metric.as_str()).collect::<Vec<_>>(),
+        F::PERIOD => facts.iter().map(|f| f.period.as_str()).collect::<Vec<_>>(),
+        F::DAY => facts.iter().map(|f| day_number(f.day)).collect::<Vec<_>>(),
+        F::BREAKDOWN => facts.iter().map(|f| &*f.breakdown).collect::<Vec<_>>(),
+        F::VALUE => facts.iter().map(|f| f.value).collect::<Vec<_>>(),
     )?;
-    Ok(df.lazy().with_column(col("day").cast(DataType::Date)).collect()?)
+    Ok(df.lazy().with_column(col(F::DAY).cast(DataType::Date)).collect()?)
 }
 
 /// Each post's latest lifetime value per metric (totals only): the end of its growth curve so far.
@@ -310,7 +311,8 @@ pub fn series_many(
 #[cfg(test)]
 mod tests {
     use chrono::{Duration, Utc};
-    use pulse_domain::{Access, ApiVersion, CanonicalMetric as M, PageInsightFact, Period as P, TenantId};
+
+    use pulse_domain::{ApiVersion, CanonicalMetric as M, PageInsightFact, Period as P, TenantId};
     use pulse_store::{FactFilter, Store};
 
     use super::*;
@@ -348,7 +350,7 @@ mod tests {
     fn each_page_keeps_its_weekly_windows_and_its_latest_and_totals_stay_whole() {
         let dir = tempfile::tempdir().unwrap();
         let lake = pulse_store::lake::LakeStore::open(dir.path()).unwrap();
-        let access = Access::operator([TenantId::new("t1").unwrap()]);
+        let access = pulse_config::testing::operator([TenantId::new("t1").unwrap()]);
         let (from, to) = (NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), NaiveDate::from_ymd_opt(2026, 6, 30).unwrap());
         let mut facts = Vec::new();
         for i in -10..200 {

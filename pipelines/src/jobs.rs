@@ -8,7 +8,8 @@ use std::time::Instant;
 use arrow::record_batch::RecordBatch;
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
-use pulse_domain::{CanonicalMetric as M, Period as P, Post, PostInsightSnapshot, WriteScope};
+use pulse_config::WriteScope;
+use pulse_domain::{CanonicalMetric as M, Period as P, Post, PostInsightSnapshot};
 use pulse_store::report::{
     AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY,
     REPORT_RUNS,
@@ -68,7 +69,7 @@ pub struct Incremental {
 /// record with a start, its inputs differ, or it reached past `to`.
 pub async fn incremental_since_previous<S: Store>(
     store: &S,
-    scope: &pulse_domain::TenantScope,
+    scope: &pulse_config::TenantScope,
     inputs: &str,
     to: NaiveDate,
 ) -> Result<Option<(NaiveDate, Incremental)>> {

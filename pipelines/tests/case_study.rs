@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use pulse_config::Secret;
-use pulse_domain::Access;
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, Target};
 use pulse_pipelines::campaign::{Campaign, Matcher};
 use pulse_pipelines::jobs::{self, JobInput};
@@ -22,7 +21,7 @@ fn d(y: i32, m: u32, day: u32) -> NaiveDate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_case_studys_figures_come_out_of_the_pipelines() {
     let world = World::new(scenario::resolve("case-study").unwrap(), None);
-    let access = Access::operator(world.tenant_ids());
+    let access = pulse_config::testing::operator(world.tenant_ids());
     let targets: Vec<Target> = world
         .page_logins()
         .into_iter()

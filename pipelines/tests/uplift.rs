@@ -186,7 +186,6 @@ async fn end_to_end_every_metric_through_the_api_ingest_and_pipelines() {
     use std::sync::Arc;
 
     use pulse_config::Secret;
-    use pulse_domain::Access;
     use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, Target};
     use pulse_pipelines::campaign::{Campaign, Matcher};
     use pulse_pipelines::jobs::{self, JobInput};
@@ -198,7 +197,7 @@ async fn end_to_end_every_metric_through_the_api_ingest_and_pipelines() {
     let mut covered = 0;
     for seed in 0..E2E_SEEDS {
         let world = World::new(scenario(seed), Some(seed));
-        let access = Access::operator(world.tenant_ids());
+        let access = pulse_config::testing::operator(world.tenant_ids());
         let targets: Vec<Target> = world
             .page_logins()
             .into_iter()

@@ -161,11 +161,11 @@ fn write_posts(
     (first, last): (i32, i32),
     campaigns: &[Campaign],
 ) -> Result<usize> {
-    use pulse_domain::{Access, ApiVersion, CanonicalMetric as M, Post, PostInsightSnapshot, TenantId};
+    use pulse_domain::{ApiVersion, CanonicalMetric as M, Post, PostInsightSnapshot, TenantId};
     use pulse_store::Store;
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
     let fetched = chrono::DateTime::from_timestamp(1_763_700_000, 0).expect("valid");
-    let scope = Access::operator([TenantId::new(tenant)?]).write_scope(tenant)?;
+    let scope = pulse_benches::operator([TenantId::new(tenant)?])?.write_scope(tenant)?;
     let (mut posts, mut snapshots) = (Vec::new(), Vec::new());
     for p in 0..pages {
         let k = (t * pages + p) as u64;

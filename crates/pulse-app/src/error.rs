@@ -1,7 +1,7 @@
 //! The application layer's typed error: what went wrong, in words a user can act on, and which kind of failure it
 //! is, so each surface maps it once (the CLI to an exit code, the server to an HTTP status and a JSON body).
 
-use pulse_domain::AccessDenied;
+use pulse_config::AccessDenied;
 
 /// Which kind of failure: decides the HTTP status and whether a retry can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 use chrono::NaiveDate;
+use pulse_config::TenantScope;
 use pulse_config::{CampaignConfig, Config};
-use pulse_domain::TenantScope;
 use pulse_pipelines::campaign::{Campaign, Matcher};
 use pulse_pipelines::jobs::{self, JobInput, JobSummary};
 use pulse_pipelines::registered::{self, Registered};

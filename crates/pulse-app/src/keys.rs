@@ -11,8 +11,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use pulse_config::Access;
 use pulse_config::Config;
-use pulse_domain::Access;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -10,7 +10,7 @@
 //! - [`jobs`]: campaigns and registered patients from config, one pipelines run per tenant;
 //! - [`report`]: report queries (practice check, filters, sort, top-N, latest week, names beside codes), format
 //!   writers, the data dictionary;
-//! - [`keys`]: API keys, hashed in a file, checked into an [`pulse_domain::Access`];
+//! - [`keys`]: API keys, hashed in a file, checked into an [`pulse_config::Access`];
 //! - [`subscriptions`]: digest lists, who is on them, signed unsubscribe links (no mail is sent from here);
 //! - [`scheduler`]: the schedules the config describes, the journal of their runs, a job's status now;
 //! - [`overview`], [`chart`], [`columns`]: a tenant's weeks at a glance, SVG charts, report columns by name;

@@ -2,8 +2,8 @@
 //! the same week a year earlier. The dashboard's first page; the weekly digest will tell the same figures.
 
 use chrono::NaiveDate;
+use pulse_config::Access;
 use pulse_config::Config;
-use pulse_domain::Access;
 use pulse_store::Store;
 
 use crate::error::AppResult;

@@ -10,8 +10,9 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
+use pulse_config::Access;
 use pulse_config::Config;
-use pulse_domain::{Access, day_number, from_day_number};
+use pulse_domain::{day_number, from_day_number};
 use pulse_store::report::{
     AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY,
     REPORT_RUNS,

@@ -24,7 +24,7 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use pulse_config::Config;
 use pulse_config::schedule::Schedule;
-use pulse_domain::{Access, TenantScope, WriteScope};
+use pulse_config::{Access, TenantScope, WriteScope};
 use pulse_store::{LeaseView, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -251,11 +251,9 @@ pub struct JobStatus {
     pub next: Option<DateTime<Utc>>,
 }
 
-pub fn scope_of(job: &Job) -> AppResult<WriteScope> {
-    Ok(Access::operator([
-        pulse_domain::TenantId::new(job.tenant.clone()).map_err(|e| AppError::bad_request(e.to_string()))?
-    ])
-    .write_scope(&job.tenant)?)
+/// The scope a job runs in: its tenant, checked against the deployment's config.
+pub fn scope_of(config: &Config, job: &Job) -> AppResult<WriteScope> {
+    Ok(config.operator_access().write_scope(&job.tenant)?)
 }
 
 pub async fn steps<S: Store>(store: &S, scope: &TenantScope, job: &str) -> AppResult<Vec<RunStep>> {

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use hmac::{KeyInit, Mac};
+use pulse_config::{Access, WriteScope};
 use pulse_config::{Config, SubscriptionConfig};
-use pulse_domain::{Access, StateEvent, WriteScope};
+use pulse_domain::StateEvent;
 use pulse_store::Store;
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +54,7 @@ fn key(list: &str, recipient: &str) -> String {
 /// The list's membership now: the config's recipients, then the journal's changes in order.
 pub async fn list<S: Store>(store: &S, config: &Config, name: &str) -> AppResult<List> {
     let sub = configured(config, name)?;
-    let access = Access::operator([sub.tenant.clone()]);
+    let access = config.operator_access();
     let scope = access.scope(sub.tenant.as_str())?;
     // address (lower case) -> (shown address, state)
     let mut members: BTreeMap<String, (String, &'static str)> =
@@ -106,7 +107,7 @@ pub async fn change<S: Store>(
     // The caller must hold the list's tenant (the surface checks the right to change lists: admin keys, the
     // operator); the change itself is written as the application, which owns the journal.
     access.scope(sub.tenant.as_str())?;
-    let scope: WriteScope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
+    let scope: WriteScope = config.operator_access().write_scope(sub.tenant.as_str())?;
     if !pulse_config::plausible_email(recipient) {
         return Err(AppError::bad_request(format!("`{recipient}` is not an email address"))
             .at("email")
@@ -166,8 +167,7 @@ pub async fn unsubscribe<S: Store>(
         return Err(AppError::forbidden("this unsubscribe link is not valid")
             .with_hint("use the link in your most recent digest, or ask your analytics team to remove you"));
     }
-    let sub = configured(config, list)?;
-    let access = Access::operator([sub.tenant.clone()]);
+    let access = config.operator_access();
     change(store, config, &access, list, recipient, "unsubscribe", "recipient").await?;
     Ok(())
 }

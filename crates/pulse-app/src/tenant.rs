@@ -1,7 +1,7 @@
 //! Which tenant a request is for, by one rule on every surface: the tenant named (which the access must see), or,
 //! when none is named, the access's only tenant. An access that sees several tenants must name one.
 
-use pulse_domain::{Access, TenantScope};
+use pulse_config::{Access, TenantScope};
 
 use crate::error::{AppError, AppResult};
 
@@ -36,7 +36,7 @@ mod tests {
     use super::*;
 
     fn operator(tenants: &[&str]) -> Access {
-        Access::operator(tenants.iter().map(|t| TenantId::new(*t).unwrap()))
+        pulse_config::testing::operator(tenants.iter().map(|t| TenantId::new(*t).unwrap()))
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn modes(results: &[TenantJob]) -> Vec<String> {
 /// Every row of a table as text, in the order written.
 async fn rows<S: Store>(
     store: &S,
-    scope: &pulse_domain::TenantScope,
+    scope: &pulse_config::TenantScope,
     table: &'static ReportTable,
     variant: &ReportVariant,
 ) -> Vec<String> {
@@ -97,7 +97,7 @@ async fn the_daily_run_recomputes_what_changed_and_equals_a_full_recompute() {
     drop(running);
 }
 
-async fn all_rows<S: Store>(store: &S, scope: &pulse_domain::TenantScope, variant: &ReportVariant) -> Vec<Vec<String>> {
+async fn all_rows<S: Store>(store: &S, scope: &pulse_config::TenantScope, variant: &ReportVariant) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for t in tables() {
         out.push(rows(store, scope, t, variant).await);

@@ -8,6 +8,9 @@ mod model;
 mod practices_csv;
 pub mod schedule;
 pub mod secret;
+pub mod tenancy;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ pub use model::{
     SubscriptionConfig, TenantConfig, is_loopback, plausible_email, real_date,
 };
 pub use secret::{Secret, SecretError, SecretRef};
+pub use tenancy::{Access, AccessDenied, Principal, TenantScope, WriteScope};
 
 /// A problem at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use pulse_domain::{Access, ApiVersion, PageId, PageKind, PracticeCode, TenantId};
+use crate::Access;
+use pulse_domain::{ApiVersion, PageId, PageKind, PracticeCode, TenantId};
 use serde::Deserialize;
 use toml::Spanned;
 

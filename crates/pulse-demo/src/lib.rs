@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pulse_config::Secret;
-use pulse_domain::Access;
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, RunReport, Target};
 use pulse_sim::{Sim, World, scenario};
 use pulse_store::Store;
@@ -143,12 +142,6 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
     let world = World::new(scenario, None);
     let name = world.scenario.world.name.clone();
     let (version, start, end) = (world.api_version(), world.start(), world.end());
-    let access = Access::operator(world.tenant_ids());
-    let targets = world
-        .page_logins()
-        .into_iter()
-        .map(|l| Target::new(&access, l.tenant.as_str(), l.practice, &l.page, Secret::new(l.token)))
-        .collect::<Result<Vec<_>, _>>()?;
     say(&format!(
         "Practice Pulse demo: scenario `{name}`: {} tenants, {} practices, {} with a Facebook page; Graph API {version}; data {start} to {end}",
         world.tenants.len(),
@@ -157,6 +150,13 @@ pub async fn run(args: &DemoRequest, say: &mut dyn FnMut(&str)) -> Result<u8> {
     ));
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let config_path = write_config(&world, &args.dir, None)?;
+    // The ingest runs as the operator of the config just written, as `pulse ingest` would.
+    let access = pulse_config::load(&config_path)?.operator_access();
+    let targets = world
+        .page_logins()
+        .into_iter()
+        .map(|l| Target::new(&access, l.tenant.as_str(), l.practice, &l.page, Secret::new(l.token)))
+        .collect::<Result<Vec<_>, _>>()?;
     let sim = Arc::new(Sim::new(world, None));
     let today = sim.today();
     let running = pulse_sim::start(sim, 0).await.context("starting the simulator on a loopback port")?;

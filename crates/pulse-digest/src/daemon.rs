@@ -10,7 +10,8 @@ use chrono::{DateTime, Duration, Utc};
 use pulse_app::error::{AppError, AppResult};
 use pulse_app::scheduler::{Clock, Job, RunStep, STREAM, Task, jobs, local, owing, scope_of, steps};
 use pulse_config::Config;
-use pulse_domain::{StateEvent, WriteScope};
+use pulse_config::WriteScope;
+use pulse_domain::StateEvent;
 use pulse_store::{LeaseOutcome, Store};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -59,7 +60,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
         let now = self.clock.now();
         let mut out = Vec::new();
         for job in jobs {
-            let scope = scope_of(job)?;
+            let scope = scope_of(&self.config, job)?;
             let done = steps(&self.store, &scope, &job.name).await?;
             match (job.schedule.last_at_or_before(now), owing(&done, job.schedule.last_at_or_before(now))) {
                 // `catch_up = false` turns off running missed ticks, never finishing what a tick still owes.
@@ -159,7 +160,7 @@ impl<S: Store + Clone + 'static> Daemon<S> {
         stop: &mut watch::Receiver<bool>,
         observer: &dyn Observer,
     ) -> AppResult<(bool, Option<DateTime<Utc>>)> {
-        let scope = scope_of(job)?;
+        let scope = scope_of(&self.config, job)?;
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let step = |state: &str, detail: String| RunStep {
             state: state.into(),

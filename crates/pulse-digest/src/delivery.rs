@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use pulse_config::Config;
-use pulse_domain::{Access, StateEvent};
+use pulse_domain::StateEvent;
 use pulse_store::Store;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -127,7 +127,7 @@ pub async fn history<S: Store>(
     week_end: NaiveDate,
 ) -> AppResult<BTreeMap<String, Vec<Step>>> {
     let sub = subscriptions::configured(config, list)?;
-    let scope = Access::operator([sub.tenant.clone()]).scope(sub.tenant.as_str())?;
+    let scope = config.operator_access().scope(sub.tenant.as_str())?;
     let prefix = format!("{list}|{week_end}|");
     let mut out: BTreeMap<String, Vec<Step>> = BTreeMap::new();
     for e in store.read_state(&scope, STREAM).await? {
@@ -211,7 +211,7 @@ pub async fn send_list_leased<S: Store + Clone + 'static>(
     holder: &str,
 ) -> AppResult<ListOutcome> {
     let sub = subscriptions::configured(config, &request.list)?;
-    let scope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
+    let scope = config.operator_access().write_scope(sub.tenant.as_str())?;
     let job = format!("digest:{}", request.list);
     let ttl = std::time::Duration::from_secs(u64::from(config.scheduler.lease_minutes.max(1)) * 60);
     let asked = tokio::time::Instant::now();
@@ -245,7 +245,7 @@ pub async fn send_list_leased<S: Store + Clone + 'static>(
 /// sooner than the usual interval, while there is time.
 pub fn keep_lease<S: Store + Clone + 'static>(
     store: &S,
-    scope: &pulse_domain::WriteScope,
+    scope: &pulse_config::WriteScope,
     job: &str,
     holder: &str,
     ttl: std::time::Duration,
@@ -304,7 +304,7 @@ pub async fn send_list<S: Store>(
     let SendRequest { list, week_end, now, resend_interrupted, allow_incomplete, superseded } = request.clone();
     let list = list.as_str();
     let sub = subscriptions::configured(config, list)?;
-    let scope = Access::operator([sub.tenant.clone()]).write_scope(sub.tenant.as_str())?;
+    let scope = config.operator_access().write_scope(sub.tenant.as_str())?;
     let members = subscriptions::list(store, config, list).await?;
     let mut outcome = ListOutcome { list: list.to_owned(), week_end: Some(week_end), ..ListOutcome::default() };
     let digest = digest::build(store, config, sub.tenant.as_str(), week_end).await?;

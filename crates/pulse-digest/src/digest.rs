@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 
 use chrono::{Datelike, Duration, NaiveDate, Weekday};
 use pulse_config::Config;
-use pulse_domain::Access;
 use pulse_store::Store;
 
 use pulse_app::chart::{self, Series, escape};
@@ -177,7 +176,7 @@ const HISTORY_WEEKS: i64 = 8;
 
 /// Gathers `tenant`'s digest for the week ending `week_end` (a Sunday) as the operator.
 pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end: NaiveDate) -> AppResult<Digest> {
-    let access = Access::operator(config.tenants.iter().map(|t| t.id.clone()));
+    let access = config.operator_access();
     let tenant_cfg = config
         .tenants
         .iter()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use pulse_app::scheduler::{self, Clock, RunStep};
 use pulse_digest::daemon::Daemon;
-use pulse_domain::{Access, StateEvent};
+use pulse_domain::StateEvent;
 use pulse_store::Store;
 use pulse_store::lake::LakeStore;
 
@@ -30,7 +30,8 @@ fn utc(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
 }
 
 async fn journal(store: &LakeStore) -> Vec<RunStep> {
-    let scope = Access::operator([pulse_domain::TenantId::new("stoke").unwrap()]).scope("stoke").unwrap();
+    let scope =
+        pulse_config::testing::operator([pulse_domain::TenantId::new("stoke").unwrap()]).scope("stoke").unwrap();
     store
         .read_state(&scope, scheduler::STREAM)
         .await

@@ -7,8 +7,8 @@ pub mod demographics;
 pub mod error;
 pub mod ids;
 pub mod metrics;
+pub mod page;
 pub mod records;
-pub mod tenancy;
 pub mod text;
 pub mod time;
 
@@ -18,11 +18,11 @@ pub use ids::{PageId, PostId, PracticeCode, TenantId};
 pub use metrics::{
     ApiVersion, CanonicalMetric, GraphMetric, Level, MetricCatalogue, Period, ValueKind, graph_metric_name,
 };
+pub use page::PageKind;
 pub use records::{
     Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, RunStatus,
     StateEvent, Stream, holder_exited, this_host,
 };
-pub use tenancy::{Access, AccessDenied, PageKind, Principal, TenantScope, WriteScope};
 pub use time::{
     CoveredDays, EPOCH, covered_days, day_number, end_time_for_day, format_graph_time, from_day_number,
     pacific_midnight, pacific_today, pacific_today_at, parse_end_time,

@@ -1,5 +1,5 @@
 //! The records the ingester writes and the pipelines read. They carry no tenant id: the store stamps the tenant
-//! from the [`crate::TenantScope`] it was given, so a record cannot be written into another tenant's data.
+//! from the `TenantScope` it was given, so a record cannot be written into another tenant's data.
 
 use std::fmt;
 use std::str::FromStr;

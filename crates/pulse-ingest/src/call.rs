@@ -177,8 +177,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use chrono::{NaiveDate, Utc};
+
     use pulse_config::Secret;
-    use pulse_domain::{Access, ApiVersion, TenantId};
+    use pulse_domain::{ApiVersion, TenantId};
     use tokio::sync::Semaphore;
 
     use super::*;
@@ -206,7 +207,7 @@ mod tests {
     }
 
     fn ctx() -> Arc<PageCtx> {
-        let access = Access::operator([TenantId::new("alpha").unwrap()]);
+        let access = pulse_config::testing::operator([TenantId::new("alpha").unwrap()]);
         let target =
             Target::new(&access, "alpha", "M83001".parse().unwrap(), "1001", Secret::new("t".to_owned())).unwrap();
         let origin = Origin {

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration as Days, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pulse_domain::{Checkpoint, IngestRunRecord, Period, Stream, WriteScope};
+use pulse_config::WriteScope;
+use pulse_domain::{Checkpoint, IngestRunRecord, Period, Stream};
 use pulse_store::{Store, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{Duration, NaiveDate};
 use pulse_config::Secret;
-use pulse_domain::{
-    Access, ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode, Stream, WriteScope,
-};
+use pulse_config::{Access, WriteScope};
+use pulse_domain::{ApiVersion, CanonicalMetric, GraphMetric, MetricCatalogue, PageId, Period, PracticeCode, Stream};
 
 /// Page metrics asked for per period. Unique counts come at every period because they are not additive; the
 /// demographic breakdowns come at 28 days, where Meta's 100-person threshold withholds least.
@@ -64,7 +63,7 @@ pub struct Target {
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error(transparent)]
-    Access(#[from] pulse_domain::AccessDenied),
+    Access(#[from] pulse_config::AccessDenied),
     #[error(transparent)]
     Page(#[from] pulse_domain::DomainError),
 }

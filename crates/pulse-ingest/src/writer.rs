@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use pulse_domain::{Checkpoint, PageInsightFact, Post, PostInsightSnapshot, Stream, WriteScope};
+use pulse_config::WriteScope;
+use pulse_domain::{Checkpoint, PageInsightFact, Post, PostInsightSnapshot, Stream};
 use pulse_store::{Store, StoreError, TenantBatch};
 use tokio::sync::mpsc;
 use tracing::Instrument;

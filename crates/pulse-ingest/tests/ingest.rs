@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use pulse_config::Secret;
-use pulse_domain::{Access, TenantScope, WriteScope};
+use pulse_config::{TenantScope, WriteScope};
 use pulse_ingest::retry::RetryPolicy;
 use pulse_ingest::{GraphClient, IngestOptions, Ingester, PlanOptions, RunReport, Target};
 use pulse_sim::scenario::{FaultSpec, RetireMetric, TokenDeath};
@@ -68,7 +68,7 @@ async fn serve(faults: FaultSpec) -> RunningSim {
 }
 
 fn targets(sim: &Sim) -> Vec<Target> {
-    let access = Access::operator(sim.world.tenant_ids());
+    let access = pulse_config::testing::operator(sim.world.tenant_ids());
     let login = |l: PageLogin| Target::new(&access, l.tenant.as_str(), l.practice, &l.page, Secret::new(l.token));
     sim.world.page_logins().into_iter().map(|l| login(l).unwrap()).collect()
 }
@@ -125,7 +125,7 @@ fn all_faults() -> FaultSpec {
 
 /// Everything stored, without fetch times (which differ between runs by design).
 async fn snapshot<S: Store>(store: &S) -> BTreeMap<String, Vec<String>> {
-    let access = Access::operator(["alpha", "gamma"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
+    let access = pulse_config::testing::operator(["alpha", "gamma"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
     let mut out = BTreeMap::new();
     for scope in access.scopes() {
         let mut facts: Vec<String> = store
@@ -340,7 +340,7 @@ async fn a_metric_retired_mid_run_is_isolated_and_the_rest_goes_on() {
 }
 
 fn scopes() -> (WriteScope, WriteScope) {
-    let access = Access::operator(["alpha", "gamma"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
+    let access = pulse_config::testing::operator(["alpha", "gamma"].map(|t| pulse_domain::TenantId::new(t).unwrap()));
     (access.write_scope("alpha").unwrap(), access.write_scope("gamma").unwrap())
 }
 

@@ -2,7 +2,7 @@
 //! rendered, no scripts from elsewhere) over the application layer, on whichever store the config names.
 //!
 //! Every request is authenticated (an API key, or a dashboard session opened with one), rate-limited per key, scoped
-//! to the key's tenants by [`pulse_domain::Access`], and logged with the key id (never the secret), tenant, what was
+//! to the key's tenants by [`pulse_config::Access`], and logged with the key id (never the secret), tenant, what was
 //! asked, rows and milliseconds.
 
 pub mod api;

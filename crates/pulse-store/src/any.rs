@@ -1,9 +1,9 @@
 //! [`AnyStore`]: the backend chosen by configuration, behind the same [`Store`] interface.
 
 use arrow::record_batch::RecordBatch;
+use pulse_config::{TenantScope, WriteScope};
 use pulse_domain::{
     Checkpoint, ExportAuditRecord, IngestRunRecord, PageInsightFact, Post, PostInsightSnapshot, StateEvent,
-    TenantScope, WriteScope,
 };
 
 use crate::clickhouse::ClickHouseStore;

@@ -16,6 +16,7 @@ pub mod lake;
 pub mod lease;
 pub mod migrations;
 pub mod report;
+pub mod table;
 mod util;
 
 use std::future::Future;
@@ -25,9 +26,10 @@ use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 pub use error::StoreError;
 pub use lease::{LeaseOutcome, LeaseView};
+use pulse_config::{TenantScope, WriteScope};
 use pulse_domain::{
     CanonicalMetric, Checkpoint, ExportAuditRecord, IngestRunRecord, PageId, PageInsightFact, Period, Post,
-    PostInsightSnapshot, PracticeCode, StateEvent, TenantScope, WriteScope,
+    PostInsightSnapshot, PracticeCode, StateEvent,
 };
 pub use report::{ReportColumn, ReportTable, ReportType, ReportVariant};
 

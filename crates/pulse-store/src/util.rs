@@ -66,8 +66,15 @@ impl BatchBuilder {
         self
     }
 
-    pub fn finish(self) -> RecordBatch {
-        RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.columns).expect("columns built together")
+    /// The batch of a core table's lake dataset. The columns must be the declaration's, in its order
+    /// (`crate::table`): a codec that drifted from it fails here, in the first test that writes the dataset.
+    pub fn finish_for(self, table: &crate::table::CoreTable) -> RecordBatch {
+        let schema = table.lake_schema();
+        let built: Vec<(&str, &DataType)> = self.fields.iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+        let declared: Vec<(&str, &DataType)> =
+            schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+        assert_eq!(built, declared, "the lake codec of `{}` writes other columns than table.rs declares", table.name);
+        RecordBatch::try_new(schema, self.columns).expect("columns built as declared")
     }
 }
 

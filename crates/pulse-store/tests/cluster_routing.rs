@@ -14,9 +14,8 @@ use std::ops::ControlFlow;
 
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use cluster::{CLUSTER, LocalCluster, Node};
-use pulse_domain::{
-    Access, ApiVersion, CanonicalMetric, Checkpoint, PageInsightFact, Period, Post, Stream, TenantId, WriteScope,
-};
+use pulse_config::WriteScope;
+use pulse_domain::{ApiVersion, CanonicalMetric, Checkpoint, PageInsightFact, Period, Post, Stream, TenantId};
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 use pulse_store::{FactFilter, PostFilter, Store, StoreError, TenantBatch};
 
@@ -67,7 +66,7 @@ async fn tenants_by_shard(store: &ClickHouseStore) -> (String, String) {
 }
 
 fn scope(tenant: &str) -> WriteScope {
-    Access::operator([TenantId::new(tenant).unwrap()]).write_scope(tenant).unwrap()
+    pulse_config::testing::operator([TenantId::new(tenant).unwrap()]).write_scope(tenant).unwrap()
 }
 
 fn day(d: i64) -> NaiveDate {
@@ -136,7 +135,7 @@ async fn write_tenant(store: &ClickHouseStore, tenant: &str) {
 
 /// What the store reads back of a tenant: facts (sorted), posts, checkpoints.
 async fn read_tenant(store: &ClickHouseStore, tenant: &str) -> (Vec<PageInsightFact>, Vec<Post>, Vec<Checkpoint>) {
-    let access = Access::operator([TenantId::new(tenant).unwrap()]);
+    let access = pulse_config::testing::operator([TenantId::new(tenant).unwrap()]);
     let scope = access.scope(tenant).unwrap();
     let mut facts = store.read_page_insights(&scope, &FactFilter::default()).await.unwrap();
     facts.sort_by(|a, b| a.key().cmp(&b.key()));
@@ -229,7 +228,7 @@ async fn a_replica_found_to_be_another_shard_when_first_used_gets_nothing() {
     assert!(err.to_string().contains("it answers as a node of shard 1"), "{err}");
     let reads = store
         .read_page_insights(
-            &Access::operator([TenantId::new(&on2).unwrap()]).scope(&on2).unwrap(),
+            &pulse_config::testing::operator([TenantId::new(&on2).unwrap()]).scope(&on2).unwrap(),
             &FactFilter::default(),
         )
         .await;

@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use pulse_domain::{Access, TenantId};
+use pulse_config::Access;
+use pulse_domain::TenantId;
 use pulse_pipelines::campaign::{Campaign, Matcher};
 use pulse_pipelines::frames;
 use pulse_pipelines::jobs::{self, JobInput};
@@ -43,7 +44,7 @@ fn clickhouse_load(args: &[String]) -> Result<()> {
         replica_urls: Default::default(),
         zookeeper: None,
     });
-    let access = Access::operator([TenantId::new(tenant.clone())?]);
+    let access = operator([TenantId::new(tenant.clone())?])?;
     let scope = access.scope(&tenant)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let started = Instant::now();
@@ -107,7 +108,7 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
     };
     let tenants: Vec<TenantId> =
         (1..=42).map(|i| TenantId::new(format!("icb-{i:02}"))).collect::<std::result::Result<_, _>>()?;
-    let access = Access::operator(tenants.into_iter().take(limit));
+    let access = operator(tenants.into_iter().take(limit))?;
     let started = Instant::now();
     let (mut rows, mut facts, mut changed) = (0usize, 0usize, 0usize);
     for scope in access.write_scopes() {
@@ -220,7 +221,7 @@ fn main() -> Result<()> {
             e.file_name().to_str().and_then(|n| n.strip_prefix("tenant=")).and_then(|t| TenantId::new(t).ok())
         })
         .collect();
-    let access = Access::operator(tenants.clone());
+    let access = operator(tenants.clone())?;
     let lake = pulse_store::lake::LakeStore::open(&root)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = Instant::now();
@@ -260,4 +261,15 @@ fn main() -> Result<()> {
         peak_rss_mib()
     );
     Ok(())
+}
+
+/// The operator's access over `tenants`, from a config that declares them (a deployment's comes from its
+/// `pulse.toml`; there is no other way to get one).
+fn operator<T: std::fmt::Display>(tenants: impl IntoIterator<Item = T>) -> Result<Access> {
+    use std::fmt::Write;
+    let mut text = String::from("[store]\nlake_dir = \"lake\"\n");
+    for t in tenants {
+        let _ = write!(text, "\n[[tenant]]\nid = \"{t}\"\nname = \"{t}\"\n");
+    }
+    Ok(pulse_config::parse(&text, std::path::Path::new("pulse.toml"))?.operator_access())
 }

@@ -508,3 +508,49 @@ impl LeaseOut {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{self, CoreTable};
+
+    fn written(table: &CoreTable) -> Vec<&'static str> {
+        table.clickhouse_columns().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// Every row struct written to a core table has the declaration's columns in its order; every row struct read
+    /// names only declared columns (the migrations' row is only read: it is inserted by SQL with `now()`) (`crates/pulse-store/src/table.rs` is the one declaration).
+    #[test]
+    fn row_structs_match_the_table_declarations() {
+        let writes: [(&[&str], &CoreTable); 9] = [
+            (FactRow::COLUMN_NAMES, &table::page_insights::TABLE),
+            (PostRow::COLUMN_NAMES, &table::posts::TABLE),
+            (SnapshotRow::COLUMN_NAMES, &table::post_insights::TABLE),
+            (CheckpointRow::COLUMN_NAMES, &table::checkpoints::TABLE),
+            (RunRow::COLUMN_NAMES, &table::ingest_runs::TABLE),
+            (AuditRow::COLUMN_NAMES, &table::export_audit::TABLE),
+            (StateRow::COLUMN_NAMES, &table::state_events::TABLE),
+            (LeaseRow::COLUMN_NAMES, &table::leases::TABLE),
+            (SliceRow::COLUMN_NAMES, &table::report_slices::TABLE),
+        ];
+        for (columns, table) in writes {
+            assert_eq!(columns, written(table).as_slice(), "{}", table.name);
+        }
+        let reads: [(&[&str], &CoreTable); 9] = [
+            (MigrationRow::COLUMN_NAMES, &table::schema_migrations::TABLE),
+            (FactOut::COLUMN_NAMES, &table::page_insights::TABLE),
+            (PostOut::COLUMN_NAMES, &table::posts::TABLE),
+            (SnapshotOut::COLUMN_NAMES, &table::post_insights::TABLE),
+            (CheckpointOut::COLUMN_NAMES, &table::checkpoints::TABLE),
+            (RunOut::COLUMN_NAMES, &table::ingest_runs::TABLE),
+            (AuditOut::COLUMN_NAMES, &table::export_audit::TABLE),
+            (StateOut::COLUMN_NAMES, &table::state_events::TABLE),
+            (LeaseOut::COLUMN_NAMES, &table::leases::TABLE),
+        ];
+        for (columns, table) in reads {
+            let declared = written(table);
+            let unknown: Vec<&&str> = columns.iter().filter(|c| !declared.contains(c)).collect();
+            assert!(unknown.is_empty(), "{} reads undeclared columns {unknown:?}", table.name);
+        }
+    }
+}

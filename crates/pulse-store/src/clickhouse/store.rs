@@ -10,9 +10,10 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
 use clickhouse::Client;
+use pulse_config::{TenantScope, WriteScope};
 use pulse_domain::{
     CanonicalMetric, Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Period, Post,
-    PostInsightSnapshot, StateEvent, TenantScope, WriteScope,
+    PostInsightSnapshot, StateEvent,
 };
 use serde::ser::SerializeTuple;
 use tokio::sync::OnceCell;

@@ -7,6 +7,7 @@ use pulse_domain::{
     PracticeCode, StateEvent,
 };
 
+use crate::table as T;
 use crate::util::{BatchBuilder, Columns, from_micros, graph_metric, i32_to_day, micros, parse_field};
 use crate::{Result, StoreError};
 
@@ -29,7 +30,7 @@ pub(crate) fn month_of(day: NaiveDate) -> String {
 
 fn check_tenant(what: &str, tenant: &str, batch: &RecordBatch) -> Result<()> {
     let cols = Columns::new(batch, what);
-    let tenants = cols.str("tenant_id")?;
+    let tenants = cols.str(T::TENANT_ID)?;
     if let Some(other) = tenants.iter().flatten().find(|t| *t != tenant) {
         return Err(StoreError::Invalid {
             what: what.to_owned(),
@@ -40,7 +41,7 @@ fn check_tenant(what: &str, tenant: &str, batch: &RecordBatch) -> Result<()> {
 }
 
 impl LakeRecord for PageInsightFact {
-    const DATASET: &'static str = "page_insights";
+    const DATASET: &'static str = T::page_insights::TABLE.dataset();
     type Key = (std::sync::Arc<str>, &'static str, &'static str, PageId, NaiveDate);
 
     /// Shared ids and keys: building a key is reference counts, not copies. The order of its fields is the order of
@@ -61,43 +62,53 @@ impl LakeRecord for PageInsightFact {
 
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
         BatchBuilder::default()
-            .str("tenant_id", rows.iter().map(|_| tenant))
-            .str("practice_code", rows.iter().map(|r| r.practice.as_str()))
-            .str("page_id", rows.iter().map(|r| r.page.as_str()))
-            .str("metric", rows.iter().map(|r| r.metric.as_str()))
-            .str("graph_metric", rows.iter().map(|r| r.graph_metric))
-            .str("period", rows.iter().map(|r| r.period.as_str()))
-            .date("day", rows.iter().map(|r| r.day))
-            .str("breakdown", rows.iter().map(|r| &*r.breakdown))
-            .f64("value", rows.iter().map(|r| r.value))
+            .str(T::page_insights::TENANT_ID, rows.iter().map(|_| tenant))
+            .str(T::page_insights::PRACTICE_CODE, rows.iter().map(|r| r.practice.as_str()))
+            .str(T::page_insights::PAGE_ID, rows.iter().map(|r| r.page.as_str()))
+            .str(T::page_insights::METRIC, rows.iter().map(|r| r.metric.as_str()))
+            .str(T::page_insights::GRAPH_METRIC, rows.iter().map(|r| r.graph_metric))
+            .str(T::page_insights::PERIOD, rows.iter().map(|r| r.period.as_str()))
+            .date(T::page_insights::DAY, rows.iter().map(|r| r.day))
+            .str(T::page_insights::BREAKDOWN, rows.iter().map(|r| &*r.breakdown))
+            .f64(T::page_insights::VALUE, rows.iter().map(|r| r.value))
             .str(
-                "api_version",
+                T::page_insights::API_VERSION,
                 rows.iter().map(|r| r.api_version.to_string()).collect::<Vec<_>>().iter().map(String::as_str),
             )
-            .ts("fetched_at", rows.iter().map(|r| r.fetched_at))
-            .finish()
+            .ts(T::page_insights::FETCHED_AT, rows.iter().map(|r| r.fetched_at))
+            .finish_for(&T::page_insights::TABLE)
     }
 
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
         const W: &str = "page insight fact";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (practice, page, metric, graph, period) =
-            (c.str("practice_code")?, c.str("page_id")?, c.str("metric")?, c.str("graph_metric")?, c.str("period")?);
-        let (day, breakdown, value, version, fetched) =
-            (c.date("day")?, c.str("breakdown")?, c.f64("value")?, c.str("api_version")?, c.ts("fetched_at")?);
+        let (practice, page, metric, graph, period) = (
+            c.str(T::page_insights::PRACTICE_CODE)?,
+            c.str(T::page_insights::PAGE_ID)?,
+            c.str(T::page_insights::METRIC)?,
+            c.str(T::page_insights::GRAPH_METRIC)?,
+            c.str(T::page_insights::PERIOD)?,
+        );
+        let (day, breakdown, value, version, fetched) = (
+            c.date(T::page_insights::DAY)?,
+            c.str(T::page_insights::BREAKDOWN)?,
+            c.f64(T::page_insights::VALUE)?,
+            c.str(T::page_insights::API_VERSION)?,
+            c.ts(T::page_insights::FETCHED_AT)?,
+        );
         (0..batch.num_rows())
             .map(|i| {
                 Ok(PageInsightFact {
-                    practice: parse_field::<PracticeCode>(W, "practice_code", practice.value(i))?,
-                    page: parse_field::<PageId>(W, "page_id", page.value(i))?,
-                    metric: parse_field(W, "metric", metric.value(i))?,
+                    practice: parse_field::<PracticeCode>(W, T::page_insights::PRACTICE_CODE, practice.value(i))?,
+                    page: parse_field::<PageId>(W, T::page_insights::PAGE_ID, page.value(i))?,
+                    metric: parse_field(W, T::page_insights::METRIC, metric.value(i))?,
                     graph_metric: graph_metric(W, graph.value(i))?,
-                    period: parse_field(W, "period", period.value(i))?,
+                    period: parse_field(W, T::page_insights::PERIOD, period.value(i))?,
                     day: i32_to_day(day.value(i)),
                     breakdown: breakdown.value(i).into(),
                     value: value.value(i),
-                    api_version: parse_field(W, "api_version", version.value(i))?,
+                    api_version: parse_field(W, T::page_insights::API_VERSION, version.value(i))?,
                     fetched_at: from_micros(fetched.value(i)),
                 })
             })
@@ -106,7 +117,7 @@ impl LakeRecord for PageInsightFact {
 }
 
 impl LakeRecord for Post {
-    const DATASET: &'static str = "posts";
+    const DATASET: &'static str = T::posts::TABLE.dataset();
     type Key = (String, String);
 
     fn key(&self) -> Self::Key {
@@ -123,32 +134,40 @@ impl LakeRecord for Post {
 
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
         BatchBuilder::default()
-            .str("tenant_id", rows.iter().map(|_| tenant))
-            .str("practice_code", rows.iter().map(|r| r.practice.as_str()))
-            .str("page_id", rows.iter().map(|r| r.page.as_str()))
-            .str("post_id", rows.iter().map(|r| r.post.as_str()))
-            .ts("created_time", rows.iter().map(|r| r.created_time))
-            .str("post_type", rows.iter().map(|r| r.post_type.as_str()))
-            .str("message", rows.iter().map(|r| r.message.as_str()))
-            .str("permalink", rows.iter().map(|r| r.permalink.as_str()))
-            .ts("fetched_at", rows.iter().map(|r| r.fetched_at))
-            .finish()
+            .str(T::posts::TENANT_ID, rows.iter().map(|_| tenant))
+            .str(T::posts::PRACTICE_CODE, rows.iter().map(|r| r.practice.as_str()))
+            .str(T::posts::PAGE_ID, rows.iter().map(|r| r.page.as_str()))
+            .str(T::posts::POST_ID, rows.iter().map(|r| r.post.as_str()))
+            .ts(T::posts::CREATED_TIME, rows.iter().map(|r| r.created_time))
+            .str(T::posts::POST_TYPE, rows.iter().map(|r| r.post_type.as_str()))
+            .str(T::posts::MESSAGE, rows.iter().map(|r| r.message.as_str()))
+            .str(T::posts::PERMALINK, rows.iter().map(|r| r.permalink.as_str()))
+            .ts(T::posts::FETCHED_AT, rows.iter().map(|r| r.fetched_at))
+            .finish_for(&T::posts::TABLE)
     }
 
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
         const W: &str = "post";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (practice, page, post, created) =
-            (c.str("practice_code")?, c.str("page_id")?, c.str("post_id")?, c.ts("created_time")?);
-        let (kind, message, link, fetched) =
-            (c.str("post_type")?, c.str("message")?, c.str("permalink")?, c.ts("fetched_at")?);
+        let (practice, page, post, created) = (
+            c.str(T::posts::PRACTICE_CODE)?,
+            c.str(T::posts::PAGE_ID)?,
+            c.str(T::posts::POST_ID)?,
+            c.ts(T::posts::CREATED_TIME)?,
+        );
+        let (kind, message, link, fetched) = (
+            c.str(T::posts::POST_TYPE)?,
+            c.str(T::posts::MESSAGE)?,
+            c.str(T::posts::PERMALINK)?,
+            c.ts(T::posts::FETCHED_AT)?,
+        );
         (0..batch.num_rows())
             .map(|i| {
                 Ok(Post {
-                    practice: parse_field(W, "practice_code", practice.value(i))?,
-                    page: parse_field(W, "page_id", page.value(i))?,
-                    post: parse_field::<PostId>(W, "post_id", post.value(i))?,
+                    practice: parse_field(W, T::posts::PRACTICE_CODE, practice.value(i))?,
+                    page: parse_field(W, T::posts::PAGE_ID, page.value(i))?,
+                    post: parse_field::<PostId>(W, T::posts::POST_ID, post.value(i))?,
                     created_time: from_micros(created.value(i)),
                     post_type: kind.value(i).to_owned(),
                     message: message.value(i).to_owned(),
@@ -161,7 +180,7 @@ impl LakeRecord for Post {
 }
 
 impl LakeRecord for PostInsightSnapshot {
-    const DATASET: &'static str = "post_insights";
+    const DATASET: &'static str = T::post_insights::TABLE.dataset();
     type Key = (PostId, &'static str, std::sync::Arc<str>, NaiveDate);
 
     fn key(&self) -> Self::Key {
@@ -178,43 +197,53 @@ impl LakeRecord for PostInsightSnapshot {
 
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
         BatchBuilder::default()
-            .str("tenant_id", rows.iter().map(|_| tenant))
-            .str("practice_code", rows.iter().map(|r| r.practice.as_str()))
-            .str("page_id", rows.iter().map(|r| r.page.as_str()))
-            .str("post_id", rows.iter().map(|r| r.post.as_str()))
-            .str("metric", rows.iter().map(|r| r.metric.as_str()))
-            .str("graph_metric", rows.iter().map(|r| r.graph_metric))
-            .str("breakdown", rows.iter().map(|r| &*r.breakdown))
-            .date("snapshot_day", rows.iter().map(|r| r.snapshot_day))
-            .f64("value", rows.iter().map(|r| r.value))
+            .str(T::post_insights::TENANT_ID, rows.iter().map(|_| tenant))
+            .str(T::post_insights::PRACTICE_CODE, rows.iter().map(|r| r.practice.as_str()))
+            .str(T::post_insights::PAGE_ID, rows.iter().map(|r| r.page.as_str()))
+            .str(T::post_insights::POST_ID, rows.iter().map(|r| r.post.as_str()))
+            .str(T::post_insights::METRIC, rows.iter().map(|r| r.metric.as_str()))
+            .str(T::post_insights::GRAPH_METRIC, rows.iter().map(|r| r.graph_metric))
+            .str(T::post_insights::BREAKDOWN, rows.iter().map(|r| &*r.breakdown))
+            .date(T::post_insights::SNAPSHOT_DAY, rows.iter().map(|r| r.snapshot_day))
+            .f64(T::post_insights::VALUE, rows.iter().map(|r| r.value))
             .str(
-                "api_version",
+                T::post_insights::API_VERSION,
                 rows.iter().map(|r| r.api_version.to_string()).collect::<Vec<_>>().iter().map(String::as_str),
             )
-            .ts("fetched_at", rows.iter().map(|r| r.fetched_at))
-            .finish()
+            .ts(T::post_insights::FETCHED_AT, rows.iter().map(|r| r.fetched_at))
+            .finish_for(&T::post_insights::TABLE)
     }
 
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
         const W: &str = "post insight snapshot";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (practice, page, post, metric, graph) =
-            (c.str("practice_code")?, c.str("page_id")?, c.str("post_id")?, c.str("metric")?, c.str("graph_metric")?);
-        let (breakdown, day, value, version, fetched) =
-            (c.str("breakdown")?, c.date("snapshot_day")?, c.f64("value")?, c.str("api_version")?, c.ts("fetched_at")?);
+        let (practice, page, post, metric, graph) = (
+            c.str(T::post_insights::PRACTICE_CODE)?,
+            c.str(T::post_insights::PAGE_ID)?,
+            c.str(T::post_insights::POST_ID)?,
+            c.str(T::post_insights::METRIC)?,
+            c.str(T::post_insights::GRAPH_METRIC)?,
+        );
+        let (breakdown, day, value, version, fetched) = (
+            c.str(T::post_insights::BREAKDOWN)?,
+            c.date(T::post_insights::SNAPSHOT_DAY)?,
+            c.f64(T::post_insights::VALUE)?,
+            c.str(T::post_insights::API_VERSION)?,
+            c.ts(T::post_insights::FETCHED_AT)?,
+        );
         (0..batch.num_rows())
             .map(|i| {
                 Ok(PostInsightSnapshot {
-                    practice: parse_field(W, "practice_code", practice.value(i))?,
-                    page: parse_field(W, "page_id", page.value(i))?,
-                    post: parse_field(W, "post_id", post.value(i))?,
-                    metric: parse_field(W, "metric", metric.value(i))?,
+                    practice: parse_field(W, T::post_insights::PRACTICE_CODE, practice.value(i))?,
+                    page: parse_field(W, T::post_insights::PAGE_ID, page.value(i))?,
+                    post: parse_field(W, T::post_insights::POST_ID, post.value(i))?,
+                    metric: parse_field(W, T::post_insights::METRIC, metric.value(i))?,
                     graph_metric: graph_metric(W, graph.value(i))?,
                     breakdown: breakdown.value(i).into(),
                     snapshot_day: i32_to_day(day.value(i)),
                     value: value.value(i),
-                    api_version: parse_field(W, "api_version", version.value(i))?,
+                    api_version: parse_field(W, T::post_insights::API_VERSION, version.value(i))?,
                     fetched_at: from_micros(fetched.value(i)),
                 })
             })
@@ -223,7 +252,7 @@ impl LakeRecord for PostInsightSnapshot {
 }
 
 impl LakeRecord for Checkpoint {
-    const DATASET: &'static str = "checkpoints";
+    const DATASET: &'static str = T::checkpoints::TABLE.dataset();
     type Key = (String, String);
 
     fn key(&self) -> Self::Key {
@@ -240,27 +269,35 @@ impl LakeRecord for Checkpoint {
 
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
         BatchBuilder::default()
-            .str("tenant_id", rows.iter().map(|_| tenant))
-            .str("practice_code", rows.iter().map(|r| r.practice.as_str()))
-            .str("page_id", rows.iter().map(|r| r.page.as_str()))
-            .str("stream", rows.iter().map(|r| r.stream.to_string()).collect::<Vec<_>>().iter().map(String::as_str))
-            .date("through_day", rows.iter().map(|r| r.through_day))
-            .ts("updated_at", rows.iter().map(|r| r.updated_at))
-            .finish()
+            .str(T::checkpoints::TENANT_ID, rows.iter().map(|_| tenant))
+            .str(T::checkpoints::PRACTICE_CODE, rows.iter().map(|r| r.practice.as_str()))
+            .str(T::checkpoints::PAGE_ID, rows.iter().map(|r| r.page.as_str()))
+            .str(
+                T::checkpoints::STREAM,
+                rows.iter().map(|r| r.stream.to_string()).collect::<Vec<_>>().iter().map(String::as_str),
+            )
+            .date(T::checkpoints::THROUGH_DAY, rows.iter().map(|r| r.through_day))
+            .ts(T::checkpoints::UPDATED_AT, rows.iter().map(|r| r.updated_at))
+            .finish_for(&T::checkpoints::TABLE)
     }
 
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
         const W: &str = "checkpoint";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (practice, page, stream, through, updated) =
-            (c.str("practice_code")?, c.str("page_id")?, c.str("stream")?, c.date("through_day")?, c.ts("updated_at")?);
+        let (practice, page, stream, through, updated) = (
+            c.str(T::checkpoints::PRACTICE_CODE)?,
+            c.str(T::checkpoints::PAGE_ID)?,
+            c.str(T::checkpoints::STREAM)?,
+            c.date(T::checkpoints::THROUGH_DAY)?,
+            c.ts(T::checkpoints::UPDATED_AT)?,
+        );
         (0..batch.num_rows())
             .map(|i| {
                 Ok(Checkpoint {
-                    practice: parse_field(W, "practice_code", practice.value(i))?,
-                    page: parse_field(W, "page_id", page.value(i))?,
-                    stream: parse_field(W, "stream", stream.value(i))?,
+                    practice: parse_field(W, T::checkpoints::PRACTICE_CODE, practice.value(i))?,
+                    page: parse_field(W, T::checkpoints::PAGE_ID, page.value(i))?,
+                    stream: parse_field(W, T::checkpoints::STREAM, stream.value(i))?,
                     through_day: i32_to_day(through.value(i)),
                     updated_at: from_micros(updated.value(i)),
                 })
@@ -270,7 +307,7 @@ impl LakeRecord for Checkpoint {
 }
 
 impl LakeRecord for IngestRunRecord {
-    const DATASET: &'static str = "ingest_runs";
+    const DATASET: &'static str = T::ingest_runs::TABLE.dataset();
     type Key = (String, String);
 
     fn key(&self) -> Self::Key {
@@ -287,36 +324,49 @@ impl LakeRecord for IngestRunRecord {
 
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
         BatchBuilder::default()
-            .str("tenant_id", rows.iter().map(|_| tenant))
-            .str("run_id", rows.iter().map(|r| r.run_id.as_str()))
-            .str("practice_code", rows.iter().map(|r| r.practice.as_str()))
-            .ts("started_at", rows.iter().map(|r| r.started_at))
-            .ts("finished_at", rows.iter().map(|r| r.finished_at))
-            .u64("requests", rows.iter().map(|r| r.requests))
-            .u64("retries", rows.iter().map(|r| r.retries))
-            .u64("throttled_ms", rows.iter().map(|r| r.throttled_ms))
-            .u64("rows_written", rows.iter().map(|r| r.rows_written))
-            .u64("errors", rows.iter().map(|r| r.errors))
-            .u32("pages_needing_reauth", rows.iter().map(|r| r.pages_needing_reauth))
-            .str("status", rows.iter().map(|r| r.status.as_str()))
-            .str("message", rows.iter().map(|r| r.message.as_str()))
-            .finish()
+            .str(T::ingest_runs::TENANT_ID, rows.iter().map(|_| tenant))
+            .str(T::ingest_runs::RUN_ID, rows.iter().map(|r| r.run_id.as_str()))
+            .str(T::ingest_runs::PRACTICE_CODE, rows.iter().map(|r| r.practice.as_str()))
+            .ts(T::ingest_runs::STARTED_AT, rows.iter().map(|r| r.started_at))
+            .ts(T::ingest_runs::FINISHED_AT, rows.iter().map(|r| r.finished_at))
+            .u64(T::ingest_runs::REQUESTS, rows.iter().map(|r| r.requests))
+            .u64(T::ingest_runs::RETRIES, rows.iter().map(|r| r.retries))
+            .u64(T::ingest_runs::THROTTLED_MS, rows.iter().map(|r| r.throttled_ms))
+            .u64(T::ingest_runs::ROWS_WRITTEN, rows.iter().map(|r| r.rows_written))
+            .u64(T::ingest_runs::ERRORS, rows.iter().map(|r| r.errors))
+            .u32(T::ingest_runs::PAGES_NEEDING_REAUTH, rows.iter().map(|r| r.pages_needing_reauth))
+            .str(T::ingest_runs::STATUS, rows.iter().map(|r| r.status.as_str()))
+            .str(T::ingest_runs::MESSAGE, rows.iter().map(|r| r.message.as_str()))
+            .finish_for(&T::ingest_runs::TABLE)
     }
 
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
         const W: &str = "ingest run";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (run, practice, started, finished) =
-            (c.str("run_id")?, c.str("practice_code")?, c.ts("started_at")?, c.ts("finished_at")?);
-        let (requests, retries, throttled, rows, errors) =
-            (c.u64("requests")?, c.u64("retries")?, c.u64("throttled_ms")?, c.u64("rows_written")?, c.u64("errors")?);
-        let (reauth, status, message) = (c.u32("pages_needing_reauth")?, c.str("status")?, c.str("message")?);
+        let (run, practice, started, finished) = (
+            c.str(T::ingest_runs::RUN_ID)?,
+            c.str(T::ingest_runs::PRACTICE_CODE)?,
+            c.ts(T::ingest_runs::STARTED_AT)?,
+            c.ts(T::ingest_runs::FINISHED_AT)?,
+        );
+        let (requests, retries, throttled, rows, errors) = (
+            c.u64(T::ingest_runs::REQUESTS)?,
+            c.u64(T::ingest_runs::RETRIES)?,
+            c.u64(T::ingest_runs::THROTTLED_MS)?,
+            c.u64(T::ingest_runs::ROWS_WRITTEN)?,
+            c.u64(T::ingest_runs::ERRORS)?,
+        );
+        let (reauth, status, message) = (
+            c.u32(T::ingest_runs::PAGES_NEEDING_REAUTH)?,
+            c.str(T::ingest_runs::STATUS)?,
+            c.str(T::ingest_runs::MESSAGE)?,
+        );
         (0..batch.num_rows())
             .map(|i| {
                 Ok(IngestRunRecord {
                     run_id: run.value(i).to_owned(),
-                    practice: parse_field(W, "practice_code", practice.value(i))?,
+                    practice: parse_field(W, T::ingest_runs::PRACTICE_CODE, practice.value(i))?,
                     started_at: from_micros(started.value(i)),
                     finished_at: from_micros(finished.value(i)),
                     requests: requests.value(i),
@@ -325,7 +375,7 @@ impl LakeRecord for IngestRunRecord {
                     rows_written: rows.value(i),
                     errors: errors.value(i),
                     pages_needing_reauth: reauth.value(i),
-                    status: parse_field(W, "status", status.value(i))?,
+                    status: parse_field(W, T::ingest_runs::STATUS, status.value(i))?,
                     message: message.value(i).to_owned(),
                 })
             })
@@ -334,7 +384,7 @@ impl LakeRecord for IngestRunRecord {
 }
 
 impl LakeRecord for ExportAuditRecord {
-    const DATASET: &'static str = "export_audit";
+    const DATASET: &'static str = T::export_audit::TABLE.dataset();
     type Key = String;
 
     fn key(&self) -> Self::Key {
@@ -351,29 +401,37 @@ impl LakeRecord for ExportAuditRecord {
 
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
         BatchBuilder::default()
-            .str("tenant_id", rows.iter().map(|_| tenant))
-            .str("export_id", rows.iter().map(|r| r.export_id.as_str()))
-            .ts("created_at", rows.iter().map(|r| r.created_at))
-            .str("requested_by", rows.iter().map(|r| r.requested_by.as_str()))
-            .str("tenants", rows.iter().map(|r| r.tenants.as_str()))
-            .str("project", rows.iter().map(|r| r.project.as_str()))
-            .str("purpose", rows.iter().map(|r| r.purpose.as_str()))
-            .str("spec_hash", rows.iter().map(|r| r.spec_hash.as_str()))
-            .str("spec", rows.iter().map(|r| r.spec.as_str()))
-            .u64("rows", rows.iter().map(|r| r.rows))
-            .str("files", rows.iter().map(|r| r.files.as_str()))
-            .finish()
+            .str(T::export_audit::TENANT_ID, rows.iter().map(|_| tenant))
+            .str(T::export_audit::EXPORT_ID, rows.iter().map(|r| r.export_id.as_str()))
+            .ts(T::export_audit::CREATED_AT, rows.iter().map(|r| r.created_at))
+            .str(T::export_audit::REQUESTED_BY, rows.iter().map(|r| r.requested_by.as_str()))
+            .str(T::export_audit::TENANTS, rows.iter().map(|r| r.tenants.as_str()))
+            .str(T::export_audit::PROJECT, rows.iter().map(|r| r.project.as_str()))
+            .str(T::export_audit::PURPOSE, rows.iter().map(|r| r.purpose.as_str()))
+            .str(T::export_audit::SPEC_HASH, rows.iter().map(|r| r.spec_hash.as_str()))
+            .str(T::export_audit::SPEC, rows.iter().map(|r| r.spec.as_str()))
+            .u64(T::export_audit::ROWS, rows.iter().map(|r| r.rows))
+            .str(T::export_audit::FILES, rows.iter().map(|r| r.files.as_str()))
+            .finish_for(&T::export_audit::TABLE)
     }
 
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
         const W: &str = "export audit record";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (id, created, by, tenants) =
-            (c.str("export_id")?, c.ts("created_at")?, c.str("requested_by")?, c.str("tenants")?);
-        let (project, purpose, hash, spec) =
-            (c.str("project")?, c.str("purpose")?, c.str("spec_hash")?, c.str("spec")?);
-        let (rows, files) = (c.u64("rows")?, c.str("files")?);
+        let (id, created, by, tenants) = (
+            c.str(T::export_audit::EXPORT_ID)?,
+            c.ts(T::export_audit::CREATED_AT)?,
+            c.str(T::export_audit::REQUESTED_BY)?,
+            c.str(T::export_audit::TENANTS)?,
+        );
+        let (project, purpose, hash, spec) = (
+            c.str(T::export_audit::PROJECT)?,
+            c.str(T::export_audit::PURPOSE)?,
+            c.str(T::export_audit::SPEC_HASH)?,
+            c.str(T::export_audit::SPEC)?,
+        );
+        let (rows, files) = (c.u64(T::export_audit::ROWS)?, c.str(T::export_audit::FILES)?);
         Ok((0..batch.num_rows())
             .map(|i| ExportAuditRecord {
                 export_id: id.value(i).to_owned(),
@@ -392,7 +450,7 @@ impl LakeRecord for ExportAuditRecord {
 }
 
 impl LakeRecord for StateEvent {
-    const DATASET: &'static str = "state_events";
+    const DATASET: &'static str = T::state_events::TABLE.dataset();
     type Key = String;
 
     fn key(&self) -> Self::Key {
@@ -409,20 +467,26 @@ impl LakeRecord for StateEvent {
 
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
         BatchBuilder::default()
-            .str("tenant_id", rows.iter().map(|_| tenant))
-            .str("id", rows.iter().map(|r| r.id.as_str()))
-            .str("stream", rows.iter().map(|r| r.stream.as_str()))
-            .str("key", rows.iter().map(|r| r.key.as_str()))
-            .ts("at", rows.iter().map(|r| r.at))
-            .str("body", rows.iter().map(|r| r.body.as_str()))
-            .finish()
+            .str(T::state_events::TENANT_ID, rows.iter().map(|_| tenant))
+            .str(T::state_events::STREAM, rows.iter().map(|r| r.stream.as_str()))
+            .str(T::state_events::KEY, rows.iter().map(|r| r.key.as_str()))
+            .ts(T::state_events::AT, rows.iter().map(|r| r.at))
+            .str(T::state_events::ID, rows.iter().map(|r| r.id.as_str()))
+            .str(T::state_events::BODY, rows.iter().map(|r| r.body.as_str()))
+            .finish_for(&T::state_events::TABLE)
     }
 
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
         const W: &str = "state event";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (id, stream, key, at, body) = (c.str("id")?, c.str("stream")?, c.str("key")?, c.ts("at")?, c.str("body")?);
+        let (id, stream, key, at, body) = (
+            c.str(T::state_events::ID)?,
+            c.str(T::state_events::STREAM)?,
+            c.str(T::state_events::KEY)?,
+            c.ts(T::state_events::AT)?,
+            c.str(T::state_events::BODY)?,
+        );
         Ok((0..batch.num_rows())
             .map(|i| StateEvent {
                 id: id.value(i).to_owned(),
@@ -436,7 +500,7 @@ impl LakeRecord for StateEvent {
 }
 
 impl LakeRecord for Lease {
-    const DATASET: &'static str = "leases";
+    const DATASET: &'static str = T::leases::TABLE.dataset();
     type Key = String;
 
     fn key(&self) -> Self::Key {
@@ -455,20 +519,24 @@ impl LakeRecord for Lease {
 
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch {
         BatchBuilder::default()
-            .str("tenant_id", rows.iter().map(|_| tenant))
-            .str("name", rows.iter().map(|r| r.name.as_str()))
-            .str("holder", rows.iter().map(|r| r.holder.as_str()))
-            .ts("acquired_at", rows.iter().map(|r| r.acquired_at))
-            .ts("expires_at", rows.iter().map(|r| r.expires_at))
-            .finish()
+            .str(T::leases::TENANT_ID, rows.iter().map(|_| tenant))
+            .str(T::leases::NAME, rows.iter().map(|r| r.name.as_str()))
+            .str(T::leases::HOLDER, rows.iter().map(|r| r.holder.as_str()))
+            .ts(T::leases::ACQUIRED_AT, rows.iter().map(|r| r.acquired_at))
+            .ts(T::leases::EXPIRES_AT, rows.iter().map(|r| r.expires_at))
+            .finish_for(&T::leases::TABLE)
     }
 
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>> {
         const W: &str = "lease";
         check_tenant(W, tenant, batch)?;
         let c = Columns::new(batch, W);
-        let (name, holder, acquired, expires) =
-            (c.str("name")?, c.str("holder")?, c.ts("acquired_at")?, c.ts("expires_at")?);
+        let (name, holder, acquired, expires) = (
+            c.str(T::leases::NAME)?,
+            c.str(T::leases::HOLDER)?,
+            c.ts(T::leases::ACQUIRED_AT)?,
+            c.ts(T::leases::EXPIRES_AT)?,
+        );
         Ok((0..batch.num_rows())
             .map(|i| Lease {
                 name: name.value(i).to_owned(),

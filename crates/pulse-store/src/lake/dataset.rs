@@ -376,7 +376,12 @@ pub(crate) fn checked_files<R: LakeRecord>(
         let corrupt = |reason: String| StoreError::Corrupt { path: path.clone(), reason };
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(e.to_string()))?;
-        let names = |s: &arrow::datatypes::Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+        // Read by name, so the order of columns is free (files written before a declaration's order changed).
+        let names = |s: &arrow::datatypes::Schema| {
+            let mut n = s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+            n.sort();
+            n
+        };
         if names(builder.schema()) != names(&expected) {
             return Err(corrupt(format!(
                 "columns {:?} are not the lake's {:?}",

@@ -10,9 +10,9 @@ use chrono::Utc;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
+use pulse_config::{TenantScope, WriteScope};
 use pulse_domain::{
     Checkpoint, ExportAuditRecord, IngestRunRecord, Lease, PageInsightFact, Post, PostInsightSnapshot, StateEvent,
-    TenantScope, WriteScope,
 };
 
 use super::codec::LakeRecord;

@@ -7,11 +7,8 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
-use crate::{DomainError, TenantId};
+use pulse_domain::TenantId;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +95,21 @@ pub enum AccessDenied {
 
 /// The authorisation check: the principal and the set of configured tenants.
 ///
+/// The operator's access comes from a parsed config, and from nowhere else. Outside this crate this does not compile:
+///
+/// ```compile_fail,E0624
+/// let tenant = pulse_domain::TenantId::new("stoke").unwrap();
+/// let access = pulse_config::Access::operator([tenant]); // private: use `Config::operator_access`
+/// ```
+///
+/// while this does, and refuses a tenant the config does not declare:
+///
+/// ```
+/// let config = pulse_config::parse("[[tenant]]\nid = \"stoke\"\nname = \"Stoke\"\n", "pulse.toml".as_ref()).unwrap();
+/// assert!(config.operator_access().write_scope("stoke").is_ok());
+/// assert!(config.operator_access().write_scope("elsewhere").is_err());
+/// ```
+///
 /// There is no constructor taking an arbitrary principal: the operator's access comes from the deployment's config
 /// ([`Access::operator`]), and analyst or admin access only by narrowing it ([`Access::analyst`], [`Access::admin`]),
 /// so a narrower access can never see a tenant the deployment does not have.
@@ -108,9 +120,10 @@ pub struct Access {
 }
 
 impl Access {
-    /// The operator's access: every configured tenant, read and write. Only code that holds the deployment's
-    /// config (the `pulse` binary, the server, the daemon) calls this.
-    pub fn operator(tenants: impl IntoIterator<Item = TenantId>) -> Self {
+    /// The operator's access: every configured tenant, read and write. Private to this crate: the only way to
+    /// get it is [`crate::Config::operator_access`], so no code can mint write access for a tenant the deployment's
+    /// config does not declare (tests parse a config too: `testing::operator`, behind the `testing` feature).
+    pub(crate) fn operator(tenants: impl IntoIterator<Item = TenantId>) -> Self {
         Self { principal: Principal::Operator, tenants: tenants.into_iter().collect() }
     }
 
@@ -176,36 +189,6 @@ impl Access {
         match self.principal {
             Principal::Operator => self.scopes().into_iter().map(|read| WriteScope { read }).collect(),
             _ => Vec::new(),
-        }
-    }
-}
-
-/// Whether the practice runs the page or claimed it after the public created it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PageKind {
-    #[default]
-    Official,
-    /// An unofficial page created by the public that the practice has since claimed.
-    Claimed,
-}
-
-impl PageKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PageKind::Official => "official",
-            PageKind::Claimed => "claimed",
-        }
-    }
-}
-
-impl FromStr for PageKind {
-    type Err = DomainError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "official" => Ok(PageKind::Official),
-            "claimed" => Ok(PageKind::Claimed),
-            _ => Err(DomainError::PageKind(s.to_owned())),
         }
     }
 }
