@@ -32,5 +32,6 @@ pub mod scheduler;
 pub mod subscriptions;
 pub mod tenant;
 pub mod text;
+pub mod views;
 
 pub use pulse_pipelines::limit_malloc_arenas;

@@ -332,7 +332,10 @@ fn sort_by(batch: &RecordBatch, spec: &str) -> Result<RecordBatch> {
 }
 
 /// Adds `practice_name` right after `practice_code` (ALL, the tenant total, is named as such).
-fn with_practice_names(batch: &RecordBatch, names: &std::collections::BTreeMap<String, String>) -> Result<RecordBatch> {
+pub(crate) fn with_practice_names(
+    batch: &RecordBatch,
+    names: &std::collections::BTreeMap<String, String>,
+) -> Result<RecordBatch> {
     let Some(at) = batch.schema().index_of("practice_code").ok() else { return Ok(batch.clone()) };
     let codes = batch.column(at).as_any().downcast_ref::<StringArray>().context("practice_code is text")?;
     let named: StringArray = codes

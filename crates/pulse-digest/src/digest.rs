@@ -204,10 +204,10 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     let mut pq = ReportQuery::new(Kind::Posts);
     pq.tenant = Some(tenant.to_owned());
     let posts = report::query(store, config, &access, &pq).await?;
-    let created = Col::of(&posts.batch, "created");
+    let posts = posts.post_views()?;
     let posts_in = |end: NaiveDate| -> Option<f64> {
-        let (from, to) = (day_number(end - Duration::days(6)), day_number(end));
-        let n = (0..posts.batch.num_rows()).filter(|i| created.day(*i).is_some_and(|d| d >= from && d <= to)).count();
+        let from = end - Duration::days(6);
+        let n = posts.iter().filter(|p| p.created.is_some_and(|d| d >= from && d <= end)).count();
         this.map(|_| n as f64)
     };
     let headline = vec![
@@ -379,42 +379,35 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     let mut cq = ReportQuery::new(Kind::Campaigns);
     cq.tenant = Some(tenant.to_owned());
     let camps = report::query(store, config, &access, &cq).await?;
-    let c = |n: &str| Col::of(&camps.batch, n);
-    let (cname, cpractice, cmetric, cfrom, cto) =
-        (c("campaign"), c("practice_code"), c("metric"), c("window_from"), c("window_to"));
-    let (ceffect, clo, chi, clevel, cnote) =
-        (c("effect"), c("effect_lo"), c("effect_hi"), c("interval_level"), c("note"));
-    let (cobserved, ccf) = (c("observed"), c("counterfactual"));
+    let camps = camps.campaign_effects()?;
     let mut campaigns = Vec::new();
-    for i in 0..camps.batch.num_rows() {
-        let (Some(from), Some(to)) = (cfrom.day(i), cto.day(i)) else { continue };
-        let (from, to) = (from_day(from), from_day(to));
+    for c in &camps {
+        let (Some(from), Some(to)) = (c.window_from, c.window_to) else { continue };
         let live = from <= week_end && to >= week_start;
         let recent = to < week_start && to >= week_start - Duration::days(28);
-        if cpractice.text(i) != "ALL" || !(live || recent) {
+        if c.practice_code != "ALL" || !(live || recent) {
             continue;
         }
         // As a research export publishes them: the effect is the published observed less the counterfactual
         // rounded to 5, the interval rounded to 5, none when the observed is 1 to 7 (the exact effect beside a
         // published counterfactual would give the observed back).
         let r5 = |v: Option<f64>| v.map(|v| pulse_export::round5(v) as f64);
-        let observed = published_count(cobserved.num(i));
-        let cf = r5(ccf.num(i));
-        let shown = observed.is_some() && ceffect.num(i).is_some();
+        let observed = published_count(c.observed);
+        let cf = r5(c.counterfactual);
+        let shown = observed.is_some() && c.effect.is_some();
         let effect = if shown { observed.zip(cf).map(|(o, c)| o - c) } else { None };
-        let (lo, hi, lvl) = if shown { (r5(clo.num(i)), r5(chi.num(i)), clevel.num(i)) } else { (None, None, None) };
+        let (lo, hi, lvl) =
+            if shown { (r5(c.effect_lo), r5(c.effect_hi), c.interval_level) } else { (None, None, None) };
         let words = match (effect, lo, hi) {
             (Some(e), Some(l), Some(h)) => {
-                campaign_words(&cmetric.text(i).replace('_', " "), e, l, h, lvl, cf.filter(|_| shown))
+                campaign_words(&c.metric.replace('_', " "), e, l, h, lvl, cf.filter(|_| shown))
             }
-            _ if !shown && ceffect.num(i).is_some() => "not shown: fewer than 8 observed".to_owned(),
-            _ => {
-                format!("no estimate yet: {}", if cnote.text(i).is_empty() { "not enough data" } else { cnote.text(i) })
-            }
+            _ if !shown && c.effect.is_some() => "not shown: fewer than 8 observed".to_owned(),
+            _ => format!("no estimate yet: {}", if c.note.is_empty() { "not enough data" } else { &c.note }),
         };
         campaigns.push(CampaignLine {
-            name: cname.text(i).to_owned(),
-            metric: cmetric.text(i).to_owned(),
+            name: c.campaign.clone(),
+            metric: c.metric.clone(),
             window_from: from,
             window_to: to,
             live,
@@ -430,18 +423,19 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     let mut qq = ReportQuery::new(Kind::Quality);
     qq.tenant = Some(tenant.to_owned());
     let quality = report::query(store, config, &access, &qq).await?;
-    let q = |n: &str| Col::of(&quality.batch, n);
-    let (qcode, qcheck, qto, qdetail) = (q("practice_code"), q("check_name"), q("day_to"), q("detail"));
-    let mut alerts: Vec<Alert> = (0..quality.batch.num_rows())
-        .filter(|i| {
-            let check = qcheck.text(*i);
-            check == "reauth" || check == "stale" || qto.day(*i).is_some_and(|d| d >= day_number(week_start) - 7)
+    let mut alerts: Vec<Alert> = quality
+        .quality_checks()?
+        .into_iter()
+        .filter(|q| {
+            q.check_name == "reauth"
+                || q.check_name == "stale"
+                || q.day_to.is_some_and(|d| d >= week_start - Duration::days(7))
         })
-        .map(|i| Alert {
-            kind: qcheck.text(i).to_owned(),
-            practice: qcode.text(i).to_owned(),
-            name: name_of(qcode.text(i)),
-            detail: qdetail.text(i).to_owned(),
+        .map(|q| Alert {
+            name: name_of(&q.practice_code),
+            kind: q.check_name,
+            practice: q.practice_code,
+            detail: q.detail,
         })
         .collect();
     alerts.sort_by_key(|a| (a.kind != "reauth", a.kind != "stale", a.practice.clone()));
@@ -450,14 +444,13 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     // campaign working, not something to look at: said once, not listed.
     let mut explained: BTreeMap<String, usize> = BTreeMap::new();
     anomalies.retain(|a| {
-        let by = (0..camps.batch.num_rows()).find(|i| {
-            let (Some(from), Some(to)) = (cfrom.day(*i), cto.day(*i)) else { return false };
-            let p = cpractice.text(*i);
-            (p == "ALL" || p == a.practice) && from_day(from) <= week_end && from_day(to) >= week_start
+        let by = camps.iter().find(|c| {
+            let (Some(from), Some(to)) = (c.window_from, c.window_to) else { return false };
+            (c.practice_code == "ALL" || c.practice_code == a.practice) && from <= week_end && to >= week_start
         });
         match by {
-            Some(i) => {
-                *explained.entry(cname.text(i).to_owned()).or_default() += 1;
+            Some(c) => {
+                *explained.entry(c.campaign.clone()).or_default() += 1;
                 false
             }
             None => true,

@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
 use pulse_app::chart::{self, Band, Series, escape};
-use pulse_app::columns::Col;
 use pulse_app::error::{AppError, AppResult, ErrorKind};
 use pulse_app::keys::{Caller, KeyScope};
 use pulse_app::overview;
@@ -496,15 +495,11 @@ pub async fn practice(
         }
         let posts = read_report(&state, &ctx, Kind::Posts, Some(&code), Some("-reach"), Some(10)).await?;
         body.push_str("<h2>Top posts by reach</h2>");
-        body.push_str(&posts_table(&posts));
+        body.push_str(&posts_table(&posts)?);
         let rows = weekly.results.len() + posts.batch.num_rows();
         Ok((page(&ctx, "/practices", name, &body), rows))
     })
     .await
-}
-
-fn col_f64(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> Option<f64> {
-    Col::of(b, name).num(i)
 }
 
 /// A practice as charts and lists name it: its name, with its ODS code when another practice of the tenant has the
@@ -532,46 +527,33 @@ fn uk_text(iso: &str) -> String {
     NaiveDate::parse_from_str(iso, "%Y-%m-%d").map_or_else(|_| iso.to_owned(), uk)
 }
 
-/// A date column's value in the dashboard's style.
-fn col_day_uk(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
-    Col::of(b, name).day(i).map(|d| uk(pulse_domain::from_day_number(d))).unwrap_or_default()
-}
-
-fn col_day(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
-    Col::of(b, name).day(i).map(|d| pulse_domain::from_day_number(d).to_string()).unwrap_or_default()
-}
-
-fn text(b: &arrow::record_batch::RecordBatch, name: &str, i: usize) -> String {
-    Col::of(b, name).text(i).to_owned()
-}
-
-fn posts_table(posts: &ReportAnswer) -> String {
-    let b = &posts.batch;
-    if b.num_rows() == 0 {
-        return format!(
+fn posts_table(posts: &ReportAnswer) -> AppResult<String> {
+    let rows = posts.post_views()?;
+    if rows.is_empty() {
+        return Ok(format!(
             "<p class=\"empty\">{}</p>",
             escape(posts.empty_note.as_deref().unwrap_or("No posts in this range."))
-        );
+        ));
     }
     let mut out = String::from(
         "<table><thead><tr><th>Posted</th><th>Practice</th><th>Type</th><th>Topic</th><th>Reach</th><th>Views</th><th>Video views</th><th>Engagement rate</th></tr></thead><tbody>",
     );
-    for i in 0..b.num_rows() {
+    for p in &rows {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            col_day_uk(b, "created", i),
-            escape(&text(b, "practice_name", i)),
-            escape(&text(b, "post_type", i)),
-            escape(&text(b, "topic", i)),
-            num(col_f64(b, "reach", i)),
-            num(col_f64(b, "views", i)),
-            num(col_f64(b, "video_views", i)),
-            rate(col_f64(b, "engagement_rate", i))
+            p.created.map(uk).unwrap_or_default(),
+            escape(&p.practice_name),
+            escape(&p.post_type),
+            escape(&p.topic),
+            num(p.reach),
+            num(p.views),
+            num(p.video_views),
+            rate(p.engagement_rate)
         );
     }
     out.push_str("</tbody></table>");
-    out
+    Ok(out)
 }
 
 pub async fn age_bands(
@@ -626,34 +608,29 @@ pub async fn campaigns(
         }
         body.push_str("</p>");
         body.push_str("<p class=\"note\">How to read an effect: it is what the campaign's pages got beyond what they were expected to get without it. The interval is the range the true effect lies in with the confidence shown (a 94% interval: 94 times in 100 the method's interval holds the true effect). An interval that includes zero means the campaign's effect cannot be told apart from ordinary variation; one that stays above zero means it very likely added something, by at least its lower end.</p>");
-        let b = &uplift.batch;
+        let days = series.campaign_days()?;
         let mut rows = 0;
-        for i in 0..b.num_rows() {
-            if text(b, "practice_code", i) != "ALL" || text(b, "metric", i) != metric {
-                continue;
-            }
+        for c in uplift.campaign_effects()?.iter().filter(|c| c.practice_code == "ALL" && c.metric == metric) {
             rows += 1;
-            let name = text(b, "campaign", i);
-            let (from, to) = (col_day(b, "window_from", i), col_day(b, "window_to", i));
-            let _ = write!(body, "<section class=\"campaign\"><h2>{}</h2><p>{} to {} · {} posts · their lifetime {}: {}</p>", escape(&name), uk_text(&from), uk_text(&to), col_f64(b, "posts", i).unwrap_or(0.0), escape(&metric), num(col_f64(b, "post_lifetime", i)));
-            match (col_f64(b, "effect", i), col_f64(b, "effect_lo", i), col_f64(b, "effect_hi", i)) {
-                (Some(e), Some(lo), Some(hi)) => {
-                    let _ = write!(body, "<p class=\"effect\">Effect on the pages' {}: {}; lift {}.</p>{}", escape(&metric), escape(&effect_words(e, lo, hi, col_f64(b, "interval_level", i))), col_f64(b, "lift_pct", i).map(|l| format!("{l:+.0}%")).unwrap_or_else(|| "n/a".into()), chart::interval(&format!("Effect of {name} with its interval"), e, lo, hi, 600));
+            let name = &c.campaign;
+            let (from, to) = (c.window_from, c.window_to);
+            let _ = write!(body, "<section class=\"campaign\"><h2>{}</h2><p>{} to {} · {} posts · their lifetime {}: {}</p>", escape(name), from.map(uk).unwrap_or_default(), to.map(uk).unwrap_or_default(), c.posts, escape(&metric), num(c.post_lifetime));
+            match c.interval() {
+                Some((e, lo, hi)) => {
+                    let _ = write!(body, "<p class=\"effect\">Effect on the pages' {}: {}; lift {}.</p>{}", escape(&metric), escape(&effect_words(e, lo, hi, c.interval_level)), c.lift_pct.map(|l| format!("{l:+.0}%")).unwrap_or_else(|| "n/a".into()), chart::interval(&format!("Effect of {name} with its interval"), e, lo, hi, 600));
                 }
-                _ => {
-                    let _ = write!(body, "<p class=\"note\">No effect estimate: {}</p>", escape(&text(b, "note", i)));
+                None => {
+                    let _ = write!(body, "<p class=\"note\">No effect estimate: {}</p>", escape(&c.note));
                 }
             }
             // Observed against counterfactual, day by day.
-            let s = &series.batch;
-            let idx: Vec<usize> = (0..s.num_rows()).filter(|&j| text(s, "campaign", j) == name && text(s, "practice_code", j) == "ALL" && text(s, "metric", j) == metric).collect();
-            let labels: Vec<String> = idx.iter().map(|&j| col_day(s, "day", j)).collect();
-            let observed: Vec<Option<f64>> = idx.iter().map(|&j| col_f64(s, "observed", j)).collect();
-            let counterfactual: Vec<Option<f64>> = idx.iter().map(|&j| col_f64(s, "counterfactual", j)).collect();
+            let series: Vec<_> = days.iter().filter(|d| &d.campaign == name && d.practice_code == "ALL" && d.metric == metric).collect();
+            let observed: Vec<Option<f64>> = series.iter().map(|d| d.observed).collect();
+            let counterfactual: Vec<Option<f64>> = series.iter().map(|d| d.counterfactual).collect();
             // The campaign window, shaded.
-            let in_window: Vec<Option<f64>> = labels.iter().map(|d| (d.as_str() >= from.as_str() && d.as_str() <= to.as_str()).then_some(0.0)).collect();
+            let in_window: Vec<Option<f64>> = series.iter().map(|d| (d.day.is_some() && d.day >= from && d.day <= to).then_some(0.0)).collect();
             let top = observed.iter().chain(&counterfactual).flatten().fold(0.0f64, |a, b| a.max(*b));
-            let labels: Vec<String> = labels.iter().map(|d| uk_text(d)).collect();
+            let labels: Vec<String> = series.iter().map(|d| d.day.map(uk).unwrap_or_default()).collect();
             let band = Band { lo: in_window.clone(), hi: in_window.iter().map(|v| v.map(|_| top)).collect(), colour: chart::ORANGE };
             body.push_str(&chart::lines(
                 &format!("{name}: observed and counterfactual daily {metric}"),
@@ -701,7 +678,7 @@ pub async fn posts(
         let body = format!(
             "<h2>Reach by post type</h2>{}<h2>Top 50 posts by reach</h2>{}",
             chart::bars("Reach by post type", &bars, chart::BLUE, 700, &|v| thousands(v)),
-            posts_table(&answer)
+            posts_table(&answer)?
         );
         let n = answer.batch.num_rows();
         Ok((page(&ctx, "/posts", "Posts", &body), n))
@@ -716,13 +693,12 @@ pub async fn quality(
 ) -> Response {
     render(state, headers, "/quality", params, |state, ctx| async move {
         let answer = read_report(&state, &ctx, Kind::Quality, None, None, None).await?;
-        let b = &answer.batch;
+        let checks = answer.quality_checks()?;
         let mut body = String::new();
-        let reauth: Vec<usize> = (0..b.num_rows()).filter(|&i| text(b, "check_name", i) == "reauth").collect();
+        let reauth: Vec<_> = checks.iter().filter(|c| c.check_name == "reauth").collect();
         let names = state.directory.names.get(&ctx.tenant).cloned().unwrap_or_default();
-        let label = |i: usize| {
-            let code = text(b, "practice_code", i);
-            if names.contains_key(&code) { practice_label(&names, &code) } else { text(b, "practice_name", i) }
+        let label = |c: &pulse_app::views::QualityCheckView| {
+            if names.contains_key(&c.practice_code) { practice_label(&names, &c.practice_code) } else { c.practice_name.clone() }
         };
         body.push_str("<h2>Pages needing re-authorisation</h2>");
         // Tokens are checked by every ingest run; the list comes from the data-quality report. Say both times, in the
@@ -744,19 +720,18 @@ pub async fn quality(
             body.push_str("<p class=\"ok\">None: every page's token works.</p>");
         } else {
             body.push_str("<ul class=\"reauth\">");
-            for &i in &reauth {
-                let _ = write!(body, "<li><strong>{}</strong> (page {}): {}</li>", escape(&label(i)), escape(&text(b, "page_id", i)), escape(&text(b, "detail", i)));
+            for c in &reauth {
+                let _ = write!(body, "<li><strong>{}</strong> (page {}): {}</li>", escape(&label(c)), escape(&c.page_id), escape(&c.detail));
             }
             body.push_str("</ul>");
         }
         body.push_str("<h2>All checks</h2>");
-        if b.num_rows() == 0 {
+        if checks.is_empty() {
             let _ = write!(body, "<p class=\"ok\">{}</p>", escape(answer.empty_note.as_deref().unwrap_or("No issues.")));
         } else {
             body.push_str("<table><thead><tr><th>Practice</th><th>Check</th><th>From</th><th>To</th><th>Count</th><th>What to do</th></tr></thead><tbody>");
-            for i in 0..b.num_rows() {
-                let count = col_f64(b, "count", i).unwrap_or(0.0);
-                let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{count}</td><td>{}</td></tr>", escape(&label(i)), escape(&text(b, "check_name", i)), col_day_uk(b, "day_from", i), col_day_uk(b, "day_to", i), escape(&text(b, "detail", i)));
+            for c in &checks {
+                let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>", escape(&label(c)), escape(&c.check_name), c.day_from.map(uk).unwrap_or_default(), c.day_to.map(uk).unwrap_or_default(), c.count, escape(&c.detail));
             }
             body.push_str("</tbody></table>");
         }
@@ -778,7 +753,7 @@ pub async fn quality(
             }
             body.push_str("</tbody></table>");
         }
-        let n = b.num_rows();
+        let n = checks.len();
         Ok((page(&ctx, "/quality", "Data quality", &body), n))
     })
     .await
