@@ -878,7 +878,7 @@ fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudony
 #[derive(Debug, Clone)]
 pub struct ExportOutcome {
     pub dir: PathBuf,
-    pub files: Vec<(String, String, u64)>,
+    pub files: Vec<PackageFile>,
     pub rows: BTreeMap<String, usize>,
     pub suppressed: usize,
     pub secondary: usize,
@@ -1005,7 +1005,8 @@ pub fn audit_json(r: &ExportAuditRecord) -> serde_json::Value {
     })
 }
 
-/// The export itself: every check, the package, the audit record.
+/// The export itself: every check, the package, the audit record. A failure after the directory was created
+/// removes it: a package is whole or not there.
 async fn make<S: Store>(
     store: &S,
     config: &Config,
@@ -1014,6 +1015,25 @@ async fn make<S: Store>(
     out: &Path,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> AppResult<ExportOutcome> {
+    let request = checked(config, access, spec, out)?;
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    let made = fill_and_package(store, config, spec, &request, out, progress).await;
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    made
+}
+
+/// What an export request resolved to once every check passed.
+struct Checked<'c> {
+    project: &'c pulse_config::ExportProjectConfig,
+    pseudo: Pseudonymiser,
+    scopes: Vec<pulse_config::TenantScope>,
+}
+
+/// Every check of a request before anything is read or written: the project, its key and agreed tenants, the
+/// tenants the caller may export, the tables, metrics, campaigns and range, and an empty output directory.
+fn checked<'c>(config: &'c Config, access: &Access, spec: &ExportSpec, out: &Path) -> AppResult<Checked<'c>> {
     let project = config.export_projects.iter().find(|p| p.name == spec.project).ok_or_else(|| {
         let known: Vec<&str> = config.export_projects.iter().map(|p| p.name.as_str()).collect();
         AppError::bad_request(format!("no export project `{}` in {}", spec.project, config.path.display()))
@@ -1099,8 +1119,77 @@ async fn make<S: Store>(
         return Err(AppError::bad_request(format!("{} exists and is not empty", out.display()))
             .with_hint("export into a new directory; a package is never written over another"));
     }
-    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    Ok(Checked { project, pseudo, scopes })
+}
 
+/// What the tenants added up to across the export.
+#[derive(Default)]
+struct Totals {
+    rows: BTreeMap<String, usize>,
+    suppressed: usize,
+    secondary: usize,
+}
+
+/// A file of the package: its name, SHA-256 (hex) and size in bytes.
+pub type PackageFile = (String, String, u64);
+
+/// One table's open files: its CSV and its Parquet copy, written tenant by tenant.
+type Sink = (PathBuf, std::io::BufWriter<std::fs::File>, parquet::arrow::ArrowWriter<std::fs::File>);
+
+async fn fill_and_package<S: Store>(
+    store: &S,
+    config: &Config,
+    spec: &ExportSpec,
+    request: &Checked<'_>,
+    out: &Path,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> AppResult<ExportOutcome> {
+    let Checked { project, pseudo, scopes } = request;
+    let mut tables = planned_tables(spec, project);
+    let mut sinks = open_sinks(out, &tables)?;
+    let (mut provenance_runs, mut ingest) = (Vec::new(), Vec::new());
+    let mut totals = Totals::default();
+    for (n, scope) in scopes.iter().enumerate() {
+        progress(&format!("tenant {scope} ({} of {})", n + 1, scopes.len()));
+        let (run, fetched) = read_tenant(store, scope, spec, pseudo, &mut tables).await?;
+        provenance_runs.push(run);
+        ingest.push(fetched);
+        publish_tenant(&mut tables, &mut sinks, &mut totals)?;
+    }
+    let rows = &totals.rows;
+    if rows.values().sum::<usize>() == 0 {
+        drop(sinks);
+        let range = format!(
+            "{}..{}",
+            spec.from.map_or("the start".into(), |d| d.to_string()),
+            spec.to.map_or("the end".into(), |d| d.to_string())
+        );
+        return Err(AppError::new(ErrorKind::NotFound, format!("nothing to export in {range} for the tables asked"))
+            .with_hint("check the range against the reports' (`pulse report reach`); nothing was written or audited"));
+    }
+    if !spec.campaigns.is_empty() && rows.get("campaigns") == Some(&0) {
+        progress("note: the --campaign filter left the campaigns table empty (no window in the range)");
+    }
+    let (mut files, resources) = close_files(out, &tables, sinks, rows, progress)?;
+    let spec_hash = spec.hash();
+    let provenance =
+        Provenance { runs: provenance_runs, ingest, suppressed: totals.suppressed, secondary: totals.secondary };
+    write_package(config, spec, request, out, &tables, rows, resources, &provenance, &mut files)?;
+    let export_id = record_audit(store, config, spec, request, rows, &files, &spec_hash).await?;
+    progress(&format!("recorded {export_id} in the audit trail"));
+    Ok(ExportOutcome {
+        dir: out.to_owned(),
+        files,
+        rows: totals.rows,
+        suppressed: totals.suppressed,
+        secondary: totals.secondary,
+        spec_hash,
+        export_id,
+    })
+}
+
+/// The tables asked for, with the columns a pseudonymised or metric-limited export leaves out.
+fn planned_tables(spec: &ExportSpec, project: &pulse_config::ExportProjectConfig) -> Vec<Table> {
     let tables = [
         Table {
             name: "reach_daily",
@@ -1177,10 +1266,14 @@ async fn make<S: Store>(
                 .collect();
         }
     }
-    // One writer per table, fed tenant by tenant: memory holds one tenant's rows at a time (disclosure control's
-    // groups never span tenants), so a national export stays flat in the number of tenants.
+    tables
+}
+
+/// One writer per table, fed tenant by tenant: memory holds one tenant's rows at a time (disclosure control's
+/// groups never span tenants), so a national export stays flat in the number of tenants.
+fn open_sinks(out: &Path, tables: &[Table]) -> AppResult<Vec<Sink>> {
     let mut sinks = Vec::new();
-    for t in &tables {
+    for t in tables {
         let csv_path = out.join(format!("{}.csv", t.name));
         let mut w = std::io::BufWriter::new(std::fs::File::create(&csv_path).map_err(|e| io(&csv_path, e))?);
         let header: Vec<&str> = t.published().iter().map(|(_, f)| f.name).collect();
@@ -1190,120 +1283,122 @@ async fn make<S: Store>(
         let pw = parquet::arrow::ArrowWriter::try_new(file, parquet_schema(&t.published()), None).map_err(internal)?;
         sinks.push((csv_path, w, pw));
     }
-    let mut provenance_runs = Vec::new();
-    let mut ingest = Vec::new();
-    let mut secondary = 0;
-    let mut suppressed = 0;
-    let mut rows: BTreeMap<String, usize> = BTreeMap::new();
-    for (n, scope) in scopes.iter().enumerate() {
-        progress(&format!("tenant {scope} ({} of {})", n + 1, scopes.len()));
-        let main = ReportVariant::main();
-        let runs = store.read_report(scope, &REPORT_RUNS, &main).await?;
-        if runs.num_rows() == 0 {
-            let _ = std::fs::remove_dir_all(out);
-            return Err(AppError::new(ErrorKind::NotReady, format!("tenant {scope}'s reports have not been computed"))
-                .with_hint(format!("run `pulse jobs run --tenant {scope}` first")));
-        }
-        let run_id = strs(&runs, "run_id").into_iter().next().unwrap_or_default();
-        let computed = strs(&runs, "computed_at").into_iter().next().unwrap_or_default();
-        provenance_runs.push(json!({"tenant": scope.to_string(), "run_id": run_id, "computed_at": computed}));
-        let records = store.read_runs(scope).await?;
-        let ids: BTreeSet<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
-        let first = records.iter().map(|r| r.started_at).min();
-        let last = records.iter().map(|r| r.finished_at).max();
-        ingest
-            .push(json!({"tenant": scope.to_string(), "ingest_runs": ids, "fetched_from": first, "fetched_to": last}));
-        let t = scope.to_string();
-        for table in tables.iter_mut() {
-            match table.name {
-                "reach_daily" => {
-                    // Month by month, so memory holds one month of one tenant's facts. Without a range, the range
-                    // the tenant's reports were computed over.
-                    use pulse_domain::{CanonicalMetric as M, Period};
-                    let run_day = |name: &str| days(&runs, name).first().copied().flatten().map(from_day_number);
-                    let (Some(from), Some(to)) = (spec.from.or(run_day("range_from")), spec.to.or(run_day("range_to")))
-                    else {
-                        continue;
-                    };
-                    let mut start = from;
-                    while start <= to {
-                        let next = start.with_day(1).and_then(|d| d.checked_add_months(chrono::Months::new(1)));
-                        let end = next.map_or(to, |n| (n - chrono::Duration::days(1)).min(to));
-                        let filter = pulse_store::FactFilter::days(start, end)
-                            .metrics([M::PageReach, M::PageEngagedUsers, M::PageViews, M::PageEngagements])
-                            .periods([Period::Day]);
-                        daily_table(&t, &store.read_page_insights(scope, &filter).await?, &pseudo, table);
-                        match next {
-                            Some(n) => start = n,
-                            None => break,
-                        }
+    Ok(sinks)
+}
+
+/// Reads one tenant's rows into the tables; returns its pipelines run and its ingest provenance.
+async fn read_tenant<S: Store>(
+    store: &S,
+    scope: &pulse_config::TenantScope,
+    spec: &ExportSpec,
+    pseudo: &Pseudonymiser,
+    tables: &mut [Table],
+) -> AppResult<(Value, Value)> {
+    let main = ReportVariant::main();
+    let runs = store.read_report(scope, &REPORT_RUNS, &main).await?;
+    if runs.num_rows() == 0 {
+        return Err(AppError::new(ErrorKind::NotReady, format!("tenant {scope}'s reports have not been computed"))
+            .with_hint(format!("run `pulse jobs run --tenant {scope}` first")));
+    }
+    let run_id = strs(&runs, "run_id").into_iter().next().unwrap_or_default();
+    let computed = strs(&runs, "computed_at").into_iter().next().unwrap_or_default();
+    let provenance = json!({"tenant": scope.to_string(), "run_id": run_id, "computed_at": computed});
+    let records = store.read_runs(scope).await?;
+    let ids: BTreeSet<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
+    let first = records.iter().map(|r| r.started_at).min();
+    let last = records.iter().map(|r| r.finished_at).max();
+    let ingest = json!({"tenant": scope.to_string(), "ingest_runs": ids, "fetched_from": first, "fetched_to": last});
+    let t = scope.to_string();
+    for table in tables.iter_mut() {
+        match table.name {
+            "reach_daily" => {
+                // Month by month, so memory holds one month of one tenant's facts. Without a range, the range
+                // the tenant's reports were computed over.
+                use pulse_domain::{CanonicalMetric as M, Period};
+                let run_day = |name: &str| days(&runs, name).first().copied().flatten().map(from_day_number);
+                let (Some(from), Some(to)) = (spec.from.or(run_day("range_from")), spec.to.or(run_day("range_to")))
+                else {
+                    continue;
+                };
+                let mut start = from;
+                while start <= to {
+                    let next = start.with_day(1).and_then(|d| d.checked_add_months(chrono::Months::new(1)));
+                    let end = next.map_or(to, |n| (n - chrono::Duration::days(1)).min(to));
+                    let filter = pulse_store::FactFilter::days(start, end)
+                        .metrics([M::PageReach, M::PageEngagedUsers, M::PageViews, M::PageEngagements])
+                        .periods([Period::Day]);
+                    daily_table(&t, &store.read_page_insights(scope, &filter).await?, pseudo, table);
+                    match next {
+                        Some(n) => start = n,
+                        None => break,
                     }
                 }
-                "reach_weekly" => {
-                    reach_table(&t, &store.read_report(scope, &REACH_WEEKLY, &main).await?, spec, &pseudo, table)
-                }
-                "age_bands" => age_table(&t, &store.read_report(scope, &AGE_BANDS, &main).await?, spec, &pseudo, table),
-                _ => {
-                    campaign_table(&t, &store.read_report(scope, &CAMPAIGN_UPLIFT, &main).await?, spec, &pseudo, table)
-                }
             }
-        }
-        // Campaign observed figures from the published daily ones, when the package publishes reach_daily (then the
-        // true sum would narrow the daily cells it adds up). Without reach_daily, observed is rounded like any count.
-        let daily_at = tables.iter().position(|t| t.name == "reach_daily");
-        let campaigns_at = tables.iter().position(|t| t.name == "campaigns");
-        // Disclosure control runs once per table: the daily figures are final before observed is summed from them
-        // (a second pass over rounded values could hide a cell observed was already summed with).
-        let mut disclosed: Option<usize> = None;
-        if let (Some(d), Some(c)) = (daily_at, campaigns_at) {
-            secondary += secondary_suppression(&mut tables[d]);
-            controlled_rounding(&mut tables[d]);
-            disclosed = Some(d);
-            let daily = std::mem::take(&mut tables[d].rows);
-            let view = Table { rows: daily, ..Table::empty(DAILY_FIELDS) };
-            derive_campaign_observed(&mut tables[c], &view);
-            tables[d].rows = view.rows;
-        }
-        for (k, (t, (csv_path, w, pw))) in tables.iter_mut().zip(sinks.iter_mut()).enumerate() {
-            if disclosed != Some(k) {
-                secondary += secondary_suppression(t);
-                controlled_rounding(t);
+            "reach_weekly" => {
+                reach_table(&t, &store.read_report(scope, &REACH_WEEKLY, &main).await?, spec, pseudo, table)
             }
-            if t.name == "campaigns" {
-                derive_campaign_estimates(t);
-            }
-            suppressed += t.rows.iter().flatten().filter(|c| matches!(c, Cell::Count { suppressed: true, .. })).count();
-            let published = t.published();
-            for row in &t.rows {
-                let line: Vec<String> = published.iter().map(|(c, _)| row[*c].csv()).collect();
-                writeln!(w, "{}", line.join(",")).map_err(|e| io(csv_path, e))?;
-            }
-            if !t.rows.is_empty() {
-                pw.write(&to_batch(t)?).map_err(internal)?;
-                // One row group per tenant: the writer does not hold rows across tenants.
-                pw.flush().map_err(internal)?;
-            }
-            *rows.entry(t.name.to_owned()).or_default() += t.rows.len();
-            t.rows.clear();
-            t.ties.clear();
-            t.groups.clear();
-            t.controlled.clear();
+            "age_bands" => age_table(&t, &store.read_report(scope, &AGE_BANDS, &main).await?, spec, pseudo, table),
+            _ => campaign_table(&t, &store.read_report(scope, &CAMPAIGN_UPLIFT, &main).await?, spec, pseudo, table),
         }
     }
-    if rows.values().sum::<usize>() == 0 {
-        drop(sinks);
-        let _ = std::fs::remove_dir_all(out);
-        let range = format!(
-            "{}..{}",
-            spec.from.map_or("the start".into(), |d| d.to_string()),
-            spec.to.map_or("the end".into(), |d| d.to_string())
-        );
-        return Err(AppError::new(ErrorKind::NotFound, format!("nothing to export in {range} for the tables asked"))
-            .with_hint("check the range against the reports' (`pulse report reach`); nothing was written or audited"));
+    Ok((provenance, ingest))
+}
+
+/// Disclosure control over one tenant's tables, then their rows appended to the files and cleared.
+fn publish_tenant(tables: &mut [Table], sinks: &mut [Sink], totals: &mut Totals) -> AppResult<()> {
+    // Campaign observed figures from the published daily ones, when the package publishes reach_daily (then the
+    // true sum would narrow the daily cells it adds up). Without reach_daily, observed is rounded like any count.
+    let daily_at = tables.iter().position(|t| t.name == "reach_daily");
+    let campaigns_at = tables.iter().position(|t| t.name == "campaigns");
+    // Disclosure control runs once per table: the daily figures are final before observed is summed from them
+    // (a second pass over rounded values could hide a cell observed was already summed with).
+    let mut disclosed: Option<usize> = None;
+    if let (Some(d), Some(c)) = (daily_at, campaigns_at) {
+        totals.secondary += secondary_suppression(&mut tables[d]);
+        controlled_rounding(&mut tables[d]);
+        disclosed = Some(d);
+        let daily = std::mem::take(&mut tables[d].rows);
+        let view = Table { rows: daily, ..Table::empty(DAILY_FIELDS) };
+        derive_campaign_observed(&mut tables[c], &view);
+        tables[d].rows = view.rows;
     }
-    if !spec.campaigns.is_empty() && rows.get("campaigns") == Some(&0) {
-        progress("note: the --campaign filter left the campaigns table empty (no window in the range)");
+    for (k, (t, (csv_path, w, pw))) in tables.iter_mut().zip(sinks.iter_mut()).enumerate() {
+        if disclosed != Some(k) {
+            totals.secondary += secondary_suppression(t);
+            controlled_rounding(t);
+        }
+        if t.name == "campaigns" {
+            derive_campaign_estimates(t);
+        }
+        totals.suppressed +=
+            t.rows.iter().flatten().filter(|c| matches!(c, Cell::Count { suppressed: true, .. })).count();
+        let published = t.published();
+        for row in &t.rows {
+            let line: Vec<String> = published.iter().map(|(c, _)| row[*c].csv()).collect();
+            writeln!(w, "{}", line.join(",")).map_err(|e| io(csv_path, e))?;
+        }
+        if !t.rows.is_empty() {
+            pw.write(&to_batch(t)?).map_err(internal)?;
+            // One row group per tenant: the writer does not hold rows across tenants.
+            pw.flush().map_err(internal)?;
+        }
+        *totals.rows.entry(t.name.to_owned()).or_default() += t.rows.len();
+        t.rows.clear();
+        t.ties.clear();
+        t.groups.clear();
+        t.controlled.clear();
     }
+    Ok(())
+}
+
+/// Closes every table's files and describes each as a data-package resource; returns the files with their hashes.
+fn close_files(
+    out: &Path,
+    tables: &[Table],
+    sinks: Vec<Sink>,
+    rows: &BTreeMap<String, usize>,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> AppResult<(Vec<PackageFile>, Vec<Value>)> {
     let mut files = Vec::new();
     let mut resources = Vec::new();
     let has_daily = tables.iter().any(|t| t.name == "reach_daily");
@@ -1363,6 +1458,32 @@ async fn make<S: Store>(
         let pbytes = std::fs::metadata(&parquet_path).map_err(|e| io(&parquet_path, e))?.len();
         files.push((format!("{}.parquet", t.name), phash, pbytes));
     }
+    Ok((files, resources))
+}
+
+/// Where the figures came from, for the package's metadata.
+struct Provenance {
+    runs: Vec<Value>,
+    ingest: Vec<Value>,
+    suppressed: usize,
+    secondary: usize,
+}
+
+/// Writes datapackage.json, README.md and SHA256SUMS (adding the first two to `files`).
+#[allow(clippy::too_many_arguments)]
+fn write_package(
+    config: &Config,
+    spec: &ExportSpec,
+    request: &Checked<'_>,
+    out: &Path,
+    tables: &[Table],
+    rows: &BTreeMap<String, usize>,
+    resources: Vec<Value>,
+    provenance: &Provenance,
+    files: &mut Vec<PackageFile>,
+) -> AppResult<()> {
+    let Checked { project, scopes, .. } = request;
+    let (suppressed, secondary) = (provenance.suppressed, provenance.secondary);
     let spec_hash = spec.hash();
     let created = Utc::now().to_rfc3339();
     let package = json!({
@@ -1380,8 +1501,8 @@ async fn make<S: Store>(
             "project": project.name,
             "spec_hash": spec_hash,
             "range": [spec.from.map(|d| d.to_string()), spec.to.map(|d| d.to_string())],
-            "pipeline_runs": provenance_runs,
-            "ingest": ingest,
+            "pipeline_runs": provenance.runs,
+            "ingest": provenance.ingest,
             "disclosure_control": {
                 "rules_version": DISCLOSURE_RULES,
                 "rule": "NHS Digital HES/ECDS: below national level, counts 1-7 suppressed, other counts rounded to a multiple of 5; totals from unrounded values rounded to the nearest 5, the figures adding up to a total rounded up or down (controlled rounding, at most 4 away, never to 5) so that they add up to it; secondary suppression so no suppressed cell is recoverable from a published total",
@@ -1398,7 +1519,7 @@ async fn make<S: Store>(
     let dp = out.join("datapackage.json");
     std::fs::write(&dp, serde_json::to_vec_pretty(&package).unwrap_or_default()).map_err(|e| io(&dp, e))?;
     let readme = out.join("README.md");
-    std::fs::write(&readme, readme_text(&tables, &rows, project.name.as_str(), spec, &created, suppressed, secondary))
+    std::fs::write(&readme, readme_text(tables, rows, project.name.as_str(), spec, &created, suppressed, secondary))
         .map_err(|e| io(&readme, e))?;
     for name in ["datapackage.json", "README.md"] {
         let p = out.join(name);
@@ -1409,7 +1530,21 @@ async fn make<S: Store>(
     let sums: String = files.iter().map(|(n, h, _)| format!("{h}  {n}\n")).collect();
     let sums_path = out.join("SHA256SUMS");
     std::fs::write(&sums_path, sums).map_err(|e| io(&sums_path, e))?;
-    // The audit trail, one record per tenant. An export that cannot be recorded is not handed out: its files go.
+    Ok(())
+}
+
+/// The audit trail, one record per tenant. An export that cannot be recorded is not handed out (the caller removes
+/// its files).
+async fn record_audit<S: Store>(
+    store: &S,
+    config: &Config,
+    spec: &ExportSpec,
+    request: &Checked<'_>,
+    rows: &BTreeMap<String, usize>,
+    files: &[PackageFile],
+    spec_hash: &str,
+) -> AppResult<String> {
+    let Checked { project, scopes, .. } = request;
     let mut id = [0u8; 4];
     getrandom::fill(&mut id).map_err(|e| AppError::new(ErrorKind::Internal, format!("no system randomness: {e}")))?;
     let export_id = format!("export-{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), hex::encode(id));
@@ -1420,24 +1555,23 @@ async fn make<S: Store>(
         tenants: scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
         project: project.name.clone(),
         purpose: spec.purpose.clone(),
-        spec_hash: spec_hash.clone(),
+        spec_hash: spec_hash.to_owned(),
         spec: spec.as_json().to_string(),
         rows: rows.values().sum::<usize>() as u64,
         files: json!(files.iter().map(|(n, h, _)| (n.clone(), h.clone())).collect::<BTreeMap<_, _>>()).to_string(),
     };
     let operator = config.operator_access();
-    for scope in &scopes {
+    for scope in scopes {
         let write = operator.write_scope(scope.as_str())?;
         if let Err(e) = store.append_export_audit(&write, &record).await {
-            let _ = std::fs::remove_dir_all(out);
             return Err(AppError::from(e).with_hint("the export was not recorded in the audit trail, so its files were removed; retry when the store is back"));
         }
     }
-    progress(&format!("recorded {export_id} in the audit trail"));
-    Ok(ExportOutcome { dir: out.to_owned(), files, rows, suppressed, secondary, spec_hash, export_id })
+    Ok(export_id)
 }
 
-/// The package as one uncompressed tar archive (POSIX ustar), its files under `name/`: what the API hands out.
+/// The package as one uncompressed tar archive (POSIX ustar, by the `tar` crate), its files under `name/`: what the
+/// API hands out.
 pub fn archive(dir: &Path, name: &str) -> AppResult<Vec<u8>> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| io(dir, e))?
@@ -1445,35 +1579,20 @@ pub fn archive(dir: &Path, name: &str) -> AppResult<Vec<u8>> {
         .filter(|p| p.is_file())
         .collect();
     entries.sort();
-    let mut out = Vec::new();
     let mtime = Utc::now().timestamp().max(0) as u64;
+    let mut tar = tar::Builder::new(Vec::new());
     for path in entries {
         let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
         let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let full = format!("{name}/{file}");
-        if full.len() > 99 {
-            return Err(AppError::new(ErrorKind::Internal, format!("file name too long for the archive: {full}")));
-        }
-        let mut h = [0u8; 512];
-        let put = |h: &mut [u8; 512], at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
-        put(&mut h, 0, full.as_bytes());
-        put(&mut h, 100, b"0000644\0");
-        put(&mut h, 108, b"0000000\0");
-        put(&mut h, 116, b"0000000\0");
-        put(&mut h, 124, format!("{:011o}\0", data.len()).as_bytes());
-        put(&mut h, 136, format!("{mtime:011o}\0").as_bytes());
-        put(&mut h, 148, b"        ");
-        h[156] = b'0';
-        put(&mut h, 257, b"ustar\0");
-        put(&mut h, 263, b"00");
-        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-        put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(&data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, format!("{name}/{file}"), data.as_slice())
+            .map_err(|e| AppError::new(ErrorKind::Internal, format!("archiving {file}: {e}")))?;
     }
-    out.resize(out.len() + 1024, 0);
-    Ok(out)
+    tar.into_inner().map_err(|e| AppError::new(ErrorKind::Internal, format!("finishing the archive: {e}")))
 }
 
 fn internal(e: impl std::fmt::Display) -> AppError {

@@ -8,7 +8,7 @@
 //! campaign. A combination no report holds is refused with the combinations that work.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, StringArray};
 use arrow::record_batch::RecordBatch;
@@ -573,23 +573,36 @@ pub fn tenant_scope(access: &Access, named: Option<&str>) -> AppResult<TenantSco
 
 /// (tenant, SHA-256 of the normalised query, data watermark)
 type CacheKey = (String, String, String);
-type Entries = HashMap<CacheKey, (u64, usize, Answer)>;
 
-/// Answers cached by (tenant, digest of the normalised query, watermark); a new pipelines run changes the watermark, so answers
-/// computed from older reports are never served again and age out.
-#[derive(Debug)]
+/// Answers cached by (tenant, digest of the normalised query), each kept with the data watermark it was computed at
+/// and served only for that watermark: a new pipelines run changes the watermark, so an answer computed from older
+/// reports is never served again (it is replaced by the next answer to the same query, or ages out). A `moka` cache,
+/// bounded by bytes (keys and answers as JSON) and by count, least recently used out first, idle answers dropped
+/// after [`ANSWER_IDLE`].
 pub struct Cache {
-    capacity: usize,
-    /// The cache holds answers of at most this many bytes in all (keys and answers as JSON); an answer of more than
-    /// a quarter of it is not kept.
+    /// An answer of more than a quarter of this is not kept.
     max_bytes: usize,
-    /// A use counter, the bytes held, and each answer with when it was last used and its size (for evicting the
-    /// least recently used).
-    entries: Mutex<(u64, usize, Entries)>,
+    /// (tenant, query digest) -> (watermark, answer, its size in bytes).
+    answers: moka::sync::Cache<(String, String), Arc<Cached>>,
     /// Each tenant's watermark and when it was read: re-read after [`WATERMARK_TTL`], so a new jobs run is seen
     /// within that time without a store round trip on every request.
     watermarks: Mutex<HashMap<String, (std::time::Instant, String)>>,
 }
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("max_bytes", &self.max_bytes)
+            .field("answers", &self.answers.entry_count())
+            .finish()
+    }
+}
+
+/// A cached answer: the watermark it was computed at, the answer, its size in bytes.
+type Cached = (String, Answer, usize);
+
+/// How long an answer nobody asks for again is kept.
+pub const ANSWER_IDLE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The answer cache's default bound in bytes.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -602,56 +615,43 @@ impl Cache {
         Self::with_max_bytes(capacity, DEFAULT_CACHE_BYTES)
     }
 
+    /// At most `capacity` answers (0: none) in at most `max_bytes`. Each answer weighs its size, but at least
+    /// `max_bytes / capacity`, so the one bound by weight keeps both.
     pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
-        Self {
-            capacity,
-            max_bytes,
-            entries: Mutex::new((0, 0, HashMap::new())),
-            watermarks: Mutex::new(HashMap::new()),
-        }
+        let floor = max_bytes.checked_div(capacity).map_or(u32::MAX, |f| f.min(u32::MAX as usize) as u32);
+        let answers = moka::sync::Cache::builder()
+            .max_capacity(if capacity == 0 { 0 } else { max_bytes as u64 })
+            .weigher(move |_: &(String, String), v: &Arc<Cached>| (v.2.min(u32::MAX as usize) as u32).max(floor))
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .time_to_idle(ANSWER_IDLE)
+            .build();
+        Self { max_bytes, answers, watermarks: Mutex::new(HashMap::new()) }
     }
 
     fn get(&self, key: &CacheKey) -> Option<Answer> {
-        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (tick, _, map) = &mut *guard;
-        *tick += 1;
-        let now = *tick;
-        map.get_mut(key).map(|(used, _, a)| {
-            *used = now;
-            a.clone()
-        })
+        let (tenant, digest, watermark) = key;
+        self.answers.get(&(tenant.clone(), digest.clone())).and_then(|hit| (hit.0 == *watermark).then(|| hit.1.clone()))
     }
 
     fn put(&self, key: CacheKey, answer: Answer) {
         let size =
             key.0.len() + key.1.len() + key.2.len() + serde_json::to_vec(&answer).map_or(usize::MAX, |v| v.len());
-        if self.capacity == 0 || size > self.max_bytes / 4 {
+        if size > self.max_bytes / 4 {
             return;
         }
-        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (tick, bytes, map) = &mut *guard;
-        *tick += 1;
-        // Answers for an older watermark of this tenant can never be asked for again.
-        map.retain(|k, _| k.0 != key.0 || k.2 == key.2);
-        *bytes = map.values().map(|(_, n, _)| n).sum();
-        while (map.len() >= self.capacity || *bytes + size > self.max_bytes)
-            && let Some((oldest, n)) =
-                map.iter().min_by_key(|(_, (used, _, _))| *used).map(|(k, (_, n, _))| (k.clone(), *n))
-        {
-            map.remove(&oldest);
-            *bytes -= n;
-        }
-        *bytes += size;
-        map.insert(key, (*tick, size, answer));
+        let (tenant, digest, watermark) = key;
+        self.answers.insert((tenant, digest), Arc::new((watermark, answer, size)));
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().map(|g| g.2.len()).unwrap_or(0)
+        self.answers.run_pending_tasks();
+        self.answers.entry_count() as usize
     }
 
     /// The bytes the cached answers take (as JSON, with their keys).
     pub fn bytes(&self) -> usize {
-        self.entries.lock().map(|g| g.1).unwrap_or(0)
+        self.answers.run_pending_tasks();
+        self.answers.iter().map(|(_, v)| v.2).sum()
     }
 
     pub fn is_empty(&self) -> bool {
