@@ -1,4 +1,5 @@
-//! tracing output: readable text on a terminal, JSON lines for machines; `RUST_LOG` or `-v` filters it.
+//! tracing output: readable text on a terminal, JSON lines for machines; `RUST_LOG` or `-v` filters it. With
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, the same spans also go to an OpenTelemetry collector (OTLP over HTTP).
 
 use std::io::IsTerminal;
 
@@ -41,16 +42,82 @@ const OUR_CRATES: &[&str] = &[
     "pulse_benches",
 ];
 
-pub fn init(verbose: u8, format: LogFormat) {
+/// Keeps the OpenTelemetry exporter alive; dropping it at the end of `main` sends what is still buffered.
+pub struct Guard(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take()
+            && let Err(e) = provider.shutdown()
+        {
+            crate::errln!("warning: the last traces could not be sent to the OpenTelemetry collector: {e}");
+        }
+    }
+}
+
+/// Whether an OTLP collector is configured, by OpenTelemetry's own variables.
+fn otlp_configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
+/// The tracer provider that batches spans to the collector over OTLP/HTTP (protobuf), when one is configured.
+fn otlp_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    if !otlp_configured() {
+        return None;
+    }
+    // The endpoint, headers and timeout come from OpenTelemetry's standard OTEL_EXPORTER_OTLP_* variables.
+    match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        Ok(exporter) => {
+            let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "pulse".to_owned());
+            let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+            Some(
+                opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+        Err(e) => {
+            crate::errln!(
+                "warning: OTEL_EXPORTER_OTLP_ENDPOINT is set but the exporter cannot start ({e}); traces are not exported"
+            );
+            None
+        }
+    }
+}
+
+/// Logs to stderr (text or JSON lines) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set,
+/// exports the same spans to that OpenTelemetry collector. Keep the guard until the end of `main`.
+pub fn init(verbose: u8, format: LogFormat) -> Guard {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
     // A log line that cannot be written (stderr's reader went away) is dropped: by default tracing would report it
     // with eprintln!, which panics on a closed stderr and would kill a run mid-ingest.
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
-    }
+    use tracing_subscriber::fmt::layer;
+    let text = (format == LogFormat::Text).then(|| {
+        layer()
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+    });
+    let json = (format == LogFormat::Json).then(|| {
+        layer()
+            .with_writer(std::io::stderr)
+            .log_internal_errors(false)
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+    });
+    let provider = otlp_provider();
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("pulse")));
+    tracing_subscriber::registry().with(filter).with(text).with(json).with(otel).init();
+    Guard(provider)
 }
 
 #[cfg(test)]

@@ -117,7 +117,8 @@ fn main() -> ExitCode {
     // died) makes writes fail instead of killing the process mid-run with no message and no run record; [`out`] and
     // [`note`] drop such output and the work goes on.
     let cli = Cli::parse();
-    logging::init(cli.verbose, cli.log_format);
+    // Kept to the end of main: dropping it sends the traces still buffered for an OpenTelemetry collector.
+    let _traces = logging::init(cli.verbose, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -14,11 +14,15 @@
 //! seed and what it did. `PULSE_FAULT_SEEDS=1-200` runs more (benches/results/delivery-faults.md records such runs).
 //! Needs python3 with aiosmtpd; skipped without it unless `PULSE_REQUIRE_PYTHON_TOOLS=1` (CI sets it).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use support::free_port;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/digest_check.py");
 const LIST_TENANT: &str = "alpha";
@@ -141,10 +145,6 @@ impl Drop for Sink {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn sink(dir: &Path, port: u16, plan: &BTreeMap<String, Vec<&str>>) -> Sink {

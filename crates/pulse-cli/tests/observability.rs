@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{pulse, small_scenario, start_sim, text};
+use support::{free_port, pulse, small_scenario, start_sim, text};
 
 /// A child process killed when dropped.
 struct Killed(Child);
@@ -72,10 +72,6 @@ fn prometheus_binary() -> Option<String> {
     );
     eprintln!("skipped: needs Debian's prometheus on PATH (bash .ci/run installs it; or apt-get install prometheus)");
     None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts Prometheus on a free port and waits until it is ready; a port taken in between (the free port is only free
@@ -215,4 +211,91 @@ fn prometheus_scrapes_the_service_and_the_scheduler() {
         assert!(!body.contains(&key) && !body.contains(key_id), "the key or its id in /metrics:\n{body}");
         assert!(!tokens.iter().any(|t| body.contains(t)), "a page token in /metrics");
     }
+}
+
+/// Each request a receiver took: its path and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An OTLP/HTTP receiver on a loopback port: every request's path and body, answered 200 with an empty
+/// (protobuf) export response. Stands in for an OpenTelemetry collector.
+fn otlp_receiver() -> (u16, Received) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    // One request: headers up to the blank line, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = buf[head_end..head_end + length].to_vec();
+                    buf.drain(..head_end + length);
+                    seen.lock().unwrap().push((path, body));
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, an ingest's spans go to that collector over OTLP/HTTP: the run, its pages,
+/// their Graph calls and store writes, with the tenant as an attribute and never a page's token.
+#[test]
+fn ingest_spans_are_exported_to_an_otlp_collector_when_one_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = small_scenario(dir.path());
+    let sim = start_sim(&dir.path().join("run"), &scenario);
+    let config = sim.config.to_str().unwrap().to_owned();
+    let (port, got) = otlp_receiver();
+    let out = pulse()
+        .args(["ingest", "--config", &config, "--today", &sim.today, "--since", &sim.start])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let got = got.lock().unwrap().clone();
+    assert!(!got.is_empty(), "no OTLP request reached the collector: {:?}", text(&out).1);
+    assert!(got.iter().all(|(path, _)| path == "/v1/traces"), "{:?}", got.iter().map(|g| &g.0).collect::<Vec<_>>());
+    let body: Vec<u8> = got.iter().flat_map(|(_, b)| b.clone()).collect();
+    let has = |needle: &str| body.windows(needle.len()).any(|w| w == needle.as_bytes());
+    for span in ["ingest_run", "page", "graph_call", "store_write"] {
+        assert!(has(span), "no `{span}` span was exported");
+    }
+    assert!(has("alpha") && has("pulse"), "the tenant and the service name travel with the spans");
+    let tokens = std::fs::read_to_string(sim.config.with_file_name("sim-tokens.secrets.toml")).unwrap();
+    let tokens: Vec<&str> = tokens.lines().filter_map(|l| l.split('"').nth(3)).collect();
+    assert!(tokens.len() >= 7, "{tokens:?}");
+    assert!(!tokens.iter().any(|t| has(t)), "a page token was exported");
 }

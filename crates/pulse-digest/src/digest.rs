@@ -20,6 +20,7 @@ use pulse_app::error::{AppError, AppResult};
 use pulse_app::overview;
 use pulse_app::report::{self, Kind, ReportQuery, RunInfo};
 use pulse_app::text::{campaign_words, thousands};
+use pulse_app::views::{CampaignEffectView, QualityCheckView};
 use pulse_pipelines::reach::median;
 use pulse_query::Directory;
 
@@ -381,8 +382,42 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     cq.tenant = Some(tenant.to_owned());
     let camps = report::query(store, config, &access, &cq).await?;
     let camps = camps.campaign_effects()?;
+    let campaigns = campaign_lines(&camps, week_start, week_end);
+
+    // Data quality: what concerns the week or is still open (re-authorisation first).
+    let mut qq = ReportQuery::new(Kind::Quality);
+    qq.tenant = Some(tenant.to_owned());
+    let quality = report::query(store, config, &access, &qq).await?;
+    let alerts = alerts_of(quality.quality_checks()?, week_start, &name_of);
+
+    set_aside_explained(&mut anomalies, &camps, week_start, week_end);
+
+    Ok(Digest {
+        tenant: tenant.to_owned(),
+        tenant_name: tenant_cfg.name.clone(),
+        week_start,
+        week_end,
+        headline,
+        trend,
+        top,
+        bottom,
+        practices_with_data,
+        bands,
+        bands_window_end: latest_window.map(from_day),
+        bands_latest_available: available.map(from_day),
+        campaigns,
+        alerts,
+        anomalies,
+        complete,
+        run: reach.run.clone(),
+    })
+}
+
+/// The campaigns live in the week or ended in the four weeks before, each as the tenant's total of its metric,
+/// published as a research export would publish it.
+fn campaign_lines(camps: &[CampaignEffectView], week_start: NaiveDate, week_end: NaiveDate) -> Vec<CampaignLine> {
     let mut campaigns = Vec::new();
-    for c in &camps {
+    for c in camps {
         let (Some(from), Some(to)) = (c.window_from, c.window_to) else { continue };
         let live = from <= week_end && to >= week_start;
         let recent = to < week_start && to >= week_start - Duration::days(28);
@@ -419,13 +454,12 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
             words,
         });
     }
+    campaigns
+}
 
-    // Data quality: what concerns the week or is still open (re-authorisation first).
-    let mut qq = ReportQuery::new(Kind::Quality);
-    qq.tenant = Some(tenant.to_owned());
-    let quality = report::query(store, config, &access, &qq).await?;
-    let mut alerts: Vec<Alert> = quality
-        .quality_checks()?
+/// Data-quality findings that concern the week or are still open, re-authorisation first.
+fn alerts_of(checks: Vec<QualityCheckView>, week_start: NaiveDate, name_of: &dyn Fn(&str) -> String) -> Vec<Alert> {
+    let mut alerts: Vec<Alert> = checks
         .into_iter()
         .filter(|q| {
             q.check_name == "reauth"
@@ -440,9 +474,17 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         })
         .collect();
     alerts.sort_by_key(|a| (a.kind != "reauth", a.kind != "stale", a.practice.clone()));
+    alerts
+}
 
-    // An unusual week a campaign explains (a campaign on the practice, or tenant-wide, live in the week) is the
-    // campaign working, not something to look at: said once, not listed.
+/// An unusual week a campaign explains (a campaign on the practice, or tenant-wide, live in the week) is the
+/// campaign working, not something to look at: said once per campaign, not listed.
+fn set_aside_explained(
+    anomalies: &mut Vec<Alert>,
+    camps: &[CampaignEffectView],
+    week_start: NaiveDate,
+    week_end: NaiveDate,
+) {
     let mut explained: BTreeMap<String, usize> = BTreeMap::new();
     anomalies.retain(|a| {
         let by = camps.iter().find(|c| {
@@ -468,26 +510,6 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
             ),
         });
     }
-
-    Ok(Digest {
-        tenant: tenant.to_owned(),
-        tenant_name: tenant_cfg.name.clone(),
-        week_start,
-        week_end,
-        headline,
-        trend,
-        top,
-        bottom,
-        practices_with_data,
-        bands,
-        bands_window_end: latest_window.map(from_day),
-        bands_latest_available: available.map(from_day),
-        campaigns,
-        alerts,
-        anomalies,
-        complete,
-        run: reach.run.clone(),
-    })
 }
 
 fn day_number(d: NaiveDate) -> i32 {
