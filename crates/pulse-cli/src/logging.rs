@@ -67,6 +67,9 @@ fn otlp_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     if !otlp_configured() {
         return None;
     }
+    // reqwest is built without a TLS crypto provider of its own (the Graph client installs ring's the same way): one
+    // must be installed before the exporter builds its client, for an https collector as for http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // The endpoint, headers and timeout come from OpenTelemetry's standard OTEL_EXPORTER_OTLP_* variables.
     match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
         Ok(exporter) => {

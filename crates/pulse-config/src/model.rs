@@ -600,280 +600,19 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             message: e.message().trim().to_owned(),
         }])
     })?;
-    let mut issues = Vec::new();
-    let at = |span: std::ops::Range<usize>, message: String| {
-        let (line, column) = line_col(text, span.start);
-        Issue { path: path.to_owned(), line, column, message }
-    };
+    let mut p = Problems { text, path, issues: Vec::new() };
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
-
     let mut store = raw.store;
     store.lake_dir = base.join(&store.lake_dir);
     let mut server = raw.server;
     server.keys_file = base.join(&server.keys_file);
-    if server.rate_limit_per_minute == 0 {
-        issues.push(Issue {
-            path: path.to_owned(),
-            line: 0,
-            column: 0,
-            message: "server.rate_limit_per_minute must be at least 1".into(),
-        });
-    }
-    if store.backend == StoreBackend::Clickhouse && store.clickhouse.is_none() {
-        issues.push(Issue {
-            path: path.to_owned(),
-            line: 0,
-            column: 0,
-            message: "store.backend is `clickhouse` but there is no [store.clickhouse] section with a url".into(),
-        });
-    }
-    if let Some(ch) = &store.clickhouse {
-        if ch.url.contains('@') {
-            issues.push(Issue {
-                path: path.to_owned(),
-                line: 0,
-                column: 0,
-                message: "store.clickhouse.url must not carry credentials; use `user` and `password = { env = ... }`"
-                    .into(),
-            });
-        }
-        if !ch.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || ch.database.is_empty() {
-            issues.push(Issue {
-                path: path.to_owned(),
-                line: 0,
-                column: 0,
-                message: format!("store.clickhouse.database `{}` must be letters, digits and `_`", ch.database),
-            });
-        }
-        let cluster = ch.cluster.as_deref().filter(|c| !c.is_empty());
-        if let Some(c) = cluster
-            && !c.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            issues.push(Issue {
-                path: path.to_owned(),
-                line: 0,
-                column: 0,
-                message: format!(
-                    "store.clickhouse.cluster `{c}` must be a cluster name from the servers' <remote_servers> \
-                     (letters, digits, `_`, `-`)"
-                ),
-            });
-        }
-        for (address, url) in &ch.replica_urls {
-            let message = if cluster.is_none() {
-                "store.clickhouse.replica_urls is only used with `cluster`; remove it or name the cluster".to_owned()
-            } else if !address.contains(':') {
-                format!("store.clickhouse.replica_urls key `{address}` must be host:port as system.clusters names it")
-            } else if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('@') {
-                format!(
-                    "store.clickhouse.replica_urls `{address}` = `{url}` must be an http(s) URL without credentials"
-                )
-            } else {
-                continue;
-            };
-            issues.push(Issue { path: path.to_owned(), line: 0, column: 0, message });
-        }
-        if let Some(servers) = &ch.zookeeper {
-            let bad: Vec<&str> = servers
-                .split(',')
-                .map(str::trim)
-                .filter(|s| {
-                    let Some((host, port)) = s.rsplit_once(':') else { return true };
-                    host.is_empty() || host.contains('/') || host.contains('@') || port.parse::<u16>().is_err()
-                })
-                .collect();
-            if servers.trim().is_empty() || !bad.is_empty() {
-                issues.push(Issue {
-                    path: path.to_owned(),
-                    line: 0,
-                    column: 0,
-                    message: format!(
-                        "store.clickhouse.zookeeper `{servers}` must be host:port, comma-separated for an ensemble \
-                         (such as \"zk-1:2181,zk-2:2181\"), without a path or credentials"
-                    ),
-                });
-            }
-        }
-    }
-
-    let mut tenants = Vec::new();
-    let mut seen_tenants: HashMap<String, usize> = HashMap::new();
-    let mut seen_practices: HashMap<PracticeCode, String> = HashMap::new();
-    let mut seen_pages: HashMap<PageId, String> = HashMap::new();
-
-    for raw_tenant in raw.tenant {
-        let span = raw_tenant.id.span();
-        let id = match TenantId::new(raw_tenant.id.get_ref().clone()) {
-            Ok(id) => id,
-            Err(e) => {
-                issues.push(at(span, e.to_string()));
-                continue;
-            }
-        };
-        let (line, _) = line_col(text, span.start);
-        if let Some(first) = seen_tenants.insert(id.to_string(), line) {
-            issues.push(at(span, format!("tenant `{id}` is declared twice (first at line {first})")));
-        }
-        let mut practices = Vec::new();
-        for rp in raw_tenant.practice {
-            let code_span = rp.code.span();
-            let code = match PracticeCode::new(rp.code.get_ref().clone()) {
-                Ok(c) => c,
-                Err(e) => {
-                    issues.push(at(code_span, e.to_string()));
-                    continue;
-                }
-            };
-            let mut pages = Vec::new();
-            for page in rp.page {
-                let page_span = page.id.span();
-                let page_id = match PageId::new(page.id.get_ref().clone()) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        issues.push(at(page_span, e.to_string()));
-                        continue;
-                    }
-                };
-                let token = match page.token {
-                    Some(t) => {
-                        if let Some(problem) = t.get_ref().shape_problem() {
-                            issues.push(at(t.span(), format!("page {page_id} token: {problem}")));
-                        }
-                        Some(t.into_inner())
-                    }
-                    None => None,
-                };
-                let (line, _) = line_col(text, page_span.start);
-                pages.push(PageConfig {
-                    id: page_id,
-                    kind: page.kind,
-                    token,
-                    declared_at: format!("{}:{line}", path.display()),
-                });
-            }
-            let (line, _) = line_col(text, code_span.start);
-            practices.push((
-                PracticeConfig { code, name: rp.name, list_size: rp.list_size, pages },
-                format!("{}:{line}", path.display()),
-            ));
-        }
-        if let Some(csv) = raw_tenant.practices_csv {
-            let csv_path = base.join(csv.get_ref());
-            match practices_csv::read(&csv_path) {
-                Ok((rows, mut csv_issues)) => {
-                    issues.append(&mut csv_issues);
-                    practices.extend(rows);
-                }
-                Err(e) => issues.push(at(csv.span(), format!("practices_csv `{}`: {e}", csv_path.display()))),
-            }
-        }
-        for (practice, declared_at) in &practices {
-            if let Some(first) = seen_practices.insert(practice.code.clone(), declared_at.clone()) {
-                issues.push(Issue {
-                    path: path.to_owned(),
-                    line: 0,
-                    column: 0,
-                    message: format!(
-                        "practice {} is declared at {declared_at} and at {first}; a practice belongs to one tenant",
-                        practice.code
-                    ),
-                });
-            }
-            for page in &practice.pages {
-                if let Some(first) = seen_pages.insert(page.id.clone(), page.declared_at.clone()) {
-                    issues.push(Issue {
-                        path: path.to_owned(),
-                        line: 0,
-                        column: 0,
-                        message: format!("page {} is declared at {} and at {first}", page.id, page.declared_at),
-                    });
-                }
-            }
-        }
-        tenants.push(TenantConfig {
-            id,
-            name: raw_tenant.name,
-            practices: practices.into_iter().map(|(p, _)| p).collect(),
-        });
-    }
-
-    let mut campaigns = Vec::new();
-    for c in raw.campaign {
-        let span = c.span();
-        let c = c.into_inner();
-        let matchers = [c.hashtag.is_some(), c.link.is_some(), c.text.is_some(), !c.posts.is_empty()]
-            .iter()
-            .filter(|x| **x)
-            .count();
-        if matchers != 1 {
-            issues.push(at(
-                span.clone(),
-                format!("campaign `{}`: give exactly one of hashtag, link, text or posts", c.name),
-            ));
-        }
-        if c.days == 0 {
-            issues.push(at(span.clone(), format!("campaign `{}`: days must be at least 1", c.name)));
-        }
-        if let Some(unknown) = c.tenants.iter().find(|t| !tenants.iter().any(|x: &TenantConfig| &x.id == *t)) {
-            issues.push(at(span, format!("campaign `{}`: unknown tenant `{unknown}`", c.name)));
-        }
-        campaigns.push(c);
-    }
-    let whole = |message: String| Issue { path: path.to_owned(), line: 0, column: 0, message };
+    check_store_and_server(&store, &server, &mut p);
+    let tenants = tenants_of(raw.tenant, &base, &mut p);
+    let campaigns = campaigns_of(raw.campaign, &tenants, &mut p);
     let scheduler = raw.scheduler;
-    if scheduler.timezone.parse::<chrono_tz::Tz>().is_err() {
-        issues.push(whole(format!(
-            "scheduler.timezone `{}` is not an IANA time zone; write one such as `Europe/London`",
-            scheduler.timezone
-        )));
-    }
-    for (field, expr) in [("ingest", &scheduler.ingest), ("digest", &scheduler.digest)] {
-        if !expr.trim().is_empty()
-            && let Err(e) = crate::schedule::parse(expr)
-        {
-            issues.push(whole(format!("scheduler.{field} = \"{expr}\": {e}")));
-        }
-    }
-    if scheduler.lease_minutes == 0 {
-        issues.push(whole("scheduler.lease_minutes must be at least 1".into()));
-    }
-    if let Some(smtp) = &raw.smtp {
-        if smtp.security == SmtpSecurity::None && !is_loopback(&smtp.host) && !smtp.allow_unencrypted {
-            issues.push(whole(format!(
-                "smtp.security = \"none\" sends mail unencrypted; it is allowed only to this machine, not `{}`: use \"starttls\" or \"tls\" (or, for a sink on a private network, allow_unencrypted = true)",
-                smtp.host
-            )));
-        }
-        if smtp.user.is_some() != smtp.password.is_some() {
-            issues.push(whole("smtp: give `user` and `password` together, or neither".into()));
-        }
-        if let Some(problem) = smtp.password.as_ref().and_then(SecretRef::shape_problem) {
-            issues.push(whole(format!("smtp.password: {problem}")));
-        }
-        if !smtp.from.contains('@') {
-            issues.push(whole(format!("smtp.from `{}` is not an address", smtp.from)));
-        }
-    }
-    if let Some(problem) = raw.digest.link_secret.as_ref().and_then(SecretRef::shape_problem) {
-        issues.push(whole(format!("digest.link_secret: {problem}")));
-    }
-    let mut lists = std::collections::HashSet::new();
-    for sub in &raw.subscription {
-        if sub.name.is_empty() || !sub.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            issues.push(whole(format!("subscription `{}`: a name is letters, digits, `-` and `_`", sub.name)));
-        }
-        if !lists.insert(sub.name.clone()) {
-            issues.push(whole(format!("subscription `{}` is declared twice", sub.name)));
-        }
-        if !tenants.iter().any(|t| t.id == sub.tenant) {
-            issues.push(whole(format!("subscription `{}`: unknown tenant `{}`", sub.name, sub.tenant)));
-        }
-        for r in sub.recipients.iter().filter(|r| !plausible_email(r)) {
-            issues.push(whole(format!("subscription `{}`: `{r}` is not an email address", sub.name)));
-        }
-    }
-    if !issues.is_empty() {
-        return Err(ConfigError::Invalid(issues));
+    check_schedules_and_mail(&scheduler, raw.smtp.as_ref(), &raw.digest, &raw.subscription, &tenants, &mut p);
+    if !p.issues.is_empty() {
+        return Err(ConfigError::Invalid(p.issues));
     }
     let registered_patients_csv = raw.registered_patients_csv.map(|p| base.join(p));
     Ok(Config {
@@ -890,6 +629,271 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         digest: raw.digest,
         subscriptions: raw.subscription,
     })
+}
+
+/// The problems found in one config file, each at its place.
+struct Problems<'a> {
+    text: &'a str,
+    path: &'a Path,
+    issues: Vec<Issue>,
+}
+
+impl Problems<'_> {
+    /// A problem at a place in the file.
+    fn at(&mut self, span: std::ops::Range<usize>, message: String) {
+        let (line, column) = line_col(self.text, span.start);
+        self.issues.push(Issue { path: self.path.to_owned(), line, column, message });
+    }
+
+    /// A problem with the file as a whole (or a setting without a place of its own).
+    fn whole(&mut self, message: String) {
+        self.issues.push(Issue { path: self.path.to_owned(), line: 0, column: 0, message });
+    }
+}
+
+/// The store's and the analyst service's settings.
+fn check_store_and_server(store: &StoreConfig, server: &ServerConfig, p: &mut Problems<'_>) {
+    if server.rate_limit_per_minute == 0 {
+        p.whole("server.rate_limit_per_minute must be at least 1".into());
+    }
+    if store.backend == StoreBackend::Clickhouse && store.clickhouse.is_none() {
+        p.whole("store.backend is `clickhouse` but there is no [store.clickhouse] section with a url".into());
+    }
+    if let Some(ch) = &store.clickhouse {
+        if ch.url.contains('@') {
+            p.whole(
+                "store.clickhouse.url must not carry credentials; use `user` and `password = { env = ... }`".into(),
+            );
+        }
+        if !ch.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || ch.database.is_empty() {
+            p.whole(format!("store.clickhouse.database `{}` must be letters, digits and `_`", ch.database));
+        }
+        let cluster = ch.cluster.as_deref().filter(|c| !c.is_empty());
+        if let Some(c) = cluster
+            && !c.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            p.whole(format!(
+                "store.clickhouse.cluster `{c}` must be a cluster name from the servers' <remote_servers> \
+                     (letters, digits, `_`, `-`)"
+            ));
+        }
+        for (address, url) in &ch.replica_urls {
+            let message = if cluster.is_none() {
+                "store.clickhouse.replica_urls is only used with `cluster`; remove it or name the cluster".to_owned()
+            } else if !address.contains(':') {
+                format!("store.clickhouse.replica_urls key `{address}` must be host:port as system.clusters names it")
+            } else if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains('@') {
+                format!(
+                    "store.clickhouse.replica_urls `{address}` = `{url}` must be an http(s) URL without credentials"
+                )
+            } else {
+                continue;
+            };
+            p.whole(message);
+        }
+        if let Some(servers) = &ch.zookeeper {
+            let bad: Vec<&str> = servers
+                .split(',')
+                .map(str::trim)
+                .filter(|s| {
+                    let Some((host, port)) = s.rsplit_once(':') else { return true };
+                    host.is_empty() || host.contains('/') || host.contains('@') || port.parse::<u16>().is_err()
+                })
+                .collect();
+            if servers.trim().is_empty() || !bad.is_empty() {
+                p.whole(format!(
+                    "store.clickhouse.zookeeper `{servers}` must be host:port, comma-separated for an ensemble \
+                         (such as \"zk-1:2181,zk-2:2181\"), without a path or credentials"
+                ));
+            }
+        }
+    }
+}
+
+/// The tenants with their practices and pages (from the file and each tenant's practices CSV): ids valid, none
+/// declared twice, every page's token a reference of the right shape.
+fn tenants_of(raw: Vec<RawTenant>, base: &Path, p: &mut Problems<'_>) -> Vec<TenantConfig> {
+    let mut tenants = Vec::new();
+    let mut seen_tenants: HashMap<String, usize> = HashMap::new();
+    let mut seen_practices: HashMap<PracticeCode, String> = HashMap::new();
+    let mut seen_pages: HashMap<PageId, String> = HashMap::new();
+
+    for raw_tenant in raw {
+        let span = raw_tenant.id.span();
+        let id = match TenantId::new(raw_tenant.id.get_ref().clone()) {
+            Ok(id) => id,
+            Err(e) => {
+                p.at(span, e.to_string());
+                continue;
+            }
+        };
+        let (line, _) = line_col(p.text, span.start);
+        if let Some(first) = seen_tenants.insert(id.to_string(), line) {
+            p.at(span, format!("tenant `{id}` is declared twice (first at line {first})"));
+        }
+        let mut practices = Vec::new();
+        for rp in raw_tenant.practice {
+            let code_span = rp.code.span();
+            let code = match PracticeCode::new(rp.code.get_ref().clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    p.at(code_span, e.to_string());
+                    continue;
+                }
+            };
+            let mut pages = Vec::new();
+            for page in rp.page {
+                let page_span = page.id.span();
+                let page_id = match PageId::new(page.id.get_ref().clone()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        p.at(page_span, e.to_string());
+                        continue;
+                    }
+                };
+                let token = match page.token {
+                    Some(t) => {
+                        if let Some(problem) = t.get_ref().shape_problem() {
+                            p.at(t.span(), format!("page {page_id} token: {problem}"));
+                        }
+                        Some(t.into_inner())
+                    }
+                    None => None,
+                };
+                let (line, _) = line_col(p.text, page_span.start);
+                pages.push(PageConfig {
+                    id: page_id,
+                    kind: page.kind,
+                    token,
+                    declared_at: format!("{}:{line}", p.path.display()),
+                });
+            }
+            let (line, _) = line_col(p.text, code_span.start);
+            practices.push((
+                PracticeConfig { code, name: rp.name, list_size: rp.list_size, pages },
+                format!("{}:{line}", p.path.display()),
+            ));
+        }
+        if let Some(csv) = raw_tenant.practices_csv {
+            let csv_path = base.join(csv.get_ref());
+            match practices_csv::read(&csv_path) {
+                Ok((rows, mut csv_issues)) => {
+                    p.issues.append(&mut csv_issues);
+                    practices.extend(rows);
+                }
+                Err(e) => p.at(csv.span(), format!("practices_csv `{}`: {e}", csv_path.display())),
+            }
+        }
+        for (practice, declared_at) in &practices {
+            if let Some(first) = seen_practices.insert(practice.code.clone(), declared_at.clone()) {
+                p.whole(format!(
+                    "practice {} is declared at {declared_at} and at {first}; a practice belongs to one tenant",
+                    practice.code
+                ));
+            }
+            for page in &practice.pages {
+                if let Some(first) = seen_pages.insert(page.id.clone(), page.declared_at.clone()) {
+                    p.whole(format!("page {} is declared at {} and at {first}", page.id, page.declared_at));
+                }
+            }
+        }
+        tenants.push(TenantConfig {
+            id,
+            name: raw_tenant.name,
+            practices: practices.into_iter().map(|(p, _)| p).collect(),
+        });
+    }
+    tenants
+}
+
+/// The campaigns: one way of matching posts each, at least a day long, for configured tenants.
+fn campaigns_of(
+    raw: Vec<Spanned<CampaignConfig>>,
+    tenants: &[TenantConfig],
+    p: &mut Problems<'_>,
+) -> Vec<CampaignConfig> {
+    let mut campaigns = Vec::new();
+    for c in raw {
+        let span = c.span();
+        let c = c.into_inner();
+        let matchers = [c.hashtag.is_some(), c.link.is_some(), c.text.is_some(), !c.posts.is_empty()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if matchers != 1 {
+            p.at(span.clone(), format!("campaign `{}`: give exactly one of hashtag, link, text or posts", c.name));
+        }
+        if c.days == 0 {
+            p.at(span.clone(), format!("campaign `{}`: days must be at least 1", c.name));
+        }
+        if let Some(unknown) = c.tenants.iter().find(|t| !tenants.iter().any(|x: &TenantConfig| &x.id == *t)) {
+            p.at(span, format!("campaign `{}`: unknown tenant `{unknown}`", c.name));
+        }
+        campaigns.push(c);
+    }
+    campaigns
+}
+
+/// The daemon's schedules, the mail server, the digests' link secret and the subscription lists.
+fn check_schedules_and_mail(
+    scheduler: &SchedulerConfig,
+    smtp: Option<&SmtpConfig>,
+    digest: &DigestConfig,
+    subscriptions: &[SubscriptionConfig],
+    tenants: &[TenantConfig],
+    p: &mut Problems<'_>,
+) {
+    if scheduler.timezone.parse::<chrono_tz::Tz>().is_err() {
+        p.whole(format!(
+            "scheduler.timezone `{}` is not an IANA time zone; write one such as `Europe/London`",
+            scheduler.timezone
+        ));
+    }
+    for (field, expr) in [("ingest", &scheduler.ingest), ("digest", &scheduler.digest)] {
+        if !expr.trim().is_empty()
+            && let Err(e) = crate::schedule::parse(expr)
+        {
+            p.whole(format!("scheduler.{field} = \"{expr}\": {e}"));
+        }
+    }
+    if scheduler.lease_minutes == 0 {
+        p.whole("scheduler.lease_minutes must be at least 1".into());
+    }
+    if let Some(smtp) = smtp {
+        if smtp.security == SmtpSecurity::None && !is_loopback(&smtp.host) && !smtp.allow_unencrypted {
+            p.whole(format!(
+                "smtp.security = \"none\" sends mail unencrypted; it is allowed only to this machine, not `{}`: use \"starttls\" or \"tls\" (or, for a sink on a private network, allow_unencrypted = true)",
+                smtp.host
+            ));
+        }
+        if smtp.user.is_some() != smtp.password.is_some() {
+            p.whole("smtp: give `user` and `password` together, or neither".into());
+        }
+        if let Some(problem) = smtp.password.as_ref().and_then(SecretRef::shape_problem) {
+            p.whole(format!("smtp.password: {problem}"));
+        }
+        if !smtp.from.contains('@') {
+            p.whole(format!("smtp.from `{}` is not an address", smtp.from));
+        }
+    }
+    if let Some(problem) = digest.link_secret.as_ref().and_then(SecretRef::shape_problem) {
+        p.whole(format!("digest.link_secret: {problem}"));
+    }
+    let mut lists = std::collections::HashSet::new();
+    for sub in subscriptions {
+        if sub.name.is_empty() || !sub.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            p.whole(format!("subscription `{}`: a name is letters, digits, `-` and `_`", sub.name));
+        }
+        if !lists.insert(sub.name.clone()) {
+            p.whole(format!("subscription `{}` is declared twice", sub.name));
+        }
+        if !tenants.iter().any(|t| t.id == sub.tenant) {
+            p.whole(format!("subscription `{}`: unknown tenant `{}`", sub.name, sub.tenant));
+        }
+        for r in sub.recipients.iter().filter(|r| !plausible_email(r)) {
+            p.whole(format!("subscription `{}`: `{r}` is not an email address", sub.name));
+        }
+    }
 }
 
 /// Whether a host name is this machine (`localhost`, `127.x`, `::1`).

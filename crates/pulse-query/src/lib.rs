@@ -812,30 +812,81 @@ fn compute(
     tenant: &str,
     watermark: String,
 ) -> AppResult<Answer> {
-    let date_col = Col::of(batch, source.date_column());
-    let n = batch.num_rows();
-    let days: Vec<Option<i32>> = (0..n).map(|i| date_col.day(i)).collect();
-    let latest = days.iter().flatten().max().copied();
-    let (from, to) = match (&q.date_range, latest) {
-        (DateRange::All, _) => (None, None),
-        (DateRange::LastDays(days), Some(l)) => (Some(l - (*days as i32) + 1), Some(l)),
-        (DateRange::LastDays(_), None) => (None, None),
-        (DateRange::Between(a, b), _) => (Some(day_number(*a)), Some(day_number(*b))),
-    };
-    let selected: Vec<bool> = days
-        .iter()
-        .map(|d| match d {
-            Some(d) => from.is_none_or(|f| *d >= f) && to.is_none_or(|t| *d <= t),
-            None => true,
+    let sel = Selection::of(source, batch, q);
+    let mut notes = Vec::new();
+    let (groups, unit_watch_time) = group_rows(source, batch, q, &sel);
+    let groups_empty = groups.is_empty();
+    // The days the rows counted cover (the answering window's, for age bands).
+    let first = groups.values().filter_map(|g| g.weeks.first()).min().copied();
+    let last = groups.values().filter_map(|g| g.weeks.last()).max().copied();
+    let extent = first.zip(last).map(|(a, b)| (from_day_number(a), from_day_number(b)));
+    if unit_watch_time {
+        notes.push("age-band rows measured in video watch time (the current API era) are left out: they count milliseconds, not people".into());
+    }
+    let totals = groups
+        .into_iter()
+        .map(|(dims, g)| {
+            // Registered patients of this tenant's practices only: a practice now configured under another tenant
+            // has none here (the same rule the store's aggregation follows).
+            let registered: Option<f64> = g
+                .practices
+                .iter()
+                .map(|p| names.contains_key(p).then(|| directory.registered.get(p).copied()).flatten())
+                .sum();
+            (dims, Totals { sums: g.sums, days: g.weeks.len(), registered })
         })
         .collect();
-    let mut notes = Vec::new();
+    if groups_empty {
+        notes.push(why_empty(source, q, &sel.days, sel.from, sel.to));
+    }
+    let date_range = covered_days(source, q, extent, &mut notes);
+    Ok(finish(source, totals, names, q, tenant, watermark, notes, date_range))
+}
+
+/// Which rows of a report the query's range selects, by each row's day (its week, window or post day); for age bands
+/// also the 28-day window that answers (the latest in the range: summing windows would count people several times).
+struct Selection {
+    days: Vec<Option<i32>>,
+    from: Option<i32>,
+    to: Option<i32>,
+    selected: Vec<bool>,
+    window: Option<i32>,
+}
+
+impl Selection {
+    fn of(source: Source, batch: &RecordBatch, q: &Query) -> Self {
+        let date_col = Col::of(batch, source.date_column());
+        let n = batch.num_rows();
+        let days: Vec<Option<i32>> = (0..n).map(|i| date_col.day(i)).collect();
+        let latest = days.iter().flatten().max().copied();
+        let (from, to) = match (&q.date_range, latest) {
+            (DateRange::All, _) => (None, None),
+            (DateRange::LastDays(days), Some(l)) => (Some(l - (*days as i32) + 1), Some(l)),
+            (DateRange::LastDays(_), None) => (None, None),
+            (DateRange::Between(a, b), _) => (Some(day_number(*a)), Some(day_number(*b))),
+        };
+        let selected: Vec<bool> = days
+            .iter()
+            .map(|d| match d {
+                Some(d) => from.is_none_or(|f| *d >= f) && to.is_none_or(|t| *d <= t),
+                None => true,
+            })
+            .collect();
+        let window = if source == Source::AgeBands {
+            (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).max()
+        } else {
+            None
+        };
+        Selection { days, from, to, selected, window }
+    }
+}
+
+/// The selected rows added up by the query's dimensions, after its filters (each age-band row once per gender when
+/// the query asks by gender); and whether age-band rows measured in watch time were left out.
+fn group_rows(source: Source, batch: &RecordBatch, q: &Query, sel: &Selection) -> (BTreeMap<Vec<String>, Group>, bool) {
+    let n = batch.num_rows();
     let by_practice =
         q.dimensions.contains(&Dimension::Practice) || q.filters.iter().any(|f| f.dimension == Dimension::Practice);
-    // Age bands are 28-day windows: the latest window in the range answers (summing windows would count people
-    // several times).
-    let window =
-        if source == Source::AgeBands { (0..n).filter(|&i| selected[i]).filter_map(|i| days[i]).max() } else { None };
     let genders: &[&str] = if source == Source::AgeBands
         && (q.dimensions.contains(&Dimension::Gender) || q.filters.iter().any(|f| f.dimension == Dimension::Gender))
     {
@@ -868,13 +919,13 @@ fn compute(
     let mut unit_watch_time = false;
     let mut key: Vec<String> = Vec::with_capacity(q.dimensions.len());
     for i in 0..n {
-        if !selected[i] {
+        if !sel.selected[i] {
             continue;
         }
         let practice = practice_col.text(i);
         match source {
             Source::AgeBands => {
-                if days[i] != window {
+                if sel.days[i] != sel.window {
                     continue;
                 }
                 if (level_col.text(i) == "practice") != by_practice {
@@ -931,7 +982,7 @@ fn compute(
             if practice != "ALL" && !g.practices.contains(practice) {
                 g.practices.insert(practice.to_owned());
             }
-            if let Some(d) = days[i] {
+            if let Some(d) = sel.days[i] {
                 g.weeks.insert(d);
             }
             for (s, c) in &sums {
@@ -959,32 +1010,7 @@ fn compute(
             }
         }
     }
-    let groups_empty = groups.is_empty();
-    // The days the rows counted cover (the answering window's, for age bands).
-    let first = groups.values().filter_map(|g| g.weeks.first()).min().copied();
-    let last = groups.values().filter_map(|g| g.weeks.last()).max().copied();
-    let extent = first.zip(last).map(|(a, b)| (from_day_number(a), from_day_number(b)));
-    if unit_watch_time {
-        notes.push("age-band rows measured in video watch time (the current API era) are left out: they count milliseconds, not people".into());
-    }
-    let totals = groups
-        .into_iter()
-        .map(|(dims, g)| {
-            // Registered patients of this tenant's practices only: a practice now configured under another tenant
-            // has none here (the same rule the store's aggregation follows).
-            let registered: Option<f64> = g
-                .practices
-                .iter()
-                .map(|p| names.contains_key(p).then(|| directory.registered.get(p).copied()).flatten())
-                .sum();
-            (dims, Totals { sums: g.sums, days: g.weeks.len(), registered })
-        })
-        .collect();
-    if groups_empty {
-        notes.push(why_empty(source, q, &days, from, to));
-    }
-    let date_range = covered_days(source, q, extent, &mut notes);
-    Ok(finish(source, totals, names, q, tenant, watermark, notes, date_range))
+    (groups, unit_watch_time)
 }
 
 /// The aggregation a store may run for `q` where the data lives: weekly reach (its dimensions are columns; a week
