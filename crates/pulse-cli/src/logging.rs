@@ -95,10 +95,11 @@ fn otlp_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
 /// exports the same spans to that OpenTelemetry collector. Keep the guard until the end of `main`.
 pub fn init(verbose: u8, format: LogFormat) -> Guard {
     use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
+    let logs = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(verbose)));
     // A log line that cannot be written (stderr's reader went away) is dropped: by default tracing would report it
     // with eprintln!, which panics on a closed stderr and would kill a run mid-ingest.
     use tracing_subscriber::fmt::layer;
@@ -108,6 +109,7 @@ pub fn init(verbose: u8, format: LogFormat) -> Guard {
             .log_internal_errors(false)
             .with_ansi(std::io::stderr().is_terminal())
             .with_target(false)
+            .with_filter(logs())
     });
     let json = (format == LogFormat::Json).then(|| {
         layer()
@@ -116,10 +118,16 @@ pub fn init(verbose: u8, format: LogFormat) -> Guard {
             .json()
             .with_current_span(true)
             .with_span_list(false)
+            .with_filter(logs())
     });
+    // Traces keep more than the log shows: our crates at debug (each Graph call and store write is a span), or
+    // PULSE_TRACE_FILTER in RUST_LOG's syntax.
+    let traces = std::env::var("PULSE_TRACE_FILTER").unwrap_or_else(|_| default_filter(1));
     let provider = otlp_provider();
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("pulse")));
-    tracing_subscriber::registry().with(filter).with(text).with(json).with(otel).init();
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("pulse")).with_filter(EnvFilter::new(&traces)));
+    tracing_subscriber::registry().with(text).with(json).with(otel).init();
     Guard(provider)
 }
 
