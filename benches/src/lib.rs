@@ -60,7 +60,9 @@ pub fn operator<T: std::fmt::Display>(tenants: impl IntoIterator<Item = T>) -> a
     use std::fmt::Write;
     let mut text = String::from("[store]\nlake_dir = \"lake\"\n");
     for t in tenants {
-        let _ = write!(text, "\n[[tenant]]\nid = \"{t}\"\nname = \"{t}\"\n");
+        // A valid id has no quote or newline, so nothing else can be written into the config this way.
+        let id = pulse_domain::TenantId::new(t.to_string())?;
+        let _ = write!(text, "\n[[tenant]]\nid = \"{id}\"\nname = \"{id}\"\n");
     }
     Ok(pulse_config::parse(&text, std::path::Path::new("pulse.toml"))?.operator_access())
 }

@@ -55,8 +55,11 @@ impl Drop for Guard {
     }
 }
 
-/// Whether an OTLP collector is configured, by OpenTelemetry's own variables.
+/// Whether an OTLP collector is configured, by OpenTelemetry's own variables (`OTEL_SDK_DISABLED=true` turns it off).
 fn otlp_configured() -> bool {
+    if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return false;
+    }
     ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))

@@ -11,7 +11,9 @@ use crate::Access;
 pub fn operator<T: Display>(tenants: impl IntoIterator<Item = T>) -> Access {
     let mut text = String::from("[store]\nlake_dir = \"lake\"\n");
     for t in tenants {
-        let _ = write!(text, "\n[[tenant]]\nid = \"{t}\"\nname = \"{t}\"\n");
+        // A valid id has no quote or newline, so nothing else can be written into the config this way.
+        let id = pulse_domain::TenantId::new(t.to_string()).unwrap_or_else(|e| panic!("a test tenant id: {e}"));
+        let _ = write!(text, "\n[[tenant]]\nid = \"{id}\"\nname = \"{id}\"\n");
     }
     match crate::parse(&text, Path::new("pulse.toml")) {
         Ok(config) => config.operator_access(),

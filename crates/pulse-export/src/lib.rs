@@ -1006,7 +1006,7 @@ pub fn audit_json(r: &ExportAuditRecord) -> serde_json::Value {
 }
 
 /// The export itself: every check, the package, the audit record. A failure after the directory was created
-/// removes it: a package is whole or not there.
+/// removes what was written: a package is whole or not there.
 async fn make<S: Store>(
     store: &S,
     config: &Config,
@@ -1016,12 +1016,25 @@ async fn make<S: Store>(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> AppResult<ExportOutcome> {
     let request = checked(config, access, spec, out)?;
+    // An empty directory the user made (a mount point, `--out .`) is kept on failure, emptied of what was written.
+    let existed = out.exists();
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let made = fill_and_package(store, config, spec, &request, out, progress).await;
     if made.is_err() {
-        let _ = std::fs::remove_dir_all(out);
+        remove_written(out, existed);
     }
     made
+}
+
+/// Removes what a failed export wrote: the directory itself when the export made it, else only its files.
+fn remove_written(out: &Path, keep_directory: bool) {
+    if !keep_directory {
+        let _ = std::fs::remove_dir_all(out);
+        return;
+    }
+    for entry in std::fs::read_dir(out).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_file(entry.path());
+    }
 }
 
 /// What an export request resolved to once every check passed.
@@ -1714,6 +1727,24 @@ fn readme_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed export removes the directory it made, but only the files it wrote in a directory the user made (a
+    /// mount point, `--out .`).
+    #[test]
+    fn a_failed_export_keeps_a_directory_it_did_not_make() {
+        let root = tempfile::tempdir().unwrap();
+        for (name, keep) in [("made-by-export", false), ("made-by-user", true)] {
+            let out = root.path().join(name);
+            std::fs::create_dir_all(&out).unwrap();
+            std::fs::write(out.join("reach_weekly.csv"), "x").unwrap();
+            std::fs::write(out.join("reach_weekly.parquet"), "y").unwrap();
+            remove_written(&out, keep);
+            assert_eq!(out.exists(), keep, "{name}");
+            if keep {
+                assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "its files are gone");
+            }
+        }
+    }
 
     fn table(rows: Vec<Vec<Cell>>, groups: Vec<Group>) -> Table {
         Table {
