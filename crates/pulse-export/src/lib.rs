@@ -1185,8 +1185,13 @@ async fn fill_and_package<S: Store>(
     }
     let (mut files, resources) = close_files(out, &tables, sinks, rows, progress)?;
     let spec_hash = spec.hash();
-    let provenance =
-        Provenance { runs: provenance_runs, ingest, suppressed: totals.suppressed, secondary: totals.secondary };
+    let provenance = Provenance {
+        runs: provenance_runs,
+        ingest,
+        suppressed: totals.suppressed,
+        secondary: totals.secondary,
+        spec_hash: spec_hash.clone(),
+    };
     write_package(config, spec, request, out, &tables, rows, resources, &provenance, &mut files)?;
     let export_id = record_audit(store, config, spec, request, rows, &files, &spec_hash).await?;
     progress(&format!("recorded {export_id} in the audit trail"));
@@ -1480,6 +1485,8 @@ struct Provenance {
     ingest: Vec<Value>,
     suppressed: usize,
     secondary: usize,
+    /// The spec's hash, computed once for the package and the audit record.
+    spec_hash: String,
 }
 
 /// Writes datapackage.json, README.md and SHA256SUMS (adding the first two to `files`).
@@ -1497,7 +1504,7 @@ fn write_package(
 ) -> AppResult<()> {
     let Checked { project, scopes, .. } = request;
     let (suppressed, secondary) = (provenance.suppressed, provenance.secondary);
-    let spec_hash = spec.hash();
+    let spec_hash = &provenance.spec_hash;
     let created = Utc::now().to_rfc3339();
     let package = json!({
         "profile": "tabular-data-package",
