@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{AppError, AppResult, ErrorKind};
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyScope {
     /// Query the API, read and download reports, use the dashboard.

@@ -27,6 +27,7 @@ pub mod keys;
 pub mod migrate;
 pub mod open;
 pub mod overview;
+pub mod quality;
 pub mod report;
 pub mod scheduler;
 pub mod subscriptions;

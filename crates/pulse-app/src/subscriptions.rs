@@ -26,7 +26,7 @@ pub struct Change {
 }
 
 /// One list with its current recipients.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct List {
     pub name: String,
     pub tenant: String,

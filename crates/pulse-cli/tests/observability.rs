@@ -61,6 +61,65 @@ fn promql(prometheus: &str, expr: &str) -> Option<f64> {
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
+/// Every metric name the code records or describes (`"pulse_…"` string literals under `crates/*/src`).
+fn recorded_metric_names() -> std::collections::BTreeSet<String> {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    let mut dirs: Vec<std::path::PathBuf> =
+        std::fs::read_dir(crates).unwrap().map(|e| e.unwrap().path().join("src")).collect();
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.map(|e| e.unwrap().path()) {
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices("!(\"pulse_") {
+                    let name: String =
+                        text[at + 3..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The provisioned Grafana dashboard (`config/grafana/dashboards/pulse.json`, docker-compose's `grafana`): every
+/// panel's query is valid PromQL to this real Prometheus, names only metrics the code records, and the panels of
+/// what this test did (requests by route, rows ingested, Graph calls) draw something.
+fn grafana_dashboard_queries_run_on_what_prometheus_scraped(prom: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/grafana/dashboards/pulse.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let recorded = recorded_metric_names();
+    assert!(recorded.contains("pulse_http_requests_total") && recorded.len() >= 10, "{recorded:?}");
+    let mut drawn = Vec::new();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            queries += 1;
+            for (at, _) in expr.match_indices("pulse_") {
+                let name: String = expr[at..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                let base = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(recorded.contains(base), "panel `{title}` reads `{name}`, which no code records");
+            }
+            let body =
+                curl(&["-G", &format!("http://{prom}/api/v1/query"), "--data-urlencode", &format!("query={expr}")]);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{title}: {body}"));
+            assert_eq!(v["status"], "success", "panel `{title}`: Prometheus refused `{expr}`: {body}");
+            if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
+                drawn.push(title.to_owned());
+            }
+        }
+    }
+    assert!(queries >= 10, "{queries} queries");
+    for must in ["requests per second", "rows written", "Graph API calls", "Report jobs"] {
+        assert!(drawn.iter().any(|t| t.contains(must)), "the panel `{must}` drew nothing; drawn: {drawn:?}");
+    }
+}
+
 fn prometheus_binary() -> Option<String> {
     let found = Command::new("sh").args(["-c", "command -v prometheus"]).output().unwrap();
     if found.status.success() {
@@ -198,6 +257,7 @@ fn prometheus_scrapes_the_service_and_the_scheduler() {
         logs("run.log"),
         logs("prometheus/prometheus.log").lines().rev().take(10).collect::<Vec<_>>().join("\n")
     );
+    grafana_dashboard_queries_run_on_what_prometheus_scraped(&prom);
     // What is scraped names routes and tenants, never the key, its id, or a page's token (the tokens the simulator
     // issued are in its secrets file beside the config), although the service logged the key's id on its span.
     let key_id = key.split('_').nth(1).expect("pulse_<id>_<secret>");

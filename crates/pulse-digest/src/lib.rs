@@ -13,3 +13,4 @@ pub mod delivery;
 pub mod digest;
 pub mod mail;
 pub mod raster;
+pub mod render;

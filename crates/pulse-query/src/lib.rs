@@ -200,30 +200,46 @@ pub struct Query {
     pub renamed: Vec<String>,
 }
 
-/// The request body as sent (Plausible's v2 shape; `site_id` names the tenant).
-#[derive(Debug, Deserialize)]
+/// The request body as sent (Plausible's v2 shape; `site_id` names the tenant). [`Query::parse`] reads it and
+/// checks every name and bound; the OpenAPI document describes it from this definition.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawQuery {
+pub struct QueryBody {
+    /// Tenant id; required for a key that reads several tenants.
     site_id: Option<String>,
+    /// One or more metric names.
     metrics: Vec<String>,
+    /// Dimension names to group by.
     #[serde(default)]
     dimensions: Vec<String>,
+    /// `"all"`, `"Nd"` (1 to 1098 days), `"6mo"`, `"12mo"` ending at the latest day in the reports, or two
+    /// `YYYY-MM-DD` days `[from, to]` (ISO 8601 only).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     date_range: Option<Value>,
+    /// `[operator, dimension, [values]]`, each.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<Object>>)]
     filters: Vec<Value>,
+    /// `[metric or dimension, "asc" | "desc"]`, each.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
     order_by: Vec<Value>,
     #[serde(default)]
     pagination: Option<Pagination>,
+    /// Accepted for compatibility with Plausible's clients; ignored.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     include: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Pagination {
+pub struct Pagination {
+    /// Rows to return (default and most: see the maximum).
+    #[schema(minimum = 1)]
     limit: Option<usize>,
+    #[schema(minimum = 0)]
     offset: Option<usize>,
 }
 
@@ -244,7 +260,7 @@ fn parse_day(field: &str, text: &str) -> AppResult<NaiveDate> {
 impl Query {
     /// Parses a request body, saying which field is wrong and how to fix it.
     pub fn parse(body: &[u8]) -> AppResult<Query> {
-        let raw: RawQuery = serde_json::from_slice(body).map_err(|e| {
+        let raw: QueryBody = serde_json::from_slice(body).map_err(|e| {
             bad(
                 "body",
                 format!("the query is not valid JSON of the expected shape: {e}"),
@@ -522,26 +538,28 @@ impl Directory {
 }
 
 /// The answer: rows of dimension values and metric values, and what a reader needs to read them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Answer {
     pub results: Vec<Row>,
     pub meta: Meta,
     /// The query as understood (defaults filled in).
+    #[schema(value_type = Object)]
     pub query: Value,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Row {
     pub dimensions: Vec<String>,
     pub metrics: Vec<Option<f64>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Meta {
     pub tenant: String,
     /// The report table that answered.
     pub source: &'static str,
     /// The days the answer covers, after a relative range is resolved against the reports.
+    #[schema(value_type = Option<Vec<String>>)]
     pub date_range: Option<[String; 2]>,
     /// Rows before paging.
     pub total_rows: usize,

@@ -14,16 +14,20 @@ use pulse_app::keys::{Caller, KeyScope};
 use pulse_app::report::{self, Kind, ReportQuery};
 use pulse_query::{self as query, Query};
 use pulse_store::Store;
-use serde_json::json;
 
-use crate::{ApiError, Shared, json_body, log_request};
+use crate::openapi::Errors;
+use crate::{ApiError, Shared, json_body, json_of, log_request, wire};
 
 type ApiResult = Result<Response, ApiError>;
 
+#[utoipa::path(get, path = "/healthz", tag = "service", summary = "Liveness", security(()),
+    responses((status = 200, description = "ok", body = wire::Health)))]
 pub async fn health(State(state): State<Shared>) -> Response {
-    json_body(&json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "store": state.store.describe()}))
+    json_of(&wire::Health { status: "ok", version: env!("CARGO_PKG_VERSION"), store: state.store.describe() })
 }
 
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "service", summary = "This document", security(()),
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
 pub async fn openapi() -> Response {
     json_body(&crate::openapi::document())
 }
@@ -75,29 +79,35 @@ where
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/me", tag = "keys", summary = "The key: id, name, scopes, tenants",
+    responses((status = 200, description = "the key", body = wire::Me), Errors))]
 pub async fn me(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     logged(&state, &headers, KeyScope::Read, "GET /api/v1/me".into(), |state, caller| async move {
-        let tenants: Vec<serde_json::Value> = caller
+        let tenants = caller
             .access
             .scopes()
             .iter()
-            .map(|s| {
-                let name = state.config.tenant(s.tenant()).map(|t| t.name.clone()).unwrap_or_default();
-                json!({"id": s.to_string(), "name": name})
+            .map(|s| wire::TenantRef {
+                id: s.to_string(),
+                name: state.config.tenant(s.tenant()).map(|t| t.name.clone()).unwrap_or_default(),
             })
             .collect();
-        let body = json!({
-            "key_id": caller.key_id,
-            "name": caller.key_name,
-            "scopes": caller.scopes,
-            "tenants": tenants,
-        });
-        Ok((json_body(&body), caller.tenants.join(","), 1))
+        let body = wire::Me {
+            key_id: caller.key_id.clone(),
+            name: caller.key_name.clone(),
+            scopes: caller.scopes.clone(),
+            tenants,
+        };
+        Ok((json_of(&body), caller.tenants.join(","), 1))
     })
     .await
 }
 
 /// `POST /api/v2/query`: metrics by dimensions, Plausible's v2 shape.
+#[utoipa::path(post, path = "/api/v2/query", tag = "query",
+    summary = "Metrics by dimensions over a date range, with filters, order and paging",
+    request_body = pulse_query::QueryBody,
+    responses((status = 200, description = "the answer", body = pulse_query::Answer), Errors))]
 pub async fn query(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let parsed = Query::parse(&body);
     let what = match &parsed {
@@ -122,28 +132,32 @@ pub async fn query(State(state): State<Shared>, headers: HeaderMap, body: Bytes)
         let answer = query::run(&state.store, &state.directory, &caller.access, &q, Some(&state.cache)).await?;
         let rows = answer.results.len();
         let tenant = answer.meta.tenant.clone();
-        let value = serde_json::to_value(&answer)
-            .map_err(|e| AppError::new(pulse_app::error::ErrorKind::Internal, e.to_string()))?;
-        Ok((json_body(&value), tenant, rows))
+        Ok((json_of(&answer), tenant, rows))
     })
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/reports", tag = "reports", summary = "The reports and their columns",
+    responses((status = 200, description = "the list", body = wire::ReportsIndex), Errors))]
 pub async fn reports_index(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     logged(&state, &headers, KeyScope::Read, "GET /api/v1/reports".into(), |_state, caller| async move {
-        let reports: Vec<serde_json::Value> = Kind::ALL
+        let reports: Vec<wire::ReportInfo> = Kind::ALL
             .iter()
-            .map(|k| {
-                json!({
-                    "name": k.name(),
-                    "about": k.about(),
-                    "url": format!("/api/v1/reports/{}", k.name()),
-                    "date_column": k.date_column(),
-                    "columns": k.table().columns.iter().map(|c| json!({"name": c.name, "unit": report::unit(*k, c.name), "about": c.doc})).collect::<Vec<_>>(),
-                })
+            .map(|k| wire::ReportInfo {
+                name: k.name(),
+                about: k.about(),
+                url: format!("/api/v1/reports/{}", k.name()),
+                date_column: k.date_column(),
+                columns: k
+                    .table()
+                    .columns
+                    .iter()
+                    .map(|c| wire::ColumnInfo { name: c.name, unit: report::unit(*k, c.name), about: c.doc })
+                    .collect(),
             })
             .collect();
-        Ok((json_body(&json!({"reports": reports})), caller.tenants.join(","), reports.len()))
+        let n = reports.len();
+        Ok((json_of(&wire::ReportsIndex { reports }), caller.tenants.join(","), n))
     })
     .await
 }
@@ -215,6 +229,26 @@ pub fn report_query(kind: Kind, params: &HashMap<String, String>) -> AppResult<R
 }
 
 /// `GET /api/v1/reports/{kind}`: one report for one tenant, as JSON (default), CSV or Parquet.
+#[utoipa::path(get, path = "/api/v1/reports/{kind}", tag = "reports",
+    summary = "One report for one tenant, as JSON, CSV or Parquet",
+    params(
+        ("kind" = String, Path, description = "the report"),
+        ("site_id" = Option<String>, Query, description = "tenant, for a key that reads several"),
+        ("practice" = Option<String>, Query, description = "ODS code of one of the tenant's practices"),
+        ("from" = Option<chrono::NaiveDate>, Query, description = "first day (ISO 8601)"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "last day (ISO 8601); at most three years after `from`"),
+        ("latest_week" = Option<bool>, Query, description = "only the latest week"),
+        ("sort" = Option<String>, Query, description = "a column; -column for descending"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "rows per page (default and most 10,000)"),
+        ("offset" = Option<usize>, Query, description = "rows to skip: the `next` link carries it"),
+        ("variant" = Option<String>, Query, description = "a what-if range's reports (`pulse jobs run --from --to`)"),
+        ("format" = Option<String>, Query, description = "json (default), csv or parquet"),
+    ),
+    responses(
+        (status = 200, description = "the rows: JSON with the run, total and next page; CSV and Parquet as downloads with X-Total-Count and a Link to the next page",
+            content((wire::ReportPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
+        Errors
+    ))]
 pub async fn report(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -244,11 +278,23 @@ pub async fn report(
                 let mut buf = Vec::new();
                 report::write_json(&answer, &mut buf).map_err(AppError::from)?;
                 let rows_json: serde_json::Value = serde_json::from_slice(&buf).unwrap_or_default();
-                let run = answer.run.as_ref().map(|r| {
-                    json!({"run_id": r.run_id, "from": r.range_from.to_string(), "to": r.range_to.to_string(), "computed_at": r.computed_at})
+                let run = answer.run.as_ref().map(|r| wire::RunRef {
+                    run_id: r.run_id.clone(),
+                    from: r.range_from,
+                    to: r.range_to,
+                    computed_at: r.computed_at.clone(),
                 });
-                json_body(&json!({"report": kind.name(), "tenant": tenant, "run": run, "note": answer.empty_note,
-                    "total": answer.total, "offset": answer.offset, "returned": rows, "next": next, "rows": rows_json}))
+                json_of(&wire::ReportPage {
+                    report: kind.name(),
+                    tenant: tenant.clone(),
+                    run,
+                    note: answer.empty_note.clone(),
+                    total: answer.total,
+                    offset: answer.offset,
+                    returned: rows,
+                    next: next.clone(),
+                    rows: rows_json,
+                })
             }
             "csv" => {
                 let mut buf = Vec::new();
@@ -293,29 +339,39 @@ fn download(body: Vec<u8>, content_type: &'static str, filename: &str) -> Respon
 }
 
 /// `GET /api/v1/keys` (admin): the keys for the caller's tenants, without hashes.
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", summary = "Keys for the caller's tenants (admin scope)",
+    responses((status = 200, description = "the keys, without secrets or hashes", body = wire::KeysList), Errors))]
 pub async fn keys_list(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     logged(&state, &headers, KeyScope::Admin, "GET /api/v1/keys".into(), |state, caller| async move {
         let now = chrono::Utc::now();
-        let keys: Vec<serde_json::Value> = state
+        let keys: Vec<wire::KeyInfo> = state
             .keys
             .list()?
             .into_iter()
             .filter(|k| k.tenants.iter().all(|t| caller.tenants.contains(t)))
-            .map(|k| {
-                json!({
-                    "id": k.id, "name": k.name, "tenants": k.tenants, "scopes": k.scopes, "state": k.state(now),
-                    "created_at": k.created_at, "expires_at": k.expires_at, "revoked_at": k.revoked_at,
-                    "last_used_at": k.last_used_at,
-                })
+            .map(|k| wire::KeyInfo {
+                state: k.state(now),
+                id: k.id,
+                name: k.name,
+                tenants: k.tenants,
+                scopes: k.scopes,
+                created_at: k.created_at,
+                expires_at: k.expires_at,
+                revoked_at: k.revoked_at,
+                last_used_at: k.last_used_at,
             })
             .collect();
         let n = keys.len();
-        Ok((json_body(&json!({"keys": keys})), caller.tenants.join(","), n))
+        Ok((json_of(&wire::KeysList { keys }), caller.tenants.join(","), n))
     })
     .await
 }
 
 /// `POST /api/v1/keys/{id}/revoke` (admin): revokes a key whose tenants are all the caller's.
+#[utoipa::path(post, path = "/api/v1/keys/{id}/revoke", tag = "keys",
+    summary = "Revoke a key of the caller's tenants (admin scope)",
+    params(("id" = String, Path, description = "the key's id (not its secret)")),
+    responses((status = 200, description = "revoked", body = wire::Revoked), Errors))]
 pub async fn keys_revoke(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     logged(&state, &headers, KeyScope::Admin, format!("POST /api/v1/keys/{id}/revoke"), |state, caller| async move {
         let visible =
@@ -324,32 +380,20 @@ pub async fn keys_revoke(State(state): State<Shared>, headers: HeaderMap, Path(i
             return Err(AppError::not_found(format!("no key `{id}` among this admin's tenants")));
         }
         let record = state.keys.revoke(&id)?;
-        Ok((json_body(&json!({"id": record.id, "revoked_at": record.revoked_at})), caller.tenants.join(","), 1))
+        Ok((json_of(&wire::Revoked { id: record.id, revoked_at: record.revoked_at }), caller.tenants.join(","), 1))
     })
     .await
 }
 
 /// `POST /api/v1/exports` (export scope): a research export of the key's tenants as a tar archive of the data
 /// package; recorded in the audit trail with the key id.
+#[utoipa::path(post, path = "/api/v1/exports", tag = "exports",
+    summary = "A research export of the key's tenants (export scope): a tar archive of a Frictionless data package, disclosure-controlled and pseudonymised, recorded in the audit trail",
+    request_body = wire::ExportRequest,
+    responses((status = 200, description = "the package", content_type = "application/x-tar"), Errors))]
 pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Request {
-        #[serde(default)]
-        tenants: Vec<String>,
-        from: Option<NaiveDate>,
-        to: Option<NaiveDate>,
-        project: String,
-        purpose: String,
-        #[serde(default)]
-        tables: Vec<String>,
-        #[serde(default)]
-        campaigns: Vec<String>,
-        #[serde(default)]
-        metrics: Vec<String>,
-    }
     logged(&state, &headers, KeyScope::Export, "POST /api/v1/exports".into(), |state, caller| async move {
-        let req: Request = serde_json::from_slice(&body).map_err(|e| {
+        let req: wire::ExportRequest = serde_json::from_slice(&body).map_err(|e| {
             AppError::bad_request(format!("the export request is not valid: {e}")).with_hint(
                 "send {\"project\": NAME, \"purpose\": AGREEMENT, \"tenants\": [..], \"from\": DAY, \"to\": DAY}",
             )
@@ -378,30 +422,33 @@ pub async fn export(State(state): State<Shared>, headers: HeaderMap, body: Bytes
 }
 
 /// `GET /api/v1/subscriptions`: the digest lists of the key's tenants, with their members.
+#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "digests",
+    summary = "Digest lists of the caller's tenants, with their recipients and who unsubscribed",
+    responses((status = 200, description = "the lists", body = wire::Subscriptions), Errors))]
 pub async fn subscriptions_list(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     logged(&state, &headers, KeyScope::Read, "GET /api/v1/subscriptions".into(), |state, caller| async move {
         let lists = pulse_app::subscriptions::lists(&state.store, &state.config, &caller.access).await?;
         let n = lists.len();
-        Ok((json_body(&json!({"subscriptions": lists})), caller.tenants.join(","), n))
+        Ok((json_of(&wire::Subscriptions { subscriptions: lists }), caller.tenants.join(","), n))
     })
     .await
 }
 
 /// `POST /api/v1/subscriptions/{list}/recipients` (admin) with `{"email": ...}`: adds someone to a list.
+#[utoipa::path(post, path = "/api/v1/subscriptions/{list}/recipients", tag = "digests",
+    summary = "Add a recipient to a digest list (admin scope)",
+    params(("list" = String, Path, description = "a `[[subscription]]` list of the caller's tenants")),
+    request_body = wire::RecipientRequest,
+    responses((status = 200, description = "the list after the change", body = pulse_app::subscriptions::List), Errors))]
 pub async fn subscriptions_add(
     State(state): State<Shared>,
     headers: HeaderMap,
     Path(list): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Request {
-        email: String,
-    }
     let what = format!("POST /api/v1/subscriptions/{list}/recipients");
     logged(&state, &headers, KeyScope::Admin, what, |state, caller| async move {
-        let req: Request = serde_json::from_slice(&body).map_err(|e| {
+        let req: wire::RecipientRequest = serde_json::from_slice(&body).map_err(|e| {
             AppError::bad_request(format!("the body is not a recipient: {e}"))
                 .with_hint(r#"send {"email": "name@organisation.nhs.uk"}"#)
         })?;
@@ -416,12 +463,16 @@ pub async fn subscriptions_add(
             &by,
         )
         .await?;
-        Ok((json_body(&json!(l)), l.tenant.clone(), l.recipients.len()))
+        Ok((json_of(&l), l.tenant.clone(), l.recipients.len()))
     })
     .await
 }
 
 /// `DELETE /api/v1/subscriptions/{list}/recipients/{email}` (admin): takes someone off a list.
+#[utoipa::path(delete, path = "/api/v1/subscriptions/{list}/recipients/{email}", tag = "digests",
+    summary = "Remove a recipient from a digest list (admin scope)",
+    params(("list" = String, Path, description = "a `[[subscription]]` list of the caller's tenants"), ("email" = String, Path)),
+    responses((status = 200, description = "the list after the change", body = pulse_app::subscriptions::List), Errors))]
 pub async fn subscriptions_remove(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -433,7 +484,7 @@ pub async fn subscriptions_remove(
         let l =
             pulse_app::subscriptions::change(&state.store, &state.config, &caller.access, &list, &email, "remove", &by)
                 .await?;
-        Ok((json_body(&json!(l)), l.tenant.clone(), l.recipients.len()))
+        Ok((json_of(&l), l.tenant.clone(), l.recipients.len()))
     })
     .await
 }

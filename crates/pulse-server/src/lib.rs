@@ -10,6 +10,7 @@ pub mod auth;
 pub mod openapi;
 pub mod pages;
 pub mod telemetry;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,7 +66,7 @@ impl From<AppError> for ApiError {
     }
 }
 
-pub fn error_body(e: &AppError) -> serde_json::Value {
+pub fn error_body(e: &AppError) -> wire::ErrorBody {
     let (message, hint) = match e.kind {
         ErrorKind::Unavailable => (
             "the store is unavailable right now; nothing was changed".to_owned(),
@@ -77,7 +78,7 @@ pub fn error_body(e: &AppError) -> serde_json::Value {
         ),
         _ => (e.message.clone(), e.hint.clone()),
     };
-    serde_json::json!({"error": {"code": e.code(), "message": message, "hint": hint, "field": e.field}})
+    wire::ErrorBody { error: wire::ErrorDetail { code: e.code().to_owned(), message, hint, field: e.field.clone() } }
 }
 
 impl IntoResponse for ApiError {
@@ -87,7 +88,7 @@ impl IntoResponse for ApiError {
             tracing::error!(kind = e.code(), "{e}");
         }
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, json_body(&error_body(&e))).into_response();
+        let mut resp = (status, json_of(&error_body(&e))).into_response();
         if let Some(secs) = e.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -100,6 +101,11 @@ impl IntoResponse for ApiError {
 
 /// A JSON response body with its content type.
 pub fn json_body(v: &serde_json::Value) -> Response {
+    json_of(v)
+}
+
+/// Any serialisable body (the types in [`wire`]) as a JSON response.
+pub fn json_of<T: serde::Serialize + ?Sized>(v: &T) -> Response {
     let mut text = serde_json::to_vec(v).unwrap_or_default();
     text.push(b'\n');
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()

@@ -1,17 +1,21 @@
 //! The dashboard: server-rendered HTML with inline SVG charts, no scripts, nothing fetched from elsewhere. Every page
 //! reads through the application layer with the session's key, so it shows exactly what that key's API calls would.
 //! The range (`from`, `to`) and, for a regional key, the tenant live in the URL, so a page can be shared.
+//!
+//! Each page is a template under `templates/dashboard/` (askama: checked when this crate compiles, every value
+//! HTML-escaped) filled from a struct of display strings made here; the one thing inserted unescaped is the SVG
+//! that `pulse_app::chart` draws (it escapes its own text), named `*_svg` or `charts`, and a test holds that.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::time::Instant;
 
+use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, Query as QueryString, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::NaiveDate;
-use pulse_app::chart::{self, Band, Series, escape};
+use pulse_app::chart::{self, Band, Series};
 use pulse_app::error::{AppError, AppResult, ErrorKind};
 use pulse_app::keys::{Caller, KeyScope};
 use pulse_app::overview;
@@ -81,11 +85,9 @@ fn html_response(status: StatusCode, body: String) -> Response {
     resp
 }
 
-fn shell(title: &str, nav: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · Practice Pulse</title><link rel=\"stylesheet\" href=\"/static/pulse.css\"></head><body>{nav}<main>{body}</main></body></html>",
-        escape(title)
-    )
+/// Renders a template; a template that fails to render (a formatting error) is an internal error, logged.
+fn html<T: Template>(t: &T) -> AppResult<String> {
+    t.render().map_err(|e| AppError::new(ErrorKind::Internal, format!("rendering a dashboard page: {e}")))
 }
 
 const PAGES: [(&str, &str); 6] = [
@@ -97,43 +99,77 @@ const PAGES: [(&str, &str); 6] = [
     ("/quality", "Data quality"),
 ];
 
-fn page(ctx: &Ctx, active: &str, title: &str, body: &str) -> String {
-    let mut nav = String::from("<header><strong class=\"brand\">Practice Pulse</strong><nav>");
-    for (path, label) in PAGES {
-        let class = if path == active { " class=\"active\"" } else { "" };
-        let _ = write!(nav, "<a href=\"{}\"{class}>{label}</a>", escape(&ctx.link(path, &[])));
-    }
-    nav.push_str("</nav>");
-    let _ = write!(
-        nav,
-        "<form method=\"post\" action=\"/logout\" class=\"logout\"><span class=\"who\">key {} · {}</span><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Log out</button></form></header>",
-        escape(&ctx.caller.key_id),
-        escape(&ctx.tenant_name),
-        escape(&ctx.session.csrf)
-    );
-    // The range picker (and the tenant picker for a regional key): a GET form, so the URL is the state.
-    let mut picker = format!("<form method=\"get\" class=\"range\" action=\"{}\">", escape(active));
-    if ctx.caller.tenants.len() > 1 {
-        picker.push_str("<label>Tenant <select name=\"tenant\">");
-        for (t, name) in &ctx.tenant_names {
-            let sel = if *t == ctx.tenant { " selected" } else { "" };
-            let _ = write!(picker, "<option value=\"{}\"{sel}>{}</option>", escape(t), escape(name));
+/// What the shared page template (`templates/dashboard/page.html`) shows above every signed-in page.
+struct Nav {
+    title: String,
+    links: Vec<NavLink>,
+    key_id: String,
+    tenant_name: String,
+    csrf: String,
+    /// The page the range picker submits to.
+    action: String,
+    /// The tenant picker, for a key that reads several tenants (empty otherwise).
+    tenants: Vec<TenantOption>,
+    /// The page's own parameters, carried through the range picker.
+    hidden: Vec<(String, String)>,
+    from: String,
+    to: String,
+}
+
+struct NavLink {
+    href: String,
+    label: &'static str,
+    active: bool,
+}
+
+struct TenantOption {
+    id: String,
+    name: String,
+    selected: bool,
+}
+
+impl Nav {
+    fn new(ctx: &Ctx, active: &str, title: &str) -> Nav {
+        let d = |x: Option<NaiveDate>| x.map(|d| d.to_string()).unwrap_or_default();
+        let mut hidden: Vec<(String, String)> = ctx
+            .params
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "tenant" | "from" | "to"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        hidden.sort();
+        Nav {
+            title: title.to_owned(),
+            links: PAGES
+                .iter()
+                .map(|(path, label)| NavLink { href: ctx.link(path, &[]), label, active: *path == active })
+                .collect(),
+            key_id: ctx.caller.key_id.clone(),
+            tenant_name: ctx.tenant_name.clone(),
+            csrf: ctx.session.csrf.clone(),
+            action: active.to_owned(),
+            tenants: if ctx.caller.tenants.len() > 1 {
+                ctx.tenant_names
+                    .iter()
+                    .map(|(id, name)| TenantOption { id: id.clone(), name: name.clone(), selected: *id == ctx.tenant })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            hidden,
+            from: d(ctx.from),
+            to: d(ctx.to),
         }
-        picker.push_str("</select></label>");
     }
-    let d = |x: Option<NaiveDate>| x.map(|d| d.to_string()).unwrap_or_default();
-    for (k, v) in &ctx.params {
-        if !matches!(k.as_str(), "tenant" | "from" | "to") {
-            let _ = write!(picker, "<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(k), escape(v));
-        }
-    }
-    let _ = write!(
-        picker,
-        "<label>From <input type=\"date\" name=\"from\" value=\"{}\"></label><label>To <input type=\"date\" name=\"to\" value=\"{}\"></label><button type=\"submit\">Apply</button></form>",
-        d(ctx.from),
-        d(ctx.to)
-    );
-    shell(title, &nav, &format!("<h1>{}</h1>{picker}{body}", escape(title)))
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    heading: &'a str,
+    message: &'a str,
+    hint: Option<&'a str>,
 }
 
 fn error_page(e: &AppError) -> Response {
@@ -148,13 +184,17 @@ fn error_page(e: &AppError) -> Response {
         }
         _ => (e.message.clone(), e.hint.clone()),
     };
-    let body = format!(
-        "<h1>{}</h1><p class=\"error\">{}</p>{}<p><a href=\"/\">Back to the overview</a></p>",
-        status.canonical_reason().unwrap_or("Error"),
-        escape(&message),
-        hint.map(|h| format!("<p class=\"hint\">{}</p>", escape(&h))).unwrap_or_default()
-    );
-    html_response(status, shell("Error", "", &body))
+    let page = ErrorPage {
+        title: "Error",
+        heading: status.canonical_reason().unwrap_or("Error"),
+        message: &message,
+        hint: hint.as_deref(),
+    };
+    match page.render() {
+        Ok(body) => html_response(status, body),
+        // Not reached with these templates; never fail to answer an error.
+        Err(_) => (status, message).into_response(),
+    }
 }
 
 /// Authenticates the session and reads the tenant and range from the URL; redirects to the login page when there
@@ -326,22 +366,32 @@ async fn read_report(
     report::query(&state.store, &state.config, &ctx.caller.access, &q).await
 }
 
-fn card(label: &str, value: &str, notes: &[(String, Option<f64>)]) -> String {
-    let mut out = format!(
-        "<div class=\"card\"><div class=\"label\">{}</div><div class=\"value\">{}</div>",
-        escape(label),
-        escape(value)
-    );
-    for (what, c) in notes {
-        let class = match c {
-            Some(x) if *x > 0.0 => "up",
-            Some(x) if *x < 0.0 => "down",
-            _ => "flat",
-        };
-        let _ = write!(out, "<div class=\"change {class}\">{} {}</div>", pct(*c), escape(what));
-    }
-    out.push_str("</div>");
-    out
+struct Card {
+    label: &'static str,
+    value: String,
+    changes: Vec<CardChange>,
+}
+
+struct CardChange {
+    /// `up`, `down` or `flat`: the change's colour.
+    class: &'static str,
+    change: String,
+    against: &'static str,
+}
+
+struct LatestWeek {
+    ending: String,
+    pages: u32,
+    cards: Vec<Card>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/overview.html")]
+struct OverviewPage {
+    nav: Nav,
+    latest: Option<LatestWeek>,
+    reach_svg: String,
+    engaged_svg: String,
 }
 
 pub async fn overview(
@@ -350,45 +400,65 @@ pub async fn overview(
     QueryString(params): QueryString<HashMap<String, String>>,
 ) -> Response {
     render(state, headers, "/", params, |state, ctx| async move {
-        let o = overview::weekly(&state.store, &state.config, &ctx.caller.access, Some(&ctx.tenant), ctx.from, ctx.to).await?;
-        let mut body = String::new();
-        match &o.latest {
-            Some(l) => {
-                let _ = write!(body, "<p class=\"lede\">Week ending {} · {} pages with data</p><div class=\"cards\">", uk(l.ending), l.pages);
-                let cmp = |f: fn(&overview::Week) -> Option<f64>| {
-                    vec![
-                        ("vs previous week".to_owned(), overview::change(f(l), o.previous.as_ref().and_then(f))),
-                        ("vs same week last year".to_owned(), overview::change(f(l), o.last_year.as_ref().and_then(f))),
-                    ]
-                };
-                body.push_str(&card("Reach (gross)", &num(l.reach), &cmp(|w| w.reach)));
-                body.push_str(&card("Engaged users (gross)", &num(l.engaged_users), &cmp(|w| w.engaged_users)));
-                body.push_str(&card("Views", &num(l.views), &cmp(|w| w.views)));
-                body.push_str("</div>");
+        let o = overview::weekly(&state.store, &state.config, &ctx.caller.access, Some(&ctx.tenant), ctx.from, ctx.to)
+            .await?;
+        let latest = o.latest.as_ref().map(|l| {
+            let card = |label, f: fn(&overview::Week) -> Option<f64>| Card {
+                label,
+                value: num(f(l)),
+                changes: [("vs previous week", o.previous.as_ref()), ("vs same week last year", o.last_year.as_ref())]
+                    .into_iter()
+                    .map(|(against, then)| {
+                        let c = overview::change(f(l), then.and_then(f));
+                        let class = match c {
+                            Some(x) if x > 0.0 => "up",
+                            Some(x) if x < 0.0 => "down",
+                            _ => "flat",
+                        };
+                        CardChange { class, change: pct(c), against }
+                    })
+                    .collect(),
+            };
+            LatestWeek {
+                ending: uk(l.ending),
+                pages: l.pages,
+                cards: vec![
+                    card("Reach (gross)", |w| w.reach),
+                    card("Engaged users (gross)", |w| w.engaged_users),
+                    card("Views", |w| w.views),
+                ],
             }
-            None => body.push_str("<p class=\"empty\">No weeks in this range.</p>"),
-        }
+        });
         let labels: Vec<String> = o.weeks.iter().map(|w| uk(w.ending)).collect();
         // Each on its own axis: engaged users are a few per cent of reach and would draw flat along the bottom.
-        body.push_str(&chart::lines(
+        let reach_svg = chart::lines(
             "Weekly reach across the tenant's pages",
             &labels,
-            &[Series { name: "reach".into(), colour: chart::BLUE, values: o.weeks.iter().map(|w| w.reach).collect(), dashed: false }],
+            &[Series {
+                name: "reach".into(),
+                colour: chart::BLUE,
+                values: o.weeks.iter().map(|w| w.reach).collect(),
+                dashed: false,
+            }],
             None,
             960,
             260,
-        ));
-        body.push_str(&chart::lines(
+        );
+        let engaged_svg = chart::lines(
             "Weekly engaged users across the tenant's pages",
             &labels,
-            &[Series { name: "engaged users".into(), colour: chart::ORANGE, values: o.weeks.iter().map(|w| w.engaged_users).collect(), dashed: false }],
+            &[Series {
+                name: "engaged users".into(),
+                colour: chart::ORANGE,
+                values: o.weeks.iter().map(|w| w.engaged_users).collect(),
+                dashed: false,
+            }],
             None,
             960,
             200,
-        ));
-        body.push_str("<p class=\"note\">Reach and engaged users are each page's weekly unique counts from Meta, summed over pages: gross, because a person reached by two practices' pages counts twice. Weeks are Pacific-time weeks ending on Sunday, as Meta reports them.</p>");
-        let rows = o.weeks.len();
-        Ok((page(&ctx, "/", &format!("{} overview", ctx.tenant_name), &body), rows))
+        );
+        let nav = Nav::new(&ctx, "/", &format!("{} overview", ctx.tenant_name));
+        Ok((html(&OverviewPage { nav, latest, reach_svg, engaged_svg })?, o.weeks.len()))
     })
     .await
 }
@@ -400,6 +470,33 @@ fn sort_param(params: &HashMap<String, String>, allowed: &[&str], default: &str)
     (sort, desc)
 }
 
+struct Heading {
+    href: String,
+    label: &'static str,
+    /// ` ▼`, ` ▲` on the column sorted by, empty on the others.
+    arrow: &'static str,
+}
+
+struct PracticeRow {
+    href: String,
+    name: String,
+    code: String,
+    reach: String,
+    engaged_users: String,
+    views: String,
+    engagement_rate: String,
+    per_1000: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/practices.html")]
+struct PracticesPage {
+    nav: Nav,
+    headings: Vec<Heading>,
+    rows: Vec<PracticeRow>,
+    bars_svg: String,
+}
+
 pub async fn practices(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -409,44 +506,74 @@ pub async fn practices(
         let metrics = [Metric::Reach, Metric::EngagedUsers, Metric::Views, Metric::EngagementRate, Metric::Penetration];
         let names: Vec<&str> = metrics.iter().map(|m| m.name()).chain(["practice"]).collect();
         let (sort, desc) = sort_param(&ctx.params, &names, Metric::Penetration.name());
-        let answer = run_query(&state, &ctx, &metrics, &[Dimension::Practice], vec![], vec![(sort.clone(), desc)], aq::MAX_LIMIT).await?;
+        let answer = run_query(
+            &state,
+            &ctx,
+            &metrics,
+            &[Dimension::Practice],
+            vec![],
+            vec![(sort.clone(), desc)],
+            aq::MAX_LIMIT,
+        )
+        .await?;
         let tenant_practices = state.directory.names.get(&ctx.tenant).cloned().unwrap_or_default();
-        let mut body = String::from("<p class=\"lede\">Each practice over the range: weekly reach summed over the weeks (gross), and penetration as average weekly reach per 1,000 registered patients (a page reaches people who are not its patients too, so this can pass 1,000). Click a heading to sort.</p><table class=\"sortable\"><thead><tr>");
-        let headings = [("practice", "Practice"), (Metric::Reach.name(), "Reach (gross)"), (Metric::EngagedUsers.name(), "Engaged users (gross)"), ("views", "Views"), ("engagement_rate", "Engagement rate"), (Metric::Penetration.name(), "Weekly reach per 1,000 patients")];
-        for (key, label) in headings {
+        let headings = [
+            ("practice", "Practice"),
+            (Metric::Reach.name(), "Reach (gross)"),
+            (Metric::EngagedUsers.name(), "Engaged users (gross)"),
+            ("views", "Views"),
+            ("engagement_rate", "Engagement rate"),
+            (Metric::Penetration.name(), "Weekly reach per 1,000 patients"),
+        ]
+        .into_iter()
+        .map(|(key, label)| {
             let dir = if sort == key && desc { "asc" } else { "desc" };
-            let arrow = if sort == key { if desc { " ▼" } else { " ▲" } } else { "" };
-            let _ = write!(body, "<th><a href=\"{}\">{label}{arrow}</a></th>", escape(&ctx.link("/practices", &[("sort", key), ("dir", dir)])));
-        }
-        body.push_str("</tr></thead><tbody>");
-        for r in &answer.results {
-            let code = &r.dimensions[0];
-            let name = answer.meta.practice_names.get(code).cloned().unwrap_or_default();
-            let _ = write!(
-                body,
-                "<tr><td><a href=\"{}\">{}</a> <span class=\"code\">{}</span></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                escape(&ctx.link(&format!("/practices/{code}"), &[])),
-                escape(&name),
-                escape(code),
-                num(r.metrics[0]),
-                num(r.metrics[1]),
-                num(r.metrics[2]),
-                rate(r.metrics[3]),
-                per_thousand(r.metrics[4])
-            );
-        }
-        body.push_str("</tbody></table>");
+            let arrow = match (sort == key, desc) {
+                (true, true) => " ▼",
+                (true, false) => " ▲",
+                (false, _) => "",
+            };
+            Heading { href: ctx.link("/practices", &[("sort", key), ("dir", dir)]), label, arrow }
+        })
+        .collect();
+        let rows = answer
+            .results
+            .iter()
+            .map(|r| {
+                let code = &r.dimensions[0];
+                PracticeRow {
+                    href: ctx.link(&format!("/practices/{code}"), &[]),
+                    name: answer.meta.practice_names.get(code).cloned().unwrap_or_default(),
+                    code: code.clone(),
+                    reach: num(r.metrics[0]),
+                    engaged_users: num(r.metrics[1]),
+                    views: num(r.metrics[2]),
+                    engagement_rate: rate(r.metrics[3]),
+                    per_1000: per_thousand(r.metrics[4]),
+                }
+            })
+            .collect();
         let bars: Vec<(String, Option<f64>)> = answer
             .results
             .iter()
             .take(15)
             .map(|r| (practice_label(&tenant_practices, &r.dimensions[0]), r.metrics[4]))
             .collect();
-        let _ = write!(body, "<h2>Weekly reach per 1,000 registered patients (first 15 as sorted)</h2>{}", chart::bars("Penetration by practice", &bars, chart::BLUE, 900, &|v| format!("{v:.1}")));
-        let n = answer.results.len();
-        Ok((page(&ctx, "/practices", "Practices", &body), n))
+        let bars_svg = chart::bars("Penetration by practice", &bars, chart::BLUE, 900, &|v| format!("{v:.1}"));
+        let page = PracticesPage { nav: Nav::new(&ctx, "/practices", "Practices"), headings, rows, bars_svg };
+        Ok((html(&page)?, answer.results.len()))
     })
     .await
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/practice.html")]
+struct PracticePage {
+    nav: Nav,
+    name: String,
+    code: String,
+    charts: Vec<String>,
+    posts: PostsTable,
 }
 
 pub async fn practice(
@@ -474,16 +601,17 @@ pub async fn practice(
         )
         .await?;
         let labels: Vec<String> = weekly.results.iter().map(|r| uk_text(&r.dimensions[0])).collect();
-        let mut body = format!("<p class=\"lede\">{} · ODS code {}</p>", escape(name), escape(&code));
-        for (title, name, colour, m, height) in [
+        let charts = [
             ("Weekly reach", "reach", chart::BLUE, 0, 240),
             ("Weekly engaged users", "engaged users", chart::ORANGE, 1, 180),
-        ] {
-            body.push_str(&chart::lines(
+        ]
+        .into_iter()
+        .map(|(title, series, colour, m, height)| {
+            chart::lines(
                 &format!("{title}, {}", practice_label(&names, &code)),
                 &labels,
                 &[Series {
-                    name: name.into(),
+                    name: series.into(),
                     colour,
                     values: weekly.results.iter().map(|r| r.metrics[m]).collect(),
                     dashed: false,
@@ -491,13 +619,19 @@ pub async fn practice(
                 None,
                 960,
                 height,
-            ));
-        }
+            )
+        })
+        .collect();
         let posts = read_report(&state, &ctx, Kind::Posts, Some(&code), Some("-reach"), Some(10)).await?;
-        body.push_str("<h2>Top posts by reach</h2>");
-        body.push_str(&posts_table(&posts)?);
         let rows = weekly.results.len() + posts.batch.num_rows();
-        Ok((page(&ctx, "/practices", name, &body), rows))
+        let page = PracticePage {
+            nav: Nav::new(&ctx, "/practices", name),
+            name: name.clone(),
+            code: code.clone(),
+            charts,
+            posts: PostsTable::of(&posts)?,
+        };
+        Ok((html(&page)?, rows))
     })
     .await
 }
@@ -527,33 +661,59 @@ fn uk_text(iso: &str) -> String {
     NaiveDate::parse_from_str(iso, "%Y-%m-%d").map_or_else(|_| iso.to_owned(), uk)
 }
 
-fn posts_table(posts: &ReportAnswer) -> AppResult<String> {
-    let rows = posts.post_views()?;
-    if rows.is_empty() {
-        return Ok(format!(
-            "<p class=\"empty\">{}</p>",
-            escape(posts.empty_note.as_deref().unwrap_or("No posts in this range."))
-        ));
+/// The posts of a report answer as the dashboard lists them (`templates/dashboard/posts_table.html`).
+struct PostsTable {
+    rows: Vec<PostRow>,
+    /// Why there are none, when there are none.
+    empty: String,
+}
+
+struct PostRow {
+    posted: String,
+    practice: String,
+    post_type: String,
+    topic: String,
+    reach: String,
+    views: String,
+    video_views: String,
+    engagement_rate: String,
+}
+
+impl PostsTable {
+    fn of(posts: &ReportAnswer) -> AppResult<PostsTable> {
+        let rows = posts
+            .post_views()?
+            .into_iter()
+            .map(|p| PostRow {
+                posted: p.created.map(uk).unwrap_or_default(),
+                practice: p.practice_name,
+                post_type: p.post_type,
+                topic: p.topic,
+                reach: num(p.reach),
+                views: num(p.views),
+                video_views: num(p.video_views),
+                engagement_rate: rate(p.engagement_rate),
+            })
+            .collect();
+        let empty = posts.empty_note.clone().unwrap_or_else(|| "No posts in this range.".to_owned());
+        Ok(PostsTable { rows, empty })
     }
-    let mut out = String::from(
-        "<table><thead><tr><th>Posted</th><th>Practice</th><th>Type</th><th>Topic</th><th>Reach</th><th>Views</th><th>Video views</th><th>Engagement rate</th></tr></thead><tbody>",
-    );
-    for p in &rows {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            p.created.map(uk).unwrap_or_default(),
-            escape(&p.practice_name),
-            escape(&p.post_type),
-            escape(&p.topic),
-            num(p.reach),
-            num(p.views),
-            num(p.video_views),
-            rate(p.engagement_rate)
-        );
-    }
-    out.push_str("</tbody></table>");
-    Ok(out)
+}
+
+struct BandRow {
+    band: String,
+    people: String,
+    per_1000: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/age_bands.html")]
+struct AgeBandsPage {
+    nav: Nav,
+    notes: Vec<String>,
+    rows: Vec<BandRow>,
+    people_svg: String,
+    per_1000_svg: String,
 }
 
 pub async fn age_bands(
@@ -562,29 +722,74 @@ pub async fn age_bands(
     QueryString(params): QueryString<HashMap<String, String>>,
 ) -> Response {
     render(state, headers, "/age-bands", params, |state, ctx| async move {
-        let answer = run_query(&state, &ctx, &[Metric::People, Metric::Penetration], &[Dimension::AgeBand], vec![], vec![("age_band".into(), false)], 100).await?;
-        let mut body = String::new();
-        for n in &answer.meta.notes {
-            let _ = write!(body, "<p class=\"note\">{}</p>", escape(n));
-        }
-        if answer.results.is_empty() {
-            // The answer's notes above say why (no facts that early, not computed yet, Meta withheld it, ...).
-            body.push_str("<p class=\"empty\">No age-band figures for this range: see the note above.</p>");
-        }
-        let people: Vec<(String, Option<f64>)> = answer.results.iter().map(|r| (r.dimensions[0].clone(), r.metrics[0])).collect();
-        let pen: Vec<(String, Option<f64>)> = answer.results.iter().map(|r| (r.dimensions[0].clone(), r.metrics[1])).collect();
-        let _ = write!(body, "<div class=\"two\"><section><h2>People engaged, by age band</h2>{}</section><section><h2>Per 1,000 registered patients in the band</h2>{}</section></div>",
-            chart::bars("People by age band", &people, chart::BLUE, 460, &|v| thousands(v)),
-            chart::bars("Penetration by age band", &pen, chart::GREEN, 460, &|v| format!("{v:.1}")));
-        body.push_str("<table><thead><tr><th>Age band</th><th>People</th><th>Per 1,000 registered</th></tr></thead><tbody>");
-        for r in &answer.results {
-            let _ = write!(body, "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>", escape(&r.dimensions[0]), num(r.metrics[0]), per_thousand(r.metrics[1]));
-        }
-        body.push_str("</tbody></table>");
-        let n = answer.results.len();
-        Ok((page(&ctx, "/age-bands", "Age bands", &body), n))
+        let answer = run_query(
+            &state,
+            &ctx,
+            &[Metric::People, Metric::Penetration],
+            &[Dimension::AgeBand],
+            vec![],
+            vec![("age_band".into(), false)],
+            100,
+        )
+        .await?;
+        let people: Vec<(String, Option<f64>)> =
+            answer.results.iter().map(|r| (r.dimensions[0].clone(), r.metrics[0])).collect();
+        let pen: Vec<(String, Option<f64>)> =
+            answer.results.iter().map(|r| (r.dimensions[0].clone(), r.metrics[1])).collect();
+        let page = AgeBandsPage {
+            nav: Nav::new(&ctx, "/age-bands", "Age bands"),
+            notes: answer.meta.notes.clone(),
+            rows: answer
+                .results
+                .iter()
+                .map(|r| BandRow {
+                    band: r.dimensions[0].clone(),
+                    people: num(r.metrics[0]),
+                    per_1000: per_thousand(r.metrics[1]),
+                })
+                .collect(),
+            people_svg: chart::bars("People by age band", &people, chart::BLUE, 460, &|v| thousands(v)),
+            per_1000_svg: chart::bars("Penetration by age band", &pen, chart::GREEN, 460, &|v| format!("{v:.1}")),
+        };
+        Ok((html(&page)?, answer.results.len()))
     })
     .await
+}
+
+/// The metrics a campaign is measured on, in the order the campaigns page offers them.
+const CAMPAIGN_METRICS: [&str; 4] = ["views", "reach", "engagements", "video_views"];
+
+struct MetricLink {
+    href: String,
+    label: String,
+    active: bool,
+}
+
+struct CampaignSection {
+    name: String,
+    from: String,
+    to: String,
+    posts: f64,
+    post_lifetime: String,
+    effect: Option<Effect>,
+    /// Why there is no estimate, when there is none.
+    note: String,
+    series_svg: String,
+}
+
+struct Effect {
+    words: String,
+    lift: String,
+    interval_svg: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/campaigns.html")]
+struct CampaignsPage {
+    nav: Nav,
+    metric: String,
+    metrics: Vec<MetricLink>,
+    campaigns: Vec<CampaignSection>,
 }
 
 pub async fn campaigns(
@@ -594,63 +799,92 @@ pub async fn campaigns(
 ) -> Response {
     render(state, headers, "/campaigns", params, |state, ctx| async move {
         let metric = ctx.params.get("metric").cloned().unwrap_or_else(|| "views".into());
-        if !["views", "reach", "engagements", "video_views"].contains(&metric.as_str()) {
-            return Err(AppError::bad_request(format!("no campaign metric `{metric}`")).with_hint("use views, reach, engagements or video_views"));
+        if !CAMPAIGN_METRICS.contains(&metric.as_str()) {
+            return Err(AppError::bad_request(format!("no campaign metric `{metric}`"))
+                .with_hint("use views, reach, engagements or video_views"));
         }
         let uplift = read_report(&state, &ctx, Kind::Campaigns, None, None, None).await?;
         let mut series_q = report::ReportQuery::new(Kind::CampaignSeries);
         series_q.tenant = Some(ctx.tenant.clone());
         let series = report::query(&state.store, &state.config, &ctx.caller.access, &series_q).await?;
-        let mut body = String::from("<p class=\"lede\">What each campaign added on its pages against a counterfactual built from the same pages' other days, with the interval. ");
-        for m in ["views", "reach", "engagements", "video_views"] {
-            let class = if m == metric { " class=\"active\"" } else { "" };
-            let _ = write!(body, "<a{class} href=\"{}\">{}</a> ", escape(&ctx.link("/campaigns", &[("metric", m)])), m.replace('_', " "));
-        }
-        body.push_str("</p>");
-        body.push_str("<p class=\"note\">How to read an effect: it is what the campaign's pages got beyond what they were expected to get without it. The interval is the range the true effect lies in with the confidence shown (a 94% interval: 94 times in 100 the method's interval holds the true effect). An interval that includes zero means the campaign's effect cannot be told apart from ordinary variation; one that stays above zero means it very likely added something, by at least its lower end.</p>");
         let days = series.campaign_days()?;
-        let mut rows = 0;
-        for c in uplift.campaign_effects()?.iter().filter(|c| c.practice_code == "ALL" && c.metric == metric) {
-            rows += 1;
-            let name = &c.campaign;
-            let (from, to) = (c.window_from, c.window_to);
-            let _ = write!(body, "<section class=\"campaign\"><h2>{}</h2><p>{} to {} · {} posts · their lifetime {}: {}</p>", escape(name), from.map(uk).unwrap_or_default(), to.map(uk).unwrap_or_default(), c.posts, escape(&metric), num(c.post_lifetime));
-            match c.interval() {
-                Some((e, lo, hi)) => {
-                    let _ = write!(body, "<p class=\"effect\">Effect on the pages' {}: {}; lift {}.</p>{}", escape(&metric), escape(&effect_words(e, lo, hi, c.interval_level)), c.lift_pct.map(|l| format!("{l:+.0}%")).unwrap_or_else(|| "n/a".into()), chart::interval(&format!("Effect of {name} with its interval"), e, lo, hi, 600));
+        let campaigns: Vec<CampaignSection> = uplift
+            .campaign_effects()?
+            .iter()
+            .filter(|c| c.practice_code == "ALL" && c.metric == metric)
+            .map(|c| {
+                let name = &c.campaign;
+                let (from, to) = (c.window_from, c.window_to);
+                let effect = c.interval().map(|(e, lo, hi)| Effect {
+                    words: effect_words(e, lo, hi, c.interval_level),
+                    lift: c.lift_pct.map(|l| format!("{l:+.0}%")).unwrap_or_else(|| "n/a".into()),
+                    interval_svg: chart::interval(&format!("Effect of {name} with its interval"), e, lo, hi, 600),
+                });
+                // Observed against counterfactual, day by day, with the campaign's window shaded.
+                let series: Vec<_> = days
+                    .iter()
+                    .filter(|d| &d.campaign == name && d.practice_code == "ALL" && d.metric == metric)
+                    .collect();
+                let observed: Vec<Option<f64>> = series.iter().map(|d| d.observed).collect();
+                let counterfactual: Vec<Option<f64>> = series.iter().map(|d| d.counterfactual).collect();
+                let in_window: Vec<Option<f64>> =
+                    series.iter().map(|d| (d.day.is_some() && d.day >= from && d.day <= to).then_some(0.0)).collect();
+                let top = observed.iter().chain(&counterfactual).flatten().fold(0.0f64, |a, b| a.max(*b));
+                let labels: Vec<String> = series.iter().map(|d| d.day.map(uk).unwrap_or_default()).collect();
+                let band = Band {
+                    lo: in_window.clone(),
+                    hi: in_window.iter().map(|v| v.map(|_| top)).collect(),
+                    colour: chart::ORANGE,
+                };
+                let series_svg = chart::lines(
+                    &format!("{name}: observed and counterfactual daily {metric}"),
+                    &labels,
+                    &[
+                        Series { name: "observed".into(), colour: chart::BLUE, values: observed, dashed: false },
+                        Series {
+                            name: "counterfactual".into(),
+                            colour: chart::GREY,
+                            values: counterfactual,
+                            dashed: true,
+                        },
+                    ],
+                    Some(&band),
+                    960,
+                    260,
+                );
+                CampaignSection {
+                    name: name.clone(),
+                    from: from.map(uk).unwrap_or_default(),
+                    to: to.map(uk).unwrap_or_default(),
+                    posts: c.posts,
+                    post_lifetime: num(c.post_lifetime),
+                    effect,
+                    note: c.note.clone(),
+                    series_svg,
                 }
-                None => {
-                    let _ = write!(body, "<p class=\"note\">No effect estimate: {}</p>", escape(&c.note));
-                }
-            }
-            // Observed against counterfactual, day by day.
-            let series: Vec<_> = days.iter().filter(|d| &d.campaign == name && d.practice_code == "ALL" && d.metric == metric).collect();
-            let observed: Vec<Option<f64>> = series.iter().map(|d| d.observed).collect();
-            let counterfactual: Vec<Option<f64>> = series.iter().map(|d| d.counterfactual).collect();
-            // The campaign window, shaded.
-            let in_window: Vec<Option<f64>> = series.iter().map(|d| (d.day.is_some() && d.day >= from && d.day <= to).then_some(0.0)).collect();
-            let top = observed.iter().chain(&counterfactual).flatten().fold(0.0f64, |a, b| a.max(*b));
-            let labels: Vec<String> = series.iter().map(|d| d.day.map(uk).unwrap_or_default()).collect();
-            let band = Band { lo: in_window.clone(), hi: in_window.iter().map(|v| v.map(|_| top)).collect(), colour: chart::ORANGE };
-            body.push_str(&chart::lines(
-                &format!("{name}: observed and counterfactual daily {metric}"),
-                &labels,
-                &[
-                    Series { name: "observed".into(), colour: chart::BLUE, values: observed, dashed: false },
-                    Series { name: "counterfactual".into(), colour: chart::GREY, values: counterfactual, dashed: true },
-                ],
-                Some(&band),
-                960,
-                260,
-            ));
-            body.push_str("</section>");
-        }
-        if rows == 0 {
-            body.push_str("<p class=\"empty\">No campaigns in this range. Campaigns are configured in pulse.toml and measured by `pulse jobs run`.</p>");
-        }
-        Ok((page(&ctx, "/campaigns", "Campaigns", &body), rows))
+            })
+            .collect();
+        let metrics = CAMPAIGN_METRICS
+            .iter()
+            .map(|m| MetricLink {
+                href: ctx.link("/campaigns", &[("metric", m)]),
+                label: m.replace('_', " "),
+                active: *m == metric,
+            })
+            .collect();
+        let rows = campaigns.len();
+        let page = CampaignsPage { nav: Nav::new(&ctx, "/campaigns", "Campaigns"), metric, metrics, campaigns };
+        Ok((html(&page)?, rows))
     })
     .await
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/posts.html")]
+struct PostsPage {
+    nav: Nav,
+    by_type_svg: String,
+    posts: PostsTable,
 }
 
 pub async fn posts(
@@ -675,15 +909,54 @@ pub async fn posts(
             .iter()
             .map(|r| (format!("{} ({} posts)", r.dimensions[0], num(r.metrics[0])), r.metrics[1]))
             .collect();
-        let body = format!(
-            "<h2>Reach by post type</h2>{}<h2>Top 50 posts by reach</h2>{}",
-            chart::bars("Reach by post type", &bars, chart::BLUE, 700, &|v| thousands(v)),
-            posts_table(&answer)?
-        );
-        let n = answer.batch.num_rows();
-        Ok((page(&ctx, "/posts", "Posts", &body), n))
+        let page = PostsPage {
+            nav: Nav::new(&ctx, "/posts", "Posts"),
+            by_type_svg: chart::bars("Reach by post type", &bars, chart::BLUE, 700, &|v| thousands(v)),
+            posts: PostsTable::of(&answer)?,
+        };
+        Ok((html(&page)?, answer.batch.num_rows()))
     })
     .await
+}
+
+struct ReauthLine {
+    practice: String,
+    page_id: String,
+    detail: String,
+}
+
+struct CheckRow {
+    practice: String,
+    check: String,
+    from: String,
+    to: String,
+    count: f64,
+    detail: String,
+}
+
+struct JobRow {
+    job: String,
+    schedule: String,
+    timezone: String,
+    state: String,
+    tick: String,
+    next: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/quality.html")]
+struct QualityPage {
+    nav: Nav,
+    /// When an ingest run last checked the tenant's tokens (none: no run yet).
+    tokens_checked: Option<String>,
+    /// When the data-quality report was computed.
+    computed: String,
+    reauth: Vec<ReauthLine>,
+    checks: Vec<CheckRow>,
+    /// What "no checks" means for this answer.
+    no_checks: String,
+    jobs: Vec<JobRow>,
 }
 
 pub async fn quality(
@@ -694,67 +967,68 @@ pub async fn quality(
     render(state, headers, "/quality", params, |state, ctx| async move {
         let answer = read_report(&state, &ctx, Kind::Quality, None, None, None).await?;
         let checks = answer.quality_checks()?;
-        let mut body = String::new();
-        let reauth: Vec<_> = checks.iter().filter(|c| c.check_name == "reauth").collect();
         let names = state.directory.names.get(&ctx.tenant).cloned().unwrap_or_default();
         let label = |c: &pulse_app::views::QualityCheckView| {
-            if names.contains_key(&c.practice_code) { practice_label(&names, &c.practice_code) } else { c.practice_name.clone() }
+            if names.contains_key(&c.practice_code) {
+                practice_label(&names, &c.practice_code)
+            } else {
+                c.practice_name.clone()
+            }
         };
-        body.push_str("<h2>Pages needing re-authorisation</h2>");
-        // Tokens are checked by every ingest run; the list comes from the data-quality report. Say both times, in the
-        // scheduler's time zone, so a reader knows how old "every token works" is and whether a newer check exists.
-        let scope = ctx.caller.access.scope(&ctx.tenant).map_err(AppError::from)?;
-        let runs = pulse_store::Store::read_runs(&state.store, &scope).await.map_err(AppError::from)?;
-        let mark = aq::watermark(&state.store, &scope).await?;
+        let token_check = pulse_app::quality::last_token_check(&state.store, &ctx.caller.access, &ctx.tenant).await?;
+        let mark = aq::watermark(&state.store, &ctx.caller.access.scope(&ctx.tenant).map_err(AppError::from)?).await?;
         let computed = mark
             .rsplit_once('@')
             .and_then(|(_, at)| chrono::DateTime::parse_from_rfc3339(at).ok())
             .map_or_else(|| "at an unknown time".to_owned(), |t| uk_time(&state.config, t.with_timezone(&chrono::Utc)));
-        match runs.iter().map(|r| r.finished_at.max(r.started_at)).max() {
-            Some(at) => {
-                let _ = write!(body, "<p class=\"note\">Tokens last checked by an ingest run on {} (every run checks each page's token). This list is from the reports computed {}: <code>pulse jobs run</code> brings it up to date with newer runs.</p>", uk_time(&state.config, at), computed);
-            }
-            None => body.push_str("<p class=\"note\">Token status: no ingest has run for this tenant yet, so no token has been checked.</p>"),
-        }
-        if reauth.is_empty() {
-            body.push_str("<p class=\"ok\">None: every page's token works.</p>");
-        } else {
-            body.push_str("<ul class=\"reauth\">");
-            for c in &reauth {
-                let _ = write!(body, "<li><strong>{}</strong> (page {}): {}</li>", escape(&label(c)), escape(&c.page_id), escape(&c.detail));
-            }
-            body.push_str("</ul>");
-        }
-        body.push_str("<h2>All checks</h2>");
-        if checks.is_empty() {
-            let _ = write!(body, "<p class=\"ok\">{}</p>", escape(answer.empty_note.as_deref().unwrap_or("No issues.")));
-        } else {
-            body.push_str("<table><thead><tr><th>Practice</th><th>Check</th><th>From</th><th>To</th><th>Count</th><th>What to do</th></tr></thead><tbody>");
-            for c in &checks {
-                let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>", escape(&label(c)), escape(&c.check_name), c.day_from.map(uk).unwrap_or_default(), c.day_to.map(uk).unwrap_or_default(), c.count, escape(&c.detail));
-            }
-            body.push_str("</tbody></table>");
-        }
+        let reauth = checks
+            .iter()
+            .filter(|c| c.check_name == "reauth")
+            .map(|c| ReauthLine { practice: label(c), page_id: c.page_id.clone(), detail: c.detail.clone() })
+            .collect();
+        let check_rows: Vec<CheckRow> = checks
+            .iter()
+            .map(|c| CheckRow {
+                practice: label(c),
+                check: c.check_name.clone(),
+                from: c.day_from.map(uk).unwrap_or_default(),
+                to: c.day_to.map(uk).unwrap_or_default(),
+                count: c.count,
+                detail: c.detail.clone(),
+            })
+            .collect();
         // The scheduler's jobs for this tenant: what ran last and what runs next.
         let access = ctx.caller.access.analyst(&ctx.tenant).map_err(AppError::from)?;
-        let jobs = pulse_app::scheduler::status(&state.store, &state.config, &access, chrono::Utc::now()).await?;
-        body.push_str("<h2>Scheduled runs</h2>");
-        if jobs.is_empty() {
-            body.push_str("<p>No scheduled jobs for this tenant (the operator's <code>pulse run</code> daemon runs them).</p>");
-        } else {
-            body.push_str("<table class=\"schedule\"><thead><tr><th>Job</th><th>Schedule</th><th>Last run</th><th>For</th><th>Next run</th><th>Detail</th></tr></thead><tbody>");
-            for j in &jobs {
+        let jobs = pulse_app::scheduler::status(&state.store, &state.config, &access, chrono::Utc::now())
+            .await?
+            .into_iter()
+            .map(|j| {
                 let (state_text, tick, detail) = match &j.truth {
                     Some(s) => (s.state.clone(), uk_time(&state.config, s.tick), s.detail.clone()),
                     None => ("never run".to_owned(), String::new(), String::new()),
                 };
-                let next = j.next.map(|t| uk_time(&state.config, t)).unwrap_or_default();
-                let _ = write!(body, "<tr><td>{}</td><td><code>{}</code> ({})</td><td class=\"state-{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", escape(&j.job), escape(&j.schedule), escape(&j.timezone), escape(&state_text), escape(&state_text), escape(&tick), escape(&next), escape(&detail));
-            }
-            body.push_str("</tbody></table>");
-        }
-        let n = checks.len();
-        Ok((page(&ctx, "/quality", "Data quality", &body), n))
+                JobRow {
+                    next: j.next.map(|t| uk_time(&state.config, t)).unwrap_or_default(),
+                    job: j.job,
+                    schedule: j.schedule,
+                    timezone: j.timezone,
+                    state: state_text,
+                    tick,
+                    detail,
+                }
+            })
+            .collect();
+        let n = check_rows.len();
+        let page = QualityPage {
+            nav: Nav::new(&ctx, "/quality", "Data quality"),
+            tokens_checked: token_check.map(|at| uk_time(&state.config, at)),
+            computed,
+            reauth,
+            checks: check_rows,
+            no_checks: answer.empty_note.clone().unwrap_or_else(|| "No issues.".to_owned()),
+            jobs,
+        };
+        Ok((html(&page)?, n))
     })
     .await
 }
@@ -784,16 +1058,47 @@ fn safe_next(next: Option<&String>) -> String {
     }
 }
 
+#[derive(Template)]
+#[template(path = "dashboard/login.html")]
+struct LoginPage<'a> {
+    title: &'a str,
+    csrf: &'a str,
+    next: &'a str,
+    message: Option<&'a str>,
+}
+
 fn login_page(state: &Shared, next: &str, message: Option<&str>, status: StatusCode) -> Response {
     let csrf = random_token();
-    let body = format!(
-        "<div class=\"login\"><h1>Practice Pulse</h1><p>Log in with your API key (from your operator's <code>pulse keys create</code>).</p>{}<form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"next\" value=\"{}\"><label>API key <input type=\"password\" name=\"key\" autocomplete=\"current-password\" required></label><button type=\"submit\">Log in</button></form></div>",
-        message.map(|m| format!("<p class=\"error\">{}</p>", escape(m))).unwrap_or_default(),
-        escape(next)
-    );
-    let mut resp = html_response(status, shell("Log in", "", &body));
+    let page = LoginPage { title: "Log in", csrf: &csrf, next, message };
+    let mut resp = match html(&page) {
+        Ok(body) => html_response(status, body),
+        Err(e) => return error_page(&e),
+    };
     resp.headers_mut().append(header::SET_COOKIE, cookie_header(state, LOGIN_CSRF_COOKIE, &csrf, 3600));
     resp
+}
+
+/// The unsubscribe pages: the confirmation a digest's link opens, and what the confirming POST did.
+enum UnsubscribeStep {
+    Confirm { action: String },
+    Done,
+    Failed { message: String, hint: String },
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/unsubscribe.html")]
+struct UnsubscribePage<'a> {
+    title: &'a str,
+    list: &'a str,
+    email: &'a str,
+    step: UnsubscribeStep,
+}
+
+fn unsubscribe_page(status: StatusCode, page: &UnsubscribePage<'_>) -> Response {
+    match html(page) {
+        Ok(body) => html_response(status, body),
+        Err(e) => error_page(&e),
+    }
 }
 
 /// `GET /unsubscribe?list=..&email=..&token=..`: the link in a digest. Asks to confirm with a button (a GET must not
@@ -806,13 +1111,8 @@ pub async fn unsubscribe_form(QueryString(params): QueryString<HashMap<String, S
         .append_pair("email", &email)
         .append_pair("token", &get("token"))
         .finish();
-    let body = format!(
-        "<div class=\"login\"><h1>Unsubscribe</h1><p>Stop sending the weekly digest <strong>{}</strong> to <strong>{}</strong>?</p><form method=\"post\" action=\"/unsubscribe?{}\"><button type=\"submit\">Unsubscribe</button></form></div>",
-        escape(&list),
-        escape(&email),
-        escape(&q)
-    );
-    html_response(StatusCode::OK, shell("Unsubscribe", "", &body))
+    let step = UnsubscribeStep::Confirm { action: format!("/unsubscribe?{q}") };
+    unsubscribe_page(StatusCode::OK, &UnsubscribePage { title: "Unsubscribe", list: &list, email: &email, step })
 }
 
 /// `POST /unsubscribe?list=..&email=..&token=..`: from the confirm page, or a mail client's one-click unsubscribe
@@ -827,22 +1127,15 @@ pub async fn unsubscribe(
     match pulse_app::subscriptions::unsubscribe(&state.store, &state.config, &list, &email, &token).await {
         Ok(()) => {
             log_request("-", "-", &format!("POST /unsubscribe list={list}"), 1, 200, started);
-            let body = format!(
-                "<div class=\"login\"><h1>Unsubscribed</h1><p>{} will not get the weekly digest <strong>{}</strong> any more.</p></div>",
-                escape(&email),
-                escape(&list)
-            );
-            html_response(StatusCode::OK, shell("Unsubscribed", "", &body))
+            let page =
+                UnsubscribePage { title: "Unsubscribed", list: &list, email: &email, step: UnsubscribeStep::Done };
+            unsubscribe_page(StatusCode::OK, &page)
         }
         Err(e) => {
             log_request("-", "-", &format!("POST /unsubscribe list={list}"), 0, e.status(), started);
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let body = format!(
-                "<div class=\"login\"><h1>Could not unsubscribe</h1><p class=\"error\">{}</p><p>{}</p></div>",
-                escape(&e.message),
-                escape(e.hint.as_deref().unwrap_or(""))
-            );
-            html_response(status, shell("Unsubscribe", "", &body))
+            let step = UnsubscribeStep::Failed { message: e.message.clone(), hint: e.hint.clone().unwrap_or_default() };
+            unsubscribe_page(status, &UnsubscribePage { title: "Unsubscribe", list: &list, email: &email, step })
         }
     }
 }
@@ -920,4 +1213,106 @@ pub async fn not_found() -> Response {
         &AppError::not_found("there is no such page")
             .with_hint("the dashboard starts at /; the API is described at /api/v1/openapi.json"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Askama escapes every value; `|safe` is the one way around it, kept for the charts `pulse_app::chart` draws.
+    /// A `|safe` on anything else fails here.
+    #[test]
+    fn only_chart_svg_is_inserted_unescaped() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/dashboard");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (at, _) in text.match_indices("|safe") {
+                let before = &text[..at];
+                let name = before.rsplit(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')).next().unwrap();
+                assert!(
+                    name.ends_with("_svg") || name == "svg",
+                    "{}: `{name}|safe` inserts something that is not a chart unescaped",
+                    path.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 8, "the charts are found ({seen})");
+    }
+
+    fn nav(title: &str) -> Nav {
+        Nav {
+            title: title.to_owned(),
+            links: vec![NavLink { href: "/?tenant=a&from=2018-01-01".into(), label: "Overview", active: true }],
+            key_id: "k1".into(),
+            tenant_name: "North <Staffs>".into(),
+            csrf: "c\"srf".into(),
+            action: "/".into(),
+            tenants: vec![
+                TenantOption { id: "a".into(), name: "A & B".into(), selected: true },
+                TenantOption { id: "b".into(), name: "B".into(), selected: false },
+            ],
+            hidden: vec![("sort".into(), "\"><script>".into())],
+            from: "2018-01-01".into(),
+            to: String::new(),
+        }
+    }
+
+    #[test]
+    fn every_value_is_escaped_and_the_page_carries_its_state() {
+        let page = PracticePage {
+            nav: nav("St Mary's <b>"),
+            name: "<script>alert(1)</script>".into(),
+            code: "M83001".into(),
+            charts: vec!["<svg><text>chart</text></svg>".into()],
+            posts: PostsTable {
+                rows: vec![PostRow {
+                    posted: "25 Mar 2018".into(),
+                    practice: "A&E <i>".into(),
+                    post_type: "video".into(),
+                    topic: "stroke".into(),
+                    reach: "1,234".into(),
+                    views: "n/a".into(),
+                    video_views: "10".into(),
+                    engagement_rate: "1.0%".into(),
+                }],
+                empty: String::new(),
+            },
+        };
+        let out = html(&page).unwrap();
+        for raw in ["<script>", "<b>", "<i>", "\"><script>", "North <Staffs>", "c\"srf"] {
+            assert!(!out.contains(raw), "{raw} reached the page unescaped");
+        }
+        for escaped in
+            ["&#60;script&#62;alert(1)&#60;/script&#62;", "A&#38;E &#60;i&#62;", "North &#60;Staffs&#62;", "A &#38; B"]
+        {
+            assert!(
+                out.contains(escaped)
+                    || out
+                        .contains(&escaped.replace("&#60;", "&lt;").replace("&#62;", "&gt;").replace("&#38;", "&amp;")),
+                "{escaped} missing from {out}"
+            );
+        }
+        assert!(out.contains("<svg><text>chart</text></svg>"), "the chart is drawn");
+        assert!(out.contains("<option value=\"a\" selected>"), "the tenant picker marks the tenant");
+        assert!(out.contains("name=\"from\" value=\"2018-01-01\""), "the range is kept");
+        assert!(
+            out.contains("<a href=\"/?tenant=a&#38;from=2018-01-01\" class=\"active\">")
+                || out.contains("<a href=\"/?tenant=a&amp;from=2018-01-01\" class=\"active\">")
+        );
+    }
+
+    #[test]
+    fn the_posts_table_says_why_it_is_empty() {
+        let page = PostsPage {
+            nav: nav("Posts"),
+            by_type_svg: String::new(),
+            posts: PostsTable { rows: vec![], empty: "No posts before 1 Jan 2017 <ever>".into() },
+        };
+        let out = html(&page).unwrap();
+        assert!(out.contains("<p class=\"empty\">No posts before 1 Jan 2017 "), "{out}");
+        assert!(!out.contains("<table>"), "no empty table");
+    }
 }
