@@ -185,9 +185,64 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     let directory = Directory::load(config)?;
     let names = directory.names.get(tenant).cloned().unwrap_or_default();
     let name_of = |code: &str| names.get(code).cloned().unwrap_or_else(|| code.to_owned());
+    let read = |kind: Kind| {
+        let mut q = ReportQuery::new(kind);
+        q.tenant = Some(tenant.to_owned());
+        q
+    };
 
-    // Headline and trend: the tenant roll-up.
-    let ov = overview::weekly(store, config, &access, Some(tenant), None, Some(week_end)).await?;
+    let (headline, trend) = headline_and_trend(store, config, &access, tenant, week_end).await?;
+
+    // Practices: engagements per 1,000 registered patients this week; their own history for anomalies.
+    let mut rq = read(Kind::Reach);
+    rq.from = Some(week_end - Duration::weeks(HISTORY_WEEKS));
+    rq.to = Some(week_end);
+    let reach = report::query(store, config, &access, &rq).await?;
+    let mut practices = practice_week(&reach, &directory, &name_of, week_end);
+
+    let ages = age_window(store, config, &access, tenant, week_start, week_end).await?;
+
+    // Campaigns live in the week or ended in the four weeks before; the tenant total of each metric.
+    let camps = report::query(store, config, &access, &read(Kind::Campaigns)).await?.campaign_effects()?;
+    let campaigns = campaign_lines(&camps, week_start, week_end);
+
+    // Data quality: what concerns the week or is still open (re-authorisation first).
+    let quality = report::query(store, config, &access, &read(Kind::Quality)).await?;
+    let alerts = alerts_of(quality.quality_checks()?, week_start, &name_of);
+
+    set_aside_explained(&mut practices.anomalies, &camps, week_start, week_end);
+
+    Ok(Digest {
+        tenant: tenant.to_owned(),
+        tenant_name: tenant_cfg.name.clone(),
+        week_start,
+        week_end,
+        headline,
+        trend,
+        top: practices.top,
+        bottom: practices.bottom,
+        practices_with_data: practices.with_data,
+        bands: ages.bands,
+        bands_window_end: ages.window_end.map(from_day),
+        bands_latest_available: ages.latest_available.map(from_day),
+        campaigns,
+        alerts,
+        anomalies: practices.anomalies,
+        complete: practices.complete,
+        run: reach.run.clone(),
+    })
+}
+
+/// The week's headline figures against the week before and the same week a year earlier (people reached, engaged
+/// users, posts published), and the last 13 weeks for the chart, as published (rounded).
+async fn headline_and_trend<S: Store>(
+    store: &S,
+    config: &Config,
+    access: &pulse_config::Access,
+    tenant: &str,
+    week_end: NaiveDate,
+) -> AppResult<(Vec<Figure>, Vec<(NaiveDate, Option<f64>, Option<f64>)>)> {
+    let ov = overview::weekly(store, config, access, Some(tenant), None, Some(week_end)).await?;
     let this = ov.latest.as_ref().filter(|w| w.ending == week_end);
     let prev = this.and(ov.previous.as_ref());
     let last_year = this.and(ov.last_year.as_ref());
@@ -202,7 +257,7 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
     // Posts: how many were published in each of the three weeks.
     let mut pq = ReportQuery::new(Kind::Posts);
     pq.tenant = Some(tenant.to_owned());
-    let posts = report::query(store, config, &access, &pq).await?;
+    let posts = report::query(store, config, access, &pq).await?;
     let posts = posts.post_views()?;
     let posts_in = |end: NaiveDate| -> Option<f64> {
         let from = end - Duration::days(6);
@@ -235,13 +290,25 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
             people: false,
         },
     ];
+    Ok((headline, trend))
+}
 
-    // Practices: engagements per 1,000 registered patients this week; their own history for anomalies.
-    let mut rq = ReportQuery::new(Kind::Reach);
-    rq.tenant = Some(tenant.to_owned());
-    rq.from = Some(week_end - Duration::weeks(HISTORY_WEEKS));
-    rq.to = Some(week_end);
-    let reach = report::query(store, config, &access, &rq).await?;
+/// The practices' week: the league by engagements per 1,000 registered patients, anomalies against each practice's
+/// own previous weeks, and whether every page has all seven days.
+struct PracticeWeek {
+    top: Vec<PracticeLine>,
+    bottom: Vec<PracticeLine>,
+    with_data: usize,
+    anomalies: Vec<Alert>,
+    complete: bool,
+}
+
+fn practice_week(
+    reach: &report::ReportAnswer,
+    directory: &Directory,
+    name_of: &dyn Fn(&str) -> String,
+    week_end: NaiveDate,
+) -> PracticeWeek {
     let (code, ending, engagements) = (
         Col::of(&reach.batch, "practice_code"),
         Col::of(&reach.batch, "week_ending"),
@@ -286,12 +353,28 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         })
         .collect();
     league.sort_by(|a, b| b.per_1000.total_cmp(&a.per_1000).then_with(|| a.code.cmp(&b.code)));
-    let practices_with_data = league.len();
     let top: Vec<PracticeLine> = league.iter().take(LEAGUE).cloned().collect();
     let bottom: Vec<PracticeLine> =
         league.iter().rev().take(LEAGUE.min(league.len().saturating_sub(top.len()))).cloned().collect();
+    PracticeWeek {
+        with_data: league.len(),
+        top,
+        bottom,
+        anomalies: anomalies_of(&by_practice, this_week, &shown_of, name_of),
+        complete,
+    }
+}
+
+/// Practices whose week is far from their own previous weeks (robust z-score) and outside all of them; judged on the
+/// exact figures, shown as published.
+fn anomalies_of(
+    by_practice: &BTreeMap<String, BTreeMap<i32, f64>>,
+    this_week: i32,
+    shown_of: &dyn Fn(&str, i32) -> Option<f64>,
+    name_of: &dyn Fn(&str) -> String,
+) -> Vec<Alert> {
     let mut anomalies = Vec::new();
-    for (code, weeks) in &by_practice {
+    for (code, weeks) in by_practice {
         let Some(now) = weeks.get(&this_week) else { continue };
         let history: Vec<f64> = weeks.iter().filter(|(w, _)| **w < this_week).map(|(_, v)| *v).collect();
         if history.len() < 4 {
@@ -329,13 +412,32 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
             });
         }
     }
+    anomalies
+}
 
-    // Age bands: the tenant's 28-day window ending with the week (the reports keep one a week, ending on its Sunday,
-    // and the latest), or the day before it began.
+/// The tenant's age bands for the week, and which windows there are.
+struct AgeWindow {
+    bands: Vec<BandLine>,
+    /// The window shown (day number).
+    window_end: Option<i32>,
+    /// The latest window computed at all, which says why there is none for the week.
+    latest_available: Option<i32>,
+}
+
+/// The tenant's 28-day window ending with the week (the reports keep one a week, ending on its Sunday, and the
+/// latest), or the day before it began.
+async fn age_window<S: Store>(
+    store: &S,
+    config: &Config,
+    access: &pulse_config::Access,
+    tenant: &str,
+    week_start: NaiveDate,
+    week_end: NaiveDate,
+) -> AppResult<AgeWindow> {
     let mut aq = ReportQuery::new(Kind::AgeBands);
     aq.tenant = Some(tenant.to_owned());
     (aq.from, aq.to) = (Some(week_start - chrono::Duration::days(1)), Some(week_end));
-    let ages = report::query(store, config, &access, &aq).await?;
+    let ages = report::query(store, config, access, &aq).await?;
     let (level, window, band, ppl, reg, source) = (
         Col::of(&ages.batch, "level"),
         Col::of(&ages.batch, "window_end"),
@@ -356,7 +458,7 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
         None => {
             aq.from = None;
             aq.to = None;
-            let latest = report::query(store, config, &access, &aq).await?;
+            let latest = report::query(store, config, access, &aq).await?;
             let w = Col::of(&latest.batch, "window_end");
             (0..latest.batch.num_rows()).filter_map(|i| w.day(i)).max()
         }
@@ -373,41 +475,7 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
             penetration: published_count(ppl.num(*i)).zip(reg.num(*i).filter(|r| *r > 0.0)).map(|(p, r)| p / r),
         })
         .collect();
-
-    // Campaigns live in the week or ended in the four weeks before; the tenant total of each metric.
-    let mut cq = ReportQuery::new(Kind::Campaigns);
-    cq.tenant = Some(tenant.to_owned());
-    let camps = report::query(store, config, &access, &cq).await?;
-    let camps = camps.campaign_effects()?;
-    let campaigns = campaign_lines(&camps, week_start, week_end);
-
-    // Data quality: what concerns the week or is still open (re-authorisation first).
-    let mut qq = ReportQuery::new(Kind::Quality);
-    qq.tenant = Some(tenant.to_owned());
-    let quality = report::query(store, config, &access, &qq).await?;
-    let alerts = alerts_of(quality.quality_checks()?, week_start, &name_of);
-
-    set_aside_explained(&mut anomalies, &camps, week_start, week_end);
-
-    Ok(Digest {
-        tenant: tenant.to_owned(),
-        tenant_name: tenant_cfg.name.clone(),
-        week_start,
-        week_end,
-        headline,
-        trend,
-        top,
-        bottom,
-        practices_with_data,
-        bands,
-        bands_window_end: latest_window.map(from_day),
-        bands_latest_available: available.map(from_day),
-        campaigns,
-        alerts,
-        anomalies,
-        complete,
-        run: reach.run.clone(),
-    })
+    Ok(AgeWindow { bands, window_end: latest_window, latest_available: available })
 }
 
 /// The campaigns live in the week or ended in the four weeks before, each as the tenant's total of its metric,
