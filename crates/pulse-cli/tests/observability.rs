@@ -115,7 +115,7 @@ fn grafana_dashboard_queries_run_on_what_prometheus_scraped(prom: &str) {
         }
     }
     // rate() and increase() need two scrapes of a series: ask until the panels of what this test did draw.
-    let must = ["requests per second", "rows written", "Graph API calls", "Report jobs"];
+    let must = ["requests per second", "99th percentile latency", "rows written", "Graph API calls", "Report jobs"];
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut drawn = Vec::new();

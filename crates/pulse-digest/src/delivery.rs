@@ -29,7 +29,7 @@ use pulse_app::subscriptions;
 pub const STREAM: &str = "delivery";
 
 /// Stands for the recipient's own unsubscribe link in a digest rendered once for the whole list.
-const UNSUBSCRIBE_PLACEHOLDER: &str = "https://unsubscribe.invalid/placeholder";
+pub(crate) const UNSUBSCRIBE_PLACEHOLDER: &str = "https://unsubscribe.invalid/placeholder";
 
 /// One step of a delivery.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -507,4 +507,15 @@ mod tests {
         assert_eq!(r.pictures.len(), 3, "trend, engaged, league");
         assert!(r.html.contains("src=\"cid:league\""));
     }
+
+    /// Delivery renders once with a placeholder link and puts each recipient's own link in its place: the
+    /// placeholder must come through the template's escaping unchanged, in both parts, or no one could unsubscribe.
+    #[test]
+    fn the_unsubscribe_placeholder_survives_escaping_in_both_parts() {
+        let placeholder = crate::delivery::UNSUBSCRIBE_PLACEHOLDER;
+        let links = Links { dashboard: "https://pulse.example".into(), unsubscribe: Some(placeholder.into()) };
+        let r = render(&digest(), &links).unwrap();
+        assert!(r.text.contains(&format!("Stop these emails: {placeholder}")));
+        assert!(r.html.contains(&format!("href=\"{placeholder}\">Unsubscribe</a>")), "{}", r.html);
+    }
 }

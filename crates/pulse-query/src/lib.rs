@@ -55,6 +55,11 @@ named_enum!(
         VideoViews = "video_views": "video views of posts (3-second views as Meta counts them)",
         Posts = "posts": "posts published",
         People = "people": "people in the age band (the latest 28-day window in the range)",
+        Effect = "effect": "a campaign's effect on one figure (ask by campaign and campaign_metric): what its pages got over the window beyond the counterfactual built from their other days",
+        EffectLow = "effect_low": "the low end of the effect's interval, at interval_level",
+        EffectHigh = "effect_high": "the high end of the effect's interval, at interval_level",
+        IntervalLevel = "interval_level": "the interval's confidence level (0.95 when there are enough placebo weeks; lower, and stated, when there are not)",
+        Lift = "lift_pct": "the effect as a percentage of the counterfactual",
     }
 );
 
@@ -74,6 +79,8 @@ impl Metric {
         match self {
             Metric::Reach => "reach",
             Metric::EngagedUsers => "engaged_users",
+            Metric::EffectLow => "effect_lo",
+            Metric::EffectHigh => "effect_hi",
             m => m.name(),
         }
     }
@@ -89,6 +96,7 @@ named_enum!(
         Campaign = "campaign": "the campaign's name",
         PostType = "post_type": "photo, video, link or status",
         Topic = "topic": "the post's topic tag",
+        CampaignMetric = "campaign_metric": "the figure a campaign is measured on: views, reach, engagements or video_views",
     }
 );
 
@@ -119,7 +127,7 @@ impl Source {
             Source::Reach => &[Practice, Week],
             Source::Posts => &[Practice, Week, PostType, Topic],
             Source::AgeBands => &[Practice, AgeBand, Gender],
-            Source::Campaigns => &[Practice, Campaign],
+            Source::Campaigns => &[Practice, Campaign, CampaignMetric],
         }
     }
 
@@ -129,7 +137,9 @@ impl Source {
             Source::Reach => &[Reach, EngagedUsers, Views, Engagements, EngagementRate, Penetration],
             Source::Posts => &[Posts, Reach, Views, Engagements, EngagedUsers, VideoViews, EngagementRate],
             Source::AgeBands => &[People, Penetration],
-            Source::Campaigns => &[Reach, Views, Engagements, VideoViews],
+            Source::Campaigns => {
+                &[Reach, Views, Engagements, VideoViews, Effect, EffectLow, EffectHigh, IntervalLevel, Lift]
+            }
         }
     }
 
@@ -203,6 +213,7 @@ pub struct Query {
 /// The request body as sent (Plausible's v2 shape; `site_id` names the tenant). [`Query::parse`] reads it and
 /// checks every name and bound; the OpenAPI document describes it from this definition.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = Query)]
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     /// Tenant id; required for a key that reads several tenants.
@@ -539,11 +550,12 @@ impl Directory {
 
 /// The answer: rows of dimension values and metric values, and what a reader needs to read them.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = QueryAnswer)]
 pub struct Answer {
     pub results: Vec<Row>,
     pub meta: Meta,
     /// The query as understood (defaults filled in).
-    #[schema(value_type = Object)]
+    #[schema(value_type = QueryBody)]
     pub query: Value,
 }
 
@@ -798,9 +810,24 @@ impl Sum {
 }
 
 /// The sums a group keeps, by slot.
-const SLOTS: [&str; 9] =
-    ["reach", "engaged_users", "views", "engagements", "video_views", "posts", "rate_num", "rate_den", "people"];
-const REGISTERED: usize = 9;
+const SLOTS: [&str; 14] = [
+    "reach",
+    "engaged_users",
+    "views",
+    "engagements",
+    "video_views",
+    "posts",
+    "rate_num",
+    "rate_den",
+    "people",
+    // A campaign row's estimate (read only from a group of one row: effects do not add up).
+    "effect",
+    "effect_lo",
+    "effect_hi",
+    "interval_level",
+    "lift_pct",
+];
+const REGISTERED: usize = 14;
 
 fn slot(name: &str) -> usize {
     if name == "registered" {
@@ -811,10 +838,12 @@ fn slot(name: &str) -> usize {
 
 #[derive(Debug, Default)]
 struct Group {
-    sums: [Sum; 10],
+    sums: [Sum; 15],
     practices: BTreeSet<String>,
     weeks: BTreeSet<i32>,
     rows: usize,
+    /// A campaign row's note (why an estimate is missing), for a group of one row.
+    note: String,
 }
 
 fn sunday_on_or_after(d: NaiveDate) -> NaiveDate {
@@ -851,7 +880,7 @@ fn compute(
                 .iter()
                 .map(|p| names.contains_key(p).then(|| directory.registered.get(p).copied()).flatten())
                 .sum();
-            (dims, Totals { sums: g.sums, days: g.weeks.len(), registered })
+            (dims, Totals { sums: g.sums, days: g.weeks.len(), registered, rows: g.rows, note: g.note })
         })
         .collect();
     if groups_empty {
@@ -928,7 +957,9 @@ fn group_rows(source: Source, batch: &RecordBatch, q: &Query, sel: &Selection) -
         _ => Vec::new(),
     };
     let (engaged_col, engagements_col, reach_col) = (col("engaged_users"), col("engagements"), col("reach"));
-    let (registered_col, lifetime_col) = (col("registered"), col("post_lifetime"));
+    let (registered_col, lifetime_col, note_col) = (col("registered"), col("post_lifetime"), col("note"));
+    let estimates: Vec<(&str, Col)> =
+        ["effect", "effect_lo", "effect_hi", "interval_level", "lift_pct"].iter().map(|c| (*c, col(c))).collect();
     let gender_cols: Vec<Col> = genders.iter().map(|g| col(g)).collect();
     let mut groups: BTreeMap<Vec<String>, Group> = BTreeMap::new();
     // Contains filters compare lowercased: the values once here, not once per row.
@@ -974,6 +1005,7 @@ fn group_rows(source: Source, batch: &RecordBatch, q: &Query, sel: &Selection) -
                     Dimension::Campaign => campaign_col.text(i).into(),
                     Dimension::PostType => type_col.text(i).into(),
                     Dimension::Topic => topic_col.text(i).into(),
+                    Dimension::CampaignMetric => metric_col.text(i).into(),
                 }
             };
             let keep = q.filters.iter().enumerate().all(|(fi, f)| {
@@ -1024,6 +1056,10 @@ fn group_rows(source: Source, batch: &RecordBatch, q: &Query, sel: &Selection) -
                     if ["views", "reach", "engagements", "video_views"].contains(&metric) {
                         g.sums[slot(metric)].add(lifetime_col.num(i));
                     }
+                    for (name, c) in &estimates {
+                        g.sums[slot(name)].add(c.num(i));
+                    }
+                    g.note = note_col.text(i).to_owned();
                 }
             }
         }
@@ -1218,11 +1254,11 @@ fn totals_of(groups: Vec<pulse_store::AggregateGroup>) -> BTreeMap<Vec<String>, 
     groups
         .into_iter()
         .map(|g| {
-            let mut sums = [Sum::default(); 10];
+            let mut sums = [Sum::default(); 15];
             for (column, value) in SUMMED_REACH.iter().zip(&g.sums) {
                 sums[slot(column)].add(*value);
             }
-            (g.keys, Totals { sums, days: g.days as usize, registered: g.weight })
+            (g.keys, Totals { sums, days: g.days as usize, registered: g.weight, rows: 0, note: String::new() })
         })
         .collect()
 }
@@ -1230,11 +1266,20 @@ fn totals_of(groups: Vec<pulse_store::AggregateGroup>) -> BTreeMap<Vec<String>, 
 /// A group's figures, however they were added up (here, or where the data lives).
 #[derive(Debug, Default)]
 struct Totals {
-    sums: [Sum; 10],
+    sums: [Sum; 15],
     /// Distinct days of the source's date column (weeks, for weekly reach).
     days: usize,
     /// The registered patients of the group's practices (`None` when any is unknown).
     registered: Option<f64>,
+    /// Report rows in the group (campaign estimates are read from a group of exactly one).
+    rows: usize,
+    /// A campaign row's note, for a group of one row.
+    note: String,
+}
+
+/// A metric that reads one campaign row's estimate rather than adding rows up.
+fn is_estimate(m: Metric) -> bool {
+    matches!(m, Metric::Effect | Metric::EffectLow | Metric::EffectHigh | Metric::IntervalLevel | Metric::Lift)
 }
 
 /// From groups' totals to the answer: the metrics' figures, notes, order, the page asked for, names.
@@ -1261,10 +1306,19 @@ fn finish(
                 .into(),
         );
     }
+    let estimates_asked = q.metrics.iter().any(|m| is_estimate(*m));
+    let (mut several, mut missing) = (0, Vec::new());
     let mut results: Vec<Row> = totals
         .into_iter()
         .map(|(dims, g)| {
             let s = |name: &str| g.sums[slot(name)].0;
+            if estimates_asked {
+                if g.rows > 1 {
+                    several += 1;
+                } else if g.sums[slot("effect")].0.is_none() && !g.note.is_empty() {
+                    missing.push(format!("{}: {}", dims.join(" / "), g.note));
+                }
+            }
             let metrics = q
                 .metrics
                 .iter()
@@ -1278,6 +1332,8 @@ fn finish(
                     }
                     (Source::AgeBands, Metric::Penetration) => ratio(s("people").map(|p| p * 1000.0), s("registered")),
                     (_, Metric::People) => s("people"),
+                    // An estimate is one campaign's on one figure: a group of several rows has none.
+                    (_, m) if is_estimate(*m) => (g.rows == 1).then(|| s(m.slot_name())).flatten(),
                     (_, m) => s(m.slot_name()),
                 })
                 .map(|v| v.map(round_figure))
@@ -1285,6 +1341,18 @@ fn finish(
             Row { dimensions: dims, metrics }
         })
         .collect();
+    if several > 0 {
+        notes.push(format!(
+            "effects are per campaign and figure: {several} group(s) hold several campaigns or figures, so their effect, interval and lift are n/a; ask by campaign and campaign_metric (or filter campaign_metric)"
+        ));
+    }
+    if !missing.is_empty() {
+        let n = missing.len();
+        notes.extend(missing.into_iter().take(10).map(|m| format!("no effect estimate for {m}")));
+        if n > 10 {
+            notes.push(format!("and {} more without an estimate (the campaigns report says why)", n - 10));
+        }
+    }
     let order: Vec<(String, bool)> = if q.order_by.is_empty() {
         if q.dimensions.contains(&Dimension::Week) {
             vec![("week".into(), false)]

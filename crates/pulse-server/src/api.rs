@@ -239,14 +239,15 @@ pub fn report_query(kind: Kind, params: &HashMap<String, String>) -> AppResult<R
         ("to" = Option<chrono::NaiveDate>, Query, description = "last day (ISO 8601); at most three years after `from`"),
         ("latest_week" = Option<bool>, Query, description = "only the latest week"),
         ("sort" = Option<String>, Query, description = "a column; -column for descending"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "rows per page (default and most 10,000)"),
+        ("limit" = Option<usize>, Query, minimum = 1, description = "rows per page (default and most: the maximum)"),
         ("offset" = Option<usize>, Query, description = "rows to skip: the `next` link carries it"),
         ("variant" = Option<String>, Query, description = "a what-if range's reports (`pulse jobs run --from --to`)"),
+        ("tenant" = Option<String>, Query, description = "the same as site_id"),
         ("format" = Option<String>, Query, description = "json (default), csv or parquet"),
     ),
     responses(
         (status = 200, description = "the rows: JSON with the run, total and next page; CSV and Parquet as downloads with X-Total-Count and a Link to the next page",
-            content((wire::ReportPage = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
+            content((wire::ReportPage = "application/json"), (String = "text/csv"), (String = "application/vnd.apache.parquet"))),
         Errors
     ))]
 pub async fn report(

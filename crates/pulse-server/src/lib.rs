@@ -104,11 +104,16 @@ pub fn json_body(v: &serde_json::Value) -> Response {
     json_of(v)
 }
 
-/// Any serialisable body (the types in [`wire`]) as a JSON response.
+/// Any serialisable body (the types in [`wire`]) as a JSON response; a body that cannot be serialised is a 500 with
+/// the usual error body, never an empty 200.
 pub fn json_of<T: serde::Serialize + ?Sized>(v: &T) -> Response {
-    let mut text = serde_json::to_vec(v).unwrap_or_default();
-    text.push(b'\n');
-    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+    match serde_json::to_vec(v) {
+        Ok(mut text) => {
+            text.push(b'\n');
+            ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+        }
+        Err(e) => ApiError(AppError::new(ErrorKind::Internal, format!("serialising a response: {e}"))).into_response(),
+    }
 }
 
 /// One line per request: key id, tenant, what was asked, rows, status, ms. Never the key or a body.

@@ -40,6 +40,12 @@ pub enum Errors {
     /// over the key's rate or work budget; Retry-After says when to retry
     #[response(status = 429)]
     RateLimited(ErrorBody),
+    /// the method is not one this path answers
+    #[response(status = 405)]
+    MethodNotAllowed(ErrorBody),
+    /// the server failed to answer; the operator's log has the detail
+    #[response(status = 500)]
+    Internal(ErrorBody),
     /// the store is unavailable; retry
     #[response(status = 503)]
     Unavailable(ErrorBody),
@@ -130,11 +136,11 @@ pub fn document() -> Value {
         )),
     );
     // The query's names are data (Metric::ALL, Dimension::ALL), not types: fill in their enumerations.
-    let q = ["components", "schemas", "QueryBody", "properties"];
+    let q = ["components", "schemas", "Query", "properties"];
     set(&mut doc, &[&q[..], &["metrics", "items", "enum"]].concat(), json!(metrics));
     set(&mut doc, &[&q[..], &["metrics", "minItems"]].concat(), json!(1));
     set(&mut doc, &[&q[..], &["dimensions", "items", "enum"]].concat(), json!(dimensions));
-    let range_doc = doc["components"]["schemas"]["QueryBody"]["properties"]["date_range"]["description"].clone();
+    let range_doc = doc["components"]["schemas"]["Query"]["properties"]["date_range"]["description"].clone();
     set(
         &mut doc,
         &[&q[..], &["date_range"]].concat(),
@@ -160,16 +166,28 @@ pub fn document() -> Value {
         &[&q[..], &["order_by", "items"]].concat(),
         json!({"type": "array", "description": "[metric or dimension, direction]", "prefixItems": [{"type": "string", "enum": orderable}, {"type": "string", "enum": ["asc", "desc"]}]}),
     );
-    set(&mut doc, &[&q[..], &["pagination", "properties", "limit", "maximum"]].concat(), json!(query::MAX_LIMIT));
+    set(&mut doc, &["components", "schemas", "Pagination", "properties", "limit", "maximum"], json!(query::MAX_LIMIT));
     let e = ["components", "schemas", "ExportRequest", "properties"];
     set(&mut doc, &[&e[..], &["tables", "items", "enum"]].concat(), json!(pulse_export::TABLES));
     set(&mut doc, &[&e[..], &["metrics", "items", "enum"]].concat(), json!(pulse_export::METRICS));
-    // The report kinds, where the path names one.
-    if let Some(params) = doc["paths"]["/api/v1/reports/{kind}"]["get"]["parameters"].as_array_mut() {
-        for p in params.iter_mut().filter(|p| p["name"] == "kind") {
-            p["schema"]["enum"] = json!(kinds);
+    // The report endpoint: its kinds, formats and page size, and the Parquet download as a binary body.
+    let report = &mut doc["paths"]["/api/v1/reports/{kind}"]["get"];
+    if let Some(params) = report["parameters"].as_array_mut() {
+        for p in params.iter_mut() {
+            match p["name"].as_str() {
+                Some("kind") => p["schema"]["enum"] = json!(kinds),
+                Some("format") => p["schema"]["enum"] = json!(["json", "csv", "parquet"]),
+                Some("limit") => p["schema"]["maximum"] = json!(query::MAX_LIMIT),
+                _ => {}
+            }
         }
     }
+    report["responses"]["200"]["content"]["application/vnd.apache.parquet"]["schema"] =
+        json!({"type": "string", "contentMediaType": "application/vnd.apache.parquet"});
+    report["responses"]["200"]["headers"] = json!({
+        "X-Total-Count": {"description": "rows before paging", "schema": {"type": "integer"}},
+        "Link": {"description": "`<next page>; rel=\"next\"` when rows follow", "schema": {"type": "string"}}
+    });
     doc
 }
 
@@ -181,7 +199,7 @@ mod tests {
     fn the_document_lists_every_metric_dimension_and_report() {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
-        let q = &doc["components"]["schemas"]["QueryBody"]["properties"];
+        let q = &doc["components"]["schemas"]["Query"]["properties"];
         let names = |v: &Value| -> Vec<String> {
             v.as_array()
                 .unwrap_or_else(|| panic!("an enumeration: {v}"))
@@ -208,14 +226,27 @@ mod tests {
         assert!(doc["paths"]["/api/v2/query"]["post"]["responses"]["400"].is_object());
         assert_eq!(
             doc["paths"]["/api/v2/query"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
-            "#/components/schemas/Answer"
+            "#/components/schemas/QueryAnswer"
         );
+        assert_eq!(
+            doc["components"]["schemas"]["QueryAnswer"]["properties"]["query"]["$ref"],
+            "#/components/schemas/Query"
+        );
+        let report = &doc["paths"]["/api/v1/reports/{kind}"]["get"];
+        let format = report["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "format").unwrap();
+        assert_eq!(format["schema"]["enum"], json!(["json", "csv", "parquet"]));
+        assert_eq!(report["responses"]["200"]["content"]["application/vnd.apache.parquet"]["schema"]["type"], "string");
+        assert_eq!(
+            doc["components"]["schemas"]["Pagination"]["properties"]["limit"]["maximum"],
+            json!(query::MAX_LIMIT)
+        );
+        assert!(report["responses"]["405"].is_object() && report["responses"]["500"].is_object());
         assert!(
             doc["components"]["securitySchemes"]["key"]["scheme"]
                 .as_str()
                 .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
         );
-        for schema in ["ErrorBody", "QueryBody", "Answer", "Meta", "ReportPage", "Me", "KeysList", "ExportRequest"] {
+        for schema in ["Error", "Query", "QueryAnswer", "Meta", "ReportPage", "Me", "KeysList", "ExportRequest"] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema} is described");
         }
     }

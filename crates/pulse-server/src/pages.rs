@@ -1219,27 +1219,53 @@ pub async fn not_found() -> Response {
 mod tests {
     use super::*;
 
-    /// Askama escapes every value; `|safe` is the one way around it, kept for the charts `pulse_app::chart` draws.
-    /// A `|safe` on anything else fails here.
+    /// Askama escapes every value; `safe` (or an `escape` filter or setting) is the way around it, kept for the
+    /// charts `pulse_app::chart` draws. Any other use, in the dashboard's or the digest's templates or in a
+    /// `#[template]` attribute, fails here.
     #[test]
     fn only_chart_svg_is_inserted_unescaped() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/dashboard");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut seen = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            for (at, _) in text.match_indices("|safe") {
-                let before = &text[..at];
-                let name = before.rsplit(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')).next().unwrap();
-                assert!(
-                    name.ends_with("_svg") || name == "svg",
-                    "{}: `{name}|safe` inserts something that is not a chart unescaped",
-                    path.display()
-                );
-                seen += 1;
+        for dir in [root.join("templates/dashboard"), root.join("../pulse-digest/templates")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Comments may say the word; code may not use it but on a chart.
+                let code: String = text
+                    .split("{#")
+                    .enumerate()
+                    .map(|(i, part)| if i == 0 { part } else { part.split_once("#}").map_or("", |(_, rest)| rest) })
+                    .collect();
+                assert!(!code.contains("escape"), "{}: an escape filter or setting", path.display());
+                let mut at = 0;
+                while let Some(i) = code[at..].find('|') {
+                    let bar = at + i;
+                    at = bar + 1;
+                    let filter: String =
+                        code[bar + 1..].trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if filter != "safe" {
+                        continue;
+                    }
+                    let name = code[..bar]
+                        .trim_end()
+                        .rsplit(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                        .next()
+                        .unwrap();
+                    assert!(
+                        name.ends_with("_svg") || name == "svg",
+                        "{}: `{name}|safe` inserts something that is not a chart unescaped",
+                        path.display()
+                    );
+                    seen += 1;
+                }
             }
         }
         assert!(seen >= 8, "the charts are found ({seen})");
+        for source in [include_str!("pages.rs"), include_str!("../../pulse-digest/src/render.rs")] {
+            for attr in source.lines().filter(|l| l.trim_start().starts_with("#[template(")) {
+                assert!(!attr.contains("escape"), "a template with its escaping changed: {attr}");
+            }
+        }
     }
 
     fn nav(title: &str) -> Nav {

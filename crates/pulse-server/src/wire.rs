@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 /// Every error: what went wrong, how to fix it, and the field at fault when there is one.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
