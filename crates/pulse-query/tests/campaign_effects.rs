@@ -2,8 +2,10 @@
 //! `campaign` and `campaign_metric` (and `practice`) equal the campaigns report row for row on the case-study demo,
 //! and a group holding several campaigns or figures answers n/a with a note instead of a sum of effects.
 
+mod support;
+
 use pulse_app::report::{self, Kind, ReportQuery};
-use pulse_query::{Answer, Directory, Query};
+use pulse_query::{Answer, Query};
 
 fn ask(body: &str) -> Query {
     Query::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"))
@@ -21,13 +23,7 @@ fn close(a: Option<f64>, b: Option<f64>) -> bool {
 fn campaign_effects_by_campaign_and_figure_equal_the_campaigns_report() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let req =
-            pulse_demo::DemoRequest { dir: dir.path().to_owned(), scenario: "case-study".into(), concurrency: 16 };
-        assert_eq!(pulse_demo::run(&req, &mut |_| {}).await.expect("demo runs"), 0);
-        let config = pulse_config::load(&dir.path().join("pulse.toml")).expect("demo config");
-        let store = pulse_app::open::store(&config).expect("lake");
-        let directory = Directory::load(&config).unwrap();
+        let support::Demo { _dir, config, lake: store, directory } = support::demo().await;
         let access = config.operator_access();
         let mut compared = 0;
         for tenant in config.tenants.iter().map(|t| t.id.to_string()) {

@@ -6,7 +6,9 @@
 //! Needs a ClickHouse server: `PULSE_TEST_CLICKHOUSE_URL=http://127.0.0.1:8123`; skipped without one unless
 //! `PULSE_REQUIRE_CLICKHOUSE=1` (CI sets it, so there it fails instead).
 
-use pulse_query::{self as query, Aggregation, Answer, Directory, Query};
+mod support;
+
+use pulse_query::{self as query, Aggregation, Answer, Query};
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 use pulse_store::report::{REACH_WEEKLY, REPORT_RUNS};
 use pulse_store::{AnyStore, ReportVariant, Store};
@@ -138,13 +140,7 @@ fn weekly_reach_aggregated_in_clickhouse_equals_the_services_aggregation() {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let req =
-            pulse_demo::DemoRequest { dir: dir.path().to_owned(), scenario: "case-study".into(), concurrency: 16 };
-        assert_eq!(pulse_demo::run(&req, &mut |_| {}).await.expect("demo runs"), 0);
-        let config = pulse_config::load(&dir.path().join("pulse.toml")).expect("demo config");
-        let lake = pulse_app::open::store(&config).expect("lake");
-        let directory = Directory::load(&config).unwrap();
+        let support::Demo { _dir, config, lake, directory } = support::demo().await;
         let access = config.operator_access();
 
         let db = format!("pulse_pushdown_{}", std::process::id());

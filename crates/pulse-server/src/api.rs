@@ -162,6 +162,43 @@ pub async fn reports_index(State(state): State<Shared>, headers: HeaderMap) -> A
     .await
 }
 
+/// `GET /api/v1/region`: every tenant the key reads, side by side: reach and engagements per 1,000 registered
+/// patients over the range, and adoption (practices with an official page, a claimed page, none; those without
+/// listed).
+#[utoipa::path(get, path = "/api/v1/region", tag = "reports",
+    summary = "The key's tenants side by side: reach and engagements per 1,000 registered patients, and adoption",
+    params(
+        ("from" = Option<chrono::NaiveDate>, Query, description = "first day (ISO 8601)"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "last day (ISO 8601)"),
+    ),
+    responses((status = 200, description = "one entry per tenant", body = wire::Region), Errors))]
+pub async fn region(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> ApiResult {
+    let what = format!("GET /api/v1/region{}", crate::query_digest(params.iter()));
+    logged(&state, &headers, KeyScope::Read, what, |state, caller| async move {
+        if let Some(unknown) = params.keys().find(|k| !matches!(k.as_str(), "from" | "to")) {
+            return Err(AppError::bad_request(format!("unknown parameter `{unknown}`"))
+                .with_hint("the parameters are from and to")
+                .at(unknown.clone()));
+        }
+        let (from, to) = (day(&params, "from")?, day(&params, "to")?);
+        if let (Some(f), Some(t)) = (from, to)
+            && t < f
+        {
+            return Err(AppError::bad_request(format!("`to` ({t}) is before `from` ({f})")).at("to"));
+        }
+        let tenants =
+            query::region::side_by_side(&state.store, &state.config, &state.directory, &caller.access, from, to)
+                .await?;
+        let n = tenants.len();
+        Ok((json_of(&wire::Region { from, to, tenants }), caller.tenants.join(","), n))
+    })
+    .await
+}
+
 /// A `YYYY-MM-DD` query parameter, when given (the API's and the dashboard's ranges).
 pub(crate) fn day(params: &HashMap<String, String>, name: &str) -> AppResult<Option<NaiveDate>> {
     params

@@ -139,6 +139,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v2/query", post(api::query))
         .route("/api/v1/reports", get(api::reports_index))
         .route("/api/v1/reports/{kind}", get(api::report))
+        .route("/api/v1/region", get(api::region))
         .route("/api/v1/exports", post(api::export))
         .route("/api/v1/keys", get(api::keys_list))
         .route("/api/v1/keys/{id}/revoke", post(api::keys_revoke))
@@ -155,6 +156,7 @@ pub fn router(state: Shared) -> Router {
         .route("/campaigns", get(pages::campaigns))
         .route("/posts", get(pages::posts))
         .route("/quality", get(pages::quality))
+        .route("/region", get(pages::region))
         .route("/static/pulse.css", get(pages::stylesheet))
         .fallback(pages::not_found)
         // Every body is small (a query, an export spec, a form): 256 KiB bounds what one request can make the

@@ -77,6 +77,7 @@ impl Modify for KeyAuth {
         api::query,
         api::reports_index,
         api::report,
+        api::region,
         api::export,
         api::me,
         api::keys_list,

@@ -99,6 +99,8 @@ const PAGES: [(&str, &str); 6] = [
     ("/quality", "Data quality"),
 ];
 
+const REGION_PAGE: (&str, &str) = ("/region", "Region");
+
 /// What the shared page template (`templates/dashboard/page.html`) shows above every signed-in page.
 struct Nav {
     title: String,
@@ -140,8 +142,10 @@ impl Nav {
         hidden.sort();
         Nav {
             title: title.to_owned(),
+            // A key that reads several tenants also has the regional view.
             links: PAGES
                 .iter()
+                .chain((ctx.caller.tenants.len() > 1).then_some(&REGION_PAGE))
                 .map(|(path, label)| NavLink { href: ctx.link(path, &[]), label, active: *path == active })
                 .collect(),
             key_id: ctx.caller.key_id.clone(),
@@ -1029,6 +1033,82 @@ pub async fn quality(
             jobs,
         };
         Ok((html(&page)?, n))
+    })
+    .await
+}
+
+struct RegionRow {
+    href: String,
+    name: String,
+    practices: usize,
+    official: usize,
+    claimed: usize,
+    without_page: usize,
+    adoption: String,
+    weekly_reach: String,
+    reach_per_1000: String,
+    engagements_per_1000: String,
+    /// The practices without a page, as the dashboard names them: "Name (CODE)".
+    without: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/region.html")]
+struct RegionPage {
+    nav: Nav,
+    tenants: Vec<RegionRow>,
+    adoption_svg: String,
+    reach_svg: String,
+}
+
+pub async fn region(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    render(state, headers, "/region", params, |state, ctx| async move {
+        let sides = aq::region::side_by_side(
+            &state.store,
+            &state.config,
+            &state.directory,
+            &ctx.caller.access,
+            ctx.from,
+            ctx.to,
+        )
+        .await?;
+        let adoption: Vec<(String, Option<f64>)> =
+            sides.iter().map(|t| (t.name.clone(), t.adoption.map(|a| a * 100.0))).collect();
+        let reach: Vec<(String, Option<f64>)> = sides.iter().map(|t| (t.name.clone(), t.reach_per_1000)).collect();
+        let tenants = sides
+            .iter()
+            .map(|t| RegionRow {
+                href: format!(
+                    "/?{}",
+                    form_urlencoded::Serializer::new(String::new()).append_pair("tenant", &t.tenant).finish()
+                ),
+                name: t.name.clone(),
+                practices: t.practices,
+                official: t.official,
+                claimed: t.claimed,
+                without_page: t.without_page,
+                adoption: rate(t.adoption),
+                weekly_reach: num(t.weekly_reach),
+                reach_per_1000: per_thousand(t.reach_per_1000),
+                engagements_per_1000: per_thousand(t.engagements_per_1000),
+                without: t.practices_without_page.iter().map(|p| format!("{} ({})", p.name, p.code)).collect(),
+            })
+            .collect();
+        let page = RegionPage {
+            nav: Nav::new(&ctx, "/region", "Region"),
+            tenants,
+            adoption_svg: chart::bars("Practices with a page, %", &adoption, chart::GREEN, 460, &|v| {
+                format!("{v:.0}%")
+            }),
+            reach_svg: chart::bars("Weekly reach per 1,000 registered patients", &reach, chart::BLUE, 460, &|v| {
+                format!("{v:.1}")
+            }),
+        };
+        Ok((html(&page)?, sides.len()))
     })
     .await
 }

@@ -159,6 +159,14 @@ pub struct RecipientRequest {
     pub email: String,
 }
 
+/// `GET /api/v1/region`: the key's tenants side by side, with adoption.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Region {
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub tenants: Vec<pulse_query::region::TenantSide>,
+}
+
 /// `GET /api/v1/subscriptions`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Subscriptions {

@@ -911,3 +911,88 @@ fn regex_free_iso_dates(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// The regional view: a key's tenants side by side, with adoption counted from the config (official page, claimed
+/// page, none; those without listed) and reach equal to the query API's; a one-tenant key sees its tenant only; the
+/// dashboard shows it to a regional key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_regional_view_sets_tenants_side_by_side_with_adoption() {
+    use pulse_domain::PageKind;
+    let s = serve().await;
+    let region = key(&s.config, &["north-staffs", "stoke"], &[KeyScope::Read, KeyScope::Admin]);
+    let get = |path: String, key: String| async move {
+        let r = client().get(path).bearer_auth(key).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (st, r) = get(format!("{}/api/v1/region", s.url), region.clone()).await;
+    assert_eq!(st, 200, "{r}");
+    let sides = r["tenants"].as_array().unwrap();
+    assert_eq!(sides.len(), 2);
+    for t in &s.config.tenants {
+        let side = sides.iter().find(|x| x["tenant"] == t.id.as_str()).unwrap_or_else(|| panic!("{} in {r}", t.id));
+        let has = |p: &pulse_config::PracticeConfig, k: PageKind| p.pages.iter().any(|g| g.kind == k);
+        let official = t.practices.iter().filter(|p| has(p, PageKind::Official)).count();
+        let claimed = t.practices.iter().filter(|p| !has(p, PageKind::Official) && has(p, PageKind::Claimed)).count();
+        let none: BTreeSet<String> =
+            t.practices.iter().filter(|p| p.pages.is_empty()).map(|p| p.code.to_string()).collect();
+        assert_eq!(side["practices"], t.practices.len());
+        assert_eq!(side["official"], official);
+        assert_eq!(side["claimed"], claimed);
+        assert_eq!(side["without_page"], none.len());
+        let listed: BTreeSet<String> = side["practices_without_page"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["code"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(listed, none, "{}: the practices without a page", t.id);
+        // The case study: about two thirds of practices use social media, and some claimed an unofficial page.
+        let adoption = side["adoption"].as_f64().unwrap();
+        assert!((0.5..0.9).contains(&adoption) && claimed > 0 && !none.is_empty(), "{side}");
+        // Weekly reach is the query API's gross reach by week, averaged over the weeks with figures.
+        let (st, a) = post(
+            &s.url,
+            &region,
+            &json!({"site_id": t.id.as_str(), "metrics": ["gross_reach"], "dimensions": ["week"], "date_range": "all", "pagination": {"limit": 10000}}),
+        )
+        .await;
+        assert_eq!(st, 200, "{a}");
+        let weekly: Vec<f64> =
+            a["results"].as_array().unwrap().iter().filter_map(|r| r["metrics"][0].as_f64()).collect();
+        let mean = weekly.iter().sum::<f64>() / weekly.len() as f64;
+        let got = side["weekly_reach"].as_f64().unwrap();
+        assert!((got - mean).abs() <= 1e-6 * mean.max(1.0) + 0.5, "{}: {got} vs the query API's {mean}", t.id);
+        let per_1000 = side["reach_per_1000"].as_f64().unwrap();
+        assert!((per_1000 - got / side["registered"].as_f64().unwrap() * 1000.0).abs() < 1e-6);
+    }
+    // A range narrows the weeks; a one-tenant key sees its own tenant only; a wrong parameter is named.
+    let (_, narrow) = get(format!("{}/api/v1/region?from=2018-03-01&to=2018-03-31", s.url), region.clone()).await;
+    assert!(narrow["tenants"][0]["weeks"].as_u64().unwrap() <= 5, "{narrow}");
+    let one = key(&s.config, &["stoke"], &[KeyScope::Read]);
+    let (_, mine) = get(format!("{}/api/v1/region", s.url), one.clone()).await;
+    assert_eq!(mine["tenants"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["tenants"][0]["tenant"], "stoke");
+    let (st, e) = get(format!("{}/api/v1/region?form=2018-01-01", s.url), region.clone()).await;
+    assert_eq!((st, e["error"]["field"].as_str()), (400, Some("form")), "{e}");
+    // The dashboard: the regional key has a Region page naming both tenants and who has no page; a one-tenant key
+    // has no such link.
+    let page = |key: String, path: &'static str| {
+        let url = s.url.clone();
+        async move {
+            let session = dashboard_session(&url, &key).await;
+            let r = client().get(format!("{url}{path}")).header("cookie", session).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            // Names as a reader sees them (askama writes & and ' as character references).
+            r.text().await.unwrap().replace("&#38;", "&").replace("&#39;", "'")
+        }
+    };
+    let html = page(region.clone(), "/region").await;
+    for t in &s.config.tenants {
+        assert!(html.contains(&t.name), "{} on the region page", t.name);
+        let first = t.practices.iter().find(|p| p.pages.is_empty()).unwrap();
+        assert!(html.contains(&format!("{} ({})", first.name, first.code)), "{} listed without a page", first.code);
+    }
+    assert!(html.contains("Practices without a page") && html.contains("<svg"));
+    assert!(page(region, "/").await.contains("href=\"/region"), "the regional key's nav has the Region page");
+    assert!(!page(one, "/").await.contains("href=\"/region"), "a one-tenant key's does not");
+}

@@ -158,7 +158,8 @@ def main():
         s = b.eval(PAGE_STATE)
         if s["path"] != "/practices":
             failures.append(f"after login expected /practices, got {s['path']}: {s['text'][:200]}")
-        pages = ["/", "/practices", "/age-bands", "/campaigns", "/posts", "/quality"] + args.page
+        # /region with a one-tenant key: its own tenant only (the forbidden check below holds it to that).
+        pages = ["/", "/practices", "/age-bands", "/campaigns", "/posts", "/quality", "/region"] + args.page
         for p in pages:
             b.goto(args.url + p)
             s = b.eval(PAGE_STATE)
