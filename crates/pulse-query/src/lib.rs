@@ -1317,8 +1317,11 @@ fn finish(
             if estimates_asked {
                 if g.rows > 1 {
                     several += 1;
-                } else if g.sums[slot("effect")].0.is_none() && !g.note.is_empty() {
-                    missing.push(format!("{}: {}", dims.join(" / "), g.note));
+                } else if (g.sums[slot("effect")].0.is_none() || g.sums[slot("effect_lo")].0.is_none())
+                    && !g.note.is_empty()
+                {
+                    let what = if dims.is_empty() { "the campaign".to_owned() } else { dims.join(" / ") };
+                    missing.push(format!("{what}: {}", g.note));
                 }
             }
             let metrics = q
@@ -1350,7 +1353,7 @@ fn finish(
     }
     if !missing.is_empty() {
         let n = missing.len();
-        notes.extend(missing.into_iter().take(10).map(|m| format!("no effect estimate for {m}")));
+        notes.extend(missing.into_iter().take(10).map(|m| format!("no estimate or interval for {m}")));
         if n > 10 {
             notes.push(format!("and {} more without an estimate (the campaigns report says why)", n - 10));
         }

@@ -70,6 +70,7 @@ fn campaign_effects_by_campaign_and_figure_equal_the_campaigns_report() {
                 r#"{{"site_id":"{tenant}","metrics":["effect"],"dimensions":["campaign"],"filters":[["is","campaign_metric",["views"]]],"date_range":"all"}}"#
             ));
             let answer = pulse_query::run(&store, &directory, &access, &q, None).await.unwrap();
+            assert!(!answer.results.is_empty(), "the views estimates of {tenant}'s campaigns");
             for r in &answer.results {
                 let want = rows.iter().find(|x| x.practice_code == "ALL" && x.metric == "views" && x.campaign == r.dimensions[0]).unwrap();
                 assert!(close(r.metrics[0], want.effect), "{r:?} vs {:?}", want.effect);

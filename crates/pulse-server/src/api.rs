@@ -190,6 +190,14 @@ pub async fn region(
         {
             return Err(AppError::bad_request(format!("`to` ({t}) is before `from` ({f})")).at("to"));
         }
+        // The same bound as every other range: at most three years.
+        if let (Some(f), Some(t)) = (from, to)
+            && (t - f).num_days() > query::MAX_RANGE_DAYS
+        {
+            return Err(AppError::bad_request(format!("the range {f} to {t} spans more than three years"))
+                .with_hint("split it into requests of up to three years")
+                .at("from"));
+        }
         let tenants =
             query::region::side_by_side(&state.store, &state.config, &state.directory, &caller.access, from, to)
                 .await?;

@@ -1050,6 +1050,7 @@ struct RegionRow {
     engagements_per_1000: String,
     /// The practices without a page, as the dashboard names them: "Name (CODE)".
     without: Vec<String>,
+    notes: Vec<String>,
 }
 
 #[derive(Template)]
@@ -1096,6 +1097,7 @@ pub async fn region(
                 reach_per_1000: per_thousand(t.reach_per_1000),
                 engagements_per_1000: per_thousand(t.engagements_per_1000),
                 without: t.practices_without_page.iter().map(|p| format!("{} ({})", p.name, p.code)).collect(),
+                notes: t.notes.clone(),
             })
             .collect();
         let page = RegionPage {
