@@ -58,7 +58,7 @@ pub struct PracticeRef {
 }
 
 /// A week's (reach, engagements) summed over a tenant's pages.
-type WeekSums = (Option<f64>, Option<f64>);
+type WeekSums = (crate::Sum, crate::Sum);
 
 /// Each tenant `access` may read, side by side over `from`..`to` (all history when both are `None`).
 pub async fn side_by_side<S: Store>(
@@ -117,22 +117,17 @@ pub async fn side_by_side<S: Store>(
         for i in 0..batch.num_rows() {
             let Some(w) = week.day(i) else { continue };
             let e = weeks.entry(w).or_default();
-            let add = |acc: &mut Option<f64>, v: Option<f64>| {
-                if let Some(v) = v {
-                    *acc = Some(acc.unwrap_or(0.0) + v);
-                }
-            };
-            add(&mut e.0, reach.num(i));
-            add(&mut e.1, engagements.num(i));
+            e.0.add(reach.num(i));
+            e.1.add(engagements.num(i));
         }
         // Weeks with a figure: a week whose pages all lack one (an API era without it) is not a week of zero.
-        let n = weeks.values().filter(|w| w.0.is_some() || w.1.is_some()).count();
+        let n = weeks.values().filter(|w| w.0.0.is_some() || w.1.0.is_some()).count();
         let mean = |f: fn(&WeekSums) -> Option<f64>| {
             let vals: Vec<f64> = weeks.values().filter_map(f).collect();
             (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
         };
-        let weekly_reach = mean(|w| w.0);
-        let weekly_engagements = mean(|w| w.1);
+        let weekly_reach = mean(|w| w.0.0);
+        let weekly_engagements = mean(|w| w.1.0);
         let per_1000 = |v: Option<f64>| v.zip(registered.filter(|r| *r > 0.0)).map(|(v, r)| v / r * 1000.0);
         let practices = t.practices.len();
         out.push(TenantSide {

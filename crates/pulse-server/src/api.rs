@@ -16,7 +16,7 @@ use pulse_query::{self as query, Query};
 use pulse_store::Store;
 
 use crate::openapi::Errors;
-use crate::{ApiError, Shared, json_body, json_of, log_request, wire};
+use crate::{ApiError, Shared, json_of, log_request, wire};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -29,7 +29,7 @@ pub async fn health(State(state): State<Shared>) -> Response {
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "service", summary = "This document", security(()),
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
 pub async fn openapi() -> Response {
-    json_body(&crate::openapi::document())
+    json_of(&crate::openapi::document())
 }
 
 /// Runs `f` for an authenticated caller and logs the request whatever the outcome.

@@ -99,11 +99,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON response body with its content type.
-pub fn json_body(v: &serde_json::Value) -> Response {
-    json_of(v)
-}
-
 /// Any serialisable body (the types in [`wire`]) as a JSON response; a body that cannot be serialised is a 500 with
 /// the usual error body, never an empty 200.
 pub fn json_of<T: serde::Serialize + ?Sized>(v: &T) -> Response {
