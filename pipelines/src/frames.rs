@@ -7,6 +7,7 @@ use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray, UInt32Array
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use polars::prelude::*;
+use pulse_domain::text::{EXCERPT_CHARS, excerpt};
 use pulse_domain::{CanonicalMetric, PageInsightFact, Period, Post, PostInsightSnapshot};
 use pulse_store::table::page_insights as F;
 use pulse_store::{ReportTable, ReportType};
@@ -213,6 +214,9 @@ pub fn post_frame(posts: &[Post], snapshots: &[PostInsightSnapshot]) -> Result<D
         "created" => posts.iter().map(|p| day_number(p.created_time.date_naive())).collect::<Vec<_>>(),
         "post_type" => posts.iter().map(|p| p.post_type.as_str()).collect::<Vec<_>>(),
         "message" => posts.iter().map(|p| p.message.as_str()).collect::<Vec<_>>(),
+        "posted_at" => posts.iter().map(|p| p.created_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).collect::<Vec<_>>(),
+        "excerpt" => posts.iter().map(|p| excerpt(&p.message, EXCERPT_CHARS)).collect::<Vec<_>>(),
+        "permalink" => posts.iter().map(|p| facebook_permalink(&p.permalink)).collect::<Vec<_>>(),
         "reach" => posts.iter().map(|p| get(p, CanonicalMetric::PostReach)).collect::<Vec<_>>(),
         "views" => posts.iter().map(|p| get(p, CanonicalMetric::PostViews)).collect::<Vec<_>>(),
         "engagements" => posts.iter().map(|p| get(p, CanonicalMetric::PostEngagements)).collect::<Vec<_>>(),
@@ -220,6 +224,18 @@ pub fn post_frame(posts: &[Post], snapshots: &[PostInsightSnapshot]) -> Result<D
         "video_views" => posts.iter().map(|p| get(p, CanonicalMetric::PostVideoViews)).collect::<Vec<_>>(),
     )?;
     Ok(df.lazy().with_column(col("created").cast(DataType::Date)).collect()?)
+}
+
+/// A post's permalink when it is an address on Facebook (what the Graph API gives), else empty: the reports and the
+/// dashboard link to it, so nothing else is kept.
+pub fn facebook_permalink(url: &str) -> &str {
+    const HOSTS: [&str; 4] =
+        ["https://www.facebook.com/", "https://facebook.com/", "https://m.facebook.com/", "https://web.facebook.com/"];
+    if HOSTS.iter().any(|h| url.starts_with(h)) && !url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        url
+    } else {
+        ""
+    }
 }
 
 /// A report frame in a report table's shape (columns by name, in the table's order).
@@ -316,6 +332,25 @@ mod tests {
     use pulse_store::{FactFilter, Store};
 
     use super::*;
+
+    #[test]
+    fn only_facebook_permalinks_are_kept() {
+        assert_eq!(facebook_permalink("https://www.facebook.com/1/posts/2/"), "https://www.facebook.com/1/posts/2/");
+        assert_eq!(
+            facebook_permalink("https://m.facebook.com/story.php?id=1"),
+            "https://m.facebook.com/story.php?id=1"
+        );
+        for bad in [
+            "javascript:alert(1)",
+            "http://www.facebook.com/1",
+            "https://www.facebook.com.evil.example/1",
+            "https://evil.example/https://www.facebook.com/",
+            "https://www.facebook.com/1\n2",
+            "",
+        ] {
+            assert_eq!(facebook_permalink(bad), "", "{bad}");
+        }
+    }
 
     fn fact(page: &str, metric: M, period: P, day: NaiveDate, breakdown: &str, value: f64) -> PageInsightFact {
         PageInsightFact {

@@ -5,9 +5,12 @@
 //! Serves the config's reports in-process (the lake; with `--clickhouse`, the same report tables copied into a
 //! ClickHouse database `pulse_serve_bench` first), creates one read key per tenant, and fires `--requests` tenant-year
 //! queries (practice table: reach, engaged users, views, engagement rate, penetration, by practice, over a year)
-//! from `--clients` concurrent clients, round-robin over the tenants: once with the answer cache on (warmed with one
-//! query per tenant) and once with it off. Then the same query one at a time, for the reference comparison with the
-//! engine run directly. Prints one JSON object.
+//! from `--clients` concurrent clients, round-robin over the tenants: with the answer cache on (*cached*), with it
+//! off and report slices kept in the service (*uncached*), both warmed with one question per tenant as a server is
+//! after a jobs run (that first question's time is recorded), and with both off (*store*: every request read or added
+//! up in the store).
+//! Then the same query one at a time, for the reference comparison with the engine run directly. Prints one JSON
+//! object.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,14 +259,20 @@ async fn main() -> Result<()> {
         "store": store.describe(), "tenants": config.tenants.len(), "practices_per_tenant": practices,
         "range": [from, to], "clients": clients, "requests": requests,
     });
-    for (name, entries) in [("cached", 1000usize), ("uncached", 0)] {
+    for (name, entries, slices_mb) in [("cached", 1000usize, 256usize), ("uncached", 0, 256), ("store", 0, 0)] {
         let mut c = config.clone();
         c.server.cache_entries = entries;
+        c.server.report_cache_mb = slices_mb;
+        let rss_before = rss_mib();
         let (url, stop) = serve(c, store.clone()).await?;
-        if entries > 0 {
+        // Warmed as a server is after a jobs run: one question per tenant (the answer cache, or the tenant's slice).
+        let warm = if entries > 0 || slices_mb > 0 {
             let warm = phase(&url, &keys, &from, &to, 1, keys.len()).await;
             anyhow::ensure!(warm.errors == 0, "warm-up failed");
-        }
+            Some(warm)
+        } else {
+            None
+        };
         let p = phase(&url, &keys, &from, &to, clients, requests).await;
         let single = phase(&url, &keys, &from, &to, 1, keys.len() * 3).await;
         eprintln!(
@@ -273,7 +282,12 @@ async fn main() -> Result<()> {
         out[name] = serde_json::json!({
             "p50_ms": p.p50, "p99_ms": p.p99, "max_ms": p.max, "requests_per_second": p.rps, "errors": p.errors,
             "one_client_p50_ms": single.p50, "one_client_p99_ms": single.p99,
+            "rss_before_mib": rss_before, "rss_after_mib": rss_mib(),
         });
+        if let Some(w) = warm {
+            out[name]["first_p50_ms"] = serde_json::json!(w.p50);
+            out[name]["first_max_ms"] = serde_json::json!(w.max);
+        }
         if entries > 0 {
             out["amplification"] = amplification(&url, &keys, &from, &to).await;
         }

@@ -183,6 +183,13 @@ impl ReportAnswer {
     }
 }
 
+/// The pipelines run a tenant's main reports came from (`None` before the first), for `access`.
+pub async fn main_run<S: Store>(store: &S, access: &Access, tenant: &str) -> AppResult<Option<RunInfo>> {
+    let scope = crate::tenant::resolve(access, Some(tenant), "tenant", "name one of your tenants")?;
+    let runs = store.read_report(&scope, &REPORT_RUNS, &ReportVariant::main()).await?;
+    Ok(run_info(&runs))
+}
+
 /// Runs a query for `access` (whose tenants it may read) on `store`.
 pub async fn query<S: Store>(store: &S, config: &Config, access: &Access, q: &ReportQuery) -> AppResult<ReportAnswer> {
     let scope =

@@ -61,6 +61,19 @@ pub struct PostView {
     pub views: Option<f64>,
     pub video_views: Option<f64>,
     pub engagement_rate: Option<f64>,
+    /// When it was posted; `None` in reports computed before the time was kept.
+    pub posted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The start of its text, on one line.
+    pub excerpt: String,
+    /// Its address on Facebook (empty in reports computed before it was kept).
+    pub permalink: String,
+}
+
+impl PostView {
+    /// Whether a figure applies to this post at all: video views only to videos.
+    pub fn applies(&self, metric: &str) -> bool {
+        metric != "video_views" || self.post_type == "video"
+    }
 }
 
 /// One campaign's effect on one metric, for the tenant (`practice_code` `ALL`) or one practice.
@@ -135,6 +148,9 @@ impl ReportAnswer {
         );
         let (reach, views, video, rate) =
             (r.col("reach")?, r.col("views")?, r.col("video_views")?, r.col("engagement_rate")?);
+        // Reports computed before migration 10 have no time, excerpt or permalink: read as missing.
+        let optional = |name: &str| r.col(name).unwrap_or(crate::columns::Col::Missing);
+        let (at, excerpt, link) = (optional("posted_at"), optional("excerpt"), optional("permalink"));
         Ok(r.rows()
             .map(|i| PostView {
                 practice_code: code.text(i).to_owned(),
@@ -148,6 +164,9 @@ impl ReportAnswer {
                 views: views.num(i),
                 video_views: video.num(i),
                 engagement_rate: rate.num(i),
+                posted_at: chrono::DateTime::parse_from_rfc3339(at.text(i)).ok().map(|t| t.to_utc()),
+                excerpt: excerpt.text(i).to_owned(),
+                permalink: link.text(i).to_owned(),
             })
             .collect())
     }

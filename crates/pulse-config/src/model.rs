@@ -256,12 +256,85 @@ pub struct ServerConfig {
     /// Query answers kept in memory (keyed by tenant, query and data watermark). Default 1000.
     #[serde(default = "default_cache_entries")]
     pub cache_entries: usize,
+    /// Megabytes of report slices kept in memory (each tenant's report as of its last jobs run), so a question not
+    /// asked before is answered without reading the store. 0: none kept (ClickHouse then adds up weekly reach
+    /// itself for each question). Default 256.
+    #[serde(default = "default_report_cache_mb")]
+    pub report_cache_mb: usize,
     /// Dashboard sessions last this many hours. Default 12.
     #[serde(default = "default_session_hours")]
     pub session_hours: u32,
     /// Set the cookie's `Secure` flag (when served over HTTPS through a proxy). Default false.
     #[serde(default)]
     pub secure_cookies: bool,
+    /// Sign-in to the dashboard with the organisation's identity provider (OpenID Connect). Keys stay for the API.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[server.oidc]`: OpenID Connect sign-in (authorisation code flow with PKCE) against one issuer, such as NHSmail's
+/// Microsoft Entra ID tenant (`https://login.microsoftonline.com/<directory id>/v2.0`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer: its `/.well-known/openid-configuration` is read, and ID tokens must name it as `iss`. https, or
+    /// http on loopback only (a provider run locally for tests).
+    pub issuer: String,
+    /// The client (application) id registered with the provider.
+    pub client_id: String,
+    /// The client secret, for a confidential client (sent with HTTP Basic to the token endpoint). None: a public
+    /// client, PKCE only.
+    pub client_secret: Option<SecretRef>,
+    /// This dashboard's callback as registered with the provider: `https://<host>/auth/oidc/callback`.
+    pub redirect_url: String,
+    /// Scopes asked for. Default `openid email profile`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// What the sign-in button says: "Sign in with <label>". Default `your organisation`.
+    #[serde(default = "default_oidc_label")]
+    pub label: String,
+    /// Who gets what: each grant whose claim matches gives its tenants and scopes; a person matching none is refused.
+    #[serde(default, rename = "grant")]
+    pub grants: Vec<OidcGrant>,
+}
+
+/// One rule from an ID token's claims to tenants and scopes: `claim = "groups", value = "<group id>"`,
+/// `claim = "roles", value = "Pulse.Analyst"`, or `claim = "email_domain", value = "nhs.net"` (the part of a
+/// verified `email` after `@`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcGrant {
+    /// The claim's name; a claim holding a list matches when any item equals `value`. `email_domain` is derived.
+    pub claim: String,
+    pub value: String,
+    /// Tenant ids this grant opens.
+    pub tenants: Vec<String>,
+    /// `read` (the dashboard), `export`, `admin` (several tenants). Default `read`.
+    #[serde(default = "default_grant_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+
+fn default_oidc_label() -> String {
+    "your organisation".into()
+}
+
+fn default_grant_scopes() -> Vec<String> {
+    vec!["read".into()]
+}
+
+/// Whether `url` may be an OpenID issuer or redirect: https, or http on a loopback host.
+pub fn oidc_url_allowed(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.parse::<u16>().is_ok() { h } else { host });
+    is_loopback(host.trim_start_matches('[').trim_end_matches(']'))
 }
 
 fn default_listen() -> String {
@@ -284,6 +357,10 @@ fn default_cache_entries() -> usize {
     1000
 }
 
+fn default_report_cache_mb() -> usize {
+    256
+}
+
 fn default_session_hours() -> u32 {
     12
 }
@@ -296,8 +373,10 @@ impl Default for ServerConfig {
             rate_limit_per_minute: default_rate_limit(),
             work_ms_per_minute: default_work_ms(),
             cache_entries: default_cache_entries(),
+            report_cache_mb: default_report_cache_mb(),
             session_hours: default_session_hours(),
             secure_cookies: false,
+            oidc: None,
         }
     }
 }
@@ -608,6 +687,9 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     server.keys_file = base.join(&server.keys_file);
     check_store_and_server(&store, &server, &mut p);
     let tenants = tenants_of(raw.tenant, &base, &mut p);
+    if let Some(oidc) = &server.oidc {
+        check_oidc(oidc, server.secure_cookies, &tenants, &mut p);
+    }
     let campaigns = campaigns_of(raw.campaign, &tenants, &mut p);
     let scheduler = raw.scheduler;
     check_schedules_and_mail(&scheduler, raw.smtp.as_ref(), &raw.digest, &raw.subscription, &tenants, &mut p);
@@ -648,6 +730,74 @@ impl Problems<'_> {
     /// A problem with the file as a whole (or a setting without a place of its own).
     fn whole(&mut self, message: String) {
         self.issues.push(Issue { path: self.path.to_owned(), line: 0, column: 0, message });
+    }
+}
+
+/// OpenID Connect sign-in: URLs a browser and the server can trust, and grants naming real tenants and scopes.
+fn check_oidc(oidc: &OidcConfig, secure_cookies: bool, tenants: &[TenantConfig], p: &mut Problems<'_>) {
+    if oidc.redirect_url.starts_with("https://") && !secure_cookies {
+        p.whole(
+            "server.oidc.redirect_url is https, so the dashboard is served over https: set server.secure_cookies = true \
+             (session and sign-in cookies must not travel over plain http)"
+                .into(),
+        );
+    }
+    for (name, url) in [("issuer", &oidc.issuer), ("redirect_url", &oidc.redirect_url)] {
+        if !oidc_url_allowed(url) || url.contains('@') {
+            p.whole(format!(
+                "server.oidc.{name} `{url}` must be an https URL without credentials (http only on 127.0.0.1 or \
+                 localhost, for a provider run locally)"
+            ));
+        }
+    }
+    if !oidc.redirect_url.ends_with("/auth/oidc/callback") {
+        p.whole(format!(
+            "server.oidc.redirect_url `{}` must end with /auth/oidc/callback (the dashboard's callback; register the \
+             same URL with the provider)",
+            oidc.redirect_url
+        ));
+    }
+    if oidc.client_id.trim().is_empty() {
+        p.whole("server.oidc.client_id is empty: give the client (application) id registered with the provider".into());
+    }
+    if let Some(problem) = oidc.client_secret.as_ref().and_then(SecretRef::shape_problem) {
+        p.whole(format!("server.oidc.client_secret: {problem}"));
+    }
+    if !oidc.scopes.iter().any(|s| s == "openid") {
+        p.whole("server.oidc.scopes must include `openid`".into());
+    }
+    if oidc.grants.is_empty() {
+        p.whole(
+            "server.oidc has no [[server.oidc.grant]]: nobody could sign in; add a grant from a claim (groups, roles, \
+             email_domain) to tenants"
+                .into(),
+        );
+    }
+    for (i, g) in oidc.grants.iter().enumerate() {
+        if g.claim.is_empty() || g.value.is_empty() {
+            p.whole(format!("server.oidc.grant[{i}] needs a `claim` and a `value`"));
+        }
+        if g.tenants.is_empty() {
+            p.whole(format!("server.oidc.grant[{i}] opens no tenant: list them in `tenants`"));
+        }
+        for t in g.tenants.iter().filter(|t| !tenants.iter().any(|x| x.id.as_str() == t.as_str())) {
+            p.whole(format!("server.oidc.grant[{i}] names tenant `{t}`, which is not configured"));
+        }
+        for s in g.scopes.iter().filter(|s| !["read", "export", "admin"].contains(&s.as_str())) {
+            p.whole(format!("server.oidc.grant[{i}] scope `{s}` is not one of read, export, admin"));
+        }
+        if !g.scopes.iter().any(|s| s == "read") {
+            p.whole(format!("server.oidc.grant[{i}] needs the `read` scope to open the dashboard"));
+        }
+        if g.tenants.len() > 1 && !g.scopes.iter().any(|s| s == "admin") {
+            p.whole(format!(
+                "server.oidc.grant[{i}] opens several tenants: add the `admin` scope (as a key for several tenants \
+                 has), or make one grant per tenant"
+            ));
+        }
+        if g.claim == "email_domain" && !g.value.is_ascii() {
+            p.whole(format!("server.oidc.grant[{i}] email_domain `{}` must be ASCII (punycode)", g.value));
+        }
     }
 }
 
@@ -909,7 +1059,7 @@ pub struct Summary {
     pub graph: String,
     /// Each export project: (name, what `config check` says of it, whether that is a refusal).
     pub export_projects: Vec<(String, String, bool)>,
-    /// Mail, digest schedule and lists, a line each.
+    /// Mail, digest schedule and lists, and the dashboard's sign-in, a line each.
     pub digests: Vec<String>,
     /// What looks wrong but does not make the config invalid.
     pub warnings: Vec<String>,
@@ -1050,7 +1200,38 @@ impl Config {
                 (p.name.clone(), text, refused)
             })
             .collect();
-        let (digests, warnings) = self.digest_summary();
+        let (mut digests, mut warnings) = self.digest_summary();
+        if let Some(o) = &self.server.oidc {
+            let secret = match &o.client_secret {
+                None => "a public client (PKCE only)".to_owned(),
+                Some(r) => match self.resolve(r) {
+                    Ok(_) => format!("client secret from {}", r.describe()),
+                    Err(e) => {
+                        warnings.push(format!("server.oidc.client_secret cannot be read: {e}; sign-in will fail"));
+                        format!("client secret from {} (unreadable)", r.describe())
+                    }
+                },
+            };
+            for (i, g) in o.grants.iter().enumerate().filter(|(_, g)| g.claim == "email_domain") {
+                let national = if ["nhs.net", "nhs.uk"].contains(&g.value.to_ascii_lowercase().as_str()) {
+                    " (a national domain: every NHSmail user in the country)"
+                } else {
+                    ""
+                };
+                warnings.push(format!(
+                    "server.oidc.grant[{i}] lets in anyone at @{}{national} whose address the provider vouches for \
+                     (email_verified, or Entra's optional claim xms_edov); a group or role is narrower",
+                    g.value
+                ));
+            }
+            digests.push(format!(
+                "dashboard sign-in: {} as client {}, {secret}, {} grant(s); callback {}",
+                o.issuer,
+                o.client_id,
+                o.grants.len(),
+                o.redirect_url
+            ));
+        }
         Summary { tenants, store, graph, export_projects, digests, warnings }
     }
 

@@ -307,3 +307,61 @@ tenants = ["a"]
     assert_eq!(by("bound"), ("bound".into(), "key ok; tenants a".into(), false));
     assert!(!format!("{projects:?}").contains("tiny-secret-key"));
 }
+
+#[test]
+fn oidc_sign_in_needs_https_a_real_callback_and_grants_to_configured_tenants() {
+    let tenant = "[[tenant]]\nid = \"stoke\"\nname = \"Stoke\"\n[[tenant.practice]]\ncode = \"M87001\"\nname = \"P\"\n";
+    let good = format!(
+        "{tenant}[server]\nsecure_cookies = true\n[server.oidc]\nissuer = \"https://login.microsoftonline.com/0000/v2.0\"\nclient_id = \"abc\"\n\
+         client_secret = {{ env = \"PULSE_OIDC_SECRET\" }}\nredirect_url = \"https://pulse.example.nhs.uk/auth/oidc/callback\"\n\
+         label = \"NHSmail\"\n[[server.oidc.grant]]\nclaim = \"email_domain\"\nvalue = \"nhs.net\"\ntenants = [\"stoke\"]\n"
+    );
+    let config = parse(&good, Path::new("pulse.toml")).unwrap();
+    let summary = config.summary();
+    assert!(
+        summary
+            .digests
+            .iter()
+            .any(|l| l.starts_with("dashboard sign-in: https://login.microsoftonline.com/0000/v2.0 as client abc")),
+        "{:?}",
+        summary.digests
+    );
+    assert!(
+        summary.warnings.iter().any(|w| w.contains("grant[0] lets in anyone at @nhs.net (a national domain")),
+        "a national email domain is warned about: {:?}",
+        summary.warnings
+    );
+    let oidc = config.server.oidc.unwrap();
+    assert_eq!(oidc.scopes, ["openid", "email", "profile"], "default scopes");
+    assert_eq!(oidc.grants[0].scopes, ["read"], "a grant reads by default");
+    // A provider run locally may be http on loopback; nothing else may.
+    assert!(pulse_config::oidc_url_allowed("http://127.0.0.1:4000"));
+    assert!(pulse_config::oidc_url_allowed("http://localhost:4000/x"));
+    assert!(!pulse_config::oidc_url_allowed("http://login.example.org"));
+    assert!(!pulse_config::oidc_url_allowed("http://127.0.0.1.evil.example:80/"));
+
+    let bad = format!(
+        "{tenant}[server.oidc]\nissuer = \"http://login.example.org\"\nclient_id = \"\"\n\
+         redirect_url = \"https://pulse.example.nhs.uk/callback\"\nscopes = [\"email\"]\n\
+         [[server.oidc.grant]]\nclaim = \"groups\"\nvalue = \"g\"\ntenants = [\"north\", \"stoke\"]\nscopes = [\"export\", \"write\"]\n"
+    );
+    let issues = issues_of(&bad).join("\n");
+    for expected in [
+        "server.oidc.issuer `http://login.example.org` must be an https URL",
+        "server.oidc.redirect_url `https://pulse.example.nhs.uk/callback` must end with /auth/oidc/callback",
+        "server.oidc.client_id is empty",
+        "server.oidc.scopes must include `openid`",
+        "server.oidc.grant[0] names tenant `north`, which is not configured",
+        "server.oidc.grant[0] scope `write` is not one of read, export, admin",
+        "server.oidc.grant[0] needs the `read` scope",
+        "server.oidc.grant[0] opens several tenants: add the `admin` scope",
+        "server.oidc.redirect_url is https, so the dashboard is served over https: set server.secure_cookies = true",
+    ] {
+        assert!(issues.contains(expected), "{expected} missing from:\n{issues}");
+    }
+    let no_grant = format!(
+        "{tenant}[server]\nsecure_cookies = true\n[server.oidc]\nissuer = \"https://id.example.org\"\nclient_id = \"a\"\n\
+         redirect_url = \"https://p.example.org/auth/oidc/callback\"\n"
+    );
+    assert!(issues_of(&no_grant).join("\n").contains("nobody could sign in"));
+}

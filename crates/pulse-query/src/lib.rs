@@ -54,7 +54,7 @@ named_enum!(
         Engagements = "engagements": "engagements (clicks, reactions, comments, shares as Meta counts them)",
         EngagementRate = "engagement_rate": "engagements / views (weekly rows), or engaged users / reach (posts)",
         Penetration = "reach_per_1000": "people reached per 1,000 registered patients: the average week's reach for weekly rows, the band's people in its 28-day window for age bands (the age-bands report's `penetration` is the same figure as a fraction, per 1)",
-        VideoViews = "video_views": "video views of posts (3-second views as Meta counts them)",
+        VideoViews = "video_views": "video views of video posts (3-second views as Meta counts them); null for posts or groups without a video, to which it does not apply",
         Posts = "posts": "posts published",
         People = "people": "people in the age band (the latest 28-day window in the range)",
         Effect = "effect": "a campaign's effect on one figure (ask by campaign and campaign_metric): what its pages got over the window beyond the counterfactual built from their other days",
@@ -99,6 +99,7 @@ named_enum!(
         PostType = "post_type": "photo, video, link or status",
         Topic = "topic": "the post's topic tag",
         CampaignMetric = "campaign_metric": "the figure a campaign is measured on: views, reach, engagements or video_views",
+        Post = "post": "one post, by its id (its time, type, text excerpt and permalink are in meta.posts)",
     }
 );
 
@@ -127,7 +128,7 @@ impl Source {
         use Dimension::*;
         match self {
             Source::Reach => &[Practice, Week],
-            Source::Posts => &[Practice, Week, PostType, Topic],
+            Source::Posts => &[Practice, Week, PostType, Topic, Post],
             Source::AgeBands => &[Practice, AgeBand, Gender],
             Source::Campaigns => &[Practice, Campaign, CampaignMetric],
         }
@@ -580,8 +581,26 @@ pub struct Meta {
     /// The pipelines run the reports came from (the data watermark).
     pub watermark: String,
     pub practice_names: BTreeMap<String, String>,
+    /// The posts of the answer's rows, by id, when it is broken down by `post`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub posts: BTreeMap<String, PostDetails>,
     pub notes: Vec<String>,
     pub cached: bool,
+}
+
+/// A post as its readers know it (practices' posts are public on their pages).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PostDetails {
+    /// The practice's ODS code.
+    pub practice: String,
+    /// When it was posted (RFC 3339, UTC); empty when the reports predate migration 10 (the next jobs run fills it).
+    pub posted_at: String,
+    /// photo, video, link or status.
+    pub post_type: String,
+    /// The start of its text on one line, at most 160 characters.
+    pub excerpt: String,
+    /// Its address on Facebook.
+    pub permalink: String,
 }
 
 /// The data watermark of a tenant's main reports: the pipelines run that wrote them. A new jobs run changes it.
@@ -619,6 +638,32 @@ pub struct Cache {
     /// Each tenant's watermark and when it was read: re-read after [`WATERMARK_TTL`], so a new jobs run is seen
     /// within that time without a store round trip on every request.
     watermarks: Mutex<HashMap<String, (std::time::Instant, String)>>,
+    /// (tenant, report table) -> (watermark, the tenant's main report slice): what a question not asked before is
+    /// answered from, without a store round trip, until a jobs run changes the watermark. Bounded by the slices'
+    /// memory; `None` when the server keeps no slices (then ClickHouse adds up weekly reach itself).
+    slices: Option<SliceKeeper>,
+    slice_max_bytes: usize,
+}
+
+/// The kept report slices, and a lock per slice so that one question reads it while the others wait for it.
+struct SliceKeeper {
+    kept: moka::sync::Cache<SliceKey, Arc<Slice>>,
+    reading: Mutex<HashMap<SliceKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Slices found too large to keep, with the watermark they were read at.
+    oversized: Mutex<HashMap<SliceKey, String>>,
+    max_bytes: usize,
+}
+
+impl SliceKeeper {
+    /// Keeps a tenant's slice as of `watermark` (not one over a quarter of the bound: it would push out the rest).
+    fn keep(&self, tenant: &str, table: &'static str, watermark: &str, batch: &RecordBatch) {
+        let key = (tenant.to_owned(), table);
+        if batch.get_array_memory_size() <= self.max_bytes / 4 {
+            self.kept.insert(key, Arc::new((watermark.to_owned(), batch.clone())));
+        } else {
+            self.oversized.lock().unwrap_or_else(|e| e.into_inner()).insert(key, watermark.to_owned());
+        }
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -626,6 +671,7 @@ impl std::fmt::Debug for Cache {
         f.debug_struct("Cache")
             .field("max_bytes", &self.max_bytes)
             .field("answers", &self.answers.entry_count())
+            .field("slice_max_bytes", &self.slice_max_bytes)
             .finish()
     }
 }
@@ -633,11 +679,20 @@ impl std::fmt::Debug for Cache {
 /// A cached answer: the watermark it was computed at, the answer, its size in bytes.
 type Cached = (String, Answer, usize);
 
+/// A kept report slice: the watermark it was read at, and the tenant's rows.
+type Slice = (String, RecordBatch);
+
+/// (tenant, report table)
+type SliceKey = (String, &'static str);
+
 /// How long an answer nobody asks for again is kept.
 pub const ANSWER_IDLE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The answer cache's default bound in bytes.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// The report slice cache's default bound in bytes (`[server] report_cache_mb`).
+pub const DEFAULT_SLICE_BYTES: usize = 256 << 20;
 
 /// How long a tenant's data watermark is trusted before it is read again from the store.
 pub const WATERMARK_TTL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -650,6 +705,12 @@ impl Cache {
     /// At most `capacity` answers (0: none) in at most `max_bytes`. Each answer weighs its size, but at least
     /// `max_bytes / capacity`, so the one bound by weight keeps both.
     pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
+        Self::with_limits(capacity, max_bytes, DEFAULT_SLICE_BYTES)
+    }
+
+    /// As [`Cache::with_max_bytes`], keeping report slices in at most `slice_bytes` (0: none kept, each question
+    /// read or added up in the store).
+    pub fn with_limits(capacity: usize, max_bytes: usize, slice_bytes: usize) -> Self {
         let floor = max_bytes.checked_div(capacity).map_or(u32::MAX, |f| f.min(u32::MAX as usize) as u32);
         let answers = moka::sync::Cache::builder()
             .max_capacity(if capacity == 0 { 0 } else { max_bytes as u64 })
@@ -657,7 +718,63 @@ impl Cache {
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .time_to_idle(ANSWER_IDLE)
             .build();
-        Self { max_bytes, answers, watermarks: Mutex::new(HashMap::new()) }
+        let slices = (slice_bytes > 0).then(|| SliceKeeper {
+            kept: moka::sync::Cache::builder()
+                .max_capacity(slice_bytes as u64)
+                .weigher(|_: &(String, &'static str), v: &Arc<Slice>| {
+                    v.1.get_array_memory_size().min(u32::MAX as usize) as u32
+                })
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                // As answers: a slice nobody asks about goes (and a jobs run that failed before its run record
+                // cannot leave one served for longer than an answer would be).
+                .time_to_idle(ANSWER_IDLE)
+                .build(),
+            reading: Mutex::new(HashMap::new()),
+            oversized: Mutex::new(HashMap::new()),
+            max_bytes: slice_bytes,
+        });
+        Self { max_bytes, answers, watermarks: Mutex::new(HashMap::new()), slices, slice_max_bytes: slice_bytes }
+    }
+
+    /// A tenant's report slice as of `watermark`, when kept.
+    fn slice(&self, tenant: &str, table: &'static str, watermark: &str) -> Option<RecordBatch> {
+        let hit = self.slices.as_ref()?.kept.get(&(tenant.to_owned(), table))?;
+        (hit.0 == watermark).then(|| hit.1.clone())
+    }
+
+    /// Keeps a tenant's slice as of `watermark` (not one over a quarter of the bound: it would push out the rest).
+    fn keep_slice(&self, tenant: &str, table: &'static str, watermark: &str, batch: &RecordBatch) {
+        if let Some(slices) = &self.slices {
+            slices.keep(tenant, table, watermark, batch);
+        }
+    }
+
+    /// Whether this slice, as of `watermark`, was found too large to keep.
+    fn oversized(&self, tenant: &str, table: &'static str, watermark: &str) -> bool {
+        self.slices.as_ref().is_some_and(|s| {
+            let sizes = s.oversized.lock().unwrap_or_else(|e| e.into_inner());
+            sizes.get(&(tenant.to_owned(), table)).is_some_and(|m| m == watermark)
+        })
+    }
+
+    /// The lock held while a slice is read (one per tenant and report: the map holds at most that many).
+    fn reading(&self, tenant: &str, table: &'static str) -> Arc<tokio::sync::Mutex<()>> {
+        let Some(s) = &self.slices else { return Arc::new(tokio::sync::Mutex::new(())) };
+        let mut locks = s.reading.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry((tenant.to_owned(), table)).or_default().clone()
+    }
+
+    /// Whether report slices are kept (and so read whole rather than added up in the store).
+    fn keeps_slices(&self) -> bool {
+        self.slices.is_some()
+    }
+
+    /// How many report slices are kept now.
+    pub fn slices_kept(&self) -> usize {
+        self.slices.as_ref().map_or(0, |s| {
+            s.kept.run_pending_tasks();
+            s.kept.entry_count() as usize
+        })
     }
 
     fn get(&self, key: &CacheKey) -> Option<Answer> {
@@ -744,6 +861,7 @@ pub async fn run_with<S: Store>(
     // The cache keeps a digest of the query, not its text (a query may carry 500 filter values), and does not keep
     // answers to queries that large at all: they are bespoke, and a flood of them must leave memory as it was.
     let normalised = q.normalised();
+    let slices = cache.filter(|c| c.keeps_slices());
     let cache = cache.filter(|_| normalised.len() <= MAX_CACHED_QUERY_BYTES);
     let key = (tenant.clone(), digest(&normalised), mark.clone());
     let hit = cache.and_then(|c| c.get(&key));
@@ -768,18 +886,50 @@ pub async fn run_with<S: Store>(
             ));
         }
     }
-    let pushed = match (aggregation, pushdown(source, q, directory, &names)) {
-        (Aggregation::WhereTheDataLives, Some(aggregate)) => {
-            store.aggregate_report(&scope, source.table(), &ReportVariant::main(), &aggregate).await?
-        }
-        _ => None,
-    };
-    let mut answer = match pushed {
-        // An empty answer says why, from the whole report's extent: the service reads it for that.
-        Some(pushed) if !pushed.groups.is_empty() => from_pushed(source, q, pushed, &names, &tenant, mark),
-        _ => {
-            let batch = store.read_report(&scope, source.table(), &ReportVariant::main()).await?;
-            compute(source, &batch, directory, &names, q, &tenant, mark)?
+    // With slices kept, the question is answered here from the tenant's slice, read from the store once per jobs run
+    // (questions arriving while it is read wait for that one read). Without, ClickHouse adds up weekly reach itself.
+    let table = source.table();
+    // A slice too large to keep is not read whole for every question: those go to the store as without slices.
+    let mut kept: Option<RecordBatch> = None;
+    if let Some(c) = slices.filter(|c| !c.oversized(&tenant, table.name, &mark)) {
+        kept = match c.slice(&tenant, table.name, &mark) {
+            Some(batch) => {
+                metrics::counter!("pulse_query_slice_total", "outcome" => "hit").increment(1);
+                Some(batch)
+            }
+            None => {
+                metrics::counter!("pulse_query_slice_total", "outcome" => "miss").increment(1);
+                let gate = c.reading(&tenant, table.name);
+                let _one_read = gate.lock().await;
+                match c.slice(&tenant, table.name, &mark) {
+                    Some(batch) => Some(batch),
+                    // The read this question waited for found it too large to keep: to the store, as without.
+                    None if c.oversized(&tenant, table.name, &mark) => None,
+                    None => {
+                        let batch = store.read_report(&scope, table, &ReportVariant::main()).await?;
+                        c.keep_slice(&tenant, table.name, &mark, &batch);
+                        Some(batch)
+                    }
+                }
+            }
+        };
+    }
+    let mut answer = if let Some(batch) = kept {
+        compute(source, &batch, directory, &names, q, &tenant, mark)?
+    } else {
+        let pushed = match (aggregation, pushdown(source, q, directory, &names)) {
+            (Aggregation::WhereTheDataLives, Some(aggregate)) => {
+                store.aggregate_report(&scope, table, &ReportVariant::main(), &aggregate).await?
+            }
+            _ => None,
+        };
+        match pushed {
+            // An empty answer says why, from the whole report's extent: the service reads it for that.
+            Some(pushed) if !pushed.groups.is_empty() => from_pushed(source, q, pushed, &names, &tenant, mark),
+            _ => {
+                let batch = store.read_report(&scope, table, &ReportVariant::main()).await?;
+                compute(source, &batch, directory, &names, q, &tenant, mark)?
+            }
         }
     };
     if let Some(c) = cache {
@@ -889,7 +1039,32 @@ fn compute(
         notes.push(why_empty(source, q, &sel.days, sel.from, sel.to));
     }
     let date_range = covered_days(source, q, extent, &mut notes);
-    Ok(finish(source, totals, names, q, tenant, watermark, notes, date_range))
+    let mut answer = finish(source, totals, names, q, tenant, watermark, notes, date_range);
+    if let Some(pi) = q.dimensions.iter().position(|d| *d == Dimension::Post) {
+        answer.meta.posts = post_details(batch, answer.results.iter().filter_map(|r| r.dimensions.get(pi)));
+    }
+    Ok(answer)
+}
+
+/// The details of the posts named, from the post-performance rows.
+fn post_details<'a>(batch: &RecordBatch, ids: impl Iterator<Item = &'a String>) -> BTreeMap<String, PostDetails> {
+    let wanted: BTreeSet<&str> = ids.map(String::as_str).collect();
+    let col = |name: &str| Col::of(batch, name);
+    let (post, practice, at, kind, excerpt, link) =
+        (col("post_id"), col("practice_code"), col("posted_at"), col("post_type"), col("excerpt"), col("permalink"));
+    (0..batch.num_rows())
+        .filter(|&i| wanted.contains(post.text(i)))
+        .map(|i| {
+            let details = PostDetails {
+                practice: practice.text(i).to_owned(),
+                posted_at: at.text(i).to_owned(),
+                post_type: kind.text(i).to_owned(),
+                excerpt: excerpt.text(i).to_owned(),
+                permalink: link.text(i).to_owned(),
+            };
+            (post.text(i).to_owned(), details)
+        })
+        .collect()
 }
 
 /// Which rows of a report the query's range selects, by each row's day (its week, window or post day); for age bands
@@ -947,18 +1122,17 @@ fn group_rows(source: Source, batch: &RecordBatch, q: &Query, sel: &Selection) -
     let (practice_col, level_col, unit_col, metric_col) =
         (col("practice_code"), col("level"), col("unit"), col("metric"));
     let (week_col, created_col) = (col("week_ending"), col("created"));
-    let (band_col, campaign_col, type_col, topic_col) =
-        (col("age_band"), col("campaign"), col("post_type"), col("topic"));
+    let (band_col, campaign_col, type_col, topic_col, post_col) =
+        (col("age_band"), col("campaign"), col("post_type"), col("topic"), col("post_id"));
     // (slot, column) pairs each source adds per row.
     let sums: Vec<(usize, Col)> = match source {
         Source::Reach => ["reach", "engaged_users", "views", "engagements"].iter().map(|c| (slot(c), col(c))).collect(),
-        Source::Posts => ["reach", "views", "engagements", "engaged_users", "video_views"]
-            .iter()
-            .map(|c| (slot(c), col(c)))
-            .collect(),
+        // Video views only of videos (below): Meta answers 0 for a photo, a figure that does not apply to it.
+        Source::Posts => ["reach", "views", "engagements", "engaged_users"].iter().map(|c| (slot(c), col(c))).collect(),
         _ => Vec::new(),
     };
-    let (engaged_col, engagements_col, reach_col) = (col("engaged_users"), col("engagements"), col("reach"));
+    let (engaged_col, engagements_col, reach_col, video_col) =
+        (col("engaged_users"), col("engagements"), col("reach"), col("video_views"));
     let (registered_col, lifetime_col, note_col) = (col("registered"), col("post_lifetime"), col("note"));
     let estimates: Vec<(&str, Col)> =
         ["effect", "effect_lo", "effect_hi", "interval_level", "lift_pct"].iter().map(|c| (*c, col(c))).collect();
@@ -1008,6 +1182,7 @@ fn group_rows(source: Source, batch: &RecordBatch, q: &Query, sel: &Selection) -
                     Dimension::PostType => type_col.text(i).into(),
                     Dimension::Topic => topic_col.text(i).into(),
                     Dimension::CampaignMetric => metric_col.text(i).into(),
+                    Dimension::Post => post_col.text(i).into(),
                 }
             };
             let keep = q.filters.iter().enumerate().all(|(fi, f)| {
@@ -1043,6 +1218,9 @@ fn group_rows(source: Source, batch: &RecordBatch, q: &Query, sel: &Selection) -
             match source {
                 Source::Reach => {}
                 Source::Posts => {
+                    if type_col.text(i) == "video" {
+                        g.sums[slot("video_views")].add(video_col.num(i));
+                    }
                     g.sums[slot("posts")].add(Some(1.0));
                     g.sums[slot("rate_num")].add(engaged_col.num(i).or(engagements_col.num(i)));
                     g.sums[slot("rate_den")].add(reach_col.num(i));
@@ -1413,6 +1591,7 @@ fn finish(
             total_rows,
             watermark,
             practice_names,
+            posts: BTreeMap::new(),
             notes,
             cached: false,
         },
@@ -1496,6 +1675,29 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_is_served_for_its_own_watermark_only_and_a_huge_one_is_not_kept() {
+        let batch = RecordBatch::try_from_iter([(
+            "practice_code",
+            Arc::new(StringArray::from(vec!["M83001"; 100])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let cache = Cache::with_limits(0, DEFAULT_CACHE_BYTES, 1 << 20);
+        cache.keep_slice("a", "report_reach_weekly", "run-1", &batch);
+        assert_eq!(cache.slice("a", "report_reach_weekly", "run-1").map(|b| b.num_rows()), Some(100));
+        assert!(cache.slice("a", "report_reach_weekly", "run-2").is_none(), "a jobs run retires the slice");
+        assert!(cache.slice("b", "report_reach_weekly", "run-1").is_none(), "another tenant's is its own");
+        assert!(cache.slice("a", "report_age_bands", "run-1").is_none());
+        let small = Cache::with_limits(0, DEFAULT_CACHE_BYTES, batch.get_array_memory_size() * 2);
+        small.keep_slice("a", "report_reach_weekly", "run-1", &batch);
+        assert!(small.slice("a", "report_reach_weekly", "run-1").is_none(), "over a quarter of the bound");
+        assert!(small.oversized("a", "report_reach_weekly", "run-1"), "and remembered, so it is not read whole again");
+        assert!(!small.oversized("a", "report_reach_weekly", "run-2"), "until the next jobs run");
+        let none = Cache::with_limits(10, DEFAULT_CACHE_BYTES, 0);
+        none.keep_slice("a", "report_reach_weekly", "run-1", &batch);
+        assert!(!none.keeps_slices() && none.slices_kept() == 0);
+    }
+
+    #[test]
     fn a_new_watermark_misses_the_cache_and_retires_the_tenants_old_answers() {
         let cache = Cache::new(10);
         let answer = |t: &str| Answer {
@@ -1507,6 +1709,7 @@ mod tests {
                 total_rows: 0,
                 watermark: String::new(),
                 practice_names: BTreeMap::new(),
+                posts: BTreeMap::new(),
                 notes: vec![],
                 cached: false,
             },

@@ -26,6 +26,9 @@ pub fn random_token() -> String {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub key_id: String,
+    /// A person signed in with the identity provider: what their claims granted (fixed for the session's life).
+    /// `None` for a key's session, which is re-checked against the key on every request.
+    pub signed_in: Option<Caller>,
     pub csrf: String,
     pub expires: DateTime<Utc>,
 }
@@ -87,12 +90,17 @@ pub struct Gate {
     pub work: RateLimiter,
     /// Failed logins per client address: a guesser is slowed to this many tries a minute.
     pub login_failures: RateLimiter,
+    /// Sign-ins started per client address (each holds a pending entry for 10 minutes).
+    pub sign_in_starts: RateLimiter,
     pub used: Mutex<BTreeMap<String, DateTime<Utc>>>,
     pub session_hours: u32,
 }
 
 /// Failed dashboard logins allowed per client address per minute (then 429 until the bucket refills).
 pub const LOGIN_FAILURES_PER_MINUTE: u32 = 10;
+
+/// Sign-ins with the identity provider a client address may start per minute.
+pub const SIGN_IN_STARTS_PER_MINUTE: u32 = 20;
 
 /// The value of cookie `name` in the request.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -118,6 +126,7 @@ impl Gate {
             limiter: RateLimiter::new(per_minute),
             work: RateLimiter::new(work_ms_per_minute),
             login_failures: RateLimiter::new(LOGIN_FAILURES_PER_MINUTE),
+            sign_in_starts: RateLimiter::new(SIGN_IN_STARTS_PER_MINUTE),
             used: Mutex::new(BTreeMap::new()),
             session_hours,
         }
@@ -178,14 +187,33 @@ impl Gate {
         let id = random_token();
         let session = Session {
             key_id: caller.key_id.clone(),
+            signed_in: None,
             csrf: random_token(),
             expires: Utc::now() + chrono::Duration::hours(i64::from(self.session_hours)),
         };
+        self.insert_session(&id, session);
+        Ok((id, caller))
+    }
+
+    /// Opens a dashboard session for a person the identity provider signed in (see [`crate::oidc`]).
+    pub fn open_session(&self, caller: Caller) -> AppResult<(String, Caller)> {
+        let caller = self.admit(caller)?;
+        let id = random_token();
+        let session = Session {
+            key_id: caller.key_id.clone(),
+            signed_in: Some(caller.clone()),
+            csrf: random_token(),
+            expires: Utc::now() + chrono::Duration::hours(i64::from(self.session_hours)),
+        };
+        self.insert_session(&id, session);
+        Ok((id, caller))
+    }
+
+    fn insert_session(&self, id: &str, session: Session) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let now = Utc::now();
         sessions.retain(|_, s| s.expires > now);
-        sessions.insert(id.clone(), session);
-        Ok((id, caller))
+        sessions.insert(id.to_owned(), session);
     }
 
     /// A dashboard caller: the session cookie, re-checked against the key (a revoked key ends its sessions).
@@ -199,6 +227,9 @@ impl Gate {
         if session.expires <= Utc::now() {
             self.logout(&id);
             return Err(AppError::unauthenticated("the session has ended").with_hint("log in again at /login"));
+        }
+        if let Some(caller) = &session.signed_in {
+            return Ok((self.admit(caller.clone())?, session));
         }
         let caller =
             self.ring.lock().unwrap_or_else(|e| e.into_inner()).caller_for(config, &session.key_id, Utc::now());

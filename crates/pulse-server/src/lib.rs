@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod oidc;
 pub mod openapi;
 pub mod pages;
 pub mod telemetry;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub cache: Cache,
     pub gate: auth::Gate,
     pub keys: Keys,
+    /// Sign-in with the organisation's identity provider, when `[server.oidc]` is set.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -51,8 +54,13 @@ impl AppState {
             config.server.session_hours,
             config.server.work_ms_per_minute,
         );
-        let cache = Cache::new(config.server.cache_entries);
-        Ok(Self { config, store, directory, cache, gate, keys })
+        let cache = Cache::with_limits(
+            config.server.cache_entries,
+            pulse_query::DEFAULT_CACHE_BYTES,
+            config.server.report_cache_mb.saturating_mul(1 << 20),
+        );
+        let oidc = oidc::Oidc::from_config(&config)?;
+        Ok(Self { config, store, directory, cache, gate, keys, oidc })
     }
 }
 
@@ -144,6 +152,8 @@ pub fn router(state: Shared) -> Router {
         .route("/unsubscribe", get(pages::unsubscribe_form).post(pages::unsubscribe))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/logout", post(pages::logout))
+        .route("/auth/oidc/start", get(oidc::start))
+        .route("/auth/oidc/callback", get(oidc::callback))
         .route("/", get(pages::overview))
         .route("/practices", get(pages::practices))
         .route("/practices/{code}", get(pages::practice))

@@ -39,7 +39,15 @@ struct Ctx {
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
     params: HashMap<String, String>,
+    /// The page's path, as requested.
+    path: String,
+    /// The range was not chosen: `from` is the start of the last 52 weeks of the reports, ending on this day. Links
+    /// and the picker leave it out, so the default follows the reports (and each tenant's own).
+    defaulted_to: Option<NaiveDate>,
 }
+
+/// The weeks a page shows when no range is chosen.
+const DEFAULT_WEEKS: i64 = 52;
 
 impl Ctx {
     /// `?tenant=..&from=..&to=..` for links, plus `extra`.
@@ -48,11 +56,15 @@ impl Ctx {
         if self.caller.tenants.len() > 1 {
             q.append_pair("tenant", &self.tenant);
         }
-        if let Some(f) = self.from {
+        if let Some(f) = self.from.filter(|_| self.defaulted_to.is_none()) {
             q.append_pair("from", &f.to_string());
         }
         if let Some(t) = self.to {
             q.append_pair("to", &t.to_string());
+        }
+        // All history asked for stays asked for from page to page.
+        if self.from.is_none() && self.to.is_none() && self.params.contains_key("all") {
+            q.append_pair("all", "1");
         }
         for (k, v) in extra {
             q.append_pair(k, v);
@@ -105,7 +117,8 @@ const REGION_PAGE: (&str, &str) = ("/region", "Region");
 struct Nav {
     title: String,
     links: Vec<NavLink>,
-    key_id: String,
+    /// Who is signed in: the person (their email, from the identity provider) or `key <id>`.
+    who: String,
     tenant_name: String,
     csrf: String,
     /// The page the range picker submits to.
@@ -114,6 +127,8 @@ struct Nav {
     tenants: Vec<TenantOption>,
     /// The page's own parameters, carried through the range picker.
     hidden: Vec<(String, String)>,
+    /// When no range was chosen: the default's last day in words, and the link to all history.
+    defaulted: Option<(String, String)>,
     from: String,
     to: String,
 }
@@ -148,7 +163,22 @@ impl Nav {
                 .chain((ctx.caller.tenants.len() > 1).then_some(&REGION_PAGE))
                 .map(|(path, label)| NavLink { href: ctx.link(path, &[]), label, active: *path == active })
                 .collect(),
-            key_id: ctx.caller.key_id.clone(),
+            defaulted: ctx.defaulted_to.map(|to| {
+                // This page as it is, over all history.
+                let mut params: Vec<(&String, &String)> =
+                    ctx.params.iter().filter(|(k, _)| !matches!(k.as_str(), "from" | "to" | "all")).collect();
+                params.sort();
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                q.extend_pairs(params);
+                q.append_pair("all", "1");
+                let from = ctx.from.map(uk).unwrap_or_default();
+                (format!("{from} to {}", uk(to)), format!("{}?{}", ctx.path, q.finish()))
+            }),
+            who: if ctx.session.signed_in.is_some() {
+                ctx.caller.key_name.clone()
+            } else {
+                format!("key {}", ctx.caller.key_id)
+            },
             tenant_name: ctx.tenant_name.clone(),
             csrf: ctx.session.csrf.clone(),
             action: active.to_owned(),
@@ -161,7 +191,7 @@ impl Nav {
                 Vec::new()
             },
             hidden,
-            from: d(ctx.from),
+            from: d(ctx.from.filter(|_| ctx.defaulted_to.is_none())),
             to: d(ctx.to),
         }
     }
@@ -176,7 +206,7 @@ struct ErrorPage<'a> {
     hint: Option<&'a str>,
 }
 
-fn error_page(e: &AppError) -> Response {
+pub(crate) fn error_page(e: &AppError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let (message, hint) = match e.kind {
         ErrorKind::Unavailable | ErrorKind::Internal => {
@@ -188,6 +218,22 @@ fn error_page(e: &AppError) -> Response {
         }
         _ => (e.message.clone(), e.hint.clone()),
     };
+    render_error(status, &message, hint.as_deref())
+}
+
+/// An error page saying what `e` says whatever its kind: for errors whose message is this server's own words
+/// (sign-in: the identity provider unreachable or answering wrongly), never a dependency's text.
+pub(crate) fn error_page_saying(e: &AppError) -> Response {
+    if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Internal) {
+        tracing::warn!(kind = e.code(), "{e}");
+    }
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    render_error(status, &e.message, e.hint.as_deref())
+}
+
+fn render_error(status: StatusCode, message: &str, hint: Option<&str>) -> Response {
+    let message = message.to_owned();
+    let hint = hint.map(str::to_owned);
     let page = ErrorPage {
         title: "Error",
         heading: status.canonical_reason().unwrap_or("Error"),
@@ -274,6 +320,8 @@ fn context(
             from,
             to,
             params: params.clone(),
+            path: uri_path.to_owned(),
+            defaulted_to: None,
         })
     };
     build().map_err(|e| Box::new(error_page(&e)))
@@ -293,13 +341,32 @@ where
 {
     let started = Instant::now();
     let what = format!("GET {path}{}", crate::query_digest(params.iter()));
-    let ctx = match context(&state, &headers, path, params) {
+    let mut ctx = match context(&state, &headers, path, params) {
         Ok(c) => c,
         Err(resp) => {
             log_request("-", "-", &what, 0, resp.status().as_u16(), started);
             return *resp;
         }
     };
+    // No range chosen: the last 52 weeks of the reports (they keep all history; `all=1` shows it whole), on the pages
+    // that add figures up over the range. Campaigns, age bands (the latest window), data quality and the regional
+    // view keep all history: a campaign or a window is not cut at a date.
+    let sums_over_range = matches!(path, "/" | "/practices" | "/posts") || path.starts_with("/practices/");
+    if sums_over_range && ctx.from.is_none() && ctx.to.is_none() && !ctx.params.contains_key("all") {
+        match report::main_run(&state.store, &ctx.caller.access, &ctx.tenant).await {
+            Ok(Some(run)) => {
+                let from = run.range_to - chrono::Duration::days(DEFAULT_WEEKS * 7 - 1);
+                ctx.from = Some(from.max(run.range_from));
+                ctx.defaulted_to = Some(run.range_to);
+            }
+            // No reports yet: the page says so itself.
+            Ok(None) => {}
+            Err(e) => {
+                log_request(&ctx.caller.key_id, &ctx.tenant, &what, 0, e.status(), started);
+                return error_page(&e);
+            }
+        }
+    }
     let (key, tenant) = (ctx.caller.key_id.clone(), ctx.tenant.clone());
     match f(state, ctx).await {
         Ok((html, rows)) => {
@@ -633,7 +700,7 @@ pub async fn practice(
             name: name.clone(),
             code: code.clone(),
             charts,
-            posts: PostsTable::of(&posts)?,
+            posts: PostsTable::of(&posts, &state.config)?,
         };
         Ok((html(&page)?, rows))
     })
@@ -675,6 +742,10 @@ struct PostsTable {
 struct PostRow {
     posted: String,
     practice: String,
+    /// The start of the post's text (a link to it when `permalink` is a Facebook address).
+    excerpt: String,
+    /// `https://` only (the pipelines keep only Facebook addresses): anything else is not linked.
+    permalink: String,
     post_type: String,
     topic: String,
     reach: String,
@@ -684,19 +755,29 @@ struct PostRow {
 }
 
 impl PostsTable {
-    fn of(posts: &ReportAnswer) -> AppResult<PostsTable> {
+    /// The rows of a posts answer, posting times in `config`'s time zone; "–" where a figure does not apply to the
+    /// post (video views of a photo), "n/a" where it applies but Meta gave none.
+    fn of(posts: &ReportAnswer, config: &pulse_config::Config) -> AppResult<PostsTable> {
         let rows = posts
             .post_views()?
             .into_iter()
-            .map(|p| PostRow {
-                posted: p.created.map(uk).unwrap_or_default(),
-                practice: p.practice_name,
-                post_type: p.post_type,
-                topic: p.topic,
-                reach: num(p.reach),
-                views: num(p.views),
-                video_views: num(p.video_views),
-                engagement_rate: rate(p.engagement_rate),
+            .map(|p| {
+                let video_views = if p.applies("video_views") { num(p.video_views) } else { "–".to_owned() };
+                PostRow {
+                    posted: match p.posted_at {
+                        Some(t) => t.with_timezone(&config.scheduler.tz()).format("%-d %b %Y %H:%M").to_string(),
+                        None => p.created.map(uk).unwrap_or_default(),
+                    },
+                    permalink: if p.permalink.starts_with("https://") { p.permalink } else { String::new() },
+                    excerpt: if p.excerpt.is_empty() { "–".to_owned() } else { p.excerpt },
+                    practice: p.practice_name,
+                    post_type: p.post_type,
+                    topic: p.topic,
+                    reach: num(p.reach),
+                    views: num(p.views),
+                    video_views,
+                    engagement_rate: rate(p.engagement_rate),
+                }
             })
             .collect();
         let empty = posts.empty_note.clone().unwrap_or_else(|| "No posts in this range.".to_owned());
@@ -916,7 +997,7 @@ pub async fn posts(
         let page = PostsPage {
             nav: Nav::new(&ctx, "/posts", "Posts"),
             by_type_svg: chart::bars("Reach by post type", &bars, chart::BLUE, 700, &|v| thousands(v)),
-            posts: PostsTable::of(&answer)?,
+            posts: PostsTable::of(&answer, &state.config)?,
         };
         Ok((html(&page)?, answer.batch.num_rows()))
     })
@@ -1117,19 +1198,22 @@ pub async fn region(
 
 // ----- login, logout, static -----------------------------------------------------------------------------------
 
-fn cookie_header(state: &Shared, name: &str, value: &str, max_age: i64) -> HeaderValue {
+pub(crate) fn cookie_header(state: &Shared, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.config.server.secure_cookies { "; Secure" } else { "" };
     HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Only a path on this site may be gone to after login.
-fn safe_next(next: Option<&String>) -> String {
+pub(crate) fn safe_next(next: Option<&String>) -> String {
+    /// Longer is not a page of this site anyone links to, and a sign-in keeps it for minutes.
+    const MAX_NEXT_BYTES: usize = 2048;
     // Browsers drop tabs and newlines from URLs (`/\t/evil.example/` is read `//evil.example/`), and a control
     // character in a Location header fails the response: any of them, or a space, and it is the overview instead.
     match next {
         Some(n)
             if n.starts_with('/')
+                && n.len() <= MAX_NEXT_BYTES
                 && !n.starts_with("//")
                 && !n.contains('\\')
                 && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
@@ -1147,11 +1231,18 @@ struct LoginPage<'a> {
     csrf: &'a str,
     next: &'a str,
     message: Option<&'a str>,
+    /// "Sign in with <label>" and its link, when the organisation's identity provider is configured.
+    oidc: Option<(&'a str, String)>,
 }
 
 fn login_page(state: &Shared, next: &str, message: Option<&str>, status: StatusCode) -> Response {
     let csrf = random_token();
-    let page = LoginPage { title: "Log in", csrf: &csrf, next, message };
+    let oidc = state.oidc.as_ref().map(|o| {
+        let query = form_urlencoded::Serializer::new(String::new()).append_pair("next", next).finish();
+        let link = format!("/auth/oidc/start?{query}");
+        (o.label(), link)
+    });
+    let page = LoginPage { title: "Log in", csrf: &csrf, next, message, oidc };
     let mut resp = match html(&page) {
         Ok(body) => html_response(status, body),
         Err(e) => return error_page(&e),
@@ -1354,7 +1445,7 @@ mod tests {
         Nav {
             title: title.to_owned(),
             links: vec![NavLink { href: "/?tenant=a&from=2018-01-01".into(), label: "Overview", active: true }],
-            key_id: "k1".into(),
+            who: "key k1".into(),
             tenant_name: "North <Staffs>".into(),
             csrf: "c\"srf".into(),
             action: "/".into(),
@@ -1363,6 +1454,7 @@ mod tests {
                 TenantOption { id: "b".into(), name: "B".into(), selected: false },
             ],
             hidden: vec![("sort".into(), "\"><script>".into())],
+            defaulted: Some(("26 Mar 2017 to 25 Mar 2018".into(), "/?tenant=a&all=1".into())),
             from: "2018-01-01".into(),
             to: String::new(),
         }
@@ -1379,6 +1471,8 @@ mod tests {
                 rows: vec![PostRow {
                     posted: "25 Mar 2018".into(),
                     practice: "A&E <i>".into(),
+                    excerpt: "Stroke <u>signs</u>".into(),
+                    permalink: "https://www.facebook.com/1/posts/2?a=1&b=\"<x>".into(),
                     post_type: "video".into(),
                     topic: "stroke".into(),
                     reach: "1,234".into(),
@@ -1390,7 +1484,7 @@ mod tests {
             },
         };
         let out = html(&page).unwrap();
-        for raw in ["<script>", "<b>", "<i>", "\"><script>", "North <Staffs>", "c\"srf"] {
+        for raw in ["<script>", "<b>", "<i>", "<u>", "\"<x>", "\"><script>", "North <Staffs>", "c\"srf"] {
             assert!(!out.contains(raw), "{raw} reached the page unescaped");
         }
         for escaped in

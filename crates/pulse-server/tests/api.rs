@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{client, config, key, practices, serve, serve_with};
+use common::{captured_logs, client, config, key, practices, serve, serve_with};
 use pulse_app::keys::KeyScope;
 use serde_json::{Value, json};
 
@@ -471,31 +471,6 @@ async fn random_queries_with_two_tenants_keys_never_return_a_row_of_the_other_te
 }
 
 /// Log lines written by the server in this test binary.
-fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        struct W(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = buf.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || W(sink.clone()))
-            .init();
-        buf
-    })
-    .clone()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_logged_with_key_id_tenant_rows_and_time_never_the_secret() {
@@ -870,6 +845,70 @@ async fn the_dashboard_reads_as_people_write() {
     assert!(
         campaigns.contains("How to read an effect") && campaigns.contains("94 times in 100"),
         "the interval is explained"
+    );
+    // Each post is named by its text, linked to its permalink, posted at a London time; video views of a photo do not
+    // apply ("–").
+    let posts = page("/posts?tenant=stoke&from=2018-03-01&to=2018-03-31").await;
+    assert!(
+        posts.contains("<td class=\"excerpt\"><a href=\"https://www.facebook.com/")
+            && posts.contains("rel=\"noopener noreferrer\""),
+        "posts link to their permalinks: {}",
+        posts.split("<tbody>").nth(1).unwrap_or_default().lines().take(3).collect::<Vec<_>>().join("\n")
+    );
+    let rows: Vec<&str> = posts.split("<tbody>").nth(1).unwrap_or_default().split("<tr>").skip(1).collect();
+    assert!(!rows.is_empty());
+    for row in &rows {
+        let cells: Vec<&str> = row.split("<td").skip(1).collect();
+        let kind = visible_text(&format!("<td{}", cells[3]));
+        let video = visible_text(&format!("<td{}", cells[7]));
+        if kind.trim() != "video" {
+            assert_eq!(video.trim(), "–", "video views of a {kind}: {row}");
+        }
+        let posted = visible_text(&format!("<td{}", cells[0]));
+        assert!(
+            posted.trim().ends_with(|c: char| c.is_ascii_digit()) && posted.contains(':'),
+            "a time of day: {posted}"
+        );
+    }
+    // No range chosen: the last 52 weeks of the reports, said on the page with a link to this page's all history;
+    // links and the picker leave the default out, so it follows the reports and each tenant's own.
+    let run = pulse_app::report::main_run(&s.state.store, &s.config.operator_access(), "stoke").await.unwrap().unwrap();
+    let from = run.range_to - chrono::Duration::days(363);
+    let uk = |d: chrono::NaiveDate| d.format("%-d %b %Y").to_string();
+    let practices = page("/practices?tenant=stoke&sort=views").await;
+    let note = practices.split("range-note").nth(1).unwrap_or_default().split("</p>").next().unwrap_or_default();
+    assert!(
+        note.contains(&format!("The last 52 weeks of the reports: {} to {}", uk(from), uk(run.range_to)))
+            && note.contains("href=\"/practices?sort=views&#38;tenant=stoke&#38;all=1\""),
+        "{note}"
+    );
+    assert!(practices.contains("name=\"from\" value=\"\""), "the picker is left for a choice");
+    assert!(practices.contains("/posts?tenant=stoke\""), "links leave the default out");
+    let practice = page(&format!("/practices/{}?tenant=stoke", common::practices(&s.config, "stoke")[0])).await;
+    assert!(
+        practice.contains(&format!("/practices/{}?tenant=stoke&#38;all=1", common::practices(&s.config, "stoke")[0])),
+        "all history of the same page"
+    );
+    let campaigns = page("/campaigns?tenant=north-staffs").await;
+    assert!(!campaigns.contains("range-note"), "campaigns are not cut at a date");
+    let all = page("/practices?all=1&tenant=stoke").await;
+    assert!(all.contains("name=\"from\" value=\"\"") && !all.contains("The last 52 weeks"), "all history on asking");
+    assert!(all.contains("/posts?tenant=stoke&#38;all=1"), "and it stays asked for from page to page");
+    let reach_of = |html: &str| -> f64 {
+        // The practices table's first numeric cell of each row is the gross reach: add them up.
+        html.split("<tbody>")
+            .nth(1)
+            .unwrap_or_default()
+            .split("<tr>")
+            .skip(1)
+            .filter_map(|row| {
+                row.split("<td class=\"n\">").nth(1)?.split('<').next()?.replace(',', "").parse::<f64>().ok()
+            })
+            .sum()
+    };
+    assert!(
+        reach_of(&all) > reach_of(&practices) && reach_of(&practices) > 0.0,
+        "all history adds up more than its last year"
     );
     let quality = page("/quality?tenant=stoke").await;
     assert!(

@@ -11,16 +11,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::{config, key, serve};
+use common::{chromium, config, key, serve};
 use pulse_app::keys::KeyScope;
-
-fn chromium() -> Option<String> {
-    let candidates = [std::env::var("PULSE_CHROMIUM").ok(), Some("chromium".into()), Some("chromium-browser".into())];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_every_page_in_chromium_for_its_tenant_only() {

@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "incremental_runs",
         sql: include_str!("../../../sql/migrations/0009_incremental_runs.sql"),
     },
+    Migration { version: 10, name: "post_details", sql: include_str!("../../../sql/migrations/0010_post_details.sql") },
 ];
 
 /// Per-tenant analyst views (`sql/tenant_views.sql`), rendered for one tenant by [`tenant_views`].

@@ -195,10 +195,10 @@ pub static CAMPAIGN_SERIES: ReportTable = ReportTable {
     ],
 };
 
-/// Posts ranked by reach, with engagement rate, type and topic.
+/// Posts ranked by reach, with engagement rate, type, topic, time, text excerpt and permalink.
 pub static POST_PERFORMANCE: ReportTable = ReportTable {
     name: "report_post_performance",
-    doc: "Posts ranked by reach, with engagement rate, type and topic.",
+    doc: "Posts ranked by reach, with engagement rate, type, topic, time, text excerpt and permalink.",
     columns: &[
         col("practice_code", ReportType::Str, "ODS code"),
         col("page_id", ReportType::Str, "Facebook page id"),
@@ -213,6 +213,13 @@ pub static POST_PERFORMANCE: ReportTable = ReportTable {
         col("video_views", ReportType::OptF64, "lifetime video views"),
         col("engagement_rate", ReportType::OptF64, "engaged users (or engagements) / reach"),
         col("tenant_rank", ReportType::U32, "rank by reach within the tenant"),
+        col(
+            "posted_at",
+            ReportType::Str,
+            "when it was posted (RFC 3339, UTC); empty in rows computed before migration 10",
+        ),
+        col("excerpt", ReportType::Str, "the start of the post's text (public on its page), at most 160 characters"),
+        col("permalink", ReportType::Str, "the post's address on Facebook"),
     ],
 };
 

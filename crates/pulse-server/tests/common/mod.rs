@@ -75,14 +75,7 @@ pub struct Served {
 }
 
 pub async fn serve_with(config: Config) -> Served {
-    let store = pulse_app::open::store(&config).expect("store");
-    let state = Arc::new(pulse_server::AppState::new(config.clone(), store).expect("state"));
-    let (listener, addr) = pulse_server::bind("127.0.0.1:0").await.expect("bind");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(pulse_server::serve(state.clone(), listener, async {
-        let _ = rx.await;
-    }));
-    Served { url: format!("http://{addr}"), config, state, _stop: tx }
+    serve_at(config, "127.0.0.1:0").await
 }
 
 pub async fn serve() -> Served {
@@ -92,4 +85,57 @@ pub async fn serve() -> Served {
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+/// Everything the tests' tracing writes at INFO and above, from the first call on (one subscriber per test binary).
+pub fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = buf.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || W(sink.clone()))
+            .init();
+        buf
+    })
+    .clone()
+}
+
+/// A loopback port free just now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running server over `config` on `addr` (a port chosen before the config named it).
+pub async fn serve_at(config: Config, addr: &str) -> Served {
+    let store = pulse_app::open::store(&config).expect("store");
+    let state = Arc::new(pulse_server::AppState::new(config.clone(), store).expect("state"));
+    let (listener, addr) = pulse_server::bind(addr).await.expect("bind");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(pulse_server::serve(state.clone(), listener, async {
+        let _ = rx.await;
+    }));
+    Served { url: format!("http://{addr}"), config, state, _stop: tx }
+}
+
+/// Headless Chromium's command (`PULSE_CHROMIUM`, or Debian's `chromium`), when one runs.
+pub fn chromium() -> Option<String> {
+    let candidates = [std::env::var("PULSE_CHROMIUM").ok(), Some("chromium".into()), Some("chromium-browser".into())];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|c| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
 }
