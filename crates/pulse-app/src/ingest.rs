@@ -94,45 +94,78 @@ impl IngestRun {
     }
 }
 
-/// Pages of the selected tenants whose token resolves; the others are returned with the reason.
-pub fn targets(config: &Config, tenants: &[String]) -> Result<(Vec<Target>, Vec<String>)> {
+/// Pages of the selected tenants with a usable token; the others are returned with the reason. A page's token comes
+/// from the vault when it has one there (a page connected through an invitation, or imported), else from the
+/// config's secret reference. Pages connected through an invitation that the config does not list are ingested
+/// too, for the practice they were connected for.
+pub async fn targets<S: Store>(store: &S, config: &Config, tenants: &[String]) -> Result<(Vec<Target>, Vec<String>)> {
     let access = config.operator_access();
     let scopes = if tenants.is_empty() {
         access.write_scopes()
     } else {
         tenants.iter().map(|t| access.write_scope(t)).collect::<Result<Vec<_>, _>>()?
     };
+    let vault = crate::vault::Vault::from_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = Vec::new();
     let mut skipped = Vec::new();
+    let mut orphans = Vec::new();
     for scope in scopes {
         let tenant = config.tenant(scope.tenant()).context("tenant vanished from config")?;
+        let mut vaulted = match &vault {
+            Some(v) => crate::vault::tokens(store, v, scope.read()).await.map_err(|e| anyhow::anyhow!("{e}"))?,
+            None => Default::default(),
+        };
+        let mut practices_of_vaulted = match &vault {
+            Some(_) => crate::vault::entries(store, scope.read())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .into_iter()
+                .map(|(page, e)| (page, e.practice))
+                .collect(),
+            None => std::collections::BTreeMap::new(),
+        };
+        let mut push = |practice: &pulse_domain::PracticeCode, page: &pulse_domain::PageId, token| match token {
+            Ok(token) => {
+                out.push(Target { scope: scope.clone(), practice: practice.clone(), page: page.clone(), token })
+            }
+            Err(why) => skipped.push(format!("page {page} (practice {practice}, tenant {scope}): {why}")),
+        };
         for practice in &tenant.practices {
             for page in &practice.pages {
-                let token = match &page.token {
-                    None => Err("no token reference".to_owned()),
-                    Some(r) => config.resolve(r).map_err(|e| format!("{e} ({})", r.describe())),
-                };
-                match token {
-                    Ok(token) => out.push(Target {
-                        scope: scope.clone(),
-                        practice: practice.code.clone(),
-                        page: page.id.clone(),
-                        token,
-                    }),
-                    Err(why) => {
-                        skipped.push(format!("page {} (practice {}, tenant {scope}): {why}", page.id, practice.code))
+                practices_of_vaulted.remove(page.id.as_str());
+                let token = match (vaulted.remove(page.id.as_str()), &page.token) {
+                    (Some(t), _) => t.map_err(|why| format!("the vault: {why}")),
+                    (None, None) => {
+                        Err("no token in the vault and no token reference (send an invitation: `pulse pages invite`)"
+                            .to_owned())
                     }
-                }
+                    (None, Some(r)) => config.resolve(r).map_err(|e| format!("{e} ({})", r.describe())),
+                };
+                push(&practice.code, &page.id, token);
             }
         }
+        // Connected through an invitation, not (yet) in the config.
+        for (page, practice) in practices_of_vaulted {
+            let Some(token) = vaulted.remove(&page) else { continue };
+            let (Ok(page_id), Some(p)) =
+                (page.parse::<pulse_domain::PageId>(), tenant.practices.iter().find(|p| p.code.as_str() == practice))
+            else {
+                orphans.push(format!(
+                    "page {page} (tenant {scope}): in the vault for practice {practice}, which the config no longer lists"
+                ));
+                continue;
+            };
+            push(&p.code, &page_id, token.map_err(|why| format!("the vault: {why}")));
+        }
     }
+    skipped.extend(orphans);
     Ok((out, skipped))
 }
 
 /// Runs one ingest as configured. `on_start` is told where from and into what, before the first call.
 pub async fn run(config: &Config, request: &IngestRequest, on_start: impl FnOnce(&str)) -> Result<IngestRun> {
     let store = open::store(config)?;
-    let (targets, skipped) = targets(config, &request.tenants)?;
+    let (targets, skipped) = targets(&store, config, &request.tenants).await?;
     if targets.is_empty() {
         bail!("no page has a usable token, so there is nothing to ingest; `pulse config check` lists why");
     }

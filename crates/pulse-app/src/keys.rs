@@ -128,18 +128,20 @@ pub fn keys_path(config: &Config) -> PathBuf {
     config.server.keys_file.clone()
 }
 
-fn random_hex(bytes: usize) -> AppResult<String> {
+/// `bytes` random bytes from the system, as hex.
+pub fn random_hex(bytes: usize) -> AppResult<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| AppError::new(ErrorKind::Internal, format!("no system randomness: {e}")))?;
     Ok(hex::encode(buf))
 }
 
-fn hash(text: &str) -> String {
+/// SHA-256 of `text`, hex.
+pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// Compares two equal-length strings in time independent of where they differ.
-fn same(a: &str, b: &str) -> bool {
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -240,7 +242,7 @@ impl Keys {
             name: name.to_owned(),
             tenants: tenants.to_vec(),
             scopes,
-            hash: hash(&secret),
+            hash: sha256_hex(&secret),
             created_at: now,
             expires_at: expires_in_days.map(|d| now + chrono::Duration::days(d.into())),
             revoked_at: None,
@@ -333,7 +335,7 @@ impl KeyRing {
                 .with_hint("ask the operator for a key (`pulse keys create`)")
         };
         let record = self.records.iter().find(|k| k.id == id).ok_or_else(unknown)?;
-        if !same(&record.hash, &hash(presented)) {
+        if !same(&record.hash, &sha256_hex(presented)) {
             return Err(unknown());
         }
         self.caller_for(config, id, now)

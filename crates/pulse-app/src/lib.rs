@@ -16,15 +16,20 @@
 //! - [`overview`], [`chart`], [`columns`]: a tenant's weeks at a glance, SVG charts, report columns by name;
 //! - [`tenant`]: which tenant a request is for (the one named, or the access's only one), one rule everywhere;
 //! - [`error`]: the typed error every surface maps once (exit code, HTTP status);
+//! - [`health`]: page tokens checked through `debug_token`, and re-authorisation links for those that need one;
+//! - [`onboarding`]: invitations (single use, expiring) a tenant's admin sends practice managers, and their journal;
+//! - [`vault`]: page tokens sealed (AES-256-GCM) in the store, rotation, import from the config's references;
 //! - [`text`]: what a person reads: tables, bars, sparklines, thousands separators, as strings.
 
 pub mod chart;
 pub mod columns;
 pub mod error;
+pub mod health;
 pub mod ingest;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;
+pub mod onboarding;
 pub mod open;
 pub mod overview;
 pub mod quality;
@@ -33,6 +38,7 @@ pub mod scheduler;
 pub mod subscriptions;
 pub mod tenant;
 pub mod text;
+pub mod vault;
 pub mod views;
 
 pub use pulse_pipelines::limit_malloc_arenas;

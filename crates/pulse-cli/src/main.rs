@@ -80,6 +80,14 @@ enum Command {
     /// `/debug_token` and batch `POST /` over a synthetic world from a scenario (bundled: case-study, current,
     /// national; or a TOML file). `pulse sim truth` prints what the world injected.
     Sim(commands::sim::SimArgs),
+    /// The token vault: page tokens sealed (AES-256-GCM) in the store. `new-key`, `import` (from the config's
+    /// references), `rotate`, `status`.
+    #[command(subcommand)]
+    Vault(commands::vault::VaultCommand),
+    /// Connect practices' pages: `invite` makes single-use, expiring links for practice managers (Facebook Login),
+    /// `invitations` lists them with who connected which page.
+    #[command(subcommand)]
+    Pages(commands::vault::PagesCommand),
     /// List the metric catalogue: canonical metrics and the Graph metric each maps to under an API version.
     Metrics(commands::metrics::MetricsArgs),
 }
@@ -144,6 +152,8 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(&cli.config, args).await,
             Command::Status(args) => commands::run::status(&cli.config, args).await,
             Command::Digest(cmd) => commands::digest::run(&cli.config, cmd).await,
+            Command::Vault(cmd) => commands::vault::run(&cli.config, cmd).await,
+            Command::Pages(cmd) => commands::vault::pages(&cli.config, cmd).await,
         }
     });
     match result {

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub use model::{
     CampaignConfig, ClickHouseConfig, Config, DigestConfig, ExportProjectConfig, GraphConfig, MIN_PROJECT_KEY_BYTES,
-    OidcConfig, OidcGrant, PageConfig, PracticeConfig, SchedulerConfig, ServerConfig, SmtpConfig, SmtpSecurity,
-    StoreBackend, StoreConfig, SubscriptionConfig, TenantConfig, is_loopback, oidc_url_allowed, plausible_email,
-    real_date,
+    OidcConfig, OidcGrant, OnboardingConfig, PageConfig, PracticeConfig, SchedulerConfig, ServerConfig, SmtpConfig,
+    SmtpSecurity, StoreBackend, StoreConfig, SubscriptionConfig, TenantConfig, VaultConfig, is_loopback,
+    oidc_url_allowed, plausible_email, real_date,
 };
 pub use secret::{Secret, SecretError, SecretRef};
 pub use tenancy::{Access, AccessDenied, Principal, TenantScope, WriteScope};

@@ -34,6 +34,51 @@ pub struct Config {
     pub digest: DigestConfig,
     /// Digest lists: who gets which tenant's weekly digest.
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// The token vault: page tokens kept in the store, encrypted (`None`: tokens only from secret references).
+    pub vault: Option<VaultConfig>,
+    /// Connecting practices' pages through invitations and Facebook Login.
+    pub onboarding: Option<OnboardingConfig>,
+}
+
+/// `[vault]`: page access tokens kept in the store, sealed with AES-256-GCM under `key` (32 bytes, written as 64 hex
+/// digits: `pulse vault new-key` makes one). `previous_keys` still open what was sealed before a rotation, until
+/// `pulse vault rotate` has sealed everything again under `key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    pub key: SecretRef,
+    #[serde(default)]
+    pub previous_keys: Vec<SecretRef>,
+}
+
+/// `[onboarding]`: invitations a tenant's admin sends to practice managers, who connect their page through Facebook
+/// Login. Needs `[graph] app_id` and `app_secret` (the Meta app) and a `[vault]` for the tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnboardingConfig {
+    /// Where invitation links point: this service's public address, such as `https://pulse.example.nhs.uk`.
+    pub public_url: String,
+    /// Facebook Login's dialog host. Default `https://www.facebook.com`; the simulator's address in tests.
+    #[serde(default = "default_dialog_url")]
+    pub dialog_url: String,
+    /// Days an invitation stays valid. Default 14.
+    #[serde(default = "default_invitation_days")]
+    pub invitation_days: u32,
+}
+
+fn default_dialog_url() -> String {
+    "https://www.facebook.com".into()
+}
+
+fn default_invitation_days() -> u32 {
+    14
+}
+
+impl OnboardingConfig {
+    /// The callback Facebook Login returns to (register it as a valid OAuth redirect URI in the Meta app).
+    pub fn redirect_url(&self) -> String {
+        format!("{}/connect/callback", self.public_url.trim_end_matches('/'))
+    }
 }
 
 /// `[scheduler]`: what `pulse run` does and when. Cron expressions have five fields (minute hour day-of-month month
@@ -526,8 +571,12 @@ pub struct GraphConfig {
     /// API version to call, such as `v25.0`. Decides which metric names the catalogue asks for.
     #[serde(default = "default_version")]
     pub version: ApiVersion,
-    /// Where the app secret is kept, when the app requires `appsecret_proof`.
+    /// Where the app secret is kept, when the app requires `appsecret_proof` (and for Facebook Login and
+    /// `debug_token`).
     pub app_secret: Option<SecretRef>,
+    /// The Meta app's id (Facebook Login and `debug_token` need it).
+    #[serde(default)]
+    pub app_id: Option<String>,
 }
 
 fn default_base_url() -> String {
@@ -540,7 +589,7 @@ fn default_version() -> ApiVersion {
 
 impl Default for GraphConfig {
     fn default() -> Self {
-        Self { base_url: default_base_url(), version: default_version(), app_secret: None }
+        Self { base_url: default_base_url(), version: default_version(), app_secret: None, app_id: None }
     }
 }
 
@@ -629,6 +678,10 @@ struct RawConfig {
     /// Digest lists.
     #[serde(default)]
     subscription: Vec<SubscriptionConfig>,
+    /// The token vault.
+    vault: Option<VaultConfig>,
+    /// Invitations and Facebook Login.
+    onboarding: Option<OnboardingConfig>,
 }
 
 #[derive(Deserialize)]
@@ -696,6 +749,10 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if !p.issues.is_empty() {
         return Err(ConfigError::Invalid(p.issues));
     }
+    check_vault_and_onboarding(raw.vault.as_ref(), raw.onboarding.as_ref(), &raw.graph, &mut p);
+    if !p.issues.is_empty() {
+        return Err(ConfigError::Invalid(p.issues));
+    }
     let registered_patients_csv = raw.registered_patients_csv.map(|p| base.join(p));
     Ok(Config {
         path: path.to_owned(),
@@ -710,7 +767,43 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         smtp: raw.smtp,
         digest: raw.digest,
         subscriptions: raw.subscription,
+        vault: raw.vault,
+        onboarding: raw.onboarding,
     })
+}
+
+/// The vault's key references are well formed; onboarding has the app, a vault and an address browsers can reach.
+fn check_vault_and_onboarding(
+    vault: Option<&VaultConfig>,
+    onboarding: Option<&OnboardingConfig>,
+    graph: &GraphConfig,
+    p: &mut Problems<'_>,
+) {
+    if let Some(v) = vault {
+        for (i, r) in std::iter::once(&v.key).chain(&v.previous_keys).enumerate() {
+            if let Some(problem) = r.shape_problem() {
+                let name = if i == 0 { "vault.key".to_owned() } else { format!("vault.previous_keys[{}]", i - 1) };
+                p.whole(format!("{name}: {problem}"));
+            }
+        }
+    }
+    let Some(o) = onboarding else { return };
+    if vault.is_none() {
+        p.whole("[onboarding] needs a [vault] to keep the page tokens it receives: add `[vault] key = { env = \"PULSE_VAULT_KEY\" }` (`pulse vault new-key` makes a key)".into());
+    }
+    if graph.app_id.as_deref().is_none_or(|id| id.trim().is_empty()) || graph.app_secret.is_none() {
+        p.whole("[onboarding] needs the Meta app: set [graph] app_id and app_secret (App settings > Basic in the Meta app dashboard)".into());
+    }
+    for (name, url) in [("public_url", &o.public_url), ("dialog_url", &o.dialog_url)] {
+        if !oidc_url_allowed(url) || url.contains('@') {
+            p.whole(format!(
+                "onboarding.{name} `{url}` must be an https URL without credentials (http only on 127.0.0.1 or localhost, for tests)"
+            ));
+        }
+    }
+    if o.invitation_days == 0 || o.invitation_days > 90 {
+        p.whole(format!("onboarding.invitation_days is {}: give 1 to 90 days", o.invitation_days));
+    }
 }
 
 /// The problems found in one config file, each at its place.

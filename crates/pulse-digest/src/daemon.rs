@@ -269,6 +269,25 @@ impl<S: Store + Clone + 'static> Daemon<S> {
                 };
                 let run = pulse_app::ingest::run(&self.config, &request, |_| {}).await?;
                 let mut detail = run.closing().trim().replace('\n', "; ");
+                // The daily token check (debug_token), when the Meta app is configured: a page that needs
+                // re-authorisation gets an invitation, shown on the data-quality page and in the digest.
+                if self.config.graph.app_id.is_some() && self.config.graph.app_secret.is_some() {
+                    match pulse_app::health::check(
+                        &self.store,
+                        &self.config,
+                        std::slice::from_ref(&job.tenant),
+                        self.clock.now(),
+                    )
+                    .await
+                    {
+                        Ok(c) => {
+                            let n = c.pages.iter().filter(|(_, h)| h.needs_attention()).count();
+                            detail
+                                .push_str(&format!("; {} token(s) checked, {n} need re-authorisation", c.pages.len()));
+                        }
+                        Err(e) => detail.push_str(&format!("; tokens not checked: {}", e.message)),
+                    }
+                }
                 if run.outcome != pulse_app::ingest::Outcome::Clean {
                     if run.outcome == pulse_app::ingest::Outcome::StoreUnavailable {
                         return Ok(Done { ok: false, detail, retry_at: None, owed: false });

@@ -208,7 +208,27 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
 
     // Data quality: what concerns the week or is still open (re-authorisation first).
     let quality = report::query(store, config, &access, &read(Kind::Quality)).await?;
-    let alerts = alerts_of(quality.quality_checks()?, week_start, &name_of);
+    let mut alerts = alerts_of(quality.quality_checks()?, week_start, &name_of);
+    // Pages the daily token check found needing re-authorisation, each with a working invitation link.
+    let scope = access.scope(tenant)?;
+    for a in pulse_app::health::attention(store, config, &scope).await? {
+        let link = match &a.link {
+            Some(l) => format!(" Send the practice's manager this link to connect the page again: {l}"),
+            None => format!(
+                " Send the practice an invitation: pulse pages invite --tenant {tenant} --practice {}",
+                a.practice
+            ),
+        };
+        alerts.insert(
+            0,
+            Alert {
+                name: name_of(&a.practice),
+                kind: "token".into(),
+                practice: a.practice,
+                detail: format!("{}.{link}", a.problem),
+            },
+        );
+    }
 
     set_aside_explained(&mut practices.anomalies, &camps, week_start, week_end);
 

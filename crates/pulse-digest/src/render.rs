@@ -377,6 +377,7 @@ fn view(d: &Digest, links: &Links, pictures: &[Picture]) -> DigestView {
             what: match a.kind.as_str() {
                 "explained" => None,
                 "reauth" => Some("Page needs re-authorising"),
+                "token" => Some("Page's connection needs renewing"),
                 "stale" => Some("Page has stopped reporting"),
                 "gap" => Some("Days missing"),
                 "anomaly" => Some("Unusual week"),

@@ -260,6 +260,65 @@ pub struct DebugTokenData {
     pub profile_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<GraphError>,
+    /// When the app's access to the person's data ends (90 days after they last used the app), Unix seconds; 0 or
+    /// absent: not reported.
+    #[serde(default)]
+    pub data_access_expires_at: i64,
+}
+
+/// `GET /oauth/access_token`: a code exchanged for a user token, or a short-lived token for a long-lived one.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuthToken {
+    pub access_token: String,
+    #[serde(default)]
+    pub token_type: String,
+    /// Seconds until the token expires; absent for tokens that do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}
+
+impl std::fmt::Debug for OAuthToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthToken").field("access_token", &"***").field("expires_in", &self.expires_in).finish()
+    }
+}
+
+/// `GET /me/accounts`: the pages a person administers, each with its page access token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountsResponse {
+    pub data: Vec<Account>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paging: Option<Paging>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub access_token: String,
+    #[serde(default)]
+    pub category: String,
+    /// What the person may do on the page (`ANALYZE`, `MANAGE`, ...).
+    #[serde(default)]
+    pub tasks: Vec<String>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account").field("id", &self.id).field("name", &self.name).field("access_token", &"***").finish()
+    }
+}
+
+/// `GET /me/permissions`: each permission asked for, granted or declined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PermissionsResponse {
+    pub data: Vec<Permission>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Permission {
+    pub permission: String,
+    pub status: String,
 }
 
 /// One inner request of `POST /` with `batch=[...]`.

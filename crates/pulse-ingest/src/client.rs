@@ -218,6 +218,62 @@ impl GraphClient {
         Ok(Fetched { bytes: bytes.len(), body: Vec::from(bytes), usage })
     }
 
+    /// `debug_token` for each of `inputs`, with the app's token (`app_id|app_secret`), in batches of 50: every
+    /// token goes in a POST body, never in a URL. One answer per input, in order: what Meta says of it, or why
+    /// that one could not be checked.
+    pub async fn debug_tokens(
+        &self,
+        app_token: &Secret,
+        inputs: &[Secret],
+    ) -> Result<Vec<Result<pulse_graph::wire::DebugTokenData, String>>, CallError> {
+        use pulse_graph::wire::{BatchRequest, BatchResponse, DebugTokenResponse};
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(50) {
+            let batch: Vec<BatchRequest> = chunk
+                .iter()
+                .map(|t| BatchRequest {
+                    method: "GET".into(),
+                    relative_url: format!(
+                        "{}/debug_token?{}",
+                        self.version,
+                        form_urlencoded::Serializer::new(String::new()).append_pair("input_token", t.expose()).finish()
+                    ),
+                })
+                .collect();
+            let body = serde_json::to_string(&batch).expect("serialisable");
+            let form = [("access_token", app_token.expose()), ("batch", body.as_str()), ("include_headers", "false")];
+            let request = self.http.post(format!("{}/", self.base_url)).form(&form);
+            let scrub = |s: String| {
+                chunk.iter().fold(s.replace(app_token.expose(), "***"), |s, t| s.replace(t.expose(), "***"))
+            };
+            let raw = self.send_raw(app_token, request).await.map_err(|e| match e {
+                CallError::Malformed { status, bytes, reason, retryable } => {
+                    CallError::Malformed { status, bytes, reason: scrub(reason), retryable }
+                }
+                other => other,
+            })?;
+            let answers: Vec<BatchResponse> = decode(app_token, &raw.body)?;
+            for a in answers.into_iter().take(chunk.len()) {
+                out.push(if a.code == 200 {
+                    serde_json::from_str::<DebugTokenResponse>(&a.body)
+                        .map(|r| r.data)
+                        .map_err(|e| scrub(format!("debug_token answered something unexpected: {e}")))
+                } else {
+                    match serde_json::from_str::<GraphErrorBody>(&a.body) {
+                        Ok(b) => {
+                            Err(scrub(format!("debug_token refused (code {}): {}", b.error.code, b.error.message)))
+                        }
+                        Err(_) => Err(format!("debug_token answered HTTP {}", a.code)),
+                    }
+                });
+            }
+        }
+        while out.len() < inputs.len() {
+            out.push(Err("Meta gave no answer for this token".into()));
+        }
+        Ok(out)
+    }
+
     /// `/{object}/insights` for `metrics` (every period each has when `period` is `None`), undecoded: decode it with
     /// [`decode`], into [`pulse_graph::wire::InsightsView`] to borrow from the body.
     pub async fn insights(

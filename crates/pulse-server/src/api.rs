@@ -534,3 +534,87 @@ pub async fn subscriptions_remove(
     })
     .await
 }
+
+/// `POST /api/v1/invitations` (admin): single-use, expiring links for practice managers to connect their page.
+#[utoipa::path(post, path = "/api/v1/invitations", tag = "onboarding",
+    summary = "Invite practices to connect their Facebook page (admin scope)",
+    request_body = wire::InvitationRequest,
+    responses((status = 200, description = "the invitations, each with its link (shown this once)", body = wire::InvitationsCreated), Errors))]
+pub async fn invitations_create(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    logged(&state, &headers, KeyScope::Admin, "POST /api/v1/invitations".into(), |state, caller| async move {
+        let req: wire::InvitationRequest = serde_json::from_slice(&body).map_err(|e| {
+            AppError::bad_request(format!("the body is not an invitation request: {e}"))
+                .with_hint(r#"send {"tenant": "north-staffs", "practices": ["M83001"]} or {"tenant": "north-staffs", "all_without_token": true}"#)
+        })?;
+        caller.access.scope(&req.tenant)?;
+        let practices = match (req.all_without_token, req.practices.is_empty()) {
+            (true, true) => pulse_app::onboarding::practices_without_token(&state.store, &state.config, &req.tenant).await?,
+            (false, false) => req.practices,
+            _ => {
+                return Err(AppError::bad_request("give either `practices` or `all_without_token: true`")
+                    .at("practices")
+                    .with_hint(r#"{"tenant": "north-staffs", "practices": ["M83001"]}"#));
+            }
+        };
+        if practices.len() > 10_000 {
+            return Err(AppError::bad_request("at most 10,000 practices per request").at("practices"));
+        }
+        let by = format!("key {}", caller.key_id);
+        let created =
+            pulse_app::onboarding::invite(&state.store, &state.config, &caller.access, &req.tenant, &practices, &by, chrono::Utc::now())
+                .await?;
+        let n = created.len();
+        let invitations = created
+            .into_iter()
+            .map(|c| wire::CreatedInvitation {
+                id: c.id,
+                tenant: c.tenant,
+                practice: c.practice,
+                practice_name: c.practice_name,
+                expires_at: c.expires_at,
+                link: c.link,
+            })
+            .collect();
+        Ok((json_of(&wire::InvitationsCreated { invitations }), req.tenant.clone(), n))
+    })
+    .await
+}
+
+/// `GET /api/v1/invitations?tenant=` (admin): the tenant's invitations and what became of them.
+#[utoipa::path(get, path = "/api/v1/invitations", tag = "onboarding",
+    summary = "A tenant's invitations: who invited, which page was connected (admin scope)",
+    params(("tenant" = Option<String>, Query, description = "needed when the key has several tenants")),
+    responses((status = 200, description = "newest first, never a link", body = wire::InvitationsList), Errors))]
+pub async fn invitations_list(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> ApiResult {
+    logged(&state, &headers, KeyScope::Admin, "GET /api/v1/invitations".into(), |state, caller| async move {
+        let tenant = pulse_app::tenant::resolve(
+            &caller.access,
+            params.get("tenant").map(String::as_str),
+            "tenant",
+            "add ?tenant=<id>",
+        )?
+        .as_str()
+        .to_owned();
+        let list = pulse_app::onboarding::list(&state.store, &caller.access, &tenant).await?;
+        let n = list.len();
+        let invitations = list
+            .into_iter()
+            .map(|i| wire::InvitationInfo {
+                id: i.id,
+                practice: i.practice,
+                state: i.state,
+                created_by: i.created_by,
+                created_at: i.created_at,
+                expires_at: i.expires_at,
+                page: i.page,
+                used_at: i.used_at,
+            })
+            .collect();
+        Ok((json_of(&wire::InvitationsList { tenant: tenant.clone(), invitations }), tenant, n))
+    })
+    .await
+}

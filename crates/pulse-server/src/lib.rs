@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod connect;
 pub mod oidc;
 pub mod openapi;
 pub mod pages;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub keys: Keys,
     /// Sign-in with the organisation's identity provider, when `[server.oidc]` is set.
     pub oidc: Option<oidc::Oidc>,
+    /// Connecting practices' pages through invitations and Facebook Login, when `[onboarding]` is set.
+    pub connect: Option<connect::Connect>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -60,7 +63,8 @@ impl AppState {
             config.server.report_cache_mb.saturating_mul(1 << 20),
         );
         let oidc = oidc::Oidc::from_config(&config)?;
-        Ok(Self { config, store, directory, cache, gate, keys, oidc })
+        let connect = connect::Connect::from_config(&config)?;
+        Ok(Self { config, store, directory, cache, gate, keys, oidc, connect })
     }
 }
 
@@ -154,6 +158,11 @@ pub fn router(state: Shared) -> Router {
         .route("/logout", post(pages::logout))
         .route("/auth/oidc/start", get(oidc::start))
         .route("/auth/oidc/callback", get(oidc::callback))
+        .route("/api/v1/invitations", get(api::invitations_list).post(api::invitations_create))
+        .route("/connect", get(connect::explain))
+        .route("/connect/start", post(connect::start))
+        .route("/connect/callback", get(connect::callback))
+        .route("/connect/choose", post(connect::choose))
         .route("/", get(pages::overview))
         .route("/practices", get(pages::practices))
         .route("/practices/{code}", get(pages::practice))
@@ -162,6 +171,7 @@ pub fn router(state: Shared) -> Router {
         .route("/posts", get(pages::posts))
         .route("/quality", get(pages::quality))
         .route("/region", get(pages::region))
+        .route("/invitations", get(pages::invitations).post(pages::invite))
         .route("/static/pulse.css", get(pages::stylesheet))
         .fallback(pages::not_found)
         // Every body is small (a query, an export spec, a form): 256 KiB bounds what one request can make the

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use jsonwebtoken::jwk::JwkSet;
 use pulse_app::error::{AppError, AppResult, ErrorKind};
+use pulse_app::keys::sha256_hex;
 use pulse_app::keys::{Caller, KeyScope};
 use pulse_config::{Config, OidcConfig, Secret};
 use serde::Deserialize;
@@ -88,11 +89,6 @@ impl std::fmt::Debug for Oidc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Oidc").field("issuer", &self.config.issuer).field("client_id", &self.config.client_id).finish()
     }
-}
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// Base64url without padding (RFC 7636's encoding of the PKCE challenge).

@@ -85,6 +85,8 @@ impl Modify for KeyAuth {
         api::subscriptions_list,
         api::subscriptions_add,
         api::subscriptions_remove,
+        api::invitations_create,
+        api::invitations_list,
         api::openapi,
         api::health,
     ),

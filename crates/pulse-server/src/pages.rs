@@ -44,6 +44,8 @@ struct Ctx {
     /// The range was not chosen: `from` is the start of the last 52 weeks of the reports, ending on this day. Links
     /// and the picker leave it out, so the default follows the reports (and each tenant's own).
     defaulted_to: Option<NaiveDate>,
+    /// Invitations can be made here (`[onboarding]` is set).
+    onboarding: bool,
 }
 
 /// The weeks a page shows when no range is chosen.
@@ -113,6 +115,9 @@ const PAGES: [(&str, &str); 6] = [
 
 const REGION_PAGE: (&str, &str) = ("/region", "Region");
 
+/// Shown to sessions with the admin scope when onboarding is set up.
+const INVITATIONS_PAGE: (&str, &str) = ("/invitations", "Invitations");
+
 /// What the shared page template (`templates/dashboard/page.html`) shows above every signed-in page.
 struct Nav {
     title: String,
@@ -161,6 +166,7 @@ impl Nav {
             links: PAGES
                 .iter()
                 .chain((ctx.caller.tenants.len() > 1).then_some(&REGION_PAGE))
+                .chain((ctx.caller.scopes.contains(&KeyScope::Admin) && ctx.onboarding).then_some(&INVITATIONS_PAGE))
                 .map(|(path, label)| NavLink { href: ctx.link(path, &[]), label, active: *path == active })
                 .collect(),
             defaulted: ctx.defaulted_to.map(|to| {
@@ -322,6 +328,7 @@ fn context(
             params: params.clone(),
             path: uri_path.to_owned(),
             defaulted_to: None,
+            onboarding: state.connect.is_some(),
         })
     };
     build().map_err(|e| Box::new(error_page(&e)))
@@ -1029,6 +1036,15 @@ struct JobRow {
     detail: String,
 }
 
+struct HealthLine {
+    practice: String,
+    page_id: String,
+    problem: String,
+    checked: String,
+    /// The re-authorisation invitation's link, to send to the practice's manager.
+    link: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard/quality.html")]
 struct QualityPage {
@@ -1038,6 +1054,8 @@ struct QualityPage {
     /// When the data-quality report was computed.
     computed: String,
     reauth: Vec<ReauthLine>,
+    /// Pages the daily token check (debug_token) found needing re-authorisation, with their links.
+    health: Vec<HealthLine>,
     checks: Vec<CheckRow>,
     /// What "no checks" means for this answer.
     no_checks: String,
@@ -1103,8 +1121,25 @@ pub async fn quality(
                 }
             })
             .collect();
+        let scope = ctx.caller.access.scope(&ctx.tenant).map_err(AppError::from)?;
+        let health = pulse_app::health::attention(&state.store, &state.config, &scope)
+            .await?
+            .into_iter()
+            .map(|a| HealthLine {
+                practice: if names.contains_key(&a.practice) {
+                    practice_label(&names, &a.practice)
+                } else {
+                    a.practice.clone()
+                },
+                page_id: a.page,
+                problem: a.problem,
+                checked: uk_time(&state.config, a.checked_at),
+                link: a.link,
+            })
+            .collect();
         let n = check_rows.len();
         let page = QualityPage {
+            health,
             nav: Nav::new(&ctx, "/quality", "Data quality"),
             tokens_checked: token_check.map(|at| uk_time(&state.config, at)),
             computed,
@@ -1516,5 +1551,158 @@ mod tests {
         let out = html(&page).unwrap();
         assert!(out.contains("<p class=\"empty\">No posts before 1 Jan 2017 "), "{out}");
         assert!(!out.contains("<table>"), "no empty table");
+    }
+}
+
+// ----- invitations (admins) ------------------------------------------------------------------------------------
+
+struct InvitationRow {
+    practice: String,
+    state: String,
+    created: String,
+    created_by: String,
+    expires: String,
+    page: String,
+}
+
+struct NewLink {
+    practice: String,
+    expires: String,
+    link: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/invitations.html")]
+struct InvitationsPage {
+    nav: Nav,
+    /// (code, "Name (CODE)", has a working token)
+    practices: Vec<(String, String, bool)>,
+    created: Vec<NewLink>,
+    rows: Vec<InvitationRow>,
+    /// Where the form posts (this page, for this tenant).
+    action: String,
+}
+
+/// The invitations page for `ctx`'s tenant, with links just made (shown this once).
+async fn invitations_html(state: &Shared, ctx: &Ctx, created: Vec<NewLink>) -> AppResult<(String, usize)> {
+    ctx.caller.require(KeyScope::Admin)?;
+    if state.connect.is_none() {
+        return Err(AppError::not_found("invitations are not set up on this service")
+            .with_hint("the operator adds [onboarding] to the config (README: Onboarding)"));
+    }
+    let names = state.directory.names.get(&ctx.tenant).cloned().unwrap_or_default();
+    let without = pulse_app::onboarding::practices_without_token(&state.store, &state.config, &ctx.tenant).await?;
+    let tenant = state.config.tenants.iter().find(|t| t.id.as_str() == ctx.tenant);
+    let practices = tenant
+        .map(|t| {
+            t.practices
+                .iter()
+                .map(|p| {
+                    let code = p.code.to_string();
+                    let ok = !without.contains(&code);
+                    (code.clone(), practice_label(&names, &code), ok)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let rows: Vec<InvitationRow> = pulse_app::onboarding::list(&state.store, &ctx.caller.access, &ctx.tenant)
+        .await?
+        .into_iter()
+        .map(|i| InvitationRow {
+            practice: practice_label(&names, &i.practice),
+            state: i.state,
+            created: uk_time(&state.config, i.created_at),
+            created_by: i.created_by,
+            expires: uk_time(&state.config, i.expires_at),
+            page: i.page.unwrap_or_else(|| "–".into()),
+        })
+        .collect();
+    let n = rows.len();
+    let page = InvitationsPage {
+        nav: Nav::new(ctx, "/invitations", "Invitations"),
+        practices,
+        created,
+        rows,
+        action: ctx.link("/invitations", &[]),
+    };
+    Ok((html(&page)?, n))
+}
+
+/// `GET /invitations` (admin): who was invited, what became of each invitation, and the form to invite.
+pub async fn invitations(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    render(state, headers, "/invitations", params, |state, ctx| async move {
+        invitations_html(&state, &ctx, Vec::new()).await
+    })
+    .await
+}
+
+/// `POST /invitations` (admin, the page's form: `csrf`, `practice` or `all_without_token`): makes the invitations
+/// and shows their links once.
+pub async fn invite(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let ctx = match context(&state, &headers, "/invitations", params) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let result = async {
+        if form.get("csrf") != Some(&ctx.session.csrf) {
+            return Err(AppError::forbidden("the form did not come from this dashboard")
+                .with_hint("use the form on the Invitations page"));
+        }
+        ctx.caller.require(KeyScope::Admin)?;
+        let practices = match form.get("practice").filter(|p| !p.is_empty()) {
+            Some(p) if p == "*" => {
+                pulse_app::onboarding::practices_without_token(&state.store, &state.config, &ctx.tenant).await?
+            }
+            Some(p) => vec![p.clone()],
+            None => return Err(AppError::bad_request("choose a practice").at("practice")),
+        };
+        let by = match &ctx.session.signed_in {
+            Some(_) => ctx.caller.key_name.clone(),
+            None => format!("key {}", ctx.caller.key_id),
+        };
+        let created = pulse_app::onboarding::invite(
+            &state.store,
+            &state.config,
+            &ctx.caller.access,
+            &ctx.tenant,
+            &practices,
+            &by,
+            chrono::Utc::now(),
+        )
+        .await?;
+        let names = state.directory.names.get(&ctx.tenant).cloned().unwrap_or_default();
+        let links = created
+            .into_iter()
+            .map(|c| NewLink {
+                practice: practice_label(&names, &c.practice),
+                expires: uk_time(&state.config, c.expires_at),
+                link: c.link,
+            })
+            .collect();
+        invitations_html(&state, &ctx, links).await
+    }
+    .await;
+    match result {
+        Ok((body, n)) => {
+            log_request(&ctx.caller.key_id, &ctx.tenant, "POST /invitations", n, 200, started);
+            let mut resp = html_response(StatusCode::OK, body);
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            log_request(&ctx.caller.key_id, &ctx.tenant, "POST /invitations", 0, e.status(), started);
+            error_page(&e)
+        }
     }
 }

@@ -159,6 +159,56 @@ pub struct RecipientRequest {
     pub email: String,
 }
 
+/// `POST /api/v1/invitations` (admin): invitations for practices of one tenant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationRequest {
+    pub tenant: String,
+    /// Practice codes to invite; or leave it out and set `all_without_token`.
+    #[serde(default)]
+    pub practices: Vec<String>,
+    /// Every practice of the tenant with no page whose token works.
+    #[serde(default)]
+    pub all_without_token: bool,
+}
+
+/// A new invitation: the link is shown this once (only a digest of its secret is kept).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedInvitation {
+    pub id: String,
+    pub tenant: String,
+    pub practice: String,
+    pub practice_name: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Send this to the practice's manager; it works once.
+    pub link: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationsCreated {
+    pub invitations: Vec<CreatedInvitation>,
+}
+
+/// One invitation's journal: who invited, when, and which page was connected with it. Never its link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationInfo {
+    pub id: String,
+    pub practice: String,
+    /// `open`, `used`, `expired`, `revoked`.
+    pub state: String,
+    pub created_by: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub page: Option<String>,
+    pub used_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationsList {
+    pub tenant: String,
+    pub invitations: Vec<InvitationInfo>,
+}
+
 /// `GET /api/v1/region`: the key's tenants side by side, with adoption.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Region {

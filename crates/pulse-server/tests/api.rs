@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{captured_logs, client, config, key, practices, serve, serve_with};
+use common::{captured_logs, client, config, dashboard_session, key, practices, serve, serve_with};
 use pulse_app::keys::KeyScope;
 use serde_json::{Value, json};
 
@@ -771,32 +771,6 @@ async fn digest_lists_are_managed_per_tenant_and_the_unsubscribe_link_works_once
     let after = get(read).await.1;
     assert_eq!(after["subscriptions"][0]["recipients"], json!([]), "{after}");
     assert_eq!(after["subscriptions"][0]["unsubscribed"], json!(["lead@stoke.example.nhs.uk"]));
-}
-
-/// Logs `key` in through the form and answers the session cookie (`pulse_session=...`).
-async fn dashboard_session(url: &str, key: &str) -> String {
-    let c = client();
-    let form = c.get(format!("{url}/login")).send().await.unwrap();
-    let set = form.headers()["set-cookie"].to_str().unwrap().to_owned();
-    let token = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
-    let r = c
-        .post(format!("{url}/login"))
-        .header("cookie", format!("pulse_login_csrf={token}"))
-        .form(&[("key", key), ("csrf", token.as_str()), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("pulse_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 /// The dashboard reads well: engaged users on their own axis, dates in one (UK) style, tenants by name in the

@@ -69,6 +69,8 @@ pub struct Sim {
     today: RwLock<NaiveDate>,
     base_url: RwLock<String>,
     app_secret: Option<String>,
+    /// What Facebook Login has issued.
+    logins: Mutex<crate::login::Logins>,
 }
 
 fn graph_error(code: i64, subcode: Option<i64>, message: impl Into<String>) -> GraphError {
@@ -113,6 +115,7 @@ impl Sim {
             today: RwLock::new(today),
             base_url: RwLock::new("https://graph.facebook.com".into()),
             app_secret,
+            logins: Mutex::new(crate::login::Logins::default()),
         }
     }
 
@@ -148,6 +151,9 @@ impl Sim {
             }
             None => self.world.api_version(),
         };
+        if let Some(resp) = self.login(req, &segments) {
+            return resp;
+        }
         let object = segments.first().copied().unwrap_or("");
         let page = if let Some((page_id, _)) = object.split_once('_') {
             self.world.page_by_id(page_id).map(|p| p.index)
@@ -242,7 +248,11 @@ impl Sim {
         };
         let p = &self.world.pages[page];
         if token != p.token {
-            return Err(graph_error(190, None, "Invalid OAuth access token - Cannot parse access token"));
+            match self.logins.lock().expect("logins lock").page_token(token, page, self.today()) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(graph_error(190, None, "Invalid OAuth access token - Cannot parse access token")),
+            }
         }
         if let Some(secret) = &self.app_secret {
             let expected = appsecret_proof(secret, token);
@@ -660,6 +670,14 @@ impl Sim {
         let input = req
             .param("input_token")
             .ok_or_else(|| graph_error(100, None, "(#100) The parameter input_token is required"))?;
+        if let Some(data) = self.logins.lock().expect("logins lock").debug(
+            input,
+            &self.world.scenario.world.app_id,
+            &self.world,
+            self.today(),
+        ) {
+            return Ok(serde_json::to_string(&DebugTokenResponse { data }).expect("serialisable"));
+        }
         let page = self.world.pages.iter().find(|p| p.token == input);
         let dead = page.and_then(|p| self.world.scenario.faults.token_deaths.iter().find(|d| d.page == p.index));
         let data = DebugTokenData {
@@ -671,8 +689,83 @@ impl Sim {
             scopes: vec!["pages_read_engagement".into(), "read_insights".into(), "pages_show_list".into()],
             profile_id: page.map(|p| p.id.clone()),
             error: page.is_none().then(|| graph_error(190, None, "Invalid OAuth access token")),
+            data_access_expires_at: 0,
         };
         Ok(serde_json::to_string(&DebugTokenResponse { data }).expect("serialisable"))
+    }
+
+    /// Facebook Login's endpoints (`dialog/oauth`, `oauth/access_token`, `me/...`), or `None` for any other path.
+    fn login(&self, req: &Request, segments: &[&str]) -> Option<Response> {
+        let params: HashMap<String, String> =
+            req.query.iter().chain(req.form.iter()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let app_id = self.world.scenario.world.app_id.clone();
+        let json = |answer: Result<String, GraphError>| match answer {
+            Ok(body) => Response {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json; charset=UTF-8".into())],
+                body,
+                delay_ms: 0,
+            },
+            Err(error) => Response {
+                status: http_status(error.code),
+                headers: vec![("content-type".into(), "application/json; charset=UTF-8".into())],
+                body: serde_json::to_string(&GraphErrorBody { error }).expect("serialisable"),
+                delay_ms: 0,
+            },
+        };
+        let html = |status: u16, body: String| Response {
+            status,
+            headers: vec![("content-type".into(), "text/html; charset=utf-8".into())],
+            body,
+            delay_ms: 0,
+        };
+        let token = req.bearer.clone().or_else(|| req.param("access_token").map(str::to_owned));
+        let mut logins = self.logins.lock().expect("logins lock");
+        Some(match segments {
+            ["dialog", "oauth"] => match crate::login::Logins::dialog(&self.world, &app_id, &params) {
+                Ok(page) => html(200, page),
+                Err(why) => html(400, format!("<!doctype html><p>{why}</p>")),
+            },
+            ["dialog", "oauth", "confirm"] if req.method == "POST" => {
+                match logins.confirm(&self.world, self.today(), &req.form) {
+                    Ok(location) => Response {
+                        status: 302,
+                        headers: vec![("location".into(), location)],
+                        body: String::new(),
+                        delay_ms: 0,
+                    },
+                    Err(why) => html(400, format!("<!doctype html><p>{why}</p>")),
+                }
+            }
+            ["oauth", "access_token"] => json(
+                logins
+                    .access_token(self.world.seed, &app_id, self.app_secret.as_deref(), &params)
+                    .map(|t| serde_json::to_string(&t).expect("serialisable")),
+            ),
+            ["me", "permissions"] => {
+                json(logins.permissions(token.as_deref()).map(|r| serde_json::to_string(&r).expect("serialisable")))
+            }
+            ["me", "accounts"] => {
+                let base = self.base_url.read().expect("url lock").clone();
+                json(
+                    logins
+                        .accounts(&self.world, &base, &req.path, token.as_deref(), &params)
+                        .map(|r| serde_json::to_string(&r).expect("serialisable")),
+                )
+            }
+            _ => return None,
+        })
+    }
+
+    /// Kills every token Facebook Login issued for the page with id `page_id` (190 with `subcode` from then on).
+    pub fn kill_page_tokens(&self, page_id: &str, subcode: i64) -> usize {
+        let Some(page) = self.world.page_by_id(page_id).map(|p| p.index) else { return 0 };
+        self.logins.lock().expect("logins lock").kill_page(page, subcode)
+    }
+
+    /// `user` removes the app: every page token they were issued dies (190/458).
+    pub fn remove_app(&self, user: &str) -> usize {
+        self.logins.lock().expect("logins lock").remove_app(user)
     }
 
     fn batch(&self, req: &Request) -> Response {

@@ -10,11 +10,14 @@
 //!   Meta's codes, usage headers, paging;
 //! - [`faults`]: throttling, transient errors, slow and broken bodies, dying tokens, permission errors, an empty page
 //!   with `next`, a metric retired mid-run;
+//! - [`login`]: Facebook Login (the consent dialog, code and long-lived token exchanges, `/me/accounts`,
+//!   `/me/permissions`, `debug_token` of the tokens it issues, tokens that die and data access that lapses);
 //! - [`truth`]: what was injected, for tests of the pipelines;
 //! - [`server`]: the HTTP server.
 
 pub mod api;
 pub mod faults;
+pub mod login;
 pub mod rng;
 pub mod scenario;
 pub mod server;

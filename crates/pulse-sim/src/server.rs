@@ -94,6 +94,22 @@ fn control(sim: &Sim, method: &Method, path: &str, query: &[(String, String)]) -
             sim.set_today(day);
             (StatusCode::OK, format!("today is {day}")).into_response()
         }
+        (&Method::POST, "/_sim/tokens/kill") => {
+            let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+            let (Some(page), subcode) = (get("page"), get("subcode").and_then(|s| s.parse().ok()).unwrap_or(460))
+            else {
+                return (StatusCode::BAD_REQUEST, "expected ?page=<page id>[&subcode=460]").into_response();
+            };
+            let n = sim.kill_page_tokens(page, subcode);
+            (StatusCode::OK, format!("{n} token(s) of page {page} killed ({subcode})")).into_response()
+        }
+        (&Method::POST, "/_sim/tokens/remove-app") => {
+            let Some(user) = query.iter().find(|(k, _)| k == "user").map(|(_, v)| v.as_str()) else {
+                return (StatusCode::BAD_REQUEST, "expected ?user=<person>").into_response();
+            };
+            let n = sim.remove_app(user);
+            (StatusCode::OK, format!("{user} removed the app: {n} token(s) killed (458)")).into_response()
+        }
         (&Method::GET, "/_sim/truth") => (
             StatusCode::OK,
             [("content-type", "application/json")],

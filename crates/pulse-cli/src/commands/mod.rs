@@ -14,3 +14,4 @@ pub mod report;
 pub mod run;
 pub mod serve;
 pub mod sim;
+pub mod vault;

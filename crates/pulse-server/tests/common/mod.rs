@@ -139,3 +139,29 @@ pub fn chromium() -> Option<String> {
         .flatten()
         .find(|c| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
 }
+
+/// Logs `key` in through the form and answers the session cookie (`pulse_session=...`).
+pub async fn dashboard_session(url: &str, key: &str) -> String {
+    let c = client();
+    let form = c.get(format!("{url}/login")).send().await.unwrap();
+    let set = form.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let token = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let r = c
+        .post(format!("{url}/login"))
+        .header("cookie", format!("pulse_login_csrf={token}"))
+        .form(&[("key", key), ("csrf", token.as_str()), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("pulse_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
