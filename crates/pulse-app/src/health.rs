@@ -109,6 +109,50 @@ pub fn judge(
     ("ok".into(), None, expires)
 }
 
+/// A re-authorisation link sealed in the vault, bound to the tenant and `link:<page>`.
+fn seal_link(v: &Vault, tenant: &str, page: &str, practice: &str, link: &str, at: DateTime<Utc>) -> AppResult<Entry> {
+    let bound = format!("link:{page}");
+    let (nonce, sealed) = v.seal(tenant, &bound, &Secret::new(link))?;
+    Ok(Entry {
+        page: bound,
+        practice: practice.to_owned(),
+        key_id: v.key_id().to_owned(),
+        nonce,
+        sealed,
+        by: "token health check".into(),
+        obtained_at: at,
+        removed: false,
+    })
+}
+
+/// Seals every kept re-authorisation link again under the current key (with `pulse vault rotate`), so dropping the
+/// old key does not silently break the links the data-quality page and the digest show. Returns how many.
+pub async fn reseal_links<S: Store>(store: &S, vault: &Vault, access: &pulse_config::Access) -> AppResult<usize> {
+    let mut n = 0;
+    for scope in access.write_scopes() {
+        let tenant = scope.as_str().to_owned();
+        let mut events = Vec::new();
+        for (page, mut h) in latest(store, scope.read()).await? {
+            let Some(sealed) = h.sealed_link.as_ref().filter(|e| e.key_id != vault.key_id()) else { continue };
+            let Ok(link) = vault.open(&tenant, sealed) else { continue };
+            h.sealed_link = Some(seal_link(vault, &tenant, &h.page, &h.practice, link.expose(), sealed.obtained_at)?);
+            events.push(StateEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                stream: STREAM.into(),
+                key: page,
+                at: Utc::now(),
+                body: serde_json::to_string(&h)
+                    .map_err(|e| AppError::new(ErrorKind::Internal, format!("health: {e}")))?,
+            });
+        }
+        n += events.len();
+        if !events.is_empty() {
+            store.append_state(&scope, &events).await?;
+        }
+    }
+    Ok(n)
+}
+
 /// Every page's latest health in `scope`.
 pub async fn latest<S: Store>(store: &S, scope: &TenantScope) -> AppResult<BTreeMap<String, PageHealth>> {
     let mut out = BTreeMap::new();
@@ -214,31 +258,10 @@ pub async fn check<S: Store>(store: &S, config: &Config, tenants: &[String], now
                 None if config.onboarding.is_some() && vault.is_some() => {
                     let v = vault.as_ref().expect("checked");
                     let by = "token health check".to_owned();
-                    let created = crate::onboarding::invite(
-                        store,
-                        config,
-                        &config.operator_access(),
-                        &tenant,
-                        std::slice::from_ref(&h.practice),
-                        &by,
-                        now,
-                    )
-                    .await?;
-                    if let Some(c) = created.into_iter().next() {
-                        let page = format!("link:{}", h.page);
-                        let (nonce, sealed) = v.seal(&tenant, &page, &Secret::new(c.link))?;
-                        h.sealed_link = Some(Entry {
-                            page,
-                            practice: h.practice.clone(),
-                            key_id: v.key_id().to_owned(),
-                            nonce,
-                            sealed,
-                            by,
-                            obtained_at: now,
-                            removed: false,
-                        });
-                        h.invitation = Some(c.id);
-                    }
+                    let c = crate::onboarding::invite_to_renew(store, config, &tenant, &h.practice, &h.page, &by, now)
+                        .await?;
+                    h.sealed_link = Some(seal_link(v, &tenant, &h.page, &h.practice, &c.link, now)?);
+                    h.invitation = Some(c.id);
                 }
                 None => {}
             }

@@ -35,7 +35,7 @@ struct Event {
     /// SHA-256 of the link's secret, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secret_sha256: Option<String>,
-    /// The page connected (`used`).
+    /// The page connected (`used`); on `created`, the only page it may connect (a re-authorisation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     page: Option<String>,
 }
@@ -53,6 +53,9 @@ pub struct Invitation {
     pub state: String,
     /// The page it connected, once used.
     pub page: Option<String>,
+    /// The only page it may connect: set on re-authorisation invitations (made by the token check), which renew
+    /// one page's connection and nothing else.
+    pub for_page: Option<String>,
     pub used_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     secret_sha256: String,
@@ -107,6 +110,7 @@ pub async fn list<S: Store>(store: &S, access: &Access, tenant: &str) -> AppResu
                         expires_at: ev.expires_at.unwrap_or(e.at),
                         state: "open".into(),
                         page: None,
+                        for_page: ev.page,
                         used_at: None,
                         secret_sha256: ev.secret_sha256.unwrap_or_default(),
                     },
@@ -163,6 +167,36 @@ pub async fn invite<S: Store>(
     by: &str,
     now: DateTime<Utc>,
 ) -> AppResult<Vec<Created>> {
+    make(store, config, access, tenant, practices, None, by, now).await
+}
+
+/// An invitation to renew `page`'s connection for `practice` (the token check makes these): it can connect that
+/// page only, so whoever holds the link can do nothing but what the page's own admin could.
+pub async fn invite_to_renew<S: Store>(
+    store: &S,
+    config: &Config,
+    tenant: &str,
+    practice: &str,
+    page: &str,
+    by: &str,
+    now: DateTime<Utc>,
+) -> AppResult<Created> {
+    let made =
+        make(store, config, &config.operator_access(), tenant, &[practice.to_owned()], Some(page), by, now).await?;
+    made.into_iter().next().ok_or_else(|| AppError::new(ErrorKind::Internal, "no invitation was made"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn make<S: Store>(
+    store: &S,
+    config: &Config,
+    access: &Access,
+    tenant: &str,
+    practices: &[String],
+    for_page: Option<&str>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<Created>> {
     let o = onboarding(config)?;
     access.scope(tenant)?;
     let t = config
@@ -188,7 +222,7 @@ pub async fn invite<S: Store>(
                 by: by.to_owned(),
                 expires_at: Some(expires_at),
                 secret_sha256: Some(sha256_hex(&secret)),
-                page: None,
+                page: for_page.map(str::to_owned),
             },
         ));
         let token = format!("{PREFIX}.{tenant}.{id}.{secret}");
@@ -251,9 +285,23 @@ pub async fn open_by_id<S: Store>(store: &S, config: &Config, inv: &Invitation) 
     }
 }
 
-/// Marks the invitation used for `page`, once: two callbacks racing for one invitation cannot both use it (a lease
-/// in the store serialises them, and the journal is read again under it).
-pub async fn consume<S: Store>(store: &S, config: &Config, inv: &Invitation, page: &str, by: &str) -> AppResult<()> {
+/// Uses the invitation once: under a lease in the store, checks it is still open (not used, revoked or expired),
+/// runs `connect` (which stores the page's token), and only when that succeeded marks it used for `page`. Two windows
+/// racing with one invitation cannot both connect: the second waits out nothing, it is refused while the first holds
+/// the lease and finds the invitation used after. A failure in `connect` leaves the invitation open.
+pub async fn use_once<S, F, Fut>(
+    store: &S,
+    config: &Config,
+    inv: &Invitation,
+    page: &str,
+    by: &str,
+    connect: F,
+) -> AppResult<()>
+where
+    S: Store,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = AppResult<()>>,
+{
     let scope = config.operator_access().write_scope(&inv.tenant)?;
     let lease = format!("invitation-{}", inv.id);
     let holder = format!("connect:{}", uuid::Uuid::new_v4().simple());
@@ -262,6 +310,7 @@ pub async fn consume<S: Store>(store: &S, config: &Config, inv: &Invitation, pag
     }
     let result = async {
         open_by_id(store, config, inv).await?;
+        connect().await?;
         let e = Event {
             action: "used".into(),
             practice: inv.practice.clone(),
@@ -276,4 +325,35 @@ pub async fn consume<S: Store>(store: &S, config: &Config, inv: &Invitation, pag
     .await;
     let _ = store.release_lease(&scope, &lease, &holder).await;
     result
+}
+
+/// Withdraws an open invitation of `tenant` (its link stops working at once). `access` must cover the tenant; the
+/// surface decides who may (admin keys, the operator).
+pub async fn revoke<S: Store>(
+    store: &S,
+    config: &Config,
+    access: &Access,
+    tenant: &str,
+    id: &str,
+    by: &str,
+) -> AppResult<Invitation> {
+    let all = list(store, access, tenant).await?;
+    let inv = all.into_iter().find(|i| i.id == id).ok_or_else(|| {
+        AppError::not_found(format!("tenant {tenant} has no invitation `{id}`"))
+            .with_hint("`pulse pages invitations --tenant T` lists them")
+    })?;
+    if inv.state != "open" {
+        return Err(AppError::bad_request(format!("invitation {id} is {}, not open: nothing to withdraw", inv.state)));
+    }
+    let scope = config.operator_access().write_scope(tenant)?;
+    let e = Event {
+        action: "revoked".into(),
+        practice: inv.practice.clone(),
+        by: by.to_owned(),
+        expires_at: None,
+        secret_sha256: None,
+        page: None,
+    };
+    store.append_state(&scope, &[event(id, &e)]).await?;
+    Ok(Invitation { state: "revoked".into(), ..inv })
 }

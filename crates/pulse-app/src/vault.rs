@@ -193,10 +193,16 @@ impl Vault {
 pub async fn entries<S: Store>(store: &S, scope: &TenantScope) -> AppResult<BTreeMap<String, Entry>> {
     let mut out = BTreeMap::new();
     for e in store.read_state(scope, STREAM).await? {
-        let entry: Entry = serde_json::from_str(&e.body).map_err(|err| {
-            AppError::new(ErrorKind::Internal, format!("vault entry {} of tenant {scope} is unreadable: {err}", e.id))
-        })?;
-        out.insert(e.key.clone(), entry);
+        match serde_json::from_str::<Entry>(&e.body) {
+            Ok(entry) => {
+                out.insert(e.key.clone(), entry);
+            }
+            // One unreadable entry must not stop every other page: that page has no token until it is connected
+            // again, and the operator's log says which entry.
+            Err(err) => {
+                tracing::warn!(tenant = %scope, entry = %e.id, page = %e.key, "an unreadable vault entry was skipped: {err}")
+            }
+        }
     }
     Ok(out)
 }
@@ -256,19 +262,33 @@ pub async fn put<S: Store>(
     Ok(entry)
 }
 
-/// The tenant (other than `except`) whose vault holds a live token for `page`, if any.
-pub async fn connected_elsewhere<S: Store>(
+/// Why `page` cannot be connected for `practice` of `tenant`, if it cannot: another tenant lists it in the config or
+/// holds a token for it, or another practice of the same tenant does. Which other tenant is not said.
+pub async fn claimed_elsewhere<S: Store>(
     store: &S,
     config: &Config,
     page: &str,
-    except: &str,
+    tenant: &str,
+    practice: &str,
 ) -> AppResult<Option<String>> {
-    for scope in config.operator_access().scopes() {
-        if scope.as_str() == except {
-            continue;
+    for t in &config.tenants {
+        for p in &t.practices {
+            let listed = p.pages.iter().any(|pg| pg.id.as_str() == page);
+            if listed && t.id.as_str() != tenant {
+                return Ok(Some("it is another organisation's page".into()));
+            }
+            if listed && p.code.as_str() != practice {
+                return Ok(Some(format!("it is practice {}'s page in this organisation's records", p.code)));
+            }
         }
-        if entries(store, &scope).await?.get(page).is_some_and(|e| !e.removed) {
-            return Ok(Some(scope.as_str().to_owned()));
+    }
+    for scope in config.operator_access().scopes() {
+        let Some(e) = entries(store, &scope).await?.remove(page).filter(|e| !e.removed) else { continue };
+        if scope.as_str() != tenant {
+            return Ok(Some("it is already connected by another organisation".into()));
+        }
+        if e.practice != practice {
+            return Ok(Some(format!("it is already connected for practice {}", e.practice)));
         }
     }
     Ok(None)
@@ -281,6 +301,8 @@ pub struct Moved {
     pub sealed: usize,
     /// Pages already as wanted.
     pub unchanged: usize,
+    /// Pages left as they are on purpose, with why (an import never replaces a token connected since).
+    pub kept: Vec<String>,
     /// Pages that could not be done, with why (never a token).
     pub failed: Vec<String>,
 }
@@ -297,6 +319,11 @@ pub async fn rotate<S: Store>(store: &S, config: &Config, vault: &Vault, access:
             }
             match vault.open(&tenant, &entry) {
                 Ok(token) => {
+                    // A page connected again since this entry was read keeps its new token.
+                    if entries(store, scope.read()).await?.get(&page) != Some(&entry) {
+                        out.unchanged += 1;
+                        continue;
+                    }
                     put(store, config, vault, &tenant, &entry.practice, &page, &token, "rotation", entry.obtained_at)
                         .await?;
                     out.sealed += 1;
@@ -315,6 +342,7 @@ pub async fn import<S: Store>(store: &S, config: &Config, vault: &Vault, access:
     for scope in access.write_scopes() {
         let tenant = config.tenant(scope.tenant()).ok_or_else(|| AppError::not_found("tenant vanished"))?;
         let have = tokens(store, vault, scope.read()).await?;
+        let entries = entries(store, scope.read()).await?;
         for practice in &tenant.practices {
             for page in &practice.pages {
                 let Some(r) = &page.token else { continue };
@@ -328,6 +356,18 @@ pub async fn import<S: Store>(store: &S, config: &Config, vault: &Vault, access:
                 };
                 if matches!(have.get(&page_id), Some(Ok(t)) if t == &token) {
                     out.unchanged += 1;
+                    continue;
+                }
+                // A token the page's manager gave through an invitation is newer than any in a config file: an
+                // import never replaces it (only an earlier import).
+                if let Some(e) = entries.get(&page_id).filter(|e| !e.removed && !e.by.starts_with("import from config"))
+                {
+                    out.kept.push(format!(
+                        "tenant {} page {page_id}: kept the vault's token ({}, {}); remove the config's reference",
+                        tenant.id,
+                        e.by,
+                        e.obtained_at.format("%Y-%m-%d")
+                    ));
                     continue;
                 }
                 put(

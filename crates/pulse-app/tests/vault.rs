@@ -51,7 +51,7 @@ fn write_tokens(dir: &Path) {
 
 async fn tokens_used(config: &pulse_config::Config) -> (Vec<(String, String)>, Vec<String>) {
     let store = pulse_app::open::store(config).unwrap();
-    let (targets, skipped) = pulse_app::ingest::targets(&store, config, &[]).await.unwrap_or_default();
+    let (targets, skipped) = pulse_app::ingest::targets(&store, config, &[]).await.unwrap();
     (targets.iter().map(|t| (t.page.to_string(), t.token.expose().to_owned())).collect(), skipped)
 }
 
@@ -68,6 +68,39 @@ async fn exercise(dir: &Path, store_toml: &str, raw: &dyn Fn() -> Vec<u8>) {
     assert_eq!((moved.sealed, moved.unchanged, moved.failed.len()), (3, 0, 0));
     let again = vault::import(&store, &config, &v, &access).await.unwrap();
     assert_eq!((again.sealed, again.unchanged), (0, 3), "importing twice changes nothing");
+
+    // A page connected since through an invitation keeps its newer token: an import never replaces it.
+    let connected = pulse_config::Secret::new("EAAB-connected-by-the-manager-do-not-leak");
+    vault::put(
+        &store,
+        &config,
+        &v,
+        "alpha",
+        "M83001",
+        "100000000001",
+        &connected,
+        "invitation x: manager",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let kept = vault::import(&store, &config, &v, &access).await.unwrap();
+    assert_eq!((kept.sealed, kept.kept.len()), (0, 1), "{kept:?}");
+    assert_eq!(tokens_used(&config).await.0[0].1, connected.expose());
+    // Put back as imported, for what follows.
+    vault::put(
+        &store,
+        &config,
+        &v,
+        "alpha",
+        "M83001",
+        "100000000001",
+        &pulse_config::Secret::new(TOKENS[0].3),
+        "import from config (test)",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
 
     // The references are gone (the secrets file deleted): the ingester takes every token from the vault.
     std::fs::remove_file(dir.join("tokens.secrets.toml")).unwrap();
@@ -89,12 +122,13 @@ async fn exercise(dir: &Path, store_toml: &str, raw: &dyn Fn() -> Vec<u8>) {
     let only_old = write_config(dir, store_toml, OLD_KEY, None);
     let (used, skipped) = tokens_used(&only_old).await;
     assert!(used.is_empty(), "{used:?}");
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
     assert!(skipped.iter().all(|s| s.contains("not configured") && !s.contains("do-not-leak")), "{skipped:?}");
 
     // Nowhere in the store in the clear.
     let bytes = raw();
     assert!(!bytes.is_empty());
-    for (_, _, _, token) in TOKENS {
+    for token in TOKENS.iter().map(|t| t.3).chain(["EAAB-connected-by-the-manager-do-not-leak"]) {
         assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()), "a token is stored in the clear");
     }
     // The search can find what is there: the sealed entries' key id (written beside the sealed bytes) is found.

@@ -207,3 +207,53 @@ fn config_check_summarises_digests_and_warns_about_links_that_cannot_work() {
     assert!(stdout.contains("is not https: mail clients offer one-click unsubscribe"), "{stdout}");
     assert!(!stdout.contains("but lists are declared: recipients"), "{stdout}");
 }
+
+/// The vault and invitation commands: a new key is 64 hex digits and opens a vault; without `[vault]` or
+/// `[onboarding]` each command says what to add; an import, status and rotation on the lake never print a token.
+#[test]
+fn vault_and_invitation_commands_say_what_to_set_up_and_never_print_a_token() {
+    let out = pulse(&["vault", "new-key"]);
+    let (key, _) = text(&out);
+    assert!(out.status.success());
+    let key = key.trim().to_owned();
+    assert!(key.len() == 64 && key.chars().all(|c| c.is_ascii_hexdigit()), "{key}");
+    assert_ne!(key, text(&pulse(&["vault", "new-key"])).0.trim(), "keys are random");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pulse.toml");
+    let token = "EAAB-cli-test-page-token-do-not-print";
+    std::fs::write(dir.path().join("t.secrets.toml"), format!("\"100000000001\" = \"{token}\"\nvault = \"{key}\"\n"))
+        .unwrap();
+    let tenants = "[[tenant]]\nid = \"alpha\"\nname = \"Alpha\"\n[[tenant.practice]]\ncode = \"M83001\"\nname = \"One\"\n\
+                   [[tenant.practice.page]]\nid = \"100000000001\"\ntoken = { file = \"t.secrets.toml\", key = \"100000000001\" }\n";
+    std::fs::write(&path, format!("[store]\nbackend = \"lake\"\nlake_dir = \"lake\"\n\n{tenants}")).unwrap();
+    let p = path.to_str().unwrap();
+    let out = pulse(&["vault", "import", "-c", p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("no [vault]") && text(&out).1.contains("pulse vault new-key"), "{:?}", text(&out));
+    let out = pulse(&["pages", "invite", "--tenant", "alpha", "--practice", "M83001", "-c", p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("invitations are not set up"), "{:?}", text(&out));
+
+    std::fs::write(
+        &path,
+        format!("[store]\nbackend = \"lake\"\nlake_dir = \"lake\"\n\n[vault]\nkey = {{ file = \"t.secrets.toml\", key = \"vault\" }}\n\n{tenants}"),
+    )
+    .unwrap();
+    assert!(pulse(&["migrate", "-c", p]).status.success());
+    for args in [["vault", "import"], ["vault", "status"], ["vault", "rotate"]] {
+        let out = pulse(&[args[0], args[1], "-c", p]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{args:?}: {stdout} {stderr}");
+        assert!(
+            !stdout.contains(token) && !stderr.contains(token) && !stdout.contains(&key),
+            "{args:?} printed a secret"
+        );
+        if args[1] == "import" {
+            assert!(stdout.contains("1 sealed"), "{stdout}");
+        }
+        if args[1] == "status" {
+            assert!(stdout.contains("100000000001") && stdout.contains("vault (key "), "{stdout}");
+        }
+    }
+}

@@ -241,8 +241,14 @@ impl GraphClient {
                 })
                 .collect();
             let body = serde_json::to_string(&batch).expect("serialisable");
-            let form = [("access_token", app_token.expose()), ("batch", body.as_str()), ("include_headers", "false")];
+            let proof = self.app_secret.as_ref().map(|secret| appsecret_proof(secret, app_token));
+            let mut form =
+                vec![("access_token", app_token.expose()), ("batch", body.as_str()), ("include_headers", "false")];
+            if let Some(p) = &proof {
+                form.push(("appsecret_proof", p.as_str()));
+            }
             let request = self.http.post(format!("{}/", self.base_url)).form(&form);
+            // Whatever comes back is scrubbed of every token in the batch, not only the app's.
             let scrub = |s: String| {
                 chunk.iter().fold(s.replace(app_token.expose(), "***"), |s, t| s.replace(t.expose(), "***"))
             };
@@ -250,6 +256,11 @@ impl GraphClient {
                 CallError::Malformed { status, bytes, reason, retryable } => {
                     CallError::Malformed { status, bytes, reason: scrub(reason), retryable }
                 }
+                CallError::Graph { class, mut error, usage } => {
+                    error.message = scrub(error.message);
+                    CallError::Graph { class, error, usage }
+                }
+                CallError::Network { host, reason } => CallError::Network { host, reason: scrub(reason) },
                 other => other,
             })?;
             let answers: Vec<BatchResponse> = decode(app_token, &raw.body)?;

@@ -618,3 +618,48 @@ pub async fn invitations_list(
     })
     .await
 }
+
+/// `POST /api/v1/invitations/{id}/revoke?tenant=` (admin): withdraws an open invitation; its link stops working.
+#[utoipa::path(post, path = "/api/v1/invitations/{id}/revoke", tag = "onboarding",
+    summary = "Withdraw an open invitation (admin scope)",
+    params(("id" = String, Path, description = "the invitation's id"),
+        ("tenant" = Option<String>, Query, description = "needed when the key has several tenants")),
+    responses((status = 200, description = "withdrawn", body = wire::InvitationInfo), Errors))]
+pub async fn invitations_revoke(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> ApiResult {
+    logged(
+        &state,
+        &headers,
+        KeyScope::Admin,
+        format!("POST /api/v1/invitations/{id}/revoke"),
+        |state, caller| async move {
+            let tenant = pulse_app::tenant::resolve(
+                &caller.access,
+                params.get("tenant").map(String::as_str),
+                "tenant",
+                "add ?tenant=<id>",
+            )?
+            .as_str()
+            .to_owned();
+            let by = format!("key {}", caller.key_id);
+            let i =
+                pulse_app::onboarding::revoke(&state.store, &state.config, &caller.access, &tenant, &id, &by).await?;
+            let info = wire::InvitationInfo {
+                id: i.id,
+                practice: i.practice,
+                state: i.state,
+                created_by: i.created_by,
+                created_at: i.created_at,
+                expires_at: i.expires_at,
+                page: i.page,
+                used_at: i.used_at,
+            };
+            Ok((json_of(&info), tenant, 1))
+        },
+    )
+    .await
+}

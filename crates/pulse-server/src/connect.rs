@@ -56,7 +56,12 @@ struct Pending {
     started: Instant,
     /// After the callback: the pages to choose from.
     pages: Option<Vec<Listed>>,
+    /// After the callback: who logged in (their app-scoped Facebook id and name), for the audit.
+    person: (String, String),
 }
+
+/// Connections one invitation may have in progress at once (so one link cannot crowd out everyone else's).
+pub const MAX_PENDING_PER_INVITATION: usize = 3;
 
 /// Facebook Login for invitations: the Meta app, the endpoints, connections in progress.
 pub struct Connect {
@@ -190,6 +195,15 @@ impl Connect {
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.retain(|_, p| p.started.elapsed() < PENDING_FOR);
+            let same = pending.values().filter(|p| p.invitation.id == invitation.id).count();
+            if same >= MAX_PENDING_PER_INVITATION {
+                return Err(AppError::new(
+                    ErrorKind::RateLimited,
+                    "this invitation already has connections in progress",
+                )
+                .with_hint("finish the one open in another window, or try again in 15 minutes")
+                .retry_after(PENDING_FOR.as_secs()));
+            }
             if pending.len() >= MAX_PENDING {
                 return Err(AppError::new(ErrorKind::RateLimited, "too many page connections are in progress")
                     .with_hint("try again in a few minutes")
@@ -197,7 +211,13 @@ impl Connect {
             }
             pending.insert(
                 state.clone(),
-                Pending { invitation, browser: sha256_hex(&binding), started: Instant::now(), pages: None },
+                Pending {
+                    invitation,
+                    browser: sha256_hex(&binding),
+                    started: Instant::now(),
+                    pages: None,
+                    person: Default::default(),
+                },
             );
         }
         let query = form_urlencoded::Serializer::new(String::new())
@@ -212,8 +232,9 @@ impl Connect {
         Ok((format!("{}?{query}", self.dialog), binding))
     }
 
-    /// The pending connection `state` names, checked against the browser. `take`: removed (single use).
-    fn pending_for(&self, state: &str, binding: Option<&str>, take: bool) -> AppResult<Pending> {
+    /// The pending connection `state` names, checked against the browser, taken out (single use: a state works once,
+    /// whatever happens next).
+    fn take_pending(&self, state: &str, binding: Option<&str>) -> AppResult<Pending> {
         let mut all = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let p = all.remove(state).filter(|p| p.started.elapsed() < PENDING_FOR).ok_or_else(|| {
             AppError::bad_request(
@@ -225,13 +246,7 @@ impl Connect {
             // A forged or replayed state: dropped, whoever sent it.
             return Err(refused("this connection was started in another browser", START_AGAIN));
         }
-        if take {
-            return Ok(p);
-        }
-        let copy =
-            Pending { invitation: p.invitation.clone(), browser: p.browser.clone(), started: p.started, pages: None };
-        all.insert(state.to_owned(), p);
-        Ok(copy)
+        Ok(p)
     }
 
     /// The callback: code → user token → long-lived token; every permission granted; the person's pages.
@@ -241,7 +256,7 @@ impl Connect {
         binding: Option<&str>,
     ) -> AppResult<(String, Invitation, Vec<(String, String)>)> {
         let state = params.get("state").cloned().unwrap_or_default();
-        let pending = self.pending_for(&state, binding, true)?;
+        let pending = self.take_pending(&state, binding)?;
         if let Some(error) = params.get("error") {
             let reason = params.get("error_reason").map(String::as_str).unwrap_or(error);
             return Err(refused(
@@ -293,6 +308,11 @@ impl Connect {
                 "open the invitation link again and leave every permission ticked (they allow reading insights only, never posting)",
             ));
         }
+        let me: serde_json::Value = self.get_as("me", &user, &[("fields", "id,name")], "reading who logged in").await?;
+        let person = (
+            me.get("id").and_then(serde_json::Value::as_str).unwrap_or("unknown").to_owned(),
+            me.get("name").and_then(serde_json::Value::as_str).unwrap_or("unknown").to_owned(),
+        );
         let mut pages = Vec::new();
         let mut after: Option<String> = None;
         for _ in 0..100 {
@@ -323,7 +343,7 @@ impl Connect {
         let invitation = pending.invitation.clone();
         let new_state = random_token();
         let mut all = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        all.insert(new_state.clone(), Pending { pages: Some(pages), ..pending });
+        all.insert(new_state.clone(), Pending { pages: Some(pages), person, ..pending });
         Ok((new_state, invitation, shown))
     }
 }
@@ -376,6 +396,22 @@ fn url_origin(url: &str) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
+/// The error page for an anonymous visitor: this module's own refusals as they are; the store's failures and
+/// defects logged in full and answered without their detail (they could name another tenant).
+fn shown(e: AppError) -> Response {
+    tracing::warn!(target: "pulse_server::access", status = e.status(), "page connection refused: {}", e.message);
+    if e.kind == ErrorKind::Internal || (e.kind == ErrorKind::Unavailable && !e.message.contains("Facebook")) {
+        return error_page(
+            &AppError::new(
+                ErrorKind::Unavailable,
+                "Practice Pulse could not finish this just now; nothing was connected",
+            )
+            .with_hint("open the invitation link again in a few minutes; if it keeps happening, tell whoever sent it"),
+        );
+    }
+    error_page(&e)
+}
+
 fn not_set_up() -> Response {
     error_page(&AppError::not_found("connecting pages is not set up on this service").with_hint(
         "the operator adds [onboarding], [graph] app_id and app_secret and a [vault] to the config (README: Onboarding)",
@@ -416,7 +452,7 @@ pub async fn explain(
                 },
             )
         }
-        Err(e) => error_page(&e),
+        Err(e) => shown(e),
     }
 }
 
@@ -427,7 +463,7 @@ pub async fn start(State(state): State<Shared>, body: axum::body::Bytes) -> Resp
     let token = form.get("invitation").cloned().unwrap_or_default();
     let inv = match onboarding::open(&state.store, &state.config, &token).await {
         Ok(inv) => inv,
-        Err(e) => return error_page(&e),
+        Err(e) => return shown(e),
     };
     tracing::info!(target: "pulse_server::access", tenant = %inv.tenant, practice = %inv.practice, invitation = %inv.id, "page connection started");
     match connect.start(inv) {
@@ -440,7 +476,7 @@ pub async fn start(State(state): State<Shared>, body: axum::body::Bytes) -> Resp
             resp.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
             resp
         }
-        Err(e) => error_page(&e),
+        Err(e) => shown(e),
     }
 }
 
@@ -479,10 +515,7 @@ pub async fn callback(
                 },
             )
         }
-        Err(e) => {
-            tracing::warn!(target: "pulse_server::access", status = e.status(), "page connection refused: {}", e.message);
-            error_page(&e)
-        }
+        Err(e) => shown(e),
     }
 }
 
@@ -493,7 +526,7 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let binding = cookie(&headers, BINDING_COOKIE);
     let result = async {
-        let pending = connect.pending_for(form.get("state").map(String::as_str).unwrap_or(""), binding.as_deref(), true)?;
+        let pending = connect.take_pending(form.get("state").map(String::as_str).unwrap_or(""), binding.as_deref())?;
         let chosen = form.get("page").cloned().unwrap_or_default();
         let inv = pending.invitation;
         let pages = pending.pages.ok_or_else(|| AppError::bad_request("choose a page after logging in").with_hint(START_AGAIN))?;
@@ -501,41 +534,48 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
             AppError::bad_request("that page is not one of the pages you administer").with_hint(START_AGAIN)
         })?;
         let (_, practice_name, expected) = practice_of(&state.config, &inv);
-        if !expected.is_empty() && !expected.contains(&listed.id) {
+        // A re-authorisation invitation renews its own page only; otherwise the practice's page in the config.
+        let wanted: Vec<String> = match &inv.for_page {
+            Some(p) => vec![p.clone()],
+            None => expected,
+        };
+        if !wanted.is_empty() && !wanted.contains(&listed.id) {
             return Err(refused(
                 format!(
                     "{} ({}) is not {practice_name}'s page in our records (that is {}): nothing was connected",
                     listed.name,
                     listed.id,
-                    expected.join(", ")
+                    wanted.join(", ")
                 ),
                 "open the invitation link again and choose the practice's page; if the practice's page has changed, ask whoever sent the invitation to update it",
             ));
         }
-        // Which organisation is not said: that is another tenant's business.
-        if vault::connected_elsewhere(&state.store, &state.config, &listed.id, &inv.tenant).await?.is_some() {
+        if let Some(why) = vault::claimed_elsewhere(&state.store, &state.config, &listed.id, &inv.tenant, &inv.practice).await? {
             return Err(refused(
-                format!("{} ({}) is already connected by another organisation: nothing was connected", listed.name, listed.id),
-                "a page can be connected for one organisation only; contact Practice Pulse support if this is wrong",
+                format!("{} ({}) cannot be connected for {practice_name}: {why}; nothing was connected", listed.name, listed.id),
+                "a page can be connected for one practice of one organisation only; contact Practice Pulse support if this is wrong",
             ));
         }
-        // The invitation is checked unused before the token is stored, and marked used after: a race between two
-        // windows stores the same page's token twice at worst, and only one of them uses the invitation.
-        onboarding::open_by_id(&state.store, &state.config, &inv).await?;
-        let by = format!("invitation {} (the practice manager, by Facebook Login)", inv.id);
-        vault::put(
-            &state.store,
-            &state.config,
-            &connect.vault,
-            &inv.tenant,
-            &inv.practice,
-            &listed.id,
-            &listed.token,
-            &by,
-            chrono::Utc::now(),
-        )
+        // Under the invitation's lease: still open, then the token stored, then the invitation used. A second window
+        // with the same invitation is refused; a failure storing the token leaves the invitation usable.
+        let who = format!("{} (Facebook user {}), by Facebook Login", pending.person.1, pending.person.0);
+        let by = format!("invitation {}: {who}", inv.id);
+        onboarding::use_once(&state.store, &state.config, &inv, &listed.id, &who, || async {
+            vault::put(
+                &state.store,
+                &state.config,
+                &connect.vault,
+                &inv.tenant,
+                &inv.practice,
+                &listed.id,
+                &listed.token,
+                &by,
+                chrono::Utc::now(),
+            )
+            .await
+            .map(|_| ())
+        })
         .await?;
-        onboarding::consume(&state.store, &state.config, &inv, &listed.id, "the practice manager, by Facebook Login").await?;
         tracing::info!(target: "pulse_server::access", tenant = %inv.tenant, practice = %inv.practice, page = %listed.id, invitation = %inv.id, "page connected");
         Ok((inv, practice_name, listed.id, listed.name))
     }
@@ -550,9 +590,6 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
             resp.headers_mut().append(header::SET_COOKIE, cookie_header(&state, BINDING_COOKIE, "", 0));
             resp
         }
-        Err(e) => {
-            tracing::warn!(target: "pulse_server::access", status = e.status(), "page connection refused: {}", e.message);
-            error_page(&e)
-        }
+        Err(e) => shown(e),
     }
 }

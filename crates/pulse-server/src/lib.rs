@@ -159,6 +159,7 @@ pub fn router(state: Shared) -> Router {
         .route("/auth/oidc/start", get(oidc::start))
         .route("/auth/oidc/callback", get(oidc::callback))
         .route("/api/v1/invitations", get(api::invitations_list).post(api::invitations_create))
+        .route("/api/v1/invitations/{id}/revoke", post(api::invitations_revoke))
         .route("/connect", get(connect::explain))
         .route("/connect/start", post(connect::start))
         .route("/connect/callback", get(connect::callback))

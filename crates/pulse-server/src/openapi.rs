@@ -87,6 +87,7 @@ impl Modify for KeyAuth {
         api::subscriptions_remove,
         api::invitations_create,
         api::invitations_list,
+        api::invitations_revoke,
         api::openapi,
         api::health,
     ),

@@ -667,6 +667,17 @@ impl Sim {
     }
 
     fn debug_token(&self, req: &Request) -> Answer {
+        if let Some(secret) = &self.app_secret {
+            let app_token = format!("{}|{secret}", self.world.scenario.world.app_id);
+            let given = req.bearer.clone().or_else(|| req.param("access_token").map(str::to_owned));
+            if given.as_deref() != Some(app_token.as_str()) {
+                return Err(graph_error(
+                    190,
+                    None,
+                    "(#190) debug_token needs the app's access token (app id|app secret)",
+                ));
+            }
+        }
         let input = req
             .param("input_token")
             .ok_or_else(|| graph_error(100, None, "(#100) The parameter input_token is required"))?;
@@ -720,8 +731,20 @@ impl Sim {
             delay_ms: 0,
         };
         let token = req.bearer.clone().or_else(|| req.param("access_token").map(str::to_owned));
+        // With the app secret required, calls with a user token need appsecret_proof, as Meta's do.
+        if segments.first() == Some(&"me")
+            && let Some(secret) = &self.app_secret
+            && req.param("appsecret_proof") != Some(appsecret_proof(secret, token.as_deref().unwrap_or("")).as_str())
+        {
+            return Some(json(Err(graph_error(
+                100,
+                None,
+                "API calls from the server require an appsecret_proof argument",
+            ))));
+        }
         let mut logins = self.logins.lock().expect("logins lock");
         Some(match segments {
+            ["me"] => json(logins.me(self.world.seed, token.as_deref()).map(|v| v.to_string())),
             ["dialog", "oauth"] => match crate::login::Logins::dialog(&self.world, &app_id, &params) {
                 Ok(page) => html(200, page),
                 Err(why) => html(400, format!("<!doctype html><p>{why}</p>")),

@@ -231,6 +231,13 @@ impl Logins {
         self.users.get(token).ok_or_else(|| error(190, None, "Invalid OAuth access token - Cannot parse access token"))
     }
 
+    /// `GET /me`: who the user token is (an app-scoped id, and the name).
+    pub fn me(&self, seed: u64, token: Option<&str>) -> Result<serde_json::Value, GraphError> {
+        let g = self.user(token)?;
+        let id = format!("{}", 10_000_000_000_000u64 + text(&format!("{seed}:user:{}", g.user)) % 1_000_000_000_000);
+        Ok(serde_json::json!({"id": id, "name": g.user}))
+    }
+
     /// `GET /me/permissions`.
     pub fn permissions(&self, token: Option<&str>) -> Result<PermissionsResponse, GraphError> {
         let g = self.user(token)?;

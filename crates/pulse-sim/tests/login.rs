@@ -22,10 +22,20 @@ fn post(sim: &Sim, path: &str, form: &[(&str, &str)]) -> Response {
     sim.handle(&req)
 }
 
+/// A GET with `token`; calls to `/me` carry `appsecret_proof` (the app requires it).
 fn get_as(sim: &Sim, path: &str, token: &str, query: &[(&str, &str)]) -> Response {
     let mut req = Request::get(path, query);
     req.bearer = Some(token.into());
+    if path.contains("/me") {
+        req.query.push(("appsecret_proof".into(), pulse_sim::api::appsecret_proof(SECRET, token)));
+    }
     sim.handle(&req)
+}
+
+/// `debug_token` of `token`, asked with the app's token.
+fn debug(sim: &Sim, token: &str) -> Response {
+    let app = format!("{}|{SECRET}", app_id(sim));
+    sim.handle(&Request::get("/v2.12/debug_token", &[("input_token", token), ("access_token", &app)]))
 }
 
 fn ok<T: serde::de::DeserializeOwned>(resp: &Response) -> T {
@@ -118,6 +128,13 @@ fn a_manager_logs_in_and_gets_a_page_token_the_simulator_accepts() {
     let user_token = long_lived(&sim, &short.access_token);
     let perms: PermissionsResponse = ok(&get_as(&sim, "/v2.12/me/permissions", &user_token, &[]));
     assert!(perms.data.iter().all(|p| p.status == "granted") && perms.data.len() == 3);
+    let me: serde_json::Value = ok(&get_as(&sim, "/v2.12/me", &user_token, &[("fields", "id,name")]));
+    assert_eq!(me["name"], user.as_str());
+    // Without appsecret_proof (the app requires it), refused; debug_token without the app's token too.
+    let mut bare = Request::get("/v2.12/me/accounts", &[]);
+    bare.bearer = Some(user_token.clone());
+    assert_eq!(err(&sim.handle(&bare)).code, 100);
+    assert_eq!(err(&sim.handle(&Request::get("/v2.12/debug_token", &[("input_token", &user_token)]))).code, 190);
     let accounts: AccountsResponse = ok(&get_as(&sim, "/v2.12/me/accounts", &user_token, &[]));
     assert!(accounts.data.iter().any(|a| a.id == page.id), "the manager administers their practice's page");
     assert!(accounts.data.iter().all(|a| sim.world.page_by_id(&a.id).map(|p| p.practice) == Some(page.practice)));
@@ -140,7 +157,7 @@ fn a_manager_logs_in_and_gets_a_page_token_the_simulator_accepts() {
     assert_eq!(err(&read).code, 190);
 
     // debug_token: valid, the scopes, data access for 90 days from the grant.
-    let dbg: DebugTokenResponse = ok(&sim.handle(&Request::get("/v2.12/debug_token", &[("input_token", &token)])));
+    let dbg: DebugTokenResponse = ok(&debug(&sim, &token));
     assert!(dbg.data.is_valid && dbg.data.kind == "PAGE" && dbg.data.scopes.len() == 3);
     // On the real clock: 90 days from now.
     let expected = (chrono::Utc::now() + Duration::days(90)).timestamp();
@@ -152,7 +169,7 @@ fn a_manager_logs_in_and_gets_a_page_token_the_simulator_accepts() {
     // Eighty days on, ten are left.
     let today = sim.today();
     sim.set_today(today + Duration::days(80));
-    let dbg: DebugTokenResponse = ok(&sim.handle(&Request::get("/v2.12/debug_token", &[("input_token", &token)])));
+    let dbg: DebugTokenResponse = ok(&debug(&sim, &token));
     let expected = (chrono::Utc::now() + Duration::days(10)).timestamp();
     assert!((dbg.data.data_access_expires_at - expected).abs() < 60);
     sim.set_today(today);
@@ -161,7 +178,7 @@ fn a_manager_logs_in_and_gets_a_page_token_the_simulator_accepts() {
     assert_eq!(sim.kill_page_tokens(&page.id, 460), 1);
     let read = get_as(&sim, &path, &token, &[("metric", "page_fans"), ("appsecret_proof", &proof)]);
     assert_eq!((err(&read).code, err(&read).error_subcode), (190, Some(460)));
-    let dbg: DebugTokenResponse = ok(&sim.handle(&Request::get("/v2.12/debug_token", &[("input_token", &token)])));
+    let dbg: DebugTokenResponse = ok(&debug(&sim, &token));
     assert!(!dbg.data.is_valid && dbg.data.error.unwrap().error_subcode == Some(460));
 }
 
@@ -201,7 +218,7 @@ fn declined_permissions_lapsed_access_a_removed_app_and_paging() {
     let today = sim.today();
     sim.set_today(today + Duration::days(91));
     assert_eq!(err(&get_as(&sim, &path, &token, &[("metric", "page_fans"), ("appsecret_proof", &proof)])).code, 190);
-    let dbg: DebugTokenResponse = ok(&sim.handle(&Request::get("/v2.12/debug_token", &[("input_token", &token)])));
+    let dbg: DebugTokenResponse = ok(&debug(&sim, &token));
     assert!(!dbg.data.is_valid);
     sim.set_today(today);
 

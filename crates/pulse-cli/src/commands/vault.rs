@@ -48,6 +48,13 @@ pub enum PagesCommand {
         #[arg(long)]
         tenant: Vec<String>,
     },
+    /// Withdraw an open invitation: its link stops working at once.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// The invitation's id (`pulse pages invitations` lists them).
+        id: String,
+    },
     /// The tenant's invitations: who invited which practice, when, and which page was connected with each.
     Invitations {
         #[arg(long)]
@@ -82,15 +89,23 @@ pub async fn run(path: &Path, cmd: VaultCommand) -> Result<ExitCode> {
             m.unchanged,
             m.failed.len()
         );
+        for k in &m.kept {
+            crate::outln!("  {k}");
+        }
         for f in &m.failed {
-            crate::outln!("  {f}");
+            crate::outln!("  failed: {f}");
         }
         if m.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
     };
     match cmd {
         VaultCommand::NewKey => unreachable!("handled above"),
         VaultCommand::Import => Ok(report("import", vault::import(&store, &config, &v, &access).await?)),
-        VaultCommand::Rotate => Ok(report("rotation", vault::rotate(&store, &config, &v, &access).await?)),
+        VaultCommand::Rotate => {
+            let code = report("rotation", vault::rotate(&store, &config, &v, &access).await?);
+            let links = pulse_app::health::reseal_links(&store, &v, &access).await?;
+            crate::outln!("re-authorisation links sealed again: {links}");
+            Ok(code)
+        }
         VaultCommand::Status => {
             crate::outln!("{:<16} {:<8} {:<20} {:<36} {}", "tenant", "practice", "page", "token", "obtained");
             for scope in access.scopes() {
@@ -181,6 +196,12 @@ pub async fn pages(path: &Path, cmd: PagesCommand) -> Result<ExitCode> {
             }
             crate::errln!("{} page token(s) checked; {attention} need re-authorisation", checked.pages.len());
             Ok(if attention == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PagesCommand::Revoke { tenant, id } => {
+            let by = format!("operator ({})", whoami());
+            let i = onboarding::revoke(&store, &config, &access, &tenant, &id, &by).await?;
+            crate::outln!("withdrew invitation {} for practice {}: its link no longer works", i.id, i.practice);
+            Ok(ExitCode::SUCCESS)
         }
         PagesCommand::Invitations { tenant } => {
             let list = onboarding::list(&store, &access, &tenant).await?;
