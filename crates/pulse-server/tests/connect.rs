@@ -36,14 +36,33 @@ struct World2 {
 /// The case-study world on a simulator that requires the app secret, a config without any page token (the
 /// simulator's secrets file is not written) but with a vault and onboarding, and the server over it.
 async fn setup() -> World2 {
+    setup_with(false).await
+}
+
+/// As [`setup`]; with `csv`, each tenant's practices (and their pages, without tokens) come from a practices CSV,
+/// as a real deployment starts.
+async fn setup_with(csv: bool) -> World2 {
     let _ = captured_logs();
     let scenario = pulse_sim::scenario::resolve("case-study").unwrap();
     let world = World::new(scenario, None);
     let sim = pulse_sim::start(Arc::new(Sim::new(world, Some(APP_SECRET.into()))), 0).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_owned();
-    let path = pulse_demo::write_config(&sim.sim.world, &dir, Some(&sim.url())).unwrap();
-    std::fs::remove_file(dir.join("sim-tokens.secrets.toml")).unwrap();
+    let path = if csv {
+        let path = pulse_demo::write_config(&sim.sim.world, &dir, None).unwrap();
+        let toml = std::fs::read_to_string(&path).unwrap().replacen(
+            "[graph]\n",
+            &format!("[graph]\nbase_url = \"{}\"\n", sim.url()),
+            1,
+        );
+        assert!(toml.contains("practices_csv = "), "{toml}");
+        std::fs::write(&path, toml).unwrap();
+        path
+    } else {
+        let path = pulse_demo::write_config(&sim.sim.world, &dir, Some(&sim.url())).unwrap();
+        std::fs::remove_file(dir.join("sim-tokens.secrets.toml")).unwrap();
+        path
+    };
     std::fs::write(dir.join("app.secrets.toml"), format!("app = \"{APP_SECRET}\"\nvault = \"{VAULT_KEY}\"\n")).unwrap();
     let port = free_port();
     let mut toml = std::fs::read_to_string(&path).unwrap();
@@ -612,4 +631,51 @@ async fn in_chromium_an_invitation_leads_through_consent_to_a_connected_page() {
     let store = pulse_app::open::store(&w.config).unwrap();
     let (targets, _) = pulse_app::ingest::targets(&store, &w.config, std::slice::from_ref(&a)).await.unwrap();
     assert_eq!(targets.iter().map(|t| t.page.to_string()).collect::<Vec<_>>(), vec![page1]);
+}
+
+/// From a practices CSV to every page connected, without a secrets file: one request invites every practice
+/// without a working token, each manager goes through their link, and the next ingest reads every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_goes_from_its_practices_csv_to_every_page_connected() {
+    let w = setup_with(true).await;
+    let a = tenant_of(&w, 0);
+    let admin = common::key(&w.config, &[a.as_str()], &[KeyScope::Read, KeyScope::Admin]);
+    let tenant = &w.config.tenants[0];
+    let with_page: Vec<(String, String)> = tenant
+        .practices
+        .iter()
+        .filter_map(|p| p.pages.first().map(|pg| (p.code.to_string(), pg.id.to_string())))
+        .collect();
+    assert!(with_page.len() >= 5, "the CSV lists the practices' pages");
+    let resp = client()
+        .post(format!("{}/api/v1/invitations", w.served.url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"tenant": a, "all_without_token": true}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let invitations = body["invitations"].as_array().unwrap().clone();
+    assert_eq!(invitations.len(), tenant.practices.len());
+    for inv in &invitations {
+        let practice = inv["practice"].as_str().unwrap();
+        let Some((_, page)) = with_page.iter().find(|(p, _)| p == practice) else { continue };
+        let (callback, binding) =
+            consent(&w, inv["link"].as_str().unwrap(), &pulse_sim::login::manager_of(practice), &ALL, true).await;
+        let (status, html) = chooser(&callback, &binding).await;
+        assert_eq!(status, 200, "{html}");
+        let (status, html) = choose(&w, &hidden(&html, "state"), &binding, page).await;
+        assert_eq!(status, 200, "{practice}: {html}");
+    }
+    let store = pulse_app::open::store(&w.config).unwrap();
+    let (targets, skipped) = pulse_app::ingest::targets(&store, &w.config, std::slice::from_ref(&a)).await.unwrap();
+    assert_eq!(targets.len(), with_page.len(), "every page has its token: {skipped:?}");
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let left = pulse_app::onboarding::practices_without_token(&store, &w.config, &a).await.unwrap();
+    assert_eq!(left.len(), tenant.practices.len() - with_page.len(), "only practices without a page are left");
+    let run = ingest(&w, &a).await;
+    assert!(run.report.reauth.is_empty() && run.report.failures.is_empty(), "{}", run.closing());
+    for (_, page) in &with_page {
+        assert!(rows_of(&w, &a, page).await > 0, "page {page} was read");
+    }
 }
