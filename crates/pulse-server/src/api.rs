@@ -580,6 +580,17 @@ pub async fn invitations_create(State(state): State<Shared>, headers: HeaderMap,
     .await
 }
 
+/// The tenant `?tenant=` names, or the key's only one.
+fn named_tenant(caller: &Caller, params: &HashMap<String, String>) -> AppResult<String> {
+    let scope = pulse_app::tenant::resolve(
+        &caller.access,
+        params.get("tenant").map(String::as_str),
+        "tenant",
+        "add ?tenant=<id>",
+    )?;
+    Ok(scope.as_str().to_owned())
+}
+
 /// `GET /api/v1/invitations?tenant=` (admin): the tenant's invitations and what became of them.
 #[utoipa::path(get, path = "/api/v1/invitations", tag = "onboarding",
     summary = "A tenant's invitations: who invited, which page was connected (admin scope)",
@@ -591,29 +602,10 @@ pub async fn invitations_list(
     QueryString(params): QueryString<HashMap<String, String>>,
 ) -> ApiResult {
     logged(&state, &headers, KeyScope::Admin, "GET /api/v1/invitations".into(), |state, caller| async move {
-        let tenant = pulse_app::tenant::resolve(
-            &caller.access,
-            params.get("tenant").map(String::as_str),
-            "tenant",
-            "add ?tenant=<id>",
-        )?
-        .as_str()
-        .to_owned();
+        let tenant = named_tenant(&caller, &params)?;
         let list = pulse_app::onboarding::list(&state.store, &caller.access, &tenant).await?;
         let n = list.len();
-        let invitations = list
-            .into_iter()
-            .map(|i| wire::InvitationInfo {
-                id: i.id,
-                practice: i.practice,
-                state: i.state,
-                created_by: i.created_by,
-                created_at: i.created_at,
-                expires_at: i.expires_at,
-                page: i.page,
-                used_at: i.used_at,
-            })
-            .collect();
+        let invitations = list.into_iter().map(wire::InvitationInfo::from).collect();
         Ok((json_of(&wire::InvitationsList { tenant: tenant.clone(), invitations }), tenant, n))
     })
     .await
@@ -637,27 +629,11 @@ pub async fn invitations_revoke(
         KeyScope::Admin,
         format!("POST /api/v1/invitations/{id}/revoke"),
         |state, caller| async move {
-            let tenant = pulse_app::tenant::resolve(
-                &caller.access,
-                params.get("tenant").map(String::as_str),
-                "tenant",
-                "add ?tenant=<id>",
-            )?
-            .as_str()
-            .to_owned();
+            let tenant = named_tenant(&caller, &params)?;
             let by = format!("key {}", caller.key_id);
             let i =
                 pulse_app::onboarding::revoke(&state.store, &state.config, &caller.access, &tenant, &id, &by).await?;
-            let info = wire::InvitationInfo {
-                id: i.id,
-                practice: i.practice,
-                state: i.state,
-                created_by: i.created_by,
-                created_at: i.created_at,
-                expires_at: i.expires_at,
-                page: i.page,
-                used_at: i.used_at,
-            };
+            let info = wire::InvitationInfo::from(i);
             Ok((json_of(&info), tenant, 1))
         },
     )

@@ -203,6 +203,21 @@ pub struct InvitationInfo {
     pub used_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+impl From<pulse_app::onboarding::Invitation> for InvitationInfo {
+    fn from(i: pulse_app::onboarding::Invitation) -> Self {
+        InvitationInfo {
+            id: i.id,
+            practice: i.practice,
+            state: i.state,
+            created_by: i.created_by,
+            created_at: i.created_at,
+            expires_at: i.expires_at,
+            page: i.page,
+            used_at: i.used_at,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvitationsList {
     pub tenant: String,

@@ -128,6 +128,20 @@ async fn invite(w: &World2, key: &str, tenant: &str, practice: &str) -> String {
     body["invitations"][0]["link"].as_str().unwrap().to_owned()
 }
 
+/// Invitations for every practice of `tenant` without a working token (the API's `all_without_token`).
+async fn invite_all(w: &World2, key: &str, tenant: &str) -> Vec<serde_json::Value> {
+    let resp = client()
+        .post(format!("{}/api/v1/invitations", w.served.url))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"tenant": tenant, "all_without_token": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["invitations"].as_array().unwrap().clone()
+}
+
 /// The invitation link to the consent dialog's answer: (the callback URL Facebook sends the browser to, the
 /// browser's binding cookie). `grant` lists the permissions left ticked; `allow` false presses Cancel.
 async fn consent(w: &World2, link: &str, user: &str, grant: &[&str], allow: bool) -> (String, String) {
@@ -267,18 +281,10 @@ async fn a_practice_manager_connects_the_page_and_every_misuse_is_refused() {
     assert!(targets.is_empty() && !skipped.is_empty());
 
     // Every practice without a working token can be invited at once (here: all of the tenant's).
-    let all = client()
-        .post(format!("{}/api/v1/invitations", w.served.url))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"tenant": a, "all_without_token": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(all.status(), 200);
-    let all: serde_json::Value = all.json().await.unwrap();
-    assert_eq!(all["invitations"].as_array().unwrap().len(), w.config.tenants[0].practices.len());
+    let all = invite_all(&w, &admin, &a).await;
+    assert_eq!(all.len(), w.config.tenants[0].practices.len());
     // An admin withdraws one: its link stops working at once.
-    let withdrawn = all["invitations"][0].clone();
+    let withdrawn = all[0].clone();
     let resp = client()
         .post(format!("{}/api/v1/invitations/{}/revoke", w.served.url, withdrawn["id"].as_str().unwrap()))
         .bearer_auth(&admin)
@@ -647,15 +653,7 @@ async fn a_tenant_goes_from_its_practices_csv_to_every_page_connected() {
         .filter_map(|p| p.pages.first().map(|pg| (p.code.to_string(), pg.id.to_string())))
         .collect();
     assert!(with_page.len() >= 5, "the CSV lists the practices' pages");
-    let resp = client()
-        .post(format!("{}/api/v1/invitations", w.served.url))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"tenant": a, "all_without_token": true}))
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = resp.json().await.unwrap();
-    let invitations = body["invitations"].as_array().unwrap().clone();
+    let invitations = invite_all(&w, &admin, &a).await;
     assert_eq!(invitations.len(), tenant.practices.len());
     for inv in &invitations {
         let practice = inv["practice"].as_str().unwrap();
