@@ -122,6 +122,7 @@ fn seal_link(v: &Vault, tenant: &str, page: &str, practice: &str, link: &str, at
         by: "token health check".into(),
         obtained_at: at,
         removed: false,
+        kind: None,
     })
 }
 

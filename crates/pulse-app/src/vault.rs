@@ -67,6 +67,9 @@ pub struct Entry {
     /// `true` when the page was disconnected: no token.
     #[serde(default)]
     pub removed: bool,
+    /// `official` or `claimed`, as the practice manager said when connecting a page the config does not list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 fn key_id(bytes: &[u8]) -> String {
@@ -224,6 +227,22 @@ pub async fn tokens<S: Store>(
     Ok(out)
 }
 
+/// As [`put`], recording the page's kind (`official` or `claimed`) when the config does not say it.
+#[allow(clippy::too_many_arguments)]
+pub async fn put_with_kind<S: Store>(
+    store: &S,
+    config: &Config,
+    vault: &Vault,
+    tenant: &str,
+    practice: &str,
+    page: &str,
+    token: &Secret,
+    by: &str,
+    kind: Option<&str>,
+) -> AppResult<Entry> {
+    put_entry(store, config, vault, tenant, practice, page, token, by, Utc::now(), kind.map(str::to_owned)).await
+}
+
 /// Puts `token` in `tenant`'s vault as `page`'s (of `practice`), replacing any token it had. Written as the
 /// application: the surface decides who may (an invitation's callback, the operator).
 #[allow(clippy::too_many_arguments)]
@@ -238,6 +257,22 @@ pub async fn put<S: Store>(
     by: &str,
     obtained_at: DateTime<Utc>,
 ) -> AppResult<Entry> {
+    put_entry(store, config, vault, tenant, practice, page, token, by, obtained_at, None).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn put_entry<S: Store>(
+    store: &S,
+    config: &Config,
+    vault: &Vault,
+    tenant: &str,
+    practice: &str,
+    page: &str,
+    token: &Secret,
+    by: &str,
+    obtained_at: DateTime<Utc>,
+    kind: Option<String>,
+) -> AppResult<Entry> {
     let scope = config.operator_access().write_scope(tenant)?;
     let (nonce, sealed) = vault.seal(tenant, page, token)?;
     let entry = Entry {
@@ -249,6 +284,7 @@ pub async fn put<S: Store>(
         by: by.to_owned(),
         obtained_at,
         removed: false,
+        kind,
     };
     let event = StateEvent {
         id: uuid::Uuid::new_v4().to_string(),
@@ -324,8 +360,19 @@ pub async fn rotate<S: Store>(store: &S, config: &Config, vault: &Vault, access:
                         out.unchanged += 1;
                         continue;
                     }
-                    put(store, config, vault, &tenant, &entry.practice, &page, &token, "rotation", entry.obtained_at)
-                        .await?;
+                    put_entry(
+                        store,
+                        config,
+                        vault,
+                        &tenant,
+                        &entry.practice,
+                        &page,
+                        &token,
+                        "rotation",
+                        entry.obtained_at,
+                        entry.kind.clone(),
+                    )
+                    .await?;
                     out.sealed += 1;
                 }
                 Err(e) => out.failed.push(format!("tenant {tenant} page {page}: {}", e.message)),
@@ -408,6 +455,7 @@ mod tests {
             by: "test".into(),
             obtained_at: Utc::now(),
             removed: false,
+            kind: None,
         }
     }
 

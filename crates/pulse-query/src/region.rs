@@ -74,10 +74,24 @@ pub async fn side_by_side<S: Store>(
         let Some(t) = config.tenant(scope.tenant()) else { continue };
         let (mut official, mut claimed) = (0, 0);
         let mut without: Vec<PracticeRef> = Vec::new();
+        // Pages connected through an invitation for practices the config lists without one count too, as the
+        // practice manager said they are.
+        let connected: Vec<(String, String)> = pulse_app::vault::entries(store, &scope)
+            .await?
+            .into_values()
+            .filter(|e| !e.removed)
+            .map(|e| (e.practice, e.kind.unwrap_or_else(|| "official".into())))
+            .collect();
+        let connected_kind = |code: &str, kind: &str| connected.iter().any(|(p, k)| p == code && k == kind);
         for p in &t.practices {
-            if p.pages.iter().any(|g| g.kind == PageKind::Official) {
+            let code = p.code.as_str();
+            if p.pages.iter().any(|g| g.kind == PageKind::Official)
+                || (p.pages.is_empty() && connected_kind(code, "official"))
+            {
                 official += 1;
-            } else if p.pages.iter().any(|g| g.kind == PageKind::Claimed) {
+            } else if p.pages.iter().any(|g| g.kind == PageKind::Claimed)
+                || (p.pages.is_empty() && connected_kind(code, "claimed"))
+            {
                 claimed += 1;
             } else {
                 without.push(PracticeRef { code: p.code.to_string(), name: p.name.clone() });

@@ -356,9 +356,29 @@ struct ConnectPage<'a> {
 }
 
 enum Step {
-    Explain { practice: String, practice_name: String, tenant_name: String, expires: String, invitation: String },
-    Choose { practice: String, practice_name: String, state: String, pages: Vec<Choice>, expected: String },
-    Done { practice: String, practice_name: String, page: String, page_name: String },
+    Explain {
+        practice: String,
+        practice_name: String,
+        tenant_name: String,
+        expires: String,
+        invitation: String,
+    },
+    /// `ask_kind`: the config lists no page for the practice, so the manager says whether the page is the
+    /// practice's official one or one the public made that the practice has claimed.
+    Choose {
+        practice: String,
+        practice_name: String,
+        state: String,
+        pages: Vec<Choice>,
+        expected: String,
+        ask_kind: bool,
+    },
+    Done {
+        practice: String,
+        practice_name: String,
+        page: String,
+        page_name: String,
+    },
 }
 
 struct Choice {
@@ -510,6 +530,7 @@ pub async fn callback(
                     practice: inv.practice.clone(),
                     practice_name,
                     state: next_state,
+                    ask_kind: expected.is_empty() && inv.for_page.is_none(),
                     pages: choices,
                     expected: expected.join(", "),
                 },
@@ -558,10 +579,19 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
         }
         // Under the invitation's lease: still open, then the token stored, then the invitation used. A second window
         // with the same invitation is refused; a failure storing the token leaves the invitation usable.
+        let kind = match form.get("kind").map(String::as_str) {
+            _ if !wanted.is_empty() => None,
+            None | Some("official") => Some("official"),
+            Some("claimed") => Some("claimed"),
+            Some(other) => {
+                return Err(AppError::bad_request(format!("`{other}` is not a kind of page"))
+                    .with_hint("choose official or claimed"));
+            }
+        };
         let who = format!("{} (Facebook user {}), by Facebook Login", pending.person.1, pending.person.0);
         let by = format!("invitation {}: {who}", inv.id);
         onboarding::use_once(&state.store, &state.config, &inv, &listed.id, &who, || async {
-            vault::put(
+            vault::put_with_kind(
                 &state.store,
                 &state.config,
                 &connect.vault,
@@ -570,7 +600,7 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
                 &listed.id,
                 &listed.token,
                 &by,
-                chrono::Utc::now(),
+                kind,
             )
             .await
             .map(|_| ())

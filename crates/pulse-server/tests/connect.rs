@@ -31,6 +31,9 @@ struct World2 {
     sim: pulse_sim::RunningSim,
     config: Config,
     served: common::Served,
+    /// A practice of the first tenant whose page the simulator has but the config does not list (the config was
+    /// written without it), and that page: its manager connects it through an invitation.
+    unlisted: Option<(String, String)>,
 }
 
 /// The case-study world on a simulator that requires the app secret, a config without any page token (the
@@ -63,6 +66,17 @@ async fn setup_with(csv: bool) -> World2 {
         std::fs::remove_file(dir.join("sim-tokens.secrets.toml")).unwrap();
         path
     };
+    // The first tenant's last practice with a page loses it from the config (not from the simulator).
+    let unlisted = (!csv).then(|| {
+        let world = &sim.sim.world;
+        let page = world.pages.iter().rev().find(|p| world.practices[p.practice].tenant == 0).expect("a page");
+        let practice = world.practices[page.practice].code.to_string();
+        let toml = std::fs::read_to_string(&path).unwrap();
+        let start = toml.find(&format!("[[tenant.practice.page]]\nid = \"{}\"", page.id)).expect("the page's block");
+        let end = start + toml[start..].find("}\n").expect("its token line") + 2;
+        std::fs::write(&path, format!("{}{}", &toml[..start], &toml[end..])).unwrap();
+        (practice, page.id.clone())
+    });
     std::fs::write(dir.join("app.secrets.toml"), format!("app = \"{APP_SECRET}\"\nvault = \"{VAULT_KEY}\"\n")).unwrap();
     let port = free_port();
     let mut toml = std::fs::read_to_string(&path).unwrap();
@@ -83,7 +97,13 @@ async fn setup_with(csv: bool) -> World2 {
     let store = pulse_app::open::store(&config).unwrap();
     store.migrate().await.unwrap();
     let served = serve_at(config.clone(), &format!("127.0.0.1:{port}")).await;
-    World2 { _dir: tmp, dir, sim, config, served }
+    assert!(
+        unlisted.as_ref().is_none_or(|(p, _)| config.tenants[0]
+            .practices
+            .iter()
+            .any(|x| x.code.as_str() == p && x.pages.is_empty()))
+    );
+    World2 { _dir: tmp, dir, sim, config, served, unlisted }
 }
 
 fn tenant_of(w: &World2, i: usize) -> String {
@@ -92,7 +112,12 @@ fn tenant_of(w: &World2, i: usize) -> String {
 
 /// A practice of tenant `i` with a page (`true`) or without one.
 fn practice(w: &World2, i: usize, with_page: bool) -> (String, Option<String>) {
-    let p = w.config.tenants[i].practices.iter().find(|p| p.pages.is_empty() != with_page).expect("such a practice");
+    let unlisted = w.unlisted.as_ref().map(|u| u.0.as_str());
+    let p = w.config.tenants[i]
+        .practices
+        .iter()
+        .find(|p| p.pages.is_empty() != with_page && Some(p.code.as_str()) != unlisted)
+        .expect("such a practice");
     (p.code.to_string(), p.pages.first().map(|pg| pg.id.to_string()))
 }
 
@@ -218,6 +243,16 @@ fn every_file(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The first tenant's practices with a claimed page, as the regional view counts them.
+async fn region_claimed(w: &World2, key: &str) -> u64 {
+    let resp = client().get(format!("{}/api/v1/region", w.served.url)).bearer_auth(key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let t =
+        body["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == w.config.tenants[0].id.as_str()).cloned();
+    t.unwrap_or_else(|| panic!("{body}"))["claimed"].as_u64().unwrap()
 }
 
 /// A practice of the first tenant without a page in the config.
@@ -422,6 +457,26 @@ async fn a_practice_manager_connects_the_page_and_every_misuse_is_refused() {
     assert_eq!(status, 403, "{html}");
     assert!(html.contains("another organisation") && !html.contains(&b), "{html}");
 
+    // The practice whose page the config does not list: its manager connects it and says it is a claimed page;
+    // the ingester reads it for that practice, and the regional view counts the practice as having a claimed page.
+    let (px, page_x) = w.unlisted.clone().unwrap();
+    let region_before = region_claimed(&w, &admin).await;
+    let linkx = invite(&w, &admin, &a, &px).await;
+    let (cb, bind) = consent(&w, &linkx, &pulse_sim::login::manager_of(&px), &ALL, true).await;
+    let (_, html) = chooser(&cb, &bind).await;
+    assert!(html.contains("Is this the practice") && html.contains("name=\"kind\""), "{html}");
+    let resp = client()
+        .post(format!("{}/connect/choose", w.served.url))
+        .header("cookie", format!("pulse_connect={bind}"))
+        .form(&[("state", hidden(&html, "state").as_str()), ("page", page_x.as_str()), ("kind", "claimed")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let (targets, _) = pulse_app::ingest::targets(&store, &w.config, std::slice::from_ref(&a)).await.unwrap();
+    assert!(targets.iter().any(|t| t.page.as_str() == page_x && t.practice.as_str() == px), "read for its practice");
+    assert_eq!(region_claimed(&w, &admin).await, region_before + 1);
+
     // An expired invitation.
     let old = pulse_app::onboarding::invite(
         &store,
@@ -554,7 +609,7 @@ async fn a_practice_manager_connects_the_page_and_every_misuse_is_refused() {
             .all(|(_, h)| h.state == "expiring" && h.problem.as_deref().unwrap().starts_with("data access ends on")),
         "{checked:?}"
     );
-    assert_eq!(pulse_app::health::attention(&store, &w.config, &scope).await.unwrap().len(), 3);
+    assert_eq!(pulse_app::health::attention(&store, &w.config, &scope).await.unwrap().len(), 4);
 
     // The audit: who invited which practice, which page each invitation connected.
     let list = pulse_app::onboarding::list(&store, &w.config.operator_access(), &a).await.unwrap();
@@ -575,7 +630,7 @@ async fn a_practice_manager_connects_the_page_and_every_misuse_is_refused() {
     // directory and in no log line; nor is the app secret, nor any token the simulator issued.
     let tokens = pulse_app::vault::tokens(&store, &vault, &scope).await.unwrap();
     let mut secrets: Vec<String> = tokens.values().map(|t| t.as_ref().unwrap().expose().to_owned()).collect();
-    assert_eq!(secrets.len(), 3);
+    assert_eq!(secrets.len(), 4);
     secrets.push(APP_SECRET.into());
     let logs = String::from_utf8(captured_logs().lock().unwrap().clone()).unwrap();
     for (path, bytes) in every_file(&w.dir) {
