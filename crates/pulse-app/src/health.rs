@@ -251,7 +251,8 @@ pub async fn check<S: Store>(store: &S, config: &Config, tenants: &[String], now
             let open_ids: Vec<String> = crate::onboarding::list(store, &config.operator_access(), &tenant)
                 .await?
                 .into_iter()
-                .filter(|i| i.state == "open")
+                // Only an open invitation bound to this page is kept (older ones could connect any page).
+                .filter(|i| i.state == "open" && i.for_page.as_deref() == Some(h.page.as_str()))
                 .map(|i| i.id)
                 .collect();
             match previous.filter(|p| p.invitation.as_ref().is_some_and(|id| open_ids.contains(id))) {

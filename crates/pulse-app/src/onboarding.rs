@@ -116,8 +116,9 @@ pub async fn list<S: Store>(store: &S, access: &Access, tenant: &str) -> AppResu
                     },
                 );
             }
+            // Only an open invitation can be used: one revoked first stays revoked.
             "used" => {
-                if let Some(i) = by_id.get_mut(&e.key) {
+                if let Some(i) = by_id.get_mut(&e.key).filter(|i| i.state == "open") {
                     i.state = "used".into();
                     i.page = ev.page;
                     i.used_at = Some(e.at);
@@ -346,6 +347,22 @@ pub async fn revoke<S: Store>(
         return Err(AppError::bad_request(format!("invitation {id} is {}, not open: nothing to withdraw", inv.state)));
     }
     let scope = config.operator_access().write_scope(tenant)?;
+    // The lease `use_once` holds: a revocation and a connection in flight do not interleave.
+    let lease = format!("invitation-{id}");
+    let holder = format!("revoke:{}", uuid::Uuid::new_v4().simple());
+    if !store.try_lease(&scope, &lease, &holder, std::time::Duration::from_secs(60)).await?.acquired() {
+        return Err(AppError::new(ErrorKind::RateLimited, format!("invitation {id} is being used right now"))
+            .with_hint("try again in a minute; if its page was connected meanwhile, there is nothing to withdraw")
+            .retry_after(60));
+    }
+    let still = list(store, access, tenant).await.map(|l| l.into_iter().any(|i| i.id == id && i.state == "open"));
+    if !matches!(still, Ok(true)) {
+        let _ = store.release_lease(&scope, &lease, &holder).await;
+        still?;
+        return Err(AppError::bad_request(format!(
+            "invitation {id} was used or withdrawn meanwhile: nothing to withdraw"
+        )));
+    }
     let e = Event {
         action: "revoked".into(),
         practice: inv.practice.clone(),
@@ -354,6 +371,8 @@ pub async fn revoke<S: Store>(
         secret_sha256: None,
         page: None,
     };
-    store.append_state(&scope, &[event(id, &e)]).await?;
+    let written = store.append_state(&scope, &[event(id, &e)]).await;
+    let _ = store.release_lease(&scope, &lease, &holder).await;
+    written?;
     Ok(Invitation { state: "revoked".into(), ..inv })
 }

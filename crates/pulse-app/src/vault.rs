@@ -203,7 +203,9 @@ pub async fn entries<S: Store>(store: &S, scope: &TenantScope) -> AppResult<BTre
             // One unreadable entry must not stop every other page: that page has no token until it is connected
             // again, and the operator's log says which entry.
             Err(err) => {
-                tracing::warn!(tenant = %scope, entry = %e.id, page = %e.key, "an unreadable vault entry was skipped: {err}")
+                // The page's earlier entries are superseded all the same: it has no token until connected again.
+                out.remove(&e.key);
+                tracing::warn!(tenant = %scope, entry = %e.id, page = %e.key, "an unreadable vault entry was skipped: {err}");
             }
         }
     }
@@ -320,6 +322,12 @@ pub async fn claimed_elsewhere<S: Store>(
     }
     for scope in config.operator_access().scopes() {
         let Some(e) = entries(store, &scope).await?.remove(page).filter(|e| !e.removed) else { continue };
+        // An entry for a practice the config no longer lists is not read by anyone: it does not hold the page.
+        let listed =
+            config.tenant(scope.tenant()).is_some_and(|t| t.practices.iter().any(|p| p.code.as_str() == e.practice));
+        if !listed {
+            continue;
+        }
         if scope.as_str() != tenant {
             return Ok(Some("it is already connected by another organisation".into()));
         }
@@ -328,6 +336,27 @@ pub async fn claimed_elsewhere<S: Store>(
         }
     }
     Ok(None)
+}
+
+/// Disconnects `page` of `tenant`: its token is no longer used (the ingester falls back to the config's reference,
+/// if any) and the page can be connected again, by any practice. The sealed token stays in the journal, unread.
+pub async fn disconnect<S: Store>(store: &S, config: &Config, tenant: &str, page: &str, by: &str) -> AppResult<Entry> {
+    let scope = config.operator_access().write_scope(tenant)?;
+    let Some(last) = entries(store, scope.read()).await?.remove(page).filter(|e| !e.removed) else {
+        return Err(AppError::not_found(format!("tenant {tenant} has no connected page {page}"))
+            .with_hint("`pulse vault status` lists the pages with a token in the vault"));
+    };
+    let entry = Entry { removed: true, nonce: String::new(), sealed: String::new(), by: by.to_owned(), ..last };
+    let event = StateEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        stream: STREAM.into(),
+        key: page.to_owned(),
+        at: Utc::now(),
+        body: serde_json::to_string(&entry)
+            .map_err(|e| AppError::new(ErrorKind::Internal, format!("vault entry: {e}")))?,
+    };
+    store.append_state(&scope, &[event]).await?;
+    Ok(entry)
 }
 
 /// What a rotation or an import did.
@@ -368,7 +397,8 @@ pub async fn rotate<S: Store>(store: &S, config: &Config, vault: &Vault, access:
                         &entry.practice,
                         &page,
                         &token,
-                        "rotation",
+                        // Who connected the page stays said; the key id shows the rotation.
+                        &entry.by,
                         entry.obtained_at,
                         entry.kind.clone(),
                     )

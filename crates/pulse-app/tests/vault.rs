@@ -118,6 +118,27 @@ async fn exercise(dir: &Path, store_toml: &str, raw: &dyn Fn() -> Vec<u8>) {
     // Once rotated, the old key can go.
     let dropped = write_config(dir, store_toml, NEW_KEY, None);
     assert_eq!(tokens_used(&dropped).await.0, expected);
+    // A disconnected page's vault token is no longer used (its reference is gone too, so it is skipped, saying so).
+    vault::disconnect(&store, &dropped, "beta", "100000000003", "test").await.unwrap();
+    let (used, skipped) = tokens_used(&dropped).await;
+    assert_eq!(used, expected[..2].to_vec());
+    assert!(skipped.len() == 1 && skipped[0].contains("100000000003"), "{skipped:?}");
+    assert!(vault::disconnect(&store, &dropped, "beta", "100000000003", "test").await.is_err(), "once");
+    let (_, _, _, beta_token) = TOKENS[2];
+    vault::put(
+        &store,
+        &dropped,
+        &v2,
+        "beta",
+        "M84001",
+        "100000000003",
+        &pulse_config::Secret::new(beta_token),
+        "test",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+
     // Without the new key (only the old one), nothing opens, and the reason names the key, not the token.
     let only_old = write_config(dir, store_toml, OLD_KEY, None);
     let (used, skipped) = tokens_used(&only_old).await;

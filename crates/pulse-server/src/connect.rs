@@ -418,6 +418,18 @@ fn url_origin(url: &str) -> Option<String> {
 
 /// The error page for an anonymous visitor: this module's own refusals as they are; the store's failures and
 /// defects logged in full and answered without their detail (they could name another tenant).
+/// What an anonymous visitor may see of an error from the store's side of this flow: this module's and the
+/// invitation's own refusals (forbidden, too many) as they are; anything else (a store failure, data that does not
+/// read, which could name another tenant) logged in full and said generically.
+fn private(e: AppError) -> AppError {
+    if matches!(e.kind, ErrorKind::Forbidden | ErrorKind::RateLimited) {
+        return e;
+    }
+    tracing::error!(kind = e.code(), "connecting a page: {e}");
+    AppError::new(ErrorKind::Unavailable, "Practice Pulse could not finish this just now; nothing was connected")
+        .with_hint("open the invitation link again in a few minutes; if it keeps happening, tell whoever sent it")
+}
+
 fn shown(e: AppError) -> Response {
     tracing::warn!(target: "pulse_server::access", status = e.status(), "page connection refused: {}", e.message);
     if e.kind == ErrorKind::Internal || (e.kind == ErrorKind::Unavailable && !e.message.contains("Facebook")) {
@@ -457,7 +469,7 @@ pub async fn explain(
         return not_set_up();
     }
     let token = params.get("invitation").cloned().unwrap_or_default();
-    match onboarding::open(&state.store, &state.config, &token).await {
+    match onboarding::open(&state.store, &state.config, &token).await.map_err(private) {
         Ok(inv) => {
             let (tenant_name, practice_name, _) = practice_of(&state.config, &inv);
             page(
@@ -481,7 +493,7 @@ pub async fn start(State(state): State<Shared>, body: axum::body::Bytes) -> Resp
     let Some(connect) = state.connect.as_ref() else { return not_set_up() };
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let token = form.get("invitation").cloned().unwrap_or_default();
-    let inv = match onboarding::open(&state.store, &state.config, &token).await {
+    let inv = match onboarding::open(&state.store, &state.config, &token).await.map_err(private) {
         Ok(inv) => inv,
         Err(e) => return shown(e),
     };
@@ -560,6 +572,15 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
             Some(p) => vec![p.clone()],
             None => expected,
         };
+        if let Some(only) = inv.for_page.as_ref().filter(|p| **p != listed.id) {
+            return Err(refused(
+                format!(
+                    "this link renews the connection of page {only} only, not {} ({}): nothing was connected",
+                    listed.name, listed.id
+                ),
+                "open the link again and choose that page; it must be done by someone who administers it",
+            ));
+        }
         if !wanted.is_empty() && !wanted.contains(&listed.id) {
             return Err(refused(
                 format!(
@@ -571,7 +592,10 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
                 "open the invitation link again and choose the practice's page; if the practice's page has changed, ask whoever sent the invitation to update it",
             ));
         }
-        if let Some(why) = vault::claimed_elsewhere(&state.store, &state.config, &listed.id, &inv.tenant, &inv.practice).await? {
+        if let Some(why) = vault::claimed_elsewhere(&state.store, &state.config, &listed.id, &inv.tenant, &inv.practice)
+            .await
+            .map_err(private)?
+        {
             return Err(refused(
                 format!("{} ({}) cannot be connected for {practice_name}: {why}; nothing was connected", listed.name, listed.id),
                 "a page can be connected for one practice of one organisation only; contact Practice Pulse support if this is wrong",
@@ -579,7 +603,16 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
         }
         // Under the invitation's lease: still open, then the token stored, then the invitation used. A second window
         // with the same invitation is refused; a failure storing the token leaves the invitation usable.
+        // A renewal keeps what the page was said to be; a page in the config has its kind there.
+        let renewed_kind = match &inv.for_page {
+            Some(page) => {
+                let scope = state.config.operator_access().scope(&inv.tenant).map_err(AppError::from)?;
+                vault::entries(&state.store, &scope).await.map_err(private)?.remove(page).and_then(|e| e.kind)
+            }
+            None => None,
+        };
         let kind = match form.get("kind").map(String::as_str) {
+            _ if inv.for_page.is_some() => renewed_kind.as_deref(),
             _ if !wanted.is_empty() => None,
             None | Some("official") => Some("official"),
             Some("claimed") => Some("claimed"),
@@ -605,7 +638,8 @@ pub async fn choose(State(state): State<Shared>, headers: HeaderMap, body: axum:
             .await
             .map(|_| ())
         })
-        .await?;
+        .await
+        .map_err(private)?;
         tracing::info!(target: "pulse_server::access", tenant = %inv.tenant, practice = %inv.practice, page = %listed.id, invitation = %inv.id, "page connected");
         Ok((inv, practice_name, listed.id, listed.name))
     }

@@ -584,6 +584,7 @@ async fn a_practice_manager_connects_the_page_and_every_misuse_is_refused() {
     let (_, html) = chooser(&cb, &bind).await;
     let (status, html) = choose(&w, &hidden(&html, "state"), &bind, page_b.as_deref().unwrap()).await;
     assert_eq!(status, 403, "{html}");
+    assert!(html.contains(&format!("this link renews the connection of page {page1} only")), "{html}");
 
     // Re-authorising through the link replaces the token; ingest resumes from the checkpoint.
     let (callback8, binding8) = consent(&w, &relink, &manager, &ALL, true).await;

@@ -48,6 +48,14 @@ pub enum PagesCommand {
         #[arg(long)]
         tenant: Vec<String>,
     },
+    /// Disconnect a page: its token in the vault is no longer used (the config's reference, if any, is used again)
+    /// and the page can be connected again, for any practice.
+    Disconnect {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        page: String,
+    },
     /// Withdraw an open invitation: its link stops working at once.
     Revoke {
         #[arg(long)]
@@ -196,6 +204,15 @@ pub async fn pages(path: &Path, cmd: PagesCommand) -> Result<ExitCode> {
             }
             crate::errln!("{} page token(s) checked; {attention} need re-authorisation", checked.pages.len());
             Ok(if attention == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PagesCommand::Disconnect { tenant, page } => {
+            let by = format!("disconnected by the operator ({})", whoami());
+            let e = pulse_app::vault::disconnect(&store, &config, &tenant, &page, &by).await?;
+            crate::outln!(
+                "disconnected page {page} (practice {}) of {tenant}: its vault token is no longer used",
+                e.practice
+            );
+            Ok(ExitCode::SUCCESS)
         }
         PagesCommand::Revoke { tenant, id } => {
             let by = format!("operator ({})", whoami());
