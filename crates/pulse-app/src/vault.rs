@@ -288,15 +288,20 @@ async fn put_entry<S: Store>(
         removed: false,
         kind,
     };
+    append(store, &scope, entry).await
+}
+
+/// Appends `entry` as its page's latest in the tenant's vault stream.
+async fn append<S: Store>(store: &S, scope: &pulse_config::WriteScope, entry: Entry) -> AppResult<Entry> {
     let event = StateEvent {
         id: uuid::Uuid::new_v4().to_string(),
         stream: STREAM.into(),
-        key: page.to_owned(),
+        key: entry.page.clone(),
         at: Utc::now(),
         body: serde_json::to_string(&entry)
             .map_err(|e| AppError::new(ErrorKind::Internal, format!("vault entry: {e}")))?,
     };
-    store.append_state(&scope, &[event]).await?;
+    store.append_state(scope, &[event]).await?;
     Ok(entry)
 }
 
@@ -347,16 +352,7 @@ pub async fn disconnect<S: Store>(store: &S, config: &Config, tenant: &str, page
             .with_hint("`pulse vault status` lists the pages with a token in the vault"));
     };
     let entry = Entry { removed: true, nonce: String::new(), sealed: String::new(), by: by.to_owned(), ..last };
-    let event = StateEvent {
-        id: uuid::Uuid::new_v4().to_string(),
-        stream: STREAM.into(),
-        key: page.to_owned(),
-        at: Utc::now(),
-        body: serde_json::to_string(&entry)
-            .map_err(|e| AppError::new(ErrorKind::Internal, format!("vault entry: {e}")))?,
-    };
-    store.append_state(&scope, &[event]).await?;
-    Ok(entry)
+    append(store, &scope, entry).await
 }
 
 /// What a rotation or an import did.
