@@ -196,6 +196,8 @@ pub struct JobSummary {
     pub to: Option<NaiveDate>,
     /// `full`, or what an incremental run recomputed.
     pub mode: String,
+    /// Seconds spent in each phase of the run (reading facts, posts, reports; computing; merging; writing).
+    pub phases: BTreeMap<&'static str, f64>,
 }
 
 fn wanted() -> Vec<(M, P)> {
@@ -309,10 +311,18 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             incremental: None,
         },
     };
+    let mut phases: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let mut clock = Instant::now();
+    let mut lap = |phase: &'static str| {
+        *phases.entry(phase).or_default() += clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+    };
     let mut loaded = load(store, &load_input).await?;
+    lap("load");
     if let Some(p) = &mut plan {
         loaded.posts =
             store.read_posts(&input.scope, &PostFilter { to: Some(input.to), ..PostFilter::default() }).await?;
+        lap("load every post");
         let pages = loaded.facts.totals.column("page_id")?.str()?.clone();
         p.loaded_pages = pages.iter().flatten().map(str::to_owned).collect();
     }
@@ -330,6 +340,7 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
         tokio::task::spawn_blocking(move || compute(&loaded, compute_from, to, &campaigns, registered.as_ref()))
             .await
             .map_err(|e| PipelineError::Input(e.to_string()))??;
+    lap("compute");
     let (tables, mut summary) = computed;
     for (table, df) in tables {
         // An incremental run that recomputed no campaign leaves the campaign tables as they are.
@@ -338,11 +349,15 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             continue;
         }
         let mut batch = frames::to_batch(&df, table)?;
+        lap("convert");
         if let Some(p) = &plan {
             let old = store.read_report(&input.scope, table, &input.variant).await?;
+            lap("read reports");
             batch = merge(table, &old, &batch, p)?;
+            lap("merge");
         }
         let ack = store.replace_report(&input.scope, table, &input.variant, &batch).await?;
+        lap("write reports");
         summary.rows_written.insert(table.name, ack.rows);
     }
     // The run record goes last: it names the run whose tables are now in place.
@@ -369,6 +384,8 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     };
     let record = frames::run_record(&input.variant, from, to, &run)?;
     store.replace_report(&input.scope, &REPORT_RUNS, &input.variant, &record).await?;
+    lap("write reports");
+    summary.phases = phases;
     summary.tenant = tenant;
     summary.variant = input.variant.clone();
     (summary.from, summary.to) = (Some(from), Some(to));

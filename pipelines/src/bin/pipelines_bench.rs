@@ -111,6 +111,7 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
     let access = operator(tenants.into_iter().take(limit))?;
     let started = Instant::now();
     let (mut rows, mut facts, mut changed) = (0usize, 0usize, 0usize);
+    let mut phases: std::collections::BTreeMap<&'static str, f64> = Default::default();
     for scope in access.write_scopes() {
         match mode {
             "nextday" => {
@@ -136,6 +137,7 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
                 rt.block_on(store.settle(&scope))?;
             }
             "full" | "incremental" => {
+                let asked = Instant::now();
                 let (from, incremental) = match mode {
                     "full" => (jobs::HISTORY_START, None),
                     _ => match rt.block_on(jobs::incremental_since_previous(&store, &scope, "bench", to))? {
@@ -143,6 +145,7 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
                         None => return Err(format!("{scope}: no previous run to update: run `full` first").into()),
                     },
                 };
+                *phases.entry("changed days").or_default() += asked.elapsed().as_secs_f64();
                 changed += incremental.as_ref().map_or(0, |i| i.changed.len());
                 let input = JobInput {
                     scope,
@@ -157,6 +160,9 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
                 let summary = rt.block_on(jobs::run(&store, input))?;
                 facts += summary.facts;
                 rows += summary.rows_written.values().sum::<usize>();
+                for (phase, secs) in &summary.phases {
+                    *phases.entry(phase).or_default() += secs;
+                }
             }
             "copy" => {
                 let lake = pulse_store::lake::LakeStore::open(&args[4])?;
@@ -187,9 +193,10 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{{\"mode\": \"{mode}\", \"tenants\": {}, \"facts\": {facts}, \"changed_days\": {changed}, \"report_rows_written\": {rows}, \"seconds\": {secs:.2}, \"peak_rss_mib\": {:.0}}}",
+        "{{\"mode\": \"{mode}\", \"tenants\": {}, \"facts\": {facts}, \"changed_days\": {changed}, \"report_rows_written\": {rows}, \"seconds\": {secs:.2}, \"peak_rss_mib\": {:.0}, \"phases\": {{{}}}}}",
         access.scopes().len(),
-        peak_rss_mib()
+        peak_rss_mib(),
+        phases.iter().map(|(p, s)| format!("\"{p}\": {s:.2}")).collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }

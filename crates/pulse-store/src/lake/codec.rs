@@ -28,7 +28,7 @@ pub(crate) fn month_of(day: NaiveDate) -> String {
     format!("{:04}-{:02}", day.year(), day.month())
 }
 
-fn check_tenant(what: &str, tenant: &str, batch: &RecordBatch) -> Result<()> {
+pub(crate) fn check_tenant(what: &str, tenant: &str, batch: &RecordBatch) -> Result<()> {
     let cols = Columns::new(batch, what);
     let tenants = cols.str(T::TENANT_ID)?;
     if let Some(other) = tenants.iter().flatten().find(|t| *t != tenant) {

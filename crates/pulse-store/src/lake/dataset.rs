@@ -338,24 +338,51 @@ pub(crate) fn read<R: LakeRecord>(
     Ok(out)
 }
 
-/// Reads a tenant's records of the partitions with a file modified at or after `since` (a partition's files are
-/// written once, by writes and compactions of its rows, so an older partition holds nothing written since).
-pub(crate) fn read_written_since<R: LakeRecord>(
+/// The days of a tenant's rows fetched at or after `since` (`fetched_micros`, in microseconds), from the partitions
+/// with a file modified at or after `modified` (a partition's files are written once, by writes and compactions of
+/// its rows, so an older partition holds nothing written since), reading only the `day`, `fetched_at` and
+/// `tenant_id` columns of each file and no rows merged: a row a later fetch superseded counts too, as the
+/// caller wants (its day changed). Every row's tenant is checked.
+pub(crate) fn days_fetched_since<R: LakeRecord>(
     root: &Path,
     tenant: &str,
-    since: std::time::SystemTime,
-) -> Result<Vec<R>> {
-    let mut out = Vec::new();
+    modified: std::time::SystemTime,
+    fetched_micros: i64,
+    day_column: &str,
+    fetched_column: &str,
+) -> Result<std::collections::BTreeSet<NaiveDate>> {
+    let mut out = std::collections::BTreeSet::new();
     for dir in partitions(root, R::DATASET, tenant, None, None)? {
         out.extend(without_the_lock(root, &dir, |files| {
-            // A listed file that is gone was folded into a new compacted file: an error, so the read starts again
-            // (skipping it could leave the partition looking older than it is).
             let mut newest = None;
             for f in files {
-                let modified = std::fs::metadata(f).and_then(|m| m.modified()).map_err(|e| StoreError::io(f, e))?;
-                newest = newest.max(Some(modified));
+                let m = std::fs::metadata(f).and_then(|m| m.modified()).map_err(|e| StoreError::io(f, e))?;
+                newest = newest.max(Some(m));
             }
-            if newest.is_some_and(|t| t >= since) { merge::<R>(tenant, files) } else { Ok(Vec::new()) }
+            let mut days = std::collections::BTreeSet::new();
+            if !newest.is_some_and(|t| t >= modified) {
+                return Ok(days);
+            }
+            for f in files {
+                let corrupt = |reason: String| StoreError::Corrupt { path: f.to_owned(), reason };
+                let file = File::open(f).map_err(|e| StoreError::io(f, e))?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(e.to_string()))?;
+                let wanted = [crate::table::TENANT_ID, day_column, fetched_column];
+                let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), wanted);
+                let reader = builder.with_projection(mask).build().map_err(|e| corrupt(e.to_string()))?;
+                for batch in reader {
+                    let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+                    super::codec::check_tenant(R::DATASET, tenant, &batch).map_err(|e| corrupt(e.to_string()))?;
+                    let c = crate::util::Columns::new(&batch, R::DATASET);
+                    let (day, fetched) = (c.date(day_column)?, c.ts(fetched_column)?);
+                    for i in 0..batch.num_rows() {
+                        if fetched.value(i) >= fetched_micros {
+                            days.insert(crate::util::i32_to_day(day.value(i)));
+                        }
+                    }
+                }
+            }
+            Ok(days)
         })?);
     }
     Ok(out)

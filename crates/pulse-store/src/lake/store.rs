@@ -160,9 +160,12 @@ impl Store for LakeStore {
         let tenant = scope.as_str().to_owned();
         // A file's time is when it was written, after its rows were fetched: a second of slack for coarse clocks.
         let written = std::time::SystemTime::from(since) - std::time::Duration::from_secs(1);
-        let facts: Vec<PageInsightFact> =
-            self.blocking(false, move |root| dataset::read_written_since(root, &tenant, written)).await?;
-        Ok(facts.iter().filter(|f| f.fetched_at >= since).map(|f| f.day).collect())
+        let since = crate::util::micros(since);
+        self.blocking(false, move |root| {
+            use crate::table::page_insights as F;
+            dataset::days_fetched_since::<PageInsightFact>(root, &tenant, written, since, F::DAY, F::FETCHED_AT)
+        })
+        .await
     }
 
     async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
