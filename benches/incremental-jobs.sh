@@ -55,6 +55,8 @@ size_year, size_inc, size_ref = [int(x) for x in sys.argv[6:9]]
 out, where, argv = sys.argv[9], sys.argv[10], sys.argv[11]
 ratio = inc["seconds"] / ref["seconds"]
 mem = inc["peak_rss_mib"] / ref["peak_rss_mib"]
+names = sorted(set(inc["phases"]) | set(ref["phases"]), key=lambda k: -inc["phases"].get(k, 0))
+phases = "\n".join(f"| {k} | {inc['phases'].get(k, 0):.2f} | {ref['phases'].get(k, 0):.2f} |" for k in names)
 md = f"""# Incremental jobs against a full recompute, national year
 
 Recorded {datetime.date.today()} on this machine ({os.cpu_count()} cores) with `bash benches/incremental-jobs.sh {argv}`.
@@ -65,12 +67,18 @@ posts, two campaigns) in {where}, reports over all history written by `pulse job
 | step | seconds | peak memory (MiB) | facts read | report rows written |
 |---|---|---|---|---|
 | full recompute to 2026-11-20 (a year) | {full['seconds']:.1f} | {full['peak_rss_mib']} | {full['facts']:,} | {full['report_rows_written']:,} |
-| daily ingest of 2026-11-21 (the day, and 3 days of lookback re-fetched) | {day['seconds']:.1f} | {day['peak_rss_mib']} | {day['facts']:,} written | |
+| daily ingest of 2026-11-21 (the day, 3 days of lookback, and the last 28 days' posts and their snapshots re-fetched) | {day['seconds']:.1f} | {day['peak_rss_mib']} | {day['facts']:,} written | |
 | **incremental run to 2026-11-21** ({inc['changed_days']} changed tenant-days) | **{inc['seconds']:.1f}** | **{inc['peak_rss_mib']}** | {inc['facts']:,} | {inc['report_rows_written']:,} |
 | full recompute to 2026-11-21 (reference, same data) | {ref['seconds']:.1f} | {ref['peak_rss_mib']} | {ref['facts']:,} | {ref['report_rows_written']:,} |
 | incremental run with nothing new | {inc2['seconds']:.1f} | {inc2['peak_rss_mib']} | {inc2['facts']:,} | {inc2['report_rows_written']:,} |
 
 **Incremental / full: {ratio:.3f} of the time** (goal <= 0.1), **{mem:.2f} of the peak memory** (goal <= 1).
+
+Where the time goes (seconds summed over the tenants, from the run summaries' phases):
+
+| phase | incremental run | full recompute (reference) |
+|---|---|---|
+{phases}
 
 Report storage ({"the report tables' active parts on disk" if "ClickHouse" in where else "all tenants' report files"}): {size_year:,} bytes after the year, {size_inc:,} after the incremental
 run, {size_ref:,} after the full recompute of the same days: an incremental run writes the same reports as a full
@@ -80,13 +88,13 @@ one (`crates/pulse-app/tests/incremental.rs` checks them row by row), and each t
 if ratio > 0.1:
     md += f"""
 **Why the goal is not met yet, and the next step.** The incremental run reads {inc['facts']:,} facts instead of
-{ref['facts']:,} and recomputes two weeks instead of 53, but it still reads every tenant's report tables, posts and
-post snapshots and writes every report table whole ({inc['report_rows_written']:,} rows, most of them age bands: a
-window a week for every practice): the run with nothing new, which recomputes only the last week, still takes
-{inc2['seconds']:.1f} s (the run with a new day {inc['seconds']:.1f} s), nearly all of it that reading and writing. Reaching 0.1x needs report storage in week
-partitions (the lake's report file per week and table, ClickHouse slices per week) so a run writes only the weeks and
-windows it recomputed, and post performance updated from the snapshots fetched since (ranks recomputed from the
-stored lifetime figures).
+{ref['facts']:,}, recomputes two weeks instead of 53, and updates post performance from the posts and snapshots
+fetched since (the daily ingest re-fetches the last 28 days' posts) instead of reading every post and snapshot.
+What is left is report storage: the run still reads every report table of every tenant whole and writes each whole
+again ({inc['report_rows_written']:,} rows, most of them age bands: a window a week for every practice), the
+"read reports", "merge" and "write reports" phases above. Reaching 0.1x needs report storage in week partitions (the
+lake's report file per week and table, ClickHouse slices per week), so that a run reads and writes only the weeks
+and windows it recomputed.
 """
 if "ClickHouse" in where:
     md += f"""

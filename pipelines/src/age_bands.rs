@@ -279,6 +279,12 @@ fn no_source_reason(to: NaiveDate) -> String {
     }
 }
 
+/// Whether [`age_bands`] would take its latest window from the posts' video watch time (no page-level breakdown
+/// in the facts' last week): then it needs every post's snapshots.
+pub fn needs_video(facts: &DataFrame, to: NaiveDate) -> Result<bool> {
+    Ok(source_cells(facts, to)?.iter().all(|c| c.latest_end.is_none()))
+}
+
 /// The age-band report for a tenant: for every 28-day window the reports keep (each Sunday's, ending with the reach
 /// week, and the latest), per practice and a tenant row, each window from the best source it has, saying which.
 /// Returns the rows and the latest window's source (or why there is none).

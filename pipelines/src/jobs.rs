@@ -14,7 +14,7 @@ use pulse_store::report::{
     AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY,
     REPORT_RUNS,
 };
-use pulse_store::{FactFilter, PostFilter, ReportTable, ReportVariant, Store};
+use pulse_store::{FactFilter, Fetched, PostFilter, ReportTable, ReportVariant, Store};
 
 use crate::campaign::{self, Campaign, Estimate, Series};
 use crate::frames::{self, from_day_number};
@@ -61,6 +61,10 @@ pub struct Incremental {
     pub changed: BTreeSet<NaiveDate>,
     /// When the changed days were asked for: this run's start, so facts fetched after it are the next run's.
     pub asked_at: chrono::DateTime<chrono::Utc>,
+    /// What was fetched at or after this time is new to this run (posts and snapshots too).
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// The last day of the previous run's reports: posts created after it are new to this run.
+    pub previous_to: NaiveDate,
 }
 
 /// When the main reports can be updated incrementally: the previous main run's history start, and the days of
@@ -100,14 +104,31 @@ pub async fn incremental_since_previous<S: Store>(
     let ingests = store.read_runs(scope).await?;
     let since =
         ingests.iter().filter(|r| r.finished_at >= started).map(|r| r.started_at).fold(started, |a, b| a.min(b));
-    let mut changed = store.fact_days_fetched_since(scope, since).await?;
+    let mut changed = store.days_fetched_since(scope, Fetched::Facts, since).await?;
     // A backfill before the reports' first day: a full run (the history starts earlier now).
     if changed.first().is_some_and(|d| *d < range_from) {
         return Ok(None);
     }
     // Days after the previous run's range were not in it, whenever they were fetched.
     changed.extend(range_to.iter_days().skip(1).take_while(|d| *d <= to));
-    Ok(Some((range_from, Incremental { changed, asked_at })))
+    Ok(Some((range_from, Incremental { changed, asked_at, since, previous_to: range_to })))
+}
+
+/// Seconds per phase of a run, each phase timed from the end of the one before.
+struct Laps {
+    phases: BTreeMap<&'static str, f64>,
+    clock: Instant,
+}
+
+impl Laps {
+    fn start() -> Self {
+        Laps { phases: BTreeMap::new(), clock: Instant::now() }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        *self.phases.entry(phase).or_default() += self.clock.elapsed().as_secs_f64();
+        self.clock = Instant::now();
+    }
 }
 
 /// The Monday of `day`'s (Monday-Sunday) week.
@@ -211,6 +232,8 @@ fn wanted() -> Vec<(M, P)> {
 
 /// What a job reads for one tenant.
 pub struct Loaded {
+    /// Seconds spent reading each part.
+    pub phases: BTreeMap<&'static str, f64>,
     pub facts: frames::Facts,
     pub posts: Vec<Post>,
     pub snapshots: Vec<PostInsightSnapshot>,
@@ -220,6 +243,11 @@ pub struct Loaded {
 /// Reads what the job needs for one tenant: facts with the filters pushed into the store (from far enough back for
 /// the campaigns' counterfactuals), posts, snapshots and run records.
 pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
+    load_parts(store, input, true).await
+}
+
+/// [`load`], with posts and snapshots only when `with_posts` (an incremental run reads its own).
+async fn load_parts<S: Store>(store: &S, input: &JobInput, with_posts: bool) -> Result<Loaded> {
     if input.to < input.from {
         return Err(PipelineError::Input(format!("--from {} is after --to {}", input.from, input.to)));
     }
@@ -237,6 +265,7 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
         to: Some(input.to),
         ..FactFilter::default()
     };
+    let mut laps = Laps::start();
     // Facts come through the store either way: as checked Parquet files of this tenant to scan in place (the lake),
     // or as rows (ClickHouse).
     let facts = match store.fact_files(&input.scope, &filter).await? {
@@ -275,12 +304,18 @@ pub async fn load<S: Store>(store: &S, input: &JobInput) -> Result<Loaded> {
             input.scope, input.to
         )));
     }
-    let posts = store
-        .read_posts(&input.scope, &PostFilter { from: Some(load_from), to: Some(input.to), ..PostFilter::default() })
-        .await?;
-    let snapshots = store.read_post_snapshots(&input.scope, &PostFilter::default()).await?;
+    laps.lap("load facts");
+    let (mut posts, mut snapshots) = (Vec::new(), Vec::new());
+    if with_posts {
+        let filter = PostFilter { from: Some(load_from), to: Some(input.to), ..PostFilter::default() };
+        posts = store.read_posts(&input.scope, &filter).await?;
+        laps.lap("load posts");
+        snapshots = store.read_post_snapshots(&input.scope, &PostFilter::default()).await?;
+        laps.lap("load snapshots");
+    }
     let runs = store.read_runs(&input.scope).await?;
-    Ok(Loaded { facts, posts, snapshots, runs })
+    laps.lap("load runs");
+    Ok(Loaded { phases: laps.phases, facts, posts, snapshots, runs })
 }
 
 pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
@@ -311,21 +346,41 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             incremental: None,
         },
     };
-    let mut phases: BTreeMap<&'static str, f64> = BTreeMap::new();
-    let mut clock = Instant::now();
-    let mut lap = |phase: &'static str| {
-        *phases.entry(phase).or_default() += clock.elapsed().as_secs_f64();
-        clock = Instant::now();
-    };
-    let mut loaded = load(store, &load_input).await?;
-    lap("load");
-    if let Some(p) = &mut plan {
-        loaded.posts =
-            store.read_posts(&input.scope, &PostFilter { to: Some(input.to), ..PostFilter::default() }).await?;
-        lap("load every post");
+    let mut loaded = load_parts(store, &load_input, plan.is_none()).await?;
+    let mut laps = Laps::start();
+    laps.phases = std::mem::take(&mut loaded.phases);
+    // Post performance, when an incremental run can update it: the posts and snapshots fetched since.
+    let mut update_posts = None;
+    if let (Some(p), Some(inc)) = (&mut plan, &input.incremental) {
         let pages = loaded.facts.totals.column("page_id")?.str()?.clone();
         p.loaded_pages = pages.iter().flatten().map(str::to_owned).collect();
+        // Campaigns recomputed read every post and snapshot (their posts' lifetime figures), and so does an age-band
+        // window from the posts' video watch time.
+        if p.campaigns.is_empty() && !age_bands::needs_video(&loaded.facts.breakdowns, input.to)? {
+            let created = store.days_fetched_since(&input.scope, Fetched::Posts, inc.since).await?;
+            let snapped = store.days_fetched_since(&input.scope, Fetched::Snapshots, inc.since).await?;
+            let new_from = inc.previous_to + Duration::days(1);
+            let from = created.first().map_or(new_from, |d| new_from.min(*d));
+            let filter = PostFilter { from: Some(from), to: Some(input.to), ..PostFilter::default() };
+            loaded.posts = store.read_posts(&input.scope, &filter).await?;
+            loaded.posts.retain(|p| p.fetched_at >= inc.since || p.created_time.date_naive() >= new_from);
+            laps.lap("load posts fetched since");
+            // Every snapshot dated on or after the earliest one fetched since: what can be a post's latest now.
+            if let Some(first) = snapped.first() {
+                let filter = PostFilter { from: Some(*first), ..PostFilter::default() };
+                loaded.snapshots = store.read_post_snapshots(&input.scope, &filter).await?;
+            }
+            laps.lap("load snapshots fetched since");
+            update_posts = Some(inc.since);
+        } else {
+            loaded.posts =
+                store.read_posts(&input.scope, &PostFilter { to: Some(input.to), ..PostFilter::default() }).await?;
+            laps.lap("load every post");
+            loaded.snapshots = store.read_post_snapshots(&input.scope, &PostFilter::default()).await?;
+            laps.lap("load snapshots");
+        }
     }
+    let loaded = Arc::new(loaded);
     let tenant = input.scope.to_string();
     let first_fact = loaded.facts.first_day()?.unwrap_or(input.from);
     let (from, compute_from) = match &plan {
@@ -336,12 +391,16 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     let (to, registered) = (input.to, input.registered.clone());
     // Campaigns estimated (an incremental run's recomputed ones), and every campaign's tag for the posts' topics.
     let campaigns = Campaigns { estimate: load_input.campaigns.clone(), tags: input.campaigns.clone() };
+    let shared = loaded.clone();
     let computed =
-        tokio::task::spawn_blocking(move || compute(&loaded, compute_from, to, &campaigns, registered.as_ref()))
+        tokio::task::spawn_blocking(move || compute(&shared, compute_from, to, &campaigns, registered.as_ref()))
             .await
             .map_err(|e| PipelineError::Input(e.to_string()))??;
-    lap("compute");
+    laps.lap("compute");
     let (tables, mut summary) = computed;
+    // The compute's own parts, instead of its total.
+    laps.phases.remove("compute");
+    laps.phases.extend(std::mem::take(&mut summary.phases));
     for (table, df) in tables {
         // An incremental run that recomputed no campaign leaves the campaign tables as they are.
         let campaign_table = table.name == CAMPAIGN_UPLIFT.name || table.name == CAMPAIGN_SERIES.name;
@@ -349,15 +408,22 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             continue;
         }
         let mut batch = frames::to_batch(&df, table)?;
-        lap("convert");
+        laps.lap("convert");
         if let Some(p) = &plan {
             let old = store.read_report(&input.scope, table, &input.variant).await?;
-            lap("read reports");
-            batch = merge(table, &old, &batch, p)?;
-            lap("merge");
+            laps.lap("read reports");
+            batch = match update_posts {
+                Some(since) if table.name == POST_PERFORMANCE.name => {
+                    let tags = campaign_tags(&input.campaigns);
+                    let df = posts::updated_performance(&old, &loaded.posts, &loaded.snapshots, since, &tags)?;
+                    frames::to_batch(&df, table)?
+                }
+                _ => merge(table, &old, &batch, p)?,
+            };
+            laps.lap("merge");
         }
         let ack = store.replace_report(&input.scope, table, &input.variant, &batch).await?;
-        lap("write reports");
+        laps.lap("write reports");
         summary.rows_written.insert(table.name, ack.rows);
     }
     // The run record goes last: it names the run whose tables are now in place.
@@ -365,10 +431,15 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
         format!("jobs-{}-{}", started_at.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
     summary.mode = match (&plan, &input.incremental) {
         (Some(p), Some(inc)) => format!(
-            "incremental from {} ({} changed days, {} campaigns recomputed)",
+            "incremental from {} ({} changed days, {} campaigns recomputed, {})",
             p.replace_from,
             inc.changed.iter().filter(|d| **d <= to).count(),
-            p.campaigns.len()
+            p.campaigns.len(),
+            if update_posts.is_some() {
+                format!("{} posts fetched since", loaded.posts.len())
+            } else {
+                "every post read".to_owned()
+            }
         ),
         _ => "full".into(),
     };
@@ -384,8 +455,8 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     };
     let record = frames::run_record(&input.variant, from, to, &run)?;
     store.replace_report(&input.scope, &REPORT_RUNS, &input.variant, &record).await?;
-    lap("write reports");
-    summary.phases = phases;
+    laps.lap("write reports");
+    summary.phases = laps.phases;
     summary.tenant = tenant;
     summary.variant = input.variant.clone();
     (summary.from, summary.to) = (Some(from), Some(to));
@@ -514,6 +585,17 @@ fn extend_stale(b: &RecordBatch, to: i32) -> Result<RecordBatch> {
     RecordBatch::try_new(schema, columns).map_err(|e| PipelineError::Input(e.to_string()))
 }
 
+/// What marks a post as a campaign's: its hashtag, text or link (none for a list of posts).
+fn campaign_tags(campaigns: &[Campaign]) -> Vec<String> {
+    campaigns
+        .iter()
+        .map(|c| match &c.matcher {
+            campaign::Matcher::Hashtag(h) | campaign::Matcher::Text(h) | campaign::Matcher::Link(h) => h.clone(),
+            campaign::Matcher::Posts(_) => String::new(),
+        })
+        .collect()
+}
+
 /// Report tables with their frames, and the summary to print.
 pub type Computed = (Vec<(&'static ReportTable, DataFrame)>, JobSummary);
 
@@ -539,12 +621,13 @@ pub fn compute(
     campaigns: &Campaigns,
     registered: Option<&Registered>,
 ) -> Result<Computed> {
-    let Loaded { facts, posts, snapshots, runs } = loaded;
+    let Loaded { facts, posts, snapshots, runs, .. } = loaded;
     let mut summary = JobSummary { facts: facts.height(), ..JobSummary::default() };
     let in_range =
         facts.totals.clone().lazy().filter(col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to)))).collect()?;
     // Campaign uplift is per-page Rust work independent of the other reports: it runs beside them, so a tenant's
     // compute uses both cores.
+    let mut laps = Laps::start();
     let (weekly, tenant_weekly, ages, performance, q, (uplift, series, headlines)) = std::thread::scope(|s| {
         let uplift = s.spawn(|| campaigns_report(&facts.totals, posts, snapshots, campaigns));
         let weekly = reach::weekly(&in_range, from, to)?;
@@ -563,6 +646,7 @@ pub fn compute(
                 summary.latest_week = Some((from_day_number(w), g));
             }
         }
+        laps.lap("compute reach");
         let (ages, source) = age_bands::age_bands(&facts.breakdowns, snapshots, registered, to)?;
         summary.age_source = source;
         if ages.height() > 0 {
@@ -573,23 +657,21 @@ pub fn compute(
             summary.age_shares =
                 bands.iter().zip(shares.iter()).map(|(b, s)| (b.unwrap_or("").to_owned(), s)).collect();
         }
-        let tags: Vec<String> = campaigns
-            .tags
-            .iter()
-            .map(|c| match &c.matcher {
-                campaign::Matcher::Hashtag(h) | campaign::Matcher::Text(h) | campaign::Matcher::Link(h) => h.clone(),
-                campaign::Matcher::Posts(_) => String::new(),
-            })
-            .collect();
+        let tags = campaign_tags(&campaigns.tags);
+        laps.lap("compute age bands");
         let post_df = frames::post_frame(posts, snapshots)?;
         let performance = posts::post_performance(&post_df, &tags)?;
+        laps.lap("compute posts");
         let q = quality::quality(&in_range, runs, from, to)?;
         summary.quality_issues = q.height();
+        laps.lap("compute quality");
         let uplift =
             uplift.join().map_err(|_| PipelineError::Input("the campaign uplift computation panicked".into()))??;
+        laps.lap("compute campaigns (waited for)");
         Ok::<_, PipelineError>((weekly, tenant_weekly, ages, performance, q, uplift))
     })?;
     summary.campaigns = headlines;
+    summary.phases = laps.phases;
     Ok((
         vec![
             (&REACH_WEEKLY, weekly),

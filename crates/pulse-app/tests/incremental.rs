@@ -84,9 +84,19 @@ async fn the_daily_run_recomputes_what_changed_and_equals_a_full_recompute() {
     for today in [1, 8, 9].map(|n| day0 + chrono::Duration::days(n)) {
         let run = pulse_app::ingest::run(&config, &ingest(today), |_| {}).await.unwrap();
         assert_eq!(run.outcome.exit_code(), 0, "{}", run.closing());
+        // A week later, Meta also revised an old post's latest lifetime reach (a post long out of the daily
+        // re-fetch): the incremental run must take it, as a full recompute does.
+        let revised = if today == day0 + chrono::Duration::days(8) {
+            Some(revise_an_old_post(&store, &config, tenant).await)
+        } else {
+            None
+        };
         let mode = modes(&run_on(&store, &config, &jobs).await.unwrap());
         assert!(mode[0].starts_with("incremental from"), "{mode:?}");
         let incremental = all_rows(&store, &scope, &main).await;
+        if let Some((post, reach)) = revised {
+            assert_eq!(reach_of(&store, &scope, &post).await, reach, "the revised reach is the post's");
+        }
         // The reference: a full recompute of the same data into a variant, so the incremental runs keep stacking.
         let reference = ReportVariant::named("reference").unwrap();
         let full = JobsRequest { full: true, variant: Some("reference".into()), ..jobs.clone() };
@@ -94,9 +104,64 @@ async fn the_daily_run_recomputes_what_changed_and_equals_a_full_recompute() {
         let recomputed = all_rows(&store, &scope, &reference).await;
         assert_same(&incremental, &recomputed, &format!("incremental runs up to {today} equal a full recompute"));
     }
+    // The case study's campaigns reach over all of its history (a changed day within 420 days before a campaign
+    // changes its counterfactual), so each run above recomputed them and read every post. Without campaigns, the
+    // daily run updates post performance from the posts and snapshots fetched since; the first run after the
+    // change is full (the inputs differ).
+    let mut plain = config.clone();
+    plain.campaigns.clear();
+    assert_eq!(modes(&run_on(&store, &plain, &jobs).await.unwrap()), ["full"], "other inputs: a full run");
+    for today in [10, 11].map(|n| day0 + chrono::Duration::days(n)) {
+        let run = pulse_app::ingest::run(&plain, &ingest(today), |_| {}).await.unwrap();
+        assert_eq!(run.outcome.exit_code(), 0, "{}", run.closing());
+        let revised = if today == day0 + chrono::Duration::days(11) {
+            Some(revise_an_old_post(&store, &plain, tenant).await)
+        } else {
+            None
+        };
+        let mode = modes(&run_on(&store, &plain, &jobs).await.unwrap());
+        assert!(mode[0].contains("posts fetched since"), "post performance updated, not read whole: {mode:?}");
+        let incremental = all_rows(&store, &scope, &main).await;
+        if let Some((post, reach)) = revised {
+            assert_eq!(reach_of(&store, &scope, &post).await, reach, "the revised reach is the post's");
+        }
+        let full = JobsRequest { full: true, variant: Some("reference".into()), ..jobs.clone() };
+        assert_eq!(modes(&run_on(&store, &plain, &full).await.unwrap()), ["full"]);
+        let reference = ReportVariant::named("reference").unwrap();
+        let recomputed = all_rows(&store, &scope, &reference).await;
+        assert_same(&incremental, &recomputed, &format!("updated post performance up to {today} equals a full one"));
+    }
     drop(running);
 }
 
+/// A post's lifetime reach in the main post performance report.
+async fn reach_of<S: Store>(store: &S, scope: &pulse_config::TenantScope, post: &str) -> f64 {
+    // Columns: practice, page, post, created, type, topic, reach, ...
+    let table = rows(store, scope, &pulse_store::report::POST_PERFORMANCE, &ReportVariant::main()).await;
+    let fields = table.iter().map(|r| r.split('|').collect::<Vec<_>>()).find(|f| f[2] == post);
+    fields.expect("the post's row")[6].parse().unwrap()
+}
+
+/// Writes a revision of the latest reach snapshot of the tenant's oldest post (long out of the daily re-fetch), with
+/// 12,345 more reach, fetched now; returns the post and its revised reach.
+async fn revise_an_old_post<S: Store>(store: &S, config: &pulse_config::Config, tenant: &str) -> (String, f64) {
+    use pulse_domain::CanonicalMetric;
+    let scope = config.operator_access().write_scope(tenant).unwrap();
+    let all = pulse_store::PostFilter::default();
+    let posts = store.read_posts(scope.read(), &all).await.unwrap();
+    let oldest = posts.iter().min_by_key(|p| (p.created_time, p.post.as_str().to_owned())).expect("posts");
+    let snapshots = store.read_post_snapshots(scope.read(), &all).await.unwrap();
+    let latest = snapshots
+        .iter()
+        .filter(|s| s.post == oldest.post && s.metric == CanonicalMetric::PostReach && s.breakdown.is_empty())
+        .max_by_key(|s| s.snapshot_day)
+        .expect("the oldest post's reach snapshot");
+    let mut revised = latest.clone();
+    revised.value += 12_345.0;
+    revised.fetched_at = chrono::Utc::now();
+    store.write_post_snapshots(&scope, &[revised.clone()]).await.unwrap();
+    (revised.post.as_str().to_owned(), revised.value)
+}
 async fn all_rows<S: Store>(store: &S, scope: &pulse_config::TenantScope, variant: &ReportVariant) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for t in tables() {

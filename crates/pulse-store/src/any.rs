@@ -44,12 +44,13 @@ impl Store for AnyStore {
         delegate!(self, s => s.read_page_insights(scope, filter).await)
     }
 
-    async fn fact_days_fetched_since(
+    async fn days_fetched_since(
         &self,
         scope: &TenantScope,
+        rows: crate::Fetched,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<std::collections::BTreeSet<chrono::NaiveDate>> {
-        delegate!(self, s => s.fact_days_fetched_since(scope, since).await)
+        delegate!(self, s => s.days_fetched_since(scope, rows, since).await)
     }
 
     async fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> Result<WriteAck> {

@@ -289,17 +289,31 @@ pub trait Store: Send + Sync {
         async { Ok(()) }
     }
 
-    /// The days of the scope's page insight facts fetched at or after `since` (facts a later fetch superseded
-    /// included): the days an incremental pipelines run recomputes. The default reads every fact; backends answer
-    /// from less (ClickHouse: one DISTINCT over two columns; the lake: only partitions written since).
-    fn fact_days_fetched_since(
+    /// The days of the scope's rows of one kind fetched at or after `since` (rows a later fetch superseded
+    /// included): a fact's day, a post's created day (UTC) or a snapshot's day. What an incremental pipelines run
+    /// recomputes, and how far back it reads posts and snapshots. The default reads every row; backends answer from
+    /// less (ClickHouse: one DISTINCT over two columns; the lake: two columns of the partitions written since).
+    fn days_fetched_since(
         &self,
         scope: &TenantScope,
+        rows: Fetched,
         since: chrono::DateTime<chrono::Utc>,
     ) -> impl Future<Output = Result<std::collections::BTreeSet<NaiveDate>>> + Send {
         async move {
-            let facts = self.read_page_insights(scope, &FactFilter::default()).await?;
-            Ok(facts.iter().filter(|f| f.fetched_at >= since).map(|f| f.day).collect())
+            Ok(match rows {
+                Fetched::Facts => {
+                    let facts = self.read_page_insights(scope, &FactFilter::default()).await?;
+                    facts.iter().filter(|f| f.fetched_at >= since).map(|f| f.day).collect()
+                }
+                Fetched::Posts => {
+                    let posts = self.read_posts(scope, &PostFilter::default()).await?;
+                    posts.iter().filter(|p| p.fetched_at >= since).map(|p| p.created_time.date_naive()).collect()
+                }
+                Fetched::Snapshots => {
+                    let snapshots = self.read_post_snapshots(scope, &PostFilter::default()).await?;
+                    snapshots.iter().filter(|s| s.fetched_at >= since).map(|s| s.snapshot_day).collect()
+                }
+            })
         }
     }
 
@@ -315,6 +329,17 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<AggregateAnswer>>> + Send {
         async { Ok(None) }
     }
+}
+
+/// Which rows [`Store::days_fetched_since`] asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// Page insight facts, by day.
+    Facts,
+    /// Posts, by the UTC day they were created.
+    Posts,
+    /// Post insight snapshots, by snapshot day.
+    Snapshots,
 }
 
 /// An aggregation over one report slice: rows in a day range and passing the filters, grouped, summed.

@@ -72,6 +72,8 @@ pub mod queries {
     pub const READ_CHECKPOINTS: &str = include_str!("../../../sql/queries/read_checkpoints.sql");
     pub const READ_RUNS: &str = include_str!("../../../sql/queries/read_runs.sql");
     pub const FACT_DAYS_FETCHED_SINCE: &str = include_str!("../../../sql/queries/fact_days_fetched_since.sql");
+    pub const POST_DAYS_FETCHED_SINCE: &str = include_str!("../../../sql/queries/post_days_fetched_since.sql");
+    pub const SNAPSHOT_DAYS_FETCHED_SINCE: &str = include_str!("../../../sql/queries/snapshot_days_fetched_since.sql");
     pub const READ_EXPORT_AUDIT: &str = include_str!("../../../sql/queries/read_export_audit.sql");
     pub const READ_STATE: &str = include_str!("../../../sql/queries/read_state.sql");
     pub const READ_LEASE: &str = include_str!("../../../sql/queries/read_lease.sql");

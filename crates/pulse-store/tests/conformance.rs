@@ -21,7 +21,7 @@ use pulse_domain::{
 use pulse_store::clickhouse::{ClickHouseSettings, ClickHouseStore};
 use pulse_store::lake::LakeStore;
 use pulse_store::report::REACH_WEEKLY;
-use pulse_store::{FactFilter, PostFilter, ReportVariant, Store, StoreError, TenantBatch};
+use pulse_store::{FactFilter, Fetched, PostFilter, ReportVariant, Store, StoreError, TenantBatch};
 
 fn main() -> ReportVariant {
     ReportVariant::main()
@@ -127,7 +127,7 @@ async fn the_days_fetched_since_a_time_are_the_days_written_since<S: Store>(stor
     let other = fact("M83001", "1001", CanonicalMetric::PageReach, day(50), "", 1.0, 9000);
     store.write_page_insights(&beta, &[other]).await.unwrap();
     let alpha = &alpha;
-    let days = |since: i64| async move { store.fact_days_fetched_since(alpha, at(since)).await.unwrap() };
+    let days = |since: i64| async move { store.days_fetched_since(alpha, Fetched::Facts, at(since)).await.unwrap() };
     assert_eq!(days(3000).await.into_iter().collect::<Vec<_>>(), vec![day(10), day(45)]);
     assert_eq!(days(3600).await.into_iter().collect::<Vec<_>>(), vec![day(10), day(45)], "a fetch at the time counts");
     assert_eq!(days(7000).await.into_iter().collect::<Vec<_>>(), vec![day(45)]);
@@ -292,6 +292,23 @@ async fn posts_and_snapshots_round_trip_without_doubling<S: Store>(store: &S) {
         v.iter().map(|s| s.value).collect()
     };
     assert_eq!(views, vec![1000.0, 2000.0, 3000.0], "the growth curve is kept");
+
+    // How far back an incremental run reads posts and snapshots: the days of those fetched since a time.
+    let (_, beta) = scopes();
+    let days = |rows: Fetched, since: i64| {
+        let alpha = &alpha;
+        async move { store.days_fetched_since(alpha, rows, at(since)).await.unwrap().into_iter().collect::<Vec<_>>() }
+    };
+    assert_eq!(
+        days(Fetched::Posts, 3).await,
+        vec![day(13), day(14)],
+        "posts by created day, a fetch at the time counts"
+    );
+    assert!(days(Fetched::Posts, 5).await.is_empty(), "no post fetched since");
+    assert_eq!(days(Fetched::Snapshots, 5).await, vec![day(10), day(17), day(24)], "snapshots by snapshot day");
+    assert!(days(Fetched::Snapshots, 11).await.is_empty(), "no snapshot fetched since");
+    let theirs = store.days_fetched_since(&beta, Fetched::Snapshots, at(-1)).await.unwrap();
+    assert!(theirs.is_empty(), "another tenant's fetches are not this one's");
 }
 
 async fn checkpoints_keep_the_latest<S: Store>(store: &S) {
@@ -763,12 +780,15 @@ async fn lake_days_fetched_since_miss_nothing_while_another_writer_compacts() {
     let mut asked = 0;
     while !writing.is_finished() {
         let before = confirmed.load(Ordering::SeqCst);
-        let days = reader.fact_days_fetched_since(&alpha, since).await.unwrap_or_else(|e| panic!("ask {asked}: {e}"));
+        let days = reader
+            .days_fetched_since(&alpha, Fetched::Facts, since)
+            .await
+            .unwrap_or_else(|e| panic!("ask {asked}: {e}"));
         assert!(days.len() >= before, "ask {asked} found {} days, {before} were confirmed before it", days.len());
         asked += 1;
     }
     writing.await.unwrap();
-    assert_eq!(reader.fact_days_fetched_since(&alpha, since).await.unwrap().len(), DAYS as usize);
+    assert_eq!(reader.days_fetched_since(&alpha, Fetched::Facts, since).await.unwrap().len(), DAYS as usize);
     assert!(asked > 10, "only {asked} asks overlapped the writes");
 }
 

@@ -134,7 +134,44 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
                     f.fetched_at = now;
                 }
                 facts += rt.block_on(store.write_page_insights(&scope, &written))?.rows;
+                // As a daily ingest does: the posts of the last 28 days re-fetched, and each snapshotted again (its
+                // latest snapshot, dated the day before the ingest's today).
+                let recent = pulse_store::PostFilter {
+                    from: Some(to - chrono::Duration::days(28)),
+                    to: Some(to),
+                    ..Default::default()
+                };
+                let mut posts = rt.block_on(store.read_posts(&scope, &recent))?;
+                let ids: std::collections::HashSet<String> = posts.iter().map(|p| p.post.as_str().to_owned()).collect();
+                posts.iter_mut().for_each(|p| p.fetched_at = now);
+                rt.block_on(store.write_posts(&scope, &posts))?;
+                let since =
+                    pulse_store::PostFilter { from: Some(to - chrono::Duration::days(28)), ..Default::default() };
+                let mut latest: std::collections::HashMap<
+                    (String, &'static str, String),
+                    pulse_domain::PostInsightSnapshot,
+                > = Default::default();
+                for s in rt.block_on(store.read_post_snapshots(&scope, &since))? {
+                    if !ids.contains(s.post.as_str()) {
+                        continue;
+                    }
+                    let key = (s.post.as_str().to_owned(), s.metric.as_str(), s.breakdown.to_string());
+                    if latest.get(&key).is_none_or(|l| l.snapshot_day <= s.snapshot_day) {
+                        latest.insert(key, s);
+                    }
+                }
+                let snapshots: Vec<_> = latest
+                    .into_values()
+                    .map(|mut s| {
+                        s.snapshot_day = to;
+                        s.value *= 1.01;
+                        s.fetched_at = now;
+                        s
+                    })
+                    .collect();
+                rt.block_on(store.write_post_snapshots(&scope, &snapshots))?;
                 rt.block_on(store.settle(&scope))?;
+                eprintln!("{}: {} posts and {} snapshots re-fetched", scope.as_str(), posts.len(), snapshots.len());
             }
             "full" | "incremental" => {
                 let asked = Instant::now();

@@ -835,9 +835,10 @@ impl Store for ClickHouseStore {
         Ok(WriteAck { rows })
     }
 
-    async fn fact_days_fetched_since(
+    async fn days_fetched_since(
         &self,
         scope: &TenantScope,
+        rows: crate::Fetched,
         since: chrono::DateTime<Utc>,
     ) -> Result<std::collections::BTreeSet<NaiveDate>> {
         #[derive(clickhouse::Row, serde::Deserialize)]
@@ -845,15 +846,17 @@ impl Store for ClickHouseStore {
             day: String,
         }
         let since = u32::try_from(since.timestamp().max(0)).unwrap_or(u32::MAX);
-        let rows: Vec<Day> = self
-            .fetch_tenant(scope.as_str(), "page_insights", queries::FACT_DAYS_FETCHED_SINCE, |q| {
-                q.bind(scope.as_str()).bind(since)
-            })
-            .await?;
+        let (table, query) = match rows {
+            crate::Fetched::Facts => ("page_insights", queries::FACT_DAYS_FETCHED_SINCE),
+            crate::Fetched::Posts => ("posts", queries::POST_DAYS_FETCHED_SINCE),
+            crate::Fetched::Snapshots => ("post_insights", queries::SNAPSHOT_DAYS_FETCHED_SINCE),
+        };
+        let rows: Vec<Day> =
+            self.fetch_tenant(scope.as_str(), table, query, |q| q.bind(scope.as_str()).bind(since)).await?;
         rows.iter()
             .map(|r| {
                 r.day.parse().map_err(|e| StoreError::Report {
-                    table: "page_insights".into(),
+                    table: table.into(),
                     reason: format!("day `{}` was not read: {e}", r.day),
                 })
             })

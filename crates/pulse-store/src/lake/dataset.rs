@@ -338,7 +338,8 @@ pub(crate) fn read<R: LakeRecord>(
     Ok(out)
 }
 
-/// The days of a tenant's rows fetched at or after `since` (`fetched_micros`, in microseconds), from the partitions
+/// The days of a tenant's rows fetched at or after `since` (`fetched_micros`, in microseconds; `day_column` a date,
+/// or a time read as its UTC day), from the partitions
 /// with a file modified at or after `modified` (a partition's files are written once, by writes and compactions of
 /// its rows, so an older partition holds nothing written since), reading only the `day`, `fetched_at` and
 /// `tenant_id` columns of each file and no rows merged: a row a later fetch superseded counts too, as the
@@ -374,10 +375,13 @@ pub(crate) fn days_fetched_since<R: LakeRecord>(
                     let batch = batch.map_err(|e| corrupt(e.to_string()))?;
                     super::codec::check_tenant(R::DATASET, tenant, &batch).map_err(|e| corrupt(e.to_string()))?;
                     let c = crate::util::Columns::new(&batch, R::DATASET);
-                    let (day, fetched) = (c.date(day_column)?, c.ts(fetched_column)?);
-                    for i in 0..batch.num_rows() {
-                        if fetched.value(i) >= fetched_micros {
-                            days.insert(crate::util::i32_to_day(day.value(i)));
+                    let fetched = c.ts(fetched_column)?;
+                    let wanted = (0..batch.num_rows()).filter(|i| fetched.value(*i) >= fetched_micros);
+                    match c.date(day_column) {
+                        Ok(day) => days.extend(wanted.map(|i| crate::util::i32_to_day(day.value(i)))),
+                        Err(_) => {
+                            let time = c.ts(day_column)?;
+                            days.extend(wanted.map(|i| crate::util::from_micros(time.value(i)).date_naive()));
                         }
                     }
                 }

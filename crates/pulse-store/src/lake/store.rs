@@ -152,9 +152,10 @@ impl Store for LakeStore {
         self.upsert(scope, facts).await
     }
 
-    async fn fact_days_fetched_since(
+    async fn days_fetched_since(
         &self,
         scope: &TenantScope,
+        rows: crate::Fetched,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<std::collections::BTreeSet<chrono::NaiveDate>> {
         let tenant = scope.as_str().to_owned();
@@ -162,8 +163,23 @@ impl Store for LakeStore {
         let written = std::time::SystemTime::from(since) - std::time::Duration::from_secs(1);
         let since = crate::util::micros(since);
         self.blocking(false, move |root| {
-            use crate::table::page_insights as F;
-            dataset::days_fetched_since::<PageInsightFact>(root, &tenant, written, since, F::DAY, F::FETCHED_AT)
+            use crate::table::{page_insights as F, post_insights as S, posts as P};
+            match rows {
+                crate::Fetched::Facts => {
+                    dataset::days_fetched_since::<PageInsightFact>(root, &tenant, written, since, F::DAY, F::FETCHED_AT)
+                }
+                crate::Fetched::Posts => {
+                    dataset::days_fetched_since::<Post>(root, &tenant, written, since, P::CREATED_TIME, P::FETCHED_AT)
+                }
+                crate::Fetched::Snapshots => dataset::days_fetched_since::<PostInsightSnapshot>(
+                    root,
+                    &tenant,
+                    written,
+                    since,
+                    S::SNAPSHOT_DAY,
+                    S::FETCHED_AT,
+                ),
+            }
         })
         .await
     }
