@@ -409,8 +409,14 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
         }
         let mut batch = frames::to_batch(&df, table)?;
         laps.lap("convert");
+        // A table stored by month is read and replaced from the month before the first recomputed week on (the
+        // previous run's latest window is in it); any other is read and replaced whole.
+        let tail = plan.as_ref().and_then(|p| table.partition.map(|_| table.partition_start(p.load_from)));
         if let Some(p) = &plan {
-            let old = store.read_report(&input.scope, table, &input.variant).await?;
+            let old = match tail {
+                Some(from) => store.read_report_from(&input.scope, table, &input.variant, from).await?,
+                None => store.read_report(&input.scope, table, &input.variant).await?,
+            };
             laps.lap("read reports");
             batch = match update_posts {
                 Some(since) if table.name == POST_PERFORMANCE.name => {
@@ -422,7 +428,10 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             };
             laps.lap("merge");
         }
-        let ack = store.replace_report(&input.scope, table, &input.variant, &batch).await?;
+        let ack = match tail {
+            Some(from) => store.replace_report_from(&input.scope, table, &input.variant, from, &batch).await?,
+            None => store.replace_report(&input.scope, table, &input.variant, &batch).await?,
+        };
         laps.lap("write reports");
         summary.rows_written.insert(table.name, ack.rows);
     }

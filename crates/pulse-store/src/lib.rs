@@ -255,6 +255,42 @@ pub trait Store: Send + Sync {
         variant: &ReportVariant,
     ) -> impl Future<Output = Result<RecordBatch>> + Send;
 
+    /// The tenant's rows of one variant of a partitioned report table ([`ReportTable::partition`]) on or after
+    /// `from`, in the table's schema and storage order. The default reads the whole slice; the lake reads only the
+    /// months from `from`'s on.
+    fn read_report_from(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: NaiveDate,
+    ) -> impl Future<Output = Result<RecordBatch>> + Send {
+        async move { table.rows_from(&self.read_report(scope, table, variant).await?, from) }
+    }
+
+    /// Replaces the tenant's rows of one variant of a partitioned report table on or after `from` (the first day of
+    /// a partition, [`ReportTable::partition_start`]) with `batch`, whose rows must all be on or after `from`,
+    /// atomically as [`Store::replace_report`]; the rows before `from` stay. The default reads the whole slice and
+    /// replaces it; the lake writes only the months from `from`'s on.
+    fn replace_report_from(
+        &self,
+        scope: &WriteScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: NaiveDate,
+        batch: &RecordBatch,
+    ) -> impl Future<Output = Result<WriteAck>> + Send {
+        async move {
+            let tail = check_tail(table, from, batch)?;
+            let old = self.read_report(scope.read(), table, variant).await?;
+            let (head, _) = table.split(&old, from)?;
+            let whole = arrow::compute::concat_batches(&table.schema(), [&head, &tail])
+                .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
+            self.replace_report(scope, table, variant, &whole).await?;
+            Ok(WriteAck { rows: tail.num_rows() })
+        }
+    }
+
     /// Where the backend keeps facts as local Parquet files: the files holding the scope's page insight facts for
     /// the filter's days, each checked (readable footer, the lake's columns, no other tenant's directory), for
     /// scanning in place. `None` when the backend is a server: read through [`Store::read_page_insights`].
@@ -329,6 +365,20 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<AggregateAnswer>>> + Send {
         async { Ok(None) }
     }
+}
+
+/// Checks a batch for [`Store::replace_report_from`]: a partitioned table, `from` a partition's first day, every row
+/// on or after it; the batch in storage order.
+pub fn check_tail(table: &ReportTable, from: NaiveDate, batch: &RecordBatch) -> Result<RecordBatch> {
+    table.check(batch)?;
+    let wrong = |reason: String| StoreError::Report { table: table.name.into(), reason };
+    if table.partition_start(from) != from {
+        return Err(wrong(format!("{from} is not the first day of a partition")));
+    }
+    if table.rows_from(batch, from)?.num_rows() != batch.num_rows() {
+        return Err(wrong(format!("rows before {from} in a replacement of the rows from {from}")));
+    }
+    table.in_storage_order(batch)
 }
 
 /// Which rows [`Store::days_fetched_since`] asks about.

@@ -6,8 +6,11 @@
 
 use std::sync::Arc;
 
+use arrow::array::{BooleanArray, Date32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use chrono::{Datelike, NaiveDate};
+use pulse_domain::{day_number, from_day_number};
 
 use crate::{Result, StoreError};
 
@@ -62,6 +65,9 @@ pub struct ReportTable {
     pub name: &'static str,
     pub doc: &'static str,
     pub columns: &'static [ReportColumn],
+    /// The date column whose month partitions the table in storage (tables of a row per week or window), so that
+    /// an incremental run reads and writes only the months it recomputed; `None`: stored whole.
+    pub partition: Option<&'static str>,
 }
 
 const fn col(name: &'static str, ty: ReportType, doc: &'static str) -> ReportColumn {
@@ -96,6 +102,7 @@ pub static REACH_WEEKLY: ReportTable = ReportTable {
         col("outlier_reason", ReportType::Str, "why the page stands out, empty when it does not"),
         col("days_with_data", ReportType::U32, "days of the week with a daily value stored"),
     ],
+    partition: Some("week_ending"),
 };
 
 /// Tenant roll-up per week. Sums of page uniques are gross reach: people who follow several pages count more than once.
@@ -116,6 +123,7 @@ pub static REACH_TENANT_WEEKLY: ReportTable = ReportTable {
         col("followers", ReportType::OptF64, "followers across pages (gross)"),
         col("median_page_reach", ReportType::OptF64, "median page's weekly reach"),
     ],
+    partition: Some("week_ending"),
 };
 
 /// Who engages, by age band and gender, per practice and per tenant, with penetration into registered patients.
@@ -146,6 +154,7 @@ pub static AGE_BANDS: ReportTable = ReportTable {
         col("penetration", ReportType::OptF64, "people / registered"),
         col("note", ReportType::Str, "suppression or source notes"),
     ],
+    partition: Some("window_end"),
 };
 
 /// What a campaign achieved: its posts' own figures, and the incremental effect on the pages against a counterfactual, with an interval at its stated level.
@@ -179,6 +188,7 @@ pub static CAMPAIGN_UPLIFT: ReportTable = ReportTable {
         col("method", ReportType::Str, "how the counterfactual was built"),
         col("note", ReportType::Str, "why a figure is missing, when it is"),
     ],
+    partition: None,
 };
 
 /// Observed and counterfactual daily series around each campaign, for plotting.
@@ -193,6 +203,7 @@ pub static CAMPAIGN_SERIES: ReportTable = ReportTable {
         col("observed", ReportType::OptF64, "observed page figure"),
         col("counterfactual", ReportType::OptF64, "counterfactual"),
     ],
+    partition: None,
 };
 
 /// Posts ranked by reach, with engagement rate, type, topic, time, text excerpt and permalink.
@@ -221,6 +232,7 @@ pub static POST_PERFORMANCE: ReportTable = ReportTable {
         col("excerpt", ReportType::Str, "the start of the post's text (public on its page), at most 160 characters"),
         col("permalink", ReportType::Str, "the post's address on Facebook"),
     ],
+    partition: None,
 };
 
 /// Problems found in the stored data: gaps, stale pages, pages needing re-authorisation, impossible values.
@@ -236,6 +248,7 @@ pub static DATA_QUALITY: ReportTable = ReportTable {
         col("count", ReportType::U32, "how many days or values"),
         col("detail", ReportType::Str, "what was found and what to do"),
     ],
+    partition: None,
 };
 
 /// One pipelines run: which range it computed, when, and what it wrote. Written last, so a variant's run record
@@ -263,6 +276,7 @@ pub static REPORT_RUNS: ReportTable = ReportTable {
         ),
         col("mode", ReportType::Str, "full, or incremental (the days it recomputed)"),
     ],
+    partition: None,
 };
 
 /// Which copy of a tenant's reports: the main one, or a named variant (a narrower `pulse jobs run --from/--to`
@@ -378,5 +392,77 @@ impl ReportTable {
     /// An empty batch in this table's schema.
     pub fn empty(&self) -> RecordBatch {
         RecordBatch::new_empty(self.schema())
+    }
+
+    /// The first day of the storage partition (month) holding `day`: where [`crate::Store::replace_report_from`]
+    /// may start.
+    pub fn partition_start(&self, day: NaiveDate) -> NaiveDate {
+        day.with_day(1).expect("every month has a first day")
+    }
+
+    /// The partition column's values as day numbers (days since 1970-01-01).
+    fn partition_days(&self, batch: &RecordBatch) -> Result<Vec<i32>> {
+        let column = self.partition.ok_or_else(|| StoreError::Report {
+            table: self.name.into(),
+            reason: "the table is stored whole, not by month".into(),
+        })?;
+        let days =
+            batch.column_by_name(column).and_then(|c| c.as_any().downcast_ref::<Date32Array>()).ok_or_else(|| {
+                StoreError::Report { table: self.name.into(), reason: format!("no date column `{column}`") }
+            })?;
+        Ok(days.values().to_vec())
+    }
+
+    /// The rows on or after `from` (by the partition column), in order.
+    pub fn rows_from(&self, batch: &RecordBatch, from: NaiveDate) -> Result<RecordBatch> {
+        Ok(self.split(batch, from)?.1)
+    }
+
+    /// The rows before `from` and the rows on or after it (by the partition column), each in order.
+    pub fn split(&self, batch: &RecordBatch, from: NaiveDate) -> Result<(RecordBatch, RecordBatch)> {
+        let from = day_number(from);
+        let after: BooleanArray = self.partition_days(batch)?.iter().map(|d| Some(*d >= from)).collect();
+        let before = arrow::compute::not(&after)
+            .map_err(|e| StoreError::Report { table: self.name.into(), reason: e.to_string() })?;
+        let pick = |mask: &BooleanArray| {
+            arrow::compute::filter_record_batch(batch, mask)
+                .map_err(|e| StoreError::Report { table: self.name.into(), reason: e.to_string() })
+        };
+        Ok((pick(&before)?, pick(&after)?))
+    }
+
+    /// A partitioned table's rows split by month (`YYYY-MM`), months ascending, each month's rows in the order
+    /// given. Storage keeps this order, so a table written whole reads back as one updated month by month does.
+    pub fn by_month(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+        let months: Vec<String> =
+            self.partition_days(batch)?.iter().map(|d| from_day_number(*d).format("%Y-%m").to_string()).collect();
+        let mut rows: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
+        for (i, m) in months.iter().enumerate() {
+            rows.entry(m.as_str()).or_default().push(i as u32);
+        }
+        rows.into_iter()
+            .map(|(month, idx)| {
+                let idx = arrow::array::UInt32Array::from(idx);
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .map(|c| arrow::compute::take(c, &idx, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .and_then(|c| RecordBatch::try_new(batch.schema(), c))
+                    .map_err(|e| StoreError::Report { table: self.name.into(), reason: e.to_string() })?;
+                Ok((month.to_owned(), columns))
+            })
+            .collect()
+    }
+
+    /// `batch` in the order storage keeps it: a partitioned table's rows month by month (each month's in the order
+    /// given), any other table's as given.
+    pub fn in_storage_order(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        if self.partition.is_none() || batch.num_rows() == 0 {
+            return Ok(batch.clone());
+        }
+        let parts: Vec<RecordBatch> = self.by_month(batch)?.into_iter().map(|(_, b)| b).collect();
+        arrow::compute::concat_batches(&batch.schema(), &parts)
+            .map_err(|e| StoreError::Report { table: self.name.into(), reason: e.to_string() })
     }
 }

@@ -356,6 +356,41 @@ async fn the_export_audit_trail_only_grows_and_stays_in_its_tenant<S: Store>(sto
     assert_eq!(store.read_export_audit(beta.read()).await.unwrap(), vec![audit("e2", 60)]);
 }
 
+/// An incremental run replaces a partitioned report from a month on: the months before stay as they were, the
+/// months after the new rows are gone, other variants are untouched, and a replacement that is not from a month's
+/// first day, or holds rows before it, is refused with nothing written.
+async fn a_report_replaced_from_a_month_keeps_the_months_before<S: Store>(store: &S) {
+    let (alpha, _) = scopes();
+    let (feb, mar) = (NaiveDate::from_ymd_opt(2018, 2, 1).unwrap(), NaiveDate::from_ymd_opt(2018, 3, 1).unwrap());
+    let q1 = ReportVariant::named("2018-01-01..2018-03-31").unwrap();
+    store.replace_report(&alpha, &REACH_WEEKLY, &q1, &reach_report(3)).await.unwrap();
+    // Weeks ending 7 January 2018 on: four in January, four in February, four in March.
+    store.replace_report(&alpha, &REACH_WEEKLY, &main(), &reach_report(12)).await.unwrap();
+    let from_feb = store.read_report_from(&alpha, &REACH_WEEKLY, &main(), feb).await.unwrap();
+    assert_eq!(from_feb, reach_report(12).slice(4, 8), "the rows from February on");
+    // February on replaced by ten weeks (to April): January as it was.
+    let ack = store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &reach_report(14).slice(4, 10)).await;
+    assert_eq!(ack.unwrap().rows, 10);
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(14));
+    // March on replaced by one week: April is gone.
+    store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), mar, &reach_report(9).slice(8, 1)).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(9));
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &q1).await.unwrap(), reach_report(3), "another variant");
+    // Refused, nothing written: not a month's first day; rows before `from`; a table stored whole.
+    let feb2 = feb.succ_opt().unwrap();
+    let err = store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb2, &reach_report(9).slice(5, 4)).await;
+    assert!(matches!(err, Err(StoreError::Report { .. })), "{err:?}");
+    let err = store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), mar, &reach_report(9).slice(7, 2)).await;
+    assert!(matches!(err, Err(StoreError::Report { .. })), "{err:?}");
+    let runs = &pulse_store::report::REPORT_RUNS;
+    let err = store.replace_report_from(&alpha, runs, &main(), mar, &runs.empty()).await;
+    assert!(matches!(err, Err(StoreError::Report { .. })), "{err:?}");
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(9));
+    // Emptied from February on.
+    store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &reach_report(0)).await.unwrap();
+    assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(4));
+}
+
 async fn report_slices_are_replaced_whole<S: Store>(store: &S) {
     let (alpha, _) = scopes();
     assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap().num_rows(), 0);
@@ -546,6 +581,7 @@ conformance!(
     run_records_are_kept_newest_first,
     the_export_audit_trail_only_grows_and_stays_in_its_tenant,
     report_slices_are_replaced_whole,
+    a_report_replaced_from_a_month_keeps_the_months_before,
     the_state_journal_appends_once_per_event_in_order_and_per_tenant,
     a_lease_has_one_holder_until_released_or_expired,
     migrate_twice_is_a_no_op,
@@ -611,6 +647,30 @@ impl TestDatabase {
 }
 
 // ----- backend-specific failure modes --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_lake_report_written_whole_before_months_is_read_and_then_kept_by_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeStore::open(dir.path()).unwrap();
+    let (alpha, _) = scopes();
+    // January only: one month's file; made into the layout of a lake written before reports were kept by month.
+    lake.replace_report(&alpha, &REACH_WEEKLY, &main(), &reach_report(4)).await.unwrap();
+    let slice =
+        std::fs::read_dir(dir.path().join("reports/report_reach_weekly")).unwrap().next().unwrap().unwrap().path();
+    let files: Vec<_> =
+        std::fs::read_dir(&slice).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let part = files.iter().find(|f| f.starts_with("part-2018-01-")).expect("January's file");
+    std::fs::rename(slice.join(part), slice.join("data.parquet")).unwrap();
+    std::fs::remove_file(slice.join("manifest.json")).unwrap();
+    assert_eq!(lake.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(4), "the whole file");
+    let feb = NaiveDate::from_ymd_opt(2018, 2, 1).unwrap();
+    lake.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &reach_report(6).slice(4, 2)).await.unwrap();
+    assert_eq!(lake.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(6));
+    let files: Vec<_> =
+        std::fs::read_dir(&slice).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(files.contains(&"manifest.json".to_owned()) && !files.contains(&"data.parquet".to_owned()), "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.starts_with("part-")).count(), 2, "a file per month: {files:?}");
+}
 
 #[tokio::test]
 async fn lake_refuses_a_newer_format() {

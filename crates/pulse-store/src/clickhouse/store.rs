@@ -1001,6 +1001,9 @@ impl Store for ClickHouseStore {
         batch: &RecordBatch,
     ) -> Result<WriteAck> {
         table.check(batch)?;
+        // A partitioned table's rows month by month, as the lake keeps them: a slice replaced from a month on reads
+        // back as one written whole.
+        let batch = &table.in_storage_order(batch)?;
         self.ready().await?;
         let tenant = scope.as_str();
         let key = variant.slice_key(table);

@@ -434,6 +434,126 @@ pub(crate) fn report_file(root: &Path, table: &str, tenant: &str, variant: &Repo
     }
 }
 
+/// A report slice stored by month: the manifest naming each month's file, in the slice's directory.
+const REPORT_MANIFEST: &str = "manifest.json";
+const REPORT_PART_PREFIX: &str = "part-";
+
+/// The directory of a tenant's slice of one variant of a report table.
+pub(crate) fn report_dir(root: &Path, table: &str, tenant: &str, variant: &ReportVariant) -> PathBuf {
+    report_file(root, table, tenant, variant).parent().expect("a report file is in a directory").to_owned()
+}
+
+/// A slice's months and each month's file, months ascending; `None` when the slice is not stored by month (one
+/// whole file, or never written).
+pub(crate) fn report_manifest(dir: &Path) -> Result<Option<Vec<(String, String)>>> {
+    let path = dir.join(REPORT_MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(&path, e)),
+    };
+    let parts: Vec<(String, String)> = serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: format!("not a report manifest: {e}") })?;
+    // Only names of this directory's part files: a manifest never points elsewhere.
+    if let Some((_, bad)) = parts.iter().find(|(_, f)| !f.starts_with(REPORT_PART_PREFIX) || f.contains(['/', '\\'])) {
+        return Err(StoreError::Corrupt { path, reason: format!("names `{bad}`, not a part file of its directory") });
+    }
+    Ok(Some(parts))
+}
+
+/// Reads the files of a slice stored by month, from `from_month` on (`None`: every month), each with its path.
+/// A file removed while being read (a writer replaced its month) starts the read again from the new manifest;
+/// `None` when the slice is not stored by month.
+pub(crate) fn read_report_months(
+    dir: &Path,
+    from_month: Option<&str>,
+) -> Result<Option<Vec<(PathBuf, Vec<RecordBatch>)>>> {
+    for attempt in 1..=READ_ATTEMPTS {
+        let Some(parts) = report_manifest(dir)? else { return Ok(None) };
+        let mut out = Vec::new();
+        let mut gone = None;
+        for (month, file) in &parts {
+            if from_month.is_some_and(|f| month.as_str() < f) {
+                continue;
+            }
+            let path = dir.join(file);
+            match read_file(&path) {
+                Ok(batches) => out.push((path, batches)),
+                Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    gone = Some(path);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match gone {
+            None => return Ok(Some(out)),
+            Some(path) if attempt == READ_ATTEMPTS => {
+                return Err(StoreError::Corrupt { path, reason: "named by the report manifest but missing".into() });
+            }
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(5 << attempt)),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Writes a slice by month: `months`' files, then the manifest naming them and the months before `keep_before`
+/// kept from the current manifest (`None`: none kept), atomically (a reader sees the old manifest or the new one),
+/// then removes the files no manifest names (a whole-slice file written before, replaced months). Call under the
+/// lake's write lock.
+pub(crate) fn write_report_months(
+    dir: &Path,
+    keep_before: Option<&str>,
+    months: &[(String, RecordBatch)],
+) -> Result<()> {
+    let mut parts: Vec<(String, String)> = match keep_before {
+        Some(before) => {
+            report_manifest(dir)?.unwrap_or_default().into_iter().filter(|(m, _)| m.as_str() < before).collect()
+        }
+        None => Vec::new(),
+    };
+    for (month, batch) in months {
+        let name = format!("{REPORT_PART_PREFIX}{month}-{}.parquet", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        write_atomic(&dir.join(&name), batch)?;
+        parts.push((month.clone(), name));
+    }
+    parts.sort();
+    let body = serde_json::to_vec_pretty(&parts).expect("a manifest serializes");
+    write_bytes_atomic(&dir.join(REPORT_MANIFEST), &body)?;
+    let named: std::collections::BTreeSet<&str> = parts.iter().map(|(_, f)| f.as_str()).collect();
+    for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = name == DATA_FILE || (name.starts_with(REPORT_PART_PREFIX) && !named.contains(name.as_str()));
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `body` to `path` atomically, as [`write_atomic`].
+fn write_bytes_atomic(path: &Path, body: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("a file lives in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    let result = (|| {
+        let mut file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        file.write_all(body).map_err(|e| StoreError::io(&tmp, e))?;
+        file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Present while a write is in progress; left behind by a writer that was killed.
 pub(crate) const WRITING_MARKER: &str = ".writing";
 

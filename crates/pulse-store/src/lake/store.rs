@@ -48,6 +48,40 @@ impl LakeStore {
         &self.root
     }
 
+    /// A report slice's rows, from the month of `from` on (`None`: all), in storage order: the months' files a
+    /// slice stored by month names, or its one whole file.
+    async fn read_report_months(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: Option<chrono::NaiveDate>,
+    ) -> Result<RecordBatch> {
+        let tenant = scope.as_str().to_owned();
+        let variant = variant.clone();
+        self.blocking(false, move |root| {
+            let dir = dataset::report_dir(root, table.name, &tenant, &variant);
+            let first = from.map(|d| d.format("%Y-%m").to_string());
+            let files = match dataset::read_report_months(&dir, first.as_deref())? {
+                Some(files) => files,
+                None => {
+                    let path = dataset::report_file(root, table.name, &tenant, &variant);
+                    if !path.exists() {
+                        return Ok(table.empty());
+                    }
+                    let batches = dataset::read_file(&path)?;
+                    vec![(path, batches)]
+                }
+            };
+            let mut out = Vec::new();
+            for (path, batches) in files {
+                out.extend(decode_report(table, &tenant, &path, batches)?);
+            }
+            dataset::concat(table.schema(), &out)
+        })
+        .await
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         write: bool,
@@ -296,7 +330,12 @@ impl Store for LakeStore {
         let with_tenant = prepend_tenant(&tenant, batch)?;
         let variant = variant.clone();
         self.blocking(true, move |root| {
-            dataset::write_atomic(&dataset::report_file(root, table.name, &tenant, &variant), &with_tenant)
+            if table.partition.is_some() {
+                let months = by_month(table, &with_tenant)?;
+                dataset::write_report_months(&dataset::report_dir(root, table.name, &tenant, &variant), None, &months)
+            } else {
+                dataset::write_atomic(&dataset::report_file(root, table.name, &tenant, &variant), &with_tenant)
+            }
         })
         .await?;
         Ok(WriteAck { rows })
@@ -308,43 +347,53 @@ impl Store for LakeStore {
         table: &'static ReportTable,
         variant: &ReportVariant,
     ) -> Result<RecordBatch> {
-        let tenant = scope.as_str().to_owned();
-        let variant = variant.clone();
-        self.blocking(false, move |root| {
-            let path = dataset::report_file(root, table.name, &tenant, &variant);
-            if !path.exists() {
-                return Ok(table.empty());
-            }
-            let batches = dataset::read_file(&path)?;
-            let mut out = Vec::with_capacity(batches.len());
-            for b in batches {
-                let tenants = b
-                    .column_by_name("tenant_id")
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-                    .ok_or_else(|| StoreError::Corrupt { path: path.clone(), reason: "no tenant_id column".into() })?;
-                if tenants.iter().flatten().any(|t| t != tenant) {
-                    return Err(StoreError::Corrupt { path: path.clone(), reason: "rows of another tenant".into() });
-                }
-                let projected = b
-                    .project(&(1..b.num_columns()).collect::<Vec<_>>())
-                    .map_err(|e| StoreError::Corrupt { path: path.clone(), reason: e.to_string() })?;
-                // A file written before the table gained columns reads with them added (as ClickHouse's defaults).
-                let projected = match RecordBatch::try_new(table.schema(), projected.columns().to_vec()) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        table.widen(projected.columns(), projected.num_rows()).ok_or_else(|| StoreError::Corrupt {
-                            path: path.clone(),
-                            reason: format!("not in the shape of {}: {e}", table.name),
-                        })?
-                    }
-                };
-                out.push(projected);
-            }
-            dataset::concat(table.schema(), &out)
-        })
-        .await
+        self.read_report_months(scope, table, variant, None).await
     }
 
+    async fn read_report_from(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: chrono::NaiveDate,
+    ) -> Result<RecordBatch> {
+        let rows = self.read_report_months(scope, table, variant, Some(from)).await?;
+        table.rows_from(&rows, from)
+    }
+
+    async fn replace_report_from(
+        &self,
+        scope: &WriteScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: chrono::NaiveDate,
+        batch: &RecordBatch,
+    ) -> Result<WriteAck> {
+        let tail = crate::check_tail(table, from, batch)?;
+        let tenant = scope.as_str().to_owned();
+        let rows = tail.num_rows();
+        let with_tenant = prepend_tenant(&tenant, &tail)?;
+        let owned = variant.clone();
+        let by_month_already = self
+            .blocking(true, move |root| {
+                let dir = dataset::report_dir(root, table.name, &tenant, &owned);
+                if dataset::report_manifest(&dir)?.is_none() {
+                    return Ok(false);
+                }
+                let first = from.format("%Y-%m").to_string();
+                dataset::write_report_months(&dir, Some(&first), &by_month(table, &with_tenant)?)?;
+                Ok(true)
+            })
+            .await?;
+        if !by_month_already {
+            // A slice written whole (before reports were stored by month): its rows before `from` and the new
+            // ones, written by month from now on.
+            let (head, _) = table.split(&self.read_report(scope.read(), table, variant).await?, from)?;
+            let whole = dataset::concat(table.schema(), &[head, tail])?;
+            self.replace_report(scope, table, variant, &whole).await?;
+        }
+        Ok(WriteAck { rows })
+    }
     async fn settle(&self, scope: &WriteScope) -> Result<()> {
         let tenant = scope.as_str().to_owned();
         self.blocking(true, move |root| {
@@ -369,6 +418,61 @@ impl Store for LakeStore {
             .await?;
         Ok(Some(files))
     }
+}
+
+/// A partitioned report's rows (with `tenant_id`) split by month, each month's rows in storage order.
+fn by_month(table: &'static ReportTable, with_tenant: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+    // The tenant column first: the table's own columns follow it.
+    let own = with_tenant
+        .project(&(1..with_tenant.num_columns()).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
+    let months = table.by_month(
+        &RecordBatch::try_new(table.schema(), own.columns().to_vec())
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?,
+    )?;
+    months
+        .into_iter()
+        .map(|(m, b)| {
+            let tenant = with_tenant.column(0).slice(0, b.num_rows());
+            let mut columns = vec![tenant];
+            columns.extend(b.columns().iter().cloned());
+            RecordBatch::try_new(with_tenant.schema(), columns)
+                .map(|b| (m, b))
+                .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })
+        })
+        .collect()
+}
+
+/// A report file's batches in the table's schema: the tenant checked and dropped, columns the table gained since
+/// the file was written added (as ClickHouse's defaults).
+fn decode_report(
+    table: &ReportTable,
+    tenant: &str,
+    path: &Path,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let tenants = b
+            .column_by_name("tenant_id")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+            .ok_or_else(|| StoreError::Corrupt { path: path.to_owned(), reason: "no tenant_id column".into() })?;
+        if tenants.iter().flatten().any(|t| t != tenant) {
+            return Err(StoreError::Corrupt { path: path.to_owned(), reason: "rows of another tenant".into() });
+        }
+        let projected = b
+            .project(&(1..b.num_columns()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt { path: path.to_owned(), reason: e.to_string() })?;
+        let projected = match RecordBatch::try_new(table.schema(), projected.columns().to_vec()) {
+            Ok(b) => b,
+            Err(e) => table.widen(projected.columns(), projected.num_rows()).ok_or_else(|| StoreError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("not in the shape of {}: {e}", table.name),
+            })?,
+        };
+        out.push(projected);
+    }
+    Ok(out)
 }
 
 fn prepend_tenant(tenant: &str, batch: &RecordBatch) -> Result<RecordBatch> {
