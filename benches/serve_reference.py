@@ -24,12 +24,14 @@ if engine == "duckdb":
     con.executemany("INSERT INTO practices VALUES (?, ?)", list(sizes.items()))
     for i in range(len(tenants) * 3):
         t = tenants[i % len(tenants)]
-        f = os.path.join(where, "reports", "report_reach_weekly", f"tenant={t}", "data.parquet")
+        d = os.path.join(where, "reports", "report_reach_weekly", f"tenant={t}")
+        # Stored by month: the files the slice's manifest names.
+        f = [os.path.join(d, name) for _, name in json.load(open(os.path.join(d, "manifest.json")))]
         start = time.perf_counter()
         con.execute(f"""
             SELECT r.practice_code, sum(reach), sum(engaged_users), sum(views), sum(engagements) / sum(views),
                    sum(reach) / count(DISTINCT week_ending) / any_value(p.list_size) * 1000
-            FROM read_parquet('{f}') r JOIN practices p USING (practice_code)
+            FROM read_parquet({f!r}) r JOIN practices p USING (practice_code)
             WHERE week_ending BETWEEN DATE '{frm}' AND DATE '{to}'
             GROUP BY r.practice_code ORDER BY 6 DESC""").fetchall()
         lat.append((time.perf_counter() - start) * 1000)

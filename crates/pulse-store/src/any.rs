@@ -142,6 +142,27 @@ impl Store for AnyStore {
         delegate!(self, s => s.read_report(scope, table, variant).await)
     }
 
+    async fn read_report_from(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: chrono::NaiveDate,
+    ) -> Result<RecordBatch> {
+        delegate!(self, s => s.read_report_from(scope, table, variant, from).await)
+    }
+
+    async fn replace_report_from(
+        &self,
+        scope: &WriteScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: chrono::NaiveDate,
+        batch: &RecordBatch,
+    ) -> Result<WriteAck> {
+        delegate!(self, s => s.replace_report_from(scope, table, variant, from, batch).await)
+    }
+
     async fn fact_files(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Option<Vec<std::path::PathBuf>>> {
         delegate!(self, s => s.fact_files(scope, filter).await)
     }

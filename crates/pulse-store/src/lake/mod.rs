@@ -9,8 +9,15 @@
 //! <root>/post_insights/tenant=<id>/month=<YYYY-MM>/data.parquet  (month of snapshot_day)
 //! <root>/checkpoints/tenant=<id>/data.parquet
 //! <root>/ingest_runs/tenant=<id>/data.parquet
-//! <root>/reports/<report>/tenant=<id>/data.parquet
+//! <root>/reports/<report>/tenant=<id>/data.parquet            (reports stored whole)
+//! <root>/reports/<report>/tenant=<id>/manifest.json            (reports stored by month: weekly reach, age bands)
+//! <root>/reports/<report>/tenant=<id>/part-<YYYY-MM>-<id>.parquet
 //! ```
+//! (a named variant of a report is beside them, under `variant=<name>/`).
+//!
+//! A report stored by month is the files its `manifest.json` names, a month each, read in month order. A replacement
+//! writes new files for the months it replaces, then the manifest (atomically: readers see the old slice or the new
+//! one), then removes the files no longer named; an incremental jobs run replaces only the months it recomputed.
 //!
 //! A write appends: each partition it touches gets a new part file (`part-<sequence>-<id>.parquet`, written to a
 //! temporary file and renamed, so a crash leaves no half file), and nothing already stored is read or rewritten, so a
