@@ -421,8 +421,7 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             batch = match update_posts {
                 Some(since) if table.name == POST_PERFORMANCE.name => {
                     let tags = campaign_tags(&input.campaigns);
-                    let df = posts::updated_performance(&old, &loaded.posts, &loaded.snapshots, since, &tags)?;
-                    frames::to_batch(&df, table)?
+                    posts::updated_performance(&old, &loaded.posts, &loaded.snapshots, since, &tags)?
                 }
                 _ => merge(table, &old, &batch, p)?,
             };

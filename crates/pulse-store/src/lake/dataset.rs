@@ -42,6 +42,22 @@ fn partition_dir(root: &Path, dataset: &str, tenant: &str, month: Option<&str>) 
 
 /// Writes `batch` to `path` atomically: a temporary file in the same directory, fsync, rename, fsync the directory.
 pub(crate) fn write_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
+    // Datasets' files: ZSTD, small on disk for a year of facts.
+    write_parquet(path, batch, true, Compression::ZSTD(ZstdLevel::try_new(3).expect("a valid level")))
+}
+
+/// Report files: Snappy, cheaper to write and read (an incremental run rewrites some every day; the service reads
+/// them after every run) for a larger file.
+pub(crate) const REPORT_COMPRESSION: Compression = Compression::SNAPPY;
+
+/// A report file, written atomically as [`write_atomic`].
+pub(crate) fn write_report_file(path: &Path, batch: &RecordBatch) -> Result<()> {
+    write_parquet(path, batch, true, REPORT_COMPRESSION)
+}
+
+/// [`write_atomic`], the directory synced only when `sync_dir` (else the caller syncs it after its last rename in
+/// it, which makes every rename before it durable too).
+fn write_parquet(path: &Path, batch: &RecordBatch, sync_dir: bool, compression: Compression) -> Result<()> {
     let dir = path.parent().expect("partition files live in a directory");
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     // A dot-prefixed name without the .parquet extension: globbing readers (DuckDB, polars) never see it.
@@ -49,7 +65,7 @@ pub(crate) fn write_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_compression(compression)
             .set_max_row_group_row_count(Some(super::ROW_GROUP_ROWS))
             .build();
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
@@ -62,7 +78,7 @@ pub(crate) fn write_atomic(path: &Path, batch: &RecordBatch) -> Result<()> {
             .map_err(|e| StoreError::Invalid { what: path.display().to_string(), reason: e.to_string() })?;
         file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
         std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
-        if let Ok(d) = File::open(dir) {
+        if sync_dir && let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
@@ -514,7 +530,8 @@ pub(crate) fn write_report_months(
     };
     for (month, batch) in months {
         let name = format!("{REPORT_PART_PREFIX}{month}-{}.parquet", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        write_atomic(&dir.join(&name), batch)?;
+        // The manifest's write syncs the directory after these renames.
+        write_parquet(&dir.join(&name), batch, false, REPORT_COMPRESSION)?;
         parts.push((month.clone(), name));
     }
     parts.sort();

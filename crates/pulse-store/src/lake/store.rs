@@ -334,7 +334,7 @@ impl Store for LakeStore {
                 let months = by_month(table, &with_tenant)?;
                 dataset::write_report_months(&dataset::report_dir(root, table.name, &tenant, &variant), None, &months)
             } else {
-                dataset::write_atomic(&dataset::report_file(root, table.name, &tenant, &variant), &with_tenant)
+                dataset::write_report_file(&dataset::report_file(root, table.name, &tenant, &variant), &with_tenant)
             }
         })
         .await?;
