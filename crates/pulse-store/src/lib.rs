@@ -270,8 +270,8 @@ pub trait Store: Send + Sync {
 
     /// Replaces the tenant's rows of one variant of a partitioned report table on or after `from` (the first day of
     /// a partition, [`ReportTable::partition_start`]) with `batch`, whose rows must all be on or after `from`,
-    /// atomically as [`Store::replace_report`]; the rows before `from` stay. The default reads the whole slice and
-    /// replaces it; the lake writes only the months from `from`'s on.
+    /// atomically as [`Store::replace_report`]; the rows before `from` stay. Answers the rows it wrote. The default
+    /// reads the whole slice and replaces it (ClickHouse); the lake writes only the months from `from`'s on.
     fn replace_report_from(
         &self,
         scope: &WriteScope,
@@ -286,8 +286,8 @@ pub trait Store: Send + Sync {
             let (head, _) = table.split(&old, from)?;
             let whole = arrow::compute::concat_batches(&table.schema(), [&head, &tail])
                 .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
-            self.replace_report(scope, table, variant, &whole).await?;
-            Ok(WriteAck { rows: tail.num_rows() })
+            // The rows written: the whole slice.
+            self.replace_report(scope, table, variant, &whole).await
         }
     }
 

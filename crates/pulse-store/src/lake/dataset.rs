@@ -377,7 +377,7 @@ pub(crate) fn days_fetched_since<R: LakeRecord>(
                 newest = newest.max(Some(m));
             }
             let mut days = std::collections::BTreeSet::new();
-            if !newest.is_some_and(|t| t >= modified) {
+            if newest.is_none_or(|t| t < modified) {
                 return Ok(days);
             }
             for f in files {
@@ -477,13 +477,13 @@ pub(crate) fn report_manifest(dir: &Path) -> Result<Option<Vec<(String, String)>
     Ok(Some(parts))
 }
 
+/// A report file's path and its batches.
+pub(crate) type ReportFile = (PathBuf, Vec<RecordBatch>);
+
 /// Reads the files of a slice stored by month, from `from_month` on (`None`: every month), each with its path.
 /// A file removed while being read (a writer replaced its month) starts the read again from the new manifest;
 /// `None` when the slice is not stored by month.
-pub(crate) fn read_report_months(
-    dir: &Path,
-    from_month: Option<&str>,
-) -> Result<Option<Vec<(PathBuf, Vec<RecordBatch>)>>> {
+pub(crate) fn read_report_months(dir: &Path, from_month: Option<&str>) -> Result<Option<Vec<ReportFile>>> {
     for attempt in 1..=READ_ATTEMPTS {
         let Some(parts) = report_manifest(dir)? else { return Ok(None) };
         let mut out = Vec::new();
