@@ -37,6 +37,11 @@ pub const HISTORY_START: NaiveDate = NaiveDate::from_ymd_opt(2004, 2, 4).expect(
 /// for 28 days after it was made).
 pub const CAMPAIGN_SNAPSHOT_DAYS: i64 = 28;
 
+/// The version of the reports' computation, in the inputs digest of every run: raise it when a change computes any
+/// report row differently (a rule, a column), so the next run is full and no incremental run carries over a row the
+/// previous version computed. 2: post performance updated incrementally, reports stored by month.
+pub const REPORTS_VERSION: u32 = 2;
+
 /// Days of history loaded before a campaign for its counterfactual and placebo windows.
 pub const CAMPAIGN_HISTORY_DAYS: i64 = 420;
 
@@ -360,14 +365,21 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             let created = store.days_fetched_since(&input.scope, Fetched::Posts, inc.since).await?;
             let snapped = store.days_fetched_since(&input.scope, Fetched::Snapshots, inc.since).await?;
             let new_from = inc.previous_to + Duration::days(1);
-            let from = created.first().map_or(new_from, |d| new_from.min(*d));
+            // A day earlier than the earliest created day fetched since: a server may count days in its own zone.
+            let from = created.first().map_or(new_from, |d| new_from.min(*d - Duration::days(1)));
             let filter = PostFilter { from: Some(from), to: Some(input.to), ..PostFilter::default() };
             loaded.posts = store.read_posts(&input.scope, &filter).await?;
             loaded.posts.retain(|p| p.fetched_at >= inc.since || p.created_time.date_naive() >= new_from);
             laps.lap("load posts fetched since");
-            // Every snapshot dated on or after the earliest one fetched since: what can be a post's latest now.
-            if let Some(first) = snapped.first() {
-                let filter = PostFilter { from: Some(*first), ..PostFilter::default() };
+            // Every snapshot dated on or after the earliest one fetched since (what can be a post's latest now), and
+            // every snapshot of the posts new to the reports (created after the previous run's last day; possibly
+            // snapshotted before, by an ingest that ran ahead of that run). The ingester dates a snapshot the day
+            // before its today, and reads only posts made by then: never more than two days before the post's
+            // created day (UTC).
+            let new_posts = loaded.posts.iter().map(|p| p.created_time.date_naive()).filter(|d| *d >= new_from);
+            let first_new = new_posts.min().map(|d| d - Duration::days(2));
+            if let Some(first) = snapped.first().copied().into_iter().chain(first_new).min() {
+                let filter = PostFilter { from: Some(first), ..PostFilter::default() };
                 loaded.snapshots = store.read_post_snapshots(&input.scope, &filter).await?;
             }
             laps.lap("load snapshots fetched since");

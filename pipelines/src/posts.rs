@@ -43,7 +43,8 @@ pub fn post_performance(posts: &DataFrame, campaign_tags: &[String]) -> Result<D
 /// An incremental run's post performance: the previous run's rows (`old`, in the report's shape), with the posts
 /// fetched since (`posts`: new ones added, changed ones' details replaced) and the lifetime figures of every
 /// (post, metric) with a snapshot fetched at or after `since` replaced by its latest snapshot among `snapshots`,
-/// which must hold every snapshot dated on or after the earliest one fetched since; then ranked again. A
+/// which must hold every snapshot dated on or after the earliest one fetched since, and every snapshot of the posts
+/// new to the report (their figures are their latest snapshots'); then ranked again. A
 /// (post, metric) with no snapshot fetched since keeps its figure: its snapshots are the ones the previous run read.
 /// Rows not changed are carried over as they are (in Arrow, without a copy per value); the same figures, rates and
 /// ranks as [`post_performance`] over every post (the incremental jobs test compares them row by row).
@@ -105,11 +106,13 @@ pub fn updated_performance(
             figures,
         })
     };
+    let latest = crate::frames::latest_lifetime(snapshots);
     let mut changed: BTreeMap<String, Row> = BTreeMap::new();
     for p in posts {
+        // A post new to the report takes every figure from its snapshots (all of them are in `snapshots`).
         let figures = match old_index.get(p.post.as_str()) {
             Some(i) => old_row(*i)?.figures,
-            None => [None; 5],
+            None => FIGURES.map(|(_, m)| latest.get(&(p.post.as_str(), m)).copied()),
         };
         let details = [
             p.practice.as_str().to_owned(),
@@ -124,7 +127,6 @@ pub fn updated_performance(
         let created = pulse_domain::day_number(p.created_time.date_naive());
         changed.insert(p.post.as_str().to_owned(), Row { details, created, figures });
     }
-    let latest = crate::frames::latest_lifetime(snapshots);
     for s in snapshots.iter().filter(|s| s.fetched_at >= since && s.breakdown.is_empty()) {
         let Some(f) = FIGURES.iter().position(|(_, m)| *m == s.metric) else { continue };
         if !changed.contains_key(s.post.as_str()) {
@@ -226,6 +228,73 @@ pub fn by_topic(performance: &DataFrame) -> Result<DataFrame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn post(id: &str, day: u32, fetched: i64) -> pulse_domain::Post {
+        use chrono::TimeZone;
+        pulse_domain::Post {
+            practice: "M83001".parse().unwrap(),
+            page: "1001".parse().unwrap(),
+            post: format!("1001_{id}").parse().unwrap(),
+            created_time: chrono::Utc.with_ymd_and_hms(2018, 3, day, 12, 0, 0).unwrap(),
+            post_type: "photo".into(),
+            message: format!("Flu clinic {id}"),
+            permalink: format!("https://www.facebook.com/1001/posts/{id}"),
+            fetched_at: chrono::DateTime::from_timestamp(fetched, 0).unwrap(),
+        }
+    }
+
+    fn snapshot(
+        id: &str,
+        metric: pulse_domain::CanonicalMetric,
+        day: u32,
+        value: f64,
+        fetched: i64,
+    ) -> pulse_domain::PostInsightSnapshot {
+        pulse_domain::PostInsightSnapshot {
+            practice: "M83001".parse().unwrap(),
+            page: "1001".parse().unwrap(),
+            post: format!("1001_{id}").parse().unwrap(),
+            metric,
+            graph_metric: "post_impressions_unique",
+            breakdown: "".into(),
+            snapshot_day: chrono::NaiveDate::from_ymd_opt(2018, 3, day).unwrap(),
+            value,
+            api_version: pulse_domain::ApiVersion::new(3, 0),
+            fetched_at: chrono::DateTime::from_timestamp(fetched, 0).unwrap(),
+        }
+    }
+
+    /// The update equals computing every post whole: a figure fetched since replaces the old one, a figure not
+    /// fetched since stays, a post new to the report takes every figure from its snapshots (one fetched before
+    /// `since` too), and the ranks are redone.
+    #[test]
+    fn an_update_equals_the_whole_computation() {
+        use pulse_domain::CanonicalMetric as M;
+        let (before, since) = (100, 200);
+        let posts = [post("1", 1, before), post("2", 2, before), post("3", 20, before)];
+        let all = [
+            snapshot("1", M::PostReach, 3, 50.0, before),
+            snapshot("1", M::PostEngagedUsers, 3, 5.0, before),
+            snapshot("2", M::PostReach, 3, 40.0, before),
+            snapshot("2", M::PostEngagedUsers, 3, 4.0, before),
+            // After the previous run: post 1's reach revised, post 3 made and snapshotted by an ingest that ran ahead.
+            snapshot("1", M::PostReach, 21, 30.0, since),
+            snapshot("3", M::PostReach, 19, 45.0, before),
+            snapshot("3", M::PostEngagedUsers, 19, 9.0, before),
+        ];
+        let table = |df: &DataFrame| crate::frames::to_batch(df, &pulse_store::report::POST_PERFORMANCE).unwrap();
+        let whole = |posts: &[pulse_domain::Post], snaps: &[pulse_domain::PostInsightSnapshot]| {
+            table(&post_performance(&crate::frames::post_frame(posts, snaps).unwrap(), &[]).unwrap())
+        };
+        let old = whole(&posts[..2], &all[..4]);
+        let since_at = chrono::DateTime::from_timestamp(since, 0).unwrap();
+        // What the run reads: the post new to the report, and the snapshots from two days before it was made on.
+        let updated = updated_performance(&old, &posts[2..], &all[4..], since_at, &[]).unwrap();
+        assert_eq!(updated, whole(&posts, &all));
+        let ids = updated.column_by_name("post_id").unwrap().as_any().downcast_ref::<arrow::array::StringArray>();
+        let ids: Vec<&str> = ids.unwrap().iter().flatten().collect();
+        assert_eq!(ids, ["1001_3", "1001_2", "1001_1"], "ranked by the new reach");
+    }
 
     #[test]
     fn topics_follow_the_rules() {

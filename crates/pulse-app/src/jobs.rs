@@ -181,10 +181,12 @@ pub async fn run_on<S: Store>(store: &S, config: &Config, request: &JobsRequest)
     Ok(out)
 }
 
-/// A digest of what, besides facts, the reports are computed from: the campaigns and the registered patients.
+/// A digest of what, besides facts, the reports are computed from: the campaigns, the registered patients, and the
+/// version of the reports' computation (a new one makes the next run full, so no row an older version computed is
+/// carried over by an incremental run).
 pub fn inputs_digest(campaigns: &[Campaign], registered: Option<&Registered>) -> String {
     use sha2::Digest as _;
-    let text = format!("{campaigns:?}\n{registered:?}");
+    let text = format!("{}\n{campaigns:?}\n{registered:?}", pulse_pipelines::jobs::REPORTS_VERSION);
     sha2::Sha256::digest(text.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 

@@ -395,6 +395,32 @@ async fn a_report_replaced_from_a_month_keeps_the_months_before<S: Store>(store:
     assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(4));
 }
 
+/// A partitioned report reads back month by month, each month's rows in the order written (here page by page), on
+/// every store: what an incremental run writes a month at a time then reads back as a full run's.
+async fn a_partitioned_report_reads_back_month_by_month<S: Store>(store: &S) {
+    let (alpha, _) = scopes();
+    let page = |id: &str| {
+        let b = reach_report(8);
+        let mut columns = b.columns().to_vec();
+        columns[1] = Arc::new(StringArray::from_iter_values((0..b.num_rows()).map(|_| id)));
+        RecordBatch::try_new(b.schema(), columns).unwrap()
+    };
+    let written = arrow::compute::concat_batches(&REACH_WEEKLY.schema(), [&page("1001"), &page("1002")]).unwrap();
+    store.replace_report(&alpha, &REACH_WEEKLY, &main(), &written).await.unwrap();
+    let back = store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap();
+    let pages = back.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+    let weeks = back.column(2).as_any().downcast_ref::<Date32Array>().unwrap();
+    let order: Vec<(String, i32)> = (0..back.num_rows()).map(|i| (pages.value(i).to_owned(), weeks.value(i))).collect();
+    let expected: Vec<(String, i32)> = [(0..4), (4..8)]
+        .into_iter()
+        .flat_map(|weeks| {
+            let weeks: Vec<i32> = weeks.map(|w| 17538 + 7 * w).collect();
+            ["1001", "1002"].into_iter().flat_map(move |p| weeks.clone().into_iter().map(move |w| (p.to_owned(), w)))
+        })
+        .collect();
+    assert_eq!(order, expected, "January page by page, then February page by page");
+}
+
 async fn report_slices_are_replaced_whole<S: Store>(store: &S) {
     let (alpha, _) = scopes();
     assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap().num_rows(), 0);
@@ -586,6 +612,7 @@ conformance!(
     the_export_audit_trail_only_grows_and_stays_in_its_tenant,
     report_slices_are_replaced_whole,
     a_report_replaced_from_a_month_keeps_the_months_before,
+    a_partitioned_report_reads_back_month_by_month,
     the_state_journal_appends_once_per_event_in_order_and_per_tenant,
     a_lease_has_one_holder_until_released_or_expired,
     migrate_twice_is_a_no_op,
@@ -674,6 +701,30 @@ async fn a_lake_report_written_whole_before_months_is_read_and_then_kept_by_mont
         std::fs::read_dir(&slice).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(files.contains(&"manifest.json".to_owned()) && !files.contains(&"data.parquet".to_owned()), "{files:?}");
     assert_eq!(files.iter().filter(|f| f.starts_with("part-")).count(), 2, "a file per month: {files:?}");
+}
+
+#[tokio::test]
+async fn a_lake_report_file_no_manifest_names_is_removed_after_an_interrupted_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alpha, _) = scopes();
+    let slice = {
+        let lake = LakeStore::open(dir.path()).unwrap();
+        lake.replace_report(&alpha, &REACH_WEEKLY, &main(), &reach_report(8)).await.unwrap();
+        std::fs::read_dir(dir.path().join("reports/report_reach_weekly")).unwrap().next().unwrap().unwrap().path()
+    };
+    // A writer killed after writing a month's new file, before the manifest named it.
+    let named = std::fs::read_dir(&slice)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-2018-02-"));
+    std::fs::copy(named.unwrap(), slice.join("part-2018-02-000000000000.parquet")).unwrap();
+    std::fs::write(dir.path().join(".writing"), b"").unwrap();
+    let lake = LakeStore::open(dir.path()).unwrap();
+    let files: Vec<String> =
+        std::fs::read_dir(&slice).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!files.contains(&"part-2018-02-000000000000.parquet".to_owned()), "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.starts_with("part-")).count(), 2, "January's and February's: {files:?}");
+    assert_eq!(lake.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(8));
 }
 
 #[tokio::test]

@@ -481,10 +481,13 @@ pub(crate) fn report_manifest(dir: &Path) -> Result<Option<Vec<(String, String)>
 pub(crate) type ReportFile = (PathBuf, Vec<RecordBatch>);
 
 /// Reads the files of a slice stored by month, from `from_month` on (`None`: every month), each with its path.
-/// A file removed while being read (a writer replaced its month) starts the read again from the new manifest;
-/// `None` when the slice is not stored by month.
-pub(crate) fn read_report_months(dir: &Path, from_month: Option<&str>) -> Result<Option<Vec<ReportFile>>> {
+/// A file removed while being read (a writer replaced its month) starts the read again from the new manifest, after
+/// a short wait that doubles each time, the last attempt under the lake's lock; `None` when the slice is not stored
+/// by month.
+pub(crate) fn read_report_months(root: &Path, dir: &Path, from_month: Option<&str>) -> Result<Option<Vec<ReportFile>>> {
     for attempt in 1..=READ_ATTEMPTS {
+        // The last attempt holds the lake's lock shared, so no writer replaces a month under it.
+        let _shared = if attempt == READ_ATTEMPTS { lake_lock_shared(root) } else { None };
         let Some(parts) = report_manifest(dir)? else { return Ok(None) };
         let mut out = Vec::new();
         let mut gone = None;
@@ -604,6 +607,19 @@ pub(crate) fn remove_orphans(root: &Path) -> Result<usize> {
                 std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
                 tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted write");
                 removed += 1;
+            }
+        }
+        // A report stored by month whose writer stopped before its manifest named the new months' files.
+        if let Some(parts) = report_manifest(&dir)? {
+            let named: std::collections::BTreeSet<String> = parts.into_iter().map(|(_, f)| f).collect();
+            for entry in std::fs::read_dir(&dir).map_err(|e| StoreError::io(&dir, e))?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(REPORT_PART_PREFIX) && !named.contains(&name) && entry.path().is_file() {
+                    let path = entry.path();
+                    std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+                    tracing::info!(path = %path.display(), "removed a report file no manifest names (an interrupted write)");
+                    removed += 1;
+                }
             }
         }
     }

@@ -62,16 +62,20 @@ impl LakeStore {
         self.blocking(false, move |root| {
             let dir = dataset::report_dir(root, table.name, &tenant, &variant);
             let first = from.map(|d| d.format("%Y-%m").to_string());
-            let files = match dataset::read_report_months(&dir, first.as_deref())? {
+            let whole = dataset::report_file(root, table.name, &tenant, &variant);
+            let files = match dataset::read_report_months(root, &dir, first.as_deref())? {
                 Some(files) => files,
-                None => {
-                    let path = dataset::report_file(root, table.name, &tenant, &variant);
-                    if !path.exists() {
-                        return Ok(table.empty());
+                None => match dataset::read_file(&whole) {
+                    Ok(batches) => vec![(whole, batches)],
+                    // Never written, or just rewritten by month (the manifest is in place before the whole file goes).
+                    Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                        match dataset::read_report_months(root, &dir, first.as_deref())? {
+                            Some(files) => files,
+                            None => return Ok(table.empty()),
+                        }
                     }
-                    let batches = dataset::read_file(&path)?;
-                    vec![(path, batches)]
-                }
+                    Err(e) => return Err(e),
+                },
             };
             let mut out = Vec::new();
             for (path, batches) in files {
