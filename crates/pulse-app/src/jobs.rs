@@ -11,7 +11,6 @@ use pulse_pipelines::campaign::{Campaign, Matcher};
 use pulse_pipelines::jobs::{self, JobInput, JobSummary};
 use pulse_pipelines::registered::{self, Registered};
 use pulse_store::{ReportVariant, Store};
-use tracing::Instrument;
 
 use crate::open;
 use crate::text::{bar, sparkline, thousands};
@@ -111,8 +110,13 @@ pub async fn run(config: &Config, request: &JobsRequest) -> Result<Vec<TenantJob
     run_on(&store, config, request).await
 }
 
-/// Runs the pipelines for each requested tenant on `store`.
-pub async fn run_on<S: Store>(store: &S, config: &Config, request: &JobsRequest) -> Result<Vec<TenantJob>> {
+/// Runs the pipelines for each requested tenant on `store`: incremental runs several tenants at a time, full runs one
+/// by one ([`jobs::run_each`]); answers in the order the tenants were asked.
+pub async fn run_on<S: Store + Clone + 'static>(
+    store: &S,
+    config: &Config,
+    request: &JobsRequest,
+) -> Result<Vec<TenantJob>> {
     let access = config.operator_access();
     let scopes = if request.tenants.is_empty() {
         access.write_scopes()
@@ -125,27 +129,29 @@ pub async fn run_on<S: Store>(store: &S, config: &Config, request: &JobsRequest)
         bail!("--from {f} is after --to {t}");
     }
     let registered = registered_for(config)?;
-    let mut out = Vec::new();
+    // Each tenant's input first (its last ingested day, whether the previous run allows an incremental one).
+    let mut out: Vec<Option<TenantJob>> = Vec::new();
+    let mut inputs = Vec::new();
     for scope in scopes {
         let to = match request.to {
             Some(t) => t,
             None => match store.load_checkpoints(&scope).await?.iter().map(|c| c.through_day).max() {
                 Some(d) => d,
                 None => {
-                    out.push(TenantJob::NothingIngested { tenant: scope.to_string() });
+                    out.push(Some(TenantJob::NothingIngested { tenant: scope.to_string() }));
                     continue;
                 }
             },
         };
         let mut from = request.from.unwrap_or(jobs::HISTORY_START);
         let campaigns = campaigns_for(&config.campaigns, &scope);
-        let inputs = inputs_digest(&campaigns, registered.as_ref());
+        let inputs_of = inputs_digest(&campaigns, registered.as_ref());
         let variant = request.variant(from, to)?;
         // The main reports over all history are updated incrementally when the previous run allows it.
         let incremental = if request.full || request.from.is_some() || !variant.is_main() {
             None
         } else {
-            match jobs::incremental_since_previous(store, &scope, &inputs, to).await? {
+            match jobs::incremental_since_previous(store, &scope, &inputs_of, to).await? {
                 Some((history_from, incremental)) => {
                     from = history_from;
                     Some(incremental)
@@ -153,32 +159,39 @@ pub async fn run_on<S: Store>(store: &S, config: &Config, request: &JobsRequest)
                 None => None,
             }
         };
-        let input = JobInput {
-            scope: scope.clone(),
+        out.push(None);
+        inputs.push(JobInput {
+            scope,
             from,
             to,
             campaigns,
             registered: registered.clone(),
             variant,
-            inputs,
+            inputs: inputs_of,
             incremental,
-        };
-        let started = std::time::Instant::now();
-        let span = tracing::info_span!("report_jobs", tenant = %scope, %from, %to);
-        let result = jobs::run(store, input).instrument(span).await;
-        let outcome = if result.is_ok() { "ok" } else { "failed" };
-        metrics::counter!("pulse_report_jobs_total", "tenant" => scope.to_string(), "outcome" => outcome).increment(1);
-        metrics::histogram!("pulse_report_job_duration_seconds", "tenant" => scope.to_string())
-            .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(summary) => {
-                let from = summary.from.unwrap_or(from);
-                out.push(TenantJob::Done { summary: Box::new(summary), from, to })
-            }
-            Err(e) => out.push(TenantJob::Failed { tenant: scope.to_string(), error: e.into() }),
-        }
+        });
     }
-    Ok(out)
+    let asked: Vec<(String, NaiveDate, NaiveDate)> = inputs.iter().map(|i| (i.scope.to_string(), i.from, i.to)).collect();
+    let mut results = jobs::run_each(store, inputs).await.into_iter().zip(asked);
+    Ok(out
+        .into_iter()
+        .map(|job| {
+            job.unwrap_or_else(|| {
+                let ((result, seconds), (tenant, from, to)) = results.next().expect("a result for each input");
+                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                metrics::counter!("pulse_report_jobs_total", "tenant" => tenant.clone(), "outcome" => outcome)
+                    .increment(1);
+                metrics::histogram!("pulse_report_job_duration_seconds", "tenant" => tenant.clone()).record(seconds);
+                match result {
+                    Ok(summary) => {
+                        let from = summary.from.unwrap_or(from);
+                        TenantJob::Done { summary: Box::new(summary), from, to }
+                    }
+                    Err(e) => TenantJob::Failed { tenant, error: e.into() },
+                }
+            })
+        })
+        .collect())
 }
 
 /// A digest of what, besides facts, the reports are computed from: the campaigns, the registered patients, and the

@@ -41,13 +41,54 @@ async fn rows<S: Store>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daily_run_recomputes_what_changed_and_equals_a_full_recompute() {
+    daily_runs_equal_a_full_recompute(None).await;
+}
+
+/// The same on ClickHouse, where a run reads and replaces the reports from a month on inside the server. Runs when
+/// `PULSE_TEST_CLICKHOUSE_URL` is set (CI); with `PULSE_REQUIRE_CLICKHOUSE=1` a missing server fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_clickhouse_the_daily_run_equals_a_full_recompute() {
+    let url = match std::env::var("PULSE_TEST_CLICKHOUSE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            if std::env::var("PULSE_REQUIRE_CLICKHOUSE").is_ok_and(|v| v == "1") {
+                panic!(
+                    "PULSE_REQUIRE_CLICKHOUSE=1 but PULSE_TEST_CLICKHOUSE_URL is not set; start one with `bash .ci/clickhouse.sh`"
+                );
+            }
+            eprintln!(
+                "skipped: set PULSE_TEST_CLICKHOUSE_URL=$(bash .ci/clickhouse.sh) to run incremental jobs on ClickHouse"
+            );
+            return;
+        }
+    };
+    let db = format!("pulse_incremental_{}", std::process::id());
+    daily_runs_equal_a_full_recompute(Some(format!(
+        "[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"{url}\"\ndatabase = \"{db}\"\n"
+    )))
+    .await;
+    let _ = std::process::Command::new("curl")
+        .args(["-fsS", &url, "--data-binary", &format!("DROP DATABASE {db}")])
+        .output();
+}
+
+/// History ingested and computed in full, then daily ingests each followed by an incremental run, each compared
+/// with a full recompute of the same data; on the config's lake, or on the store `store` (a `[store]` section).
+async fn daily_runs_equal_a_full_recompute(store: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let new_world = || pulse_sim::World::new(pulse_sim::scenario::resolve("case-study").unwrap(), None);
     let world = new_world();
     let sim = std::sync::Arc::new(pulse_sim::Sim::new(new_world(), None));
     let running = pulse_sim::start(sim, 0).await.unwrap();
     let path = pulse_demo::write_config(&world, dir.path(), Some(&running.url())).unwrap();
+    if let Some(section) = &store {
+        let lake = "[store]\nbackend = \"lake\"\nlake_dir = \".\"\n";
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(lake), "the demo config's store section");
+        std::fs::write(&path, text.replace(lake, section)).unwrap();
+    }
     let config = pulse_config::load(&path).unwrap();
+    pulse_app::open::store(&config).unwrap().migrate().await.unwrap();
     let tenant = "north-staffs";
     // History up to a Wednesday, then the daily ingest of Thursday (with Meta's lookback re-fetched).
     let day0 = world.end() - chrono::Duration::days(40);

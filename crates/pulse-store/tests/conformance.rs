@@ -1006,6 +1006,63 @@ async fn clickhouse_unreachable_names_the_url_and_what_to_check() {
     assert!(!text.contains("hunter2-secret"));
 }
 
+/// A ClickHouse slice whose months are not its first rows in order (written before reports were kept month by
+/// month: here page by page) is replaced from a month as the whole slice would be: its rows before the month in the
+/// order they read, then the new ones. Copying them with their ordinals would interleave them with the new rows.
+#[tokio::test]
+async fn clickhouse_a_slice_written_before_months_is_replaced_from_a_month_in_order() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let (alpha, _) = scopes();
+    let page = |id: &str| {
+        let b = reach_report(8);
+        let mut columns = b.columns().to_vec();
+        columns[1] = Arc::new(StringArray::from_iter_values((0..b.num_rows()).map(|_| id)));
+        RecordBatch::try_new(b.schema(), columns).unwrap()
+    };
+    let written = arrow::compute::concat_batches(&REACH_WEEKLY.schema(), [&page("1001"), &page("1002")]).unwrap();
+    db.store.replace_report(&alpha, &REACH_WEEKLY, &main(), &written).await.unwrap();
+    // Ordinals page by page, as a slice written in that order has them.
+    let client = ::clickhouse::Client::default().with_url(&db.url).with_database(&db.name).with_validation(false);
+    client
+        .query(
+            "ALTER TABLE report_reach_weekly UPDATE row_ordinal = \
+             toUInt32(if(page_id = '1001', 0, 8) + intDiv(toUInt32(week_ending) - 17538, 7)) WHERE tenant_id = 'alpha'",
+        )
+        .execute()
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let pending: u64 = client
+            .query("SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0")
+            .bind(&db.name)
+            .fetch_one()
+            .await
+            .unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), written, "page by page");
+    let feb = NaiveDate::from_ymd_opt(2018, 2, 1).unwrap();
+    let tail = REACH_WEEKLY.rows_from(&written, feb).unwrap();
+    db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &tail).await.unwrap();
+    let (head, _) = REACH_WEEKLY.split(&written, feb).unwrap();
+    let expected = REACH_WEEKLY.in_storage_order(&tail).unwrap();
+    let expected = arrow::compute::concat_batches(&REACH_WEEKLY.schema(), [&head, &expected]).unwrap();
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected);
+    // Now in storage order: the next replacement copies January inside ClickHouse, and reads back the same.
+    let march = NaiveDate::from_ymd_opt(2018, 3, 1).unwrap();
+    db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), march, &tail.slice(0, 0)).await.unwrap();
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected, "from March");
+    let again = db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &tail).await.unwrap();
+    assert_eq!(again.rows, tail.num_rows(), "only February's rows are sent");
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), REACH_WEEKLY.in_storage_order(&written).unwrap());
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn clickhouse_tables_match_their_declarations() {
     let Some(db) = TestDatabase::create().await else {

@@ -355,6 +355,14 @@ pub(crate) struct SliceRow<'a> {
     pub version: u64,
 }
 
+/// The count and ordinal range of some rows of a report slice.
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct OrdinalSpan {
+    pub n: u64,
+    pub lo: u32,
+    pub hi: u32,
+}
+
 #[derive(Debug, Row, Serialize, Deserialize)]
 pub(crate) struct MigrationRow {
     pub version: u32,

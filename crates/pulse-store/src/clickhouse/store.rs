@@ -1008,52 +1008,37 @@ impl Store for ClickHouseStore {
         let tenant = scope.as_str();
         let key = variant.slice_key(table);
         let previous = self.slice_version(tenant, &key).await?;
-        let version = Utc::now().timestamp_micros().max(0) as u64;
-        let rows = batch.num_rows();
-        if rows > 0 {
-            let body = to_json_lines(tenant, version, batch)?;
-            // The table name comes from a static ReportTable, never from input.
-            let sql = format!("INSERT INTO {} FORMAT JSONEachRow", self.local(table.name));
-            let body = bytes::Bytes::from(body);
-            let (sql_ref, body) = (sql.as_str(), &body);
-            self.on_shard(tenant, &sql, move |client| async move {
-                let mut insert = client.insert_formatted_with(sql_ref);
-                insert.send(body.clone()).await?;
-                insert.end().await
-            })
-            .await?;
-        }
-        // Switch readers to the new slice only once its rows are acknowledged.
-        let slice = SliceRow {
-            tenant_id: tenant,
-            report: &key,
-            current_version: version,
-            rows: rows as u64,
-            written_at: ch_datetime(Utc::now()),
-            version,
+        self.write_slice(tenant, table, &key, previous, None, batch).await
+    }
+
+    /// The months before `from` are copied inside ClickHouse from the current slice into the new one (no row leaves
+    /// the server), and only `batch`'s rows are sent; readers switch to the new slice at once, as for
+    /// [`Store::replace_report`].
+    async fn replace_report_from(
+        &self,
+        scope: &WriteScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: NaiveDate,
+        batch: &RecordBatch,
+    ) -> Result<WriteAck> {
+        let tail = crate::check_tail(table, from, batch)?;
+        self.ready().await?;
+        let tenant = scope.as_str();
+        let key = variant.slice_key(table);
+        let Some(previous) = self.slice_version(tenant, &key).await? else {
+            return self.write_slice(tenant, table, &key, None, None, &tail).await;
         };
-        self.insert_rows::<SliceRow<'_>>(tenant, "report_slices", std::iter::once(slice)).await?;
-        // The superseded slice of this variant is garbage now (other variants keep theirs); removing it is
-        // housekeeping, so a failure is only logged.
-        if let Some(old) = previous {
-            // On a cluster the mutation goes to the replicated local tables through the DDL queue; a replica that is
-            // down runs it when it comes back, so the wait for every replica's answer is kept short.
-            let (cleanup, wait) = match self.cluster_name() {
-                Some(c) => (
-                    format!(
-                        "ALTER TABLE {}_local ON CLUSTER `{c}` DELETE WHERE tenant_id = ? AND version = ?",
-                        table.name
-                    ),
-                    "10",
-                ),
-                None => (format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version = ?", table.name), "180"),
-            };
-            let query = self.client.query(&cleanup).bind(tenant).bind(old);
-            if let Err(e) = query.with_setting("distributed_ddl_task_timeout", wait).execute().await {
-                tracing::warn!(table = table.name, tenant, error = %e, "could not delete superseded report rows");
-            }
+        if let Some(kept) = self.rows_in_order_before(tenant, table, previous, from).await? {
+            return self.write_slice(tenant, table, &key, Some(previous), Some((from, kept)), &tail).await;
         }
-        Ok(WriteAck { rows })
+        // The rows before `from` are not the slice's first rows in order (written before reports were kept month by
+        // month, or before rows had ordinals): the slice is read and written whole, once, in storage order.
+        let old = self.read_slice(tenant, table, &key, None).await?;
+        let (head, _) = table.split(&old, from)?;
+        let whole = arrow::compute::concat_batches(&table.schema(), [&head, &tail])
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
+        self.write_slice(tenant, table, &key, Some(previous), None, &whole).await
     }
 
     async fn read_report(
@@ -1063,29 +1048,22 @@ impl Store for ClickHouseStore {
         variant: &ReportVariant,
     ) -> Result<RecordBatch> {
         self.ready().await?;
-        let tenant = scope.as_str();
-        // One round trip: the rows of the tenant's current slice (none when it was never written). The slice
-        // pointer is read in the same statement, so a concurrent replacement is seen whole or not at all. On a
-        // cluster the statement runs on the tenant's shard, where the pointer is in the local table.
-        let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
-        let pointer = queries::REPORT_SLICE.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join(" ");
-        // In the order written (rows from before migration 8 have ordinal 0: by their first columns).
-        let sql = format!(
-            "SELECT {} FROM {} WHERE tenant_id = ? AND version IN ({}) ORDER BY row_ordinal, {}",
-            columns.join(", "),
-            table.name,
-            pointer,
-            columns.iter().take(3).copied().collect::<Vec<_>>().join(", ")
-        );
-        let bytes = self.slice_rows(tenant, table, &sql, &variant.slice_key(table)).await?;
-        let reader = arrow::json::ReaderBuilder::new(table.schema())
-            .build(Cursor::new(bytes))
-            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
-        arrow::compute::concat_batches(&table.schema(), &batches)
-            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })
+        self.read_slice(scope.as_str(), table, &variant.slice_key(table), None).await
+    }
+
+    /// Only the rows on or after `from` leave the server.
+    async fn read_report_from(
+        &self,
+        scope: &TenantScope,
+        table: &'static ReportTable,
+        variant: &ReportVariant,
+        from: NaiveDate,
+    ) -> Result<RecordBatch> {
+        if table.partition.is_none() {
+            return table.rows_from(&self.read_report(scope, table, variant).await?, from);
+        }
+        self.ready().await?;
+        self.read_slice(scope.as_str(), table, &variant.slice_key(table), Some(from)).await
     }
 
     async fn fact_files(&self, _scope: &TenantScope, _filter: &FactFilter) -> Result<Option<Vec<PathBuf>>> {
@@ -1286,6 +1264,152 @@ enum Bind {
 }
 
 impl ClickHouseStore {
+    /// Writes `batch` as a new version of the tenant's slice `key` of `table`, after the rows of the `previous`
+    /// version before `head`'s day (`head`'s count of them, ordinals 0 to count - 1) copied into it inside
+    /// ClickHouse, then points readers at the new version and deletes the previous one. Answers the rows sent.
+    async fn write_slice(
+        &self,
+        tenant: &str,
+        table: &'static ReportTable,
+        key: &str,
+        previous: Option<u64>,
+        head: Option<(NaiveDate, u64)>,
+        batch: &RecordBatch,
+    ) -> Result<WriteAck> {
+        let version = Utc::now().timestamp_micros().max(0) as u64;
+        let rows = batch.num_rows();
+        let mut kept = 0;
+        if let (Some(old), Some((from, count)), Some(column)) = (previous, head, table.partition)
+            && count > 0
+        {
+            // Table, columns and day come from a static ReportTable and a date, never from input.
+            let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+            let columns = columns.join(", ");
+            let local = self.local(table.name);
+            let sql = format!(
+                "INSERT INTO {local} (tenant_id, version, {columns}, row_ordinal) \
+                 SELECT tenant_id, toUInt64({version}), {columns}, row_ordinal FROM {local} \
+                 WHERE tenant_id = ? AND version = {old} AND {column} < toDate('{from}')"
+            );
+            let sql_ref = sql.as_str();
+            self.on_shard(tenant, &sql, move |client| async move { client.query(sql_ref).bind(tenant).execute().await })
+                .await?;
+            kept = count;
+        }
+        if rows > 0 {
+            let first = u32::try_from(kept).map_err(|_| StoreError::Report {
+                table: table.name.into(),
+                reason: format!("{kept} rows kept: more than a slice can number"),
+            })?;
+            let body = to_json_lines(tenant, version, first, batch)?;
+            // The table name comes from a static ReportTable, never from input.
+            let sql = format!("INSERT INTO {} FORMAT JSONEachRow", self.local(table.name));
+            let body = bytes::Bytes::from(body);
+            let (sql_ref, body) = (sql.as_str(), &body);
+            self.on_shard(tenant, &sql, move |client| async move {
+                let mut insert = client.insert_formatted_with(sql_ref);
+                insert.send(body.clone()).await?;
+                insert.end().await
+            })
+            .await?;
+        }
+        // Switch readers to the new slice only once its rows are acknowledged.
+        let slice = SliceRow {
+            tenant_id: tenant,
+            report: key,
+            current_version: version,
+            rows: kept + rows as u64,
+            written_at: ch_datetime(Utc::now()),
+            version,
+        };
+        self.insert_rows::<SliceRow<'_>>(tenant, "report_slices", std::iter::once(slice)).await?;
+        // The superseded slice of this variant is garbage now (other variants keep theirs, and the rows kept were
+        // copied); removing it is housekeeping, so a failure is only logged.
+        if let Some(old) = previous {
+            // On a cluster the mutation goes to the replicated local tables through the DDL queue; a replica that is
+            // down runs it when it comes back, so the wait for every replica's answer is kept short.
+            let (cleanup, wait) = match self.cluster_name() {
+                Some(c) => (
+                    format!(
+                        "ALTER TABLE {}_local ON CLUSTER `{c}` DELETE WHERE tenant_id = ? AND version = ?",
+                        table.name
+                    ),
+                    "10",
+                ),
+                None => (format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version = ?", table.name), "180"),
+            };
+            let query = self.client.query(&cleanup).bind(tenant).bind(old);
+            if let Err(e) = query.with_setting("distributed_ddl_task_timeout", wait).execute().await {
+                tracing::warn!(table = table.name, tenant, error = %e, "could not delete superseded report rows");
+            }
+        }
+        Ok(WriteAck { rows })
+    }
+
+    /// How many rows of `version` of the tenant's slice of a partitioned `table` are before `from`, when they are
+    /// the slice's first rows in order (ordinals 0 to count - 1, as every slice written in storage order has);
+    /// `None` when they are not.
+    async fn rows_in_order_before(
+        &self,
+        tenant: &str,
+        table: &'static ReportTable,
+        version: u64,
+        from: NaiveDate,
+    ) -> Result<Option<u64>> {
+        let Some(column) = table.partition else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT count() AS n, min(row_ordinal) AS lo, max(row_ordinal) AS hi FROM {} \
+             WHERE tenant_id = ? AND version = {version} AND {column} < toDate('{from}')",
+            self.local(table.name)
+        );
+        let sql_ref = sql.as_str();
+        let span: OrdinalSpan =
+            self.on_shard(tenant, &sql, move |client| async move { client.query(sql_ref).bind(tenant).fetch_one().await })
+                .await?;
+        let in_order = span.n == 0 || (span.lo == 0 && u64::from(span.hi) + 1 == span.n);
+        Ok(in_order.then_some(span.n))
+    }
+
+    /// The rows of the tenant's current slice `key` of `table` (none when it was never written), in the order
+    /// written; with `from`, only a partitioned table's rows on or after it.
+    async fn read_slice(
+        &self,
+        tenant: &str,
+        table: &'static ReportTable,
+        key: &str,
+        from: Option<NaiveDate>,
+    ) -> Result<RecordBatch> {
+        // One round trip: the rows of the tenant's current slice. The slice pointer is read in the same statement,
+        // so a concurrent replacement is seen whole or not at all. On a cluster the statement runs on the tenant's
+        // shard, where the pointer is in the local table.
+        let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+        let pointer = queries::REPORT_SLICE.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join(" ");
+        // The day is a date's own text and the column a static ReportTable's, never input.
+        let months = match (from, table.partition) {
+            (Some(from), Some(column)) => format!(" AND {column} >= toDate('{from}')"),
+            _ => String::new(),
+        };
+        // In the order written (rows from before migration 8 have ordinal 0: by their first columns).
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant_id = ? AND version IN ({}){months} ORDER BY row_ordinal, {}",
+            columns.join(", "),
+            table.name,
+            pointer,
+            columns.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+        );
+        let bytes = self.slice_rows(tenant, table, &sql, key).await?;
+        let reader = arrow::json::ReaderBuilder::new(table.schema())
+            .build(Cursor::new(bytes))
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
+        arrow::compute::concat_batches(&table.schema(), &batches)
+            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })
+    }
+
     /// Runs `sql`, a statement over the tenant's current slice of `table` whose only binds are the slice's (tenant,
     /// tenant, slice `key`), on the tenant's shard, and answers its rows as JSON lines (64-bit integers unquoted).
     async fn slice_rows(
@@ -1362,7 +1486,7 @@ impl ClickHouseStore {
     }
 }
 
-fn to_json_lines(tenant: &str, version: u64, batch: &RecordBatch) -> Result<Vec<u8>> {
+fn to_json_lines(tenant: &str, version: u64, first_ordinal: u32, batch: &RecordBatch) -> Result<Vec<u8>> {
     let n = batch.num_rows();
     let mut fields = vec![
         Arc::new(Field::new("tenant_id", DataType::Utf8, false)),
@@ -1375,7 +1499,7 @@ fn to_json_lines(tenant: &str, version: u64, batch: &RecordBatch) -> Result<Vec<
     ];
     columns.extend(batch.columns().iter().cloned());
     fields.push(Arc::new(Field::new("row_ordinal", DataType::UInt32, false)));
-    columns.push(Arc::new(UInt32Array::from_iter_values(0..n as u32)));
+    columns.push(Arc::new(UInt32Array::from_iter_values(first_ordinal..first_ordinal + n as u32)));
     let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
     let mut out = Vec::new();
