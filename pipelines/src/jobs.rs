@@ -324,10 +324,15 @@ async fn load_parts<S: Store>(store: &S, input: &JobInput, with_posts: bool) -> 
 }
 
 /// How many tenants' incremental runs go at once: one such run keeps about one core busy with small reads, merges
-/// and writes, so they go as many at a time as the machine has cores (at most four). A full run has the machine to
+/// and writes, so they go as many at a time as the machine has cores (at most four), or `PULSE_JOBS_CONCURRENCY`
+/// (1 to 16) when set, as for a store on another machine, whose runs mostly wait on it. A full run has the machine to
 /// itself: its computation already uses every core, and its memory is the largest.
 pub fn incremental_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+    let set = std::env::var("PULSE_JOBS_CONCURRENCY").ok().and_then(|v| v.trim().parse::<usize>().ok());
+    match set {
+        Some(n) if (1..=16).contains(&n) => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4),
+    }
 }
 
 /// Runs each tenant's jobs, answering each result with its seconds in the order given: incremental runs
@@ -357,6 +362,10 @@ pub async fn run_each<S: Store + Clone + 'static>(store: &S, inputs: Vec<JobInpu
     let mut out = Vec::with_capacity(tasks.len());
     for task in tasks {
         out.push(task.await.unwrap_or_else(|e| (Err(PipelineError::Input(format!("the run stopped: {e}"))), 0.0)));
+    }
+    // The report slices the runs superseded, deleted together (housekeeping: readers never see them).
+    if let Err(e) = store.sweep_reports().await {
+        tracing::warn!(error = %e, "could not delete superseded report rows");
     }
     out
 }

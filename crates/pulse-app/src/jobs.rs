@@ -171,7 +171,8 @@ pub async fn run_on<S: Store + Clone + 'static>(
             incremental,
         });
     }
-    let asked: Vec<(String, NaiveDate, NaiveDate)> = inputs.iter().map(|i| (i.scope.to_string(), i.from, i.to)).collect();
+    let asked: Vec<(String, NaiveDate, NaiveDate)> =
+        inputs.iter().map(|i| (i.scope.to_string(), i.from, i.to)).collect();
     let mut results = jobs::run_each(store, inputs).await.into_iter().zip(asked);
     Ok(out
         .into_iter()

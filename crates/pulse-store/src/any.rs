@@ -133,6 +133,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.replace_report(scope, table, variant, batch).await)
     }
 
+    async fn sweep_reports(&self) -> Result<usize> {
+        delegate!(self, s => s.sweep_reports().await)
+    }
+
     async fn read_report(
         &self,
         scope: &TenantScope,

@@ -291,6 +291,15 @@ pub trait Store: Send + Sync {
         }
     }
 
+    /// Deletes the rows of report slices superseded since the last sweep, for every tenant this store replaced
+    /// reports of; answers how many slices it asked to delete. Readers never see superseded rows (they follow the
+    /// slice pointers), so this is housekeeping: a jobs run sweeps once at its end. The default has nothing to sweep
+    /// (the lake removes a replaced report's files as it replaces them); ClickHouse sends one delete per table for
+    /// all of them, and sweeps by itself when many are pending.
+    fn sweep_reports(&self) -> impl Future<Output = Result<usize>> + Send {
+        async { Ok(0) }
+    }
+
     /// Where the backend keeps facts as local Parquet files: the files holding the scope's page insight facts for
     /// the filter's days, each checked (readable footer, the lake's columns, no other tenant's directory), for
     /// scanning in place. `None` when the backend is a server: read through [`Store::read_page_insights`].

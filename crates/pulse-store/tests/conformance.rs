@@ -1059,7 +1059,30 @@ async fn clickhouse_a_slice_written_before_months_is_replaced_from_a_month_in_or
     assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected, "from March");
     let again = db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &tail).await.unwrap();
     assert_eq!(again.rows, tail.num_rows(), "only February's rows are sent");
-    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), REACH_WEEKLY.in_storage_order(&written).unwrap());
+    assert_eq!(
+        db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(),
+        REACH_WEEKLY.in_storage_order(&written).unwrap()
+    );
+    // The three superseded versions are deleted by one sweep (a mutation, so it can take a moment), leaving one.
+    assert_eq!(db.store.sweep_reports().await.unwrap(), 3, "the versions superseded so far");
+    assert_eq!(db.store.sweep_reports().await.unwrap(), 0, "nothing left to sweep");
+    let mut versions = 0;
+    for _ in 0..200 {
+        versions = client
+            .query("SELECT uniqExact(version) FROM report_reach_weekly WHERE tenant_id = 'alpha'")
+            .fetch_one::<u64>()
+            .await
+            .unwrap();
+        if versions == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(versions, 1, "the superseded versions' rows deleted");
+    assert_eq!(
+        db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(),
+        REACH_WEEKLY.in_storage_order(&written).unwrap()
+    );
     db.drop().await;
 }
 

@@ -235,8 +235,9 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{{\"mode\": \"{mode}\", \"tenants\": {}, \"facts\": {facts}, \"changed_days\": {changed}, \"report_rows_written\": {rows}, \"seconds\": {secs:.2}, \"peak_rss_mib\": {:.0}, \"phases\": {{{}}}}}",
+        "{{\"mode\": \"{mode}\", \"tenants\": {}, \"concurrency\": {}, \"facts\": {facts}, \"changed_days\": {changed}, \"report_rows_written\": {rows}, \"seconds\": {secs:.2}, \"peak_rss_mib\": {:.0}, \"phases\": {{{}}}}}",
         access.scopes().len(),
+        if mode == "incremental" { jobs::incremental_concurrency() } else { 1 },
         peak_rss_mib(),
         phases.iter().map(|(p, s)| format!("\"{p}\": {s:.2}")).collect::<Vec<_>>().join(", ")
     );

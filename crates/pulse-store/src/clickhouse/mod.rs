@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod placement;
+mod rowbinary;
 mod rows;
 mod store;
 

@@ -78,6 +78,11 @@ pub(crate) struct FactOut {
 const FACT: &str = "page insight fact";
 
 impl FactOut {
+    /// The table's key after the tenant: metric, period, day, page, breakdown.
+    pub fn sort_key(&self) -> (&str, &str, u16, &str, &str) {
+        (&self.metric, &self.period, self.day, &self.page_id, &self.breakdown)
+    }
+
     pub fn into_fact(self) -> Result<PageInsightFact> {
         Ok(PageInsightFact {
             practice: parse_field(FACT, "practice_code", &self.practice_code)?,

@@ -1,12 +1,9 @@
 //! [`ClickHouseStore`]: the [`Store`] interface over ClickHouse.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{ArrayRef, StringArray, UInt32Array, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::{NaiveDate, Utc};
 use clickhouse::Client;
@@ -70,7 +67,14 @@ pub struct ClickHouseStore {
     routes: Arc<OnceCell<Routes>>,
     /// Leases in a coordination service, when configured.
     keeper: Option<crate::keeper::Keeper>,
+    /// Report slice versions superseded and not yet deleted (table, tenant, version), shared by the store's clones:
+    /// deleted together by [`Store::sweep_reports`], one mutation per table, not one per replacement.
+    superseded: Arc<Mutex<Vec<(&'static str, String, u64)>>>,
 }
+
+/// Superseded report slices pending deletion beyond which a replacement deletes them itself (a writer that never
+/// sweeps still leaves a bounded number behind).
+const SWEEP_AT: usize = 256;
 
 /// How the store reaches a cluster's shards.
 pub(super) struct Routes {
@@ -140,6 +144,7 @@ impl ClickHouseStore {
             settings: Arc::new(settings),
             schema_checked: Arc::new(OnceCell::new()),
             routes: Arc::new(OnceCell::new()),
+            superseded: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -694,7 +699,7 @@ impl Store for ClickHouseStore {
         };
         let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
         let pages: Vec<&str> = filter.pages.iter().map(|p| p.as_str()).collect();
-        let rows: Vec<FactOut> = self
+        let mut rows: Vec<FactOut> = self
             .fetch_tenant(scope.as_str(), "page_insights", queries::READ_PAGE_INSIGHTS, |q| {
                 q.bind(scope.as_str())
                     .bind(InList(&metrics))
@@ -709,6 +714,8 @@ impl Store for ClickHouseStore {
                     .bind(day_param(filter.sundays_or_from, MIN_DAY))
             })
             .await?;
+        // In the table's key order, as the query once sorted them (a sort here costs less than the server's).
+        rows.sort_unstable_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         rows.into_iter().map(FactOut::into_fact).collect()
     }
 
@@ -1066,6 +1073,10 @@ impl Store for ClickHouseStore {
         self.read_slice(scope.as_str(), table, &variant.slice_key(table), Some(from)).await
     }
 
+    async fn sweep_reports(&self) -> Result<usize> {
+        Ok(self.sweep_superseded().await)
+    }
+
     async fn fact_files(&self, _scope: &TenantScope, _filter: &FactFilter) -> Result<Option<Vec<PathBuf>>> {
         Ok(None)
     }
@@ -1264,6 +1275,44 @@ enum Bind {
 }
 
 impl ClickHouseStore {
+    /// Deletes the report slice versions superseded so far: one mutation per table, for every tenant and version
+    /// (a mutation rewrites the table's parts, so one per replacement cost a jobs run a fifth of its time).
+    /// Removing garbage is housekeeping: a failure is logged and its versions stay unreachable (readers follow the
+    /// pointers), and answers how many versions it asked to delete.
+    async fn sweep_superseded(&self) -> usize {
+        let pending = std::mem::take(&mut *self.superseded.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut by_table: BTreeMap<&'static str, Vec<(String, u64)>> = BTreeMap::new();
+        for (table, tenant, version) in pending {
+            by_table.entry(table).or_default().push((tenant, version));
+        }
+        let mut swept = 0;
+        for (table, versions) in by_table {
+            // On a cluster the mutation goes to the replicated local tables through the DDL queue; a replica that is
+            // down runs it when it comes back, so the wait for every replica's answer is kept short.
+            let pairs = vec!["(?, ?)"; versions.len()].join(", ");
+            let (cleanup, wait) = match self.cluster_name() {
+                Some(c) => (
+                    format!(
+                        "ALTER TABLE {table}_local ON CLUSTER `{c}` DELETE WHERE (tenant_id, version) IN ({pairs})"
+                    ),
+                    "10",
+                ),
+                None => (format!("ALTER TABLE {table} DELETE WHERE (tenant_id, version) IN ({pairs})"), "180"),
+            };
+            let mut query = self.client.query(&cleanup);
+            for (tenant, version) in &versions {
+                query = query.bind(tenant.as_str()).bind(*version);
+            }
+            match query.with_setting("distributed_ddl_task_timeout", wait).execute().await {
+                Ok(()) => swept += versions.len(),
+                Err(e) => {
+                    tracing::warn!(table, versions = versions.len(), error = %e, "could not delete superseded report rows")
+                }
+            }
+        }
+        swept
+    }
+
     /// Writes `batch` as a new version of the tenant's slice `key` of `table`, after the rows of the `previous`
     /// version before `head`'s day (`head`'s count of them, ordinals 0 to count - 1) copied into it inside
     /// ClickHouse, then points readers at the new version and deletes the previous one. Answers the rows sent.
@@ -1292,8 +1341,12 @@ impl ClickHouseStore {
                  WHERE tenant_id = ? AND version = {old} AND {column} < toDate('{from}')"
             );
             let sql_ref = sql.as_str();
-            self.on_shard(tenant, &sql, move |client| async move { client.query(sql_ref).bind(tenant).execute().await })
-                .await?;
+            self.on_shard(
+                tenant,
+                &sql,
+                move |client| async move { client.query(sql_ref).bind(tenant).execute().await },
+            )
+            .await?;
             kept = count;
         }
         if rows > 0 {
@@ -1301,9 +1354,13 @@ impl ClickHouseStore {
                 table: table.name.into(),
                 reason: format!("{kept} rows kept: more than a slice can number"),
             })?;
-            let body = to_json_lines(tenant, version, first, batch)?;
-            // The table name comes from a static ReportTable, never from input.
-            let sql = format!("INSERT INTO {} FORMAT JSONEachRow", self.local(table.name));
+            let body = super::rowbinary::encode(table, tenant, version, first, batch)?;
+            // The table and its columns come from a static ReportTable, never from input.
+            let sql = format!(
+                "INSERT INTO {} ({}) FORMAT RowBinary",
+                self.local(table.name),
+                super::rowbinary::insert_columns(table)
+            );
             let body = bytes::Bytes::from(body);
             let (sql_ref, body) = (sql.as_str(), &body);
             self.on_shard(tenant, &sql, move |client| async move {
@@ -1324,23 +1381,15 @@ impl ClickHouseStore {
         };
         self.insert_rows::<SliceRow<'_>>(tenant, "report_slices", std::iter::once(slice)).await?;
         // The superseded slice of this variant is garbage now (other variants keep theirs, and the rows kept were
-        // copied); removing it is housekeeping, so a failure is only logged.
+        // copied): deleted by the next sweep, with every other slice superseded by then.
         if let Some(old) = previous {
-            // On a cluster the mutation goes to the replicated local tables through the DDL queue; a replica that is
-            // down runs it when it comes back, so the wait for every replica's answer is kept short.
-            let (cleanup, wait) = match self.cluster_name() {
-                Some(c) => (
-                    format!(
-                        "ALTER TABLE {}_local ON CLUSTER `{c}` DELETE WHERE tenant_id = ? AND version = ?",
-                        table.name
-                    ),
-                    "10",
-                ),
-                None => (format!("ALTER TABLE {} DELETE WHERE tenant_id = ? AND version = ?", table.name), "180"),
+            let pending = {
+                let mut superseded = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+                superseded.push((table.name, tenant.to_owned(), old));
+                superseded.len()
             };
-            let query = self.client.query(&cleanup).bind(tenant).bind(old);
-            if let Err(e) = query.with_setting("distributed_ddl_task_timeout", wait).execute().await {
-                tracing::warn!(table = table.name, tenant, error = %e, "could not delete superseded report rows");
+            if pending >= SWEEP_AT {
+                self.sweep_superseded().await;
             }
         }
         Ok(WriteAck { rows })
@@ -1365,9 +1414,9 @@ impl ClickHouseStore {
             self.local(table.name)
         );
         let sql_ref = sql.as_str();
-        let span: OrdinalSpan =
-            self.on_shard(tenant, &sql, move |client| async move { client.query(sql_ref).bind(tenant).fetch_one().await })
-                .await?;
+        let span: OrdinalSpan = self
+            .on_shard(tenant, &sql, move |client| async move { client.query(sql_ref).bind(tenant).fetch_one().await })
+            .await?;
         let in_order = span.n == 0 || (span.lo == 0 && u64::from(span.hi) + 1 == span.n);
         Ok(in_order.then_some(span.n))
     }
@@ -1399,25 +1448,20 @@ impl ClickHouseStore {
             pointer,
             columns.iter().take(3).copied().collect::<Vec<_>>().join(", ")
         );
-        let bytes = self.slice_rows(tenant, table, &sql, key).await?;
-        let reader = arrow::json::ReaderBuilder::new(table.schema())
-            .build(Cursor::new(bytes))
-            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
-        arrow::compute::concat_batches(&table.schema(), &batches)
-            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })
+        let bytes = self.slice_rows(tenant, table, &sql, key, "RowBinary").await?;
+        super::rowbinary::decode(table, &bytes)
     }
 
     /// Runs `sql`, a statement over the tenant's current slice of `table` whose only binds are the slice's (tenant,
-    /// tenant, slice `key`), on the tenant's shard, and answers its rows as JSON lines (64-bit integers unquoted).
+    /// tenant, slice `key`), on the tenant's shard, and answers its rows in `format` (JSON lines: 64-bit integers
+    /// unquoted).
     async fn slice_rows(
         &self,
         tenant: &str,
         table: &'static ReportTable,
         sql: &str,
         key: &str,
+        format: &str,
     ) -> Result<bytes::Bytes> {
         let sql = self.localised(sql, &[table.name, "report_slices"]);
         let sql_ref = sql.as_str();
@@ -1428,7 +1472,7 @@ impl ClickHouseStore {
                 .bind(tenant)
                 .bind(key)
                 .with_setting("output_format_json_quote_64bit_integers", "0")
-                .fetch_bytes("JSONEachRow")?
+                .fetch_bytes(format)?
                 .collect()
                 .await
         })
@@ -1450,7 +1494,7 @@ impl ClickHouseStore {
         let sql = format!(
             "SELECT toString(min({date})) AS first, toString(max({date})) AS last, count() AS n, any(version) AS v {slice}"
         );
-        let bytes = self.slice_rows(tenant, table, &sql, key).await?;
+        let bytes = self.slice_rows(tenant, table, &sql, key, "JSONEachRow").await?;
         let extent: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Report {
             table: table.name.into(),
             reason: format!("the slice's extent was not read: {e}"),
@@ -1484,29 +1528,4 @@ impl ClickHouseStore {
             self.fetch_tenant(tenant, "report_slices", queries::REPORT_SLICE, |q| q.bind(tenant).bind(key)).await?;
         Ok(versions.into_iter().max())
     }
-}
-
-fn to_json_lines(tenant: &str, version: u64, first_ordinal: u32, batch: &RecordBatch) -> Result<Vec<u8>> {
-    let n = batch.num_rows();
-    let mut fields = vec![
-        Arc::new(Field::new("tenant_id", DataType::Utf8, false)),
-        Arc::new(Field::new("version", DataType::UInt64, false)),
-    ];
-    fields.extend(batch.schema().fields().iter().cloned());
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values((0..n).map(|_| tenant))),
-        Arc::new(UInt64Array::from_iter_values((0..n).map(|_| version))),
-    ];
-    columns.extend(batch.columns().iter().cloned());
-    fields.push(Arc::new(Field::new("row_ordinal", DataType::UInt32, false)));
-    columns.push(Arc::new(UInt32Array::from_iter_values(first_ordinal..first_ordinal + n as u32)));
-    let full = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
-    let mut out = Vec::new();
-    {
-        let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
-        writer.write(&full).map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
-        writer.finish().map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })?;
-    }
-    Ok(out)
 }
