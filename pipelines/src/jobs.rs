@@ -328,10 +328,16 @@ async fn load_parts<S: Store>(store: &S, input: &JobInput, with_posts: bool) -> 
 /// (1 to 16) when set, as for a store on another machine, whose runs mostly wait on it. A full run has the machine to
 /// itself: its computation already uses every core, and its memory is the largest.
 pub fn incremental_concurrency() -> usize {
-    let set = std::env::var("PULSE_JOBS_CONCURRENCY").ok().and_then(|v| v.trim().parse::<usize>().ok());
-    match set {
-        Some(n) if (1..=16).contains(&n) => n,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4),
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let Ok(set) = std::env::var("PULSE_JOBS_CONCURRENCY") else {
+        return cores;
+    };
+    match set.trim().parse::<usize>() {
+        Ok(n) if (1..=16).contains(&n) => n,
+        _ => {
+            tracing::warn!(value = %set, cores, "PULSE_JOBS_CONCURRENCY is not a number from 1 to 16; going by cores");
+            cores
+        }
     }
 }
 
@@ -359,8 +365,16 @@ pub async fn run_each<S: Store + Clone + 'static>(store: &S, inputs: Vec<JobInpu
             ))
         })
         .collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for task in tasks {
+    // Dropped (a daemon's shutdown gave up waiting), the runs not finished are stopped, not left running.
+    struct StopOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
+    impl<T> Drop for StopOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.iter().for_each(tokio::task::JoinHandle::abort);
+        }
+    }
+    let mut tasks = StopOnDrop(tasks);
+    let mut out = Vec::with_capacity(tasks.0.len());
+    for task in &mut tasks.0 {
         out.push(task.await.unwrap_or_else(|e| (Err(PipelineError::Input(format!("the run stopped: {e}"))), 0.0)));
     }
     // The report slices the runs superseded, deleted together (housekeeping: readers never see them).

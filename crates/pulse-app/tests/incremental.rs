@@ -48,19 +48,8 @@ async fn the_daily_run_recomputes_what_changed_and_equals_a_full_recompute() {
 /// `PULSE_TEST_CLICKHOUSE_URL` is set (CI); with `PULSE_REQUIRE_CLICKHOUSE=1` a missing server fails it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_clickhouse_the_daily_run_equals_a_full_recompute() {
-    let url = match std::env::var("PULSE_TEST_CLICKHOUSE_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => {
-            if std::env::var("PULSE_REQUIRE_CLICKHOUSE").is_ok_and(|v| v == "1") {
-                panic!(
-                    "PULSE_REQUIRE_CLICKHOUSE=1 but PULSE_TEST_CLICKHOUSE_URL is not set; start one with `bash .ci/clickhouse.sh`"
-                );
-            }
-            eprintln!(
-                "skipped: set PULSE_TEST_CLICKHOUSE_URL=$(bash .ci/clickhouse.sh) to run incremental jobs on ClickHouse"
-            );
-            return;
-        }
+    let Some(url) = pulse_config::testing::clickhouse_url("incremental jobs on ClickHouse") else {
+        return;
     };
     let db = format!("pulse_incremental_{}", std::process::id());
     daily_runs_equal_a_full_recompute(Some(format!(

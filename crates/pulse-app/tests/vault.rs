@@ -200,19 +200,8 @@ async fn the_vault_on_the_lake_keeps_only_sealed_tokens() {
 
 #[tokio::test]
 async fn the_vault_on_clickhouse_keeps_only_sealed_tokens() {
-    let url = match std::env::var("PULSE_TEST_CLICKHOUSE_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => {
-            if std::env::var("PULSE_REQUIRE_CLICKHOUSE").is_ok_and(|v| v == "1") {
-                panic!(
-                    "PULSE_REQUIRE_CLICKHOUSE=1 but PULSE_TEST_CLICKHOUSE_URL is not set; start one with `bash .ci/clickhouse.sh`"
-                );
-            }
-            eprintln!(
-                "skipped: set PULSE_TEST_CLICKHOUSE_URL=$(bash .ci/clickhouse.sh) to run the vault on ClickHouse"
-            );
-            return;
-        }
+    let Some(url) = pulse_config::testing::clickhouse_url("the vault on ClickHouse") else {
+        return;
     };
     let db = format!("pulse_vault_{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();

@@ -20,3 +20,20 @@ pub fn operator<T: Display>(tenants: impl IntoIterator<Item = T>) -> Access {
         Err(e) => panic!("a test config with tenants did not parse: {e}"),
     }
 }
+
+/// The ClickHouse server a test runs against (`PULSE_TEST_CLICKHOUSE_URL`, which CI sets). Without one the test is
+/// skipped with a note on how to run it (`what`), unless `PULSE_REQUIRE_CLICKHOUSE=1` (CI): then it fails.
+pub fn clickhouse_url(what: &str) -> Option<String> {
+    match std::env::var("PULSE_TEST_CLICKHOUSE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("PULSE_REQUIRE_CLICKHOUSE").is_ok_and(|v| v == "1") {
+                panic!(
+                    "PULSE_REQUIRE_CLICKHOUSE=1 but PULSE_TEST_CLICKHOUSE_URL is not set; start one with `bash .ci/clickhouse.sh`"
+                );
+            }
+            eprintln!("skipped: set PULSE_TEST_CLICKHOUSE_URL=$(bash .ci/clickhouse.sh) to run {what}");
+            None
+        }
+    }
+}

@@ -283,11 +283,8 @@ pub trait Store: Send + Sync {
         async move {
             let tail = check_tail(table, from, batch)?;
             let old = self.read_report(scope.read(), table, variant).await?;
-            let (head, _) = table.split(&old, from)?;
-            let whole = arrow::compute::concat_batches(&table.schema(), [&head, &tail])
-                .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
             // The rows written: the whole slice.
-            self.replace_report(scope, table, variant, &whole).await
+            self.replace_report(scope, table, variant, &table.with_tail(&old, from, &tail)?).await
         }
     }
 

@@ -431,6 +431,13 @@ impl ReportTable {
         Ok((pick(&before)?, pick(&after)?))
     }
 
+    /// `old`'s rows before `from`, then `tail` (rows on or after `from`): a slice replaced from `from` on.
+    pub fn with_tail(&self, old: &RecordBatch, from: NaiveDate, tail: &RecordBatch) -> Result<RecordBatch> {
+        let (head, _) = self.split(old, from)?;
+        arrow::compute::concat_batches(&self.schema(), [&head, tail])
+            .map_err(|e| StoreError::Report { table: self.name.into(), reason: e.to_string() })
+    }
+
     /// A partitioned table's rows split by month (`YYYY-MM`), months ascending, each month's rows in the order
     /// given. Storage keeps this order, so a table written whole reads back as one updated month by month does.
     pub fn by_month(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {

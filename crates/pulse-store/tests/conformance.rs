@@ -395,17 +395,23 @@ async fn a_report_replaced_from_a_month_keeps_the_months_before<S: Store>(store:
     assert_eq!(store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(4));
 }
 
-/// A partitioned report reads back month by month, each month's rows in the order written (here page by page), on
-/// every store: what an incremental run writes a month at a time then reads back as a full run's.
-async fn a_partitioned_report_reads_back_month_by_month<S: Store>(store: &S) {
-    let (alpha, _) = scopes();
+/// `weeks` weeks of reach from 7 January 2018 (eight: January and February) of page 1001, then of page 1002: page
+/// by page.
+fn two_pages_of_reach(weeks: usize) -> RecordBatch {
     let page = |id: &str| {
-        let b = reach_report(8);
+        let b = reach_report(weeks);
         let mut columns = b.columns().to_vec();
         columns[1] = Arc::new(StringArray::from_iter_values((0..b.num_rows()).map(|_| id)));
         RecordBatch::try_new(b.schema(), columns).unwrap()
     };
-    let written = arrow::compute::concat_batches(&REACH_WEEKLY.schema(), [&page("1001"), &page("1002")]).unwrap();
+    arrow::compute::concat_batches(&REACH_WEEKLY.schema(), [&page("1001"), &page("1002")]).unwrap()
+}
+
+/// A partitioned report reads back month by month, each month's rows in the order written (here page by page), on
+/// every store: what an incremental run writes a month at a time then reads back as a full run's.
+async fn a_partitioned_report_reads_back_month_by_month<S: Store>(store: &S) {
+    let (alpha, _) = scopes();
+    let written = two_pages_of_reach(8);
     store.replace_report(&alpha, &REACH_WEEKLY, &main(), &written).await.unwrap();
     let back = store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap();
     let pages = back.column(1).as_any().downcast_ref::<StringArray>().unwrap();
@@ -1015,75 +1021,70 @@ async fn clickhouse_a_slice_written_before_months_is_replaced_from_a_month_in_or
         return;
     };
     let (alpha, _) = scopes();
-    let page = |id: &str| {
-        let b = reach_report(8);
-        let mut columns = b.columns().to_vec();
-        columns[1] = Arc::new(StringArray::from_iter_values((0..b.num_rows()).map(|_| id)));
-        RecordBatch::try_new(b.schema(), columns).unwrap()
-    };
-    let written = arrow::compute::concat_batches(&REACH_WEEKLY.schema(), [&page("1001"), &page("1002")]).unwrap();
+    let written = two_pages_of_reach(13);
     db.store.replace_report(&alpha, &REACH_WEEKLY, &main(), &written).await.unwrap();
     // Ordinals page by page, as a slice written in that order has them.
     let client = ::clickhouse::Client::default().with_url(&db.url).with_database(&db.name).with_validation(false);
     client
         .query(
             "ALTER TABLE report_reach_weekly UPDATE row_ordinal = \
-             toUInt32(if(page_id = '1001', 0, 8) + intDiv(toUInt32(week_ending) - 17538, 7)) WHERE tenant_id = 'alpha'",
+             toUInt32(if(page_id = '1001', 0, 13) + intDiv(toUInt32(week_ending) - 17538, 7)) WHERE tenant_id = 'alpha'",
         )
         .execute()
         .await
         .unwrap();
+    wait_for_mutations(&client, &db.name).await;
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), written, "page by page");
+    // Replaced from March: January and February (two months of the old order) are written again month by month,
+    // as the lake writes them, then March's rows.
+    let march = NaiveDate::from_ymd_opt(2018, 3, 1).unwrap();
+    let tail = REACH_WEEKLY.rows_from(&written, march).unwrap();
+    let ack = db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), march, &tail).await.unwrap();
+    assert_eq!(ack.rows, tail.num_rows(), "the rows of the replaced months");
+    let expected = REACH_WEEKLY.in_storage_order(&written).unwrap();
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected);
+    // Now in storage order: the next replacements copy the months before inside ClickHouse, and read back the same.
+    let april = NaiveDate::from_ymd_opt(2018, 4, 1).unwrap();
+    db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), april, &tail.slice(0, 0)).await.unwrap();
+    let before_april = REACH_WEEKLY.split(&expected, april).unwrap().0;
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), before_april, "from April");
+    let feb = NaiveDate::from_ymd_opt(2018, 2, 1).unwrap();
+    let again = db
+        .store
+        .replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &REACH_WEEKLY.rows_from(&written, feb).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(again.rows, 18, "only the rows from February on are sent");
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected);
+    // The three superseded versions are deleted by one sweep (a mutation, so it can take a moment), leaving one.
+    assert_eq!(db.store.sweep_reports().await.unwrap(), 3, "the versions superseded so far");
+    assert_eq!(db.store.sweep_reports().await.unwrap(), 0, "nothing left to sweep");
+    wait_for_mutations(&client, &db.name).await;
+    let versions: u64 = client
+        .query("SELECT uniqExact(version) FROM report_reach_weekly WHERE tenant_id = 'alpha'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(versions, 1, "the superseded versions' rows deleted");
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected);
+    db.drop().await;
+}
+
+/// Waits (up to ten seconds) until the database's mutations are done.
+async fn wait_for_mutations(client: &::clickhouse::Client, database: &str) {
     for _ in 0..200 {
         let pending: u64 = client
             .query("SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0")
-            .bind(&db.name)
+            .bind(database)
             .fetch_one()
             .await
             .unwrap();
         if pending == 0 {
-            break;
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), written, "page by page");
-    let feb = NaiveDate::from_ymd_opt(2018, 2, 1).unwrap();
-    let tail = REACH_WEEKLY.rows_from(&written, feb).unwrap();
-    db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &tail).await.unwrap();
-    let (head, _) = REACH_WEEKLY.split(&written, feb).unwrap();
-    let expected = REACH_WEEKLY.in_storage_order(&tail).unwrap();
-    let expected = arrow::compute::concat_batches(&REACH_WEEKLY.schema(), [&head, &expected]).unwrap();
-    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected);
-    // Now in storage order: the next replacement copies January inside ClickHouse, and reads back the same.
-    let march = NaiveDate::from_ymd_opt(2018, 3, 1).unwrap();
-    db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), march, &tail.slice(0, 0)).await.unwrap();
-    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected, "from March");
-    let again = db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), feb, &tail).await.unwrap();
-    assert_eq!(again.rows, tail.num_rows(), "only February's rows are sent");
-    assert_eq!(
-        db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(),
-        REACH_WEEKLY.in_storage_order(&written).unwrap()
-    );
-    // The three superseded versions are deleted by one sweep (a mutation, so it can take a moment), leaving one.
-    assert_eq!(db.store.sweep_reports().await.unwrap(), 3, "the versions superseded so far");
-    assert_eq!(db.store.sweep_reports().await.unwrap(), 0, "nothing left to sweep");
-    let mut versions = 0;
-    for _ in 0..200 {
-        versions = client
-            .query("SELECT uniqExact(version) FROM report_reach_weekly WHERE tenant_id = 'alpha'")
-            .fetch_one::<u64>()
-            .await
-            .unwrap();
-        if versions == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(versions, 1, "the superseded versions' rows deleted");
-    assert_eq!(
-        db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(),
-        REACH_WEEKLY.in_storage_order(&written).unwrap()
-    );
-    db.drop().await;
+    panic!("mutations still running in {database} after ten seconds");
 }
 
 #[tokio::test]

@@ -360,12 +360,13 @@ pub(crate) struct SliceRow<'a> {
     pub version: u64,
 }
 
-/// The count and ordinal range of some rows of a report slice.
+/// The count, ordinal range and distinct ordinals of some rows of a report slice.
 #[derive(Debug, Row, Deserialize)]
 pub(crate) struct OrdinalSpan {
     pub n: u64,
     pub lo: u32,
     pub hi: u32,
+    pub distinct: u64,
 }
 
 #[derive(Debug, Row, Serialize, Deserialize)]

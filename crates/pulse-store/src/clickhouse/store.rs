@@ -69,8 +69,11 @@ pub struct ClickHouseStore {
     keeper: Option<crate::keeper::Keeper>,
     /// Report slice versions superseded and not yet deleted (table, tenant, version), shared by the store's clones:
     /// deleted together by [`Store::sweep_reports`], one mutation per table, not one per replacement.
-    superseded: Arc<Mutex<Vec<(&'static str, String, u64)>>>,
+    superseded: Arc<Mutex<Vec<Superseded>>>,
 }
+
+/// A superseded report slice version: its table, tenant and version.
+type Superseded = (&'static str, String, u64);
 
 /// Superseded report slices pending deletion beyond which a replacement deletes them itself (a writer that never
 /// sweeps still leaves a bounded number behind).
@@ -1042,10 +1045,9 @@ impl Store for ClickHouseStore {
         // The rows before `from` are not the slice's first rows in order (written before reports were kept month by
         // month, or before rows had ordinals): the slice is read and written whole, once, in storage order.
         let old = self.read_slice(tenant, table, &key, None).await?;
-        let (head, _) = table.split(&old, from)?;
-        let whole = arrow::compute::concat_batches(&table.schema(), [&head, &tail])
-            .map_err(|e| StoreError::Report { table: table.name.into(), reason: e.to_string() })?;
-        self.write_slice(tenant, table, &key, Some(previous), None, &whole).await
+        let whole = table.in_storage_order(&table.with_tail(&old, from, &tail)?)?;
+        self.write_slice(tenant, table, &key, Some(previous), None, &whole).await?;
+        Ok(WriteAck { rows: tail.num_rows() })
     }
 
     async fn read_report(
@@ -1306,7 +1308,10 @@ impl ClickHouseStore {
             match query.with_setting("distributed_ddl_task_timeout", wait).execute().await {
                 Ok(()) => swept += versions.len(),
                 Err(e) => {
-                    tracing::warn!(table, versions = versions.len(), error = %e, "could not delete superseded report rows")
+                    // Kept for the next sweep.
+                    tracing::warn!(table, versions = versions.len(), error = %e, "could not delete superseded report rows");
+                    let mut pending = self.superseded.lock().unwrap_or_else(|e| e.into_inner());
+                    pending.extend(versions.into_iter().map(|(tenant, version)| (table, tenant, version)));
                 }
             }
         }
@@ -1325,7 +1330,10 @@ impl ClickHouseStore {
         head: Option<(NaiveDate, u64)>,
         batch: &RecordBatch,
     ) -> Result<WriteAck> {
-        let version = Utc::now().timestamp_micros().max(0) as u64;
+        // After the previous version whatever the clock says (a clock stepped back must not leave the pointer on
+        // the version the sweep deletes).
+        let now = Utc::now().timestamp_micros().max(0) as u64;
+        let version = previous.map_or(now, |p| now.max(p + 1));
         let rows = batch.num_rows();
         let mut kept = 0;
         if let (Some(old), Some((from, count)), Some(column)) = (previous, head, table.partition)
@@ -1341,12 +1349,34 @@ impl ClickHouseStore {
                  WHERE tenant_id = ? AND version = {old} AND {column} < toDate('{from}')"
             );
             let sql_ref = sql.as_str();
-            self.on_shard(
-                tenant,
-                &sql,
-                move |client| async move { client.query(sql_ref).bind(tenant).execute().await },
-            )
-            .await?;
+            let copy = move |client: Client| async move { client.query(sql_ref).bind(tenant).execute().await };
+            // Sent once, never again to another replica after a timeout (a second copy would double the rows).
+            match self.routes().await? {
+                Some(routes) => {
+                    let shard = self.shard_in(routes, tenant).await?;
+                    self.on_replica_in_use(routes, shard, &sql, copy).await?
+                }
+                None => copy(self.client.clone()).await.map_err(|e| self.error(&sql, e))?,
+            }
+            // The copy is checked before anyone can read it: every kept row, once, numbered from 0. A writer that
+            // replaced and swept the slice meanwhile, or a replica behind, leaves fewer; the run stops and the
+            // slice stays as it was.
+            let copied = self.ordinal_span(tenant, table, version, None).await?;
+            if (copied.n, copied.lo, u64::from(copied.hi) + 1, copied.distinct) != (count, 0, count, count) {
+                self.superseded.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    table.name,
+                    tenant.to_owned(),
+                    version,
+                ));
+                return Err(StoreError::Report {
+                    table: table.name.into(),
+                    reason: format!(
+                        "the {count} rows before {from} were not copied whole into the new slice ({} were): was the \
+                         slice replaced by another run meanwhile? Nothing was replaced; run the jobs again",
+                        copied.n
+                    ),
+                });
+            }
             kept = count;
         }
         if rows > 0 {
@@ -1405,20 +1435,35 @@ impl ClickHouseStore {
         version: u64,
         from: NaiveDate,
     ) -> Result<Option<u64>> {
-        let Some(column) = table.partition else {
+        if table.partition.is_none() {
             return Ok(None);
+        }
+        let span = self.ordinal_span(tenant, table, version, Some(from)).await?;
+        let in_order = span.n == 0 || (span.lo == 0 && u64::from(span.hi) + 1 == span.n && span.distinct == span.n);
+        Ok(in_order.then_some(span.n))
+    }
+
+    /// The count, ordinal range and distinct ordinals of `version`'s rows of the tenant's slice of `table` (before
+    /// `before`, a partitioned table's day, when given).
+    async fn ordinal_span(
+        &self,
+        tenant: &str,
+        table: &'static ReportTable,
+        version: u64,
+        before: Option<NaiveDate>,
+    ) -> Result<OrdinalSpan> {
+        let months = match (before, table.partition) {
+            (Some(day), Some(column)) => format!(" AND {column} < toDate('{day}')"),
+            _ => String::new(),
         };
         let sql = format!(
-            "SELECT count() AS n, min(row_ordinal) AS lo, max(row_ordinal) AS hi FROM {} \
-             WHERE tenant_id = ? AND version = {version} AND {column} < toDate('{from}')",
+            "SELECT count() AS n, min(row_ordinal) AS lo, max(row_ordinal) AS hi, uniqExact(row_ordinal) AS uniq \
+             FROM {} WHERE tenant_id = ? AND version = {version}{months}",
             self.local(table.name)
         );
         let sql_ref = sql.as_str();
-        let span: OrdinalSpan = self
-            .on_shard(tenant, &sql, move |client| async move { client.query(sql_ref).bind(tenant).fetch_one().await })
-            .await?;
-        let in_order = span.n == 0 || (span.lo == 0 && u64::from(span.hi) + 1 == span.n);
-        Ok(in_order.then_some(span.n))
+        self.on_shard(tenant, &sql, move |client| async move { client.query(sql_ref).bind(tenant).fetch_one().await })
+            .await
     }
 
     /// The rows of the tenant's current slice `key` of `table` (none when it was never written), in the order
@@ -1453,8 +1498,8 @@ impl ClickHouseStore {
     }
 
     /// Runs `sql`, a statement over the tenant's current slice of `table` whose only binds are the slice's (tenant,
-    /// tenant, slice `key`), on the tenant's shard, and answers its rows in `format` (JSON lines: 64-bit integers
-    /// unquoted).
+    /// tenant, slice `key`), on the tenant's shard, and answers its rows in `format` (JSON lines with 64-bit
+    /// integers unquoted, or RowBinary).
     async fn slice_rows(
         &self,
         tenant: &str,

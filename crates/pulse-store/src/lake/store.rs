@@ -392,9 +392,8 @@ impl Store for LakeStore {
         if !by_month_already {
             // A slice written whole (before reports were stored by month): its rows before `from` and the new
             // ones, written by month from now on.
-            let (head, _) = table.split(&self.read_report(scope.read(), table, variant).await?, from)?;
-            let whole = dataset::concat(table.schema(), &[head, tail])?;
-            self.replace_report(scope, table, variant, &whole).await?;
+            let old = self.read_report(scope.read(), table, variant).await?;
+            self.replace_report(scope, table, variant, &table.with_tail(&old, from, &tail)?).await?;
         }
         Ok(WriteAck { rows })
     }
