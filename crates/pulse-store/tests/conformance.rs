@@ -1067,6 +1067,15 @@ async fn clickhouse_a_slice_written_before_months_is_replaced_from_a_month_in_or
         .unwrap();
     assert_eq!(versions, 1, "the superseded versions' rows deleted");
     assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), expected);
+    // A server holding fewer of the current slice's rows than were written (a replica behind) is not copied from:
+    // the replacement is refused and nothing changes.
+    client.query("ALTER TABLE report_reach_weekly DELETE WHERE week_ending = '2018-01-07'").execute().await.unwrap();
+    wait_for_mutations(&client, &db.name).await;
+    let behind = db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap();
+    assert_eq!(behind.num_rows(), expected.num_rows() - 2);
+    let err = db.store.replace_report_from(&alpha, &REACH_WEEKLY, &main(), march, &tail).await.unwrap_err();
+    assert!(err.to_string().contains("holds 24 of the current slice's 26 rows"), "{err}");
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), behind, "nothing replaced");
     db.drop().await;
 }
 

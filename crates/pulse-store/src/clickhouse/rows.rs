@@ -369,6 +369,18 @@ pub(crate) struct OrdinalSpan {
     pub distinct: u64,
 }
 
+/// Of a report slice version: its rows before a day (count, ordinal range, distinct ordinals), all its rows on the
+/// server answering, and the rows its pointer recorded when it was written.
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct SliceSpan {
+    pub n: u64,
+    pub lo: u32,
+    pub hi: u32,
+    pub uniq: u64,
+    pub total: u64,
+    pub recorded: u64,
+}
+
 #[derive(Debug, Row, Serialize, Deserialize)]
 pub(crate) struct MigrationRow {
     pub version: u32,

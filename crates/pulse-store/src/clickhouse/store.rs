@@ -1039,7 +1039,7 @@ impl Store for ClickHouseStore {
         let Some(previous) = self.slice_version(tenant, &key).await? else {
             return self.write_slice(tenant, table, &key, None, None, &tail).await;
         };
-        if let Some(kept) = self.rows_in_order_before(tenant, table, previous, from).await? {
+        if let Some(kept) = self.rows_in_order_before(tenant, table, &key, previous, from).await? {
             return self.write_slice(tenant, table, &key, Some(previous), Some((from, kept)), &tail).await;
         }
         // The rows before `from` are not the slice's first rows in order (written before reports were kept month by
@@ -1361,7 +1361,7 @@ impl ClickHouseStore {
             // The copy is checked before anyone can read it: every kept row, once, numbered from 0. A writer that
             // replaced and swept the slice meanwhile, or a replica behind, leaves fewer; the run stops and the
             // slice stays as it was.
-            let copied = self.ordinal_span(tenant, table, version, None).await?;
+            let copied = self.ordinal_span(tenant, table, version).await?;
             if (copied.n, copied.lo, u64::from(copied.hi) + 1, copied.distinct) != (count, 0, count, count) {
                 self.superseded.lock().unwrap_or_else(|e| e.into_inner()).push((
                     table.name,
@@ -1425,40 +1425,57 @@ impl ClickHouseStore {
         Ok(WriteAck { rows })
     }
 
-    /// How many rows of `version` of the tenant's slice of a partitioned `table` are before `from`, when they are
-    /// the slice's first rows in order (ordinals 0 to count - 1, as every slice written in storage order has);
-    /// `None` when they are not.
+    /// How many rows of `version` of the tenant's slice `key` of a partitioned `table` are before `from`, when they
+    /// are the slice's first rows in order (ordinals 0 to count - 1, as every slice written in storage order has);
+    /// `None` when they are not. Refused when the server answering holds fewer rows of the version than its pointer
+    /// says were written (a replica behind, after a move to another replica): a copy from it would lose rows.
     async fn rows_in_order_before(
         &self,
         tenant: &str,
         table: &'static ReportTable,
+        key: &str,
         version: u64,
         from: NaiveDate,
     ) -> Result<Option<u64>> {
-        if table.partition.is_none() {
+        let Some(column) = table.partition else {
             return Ok(None);
+        };
+        // One statement: the rows before `from`, every row of the version, and the rows its pointer recorded.
+        let before = format!("{column} < toDate('{from}')");
+        let sql = format!(
+            "SELECT countIf({before}) AS n, minIf(row_ordinal, {before}) AS lo, maxIf(row_ordinal, {before}) AS hi, \
+             uniqExactIf(row_ordinal, {before}) AS uniq, count() AS total, \
+             (SELECT max(rows) FROM {slices} FINAL WHERE tenant_id = ? AND report = ? AND current_version = {version}) \
+             AS recorded FROM {} WHERE tenant_id = ? AND version = {version}",
+            self.local(table.name),
+            slices = self.local("report_slices"),
+        );
+        let sql_ref = sql.as_str();
+        let span: SliceSpan = self
+            .on_shard(tenant, &sql, move |client| async move {
+                client.query(sql_ref).bind(tenant).bind(key).bind(tenant).fetch_one().await
+            })
+            .await?;
+        if span.total < span.recorded {
+            return Err(StoreError::Report {
+                table: table.name.into(),
+                reason: format!(
+                    "the server answering holds {} of the current slice's {} rows (a replica still catching up?); \
+                     nothing was replaced: run the jobs again once replication has caught up",
+                    span.total, span.recorded
+                ),
+            });
         }
-        let span = self.ordinal_span(tenant, table, version, Some(from)).await?;
-        let in_order = span.n == 0 || (span.lo == 0 && u64::from(span.hi) + 1 == span.n && span.distinct == span.n);
-        Ok(in_order.then_some(span.n))
+        let n = span.n;
+        let in_order = n == 0 || (span.lo == 0 && u64::from(span.hi) + 1 == n && span.uniq == n);
+        Ok(in_order.then_some(n))
     }
 
-    /// The count, ordinal range and distinct ordinals of `version`'s rows of the tenant's slice of `table` (before
-    /// `before`, a partitioned table's day, when given).
-    async fn ordinal_span(
-        &self,
-        tenant: &str,
-        table: &'static ReportTable,
-        version: u64,
-        before: Option<NaiveDate>,
-    ) -> Result<OrdinalSpan> {
-        let months = match (before, table.partition) {
-            (Some(day), Some(column)) => format!(" AND {column} < toDate('{day}')"),
-            _ => String::new(),
-        };
+    /// The count, ordinal range and distinct ordinals of `version`'s rows of the tenant's slice of `table`.
+    async fn ordinal_span(&self, tenant: &str, table: &'static ReportTable, version: u64) -> Result<OrdinalSpan> {
         let sql = format!(
             "SELECT count() AS n, min(row_ordinal) AS lo, max(row_ordinal) AS hi, uniqExact(row_ordinal) AS uniq \
-             FROM {} WHERE tenant_id = ? AND version = {version}{months}",
+             FROM {} WHERE tenant_id = ? AND version = {version}",
             self.local(table.name)
         );
         let sql_ref = sql.as_str();
