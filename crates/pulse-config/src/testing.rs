@@ -22,7 +22,7 @@ pub fn operator<T: Display>(tenants: impl IntoIterator<Item = T>) -> Access {
 }
 
 /// The ClickHouse server a test runs against (`PULSE_TEST_CLICKHOUSE_URL`, which CI sets). Without one the test is
-/// skipped with a note on how to run it (`what`), unless `PULSE_REQUIRE_CLICKHOUSE=1` (CI): then it fails.
+/// skipped with a note (once per test binary) on how to run `what`, unless `PULSE_REQUIRE_CLICKHOUSE=1` (CI): then it fails.
 pub fn clickhouse_url(what: &str) -> Option<String> {
     match std::env::var("PULSE_TEST_CLICKHOUSE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
@@ -32,7 +32,15 @@ pub fn clickhouse_url(what: &str) -> Option<String> {
                     "PULSE_REQUIRE_CLICKHOUSE=1 but PULSE_TEST_CLICKHOUSE_URL is not set; start one with `bash .ci/clickhouse.sh`"
                 );
             }
-            eprintln!("skipped: set PULSE_TEST_CLICKHOUSE_URL=$(bash .ci/clickhouse.sh) to run {what}");
+            // Written straight to stderr (eprintln! is captured by the test harness), once per test binary.
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: skipping {what}; to run it: export PULSE_TEST_CLICKHOUSE_URL=$(bash .ci/clickhouse.sh)"
+                );
+            });
             None
         }
     }

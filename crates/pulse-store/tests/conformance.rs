@@ -633,27 +633,7 @@ struct TestDatabase {
 }
 
 fn clickhouse_url() -> Option<String> {
-    match std::env::var("PULSE_TEST_CLICKHOUSE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            if std::env::var("PULSE_REQUIRE_CLICKHOUSE").is_ok_and(|v| v == "1") {
-                panic!(
-                    "PULSE_REQUIRE_CLICKHOUSE=1 but PULSE_TEST_CLICKHOUSE_URL is not set; start one with `bash .ci/clickhouse.sh`"
-                );
-            }
-            // Written straight to stderr (not eprintln!, which the test harness captures) and once per run.
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: skipping the ClickHouse half of the store conformance suite; to run it: \
-                     export PULSE_TEST_CLICKHOUSE_URL=$(bash .ci/clickhouse.sh)"
-                );
-            });
-            None
-        }
-    }
+    pulse_config::testing::clickhouse_url("the ClickHouse half of the store conformance suite")
 }
 
 impl TestDatabase {
