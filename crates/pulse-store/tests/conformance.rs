@@ -1059,6 +1059,23 @@ async fn clickhouse_a_slice_written_before_months_is_replaced_from_a_month_in_or
     db.drop().await;
 }
 
+/// A ClickHouse writer that never sweeps leaves a bounded number of superseded report slices behind: a replacement
+/// sweeps by itself once 256 are pending.
+#[tokio::test]
+async fn clickhouse_superseded_slices_stay_bounded_without_a_sweep() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let (alpha, _) = scopes();
+    // 260 replacements: 259 superseded slices, 256 of them swept by the replacement that reached 256.
+    for _ in 0..260 {
+        db.store.replace_report(&alpha, &REACH_WEEKLY, &main(), &reach_report(1)).await.unwrap();
+    }
+    assert_eq!(db.store.sweep_reports().await.unwrap(), 3, "only the ones superseded since the store swept itself");
+    assert_eq!(db.store.read_report(&alpha, &REACH_WEEKLY, &main()).await.unwrap(), reach_report(1));
+    db.drop().await;
+}
+
 /// Waits (up to ten seconds) until the database's mutations are done.
 async fn wait_for_mutations(client: &::clickhouse::Client, database: &str) {
     for _ in 0..200 {

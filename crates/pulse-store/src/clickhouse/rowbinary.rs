@@ -1,6 +1,8 @@
 //! Report slices in ClickHouse's RowBinary format: written and read column type by column type from the report
 //! table's declaration. Values cross exactly (floats as their eight bytes, no text to parse), and the server neither
-//! parses nor formats text: JSON lines cost a jobs run's report writes and reads about twice the time.
+//! parses nor formats text. Against JSON lines, an incremental run over 8 tenants of the national year spent 0.93 s
+//! instead of 1.54 s writing reports and 0.44 s instead of 0.82 s reading them (summed over tenants; the phases of
+//! `bash benches/incremental-jobs.sh --clickhouse URL 8`, before and after this change, same session).
 
 use std::sync::Arc;
 

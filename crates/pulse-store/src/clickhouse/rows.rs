@@ -366,7 +366,12 @@ pub(crate) struct OrdinalSpan {
     pub n: u64,
     pub lo: u32,
     pub hi: u32,
-    pub distinct: u64,
+    pub uniq: u64,
+}
+
+/// Whether `n` rows with ordinals from `lo` to `hi`, `uniq` of them distinct, are numbered 0 to n - 1 (none is).
+pub(crate) fn numbered_from_zero(n: u64, lo: u32, hi: u32, uniq: u64) -> bool {
+    n == 0 || (lo == 0 && u64::from(hi) + 1 == n && uniq == n)
 }
 
 /// Of a report slice version: its rows before a day (count, ordinal range, distinct ordinals), all its rows on the

@@ -1362,7 +1362,7 @@ impl ClickHouseStore {
             // replaced and swept the slice meanwhile, or a replica behind, leaves fewer; the run stops and the
             // slice stays as it was.
             let copied = self.ordinal_span(tenant, table, version).await?;
-            if (copied.n, copied.lo, u64::from(copied.hi) + 1, copied.distinct) != (count, 0, count, count) {
+            if copied.n != count || !numbered_from_zero(copied.n, copied.lo, copied.hi, copied.uniq) {
                 self.superseded.lock().unwrap_or_else(|e| e.into_inner()).push((
                     table.name,
                     tenant.to_owned(),
@@ -1466,9 +1466,7 @@ impl ClickHouseStore {
                 ),
             });
         }
-        let n = span.n;
-        let in_order = n == 0 || (span.lo == 0 && u64::from(span.hi) + 1 == n && span.uniq == n);
-        Ok(in_order.then_some(n))
+        Ok(numbered_from_zero(span.n, span.lo, span.hi, span.uniq).then_some(span.n))
     }
 
     /// The count, ordinal range and distinct ordinals of `version`'s rows of the tenant's slice of `table`.
