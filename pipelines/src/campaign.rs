@@ -131,6 +131,11 @@ pub enum UpliftError {
     NoTreatedData,
     #[error("pre-period too short: {have} days of data before the campaign, the counterfactual needs {need}")]
     PrePeriodTooShort { have: i32, need: i32 },
+    #[error(
+        "only {have} placebo windows with every participating page's data before the campaign (a plan needs {need}): \
+         ingest further back (`pulse ingest --since`), or plan a later or shorter campaign"
+    )]
+    TooFewPlacebos { have: usize, need: usize },
 }
 
 fn weekday(d: i32) -> usize {
@@ -249,6 +254,33 @@ fn window_effect(
     out
 }
 
+/// The placebo windows of a window [s, e]: the same length, starting on the same weekday, entirely before it, from at
+/// most [`MAX_PLACEBO_WEEKS`] before and with a full fit period after `first`, clear of other campaigns' windows and
+/// their tails; each with its pages' (observed, counterfactual), newest first.
+fn placebo_windows(
+    series: &Series,
+    treated: &[String],
+    controls: Option<&BTreeMap<i32, f64>>,
+    (s, e): (i32, i32),
+    first: i32,
+    exclude: &[(i32, i32)],
+) -> Vec<BTreeMap<String, (f64, f64)>> {
+    let len = e - s;
+    let mut out = Vec::new();
+    let mut ps = s - 7;
+    let oldest = first.max(s - 7 * MAX_PLACEBO_WEEKS);
+    while ps - FIT_DAYS >= oldest - FIT_DAYS && ps - FIT_DAYS >= first {
+        let pe = ps + len;
+        // The placebo's window and its fit period must keep clear of other campaigns and their tails.
+        let clear = pe < s && exclude.iter().all(|&(xs, xe)| pe < xs || ps - FIT_DAYS > xe + TAIL_DAYS);
+        if clear {
+            out.push(window_effect(series, treated, controls, ps, pe));
+        }
+        ps -= 7;
+    }
+    out
+}
+
 /// The interval around `estimate` from sorted placebo errors: the estimate minus the k-th largest and the k-th
 /// smallest error, k = floor((m+1)(1-level)/2) but at least 1, with the level that k achieves.
 fn conformal_interval(estimate: f64, sorted: &[f64], target: f64) -> Interval {
@@ -311,26 +343,15 @@ pub fn estimate(
     let observed: f64 = actual.values().map(|(o, _)| o).sum();
     let counterfactual: f64 = actual.values().map(|(_, c)| c).sum();
     let effect = observed - counterfactual;
-    // Placebo windows: same length, same weekday, entirely before the campaign, clear of other campaigns.
-    let len = e - s;
     let mut errors_total = Vec::new();
     let mut errors_page: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut ps = s - 7;
-    let oldest = first.max(s - 7 * MAX_PLACEBO_WEEKS);
-    while ps - FIT_DAYS >= oldest - FIT_DAYS && ps - FIT_DAYS >= first {
-        let pe = ps + len;
-        // The placebo's window and its fit period must keep clear of other campaigns and their tails.
-        let clear = pe < s && exclude.iter().all(|&(xs, xe)| pe < xs || ps - FIT_DAYS > xe + TAIL_DAYS);
-        if clear {
-            let placebo = window_effect(series, treated, controls_ref, ps, pe);
-            if placebo.len() == actual.len() {
-                errors_total.push(placebo.values().map(|(o, c)| o - c).sum::<f64>());
-                for (p, (o, c)) in placebo {
-                    errors_page.entry(p).or_default().push(o - c);
-                }
+    for placebo in placebo_windows(series, treated, controls_ref, (s, e), first, exclude) {
+        if placebo.len() == actual.len() {
+            errors_total.push(placebo.values().map(|(o, c)| o - c).sum::<f64>());
+            for (p, (o, c)) in placebo {
+                errors_page.entry(p).or_default().push(o - c);
             }
         }
-        ps -= 7;
     }
     errors_total.sort_by(|a, b| a.total_cmp(b));
     let placebos = errors_total.len();
@@ -377,6 +398,128 @@ pub fn estimate(
 /// Whether an estimate's interval excludes zero (at the interval's own level).
 pub fn significant(e: &Estimate) -> bool {
     e.interval.is_some_and(|i| i.lo > 0.0 || i.hi < 0.0)
+}
+
+/// Random draws of participating pages a plan pools (which pages will take part is not known when planning).
+pub const PLAN_DRAWS: u64 = 8;
+/// The share of campaigns of the minimum detectable effect that a plan promises to detect.
+pub const PLAN_POWER: f64 = 0.8;
+
+/// What a planned campaign could detect, from the placebo windows of the history before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub start: NaiveDate,
+    pub days: u32,
+    /// The share of pages asked to take part, and what it comes to.
+    pub share: f64,
+    pub pages: usize,
+    pub participants: usize,
+    /// Placebo windows per draw of participating pages (the campaign's own interval will have about as many).
+    pub placebos: usize,
+    /// The level of the interval the campaign will be judged by (0.95 with enough placebo windows).
+    pub level: f64,
+    /// The minimum detectable effect: the total added over the participating pages and days that the campaign's
+    /// interval excludes zero for with probability [`PLAN_POWER`].
+    pub mde: f64,
+    /// The participating pages' usual total over such a window (the mean over placebo windows and draws): the MDE as
+    /// a share of it is the lift needed.
+    pub baseline: f64,
+    pub method: String,
+}
+
+/// A deterministic generator for the plan's draws (splitmix64): the same history and seed give the same plan.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Plans a campaign of `days` from `start` with `share` of the pages in `series` taking part (GeoLift's power
+/// analysis, with this estimator): for each of [`PLAN_DRAWS`] random draws of participating pages, the estimator
+/// is run on every placebo window before `start` exactly as it will be on the campaign (same controls rule, same
+/// interval), and each window in turn plays the campaign against the others (leave one out): it is detected when
+/// its error plus the effect is above the interval's bound from the others. The MDE is the effect detected in
+/// [`PLAN_POWER`] of those trials. Only the history before `start` is read.
+pub fn plan(
+    series: &Series,
+    start: NaiveDate,
+    days: u32,
+    share: f64,
+    exclude: &[(i32, i32)],
+    seed: u64,
+) -> Result<Plan, UpliftError> {
+    let s = day_number(start);
+    let e = s + days.max(1) as i32 - 1;
+    let pages: Vec<&String> = series.iter().filter(|(_, v)| v.range(..s).next().is_some()).map(|(p, _)| p).collect();
+    let first =
+        pages.iter().filter_map(|p| series[*p].keys().next().copied()).min().ok_or(UpliftError::NoTreatedData)?;
+    if s - first < FIT_DAYS {
+        return Err(UpliftError::PrePeriodTooShort { have: (s - first).max(0), need: FIT_DAYS });
+    }
+    // Only the history: a plan made after the start must not see the campaign.
+    let history: Series =
+        series.iter().map(|(p, v)| (p.clone(), v.range(..s).map(|(d, x)| (*d, *x)).collect())).collect();
+    let participants = ((share.clamp(0.0, 1.0) * pages.len() as f64).round() as usize).clamp(1, pages.len());
+    let (mut thresholds, mut baseline, mut windows_seen, mut fewest, mut method) =
+        (Vec::new(), Vec::new(), 0, usize::MAX, String::new());
+    let mut rng = seed ^ 0x5EED_0F_C0FFEE;
+    for _ in 0..PLAN_DRAWS {
+        let mut order: Vec<String> = pages.iter().map(|p| (*p).clone()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, (splitmix(&mut rng) % (i as u64 + 1)) as usize);
+        }
+        let controls = order.split_off(participants);
+        let treated = order;
+        let cmean = control_mean(&history, &controls);
+        let controls_ref = (controls.len() >= treated.len().max(MIN_CONTROLS) && !cmean.is_empty()).then_some(&cmean);
+        if method.is_empty() {
+            method = if controls_ref.is_some() {
+                format!("ratio to {} non-participating pages", controls.len())
+            } else {
+                "each page's own weekday means (too few non-participating pages)".to_owned()
+            };
+        }
+        let windows: Vec<BTreeMap<String, (f64, f64)>> =
+            placebo_windows(&history, &treated, controls_ref, (s, e), first, exclude)
+                .into_iter()
+                .filter(|w| w.len() == treated.len())
+                .collect();
+        let m = windows.len();
+        windows_seen = windows_seen.max(m);
+        if m < MIN_PLACEBOS + 1 {
+            continue;
+        }
+        fewest = fewest.min(m);
+        let errors: Vec<f64> = windows.iter().map(|w| w.values().map(|(o, c)| o - c).sum()).collect();
+        baseline.extend(windows.iter().map(|w| w.values().map(|(o, _)| o).sum::<f64>()));
+        // The campaign's interval will have m placebos: its upper bound on the error is the k-th largest of them.
+        let k = ((((m + 1) as f64) * (1.0 - TARGET_LEVEL) / 2.0 + 1e-9).floor() as usize).clamp(1, m - 1);
+        for j in 0..m {
+            let mut others: Vec<f64> = errors.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, x)| *x).collect();
+            others.sort_by(|a, b| b.total_cmp(a));
+            thresholds.push(others[k - 1] - errors[j]);
+        }
+    }
+    if thresholds.is_empty() {
+        return Err(UpliftError::TooFewPlacebos { have: windows_seen, need: MIN_PLACEBOS + 1 });
+    }
+    thresholds.sort_by(|a, b| a.total_cmp(b));
+    let at = ((thresholds.len() as f64 * PLAN_POWER).ceil() as usize).clamp(1, thresholds.len()) - 1;
+    let k = ((((fewest + 1) as f64) * (1.0 - TARGET_LEVEL) / 2.0 + 1e-9).floor() as usize).max(1);
+    Ok(Plan {
+        start,
+        days,
+        share,
+        pages: pages.len(),
+        participants,
+        placebos: fewest,
+        level: 1.0 - 2.0 * k as f64 / (fewest + 1) as f64,
+        mde: thresholds[at].max(0.0),
+        baseline: baseline.iter().sum::<f64>() / baseline.len() as f64,
+        method: format!("{method}, placebo-in-time interval; {PLAN_DRAWS} draws of participating pages"),
+    })
 }
 
 #[cfg(test)]

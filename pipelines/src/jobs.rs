@@ -887,6 +887,25 @@ fn campaigns_report(
                 });
                 continue;
             }
+            // A metric the campaign's posts cannot move is not an effect of it: video views for a campaign with no
+            // video (a poster, a link) would only be noise called an effect.
+            if *page_metric == M::PageVideoViews && !matched.iter().any(|p| p.post_type == "video") {
+                let note = format!(
+                    "none of the campaign's {} posts is a video: video views cannot be its effect, so none is estimated",
+                    matched.len()
+                );
+                push("ALL", matched.len(), post_lifetime, None, None, "", &note);
+                headlines.push(CampaignHeadline {
+                    campaign: c.name.clone(),
+                    metric: (*name).into(),
+                    posts: matched.len(),
+                    pages: treated.len(),
+                    post_lifetime,
+                    estimate: None,
+                    note,
+                });
+                continue;
+            }
             let series = &all_series[page_metric];
             match campaign::estimate(series, &treated, &controls, c.start, c.days, &exclude) {
                 Ok(est) => {

@@ -76,6 +76,11 @@ async fn the_case_studys_figures_come_out_of_the_pipelines() {
         let summary = jobs::run(&store, input).await.unwrap();
         engaged.push(summary.median_weekly_engaged.unwrap());
         for h in &summary.campaigns {
+            // The poster has no video: video views are not an effect it can have, and none is reported.
+            if (h.campaign.as_str(), h.metric.as_str()) == ("heart", "video_views") {
+                assert!(h.estimate.is_none() && h.note.contains("is a video"), "{h:?}");
+                continue;
+            }
             let e = h.estimate.as_ref().unwrap_or_else(|| panic!("{}: {}", h.campaign, h.note));
             // What each campaign moved: the video's views and reach, the poster's reach and views.
             if matches!(

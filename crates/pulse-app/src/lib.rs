@@ -13,6 +13,7 @@
 //! - [`keys`]: API keys, hashed in a file, checked into an [`pulse_config::Access`];
 //! - [`subscriptions`]: digest lists, who is on them, signed unsubscribe links (no mail is sent from here);
 //! - [`scheduler`]: the schedules the config describes, the journal of their runs, a job's status now;
+//! - [`plan`]: a campaign planned from a tenant's history: its minimum detectable effect, what a target needs;
 //! - [`overview`], [`chart`], [`columns`]: a tenant's weeks at a glance, SVG charts, report columns by name;
 //! - [`tenant`]: which tenant a request is for (the one named, or the access's only one), one rule everywhere;
 //! - [`error`]: the typed error every surface maps once (exit code, HTTP status);
@@ -32,6 +33,7 @@ pub mod migrate;
 pub mod onboarding;
 pub mod open;
 pub mod overview;
+pub mod plan;
 pub mod quality;
 pub mod report;
 pub mod scheduler;

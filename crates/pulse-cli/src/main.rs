@@ -57,6 +57,9 @@ enum Command {
     /// Read a report for one tenant: reach, age-bands, campaigns, posts or quality; as a table (with charts),
     /// CSV, JSON or Parquet.
     Report(commands::report::ReportArgs),
+    /// Plan a campaign from a tenant's history: the smallest effect it could detect, and what a target effect needs.
+    #[command(subcommand)]
+    Campaign(commands::campaign::CampaignCommand),
     /// Export a research dataset: a Frictionless data package (CSV and Parquet per table, datapackage.json with
     /// schemas and provenance, README, SHA-256 checksums), disclosure-controlled and pseudonymised per project.
     Export(commands::export::ExportArgs),
@@ -146,6 +149,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Jobs(cmd) => commands::jobs::run(&cli.config, cmd).await,
             Command::Report(args) => commands::report::run(&cli.config, args).await,
+            Command::Campaign(cmd) => commands::campaign::run(&cli.config, cmd).await,
             Command::Export(args) => commands::export::run(&cli.config, args).await,
             Command::Serve(args) => commands::serve::run(&cli.config, args).await,
             Command::Keys(cmd) => commands::keys::run(&cli.config, cmd),

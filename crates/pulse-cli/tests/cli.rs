@@ -257,3 +257,79 @@ fn vault_and_invitation_commands_say_what_to_set_up_and_never_print_a_token() {
         }
     }
 }
+
+/// `pulse campaign plan` on the case-study demo: the plan's figures hold together, the same question gives the same
+/// answer, and each wrong input says what to use instead.
+#[test]
+fn campaign_plan_answers_from_the_tenants_history_and_refuses_what_it_cannot_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("demo");
+    let out = pulse(&["demo", "--dir", lake.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let config = lake.join("pulse.toml");
+    let config = config.to_str().unwrap();
+    let plan_args = |extra: &[&str]| {
+        let mut a = vec!["--config", config, "campaign", "plan", "--tenant", "north-staffs", "--start", "2018-03-10"];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>()
+    };
+    let run = |extra: &[&str]| {
+        let args = plan_args(extra);
+        pulse(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let asked = ["--days", "2", "--share", "0.67", "--metric", "views", "--target", "20000", "--json"];
+    let out = run(&asked);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = &v["plan"];
+    let pages = plan["pages"].as_u64().unwrap();
+    assert!(pages >= 20, "{v}");
+    assert_eq!(plan["participants"].as_u64().unwrap(), (0.67 * pages as f64).round() as u64);
+    let (mde, baseline) = (plan["mde"].as_f64().unwrap(), plan["baseline"].as_f64().unwrap());
+    assert!(mde > 0.0 && baseline > mde / 10.0, "{v}");
+    assert!(plan["level"].as_f64().unwrap() >= 0.95 && plan["placebos"].as_u64().unwrap() >= 39, "{v}");
+    // Every duration and share compared, each expecting the target's effect per participating page and day.
+    let options = v["options"].as_array().unwrap();
+    assert_eq!(options.len(), 5 * 4, "{v}");
+    let per_page_day = 20000.0 / (plan["participants"].as_f64().unwrap() * 2.0);
+    for o in options {
+        let want = per_page_day * o["participants"].as_f64().unwrap() * o["days"].as_f64().unwrap();
+        assert!((o["expected"].as_f64().unwrap() - want).abs() < 1e-6, "{o}");
+        assert_eq!(o["detected"].as_bool().unwrap(), o["expected"].as_f64().unwrap() >= o["mde"].as_f64().unwrap());
+    }
+    // A longer campaign on more pages adds more noise to its total: its MDE is larger, and so is what it adds.
+    let mde_of = |days: u64, share: f64| {
+        options.iter().find(|o| o["days"] == days && o["share"] == share).unwrap()["mde"].as_f64().unwrap()
+    };
+    assert!(mde_of(14, 1.0) > mde_of(1, 0.25), "{v}");
+    // What is needed is the smallest option that detects the effect.
+    let needed = &v["needed"];
+    assert!(needed["detected"].as_bool().unwrap(), "{v}");
+    let size = |o: &serde_json::Value| o["participants"].as_u64().unwrap() * o["days"].as_u64().unwrap();
+    assert!(options.iter().filter(|o| o["detected"].as_bool().unwrap()).all(|o| size(o) >= size(needed)), "{v}");
+    // The same question, the same answer (the draws of participating pages are seeded by tenant and start).
+    assert_eq!(run(&asked).stdout, out.stdout);
+    // For a person: the MDE, the power and the table.
+    let out = run(&["--target", "20000"]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("Minimum detectable effect:") && stdout.contains("80% of the time"), "{stdout}");
+    assert!(stdout.contains("of pages") && stdout.contains("Needed:"), "{stdout}");
+    // Wrong input: each names what to use instead.
+    for (extra, says) in [
+        (&["--metric", "likes"][..], "use one of views, reach, engagements, video_views"),
+        (&["--share", "0"][..], "must be a share of the pages above 0 and at most 1"),
+        (&["--days", "40"][..], "must be from 1 to 28"),
+        (&["--target=0"][..], "--target must be a positive effect"),
+    ] {
+        let out = run(extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(text(&out).1.contains(says), "{extra:?}: {}", text(&out).1);
+    }
+    let out = pulse(&["--config", config, "campaign", "plan", "--tenant", "nowhere", "--start", "2018-03-10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("nowhere"), "{}", text(&out).1);
+    // Before the history is long enough for a fit and its placebo windows.
+    let out = pulse(&["--config", config, "campaign", "plan", "--tenant", "north-staffs", "--start", "2017-02-01"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("pulse ingest") || text(&out).1.contains("too short"), "{}", text(&out).1);
+}

@@ -1,0 +1,269 @@
+//! Campaign planning: before a campaign, how large an effect it could detect with the days and share of pages
+//! planned, and, for a target effect, which durations and shares would detect it. From the tenant's own daily history
+//! ([`pulse_pipelines::campaign::plan`]: the estimator and interval the campaign will be judged by, run on the
+//! placebo windows before it). Calibration is measured in `pipelines/tests/uplift.rs`.
+
+use std::fmt::Write as _;
+
+use anyhow::{Result, bail};
+use chrono::{Duration, NaiveDate};
+use pulse_config::Config;
+use pulse_domain::Period;
+use pulse_pipelines::campaign::{self, FIT_DAYS, MAX_PLACEBO_WEEKS, PLAN_POWER, Plan, Series};
+use pulse_pipelines::jobs::CAMPAIGN_METRICS;
+use pulse_store::{FactFilter, Store};
+
+use crate::{jobs, open, text};
+
+/// The durations (days) and shares of pages a plan for a target effect compares.
+pub const DAYS_OPTIONS: &[u32] = &[1, 2, 3, 7, 14];
+pub const SHARE_OPTIONS: &[f64] = &[0.25, 0.5, 0.75, 1.0];
+
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    pub tenant: String,
+    pub start: NaiveDate,
+    pub days: u32,
+    /// The share of the tenant's pages taking part, in (0, 1].
+    pub share: f64,
+    /// `views`, `reach`, `engagements` or `video_views`.
+    pub metric: String,
+    /// The effect expected over the planned days and share (a total over the participating pages and days, e.g.
+    /// 20,000 views). Other durations and shares are compared at the same effect per participating page and day.
+    pub target: Option<f64>,
+}
+
+/// An option compared for a target: its plan and the effect expected of it (the target's effect per participating
+/// page and day, times its own pages and days).
+#[derive(Debug, Clone)]
+pub struct PlanOption {
+    pub plan: Plan,
+    pub expected: f64,
+}
+
+impl PlanOption {
+    pub fn detects(&self) -> bool {
+        self.expected >= self.plan.mde
+    }
+}
+
+/// A plan, and for a target the options compared and the smallest that detects it.
+#[derive(Debug, Clone)]
+pub struct PlanAnswer {
+    pub tenant: String,
+    pub metric: String,
+    pub plan: Plan,
+    pub target: Option<f64>,
+    pub options: Vec<PlanOption>,
+    /// The option with the fewest participating page-days (then the fewest days) whose expected effect is at least
+    /// its MDE.
+    pub needed: Option<PlanOption>,
+}
+
+pub async fn plan(config: &Config, request: &PlanRequest) -> Result<PlanAnswer> {
+    let store = open::store(config)?;
+    plan_on(&store, config, request).await
+}
+
+pub async fn plan_on<S: Store>(store: &S, config: &Config, request: &PlanRequest) -> Result<PlanAnswer> {
+    let Some((_, metric, _)) = CAMPAIGN_METRICS.iter().find(|(name, _, _)| *name == request.metric) else {
+        let names: Vec<&str> = CAMPAIGN_METRICS.iter().map(|(n, _, _)| *n).collect();
+        bail!("--metric {} is not a campaign metric: use one of {}", request.metric, names.join(", "));
+    };
+    if !(request.share > 0.0 && request.share <= 1.0) {
+        bail!("--share {} must be a share of the pages above 0 and at most 1 (0.5 is half of them)", request.share);
+    }
+    if request.days == 0 || request.days > 28 {
+        bail!("--days {} must be from 1 to 28", request.days);
+    }
+    if request.target.is_some_and(|t| !(t > 0.0)) {
+        bail!("--target must be a positive effect (a total over the participating pages and days, e.g. 20000)");
+    }
+    let access = config.operator_access();
+    let scope = crate::tenant::resolve(&access, Some(&request.tenant), "tenant", "name one of your tenants")?;
+    // The longest plan's history: its placebo windows and each one's fit period.
+    let longest = DAYS_OPTIONS.iter().copied().chain([request.days]).max().unwrap_or(request.days);
+    let back = i64::from(7 * MAX_PLACEBO_WEEKS + FIT_DAYS) + i64::from(longest) + 7;
+    let filter = FactFilter {
+        metrics: vec![*metric],
+        periods: vec![Period::Day],
+        from: Some(request.start - Duration::days(back)),
+        to: Some(request.start - Duration::days(1)),
+        ..FactFilter::default()
+    };
+    let facts = store.read_page_insights(&scope, &filter).await?;
+    let mut series = Series::new();
+    for f in facts.iter().filter(|f| f.breakdown.is_empty()) {
+        series.entry(f.page.to_string()).or_default().insert(pulse_domain::day_number(f.day), f.value);
+    }
+    if series.is_empty() {
+        bail!(
+            "tenant {scope} has no daily {} before {}: run `pulse ingest` (with --since far enough back) first",
+            request.metric,
+            request.start
+        );
+    }
+    // Other campaigns' windows are kept out of the placebo windows, as the estimate will keep them.
+    let exclude: Vec<(i32, i32)> =
+        jobs::campaigns_for(&config.campaigns, &scope).iter().map(campaign::Campaign::window).collect();
+    // The same tenant and start give the same plan (the draws of participating pages are seeded by them).
+    let seed = format!("{}|{}", request.tenant, request.start)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let one = |days: u32, share: f64| {
+        campaign::plan(&series, request.start, days, share, &exclude, seed).map_err(|e| {
+            anyhow::anyhow!("tenant {scope}, {} over {days} days from {}: {e}", request.metric, request.start)
+        })
+    };
+    let asked = one(request.days, request.share)?;
+    let mut options = Vec::new();
+    if let Some(target) = request.target {
+        let per_page_day = target / (asked.participants as f64 * f64::from(asked.days));
+        for &days in DAYS_OPTIONS {
+            for &share in SHARE_OPTIONS {
+                // A duration the history cannot plan is left out, not a failure of the plan asked for.
+                if let Ok(p) = campaign::plan(&series, request.start, days, share, &exclude, seed) {
+                    let expected = per_page_day * p.participants as f64 * f64::from(days);
+                    options.push(PlanOption { plan: p, expected });
+                }
+            }
+        }
+    }
+    let needed = options
+        .iter()
+        .filter(|o| o.detects())
+        .min_by_key(|o| (o.plan.participants * o.plan.days as usize, o.plan.days))
+        .cloned();
+    Ok(PlanAnswer {
+        tenant: scope.to_string(),
+        metric: request.metric.clone(),
+        plan: asked,
+        target: request.target,
+        options,
+        needed,
+    })
+}
+
+/// What a person reads: the plan asked for, and for a target the table of options with the first that detects it.
+pub fn plan_text(a: &PlanAnswer) -> String {
+    let p = &a.plan;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Campaign plan for {}: {} over {} day{} from {}, {:.0}% of {} pages taking part ({}).",
+        a.tenant,
+        a.metric,
+        p.days,
+        if p.days == 1 { "" } else { "s" },
+        p.start,
+        p.share * 100.0,
+        p.pages,
+        p.participants
+    );
+    let lift = if p.baseline > 0.0 {
+        format!(", {:.0}% of their usual {}", 100.0 * p.mde / p.baseline, text::thousands(p.baseline))
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "  Minimum detectable effect: {} {} added over the window by the participating pages{lift}.",
+        text::thousands(p.mde),
+        a.metric
+    );
+    let _ = writeln!(
+        out,
+        "  An effect that size is detected {:.0}% of the time by the {:.0}% interval the campaign will be judged by ({} placebo windows of the history before it).",
+        PLAN_POWER * 100.0,
+        p.level * 100.0,
+        p.placebos
+    );
+    let _ = writeln!(out, "  Method: {}.", p.method);
+    if let Some(target) = a.target {
+        let _ = writeln!(
+            out,
+            "\nIf the campaign adds {} {} over {} days with {} pages ({} per page and day), by duration and share of pages: the effect expected / the minimum detectable (✓: detected at {:.0}% power):",
+            text::thousands(target),
+            a.metric,
+            p.days,
+            p.participants,
+            text::thousands(target / (p.participants as f64 * f64::from(p.days))),
+            PLAN_POWER * 100.0
+        );
+        let mut header = format!("  {:>6}", "days");
+        for s in SHARE_OPTIONS {
+            let _ = write!(header, " {:>20}", format!("{:.0}% of pages", s * 100.0));
+        }
+        let _ = writeln!(out, "{header}");
+        for &d in DAYS_OPTIONS {
+            let mut line = format!("  {d:>6}");
+            for &s in SHARE_OPTIONS {
+                let cell = a.options.iter().find(|o| o.plan.days == d && (o.plan.share - s).abs() < 1e-9).map_or_else(
+                    || "n/a".to_owned(),
+                    |o| {
+                        let mark = if o.detects() { " ✓" } else { "  " };
+                        format!("{} / {}{mark}", text::thousands(o.expected), text::thousands(o.plan.mde))
+                    },
+                );
+                let _ = write!(line, " {cell:>20}");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        match &a.needed {
+            Some(n) => {
+                let _ = writeln!(
+                    out,
+                    "  Needed: {} day{} with {:.0}% of pages ({} taking part): {} expected against a minimum detectable {}.",
+                    n.plan.days,
+                    if n.plan.days == 1 { "" } else { "s" },
+                    n.plan.share * 100.0,
+                    n.plan.participants,
+                    text::thousands(n.expected),
+                    text::thousands(n.plan.mde)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  None of these detects it: at that effect per page and day the campaign's interval would likely include zero."
+                );
+            }
+        }
+    }
+    out
+}
+
+fn plan_value(p: &Plan) -> serde_json::Value {
+    serde_json::json!({
+        "start": p.start.to_string(),
+        "days": p.days,
+        "share": p.share,
+        "pages": p.pages,
+        "participants": p.participants,
+        "mde": p.mde,
+        "baseline": p.baseline,
+        "power": PLAN_POWER,
+        "level": p.level,
+        "placebos": p.placebos,
+        "method": p.method,
+    })
+}
+
+fn option_value(o: &PlanOption) -> serde_json::Value {
+    let mut v = plan_value(&o.plan);
+    v["expected"] = serde_json::json!(o.expected);
+    v["detected"] = serde_json::json!(o.detects());
+    v
+}
+
+/// The plan as JSON: the plan asked for, and for a target the options compared and the first that detects it.
+pub fn plan_json(a: &PlanAnswer) -> serde_json::Value {
+    serde_json::json!({
+        "tenant": a.tenant,
+        "metric": a.metric,
+        "plan": plan_value(&a.plan),
+        "target": a.target,
+        "options": a.options.iter().map(option_value).collect::<Vec<_>>(),
+        "needed": a.needed.as_ref().map(option_value),
+    })
+}
