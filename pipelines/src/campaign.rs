@@ -464,7 +464,7 @@ pub fn plan(
     let participants = ((share.clamp(0.0, 1.0) * pages.len() as f64).round() as usize).clamp(1, pages.len());
     let (mut thresholds, mut baseline, mut windows_seen, mut fewest, mut method) =
         (Vec::new(), Vec::new(), 0, usize::MAX, String::new());
-    let mut rng = seed ^ 0x5EED_0F_C0FFEE;
+    let mut rng = seed ^ 0x5EED_0FC0_FFEE;
     for _ in 0..PLAN_DRAWS {
         let mut order: Vec<String> = pages.iter().map(|p| (*p).clone()).collect();
         for i in (1..order.len()).rev() {
@@ -489,6 +489,9 @@ pub fn plan(
         let m = windows.len();
         windows_seen = windows_seen.max(m);
         if m < MIN_PLACEBOS + 1 {
+            // A draw whose pages leave too few complete windows would give the campaign no interval: never detected,
+            // so it counts as misses, not as a draw that did not happen.
+            thresholds.extend(std::iter::repeat_n(f64::INFINITY, MIN_PLACEBOS + 1));
             continue;
         }
         fewest = fewest.min(m);
@@ -502,11 +505,12 @@ pub fn plan(
             thresholds.push(others[k - 1] - errors[j]);
         }
     }
-    if thresholds.is_empty() {
-        return Err(UpliftError::TooFewPlacebos { have: windows_seen, need: MIN_PLACEBOS + 1 });
-    }
     thresholds.sort_by(|a, b| a.total_cmp(b));
     let at = ((thresholds.len() as f64 * PLAN_POWER).ceil() as usize).clamp(1, thresholds.len()) - 1;
+    // More than a fifth of the draws without an interval: no effect is detected with the power promised.
+    if !thresholds[at].is_finite() || fewest == usize::MAX {
+        return Err(UpliftError::TooFewPlacebos { have: windows_seen, need: MIN_PLACEBOS + 1 });
+    }
     let k = ((((fewest + 1) as f64) * (1.0 - TARGET_LEVEL) / 2.0 + 1e-9).floor() as usize).max(1);
     Ok(Plan {
         start,

@@ -313,7 +313,8 @@ fn campaigns_of_the_planned_mde_are_detected_about_80_percent_of_the_time() {
             assert!(planned.level >= 0.95 && planned.mde > 0.0, "{planned:?}");
             lifts.push(planned.mde / planned.baseline);
             for draw in 0..2u64 {
-                // The test's own draw: every other page from an offset, rotated by seed and draw.
+                // The test's own draw (not the planner's): a run of pages in name order from an offset that moves
+                // with seed and draw, the second draw from the other end.
                 let offset = ((seed * 7 + draw * 13) % pages.len() as u64) as usize;
                 let mut order: Vec<String> = pages.iter().cycle().skip(offset).take(pages.len()).cloned().collect();
                 if draw == 1 {

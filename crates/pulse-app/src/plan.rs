@@ -76,7 +76,7 @@ pub async fn plan_on<S: Store>(store: &S, config: &Config, request: &PlanRequest
     if request.days == 0 || request.days > 28 {
         bail!("--days {} must be from 1 to 28", request.days);
     }
-    if request.target.is_some_and(|t| !(t > 0.0)) {
+    if request.target.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
         bail!("--target must be a positive effect (a total over the participating pages and days, e.g. 20000)");
     }
     let access = config.operator_access();
@@ -173,9 +173,9 @@ pub fn plan_text(a: &PlanAnswer) -> String {
     );
     let _ = writeln!(
         out,
-        "  An effect that size is detected {:.0}% of the time by the {:.0}% interval the campaign will be judged by ({} placebo windows of the history before it).",
+        "  An effect that size is detected {:.0}% of the time by the {}% interval the campaign will be judged by ({} placebo windows of the history before it).",
         PLAN_POWER * 100.0,
-        p.level * 100.0,
+        if p.level >= 0.95 { format!("{:.0}", p.level * 100.0) } else { format!("{:.1}", p.level * 100.0) },
         p.placebos
     );
     let _ = writeln!(out, "  Method: {}.", p.method);
