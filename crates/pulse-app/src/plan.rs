@@ -5,14 +5,14 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Result, bail};
 use chrono::{Duration, NaiveDate};
-use pulse_config::Config;
+use pulse_config::{Access, Config};
 use pulse_domain::Period;
 use pulse_pipelines::campaign::{self, FIT_DAYS, MAX_PLACEBO_WEEKS, PLAN_POWER, Plan, Series};
 use pulse_pipelines::jobs::CAMPAIGN_METRICS;
 use pulse_store::{FactFilter, Store};
 
+use crate::error::{AppError, AppResult};
 use crate::{jobs, open, text};
 
 /// The durations (days) and shares of pages a plan for a target effect compares.
@@ -60,27 +60,43 @@ pub struct PlanAnswer {
     pub needed: Option<PlanOption>,
 }
 
-pub async fn plan(config: &Config, request: &PlanRequest) -> Result<PlanAnswer> {
+/// A plan for the operator (the CLI).
+pub async fn plan(config: &Config, request: &PlanRequest) -> AppResult<PlanAnswer> {
     let store = open::store(config)?;
-    plan_on(&store, config, request).await
+    plan_on(&store, config, &config.operator_access(), request).await
 }
 
-pub async fn plan_on<S: Store>(store: &S, config: &Config, request: &PlanRequest) -> Result<PlanAnswer> {
+/// A plan for a caller: the tenant must be one `access` may read; bad input is a 400 naming its field.
+pub async fn plan_on<S: Store>(
+    store: &S,
+    config: &Config,
+    access: &Access,
+    request: &PlanRequest,
+) -> AppResult<PlanAnswer> {
+    let bad = |field: &str, message: String| AppError::bad_request(message).at(field.to_owned());
     let Some((_, metric, _)) = CAMPAIGN_METRICS.iter().find(|(name, _, _)| *name == request.metric) else {
         let names: Vec<&str> = CAMPAIGN_METRICS.iter().map(|(n, _, _)| *n).collect();
-        bail!("--metric {} is not a campaign metric: use one of {}", request.metric, names.join(", "));
+        return Err(bad(
+            "metric",
+            format!("metric `{}` is not a campaign metric: use one of {}", request.metric, names.join(", ")),
+        ));
     };
     if !(request.share > 0.0 && request.share <= 1.0) {
-        bail!("--share {} must be a share of the pages above 0 and at most 1 (0.5 is half of them)", request.share);
+        return Err(bad(
+            "share",
+            format!("share {} must be a share of the pages above 0 and at most 1 (0.5 is half of them)", request.share),
+        ));
     }
     if request.days == 0 || request.days > 28 {
-        bail!("--days {} must be from 1 to 28", request.days);
+        return Err(bad("days", format!("days {} must be from 1 to 28", request.days)));
     }
     if request.target.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-        bail!("--target must be a positive effect (a total over the participating pages and days, e.g. 20000)");
+        return Err(bad(
+            "target",
+            "target must be a positive effect (a total over the participating pages and days, e.g. 20000)".into(),
+        ));
     }
-    let access = config.operator_access();
-    let scope = crate::tenant::resolve(&access, Some(&request.tenant), "tenant", "name one of your tenants")?;
+    let scope = crate::tenant::resolve(access, Some(&request.tenant), "tenant", "name one of your tenants")?;
     // The longest plan's history: its placebo windows and each one's fit period.
     let longest = DAYS_OPTIONS.iter().copied().chain([request.days]).max().unwrap_or(request.days);
     let back = i64::from(7 * MAX_PLACEBO_WEEKS + FIT_DAYS) + i64::from(longest) + 7;
@@ -97,11 +113,13 @@ pub async fn plan_on<S: Store>(store: &S, config: &Config, request: &PlanRequest
         series.entry(f.page.to_string()).or_default().insert(pulse_domain::day_number(f.day), f.value);
     }
     if series.is_empty() {
-        bail!(
-            "tenant {scope} has no daily {} before {}: run `pulse ingest` (with --since far enough back) first",
-            request.metric,
-            request.start
-        );
+        return Err(bad(
+            "start",
+            format!(
+                "tenant {scope} has no daily {} before {}: run `pulse ingest` (with --since far enough back) first",
+                request.metric, request.start
+            ),
+        ));
     }
     // Other campaigns' windows are kept out of the placebo windows, as the estimate will keep them.
     let exclude: Vec<(i32, i32)> =
@@ -110,25 +128,32 @@ pub async fn plan_on<S: Store>(store: &S, config: &Config, request: &PlanRequest
     let seed = format!("{}|{}", request.tenant, request.start)
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let one = |days: u32, share: f64| {
-        campaign::plan(&series, request.start, days, share, &exclude, seed).map_err(|e| {
-            anyhow::anyhow!("tenant {scope}, {} over {days} days from {}: {e}", request.metric, request.start)
-        })
-    };
-    let asked = one(request.days, request.share)?;
-    let mut options = Vec::new();
-    if let Some(target) = request.target {
-        let per_page_day = target / (asked.participants as f64 * f64::from(asked.days));
-        for &days in DAYS_OPTIONS {
-            for &share in SHARE_OPTIONS {
-                // A duration the history cannot plan is left out, not a failure of the plan asked for.
-                if let Ok(p) = campaign::plan(&series, request.start, days, share, &exclude, seed) {
-                    let expected = per_page_day * p.participants as f64 * f64::from(days);
-                    options.push(PlanOption { plan: p, expected });
+    // The plans are computation (a few hundred placebo fits each): off the async workers.
+    let (start, days, share, target, metric_name) =
+        (request.start, request.days, request.share, request.target, request.metric.clone());
+    let tenant = scope.to_string();
+    let (asked, options) = tokio::task::spawn_blocking(move || {
+        let asked = campaign::plan(&series, start, days, share, &exclude, seed).map_err(|e| {
+            AppError::bad_request(format!("tenant {tenant}, {metric_name} over {days} days from {start}: {e}"))
+                .at("start")
+        })?;
+        let mut options = Vec::new();
+        if let Some(target) = target {
+            let per_page_day = target / (asked.participants as f64 * f64::from(asked.days));
+            for &d in DAYS_OPTIONS {
+                for &s in SHARE_OPTIONS {
+                    // A duration the history cannot plan is left out, not a failure of the plan asked for.
+                    if let Ok(p) = campaign::plan(&series, start, d, s, &exclude, seed) {
+                        let expected = per_page_day * p.participants as f64 * f64::from(d);
+                        options.push(PlanOption { plan: p, expected });
+                    }
                 }
             }
         }
-    }
+        Ok::<_, AppError>((asked, options))
+    })
+    .await
+    .map_err(|e| AppError::from(anyhow::anyhow!("the plan stopped: {e}")))??;
     let needed = options
         .iter()
         .filter(|o| o.detects())

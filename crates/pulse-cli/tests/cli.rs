@@ -320,7 +320,7 @@ fn campaign_plan_answers_from_the_tenants_history_and_refuses_what_it_cannot_pla
         (&["--metric", "likes"][..], "use one of views, reach, engagements, video_views"),
         (&["--share", "0"][..], "must be a share of the pages above 0 and at most 1"),
         (&["--days", "40"][..], "must be from 1 to 28"),
-        (&["--target=0"][..], "--target must be a positive effect"),
+        (&["--target=0"][..], "target must be a positive effect"),
     ] {
         let out = run(extra);
         assert_eq!(out.status.code(), Some(2), "{extra:?}");

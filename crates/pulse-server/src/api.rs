@@ -207,6 +207,77 @@ pub async fn region(
     .await
 }
 
+/// `GET /api/v1/campaigns/plan`: before a campaign, the smallest effect it could detect from the tenant's history
+/// (80% power, judged by the same interval as its uplift report), and with `target` the days and share of pages that
+/// detecting it needs. The same answer as `pulse campaign plan --json`.
+#[utoipa::path(get, path = "/api/v1/campaigns/plan", tag = "reports",
+    summary = "Plan a campaign: its minimum detectable effect, and what a target effect needs",
+    params(
+        ("tenant" = Option<String>, Query, description = "the tenant (default: the key's only one)"),
+        ("start" = chrono::NaiveDate, Query, description = "the campaign's first day (ISO 8601)"),
+        ("days" = Option<u32>, Query, description = "how many days it runs, 1 to 28 (default 2)"),
+        ("share" = Option<f64>, Query, description = "the share of the tenant's pages taking part, above 0 and at most 1 (default 0.5)"),
+        ("metric" = Option<String>, Query, description = "views (default), reach, engagements or video_views"),
+        ("target" = Option<f64>, Query, description = "an effect to detect: a total over the participating pages and days"),
+    ),
+    responses((status = 200, description = "the plan, the options compared for a target and the smallest that detects it", content_type = "application/json"), Errors))]
+pub async fn campaign_plan(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> ApiResult {
+    let what = format!("GET /api/v1/campaigns/plan{}", crate::query_digest(params.iter()));
+    logged(&state, &headers, KeyScope::Read, what, |state, caller| async move {
+        let request = plan_request(&caller, &params)?;
+        let answer = pulse_app::plan::plan_on(&state.store, &state.config, &caller.access, &request).await?;
+        let n = answer.options.len() + 1;
+        Ok((json_of(&pulse_app::plan::plan_json(&answer)), answer.tenant.clone(), n))
+    })
+    .await
+}
+
+/// The plan a request's parameters describe (shared by the API and the dashboard); every parameter checked.
+pub(crate) fn plan_request(
+    caller: &Caller,
+    params: &HashMap<String, String>,
+) -> AppResult<pulse_app::plan::PlanRequest> {
+    if let Some(unknown) =
+        params.keys().find(|k| !matches!(k.as_str(), "tenant" | "start" | "days" | "share" | "metric" | "target"))
+    {
+        return Err(AppError::bad_request(format!("unknown parameter `{unknown}`"))
+            .with_hint("the parameters are tenant, start, days, share, metric and target")
+            .at(unknown.clone()));
+    }
+    let tenant = pulse_app::tenant::resolve(
+        &caller.access,
+        params.get("tenant").map(String::as_str).filter(|t| !t.is_empty()),
+        "tenant",
+        "name one of your key's tenants",
+    )?;
+    let start = day(params, "start")?.ok_or_else(|| {
+        AppError::bad_request("`start` is missing: the campaign's first day").with_hint("start=2018-03-10").at("start")
+    })?;
+    let number = |name: &str| -> AppResult<Option<f64>> {
+        params
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<f64>()
+                    .map_err(|_| AppError::bad_request(format!("`{name}` = `{v}` is not a number")).at(name.to_owned()))
+            })
+            .transpose()
+    };
+    let days = count(params, "days")?.unwrap_or(2);
+    Ok(pulse_app::plan::PlanRequest {
+        tenant: tenant.to_string(),
+        start,
+        days: u32::try_from(days).unwrap_or(u32::MAX),
+        share: number("share")?.unwrap_or(0.5),
+        metric: params.get("metric").filter(|m| !m.is_empty()).cloned().unwrap_or_else(|| "views".into()),
+        target: number("target")?,
+    })
+}
+
 /// A `YYYY-MM-DD` query parameter, when given (the API's and the dashboard's ranges).
 pub(crate) fn day(params: &HashMap<String, String>, name: &str) -> AppResult<Option<NaiveDate>> {
     params

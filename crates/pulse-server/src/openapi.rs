@@ -78,6 +78,7 @@ impl Modify for KeyAuth {
         api::reports_index,
         api::report,
         api::region,
+        api::campaign_plan,
         api::export,
         api::me,
         api::keys_list,

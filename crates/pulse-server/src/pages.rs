@@ -882,6 +882,195 @@ struct CampaignsPage {
     metric: String,
     metrics: Vec<MetricLink>,
     campaigns: Vec<CampaignSection>,
+    plan_href: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/plan.html")]
+struct PlanPage {
+    nav: Nav,
+    /// The tenant, carried by the form for a key that reads several.
+    tenant_field: Option<String>,
+    form: PlanForm,
+    metric_options: Vec<(String, bool)>,
+    error: Option<String>,
+    plan: Option<PlanView>,
+    target_heading: String,
+    chart_svg: String,
+    share_labels: Vec<String>,
+    /// Per duration: its cells (text, detected).
+    options: Vec<(u32, Vec<(String, bool)>)>,
+    needed: String,
+}
+
+struct PlanForm {
+    start: String,
+    days: String,
+    share: String,
+    target: String,
+}
+
+struct PlanView {
+    headline: String,
+    metric: String,
+    mde: String,
+    lift: String,
+    level: String,
+    placebos: usize,
+    method: String,
+}
+
+/// `/campaigns/plan`: the planner's form, and its answer once a start is given.
+pub async fn campaign_plan(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    use pulse_app::plan::{self, DAYS_OPTIONS, SHARE_OPTIONS};
+    render(state, headers, "/campaigns/plan", params, |state, ctx| async move {
+        let get = |k: &str| ctx.params.get(k).cloned().unwrap_or_default();
+        let form = PlanForm {
+            start: get("start"),
+            days: ctx.params.get("days").cloned().unwrap_or_else(|| "2".into()),
+            share: ctx.params.get("share").cloned().unwrap_or_else(|| "0.5".into()),
+            target: get("target"),
+        };
+        let metric = ctx.params.get("metric").cloned().unwrap_or_else(|| "views".into());
+        let metric_options = CAMPAIGN_METRICS.iter().map(|m| ((*m).to_owned(), *m == metric)).collect();
+        let mut page = PlanPage {
+            nav: Nav::new(&ctx, "/campaigns", "Plan a campaign"),
+            tenant_field: (ctx.caller.tenants.len() > 1).then(|| ctx.tenant.clone()),
+            form,
+            metric_options,
+            error: None,
+            plan: None,
+            target_heading: String::new(),
+            chart_svg: String::new(),
+            share_labels: SHARE_OPTIONS.iter().map(|s| format!("{:.0}% of pages", s * 100.0)).collect(),
+            options: Vec::new(),
+            needed: String::new(),
+        };
+        if page.form.start.is_empty() {
+            return Ok((html(&page)?, 0));
+        }
+        // Only the planner's own parameters, for this page's tenant (the range picker's are not the plan's).
+        let mut asked: HashMap<String, String> = ctx
+            .params
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "start" | "days" | "share" | "metric" | "target"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        asked.insert("tenant".into(), ctx.tenant.clone());
+        let answer = match crate::api::plan_request(&ctx.caller, &asked) {
+            Ok(request) => plan::plan_on(&state.store, &state.config, &ctx.caller.access, &request).await,
+            Err(e) => Err(e),
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            // Wrong input, or a plan the history cannot make: said beside the form, which keeps what was typed.
+            Err(e) if e.status() == 400 => {
+                page.error = Some(e.to_string());
+                return Ok((html(&page)?, 0));
+            }
+            Err(e) => return Err(e),
+        };
+        let p = &answer.plan;
+        page.plan = Some(PlanView {
+            headline: format!(
+                "{} over {} day{} from {}, {:.0}% of {} pages taking part ({})",
+                answer.metric.replace('_', " "),
+                p.days,
+                if p.days == 1 { "" } else { "s" },
+                uk(p.start),
+                p.share * 100.0,
+                p.pages,
+                p.participants
+            ),
+            metric: answer.metric.replace('_', " "),
+            mde: thousands(p.mde),
+            lift: if p.baseline > 0.0 {
+                format!(", {:.0}% of their usual {}", 100.0 * p.mde / p.baseline, thousands(p.baseline))
+            } else {
+                String::new()
+            },
+            level: if p.level >= 0.95 { format!("{:.0}%", p.level * 100.0) } else { format!("{:.1}%", p.level * 100.0) },
+            placebos: p.placebos,
+            method: p.method.clone(),
+        });
+        if let Some(target) = answer.target {
+            page.target_heading = format!(
+                "If the campaign adds {} {} over {} days with {} pages: by duration and share of pages",
+                thousands(target),
+                answer.metric.replace('_', " "),
+                p.days,
+                p.participants
+            );
+            for &d in DAYS_OPTIONS {
+                let cells = SHARE_OPTIONS
+                    .iter()
+                    .map(|&s| {
+                        answer.options.iter().find(|o| o.plan.days == d && (o.plan.share - s).abs() < 1e-9).map_or_else(
+                            || ("n/a".to_owned(), false),
+                            |o| {
+                                let mark = if o.detects() { " ✓" } else { "" };
+                                (format!("{} / {}{mark}", thousands(o.expected), thousands(o.plan.mde)), o.detects())
+                            },
+                        )
+                    })
+                    .collect();
+                page.options.push((d, cells));
+            }
+            // The asked share, by duration: what the campaign would add against what it must add to be seen.
+            let at_share: Vec<&plan::PlanOption> = DAYS_OPTIONS
+                .iter()
+                .filter_map(|&d| {
+                    answer.options.iter().find(|o| o.plan.days == d && (o.plan.share - p.share).abs() < 0.13)
+                })
+                .collect();
+            if !at_share.is_empty() {
+                let labels: Vec<String> = at_share.iter().map(|o| format!("{} d", o.plan.days)).collect();
+                page.chart_svg = chart::lines(
+                    &format!(
+                        "Expected effect and minimum detectable effect by duration, {:.0}% of pages",
+                        at_share[0].plan.share * 100.0
+                    ),
+                    &labels,
+                    &[
+                        Series {
+                            name: "expected".into(),
+                            colour: chart::BLUE,
+                            values: at_share.iter().map(|o| Some(o.expected)).collect(),
+                            dashed: false,
+                        },
+                        Series {
+                            name: "minimum detectable".into(),
+                            colour: chart::ORANGE,
+                            values: at_share.iter().map(|o| Some(o.plan.mde)).collect(),
+                            dashed: true,
+                        },
+                    ],
+                    None,
+                    720,
+                    240,
+                );
+            }
+            page.needed = match &answer.needed {
+                Some(n) => format!(
+                    "Needed: {} day{} with {:.0}% of pages ({} taking part): {} expected against a minimum detectable {}.",
+                    n.plan.days,
+                    if n.plan.days == 1 { "" } else { "s" },
+                    n.plan.share * 100.0,
+                    n.plan.participants,
+                    thousands(n.expected),
+                    thousands(n.plan.mde)
+                ),
+                None => "None of these detects it: at that effect per page and day the campaign's interval would likely include zero.".into(),
+            };
+        }
+        let rows = answer.options.len() + 1;
+        Ok((html(&page)?, rows))
+    })
+    .await
 }
 
 pub async fn campaigns(
@@ -965,7 +1154,9 @@ pub async fn campaigns(
             })
             .collect();
         let rows = campaigns.len();
-        let page = CampaignsPage { nav: Nav::new(&ctx, "/campaigns", "Campaigns"), metric, metrics, campaigns };
+        let plan_href = ctx.link("/campaigns/plan", &[]);
+        let page =
+            CampaignsPage { nav: Nav::new(&ctx, "/campaigns", "Campaigns"), metric, metrics, campaigns, plan_href };
         Ok((html(&page)?, rows))
     })
     .await

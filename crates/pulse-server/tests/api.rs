@@ -1014,3 +1014,79 @@ async fn the_regional_view_sets_tenants_side_by_side_with_adoption() {
     assert!(page(region, "/").await.contains("href=\"/region"), "the regional key's nav has the Region page");
     assert!(!page(one, "/").await.contains("href=\"/region"), "a one-tenant key's does not");
 }
+
+/// The planner through the API and the dashboard: the key's tenant only, the same answer as the CLI's JSON, bad
+/// input a 400 naming its field (beside the form on the dashboard), and the dashboard's table and chart drawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_plan_is_answered_in_the_api_and_the_dashboard_for_the_keys_tenant_only() {
+    let s = serve().await;
+    let k = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let get = |path: String, key: String| async move {
+        let r = client().get(path).bearer_auth(key).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let url = |q: &str| format!("{}/api/v1/campaigns/plan?{q}", s.url);
+    let (status, plan) = get(url("start=2018-03-10&days=2&share=0.67&target=20000"), k.clone()).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["tenant"], "north-staffs");
+    assert_eq!(plan["plan"]["pages"], 31, "the tenant's own pages: {plan}");
+    assert!(plan["plan"]["mde"].as_f64().unwrap() > 0.0 && plan["plan"]["level"].as_f64().unwrap() >= 0.95);
+    assert_eq!(plan["options"].as_array().unwrap().len(), 20);
+    // The same as the CLI's (and the operator's) plan: the answer depends on the tenant's history, not on who asks.
+    let operator = pulse_app::plan::plan_on(
+        &s.state.store,
+        &s.config,
+        &s.config.operator_access(),
+        &pulse_app::plan::PlanRequest {
+            tenant: "north-staffs".into(),
+            start: chrono::NaiveDate::from_ymd_opt(2018, 3, 10).unwrap(),
+            days: 2,
+            share: 0.67,
+            metric: "views".into(),
+            target: Some(20000.0),
+        },
+    )
+    .await
+    .unwrap();
+    // Compared as text parsed the same way (serde_json's default float parsing can move the last digit).
+    let same: Value = serde_json::from_str(&pulse_app::plan::plan_json(&operator).to_string()).unwrap();
+    assert_eq!(plan, same);
+    // Another tenant's plan is refused; bad input names its field.
+    let (status, e) = get(url("tenant=stoke&start=2018-03-10"), k.clone()).await;
+    assert_eq!(status, 403, "{e}");
+    for (q, field) in [
+        ("days=2", "start"),
+        ("start=2018-02-30", "start"),
+        ("start=2018-03-10&share=2", "share"),
+        ("start=2018-03-10&share=half", "share"),
+        ("start=2018-03-10&days=99", "days"),
+        ("start=2018-03-10&metric=likes", "metric"),
+        ("start=2018-03-10&target=-1", "target"),
+        ("start=2018-03-10&colour=red", "colour"),
+        ("start=2017-01-05", "start"),
+    ] {
+        let (status, e) = get(url(q), k.clone()).await;
+        assert_eq!(status, 400, "{q}: {e}");
+        assert_eq!(e["error"]["field"], field, "{q}: {e}");
+    }
+    // The dashboard: the form, then the plan with its table and chart; a wrong input said beside the form.
+    let session = dashboard_session(&s.url, &k).await;
+    let page = |path: &str| {
+        let (url, session) = (format!("{}{path}", s.url), session.clone());
+        async move {
+            let r = client().get(url).header("cookie", session).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    assert!(page("/campaigns").await.contains("href=\"/campaigns/plan"), "the campaigns page links the planner");
+    let empty = page("/campaigns/plan").await;
+    assert!(empty.contains("<form method=\"get\" action=\"/campaigns/plan\"") && !empty.contains("plan-answer"));
+    let answer = page("/campaigns/plan?start=2018-03-10&days=2&share=0.67&target=20000").await;
+    let mde = pulse_app::text::thousands(operator.plan.mde);
+    assert!(answer.contains(&format!("<strong>{mde}</strong>")), "the MDE as the CLI says it");
+    assert!(answer.contains("id=\"plan-options\"") && answer.contains("<svg") && answer.contains("Needed:"));
+    assert!(answer.contains("10 March 2018") || answer.contains("10 Mar 2018"), "the start in UK style");
+    let wrong = page("/campaigns/plan?start=2018-03-10&share=2").await;
+    assert!(wrong.contains("id=\"plan-error\"") && wrong.contains("value=\"2\""), "said beside the form it keeps");
+}
