@@ -920,6 +920,11 @@ struct PlanView {
     method: String,
 }
 
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
 /// `/campaigns/plan`: the planner's form, and its answer once a start is given.
 pub async fn campaign_plan(
     State(state): State<Shared>,
@@ -978,7 +983,7 @@ pub async fn campaign_plan(
         page.plan = Some(PlanView {
             headline: format!(
                 "{} over {} day{} from {}, {:.0}% of {} pages taking part ({})",
-                answer.metric.replace('_', " "),
+                capitalised(&answer.metric.replace('_', " ")),
                 p.days,
                 if p.days == 1 { "" } else { "s" },
                 uk(p.start),
