@@ -424,6 +424,8 @@ pub struct Plan {
     /// The participating pages' usual total over such a window (the mean over placebo windows and draws): the MDE as
     /// a share of it is the lift needed.
     pub baseline: f64,
+    /// The last day of the history the plan was made from (a start long after it plans with fewer, older windows).
+    pub history_to: NaiveDate,
     pub method: String,
 }
 
@@ -452,7 +454,12 @@ pub fn plan(
 ) -> Result<Plan, UpliftError> {
     let s = day_number(start);
     let e = s + days.max(1) as i32 - 1;
-    let pages: Vec<&String> = series.iter().filter(|(_, v)| v.range(..s).next().is_some()).map(|(p, _)| p).collect();
+    // The pages that can take part: those with data in the last FIT_DAYS of the history (a page that stopped
+    // reporting long before would never have a complete window).
+    let last = series.values().filter_map(|v| v.range(..s).next_back().map(|(d, _)| *d)).max();
+    let last = last.ok_or(UpliftError::NoTreatedData)?;
+    let pages: Vec<&String> =
+        series.iter().filter(|(_, v)| v.range(last - FIT_DAYS + 1..s).next().is_some()).map(|(p, _)| p).collect();
     let first =
         pages.iter().filter_map(|p| series[*p].keys().next().copied()).min().ok_or(UpliftError::NoTreatedData)?;
     if s - first < FIT_DAYS {
@@ -522,6 +529,7 @@ pub fn plan(
         level: 1.0 - 2.0 * k as f64 / (fewest + 1) as f64,
         mde: thresholds[at].max(0.0),
         baseline: baseline.iter().sum::<f64>() / baseline.len() as f64,
+        history_to: crate::frames::from_day_number(last),
         method: format!("{method}, placebo-in-time interval; {PLAN_DRAWS} draws of participating pages"),
     })
 }

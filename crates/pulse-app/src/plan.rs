@@ -204,6 +204,14 @@ pub fn plan_text(a: &PlanAnswer) -> String {
         p.placebos
     );
     let _ = writeln!(out, "  Method: {}.", p.method);
+    let gap = (p.start - p.history_to).num_days() - 1;
+    if gap > 7 {
+        let _ = writeln!(
+            out,
+            "  The history ends on {}, {gap} days before the start: the weeks between have no placebo windows; plan again nearer the start.",
+            p.history_to
+        );
+    }
     if let Some(target) = a.target {
         let _ = writeln!(
             out,
@@ -271,6 +279,7 @@ fn plan_value(p: &Plan) -> serde_json::Value {
         "level": p.level,
         "placebos": p.placebos,
         "method": p.method,
+        "history_to": p.history_to.to_string(),
     })
 }
 
