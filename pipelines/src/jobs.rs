@@ -868,46 +868,25 @@ fn campaigns_report(
                 rows.method.push(method.to_owned());
                 rows.note.push(note.to_owned());
             };
-            if matched.is_empty() {
-                let note = format!(
+            let series = &all_series[page_metric];
+            let estimated = if matched.is_empty() {
+                Err(format!(
                     "no post matched {:?} between {} and {}: check the matcher and the window",
                     c.matcher,
                     c.start - Duration::days(1),
                     from_day_number(we)
-                );
-                push("ALL", 0, None, None, None, "", &note);
-                headlines.push(CampaignHeadline {
-                    campaign: c.name.clone(),
-                    metric: (*name).into(),
-                    posts: 0,
-                    pages: 0,
-                    post_lifetime: None,
-                    estimate: None,
-                    note,
-                });
-                continue;
-            }
-            // A metric the campaign's posts cannot move is not an effect of it: video views for a campaign with no
-            // video (a poster, a link) would only be noise called an effect.
-            if *page_metric == M::PageVideoViews && !matched.iter().any(|p| p.post_type == "video") {
-                let note = format!(
+                ))
+            } else if *page_metric == M::PageVideoViews && !matched.iter().any(|p| p.post_type == "video") {
+                // A metric the campaign's posts cannot move is not an effect of it: video views for a campaign with
+                // no video (a poster, a link) would only be noise called an effect.
+                Err(format!(
                     "none of the campaign's {} posts is a video: video views cannot be its effect, so none is estimated",
                     matched.len()
-                );
-                push("ALL", matched.len(), post_lifetime, None, None, "", &note);
-                headlines.push(CampaignHeadline {
-                    campaign: c.name.clone(),
-                    metric: (*name).into(),
-                    posts: matched.len(),
-                    pages: treated.len(),
-                    post_lifetime,
-                    estimate: None,
-                    note,
-                });
-                continue;
-            }
-            let series = &all_series[page_metric];
-            match campaign::estimate(series, &treated, &controls, c.start, c.days, &exclude) {
+                ))
+            } else {
+                campaign::estimate(series, &treated, &controls, c.start, c.days, &exclude).map_err(|e| e.to_string())
+            };
+            match estimated {
                 Ok(est) => {
                     let note = match est.interval {
                         None => format!(
@@ -968,8 +947,7 @@ fn campaigns_report(
                         note,
                     });
                 }
-                Err(e) => {
-                    let note = format!("{e}");
+                Err(note) => {
                     push("ALL", matched.len(), post_lifetime, None, None, "", &note);
                     headlines.push(CampaignHeadline {
                         campaign: c.name.clone(),

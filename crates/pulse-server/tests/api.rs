@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{captured_logs, client, config, dashboard_session, key, practices, serve, serve_with};
+use common::{captured_logs, client, config, dashboard_page, dashboard_session, key, practices, serve, serve_with};
 use pulse_app::keys::KeyScope;
 use serde_json::{Value, json};
 
@@ -780,14 +780,7 @@ async fn the_dashboard_reads_as_people_write() {
     let s = serve().await;
     let k = key(&s.config, &["north-staffs", "stoke"], &[KeyScope::Read, KeyScope::Admin]);
     let session = dashboard_session(&s.url, &k).await;
-    let page = |path: &str| {
-        let (url, session) = (format!("{}{path}", s.url), session.clone());
-        async move {
-            let r = client().get(url).header("cookie", session).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            r.text().await.unwrap()
-        }
-    };
+    let page = |path: &str| dashboard_page(&s.url, &session, path);
     let iso = regex_free_iso_dates;
     let overview = page("/?tenant=north-staffs").await;
     // Two charts, each with its own axis: reach, then engaged users.
@@ -1071,14 +1064,7 @@ async fn a_campaign_plan_is_answered_in_the_api_and_the_dashboard_for_the_keys_t
     }
     // The dashboard: the form, then the plan with its table and chart; a wrong input said beside the form.
     let session = dashboard_session(&s.url, &k).await;
-    let page = |path: &str| {
-        let (url, session) = (format!("{}{path}", s.url), session.clone());
-        async move {
-            let r = client().get(url).header("cookie", session).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            r.text().await.unwrap()
-        }
-    };
+    let page = |path: &str| dashboard_page(&s.url, &session, path);
     assert!(page("/campaigns").await.contains("href=\"/campaigns/plan"), "the campaigns page links the planner");
     let empty = page("/campaigns/plan").await;
     assert!(empty.contains("<form method=\"get\" action=\"/campaigns/plan\"") && !empty.contains("plan-answer"));

@@ -165,3 +165,13 @@ pub async fn dashboard_session(url: &str, key: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A dashboard page's HTML for a signed-in session (asserting a 200); the future owns what it needs.
+pub fn dashboard_page(url: &str, session: &str, path: &str) -> impl std::future::Future<Output = String> + use<> {
+    let (full, session) = (format!("{url}{path}"), session.to_owned());
+    async move {
+        let r = client().get(&full).header("cookie", session).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{full}");
+        r.text().await.unwrap()
+    }
+}
