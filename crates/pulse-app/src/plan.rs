@@ -19,6 +19,20 @@ use crate::{jobs, open, text};
 pub const DAYS_OPTIONS: &[u32] = &[1, 2, 3, 7, 14];
 pub const SHARE_OPTIONS: &[f64] = &[0.25, 0.5, 0.75, 1.0];
 
+/// The largest target effect a plan takes (beyond it the options' expected effects lose their meaning).
+pub const MAX_TARGET: f64 = 1e12;
+
+/// Plans computed at once, process-wide.
+fn plan_permits() -> std::sync::Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+            std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
+        })
+        .clone()
+}
+
 #[derive(Debug, Clone)]
 pub struct PlanRequest {
     pub tenant: String,
@@ -90,10 +104,13 @@ pub async fn plan_on<S: Store>(
     if request.days == 0 || request.days > 28 {
         return Err(bad("days", format!("days {} must be from 1 to 28", request.days)));
     }
-    if request.target.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+    if request.target.is_some_and(|t| !(t > 0.0 && t <= MAX_TARGET)) {
         return Err(bad(
             "target",
-            "target must be a positive effect (a total over the participating pages and days, e.g. 20000)".into(),
+            format!(
+                "target must be a positive effect of at most {} (a total over the participating pages and days, e.g. 20000)",
+                text::thousands(MAX_TARGET)
+            ),
         ));
     }
     let scope = crate::tenant::resolve(access, Some(&request.tenant), "tenant", "name one of your tenants")?;
@@ -116,7 +133,8 @@ pub async fn plan_on<S: Store>(
         return Err(bad(
             "start",
             format!(
-                "tenant {scope} has no daily {} before {}: run `pulse ingest` (with --since far enough back) first",
+                "tenant {scope} has no daily {} before {}: its pages' history has not been ingested (an operator runs \
+                 `pulse ingest --since` far enough back)",
                 request.metric, request.start
             ),
         ));
@@ -128,11 +146,14 @@ pub async fn plan_on<S: Store>(
     let seed = format!("{}|{}", request.tenant, request.start)
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    // The plans are computation (a few hundred placebo fits each): off the async workers.
+    // The plans are computation (a few hundred placebo fits each): off the async workers, and at most as many at once
+    // as the machine has cores (a caller that went away leaves its plan running, holding its permit).
+    let permit = plan_permits().acquire_owned().await.map_err(|e| AppError::from(anyhow::anyhow!("{e}")))?;
     let (start, days, share, target, metric_name) =
         (request.start, request.days, request.share, request.target, request.metric.clone());
     let tenant = scope.to_string();
     let (asked, options) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let asked = campaign::plan(&series, start, days, share, &exclude, seed).map_err(|e| {
             AppError::bad_request(format!("tenant {tenant}, {metric_name} over {days} days from {start}: {e}"))
                 .at("start")

@@ -966,10 +966,13 @@ pub async fn campaign_plan(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         asked.insert("tenant".into(), ctx.tenant.clone());
+        let started = Instant::now();
         let answer = match crate::api::plan_request(&ctx.caller, &asked) {
             Ok(request) => plan::plan_on(&state.store, &state.config, &ctx.caller.access, &request).await,
             Err(e) => Err(e),
         };
+        // A plan is computation: charged to the key's work budget, as the API charges it.
+        state.gate.work.charge(&ctx.caller.key_id, started.elapsed().as_secs_f64() * 1000.0);
         let answer = match answer {
             Ok(a) => a,
             // Wrong input, or a plan the history cannot make: said beside the form, which keeps what was typed.
@@ -1025,11 +1028,13 @@ pub async fn campaign_plan(
                     .collect();
                 page.options.push((d, cells));
             }
-            // The asked share, by duration: what the campaign would add against what it must add to be seen.
+            // The compared share nearest the asked one, by duration: what the campaign would add against what it
+            // must add to be seen.
+            let nearest = SHARE_OPTIONS.iter().copied().min_by(|a, b| (a - p.share).abs().total_cmp(&(b - p.share).abs()));
             let at_share: Vec<&plan::PlanOption> = DAYS_OPTIONS
                 .iter()
                 .filter_map(|&d| {
-                    answer.options.iter().find(|o| o.plan.days == d && (o.plan.share - p.share).abs() < 0.13)
+                    answer.options.iter().find(|o| o.plan.days == d && Some(o.plan.share) == nearest)
                 })
                 .collect();
             if !at_share.is_empty() {

@@ -1073,6 +1073,16 @@ async fn a_campaign_plan_is_answered_in_the_api_and_the_dashboard_for_the_keys_t
     assert!(answer.contains(&format!("<strong>{mde}</strong>")), "the MDE as the CLI says it");
     assert!(answer.contains("id=\"plan-options\"") && answer.contains("<svg") && answer.contains("Needed:"));
     assert!(answer.contains("10 March 2018") || answer.contains("10 Mar 2018"), "the start in UK style");
-    let wrong = page("/campaigns/plan?start=2018-03-10&share=2").await;
-    assert!(wrong.contains("id=\"plan-error\"") && wrong.contains("value=\"2\""), "said beside the form it keeps");
+    let wrong = page("/campaigns/plan?start=2018-03-10&share=3").await;
+    let said = wrong.split("id=\"plan-error\">").nth(1).unwrap_or_default();
+    assert!(said.starts_with("share 3 must be"), "said beside the form: {said}");
+    assert!(wrong.contains("id=\"share\" min=\"0.05\" max=\"1\" step=\"0.05\" value=\"3\""), "the form keeps it");
+    // Another tenant's planner is refused on the dashboard too.
+    let r = client()
+        .get(format!("{}/campaigns/plan?tenant=stoke&start=2018-03-10", s.url))
+        .header("cookie", session.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }
