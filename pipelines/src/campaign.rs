@@ -281,12 +281,18 @@ fn placebo_windows(
     out
 }
 
+/// Which order statistic bounds a conformal interval at `target` with m placebos at each end: floor((m+1)(1-level)/2),
+/// at least 1.
+fn conformal_k(m: usize, target: f64) -> usize {
+    ((((m + 1) as f64) * (1.0 - target) / 2.0 + 1e-9).floor() as usize).max(1)
+}
+
 /// The interval around `estimate` from sorted placebo errors: the estimate minus the k-th largest and the k-th
 /// smallest error, k = floor((m+1)(1-level)/2) but at least 1, with the level that k achieves.
 fn conformal_interval(estimate: f64, sorted: &[f64], target: f64) -> Interval {
     let m = sorted.len();
     debug_assert!(m > 0);
-    let k = ((((m + 1) as f64) * (1.0 - target) / 2.0 + 1e-9).floor() as usize).clamp(1, m);
+    let k = conformal_k(m, target).min(m);
     Interval {
         lo: estimate - sorted[m - k],
         hi: estimate - sorted[k - 1],
@@ -505,7 +511,7 @@ pub fn plan(
         let errors: Vec<f64> = windows.iter().map(|w| w.values().map(|(o, c)| o - c).sum()).collect();
         baseline.extend(windows.iter().map(|w| w.values().map(|(o, _)| o).sum::<f64>()));
         // The campaign's interval will have m placebos: its upper bound on the error is the k-th largest of them.
-        let k = ((((m + 1) as f64) * (1.0 - TARGET_LEVEL) / 2.0 + 1e-9).floor() as usize).clamp(1, m - 1);
+        let k = conformal_k(m, TARGET_LEVEL).min(m - 1);
         for j in 0..m {
             let mut others: Vec<f64> = errors.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, x)| *x).collect();
             others.sort_by(|a, b| b.total_cmp(a));
@@ -518,7 +524,7 @@ pub fn plan(
     if !thresholds[at].is_finite() || fewest == usize::MAX {
         return Err(UpliftError::TooFewPlacebos { have: windows_seen, need: MIN_PLACEBOS + 1 });
     }
-    let k = ((((fewest + 1) as f64) * (1.0 - TARGET_LEVEL) / 2.0 + 1e-9).floor() as usize).max(1);
+    let k = conformal_k(fewest, TARGET_LEVEL);
     Ok(Plan {
         start,
         days,

@@ -190,6 +190,29 @@ pub async fn plan_on<S: Store>(
     })
 }
 
+/// An interval's level in words: "95%", or with its decimal below 95% ("94.9%", never rounded up to 95).
+pub fn level_words(level: f64) -> String {
+    if level >= 0.95 { format!("{:.0}%", level * 100.0) } else { format!("{:.1}%", level * 100.0) }
+}
+
+/// What a target needs, in words: the smallest option that detects it, or that none does.
+pub fn needed_words(a: &PlanAnswer) -> String {
+    match &a.needed {
+        Some(n) => format!(
+            "Needed: {} day{} with {:.0}% of pages ({} taking part): {} expected against a minimum detectable {}.",
+            n.plan.days,
+            if n.plan.days == 1 { "" } else { "s" },
+            n.plan.share * 100.0,
+            n.plan.participants,
+            text::thousands(n.expected),
+            text::thousands(n.plan.mde)
+        ),
+        None => "None of these detects it: at that effect per page and day the campaign's interval would likely \
+                 include zero."
+            .into(),
+    }
+}
+
 /// What a person reads: the plan asked for, and for a target the table of options with the first that detects it.
 pub fn plan_text(a: &PlanAnswer) -> String {
     let p = &a.plan;
@@ -219,9 +242,9 @@ pub fn plan_text(a: &PlanAnswer) -> String {
     );
     let _ = writeln!(
         out,
-        "  An effect that size is detected {:.0}% of the time by the {}% interval the campaign will be judged by ({} placebo windows of the history before it).",
+        "  An effect that size is detected {:.0}% of the time by the {} interval the campaign will be judged by ({} placebo windows of the history before it).",
         PLAN_POWER * 100.0,
-        if p.level >= 0.95 { format!("{:.0}", p.level * 100.0) } else { format!("{:.1}", p.level * 100.0) },
+        level_words(p.level),
         p.placebos
     );
     let _ = writeln!(out, "  Method: {}.", p.method);
@@ -263,26 +286,7 @@ pub fn plan_text(a: &PlanAnswer) -> String {
             }
             let _ = writeln!(out, "{line}");
         }
-        match &a.needed {
-            Some(n) => {
-                let _ = writeln!(
-                    out,
-                    "  Needed: {} day{} with {:.0}% of pages ({} taking part): {} expected against a minimum detectable {}.",
-                    n.plan.days,
-                    if n.plan.days == 1 { "" } else { "s" },
-                    n.plan.share * 100.0,
-                    n.plan.participants,
-                    text::thousands(n.expected),
-                    text::thousands(n.plan.mde)
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "  None of these detects it: at that effect per page and day the campaign's interval would likely include zero."
-                );
-            }
-        }
+        let _ = writeln!(out, "  {}", needed_words(a));
     }
     out
 }

@@ -1001,7 +1001,7 @@ pub async fn campaign_plan(
             } else {
                 String::new()
             },
-            level: if p.level >= 0.95 { format!("{:.0}%", p.level * 100.0) } else { format!("{:.1}%", p.level * 100.0) },
+            level: plan::level_words(p.level),
             placebos: p.placebos,
             method: p.method.clone(),
         });
@@ -1030,12 +1030,11 @@ pub async fn campaign_plan(
             }
             // The compared share nearest the asked one, by duration: what the campaign would add against what it
             // must add to be seen.
-            let nearest = SHARE_OPTIONS.iter().copied().min_by(|a, b| (a - p.share).abs().total_cmp(&(b - p.share).abs()));
+            let nearest =
+                SHARE_OPTIONS.iter().copied().min_by(|a, b| (a - p.share).abs().total_cmp(&(b - p.share).abs()));
             let at_share: Vec<&plan::PlanOption> = DAYS_OPTIONS
                 .iter()
-                .filter_map(|&d| {
-                    answer.options.iter().find(|o| o.plan.days == d && Some(o.plan.share) == nearest)
-                })
+                .filter_map(|&d| answer.options.iter().find(|o| o.plan.days == d && Some(o.plan.share) == nearest))
                 .collect();
             if !at_share.is_empty() {
                 let labels: Vec<String> = at_share.iter().map(|o| format!("{} d", o.plan.days)).collect();
@@ -1064,18 +1063,7 @@ pub async fn campaign_plan(
                     240,
                 );
             }
-            page.needed = match &answer.needed {
-                Some(n) => format!(
-                    "Needed: {} day{} with {:.0}% of pages ({} taking part): {} expected against a minimum detectable {}.",
-                    n.plan.days,
-                    if n.plan.days == 1 { "" } else { "s" },
-                    n.plan.share * 100.0,
-                    n.plan.participants,
-                    thousands(n.expected),
-                    thousands(n.plan.mde)
-                ),
-                None => "None of these detects it: at that effect per page and day the campaign's interval would likely include zero.".into(),
-            };
+            page.needed = plan::needed_words(&answer);
         }
         let rows = answer.options.len() + 1;
         Ok((html(&page)?, rows))

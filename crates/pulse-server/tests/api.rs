@@ -378,6 +378,26 @@ async fn a_key_that_used_its_work_budget_waits_and_others_are_unaffected() {
     assert_eq!(post(&s.url, &k2, &queries[0]).await.0, 200);
 }
 
+/// A plan made on the dashboard is charged to the key's work budget, as the API's are: after one plan, the same
+/// key's next request waits (429) and another key's does not. Without the charge the dashboard's planner would be
+/// free work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_on_the_dashboard_is_charged_to_the_keys_work_budget() {
+    let mut config = config();
+    config.server.work_ms_per_minute = 1;
+    let s = serve_with(config).await;
+    let k1 = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let k2 = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let session = dashboard_session(&s.url, &k1).await;
+    let answer = dashboard_page(&s.url, &session, "/campaigns/plan?start=2018-03-10&target=20000").await;
+    assert!(answer.contains("id=\"mde\""), "the plan was made");
+    let q = json!({"metrics": ["reach"], "dimensions": ["practice"]});
+    let (status, body) = post(&s.url, &k1, &q).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("budget of the server's work"), "{body}");
+    assert_eq!(post(&s.url, &k2, &q).await.0, 200);
+}
+
 /// A small deterministic generator (no dependency): xorshift.
 struct Rng(u64);
 impl Rng {
