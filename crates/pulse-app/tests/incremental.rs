@@ -61,6 +61,12 @@ async fn on_clickhouse_the_daily_run_equals_a_full_recompute() {
         .output();
 }
 
+/// Sleeps until the wall clock's next whole second.
+async fn next_whole_second() {
+    let into = chrono::Utc::now().timestamp_subsec_micros();
+    tokio::time::sleep(std::time::Duration::from_micros(u64::from(1_000_000 - into.min(999_999)))).await;
+}
+
 /// History ingested and computed in full, then daily ingests each followed by an incremental run, each compared
 /// with a full recompute of the same data; on the config's lake, or on the store `store` (a `[store]` section).
 async fn daily_runs_equal_a_full_recompute(store: Option<String>) {
@@ -93,6 +99,10 @@ async fn daily_runs_equal_a_full_recompute(store: Option<String>) {
     let store = pulse_app::open::store(&config).unwrap();
     let scope = config.operator_access().scope(tenant).unwrap();
     let jobs = JobsRequest { tenants: vec![tenant.into()], ..Default::default() };
+    // ClickHouse keeps `fetched_at` to the second: facts fetched in the second a run starts in count as changed for
+    // the next run too (it cannot tell whether the run read them), a safe extra recompute. For the quiet run below to
+    // find nothing changed, the full run starts in a second after the ingest's last fetch.
+    next_whole_second().await;
     assert_eq!(modes(&run_on(&store, &config, &jobs).await.unwrap()), ["full"], "the first run is a full one");
 
     // The reports hold all history: every week since the first ingested, more than a year of them.
