@@ -16,6 +16,8 @@ pub enum ErrorKind {
     NotFound,
     /// The data is not there yet (reports never computed): run the job named in the message.
     NotReady,
+    /// The request clashes with what is recorded (a campaign name already registered): change it, not retry.
+    Conflict,
     /// Too many requests for this key: wait and retry.
     RateLimited,
     /// The store (or another dependency) cannot be reached or failed: retry later; nothing was lost.
@@ -80,6 +82,7 @@ impl AppError {
             ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::NotReady => 409,
+            ErrorKind::Conflict => 409,
             ErrorKind::RateLimited => 429,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
@@ -94,6 +97,7 @@ impl AppError {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::NotReady => "not_ready",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",

@@ -144,7 +144,8 @@ pub async fn run_on<S: Store + Clone + 'static>(
             },
         };
         let mut from = request.from.unwrap_or(jobs::HISTORY_START);
-        let campaigns = campaigns_for(&config.campaigns, &scope);
+        // The config's campaigns and those registered through the API or dashboard (not withdrawn).
+        let campaigns = campaigns_for(&crate::campaigns::effective(store, config, &scope).await?, &scope);
         let inputs_of = inputs_digest(&campaigns, registered.as_ref());
         let variant = request.variant(from, to)?;
         // The main reports over all history are updated incrementally when the previous run allows it.

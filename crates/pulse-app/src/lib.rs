@@ -22,6 +22,7 @@
 //! - [`vault`]: page tokens sealed (AES-256-GCM) in the store, rotation, import from the config's references;
 //! - [`text`]: what a person reads: tables, bars, sparklines, thousands separators, as strings.
 
+pub mod campaigns;
 pub mod chart;
 pub mod columns;
 pub mod error;

@@ -80,13 +80,9 @@ pub async fn plan(config: &Config, request: &PlanRequest) -> AppResult<PlanAnswe
     plan_on(&store, config, &config.operator_access(), request).await
 }
 
-/// A plan for a caller: the tenant must be one `access` may read; bad input is a 400 naming its field.
-pub async fn plan_on<S: Store>(
-    store: &S,
-    config: &Config,
-    access: &Access,
-    request: &PlanRequest,
-) -> AppResult<PlanAnswer> {
+/// Checks a plan request's own fields (not its tenant or history): each wrong one is a 400 naming it. The metric's
+/// store name when they are right.
+pub fn check(request: &PlanRequest) -> AppResult<pulse_domain::CanonicalMetric> {
     let bad = |field: &str, message: String| AppError::bad_request(message).at(field.to_owned());
     let Some((_, metric, _)) = CAMPAIGN_METRICS.iter().find(|(name, _, _)| *name == request.metric) else {
         let names: Vec<&str> = CAMPAIGN_METRICS.iter().map(|(n, _, _)| *n).collect();
@@ -113,12 +109,23 @@ pub async fn plan_on<S: Store>(
             ),
         ));
     }
+    Ok(*metric)
+}
+
+/// A plan for a caller: the tenant must be one `access` may read; bad input is a 400 naming its field.
+pub async fn plan_on<S: Store>(
+    store: &S,
+    config: &Config,
+    access: &Access,
+    request: &PlanRequest,
+) -> AppResult<PlanAnswer> {
+    let metric = check(request)?;
     let scope = crate::tenant::resolve(access, Some(&request.tenant), "tenant", "name one of your tenants")?;
     // The longest plan's history: its placebo windows and each one's fit period.
     let longest = DAYS_OPTIONS.iter().copied().chain([request.days]).max().unwrap_or(request.days);
     let back = i64::from(7 * MAX_PLACEBO_WEEKS + FIT_DAYS) + i64::from(longest) + 7;
     let filter = FactFilter {
-        metrics: vec![*metric],
+        metrics: vec![metric],
         periods: vec![Period::Day],
         from: Some(request.start - Duration::days(back)),
         to: Some(request.start - Duration::days(1)),
@@ -130,18 +137,19 @@ pub async fn plan_on<S: Store>(
         series.entry(f.page.to_string()).or_default().insert(pulse_domain::day_number(f.day), f.value);
     }
     if series.is_empty() {
-        return Err(bad(
-            "start",
-            format!(
-                "tenant {scope} has no daily {} before {}: its pages' history has not been ingested (an operator runs \
+        return Err(AppError::bad_request(format!(
+            "tenant {scope} has no daily {} before {}: its pages' history has not been ingested (an operator runs \
                  `pulse ingest --since` far enough back)",
-                request.metric, request.start
-            ),
-        ));
+            request.metric, request.start
+        ))
+        .at("start"));
     }
     // Other campaigns' windows are kept out of the placebo windows, as the estimate will keep them.
     let exclude: Vec<(i32, i32)> =
-        jobs::campaigns_for(&config.campaigns, &scope).iter().map(campaign::Campaign::window).collect();
+        jobs::campaigns_for(&crate::campaigns::effective(store, config, &scope).await?, &scope)
+            .iter()
+            .map(campaign::Campaign::window)
+            .collect();
     // The same tenant and start give the same plan (the draws of participating pages are seeded by them).
     let seed = format!("{}|{}", request.tenant, request.start)
         .bytes()

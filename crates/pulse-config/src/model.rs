@@ -465,8 +465,9 @@ pub fn real_date(field: &str, text: &str) -> Result<chrono::NaiveDate, String> {
     Err(format!("`{field}` = \"{text}\" is not a date; write it as YYYY-MM-DD, e.g. 2018-03-10"))
 }
 
-/// A campaign: how its posts are recognised, and its window.
-#[derive(Debug, Clone, Deserialize)]
+/// A campaign: how its posts are recognised, and its window. Declared as `[[campaign]]` in the config, or registered
+/// through the API and dashboard (kept in the tenant's journal, so it is also written).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignConfig {
     /// Name shown in reports.
@@ -490,6 +491,33 @@ pub struct CampaignConfig {
     /// Only these tenants (default: every tenant).
     #[serde(default)]
     pub tenants: Vec<TenantId>,
+}
+
+impl CampaignConfig {
+    /// What is wrong with the campaign on its own (its tenants are checked against a config elsewhere), each with
+    /// the field at fault: exactly one way of matching posts, a window of at least a day, a known post type.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let matchers = [self.hashtag.is_some(), self.link.is_some(), self.text.is_some(), !self.posts.is_empty()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if matchers != 1 {
+            out.push(("hashtag", "give exactly one of hashtag, link, text or posts".to_owned()));
+        }
+        if [&self.hashtag, &self.link, &self.text].iter().any(|m| m.as_ref().is_some_and(|m| m.trim().is_empty())) {
+            out.push(("hashtag", "a hashtag, link or text to match must not be empty".to_owned()));
+        }
+        if self.days == 0 {
+            out.push(("days", "days must be at least 1".to_owned()));
+        }
+        if let Some(t) = &self.post_type
+            && !["video", "photo", "link", "status"].contains(&t.as_str())
+        {
+            out.push(("post_type", format!("post_type `{t}` is not one of video, photo, link or status")));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -1059,15 +1087,8 @@ fn campaigns_of(
     for c in raw {
         let span = c.span();
         let c = c.into_inner();
-        let matchers = [c.hashtag.is_some(), c.link.is_some(), c.text.is_some(), !c.posts.is_empty()]
-            .iter()
-            .filter(|x| **x)
-            .count();
-        if matchers != 1 {
-            p.at(span.clone(), format!("campaign `{}`: give exactly one of hashtag, link, text or posts", c.name));
-        }
-        if c.days == 0 {
-            p.at(span.clone(), format!("campaign `{}`: days must be at least 1", c.name));
+        for (_, problem) in c.problems() {
+            p.at(span.clone(), format!("campaign `{}`: {problem}", c.name));
         }
         if let Some(unknown) = c.tenants.iter().find(|t| !tenants.iter().any(|x: &TenantConfig| &x.id == *t)) {
             p.at(span, format!("campaign `{}`: unknown tenant `{unknown}`", c.name));

@@ -122,6 +122,8 @@ pub struct CampaignLine {
     /// In words, with the lift over what was expected without the campaign and what the interval means; or why
     /// there is no estimate.
     pub words: String,
+    /// Registered on or after its start: its analysis was chosen knowing how it went (exploratory, not a test).
+    pub post_hoc: bool,
 }
 
 /// Something to look at: a page to re-authorise, a gap, a stale page, a practice far outside its usual range.
@@ -204,7 +206,11 @@ pub async fn build<S: Store>(store: &S, config: &Config, tenant: &str, week_end:
 
     // Campaigns live in the week or ended in the four weeks before; the tenant total of each metric.
     let camps = report::query(store, config, &access, &read(Kind::Campaigns)).await?.campaign_effects()?;
-    let campaigns = campaign_lines(&camps, week_start, week_end);
+    let mut campaigns = campaign_lines(&camps, week_start, week_end);
+    let listed = pulse_app::campaigns::listed(store, config, &access, Some(tenant)).await?;
+    for c in &mut campaigns {
+        c.post_hoc = pulse_app::campaigns::label(&listed, tenant, &c.name) == Some(pulse_app::campaigns::POST_HOC);
+    }
 
     // Data quality: what concerns the week or is still open (re-authorisation first).
     let quality = report::query(store, config, &access, &read(Kind::Quality)).await?;
@@ -537,6 +543,7 @@ fn campaign_lines(camps: &[CampaignEffectView], week_start: NaiveDate, week_end:
             hi,
             level: lvl,
             words,
+            post_hoc: false,
         });
     }
     campaigns

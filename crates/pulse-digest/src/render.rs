@@ -313,7 +313,11 @@ fn campaign_groups(campaigns: &[CampaignLine]) -> Vec<CampaignGroup> {
         .map(|(name, lines)| {
             let first = lines[0];
             CampaignGroup {
-                name: name.to_owned(),
+                name: if first.post_hoc {
+                    format!("{name} (post hoc: registered after it started, so read it as exploratory)")
+                } else {
+                    name.to_owned()
+                },
                 when: format!(
                     "{} {} to {}",
                     if first.live { "live," } else { "ended," },

@@ -1016,6 +1016,18 @@ async fn make<S: Store>(
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> AppResult<ExportOutcome> {
     let request = checked(config, access, spec, out)?;
+    // The campaigns asked for: the config's, or registered for one of the exported tenants.
+    let mut known = Vec::new();
+    for scope in &request.scopes {
+        known.extend(pulse_app::campaigns::effective(store, config, scope).await?.into_iter().map(|c| c.name));
+    }
+    if let Some(c) = spec.campaigns.iter().find(|c| !known.contains(c)) {
+        known.sort();
+        known.dedup();
+        return Err(AppError::bad_request(format!("no campaign `{c}` of the exported tenants"))
+            .with_hint(format!("the campaigns are {}", known.join(", ")))
+            .at("campaigns"));
+    }
     // An empty directory the user made (a mount point, `--out .`) is kept on failure, emptied of what was written.
     let existed = out.exists();
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
@@ -1112,14 +1124,6 @@ fn checked<'c>(config: &'c Config, access: &Access, spec: &ExportSpec, out: &Pat
         return Err(AppError::bad_request(format!("no export metric `{m}`"))
             .with_hint(format!("the metrics are {}", METRICS.join(", ")))
             .at("metrics"));
-    }
-    if let Some(c) = spec.campaigns.iter().find(|c| !config.campaigns.iter().any(|k| &k.name == *c)) {
-        return Err(AppError::bad_request(format!("no campaign `{c}` in the config"))
-            .with_hint(format!(
-                "the campaigns are {}",
-                config.campaigns.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-            .at("campaigns"));
     }
     if let (Some(from), Some(to)) = (spec.from, spec.to)
         && from > to

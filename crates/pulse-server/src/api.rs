@@ -236,6 +236,70 @@ pub async fn campaign_plan(
     .await
 }
 
+/// `GET /api/v1/campaigns`: the campaigns of the key's tenants (or of `?tenant=`): the config's and those registered
+/// through the API or dashboard, each pre-registered, post hoc or configured, with the plan stored at registration.
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "reports",
+    summary = "Campaigns of the caller's tenants, with how and when each was registered",
+    params(("tenant" = Option<String>, Query, description = "one tenant (default: all of the key's)")),
+    responses((status = 200, description = "the campaigns, withdrawn ones marked", body = wire::Campaigns), Errors))]
+pub async fn campaigns_list(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> ApiResult {
+    let what = format!("GET /api/v1/campaigns{}", crate::query_digest(params.iter()));
+    logged(&state, &headers, KeyScope::Read, what, |state, caller| async move {
+        let tenant = params.get("tenant").map(String::as_str).filter(|t| !t.is_empty());
+        let campaigns = pulse_app::campaigns::listed(&state.store, &state.config, &caller.access, tenant).await?;
+        let n = campaigns.len();
+        Ok((json_of(&wire::Campaigns { campaigns }), tenant.map_or_else(|| caller.tenants.join(","), str::to_owned), n))
+    })
+    .await
+}
+
+/// `POST /api/v1/campaigns` (admin): registers a campaign. Before its start its plan is stored with it
+/// (pre-registered); on or after its start day it is labelled post hoc. A name already registered is a 409.
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "reports",
+    summary = "Register a campaign (admin scope): pre-registered with its plan before its start, post hoc after",
+    request_body = pulse_app::campaigns::RegisterRequest,
+    responses((status = 200, description = "the campaign as registered", body = pulse_app::campaigns::Managed), Errors))]
+pub async fn campaigns_register(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    logged(&state, &headers, KeyScope::Admin, "POST /api/v1/campaigns".into(), |state, caller| async move {
+        let req: pulse_app::campaigns::RegisterRequest = serde_json::from_slice(&body).map_err(|e| {
+            AppError::bad_request(format!("the body is not a campaign: {e}")).with_hint(
+                r##"send {"tenant": "north-staffs", "name": "Flu jabs", "start": "2018-10-06", "days": 2, "hashtag": "#FluJab"}"##,
+            )
+        })?;
+        let by = format!("key {}", caller.key_id);
+        let m = pulse_app::campaigns::register(&state.store, &state.config, &caller.access, &req, &by, chrono::Utc::now())
+            .await?;
+        Ok((json_of(&m), m.tenant.clone(), 1))
+    })
+    .await
+}
+
+/// `POST /api/v1/campaigns/{name}/withdraw?tenant=` (admin): stops computing a registered campaign; it stays listed
+/// as withdrawn, with who and when.
+#[utoipa::path(post, path = "/api/v1/campaigns/{name}/withdraw", tag = "reports",
+    summary = "Withdraw a registered campaign (admin scope); it stays on record as withdrawn",
+    params(("name" = String, Path), ("tenant" = Option<String>, Query, description = "the tenant (default: the key's only one)")),
+    responses((status = 200, description = "the campaign, withdrawn", body = pulse_app::campaigns::Managed), Errors))]
+pub async fn campaigns_withdraw(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> ApiResult {
+    logged(&state, &headers, KeyScope::Admin, "POST /api/v1/campaigns/withdraw".into(), |state, caller| async move {
+        let tenant = named_tenant(&caller, &params)?;
+        let by = format!("key {}", caller.key_id);
+        let m =
+            pulse_app::campaigns::withdraw(&state.store, &state.config, &caller.access, &tenant, &name, &by).await?;
+        Ok((json_of(&m), m.tenant.clone(), 1))
+    })
+    .await
+}
+
 /// The plan a request's parameters describe (shared by the API and the dashboard); every parameter checked.
 pub(crate) fn plan_request(
     caller: &Caller,

@@ -29,6 +29,7 @@ use crate::{Shared, log_request};
 const CSS: &str = include_str!("pulse.css");
 
 /// What every page knows: who, which tenant, which range, the query string to carry along.
+#[derive(Clone)]
 struct Ctx {
     caller: Caller,
     session: Session,
@@ -858,6 +859,8 @@ struct MetricLink {
 }
 
 struct CampaignSection {
+    /// `pre-registered` or `post hoc` for a registered campaign (none for a config one).
+    registration: Option<&'static str>,
     name: String,
     from: String,
     to: String,
@@ -883,6 +886,14 @@ struct CampaignsPage {
     metrics: Vec<MetricLink>,
     campaigns: Vec<CampaignSection>,
     plan_href: String,
+    /// Every campaign of the tenant on record (config and registered, withdrawn ones marked).
+    record: Vec<RecordRow>,
+    /// The caller may register and withdraw campaigns (admin scope).
+    admin: bool,
+    action: String,
+    withdraw_action: String,
+    form: RegisterForm,
+    metric_names: &'static [&'static str],
 }
 
 #[derive(Template)]
@@ -1077,87 +1088,299 @@ pub async fn campaigns(
     QueryString(params): QueryString<HashMap<String, String>>,
 ) -> Response {
     render(state, headers, "/campaigns", params, |state, ctx| async move {
-        let metric = ctx.params.get("metric").cloned().unwrap_or_else(|| "views".into());
-        if !CAMPAIGN_METRICS.contains(&metric.as_str()) {
-            return Err(AppError::bad_request(format!("no campaign metric `{metric}`"))
-                .with_hint("use views, reach, engagements or video_views"));
-        }
-        let uplift = read_report(&state, &ctx, Kind::Campaigns, None, None, None).await?;
-        let mut series_q = report::ReportQuery::new(Kind::CampaignSeries);
-        series_q.tenant = Some(ctx.tenant.clone());
-        let series = report::query(&state.store, &state.config, &ctx.caller.access, &series_q).await?;
-        let days = series.campaign_days()?;
-        let campaigns: Vec<CampaignSection> = uplift
-            .campaign_effects()?
-            .iter()
-            .filter(|c| c.practice_code == "ALL" && c.metric == metric)
-            .map(|c| {
-                let name = &c.campaign;
-                let (from, to) = (c.window_from, c.window_to);
-                let effect = c.interval().map(|(e, lo, hi)| Effect {
-                    words: effect_words(e, lo, hi, c.interval_level),
-                    lift: c.lift_pct.map(|l| format!("{l:+.0}%")).unwrap_or_else(|| "n/a".into()),
-                    interval_svg: chart::interval(&format!("Effect of {name} with its interval"), e, lo, hi, 600),
-                });
-                // Observed against counterfactual, day by day, with the campaign's window shaded.
-                let series: Vec<_> = days
-                    .iter()
-                    .filter(|d| &d.campaign == name && d.practice_code == "ALL" && d.metric == metric)
-                    .collect();
-                let observed: Vec<Option<f64>> = series.iter().map(|d| d.observed).collect();
-                let counterfactual: Vec<Option<f64>> = series.iter().map(|d| d.counterfactual).collect();
-                let in_window: Vec<Option<f64>> =
-                    series.iter().map(|d| (d.day.is_some() && d.day >= from && d.day <= to).then_some(0.0)).collect();
-                let top = observed.iter().chain(&counterfactual).flatten().fold(0.0f64, |a, b| a.max(*b));
-                let labels: Vec<String> = series.iter().map(|d| d.day.map(uk).unwrap_or_default()).collect();
-                let band = Band {
-                    lo: in_window.clone(),
-                    hi: in_window.iter().map(|v| v.map(|_| top)).collect(),
-                    colour: chart::ORANGE,
-                };
-                let series_svg = chart::lines(
-                    &format!("{name}: observed and counterfactual daily {metric}"),
-                    &labels,
-                    &[
-                        Series { name: "observed".into(), colour: chart::BLUE, values: observed, dashed: false },
-                        Series {
-                            name: "counterfactual".into(),
-                            colour: chart::GREY,
-                            values: counterfactual,
-                            dashed: true,
-                        },
-                    ],
-                    Some(&band),
-                    960,
-                    260,
-                );
-                CampaignSection {
-                    name: name.clone(),
-                    from: from.map(uk).unwrap_or_default(),
-                    to: to.map(uk).unwrap_or_default(),
-                    posts: c.posts,
-                    post_lifetime: num(c.post_lifetime),
-                    effect,
-                    note: c.note.clone(),
-                    series_svg,
-                }
-            })
-            .collect();
-        let metrics = CAMPAIGN_METRICS
-            .iter()
-            .map(|m| MetricLink {
-                href: ctx.link("/campaigns", &[("metric", m)]),
-                label: m.replace('_', " "),
-                active: *m == metric,
-            })
-            .collect();
-        let rows = campaigns.len();
-        let plan_href = ctx.link("/campaigns/plan", &[]);
-        let page =
-            CampaignsPage { nav: Nav::new(&ctx, "/campaigns", "Campaigns"), metric, metrics, campaigns, plan_href };
-        Ok((html(&page)?, rows))
+        campaigns_html(&state, &ctx, RegisterForm::default()).await
     })
     .await
+}
+
+/// The Campaigns page's register form: what was typed, and what came of it.
+#[derive(Default)]
+struct RegisterForm {
+    values: HashMap<String, String>,
+    error: Option<String>,
+    done: Option<String>,
+}
+
+impl RegisterForm {
+    fn value(&self, field: &str) -> &str {
+        self.values.get(field).map_or("", String::as_str)
+    }
+}
+
+/// A registered campaign's row on the Campaigns page.
+struct RecordRow {
+    name: String,
+    window: String,
+    matches: String,
+    registration: String,
+    registered: String,
+    plan: String,
+    withdrawn: Option<String>,
+    /// It can be withdrawn here (registered, not withdrawn, and the caller may manage campaigns).
+    withdrawable: bool,
+}
+
+async fn campaigns_html(state: &Shared, ctx: &Ctx, form: RegisterForm) -> AppResult<(String, usize)> {
+    let metric = ctx.params.get("metric").cloned().unwrap_or_else(|| "views".into());
+    if !CAMPAIGN_METRICS.contains(&metric.as_str()) {
+        return Err(AppError::bad_request(format!("no campaign metric `{metric}`"))
+            .with_hint("use views, reach, engagements or video_views"));
+    }
+    let uplift = read_report(state, ctx, Kind::Campaigns, None, None, None).await?;
+    let mut series_q = report::ReportQuery::new(Kind::CampaignSeries);
+    series_q.tenant = Some(ctx.tenant.clone());
+    let series = report::query(&state.store, &state.config, &ctx.caller.access, &series_q).await?;
+    let days = series.campaign_days()?;
+    let listed =
+        pulse_app::campaigns::listed(&state.store, &state.config, &ctx.caller.access, Some(&ctx.tenant)).await?;
+    let campaigns: Vec<CampaignSection> = uplift
+        .campaign_effects()?
+        .iter()
+        .filter(|c| c.practice_code == "ALL" && c.metric == metric)
+        .map(|c| {
+            let name = &c.campaign;
+            let (from, to) = (c.window_from, c.window_to);
+            let effect = c.interval().map(|(e, lo, hi)| Effect {
+                words: effect_words(e, lo, hi, c.interval_level),
+                lift: c.lift_pct.map(|l| format!("{l:+.0}%")).unwrap_or_else(|| "n/a".into()),
+                interval_svg: chart::interval(&format!("Effect of {name} with its interval"), e, lo, hi, 600),
+            });
+            // Observed against counterfactual, day by day, with the campaign's window shaded.
+            let series: Vec<_> =
+                days.iter().filter(|d| &d.campaign == name && d.practice_code == "ALL" && d.metric == metric).collect();
+            let observed: Vec<Option<f64>> = series.iter().map(|d| d.observed).collect();
+            let counterfactual: Vec<Option<f64>> = series.iter().map(|d| d.counterfactual).collect();
+            let in_window: Vec<Option<f64>> =
+                series.iter().map(|d| (d.day.is_some() && d.day >= from && d.day <= to).then_some(0.0)).collect();
+            let top = observed.iter().chain(&counterfactual).flatten().fold(0.0f64, |a, b| a.max(*b));
+            let labels: Vec<String> = series.iter().map(|d| d.day.map(uk).unwrap_or_default()).collect();
+            let band = Band {
+                lo: in_window.clone(),
+                hi: in_window.iter().map(|v| v.map(|_| top)).collect(),
+                colour: chart::ORANGE,
+            };
+            let series_svg = chart::lines(
+                &format!("{name}: observed and counterfactual daily {metric}"),
+                &labels,
+                &[
+                    Series { name: "observed".into(), colour: chart::BLUE, values: observed, dashed: false },
+                    Series { name: "counterfactual".into(), colour: chart::GREY, values: counterfactual, dashed: true },
+                ],
+                Some(&band),
+                960,
+                260,
+            );
+            CampaignSection {
+                registration: pulse_app::campaigns::label(&listed, &ctx.tenant, name),
+                name: name.clone(),
+                from: from.map(uk).unwrap_or_default(),
+                to: to.map(uk).unwrap_or_default(),
+                posts: c.posts,
+                post_lifetime: num(c.post_lifetime),
+                effect,
+                note: c.note.clone(),
+                series_svg,
+            }
+        })
+        .collect();
+    let metrics = CAMPAIGN_METRICS
+        .iter()
+        .map(|m| MetricLink {
+            href: ctx.link("/campaigns", &[("metric", m)]),
+            label: m.replace('_', " "),
+            active: *m == metric,
+        })
+        .collect();
+    let rows = campaigns.len();
+    let plan_href = ctx.link("/campaigns/plan", &[]);
+    let admin = ctx.caller.require(KeyScope::Admin).is_ok();
+    let record = record_rows(state, ctx, &listed, admin);
+    let page = CampaignsPage {
+        nav: Nav::new(ctx, "/campaigns", "Campaigns"),
+        metric,
+        metrics,
+        campaigns,
+        plan_href,
+        record,
+        admin,
+        action: ctx.link("/campaigns", &[]),
+        withdraw_action: ctx.link("/campaigns/withdraw", &[]),
+        form,
+        metric_names: &CAMPAIGN_METRICS,
+    };
+    Ok((html(&page)?, rows))
+}
+
+fn record_rows(state: &Shared, ctx: &Ctx, listed: &[pulse_app::campaigns::Managed], admin: bool) -> Vec<RecordRow> {
+    listed
+        .iter()
+        .map(|m| {
+            let end = m.start + chrono::Duration::days(i64::from(m.days.max(1)) - 1);
+            let plan = match (&m.plan, &m.plan_note) {
+                (Some(p), _) => {
+                    let metric = p["metric"].as_str().unwrap_or("views").replace('_', " ");
+                    let mde = p["plan"]["mde"].as_f64().unwrap_or(f64::NAN);
+                    let baseline = p["plan"]["baseline"].as_f64().unwrap_or(0.0);
+                    let share = p["plan"]["share"].as_f64().unwrap_or(0.0);
+                    let lift = if baseline > 0.0 {
+                        format!(" ({:.0}% of usual)", 100.0 * mde / baseline)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "detects {} {metric}{lift} with {:.0}% of pages taking part",
+                        pulse_app::text::thousands(mde),
+                        share * 100.0
+                    )
+                }
+                (None, Some(note)) => note.clone(),
+                (None, None) => "–".into(),
+            };
+            RecordRow {
+                name: m.name.clone(),
+                window: format!("{} to {}", uk(m.start), uk(end)),
+                matches: m.matches.clone(),
+                registration: m.registration.clone(),
+                registered: match (&m.registered_at, &m.registered_by) {
+                    (Some(at), Some(by)) => format!("{} by {by}", uk_time(&state.config, *at)),
+                    _ => "in the config".into(),
+                },
+                plan,
+                withdrawn: m.withdrawn_at.map(|at| {
+                    format!("{} by {}", uk_time(&state.config, at), m.withdrawn_by.as_deref().unwrap_or("?"))
+                }),
+                withdrawable: admin && m.source == "registered" && m.is_active() && ctx.tenant == m.tenant,
+            }
+        })
+        .collect()
+}
+
+/// `POST /campaigns` (admin, the page's form: `csrf`, `name`, `start`, `days`, `hashtag`, `post_type`, `share`,
+/// `metric`): registers a campaign; the page shows it on record, or the error beside the form with what was typed.
+pub async fn campaigns_register(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    campaigns_form(state, headers, params, body, "POST /campaigns", |state, ctx, form, by| async move {
+        let num = |field: &str| -> AppResult<Option<f64>> {
+            match form.get(field).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| AppError::bad_request(format!("{field} `{v}` is not a number")).at(field.to_owned())),
+            }
+        };
+        let text = |field: &str| form.get(field).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let days = num("days")?.unwrap_or(2.0);
+        if days.fract() != 0.0 || !(1.0..=28.0).contains(&days) {
+            return Err(AppError::bad_request("days must be a whole number from 1 to 28").at("days"));
+        }
+        let request = pulse_app::campaigns::RegisterRequest {
+            tenant: ctx.tenant.clone(),
+            name: text("name").unwrap_or_default(),
+            start: text("start").unwrap_or_default(),
+            days: days as u32,
+            hashtag: text("hashtag"),
+            link: text("link"),
+            text: text("text"),
+            posts: Vec::new(),
+            post_type: text("post_type"),
+            share: num("share")?,
+            metric: text("metric"),
+            target: num("target")?,
+        };
+        let m = pulse_app::campaigns::register(
+            &state.store,
+            &state.config,
+            &ctx.caller.access,
+            &request,
+            &by,
+            chrono::Utc::now(),
+        )
+        .await?;
+        Ok(format!("Registered {} ({}).", m.name, m.registration))
+    })
+    .await
+}
+
+/// `POST /campaigns/withdraw` (admin, `csrf` and `name`): withdraws a registered campaign; it stays on record.
+pub async fn campaigns_withdraw(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    campaigns_form(state, headers, params, body, "POST /campaigns/withdraw", |state, ctx, form, by| async move {
+        let name = form.get("name").cloned().unwrap_or_default();
+        let m =
+            pulse_app::campaigns::withdraw(&state.store, &state.config, &ctx.caller.access, &ctx.tenant, &name, &by)
+                .await?;
+        Ok(format!("Withdrew {}: it is no longer computed from the next run, and stays on record.", m.name))
+    })
+    .await
+}
+
+/// A form posted to the Campaigns page: checked to come from the dashboard and from a key that may manage campaigns,
+/// then `act` (which says what it did); the page is shown again with that, or the error and what was typed.
+async fn campaigns_form<F, Fut>(
+    state: Shared,
+    headers: HeaderMap,
+    params: HashMap<String, String>,
+    body: Bytes,
+    what: &str,
+    act: F,
+) -> Response
+where
+    F: FnOnce(Shared, Ctx, HashMap<String, String>, String) -> Fut,
+    Fut: std::future::Future<Output = AppResult<String>>,
+{
+    let started = Instant::now();
+    let values: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let ctx = match context(&state, &headers, "/campaigns", params) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    if values.get("csrf") != Some(&ctx.session.csrf) {
+        let e = AppError::forbidden("the form did not come from this dashboard")
+            .with_hint("use the form on the Campaigns page");
+        log_request(&ctx.caller.key_id, &ctx.tenant, what, 0, e.status(), started);
+        return error_page(&e);
+    }
+    if let Err(e) = ctx.caller.require(KeyScope::Admin) {
+        log_request(&ctx.caller.key_id, &ctx.tenant, what, 0, e.status(), started);
+        return error_page(&e);
+    }
+    let by = match &ctx.session.signed_in {
+        Some(_) => ctx.caller.key_name.clone(),
+        None => format!("key {}", ctx.caller.key_id),
+    };
+    let outcome = act(state.clone(), ctx.clone(), values.clone(), by).await;
+    let (status, form) = match outcome {
+        Ok(done) => (StatusCode::OK, RegisterForm { values: HashMap::new(), error: None, done: Some(done) }),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut message = e.to_string();
+            if let Some(field) = &e.field {
+                message = format!("{field}: {message}");
+            }
+            (status, RegisterForm { values, error: Some(message), done: None })
+        }
+    };
+    match campaigns_html(&state, &ctx, form).await {
+        Ok((body, n)) => {
+            log_request(&ctx.caller.key_id, &ctx.tenant, what, n, status.as_u16(), started);
+            let mut resp = html_response(status, body);
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            log_request(&ctx.caller.key_id, &ctx.tenant, what, 0, e.status(), started);
+            error_page(&e)
+        }
+    }
 }
 
 #[derive(Template)]

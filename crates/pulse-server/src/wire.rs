@@ -237,3 +237,9 @@ pub struct Region {
 pub struct Subscriptions {
     pub subscriptions: Vec<pulse_app::subscriptions::List>,
 }
+
+/// `GET /api/v1/campaigns`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Campaigns {
+    pub campaigns: Vec<pulse_app::campaigns::Managed>,
+}

@@ -6,7 +6,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{captured_logs, client, config, dashboard_page, dashboard_session, key, practices, serve, serve_with};
+use common::{
+    captured_logs, client, config, dashboard_page, dashboard_session, demo_copy, key, practices, serve, serve_with,
+};
 use pulse_app::keys::KeyScope;
 use serde_json::{Value, json};
 
@@ -24,6 +26,13 @@ async fn raw_exchange(url: &str, request: &str) -> (String, String) {
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (head.to_owned(), body.to_owned())
+}
+
+/// POSTs JSON to a full URL, answering the status and the JSON body.
+async fn post_to(url: &str, key: &str, body: &Value) -> (u16, Value) {
+    let resp = client().post(url).bearer_auth(key).json(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn post(url: &str, key: &str, body: &Value) -> (u16, Value) {
@@ -1105,4 +1114,227 @@ async fn a_campaign_plan_is_answered_in_the_api_and_the_dashboard_for_the_keys_t
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+/// Campaigns registered through the API and dashboard: pre-registered with their plan before the start, post hoc on
+/// or after it; the first registration of a name wins even at the same moment; withdrawn ones stay on record and stop
+/// being computed; only admin keys of the tenant may change them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record() {
+    let (_dir, config) = demo_copy();
+    let s = serve_with(config).await;
+    let admin = key(&s.config, &["north-staffs"], &[KeyScope::Read, KeyScope::Admin]);
+    let reader = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let stoke_reader = key(&s.config, &["stoke"], &[KeyScope::Read]);
+    let list = |k: String| {
+        let url = format!("{}/api/v1/campaigns", s.url);
+        async move {
+            let r = client().get(url).bearer_auth(k).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["campaigns"].as_array().unwrap().clone()
+        }
+    };
+    let named = |all: &[Value], name: &str| all.iter().find(|c| c["name"] == name).cloned();
+    // The config's campaigns are listed as configured.
+    let before = list(reader.clone()).await;
+    let stroke = named(&before, "UHNM stroke video").expect("the config's campaign");
+    assert_eq!((stroke["source"].as_str(), stroke["registration"].as_str()), (Some("config"), Some("configured")));
+
+    // Registered after its start (the stroke weekend again, by its link): post hoc, no plan made knowing the outcome.
+    let url = format!("{}/api/v1/campaigns", s.url);
+    let body = json!({"tenant": "north-staffs", "name": "Stroke film by link", "start": "2018-03-10", "days": 2,
+        "link": "https://www.uhnm.nhs.uk/our-services/stroke", "post_type": "video"});
+    let (status, _) = post_to(&url, &reader, &body).await;
+    assert_eq!(status, 403, "a read key does not register");
+    let (status, posthoc) = post_to(&url, &admin, &body).await;
+    assert_eq!(status, 200, "{posthoc}");
+    assert_eq!(posthoc["registration"], "post hoc");
+    assert!(posthoc["plan"].is_null() && posthoc["plan_note"].as_str().unwrap().contains("knowing the outcome"));
+    assert!(posthoc["registered_by"].as_str().unwrap().starts_with("key "));
+    // The same name again, or a config campaign's name: a conflict on the name, and nothing changes.
+    for name in ["Stroke film by link", "UHNM stroke video"] {
+        let mut again = body.clone();
+        again["name"] = json!(name);
+        again["start"] = json!("2018-04-01");
+        let (status, e) = post_to(&url, &admin, &again).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (409, Some("name")), "{e}");
+    }
+    // Bad definitions name their field; another tenant is refused.
+    for (change, field) in [
+        (json!({"hashtag": "#ActFAST"}), "hashtag"),
+        (json!({"days": 0}), "days"),
+        (json!({"days": 29}), "days"),
+        (json!({"start": "2018-02-30"}), "start"),
+        (json!({"post_type": "reel"}), "post_type"),
+        (json!({"name": " "}), "name"),
+    ] {
+        let mut bad = body.clone();
+        bad["name"] = json!("Bad one");
+        for (k, v) in change.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        let (status, e) = post_to(&url, &admin, &bad).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (400, Some(field)), "{change}: {e}");
+    }
+    let mut other = body.clone();
+    other["tenant"] = json!("stoke");
+    other["name"] = json!("Not ours");
+    assert_eq!(post_to(&url, &admin, &other).await.0, 403);
+    let mut unknown = body.clone();
+    unknown["colour"] = json!("red");
+    assert_eq!(post_to(&url, &admin, &unknown).await.0, 400);
+
+    // Eight registrations of one name at the same moment: exactly one wins, the others are told, one is listed.
+    let mut racing = body.clone();
+    racing["name"] = json!("Raced");
+    let tries: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, admin, mut b) = (url.clone(), admin.clone(), racing.clone());
+            b["days"] = json!(1 + i);
+            tokio::spawn(async move { post_to(&url, &admin, &b).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tries {
+        let (status, v) = t.await.unwrap();
+        assert!(status == 200 || status == 409, "{status}: {v}");
+        if status == 200 {
+            won.push(v["days"].clone());
+        }
+    }
+    assert_eq!(won.len(), 1, "one registration wins: {won:?}");
+    let listed = list(reader.clone()).await;
+    assert_eq!(listed.iter().filter(|c| c["name"] == "Raced").count(), 1);
+    assert_eq!(named(&listed, "Raced").unwrap()["days"], won[0], "the winner's definition is the one kept");
+    assert!(named(&list(stoke_reader.clone()).await, "Raced").is_none(), "another tenant does not see it");
+
+    // Before its start, the plan is computed from the history before it and stored with it (`now` in 2018, as the
+    // simulated world's history is).
+    let request = pulse_app::campaigns::RegisterRequest {
+        tenant: "north-staffs".into(),
+        name: "Spring flu reminder".into(),
+        start: "2018-04-14".into(),
+        days: 2,
+        hashtag: Some("#FluJab".into()),
+        link: None,
+        text: None,
+        posts: vec![],
+        post_type: None,
+        share: Some(0.5),
+        metric: Some("reach".into()),
+        target: None,
+    };
+    let now = chrono::DateTime::parse_from_rfc3339("2018-04-01T09:00:00Z").unwrap().to_utc();
+    let access = s.config.operator_access();
+    let pre =
+        pulse_app::campaigns::register(&s.state.store, &s.config, &access, &request, "operator", now).await.unwrap();
+    assert_eq!(pre.registration, "pre-registered");
+    let planned = pulse_app::plan::plan_on(
+        &s.state.store,
+        &s.config,
+        &access,
+        &pulse_app::plan::PlanRequest {
+            tenant: "north-staffs".into(),
+            start: chrono::NaiveDate::from_ymd_opt(2018, 4, 14).unwrap(),
+            days: 2,
+            share: 0.5,
+            metric: "reach".into(),
+            target: None,
+        },
+    )
+    .await
+    .unwrap();
+    let stored = named(&list(reader.clone()).await, "Spring flu reminder").unwrap();
+    assert_eq!(stored["registration"], "pre-registered");
+    assert_eq!(stored["plan"]["plan"]["mde"].as_f64(), Some(planned.plan.mde), "the plan stored is the planner's");
+    // One minute after midnight Pacific on its first day is too late to pre-register.
+    let late = chrono::DateTime::parse_from_rfc3339("2018-04-14T07:01:00Z").unwrap().to_utc();
+    let mut after = request.clone();
+    after.name = "Registered at the start".into();
+    let m = pulse_app::campaigns::register(&s.state.store, &s.config, &access, &after, "operator", late).await.unwrap();
+    assert_eq!(m.registration, "post hoc");
+
+    // The next run computes the registered campaigns beside the config's.
+    let jobs = pulse_app::jobs::JobsRequest { tenants: vec!["north-staffs".into()], ..Default::default() };
+    pulse_app::jobs::run_on(&s.state.store, &s.config, &jobs).await.unwrap();
+    let effects = |k: String| {
+        let url = format!("{}/api/v1/reports/campaigns?limit=1000", s.url);
+        async move {
+            let r = client().get(url).bearer_auth(k).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let v = r.json::<Value>().await.unwrap();
+            v["rows"].as_array().unwrap().iter().map(|r| r["campaign"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let computed = effects(reader.clone()).await;
+    for name in ["UHNM stroke video", "Stroke film by link", "Raced", "Spring flu reminder"] {
+        assert!(computed.iter().any(|c| c == name), "{name} computed: {computed:?}");
+    }
+    // The weekly digest of the stroke weekend says which of its two analyses was registered after the fact.
+    let week = chrono::NaiveDate::from_ymd_opt(2018, 3, 11).unwrap();
+    let digest = pulse_digest::digest::build(&s.state.store, &s.config, "north-staffs", week).await.unwrap();
+    let links = pulse_digest::render::Links { dashboard: s.url.clone(), unsubscribe: None };
+    let text = pulse_digest::render::render(&digest, &links).unwrap().text;
+    assert!(text.contains("Stroke film by link (post hoc: registered after it started"), "{text}");
+    assert!(text.contains("UHNM stroke video") && !text.contains("UHNM stroke video (post hoc"), "{text}");
+
+    // The dashboard: a post hoc badge on the effect, the record with who and when, the form for admins only; a wrong
+    // input is said beside the form, which keeps what was typed; a withdrawal keeps the campaign on record.
+    let session = dashboard_session(&s.url, &admin).await;
+    let page = dashboard_page(&s.url, &session, "/campaigns").await;
+    let section = page.split("<h2>Stroke film by link").nth(1).unwrap_or_default();
+    assert!(
+        section.starts_with(" <span class=\"registration post-hoc\">post hoc</span>"),
+        "{}",
+        &section[..section.len().min(200)]
+    );
+    assert!(page.contains("id=\"record\"") && page.contains("id=\"register-campaign\""));
+    let reader_page = dashboard_page(&s.url, &dashboard_session(&s.url, &reader).await, "/campaigns").await;
+    assert!(reader_page.contains("id=\"record\"") && !reader_page.contains("id=\"register-campaign\""));
+    assert!(!reader_page.contains("Withdraw</button>"), "a read key cannot withdraw");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let form = |path: &str, fields: Vec<(&str, &str)>| {
+        let (url, session) = (format!("{}{path}", s.url), session.clone());
+        let fields: Vec<(String, String)> = fields.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        async move {
+            let r = client().post(url).header("cookie", session).form(&fields).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, wrong) = form(
+        "/campaigns",
+        vec![("csrf", &csrf), ("name", "Typed name"), ("start", "2018-02-30"), ("days", "2"), ("hashtag", "#Typed")],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let said = wrong.split("id=\"register-error\">").nth(1).unwrap_or_default();
+    assert!(said.starts_with("start: "), "said beside the form: {}", &said[..said.len().min(120)]);
+    assert!(wrong.contains("name=\"name\" required maxlength=\"80\" value=\"Typed name\""), "the form keeps it");
+    let (status, _) = form("/campaigns", vec![("csrf", "forged"), ("name", "Forged")]).await;
+    assert_eq!(status, 403, "a form from elsewhere is refused");
+    let (status, done) = form(
+        "/campaigns",
+        vec![("csrf", &csrf), ("name", "Dashboard one"), ("start", "2018-05-05"), ("days", "2"), ("text", "DNA")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(done.contains("id=\"register-done\">Registered Dashboard one (post hoc)."));
+    let (status, withdrawn) = form("/campaigns/withdraw", vec![("csrf", &csrf), ("name", "Raced")]).await;
+    assert_eq!(status, 200);
+    assert!(withdrawn.contains("Withdrew Raced"));
+    let raced = named(&list(reader.clone()).await, "Raced").unwrap();
+    assert!(raced["withdrawn_at"].is_string() && raced["withdrawn_by"].as_str().unwrap().starts_with("key "));
+    // Withdrawing through the API needs admin; a config campaign is withdrawn in the config.
+    let withdraw = |name: &str, k: &str| {
+        let (url, k) = (format!("{}/api/v1/campaigns/{name}/withdraw", s.url), k.to_owned());
+        async move { client().post(url).bearer_auth(k).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(withdraw("Spring%20flu%20reminder", &reader).await, 403);
+    assert_eq!(withdraw("UHNM%20stroke%20video", &admin).await, 400);
+    assert_eq!(withdraw("No%20such", &admin).await, 404);
+    // The next run no longer computes the withdrawn one; the rest stay.
+    pulse_app::jobs::run_on(&s.state.store, &s.config, &jobs).await.unwrap();
+    let computed = effects(reader.clone()).await;
+    assert!(!computed.iter().any(|c| c == "Raced"), "{computed:?}");
+    assert!(computed.iter().any(|c| c == "Dashboard one") && computed.iter().any(|c| c == "Spring flu reminder"));
 }

@@ -51,6 +51,20 @@ pub fn config() -> Config {
     pulse_config::load(&demo_dir().join("pulse.toml")).expect("demo config")
 }
 
+/// A copy of the demo (config, lake, journal) for a test that changes it, and its config.
+pub fn demo_copy() -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", demo_dir().display()))
+        .arg(dir.path())
+        .status()
+        .expect("cp runs");
+    assert!(status.success(), "the demo is copied");
+    let config = pulse_config::load(&dir.path().join("pulse.toml")).expect("the copy's config");
+    (dir, config)
+}
+
 /// The practices of a tenant in the demo config.
 pub fn practices(config: &Config, tenant: &str) -> Vec<String> {
     config
