@@ -627,6 +627,9 @@ pub struct TenantConfig {
     pub id: TenantId,
     pub name: String,
     pub practices: Vec<PracticeConfig>,
+    /// The tenant takes part in peer benchmarks: its practices' rates join the national deciles (never as rows
+    /// another tenant can see), and its analysts see their practices against them. Off unless set.
+    pub benchmark: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -724,6 +727,9 @@ struct RawTenant {
     /// Practices declared inline.
     #[serde(default)]
     practice: Vec<RawPractice>,
+    /// Opts the tenant in to peer benchmarks.
+    #[serde(default)]
+    benchmark: bool,
 }
 
 #[derive(Deserialize)]
@@ -1072,6 +1078,7 @@ fn tenants_of(raw: Vec<RawTenant>, base: &Path, p: &mut Problems<'_>) -> Vec<Ten
             id,
             name: raw_tenant.name,
             practices: practices.into_iter().map(|(p, _)| p).collect(),
+            benchmark: raw_tenant.benchmark,
         });
     }
     tenants

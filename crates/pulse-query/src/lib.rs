@@ -7,6 +7,7 @@
 //! performance for post type or topic (and video views), age bands for age band or gender, campaigns for
 //! campaign. A combination no report holds is refused with the combinations that work.
 
+pub mod benchmarks;
 pub mod region;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

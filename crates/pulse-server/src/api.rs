@@ -207,6 +207,52 @@ pub async fn region(
     .await
 }
 
+/// `GET /api/v1/benchmarks`: the tenant's practices (weekly engagements per 1,000 registered patients) against the
+/// deciles of practices of similar list size across the tenants that opted in; a band of fewer than 3 tenants or 10
+/// practices is withheld. The tenant must have opted in (`benchmark = true`).
+#[utoipa::path(get, path = "/api/v1/benchmarks", tag = "reports",
+    summary = "Peer benchmarks: the tenant's practices against national deciles by list size (opt-in tenants only)",
+    params(
+        ("tenant" = Option<String>, Query, description = "the tenant (default: the key's only one)"),
+        ("from" = Option<chrono::NaiveDate>, Query, description = "first day (default: 13 weeks before `to`)"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "last day (default: the reports' last)"),
+    ),
+    responses((status = 200, description = "the bands and the tenant's practices placed in them", body = query::benchmarks::Benchmarks), Errors))]
+pub async fn benchmarks(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> ApiResult {
+    let what = format!("GET /api/v1/benchmarks{}", crate::query_digest(params.iter()));
+    logged(&state, &headers, KeyScope::Read, what, |state, caller| async move {
+        if let Some(unknown) = params.keys().find(|k| !matches!(k.as_str(), "tenant" | "from" | "to")) {
+            return Err(AppError::bad_request(format!("unknown parameter `{unknown}`"))
+                .with_hint("the parameters are tenant, from and to")
+                .at(unknown.clone()));
+        }
+        let (from, to) = (day(&params, "from")?, day(&params, "to")?);
+        if let (Some(f), Some(t)) = (from, to)
+            && (t - f).num_days() > query::MAX_RANGE_DAYS
+        {
+            return Err(AppError::bad_request(format!("the range {f} to {t} spans more than three years")).at("from"));
+        }
+        let tenant = params.get("tenant").map(String::as_str).filter(|t| !t.is_empty());
+        let b = query::benchmarks::benchmarks(
+            &state.store,
+            &state.config,
+            &state.directory,
+            &caller.access,
+            tenant,
+            from,
+            to,
+        )
+        .await?;
+        let n = b.practices.len();
+        Ok((json_of(&b), b.tenant.clone(), n))
+    })
+    .await
+}
+
 /// `GET /api/v1/campaigns/plan`: before a campaign, the smallest effect it could detect from the tenant's history
 /// (80% power, judged by the same interval as its uplift report), and with `target` the days and share of pages that
 /// detecting it needs. The same answer as `pulse campaign plan --json`.
@@ -293,8 +339,16 @@ pub async fn campaigns_withdraw(
     logged(&state, &headers, KeyScope::Admin, "POST /api/v1/campaigns/withdraw".into(), |state, caller| async move {
         let tenant = named_tenant(&caller, &params)?;
         let by = format!("key {}", caller.key_id);
-        let m =
-            pulse_app::campaigns::withdraw(&state.store, &state.config, &caller.access, &tenant, &name, &by).await?;
+        let m = pulse_app::campaigns::withdraw(
+            &state.store,
+            &state.config,
+            &caller.access,
+            &tenant,
+            &name,
+            &by,
+            chrono::Utc::now(),
+        )
+        .await?;
         Ok((json_of(&m), m.tenant.clone(), 1))
     })
     .await

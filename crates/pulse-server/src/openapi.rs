@@ -79,6 +79,7 @@ impl Modify for KeyAuth {
         api::report,
         api::region,
         api::campaign_plan,
+        api::benchmarks,
         api::campaigns_list,
         api::campaigns_register,
         api::campaigns_withdraw,

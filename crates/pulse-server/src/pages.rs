@@ -47,6 +47,8 @@ struct Ctx {
     defaulted_to: Option<NaiveDate>,
     /// Invitations can be made here (`[onboarding]` is set).
     onboarding: bool,
+    /// The tenant takes part in peer benchmarks.
+    benchmark: bool,
 }
 
 /// The weeks a page shows when no range is chosen.
@@ -116,6 +118,9 @@ const PAGES: [(&str, &str); 6] = [
 
 const REGION_PAGE: (&str, &str) = ("/region", "Region");
 
+/// Shown for a tenant that takes part in peer benchmarks.
+const BENCHMARKS_PAGE: (&str, &str) = ("/benchmarks", "Benchmarks");
+
 /// Shown to sessions with the admin scope when onboarding is set up.
 const INVITATIONS_PAGE: (&str, &str) = ("/invitations", "Invitations");
 
@@ -167,6 +172,7 @@ impl Nav {
             links: PAGES
                 .iter()
                 .chain((ctx.caller.tenants.len() > 1).then_some(&REGION_PAGE))
+                .chain(ctx.benchmark.then_some(&BENCHMARKS_PAGE))
                 .chain((ctx.caller.scopes.contains(&KeyScope::Admin) && ctx.onboarding).then_some(&INVITATIONS_PAGE))
                 .map(|(path, label)| NavLink { href: ctx.link(path, &[]), label, active: *path == active })
                 .collect(),
@@ -330,6 +336,7 @@ fn context(
             path: uri_path.to_owned(),
             defaulted_to: None,
             onboarding: state.connect.is_some(),
+            benchmark: state.config.tenant(scope.tenant()).is_some_and(|t| t.benchmark),
         })
     };
     build().map_err(|e| Box::new(error_page(&e)))
@@ -1126,15 +1133,20 @@ async fn campaigns_html(state: &Shared, ctx: &Ctx, form: RegisterForm) -> AppRes
         return Err(AppError::bad_request(format!("no campaign metric `{metric}`"))
             .with_hint("use views, reach, engagements or video_views"));
     }
-    let uplift = read_report(state, ctx, Kind::Campaigns, None, None, None).await?;
-    let mut series_q = report::ReportQuery::new(Kind::CampaignSeries);
-    series_q.tenant = Some(ctx.tenant.clone());
-    let series = report::query(&state.store, &state.config, &ctx.caller.access, &series_q).await?;
-    let days = series.campaign_days()?;
+    // Before the tenant's first jobs run there are no effects yet, and campaigns can still be registered.
+    let (effects, days) = match read_report(state, ctx, Kind::Campaigns, None, None, None).await {
+        Ok(uplift) => {
+            let mut series_q = report::ReportQuery::new(Kind::CampaignSeries);
+            series_q.tenant = Some(ctx.tenant.clone());
+            let series = report::query(&state.store, &state.config, &ctx.caller.access, &series_q).await?;
+            (uplift.campaign_effects()?, series.campaign_days()?)
+        }
+        Err(e) if e.kind == ErrorKind::NotReady => (Vec::new(), Vec::new()),
+        Err(e) => return Err(e),
+    };
     let listed =
         pulse_app::campaigns::listed(&state.store, &state.config, &ctx.caller.access, Some(&ctx.tenant)).await?;
-    let campaigns: Vec<CampaignSection> = uplift
-        .campaign_effects()?
+    let campaigns: Vec<CampaignSection> = effects
         .iter()
         .filter(|c| c.practice_code == "ALL" && c.metric == metric)
         .map(|c| {
@@ -1246,10 +1258,19 @@ fn record_rows(state: &Shared, ctx: &Ctx, listed: &[pulse_app::campaigns::Manage
                     _ => "in the config".into(),
                 },
                 plan,
-                withdrawn: m.withdrawn_at.map(|at| {
-                    format!("{} by {}", uk_time(&state.config, at), m.withdrawn_by.as_deref().unwrap_or("?"))
-                }),
-                withdrawable: admin && m.source == "registered" && m.is_active() && ctx.tenant == m.tenant,
+                withdrawn: match m.withdrawn_at {
+                    Some(at) => {
+                        Some(format!("{} by {}", uk_time(&state.config, at), m.withdrawn_by.as_deref().unwrap_or("?")))
+                    }
+                    None if m.shadowed => Some("not computed: the config now has a campaign of this name".into()),
+                    None => None,
+                },
+                // Only before its cutoff: afterwards it stays computed.
+                withdrawable: admin
+                    && m.source == "registered"
+                    && m.is_active()
+                    && ctx.tenant == m.tenant
+                    && chrono::Utc::now() < pulse_app::campaigns::cutoff(m.start),
             }
         })
         .collect()
@@ -1315,9 +1336,16 @@ pub async fn campaigns_withdraw(
 ) -> Response {
     campaigns_form(state, headers, params, body, "POST /campaigns/withdraw", |state, ctx, form, by| async move {
         let name = form.get("name").cloned().unwrap_or_default();
-        let m =
-            pulse_app::campaigns::withdraw(&state.store, &state.config, &ctx.caller.access, &ctx.tenant, &name, &by)
-                .await?;
+        let m = pulse_app::campaigns::withdraw(
+            &state.store,
+            &state.config,
+            &ctx.caller.access,
+            &ctx.tenant,
+            &name,
+            &by,
+            chrono::Utc::now(),
+        )
+        .await?;
         Ok(format!("Withdrew {}: it is no longer computed from the next run, and stays on record.", m.name))
     })
     .await
@@ -1357,9 +1385,17 @@ where
         Some(_) => ctx.caller.key_name.clone(),
         None => format!("key {}", ctx.caller.key_id),
     };
+    let acting = Instant::now();
     let outcome = act(state.clone(), ctx.clone(), values.clone(), by).await;
+    // A registration before its start makes a plan: computation, charged to the key's work budget as the API's is.
+    state.gate.work.charge(&ctx.caller.key_id, acting.elapsed().as_secs_f64() * 1000.0);
     let (status, form) = match outcome {
         Ok(done) => (StatusCode::OK, RegisterForm { values: HashMap::new(), error: None, done: Some(done) }),
+        // A failure of the service, not of what was typed: the error page, which says only what may be said.
+        Err(e) if e.status() >= 500 => {
+            log_request(&ctx.caller.key_id, &ctx.tenant, what, 0, e.status(), started);
+            return error_page(&e);
+        }
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
             let mut message = e.to_string();
@@ -1639,6 +1675,72 @@ pub async fn region(
             }),
         };
         Ok((html(&page)?, sides.len()))
+    })
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/benchmarks.html")]
+struct BenchmarksPage {
+    nav: Nav,
+    b: aq::benchmarks::Benchmarks,
+    /// Per band: its label, and when shown its deciles as text.
+    bands: Vec<(String, String, usize, usize, Option<String>)>,
+    rows: Vec<BenchmarkRow>,
+}
+
+struct BenchmarkRow {
+    name: String,
+    code: String,
+    registered: String,
+    band: String,
+    rate: String,
+    /// 1 to 10, or none when the band's deciles are withheld.
+    decile: Option<u8>,
+}
+
+/// `GET /benchmarks`: the tenant's practices against the deciles of practices of similar list size across the
+/// tenants that opted in.
+pub async fn benchmarks(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    render(state, headers, "/benchmarks", params, |state, ctx| async move {
+        let b = aq::benchmarks::benchmarks(
+            &state.store,
+            &state.config,
+            &state.directory,
+            &ctx.caller.access,
+            Some(&ctx.tenant),
+            ctx.from,
+            ctx.to,
+        )
+        .await?;
+        let bands = b
+            .bands
+            .iter()
+            .map(|band| {
+                let deciles =
+                    band.deciles.as_ref().map(|d| d.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" · "));
+                (band.band.clone(), deciles.unwrap_or_default(), band.practices, band.tenants, band.withheld.clone())
+            })
+            .collect();
+        let rows: Vec<BenchmarkRow> = b
+            .practices
+            .iter()
+            .map(|p| BenchmarkRow {
+                name: p.name.clone(),
+                code: p.code.clone(),
+                registered: thousands(p.registered),
+                band: p.band.clone(),
+                rate: format!("{:.1}", p.rate),
+                decile: p.decile,
+            })
+            .collect();
+        let n = rows.len();
+        let page = BenchmarksPage { nav: Nav::new(&ctx, "/benchmarks", "Benchmarks"), b, bands, rows };
+        Ok((html(&page)?, n))
     })
     .await
 }

@@ -1149,7 +1149,7 @@ async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record
     let (status, posthoc) = post_to(&url, &admin, &body).await;
     assert_eq!(status, 200, "{posthoc}");
     assert_eq!(posthoc["registration"], "post hoc");
-    assert!(posthoc["plan"].is_null() && posthoc["plan_note"].as_str().unwrap().contains("knowing the outcome"));
+    assert!(posthoc["plan"].is_null() && posthoc["plan_note"].as_str().unwrap().contains("with its posts in view"));
     assert!(posthoc["registered_by"].as_str().unwrap().starts_with("key "));
     // The same name again, or a config campaign's name: a conflict on the name, and nothing changes.
     for name in ["Stroke film by link", "UHNM stroke video"] {
@@ -1180,6 +1180,23 @@ async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record
     other["tenant"] = json!("stoke");
     other["name"] = json!("Not ours");
     assert_eq!(post_to(&url, &admin, &other).await.0, 403);
+    let r = client().get(format!("{url}?tenant=stoke")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 403, "another tenant's campaigns are not listed");
+    for (change, field) in [
+        (json!({"start": "1969-12-31"}), "start"),
+        (json!({"start": "2150-01-01"}), "start"),
+        (json!({"hashtag": "#".repeat(201), "link": null}), "hashtag"),
+        (json!({"metric": "likes"}), "metric"),
+        (json!({"share": 3}), "share"),
+    ] {
+        let mut bad = body.clone();
+        bad["name"] = json!("Bad two");
+        for (k, v) in change.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        let (status, e) = post_to(&url, &admin, &bad).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (400, Some(field)), "{change}: {e}");
+    }
     let mut unknown = body.clone();
     unknown["colour"] = json!("red");
     assert_eq!(post_to(&url, &admin, &unknown).await.0, 400);
@@ -1247,12 +1264,18 @@ async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record
     let stored = named(&list(reader.clone()).await, "Spring flu reminder").unwrap();
     assert_eq!(stored["registration"], "pre-registered");
     assert_eq!(stored["plan"]["plan"]["mde"].as_f64(), Some(planned.plan.mde), "the plan stored is the planner's");
-    // One minute after midnight Pacific on its first day is too late to pre-register.
-    let late = chrono::DateTime::parse_from_rfc3339("2018-04-14T07:01:00Z").unwrap().to_utc();
-    let mut after = request.clone();
-    after.name = "Registered at the start".into();
-    let m = pulse_app::campaigns::register(&s.state.store, &s.config, &access, &after, "operator", late).await.unwrap();
-    assert_eq!(m.registration, "post hoc");
+    // Posts from the day before its first day count towards it: the cutoff is midnight Pacific at the start of that
+    // day (07:00 UTC in April). A minute before, it is pre-registered; a minute after, post hoc.
+    for (at, expected, name) in [
+        ("2018-04-13T06:59:00Z", "pre-registered", "Just in time"),
+        ("2018-04-13T07:01:00Z", "post hoc", "Just too late"),
+    ] {
+        let mut r = request.clone();
+        r.name = name.into();
+        let when = chrono::DateTime::parse_from_rfc3339(at).unwrap().to_utc();
+        let m = pulse_app::campaigns::register(&s.state.store, &s.config, &access, &r, "operator", when).await.unwrap();
+        assert_eq!(m.registration, expected, "{at}");
+    }
 
     // The next run computes the registered campaigns beside the config's.
     let jobs = pulse_app::jobs::JobsRequest { tenants: vec!["north-staffs".into()], ..Default::default() };
@@ -1319,22 +1342,126 @@ async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record
     .await;
     assert_eq!(status, 200);
     assert!(done.contains("id=\"register-done\">Registered Dashboard one (post hoc)."));
-    let (status, withdrawn) = form("/campaigns/withdraw", vec![("csrf", &csrf), ("name", "Raced")]).await;
+    // A campaign of next winter, registered today on the dashboard: pre-registered (the demo's history is too old to
+    // plan from, which is stored as the reason), and withdrawn before its cutoff with the page's button.
+    let winter = (chrono::Utc::now() + chrono::Duration::days(60)).date_naive().to_string();
+    let (status, done) = form(
+        "/campaigns",
+        vec![("csrf", &csrf), ("name", "Next winter"), ("start", &winter), ("days", "7"), ("hashtag", "#FluJab")],
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert!(done.contains("Registered Next winter (pre-registered)."));
+    let next = named(&list(reader.clone()).await, "Next winter").unwrap();
+    assert!(next["plan_note"].as_str().unwrap().starts_with("no plan could be made"), "{next}");
+    assert!(done.contains("name=\"name\" value=\"Next winter\"><button type=\"submit\">Withdraw"));
+    let (status, withdrawn) = form("/campaigns/withdraw", vec![("csrf", &csrf), ("name", "Next winter")]).await;
     assert_eq!(status, 200);
-    assert!(withdrawn.contains("Withdrew Raced"));
-    let raced = named(&list(reader.clone()).await, "Raced").unwrap();
-    assert!(raced["withdrawn_at"].is_string() && raced["withdrawn_by"].as_str().unwrap().starts_with("key "));
-    // Withdrawing through the API needs admin; a config campaign is withdrawn in the config.
+    assert!(withdrawn.contains("Withdrew Next winter"));
+    let next = named(&list(reader.clone()).await, "Next winter").unwrap();
+    assert!(next["withdrawn_at"].is_string() && next["withdrawn_by"].as_str().unwrap().starts_with("key "));
+    // A campaign whose posts may be in view cannot be withdrawn (a disappointing one is not dropped quietly); the
+    // API needs admin, and the key's own tenant; a config campaign is withdrawn in the config.
     let withdraw = |name: &str, k: &str| {
-        let (url, k) = (format!("{}/api/v1/campaigns/{name}/withdraw", s.url), k.to_owned());
+        let (name, query) = name.split_once('?').unwrap_or((name, ""));
+        let (url, k) = (format!("{}/api/v1/campaigns/{name}/withdraw?{query}", s.url), k.to_owned());
         async move { client().post(url).bearer_auth(k).send().await.unwrap().status().as_u16() }
     };
-    assert_eq!(withdraw("Spring%20flu%20reminder", &reader).await, 403);
+    assert_eq!(withdraw("Raced", &admin).await, 409);
+    assert_eq!(withdraw("Raced", &reader).await, 403);
+    assert_eq!(withdraw("Raced?tenant=stoke", &admin).await, 403);
     assert_eq!(withdraw("UHNM%20stroke%20video", &admin).await, 400);
     assert_eq!(withdraw("No%20such", &admin).await, 404);
-    // The next run no longer computes the withdrawn one; the rest stay.
+    assert!(named(&list(reader.clone()).await, "Raced").unwrap()["withdrawn_at"].is_null());
+    // Withdrawn before its cutoff (as the operator, on 2 April 2018), the spring campaign is not computed by the next
+    // run; the rest stay.
+    let before = chrono::DateTime::parse_from_rfc3339("2018-04-02T09:00:00Z").unwrap().to_utc();
+    let w = pulse_app::campaigns::withdraw(
+        &s.state.store,
+        &s.config,
+        &access,
+        "north-staffs",
+        "Spring flu reminder",
+        "operator",
+        before,
+    )
+    .await
+    .unwrap();
+    assert!(w.withdrawn_at.unwrap() > w.registered_at.unwrap(), "after its registration in the journal's order");
     pulse_app::jobs::run_on(&s.state.store, &s.config, &jobs).await.unwrap();
     let computed = effects(reader.clone()).await;
-    assert!(!computed.iter().any(|c| c == "Raced"), "{computed:?}");
-    assert!(computed.iter().any(|c| c == "Dashboard one") && computed.iter().any(|c| c == "Spring flu reminder"));
+    assert!(!computed.iter().any(|c| c == "Spring flu reminder"), "{computed:?}");
+    assert!(computed.iter().any(|c| c == "Dashboard one") && computed.iter().any(|c| c == "Raced"));
+    // A config campaign added later under a registered name: the config's is computed, the registered one stays on
+    // record (with who and when), shadowed.
+    let mut shadowing = s.config.clone();
+    let mut raced = shadowing.campaigns[0].clone();
+    raced.name = "Raced".into();
+    shadowing.campaigns.push(raced);
+    let scope = access.scope("north-staffs").unwrap();
+    let all = pulse_app::campaigns::list(&s.state.store, &shadowing, &scope).await.unwrap();
+    let both: Vec<_> = all.iter().filter(|(m, _)| m.name == "Raced").map(|(m, _)| m).collect();
+    assert_eq!(both.len(), 2);
+    assert!(both[0].source == "config" && both[0].is_active());
+    assert!(both[1].shadowed && !both[1].is_active() && both[1].registered_by.is_some());
+    let effective = pulse_app::campaigns::effective(&s.state.store, &shadowing, &scope).await.unwrap();
+    assert_eq!(effective.iter().filter(|c| c.name == "Raced").count(), 1);
+}
+
+/// Peer benchmarks are for tenants that opted in; with the demo's two tenants every band has fewer than three
+/// tenants, so every band's tenths are withheld, and a practice is still shown its own rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmarks_are_for_opted_in_tenants_and_withhold_bands_of_fewer_than_three_tenants() {
+    let (dir, _) = demo_copy();
+    let path = dir.path().join("pulse.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("id = \"north-staffs\"\n"));
+    std::fs::write(&path, text.replace("id = \"north-staffs\"\n", "id = \"north-staffs\"\nbenchmark = true\n"))
+        .unwrap();
+    let config = pulse_config::load(&path).unwrap();
+    let s = serve_with(config).await;
+    let north = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let stoke = key(&s.config, &["stoke"], &[KeyScope::Read]);
+    let get = |q: &str, k: &str| {
+        let (url, k) = (format!("{}/api/v1/benchmarks{q}", s.url), k.to_owned());
+        async move {
+            let r = client().get(url).bearer_auth(k).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, b) = get("", &north).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!((b["tenant"].as_str(), b["tenants_opted_in"].as_u64()), (Some("north-staffs"), Some(1)));
+    let bands = b["bands"].as_array().unwrap();
+    assert_eq!(bands.len(), 4);
+    assert!(bands.iter().all(|x| x["deciles"].is_null() && x["withheld"].as_str().unwrap().contains("3 tenants")));
+    let practices = b["practices"].as_array().unwrap();
+    assert!(
+        !practices.is_empty() && practices.iter().all(|p| p["decile"].is_null() && p["rate"].as_f64().unwrap() >= 0.0)
+    );
+    let own: BTreeSet<String> = common::practices(&s.config, "north-staffs").into_iter().collect();
+    assert!(practices.iter().all(|p| own.contains(p["code"].as_str().unwrap())), "only the tenant's own practices");
+    assert_eq!(bands.iter().map(|x| x["practices"].as_u64().unwrap()).sum::<u64>(), practices.len() as u64);
+    // The default range is the reports' last 13 weeks.
+    let (from, to) = (b["from"].as_str().unwrap(), b["to"].as_str().unwrap());
+    let days = (chrono::NaiveDate::parse_from_str(to, "%Y-%m-%d").unwrap()
+        - chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d").unwrap())
+    .num_days();
+    assert_eq!(days, 13 * 7 - 1);
+    // A tenant that did not opt in is refused, saying how to take part; another tenant's is refused; bad input named.
+    let (status, e) = get("", &stoke).await;
+    assert_eq!(status, 403, "{e}");
+    assert!(e["error"]["hint"].as_str().unwrap().contains("benchmark = true"), "{e}");
+    assert_eq!(get("?tenant=stoke", &north).await.0, 403);
+    let (status, e) = get("?from=2018-13-01", &north).await;
+    assert_eq!((status, e["error"]["field"].as_str()), (400, Some("from")), "{e}");
+    assert_eq!(get("?colour=red", &north).await.0, 400);
+    // The dashboard: the page is in the menu of an opted-in tenant only, and says what is withheld.
+    let session = dashboard_session(&s.url, &north).await;
+    let page = dashboard_page(&s.url, &session, "/benchmarks").await;
+    assert!(
+        page.contains("href=\"/benchmarks\"") && page.contains("withheld: ") && page.contains("class=\"benchmarks\"")
+    );
+    let stoke_overview = dashboard_page(&s.url, &dashboard_session(&s.url, &stoke).await, "/").await;
+    assert!(!stoke_overview.contains("href=\"/benchmarks\""));
 }
