@@ -324,6 +324,13 @@ const CAMPAIGN_FIELDS: &[FieldDef] = &[
     f("p_value", FieldType::Decimal, "probability", "placebo-in-time p-value of the effect (ALL rows)"),
     f("method", FieldType::Text, "", "how the counterfactual was estimated"),
     f("note", FieldType::Text, "", "why an estimate or its interval is missing or weaker"),
+    f(
+        "registration",
+        FieldType::Text,
+        "",
+        "pre-registered (registered with its plan before any of its posts could be seen), post hoc (registered after: \
+         read its effect as exploratory), or configured (declared in the operator's config; when is not recorded)",
+    ),
 ];
 
 /// Column indexes of the campaigns table.
@@ -795,7 +802,14 @@ fn add_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 /// One row per campaign, metric and practice: a practice with two pages has its pages' figures summed (the report
 /// has a row per page; the package's key is the practice). A summed row keeps no interval (intervals do not add).
-fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudonymiser, into: &mut Table) {
+fn campaign_table(
+    tenant: &str,
+    b: &RecordBatch,
+    spec: &ExportSpec,
+    p: &Pseudonymiser,
+    registration: &BTreeMap<String, String>,
+    into: &mut Table,
+) {
     use campaign_col::*;
     let (campaign, practice, metric) = (strs(b, "campaign"), strs(b, "practice_code"), strs(b, "metric"));
     let (method, note) = (strs(b, "method"), strs(b, "note"));
@@ -859,6 +873,9 @@ fn campaign_table(tenant: &str, b: &RecordBatch, spec: &ExportSpec, p: &Pseudony
         } else {
             "pages of the practice summed; no interval for the sum".to_owned()
         }));
+        row.push(Cell::Text(
+            registration.get(&key.0).cloned().unwrap_or_else(|| pulse_app::campaigns::CONFIGURED.to_owned()),
+        ));
         debug_assert_eq!(row.len(), CAMPAIGN_FIELDS.len());
         debug_assert_eq!((POSTS, LIFETIME), (6, 7));
         into.push_row(row, &key.2);
@@ -1168,7 +1185,7 @@ async fn fill_and_package<S: Store>(
     let mut totals = Totals::default();
     for (n, scope) in scopes.iter().enumerate() {
         progress(&format!("tenant {scope} ({} of {})", n + 1, scopes.len()));
-        let (run, fetched) = read_tenant(store, scope, spec, pseudo, &mut tables).await?;
+        let (run, fetched) = read_tenant(store, config, scope, spec, pseudo, &mut tables).await?;
         provenance_runs.push(run);
         ingest.push(fetched);
         publish_tenant(&mut tables, &mut sinks, &mut totals)?;
@@ -1311,6 +1328,7 @@ fn open_sinks(out: &Path, tables: &[Table]) -> AppResult<Vec<Sink>> {
 /// Reads one tenant's rows into the tables; returns its pipelines run and its ingest provenance.
 async fn read_tenant<S: Store>(
     store: &S,
+    config: &Config,
     scope: &pulse_config::TenantScope,
     spec: &ExportSpec,
     pseudo: &Pseudonymiser,
@@ -1360,7 +1378,17 @@ async fn read_tenant<S: Store>(
                 reach_table(&t, &store.read_report(scope, &REACH_WEEKLY, &main).await?, spec, pseudo, table)
             }
             "age_bands" => age_table(&t, &store.read_report(scope, &AGE_BANDS, &main).await?, spec, pseudo, table),
-            _ => campaign_table(&t, &store.read_report(scope, &CAMPAIGN_UPLIFT, &main).await?, spec, pseudo, table),
+            _ => {
+                // Each campaign computed under its name: how it was registered.
+                let registration: BTreeMap<String, String> = pulse_app::campaigns::list(store, config, scope)
+                    .await?
+                    .into_iter()
+                    .filter(|(m, _)| m.is_active())
+                    .map(|(m, _)| (m.name, m.registration))
+                    .collect();
+                let uplift = store.read_report(scope, &CAMPAIGN_UPLIFT, &main).await?;
+                campaign_table(&t, &uplift, spec, pseudo, &registration, table)
+            }
         }
     }
     Ok((provenance, ingest))

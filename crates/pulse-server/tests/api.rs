@@ -1293,6 +1293,44 @@ async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record
     for name in ["UHNM stroke video", "Stroke film by link", "Raced", "Spring flu reminder"] {
         assert!(computed.iter().any(|c| c == name), "{name} computed: {computed:?}");
     }
+    // A research export's campaigns table says how each campaign was registered.
+    let out = tempfile::tempdir().unwrap();
+    let spec = pulse_export::ExportSpec {
+        tenants: vec!["north-staffs".into()],
+        project: "study".into(),
+        purpose: "DSA-TEST".into(),
+        requested_by: "operator".into(),
+        tables: vec!["campaigns".into()],
+        campaigns: vec!["Stroke film by link".into(), "UHNM stroke video".into()],
+        ..Default::default()
+    };
+    let package = out.path().join("package");
+    pulse_export::run(&s.state.store, &s.config, &access, &spec, &package, &mut |_| {}).await.unwrap();
+    let csv = std::fs::read_to_string(package.join("campaigns.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let (name_at, registration_at) = (
+        header.iter().position(|h| *h == "campaign").unwrap(),
+        header.iter().position(|h| *h == "registration").expect("a registration column"),
+    );
+    let registrations: BTreeSet<(String, String)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (
+                cells[name_at].trim_matches('"').to_owned(),
+                cells[cells.len() - header.len() + registration_at].to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        registrations,
+        BTreeSet::from([
+            ("Stroke film by link".to_owned(), "post hoc".to_owned()),
+            ("UHNM stroke video".to_owned(), "configured".to_owned())
+        ]),
+        "{csv}"
+    );
     // The weekly digest of the stroke weekend says which of its two analyses was registered after the fact.
     let week = chrono::NaiveDate::from_ymd_opt(2018, 3, 11).unwrap();
     let digest = pulse_digest::digest::build(&s.state.store, &s.config, "north-staffs", week).await.unwrap();
