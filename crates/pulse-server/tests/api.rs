@@ -1472,14 +1472,42 @@ async fn benchmarks_are_for_opted_in_tenants_and_withhold_bands_of_fewer_than_th
     assert_eq!((b["tenant"].as_str(), b["tenants_opted_in"].as_u64()), (Some("north-staffs"), Some(1)));
     let bands = b["bands"].as_array().unwrap();
     assert_eq!(bands.len(), 4);
-    assert!(bands.iter().all(|x| x["deciles"].is_null() && x["withheld"].as_str().unwrap().contains("3 tenants")));
+    assert!(
+        bands.iter().all(|x| x["deciles"].is_null() && x["withheld"].as_str().unwrap().contains("3 other tenants"))
+    );
     let practices = b["practices"].as_array().unwrap();
     assert!(
         !practices.is_empty() && practices.iter().all(|p| p["decile"].is_null() && p["rate"].as_f64().unwrap() >= 0.0)
     );
     let own: BTreeSet<String> = common::practices(&s.config, "north-staffs").into_iter().collect();
     assert!(practices.iter().all(|p| own.contains(p["code"].as_str().unwrap())), "only the tenant's own practices");
-    assert_eq!(bands.iter().map(|x| x["practices"].as_u64().unwrap()).sum::<u64>(), practices.len() as u64);
+    assert_eq!(bands.iter().map(|x| x["own_practices"].as_u64().unwrap()).sum::<u64>(), practices.len() as u64);
+    assert!(bands.iter().all(|x| x.get("practices").is_none() && x.get("tenants").is_none()), "no counts of others");
+    // One practice's rate, from the weekly reach report as an analyst reads it: its complete weeks' mean
+    // engagements per 1,000 registered patients.
+    let first = &practices[0];
+    let code = first["code"].as_str().unwrap();
+    let url = format!(
+        "{}/api/v1/reports/reach?practice={code}&from={}&to={}&limit=1000",
+        s.url,
+        b["from"].as_str().unwrap(),
+        b["to"].as_str().unwrap()
+    );
+    let rows: Value = client().get(url).bearer_auth(&north).send().await.unwrap().json().await.unwrap();
+    let pages =
+        rows["rows"].as_array().unwrap().iter().map(|r| r["page_id"].as_str().unwrap()).collect::<BTreeSet<_>>().len();
+    let rows: Vec<(i32, f64, f64)> = rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let week = chrono::NaiveDate::parse_from_str(r["week_ending"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+            (pulse_domain::day_number(week), r["engagements"].as_f64().unwrap(), r["days_with_data"].as_f64().unwrap())
+        })
+        .collect();
+    let expected = pulse_query::benchmarks::practice_rate(&rows, pages, first["registered"].as_f64().unwrap()).unwrap();
+    assert!((first["rate"].as_f64().unwrap() - expected).abs() < 1e-9, "{first} against {expected}");
+    assert!(expected > 0.0);
     // The default range is the reports' last 13 weeks.
     let (from, to) = (b["from"].as_str().unwrap(), b["to"].as_str().unwrap());
     let days = (chrono::NaiveDate::parse_from_str(to, "%Y-%m-%d").unwrap()
@@ -1491,8 +1519,12 @@ async fn benchmarks_are_for_opted_in_tenants_and_withhold_bands_of_fewer_than_th
     assert_eq!(status, 403, "{e}");
     assert!(e["error"]["hint"].as_str().unwrap().contains("benchmark = true"), "{e}");
     assert_eq!(get("?tenant=stoke", &north).await.0, 403);
-    let (status, e) = get("?from=2018-13-01", &north).await;
-    assert_eq!((status, e["error"]["field"].as_str()), (400, Some("from")), "{e}");
+    for q in
+        ["?from=2018-13-01", "?from=2018-04-01&to=2018-04-21", "?from=2010-01-01", "?from=2018-05-01&to=2018-04-01"]
+    {
+        let (status, e) = get(q, &north).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (400, Some("from")), "{q}: {e}");
+    }
     assert_eq!(get("?colour=red", &north).await.0, 400);
     // The dashboard: the page is in the menu of an opted-in tenant only, and says what is withheld.
     let session = dashboard_session(&s.url, &north).await;
