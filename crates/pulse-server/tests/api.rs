@@ -1159,7 +1159,8 @@ async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record
         let (status, e) = post_to(&url, &admin, &again).await;
         assert_eq!((status, e["error"]["field"].as_str()), (409, Some("name")), "{e}");
     }
-    // Bad definitions name their field; another tenant is refused.
+    // Bad definitions name their field (the start in Facebook's time and at most two years ahead, a matcher of at most
+    // 200 characters, the plan's metric and share checked after the start too).
     for (change, field) in [
         (json!({"hashtag": "#ActFAST"}), "hashtag"),
         (json!({"days": 0}), "days"),
@@ -1167,6 +1168,11 @@ async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record
         (json!({"start": "2018-02-30"}), "start"),
         (json!({"post_type": "reel"}), "post_type"),
         (json!({"name": " "}), "name"),
+        (json!({"start": "1969-12-31"}), "start"),
+        (json!({"start": "2150-01-01"}), "start"),
+        (json!({"hashtag": "#".repeat(201), "link": null}), "hashtag"),
+        (json!({"metric": "likes"}), "metric"),
+        (json!({"share": 3}), "share"),
     ] {
         let mut bad = body.clone();
         bad["name"] = json!("Bad one");
@@ -1176,27 +1182,13 @@ async fn campaigns_are_registered_before_or_after_their_start_and_stay_on_record
         let (status, e) = post_to(&url, &admin, &bad).await;
         assert_eq!((status, e["error"]["field"].as_str()), (400, Some(field)), "{change}: {e}");
     }
+    // Another tenant is refused.
     let mut other = body.clone();
     other["tenant"] = json!("stoke");
     other["name"] = json!("Not ours");
     assert_eq!(post_to(&url, &admin, &other).await.0, 403);
     let r = client().get(format!("{url}?tenant=stoke")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), 403, "another tenant's campaigns are not listed");
-    for (change, field) in [
-        (json!({"start": "1969-12-31"}), "start"),
-        (json!({"start": "2150-01-01"}), "start"),
-        (json!({"hashtag": "#".repeat(201), "link": null}), "hashtag"),
-        (json!({"metric": "likes"}), "metric"),
-        (json!({"share": 3}), "share"),
-    ] {
-        let mut bad = body.clone();
-        bad["name"] = json!("Bad two");
-        for (k, v) in change.as_object().unwrap() {
-            bad[k] = v.clone();
-        }
-        let (status, e) = post_to(&url, &admin, &bad).await;
-        assert_eq!((status, e["error"]["field"].as_str()), (400, Some(field)), "{change}: {e}");
-    }
     let mut unknown = body.clone();
     unknown["colour"] = json!("red");
     assert_eq!(post_to(&url, &admin, &unknown).await.0, 400);
