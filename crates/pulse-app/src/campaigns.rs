@@ -88,7 +88,7 @@ pub struct Managed {
     pub post_type: Option<String>,
     /// `config` or `registered`.
     pub source: String,
-    /// `pre-registered` (registered before its start), `post hoc` (on or after it) or `configured` (a config
+    /// `pre-registered` (registered before its [`cutoff`]), `post hoc` (at or after it) or `configured` (a config
     /// campaign: when it was defined is not recorded).
     pub registration: String,
     pub registered_at: Option<DateTime<Utc>>,
@@ -245,8 +245,8 @@ pub async fn listed<S: Store>(
 }
 
 /// Registers a campaign for a tenant `access` may read (the surface checks the right to manage campaigns: admin keys,
-/// the operator). Before its start the plan is computed and stored with it; on or after its start day it is recorded
-/// as post hoc, without a plan (one made now would be made knowing the outcome).
+/// the operator). Before its [`cutoff`] the plan is computed and stored with it (pre-registered); at or after the
+/// cutoff it is recorded as post hoc, without a plan (one made then would be made with its posts in view).
 pub async fn register<S: Store>(
     store: &S,
     config: &Config,
@@ -275,9 +275,6 @@ pub async fn register<S: Store>(
                 pulse_pipelines::jobs::HISTORY_START
             ),
         ));
-    }
-    if request.days == 0 || request.days > 28 {
-        return Err(bad("days", format!("days {} must be from 1 to 28", request.days)));
     }
     for (field, value) in [("hashtag", &request.hashtag), ("link", &request.link), ("text", &request.text)] {
         if value.as_ref().is_some_and(|v| v.chars().count() > MAX_MATCHER) {

@@ -464,6 +464,37 @@ mod tests {
         }
     }
 
+    /// The attack a caller with a solver would make: no other tenant's practice rate can be told from the published
+    /// tenths exactly. For every other practice in random shown bands, some other rate within 1% of its own (all else
+    /// the same) publishes the very same tenths, so a solver cannot tell which is the true one; with R's type 7
+    /// percentiles over 11 practices (the first version) the tenths were nine of the rates themselves.
+    #[test]
+    fn no_other_tenants_practice_rate_can_be_recovered_from_the_tenths() {
+        let mut state = 11u64;
+        let mut checked = 0;
+        for _ in 0..60 {
+            let n = 10 + (next(&mut state) % 15) as usize;
+            let rates: Vec<PracticeRate> = (0..n)
+                .map(|i| {
+                    let t = format!("t{}", 1 + i % 3);
+                    rate(&t, &format!("P{i}"), 6_000.0, 0.5 + (next(&mut state) % 2_000) as f64 / 100.0)
+                })
+                .collect();
+            let tenths = |rates: &[PracticeRate]| compare(rates, "t0", &BTreeMap::new()).0[1].deciles.clone();
+            let published = tenths(&rates).expect("shown: 3 other tenants, 10 or more practices, none over half");
+            for i in 0..n {
+                let twin = [1.001, 0.999, 1.003, 0.997, 1.01, 0.99].iter().any(|f| {
+                    let mut other = rates.clone();
+                    other[i].rate *= f;
+                    tenths(&other).as_ref() == Some(&published)
+                });
+                assert!(twin, "practice {i}'s rate {} is pinned down by the tenths {published:?}", rates[i].rate);
+                checked += 1;
+            }
+        }
+        assert!(checked > 600);
+    }
+
     #[test]
     fn only_complete_weeks_make_a_rate() {
         // Two pages; week 1 complete (10 + 20), week 2 one page missing, week 3 a page with 5 days.

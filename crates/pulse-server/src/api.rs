@@ -304,7 +304,8 @@ pub async fn campaigns_list(
 }
 
 /// `POST /api/v1/campaigns` (admin): registers a campaign. Before its start its plan is stored with it
-/// (pre-registered); on or after its start day it is labelled post hoc. A name already registered is a 409.
+/// (pre-registered) when registered before its cutoff (midnight Pacific starting the day before its first day); later,
+/// it is labelled post hoc. A name already registered is a 409.
 #[utoipa::path(post, path = "/api/v1/campaigns", tag = "reports",
     summary = "Register a campaign (admin scope): pre-registered with its plan before its start, post hoc after",
     request_body = pulse_app::campaigns::RegisterRequest,
