@@ -11,6 +11,7 @@ pub mod secret;
 pub mod tenancy;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod topics;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use model::{
 };
 pub use secret::{Secret, SecretError, SecretRef};
 pub use tenancy::{Access, AccessDenied, Principal, TenantScope, WriteScope};
+pub use topics::TopicConfig;
 
 /// A problem at a place in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

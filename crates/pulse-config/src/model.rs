@@ -20,6 +20,8 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// Campaigns to measure (`pulse jobs run` computes their uplift).
     pub campaigns: Vec<CampaignConfig>,
+    /// Topic dictionaries for the posting analyses (`[[topic]]`; a tenant with none gets the defaults).
+    pub topics: Vec<crate::TopicConfig>,
     /// NHS Digital's "Patients Registered at a GP Practice" CSV (practice level), resolved path.
     pub registered_patients_csv: Option<PathBuf>,
     /// The analyst service (`pulse serve`).
@@ -690,6 +692,9 @@ struct RawConfig {
     /// Campaigns to measure.
     #[serde(default)]
     campaign: Vec<Spanned<CampaignConfig>>,
+    /// Topic dictionaries.
+    #[serde(default)]
+    topic: Vec<Spanned<crate::TopicConfig>>,
     /// NHS Digital's practice-level registered-patients CSV, relative to this file.
     registered_patients_csv: Option<PathBuf>,
     /// The analyst service.
@@ -778,6 +783,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         check_oidc(oidc, server.secure_cookies, &tenants, &mut p);
     }
     let campaigns = campaigns_of(raw.campaign, &tenants, &mut p);
+    let topics = topics_of(raw.topic, &tenants, &mut p);
     let scheduler = raw.scheduler;
     check_schedules_and_mail(&scheduler, raw.smtp.as_ref(), &raw.digest, &raw.subscription, &tenants, &mut p);
     if !p.issues.is_empty() {
@@ -794,6 +800,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         graph: raw.graph,
         tenants,
         campaigns,
+        topics,
         registered_patients_csv,
         server,
         export_projects: raw.export_project,
@@ -1103,6 +1110,36 @@ fn campaigns_of(
         campaigns.push(c);
     }
     campaigns
+}
+
+/// The topic dictionaries: each well formed, for configured tenants, names unique among a tenant's topics.
+fn topics_of(
+    raw: Vec<Spanned<crate::TopicConfig>>,
+    tenants: &[TenantConfig],
+    p: &mut Problems<'_>,
+) -> Vec<crate::TopicConfig> {
+    if raw.len() > crate::topics::MAX_TOPICS {
+        p.whole(format!("{} [[topic]] tables: at most {} are allowed", raw.len(), crate::topics::MAX_TOPICS));
+    }
+    let mut topics: Vec<crate::TopicConfig> = Vec::new();
+    for t in raw {
+        let span = t.span();
+        let t = t.into_inner();
+        for (field, problem) in t.problems() {
+            p.at(span.clone(), format!("topic `{}`: {field}: {problem}", t.name));
+        }
+        if let Some(unknown) = t.tenants.iter().find(|x| !tenants.iter().any(|c: &TenantConfig| &c.id == *x)) {
+            p.at(span.clone(), format!("topic `{}`: unknown tenant `{unknown}`", t.name));
+        }
+        let overlaps = |a: &crate::TopicConfig| {
+            a.tenants.is_empty() || t.tenants.is_empty() || a.tenants.iter().any(|x| t.tenants.contains(x))
+        };
+        if topics.iter().any(|a| a.name.eq_ignore_ascii_case(&t.name) && overlaps(a)) {
+            p.at(span, format!("topic `{}` is declared twice for a tenant: give each topic its own name", t.name));
+        }
+        topics.push(t);
+    }
+    topics
 }
 
 /// The daemon's schedules, the mail server, the digests' link secret and the subscription lists.

@@ -8,6 +8,7 @@
 //! campaign. A combination no report holds is refused with the combinations that work.
 
 pub mod benchmarks;
+pub mod posting;
 pub mod region;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

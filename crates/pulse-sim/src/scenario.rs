@@ -31,6 +31,8 @@ pub struct Scenario {
     pub events: Vec<EventSpec>,
     #[serde(default)]
     pub faults: FaultSpec,
+    #[serde(default)]
+    pub posting: PostingSpec,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +120,50 @@ impl Default for AudienceSpec {
             week_overlap: 0.45,
             days28_overlap: 0.62,
         }
+    }
+}
+
+/// When and what a practice posts changes how many of the people an ordinary post reaches engage with it: the known
+/// truth that the posting analyses (hour and day of posting, cadence, topic) are validated against. Each effect
+/// multiplies an ordinary post's engaged share (and so its engagements), never its reach or views; campaign and event
+/// posts are not affected. The default is no effect at all, so a scenario without `[posting]` is unchanged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostingSpec {
+    /// By the hour the post went up, Europe/London, as "0" to "23"; hours not listed are 1.
+    pub hour_effect: std::collections::BTreeMap<String, f64>,
+    /// By the day it went up (Europe/London), Monday..Sunday.
+    pub weekday_effect: [f64; 7],
+    /// By the simulator's topic (`dna`, `vaccines`, `opening_hours`, `self_care`, `ppg`, `practice_news`); topics
+    /// not listed are 1.
+    pub topic_effect: std::collections::BTreeMap<String, f64>,
+    /// Each page posts at `audience.posts_per_week` times its own cadence, drawn log-uniformly from [low, high].
+    pub cadence_spread: [f64; 2],
+    /// An ordinary post's engaged share is multiplied by (the page's cadence) ^ -elasticity: the more a page posts,
+    /// the less each post engages, and its posts' engagement per week grows as cadence ^ (1 - elasticity).
+    pub cadence_elasticity: f64,
+}
+
+impl Default for PostingSpec {
+    fn default() -> Self {
+        Self {
+            hour_effect: Default::default(),
+            weekday_effect: [1.0; 7],
+            topic_effect: Default::default(),
+            cadence_spread: [1.0, 1.0],
+            cadence_elasticity: 0.0,
+        }
+    }
+}
+
+impl PostingSpec {
+    /// The multiplier of a post that went up at `hour` on `weekday` (0 = Monday, both Europe/London) about `topic`,
+    /// from a page of `cadence`.
+    pub fn effect(&self, hour: u32, weekday: usize, topic: &str, cadence: f64) -> f64 {
+        self.hour_effect.get(&hour.to_string()).copied().unwrap_or(1.0)
+            * self.weekday_effect[weekday.min(6)]
+            * self.topic_effect.get(topic).copied().unwrap_or(1.0)
+            * cadence.powf(-self.cadence_elasticity)
     }
 }
 
@@ -316,6 +362,29 @@ impl Scenario {
                     ),
                 ));
             }
+        }
+        let posting = &scenario.posting;
+        let posting_at = text.find("[posting").map(|i| i..i + 1);
+        let positive = |v: &f64| v.is_finite() && *v > 0.0;
+        if let Some(h) = posting.hour_effect.keys().find(|h| h.parse::<u32>().map_or(true, |h| h > 23)) {
+            return Err(invalid(posting_at, format!("posting.hour_effect: `{h}` is not an hour 0-23")));
+        }
+        if !posting
+            .hour_effect
+            .values()
+            .chain(posting.topic_effect.values())
+            .chain(&posting.weekday_effect)
+            .all(positive)
+            || !posting.cadence_spread.iter().all(positive)
+            || posting.cadence_spread[1] < posting.cadence_spread[0]
+            || !(0.0..=1.0).contains(&posting.cadence_elasticity)
+        {
+            return Err(invalid(
+                posting_at,
+                "posting: effects must be positive, cadence_spread [low, high] with 0 < low <= high, \
+                 cadence_elasticity in [0, 1]"
+                    .into(),
+            ));
         }
         let a = &scenario.audience;
         let band_total: f64 = a.age_bands.iter().sum();

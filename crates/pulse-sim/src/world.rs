@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
+use chrono::{Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 use pulse_domain::{AgeBand, ApiVersion, Gender, PageKind, PracticeCode, TenantId};
 
 use crate::rng::{Rng, key, text};
@@ -24,6 +24,7 @@ const T_SPLIT: u64 = 6;
 const T_UNFOLLOW: u64 = 7;
 const T_PRACTICE: u64 = 8;
 const T_TOKEN: u64 = 9;
+const T_CADENCE: u64 = 10;
 
 /// Days a post keeps accruing (its increments after this are negligible and dropped).
 pub const POST_LIFE_DAYS: i64 = 28;
@@ -108,6 +109,12 @@ pub struct Post {
     pub campaign: Option<usize>,
     pub totals: PostTotals,
     pub decay_days: f64,
+    /// The posting effect applied to this post's engaged share (hour, day, topic, cadence; 1 for campaign and event
+    /// posts): the known truth of the posting analyses.
+    pub engagement_effect: f64,
+    /// The share of the people it reaches who are expected to engage (before the post's own noise, a uniform draw
+    /// of mean 1): the known truth of engagement rates.
+    pub expected_engaged_share: f64,
 }
 
 /// A post's lifetime totals once it has finished accruing.
@@ -332,7 +339,8 @@ impl World {
         let mut r = Rng::new(self.seed, &[T_POSTS, page as u64, n]);
         let weekday = day.weekday().num_days_from_monday() as usize;
         // Practices post on working days mostly (scheduled posts reach the weekend).
-        let rate = a.posts_per_week / 7.0 * if weekday < 5 { 1.2 } else { 0.5 };
+        let cadence = self.cadence(page);
+        let rate = a.posts_per_week * cadence / 7.0 * if weekday < 5 { 1.2 } else { 0.5 };
         let count = r.poisson(rate);
         let followers = self.followers(page, day) as f64;
         let page_id = &self.pages[page].id;
@@ -346,7 +354,9 @@ impl World {
                         campaign: Option<usize>,
                         totals: PostTotals,
                         decay: f64,
-                        secs: u32| {
+                        secs: u32,
+                        effect: f64,
+                        share: f64| {
             out.push(Post {
                 id: format!("{page_id}_{}", n * 10 + slot),
                 page,
@@ -359,6 +369,8 @@ impl World {
                 campaign,
                 totals,
                 decay_days: decay,
+                engagement_effect: effect,
+                expected_engaged_share: share,
             });
             slot += 1;
         };
@@ -366,7 +378,19 @@ impl World {
             if e.start == day {
                 let reach = followers * r.range(0.8, 1.4);
                 let totals = post_totals(&mut r, reach, a.views_per_reach, a.engaged_share * 1.5, 0.0);
-                push(&mut out, "status", "service_notice", e.message.clone(), None, None, totals, 1.0, 9 * 3600 + 1200);
+                push(
+                    &mut out,
+                    "status",
+                    "service_notice",
+                    e.message.clone(),
+                    None,
+                    None,
+                    totals,
+                    1.0,
+                    9 * 3600 + 1200,
+                    1.0,
+                    a.engaged_share * 1.5,
+                );
             }
         }
         for c in &self.campaigns {
@@ -391,6 +415,8 @@ impl World {
                     totals,
                     spec.decay_days,
                     9 * 3600 + 5 * 60,
+                    1.0,
+                    spec.engaged_share,
                 );
                 // In addition to the page's ordinary posts, so the injected effect is exactly this post's.
             }
@@ -401,9 +427,20 @@ impl World {
                 * r.range(a.post_reach_per_follower[0], a.post_reach_per_follower[1])
                 * self.pages[page].scale;
             let video = if kind == "video" { 0.45 } else { 0.0 };
-            let totals = post_totals(&mut r, reach, a.views_per_reach, a.engaged_share * 0.5, video);
+            let mut totals = post_totals(&mut r, reach, a.views_per_reach, a.engaged_share * 0.5, video);
             let secs = (8 + r.below(9) as u32) * 3600 + r.below(3600) as u32;
-            push(&mut out, kind, topic, message, None, None, totals, 1.5, secs);
+            // The posting effect scales engagement after the draws, so a world without one is unchanged.
+            let posted = Self::london(day, secs);
+            let effect = self.scenario.posting.effect(
+                posted.hour(),
+                posted.weekday().num_days_from_monday() as usize,
+                topic,
+                cadence,
+            );
+            totals.engaged *= effect;
+            totals.engagements *= effect;
+            let share = a.engaged_share * 0.5 * effect;
+            push(&mut out, kind, topic, message, None, None, totals, 1.5, secs, effect, share);
         }
         out
     }
@@ -488,6 +525,23 @@ impl World {
         }
         let share = accrued(age + 1, post.decay_days);
         scale(post.totals, share)
+    }
+
+    /// The page's posting cadence: a multiplier on `audience.posts_per_week`, drawn from `posting.cadence_spread`
+    /// (log-uniform; exactly 1 without a spread).
+    pub fn cadence(&self, page: usize) -> f64 {
+        let [low, high] = self.scenario.posting.cadence_spread;
+        if low == high {
+            return low;
+        }
+        let u = Rng::new(self.seed, &[T_CADENCE, page as u64]).uniform();
+        (low.ln() + u * (high.ln() - low.ln())).exp()
+    }
+
+    /// When a post that went up `secs` after midnight UTC of `day` went up, in Europe/London.
+    pub fn london(day: NaiveDate, secs: u32) -> chrono::DateTime<chrono_tz::Tz> {
+        (Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight")) + Duration::seconds(secs as i64))
+            .with_timezone(&chrono_tz::Europe::London)
     }
 
     /// Registered date-time of a post, in UTC.
