@@ -238,6 +238,154 @@ pub fn bars(
     svg
 }
 
+/// Estimates relative to an average (1), one row per label: a dot at the estimate, its interval as a whisker, the
+/// average as a dashed line, the numbers written; a row without an estimate says why (`None`: "too few posts").
+pub fn relative_intervals(title: &str, rows: &[(String, Option<(f64, f64, f64)>)], width: u32) -> String {
+    let row_h = 22.0;
+    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).min(30);
+    let label_w = (longest as f64 * 6.0 + 12.0).max(60.0);
+    let h = 30.0 + row_h * rows.len().max(1) as f64;
+    let w = f64::from(width);
+    let (mut lo, mut hi) = (1.0f64, 1.0f64);
+    for (_, e) in rows.iter() {
+        if let Some((v, l, u)) = e {
+            lo = lo.min(*l).min(*v);
+            hi = hi.max(*u).max(*v);
+        }
+    }
+    let pad = ((hi - lo) * 0.08).max(0.05);
+    let (lo, hi) = ((lo - pad).max(0.0), hi + pad);
+    let right = w - 110.0;
+    let x = |v: f64| label_w + (right - label_w) * (v - lo) / (hi - lo);
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {h:.0}" width="{width}" height="{h:.0}" font-family="sans-serif" font-size="11"><title>{}</title><line x1="{:.1}" x2="{:.1}" y1="4" y2="{:.1}" stroke="#999" stroke-dasharray="3 3"/><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#777">average</text>"##,
+        escape(title),
+        x(1.0),
+        x(1.0),
+        h - 20.0,
+        x(1.0),
+        h - 6.0,
+    );
+    for (i, (label, e)) in rows.iter().enumerate() {
+        let yy = 6.0 + row_h * i as f64;
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{}</text>"##,
+            label_w - 6.0,
+            yy + 14.0,
+            escape(label)
+        );
+        match e {
+            Some((v, l, u)) => {
+                let colour = if *l > 1.0 {
+                    GREEN
+                } else if *u < 1.0 {
+                    ORANGE
+                } else {
+                    GREY
+                };
+                let _ = write!(
+                    svg,
+                    r##"<line class="interval" x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="2"><title>{}: {:.2} ({:.2} to {:.2})</title></line><circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"/><text x="{:.1}" y="{:.1}" fill="#333">{:.2} ({:.2}–{:.2})</text>"##,
+                    x(*l),
+                    x(*u),
+                    yy + 10.0,
+                    yy + 10.0,
+                    escape(label),
+                    v,
+                    l,
+                    u,
+                    x(*v),
+                    yy + 10.0,
+                    right + 8.0,
+                    yy + 14.0,
+                    v,
+                    l,
+                    u
+                );
+            }
+            None => {
+                let _ = write!(svg, r##"<text x="{label_w}" y="{:.1}" fill="#888">too few posts</text>"##, yy + 14.0);
+            }
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Points on log-log axes (x and y above 0), each with a tooltip, and a fitted line y = exp(a) x^b when given.
+pub fn log_scatter(
+    title: &str,
+    x_name: &str,
+    y_name: &str,
+    points: &[(String, f64, f64)],
+    fit: Option<(f64, f64)>,
+    width: u32,
+    height: u32,
+) -> String {
+    let (w, h) = (f64::from(width), f64::from(height));
+    let pts: Vec<&(String, f64, f64)> = points.iter().filter(|p| p.1 > 0.0 && p.2 > 0.0).collect();
+    let range = |v: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |a, x| (a.0.min(x.ln()), a.1.max(x.ln())));
+        if lo.is_finite() { (lo - 0.1, hi.max(lo + 0.2) + 0.1) } else { (0.0, 1.0) }
+    };
+    let (x0, x1) = range(&mut pts.iter().map(|p| p.1));
+    let (y0, y1) = range(&mut pts.iter().map(|p| p.2));
+    let (left, bottom) = (50.0, h - 34.0);
+    let px = |lx: f64| left + (w - left - 12.0) * (lx - x0) / (x1 - x0);
+    let py = |ly: f64| bottom - (bottom - 10.0) * (ly - y0) / (y1 - y0);
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-family="sans-serif" font-size="11"><title>{}</title><line x1="{left}" x2="{:.1}" y1="{bottom}" y2="{bottom}" stroke="#999"/><line x1="{left}" x2="{left}" y1="10" y2="{bottom}" stroke="#999"/><text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{} (log scale)</text><text x="12" y="{:.1}" fill="#555" transform="rotate(-90 12 {:.1})" text-anchor="middle">{} (log scale)</text>"##,
+        escape(title),
+        w - 12.0,
+        (left + w) / 2.0,
+        h - 6.0,
+        bottom / 2.0,
+        bottom / 2.0,
+        escape(x_name),
+        escape(y_name),
+    );
+    for (v, at) in [(x0.exp(), px(x0)), (x1.exp(), px(x1))] {
+        let _ = write!(
+            svg,
+            r##"<text x="{at:.1}" y="{:.1}" text-anchor="middle" fill="#777">{}</text>"##,
+            bottom + 13.0,
+            short(v)
+        );
+    }
+    for (v, at) in [(y0.exp(), py(y0)), (y1.exp(), py(y1))] {
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{at:.1}" text-anchor="end" fill="#777">{}</text>"##,
+            left - 4.0,
+            short(v)
+        );
+    }
+    if let Some((a, b)) = fit {
+        let _ = write!(
+            svg,
+            r##"<line class="fit" x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{ORANGE}" stroke-width="2" stroke-dasharray="5 3"/>"##,
+            px(x0),
+            px(x1),
+            py(a + b * x0),
+            py(a + b * x1)
+        );
+    }
+    for (label, x, y) in pts {
+        let _ = write!(
+            svg,
+            r##"<circle class="point" cx="{:.1}" cy="{:.1}" r="4" fill="{BLUE}" fill-opacity="0.7"><title>{}: {} and {}</title></circle>"##,
+            px(x.ln()),
+            py(y.ln()),
+            escape(label),
+            short(*x),
+            short(*y)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 /// An estimate with its interval against zero: `|---●---|` drawn to scale, zero marked, numbers written.
 pub fn interval(title: &str, effect: f64, lo: f64, hi: f64, width: u32) -> String {
     let (w, h) = (f64::from(width), 46.0);
@@ -288,6 +436,29 @@ mod tests {
         // The gap breaks the line into two moves.
         assert_eq!(svg.matches(" M").count() + svg.matches("\"M").count(), 3, "{svg}");
         assert!(svg.contains("class=\"band\""));
+    }
+
+    #[test]
+    fn relative_intervals_mark_the_average_and_say_too_few() {
+        let svg = relative_intervals(
+            "by <hour>",
+            &[("09:00".into(), Some((1.3, 1.2, 1.4))), ("16:00".into(), Some((0.8, 0.7, 0.9))), ("03:00".into(), None)],
+            600,
+        );
+        assert_eq!(svg.matches("class=\"interval\"").count(), 2);
+        assert!(svg.contains(GREEN) && svg.contains(ORANGE) && svg.contains("too few posts"));
+        assert!(svg.contains("by &#60;hour&#62;") && svg.contains("average"));
+        let s = log_scatter(
+            "c",
+            "posts",
+            "engaged",
+            &[("<a>".into(), 1.0, 2.0), ("b".into(), 0.0, 1.0)],
+            Some((0.0, 1.0)),
+            400,
+            300,
+        );
+        assert_eq!(s.matches("class=\"point\"").count(), 1, "a point at 0 cannot be drawn on a log scale");
+        assert!(s.contains("&#60;a&#62;") && s.contains("class=\"fit\""));
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl Modify for KeyAuth {
         api::region,
         api::campaign_plan,
         api::benchmarks,
+        api::posting,
         api::campaigns_list,
         api::campaigns_register,
         api::campaigns_withdraw,

@@ -107,12 +107,13 @@ fn html<T: Template>(t: &T) -> AppResult<String> {
     t.render().map_err(|e| AppError::new(ErrorKind::Internal, format!("rendering a dashboard page: {e}")))
 }
 
-const PAGES: [(&str, &str); 6] = [
+const PAGES: [(&str, &str); 7] = [
     ("/", "Overview"),
     ("/practices", "Practices"),
     ("/age-bands", "Age bands"),
     ("/campaigns", "Campaigns"),
     ("/posts", "Posts"),
+    ("/posting", "When to post"),
     ("/quality", "Data quality"),
 ];
 
@@ -1744,6 +1745,134 @@ pub async fn benchmarks(
             .collect();
         let n = rows.len();
         let page = BenchmarksPage { nav: Nav::new(&ctx, "/benchmarks", "Benchmarks"), b, bands, rows };
+        Ok((html(&page)?, n))
+    })
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/posting.html")]
+struct PostingPage {
+    nav: Nav,
+    p: aq::posting::Posting,
+    hour_svg: String,
+    weekday_svg: String,
+    topic_svg: String,
+    cadence_svg: String,
+    /// The elasticity and what doubling does to each post, in words, when fitted.
+    cadence_words: Option<String>,
+    /// Per topic: its name and its terms in words.
+    topics: Vec<(String, String)>,
+    rows: Vec<(String, String, String, String)>,
+}
+
+/// `GET /posting`: engagement by hour, day and topic of posting, and by how often the tenant's practices post.
+pub async fn posting(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    render(state, headers, "/posting", params, |state, ctx| async move {
+        // A year of posts resampled: charged to the key's work budget, as every page's reading is.
+        let started = Instant::now();
+        let p = aq::posting::posting(
+            &state.store,
+            &state.config,
+            &state.directory,
+            &ctx.caller.access,
+            Some(&ctx.tenant),
+            ctx.from,
+            ctx.to,
+        )
+        .await;
+        state.gate.work.charge(&ctx.caller.key_id, started.elapsed().as_secs_f64() * 1000.0);
+        let p = p?;
+        let rows_of = |cells: &[aq::posting::Cell]| -> Vec<(String, Option<(f64, f64, f64)>)> {
+            cells
+                .iter()
+                .map(|c| {
+                    let e = c.relative.zip(c.low.zip(c.high)).map(|(v, (l, h))| (v, l, h));
+                    (format!("{} ({} posts)", c.key, c.posts), e)
+                })
+                .collect()
+        };
+        let hour_svg = chart::relative_intervals(
+            "Engagement by hour of posting, relative to the average post",
+            &rows_of(&p.by_hour),
+            760,
+        );
+        let weekday_svg = chart::relative_intervals(
+            "Engagement by day of posting, relative to the average post",
+            &rows_of(&p.by_weekday),
+            760,
+        );
+        let topic_svg =
+            chart::relative_intervals("Engagement by topic, relative to the average post", &rows_of(&p.by_topic), 760);
+        let points: Vec<(String, f64, f64)> = p
+            .cadence
+            .practices
+            .iter()
+            .filter_map(|c| Some((format!("{} ({})", c.name, c.code), c.posts_per_week, c.engaged_per_1000?)))
+            .collect();
+        let fit = p.cadence.elasticity.map(|e| {
+            // The fitted line through the points' mean (least squares passes through it).
+            let logs: Vec<(f64, f64)> =
+                points.iter().filter(|q| q.1 > 0.0 && q.2 > 0.0).map(|q| (q.1.ln(), q.2.ln())).collect();
+            let n = logs.len().max(1) as f64;
+            let (mx, my) = logs.iter().fold((0.0, 0.0), |a, q| (a.0 + q.0 / n, a.1 + q.1 / n));
+            (my - e.value * mx, e.value)
+        });
+        let cadence_svg = chart::log_scatter(
+            "Each practice: posts a week against its posts' engaged users a week per 1,000 registered patients",
+            "posts a week",
+            "engaged a week per 1,000",
+            &points,
+            fit,
+            760,
+            340,
+        );
+        let cadence_words = p.cadence.elasticity.zip(p.cadence.per_post_when_doubled).map(|(e, d)| {
+            let pct = |v: f64| format!("{:+.0}%", v * 100.0);
+            format!(
+                "Elasticity {:.2} (95% interval {:.2} to {:.2}): a practice that posts twice as often gets {}                  engagement per post ({} to {}).",
+                e.value,
+                e.low,
+                e.high,
+                pct(d.value),
+                pct(d.low),
+                pct(d.high)
+            )
+        });
+        let topics = p
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), t.keywords.iter().chain(&t.hashtags).cloned().collect::<Vec<_>>().join(", ")))
+            .collect();
+        let rows = p
+            .cadence
+            .practices
+            .iter()
+            .map(|c| {
+                (
+                    format!("{} ({})", c.name, c.code),
+                    c.posts.to_string(),
+                    format!("{:.1}", c.posts_per_week),
+                    c.engaged_per_1000.map_or("n/a (no list size)".to_owned(), |e| format!("{e:.2}")),
+                )
+            })
+            .collect();
+        let n = p.posts;
+        let page = PostingPage {
+            nav: Nav::new(&ctx, "/posting", "When to post"),
+            p,
+            hour_svg,
+            weekday_svg,
+            topic_svg,
+            cadence_svg,
+            cadence_words,
+            topics,
+            rows,
+        };
         Ok((html(&page)?, n))
     })
     .await

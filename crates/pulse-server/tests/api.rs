@@ -1527,3 +1527,120 @@ async fn benchmarks_are_for_opted_in_tenants_and_withhold_bands_of_fewer_than_th
     let stoke_overview = dashboard_page(&s.url, &dashboard_session(&s.url, &stoke).await, "/").await;
     assert!(!stoke_overview.contains("href=\"/benchmarks\""));
 }
+
+/// When and what to post, end to end on the demo: the simulator's case study injects posting effects (hour and day
+/// of posting, topic) into what the ingest fetched; the API's intervals cover the true relative effects (computed
+/// from the world's own posts) in most cells, the strongest and weakest effects are found, and the dashboard draws
+/// the page. Tenant scoping and bad input as everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posting_is_analysed_by_hour_day_topic_and_cadence() {
+    use chrono::{Datelike, Timelike};
+    let s = serve().await;
+    let north = key(&s.config, &["north-staffs"], &[KeyScope::Read]);
+    let get = |q: &str, k: &str| {
+        let (url, k) = (format!("{}/api/v1/posting{q}", s.url), k.to_owned());
+        async move {
+            let r = client().get(url).bearer_auth(k).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, p) = get("", &north).await;
+    assert_eq!(status, 200, "{p}");
+    let day = |f: &str| chrono::NaiveDate::parse_from_str(p[f].as_str().unwrap(), "%Y-%m-%d").unwrap();
+    let (from, analysed_to, to) = (day("from"), day("analysed_to"), day("to"));
+    assert_eq!((to - from).num_days(), 52 * 7 - 1, "a year by default");
+    assert_eq!((to - analysed_to).num_days(), 7, "the last week's posts are still gathering engagement");
+
+    // The truth: the world's posts (but campaigns') in the range, each with its expected engaged share.
+    let world = pulse_sim::world::World::new(pulse_sim::scenario::resolve("case-study").unwrap(), None);
+    let tenant = world.tenants.iter().position(|t| t.id.as_str() == "north-staffs").unwrap();
+    let mut truth_posts = Vec::new();
+    for page in world.pages.iter().filter(|pg| world.practices[pg.practice].tenant == tenant) {
+        let mut d = from;
+        while d <= analysed_to {
+            truth_posts.extend(world.posts_on(page.index, d).into_iter().filter(|x| x.campaign.is_none()));
+            d += chrono::Duration::days(1);
+        }
+    }
+    let london =
+        |x: &pulse_sim::world::Post| pulse_sim::world::World::created_time(x).with_timezone(&chrono_tz::Europe::London);
+    let topics = pulse_config::topics::defaults();
+    let keys_of = |x: &pulse_sim::world::Post| -> Vec<String> {
+        let t = x.message.to_lowercase();
+        let mut k = vec![
+            format!("{:02}:00", london(x).hour()),
+            ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+                [london(x).weekday().num_days_from_monday() as usize]
+                .to_owned(),
+        ];
+        let hits: Vec<String> = topics.iter().filter(|d| d.matches_lowercase(&t)).map(|d| d.name.clone()).collect();
+        if hits.is_empty() {
+            k.push("None of these topics".to_owned());
+        }
+        k.extend(hits);
+        k
+    };
+    let share = |pick: &dyn Fn(&pulse_sim::world::Post) -> bool| {
+        let (w, r) = truth_posts
+            .iter()
+            .filter(|x| pick(x))
+            .fold((0.0, 0.0), |a, x| (a.0 + x.totals.reach * x.expected_engaged_share, a.1 + x.totals.reach));
+        w / r
+    };
+    let all = share(&|_| true);
+    let analysed = p["posts"].as_u64().unwrap() as f64;
+    assert!(
+        (analysed / truth_posts.len() as f64 - 1.0).abs() < 0.02,
+        "{analysed} posts analysed of the world's {}",
+        truth_posts.len()
+    );
+    let (mut cells, mut covered) = (0, 0);
+    let rel = |group: &str, k: &str| {
+        p[group]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key"] == k)
+            .unwrap_or_else(|| panic!("{group} {k}: {p}"))
+            .clone()
+    };
+    for group in ["by_hour", "by_weekday", "by_topic"] {
+        for c in p[group].as_array().unwrap() {
+            let (Some(low), Some(high)) = (c["low"].as_f64(), c["high"].as_f64()) else { continue };
+            let k = c["key"].as_str().unwrap().to_owned();
+            let t = share(&|x| keys_of(x).contains(&k)) / all;
+            cells += 1;
+            covered += usize::from(low <= t && t <= high);
+            assert!(low <= c["relative"].as_f64().unwrap() && c["relative"].as_f64().unwrap() <= high, "{c}");
+        }
+    }
+    eprintln!(
+        "posting: the truth in {covered} of {cells} intervals; {analysed} posts, the world's {}",
+        truth_posts.len()
+    );
+    assert!(cells >= 20, "{cells} cells with intervals: {p}");
+    assert!(covered * 100 >= cells * 85, "the truth in {covered} of {cells} intervals");
+    assert!(rel("by_hour", "09:00")["low"].as_f64() > rel("by_hour", "16:00")["high"].as_f64(), "09:00 beats 16:00");
+    assert!(rel("by_topic", "Missed appointments (DNA)")["high"].as_f64().unwrap() < 1.0);
+    assert!(rel("by_topic", "Flu vaccination")["low"].as_f64().unwrap() > 1.0);
+    let practices = p["cadence"]["practices"].as_array().unwrap();
+    let own: BTreeSet<String> = common::practices(&s.config, "north-staffs").into_iter().collect();
+    assert!(!practices.is_empty() && practices.iter().all(|x| own.contains(x["code"].as_str().unwrap())));
+    assert!(p["cadence"]["elasticity"]["value"].as_f64().is_some(), "{}", p["cadence"]);
+    assert!(p["topics"].as_array().unwrap().iter().any(|t| t["name"] == "PPG recruitment"));
+
+    // Scoping and bad input.
+    assert_eq!(get("?tenant=stoke", &north).await.0, 403);
+    for (q, field) in
+        [("?from=2018-13-01", "from"), ("?from=2018-05-01&to=2018-04-01", "from"), ("?colour=red", "colour")]
+    {
+        let (status, e) = get(q, &north).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (400, Some(field)), "{q}: {e}");
+    }
+    // The dashboard draws it, in every tenant's menu.
+    let session = dashboard_session(&s.url, &north).await;
+    let page = dashboard_page(&s.url, &session, "/posting").await;
+    assert!(page.contains("href=\"/posting\"") && page.contains("Hour of posting"), "{page}");
+    assert!(page.matches("class=\"interval\"").count() >= cells, "every interval drawn");
+    assert!(page.contains("class=\"point\"") && page.contains("Elasticity"));
+}
