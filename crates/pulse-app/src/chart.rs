@@ -238,17 +238,20 @@ pub fn bars(
     svg
 }
 
+/// A row of [`relative_intervals`]: (estimate, low, high), or why there is no interval.
+pub type RelativeRow = Result<(f64, f64, f64), String>;
+
 /// Estimates relative to an average (1), one row per label: a dot at the estimate, its interval as a whisker, the
-/// average as a dashed line, the numbers written; a row without an estimate says why (`None`: "too few posts").
-pub fn relative_intervals(title: &str, rows: &[(String, Option<(f64, f64, f64)>)], width: u32) -> String {
+/// average as a dashed line, the numbers written; a row without an interval says why (its `Err`).
+pub fn relative_intervals(title: &str, rows: &[(String, RelativeRow)], width: u32) -> String {
     let row_h = 22.0;
-    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).min(30);
+    let longest = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).min(60);
     let label_w = (longest as f64 * 6.0 + 12.0).max(60.0);
     let h = 30.0 + row_h * rows.len().max(1) as f64;
     let w = f64::from(width);
     let (mut lo, mut hi) = (1.0f64, 1.0f64);
     for (_, e) in rows.iter() {
-        if let Some((v, l, u)) = e {
+        if let Ok((v, l, u)) = e {
             lo = lo.min(*l).min(*v);
             hi = hi.max(*u).max(*v);
         }
@@ -276,7 +279,7 @@ pub fn relative_intervals(title: &str, rows: &[(String, Option<(f64, f64, f64)>)
             escape(label)
         );
         match e {
-            Some((v, l, u)) => {
+            Ok((v, l, u)) => {
                 let colour = if *l > 1.0 {
                     GREEN
                 } else if *u < 1.0 {
@@ -304,8 +307,8 @@ pub fn relative_intervals(title: &str, rows: &[(String, Option<(f64, f64, f64)>)
                     u
                 );
             }
-            None => {
-                let _ = write!(svg, r##"<text x="{label_w}" y="{:.1}" fill="#888">too few posts</text>"##, yy + 14.0);
+            Err(why) => {
+                let _ = write!(svg, r##"<text x="{label_w}" y="{:.1}" fill="#888">{}</text>"##, yy + 14.0, escape(why));
             }
         }
     }
@@ -362,13 +365,29 @@ pub fn log_scatter(
         );
     }
     if let Some((a, b)) = fit {
+        // Clipped to the plot: where the line leaves the y range, it ends there.
+        let end = |lx: f64| {
+            let ly = a + b * lx;
+            let edge = if ly < y0 {
+                Some(y0)
+            } else if ly > y1 {
+                Some(y1)
+            } else {
+                None
+            };
+            match edge {
+                Some(e) if b.abs() > 1e-12 => (((e - a) / b).clamp(x0, x1), e),
+                _ => (lx, ly.clamp(y0, y1)),
+            }
+        };
+        let ((ax, ay), (bx, by)) = (end(x0), end(x1));
         let _ = write!(
             svg,
             r##"<line class="fit" x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="{ORANGE}" stroke-width="2" stroke-dasharray="5 3"/>"##,
-            px(x0),
-            px(x1),
-            py(a + b * x0),
-            py(a + b * x1)
+            px(ax),
+            px(bx),
+            py(ay),
+            py(by)
         );
     }
     for (label, x, y) in pts {
@@ -442,11 +461,15 @@ mod tests {
     fn relative_intervals_mark_the_average_and_say_too_few() {
         let svg = relative_intervals(
             "by <hour>",
-            &[("09:00".into(), Some((1.3, 1.2, 1.4))), ("16:00".into(), Some((0.8, 0.7, 0.9))), ("03:00".into(), None)],
+            &[
+                ("09:00".into(), Ok((1.3, 1.2, 1.4))),
+                ("16:00".into(), Ok((0.8, 0.7, 0.9))),
+                ("03:00".into(), Err("fewer than 20 <posts>".into())),
+            ],
             600,
         );
         assert_eq!(svg.matches("class=\"interval\"").count(), 2);
-        assert!(svg.contains(GREEN) && svg.contains(ORANGE) && svg.contains("too few posts"));
+        assert!(svg.contains(GREEN) && svg.contains(ORANGE) && svg.contains("fewer than 20 &#60;posts&#62;"));
         assert!(svg.contains("by &#60;hour&#62;") && svg.contains("average"));
         let s = log_scatter(
             "c",

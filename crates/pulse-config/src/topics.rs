@@ -1,6 +1,6 @@
 //! Topic dictionaries: what a post is about, from keywords and hashtags in its text. Declared as `[[topic]]` in the
-//! config (each for every tenant, or for the tenants it names); a tenant with none of its own has [`defaults`]: the
-//! seasonal and practical subjects the seeds' practice advice names.
+//! config (each for every tenant, or for the tenants it names), added to [`defaults`] (the seasonal and practical
+//! subjects the seeds' practice advice names); a declared topic with a default's name replaces that default.
 
 use serde::Deserialize;
 
@@ -37,18 +37,37 @@ impl TopicConfig {
         }
     }
 
-    /// Whether a post with this (already lower-cased) text is about the topic.
+    /// The topic with its terms lower-cased, once, for [`TopicConfig::matches_lowercase`].
+    pub fn lowercased(&self) -> TopicConfig {
+        TopicConfig {
+            keywords: self.keywords.iter().map(|k| k.to_lowercase()).collect(),
+            hashtags: self.hashtags.iter().map(|h| h.to_lowercase()).collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a post with this lower-cased text is about the topic (its terms lower-cased: [`Self::lowercased`]).
     pub fn matches_lowercase(&self, text: &str) -> bool {
-        self.keywords.iter().any(|k| starts_a_word(text, &k.to_lowercase()))
-            || self.hashtags.iter().any(|h| whole_hashtag(text, &h.to_lowercase()))
+        self.keywords.iter().any(|k| starts_a_word(text, k)) || self.hashtags.iter().any(|h| whole_hashtag(text, h))
     }
 
     /// What is wrong with the topic on its own, each with the field at fault.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 40 || name.chars().any(char::is_control) {
-            out.push(("name", "a topic's name is 1 to 40 characters, without control characters".to_owned()));
+        let name = self.name.as_str();
+        if name.trim().is_empty()
+            || name.trim() != name
+            || name.chars().count() > 40
+            || name.chars().any(char::is_control)
+            || name.eq_ignore_ascii_case(NO_TOPIC)
+        {
+            out.push((
+                "name",
+                format!(
+                    "a topic's name is 1 to 40 characters, without control characters or spaces at either end, and \
+                     not `{NO_TOPIC}`"
+                ),
+            ));
         }
         if self.keywords.is_empty() && self.hashtags.is_empty() {
             out.push(("keywords", "a topic needs at least one keyword or hashtag".to_owned()));
@@ -58,19 +77,21 @@ impl TopicConfig {
         }
         for k in &self.keywords {
             let n = k.trim().chars().count();
-            if n < 3 || n > 60 || k.trim() != k {
+            if !(3..=60).contains(&n) || k.trim() != k || k.contains("  ") || k.chars().any(char::is_control) {
                 out.push((
                     "keywords",
                     format!(
-                        "keyword `{k}`: 3 to 60 characters, without spaces at either end (shorter ones match too much)"
+                        "keyword `{k}`: 3 to 60 characters, single spaces inside and none at either end (shorter \
+                         ones match too much)"
                     ),
                 ));
             }
         }
         for h in &self.hashtags {
             let body = h.strip_prefix('#').unwrap_or("");
-            if body.chars().count() < 2 || !body.chars().all(|c| c.is_alphanumeric() || c == '_') {
-                out.push(("hashtags", format!("hashtag `{h}`: `#` and at least 2 letters, digits or `_`")));
+            let n = body.chars().count();
+            if !(2..=60).contains(&n) || !body.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                out.push(("hashtags", format!("hashtag `{h}`: `#` and 2 to 60 letters, digits or `_`")));
             }
         }
         out
@@ -92,14 +113,22 @@ pub fn defaults() -> Vec<TopicConfig> {
     ]
 }
 
-/// The topics of `tenant`: the declared ones for it (or for every tenant), else [`defaults`].
+/// What posts in none of a tenant's topics are listed as (no topic may be named so).
+pub const NO_TOPIC: &str = "None of these topics";
+
+/// The topics of `tenant`: [`defaults`], then the ones declared for it (or for every tenant); a declared topic with
+/// a default's name (case-insensitive) takes that default's place.
 pub fn for_tenant(declared: &[TopicConfig], tenant: &str) -> Vec<TopicConfig> {
-    let own: Vec<TopicConfig> = declared
-        .iter()
-        .filter(|t| t.tenants.is_empty() || t.tenants.iter().any(|x| x.as_str() == tenant))
-        .cloned()
+    let own: Vec<&TopicConfig> =
+        declared.iter().filter(|t| t.tenants.is_empty() || t.tenants.iter().any(|x| x.as_str() == tenant)).collect();
+    let mut out: Vec<TopicConfig> = defaults()
+        .into_iter()
+        .map(|d| own.iter().find(|t| t.name.eq_ignore_ascii_case(&d.name)).map_or(d, |t| (*t).clone()))
         .collect();
-    if own.is_empty() { defaults() } else { own }
+    let added: Vec<TopicConfig> =
+        own.into_iter().filter(|t| !out.iter().any(|o| o.name.eq_ignore_ascii_case(&t.name))).cloned().collect();
+    out.extend(added);
+    out
 }
 
 fn is_word(c: char) -> bool {
@@ -127,7 +156,7 @@ mod tests {
 
     fn about(text: &str) -> Vec<String> {
         let t = text.to_lowercase();
-        defaults().into_iter().filter(|d| d.matches_lowercase(&t)).map(|d| d.name).collect()
+        defaults().into_iter().filter(|d| d.lowercased().matches_lowercase(&t)).map(|d| d.name).collect()
     }
 
     #[test]
@@ -149,20 +178,30 @@ mod tests {
 
     #[test]
     fn a_weak_or_empty_topic_is_refused_by_field() {
-        let mut t = TopicConfig::new("", &["ab", " flu"], &["flu", "#a", "#ok_1"]);
+        let mut t = TopicConfig::new("", &["ab", " flu", "flu  jab"], &["flu", "#a", "#ok_1"]);
         let fields: Vec<&str> = t.problems().iter().map(|(f, _)| *f).collect();
-        assert_eq!(fields, ["name", "keywords", "keywords", "hashtags", "hashtags"]);
+        assert_eq!(fields, ["name", "keywords", "keywords", "keywords", "hashtags", "hashtags"]);
+        for name in [" Flu", "none of these topics", "a\u{7}"] {
+            assert_eq!(TopicConfig::new(name, &["flu"], &[]).problems().len(), 1, "{name}");
+        }
+        // Upper-case terms match once lower-cased.
+        assert!(TopicConfig::new("Flu", &["FLU Jab"], &["#FluJab"]).lowercased().matches_lowercase("a flu jab"));
         t = TopicConfig::new("Nothing", &[], &[]);
         assert_eq!(t.problems().len(), 1);
         assert!(defaults().iter().all(|d| d.problems().is_empty()));
     }
 
     #[test]
-    fn a_tenant_without_topics_of_its_own_gets_the_defaults() {
+    fn declared_topics_add_to_the_defaults_and_replace_one_of_the_same_name() {
         let mut mine = TopicConfig::new("Ours", &["ours"], &[]);
         mine.tenants = vec![TenantId::new("a").unwrap()];
-        let declared = vec![mine.clone()];
-        assert_eq!(for_tenant(&declared, "a"), vec![mine]);
-        assert_eq!(for_tenant(&declared, "b"), defaults());
+        let flu = TopicConfig::new("flu VACCINATION", &["flu vaccin"], &[]);
+        let declared = vec![mine.clone(), flu.clone()];
+        let a = for_tenant(&declared, "a");
+        assert_eq!(a.len(), defaults().len() + 1);
+        assert_eq!((&a[0], a.last().unwrap()), (&flu, &mine), "the default's place taken, the new one added");
+        let b = for_tenant(&declared, "b");
+        assert_eq!((b.len(), &b[0]), (defaults().len(), &flu));
+        assert_eq!(for_tenant(&[], "b"), defaults());
     }
 }

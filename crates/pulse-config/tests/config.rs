@@ -222,6 +222,27 @@ fn campaigns_need_exactly_one_matcher_and_known_tenants() {
 }
 
 #[test]
+fn topics_are_checked_by_field_and_line_and_add_to_the_defaults() {
+    let config = load(&example()).unwrap();
+    assert_eq!(config.topics.len(), 1);
+    let north = pulse_config::topics::for_tenant(&config.topics, "north-staffs");
+    assert_eq!((north.len(), &north[0]), (pulse_config::topics::defaults().len(), &config.topics[0]));
+    assert_eq!(pulse_config::topics::for_tenant(&config.topics, "elsewhere"), pulse_config::topics::defaults());
+    let text = "[[tenant]]\nid = \"a\"\nname = \"A\"\n\n\
+                [[topic]]\nname = \"Flu\"\nkeywords = [\"fl\"]\nhashtags = [\"flu\"]\ntenants = [\"nowhere\"]\n\n\
+                [[topic]]\nname = \"Empty\"\n\n\
+                [[topic]]\nname = \"Open\"\nkeywords = [\"opening hours\"]\n\n\
+                [[topic]]\nname = \"open\"\nkeywords = [\"we are open\"]\ntenants = [\"a\"]\n";
+    let issues = issues_of(text);
+    assert_eq!(issues.len(), 5, "{issues:?}");
+    assert!(issues[0].contains(":5:") && issues[0].contains("topic `Flu`: keywords: keyword `fl`"), "{issues:?}");
+    assert!(issues[1].contains("topic `Flu`: hashtags: hashtag `flu`"), "{issues:?}");
+    assert!(issues[2].contains("unknown tenant `nowhere`"), "{issues:?}");
+    assert!(issues[3].contains(":11:") && issues[3].contains("at least one keyword or hashtag"), "{issues:?}");
+    assert!(issues[4].contains("topic `open` is declared twice"), "{issues:?}");
+}
+
+#[test]
 fn the_server_section_has_defaults_resolves_the_keys_file_and_refuses_a_zero_rate_limit() {
     let config = parse("", Path::new("/srv/pulse/pulse.toml")).unwrap();
     assert_eq!(config.server.listen, "127.0.0.1:8080");

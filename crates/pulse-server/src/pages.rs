@@ -1761,6 +1761,8 @@ struct PostingPage {
     cadence_svg: String,
     /// The elasticity and what doubling does to each post, in words, when fitted.
     cadence_words: Option<String>,
+    /// Why it is not fitted.
+    cadence_note: Option<String>,
     /// Per topic: its name and its terms in words.
     topics: Vec<(String, String)>,
     rows: Vec<(String, String, String, String)>,
@@ -1787,12 +1789,17 @@ pub async fn posting(
         .await;
         state.gate.work.charge(&ctx.caller.key_id, started.elapsed().as_secs_f64() * 1000.0);
         let p = p?;
-        let rows_of = |cells: &[aq::posting::Cell]| -> Vec<(String, Option<(f64, f64, f64)>)> {
+        let rows_of = |cells: &[aq::posting::Cell]| -> Vec<(String, chart::RelativeRow)> {
             cells
                 .iter()
                 .map(|c| {
                     let e = c.relative.zip(c.low.zip(c.high)).map(|(v, (l, h))| (v, l, h));
-                    (format!("{} ({} posts)", c.key, c.posts), e)
+                    let why = || match c.relative {
+                        // An estimate without an interval: the estimate, and why there is no interval.
+                        Some(v) => format!("{v:.2}, {}", c.note.as_deref().unwrap_or("no interval")),
+                        None => c.note.clone().unwrap_or_else(|| "no estimate".to_owned()),
+                    };
+                    (format!("{} ({} posts)", c.key, c.posts), e.ok_or_else(why))
                 })
                 .collect()
         };
@@ -1832,6 +1839,7 @@ pub async fn posting(
             340,
         );
         let cadence_words = p.cadence.elasticity.zip(p.cadence.per_post_when_doubled).map(|(e, d)| {
+            // (Only fitted when practices post at rates different enough to say anything.)
             let pct = |v: f64| format!("{:+.0}%", v * 100.0);
             format!(
                 "Elasticity {:.2} (95% interval {:.2} to {:.2}): a practice that posts twice as often gets {}                  engagement per post ({} to {}).",
@@ -1862,6 +1870,7 @@ pub async fn posting(
             })
             .collect();
         let n = p.posts;
+        let cadence_note = p.cadence.note.clone();
         let page = PostingPage {
             nav: Nav::new(&ctx, "/posting", "When to post"),
             p,
@@ -1869,6 +1878,7 @@ pub async fn posting(
             weekday_svg,
             topic_svg,
             cadence_svg,
+            cadence_note,
             cadence_words,
             topics,
             rows,

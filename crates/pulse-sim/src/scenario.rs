@@ -142,7 +142,13 @@ pub struct PostingSpec {
     /// An ordinary post's engaged share is multiplied by (the page's cadence) ^ -elasticity: the more a page posts,
     /// the less each post engages, and its posts' engagement per week grows as cadence ^ (1 - elasticity).
     pub cadence_elasticity: f64,
+    /// Each page's posts engage more or less than others' by a multiplier drawn log-uniformly from [low, high]
+    /// (pages differ; the analyses compare posts within their page).
+    pub page_spread: [f64; 2],
 }
+
+/// The simulator's topics of ordinary posts (what `topic_effect` may name).
+pub const POST_TOPICS: [&str; 6] = ["dna", "vaccines", "opening_hours", "self_care", "ppg", "practice_news"];
 
 impl Default for PostingSpec {
     fn default() -> Self {
@@ -152,6 +158,7 @@ impl Default for PostingSpec {
             topic_effect: Default::default(),
             cadence_spread: [1.0, 1.0],
             cadence_elasticity: 0.0,
+            page_spread: [1.0, 1.0],
         }
     }
 }
@@ -366,8 +373,17 @@ impl Scenario {
         let posting = &scenario.posting;
         let posting_at = text.find("[posting").map(|i| i..i + 1);
         let positive = |v: &f64| v.is_finite() && *v > 0.0;
-        if let Some(h) = posting.hour_effect.keys().find(|h| h.parse::<u32>().map_or(true, |h| h > 23)) {
-            return Err(invalid(posting_at, format!("posting.hour_effect: `{h}` is not an hour 0-23")));
+        // Hours as the effect looks them up ("9", not "09"), so none is silently without effect.
+        if let Some(h) =
+            posting.hour_effect.keys().find(|h| h.parse::<u32>().map_or(true, |n| n > 23 || n.to_string() != **h))
+        {
+            return Err(invalid(posting_at, format!("posting.hour_effect: `{h}` is not an hour \"0\" to \"23\"")));
+        }
+        if let Some(t) = posting.topic_effect.keys().find(|t| !POST_TOPICS.contains(&t.as_str())) {
+            return Err(invalid(
+                posting_at,
+                format!("posting.topic_effect: `{t}` is not a topic ({})", POST_TOPICS.join(", ")),
+            ));
         }
         if !posting
             .hour_effect
@@ -375,13 +391,14 @@ impl Scenario {
             .chain(posting.topic_effect.values())
             .chain(&posting.weekday_effect)
             .all(positive)
-            || !posting.cadence_spread.iter().all(positive)
+            || !posting.cadence_spread.iter().chain(&posting.page_spread).all(positive)
             || posting.cadence_spread[1] < posting.cadence_spread[0]
+            || posting.page_spread[1] < posting.page_spread[0]
             || !(0.0..=1.0).contains(&posting.cadence_elasticity)
         {
             return Err(invalid(
                 posting_at,
-                "posting: effects must be positive, cadence_spread [low, high] with 0 < low <= high, \
+                "posting: effects must be positive, cadence_spread and page_spread [low, high] with 0 < low <= high, \
                  cadence_elasticity in [0, 1]"
                     .into(),
             ));

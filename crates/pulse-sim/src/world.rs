@@ -25,6 +25,7 @@ const T_UNFOLLOW: u64 = 7;
 const T_PRACTICE: u64 = 8;
 const T_TOKEN: u64 = 9;
 const T_CADENCE: u64 = 10;
+const T_PAGE_ENGAGE: u64 = 11;
 
 /// Days a post keeps accruing (its increments after this are negligible and dropped).
 pub const POST_LIFE_DAYS: i64 = 28;
@@ -436,7 +437,7 @@ impl World {
                 posted.weekday().num_days_from_monday() as usize,
                 topic,
                 cadence,
-            );
+            ) * self.page_engagement(page);
             totals.engaged *= effect;
             totals.engagements *= effect;
             let share = a.engaged_share * 0.5 * effect;
@@ -530,12 +531,13 @@ impl World {
     /// The page's posting cadence: a multiplier on `audience.posts_per_week`, drawn from `posting.cadence_spread`
     /// (log-uniform; exactly 1 without a spread).
     pub fn cadence(&self, page: usize) -> f64 {
-        let [low, high] = self.scenario.posting.cadence_spread;
-        if low == high {
-            return low;
-        }
-        let u = Rng::new(self.seed, &[T_CADENCE, page as u64]).uniform();
-        (low.ln() + u * (high.ln() - low.ln())).exp()
+        log_uniform(self.scenario.posting.cadence_spread, Rng::new(self.seed, &[T_CADENCE, page as u64]).uniform())
+    }
+
+    /// The page's own multiplier on its ordinary posts' engaged share, from `posting.page_spread` (exactly 1 without
+    /// a spread).
+    pub fn page_engagement(&self, page: usize) -> f64 {
+        log_uniform(self.scenario.posting.page_spread, Rng::new(self.seed, &[T_PAGE_ENGAGE, page as u64]).uniform())
     }
 
     /// When a post that went up `secs` after midnight UTC of `day` went up, in Europe/London.
@@ -563,6 +565,11 @@ impl World {
             .map(|p| post_increment(p, back))
             .fold(PostTotals::default(), add)
     }
+}
+
+/// A value drawn log-uniformly from [low, high] with `u` in [0, 1): exactly `low` when they are equal.
+fn log_uniform([low, high]: [f64; 2], u: f64) -> f64 {
+    if low == high { low } else { (low.ln() + u * (high.ln() - low.ln())).exp() }
 }
 
 fn page_shares(r: &mut Rng, bands: [f64; 7], female: f64, unknown: f64) -> Vec<(Gender, AgeBand, f64)> {
