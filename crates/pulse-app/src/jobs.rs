@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 use chrono::NaiveDate;
-use pulse_config::TenantScope;
 use pulse_config::{CampaignConfig, Config};
+use pulse_config::{TenantScope, WriteScope};
 use pulse_pipelines::campaign::{Campaign, Matcher};
 use pulse_pipelines::jobs::{self, JobInput, JobSummary};
 use pulse_pipelines::registered::{self, Registered};
@@ -133,44 +133,27 @@ pub async fn run_on<S: Store + Clone + 'static>(
     let mut out: Vec<Option<TenantJob>> = Vec::new();
     let mut inputs = Vec::new();
     for scope in scopes {
-        let to = match request.to {
-            Some(t) => t,
-            None => match store.load_checkpoints(&scope).await?.iter().map(|c| c.through_day).max() {
-                Some(d) => d,
-                None => {
-                    out.push(Some(TenantJob::NothingIngested { tenant: scope.to_string() }));
-                    continue;
-                }
-            },
-        };
-        let mut from = request.from.unwrap_or(jobs::HISTORY_START);
-        // The config's campaigns and those registered through the API or dashboard (not withdrawn).
-        let campaigns = campaigns_for(&crate::campaigns::effective(store, config, &scope).await?, &scope);
-        let inputs_of = inputs_digest(&campaigns, registered.as_ref());
-        let variant = request.variant(from, to)?;
-        // The main reports over all history are updated incrementally when the previous run allows it.
-        let incremental = if request.full || request.from.is_some() || !variant.is_main() {
-            None
-        } else {
-            match jobs::incremental_since_previous(store, &scope, &inputs_of, to).await? {
-                Some((history_from, incremental)) => {
-                    from = history_from;
-                    Some(incremental)
-                }
-                None => None,
+        let tenant = scope.to_string();
+        // One tenant whose checkpoints, campaigns or previous run cannot be read fails alone: the others still run.
+        match prepare(store, config, request, scope, registered.as_ref()).await {
+            Ok(Some(input)) => {
+                out.push(None);
+                inputs.push(input);
             }
-        };
-        out.push(None);
-        inputs.push(JobInput {
-            scope,
-            from,
-            to,
-            campaigns,
-            registered: registered.clone(),
-            variant,
-            inputs: inputs_of,
-            incremental,
-        });
+            Ok(None) => out.push(Some(TenantJob::NothingIngested { tenant })),
+            Err(error) => {
+                tracing::warn!(tenant, error = %format!("{error:#}"), "a tenant's run could not be prepared");
+                metrics::counter!("pulse_report_jobs_total", "tenant" => tenant.clone(), "outcome" => "failed")
+                    .increment(1);
+                out.push(Some(TenantJob::Failed {
+                    tenant,
+                    error: error.context(
+                        "its run could not be prepared (its checkpoints, campaigns or previous run were not read); \
+                         the other tenants ran",
+                    ),
+                }));
+            }
+        }
     }
     let asked: Vec<(String, NaiveDate, NaiveDate)> =
         inputs.iter().map(|i| (i.scope.to_string(), i.from, i.to)).collect();
@@ -194,6 +177,51 @@ pub async fn run_on<S: Store + Clone + 'static>(
             })
         })
         .collect())
+}
+
+/// One tenant's job input: its range, campaigns and whether the previous run allows an incremental one; `None`
+/// when nothing is ingested yet and no range was given.
+async fn prepare<S: Store>(
+    store: &S,
+    config: &Config,
+    request: &JobsRequest,
+    scope: WriteScope,
+    registered: Option<&Registered>,
+) -> Result<Option<JobInput>> {
+    let to = match request.to {
+        Some(t) => t,
+        None => match store.load_checkpoints(&scope).await?.iter().map(|c| c.through_day).max() {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+    };
+    let mut from = request.from.unwrap_or(jobs::HISTORY_START);
+    // The config's campaigns and those registered through the API or dashboard (not withdrawn).
+    let campaigns = campaigns_for(&crate::campaigns::effective(store, config, &scope).await?, &scope);
+    let inputs_of = inputs_digest(&campaigns, registered);
+    let variant = request.variant(from, to)?;
+    // The main reports over all history are updated incrementally when the previous run allows it.
+    let incremental = if request.full || request.from.is_some() || !variant.is_main() {
+        None
+    } else {
+        match jobs::incremental_since_previous(store, &scope, &inputs_of, to).await? {
+            Some((history_from, incremental)) => {
+                from = history_from;
+                Some(incremental)
+            }
+            None => None,
+        }
+    };
+    Ok(Some(JobInput {
+        scope,
+        from,
+        to,
+        campaigns,
+        registered: registered.cloned(),
+        variant,
+        inputs: inputs_of,
+        incremental,
+    }))
 }
 
 /// A digest of what, besides facts, the reports are computed from: the campaigns, the registered patients, and the

@@ -1767,3 +1767,24 @@ async fn benchmarks_show_tenths_of_three_other_tenants_equal_to_their_practices_
     assert!(b["practices"].as_array().unwrap().iter().all(|p| p["decile"].is_null()), "{b}");
     assert!(bands.iter().find(|x| x["band"] == "5,000 to 9,999").unwrap()["deciles"].is_array(), "{b}");
 }
+
+/// One tenant whose journal cannot be read (its campaigns are there) fails its own jobs run, saying so; the other
+/// tenant's run goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_journal_cannot_be_read_fails_alone() {
+    let (_dir, config) = demo_copy();
+    let journal = config.store.lake_dir.join("state_events/tenant=stoke");
+    std::fs::create_dir_all(&journal).unwrap();
+    std::fs::write(journal.join("data.parquet"), b"not a parquet file").unwrap();
+    let request = pulse_app::jobs::JobsRequest { tenants: vec![], from: None, to: None, full: false, variant: None };
+    let jobs = pulse_app::jobs::run(&config, &request).await.expect("the run as a whole goes ahead");
+    assert_eq!(jobs.len(), 2);
+    let problems: Vec<Option<String>> = jobs.iter().map(|j| j.problem()).collect();
+    let stoke = problems.iter().flatten().find(|p| p.starts_with("tenant stoke")).expect("stoke failed");
+    assert!(stoke.contains("could not be prepared") && stoke.contains("the other tenants ran"), "{stoke}");
+    assert!(
+        jobs.iter()
+            .any(|j| matches!(j, pulse_app::jobs::TenantJob::Done { summary, .. } if summary.tenant == "north-staffs")),
+        "{problems:?}"
+    );
+}
