@@ -178,6 +178,11 @@ pub fn lines(
     svg
 }
 
+/// A row's label, its end at `x`.
+fn row_label(svg: &mut String, x: f64, y: f64, label: &str) {
+    let _ = write!(svg, r##"<text x="{x:.1}" y="{y:.1}" text-anchor="end" fill="#333">{}</text>"##, escape(label));
+}
+
 /// Horizontal bars, one per label, with the value written at the end of each bar.
 pub fn bars(
     title: &str,
@@ -208,13 +213,7 @@ pub fn bars(
     );
     for (i, (label, v)) in rows.iter().enumerate() {
         let yy = 6.0 + row_h * i as f64;
-        let _ = write!(
-            svg,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{}</text>"##,
-            label_w - 6.0,
-            yy + 14.0,
-            escape(&shown(label))
-        );
+        row_label(&mut svg, label_w - 6.0, yy + 14.0, &shown(label));
         match v {
             Some(v) => {
                 let bw = ((w - label_w - 70.0) * (v.max(0.0) / max)).max(1.0);
@@ -271,13 +270,7 @@ pub fn relative_intervals(title: &str, rows: &[(String, RelativeRow)], width: u3
     );
     for (i, (label, e)) in rows.iter().enumerate() {
         let yy = 6.0 + row_h * i as f64;
-        let _ = write!(
-            svg,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{}</text>"##,
-            label_w - 6.0,
-            yy + 14.0,
-            escape(label)
-        );
+        row_label(&mut svg, label_w - 6.0, yy + 14.0, label);
         match e {
             Ok((v, l, u)) => {
                 let colour = if *l > 1.0 {

@@ -523,6 +523,14 @@ fn parse_filter(field: &str, v: &Value) -> AppResult<Filter> {
     Ok(Filter { op, dimension, values })
 }
 
+/// The tenant's main run (its reports' range), or NotReady saying how to compute them.
+pub async fn computed_run<S: Store>(store: &S, access: &Access, tenant: &str) -> AppResult<pulse_app::report::RunInfo> {
+    pulse_app::report::main_run(store, access, tenant).await?.ok_or_else(|| {
+        AppError::new(ErrorKind::NotReady, format!("tenant {tenant}'s reports have not been computed"))
+            .with_hint(format!("the operator runs `pulse jobs run --tenant {tenant}` after an ingest"))
+    })
+}
+
 /// What the query layer needs from the config, loaded once: practice names and registered patients.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {

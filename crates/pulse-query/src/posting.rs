@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use pulse_app::columns::Col;
-use pulse_app::error::{AppError, AppResult, ErrorKind};
+use pulse_app::error::{AppError, AppResult};
 use pulse_app::report::{self, Kind, ReportQuery};
 use pulse_config::{Access, Config, TopicConfig};
 use pulse_store::Store;
@@ -430,10 +430,7 @@ pub async fn posting<S: Store>(
 ) -> AppResult<Posting> {
     let scope = pulse_app::tenant::resolve(access, tenant, "tenant", "add ?tenant=<id>")?;
     let me = scope.to_string();
-    let Some(run) = report::main_run(store, access, &me).await? else {
-        return Err(AppError::new(ErrorKind::NotReady, format!("tenant {me}'s reports have not been computed"))
-            .with_hint("an operator runs `pulse jobs run` after an ingest"));
-    };
+    let run = crate::computed_run(store, access, &me).await?;
     let to = to.unwrap_or(run.range_to);
     let from = from.unwrap_or_else(|| (to - Duration::weeks(DEFAULT_WEEKS) + Duration::days(1)).max(run.range_from));
     if from > to {

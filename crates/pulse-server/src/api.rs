@@ -207,6 +207,19 @@ pub async fn region(
     .await
 }
 
+/// The `tenant`, `from` and `to` of an endpoint that takes only those; any other parameter is refused by name.
+fn tenant_and_range(
+    params: &HashMap<String, String>,
+) -> AppResult<(Option<&str>, Option<chrono::NaiveDate>, Option<chrono::NaiveDate>)> {
+    if let Some(unknown) = params.keys().find(|k| !matches!(k.as_str(), "tenant" | "from" | "to")) {
+        return Err(AppError::bad_request(format!("unknown parameter `{unknown}`"))
+            .with_hint("the parameters are tenant, from and to")
+            .at(unknown.clone()));
+    }
+    let tenant = params.get("tenant").map(String::as_str).filter(|t| !t.is_empty());
+    Ok((tenant, day(params, "from")?, day(params, "to")?))
+}
+
 /// `GET /api/v1/benchmarks`: the tenant's practices (weekly engagements per 1,000 registered patients) against the
 /// deciles of practices of similar list size across the tenants that opted in; a band of fewer than 3 tenants or 10
 /// practices is withheld. The tenant must have opted in (`benchmark = true`).
@@ -225,18 +238,12 @@ pub async fn benchmarks(
 ) -> ApiResult {
     let what = format!("GET /api/v1/benchmarks{}", crate::query_digest(params.iter()));
     logged(&state, &headers, KeyScope::Read, what, |state, caller| async move {
-        if let Some(unknown) = params.keys().find(|k| !matches!(k.as_str(), "tenant" | "from" | "to")) {
-            return Err(AppError::bad_request(format!("unknown parameter `{unknown}`"))
-                .with_hint("the parameters are tenant, from and to")
-                .at(unknown.clone()));
-        }
-        let (from, to) = (day(&params, "from")?, day(&params, "to")?);
+        let (tenant, from, to) = tenant_and_range(&params)?;
         if let (Some(f), Some(t)) = (from, to)
             && (t - f).num_days() > query::MAX_RANGE_DAYS
         {
             return Err(AppError::bad_request(format!("the range {f} to {t} spans more than three years")).at("from"));
         }
-        let tenant = params.get("tenant").map(String::as_str).filter(|t| !t.is_empty());
         let b = query::benchmarks::benchmarks(
             &state.store,
             &state.config,
@@ -272,13 +279,7 @@ pub async fn posting(
 ) -> ApiResult {
     let what = format!("GET /api/v1/posting{}", crate::query_digest(params.iter()));
     logged(&state, &headers, KeyScope::Read, what, |state, caller| async move {
-        if let Some(unknown) = params.keys().find(|k| !matches!(k.as_str(), "tenant" | "from" | "to")) {
-            return Err(AppError::bad_request(format!("unknown parameter `{unknown}`"))
-                .with_hint("the parameters are tenant, from and to")
-                .at(unknown.clone()));
-        }
-        let (from, to) = (day(&params, "from")?, day(&params, "to")?);
-        let tenant = params.get("tenant").map(String::as_str).filter(|t| !t.is_empty());
+        let (tenant, from, to) = tenant_and_range(&params)?;
         let p =
             query::posting::posting(&state.store, &state.config, &state.directory, &caller.access, tenant, from, to)
                 .await?;

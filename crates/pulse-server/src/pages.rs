@@ -1680,6 +1680,14 @@ pub async fn region(
     .await
 }
 
+/// Awaits `work`, charging the time it took to the key's work budget, as the API charges the same work.
+async fn charged<T>(state: &Shared, ctx: &Ctx, work: impl std::future::Future<Output = AppResult<T>>) -> AppResult<T> {
+    let started = Instant::now();
+    let out = work.await;
+    state.gate.work.charge(&ctx.caller.key_id, started.elapsed().as_secs_f64() * 1000.0);
+    out
+}
+
 #[derive(Template)]
 #[template(path = "dashboard/benchmarks.html")]
 struct BenchmarksPage {
@@ -1708,20 +1716,21 @@ pub async fn benchmarks(
     QueryString(params): QueryString<HashMap<String, String>>,
 ) -> Response {
     render(state, headers, "/benchmarks", params, |state, ctx| async move {
-        // Reads every opted-in tenant's reports: charged to the key's work budget, as the API charges it.
-        let started = Instant::now();
-        let b = aq::benchmarks::benchmarks(
-            &state.store,
-            &state.config,
-            &state.directory,
-            &ctx.caller.access,
-            Some(&ctx.tenant),
-            ctx.from,
-            ctx.to,
+        // Reads every opted-in tenant's reports.
+        let b = charged(
+            &state,
+            &ctx,
+            aq::benchmarks::benchmarks(
+                &state.store,
+                &state.config,
+                &state.directory,
+                &ctx.caller.access,
+                Some(&ctx.tenant),
+                ctx.from,
+                ctx.to,
+            ),
         )
-        .await;
-        state.gate.work.charge(&ctx.caller.key_id, started.elapsed().as_secs_f64() * 1000.0);
-        let b = b?;
+        .await?;
         let bands = b
             .bands
             .iter()
@@ -1775,20 +1784,21 @@ pub async fn posting(
     QueryString(params): QueryString<HashMap<String, String>>,
 ) -> Response {
     render(state, headers, "/posting", params, |state, ctx| async move {
-        // A year of posts resampled: charged to the key's work budget, as every page's reading is.
-        let started = Instant::now();
-        let p = aq::posting::posting(
-            &state.store,
-            &state.config,
-            &state.directory,
-            &ctx.caller.access,
-            Some(&ctx.tenant),
-            ctx.from,
-            ctx.to,
+        // A year of posts resampled.
+        let p = charged(
+            &state,
+            &ctx,
+            aq::posting::posting(
+                &state.store,
+                &state.config,
+                &state.directory,
+                &ctx.caller.access,
+                Some(&ctx.tenant),
+                ctx.from,
+                ctx.to,
+            ),
         )
-        .await;
-        state.gate.work.charge(&ctx.caller.key_id, started.elapsed().as_secs_f64() * 1000.0);
-        let p = p?;
+        .await?;
         let rows_of = |cells: &[aq::posting::Cell]| -> Vec<(String, chart::RelativeRow)> {
             cells
                 .iter()
