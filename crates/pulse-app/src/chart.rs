@@ -336,9 +336,9 @@ pub fn log_scatter(
         w - 12.0,
         (left + w) / 2.0,
         h - 6.0,
-        bottom / 2.0,
-        bottom / 2.0,
         escape(x_name),
+        bottom / 2.0,
+        bottom / 2.0,
         escape(y_name),
     );
     for (v, at) in [(x0.exp(), px(x0)), (x1.exp(), px(x1))] {
@@ -475,6 +475,7 @@ mod tests {
         );
         assert_eq!(s.matches("class=\"point\"").count(), 1, "a point at 0 cannot be drawn on a log scale");
         assert!(s.contains("&#60;a&#62;") && s.contains("class=\"fit\""));
+        assert!(s.contains(">posts (log scale)</text>") && s.contains(">engaged (log scale)</text>"), "{s}");
     }
 
     #[test]

@@ -125,7 +125,7 @@ class Browser:
 
 PAGE_STATE = """(() => {
   const charts = [...document.querySelectorAll('svg.chart')];
-  const drawn = charts.filter(s => s.querySelector('path.series, rect.bar, line.interval'));
+  const drawn = charts.filter(s => s.querySelector('path.series, rect.bar, line.interval, circle.point'));
   return {title: document.title, path: location.pathname + location.search, h1: (document.querySelector('h1')||{}).textContent,
           charts: charts.length, drawn: drawn.length, text: document.body.innerText,
           error: !!document.querySelector('p.error'), from: (document.querySelector('input[name=from]')||{}).value};
@@ -159,7 +159,7 @@ def main():
         if s["path"] != "/practices":
             failures.append(f"after login expected /practices, got {s['path']}: {s['text'][:200]}")
         # /region with a one-tenant key: its own tenant only (the forbidden check below holds it to that).
-        pages = ["/", "/practices", "/age-bands", "/campaigns", "/posts", "/quality", "/region"] + args.page
+        pages = ["/", "/practices", "/age-bands", "/campaigns", "/posts", "/posting", "/quality", "/region"] + args.page
         for p in pages:
             b.goto(args.url + p)
             s = b.eval(PAGE_STATE)
