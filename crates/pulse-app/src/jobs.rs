@@ -7,7 +7,8 @@ use anyhow::{Result, bail};
 use chrono::NaiveDate;
 use pulse_config::{CampaignConfig, Config};
 use pulse_config::{TenantScope, WriteScope};
-use pulse_pipelines::campaign::{Campaign, Matcher};
+pub use pulse_pipelines::campaign::Campaign;
+use pulse_pipelines::campaign::Matcher;
 use pulse_pipelines::jobs::{self, JobInput, JobSummary};
 use pulse_pipelines::registered::{self, Registered};
 use pulse_store::{ReportVariant, Store};
@@ -132,9 +133,11 @@ pub async fn run_on<S: Store + Clone + 'static>(
     // Each tenant's input first (its last ingested day, whether the previous run allows an incremental one).
     let mut out: Vec<Option<TenantJob>> = Vec::new();
     let mut inputs = Vec::new();
+    // A bad variant name is the request's fault, not a tenant's: refused before any tenant.
+    request.variant(request.from.unwrap_or(jobs::HISTORY_START), request.to.unwrap_or(jobs::HISTORY_START))?;
+    let mut failures = Vec::new();
     for scope in scopes {
         let tenant = scope.to_string();
-        // One tenant whose checkpoints, campaigns or previous run cannot be read fails alone: the others still run.
         match prepare(store, config, request, scope, registered.as_ref()).await {
             Ok(Some(input)) => {
                 out.push(None);
@@ -142,16 +145,32 @@ pub async fn run_on<S: Store + Clone + 'static>(
             }
             Ok(None) => out.push(Some(TenantJob::NothingIngested { tenant })),
             Err(error) => {
+                failures.push(out.len());
+                out.push(Some(TenantJob::Failed { tenant, error }));
+            }
+        }
+    }
+    // One tenant whose checkpoints, campaigns or previous run cannot be read fails alone and the others run; when
+    // none could be prepared (the store is unreachable, or the only tenant asked failed), the run fails as a whole,
+    // so a scheduler retries it.
+    if !failures.is_empty() {
+        if failures.len() == out.len() {
+            let first = out.into_iter().flatten().find_map(|j| match j {
+                TenantJob::Failed { error, .. } => Some(error),
+                _ => None,
+            });
+            return Err(first.unwrap_or_else(|| anyhow::anyhow!("no tenant's run could be prepared")));
+        }
+        for i in failures {
+            if let Some(TenantJob::Failed { tenant, error }) = out[i].take() {
                 tracing::warn!(tenant, error = %format!("{error:#}"), "a tenant's run could not be prepared");
                 metrics::counter!("pulse_report_jobs_total", "tenant" => tenant.clone(), "outcome" => "failed")
                     .increment(1);
-                out.push(Some(TenantJob::Failed {
-                    tenant,
-                    error: error.context(
-                        "its run could not be prepared (its checkpoints, campaigns or previous run were not read); \
-                         the other tenants ran",
-                    ),
-                }));
+                let error = error.context(
+                    "its run could not be prepared (its checkpoints, campaigns or previous run were not read); the \
+                     other tenants' runs went ahead",
+                );
+                out[i] = Some(TenantJob::Failed { tenant, error });
             }
         }
     }

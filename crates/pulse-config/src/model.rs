@@ -20,7 +20,7 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// Campaigns to measure (`pulse jobs run` computes their uplift).
     pub campaigns: Vec<CampaignConfig>,
-    /// Topic dictionaries for the posting analyses (`[[topic]]`; a tenant with none gets the defaults).
+    /// Topic dictionaries for the posting analyses (`[[topic]]`), added to the defaults (see `topics::for_tenant`).
     pub topics: Vec<crate::TopicConfig>,
     /// NHS Digital's "Patients Registered at a GP Practice" CSV (practice level), resolved path.
     pub registered_patients_csv: Option<PathBuf>,

@@ -3,9 +3,9 @@
 //! a practice's posts' engagement per 1,000 registered patients grows with how often it posts.
 //!
 //! The measure is engaged users per 100 people reached (engagements when some posts have no engaged users), summed
-//! over a group's posts (a ratio of sums, so a big post counts for its reach). A group is compared within pages: its
-//! engaged against what its posts' own pages engage on average for the same reach, so a page that simply engages
-//! more does not make its usual hour or topic look better. Intervals are 95% percentile intervals from [`RESAMPLES`]
+//! over a group's posts (a ratio of sums, so a big post counts for its reach). Groups are compared within pages: page
+//! and group effects are fitted together (engaged = reach × page × group), so a page that simply engages more, or
+//! posts mostly at one hour, does not make its usual hour or topic look better or worse. Intervals are 95% percentile intervals from [`RESAMPLES`]
 //! resamples of the tenant's pages (posts of one page are not independent), given with enough pages. Campaign posts
 //! are left out (they are measured by uplift), and so are posts of the last [`SETTLE_DAYS`] days before the reports'
 //! last day, still gathering engagement. The simulator's posting effects are the known truth these are
@@ -64,9 +64,9 @@ pub struct Cell {
     pub pages: usize,
     /// Engaged per 100 reached over the group's posts, with at least [`MIN_POSTS`] posts.
     pub rate: Option<f64>,
-    /// The group's engagement against what its posts' own pages get on average: 1.2 is a fifth more people engaged
-    /// than the same pages' average post would have engaged (compared within pages, so pages that simply engage
-    /// more do not make their usual hours or topics look better).
+    /// The group's effect against the average post of the same pages, fitted with each page's own level (1.2: a
+    /// fifth more people engaged than those pages' average post would have; a page that simply engages more, or
+    /// posts mostly at one hour, does not move it).
     pub relative: Option<f64>,
     /// The 95% interval of `relative`.
     pub low: Option<f64>,
@@ -152,8 +152,6 @@ pub struct Analysis {
 struct Sums {
     engaged: f64,
     reach: f64,
-    /// The group's reach times each post's page's own rate: what the same pages' average posts would have engaged.
-    expected: f64,
     posts: usize,
 }
 
@@ -161,15 +159,46 @@ impl Sums {
     fn add(&mut self, o: &Sums) {
         self.engaged += o.engaged;
         self.reach += o.reach;
-        self.expected += o.expected;
         self.posts += o.posts;
     }
     fn rate(&self) -> Option<f64> {
         (self.reach > 0.0).then(|| self.engaged / self.reach)
     }
-    fn relative(&self) -> Option<f64> {
-        (self.expected > 0.0).then(|| self.engaged / self.expected)
+}
+
+/// Rounds of fitting page and group effects together.
+const FIT_ROUNDS: usize = 60;
+
+/// Page and group effects fitted together: engaged = reach × (the page's effect) × (the group's), by iterative
+/// proportional fitting over each page's sums per group (`rows[page][group]`). Each group's effect is scaled so the
+/// average post of these pages (reach-weighted) is 1: "posts at 09:00 engage 1.3 times as many as the same pages'
+/// average post". A page that posts mostly at one hour does not pull that hour towards its own average, and a page
+/// that engages more does not lift its usual hours. `None` for a group with no reach among these pages.
+fn effects(rows: &[&[Sums]], groups: usize) -> Vec<Option<f64>> {
+    let mut page = vec![1.0; rows.len()];
+    let mut group = vec![1.0; groups];
+    let reached: Vec<bool> = (0..groups).map(|g| rows.iter().any(|r| r[g].reach > 0.0)).collect();
+    for _ in 0..FIT_ROUNDS {
+        for (a, row) in page.iter_mut().zip(rows) {
+            let expected: f64 = row.iter().zip(&group).map(|(s, b)| s.reach * b).sum();
+            let engaged: f64 = row.iter().map(|s| s.engaged).sum();
+            *a = if expected > 0.0 { engaged / expected } else { 0.0 };
+        }
+        for (g, b) in group.iter_mut().enumerate().filter(|(g, _)| reached[*g]) {
+            let expected: f64 = rows.iter().zip(&page).map(|(r, a)| r[g].reach * a).sum();
+            let engaged: f64 = rows.iter().map(|r| r[g].engaged).sum();
+            *b = if expected > 0.0 { engaged / expected } else { 0.0 };
+        }
     }
+    let (mut fitted, mut base) = (0.0, 0.0);
+    for (row, a) in rows.iter().zip(&page) {
+        for (g, s) in row.iter().enumerate().filter(|(g, _)| reached[*g]) {
+            fitted += s.reach * a * group[g];
+            base += s.reach * a;
+        }
+    }
+    let scale = if fitted > 0.0 && base > 0.0 { fitted / base } else { 1.0 };
+    group.iter().zip(&reached).map(|(b, r)| r.then(|| b / scale)).collect()
 }
 
 /// A small deterministic generator (SplitMix64): the same posts give the same intervals.
@@ -200,20 +229,20 @@ fn interval(mut draws: Vec<f64>) -> Option<(f64, f64)> {
 }
 
 /// One dimension's groups: `key_of` gives each post's keys (by the post's index; indexes into `keys`), `page_of`
-/// its page (0..pages), `page_rate` each page's own engaged per reached over all its analysed posts.
+/// its page (0..pages).
 fn dimension(
     posts: &[PostFacts],
     page_of: &[usize],
-    page_rate: &[f64],
+    pages: usize,
     keys: &[String],
     key_of: impl Fn(usize) -> Vec<usize>,
     seed: u64,
 ) -> Vec<Cell> {
-    let (k, pages) = (keys.len(), page_rate.len());
+    let k = keys.len();
     let mut by_page = vec![vec![Sums::default(); k]; pages];
     let mut pages_in = vec![BTreeSet::new(); k];
     for (i, (p, &page)) in posts.iter().zip(page_of).enumerate() {
-        let one = Sums { engaged: p.engaged, reach: p.reach, expected: p.reach * page_rate[page], posts: 1 };
+        let one = Sums { engaged: p.engaged, reach: p.reach, posts: 1 };
         for key in key_of(i) {
             by_page[page][key].add(&one);
             pages_in[key].insert(page);
@@ -221,17 +250,15 @@ fn dimension(
     }
     let mut totals = vec![Sums::default(); k];
     by_page.iter().for_each(|row| totals.iter_mut().zip(row).for_each(|(t, s)| t.add(s)));
+    let all: Vec<&[Sums]> = by_page.iter().map(Vec::as_slice).collect();
+    let fitted = effects(&all, k);
     let mut draws = vec![Vec::with_capacity(RESAMPLES); k];
-    let mut rng = Draws(seed);
-    for _ in 0..RESAMPLES {
-        let mut s = vec![Sums::default(); k];
-        for _ in 0..pages {
-            let row = &by_page[rng.below(pages)];
-            s.iter_mut().zip(row).for_each(|(t, x)| t.add(x));
-        }
-        for j in 0..k {
-            if let Some(r) = s[j].relative() {
-                draws[j].push(r);
+    if pages >= MIN_PAGES {
+        let mut rng = Draws(seed);
+        for _ in 0..RESAMPLES {
+            let sample: Vec<&[Sums]> = (0..pages).map(|_| by_page[rng.below(pages)].as_slice()).collect();
+            for (d, e) in draws.iter_mut().zip(effects(&sample, k)) {
+                d.extend(e);
             }
         }
     }
@@ -243,7 +270,7 @@ fn dimension(
             let t = &totals[j];
             let shown = t.posts >= MIN_POSTS;
             let spread = pages >= MIN_PAGES && pages_in[j].len() >= MIN_PAGES_IN_GROUP;
-            let relative = t.relative().filter(|_| shown);
+            let relative = fitted[j].filter(|_| shown);
             let ci = relative.filter(|_| spread).and_then(|_| interval(d));
             let note = if !shown {
                 Some(format!("fewer than {MIN_POSTS} posts"))
@@ -290,20 +317,14 @@ pub fn analyse(
     let page_ids: Vec<&str> = posts.iter().map(|p| p.page.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
     let page_of: Vec<usize> =
         posts.iter().map(|p| page_ids.binary_search(&p.page.as_str()).expect("every page listed")).collect();
-    let mut page_sums = vec![(0.0, 0.0); page_ids.len()];
-    for (p, &i) in posts.iter().zip(&page_of) {
-        page_sums[i].0 += p.engaged;
-        page_sums[i].1 += p.reach;
-    }
-    let page_rate: Vec<f64> = page_sums.iter().map(|(e, r)| if *r > 0.0 { e / r } else { 0.0 }).collect();
     let london = |p: &PostFacts| p.posted.with_timezone(&chrono_tz::Europe::London);
     let hours: Vec<String> = (0..24).map(|h| format!("{h:02}:00")).collect();
-    let by_hour = dimension(posts, &page_of, &page_rate, &hours, |i| vec![london(&posts[i]).hour() as usize], 1);
+    let by_hour = dimension(posts, &page_of, page_ids.len(), &hours, |i| vec![london(&posts[i]).hour() as usize], 1);
     let days: Vec<String> = WEEKDAYS.iter().map(|d| (*d).to_owned()).collect();
     let by_weekday = dimension(
         posts,
         &page_of,
-        &page_rate,
+        page_ids.len(),
         &days,
         |i| vec![london(&posts[i]).weekday().num_days_from_monday() as usize],
         2,
@@ -315,7 +336,7 @@ pub fn analyse(
     let by_topic = dimension(
         posts,
         &page_of,
-        &page_rate,
+        page_ids.len(),
         &topic_keys,
         |i| {
             let hits: Vec<usize> =
@@ -324,7 +345,7 @@ pub fn analyse(
         },
         3,
     );
-    let (engaged, reach) = page_sums.iter().fold((0.0, 0.0), |a, s| (a.0 + s.0, a.1 + s.1));
+    let (engaged, reach) = posts.iter().fold((0.0, 0.0), |a, p| (a.0 + p.engaged, a.1 + p.reach));
     Analysis {
         overall_rate: (reach > 0.0).then(|| engaged / reach * 100.0),
         by_hour,
@@ -397,23 +418,28 @@ fn cadence(
     }
 }
 
-/// Whether a post of the post performance report is a campaign's: inside one of the tenant's campaigns' windows
-/// and either tagged `campaign` by the pipeline's matcher or one of the campaign's posts or links. A post with a
-/// campaign's hashtag outside every window is an ordinary post.
-fn campaign_post(
-    campaigns: &[pulse_config::CampaignConfig],
+/// A post of the post performance report, as campaign matching reads it.
+struct ReportPost<'a> {
+    excerpt: &'a str,
+    permalink: &'a str,
+    id: &'a str,
+    post_type: &'a str,
     created: Option<NaiveDate>,
+    /// Tagged `campaign` by the pipeline (its matcher over the whole text: the excerpt may be cut short).
     tagged: bool,
-    post: &str,
-    permalink: &str,
-) -> bool {
-    let Some(day) = created else { return tagged };
+}
+
+/// Whether a post is one of the tenant's campaigns' (the pipeline's campaigns, as `pulse jobs run` builds them): its
+/// matcher over the excerpt, post id or permalink, in its window (from the day before its start, as the uplift
+/// counts it) and of its post type; or tagged `campaign` in that window and of that type (its hashtag or text may
+/// lie beyond the excerpt). A post with a campaign's hashtag outside every window is an ordinary post.
+fn campaign_post(campaigns: &[pulse_app::jobs::Campaign], p: &ReportPost<'_>) -> bool {
+    let Some(day) = p.created else { return p.tagged };
     campaigns.iter().any(|c| {
-        let inside = day >= c.start && day < c.start + Duration::days(i64::from(c.days));
-        inside
-            && (tagged
-                || c.posts.iter().any(|p| p == post)
-                || c.link.as_deref().is_some_and(|l| !l.is_empty() && permalink.contains(l)))
+        let (s, e) = c.window();
+        let d = pulse_domain::day_number(day);
+        let in_window = d >= s - 1 && d <= e && c.post_type.as_deref().is_none_or(|t| t == p.post_type);
+        c.matches(p.excerpt, p.permalink, p.id, p.post_type, day) || (p.tagged && in_window)
     })
 }
 
@@ -448,13 +474,14 @@ pub async fn posting<S: Store>(
     let (mut campaign_posts, mut untimed, mut unreached) = (0usize, 0usize, 0usize);
     let mut measure = "engaged users per 100 people reached";
     if analysed_to >= from {
-        let campaigns = pulse_app::campaigns::effective(store, config, &scope).await?;
+        let campaigns =
+            pulse_app::jobs::campaigns_for(&pulse_app::campaigns::effective(store, config, &scope).await?, &scope);
         let mut q = ReportQuery::new(Kind::Posts);
         q.tenant = Some(me.clone());
         (q.from, q.to) = (Some(from), Some(analysed_to));
         let b = report::query(store, config, access, &q).await?.batch;
         let col = |name: &str| Col::of(&b, name);
-        let (code, page, id, created, posted, excerpt, topic, permalink) = (
+        let (code, page, id, created, posted, excerpt, topic, permalink, kind) = (
             col("practice_code"),
             col("page_id"),
             col("post_id"),
@@ -463,6 +490,7 @@ pub async fn posting<S: Store>(
             col("excerpt"),
             col("topic"),
             col("permalink"),
+            col("post_type"),
         );
         let (reach, engaged, engagements) = (col("reach"), col("engaged_users"), col("engagements"));
         // One measure for every post: engaged users when each post has them, else engagements (a range across the
@@ -473,8 +501,15 @@ pub async fn posting<S: Store>(
             measure = "engagements per 100 people reached (the API gives no engaged users for some of these posts)";
         }
         for i in 0..b.num_rows() {
-            let day = created.day(i).map(pulse_domain::from_day_number);
-            if campaign_post(&campaigns, day, topic.text(i) == "campaign", id.text(i), permalink.text(i)) {
+            let post = ReportPost {
+                excerpt: excerpt.text(i),
+                permalink: permalink.text(i),
+                id: id.text(i),
+                post_type: kind.text(i),
+                created: created.day(i).map(pulse_domain::from_day_number),
+                tagged: topic.text(i) == "campaign",
+            };
+            if campaign_post(&campaigns, &post) {
                 campaign_posts += 1;
                 continue;
             }
@@ -496,20 +531,21 @@ pub async fn posting<S: Store>(
                 engaged,
             });
         }
-        // Each practice's weeks with figures: its pages' days with data in the weekly reach report, averaged over
-        // its pages (a page connected mid-range, or an ingest gap, does not lower its posts a week).
+        // Each practice's weeks with figures: the days any of its pages has data (a page connected mid-range does not
+        // lower its posts a week; a second page does not halve them).
         let mut q = ReportQuery::new(Kind::Reach);
         q.tenant = Some(me.clone());
         (q.from, q.to) = (Some(from), Some(analysed_to));
         let r = report::query(store, config, access, &q).await?.batch;
-        let (code, page, days) = (Col::of(&r, "practice_code"), Col::of(&r, "page_id"), Col::of(&r, "days_with_data"));
-        let mut per: BTreeMap<&str, (f64, BTreeSet<&str>)> = BTreeMap::new();
+        let (code, week, days) =
+            (Col::of(&r, "practice_code"), Col::of(&r, "week_ending"), Col::of(&r, "days_with_data"));
+        let mut per: BTreeMap<&str, BTreeMap<i32, f64>> = BTreeMap::new();
         for i in 0..r.num_rows() {
-            let e = per.entry(code.text(i)).or_default();
-            e.0 += days.num(i).unwrap_or(0.0);
-            e.1.insert(page.text(i));
+            let (Some(w), Some(d)) = (week.day(i), days.num(i)) else { continue };
+            let e = per.entry(code.text(i)).or_default().entry(w).or_default();
+            *e = e.max(d);
         }
-        weeks = per.into_iter().map(|(c, (d, p))| (c.to_owned(), d / p.len().max(1) as f64 / 7.0)).collect();
+        weeks = per.into_iter().map(|(c, w)| (c.to_owned(), w.values().sum::<f64>() / 7.0)).collect();
     }
     let held_back = if analysed_to < to { (to - analysed_to).num_days() } else { 0 };
     if held_back > 0 {
@@ -696,33 +732,58 @@ mod tests {
         assert!(width / (cells as f64) < 0.2, "mean interval width {:.3} of the estimate", width / cells as f64);
     }
 
-    /// Pages that engage more post at the same hours as the others in the simulator, so comparing within pages
-    /// matters for precision there; here it matters for the answer: two pages post at different hours, one engaging
-    /// three times as much, with no hour effect at all. Pooled, the busy page's hour would look three times better;
-    /// within pages both hours are the pages' average.
+    /// Pages that engage more, posting mostly at one hour: half the pages engage twice as much as the others and
+    /// post 80% of their posts at 09:00, the rest post 80% at 16:00; the true hour effects are 1.3 and 0.8. Fitting
+    /// page and hour effects together recovers 1.3/0.8 = 1.625 (its interval covers it). Pooled rates would make
+    /// 09:00 look far better (about 2.4 times), and comparing each post with its own page's average too little (about 1.4),
+    /// since a page posting mostly at 09:00 has an average near its 09:00 posts.
     #[test]
-    fn a_page_that_engages_more_does_not_make_its_hour_look_better() {
+    fn pages_that_engage_more_or_post_mostly_at_one_hour_do_not_bias_the_hours() {
         let mut posts = Vec::new();
-        for page in 0..10 {
-            let hour = if page < 5 { 9 } else { 15 };
-            let rate = if page < 5 { 0.15 } else { 0.05 };
-            for d in 0..20 {
+        let mut noise = Draws(9);
+        for page in 0..16 {
+            let (level, usual, other) = if page % 2 == 0 { (2.0, 9, 16) } else { (1.0, 16, 9) };
+            for d in 0..50u32 {
+                let hour = if d % 5 == 0 { other } else { usual };
+                let effect = if hour == 9 { 1.3 } else { 0.8 };
+                let reach = 200.0 + 10.0 * noise.below(30) as f64;
+                let jitter = 0.9 + 0.2 * noise.below(1000) as f64 / 1000.0;
                 posts.push(PostFacts {
                     practice: format!("P{page}"),
                     page: format!("{page}"),
-                    posted: Utc.with_ymd_and_hms(2018, 1, 1 + d, hour, 0, 0).unwrap(),
+                    posted: Utc.with_ymd_and_hms(2018, 1, 1, hour, 0, 0).unwrap() + Duration::days(i64::from(d)),
                     text: String::new(),
-                    reach: 100.0,
-                    engaged: 100.0 * rate,
+                    reach,
+                    engaged: reach * 0.05 * level * effect * jitter,
                 });
             }
         }
-        let a = analyse(&posts, &[], &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), 4.0);
-        for c in &a.by_hour {
-            assert!((c.relative.unwrap() - 1.0).abs() < 1e-9, "{c:?}");
+        let a = analyse(&posts, &[], &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), 7.0);
+        let cell = |h: &str| a.by_hour.iter().find(|c| c.key == h).unwrap().clone();
+        let (nine, four) = (cell("09:00"), cell("16:00"));
+        let ratio = nine.relative.unwrap() / four.relative.unwrap();
+        assert!((ratio / 1.625 - 1.0).abs() < 0.03, "fitted ratio {ratio:.3}: {nine:?} {four:?}");
+        // Each interval holds its effect against these pages' average post (each hour has half the posts).
+        let average = (1.3 + 0.8) / 2.0;
+        assert!(nine.low.unwrap() <= 1.3 / average * 1.01 && 1.3 / average * 0.99 <= nine.high.unwrap(), "{nine:?}");
+        assert!(four.low.unwrap() <= 0.8 / average * 1.01 && 0.8 / average * 0.99 <= four.high.unwrap(), "{four:?}");
+        // The two simpler comparisons, which this replaces, are far off.
+        let pooled = nine.rate.unwrap() / four.rate.unwrap();
+        assert!(pooled > 2.2, "pooled {pooled:.2}");
+        let mut own: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+        for p in &posts {
+            let e = own.entry(p.page.as_str()).or_default();
+            e.0 += p.engaged;
+            e.1 += p.reach;
         }
-        let pooled = |h: &str| a.by_hour.iter().find(|c| c.key == h).unwrap().rate.unwrap();
-        assert!((pooled("09:00") / pooled("15:00") - 3.0).abs() < 1e-9, "the raw rates differ threefold");
+        let within = |h: u32| {
+            let (e, x) = posts.iter().filter(|p| p.posted.hour() == h).fold((0.0, 0.0), |acc, p| {
+                let (pe, pr) = own[p.page.as_str()];
+                (acc.0 + p.engaged, acc.1 + p.reach * pe / pr)
+            });
+            e / x
+        };
+        assert!(within(9) / within(16) < 1.45, "against each page's own average: {:.2}", within(9) / within(16));
     }
 
     /// In a world where pages post at different cadences and each post engages fewer the more a page posts
@@ -812,14 +873,35 @@ mod tests {
     }
 
     #[test]
-    fn a_campaign_post_is_one_in_its_window_that_matches_it() {
-        let c: pulse_config::CampaignConfig =
-            toml::from_str("name = \"Stroke\"\nstart = \"2018-03-10\"\ndays = 2\nposts = [\"1_2\"]\n").unwrap();
-        let day = |d: u32| Some(NaiveDate::from_ymd_opt(2018, 3, d).unwrap());
-        let cs = [c];
-        assert!(campaign_post(&cs, day(10), true, "9_9", ""));
-        assert!(campaign_post(&cs, day(11), false, "1_2", ""));
-        assert!(!campaign_post(&cs, day(12), true, "9_9", ""), "tagged, but after the window: an ordinary post");
-        assert!(!campaign_post(&cs, day(10), false, "9_9", ""), "in the window, not matching");
+    fn a_campaign_post_is_one_in_its_window_from_the_day_before_that_matches_it() {
+        // One campaign of listed posts in April, one of a hashtag on videos on 10-11 March.
+        let configs: Vec<pulse_config::CampaignConfig> = [
+            "start = \"2018-04-10\"\nposts = [\"1_2\"]",
+            "start = \"2018-03-10\"\nhashtag = \"#ActFAST\"\npost_type = \"video\"",
+        ]
+        .iter()
+        .map(|m| toml::from_str(&format!("name = \"C\"\ndays = 2\n{m}\n")).unwrap())
+        .collect();
+        let config =
+            pulse_config::parse("[[tenant]]\nid = \"t\"\nname = \"T\"\n", std::path::Path::new("t.toml")).unwrap();
+        let scope = config.operator_access().scope("t").unwrap();
+        let cs = pulse_app::jobs::campaigns_for(&configs, &scope);
+        let post = |d: u32, tagged: bool, id: &'static str, excerpt: &'static str, kind: &'static str| ReportPost {
+            excerpt,
+            permalink: "",
+            id,
+            post_type: kind,
+            created: Some(NaiveDate::from_ymd_opt(2018, 3, d).unwrap()),
+            tagged,
+        };
+        let april = ReportPost { created: NaiveDate::from_ymd_opt(2018, 4, 11), ..post(1, false, "1_2", "", "photo") };
+        assert!(campaign_post(&cs, &april), "one of its posts, in its window");
+        assert!(!campaign_post(&cs, &post(11, false, "1_2", "", "photo")), "one of its posts, a month early");
+        assert!(campaign_post(&cs, &post(9, false, "9_9", "Watch #actfast", "video")), "the day before counts");
+        assert!(campaign_post(&cs, &post(10, true, "9_9", "cut short", "video")), "tagged, in the window");
+        assert!(!campaign_post(&cs, &post(10, true, "9_9", "cut short", "photo")), "not its post type");
+        assert!(!campaign_post(&cs, &post(12, true, "9_9", "#ActFAST", "video")), "after the window: ordinary");
+        assert!(!campaign_post(&cs, &post(8, false, "9_9", "#ActFAST", "video")), "before the day before: ordinary");
+        assert!(!campaign_post(&cs, &post(10, false, "9_9", "flu clinic", "video")), "in the window, not matching");
     }
 }

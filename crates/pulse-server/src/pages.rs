@@ -1840,7 +1840,7 @@ pub async fn posting(
             (my - e.value * mx, e.value)
         });
         let cadence_svg = chart::log_scatter(
-            "Each practice: posts a week against its posts' engaged users a week per 1,000 registered patients",
+            "Each practice: posts a week against its posts' engagement a week per 1,000 registered patients (the measure above)",
             "posts a week",
             "engaged a week per 1,000",
             &points,

@@ -1781,10 +1781,17 @@ async fn a_tenant_whose_journal_cannot_be_read_fails_alone() {
     assert_eq!(jobs.len(), 2);
     let problems: Vec<Option<String>> = jobs.iter().map(|j| j.problem()).collect();
     let stoke = problems.iter().flatten().find(|p| p.starts_with("tenant stoke")).expect("stoke failed");
-    assert!(stoke.contains("could not be prepared") && stoke.contains("the other tenants ran"), "{stoke}");
+    assert!(stoke.contains("could not be prepared") && stoke.contains("the other tenants' runs went ahead"), "{stoke}");
     assert!(
         jobs.iter()
             .any(|j| matches!(j, pulse_app::jobs::TenantJob::Done { summary, .. } if summary.tenant == "north-staffs")),
         "{problems:?}"
     );
+    // Asked alone (as the scheduler asks, one tenant at a time), its failure is the run's, so the run is retried.
+    let alone = pulse_app::jobs::JobsRequest { tenants: vec!["stoke".into()], ..request.clone() };
+    let e = pulse_app::jobs::run(&config, &alone).await.err().expect("the run fails as a whole");
+    assert!(format!("{e:#}").contains("state_events") || format!("{e:#}").contains("parquet"), "{e:#}");
+    // A bad variant is the request's fault: refused before any tenant.
+    let bad = pulse_app::jobs::JobsRequest { variant: Some("no/slashes".into()), ..request };
+    assert!(pulse_app::jobs::run(&config, &bad).await.is_err());
 }
