@@ -110,8 +110,8 @@ pub struct Post {
     pub campaign: Option<usize>,
     pub totals: PostTotals,
     pub decay_days: f64,
-    /// The posting effect applied to this post's engaged share (hour, day, topic, cadence; 1 for campaign and event
-    /// posts): the known truth of the posting analyses.
+    /// The posting effect applied to this post's engaged share (hour, day, topic, cadence, and the page's own
+    /// multiplier from `page_spread`; 1 for campaign and event posts): the known truth of the posting analyses.
     pub engagement_effect: f64,
     /// The share of the people it reaches who are expected to engage (before the post's own noise, a uniform draw
     /// of mean 1): the known truth of engagement rates.
