@@ -31,7 +31,7 @@ pub const TARGET_LEVEL: f64 = 0.95;
 pub const PLACEBOS_FOR_TARGET: usize = 39;
 /// Placebo windows come from at most this many weeks before the campaign: recent weeks are the most exchangeable
 /// with the campaign's (seasons and one-off events long before it say little about its noise).
-pub const MAX_PLACEBO_WEEKS: i32 = 40;
+pub const MAX_PLACEBO_WEEKS: i32 = 52;
 /// Days after a campaign's window its plotted series runs on.
 pub const SERIES_DAYS_AFTER: i64 = 14;
 
@@ -164,12 +164,25 @@ struct Fit {
     own_means: Option<[f64; 7]>,
 }
 
-fn fit(page: &BTreeMap<i32, f64>, controls: Option<&BTreeMap<i32, f64>>, fit_from: i32, fit_to: i32) -> Option<Fit> {
+/// What a page's counterfactual is built from: the page's own weekday means, or a reference series (the mean of the
+/// tenant's non-participating pages, or the national donor pool's) scaled to the page's level, with the page's own
+/// weekday pattern relative to it or without.
+#[derive(Clone, Copy)]
+struct Reference<'a> {
+    series: Option<&'a BTreeMap<i32, f64>>,
+    page_weekday: bool,
+}
+
+impl Reference<'_> {
+    const OWN: Reference<'static> = Reference { series: None, page_weekday: true };
+}
+
+fn fit(page: &BTreeMap<i32, f64>, reference: Reference, fit_from: i32, fit_to: i32) -> Option<Fit> {
     let days: Vec<i32> = (fit_from..=fit_to).filter(|d| page.contains_key(d)).collect();
     if days.len() < (FIT_DAYS as usize) / 2 {
         return None;
     }
-    match controls {
+    match reference.series {
         Some(c) => {
             let (mut ys, mut cs) = (0.0, 0.0);
             for d in &days {
@@ -182,18 +195,20 @@ fn fit(page: &BTreeMap<i32, f64>, controls: Option<&BTreeMap<i32, f64>>, fit_fro
                 return None;
             }
             let scale = ys / cs;
-            let mut ratio = [(0.0, 0.0); 7];
-            for d in &days {
-                if let Some(cv) = c.get(d) {
-                    let w = weekday(*d);
-                    ratio[w].0 += page[d];
-                    ratio[w].1 += scale * cv;
-                }
-            }
             let mut weekday_factor = [1.0; 7];
-            for w in 0..7 {
-                if ratio[w].1 > 0.0 {
-                    weekday_factor[w] = ratio[w].0 / ratio[w].1;
+            if reference.page_weekday {
+                let mut ratio = [(0.0, 0.0); 7];
+                for d in &days {
+                    if let Some(cv) = c.get(d) {
+                        let w = weekday(*d);
+                        ratio[w].0 += page[d];
+                        ratio[w].1 += scale * cv;
+                    }
+                }
+                for w in 0..7 {
+                    if ratio[w].1 > 0.0 {
+                        weekday_factor[w] = ratio[w].0 / ratio[w].1;
+                    }
                 }
             }
             Some(Fit { scale, weekday: weekday_factor, own_means: None })
@@ -217,10 +232,10 @@ fn fit(page: &BTreeMap<i32, f64>, controls: Option<&BTreeMap<i32, f64>>, fit_fro
     }
 }
 
-fn predict(fit: &Fit, controls: Option<&BTreeMap<i32, f64>>, d: i32) -> Option<f64> {
+fn predict(fit: &Fit, reference: Reference, d: i32) -> Option<f64> {
     match &fit.own_means {
         Some(means) => Some(means[weekday(d)]),
-        None => controls.and_then(|c| c.get(&d)).map(|cv| fit.scale * cv * fit.weekday[weekday(d)]),
+        None => reference.series.and_then(|c| c.get(&d)).map(|cv| fit.scale * cv * fit.weekday[weekday(d)]),
     }
 }
 
@@ -228,18 +243,18 @@ fn predict(fit: &Fit, controls: Option<&BTreeMap<i32, f64>>, d: i32) -> Option<f
 fn window_effect(
     series: &Series,
     treated: &[String],
-    controls: Option<&BTreeMap<i32, f64>>,
+    reference: Reference,
     s: i32,
     e: i32,
 ) -> BTreeMap<String, (f64, f64)> {
     let mut out = BTreeMap::new();
     for p in treated {
         let Some(page) = series.get(p) else { continue };
-        let Some(f) = fit(page, controls, s - FIT_DAYS, s - 1) else { continue };
+        let Some(f) = fit(page, reference, s - FIT_DAYS, s - 1) else { continue };
         let (mut obs, mut cf) = (0.0, 0.0);
         let mut complete = true;
         for d in s..=e {
-            match (page.get(&d), predict(&f, controls, d)) {
+            match (page.get(&d), predict(&f, reference, d)) {
                 (Some(y), Some(yhat)) => {
                     obs += y;
                     cf += yhat;
@@ -260,7 +275,7 @@ fn window_effect(
 fn placebo_windows(
     series: &Series,
     treated: &[String],
-    controls: Option<&BTreeMap<i32, f64>>,
+    reference: Reference,
     (s, e): (i32, i32),
     first: i32,
     exclude: &[(i32, i32)],
@@ -274,7 +289,7 @@ fn placebo_windows(
         // The placebo's window and its fit period must keep clear of other campaigns and their tails.
         let clear = pe < s && exclude.iter().all(|&(xs, xe)| pe < xs || ps - FIT_DAYS > xe + TAIL_DAYS);
         if clear {
-            out.push(window_effect(series, treated, controls, ps, pe));
+            out.push(window_effect(series, treated, reference, ps, pe));
         }
         ps -= 7;
     }
@@ -300,10 +315,138 @@ fn conformal_interval(estimate: f64, sorted: &[f64], target: f64) -> Interval {
     }
 }
 
+/// A placebo window's error relative to its counterfactual (none when the counterfactual is not positive).
+fn relative_error(observed: f64, counterfactual: f64) -> Option<f64> {
+    (counterfactual > 0.0).then(|| (observed - counterfactual) / counterfactual)
+}
+
 /// The median of sorted values.
 fn median(sorted: &[f64]) -> f64 {
     let m = sorted.len();
     if m % 2 == 1 { sorted[m / 2] } else { (sorted[m / 2 - 1] + sorted[m / 2]) / 2.0 }
+}
+
+/// A national donor series for one metric: the mean per page per day over other tenants' pages that took no part
+/// in the campaign. Only sums reach an estimate, never a page's row: see [`crate::donors`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Donors {
+    pub mean: BTreeMap<i32, f64>,
+    /// The fewest pages, and tenants, behind any day of `mean`.
+    pub pages: usize,
+    pub tenants: usize,
+}
+
+/// One candidate counterfactual, run on the campaign's window and its placebo windows.
+struct Candidate<'a> {
+    reference: Reference<'a>,
+    short: &'static str,
+    describe: String,
+    actual: BTreeMap<String, (f64, f64)>,
+    placebos: Vec<BTreeMap<String, (f64, f64)>>,
+    /// Placebo errors of the totals, sorted.
+    errors: Vec<f64>,
+}
+
+impl Candidate<'_> {
+    /// How far its placebo errors stray from their median: the mean absolute deviation (what an interval's width
+    /// follows), the score candidates are chosen by.
+    fn score(&self) -> f64 {
+        if self.errors.len() < MIN_PLACEBOS {
+            return f64::INFINITY;
+        }
+        let m = median(&self.errors);
+        self.errors.iter().map(|x| (x - m).abs()).sum::<f64>() / self.errors.len() as f64
+    }
+}
+
+/// Runs every candidate counterfactual on the window's placebo windows and picks the one whose placebo errors stray
+/// least: the page's own weekday means; the ratio to the tenant's non-participating pages (`controls`: their mean per
+/// day and how many they are), when there are enough; the ratio to the national donor pool, with and without the
+/// page's own weekday pattern. Returns the candidate and the method's description. `planning`: the window is in the
+/// future (a plan), so placebo windows need every participating page rather than those of the window itself.
+#[allow(clippy::too_many_arguments)]
+fn choose<'a>(
+    series: &Series,
+    treated: &[String],
+    (cmean, controls): (&'a BTreeMap<i32, f64>, usize),
+    donors: Option<&'a Donors>,
+    (s, e): (i32, i32),
+    first: i32,
+    exclude: &[(i32, i32)],
+    planning: bool,
+) -> Option<(Candidate<'a>, String)> {
+    // The controls' mean enters every participating page's counterfactual, so its noise is shared by all of them
+    // and adds up across pages; it only pays for itself when there are at least as many controls as participants.
+    let enough_controls = controls >= treated.len().max(MIN_CONTROLS) && !cmean.is_empty();
+    let mut references = vec![(
+        Reference::OWN,
+        "own weekday means",
+        format!("the page's own weekday means over the {FIT_DAYS} days before"),
+    )];
+    if enough_controls {
+        references.push((
+            Reference { series: Some(cmean), page_weekday: true },
+            "the tenant's non-participating pages",
+            format!(
+                "the ratio to {controls} non-participating pages of the tenant, fitted on the {FIT_DAYS} days before, with the page's weekday pattern"
+            ),
+        ));
+    }
+    if let Some(d) = donors.filter(|d| !d.mean.is_empty()) {
+        let pool = format!("the national donor pool (at least {} pages of {} other tenants)", d.pages, d.tenants);
+        references.push((
+            Reference { series: Some(&d.mean), page_weekday: false },
+            "the national donor pool",
+            format!("the ratio to {pool}, fitted on the {FIT_DAYS} days before"),
+        ));
+        references.push((
+            Reference { series: Some(&d.mean), page_weekday: true },
+            "the national donor pool with the page's weekday pattern",
+            format!("the ratio to {pool}, fitted on the {FIT_DAYS} days before, with the page's weekday pattern"),
+        ));
+    }
+    let mut candidates: Vec<Candidate> = references
+        .into_iter()
+        .map(|(reference, short, describe)| {
+            let actual = window_effect(series, treated, reference, s, e);
+            // A window counts when it has every page the campaign's own has (every participating page, for a plan).
+            let need = if planning { treated.len() } else { actual.len() };
+            let placebos: Vec<_> = placebo_windows(series, treated, reference, (s, e), first, exclude)
+                .into_iter()
+                .filter(|p| p.len() == need)
+                .collect();
+            let mut errors: Vec<f64> = placebos
+                .iter()
+                .filter_map(|p| relative_error(p.values().map(|(o, _)| o).sum(), p.values().map(|(_, c)| c).sum()))
+                .collect();
+            errors.sort_by(|a, b| a.total_cmp(b));
+            Candidate { reference, short, describe, actual, placebos, errors }
+        })
+        .filter(|c| planning || !c.actual.is_empty())
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    // The candidate whose placebo errors stray least (the first, the page's own means, on a tie or when none has
+    // enough placebo windows for a score).
+    let scores: Vec<f64> = candidates.iter().map(Candidate::score).collect();
+    let best = (0..candidates.len()).fold(0, |b, i| if scores[i] < scores[b] { i } else { b });
+    let others: Vec<String> = (0..candidates.len())
+        .filter(|i| *i != best && scores[*i].is_finite())
+        .map(|i| format!("{} {:.1}%", candidates[i].short, scores[i] * 100.0))
+        .collect();
+    let chosen = candidates.swap_remove(best);
+    let method = if others.is_empty() {
+        format!("{}; placebo-in-time interval", chosen.describe)
+    } else {
+        format!(
+            "{}; chosen by the smallest placebo error (mean absolute deviation {:.1}% of the counterfactual, against {}); placebo-in-time interval",
+            chosen.describe,
+            scores[best] * 100.0,
+            others.join(", ")
+        )
+    };
+    Some((chosen, method))
 }
 
 /// Estimates the campaign's effect on one metric. `exclude` lists other campaigns' windows (day numbers) that
@@ -312,6 +455,22 @@ pub fn estimate(
     series: &Series,
     treated: &[String],
     controls: &[String],
+    start: NaiveDate,
+    days: u32,
+    exclude: &[(i32, i32)],
+) -> Result<Estimate, UpliftError> {
+    estimate_with_donors(series, treated, controls, None, start, days, exclude)
+}
+
+/// [`estimate`], with the national donor pool as a further candidate counterfactual. Every candidate (the page's own
+/// weekday means; the ratio to the tenant's non-participating pages, when there are enough; the ratio to the national
+/// donor pool, with and without the page's own weekday pattern) is run on the campaign's placebo windows, and the one
+/// whose placebo errors stray least is used, named in the estimate's method.
+pub fn estimate_with_donors(
+    series: &Series,
+    treated: &[String],
+    controls: &[String],
+    donors: Option<&Donors>,
     start: NaiveDate,
     days: u32,
     exclude: &[(i32, i32)],
@@ -328,38 +487,25 @@ pub fn estimate(
         return Err(UpliftError::PrePeriodTooShort { have: (s - first).max(0), need: FIT_DAYS });
     }
     let cmean = control_mean(series, controls);
-    // The controls' mean enters every participating page's counterfactual, so its noise is shared by all of them
-    // and adds up across pages; it only pays for itself when there are at least as many controls as participants.
-    let enough_controls = controls.len() >= treated.len().max(MIN_CONTROLS);
-    let controls_ref = (enough_controls && !cmean.is_empty()).then_some(&cmean);
-    let method = if controls_ref.is_some() {
-        format!(
-            "ratio to {} non-participating pages fitted on the {FIT_DAYS} days before, with the page's weekday pattern; placebo-in-time interval",
-            controls.len()
-        )
-    } else {
-        format!(
-            "page's own weekday means over the {FIT_DAYS} days before (no non-participating pages); placebo-in-time interval"
-        )
-    };
-    let actual = window_effect(series, treated, controls_ref, s, e);
-    if actual.is_empty() {
-        return Err(UpliftError::NoTreatedData);
-    }
+    let (chosen, method) = choose(series, treated, (&cmean, controls.len()), donors, (s, e), first, exclude, false)
+        .ok_or(UpliftError::NoTreatedData)?;
+    let reference = chosen.reference;
+    let actual = chosen.actual;
     let observed: f64 = actual.values().map(|(o, _)| o).sum();
     let counterfactual: f64 = actual.values().map(|(_, c)| c).sum();
     let effect = observed - counterfactual;
-    let mut errors_total = Vec::new();
+    // Placebo errors relative to their window's counterfactual, at the campaign's scale: pages grow (followers, and
+    // the noise with them), so an error from 40 weeks ago is as large relative to its level as today's, not in
+    // absolute terms; and a counterfactual that lags a growing level lags it by the same share in every window.
+    let errors_total: Vec<f64> = chosen.errors.iter().map(|r| r * counterfactual).collect();
     let mut errors_page: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for placebo in placebo_windows(series, treated, controls_ref, (s, e), first, exclude) {
-        if placebo.len() == actual.len() {
-            errors_total.push(placebo.values().map(|(o, c)| o - c).sum::<f64>());
-            for (p, (o, c)) in placebo {
-                errors_page.entry(p).or_default().push(o - c);
+    for placebo in chosen.placebos {
+        for (p, (o, c)) in placebo {
+            if let (Some(r), Some((_, now))) = (relative_error(o, c), actual.get(&p)) {
+                errors_page.entry(p).or_default().push(r * now);
             }
         }
     }
-    errors_total.sort_by(|a, b| a.total_cmp(b));
     let placebos = errors_total.len();
     // Interval from the raw estimate and the placebo errors (conformal). The errors' median is the estimator's bias
     // where nothing happened: it is taken out of the point estimate, and the p-value compares the estimate with the
@@ -388,13 +534,13 @@ pub fn estimate(
     let mut plot = Vec::new();
     let fits: Vec<(&BTreeMap<i32, f64>, Fit)> = actual
         .keys()
-        .filter_map(|p| series.get(p).and_then(|page| fit(page, controls_ref, s - FIT_DAYS, s - 1).map(|f| (page, f))))
+        .filter_map(|p| series.get(p).and_then(|page| fit(page, reference, s - FIT_DAYS, s - 1).map(|f| (page, f))))
         .collect();
     for d in (s - 28)..=(e + SERIES_DAYS_AFTER as i32) {
         let (mut o, mut c) = (0.0, 0.0);
         for (page, f) in &fits {
             o += page.get(&d).copied().unwrap_or(0.0);
-            c += predict(f, controls_ref, d).unwrap_or(0.0);
+            c += predict(f, reference, d).unwrap_or(0.0);
         }
         plot.push((d, o, c));
     }
@@ -427,13 +573,16 @@ pub struct Plan {
     /// The minimum detectable effect: the total added over the participating pages and days that the campaign's
     /// interval excludes zero for with probability [`PLAN_POWER`].
     pub mde: f64,
-    /// The participating pages' usual total over such a window (the mean over placebo windows and draws): the MDE as
+    /// The participating pages' usual total over such a window (the mean over the latest placebo windows and the draws): the MDE as
     /// a share of it is the lift needed.
     pub baseline: f64,
     /// The last day of the history the plan was made from (a start long after it plans with fewer, older windows).
     pub history_to: NaiveDate,
     pub method: String,
 }
+
+/// The latest placebo windows a plan takes the participating pages' current level from.
+const RECENT_WINDOWS: usize = 4;
 
 /// A deterministic generator for the plan's draws (splitmix64): the same history and seed give the same plan.
 fn splitmix(state: &mut u64) -> u64 {
@@ -486,20 +635,17 @@ pub fn plan(
         let controls = order.split_off(participants);
         let treated = order;
         let cmean = control_mean(&history, &controls);
-        let controls_ref = (controls.len() >= treated.len().max(MIN_CONTROLS) && !cmean.is_empty()).then_some(&cmean);
+        // The counterfactual the campaign will be estimated with is chosen the same way from the same history.
+        let Some((chosen, _)) =
+            choose(&history, &treated, (&cmean, controls.len()), None, (s, e), first, exclude, true)
+        else {
+            thresholds.extend(std::iter::repeat_n(f64::INFINITY, MIN_PLACEBOS + 1));
+            continue;
+        };
         if method.is_empty() {
-            method = if controls_ref.is_some() {
-                format!("ratio to {} non-participating pages", controls.len())
-            } else {
-                "each page's own weekday means (too few non-participating pages)".to_owned()
-            };
+            method = chosen.describe.clone();
         }
-        let windows: Vec<BTreeMap<String, (f64, f64)>> =
-            placebo_windows(&history, &treated, controls_ref, (s, e), first, exclude)
-                .into_iter()
-                .filter(|w| w.len() == treated.len())
-                .collect();
-        let m = windows.len();
+        let m = chosen.errors.len();
         windows_seen = windows_seen.max(m);
         if m < MIN_PLACEBOS + 1 {
             // A draw whose pages leave too few complete windows would give the campaign no interval: never detected,
@@ -508,14 +654,18 @@ pub fn plan(
             continue;
         }
         fewest = fewest.min(m);
-        let errors: Vec<f64> = windows.iter().map(|w| w.values().map(|(o, c)| o - c).sum()).collect();
-        baseline.extend(windows.iter().map(|w| w.values().map(|(o, _)| o).sum::<f64>()));
+        // The campaign's counterfactual will be about the latest windows' (newest first): errors are relative to a
+        // window's counterfactual, so they are scaled to it.
+        let recent = &chosen.placebos[..RECENT_WINDOWS.min(chosen.placebos.len())];
+        let level_now = recent.iter().map(|w| w.values().map(|(_, c)| c).sum::<f64>()).sum::<f64>() / recent.len() as f64;
+        baseline.extend(recent.iter().map(|w| w.values().map(|(o, _)| o).sum::<f64>()));
         // The campaign's interval will have m placebos: its upper bound on the error is the k-th largest of them.
+        let errors = &chosen.errors;
         let k = conformal_k(m, TARGET_LEVEL).min(m - 1);
         for j in 0..m {
             let mut others: Vec<f64> = errors.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, x)| *x).collect();
             others.sort_by(|a, b| b.total_cmp(a));
-            thresholds.push(others[k - 1] - errors[j]);
+            thresholds.push(level_now * (others[k - 1] - errors[j]));
         }
     }
     thresholds.sort_by(|a, b| a.total_cmp(b));
@@ -536,7 +686,9 @@ pub fn plan(
         mde: thresholds[at].max(0.0),
         baseline: baseline.iter().sum::<f64>() / baseline.len() as f64,
         history_to: crate::frames::from_day_number(last),
-        method: format!("{method}, placebo-in-time interval; {PLAN_DRAWS} draws of participating pages"),
+        method: format!(
+            "{method} (chosen as the campaign's will be, by placebo error); placebo-in-time interval; {PLAN_DRAWS} draws of participating pages"
+        ),
     })
 }
 

@@ -58,6 +58,9 @@ pub struct JobInput {
     pub inputs: String,
     /// Recompute only what the facts fetched since the previous run touched, keeping the rest of the reports.
     pub incremental: Option<Incremental>,
+    /// The national donor pool, when the tenant takes part in it (its campaigns are then recomputed by every run:
+    /// other tenants' facts move the pool).
+    pub donors: Option<Arc<DonorInput>>,
 }
 
 /// What an incremental run recomputes: the days of facts fetched since the previous run started.
@@ -157,7 +160,9 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(inc: &Incremental, to: NaiveDate, campaigns: &[Campaign]) -> Plan {
+    /// `pooled`: the tenant's campaigns use the national donor pool, which other tenants' facts move, so every one
+    /// is recomputed.
+    fn new(inc: &Incremental, to: NaiveDate, campaigns: &[Campaign], pooled: bool) -> Plan {
         // Nothing changed still refreshes the last week: stale pages and the latest window are about now.
         let first = inc.changed.iter().copied().filter(|d| *d <= to).min().unwrap_or(to).min(to);
         let replace_from = monday_of(first);
@@ -171,7 +176,7 @@ impl Plan {
                     from_day_number(ws) - Duration::days(CAMPAIGN_HISTORY_DAYS),
                     from_day_number(we) + Duration::days(campaign::SERIES_DAYS_AFTER.max(CAMPAIGN_SNAPSHOT_DAYS)),
                 );
-                inc.changed.iter().any(|d| *d >= lo && *d <= hi)
+                pooled || inc.changed.iter().any(|d| *d >= lo && *d <= hi)
             })
             .cloned()
             .collect();
@@ -389,7 +394,8 @@ pub async fn run_each<S: Store + Clone + 'static>(store: &S, inputs: Vec<JobInpu
 pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     let started = Instant::now();
     let started_at = input.incremental.as_ref().map_or_else(chrono::Utc::now, |i| i.asked_at);
-    let mut plan = input.incremental.as_ref().map(|inc| Plan::new(inc, input.to, &input.campaigns));
+    let mut plan =
+        input.incremental.as_ref().map(|inc| Plan::new(inc, input.to, &input.campaigns, input.donors.is_some()));
     // An incremental run reads facts from the week before the first changed one, every post (ranks are across
     // them all), and the history of the campaigns it recomputes.
     let load_input = match &plan {
@@ -402,6 +408,7 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             variant: input.variant.clone(),
             inputs: String::new(),
             incremental: None,
+            donors: None,
         },
         None => JobInput {
             scope: input.scope.clone(),
@@ -412,6 +419,7 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
             variant: input.variant.clone(),
             inputs: String::new(),
             incremental: None,
+            donors: None,
         },
     };
     let mut loaded = load_parts(store, &load_input, plan.is_none()).await?;
@@ -465,7 +473,11 @@ pub async fn run<S: Store>(store: &S, input: JobInput) -> Result<JobSummary> {
     };
     let (to, registered) = (input.to, input.registered.clone());
     // Campaigns estimated (an incremental run's recomputed ones), and every campaign's tag for the posts' topics.
-    let campaigns = Campaigns { estimate: load_input.campaigns.clone(), tags: input.campaigns.clone() };
+    let campaigns = Campaigns {
+        estimate: load_input.campaigns.clone(),
+        tags: input.campaigns.clone(),
+        donors: input.donors.clone().map(|d| (input.scope.to_string(), d)),
+    };
     let shared = loaded.clone();
     let computed =
         tokio::task::spawn_blocking(move || compute(&shared, compute_from, to, &campaigns, registered.as_ref()))
@@ -687,12 +699,81 @@ pub type Computed = (Vec<(&'static ReportTable, DataFrame)>, JobSummary);
 pub struct Campaigns {
     pub estimate: Vec<Campaign>,
     pub tags: Vec<Campaign>,
+    /// The national donor pool, for a tenant that takes part in it: (the tenant, what the pool holds).
+    pub donors: Option<(String, Arc<DonorInput>)>,
 }
 
 impl Campaigns {
     /// Every campaign estimated, tagged and kept out of the others' placebo windows.
     pub fn all(campaigns: &[Campaign]) -> Self {
-        Campaigns { estimate: campaigns.to_vec(), tags: campaigns.to_vec() }
+        Campaigns { estimate: campaigns.to_vec(), tags: campaigns.to_vec(), donors: None }
+    }
+}
+
+/// What tenants' campaigns may use of the national donor pool ([`crate::donors`]): every pool tenant's blocks per
+/// campaign metric (sums over its pages, never a page's row), and the tenants whose posts matched each campaign
+/// (they are left out of its pool: their pages took part).
+#[derive(Debug, Clone, Default)]
+pub struct DonorInput {
+    pub blocks: BTreeMap<String, Vec<crate::donors::Block>>,
+    pub took_part: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// A campaign's key in [`DonorInput::took_part`]: its name, matcher, type and window.
+pub fn campaign_key(c: &Campaign) -> String {
+    format!("{c:?}")
+}
+
+impl DonorInput {
+    /// Adds one pool tenant: its blocks over `campaigns`' histories, windows and plotted days, and which of
+    /// `campaigns` (every pool tenant's) its posts matched.
+    pub async fn add_tenant<S: Store>(&mut self, store: &S, scope: &WriteScope, campaigns: &[Campaign]) -> Result<()> {
+        let (Some(first), Some(last)) =
+            (campaigns.iter().map(|c| c.start).min(), campaigns.iter().map(|c| from_day_number(c.window().1)).max())
+        else {
+            return Ok(());
+        };
+        let (from, to) =
+            (first - Duration::days(CAMPAIGN_HISTORY_DAYS), last + Duration::days(campaign::SERIES_DAYS_AFTER));
+        let pairs: Vec<(M, P)> = CAMPAIGN_METRICS.iter().map(|(_, m, _)| (*m, P::Day)).collect();
+        let filter = FactFilter {
+            metrics: pairs.iter().map(|(m, _)| *m).collect(),
+            periods: vec![P::Day],
+            from: Some(from),
+            to: Some(to),
+            ..FactFilter::default()
+        };
+        let rows = store.read_page_insights(scope, &filter).await?;
+        let tenant = scope.to_string();
+        if !rows.is_empty() {
+            let facts = frames::Facts::from_rows(&rows, &pairs, &[], &[], to)?;
+            for ((name, _, _), series) in CAMPAIGN_METRICS.iter().zip(frames::series_many(&facts.totals, &pairs)?) {
+                self.blocks.entry((*name).to_owned()).or_default().push(crate::donors::Block::of(&tenant, &series));
+            }
+        }
+        // A day either side: a server may count days in its own zone.
+        let filter = PostFilter {
+            from: Some(first - Duration::days(2)),
+            to: Some(last + Duration::days(1)),
+            ..PostFilter::default()
+        };
+        let posts = store.read_posts(scope, &filter).await?;
+        for c in campaigns {
+            let matched = posts.iter().any(|p| {
+                c.matches(&p.message, &p.permalink, p.post.as_str(), &p.post_type, p.created_time.date_naive())
+            });
+            if matched {
+                self.took_part.entry(campaign_key(c)).or_default().insert(tenant.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool for one of `tenant`'s campaigns, for one metric (`None` when too few tenants' pages are in it).
+    pub fn pool(&self, tenant: &str, campaign: &Campaign, metric: &str) -> Option<campaign::Donors> {
+        let none = BTreeSet::new();
+        let took_part = self.took_part.get(&campaign_key(campaign)).unwrap_or(&none);
+        crate::donors::pool(self.blocks.get(metric)?, tenant, took_part)
     }
 }
 
@@ -884,7 +965,9 @@ fn campaigns_report(
                     matched.len()
                 ))
             } else {
-                campaign::estimate(series, &treated, &controls, c.start, c.days, &exclude).map_err(|e| e.to_string())
+                let donors = all.donors.as_ref().and_then(|(tenant, d)| d.pool(tenant, c, name));
+                campaign::estimate_with_donors(series, &treated, &controls, donors.as_ref(), c.start, c.days, &exclude)
+                    .map_err(|e| e.to_string())
             };
             match estimated {
                 Ok(est) => {

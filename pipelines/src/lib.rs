@@ -13,6 +13,7 @@
 
 pub mod age_bands;
 pub mod campaign;
+pub mod donors;
 pub mod frames;
 pub mod jobs;
 pub mod posts;

@@ -72,6 +72,7 @@ async fn the_case_studys_figures_come_out_of_the_pipelines() {
             variant: pulse_store::ReportVariant::main(),
             inputs: String::new(),
             incremental: None,
+            donors: None,
         };
         let summary = jobs::run(&store, input).await.unwrap();
         engaged.push(summary.median_weekly_engaged.unwrap());

@@ -104,7 +104,7 @@ fn page_truth(world: &World, p: usize, metric: &str) -> f64 {
 }
 
 /// Coverage of totals and of per-page intervals over `seeds` worlds with `participation`; (total, per-page) rates.
-fn coverage(seeds: u64, participation: f64, method: &str) -> (f64, f64) {
+fn coverage(seeds: u64, participation: f64, method: Option<&str>) -> (f64, f64) {
     let (mut covered, mut page_covered, mut page_n) = (0, 0, 0);
     for seed in 0..seeds {
         let world = World::new(scenario_with(seed, participation), Some(seed));
@@ -114,7 +114,7 @@ fn coverage(seeds: u64, participation: f64, method: &str) -> (f64, f64) {
         let controls: Vec<String> =
             world.pages.iter().filter(|p| !c.pages.contains(&p.index)).map(|p| p.id.clone()).collect();
         let est = estimate(&series, &treated, &controls, c.start, c.days, &[]).unwrap();
-        assert!(est.method.contains(method), "{}", est.method);
+        assert!(method.is_none_or(|m| est.method.contains(m)), "{}", est.method);
         let truth: f64 = c.pages.iter().map(|&p| page_truth(&world, p, "views")).sum();
         covered += usize::from(est.interval.expect("enough placebo windows").contains(truth));
         for &p in &c.pages {
@@ -128,8 +128,9 @@ fn coverage(seeds: u64, participation: f64, method: &str) -> (f64, f64) {
 
 #[test]
 fn per_page_intervals_and_the_own_weekday_method_cover_too() {
-    let (total, page) = coverage(SEEDS, 0.5, "non-participating pages");
-    let (own_total, own_page) = coverage(SEEDS, 0.9, "own weekday");
+    // Half the pages take part: the tenant's other pages or each page's own means, whichever placebo windows favour.
+    let (total, page) = coverage(SEEDS, 0.5, None);
+    let (own_total, own_page) = coverage(SEEDS, 0.9, Some("own weekday"));
     println!(
         "uplift coverage over {SEEDS} seeds: with controls totals {:.1}% per page {:.1}%; own weekday pattern (90% of pages take part) totals {:.1}% per page {:.1}%",
         total * 100.0,
@@ -250,6 +251,7 @@ async fn end_to_end_every_metric_through_the_api_ingest_and_pipelines() {
                 variant: pulse_store::ReportVariant::main(),
                 inputs: String::new(),
                 incremental: None,
+                donors: None,
             };
             jobs::run(&store, input).await.unwrap();
             let uplift =
@@ -298,7 +300,7 @@ fn quiet_scenario(seed: u64) -> Scenario {
 /// two draws of participating pages of the test's own (not the planner's), the MDE added to their days in proportion
 /// to each page's level over the 8 weeks before. Returns (detected, trials, median MDE as a share of the pages' usual
 /// views).
-fn planner_calibration(seeds: u64, share: f64, method: &str) -> (usize, usize, f64) {
+fn planner_calibration(seeds: u64, share: f64, method: Option<&str>) -> (usize, usize, f64) {
     use pulse_pipelines::campaign::plan;
     let (mut detected, mut trials, mut lifts) = (0, 0, Vec::new());
     for seed in 0..seeds {
@@ -308,7 +310,7 @@ fn planner_calibration(seeds: u64, share: f64, method: &str) -> (usize, usize, f
         for start in [NaiveDate::from_ymd_opt(2018, 3, 10).unwrap(), NaiveDate::from_ymd_opt(2018, 3, 21).unwrap()] {
             let planned = plan(&series, start, 2, share, &[], seed).unwrap();
             assert_eq!(planned.participants, (share * pages.len() as f64).round() as usize);
-            assert!(planned.level >= 0.95 && planned.mde > 0.0 && planned.method.contains(method), "{planned:?}");
+            assert!(planned.level >= 0.95 && planned.mde > 0.0 && method.is_none_or(|m| planned.method.contains(m)), "{planned:?}");
             lifts.push(planned.mde / planned.baseline);
             for draw in 0..2u64 {
                 // The test's own draw (not the planner's): a run of pages in name order from an offset that moves
@@ -331,7 +333,7 @@ fn planner_calibration(seeds: u64, share: f64, method: &str) -> (usize, usize, f
                     }
                 }
                 let est = estimate(&injected, &treated, &controls, start, 2, &[]).unwrap();
-                assert!(est.method.contains(method), "{}", est.method);
+                assert!(method.is_none_or(|m| est.method.contains(m)), "{}", est.method);
                 trials += 1;
                 detected += usize::from(est.interval.is_some_and(|i| i.lo > 0.0));
             }
@@ -348,15 +350,16 @@ fn planner_calibration(seeds: u64, share: f64, method: &str) -> (usize, usize, f
 #[test]
 fn campaigns_of_the_planned_mde_are_detected_about_80_percent_of_the_time() {
     const PLAN_SEEDS: u64 = 50;
-    for (share, method) in [(0.5, "non-participating pages"), (0.9, "own weekday")] {
+    for (share, method) in [(0.5, None), (0.9, Some("own weekday"))] {
         let (detected, trials, lift) = planner_calibration(PLAN_SEEDS, share, method);
         let rate = detected as f64 / trials as f64;
         println!(
-            "planner calibration over {PLAN_SEEDS} seeds, {:.0}% of pages taking part ({method}): {detected}/{trials} campaigns of the planned MDE detected ({:.1}%, the plan promises 80%); median MDE {:.1}% of the participating pages' usual views",
+            "planner calibration over {PLAN_SEEDS} seeds, {:.0}% of pages taking part ({}): {detected}/{trials} campaigns of the planned MDE detected ({:.1}%, the plan promises 80%); median MDE {:.1}% of the participating pages' usual views",
             share * 100.0,
+            method.unwrap_or("counterfactual chosen by placebo error"),
             rate * 100.0,
             lift * 100.0
         );
-        assert!((0.75..=0.85).contains(&rate), "{method}: detected {rate}");
+        assert!((0.75..=0.85).contains(&rate), "{method:?}: detected {rate}");
     }
 }

@@ -174,6 +174,7 @@ pub async fn run_on<S: Store + Clone + 'static>(
             }
         }
     }
+    attach_donor_pool(store, config, &mut inputs).await;
     let asked: Vec<(String, NaiveDate, NaiveDate)> =
         inputs.iter().map(|i| (i.scope.to_string(), i.from, i.to)).collect();
     let mut results = jobs::run_each(store, inputs).await.into_iter().zip(asked);
@@ -200,6 +201,42 @@ pub async fn run_on<S: Store + Clone + 'static>(
 
 /// One tenant's job input: its range, campaigns and whether the previous run allows an incremental one; `None`
 /// when nothing is ingested yet and no range was given.
+/// Gives the runs of tenants in the national donor pool (`donor_pool = true`) what the pool holds: every pool
+/// tenant's sums over its pages around those runs' campaigns (see `pulse_pipelines::donors`). A pool tenant that cannot
+/// be read leaves the pool out of this run (with a warning): a pool silently missing a tenant would move every
+/// estimate that uses it without saying so.
+async fn attach_donor_pool<S: Store>(store: &S, config: &Config, inputs: &mut [JobInput]) {
+    let in_pool = |t: &pulse_domain::TenantId| config.tenant(t).is_some_and(|t| t.donor_pool);
+    let campaigns: Vec<Campaign> = inputs
+        .iter()
+        .filter(|i| in_pool(i.scope.tenant()))
+        .flat_map(|i| i.campaigns.iter().cloned())
+        .collect();
+    if campaigns.is_empty() {
+        return;
+    }
+    let access = config.operator_access();
+    let mut pool = jobs::DonorInput::default();
+    for tenant in config.tenants.iter().filter(|t| t.donor_pool) {
+        let read = match access.write_scope(tenant.id.as_str()) {
+            Ok(scope) => pool.add_tenant(store, &scope, &campaigns).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = read {
+            tracing::warn!(
+                tenant = tenant.id.as_str(),
+                error = %format!("{e:#}"),
+                "the national donor pool is left out of this run: a tenant in it could not be read"
+            );
+            return;
+        }
+    }
+    let pool = std::sync::Arc::new(pool);
+    for input in inputs.iter_mut().filter(|i| in_pool(i.scope.tenant())) {
+        input.donors = Some(pool.clone());
+    }
+}
+
 async fn prepare<S: Store>(
     store: &S,
     config: &Config,
@@ -217,7 +254,11 @@ async fn prepare<S: Store>(
     let mut from = request.from.unwrap_or(jobs::HISTORY_START);
     // The config's campaigns and those registered through the API or dashboard (not withdrawn).
     let campaigns = campaigns_for(&crate::campaigns::effective(store, config, &scope).await?, &scope);
-    let inputs_of = inputs_digest(&campaigns, registered);
+    let mut inputs_of = inputs_digest(&campaigns, registered);
+    // Joining or leaving the donor pool changes the campaigns' counterfactuals: the next run is full.
+    if config.tenant(scope.tenant()).is_some_and(|t| t.donor_pool) {
+        inputs_of.push_str("+pool");
+    }
     let variant = request.variant(from, to)?;
     // The main reports over all history are updated incrementally when the previous run allows it.
     let incremental = if request.full || request.from.is_some() || !variant.is_main() {
@@ -240,6 +281,7 @@ async fn prepare<S: Store>(
         variant,
         inputs: inputs_of,
         incremental,
+        donors: None,
     }))
 }
 

@@ -632,6 +632,10 @@ pub struct TenantConfig {
     /// The tenant takes part in peer benchmarks: its practices' rates join the national deciles (never as rows
     /// another tenant can see), and its analysts see their practices against them. Off unless set.
     pub benchmark: bool,
+    /// The tenant takes part in the national donor pool: its pages' daily figures join other tenants' campaign
+    /// counterfactuals as sums over whole tenants only (at least 10 pages each, 3 tenants on any day), and its own
+    /// campaigns may use the pool in turn. Off unless set.
+    pub donor_pool: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -735,6 +739,9 @@ struct RawTenant {
     /// Opts the tenant in to peer benchmarks.
     #[serde(default)]
     benchmark: bool,
+    /// Opts the tenant in to the national donor pool.
+    #[serde(default)]
+    donor_pool: bool,
 }
 
 #[derive(Deserialize)]
@@ -1086,6 +1093,7 @@ fn tenants_of(raw: Vec<RawTenant>, base: &Path, p: &mut Problems<'_>) -> Vec<Ten
             name: raw_tenant.name,
             practices: practices.into_iter().map(|(p, _)| p).collect(),
             benchmark: raw_tenant.benchmark,
+            donor_pool: raw_tenant.donor_pool,
         });
     }
     tenants

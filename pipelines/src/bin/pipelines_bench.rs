@@ -195,6 +195,7 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
                     variant: pulse_store::ReportVariant::main(),
                     inputs: "bench".into(),
                     incremental,
+                    donors: None,
                 };
                 inputs.push(input);
             }
@@ -289,6 +290,7 @@ fn main() -> Result<()> {
             variant: pulse_store::ReportVariant::main(),
             inputs: String::new(),
             incremental: None,
+            donors: None,
         };
         let loaded = rt.block_on(jobs::load(&lake, &input))?;
         rows += loaded.facts.height();
