@@ -1,14 +1,17 @@
 //! Campaign uplift: what a campaign's own posts achieved, and what it added to its pages' daily figures over what
 //! would have happened anyway, with an honest interval.
 //!
-//! Counterfactual (per participating page, per metric): the page's level relative to the pages that did not take
-//! part (the controls), fitted on the 8 weeks before the window, times the controls' actual series during the
-//! window, with the page's own weekday pattern. Controls carry what hit every page (seasons, the cyber-attack day);
-//! the ratio carries what is particular to the page. With no controls, the page's own weekday means are used.
+//! Counterfactual (per participating page, per metric), one of several candidates fitted on the 8 weeks before the
+//! window: the page's own weekday means; its level relative to the pages of the tenant that did not take part (the
+//! controls, when there are enough), with its weekday pattern; its level relative to the national donor pool (other
+//! tenants' pages, only ever as sums: [`crate::donors`]). A reference series
+//! carries what hit every page (seasons, the cyber-attack day); the ratio carries what is particular to the page.
+//! Every candidate is run on the placebo windows below, and the one whose errors stray least is used and named.
 //!
 //! Interval: placebo-in-time, a conformal construction. The same estimator is run on every earlier window of the
 //! same length starting on the same weekday (with its own 8-week fit), where nothing was injected; those estimates
-//! are pure error. With m placebo errors the interval is the estimate minus the k-th largest and the k-th smallest
+//! are pure error, taken relative to their window's counterfactual and scaled to the campaign's (pages grow, and
+//! their noise with them). With m placebo errors the interval is the estimate minus the k-th largest and the k-th smallest
 //! error, k = floor((m+1)·0.025): if the campaign's own error is exchangeable with the placebos', it falls outside
 //! with probability at most 2k/(m+1), so the interval's nominal level is 1 - 2k/(m+1) (95% from m = 39 on). With
 //! fewer placebos k is 1 and the level is lower (90% at m = 19): it is reported with the interval, never called 95%.
@@ -31,7 +34,7 @@ pub const TARGET_LEVEL: f64 = 0.95;
 pub const PLACEBOS_FOR_TARGET: usize = 39;
 /// Placebo windows come from at most this many weeks before the campaign: recent weeks are the most exchangeable
 /// with the campaign's (seasons and one-off events long before it say little about its noise).
-pub const MAX_PLACEBO_WEEKS: i32 = 52;
+pub const MAX_PLACEBO_WEEKS: i32 = 40;
 /// Days after a campaign's window its plotted series runs on.
 pub const SERIES_DAYS_AFTER: i64 = 14;
 
@@ -178,8 +181,13 @@ impl Reference<'_> {
 }
 
 fn fit(page: &BTreeMap<i32, f64>, reference: Reference, fit_from: i32, fit_to: i32) -> Option<Fit> {
-    let days: Vec<i32> = (fit_from..=fit_to).filter(|d| page.contains_key(d)).collect();
-    if days.len() < (FIT_DAYS as usize) / 2 {
+    // The days the page has, and the reference too when there is one: a fit on a handful of shared days, or with a
+    // weekday missing, would scale a whole window by chance.
+    let days: Vec<i32> = (fit_from..=fit_to)
+        .filter(|d| page.contains_key(d) && reference.series.is_none_or(|r| r.contains_key(d)))
+        .collect();
+    let weekdays: std::collections::BTreeSet<usize> = days.iter().map(|d| weekday(*d)).collect();
+    if days.len() < (FIT_DAYS as usize) / 2 || weekdays.len() < 7 {
         return None;
     }
     match reference.series {
@@ -339,7 +347,7 @@ pub struct Donors {
 /// One candidate counterfactual, run on the campaign's window and its placebo windows.
 struct Candidate<'a> {
     reference: Reference<'a>,
-    short: &'static str,
+    short: String,
     describe: String,
     actual: BTreeMap<String, (f64, f64)>,
     placebos: Vec<BTreeMap<String, (f64, f64)>>,
@@ -361,9 +369,9 @@ impl Candidate<'_> {
 
 /// Runs every candidate counterfactual on the window's placebo windows and picks the one whose placebo errors stray
 /// least: the page's own weekday means; the ratio to the tenant's non-participating pages (`controls`: their mean per
-/// day and how many they are), when there are enough; the ratio to the national donor pool, with and without the
-/// page's own weekday pattern. Returns the candidate and the method's description. `planning`: the window is in the
-/// future (a plan), so placebo windows need every participating page rather than those of the window itself.
+/// day and how many they are), when there are enough; the ratio to the national donor pool. Returns the candidate
+/// and the method's description. `planning`: the window is in the future (a plan), so placebo windows need every
+/// participating page rather than those of the window itself.
 #[allow(clippy::too_many_arguments)]
 fn choose<'a>(
     series: &Series,
@@ -380,29 +388,30 @@ fn choose<'a>(
     let enough_controls = controls >= treated.len().max(MIN_CONTROLS) && !cmean.is_empty();
     let mut references = vec![(
         Reference::OWN,
-        "own weekday means",
+        "own weekday means".to_owned(),
         format!("the page's own weekday means over the {FIT_DAYS} days before"),
     )];
     if enough_controls {
         references.push((
             Reference { series: Some(cmean), page_weekday: true },
-            "the tenant's non-participating pages",
+            "the tenant's non-participating pages".to_owned(),
             format!(
                 "the ratio to {controls} non-participating pages of the tenant, fitted on the {FIT_DAYS} days before, with the page's weekday pattern"
             ),
         ));
     }
     if let Some(d) = donors.filter(|d| !d.mean.is_empty()) {
-        let pool = format!("the national donor pool (at least {} pages of {} other tenants)", d.pages, d.tenants);
+        // The pool's own counts are not printed: they would say how many pages other tenants have, and whether one
+        // took part. Its thresholds are.
+        let pool = format!(
+            "the national donor pool (sums over at least {} other tenants of at least {} pages each)",
+            crate::donors::MIN_POOL_TENANTS,
+            crate::donors::MIN_POOL_PAGES
+        );
         references.push((
             Reference { series: Some(&d.mean), page_weekday: false },
-            "the national donor pool",
+            pool.clone(),
             format!("the ratio to {pool}, fitted on the {FIT_DAYS} days before"),
-        ));
-        references.push((
-            Reference { series: Some(&d.mean), page_weekday: true },
-            "the national donor pool with the page's weekday pattern",
-            format!("the ratio to {pool}, fitted on the {FIT_DAYS} days before, with the page's weekday pattern"),
         ));
     }
     let mut candidates: Vec<Candidate> = references
@@ -464,7 +473,7 @@ pub fn estimate(
 
 /// [`estimate`], with the national donor pool as a further candidate counterfactual. Every candidate (the page's own
 /// weekday means; the ratio to the tenant's non-participating pages, when there are enough; the ratio to the national
-/// donor pool, with and without the page's own weekday pattern) is run on the campaign's placebo windows, and the one
+/// donor pool) is run on the campaign's placebo windows, and the one
 /// whose placebo errors stray least is used, named in the estimate's method.
 pub fn estimate_with_donors(
     series: &Series,
@@ -537,12 +546,15 @@ pub fn estimate_with_donors(
         .filter_map(|p| series.get(p).and_then(|page| fit(page, reference, s - FIT_DAYS, s - 1).map(|f| (page, f))))
         .collect();
     for d in (s - 28)..=(e + SERIES_DAYS_AFTER as i32) {
-        let (mut o, mut c) = (0.0, 0.0);
+        let (mut o, mut c) = (0.0, Some(0.0));
         for (page, f) in &fits {
             o += page.get(&d).copied().unwrap_or(0.0);
-            c += predict(f, reference, d).unwrap_or(0.0);
+            c = c.zip(predict(f, reference, d)).map(|(a, b)| a + b);
         }
-        plot.push((d, o, c));
+        // A day the reference lacks (the pool's newest days, say) is left out, not drawn as a counterfactual of 0.
+        if let Some(c) = c {
+            plot.push((d, o, c));
+        }
     }
     Ok(Estimate { observed, counterfactual, effect, interval, p_value, placebos, method, pages, series: plot })
 }
@@ -657,7 +669,8 @@ pub fn plan(
         // The campaign's counterfactual will be about the latest windows' (newest first): errors are relative to a
         // window's counterfactual, so they are scaled to it.
         let recent = &chosen.placebos[..RECENT_WINDOWS.min(chosen.placebos.len())];
-        let level_now = recent.iter().map(|w| w.values().map(|(_, c)| c).sum::<f64>()).sum::<f64>() / recent.len() as f64;
+        let level_now =
+            recent.iter().map(|w| w.values().map(|(_, c)| c).sum::<f64>()).sum::<f64>() / recent.len() as f64;
         baseline.extend(recent.iter().map(|w| w.values().map(|(o, _)| o).sum::<f64>()));
         // The campaign's interval will have m placebos: its upper bound on the error is the k-th largest of them.
         let errors = &chosen.errors;

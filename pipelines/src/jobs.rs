@@ -717,6 +717,8 @@ impl Campaigns {
 pub struct DonorInput {
     pub blocks: BTreeMap<String, Vec<crate::donors::Block>>,
     pub took_part: BTreeMap<String, BTreeSet<String>>,
+    /// Why the pool is left out of this run (its campaigns are still all recomputed, without it).
+    pub unavailable: Option<String>,
 }
 
 /// A campaign's key in [`DonorInput::took_part`]: its name, matcher, type and window.
@@ -771,6 +773,9 @@ impl DonorInput {
 
     /// The pool for one of `tenant`'s campaigns, for one metric (`None` when too few tenants' pages are in it).
     pub fn pool(&self, tenant: &str, campaign: &Campaign, metric: &str) -> Option<campaign::Donors> {
+        if self.unavailable.is_some() {
+            return None;
+        }
         let none = BTreeSet::new();
         let took_part = self.took_part.get(&campaign_key(campaign)).unwrap_or(&none);
         crate::donors::pool(self.blocks.get(metric)?, tenant, took_part)
@@ -971,6 +976,14 @@ fn campaigns_report(
             };
             match estimated {
                 Ok(est) => {
+                    let unavailable = all.donors.as_ref().and_then(|(_, d)| d.unavailable.as_deref());
+                    let est = match unavailable {
+                        Some(why) => Estimate {
+                            method: format!("{} (the national donor pool was left out: {why})", est.method),
+                            ..est
+                        },
+                        None => est,
+                    };
                     let note = match est.interval {
                         None => format!(
                             "only {} placebo windows before the campaign (need {}): no interval",

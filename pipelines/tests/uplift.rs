@@ -310,7 +310,10 @@ fn planner_calibration(seeds: u64, share: f64, method: Option<&str>) -> (usize, 
         for start in [NaiveDate::from_ymd_opt(2018, 3, 10).unwrap(), NaiveDate::from_ymd_opt(2018, 3, 21).unwrap()] {
             let planned = plan(&series, start, 2, share, &[], seed).unwrap();
             assert_eq!(planned.participants, (share * pages.len() as f64).round() as usize);
-            assert!(planned.level >= 0.95 && planned.mde > 0.0 && method.is_none_or(|m| planned.method.contains(m)), "{planned:?}");
+            assert!(
+                planned.level >= 0.95 && planned.mde > 0.0 && method.is_none_or(|m| planned.method.contains(m)),
+                "{planned:?}"
+            );
             lifts.push(planned.mde / planned.baseline);
             for draw in 0..2u64 {
                 // The test's own draw (not the planner's): a run of pages in name order from an offset that moves

@@ -199,19 +199,15 @@ pub async fn run_on<S: Store + Clone + 'static>(
         .collect())
 }
 
-/// One tenant's job input: its range, campaigns and whether the previous run allows an incremental one; `None`
-/// when nothing is ingested yet and no range was given.
 /// Gives the runs of tenants in the national donor pool (`donor_pool = true`) what the pool holds: every pool
 /// tenant's sums over its pages around those runs' campaigns (see `pulse_pipelines::donors`). A pool tenant that cannot
-/// be read leaves the pool out of this run (with a warning): a pool silently missing a tenant would move every
-/// estimate that uses it without saying so.
+/// be read leaves the pool out of this run for everyone (a pool silently missing a tenant would move every estimate
+/// that uses it without saying so): every campaign of a pool tenant is then recomputed without it, so a report never
+/// mixes estimates with and without the pool, and its method says why.
 async fn attach_donor_pool<S: Store>(store: &S, config: &Config, inputs: &mut [JobInput]) {
     let in_pool = |t: &pulse_domain::TenantId| config.tenant(t).is_some_and(|t| t.donor_pool);
-    let campaigns: Vec<Campaign> = inputs
-        .iter()
-        .filter(|i| in_pool(i.scope.tenant()))
-        .flat_map(|i| i.campaigns.iter().cloned())
-        .collect();
+    let campaigns: Vec<Campaign> =
+        inputs.iter().filter(|i| in_pool(i.scope.tenant())).flat_map(|i| i.campaigns.iter().cloned()).collect();
     if campaigns.is_empty() {
         return;
     }
@@ -228,7 +224,11 @@ async fn attach_donor_pool<S: Store>(store: &S, config: &Config, inputs: &mut [J
                 error = %format!("{e:#}"),
                 "the national donor pool is left out of this run: a tenant in it could not be read"
             );
-            return;
+            pool = jobs::DonorInput {
+                unavailable: Some("a tenant in it could not be read; the next run tries again".to_owned()),
+                ..jobs::DonorInput::default()
+            };
+            break;
         }
     }
     let pool = std::sync::Arc::new(pool);
@@ -237,6 +237,8 @@ async fn attach_donor_pool<S: Store>(store: &S, config: &Config, inputs: &mut [J
     }
 }
 
+/// One tenant's job input: its range, campaigns and whether the previous run allows an incremental one; `None`
+/// when nothing is ingested yet and no range was given.
 async fn prepare<S: Store>(
     store: &S,
     config: &Config,
