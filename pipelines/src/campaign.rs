@@ -32,9 +32,11 @@ pub const MIN_PLACEBOS: usize = 19;
 pub const TARGET_LEVEL: f64 = 0.95;
 /// Placebo windows needed before the interval reaches [`TARGET_LEVEL`].
 pub const PLACEBOS_FOR_TARGET: usize = 39;
-/// Placebo windows come from at most this many weeks before the campaign: recent weeks are the most exchangeable
-/// with the campaign's (seasons and one-off events long before it say little about its noise).
-pub const MAX_PLACEBO_WEEKS: i32 = 40;
+/// Placebo windows come from at most this many weeks before the campaign. Only the newest
+/// [`PLACEBOS_FOR_TARGET`] clear windows are used: recent weeks are the most exchangeable with the campaign's
+/// (seasons and one-off events long before it say little about its noise), and reaching further back only when
+/// other campaigns' windows take some out keeps the interval at its target level after a campaign.
+pub const MAX_PLACEBO_WEEKS: i32 = 60;
 /// Days after a campaign's window its plotted series runs on.
 pub const SERIES_DAYS_AFTER: i64 = 14;
 
@@ -279,7 +281,8 @@ fn window_effect(
 
 /// The placebo windows of a window [s, e]: the same length, starting on the same weekday, entirely before it, from at
 /// most [`MAX_PLACEBO_WEEKS`] before and with a full fit period after `first`, clear of other campaigns' windows and
-/// their tails; each with its pages' (observed, counterfactual), newest first.
+/// their tails; each with its pages' (observed, counterfactual), newest first. All of them: the caller keeps the
+/// newest [`PLACEBOS_FOR_TARGET`] of those complete enough.
 fn placebo_windows(
     series: &Series,
     treated: &[String],
@@ -423,6 +426,7 @@ fn choose<'a>(
             let placebos: Vec<_> = placebo_windows(series, treated, reference, (s, e), first, exclude)
                 .into_iter()
                 .filter(|p| p.len() == need)
+                .take(PLACEBOS_FOR_TARGET)
                 .collect();
             let mut errors: Vec<f64> = placebos
                 .iter()
