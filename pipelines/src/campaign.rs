@@ -249,6 +249,9 @@ fn predict(fit: &Fit, reference: Reference, d: i32) -> Option<f64> {
     }
 }
 
+/// Per page, (observed, counterfactual) over a window.
+type WindowEffect = BTreeMap<String, (f64, f64)>;
+
 /// Effect of the pages over [s, e] with a fit on the FIT_DAYS before s: per page (observed, counterfactual).
 fn window_effect(
     series: &Series,
@@ -290,7 +293,7 @@ fn placebo_windows(
     (s, e): (i32, i32),
     first: i32,
     exclude: &[(i32, i32)],
-) -> Vec<BTreeMap<String, (f64, f64)>> {
+) -> Vec<(i32, WindowEffect)> {
     let len = e - s;
     let mut out = Vec::new();
     let mut ps = s - 7;
@@ -300,7 +303,7 @@ fn placebo_windows(
         // The placebo's window and its fit period must keep clear of other campaigns and their tails.
         let clear = pe < s && exclude.iter().all(|&(xs, xe)| pe < xs || ps - FIT_DAYS > xe + TAIL_DAYS);
         if clear {
-            out.push(window_effect(series, treated, reference, ps, pe));
+            out.push((ps, window_effect(series, treated, reference, ps, pe)));
         }
         ps -= 7;
     }
@@ -356,18 +359,30 @@ struct Candidate<'a> {
     placebos: Vec<BTreeMap<String, (f64, f64)>>,
     /// Placebo errors of the totals, sorted.
     errors: Vec<f64>,
+    /// The same errors by their window's first day (newest first).
+    by_window: Vec<(i32, f64)>,
 }
 
 impl Candidate<'_> {
     /// How far its placebo errors stray from their median: the mean absolute deviation (what an interval's width
     /// follows), the score candidates are chosen by.
     fn score(&self) -> f64 {
-        if self.errors.len() < MIN_PLACEBOS {
-            return f64::INFINITY;
-        }
-        let m = median(&self.errors);
-        self.errors.iter().map(|x| (x - m).abs()).sum::<f64>() / self.errors.len() as f64
+        spread(&self.errors)
     }
+}
+
+/// The mean absolute deviation of sorted errors from their median (infinite with fewer than [`MIN_PLACEBOS`]).
+fn spread(sorted: &[f64]) -> f64 {
+    if sorted.len() < MIN_PLACEBOS {
+        return f64::INFINITY;
+    }
+    let m = median(sorted);
+    sorted.iter().map(|x| (x - m).abs()).sum::<f64>() / sorted.len() as f64
+}
+
+/// The candidate whose errors stray least (the first, the page's own means, on a tie or when none has enough).
+fn best_of(scores: &[f64]) -> usize {
+    (0..scores.len()).fold(0, |b, i| if scores[i] < scores[b] { i } else { b })
 }
 
 /// Runs every candidate counterfactual on the window's placebo windows and picks the one whose placebo errors stray
@@ -386,6 +401,44 @@ fn choose<'a>(
     exclude: &[(i32, i32)],
     planning: bool,
 ) -> Option<(Candidate<'a>, String)> {
+    let mut candidates = candidates(series, treated, (cmean, controls), donors, (s, e), first, exclude, planning);
+    if candidates.is_empty() {
+        return None;
+    }
+    // The candidate whose placebo errors stray least (the first, the page's own means, on a tie or when none has
+    // enough placebo windows for a score).
+    let scores: Vec<f64> = candidates.iter().map(Candidate::score).collect();
+    let best = best_of(&scores);
+    let others: Vec<String> = (0..candidates.len())
+        .filter(|i| *i != best && scores[*i].is_finite())
+        .map(|i| format!("{} {:.1}%", candidates[i].short, scores[i] * 100.0))
+        .collect();
+    let chosen = candidates.swap_remove(best);
+    let method = if others.is_empty() {
+        format!("{}; placebo-in-time interval", chosen.describe)
+    } else {
+        format!(
+            "{}; chosen by the smallest placebo error (mean absolute deviation {:.1}% of the counterfactual, against {}); placebo-in-time interval",
+            chosen.describe,
+            scores[best] * 100.0,
+            others.join(", ")
+        )
+    };
+    Some((chosen, method))
+}
+
+/// Every candidate counterfactual (see [`choose`]), each run on the window and its placebo windows.
+#[allow(clippy::too_many_arguments)]
+fn candidates<'a>(
+    series: &Series,
+    treated: &[String],
+    (cmean, controls): (&'a BTreeMap<i32, f64>, usize),
+    donors: Option<&'a Donors>,
+    (s, e): (i32, i32),
+    first: i32,
+    exclude: &[(i32, i32)],
+    planning: bool,
+) -> Vec<Candidate<'a>> {
     // The controls' mean enters every participating page's counterfactual, so its noise is shared by all of them
     // and adds up across pages; it only pays for itself when there are at least as many controls as participants.
     let enough_controls = controls >= treated.len().max(MIN_CONTROLS) && !cmean.is_empty();
@@ -417,49 +470,31 @@ fn choose<'a>(
             format!("the ratio to {pool}, fitted on the {FIT_DAYS} days before"),
         ));
     }
-    let mut candidates: Vec<Candidate> = references
+    references
         .into_iter()
         .map(|(reference, short, describe)| {
             let actual = window_effect(series, treated, reference, s, e);
             // A window counts when it has every page the campaign's own has (every participating page, for a plan).
             let need = if planning { treated.len() } else { actual.len() };
-            let placebos: Vec<_> = placebo_windows(series, treated, reference, (s, e), first, exclude)
-                .into_iter()
-                .filter(|p| p.len() == need)
-                .take(PLACEBOS_FOR_TARGET)
-                .collect();
-            let mut errors: Vec<f64> = placebos
+            let (starts, placebos): (Vec<i32>, Vec<_>) =
+                placebo_windows(series, treated, reference, (s, e), first, exclude)
+                    .into_iter()
+                    .filter(|(_, p)| p.len() == need)
+                    .take(PLACEBOS_FOR_TARGET)
+                    .unzip();
+            let by_window: Vec<(i32, f64)> = starts
                 .iter()
-                .filter_map(|p| relative_error(p.values().map(|(o, _)| o).sum(), p.values().map(|(_, c)| c).sum()))
+                .zip(&placebos)
+                .filter_map(|(ps, p)| {
+                    relative_error(p.values().map(|(o, _)| o).sum(), p.values().map(|(_, c)| c).sum()).map(|r| (*ps, r))
+                })
                 .collect();
+            let mut errors: Vec<f64> = by_window.iter().map(|(_, r)| *r).collect();
             errors.sort_by(|a, b| a.total_cmp(b));
-            Candidate { reference, short, describe, actual, placebos, errors }
+            Candidate { reference, short, describe, actual, placebos, errors, by_window }
         })
         .filter(|c| planning || !c.actual.is_empty())
-        .collect();
-    if candidates.is_empty() {
-        return None;
-    }
-    // The candidate whose placebo errors stray least (the first, the page's own means, on a tie or when none has
-    // enough placebo windows for a score).
-    let scores: Vec<f64> = candidates.iter().map(Candidate::score).collect();
-    let best = (0..candidates.len()).fold(0, |b, i| if scores[i] < scores[b] { i } else { b });
-    let others: Vec<String> = (0..candidates.len())
-        .filter(|i| *i != best && scores[*i].is_finite())
-        .map(|i| format!("{} {:.1}%", candidates[i].short, scores[i] * 100.0))
-        .collect();
-    let chosen = candidates.swap_remove(best);
-    let method = if others.is_empty() {
-        format!("{}; placebo-in-time interval", chosen.describe)
-    } else {
-        format!(
-            "{}; chosen by the smallest placebo error (mean absolute deviation {:.1}% of the counterfactual, against {}); placebo-in-time interval",
-            chosen.describe,
-            scores[best] * 100.0,
-            others.join(", ")
-        )
-    };
-    Some((chosen, method))
+        .collect()
 }
 
 /// Estimates the campaign's effect on one metric. `exclude` lists other campaigns' windows (day numbers) that
@@ -623,6 +658,20 @@ pub fn plan(
     exclude: &[(i32, i32)],
     seed: u64,
 ) -> Result<Plan, UpliftError> {
+    plan_with_donors(series, None, start, days, share, exclude, seed)
+}
+
+/// [`plan`], with the national donor pool among the candidate counterfactuals, as the campaign's estimate will have
+/// it when its tenant is in the pool (the pool's days from `start` on are never read).
+pub fn plan_with_donors(
+    series: &Series,
+    donors: Option<&Donors>,
+    start: NaiveDate,
+    days: u32,
+    share: f64,
+    exclude: &[(i32, i32)],
+    seed: u64,
+) -> Result<Plan, UpliftError> {
     let s = day_number(start);
     let e = s + days.max(1) as i32 - 1;
     // The pages that can take part: those with data in the last FIT_DAYS of the history (a page that stopped
@@ -639,6 +688,9 @@ pub fn plan(
     // Only the history: a plan made after the start must not see the campaign.
     let history: Series =
         series.iter().map(|(p, v)| (p.clone(), v.range(..s).map(|(d, x)| (*d, *x)).collect())).collect();
+    // Only the pool's history either.
+    let donors = donors.map(|d| Donors { mean: d.mean.range(..s).map(|(d, x)| (*d, *x)).collect(), ..d.clone() });
+    let donors = donors.as_ref().filter(|d| !d.mean.is_empty());
     let participants = ((share.clamp(0.0, 1.0) * pages.len() as f64).round() as usize).clamp(1, pages.len());
     let (mut thresholds, mut baseline, mut windows_seen, mut fewest, mut method) =
         (Vec::new(), Vec::new(), 0, usize::MAX, String::new());
@@ -652,12 +704,12 @@ pub fn plan(
         let treated = order;
         let cmean = control_mean(&history, &controls);
         // The counterfactual the campaign will be estimated with is chosen the same way from the same history.
-        let Some((chosen, _)) =
-            choose(&history, &treated, (&cmean, controls.len()), None, (s, e), first, exclude, true)
-        else {
+        let all = candidates(&history, &treated, (&cmean, controls.len()), donors, (s, e), first, exclude, true);
+        if all.is_empty() {
             thresholds.extend(std::iter::repeat_n(f64::INFINITY, MIN_PLACEBOS + 1));
             continue;
-        };
+        }
+        let chosen = &all[best_of(&all.iter().map(Candidate::score).collect::<Vec<_>>())];
         if method.is_empty() {
             method = chosen.describe.clone();
         }
@@ -672,17 +724,38 @@ pub fn plan(
         fewest = fewest.min(m);
         // The campaign's counterfactual will be about the latest windows' (newest first): errors are relative to a
         // window's counterfactual, so they are scaled to it.
+        let level_now: Vec<f64> = all
+            .iter()
+            .map(|c| {
+                let recent = &c.placebos[..RECENT_WINDOWS.min(c.placebos.len())];
+                recent.iter().map(|w| w.values().map(|(_, c)| c).sum::<f64>()).sum::<f64>() / recent.len().max(1) as f64
+            })
+            .collect();
         let recent = &chosen.placebos[..RECENT_WINDOWS.min(chosen.placebos.len())];
-        let level_now =
-            recent.iter().map(|w| w.values().map(|(_, c)| c).sum::<f64>()).sum::<f64>() / recent.len() as f64;
         baseline.extend(recent.iter().map(|w| w.values().map(|(o, _)| o).sum::<f64>()));
-        // The campaign's interval will have m placebos: its upper bound on the error is the k-th largest of them.
-        let errors = &chosen.errors;
-        let k = conformal_k(m, TARGET_LEVEL).min(m - 1);
-        for j in 0..m {
-            let mut others: Vec<f64> = errors.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, x)| *x).collect();
-            others.sort_by(|a, b| b.total_cmp(a));
-            thresholds.push(level_now * (others[k - 1] - errors[j]));
+        // Each window in turn plays the campaign (leave one out). The method is chosen on the other windows, as the
+        // campaign's will be on windows that never include its own: choosing on the same windows that bound the
+        // interval would make the plan promise more than the estimate delivers. The window's error under the method
+        // chosen is set against the interval's upper bound from that method's other windows (the k-th largest).
+        for (w, _) in &chosen.by_window {
+            let rests: Vec<Vec<f64>> = all
+                .iter()
+                .map(|c| {
+                    let mut r: Vec<f64> = c.by_window.iter().filter(|(x, _)| x != w).map(|(_, e)| *e).collect();
+                    r.sort_by(|a, b| a.total_cmp(b));
+                    r
+                })
+                .collect();
+            let pick = best_of(&rests.iter().map(|r| spread(r)).collect::<Vec<_>>());
+            let Some(error) = all[pick].by_window.iter().find(|(x, _)| x == w).map(|(_, e)| *e) else { continue };
+            let others = &rests[pick];
+            let n = others.len();
+            if n < MIN_PLACEBOS {
+                thresholds.push(f64::INFINITY);
+                continue;
+            }
+            let k = conformal_k(n + 1, TARGET_LEVEL).min(n);
+            thresholds.push(level_now[pick] * (others[n - k] - error));
         }
     }
     thresholds.sort_by(|a, b| a.total_cmp(b));
@@ -704,7 +777,8 @@ pub fn plan(
         baseline: baseline.iter().sum::<f64>() / baseline.len() as f64,
         history_to: crate::frames::from_day_number(last),
         method: format!(
-            "{method} (chosen as the campaign's will be, by placebo error); placebo-in-time interval; {PLAN_DRAWS} draws of participating pages"
+            "{method} (chosen as the campaign's will be, by placebo error, among the page's own means, the tenant's other pages{}); placebo-in-time interval; {PLAN_DRAWS} draws of participating pages",
+            if donors.is_some() { " and the national donor pool" } else { "" }
         ),
     })
 }
@@ -784,7 +858,7 @@ mod tests {
         let Interval { lo, hi, level } = est.interval.unwrap();
         assert!(lo < 600.0 && hi > 600.0 && lo > 0.0 && level >= 0.95, "{lo} {hi} {level}");
         assert!(significant(&est));
-        assert!(est.placebos >= 40);
+        assert_eq!(est.placebos, PLACEBOS_FOR_TARGET, "the newest 39 clear windows");
         assert_eq!(est.series.len(), 28 + 2 + 14);
         let short = estimate(&series, &treated, &controls, day(s - 400 + 20), 2, &[]).unwrap_err();
         assert_eq!(short, UpliftError::PrePeriodTooShort { have: 20, need: FIT_DAYS });

@@ -39,11 +39,13 @@ pub const CAMPAIGN_SNAPSHOT_DAYS: i64 = 28;
 
 /// The version of the reports' computation, in the inputs digest of every run: raise it when a change computes any
 /// report row differently (a rule, a column), so the next run is full and no incremental run carries over a row the
-/// previous version computed. 2: post performance updated incrementally, reports stored by month.
-pub const REPORTS_VERSION: u32 = 2;
+/// previous version computed. 2: post performance updated incrementally, reports stored by month. 3: campaigns'
+/// placebo windows are the newest 39 clear ones, up to 60 weeks back.
+pub const REPORTS_VERSION: u32 = 3;
 
-/// Days of history loaded before a campaign for its counterfactual and placebo windows.
-pub const CAMPAIGN_HISTORY_DAYS: i64 = 420;
+/// Days of history loaded before a campaign for its counterfactual and placebo windows: the oldest placebo window's
+/// fit period, and a week's slack.
+pub const CAMPAIGN_HISTORY_DAYS: i64 = (7 * campaign::MAX_PLACEBO_WEEKS + campaign::FIT_DAYS + 7) as i64;
 
 pub struct JobInput {
     /// Jobs write report tables, so they need the operator's scope.
@@ -737,6 +739,35 @@ impl DonorInput {
         };
         let (from, to) =
             (first - Duration::days(CAMPAIGN_HISTORY_DAYS), last + Duration::days(campaign::SERIES_DAYS_AFTER));
+        self.add_blocks(store, scope, from, to).await?;
+        // A day either side: a server may count days in its own zone.
+        let filter = PostFilter {
+            from: Some(first - Duration::days(2)),
+            to: Some(last + Duration::days(1)),
+            ..PostFilter::default()
+        };
+        let posts = store.read_posts(scope, &filter).await?;
+        let tenant = scope.to_string();
+        for c in campaigns {
+            let matched = posts.iter().any(|p| {
+                c.matches(&p.message, &p.permalink, p.post.as_str(), &p.post_type, p.created_time.date_naive())
+            });
+            if matched {
+                self.took_part.entry(campaign_key(c)).or_default().insert(tenant.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one pool tenant's blocks over [from, to], every campaign metric (what a plan needs: nobody has taken part
+    /// in a campaign that has not started).
+    pub async fn add_blocks<S: Store>(
+        &mut self,
+        store: &S,
+        scope: &WriteScope,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<()> {
         let pairs: Vec<(M, P)> = CAMPAIGN_METRICS.iter().map(|(_, m, _)| (*m, P::Day)).collect();
         let filter = FactFilter {
             metrics: pairs.iter().map(|(m, _)| *m).collect(),
@@ -751,21 +782,6 @@ impl DonorInput {
             let facts = frames::Facts::from_rows(&rows, &pairs, &[], &[], to)?;
             for ((name, _, _), series) in CAMPAIGN_METRICS.iter().zip(frames::series_many(&facts.totals, &pairs)?) {
                 self.blocks.entry((*name).to_owned()).or_default().push(crate::donors::Block::of(&tenant, &series));
-            }
-        }
-        // A day either side: a server may count days in its own zone.
-        let filter = PostFilter {
-            from: Some(first - Duration::days(2)),
-            to: Some(last + Duration::days(1)),
-            ..PostFilter::default()
-        };
-        let posts = store.read_posts(scope, &filter).await?;
-        for c in campaigns {
-            let matched = posts.iter().any(|p| {
-                c.matches(&p.message, &p.permalink, p.post.as_str(), &p.post_type, p.created_time.date_naive())
-            });
-            if matched {
-                self.took_part.entry(campaign_key(c)).or_default().insert(tenant.clone());
             }
         }
         Ok(())

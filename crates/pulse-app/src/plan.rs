@@ -74,6 +74,49 @@ pub struct PlanAnswer {
     pub needed: Option<PlanOption>,
 }
 
+/// What a pool tenant's plan was offered of the national donor pool.
+enum PoolRead {
+    NotInPool,
+    Pool(campaign::Donors),
+    /// Fewer than its thresholds of other tenants' pages on the days the plan needs.
+    TooSmall,
+    Unavailable(String),
+}
+
+/// The national donor pool for `tenant`'s plan on one metric over [from, to]: every other pool tenant's blocks (sums
+/// over its pages, never rows: [`pulse_pipelines::donors`]). Nobody has taken part in a campaign that has not started,
+/// so no tenant is left out but the asking one. A pool tenant that cannot be read leaves the pool out of the plan.
+async fn donor_pool<S: Store>(
+    store: &S,
+    config: &Config,
+    tenant: &str,
+    metric: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> PoolRead {
+    let access = config.operator_access();
+    let mut input = pulse_pipelines::jobs::DonorInput::default();
+    for other in config.tenants.iter().filter(|t| t.donor_pool && t.id.as_str() != tenant) {
+        let read = match access.write_scope(other.id.as_str()) {
+            Ok(scope) => input.add_blocks(store, &scope, from, to).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = read {
+            tracing::warn!(
+                tenant = other.id.as_str(),
+                error = %format!("{e:#}"),
+                "the national donor pool is left out of this plan: a tenant in it could not be read"
+            );
+            return PoolRead::Unavailable("a tenant in it could not be read; planning again tries again".to_owned());
+        }
+    }
+    let none = std::collections::BTreeSet::new();
+    match input.blocks.get(metric).and_then(|b| pulse_pipelines::donors::pool(b, tenant, &none)) {
+        Some(d) => PoolRead::Pool(d),
+        None => PoolRead::TooSmall,
+    }
+}
+
 /// A plan for the operator (the CLI).
 pub async fn plan(config: &Config, request: &PlanRequest) -> AppResult<PlanAnswer> {
     let store = open::store(config)?;
@@ -144,6 +187,20 @@ pub async fn plan_on<S: Store>(
         ))
         .at("start"));
     }
+    // A tenant in the national donor pool will have its campaign's estimate offered the pool: so has its plan.
+    let donors = if config.tenant(scope.tenant()).is_some_and(|t| t.donor_pool) {
+        donor_pool(
+            store,
+            config,
+            scope.as_str(),
+            request.metric.as_str(),
+            request.start - Duration::days(back),
+            request.start - Duration::days(1),
+        )
+        .await
+    } else {
+        PoolRead::NotInPool
+    };
     // Other campaigns' windows are kept out of the placebo windows, as the estimate will keep them.
     let exclude: Vec<(i32, i32)> =
         jobs::campaigns_for(&crate::campaigns::effective(store, config, &scope).await?, &scope)
@@ -162,7 +219,11 @@ pub async fn plan_on<S: Store>(
     let tenant = scope.to_string();
     let (asked, options) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let asked = campaign::plan(&series, start, days, share, &exclude, seed).map_err(|e| {
+        let pool = match &donors {
+            PoolRead::Pool(d) => Some(d),
+            _ => None,
+        };
+        let asked = campaign::plan_with_donors(&series, pool, start, days, share, &exclude, seed).map_err(|e| {
             AppError::bad_request(format!("tenant {tenant}, {metric_name} over {days} days from {start}: {e}"))
                 .at("start")
         })?;
@@ -172,11 +233,24 @@ pub async fn plan_on<S: Store>(
             for &d in DAYS_OPTIONS {
                 for &s in SHARE_OPTIONS {
                     // A duration the history cannot plan is left out, not a failure of the plan asked for.
-                    if let Ok(p) = campaign::plan(&series, start, d, s, &exclude, seed) {
+                    if let Ok(p) = campaign::plan_with_donors(&series, pool, start, d, s, &exclude, seed) {
                         let expected = per_page_day * p.participants as f64 * f64::from(d);
                         options.push(PlanOption { plan: p, expected });
                     }
                 }
+            }
+        }
+        // Why a pool tenant's plan had no pool, in its method (as a campaign's estimate says it).
+        let without = match &donors {
+            PoolRead::Unavailable(why) => Some(format!(" (the national donor pool was left out: {why})")),
+            PoolRead::TooSmall => Some(" (the national donor pool has too few other tenants' pages for it)".to_owned()),
+            _ => None,
+        };
+        let (mut asked, mut options) = (asked, options);
+        if let Some(why) = without {
+            asked.method.push_str(&why);
+            for o in &mut options {
+                o.plan.method.push_str(&why);
             }
         }
         Ok::<_, AppError>((asked, options))

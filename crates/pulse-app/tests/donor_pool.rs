@@ -63,6 +63,19 @@ fn methods(results: &[TenantJob]) -> Vec<String> {
         .collect()
 }
 
+/// A plan of tenant case's next campaign (reach, 2 days, 80% of its pages, a target of 5,000).
+async fn plan_of<S: pulse_store::Store>(store: &S, config: &pulse_config::Config) -> pulse_app::plan::PlanAnswer {
+    let request = pulse_app::plan::PlanRequest {
+        tenant: "case".into(),
+        start: chrono::NaiveDate::from_ymd_opt(2018, 3, 10).unwrap(),
+        days: 2,
+        share: 0.8,
+        metric: "reach".into(),
+        target: Some(5000.0),
+    };
+    pulse_app::plan::plan_on(store, config, &config.operator_access(), &request).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_uses_the_pool_of_other_tenants_only_as_sums_and_only_with_three_of_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,6 +133,22 @@ async fn a_campaign_uses_the_pool_of_other_tenants_only_as_sums_and_only_with_th
         assert!(p == "ALL" || own.contains(&p.to_owned()), "row of practice {p} in tenant case's campaign report");
     }
 
+    // A plan for the tenant's next campaign is offered the pool as its estimate will be: the pool's history before the
+    // start only, every other pool tenant (nobody has taken part in a campaign that has not started).
+    let planned = plan_of(&store, &config).await;
+    assert!(
+        planned
+            .plan
+            .method
+            .contains("among the page's own means, the tenant's other pages and the national donor pool"),
+        "{}",
+        planned.plan.method
+    );
+    assert!(!planned.options.is_empty());
+    for o in &planned.options {
+        assert!(o.plan.method.contains("national donor pool"), "{}", o.plan.method);
+    }
+
     // Two other tenants opted in besides the one that took part: no pool (it needs three that did not), and the
     // estimates say nothing of one. The tenant that took part is found by the campaign's matcher over its posts.
     let config = opt_in(&["case", "peer-01", "peer-02", "other"]);
@@ -127,10 +156,21 @@ async fn a_campaign_uses_the_pool_of_other_tenants_only_as_sums_and_only_with_th
     for m in methods(&results) {
         assert!(!m.contains("donor pool"), "{m}");
     }
+    // A plan still has three other tenants (it cannot know who will take part); with two, none.
+    assert!(plan_of(&store, &config).await.plan.method.contains("and the national donor pool"));
+    let planned = plan_of(&store, &opt_in(&["case", "peer-01", "peer-02"])).await;
+    assert!(
+        planned.plan.method.contains("the national donor pool has too few other tenants' pages for it")
+            && !planned.plan.method.contains("and the national donor pool"),
+        "{}",
+        planned.plan.method
+    );
     // The tenant itself not in the pool: it is not offered one, however many others are.
     let config = opt_in(&["peer-01", "peer-02", "peer-03", "peer-04"]);
     let results = run_on(&store, &config, &jobs).await.unwrap();
     for m in methods(&results) {
         assert!(!m.contains("donor pool"), "{m}");
     }
+    let planned = plan_of(&store, &config).await;
+    assert!(!planned.plan.method.contains("donor pool"), "{}", planned.plan.method);
 }
