@@ -385,23 +385,9 @@ fn best_of(scores: &[f64]) -> usize {
     (0..scores.len()).fold(0, |b, i| if scores[i] < scores[b] { i } else { b })
 }
 
-/// Runs every candidate counterfactual on the window's placebo windows and picks the one whose placebo errors stray
-/// least: the page's own weekday means; the ratio to the tenant's non-participating pages (`controls`: their mean per
-/// day and how many they are), when there are enough; the ratio to the national donor pool. Returns the candidate
-/// and the method's description. `planning`: the window is in the future (a plan), so placebo windows need every
-/// participating page rather than those of the window itself.
-#[allow(clippy::too_many_arguments)]
-fn choose<'a>(
-    series: &Series,
-    treated: &[String],
-    (cmean, controls): (&'a BTreeMap<i32, f64>, usize),
-    donors: Option<&'a Donors>,
-    (s, e): (i32, i32),
-    first: i32,
-    exclude: &[(i32, i32)],
-    planning: bool,
-) -> Option<(Candidate<'a>, String)> {
-    let mut candidates = candidates(series, treated, (cmean, controls), donors, (s, e), first, exclude, planning);
+/// Picks among the candidate counterfactuals ([`candidates`]) the one whose placebo errors stray least. Returns it and
+/// the method's description, naming the candidates it was chosen over.
+fn choose(mut candidates: Vec<Candidate<'_>>) -> Option<(Candidate<'_>, String)> {
     if candidates.is_empty() {
         return None;
     }
@@ -427,7 +413,10 @@ fn choose<'a>(
     Some((chosen, method))
 }
 
-/// Every candidate counterfactual (see [`choose`]), each run on the window and its placebo windows.
+/// Every candidate counterfactual, each run on the window and its placebo windows: the page's own weekday means; the
+/// ratio to the tenant's non-participating pages (`controls`: their mean per day and how many they are), when there
+/// are enough; the ratio to the national donor pool. `planning`: the window is in the future (a plan), so placebo
+/// windows need every participating page rather than those of the window itself.
 #[allow(clippy::too_many_arguments)]
 fn candidates<'a>(
     series: &Series,
@@ -535,8 +524,9 @@ pub fn estimate_with_donors(
         return Err(UpliftError::PrePeriodTooShort { have: (s - first).max(0), need: FIT_DAYS });
     }
     let cmean = control_mean(series, controls);
-    let (chosen, method) = choose(series, treated, (&cmean, controls.len()), donors, (s, e), first, exclude, false)
-        .ok_or(UpliftError::NoTreatedData)?;
+    let (chosen, method) =
+        choose(candidates(series, treated, (&cmean, controls.len()), donors, (s, e), first, exclude, false))
+            .ok_or(UpliftError::NoTreatedData)?;
     let reference = chosen.reference;
     let actual = chosen.actual;
     let observed: f64 = actual.values().map(|(o, _)| o).sum();

@@ -63,6 +63,17 @@ fn tenant_of(world: &World, page: usize) -> &str {
     world.tenants[world.practices[world.pages[page].practice].tenant].id.as_str()
 }
 
+/// The series of one tenant's pages.
+fn pages_of(world: &World, series: &Series, tenant: &str) -> Series {
+    let of: BTreeMap<&str, &str> = world.pages.iter().map(|p| (p.id.as_str(), tenant_of(world, p.index))).collect();
+    series.iter().filter(|(p, _)| of[p.as_str()] == tenant).map(|(p, s)| (p.clone(), s.clone())).collect()
+}
+
+/// Every tenant's block of one metric (sums over its pages: what the pool is built from).
+fn tenant_blocks(world: &World, series: &Series) -> Vec<Block> {
+    world.tenants.iter().map(|t| Block::of(t.id.as_str(), &pages_of(world, series, t.id.as_str()))).collect()
+}
+
 #[derive(Default)]
 struct Tally {
     bias: BTreeMap<String, Vec<f64>>,
@@ -85,27 +96,8 @@ fn measure(seeds: std::ops::Range<u64>, use_donors: bool) -> Tally {
         let quiet_series = all_series(&quiet, from, to);
         let windows: Vec<(i32, i32)> =
             world.campaigns.iter().map(|c| (day_number(c.start), day_number(c.start) + c.days as i32 - 1)).collect();
-        let tenant_by_page: BTreeMap<&str, &str> =
-            world.pages.iter().map(|p| (p.id.as_str(), tenant_of(&world, p.index))).collect();
         let blocks_of = |all: &BTreeMap<&'static str, Series>| -> BTreeMap<&'static str, Vec<Block>> {
-            METRICS
-                .iter()
-                .map(|m| {
-                    let blocks = world
-                        .tenants
-                        .iter()
-                        .map(|t| {
-                            let mine: Series = all[m]
-                                .iter()
-                                .filter(|(p, _)| tenant_by_page[p.as_str()] == t.id.as_str())
-                                .map(|(p, s)| (p.clone(), s.clone()))
-                                .collect();
-                            Block::of(t.id.as_str(), &mine)
-                        })
-                        .collect();
-                    (*m, blocks)
-                })
-                .collect()
+            METRICS.iter().map(|m| (*m, tenant_blocks(&world, &all[m]))).collect()
         };
         let blocks = blocks_of(&series);
         let quiet_blocks = blocks_of(&quiet_series);
@@ -310,26 +302,9 @@ fn plans_offered_the_pool_detect_campaigns_of_their_mde_about_80_percent_of_the_
             let from = NaiveDate::from_ymd_opt(2017, 1, 1).unwrap();
             let to = NaiveDate::from_ymd_opt(2018, 5, 22).unwrap();
             let series = all_series(&world, from, to).remove("reach").unwrap();
-            let tenant_by_page: BTreeMap<&str, &str> =
-                world.pages.iter().map(|p| (p.id.as_str(), tenant_of(&world, p.index))).collect();
-            let blocks: Vec<Block> = world
-                .tenants
-                .iter()
-                .map(|t| {
-                    let mine: Series = series
-                        .iter()
-                        .filter(|(p, _)| tenant_by_page[p.as_str()] == t.id.as_str())
-                        .map(|(p, s)| (p.clone(), s.clone()))
-                        .collect();
-                    Block::of(t.id.as_str(), &mine)
-                })
-                .collect();
+            let blocks = tenant_blocks(&world, &series);
             for (ti, tenant) in CASE_TENANTS.iter().enumerate() {
-                let mine: Series = series
-                    .iter()
-                    .filter(|(p, _)| tenant_by_page[p.as_str()] == *tenant)
-                    .map(|(p, s)| (p.clone(), s.clone()))
-                    .collect();
+                let mine = pages_of(&world, &series, tenant);
                 let pages: Vec<String> = mine.keys().cloned().collect();
                 let plan_pool = pool(&blocks, tenant, &Default::default());
                 let took_part: std::collections::BTreeSet<String> =
