@@ -8,7 +8,7 @@ use std::time::Instant;
 use arrow::record_batch::RecordBatch;
 use chrono::{Duration, NaiveDate};
 use polars::prelude::*;
-use pulse_config::WriteScope;
+use pulse_config::{TenantScope, WriteScope};
 use pulse_domain::{CanonicalMetric as M, Period as P, Post, PostInsightSnapshot};
 use pulse_store::report::{
     AGE_BANDS, CAMPAIGN_SERIES, CAMPAIGN_UPLIFT, DATA_QUALITY, POST_PERFORMANCE, REACH_TENANT_WEEKLY, REACH_WEEKLY,
@@ -731,7 +731,7 @@ pub fn campaign_key(c: &Campaign) -> String {
 impl DonorInput {
     /// Adds one pool tenant: its blocks over `campaigns`' histories, windows and plotted days, and which of
     /// `campaigns` (every pool tenant's) its posts matched.
-    pub async fn add_tenant<S: Store>(&mut self, store: &S, scope: &WriteScope, campaigns: &[Campaign]) -> Result<()> {
+    pub async fn add_tenant<S: Store>(&mut self, store: &S, scope: &TenantScope, campaigns: &[Campaign]) -> Result<()> {
         let (Some(first), Some(last)) =
             (campaigns.iter().map(|c| c.start).min(), campaigns.iter().map(|c| from_day_number(c.window().1)).max())
         else {
@@ -764,7 +764,7 @@ impl DonorInput {
     pub async fn add_blocks<S: Store>(
         &mut self,
         store: &S,
-        scope: &WriteScope,
+        scope: &TenantScope,
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<()> {

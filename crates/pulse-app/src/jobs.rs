@@ -214,7 +214,7 @@ async fn attach_donor_pool<S: Store>(store: &S, config: &Config, inputs: &mut [J
     let access = config.operator_access();
     let mut pool = jobs::DonorInput::default();
     for tenant in config.tenants.iter().filter(|t| t.donor_pool) {
-        let read = match access.write_scope(tenant.id.as_str()) {
+        let read = match access.scope(tenant.id.as_str()) {
             Ok(scope) => pool.add_tenant(store, &scope, &campaigns).await.map_err(anyhow::Error::from),
             Err(e) => Err(e.into()),
         };

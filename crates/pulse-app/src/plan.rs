@@ -1,5 +1,6 @@
 //! Campaign planning: before a campaign, how large an effect it could detect with the days and share of pages
 //! planned, and, for a target effect, which durations and shares would detect it. From the tenant's own daily history
+//! (and the national donor pool's, for a tenant in it)
 //! ([`pulse_pipelines::campaign::plan`]: the estimator and interval the campaign will be judged by, run on the
 //! placebo windows before it). Calibration is measured in `pipelines/tests/uplift.rs`.
 
@@ -97,7 +98,8 @@ async fn donor_pool<S: Store>(
     let access = config.operator_access();
     let mut input = pulse_pipelines::jobs::DonorInput::default();
     for other in config.tenants.iter().filter(|t| t.donor_pool && t.id.as_str() != tenant) {
-        let read = match access.write_scope(other.id.as_str()) {
+        // Read access only: the plan may be an analyst's request, and only the blocks' sums leave this function.
+        let read = match access.scope(other.id.as_str()) {
             Ok(scope) => input.add_blocks(store, &scope, from, to).await.map_err(anyhow::Error::from),
             Err(e) => Err(e.into()),
         };

@@ -140,13 +140,13 @@ async fn a_campaign_uses_the_pool_of_other_tenants_only_as_sums_and_only_with_th
         planned
             .plan
             .method
-            .contains("among the page's own means, the tenant's other pages and the national donor pool"),
+            .contains("among the page's own weekday means and the national donor pool (sums over at least 3"),
         "{}",
         planned.plan.method
     );
     assert!(!planned.options.is_empty());
     for o in &planned.options {
-        assert!(o.plan.method.contains("national donor pool"), "{}", o.plan.method);
+        assert!(o.plan.method.contains("and the national donor pool (sums"), "{}", o.plan.method);
     }
 
     // Two other tenants opted in besides the one that took part: no pool (it needs three that did not), and the
@@ -157,11 +157,11 @@ async fn a_campaign_uses_the_pool_of_other_tenants_only_as_sums_and_only_with_th
         assert!(!m.contains("donor pool"), "{m}");
     }
     // A plan still has three other tenants (it cannot know who will take part); with two, none.
-    assert!(plan_of(&store, &config).await.plan.method.contains("and the national donor pool"));
+    assert!(plan_of(&store, &config).await.plan.method.contains("and the national donor pool (sums"));
     let planned = plan_of(&store, &opt_in(&["case", "peer-01", "peer-02"])).await;
     assert!(
         planned.plan.method.contains("the national donor pool has too few other tenants' pages for it")
-            && !planned.plan.method.contains("and the national donor pool"),
+            && !planned.plan.method.contains("and the national donor pool (sums"),
         "{}",
         planned.plan.method
     );

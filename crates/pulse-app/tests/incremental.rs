@@ -121,7 +121,7 @@ async fn daily_runs_equal_a_full_recompute(store: Option<String>) {
     );
 
     // A day later, a week later, and the next day: incremental runs on top of incremental runs. The case study's
-    // campaigns reach over all of its history (a changed day within 420 days before a campaign changes its
+    // campaigns reach over all of its history (a changed day within 483 days before a campaign changes its
     // counterfactual), so these runs recompute them and read every post. Then, without campaigns (the first run after
     // that change is full: the inputs differ), two more days in which post performance is updated from the posts and
     // snapshots fetched since. On two of the days Meta also revised an old post's latest lifetime reach (a post long

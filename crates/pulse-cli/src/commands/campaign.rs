@@ -11,8 +11,8 @@ use pulse_app::plan::{self, PlanRequest};
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
     /// Plan a campaign before it starts: the smallest effect it could detect (80% power, judged by the same 95%
-    /// interval as its uplift report) from the tenant's own history, and with --target the days and share of pages
-    /// that detecting that effect needs.
+    /// interval as its uplift report) from the tenant's own history (and the donor pool's, for a tenant in it), and
+    /// with --target the days and share of pages that detecting that effect needs.
     Plan {
         /// The tenant whose pages take part.
         #[arg(long)]
