@@ -739,7 +739,8 @@ impl DonorInput {
         };
         let (from, to) =
             (first - Duration::days(CAMPAIGN_HISTORY_DAYS), last + Duration::days(campaign::SERIES_DAYS_AFTER));
-        self.add_blocks(store, scope, from, to).await?;
+        let all: Vec<&str> = CAMPAIGN_METRICS.iter().map(|(name, _, _)| *name).collect();
+        self.add_blocks(store, scope, from, to, &all).await?;
         // A day either side: a server may count days in its own zone.
         let filter = PostFilter {
             from: Some(first - Duration::days(2)),
@@ -759,16 +760,22 @@ impl DonorInput {
         Ok(())
     }
 
-    /// Adds one pool tenant's blocks over [from, to], every campaign metric (what a plan needs: nobody has taken part
-    /// in a campaign that has not started).
+    /// Adds one pool tenant's blocks over [from, to] for the campaign metrics named in `metrics` (a plan reads only its
+    /// own: nobody has taken part in a campaign that has not started).
     pub async fn add_blocks<S: Store>(
         &mut self,
         store: &S,
         scope: &TenantScope,
         from: NaiveDate,
         to: NaiveDate,
+        metrics: &[&str],
     ) -> Result<()> {
-        let pairs: Vec<(M, P)> = CAMPAIGN_METRICS.iter().map(|(_, m, _)| (*m, P::Day)).collect();
+        let wanted: Vec<&(&str, M, M)> =
+            CAMPAIGN_METRICS.iter().filter(|(name, _, _)| metrics.contains(name)).collect();
+        let pairs: Vec<(M, P)> = wanted.iter().map(|(_, m, _)| (*m, P::Day)).collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
         let filter = FactFilter {
             metrics: pairs.iter().map(|(m, _)| *m).collect(),
             periods: vec![P::Day],
@@ -780,7 +787,7 @@ impl DonorInput {
         let tenant = scope.to_string();
         if !rows.is_empty() {
             let facts = frames::Facts::from_rows(&rows, &pairs, &[], &[], to)?;
-            for ((name, _, _), series) in CAMPAIGN_METRICS.iter().zip(frames::series_many(&facts.totals, &pairs)?) {
+            for ((name, _, _), series) in wanted.iter().zip(frames::series_many(&facts.totals, &pairs)?) {
                 self.blocks.entry((*name).to_owned()).or_default().push(crate::donors::Block::of(&tenant, &series));
             }
         }

@@ -294,7 +294,9 @@ fn the_counterfactual_is_unbiased_and_its_intervals_cover_per_tenant_and_per_pag
 #[test]
 fn plans_offered_the_pool_detect_campaigns_of_their_mde_about_80_percent_of_the_time() {
     use pulse_pipelines::campaign::plan_with_donors;
-    const PLAN_SEEDS: u64 = 50;
+    // `PULSE_PLAN_SEEDS` for another number of seeds (50 by default, about 25 s; the figures in the README are over
+    // more, with the command there).
+    let plan_seeds: u64 = std::env::var("PULSE_PLAN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
     let measure = |seeds: std::ops::Range<u64>| {
         let (mut detected, mut trials, mut pooled) = (0usize, 0usize, 0usize);
         for seed in seeds {
@@ -343,18 +345,18 @@ fn plans_offered_the_pool_detect_campaigns_of_their_mde_about_80_percent_of_the_
         (detected, trials, pooled)
     };
     let ((d1, t1, p1), (d2, t2, p2)) = std::thread::scope(|s| {
-        let a = s.spawn(|| measure(0..PLAN_SEEDS / 2));
-        let b = measure(PLAN_SEEDS / 2..PLAN_SEEDS);
+        let a = s.spawn(|| measure(0..plan_seeds / 2));
+        let b = measure(plan_seeds / 2..plan_seeds);
         (a.join().unwrap(), b)
     });
     let (detected, trials, pooled) = (d1 + d2, t1 + t2, p1 + p2);
     let rate = detected as f64 / trials as f64;
     println!(
-        "planner calibration with the donor pool over {PLAN_SEEDS} seeds, 85% of pages taking part: {detected}/{trials} campaigns of the planned MDE detected ({:.1}%, the plan promises 80%); the pool chosen for {pooled} of their estimates",
+        "planner calibration with the donor pool over {plan_seeds} seeds, 85% of pages taking part: {detected}/{trials} campaigns of the planned MDE detected ({:.1}%, the plan promises 80%); the pool chosen for {pooled} of their estimates",
         rate * 100.0
     );
-    // The goal is 75-85%. Measured 72.0% (144/200); 74.5% with the plan offered the estimate's own pool, and the
-    // same with the plan offered no pool at all: the estimate that may choose the pool detects less than own means
-    // alone do here (79.5% with no pool on either side). Not met yet (issue 27): this guards against a regression.
+    // The goal is 75-85%: 75.9% (759/1000) over 250 seeds (PULSE_PLAN_SEEDS=250), 72.0% (144/200) over these 50;
+    // the plan is slightly optimistic, for a reason not yet established. This guards against a regression at the
+    // spread of 200 trials (2.8 points).
     assert!((0.70..=0.85).contains(&rate), "detected {rate}");
 }

@@ -100,7 +100,7 @@ async fn donor_pool<S: Store>(
     for other in config.tenants.iter().filter(|t| t.donor_pool && t.id.as_str() != tenant) {
         // Read access only: the plan may be an analyst's request, and only the blocks' sums leave this function.
         let read = match access.scope(other.id.as_str()) {
-            Ok(scope) => input.add_blocks(store, &scope, from, to).await.map_err(anyhow::Error::from),
+            Ok(scope) => input.add_blocks(store, &scope, from, to, &[metric]).await.map_err(anyhow::Error::from),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = read {
@@ -166,6 +166,10 @@ pub async fn plan_on<S: Store>(
 ) -> AppResult<PlanAnswer> {
     let metric = check(request)?;
     let scope = crate::tenant::resolve(access, Some(&request.tenant), "tenant", "name one of your tenants")?;
+    // A plan reads over a year of the tenant's days (and of every other pool tenant's) and runs a few hundred placebo
+    // fits: at most as many at once as the machine has cores, the reads included (a caller that went away leaves its
+    // plan running, holding its permit).
+    let permit = plan_permits().acquire_owned().await.map_err(|e| AppError::from(anyhow::anyhow!("{e}")))?;
     // The longest plan's history: its placebo windows and each one's fit period.
     let longest = DAYS_OPTIONS.iter().copied().chain([request.days]).max().unwrap_or(request.days);
     let back = i64::from(7 * MAX_PLACEBO_WEEKS + FIT_DAYS) + i64::from(longest) + 7;
@@ -213,9 +217,7 @@ pub async fn plan_on<S: Store>(
     let seed = format!("{}|{}", request.tenant, request.start)
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    // The plans are computation (a few hundred placebo fits each): off the async workers, and at most as many at once
-    // as the machine has cores (a caller that went away leaves its plan running, holding its permit).
-    let permit = plan_permits().acquire_owned().await.map_err(|e| AppError::from(anyhow::anyhow!("{e}")))?;
+    // The plans are computation: off the async workers, still holding the permit.
     let (start, days, share, target, metric_name) =
         (request.start, request.days, request.share, request.target, request.metric.clone());
     let tenant = scope.to_string();
