@@ -292,18 +292,18 @@ fn the_counterfactual_is_unbiased_and_its_intervals_cover_per_tenant_and_per_pag
     assert!(null_rate <= 0.05, "null campaigns significant {null_rate}");
 }
 
-/// The planner with the national donor pool among its candidates is calibrated: over 50 seeds of the case-study world
+/// The planner with the national donor pool among its candidates is calibrated: over 250 seeds of the case-study world
 /// without campaigns, each case-study tenant plans both campaign weekends (reach, 2 days, 85% of its pages) with the
 /// pool of every other tenant (a plan cannot know who will take part); a campaign of exactly the planned MDE is then
 /// added to the test's own draw of participating pages (in proportion to each page's level over the 8 weeks before)
 /// and estimated as a campaign would be, with the pool less the other case-study tenant (it took part). The goal is
-/// detection about 80% of the time (75-85%): 200 campaigns, a binomial standard deviation of 2.8 points.
+/// detection about 80% of the time (75-85%): 1,000 campaigns, a binomial standard deviation of 1.3 points.
 #[test]
 fn plans_offered_the_pool_detect_campaigns_of_their_mde_about_80_percent_of_the_time() {
     use pulse_pipelines::campaign::plan_with_donors;
-    // `PULSE_PLAN_SEEDS` for another number of seeds (50 by default, about 25 s; the figures in the README are over
-    // more, with the command there).
-    let plan_seeds: u64 = std::env::var("PULSE_PLAN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    // `PULSE_PLAN_SEEDS` for another number of seeds (250 by default, about 2 minutes on 2 cores: 50 seeds' 200
+    // trials resolve the rate only to 2.8 points, 1,000 trials to 1.4).
+    let plan_seeds: u64 = std::env::var("PULSE_PLAN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(250);
     let measure = |seeds: std::ops::Range<u64>| {
         let (mut detected, mut trials, mut pooled) = (0usize, 0usize, 0usize);
         for seed in seeds {
@@ -362,8 +362,7 @@ fn plans_offered_the_pool_detect_campaigns_of_their_mde_about_80_percent_of_the_
         "planner calibration with the donor pool over {plan_seeds} seeds, 85% of pages taking part: {detected}/{trials} campaigns of the planned MDE detected ({:.1}%, the plan promises 80%); the pool chosen for {pooled} of their estimates",
         rate * 100.0
     );
-    // The goal is 75-85%: 75.9% (759/1000) over 250 seeds (PULSE_PLAN_SEEDS=250), 72.0% (144/200) over these 50;
-    // the plan is slightly optimistic, for a reason not yet established. This guards against a regression at the
-    // spread of 200 trials (2.8 points).
-    assert!((0.70..=0.85).contains(&rate), "detected {rate}");
+    // The goal is 75-85%: 75.9% (759/1000) over the 250 seeds (the first 50 alone: 72.0%, 144/200). Inside it, but
+    // below the 80% promised: a pool tenant's plan is slightly optimistic, for a reason not yet established.
+    assert!((0.75..=0.85).contains(&rate), "detected {rate}");
 }
