@@ -81,36 +81,47 @@ fn source_cells(facts: &DataFrame, to: NaiveDate) -> Result<Vec<SourceCells>> {
         (s("practice_code")?, s("page_id")?, s("metric")?, s("period")?, s("breakdown")?);
     let values = f.column("value")?.f64()?.clone();
     let days = f.column("day_n")?.i32()?.clone();
-    let source_of = |i: usize| {
-        SOURCES.iter().position(|(m, p, _)| metrics.get(i) == Some(m.as_str()) && periods.get(i) == Some(p.as_str()))
-    };
+    // Each row's source, once per row (zipped iterators throughout: `get(i)` on columns of many chunks finds the
+    // chunk of every row anew).
+    let sources: Vec<Option<usize>> = metrics
+        .iter()
+        .zip(periods.iter())
+        .map(|(m, p)| SOURCES.iter().position(|(sm, sp, _)| m == Some(sm.as_str()) && p == Some(sp.as_str())))
+        .collect();
     // Each (source, page)'s latest day in the last week (the latest window; see `frames::Facts`).
     let last_week = day_number(to) - 6;
     let mut latest_day: BTreeMap<(usize, &str), i32> = BTreeMap::new();
-    for i in 0..f.height() {
-        if let (Some(src), Some(page), Some(d)) = (source_of(i), pages.get(i), days.get(i))
+    for ((src, page), d) in sources.iter().zip(pages.iter()).zip(days.iter()) {
+        if let (Some(src), Some(page), Some(d)) = (src, page, d)
             && d >= last_week
         {
-            let e = latest_day.entry((src, page)).or_insert(d);
+            let e = latest_day.entry((*src, page)).or_insert(d);
             *e = (*e).max(d);
         }
     }
     let mut out: Vec<SourceCells> = SOURCES.iter().map(|_| SourceCells::default()).collect();
-    for i in 0..f.height() {
-        let (Some(src), Some(p), Some(page), Some(k), Some(v), Some(d)) =
-            (source_of(i), practices.get(i), pages.get(i), keys.get(i), values.get(i), days.get(i))
-        else {
+    let rows =
+        sources.iter().zip(practices.iter()).zip(pages.iter()).zip(keys.iter()).zip(values.iter()).zip(days.iter());
+    for (((((src, p), page), k), v), d) in rows {
+        let (Some(src), Some(p), Some(page), Some(k), Some(v), Some(d)) = (*src, p, page, k, v, d) else {
             continue;
         };
         let Ok(key) = k.parse::<AgeGenderKey>() else { continue };
         let band = AgeBand::ALL.iter().position(|b| *b == key.band).expect("a band");
         let g = gender_index(key.gender);
         let cells = &mut out[src];
+        // The practice's key is allocated once per map, not once per row.
+        fn cell<'m>(map: &'m mut BTreeMap<String, [[f64; 3]; 7]>, p: &str) -> &'m mut [[f64; 3]; 7] {
+            if !map.contains_key(p) {
+                map.insert(p.to_owned(), [[0.0; 3]; 7]);
+            }
+            map.get_mut(p).expect("just inserted")
+        }
         if d % 7 == 3 {
-            cells.sundays.entry(d).or_default().entry(p.to_owned()).or_insert([[0.0; 3]; 7])[band][g] += v;
+            cell(cells.sundays.entry(d).or_default(), p)[band][g] += v;
         }
         if latest_day.get(&(src, page)) == Some(&d) {
-            cells.latest.entry(p.to_owned()).or_insert([[0.0; 3]; 7])[band][g] += v;
+            cell(&mut cells.latest, p)[band][g] += v;
             cells.latest_end = Some(cells.latest_end.map_or(d, |e| e.max(d)));
         }
     }

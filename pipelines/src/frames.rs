@@ -296,10 +296,11 @@ pub fn series_many(
     // Rows come grouped by metric, period and page (the lake writes them so; any order is still right): the pair's
     // index and the page's key are looked up once per run of equal values, not once per row.
     let mut last: Option<(&str, &str, usize)> = None;
-    for i in 0..f.height() {
-        let (Some(p), Some(m), Some(per), Some(d), Some(v)) =
-            (pages.get(i), metrics.get(i), periods.get(i), days.get(i), values.get(i))
-        else {
+    // Zipped iterators, not `get(i)`: a column read from many files has many chunks, and `get` finds the chunk of
+    // each row anew (a quarter of the job's time at national scale, `perf` showed).
+    let rows = pages.iter().zip(metrics.iter()).zip(periods.iter()).zip(days.iter()).zip(values.iter());
+    for ((((p, m), per), d), v) in rows {
+        let (Some(p), Some(m), Some(per), Some(d), Some(v)) = (p, m, per, d, v) else {
             continue;
         };
         let k = match last {

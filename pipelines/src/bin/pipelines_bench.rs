@@ -279,6 +279,8 @@ fn main() -> Result<()> {
     let (mut rows, mut out_rows, mut uplift_rows) = (0usize, 0usize, 0usize);
     // Seconds spent loading and computing, summed over tenants: where the time goes.
     let (mut load_s, mut compute_s) = (0.0, 0.0);
+    // The job's own phases, summed over tenants (uplift runs beside the others: its lap is the time waited for it).
+    let mut phases: std::collections::BTreeMap<String, f64> = Default::default();
     for scope in access.write_scopes() {
         let lap = Instant::now();
         let input = JobInput {
@@ -296,8 +298,11 @@ fn main() -> Result<()> {
         rows += loaded.facts.height();
         load_s += lap.elapsed().as_secs_f64();
         let lap = Instant::now();
-        let (tables, _) = jobs::compute(&loaded, from, to, &jobs::Campaigns::all(&campaigns), None)?;
+        let (tables, summary) = jobs::compute(&loaded, from, to, &jobs::Campaigns::all(&campaigns), None)?;
         compute_s += lap.elapsed().as_secs_f64();
+        for (phase, secs) in loaded.phases.iter().chain(&summary.phases) {
+            *phases.entry((*phase).to_owned()).or_insert(0.0) += secs;
+        }
         for (table, df) in &tables {
             out_rows += df.height();
             if table.name == pulse_store::report::CAMPAIGN_UPLIFT.name {
@@ -307,10 +312,11 @@ fn main() -> Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "{{\"tenants\": {}, \"campaigns\": {}, \"facts_loaded\": {rows}, \"report_rows\": {out_rows}, \"uplift_rows\": {uplift_rows}, \"seconds\": {secs:.2}, \"load_seconds\": {load_s:.2}, \"compute_seconds\": {compute_s:.2}, \"peak_rss_mib\": {:.0}}}",
+        "{{\"tenants\": {}, \"campaigns\": {}, \"facts_loaded\": {rows}, \"report_rows\": {out_rows}, \"uplift_rows\": {uplift_rows}, \"seconds\": {secs:.2}, \"load_seconds\": {load_s:.2}, \"compute_seconds\": {compute_s:.2}, \"peak_rss_mib\": {:.0}, \"phases\": {{{}}}}}",
         tenants.len(),
         campaigns.len(),
-        peak_rss_mib()
+        peak_rss_mib(),
+        phases.iter().map(|(p, s)| format!("\"{p}\": {s:.2}")).collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }
