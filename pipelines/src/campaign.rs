@@ -285,7 +285,7 @@ fn window_effect(
 /// The placebo windows of a window [s, e]: the same length, starting on the same weekday, entirely before it, from at
 /// most [`MAX_PLACEBO_WEEKS`] before and with a full fit period after `first`, clear of other campaigns' windows and
 /// their tails; each with its pages' (observed, counterfactual), newest first, computed as they are taken: the caller
-/// keeps the newest [`PLACEBOS_FOR_TARGET`] of those complete enough.
+/// keeps the newest [`PLACEBOS_FOR_TARGET`] of those complete enough (a plan one more: see `candidates`).
 fn placebo_windows<'a>(
     series: &'a Series,
     treated: &'a [String],
@@ -608,7 +608,8 @@ pub struct Plan {
     pub share: f64,
     pub pages: usize,
     pub participants: usize,
-    /// Placebo windows per draw of participating pages (the campaign's own interval will have about as many).
+    /// The placebo windows the campaign's own interval will have: the fewest of any draw, at most
+    /// [`PLACEBOS_FOR_TARGET`] (a plan takes one more, so that each window judged against the others has as many).
     pub placebos: usize,
     /// The level of the interval the campaign will be judged by (0.95 with enough placebo windows).
     pub level: f64,
