@@ -211,6 +211,34 @@ SELECT count(*) FROM (
 out += con.execute("""
 SELECT count(*) FROM (SELECT tenant, week_end, count(*), sum(reach), sum(engaged_users), sum(views), sum(engagements),
                              sum(followers), median(reach) FROM weekly GROUP BY ALL)""").fetchone()[0]
+# Age bands, as `age_bands::age_bands` keeps them: every Sunday's 28-day window in the range (each from the best
+# source it has: engaged, then reached, then followers), per practice and per tenant, with each band's share and the
+# small-cell suppression; then each page's latest window (below).
+out += con.execute("""
+SELECT count(*) FROM (
+  WITH cells AS (
+    SELECT tenant, n, practice_code, split_part(breakdown, '.', 2) AS band,
+           CASE metric WHEN 'page_engaged_by_age_gender' THEN 0 WHEN 'page_reach_by_age_gender' THEN 1 ELSE 2 END AS src,
+           sum(value) FILTER (WHERE split_part(breakdown, '.', 1) = 'F') AS female,
+           sum(value) FILTER (WHERE split_part(breakdown, '.', 1) = 'M') AS male,
+           sum(value) FILTER (WHERE split_part(breakdown, '.', 1) = 'U') AS unknown
+    FROM f
+    WHERE breakdown <> '' AND n % 7 = 3 AND (
+          (metric IN ('page_engaged_by_age_gender', 'page_reach_by_age_gender') AND period = 'days_28')
+       OR (metric = 'page_followers_by_age_gender' AND period = 'day'))
+    GROUP BY ALL),
+  best AS (SELECT tenant, n, min(src) AS src FROM cells GROUP BY ALL),
+  kept AS (SELECT c.* FROM cells c JOIN best b USING (tenant, n, src)),
+  levels AS (
+    SELECT tenant, n, practice_code, band, female, male, unknown FROM kept
+    UNION ALL
+    SELECT tenant, n, 'ALL', band, sum(female), sum(male), sum(unknown) FROM kept GROUP BY ALL),
+  people AS (SELECT *, coalesce(female, 0) + coalesce(male, 0) + coalesce(unknown, 0) AS people FROM levels)
+  SELECT tenant, n, practice_code, band,
+         CASE WHEN people >= 10 THEN female END, CASE WHEN people >= 10 THEN male END,
+         CASE WHEN people >= 10 THEN unknown END, CASE WHEN people >= 10 THEN people END,
+         CASE WHEN people >= 10 THEN people / nullif(sum(people) OVER (PARTITION BY tenant, n, practice_code), 0) END
+  FROM people)""").fetchone()[0]
 out += con.execute("""
 SELECT count(*) FROM (
   SELECT tenant, practice_code, split_part(breakdown, '.', 2) AS band, split_part(breakdown, '.', 1) AS sex, sum(value)

@@ -6,7 +6,7 @@
 //! not people, so no penetration). Meta withholds breakdowns below 100 people; we suppress bands below
 //! [`SMALL_CELL`] people ourselves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -88,42 +88,84 @@ fn source_cells(facts: &DataFrame, to: NaiveDate) -> Result<Vec<SourceCells>> {
         .zip(periods.iter())
         .map(|(m, p)| SOURCES.iter().position(|(sm, sp, _)| m == Some(sm.as_str()) && p == Some(sp.as_str())))
         .collect();
-    // Each (source, page)'s latest day in the last week (the latest window; see `frames::Facts`).
-    let last_week = day_number(to) - 6;
-    let mut latest_day: BTreeMap<(usize, &str), i32> = BTreeMap::new();
-    for ((src, page), d) in sources.iter().zip(pages.iter()).zip(days.iter()) {
-        if let (Some(src), Some(page), Some(d)) = (src, page, d)
-            && d >= last_week
-        {
-            let e = latest_day.entry((*src, page)).or_insert(d);
-            *e = (*e).max(d);
-        }
+    // Practices, pages and breakdown keys interned once (a tenant has a few hundred of each, and millions of rows):
+    // the per-row work is then array indexing, not string comparisons in ordered maps or parsing of keys.
+    let mut practice_ix: HashMap<&str, usize> = HashMap::new();
+    let mut practice_names: Vec<&str> = Vec::new();
+    let mut page_ix: HashMap<&str, usize> = HashMap::new();
+    let mut key_ix: HashMap<&str, Option<(usize, usize)>> = HashMap::new();
+    // Each row, interned (24 bytes); rows of no source or key dropped.
+    struct Row {
+        value: f64,
+        practice: u32,
+        page: u32,
+        day: i32,
+        src: u8,
+        band: u8,
+        gender: u8,
     }
-    let mut out: Vec<SourceCells> = SOURCES.iter().map(|_| SourceCells::default()).collect();
+    let mut interned: Vec<Row> = Vec::new();
     let rows =
         sources.iter().zip(practices.iter()).zip(pages.iter()).zip(keys.iter()).zip(values.iter()).zip(days.iter());
     for (((((src, p), page), k), v), d) in rows {
         let (Some(src), Some(p), Some(page), Some(k), Some(v), Some(d)) = (*src, p, page, k, v, d) else {
             continue;
         };
-        let Ok(key) = k.parse::<AgeGenderKey>() else { continue };
-        let band = AgeBand::ALL.iter().position(|b| *b == key.band).expect("a band");
-        let g = gender_index(key.gender);
-        let cells = &mut out[src];
-        // The practice's key is allocated once per map, not once per row.
-        fn cell<'m>(map: &'m mut BTreeMap<String, [[f64; 3]; 7]>, p: &str) -> &'m mut [[f64; 3]; 7] {
-            if !map.contains_key(p) {
-                map.insert(p.to_owned(), [[0.0; 3]; 7]);
-            }
-            map.get_mut(p).expect("just inserted")
+        let parsed = *key_ix.entry(k).or_insert_with(|| {
+            k.parse::<AgeGenderKey>().ok().map(|key| {
+                (AgeBand::ALL.iter().position(|b| *b == key.band).expect("a band"), gender_index(key.gender))
+            })
+        });
+        let Some((band, g)) = parsed else { continue };
+        let next = practice_names.len();
+        let pi = *practice_ix.entry(p).or_insert_with(|| {
+            practice_names.push(p);
+            next
+        });
+        let next = page_ix.len();
+        let gi = *page_ix.entry(page).or_insert(next);
+        interned.push(Row {
+            value: v,
+            practice: pi as u32,
+            page: gi as u32,
+            day: d,
+            src: src as u8,
+            band: band as u8,
+            gender: g as u8,
+        });
+    }
+    // Each (source, page)'s latest day in the last week (the latest window; see `frames::Facts`).
+    let last_week = day_number(to) - 6;
+    let mut latest_day: Vec<Vec<Option<i32>>> = vec![vec![None; page_ix.len()]; SOURCES.len()];
+    for r in &interned {
+        if r.day >= last_week {
+            let (d, e) = (r.day, &mut latest_day[r.src as usize][r.page as usize]);
+            *e = Some(e.map_or(d, |x| x.max(d)));
         }
+    }
+    // Cells per practice index: each Sunday's, and the latest window's.
+    type Flat = Vec<Option<[[f64; 3]; 7]>>;
+    let n = practice_names.len();
+    let mut sundays: Vec<BTreeMap<i32, Flat>> = SOURCES.iter().map(|_| BTreeMap::new()).collect();
+    let mut latest: Vec<Flat> = SOURCES.iter().map(|_| vec![None; n]).collect();
+    let mut out: Vec<SourceCells> = SOURCES.iter().map(|_| SourceCells::default()).collect();
+    for r in &interned {
+        let (src, pi, page, d, v) = (r.src as usize, r.practice as usize, r.page as usize, r.day, r.value);
+        let (band, g) = (r.band as usize, r.gender as usize);
         if d % 7 == 3 {
-            cell(cells.sundays.entry(d).or_default(), p)[band][g] += v;
+            sundays[src].entry(d).or_insert_with(|| vec![None; n])[pi].get_or_insert([[0.0; 3]; 7])[band][g] += v;
         }
-        if latest_day.get(&(src, page)) == Some(&d) {
-            cell(&mut cells.latest, p)[band][g] += v;
-            cells.latest_end = Some(cells.latest_end.map_or(d, |e| e.max(d)));
+        if latest_day[src][page] == Some(d) {
+            latest[src][pi].get_or_insert([[0.0; 3]; 7])[band][g] += v;
+            out[src].latest_end = Some(out[src].latest_end.map_or(d, |e| e.max(d)));
         }
+    }
+    let named = |flat: Flat| -> Cells {
+        flat.into_iter().enumerate().filter_map(|(i, c)| c.map(|c| (practice_names[i].to_owned(), c))).collect()
+    };
+    for (src, (days, last)) in sundays.into_iter().zip(latest).enumerate() {
+        out[src].sundays = days.into_iter().map(|(d, flat)| (d, named(flat))).collect();
+        out[src].latest = named(last);
     }
     Ok(out)
 }

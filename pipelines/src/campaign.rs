@@ -368,6 +368,16 @@ impl Candidate<'_> {
     }
 }
 
+/// A placebo window's counterfactual total against the mean of the [`RECENT_WINDOWS`] windows before it (newest
+/// first, so those after it in `placebos`): how far a window's level strays from the recent level a plan scales by.
+/// 1 for the oldest window, which has none before it.
+fn level_ratio(placebos: &[BTreeMap<String, (f64, f64)>], at: usize) -> f64 {
+    let total = |w: &BTreeMap<String, (f64, f64)>| w.values().map(|(_, c)| c).sum::<f64>();
+    let before = &placebos[(at + 1).min(placebos.len())..(at + 1 + RECENT_WINDOWS).min(placebos.len())];
+    let level = before.iter().map(total).sum::<f64>() / before.len().max(1) as f64;
+    if before.is_empty() || level <= 0.0 { 1.0 } else { total(&placebos[at]) / level }
+}
+
 /// The mean absolute deviation of sorted errors from their median (infinite with fewer than [`MIN_PLACEBOS`]).
 fn spread(sorted: &[f64]) -> f64 {
     if sorted.len() < MIN_PLACEBOS {
@@ -737,29 +747,40 @@ pub fn plan_with_donors(
         // interval would make the plan promise more than the estimate delivers. The window's error under the method
         // chosen is set against the interval's upper bound from that method's other windows (the k-th largest).
         for (w, _) in &chosen.by_window {
-            let rests: Vec<Vec<f64>> = all
+            // The campaign's estimate picks among the candidates that can estimate its own window: here, those with
+            // an error for the window playing it (a candidate whose counterfactual is not positive there, or that
+            // lacks a day of it, would not be offered). None: the campaign would have no estimate, a miss.
+            let able: Vec<usize> = (0..all.len()).filter(|&i| all[i].by_window.iter().any(|(x, _)| x == w)).collect();
+            let rests: Vec<Vec<f64>> = able
                 .iter()
-                .map(|c| {
-                    let mut r: Vec<f64> = c.by_window.iter().filter(|(x, _)| x != w).map(|(_, e)| *e).collect();
+                .map(|&i| {
+                    let mut r: Vec<f64> = all[i].by_window.iter().filter(|(x, _)| x != w).map(|(_, e)| *e).collect();
                     r.sort_by(|a, b| a.total_cmp(b));
                     r
                 })
                 .collect();
-            let pick = best_of(&rests.iter().map(|r| spread(r)).collect::<Vec<_>>());
-            // The method picked may have no error for this window (its counterfactual not positive there): the
-            // campaign would have had no usable estimate from it, so the trial counts as a miss.
-            let Some(error) = all[pick].by_window.iter().find(|(x, _)| x == w).map(|(_, e)| *e) else {
+            if able.is_empty() {
                 thresholds.push(f64::INFINITY);
                 continue;
-            };
-            let others = &rests[pick];
+            }
+            let j = best_of(&rests.iter().map(|r| spread(r)).collect::<Vec<_>>());
+            let pick = able[j];
+            let at = all[pick].by_window.iter().position(|(x, _)| x == w).expect("an able candidate has the window");
+            let error = all[pick].by_window[at].1;
+            let others = &rests[j];
             let n = others.len();
             if n < MIN_PLACEBOS {
                 thresholds.push(f64::INFINITY);
                 continue;
             }
-            let k = conformal_k(n + 1, TARGET_LEVEL).min(n);
-            thresholds.push(level_now[pick] * (others[n - k] - error));
+            // The others are the trial's placebo windows, as the campaign's own are its: the same order statistic.
+            let k = conformal_k(n, TARGET_LEVEL).min(n);
+            // An effect is judged relative to its window's counterfactual, and the campaign's will not be exactly
+            // today's level: the window's counterfactual against the level of the windows just before it says how
+            // far it strays, and the trial carries that (a plan that assumed the level exact would be optimistic by
+            // the spread of the level's own weekly swings).
+            let ratio = level_ratio(&all[pick].placebos, at);
+            thresholds.push(level_now[pick] * ratio * (others[n - k] - error));
         }
     }
     thresholds.sort_by(|a, b| a.total_cmp(b));
@@ -798,6 +819,24 @@ mod tests {
 
     fn day(d: i32) -> NaiveDate {
         crate::frames::from_day_number(d)
+    }
+
+    #[test]
+    fn a_trial_is_scaled_by_how_far_its_window_strays_from_the_four_before_it() {
+        // Counterfactual totals per window, newest first; two pages each.
+        let window = |total: f64| -> BTreeMap<String, (f64, f64)> {
+            [("a".to_owned(), (0.0, total * 0.25)), ("b".to_owned(), (0.0, total * 0.75))].into_iter().collect()
+        };
+        let placebos: Vec<_> = [120.0, 100.0, 80.0, 120.0, 100.0, 50.0, 0.0].into_iter().map(window).collect();
+        // The newest against the mean of the next four (100): 1.2.
+        assert!((level_ratio(&placebos, 0) - 1.2).abs() < 1e-12);
+        // The second against (80 + 120 + 100 + 50) / 4 = 87.5.
+        assert!((level_ratio(&placebos, 1) - 100.0 / 87.5).abs() < 1e-12);
+        // Fewer than four before it: the mean of those there are; the oldest has none, and one whose windows before
+        // it have no level is not scaled.
+        assert!((level_ratio(&placebos, 4) - 100.0 / 25.0).abs() < 1e-12);
+        assert_eq!(level_ratio(&placebos, 5), 1.0);
+        assert_eq!(level_ratio(&placebos, 6), 1.0);
     }
 
     #[test]
