@@ -6,7 +6,7 @@
 //! not people, so no penetration). Meta withholds breakdowns below 100 people; we suppress bands below
 //! [`SMALL_CELL`] people ourselves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -90,10 +90,10 @@ fn source_cells(facts: &DataFrame, to: NaiveDate) -> Result<Vec<SourceCells>> {
         .collect();
     // Practices, pages and breakdown keys interned once (a tenant has a few hundred of each, and millions of rows):
     // the per-row work is then array indexing, not string comparisons in ordered maps or parsing of keys.
-    let mut practice_ix: HashMap<&str, usize> = HashMap::new();
+    let mut practice_ix: PlHashMap<&str, usize> = PlHashMap::new();
     let mut practice_names: Vec<&str> = Vec::new();
-    let mut page_ix: HashMap<&str, usize> = HashMap::new();
-    let mut key_ix: HashMap<&str, Option<(usize, usize)>> = HashMap::new();
+    let mut page_ix: PlHashMap<&str, usize> = PlHashMap::new();
+    let mut key_ix: PlHashMap<&str, Option<(usize, usize)>> = PlHashMap::new();
     // Each row, interned (24 bytes); rows of no source or key dropped.
     struct Row {
         value: f64,
