@@ -380,3 +380,115 @@ pub fn age_bands(
     let latest = windows.values().next_back().map(|(_, l)| (*l).to_owned()).unwrap_or_default();
     Ok((rows.frame()?, latest))
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use pulse_domain::{ApiVersion, PageInsightFact};
+
+    use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn fact(practice: &str, page: &str, metric: M, period: P, on: &str, key: &str, value: f64) -> PageInsightFact {
+        PageInsightFact {
+            practice: practice.parse().unwrap(),
+            page: page.parse().unwrap(),
+            metric,
+            graph_metric: "",
+            period,
+            day: day(on),
+            breakdown: key.into(),
+            value,
+            api_version: ApiVersion::new(2, 12),
+            fetched_at: Utc::now(),
+        }
+    }
+
+    /// (female, male, unknown, source) of one practice's band in one window; None when the practice has no row.
+    fn cell(
+        df: &DataFrame,
+        practice: &str,
+        end: &str,
+        band: &str,
+    ) -> Option<(Option<f64>, Option<f64>, Option<f64>, String)> {
+        let hit = df
+            .clone()
+            .lazy()
+            .filter(
+                col("level")
+                    .eq(lit("practice"))
+                    .and(col("practice_code").eq(lit(practice)))
+                    .and(col("window_end").eq(lit(day(end))))
+                    .and(col("age_band").eq(lit(band))),
+            )
+            .collect()
+            .unwrap();
+        if hit.height() == 0 {
+            return None;
+        }
+        assert_eq!(hit.height(), 1, "{hit}");
+        let f = |c: &str| hit.column(c).unwrap().f64().unwrap().get(0);
+        let source = hit.column("source").unwrap().str().unwrap().get(0).unwrap().to_owned();
+        Some((f("female"), f("male"), f("unknown"), source))
+    }
+
+    #[test]
+    fn windows_sum_a_practice_s_pages_from_the_best_source_and_the_latest_is_each_page_s_own_latest_day() {
+        let (engaged, reach) = ((M::PageEngagedByAgeGender, P::Days28), (M::PageReachByAgeGender, P::Days28));
+        let (a, b, c) = ("100000000001", "100000000002", "100000000003");
+        let rows = [
+            // Sunday 11 March: only reach has it.
+            ("M83001", a, reach, "2018-03-11", "F.18-24", 40.0),
+            // Sunday 18 March: engaged, two pages of one practice summed; reach's figure for it is not used.
+            ("M83001", a, engaged, "2018-03-18", "F.25-34", 30.0),
+            ("M83001", a, engaged, "2018-03-18", "M.25-34", 20.0),
+            ("M83001", b, engaged, "2018-03-18", "F.25-34", 5.0),
+            ("M83002", c, engaged, "2018-03-18", "U.65+", 12.0),
+            ("M83001", a, reach, "2018-03-18", "F.25-34", 1000.0),
+            // The last week before Wednesday 28 March: Sunday 25th is kept; page a's latest is the 27th, c's the 26th.
+            ("M83001", a, engaged, "2018-03-25", "F.25-34", 50.0),
+            ("M83001", a, engaged, "2018-03-26", "F.25-34", 999.0),
+            ("M83001", a, engaged, "2018-03-27", "F.25-34", 60.0),
+            ("M83002", c, engaged, "2018-03-26", "U.65+", 15.0),
+            // A key that is not an age/gender key is skipped; a day after the range is not read.
+            ("M83001", a, engaged, "2018-03-27", "X.99", 7.0),
+            ("M83001", a, engaged, "2018-03-29", "F.25-34", 70.0),
+        ];
+        let facts: Vec<PageInsightFact> =
+            rows.iter().map(|(pr, pg, (m, p), on, k, v)| fact(pr, pg, *m, *p, on, k, *v)).collect();
+        let df = crate::frames::facts_frame(&facts).unwrap();
+        let (out, latest) = age_bands(&df, &[], None, day("2018-03-28")).unwrap();
+        let (engaged_label, reach_label) = (SOURCES[0].2.to_owned(), SOURCES[1].2.to_owned());
+        assert_eq!(latest, engaged_label);
+        assert_eq!(cell(&out, "M83001", "2018-03-11", "18-24"), Some((Some(40.0), Some(0.0), Some(0.0), reach_label)));
+        assert_eq!(
+            cell(&out, "M83001", "2018-03-18", "25-34"),
+            Some((Some(35.0), Some(20.0), Some(0.0), engaged_label.clone()))
+        );
+        assert_eq!(
+            cell(&out, "M83002", "2018-03-18", "65+"),
+            Some((Some(0.0), Some(0.0), Some(12.0), engaged_label.clone()))
+        );
+        assert_eq!(
+            cell(&out, "M83001", "2018-03-25", "25-34"),
+            Some((Some(50.0), Some(0.0), Some(0.0), engaged_label.clone()))
+        );
+        // The second practice has no window ending on the 25th, and no row for it.
+        assert_eq!(cell(&out, "M83002", "2018-03-25", "65+"), None);
+        // The latest window ends on the latest page's day, each page from its own latest day.
+        assert_eq!(
+            cell(&out, "M83001", "2018-03-27", "25-34"),
+            Some((Some(60.0), Some(0.0), Some(0.0), engaged_label.clone()))
+        );
+        assert_eq!(cell(&out, "M83002", "2018-03-27", "65+"), Some((Some(0.0), Some(0.0), Some(15.0), engaged_label)));
+        // Four windows: the 11th, 18th, 25th and the 27th; seven bands per practice and a tenant row each.
+        let ends = out.column("window_end").unwrap().n_unique().unwrap();
+        assert_eq!(ends, 4);
+        assert_eq!(out.height(), 7 * (1 + 2 + 1 + 2) + 7 * 4);
+        // Bands of fewer than 10 people are suppressed.
+        assert_eq!(cell(&out, "M83001", "2018-03-18", "13-17"), Some((None, None, None, SOURCES[0].2.to_owned())));
+    }
+}
