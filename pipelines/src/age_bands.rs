@@ -453,8 +453,13 @@ mod tests {
             ("M83001", a, engaged, "2018-03-26", "F.25-34", 999.0),
             ("M83001", a, engaged, "2018-03-27", "F.25-34", 60.0),
             ("M83002", c, engaged, "2018-03-26", "U.65+", 15.0),
-            // A key that is not an age/gender key is skipped; a day after the range is not read.
+            // Page b of the same practice has its own latest day, the 26th; a band of 5 people is suppressed.
+            ("M83001", b, engaged, "2018-03-26", "F.25-34", 8.0),
+            ("M83001", b, engaged, "2018-03-26", "M.45-54", 5.0),
+            // A key that is not an age/gender key is skipped, and does not make its day a page's latest (page c's
+            // latest stays the 26th); a day after the range is not read.
             ("M83001", a, engaged, "2018-03-27", "X.99", 7.0),
+            ("M83002", c, engaged, "2018-03-27", "X.99", 7.0),
             ("M83001", a, engaged, "2018-03-29", "F.25-34", 70.0),
         ];
         let facts: Vec<PageInsightFact> =
@@ -481,8 +486,9 @@ mod tests {
         // The latest window ends on the latest page's day, each page from its own latest day.
         assert_eq!(
             cell(&out, "M83001", "2018-03-27", "25-34"),
-            Some((Some(60.0), Some(0.0), Some(0.0), engaged_label.clone()))
+            Some((Some(68.0), Some(0.0), Some(0.0), engaged_label.clone()))
         );
+        assert_eq!(cell(&out, "M83001", "2018-03-27", "45-54"), Some((None, None, None, engaged_label.clone())));
         assert_eq!(cell(&out, "M83002", "2018-03-27", "65+"), Some((Some(0.0), Some(0.0), Some(15.0), engaged_label)));
         // Four windows: the 11th, 18th, 25th and the 27th; seven bands per practice and a tenant row each.
         let ends = out.column("window_end").unwrap().n_unique().unwrap();

@@ -368,13 +368,18 @@ impl Candidate<'_> {
     }
 }
 
-/// A placebo window's counterfactual total against the mean of the [`RECENT_WINDOWS`] windows before it (newest
-/// first, so those after it in `placebos`): how far a window's level strays from the recent level a plan scales by.
-/// 1 for the oldest window, which has none before it.
-fn level_ratio(placebos: &[BTreeMap<String, (f64, f64)>], at: usize) -> f64 {
+/// A placebo window's counterfactual total against the mean of the [`RECENT_WINDOWS`] newest windows that end before
+/// it starts (placebos are newest first, `starts` their first days, `len` their length): how far a window's level
+/// strays from the recent level a plan scales by, as the campaign's own level will from the windows before it (its
+/// swings, and any trend between them). 1 when no window ends before it or their level is not positive.
+fn level_ratio(placebos: &[BTreeMap<String, (f64, f64)>], starts: &[i32], len: i32, at: usize) -> f64 {
     let total = |w: &BTreeMap<String, (f64, f64)>| w.values().map(|(_, c)| c).sum::<f64>();
-    let before = &placebos[(at + 1).min(placebos.len())..(at + 1 + RECENT_WINDOWS).min(placebos.len())];
-    let level = before.iter().map(total).sum::<f64>() / before.len().max(1) as f64;
+    let before: Vec<f64> = (at + 1..placebos.len())
+        .filter(|&j| starts[j] + len <= starts[at])
+        .take(RECENT_WINDOWS)
+        .map(|j| total(&placebos[j]))
+        .collect();
+    let level = before.iter().sum::<f64>() / before.len().max(1) as f64;
     if before.is_empty() || level <= 0.0 { 1.0 } else { total(&placebos[at]) / level }
 }
 
@@ -489,6 +494,9 @@ fn candidates<'a>(
                     relative_error(p.values().map(|(o, _)| o).sum(), p.values().map(|(_, c)| c).sum()).map(|r| (*ps, r))
                 })
                 .collect();
+            // One error per window taken (both filters above ask for a positive counterfactual): `by_window[i]` is
+            // `placebos[i]`'s, which the plan's leave-one-out relies on.
+            debug_assert_eq!(by_window.len(), placebos.len());
             let mut errors: Vec<f64> = by_window.iter().map(|(_, r)| *r).collect();
             errors.sort_by(|a, b| a.total_cmp(b));
             Candidate { reference, short, describe, actual, placebos, errors, by_window }
@@ -749,7 +757,7 @@ pub fn plan_with_donors(
         for (w, _) in &chosen.by_window {
             // The campaign's estimate picks among the candidates that can estimate its own window: here, those with
             // an error for the window playing it (a candidate whose counterfactual is not positive there, or that
-            // lacks a day of it, would not be offered). None: the campaign would have no estimate, a miss.
+            // lacks a day of it, would not be offered). Never empty while the window comes from the chosen candidate.
             let able: Vec<usize> = (0..all.len()).filter(|&i| all[i].by_window.iter().any(|(x, _)| x == w)).collect();
             let rests: Vec<Vec<f64>> = able
                 .iter()
@@ -779,7 +787,8 @@ pub fn plan_with_donors(
             // today's level: the window's counterfactual against the level of the windows just before it says how
             // far it strays, and the trial carries that (a plan that assumed the level exact would be optimistic by
             // the spread of the level's own weekly swings).
-            let ratio = level_ratio(&all[pick].placebos, at);
+            let starts: Vec<i32> = all[pick].by_window.iter().map(|(x, _)| *x).collect();
+            let ratio = level_ratio(&all[pick].placebos, &starts, e - s + 1, at);
             thresholds.push(level_now[pick] * ratio * (others[n - k] - error));
         }
     }
@@ -823,20 +832,24 @@ mod tests {
 
     #[test]
     fn a_trial_is_scaled_by_how_far_its_window_strays_from_the_four_before_it() {
-        // Counterfactual totals per window, newest first; two pages each.
+        // Counterfactual totals per window, newest first, weekly; two pages each.
         let window = |total: f64| -> BTreeMap<String, (f64, f64)> {
             [("a".to_owned(), (0.0, total * 0.25)), ("b".to_owned(), (0.0, total * 0.75))].into_iter().collect()
         };
         let placebos: Vec<_> = [120.0, 100.0, 80.0, 120.0, 100.0, 50.0, 0.0].into_iter().map(window).collect();
-        // The newest against the mean of the next four (100): 1.2.
-        assert!((level_ratio(&placebos, 0) - 1.2).abs() < 1e-12);
+        let starts: Vec<i32> = (0..7).map(|i| 1000 - 7 * i).collect();
+        // A 2-day window: the newest against the mean of the next four (100), 1.2.
+        assert!((level_ratio(&placebos, &starts, 2, 0) - 1.2).abs() < 1e-12);
         // The second against (80 + 120 + 100 + 50) / 4 = 87.5.
-        assert!((level_ratio(&placebos, 1) - 100.0 / 87.5).abs() < 1e-12);
+        assert!((level_ratio(&placebos, &starts, 2, 1) - 100.0 / 87.5).abs() < 1e-12);
         // Fewer than four before it: the mean of those there are; the oldest has none, and one whose windows before
         // it have no level is not scaled.
-        assert!((level_ratio(&placebos, 4) - 100.0 / 25.0).abs() < 1e-12);
-        assert_eq!(level_ratio(&placebos, 5), 1.0);
-        assert_eq!(level_ratio(&placebos, 6), 1.0);
+        assert!((level_ratio(&placebos, &starts, 2, 4) - 100.0 / 25.0).abs() < 1e-12);
+        assert_eq!(level_ratio(&placebos, &starts, 2, 5), 1.0);
+        assert_eq!(level_ratio(&placebos, &starts, 2, 6), 1.0);
+        // A 14-day window overlaps the next week's: its level is from the windows that end before it starts, the
+        // 3rd to the 6th (80 + 120 + 100 + 50) / 4 for the newest.
+        assert!((level_ratio(&placebos, &starts, 14, 0) - 120.0 / 87.5).abs() < 1e-12);
     }
 
     #[test]
