@@ -407,13 +407,11 @@ mod tests {
         }
     }
 
+    /// (female, male, unknown, source).
+    type Cell = (Option<f64>, Option<f64>, Option<f64>, String);
+
     /// (female, male, unknown, source) of one practice's band in one window; None when the practice has no row.
-    fn cell(
-        df: &DataFrame,
-        practice: &str,
-        end: &str,
-        band: &str,
-    ) -> Option<(Option<f64>, Option<f64>, Option<f64>, String)> {
+    fn cell(df: &DataFrame, practice: &str, end: &str, band: &str) -> Option<Cell> {
         let hit = df
             .clone()
             .lazy()
