@@ -755,9 +755,10 @@ pub fn plan_with_donors(
         // interval would make the plan promise more than the estimate delivers. The window's error under the method
         // chosen is set against the interval's upper bound from that method's other windows (the k-th largest).
         for (w, _) in &chosen.by_window {
-            // The campaign's estimate picks among the candidates that can estimate its own window: here, those with
-            // an error for the window playing it (a candidate whose counterfactual is not positive there, or that
-            // lacks a day of it, would not be offered). Never empty while the window comes from the chosen candidate.
+            // The trial picks among the candidates that can estimate the window playing the campaign: those with an
+            // error for it (a complete window with a positive counterfactual). The campaign's estimate offers its
+            // candidates under looser rules (a matching page count, no check of its own window's counterfactual):
+            // a known gap, see the README. Never empty while the window comes from the chosen candidate.
             let able: Vec<usize> = (0..all.len()).filter(|&i| all[i].by_window.iter().any(|(x, _)| x == w)).collect();
             let rests: Vec<Vec<f64>> = able
                 .iter()

@@ -301,7 +301,7 @@ fn the_counterfactual_is_unbiased_and_its_intervals_cover_per_tenant_and_per_pag
 #[test]
 fn plans_offered_the_pool_detect_campaigns_of_their_mde_about_80_percent_of_the_time() {
     use pulse_pipelines::campaign::plan_with_donors;
-    // `PULSE_PLAN_SEEDS` for another number of seeds (250 by default, about 2 minutes on 2 cores: 50 seeds' 200
+    // `PULSE_PLAN_SEEDS` for another number of seeds (250 by default, about 3 minutes on 2 cores: 50 seeds' 200
     // trials resolve the rate only to 2.8 points, 1,000 trials to 1.4).
     let plan_seeds: u64 = std::env::var("PULSE_PLAN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(250);
     let measure = |seeds: std::ops::Range<u64>| {
