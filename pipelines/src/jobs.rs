@@ -304,10 +304,10 @@ async fn load_parts<S: Store>(store: &S, input: &JobInput, with_posts: bool) -> 
                 ..filter.clone()
             }
             .sundays_or_from(input.to - Duration::days(6));
-            let totals = store.read_page_insights(&input.scope, &totals_only).await?;
-            let breakdowns = store.read_page_insights(&input.scope, &breakdowns).await?;
+            let totals = store.read_fact_series(&input.scope, &totals_only).await?;
+            let breakdowns = store.read_fact_series(&input.scope, &breakdowns).await?;
             let total_pairs: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
-            frames::Facts::from_rows(&totals, &total_pairs, &breakdowns, age_bands::WANTED, input.to)?
+            frames::Facts::from_series(&totals, &total_pairs, &breakdowns, age_bands::WANTED, input.to)?
         }
     };
     if facts.totals.height() == 0 {
@@ -352,18 +352,22 @@ pub fn incremental_concurrency() -> usize {
 /// [`incremental_concurrency`] at a time, a full run alone. Each run is traced in a `report_jobs` span with its
 /// tenant and range.
 pub async fn run_each<S: Store + Clone + 'static>(store: &S, inputs: Vec<JobInput>) -> Vec<(Result<JobSummary>, f64)> {
-    let slots = incremental_concurrency();
-    let permits = Arc::new(tokio::sync::Semaphore::new(slots));
+    // Where each tenant's rows live: on a cluster, full runs of tenants on different shards go at once, each reading
+    // from its own shard's replica. A tenant whose place cannot be told runs as on one server (its run reports why).
+    let mut places = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        places.push(store.home_of(input.scope.read()).await.unwrap_or(None));
+    }
+    let gate = Arc::new(Gate::new(incremental_concurrency(), places.iter().flatten().collect::<BTreeSet<_>>().len()));
     let tasks: Vec<_> = inputs
         .into_iter()
-        .map(|input| {
-            let (store, permits) = (store.clone(), permits.clone());
+        .zip(places)
+        .map(|(input, place)| {
+            let (store, gate) = (store.clone(), gate.clone());
             let span = tracing::info_span!("report_jobs", tenant = %input.scope, from = %input.from, to = %input.to);
-            let weight = if input.incremental.is_some() { 1 } else { slots as u32 };
             tokio::spawn(tracing::Instrument::instrument(
                 async move {
-                    // The semaphore is never closed, so a permit always comes.
-                    let _slot = permits.acquire_many(weight).await;
+                    let _pass = gate.enter(input.incremental.is_some(), place.as_deref()).await;
                     let started = Instant::now();
                     let result = run(&store, input).await;
                     (result, started.elapsed().as_secs_f64())
@@ -389,6 +393,65 @@ pub async fn run_each<S: Store + Clone + 'static>(store: &S, inputs: Vec<JobInpu
         tracing::warn!(error = %e, "could not delete superseded report rows");
     }
     out
+}
+
+/// Admits tenants' runs: incremental ones `slots` at a time (one keeps about a core busy); a full one takes the
+/// machine (its computation already uses every core, and its memory is the largest), or on a store with several
+/// places (a cluster's shards) a share of it, at most one full run per place at a time: while one tenant's run
+/// computes, another's reads go to a different shard's server.
+struct Gate {
+    slots: u32,
+    places: usize,
+    permits: Arc<tokio::sync::Semaphore>,
+    per_place: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// A run's admission, held while it runs.
+struct Pass {
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slots: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Gate {
+    fn new(slots: usize, places: usize) -> Self {
+        let slots = slots.max(1);
+        Self {
+            slots: slots as u32,
+            places,
+            permits: Arc::new(tokio::sync::Semaphore::new(slots)),
+            per_place: Default::default(),
+        }
+    }
+
+    /// How many of the slots a run takes.
+    fn weight(&self, incremental: bool, place: Option<&str>) -> u32 {
+        match (incremental, place) {
+            (true, _) => 1,
+            (false, Some(_)) if self.places > 1 => (self.slots / self.places as u32).max(1),
+            (false, _) => self.slots,
+        }
+    }
+
+    async fn enter(&self, incremental: bool, place: Option<&str>) -> Pass {
+        let place_permit = match place {
+            Some(place) if !incremental && self.places > 1 => {
+                let one = self
+                    .per_place
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(place.to_owned())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+                    .clone();
+                // Never closed, so a permit always comes.
+                Some(one.acquire_owned().await.expect("the gate's semaphores are never closed"))
+            }
+            _ => None,
+        };
+        let weight = self.weight(incremental, place);
+        let slots =
+            self.permits.clone().acquire_many_owned(weight).await.expect("the gate's semaphores are never closed");
+        Pass { _place: place_permit, _slots: slots }
+    }
 }
 
 /// Runs one tenant's jobs: every report table replaced (a full run) or updated from the previous run (an incremental
@@ -783,10 +846,10 @@ impl DonorInput {
             to: Some(to),
             ..FactFilter::default()
         };
-        let rows = store.read_page_insights(scope, &filter).await?;
+        let series = store.read_fact_series(scope, &filter).await?;
         let tenant = scope.to_string();
-        if !rows.is_empty() {
-            let facts = frames::Facts::from_rows(&rows, &pairs, &[], &[], to)?;
+        if !series.is_empty() {
+            let facts = frames::Facts::from_series(&series, &pairs, &[], &[], to)?;
             for ((name, _, _), series) in wanted.iter().zip(frames::series_many(&facts.totals, &pairs)?) {
                 self.blocks.entry((*name).to_owned()).or_default().push(crate::donors::Block::of(&tenant, &series));
             }
@@ -1105,6 +1168,49 @@ fn campaigns_report(
 mod tests {
     use super::*;
     use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray};
+
+    /// Whether `enter` admits within a moment (while the passes held so far are held).
+    async fn admitted(gate: &Gate, incremental: bool, place: Option<&str>) -> Option<Pass> {
+        tokio::time::timeout(std::time::Duration::from_millis(150), gate.enter(incremental, place)).await.ok()
+    }
+
+    #[tokio::test]
+    async fn full_runs_on_different_shards_go_at_once_and_on_one_shard_in_turn() {
+        let gate = Gate::new(2, 2);
+        let first = admitted(&gate, false, Some("shard 1")).await.expect("the first run goes");
+        let other = admitted(&gate, false, Some("shard 2")).await.expect("another shard's full run goes at once");
+        assert!(admitted(&gate, false, Some("shard 1")).await.is_none(), "the same shard's next run waits");
+        assert!(
+            admitted(&gate, true, Some("shard 1")).await.is_none(),
+            "the machine is taken: an incremental run waits"
+        );
+        drop(first);
+        let next = admitted(&gate, false, Some("shard 1")).await.expect("then it goes");
+        drop((other, next));
+        // Four cores and two shards: a full run takes two slots, so two incremental runs fit beside one.
+        let wide = Gate::new(4, 2);
+        let _full = admitted(&wide, false, Some("shard 1")).await.unwrap();
+        let _a = admitted(&wide, true, Some("shard 2")).await.expect("an incremental run beside it");
+        let _b = admitted(&wide, true, Some("shard 2")).await.expect("and a second");
+        assert!(admitted(&wide, false, Some("shard 2")).await.is_none(), "no slot left for another full run");
+    }
+
+    #[tokio::test]
+    async fn on_one_server_a_full_run_takes_the_machine() {
+        let gate = Gate::new(2, 0);
+        let full = admitted(&gate, false, None).await.unwrap();
+        assert!(admitted(&gate, true, None).await.is_none(), "an incremental run waits for the full one");
+        drop(full);
+        let a = admitted(&gate, true, None).await.unwrap();
+        let _b = admitted(&gate, true, None).await.expect("two incremental runs at once on two cores");
+        assert!(admitted(&gate, false, None).await.is_none(), "a full run waits for them");
+        drop(a);
+        assert!(admitted(&gate, false, None).await.is_none(), "for all of them");
+        // A single shard is one place: its full runs take the machine too.
+        let single = Gate::new(2, 1);
+        let _full = admitted(&single, false, Some("shard 1")).await.unwrap();
+        assert!(admitted(&single, true, Some("shard 1")).await.is_none());
+    }
 
     fn day(s: &str) -> NaiveDate {
         s.parse().unwrap()

@@ -44,6 +44,14 @@ impl Store for AnyStore {
         delegate!(self, s => s.read_page_insights(scope, filter).await)
     }
 
+    async fn read_fact_series(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<crate::FactSeries>> {
+        delegate!(self, s => s.read_fact_series(scope, filter).await)
+    }
+
+    async fn home_of(&self, scope: &TenantScope) -> Result<Option<String>> {
+        delegate!(self, s => s.home_of(scope).await)
+    }
+
     async fn days_fetched_since(
         &self,
         scope: &TenantScope,

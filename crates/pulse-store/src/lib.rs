@@ -35,6 +35,61 @@ pub use report::{ReportColumn, ReportTable, ReportType, ReportVariant};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One practice's page's values of one metric, period and breakdown, by day: page insight facts as a server hands
+/// them over in bulk (one record per series rather than per value, see [`Store::read_fact_series`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactSeries {
+    pub practice: PracticeCode,
+    pub page: PageId,
+    pub metric: CanonicalMetric,
+    pub period: Period,
+    /// Empty for a total, or an age/gender key (`F.25-34`).
+    pub breakdown: String,
+    /// Ascending, each day once.
+    pub days: Vec<NaiveDate>,
+    /// The value of each of `days`.
+    pub values: Vec<f64>,
+}
+
+impl FactSeries {
+    /// Groups facts (the latest version of each identity, as [`Store::read_page_insights`] returns them) into
+    /// series, in the order of their keys (practice, page, metric, period, breakdown).
+    pub fn group(facts: Vec<PageInsightFact>) -> Vec<FactSeries> {
+        let mut by: std::collections::BTreeMap<
+            (PracticeCode, PageId, CanonicalMetric, Period, String),
+            Vec<(NaiveDate, f64)>,
+        > = Default::default();
+        for f in facts {
+            by.entry((f.practice, f.page, f.metric, f.period, f.breakdown.to_string()))
+                .or_default()
+                .push((f.day, f.value));
+        }
+        by.into_iter()
+            .map(|((practice, page, metric, period, breakdown), mut points)| {
+                points.sort_by_key(|(d, _)| *d);
+                FactSeries {
+                    practice,
+                    page,
+                    metric,
+                    period,
+                    breakdown,
+                    days: points.iter().map(|(d, _)| *d).collect(),
+                    values: points.iter().map(|(_, v)| *v).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// How many values.
+    pub fn len(&self) -> usize {
+        self.days.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.days.is_empty()
+    }
+}
+
 /// Which page insight facts to read. Empty lists mean "all".
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FactFilter {
@@ -155,6 +210,25 @@ pub trait Store: Send + Sync {
         scope: &TenantScope,
         filter: &FactFilter,
     ) -> impl Future<Output = Result<Vec<PageInsightFact>>> + Send;
+
+    /// The facts [`Store::read_page_insights`] reads, as series ([`FactSeries`]): a server deduplicates and groups
+    /// them where the rows are (`sql/queries/read_fact_series.sql`), so one record per series crosses instead of one
+    /// per value. The default groups the rows read.
+    fn read_fact_series(
+        &self,
+        scope: &TenantScope,
+        filter: &FactFilter,
+    ) -> impl Future<Output = Result<Vec<FactSeries>>> + Send {
+        async move { Ok(FactSeries::group(self.read_page_insights(scope, filter).await?)) }
+    }
+
+    /// Where a tenant's rows live when the store has more than one place: a cluster's shard (`"shard 2"`), whose
+    /// replica serves the tenant's reads. `None` for one server or the lake. Jobs run tenants in different places at
+    /// the same time.
+    fn home_of(&self, scope: &TenantScope) -> impl Future<Output = Result<Option<String>>> + Send {
+        let _ = scope;
+        async { Ok(None) }
+    }
 
     fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> impl Future<Output = Result<WriteAck>> + Send;
 

@@ -67,6 +67,7 @@ pub fn latest() -> u32 {
 /// Named queries (`sql/queries/*.sql`), with `?` placeholders bound by the clickhouse crate.
 pub mod queries {
     pub const READ_PAGE_INSIGHTS: &str = include_str!("../../../sql/queries/read_page_insights.sql");
+    pub const READ_FACT_SERIES: &str = include_str!("../../../sql/queries/read_fact_series.sql");
     pub const READ_POSTS: &str = include_str!("../../../sql/queries/read_posts.sql");
     pub const READ_POST_INSIGHTS: &str = include_str!("../../../sql/queries/read_post_insights.sql");
     pub const READ_CHECKPOINTS: &str = include_str!("../../../sql/queries/read_checkpoints.sql");

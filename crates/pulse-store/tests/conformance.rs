@@ -12,7 +12,7 @@ mod cluster;
 
 use arrow::array::{Date32Array, Float64Array, StringArray, UInt32Array};
 use arrow::record_batch::RecordBatch;
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use pulse_config::WriteScope;
 use pulse_domain::{
     ApiVersion, CanonicalMetric, Checkpoint, IngestRunRecord, PageInsightFact, Period, Post, PostInsightSnapshot,
@@ -155,6 +155,64 @@ async fn reads_filter_by_metric_date_practice_and_page<S: Store>(store: &S) {
     assert!(store.read_page_insights(&alpha, &weekly).await.unwrap().is_empty());
     let empty_range = FactFilter::days(day(200), day(300));
     assert!(store.read_page_insights(&alpha, &empty_range).await.unwrap().is_empty());
+}
+
+/// Series (what the pipelines read, grouped where the rows are on a server) are the facts `read_page_insights`
+/// reads, grouped: the latest version of each identity, the same filters, days ascending, one tenant's only.
+async fn series_are_the_facts_read_grouped<S: Store>(store: &S) {
+    let (alpha, beta) = scopes();
+    store.write_page_insights(&alpha, &window(0)).await.unwrap();
+    // A correction and a stale fetch of page 1001's day 10 (the correction wins); page 1002's day 5 re-fetched
+    // after the page moved to another practice (its latest version is that practice's); another tenant's facts.
+    let corrected = fact("M83001", "1001", CanonicalMetric::PageReach, day(10), "", 999.0, 3600);
+    let stale = fact("M83001", "1001", CanonicalMetric::PageReach, day(10), "", 1.0, 60);
+    let moved = fact("M83009", "1002", CanonicalMetric::PageReach, day(5), "", 555.0, 3600);
+    store.write_page_insights(&alpha, &[corrected]).await.unwrap();
+    store.write_page_insights(&alpha, &[stale, moved]).await.unwrap();
+    store.write_page_insights(&beta, &window(0)[..30]).await.unwrap();
+    let m83002: pulse_domain::PracticeCode = "M83002".parse().unwrap();
+    let filters = [
+        FactFilter::default(),
+        FactFilter::days(day(32), day(59)).metrics([CanonicalMetric::PageReach]),
+        FactFilter::days(day(1), day(20)).practices([m83002.clone()]),
+        FactFilter { pages: vec!["1001".parse().unwrap()], ..FactFilter::days(day(1), day(40)) },
+        FactFilter::days(day(1), day(60)).metrics([CanonicalMetric::PageEngagedByAgeGender]).sundays_or_from(day(55)),
+    ];
+    for filter in &filters {
+        let series = store.read_fact_series(alpha.read(), filter).await.unwrap();
+        let rows = store.read_page_insights(alpha.read(), filter).await.unwrap();
+        assert_eq!(series, pulse_store::FactSeries::group(rows.clone()), "{filter:?}");
+        assert_eq!(series.iter().map(|s| s.len()).sum::<usize>(), rows.len(), "{filter:?}");
+        assert!(series.iter().all(|s| s.days.is_sorted() && s.days.len() == s.values.len()), "{filter:?}");
+    }
+    let all = store.read_fact_series(alpha.read(), &FactFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 2 * 3 + 1, "two pages x (reach + two cells), and page 1002's reach under its new practice");
+    let reach = |practice: &str, page: &str| {
+        all.iter()
+            .find(|s| s.practice.as_str() == practice && s.page.as_str() == page && s.breakdown.is_empty())
+            .unwrap()
+    };
+    let r1001 = reach("M83001", "1001");
+    assert_eq!(r1001.values[r1001.days.iter().position(|d| *d == day(10)).unwrap()], 999.0, "the correction wins");
+    assert_eq!(r1001.len(), 60);
+    assert_eq!(reach("M83009", "1002").days, vec![day(5)], "the moved day is under its latest practice");
+    assert!(!reach("M83002", "1002").days.contains(&day(5)), "and not under the old one");
+    // The practice filter applies to the latest version: page 1002's day 5 is no longer M83002's.
+    let of_m83002 = store.read_fact_series(alpha.read(), &FactFilter::default().practices([m83002])).await.unwrap();
+    assert!(of_m83002.iter().all(|s| s.practice.as_str() == "M83002"), "{of_m83002:?}");
+    let reach_of_m83002 = of_m83002.iter().find(|s| s.breakdown.is_empty()).unwrap();
+    assert_eq!(reach_of_m83002.len(), 59, "page 1002's reach without its moved day");
+    assert!(!reach_of_m83002.days.contains(&day(5)));
+    let sundays = store
+        .read_fact_series(
+            alpha.read(),
+            &FactFilter::default().metrics([CanonicalMetric::PageEngagedByAgeGender]).sundays_or_from(day(58)),
+        )
+        .await
+        .unwrap();
+    assert!(sundays.iter().flat_map(|s| &s.days).all(|d| d.weekday() == chrono::Weekday::Sun || *d >= day(58)));
+    let theirs = store.read_fact_series(beta.read(), &FactFilter::default()).await.unwrap();
+    assert_eq!(theirs.iter().map(|s| s.len()).sum::<usize>(), 30, "another tenant's series are its own");
 }
 
 async fn another_tenants_scope_sees_nothing<S: Store>(store: &S) {
@@ -610,6 +668,7 @@ conformance!(
     the_days_fetched_since_a_time_are_the_days_written_since,
     a_corrected_value_supersedes_and_a_stale_one_does_not,
     reads_filter_by_metric_date_practice_and_page,
+    series_are_the_facts_read_grouped,
     another_tenants_scope_sees_nothing,
     a_batch_of_tenants_writes_each_into_its_own,
     posts_and_snapshots_round_trip_without_doubling,

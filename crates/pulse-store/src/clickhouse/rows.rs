@@ -99,6 +99,48 @@ impl FactOut {
     }
 }
 
+/// One series of `sql/queries/read_fact_series.sql`: days and values as arrays, in the server's order.
+#[derive(Debug, Row, Deserialize)]
+pub(crate) struct SeriesOut {
+    practice_code: String,
+    page_id: String,
+    metric: String,
+    period: String,
+    breakdown: String,
+    days: Vec<u16>,
+    values: Vec<f64>,
+}
+
+impl SeriesOut {
+    /// The series with its days ascending (`groupArray` keeps no order).
+    pub fn into_series(self) -> Result<crate::FactSeries> {
+        if self.days.len() != self.values.len() {
+            return Err(crate::StoreError::Invalid {
+                what: "page insight series".to_owned(),
+                reason: format!(
+                    "page {} has {} days but {} values: the server's answer is malformed",
+                    self.page_id,
+                    self.days.len(),
+                    self.values.len()
+                ),
+            });
+        }
+        let mut points: Vec<(u16, f64)> = self.days.into_iter().zip(self.values).collect();
+        if !points.is_sorted_by_key(|(d, _)| *d) {
+            points.sort_unstable_by_key(|(d, _)| *d);
+        }
+        Ok(crate::FactSeries {
+            practice: parse_field(FACT, "practice_code", &self.practice_code)?,
+            page: parse_field(FACT, "page_id", &self.page_id)?,
+            metric: parse_field(FACT, "metric", &self.metric)?,
+            period: parse_field(FACT, "period", &self.period)?,
+            breakdown: self.breakdown,
+            days: points.iter().map(|(d, _)| day(*d)).collect(),
+            values: points.iter().map(|(_, v)| *v).collect(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Row, Serialize)]
 pub(crate) struct PostRow<'a> {
     pub tenant_id: &'a str,

@@ -580,6 +580,21 @@ impl ClickHouseStore {
     }
 }
 
+/// A fact filter's metrics and periods as the named queries bind them (an empty list is every one).
+fn fact_filter_lists(filter: &FactFilter) -> (Vec<&'static str>, Vec<&'static str>) {
+    let metrics = if filter.metrics.is_empty() {
+        CanonicalMetric::ALL.iter().map(|m| m.as_str()).collect()
+    } else {
+        filter.metrics.iter().map(|m| m.as_str()).collect()
+    };
+    let periods = if filter.periods.is_empty() {
+        Period::ALL.iter().map(|p| p.as_str()).collect()
+    } else {
+        filter.periods.iter().map(|p| p.as_str()).collect()
+    };
+    (metrics, periods)
+}
+
 /// The rows of one table for every tenant of a batch group, each with its tenant (made as they are sent).
 fn batch_rows<'a, T: 'a, R: 'a>(
     group: &'a [&'a crate::TenantBatch<'a>],
@@ -690,16 +705,7 @@ impl Store for ClickHouseStore {
     }
 
     async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
-        let metrics: Vec<&str> = if filter.metrics.is_empty() {
-            CanonicalMetric::ALL.iter().map(|m| m.as_str()).collect()
-        } else {
-            filter.metrics.iter().map(|m| m.as_str()).collect()
-        };
-        let periods: Vec<&str> = if filter.periods.is_empty() {
-            Period::ALL.iter().map(|p| p.as_str()).collect()
-        } else {
-            filter.periods.iter().map(|p| p.as_str()).collect()
-        };
+        let (metrics, periods) = fact_filter_lists(filter);
         let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
         let pages: Vec<&str> = filter.pages.iter().map(|p| p.as_str()).collect();
         let mut rows: Vec<FactOut> = self
@@ -709,17 +715,55 @@ impl Store for ClickHouseStore {
                     .bind(InList(&periods))
                     .bind(day_param(filter.from, MIN_DAY))
                     .bind(day_param(filter.to, MAX_DAY))
-                    .bind(u8::from(!practices.is_empty()))
-                    .bind(InList(&practices))
                     .bind(u8::from(!pages.is_empty()))
                     .bind(InList(&pages))
                     .bind(u8::from(filter.sundays_or_from.is_some()))
                     .bind(day_param(filter.sundays_or_from, MIN_DAY))
+                    .bind(u8::from(!practices.is_empty()))
+                    .bind(InList(&practices))
             })
             .await?;
         // In the table's key order, as the query once sorted them (a sort here costs less than the server's).
         rows.sort_unstable_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         rows.into_iter().map(FactOut::into_fact).collect()
+    }
+
+    async fn home_of(&self, scope: &TenantScope) -> Result<Option<String>> {
+        Ok(self.shard_of(scope.as_str()).await?.map(|shard| format!("shard {}", shard.num)))
+    }
+
+    async fn read_fact_series(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<crate::FactSeries>> {
+        let (metrics, periods) = fact_filter_lists(filter);
+        let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
+        let pages: Vec<&str> = filter.pages.iter().map(|p| p.as_str()).collect();
+        let rows: Vec<SeriesOut> = self
+            .fetch_tenant(scope.as_str(), "page_insights", queries::READ_FACT_SERIES, |q| {
+                q.bind(scope.as_str())
+                    .bind(InList(&metrics))
+                    .bind(InList(&periods))
+                    .bind(day_param(filter.from, MIN_DAY))
+                    .bind(day_param(filter.to, MAX_DAY))
+                    .bind(u8::from(!pages.is_empty()))
+                    .bind(InList(&pages))
+                    .bind(u8::from(filter.sundays_or_from.is_some()))
+                    .bind(day_param(filter.sundays_or_from, MIN_DAY))
+                    .bind(u8::from(!practices.is_empty()))
+                    .bind(InList(&practices))
+            })
+            .await?;
+        let mut series = rows.into_iter().map(SeriesOut::into_series).collect::<Result<Vec<_>>>()?;
+        // In the order of their keys, as the default grouping gives them (the server's groups come unordered): the
+        // same input gives the same frames, run after run.
+        series.sort_unstable_by(|a, b| {
+            (&a.practice, &a.page, a.metric, a.period, &a.breakdown).cmp(&(
+                &b.practice,
+                &b.page,
+                b.metric,
+                b.period,
+                &b.breakdown,
+            ))
+        });
+        Ok(series)
     }
 
     async fn write_posts(&self, scope: &WriteScope, posts: &[Post]) -> Result<WriteAck> {
