@@ -1,8 +1,7 @@
 -- Page insight facts of one tenant: the latest version of each identity, filtered on the sort key. The latest version
--- is picked by GROUP BY on the identity with argMax(.., version), not FINAL: on 18.16 FINAL merges every row of the
--- key range before the WHERE applies, so a Sundays-only read of a year of age-band breakdowns (one tenant, 100 pages)
--- took 1.67 s with FINAL and 0.59 s grouped (the same 43.6 MB of RowBinary out; the whole jobs run of 8 tenants went
--- from 30 s to XX s, benches/results/clickhouse-jobs.md). The practice filter is on the latest version's practice
+-- is picked by GROUP BY on the identity with argMax(.., version), not FINAL, which is slower on 18.16: a Sundays-only read of a year of age-band breakdowns (one tenant, 100 pages)
+-- took 1.67 s with FINAL and 0.59 s grouped (the same 43.6 MB of RowBinary out; benches/results/clickhouse-jobs.md).
+-- The pipelines read through read_fact_series.sql. The practice filter is on the latest version's practice
 -- (HAVING), as FINAL applied it. Not sorted here (18.16 cannot skip a sort by reading in key order): the store sorts
 -- the rows it decoded, cheaper than the server.
 -- params: tenant_id, metrics (tuple), periods (tuple), from_day, to_day, any_page_filter (0/1), pages (tuple), sundays_only (0/1), or_from_day, any_practice_filter (0/1), practices (tuple)

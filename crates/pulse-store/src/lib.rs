@@ -51,14 +51,14 @@ pub struct FactSeries {
     pub values: Vec<f64>,
 }
 
+/// A series' identity: practice, page, metric, period, breakdown.
+type SeriesKey = (PracticeCode, PageId, CanonicalMetric, Period, String);
+
 impl FactSeries {
     /// Groups facts (the latest version of each identity, as [`Store::read_page_insights`] returns them) into
     /// series, in the order of their keys (practice, page, metric, period, breakdown).
     pub fn group(facts: Vec<PageInsightFact>) -> Vec<FactSeries> {
-        let mut by: std::collections::BTreeMap<
-            (PracticeCode, PageId, CanonicalMetric, Period, String),
-            Vec<(NaiveDate, f64)>,
-        > = Default::default();
+        let mut by: std::collections::BTreeMap<SeriesKey, Vec<(NaiveDate, f64)>> = Default::default();
         for f in facts {
             by.entry((f.practice, f.page, f.metric, f.period, f.breakdown.to_string()))
                 .or_default()

@@ -75,9 +75,32 @@ fn campaign(spec: &str) -> Result<Campaign> {
     })
 }
 
+/// A ClickHouse store spec: `clickhouse:<url>/<database>` (one server), or `cluster:<dir>/<database>` (the loopback
+/// cluster `.ci/clickhouse-cluster.sh` started in `dir`: cluster `pulse`, entered at shard 1's first replica, each
+/// replica's HTTP URL by its TCP address from `dir/nodes.tsv`). `None` for another kind of spec.
+#[allow(clippy::type_complexity)]
+fn clickhouse_spec(
+    spec: &str,
+) -> Result<Option<(String, String, Option<String>, std::collections::BTreeMap<String, String>)>> {
+    if let Some(rest) = spec.strip_prefix("clickhouse:") {
+        let (url, database) = rest.rsplit_once('/').ok_or("clickhouse:<url>/<database>")?;
+        return Ok(Some((url.into(), database.into(), None, Default::default())));
+    }
+    let Some(rest) = spec.strip_prefix("cluster:") else { return Ok(None) };
+    let (dir, database) = rest.rsplit_once('/').ok_or("cluster:<dir>/<database>")?;
+    let nodes = std::fs::read_to_string(std::path::Path::new(dir).join("nodes.tsv"))
+        .map_err(|e| format!("{dir}/nodes.tsv: {e} (start the cluster with .ci/clickhouse-cluster.sh)"))?;
+    let nodes: Vec<Vec<&str>> = nodes.lines().map(|l| l.split('\t').collect()).collect();
+    if nodes.is_empty() || nodes.iter().any(|n| n.len() < 4) {
+        return Err(format!("{dir}/nodes.tsv: expected shard, replica, HTTP URL and TCP port per line").into());
+    }
+    let urls = nodes.iter().map(|n| (format!("127.0.0.1:{}", n[3]), n[2].to_owned())).collect();
+    Ok(Some((nodes[0][2].to_owned(), database.into(), Some("pulse".into()), urls)))
+}
+
 /// `pipelines_bench --jobs <store> <full|nextday|incremental> <to> [--tenants N] [--campaign ...]`: the jobs as
-/// `pulse jobs run` runs them, report tables written, for every tenant (or the first N) of a store (`lake:<dir>` or
-/// `clickhouse:<url>/<database>`): `full` recomputes all history to `to`; `nextday` writes the day `to` (a copy of
+/// `pulse jobs run` runs them, report tables written, for every tenant (or the first N) of a store (`lake:<dir>`,
+/// `clickhouse:<url>/<database>` or `cluster:<dir>/<database>`): `full` recomputes all history to `to`; `nextday` writes the day `to` (a copy of
 /// the day before) and re-fetches the three days before it, as a daily ingest with Meta's lookback would;
 /// `incremental` updates the reports from the previous run. Prints one JSON line.
 fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
@@ -90,21 +113,20 @@ fn jobs_bench(args: &[String], campaigns: &[Campaign]) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let store = if let Some(dir) = spec.strip_prefix("lake:") {
         pulse_store::AnyStore::Lake(pulse_store::lake::LakeStore::open(dir)?)
-    } else if let Some(rest) = spec.strip_prefix("clickhouse:") {
-        let (url, database) = rest.rsplit_once('/').ok_or("clickhouse:<url>/<database>")?;
+    } else if let Some((url, database, cluster, replica_urls)) = clickhouse_spec(spec)? {
         let store = pulse_store::clickhouse::ClickHouseStore::new(pulse_store::clickhouse::ClickHouseSettings {
-            url: url.into(),
-            database: database.into(),
+            url,
+            database,
             user: "default".into(),
             password: None,
-            cluster: None,
-            replica_urls: Default::default(),
+            cluster,
+            replica_urls,
             zookeeper: None,
         });
         rt.block_on(store.migrate())?;
         pulse_store::AnyStore::ClickHouse(Box::new(store))
     } else {
-        return Err(format!("{spec}: lake:<dir> or clickhouse:<url>/<database>").into());
+        return Err(format!("{spec}: lake:<dir>, clickhouse:<url>/<database> or cluster:<dir>/<database>").into());
     };
     let tenants: Vec<TenantId> =
         (1..=42).map(|i| TenantId::new(format!("icb-{i:02}"))).collect::<std::result::Result<_, _>>()?;
