@@ -349,7 +349,7 @@ pub fn incremental_concurrency() -> usize {
 }
 
 /// Runs each tenant's jobs, answering each result with its seconds in the order given: incremental runs
-/// [`incremental_concurrency`] at a time, a full run alone. Each run is traced in a `report_jobs` span with its
+/// [`incremental_concurrency`] at a time, a full run alone (on a cluster, one per shard at a time; see [`Gate`]). Each run is traced in a `report_jobs` span with its
 /// tenant and range.
 pub async fn run_each<S: Store + Clone + 'static>(store: &S, inputs: Vec<JobInput>) -> Vec<(Result<JobSummary>, f64)> {
     // Where each tenant's rows live: on a cluster, full runs of tenants on different shards go at once, each reading
@@ -358,7 +358,10 @@ pub async fn run_each<S: Store + Clone + 'static>(store: &S, inputs: Vec<JobInpu
     for input in &inputs {
         places.push(store.home_of(input.scope.read()).await.unwrap_or(None));
     }
-    let gate = Arc::new(Gate::new(incremental_concurrency(), places.iter().flatten().collect::<BTreeSet<_>>().len()));
+    // The shards full runs will go to: a lone full run keeps the machine even if incremental runs go elsewhere.
+    let full_places: BTreeSet<&String> =
+        inputs.iter().zip(&places).filter(|(i, _)| i.incremental.is_none()).filter_map(|(_, p)| p.as_ref()).collect();
+    let gate = Arc::new(Gate::new(incremental_concurrency(), full_places.len()));
     let tasks: Vec<_> = inputs
         .into_iter()
         .zip(places)

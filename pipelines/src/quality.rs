@@ -119,11 +119,16 @@ fn metric_gaps<'a>(
 /// Checks a tenant's facts over `[from, to]`, plus its latest ingest run.
 pub fn quality(facts: &DataFrame, runs: &[IngestRunRecord], from: NaiveDate, to: NaiveDate) -> Result<DataFrame> {
     let (lo, hi) = (day_number(from), day_number(to));
+    // Each page's practice on its latest day (a page that moved practice is named by its new one), whatever order
+    // the store handed the facts over in.
     let pages = facts
         .clone()
         .lazy()
-        .select([col("page_id"), col("practice_code")])
-        .unique(None, UniqueKeepStrategy::First)
+        .group_by([col("page_id")])
+        .agg([col("practice_code")
+            .sort_by([col("day"), col("practice_code")], SortMultipleOptions::default())
+            .last()
+            .alias("practice_code")])
         .collect()?;
     let practice_of: BTreeMap<String, String> = pages
         .column("page_id")?

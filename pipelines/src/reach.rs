@@ -68,7 +68,9 @@ pub fn weekly(facts: &DataFrame, from: NaiveDate, to: NaiveDate) -> Result<DataF
             when(col("n_engagements").gt(lit(0))).then(col("engagements")).otherwise(null()).alias("engagements"),
         ])
         .with_column((col("engagements") / col("views")).alias("engagement_rate"))
-        .sort(["page_id", "week_end"], SortMultipleOptions::default())
+        // The practice too: a page that moved practice has two rows in the week it moved, in a fixed order whatever
+        // order the store handed the facts over in.
+        .sort(["page_id", "week_end", "practice_code"], SortMultipleOptions::default())
         .collect()?;
     add_changes_and_outliers(df)
 }

@@ -373,7 +373,7 @@ pub trait Store: Send + Sync {
 
     /// Where the backend keeps facts as local Parquet files: the files holding the scope's page insight facts for
     /// the filter's days, each checked (readable footer, the lake's columns, no other tenant's directory), for
-    /// scanning in place. `None` when the backend is a server: read through [`Store::read_page_insights`].
+    /// scanning in place. `None` when the backend is a server: read through [`Store::read_fact_series`].
     fn fact_files(
         &self,
         scope: &TenantScope,
