@@ -580,6 +580,33 @@ impl ClickHouseStore {
     }
 }
 
+impl ClickHouseStore {
+    /// Runs a named query over page insight facts (`read_page_insights.sql`, `read_fact_series.sql`: the same
+    /// parameters in the same order) on the tenant's server, bound from `filter`.
+    async fn fetch_facts<T>(&self, scope: &TenantScope, filter: &FactFilter, sql: &str) -> Result<Vec<T>>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let (metrics, periods) = fact_filter_lists(filter);
+        let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
+        let pages: Vec<&str> = filter.pages.iter().map(|p| p.as_str()).collect();
+        self.fetch_tenant(scope.as_str(), "page_insights", sql, |q| {
+            q.bind(scope.as_str())
+                .bind(InList(&metrics))
+                .bind(InList(&periods))
+                .bind(day_param(filter.from, MIN_DAY))
+                .bind(day_param(filter.to, MAX_DAY))
+                .bind(u8::from(!pages.is_empty()))
+                .bind(InList(&pages))
+                .bind(u8::from(filter.sundays_or_from.is_some()))
+                .bind(day_param(filter.sundays_or_from, MIN_DAY))
+                .bind(u8::from(!practices.is_empty()))
+                .bind(InList(&practices))
+        })
+        .await
+    }
+}
+
 /// A fact filter's metrics and periods as the named queries bind them (an empty list is every one).
 fn fact_filter_lists(filter: &FactFilter) -> (Vec<&'static str>, Vec<&'static str>) {
     let metrics = if filter.metrics.is_empty() {
@@ -705,24 +732,7 @@ impl Store for ClickHouseStore {
     }
 
     async fn read_page_insights(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<PageInsightFact>> {
-        let (metrics, periods) = fact_filter_lists(filter);
-        let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
-        let pages: Vec<&str> = filter.pages.iter().map(|p| p.as_str()).collect();
-        let mut rows: Vec<FactOut> = self
-            .fetch_tenant(scope.as_str(), "page_insights", queries::READ_PAGE_INSIGHTS, |q| {
-                q.bind(scope.as_str())
-                    .bind(InList(&metrics))
-                    .bind(InList(&periods))
-                    .bind(day_param(filter.from, MIN_DAY))
-                    .bind(day_param(filter.to, MAX_DAY))
-                    .bind(u8::from(!pages.is_empty()))
-                    .bind(InList(&pages))
-                    .bind(u8::from(filter.sundays_or_from.is_some()))
-                    .bind(day_param(filter.sundays_or_from, MIN_DAY))
-                    .bind(u8::from(!practices.is_empty()))
-                    .bind(InList(&practices))
-            })
-            .await?;
+        let mut rows: Vec<FactOut> = self.fetch_facts(scope, filter, queries::READ_PAGE_INSIGHTS).await?;
         // In the table's key order, as the query once sorted them (a sort here costs less than the server's).
         rows.sort_unstable_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         rows.into_iter().map(FactOut::into_fact).collect()
@@ -733,24 +743,7 @@ impl Store for ClickHouseStore {
     }
 
     async fn read_fact_series(&self, scope: &TenantScope, filter: &FactFilter) -> Result<Vec<crate::FactSeries>> {
-        let (metrics, periods) = fact_filter_lists(filter);
-        let practices: Vec<&str> = filter.practices.iter().map(|p| p.as_str()).collect();
-        let pages: Vec<&str> = filter.pages.iter().map(|p| p.as_str()).collect();
-        let rows: Vec<SeriesOut> = self
-            .fetch_tenant(scope.as_str(), "page_insights", queries::READ_FACT_SERIES, |q| {
-                q.bind(scope.as_str())
-                    .bind(InList(&metrics))
-                    .bind(InList(&periods))
-                    .bind(day_param(filter.from, MIN_DAY))
-                    .bind(day_param(filter.to, MAX_DAY))
-                    .bind(u8::from(!pages.is_empty()))
-                    .bind(InList(&pages))
-                    .bind(u8::from(filter.sundays_or_from.is_some()))
-                    .bind(day_param(filter.sundays_or_from, MIN_DAY))
-                    .bind(u8::from(!practices.is_empty()))
-                    .bind(InList(&practices))
-            })
-            .await?;
+        let rows: Vec<SeriesOut> = self.fetch_facts(scope, filter, queries::READ_FACT_SERIES).await?;
         let mut series = rows.into_iter().map(SeriesOut::into_series).collect::<Result<Vec<_>>>()?;
         // In the order of their keys, as the default grouping gives them (the server's groups come unordered): the
         // same input gives the same frames, run after run.
