@@ -349,8 +349,8 @@ pub fn incremental_concurrency() -> usize {
 }
 
 /// Runs each tenant's jobs, answering each result with its seconds in the order given: incremental runs
-/// [`incremental_concurrency`] at a time, a full run alone (on a cluster, one per shard at a time; see [`Gate`]). Each run is traced in a `report_jobs` span with its
-/// tenant and range.
+/// [`incremental_concurrency`] at a time, a full run alone (on a cluster, one per shard at a time; see [`Gate`]).
+/// Each run is traced in a `report_jobs` span with its tenant and range.
 pub async fn run_each<S: Store + Clone + 'static>(store: &S, inputs: Vec<JobInput>) -> Vec<(Result<JobSummary>, f64)> {
     // Where each tenant's rows live: on a cluster, full runs of tenants on different shards go at once, each reading
     // from its own shard's replica. A tenant whose place cannot be told runs as on one server (its run reports why).
