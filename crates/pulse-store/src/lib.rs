@@ -80,6 +80,12 @@ impl FactSeries {
             .collect()
     }
 
+    /// The series' identity, in the order [`FactSeries::group`] gives them: practice, page, metric, period,
+    /// breakdown.
+    pub fn key(&self) -> (&PracticeCode, &PageId, CanonicalMetric, Period, &str) {
+        (&self.practice, &self.page, self.metric, self.period, &self.breakdown)
+    }
+
     /// How many values.
     pub fn len(&self) -> usize {
         self.days.len()

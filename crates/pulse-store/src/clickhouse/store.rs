@@ -747,15 +747,7 @@ impl Store for ClickHouseStore {
         let mut series = rows.into_iter().map(SeriesOut::into_series).collect::<Result<Vec<_>>>()?;
         // In the order of their keys, as the default grouping gives them (the server's groups come unordered): the
         // same input gives the same frames, run after run.
-        series.sort_unstable_by(|a, b| {
-            (&a.practice, &a.page, a.metric, a.period, &a.breakdown).cmp(&(
-                &b.practice,
-                &b.page,
-                b.metric,
-                b.period,
-                &b.breakdown,
-            ))
-        });
+        series.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
         Ok(series)
     }
 
