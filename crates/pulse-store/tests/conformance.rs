@@ -845,8 +845,13 @@ async fn lake_writes_append_parts_that_reads_merge_and_compaction_folds() {
     let read = store.read_page_insights(&alpha, &FactFilter::default()).await.unwrap();
     assert_eq!(read.len(), first.len(), "one row per identity");
     assert!(read.iter().all(|f| f.value >= 1000.0), "the revised values won");
-    // The write that makes the 16th part compacts the partition: one file, the same rows.
-    for _ in 0..13 {
+    // The write that makes the 64th part compacts the partition (facts collect 64: a run's end compacts them too):
+    // one file, the same rows.
+    for _ in 0..60 {
+        store.write_page_insights(&alpha, &stale[..1]).await.unwrap();
+    }
+    assert_eq!(files(&jan).len(), 63, "63 parts, not compacted yet");
+    {
         store.write_page_insights(&alpha, &stale[..1]).await.unwrap();
     }
     assert_eq!(files(&jan), vec!["data.parquet".to_owned()]);

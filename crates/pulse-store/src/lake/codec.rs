@@ -22,6 +22,14 @@ pub(crate) trait LakeRecord: Clone + Send + Sync + 'static {
     fn partition_day(&self) -> Option<NaiveDate>;
     fn to_batch(tenant: &str, rows: &[&Self]) -> RecordBatch;
     fn from_batch(tenant: &str, batch: &RecordBatch) -> Result<Vec<Self>>;
+    /// Parts a partition collects before the write that adds the last one compacts it. The datasets an ingest run
+    /// settles at its end (`Store::settle` compacts them) collect more: a backfill writes a part to each partition
+    /// per batch, and compacting a partition every 16 of them rewrote it again and again within one run.
+    const COMPACT_AT: usize = 16;
+    /// The columns of [`key`](Self::key), in its order, and the column of [`version`](Self::version), for a dataset
+    /// whose key orders as its columns' values do (strings by their bytes, dates): writes and compactions then merge
+    /// rows by identity in Arrow batches without decoding records (`dataset::latest_rows`). `None`: merged as records.
+    const MERGE_COLUMNS: Option<(&'static [&'static str], &'static str)> = None;
 }
 
 pub(crate) fn month_of(day: NaiveDate) -> String {
@@ -43,6 +51,17 @@ pub(crate) fn check_tenant(what: &str, tenant: &str, batch: &RecordBatch) -> Res
 impl LakeRecord for PageInsightFact {
     const DATASET: &'static str = T::page_insights::TABLE.dataset();
     type Key = (std::sync::Arc<str>, &'static str, &'static str, PageId, NaiveDate);
+    const COMPACT_AT: usize = 64;
+    const MERGE_COLUMNS: Option<(&'static [&'static str], &'static str)> = Some((
+        &[
+            T::page_insights::BREAKDOWN,
+            T::page_insights::METRIC,
+            T::page_insights::PERIOD,
+            T::page_insights::PAGE_ID,
+            T::page_insights::DAY,
+        ],
+        T::page_insights::FETCHED_AT,
+    ));
 
     /// Shared ids and keys: building a key is reference counts, not copies. The order of its fields is the order of
     /// rows in the files (parts and compacted files are written in key order): totals (`breakdown = ''`) first, then
@@ -119,6 +138,9 @@ impl LakeRecord for PageInsightFact {
 impl LakeRecord for Post {
     const DATASET: &'static str = T::posts::TABLE.dataset();
     type Key = (String, String);
+    const COMPACT_AT: usize = 64;
+    const MERGE_COLUMNS: Option<(&'static [&'static str], &'static str)> =
+        Some((&[T::posts::PAGE_ID, T::posts::POST_ID], T::posts::FETCHED_AT));
 
     fn key(&self) -> Self::Key {
         (self.page.to_string(), self.post.to_string())
@@ -182,6 +204,16 @@ impl LakeRecord for Post {
 impl LakeRecord for PostInsightSnapshot {
     const DATASET: &'static str = T::post_insights::TABLE.dataset();
     type Key = (PostId, &'static str, std::sync::Arc<str>, NaiveDate);
+    const COMPACT_AT: usize = 64;
+    const MERGE_COLUMNS: Option<(&'static [&'static str], &'static str)> = Some((
+        &[
+            T::post_insights::POST_ID,
+            T::post_insights::METRIC,
+            T::post_insights::BREAKDOWN,
+            T::post_insights::SNAPSHOT_DAY,
+        ],
+        T::post_insights::FETCHED_AT,
+    ));
 
     fn key(&self) -> Self::Key {
         (self.post.clone(), self.metric.as_str(), self.breakdown.clone(), self.snapshot_day)

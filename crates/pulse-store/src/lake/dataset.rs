@@ -3,10 +3,12 @@
 //! A partition directory holds its compacted rows (`data.parquet`, one row per identity) and the parts written since
 //! (`part-<sequence>-<id>.parquet`, each the rows of one write, written atomically and never rewritten). A write
 //! costs what it writes, not the size of its partition. Reads merge the compacted file and the parts in write order
-//! by identity (the highest version wins, the later write on a tie). When a partition has [`COMPACT_AT`] parts, the
-//! write that made it so folds them into a new `data.parquet` (atomically) and then removes them; a crash between
-//! the two leaves parts that merge again to the same rows. Scans in place ([`checked_files`]) compact first, so
-//! that what DuckDB or polars read is one file per partition with no duplicate identities.
+//! by identity (the highest version wins, the later write on a tie). When a partition has its dataset's
+//! [`LakeRecord::COMPACT_AT`] parts, the write that made it so folds them into a new `data.parquet` (atomically) and
+//! then removes them; a crash between the two leaves parts that merge again to the same rows. Scans in place
+//! ([`checked_files`]) compact first, so that what DuckDB or polars read is one file per partition with no duplicate
+//! identities. Facts, posts and post insights are merged in Arrow batches by their key columns ([`latest_rows`]),
+//! the other datasets as records.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
-use chrono::NaiveDate;
+use chrono::{Datelike as _, NaiveDate};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -25,8 +27,6 @@ use crate::{ReportVariant, Result, StoreError};
 
 pub(crate) const DATA_FILE: &str = "data.parquet";
 const PART_PREFIX: &str = "part-";
-/// Parts a partition collects before the write that adds the last one compacts it.
-pub(crate) const COMPACT_AT: usize = 16;
 
 pub(crate) fn tenant_dir(root: &Path, dataset: &str, tenant: &str) -> PathBuf {
     root.join(dataset).join(format!("tenant={tenant}"))
@@ -143,6 +143,12 @@ fn next_part(dir: &Path, existing: &[PathBuf]) -> PathBuf {
 /// Rows of `files` (the compacted file first, then parts in write order) merged by identity: the highest version
 /// wins, the later write on a tie.
 fn merge<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Vec<R>> {
+    if R::MERGE_COLUMNS.is_some() {
+        let batch = merged_batch::<R>(tenant, files)?;
+        // A value no record takes came from one of the partition's files: the partition is named.
+        let path = files.first().and_then(|f| f.parent()).map_or_else(PathBuf::new, Path::to_owned);
+        return R::from_batch(tenant, &batch).map_err(|e| StoreError::Corrupt { path, reason: e.to_string() });
+    }
     let mut merged: BTreeMap<R::Key, R> = BTreeMap::new();
     for path in files {
         for row in read_records::<R>(path, tenant)? {
@@ -155,6 +161,70 @@ fn merge<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Vec<R>> {
         }
     }
     Ok(merged.into_values().collect())
+}
+
+/// [`merge`] in Arrow batches, for a dataset with [`LakeRecord::MERGE_COLUMNS`]: `files`' rows in the dataset's
+/// declared columns (each row's tenant checked), one per identity, in key order.
+fn merged_batch<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<RecordBatch> {
+    let (key, version) = R::MERGE_COLUMNS.expect("a dataset merged by its columns");
+    let schema = R::to_batch(tenant, &[]).schema();
+    let mut batches = Vec::new();
+    for path in files {
+        let corrupt = |reason: String| StoreError::Corrupt { path: path.clone(), reason };
+        for batch in read_file(path)? {
+            super::codec::check_tenant(R::DATASET, tenant, &batch).map_err(|e| corrupt(e.to_string()))?;
+            // By name, in the declared order: a file written before a declaration's order changed merges too.
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| match batch.column_by_name(f.name()) {
+                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                    Some(c) => {
+                        Err(corrupt(format!("column `{}` is {}, not {}", f.name(), c.data_type(), f.data_type())))
+                    }
+                    None => Err(corrupt(format!("has no column `{}`", f.name()))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| corrupt(e.to_string()))?);
+        }
+    }
+    let what = || files.last().map_or_else(|| R::DATASET.to_owned(), |p| p.display().to_string());
+    let all = arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| StoreError::Invalid { what: what(), reason: e.to_string() })?;
+    latest_rows(&all, key, version).map_err(|e| StoreError::Invalid { what: what(), reason: e.to_string() })
+}
+
+/// The rows of `batch` (in write order: a later row is a later write), one per identity (the `key` columns): the
+/// highest `version` wins, the later write on a tie; in key order. The key columns are compared in Arrow's row
+/// format, whose byte order is the values' order, so nothing is decoded into records. The sort is stable and
+/// finds runs: a compaction's input, each file already in key order, costs a merge of its files, not a full sort.
+fn latest_rows(batch: &RecordBatch, key: &[&str], version: &str) -> std::result::Result<RecordBatch, String> {
+    use arrow::array::{Array as _, AsArray as _, UInt32Array};
+    use arrow::datatypes::{DataType, Int64Type};
+    use arrow::row::{RowConverter, SortField};
+    let column = |name: &str| batch.column_by_name(name).cloned().ok_or_else(|| format!("no column `{name}`"));
+    let keys = key.iter().map(|k| column(k)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let converter = RowConverter::new(keys.iter().map(|c| SortField::new(c.data_type().clone())).collect())
+        .map_err(|e| e.to_string())?;
+    let rows = converter.convert_columns(&keys).map_err(|e| e.to_string())?;
+    let versions = arrow::compute::cast(&column(version)?, &DataType::Int64).map_err(|e| e.to_string())?;
+    if versions.null_count() > 0 {
+        return Err(format!("`{version}` has empty values"));
+    }
+    let versions = versions.as_primitive::<Int64Type>().values();
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        rows.row(a).cmp(&rows.row(b)).then(versions[a].cmp(&versions[b]))
+    });
+    // The last of each key's run: its highest version, and of equal versions the later write (the sort is stable).
+    let keep: Vec<u32> = order
+        .iter()
+        .enumerate()
+        .filter(|&(i, &row)| order.get(i + 1).is_none_or(|&next| rows.row(next as usize) != rows.row(row as usize)))
+        .map(|(_, &row)| row)
+        .collect();
+    arrow::compute::take_record_batch(batch, &UInt32Array::from(keep)).map_err(|e| e.to_string())
 }
 
 /// The compacted file (when there is one) and the parts of a partition, in merge order.
@@ -232,29 +302,31 @@ fn compact<R: LakeRecord>(dir: &Path, tenant: &str) -> Result<()> {
     if files.iter().all(|f| f.file_name().is_some_and(|n| n == DATA_FILE)) {
         return Ok(());
     }
-    let rows = merge::<R>(tenant, &files)?;
-    let refs: Vec<&R> = rows.iter().collect();
-    write_atomic(&dir.join(DATA_FILE), &R::to_batch(tenant, &refs))?;
+    let batch = if R::MERGE_COLUMNS.is_some() {
+        merged_batch::<R>(tenant, &files)?
+    } else {
+        let rows = merge::<R>(tenant, &files)?;
+        R::to_batch(tenant, &rows.iter().collect::<Vec<_>>())
+    };
+    write_atomic(&dir.join(DATA_FILE), &batch)?;
     for part in files.iter().filter(|f| f.file_name().is_some_and(|n| n != DATA_FILE)) {
         std::fs::remove_file(part).map_err(|e| StoreError::io(part, e))?;
     }
     Ok(())
 }
 
-/// Appends `rows` to their partitions, one part file per partition; a partition with [`COMPACT_AT`] parts is then
-/// compacted. Rows repeated within `rows` keep the highest version (the later on a tie).
+/// Appends `rows` to their partitions, one part file per partition; a partition with [`LakeRecord::COMPACT_AT`]
+/// parts is then compacted. Rows repeated within `rows` keep the highest version (the later on a tie).
 pub(crate) fn upsert<R: LakeRecord>(root: &Path, tenant: &str, rows: &[R]) -> Result<usize> {
-    let mut by_partition: BTreeMap<Option<String>, BTreeMap<R::Key, &R>> = BTreeMap::new();
+    // By month (year and month, named once per partition), each month's rows in write order.
+    let mut by_partition: BTreeMap<Option<(i32, u32)>, (Option<String>, Vec<&R>)> = BTreeMap::new();
     for row in rows {
-        let partition = by_partition.entry(row.partition_day().map(month_of)).or_default();
-        match partition.get(&row.key()) {
-            Some(old) if old.version() > row.version() => {}
-            _ => {
-                partition.insert(row.key(), row);
-            }
-        }
+        let day = row.partition_day();
+        let (_, partition) =
+            by_partition.entry(day.map(|d| (d.year(), d.month()))).or_insert_with(|| (day.map(month_of), Vec::new()));
+        partition.push(row);
     }
-    for (month, new_rows) in by_partition {
+    for (month, new_rows) in by_partition.into_values() {
         let dir = partition_dir(root, R::DATASET, tenant, month.as_deref());
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         // A partition whose compacted file is corrupt takes no more writes (its footer is read, not its rows): it is
@@ -267,10 +339,25 @@ pub(crate) fn upsert<R: LakeRecord>(root: &Path, tenant: &str, rows: &[R]) -> Re
         }
         let mut existing = parts(&dir)?;
         let part = next_part(&dir, &existing);
-        let refs: Vec<&R> = new_rows.into_values().collect();
-        write_atomic(&part, &R::to_batch(tenant, &refs))?;
+        let batch = match R::MERGE_COLUMNS {
+            Some((key, version)) => latest_rows(&R::to_batch(tenant, &new_rows), key, version)
+                .map_err(|reason| StoreError::Invalid { what: part.display().to_string(), reason })?,
+            None => {
+                let mut latest: BTreeMap<R::Key, &R> = BTreeMap::new();
+                for row in new_rows {
+                    match latest.get(&row.key()) {
+                        Some(old) if old.version() > row.version() => {}
+                        _ => {
+                            latest.insert(row.key(), row);
+                        }
+                    }
+                }
+                R::to_batch(tenant, &latest.into_values().collect::<Vec<_>>())
+            }
+        };
+        write_atomic(&part, &batch)?;
         existing.push(part);
-        if existing.len() >= COMPACT_AT {
+        if existing.len() >= R::COMPACT_AT {
             compact::<R>(&dir, tenant)?;
         }
     }
@@ -631,4 +718,106 @@ pub(crate) fn remove_orphans(root: &Path) -> Result<usize> {
 pub(crate) fn concat(schema: Arc<arrow::datatypes::Schema>, batches: &[RecordBatch]) -> Result<RecordBatch> {
     arrow::compute::concat_batches(&schema, batches)
         .map_err(|e| StoreError::Invalid { what: "report".into(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone as _, Utc};
+    use pulse_domain::{ApiVersion, CanonicalMetric, PageInsightFact, Period};
+
+    /// A small deterministic generator (no dependency for one test).
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    fn fact(rng: &mut Lcg, value: f64) -> PageInsightFact {
+        let metrics = [CanonicalMetric::PageReach, CanonicalMetric::PageEngagedByAgeGender];
+        let breakdowns = ["", "F.35-44", "M.65+", "U.18-24"];
+        PageInsightFact {
+            practice: ["M83001", "M83002"][rng.below(2) as usize].parse().unwrap(),
+            page: ["1001", "1002", "20003", "3"][rng.below(4) as usize].parse().unwrap(),
+            metric: metrics[rng.below(2) as usize],
+            graph_metric: "page_impressions_unique",
+            period: [Period::Day, Period::Week][rng.below(2) as usize],
+            // Two months, so a write touches two partitions.
+            day: NaiveDate::from_ymd_opt(2018, 1, 20).unwrap() + Duration::days(rng.below(20) as i64),
+            breakdown: breakdowns[rng.below(4) as usize].into(),
+            value,
+            api_version: ApiVersion::new(2, 12),
+            // Few distinct versions, so ties between writes (and within one write) are common.
+            fetched_at: Utc.with_ymd_and_hms(2018, 6, 1, 0, 0, 0).unwrap() + Duration::seconds(rng.below(3) as i64),
+        }
+    }
+
+    /// The Arrow merge (writes, reads of parts, compactions) against the rule stated for records: for every
+    /// identity, the highest version, and of equal versions the later write; the files in key order.
+    #[test]
+    fn the_arrow_merge_keeps_what_the_record_merge_keeps() {
+        for seed in 0..6 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut rng = Lcg(seed);
+            let mut model: BTreeMap<<PageInsightFact as LakeRecord>::Key, PageInsightFact> = BTreeMap::new();
+            let mut value = 0.0;
+            // Enough writes to cross the compaction threshold at least once.
+            for _ in 0..(PageInsightFact::COMPACT_AT + 5) {
+                let rows: Vec<PageInsightFact> = (0..1 + rng.below(40))
+                    .map(|_| {
+                        value += 1.0;
+                        fact(&mut rng, value)
+                    })
+                    .collect();
+                for row in &rows {
+                    match model.get(&LakeRecord::key(row)) {
+                        Some(old) if old.version() > row.version() => {}
+                        _ => {
+                            model.insert(LakeRecord::key(row), row.clone());
+                        }
+                    }
+                }
+                upsert(dir.path(), "alpha", &rows).unwrap();
+                let read = read::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap();
+                let mut read: Vec<_> = read.into_iter().map(|r| (LakeRecord::key(&r), r)).collect();
+                read.sort_by(|a, b| a.0.cmp(&b.0));
+                let expected: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                assert_eq!(read, expected, "seed {seed}: what a read merges");
+            }
+            compact_range::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap();
+            let mut all = Vec::new();
+            for file in checked_files::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap() {
+                assert!(file.ends_with(DATA_FILE), "{file:?}");
+                let rows = read_records::<PageInsightFact>(&file, "alpha").unwrap();
+                let keys: Vec<_> = rows.iter().map(LakeRecord::key).collect();
+                assert!(keys.windows(2).all(|w| w[0] < w[1]), "seed {seed}: {file:?} is in key order, one per key");
+                all.extend(rows);
+            }
+            all.sort_by_key(LakeRecord::key);
+            assert_eq!(all, model.into_values().collect::<Vec<_>>(), "seed {seed}: what compaction keeps");
+        }
+    }
+
+    /// A row of another tenant in a partition stops its compaction, with the file named, and nothing is removed.
+    #[test]
+    fn an_arrow_compaction_refuses_a_foreign_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Lcg(7);
+        let rows: Vec<PageInsightFact> = (0..20).map(|i| fact(&mut rng, i as f64)).collect();
+        upsert(dir.path(), "alpha", &rows).unwrap();
+        // Another tenant's rows written into alpha's partitions (what a misplaced copy would do).
+        let month = |r: &PageInsightFact| month_of(r.day);
+        let target = partition_dir(dir.path(), PageInsightFact::DATASET, "alpha", Some(&month(&rows[0])));
+        let foreign: Vec<&PageInsightFact> = rows.iter().filter(|r| month(r) == month(&rows[0])).collect();
+        write_atomic(&target.join("part-9-foreign.parquet"), &PageInsightFact::to_batch("beta", &foreign)).unwrap();
+        let before = parts(&target).unwrap();
+        let err = compact_range::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { path, reason } if path.ends_with("part-9-foreign.parquet") && reason.contains("beta")),
+            "{err:?}"
+        );
+        assert_eq!(parts(&target).unwrap(), before, "nothing folded, nothing removed");
+    }
 }

@@ -23,9 +23,9 @@
 //! temporary file and renamed, so a crash leaves no half file), and nothing already stored is read or rewritten, so a
 //! write costs what it writes. Reads merge a partition's `data.parquet` and its parts by identity (the highest
 //! version wins). A partition is compacted into a new `data.parquet` (atomically, then its parts removed) when it
-//! has 16 parts, when the ingester finishes a run (`Store::settle`), and before its files are scanned in place
-//! (`Store::fact_files`): between runs every partition is one file with one row per identity, which is what DuckDB,
-//! polars and pyarrow see.
+//! has 16 parts (64 for facts, posts and post insights, which the run's end compacts anyway), when the ingester
+//! finishes a run (`Store::settle`), and before its files are scanned in place (`Store::fact_files`): between runs
+//! every partition is one file with one row per identity, which is what DuckDB, polars and pyarrow see.
 
 mod codec;
 mod dataset;
