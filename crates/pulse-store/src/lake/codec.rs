@@ -28,7 +28,8 @@ pub(crate) trait LakeRecord: Clone + Send + Sync + 'static {
     const COMPACT_AT: usize = 16;
     /// The columns of [`key`](Self::key), in its order, and the column of [`version`](Self::version), for a dataset
     /// whose key orders as its columns' values do (strings by their bytes, dates): writes and compactions then merge
-    /// rows by identity in Arrow batches without decoding records (`dataset::latest_rows`). `None`: merged as records.
+    /// rows by identity in Arrow batches, not in a map of records (`dataset::latest_rows`; a compaction still checks
+    /// every row as a read does). `None`: merged as records.
     const MERGE_COLUMNS: Option<(&'static [&'static str], &'static str)> = None;
 }
 

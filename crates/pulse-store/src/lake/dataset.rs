@@ -7,8 +7,8 @@
 //! [`LakeRecord::COMPACT_AT`] parts, the write that made it so folds them into a new `data.parquet` (atomically) and
 //! then removes them; a crash between the two leaves parts that merge again to the same rows. Scans in place
 //! ([`checked_files`]) compact first, so that what DuckDB or polars read is one file per partition with no duplicate
-//! identities. Facts, posts and post insights are merged in Arrow batches by their key columns ([`latest_rows`]),
-//! the other datasets as records.
+//! identities. Writes and compactions of facts, posts and post insights merge in Arrow batches by their key columns
+//! ([`latest_rows`]); reads, and the other datasets, merge records.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -160,12 +160,6 @@ fn next_part(dir: &Path, existing: &[PathBuf]) -> PathBuf {
 /// Rows of `files` (the compacted file first, then parts in write order) merged by identity: the highest version
 /// wins, the later write on a tie.
 fn merge<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Vec<R>> {
-    if R::MERGE_COLUMNS.is_some() {
-        let batch = merged_batch::<R>(tenant, files)?;
-        // A value no record takes came from one of the partition's files: the partition is named.
-        let path = files.first().and_then(|f| f.parent()).map_or_else(PathBuf::new, Path::to_owned);
-        return R::from_batch(tenant, &batch).map_err(|e| StoreError::Corrupt { path, reason: e.to_string() });
-    }
     let mut merged: BTreeMap<R::Key, R> = BTreeMap::new();
     for path in files {
         for row in read_records::<R>(path, tenant)? {
@@ -180,8 +174,10 @@ fn merge<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Vec<R>> {
     Ok(merged.into_values().collect())
 }
 
-/// [`merge`] in Arrow batches, for a dataset with [`LakeRecord::MERGE_COLUMNS`]: `files`' rows in the dataset's
-/// declared columns (each row's tenant checked), one per identity, in key order.
+/// [`merge`] in Arrow batches, for compacting a dataset with [`LakeRecord::MERGE_COLUMNS`]: `files`' rows in the
+/// dataset's declared columns, one per identity, in key order. Every row of every file is checked first as a read
+/// checks it (its tenant, and a value each field takes), so a file a compaction would fold in is refused with its
+/// path, as a read refuses it, and nothing is written or removed; only the merge itself is done in batches.
 fn merged_batch<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<RecordBatch> {
     let (key, version) = R::MERGE_COLUMNS.expect("a dataset merged by its columns");
     let schema = R::to_batch(tenant, &[]).schema();
@@ -189,26 +185,29 @@ fn merged_batch<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Record
     for path in files {
         let corrupt = |reason: String| StoreError::Corrupt { path: path.clone(), reason };
         for batch in read_file(path)? {
-            super::codec::check_tenant(R::DATASET, tenant, &batch).map_err(|e| corrupt(e.to_string()))?;
-            // By name, in the declared order: a file written before a declaration's order changed merges too.
+            // The tenant of every row, and every value (what `read_records` checks).
+            R::from_batch(tenant, &batch).map_err(|e| corrupt(e.to_string()))?;
+            // By name, in the declared order (a file written before a declaration's order changed merges too), in
+            // the declared types (a time in another zone's notation, say).
             let columns = schema
                 .fields()
                 .iter()
                 .map(|f| match batch.column_by_name(f.name()) {
                     Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                    Some(c) => {
-                        Err(corrupt(format!("column `{}` is {}, not {}", f.name(), c.data_type(), f.data_type())))
-                    }
+                    Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| {
+                        corrupt(format!("column `{}` is {}, not {}: {e}", f.name(), c.data_type(), f.data_type()))
+                    }),
                     None => Err(corrupt(format!("has no column `{}`", f.name()))),
                 })
                 .collect::<Result<Vec<_>>>()?;
             batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| corrupt(e.to_string()))?);
         }
     }
-    let what = || files.last().map_or_else(|| R::DATASET.to_owned(), |p| p.display().to_string());
+    let partition =
+        || files.first().and_then(|f| f.parent()).map_or_else(|| R::DATASET.to_owned(), |d| d.display().to_string());
     let all = arrow::compute::concat_batches(&schema, &batches)
-        .map_err(|e| StoreError::Invalid { what: what(), reason: e.to_string() })?;
-    latest_rows(&all, key, version).map_err(|e| StoreError::Invalid { what: what(), reason: e.to_string() })
+        .map_err(|e| StoreError::Invalid { what: partition(), reason: e.to_string() })?;
+    latest_rows(&all, key, version).map_err(|e| StoreError::Invalid { what: partition(), reason: e.to_string() })
 }
 
 /// The rows of `batch` (in write order: a later row is a later write), one per identity (the `key` columns): the
@@ -336,7 +335,8 @@ fn compact<R: LakeRecord>(dir: &Path, tenant: &str) -> Result<()> {
 /// parts is then compacted. Rows repeated within `rows` keep the highest version (the later on a tie).
 pub(crate) fn upsert<R: LakeRecord>(root: &Path, tenant: &str, rows: &[R]) -> Result<usize> {
     // By month (year and month, named once per partition), each month's rows in write order.
-    let mut by_partition: BTreeMap<Option<(i32, u32)>, (Option<String>, Vec<&R>)> = BTreeMap::new();
+    type Month = Option<(i32, u32)>;
+    let mut by_partition: BTreeMap<Month, (Option<String>, Vec<&R>)> = BTreeMap::new();
     for row in rows {
         let day = row.partition_day();
         let (_, partition) =
@@ -771,50 +771,102 @@ mod tests {
         }
     }
 
-    /// The Arrow merge (writes, reads of parts, compactions) against the rule stated for records: for every
-    /// identity, the highest version, and of equal versions the later write; the files in key order.
-    #[test]
-    fn the_arrow_merge_keeps_what_the_record_merge_keeps() {
-        for seed in 0..6 {
+    fn post(rng: &mut Lcg, value: f64) -> pulse_domain::Post {
+        let page = ["1001", "1002", "20003"][rng.below(3) as usize];
+        let n = [1, 2, 10, 11][rng.below(4) as usize];
+        pulse_domain::Post {
+            practice: "M83001".parse().unwrap(),
+            page: page.parse().unwrap(),
+            post: format!("{page}_{n}").parse().unwrap(),
+            // A post's time is its own (its month is its partition): posts 1 and 2 in January, 10 and 11 in February.
+            created_time: Utc.with_ymd_and_hms(2018, 1, 20, 0, 0, 0).unwrap() + Duration::days(n as i64),
+            post_type: "video".into(),
+            message: value.to_string(),
+            permalink: String::new(),
+            fetched_at: Utc.with_ymd_and_hms(2018, 6, 1, 0, 0, 0).unwrap() + Duration::seconds(rng.below(3) as i64),
+        }
+    }
+
+    fn snapshot(rng: &mut Lcg, value: f64) -> pulse_domain::PostInsightSnapshot {
+        let page = ["1001", "20003"][rng.below(2) as usize];
+        pulse_domain::PostInsightSnapshot {
+            practice: "M83001".parse().unwrap(),
+            page: page.parse().unwrap(),
+            post: format!("{page}_{}", [1, 2, 10][rng.below(3) as usize]).parse().unwrap(),
+            metric: [CanonicalMetric::PostReach, CanonicalMetric::PostVideoViews][rng.below(2) as usize],
+            graph_metric: "post_impressions_unique",
+            breakdown: ["", "F.35-44", "M.65+"][rng.below(3) as usize].into(),
+            snapshot_day: NaiveDate::from_ymd_opt(2018, 1, 20).unwrap() + Duration::days(rng.below(20) as i64),
+            value,
+            api_version: ApiVersion::new(2, 12),
+            fetched_at: Utc.with_ymd_and_hms(2018, 6, 1, 0, 0, 0).unwrap() + Duration::seconds(rng.below(3) as i64),
+        }
+    }
+
+    /// The Arrow merge (writes, compactions) against the rule stated for records: for every identity, the highest
+    /// version, and of equal versions the later write; the compacted files in key order, one row per key. Each
+    /// generated row is told apart by a value of its own, and versions are few, so ties are common.
+    fn the_arrow_merge_keeps_what_the_record_merge_keeps<R: LakeRecord + PartialEq + std::fmt::Debug>(
+        generate: impl Fn(&mut Lcg, f64) -> R,
+    ) {
+        for seed in 0..4 {
             let dir = tempfile::tempdir().unwrap();
             let mut rng = Lcg(seed);
-            let mut model: BTreeMap<<PageInsightFact as LakeRecord>::Key, PageInsightFact> = BTreeMap::new();
+            let mut model: BTreeMap<R::Key, R> = BTreeMap::new();
             let mut value = 0.0;
+            let by_key = |a: &R, b: &R| a.key().cmp(&b.key());
             // Enough writes to cross the compaction threshold at least once.
-            for _ in 0..(PageInsightFact::COMPACT_AT + 5) {
-                let rows: Vec<PageInsightFact> = (0..1 + rng.below(40))
+            for write in 0..(R::COMPACT_AT + 5) {
+                let rows: Vec<R> = (0..1 + rng.below(40))
                     .map(|_| {
                         value += 1.0;
-                        fact(&mut rng, value)
+                        generate(&mut rng, value)
                     })
                     .collect();
                 for row in &rows {
-                    match model.get(&LakeRecord::key(row)) {
+                    match model.get(&row.key()) {
                         Some(old) if old.version() > row.version() => {}
                         _ => {
-                            model.insert(LakeRecord::key(row), row.clone());
+                            model.insert(row.key(), row.clone());
                         }
                     }
                 }
                 upsert(dir.path(), "alpha", &rows).unwrap();
-                let read = read::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap();
-                let mut read: Vec<_> = read.into_iter().map(|r| (LakeRecord::key(&r), r)).collect();
-                read.sort_by(|a, b| a.0.cmp(&b.0));
-                let expected: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                assert_eq!(read, expected, "seed {seed}: what a read merges");
+                if write % 8 == 0 || write == R::COMPACT_AT {
+                    let mut read = read::<R>(dir.path(), "alpha", None, None).unwrap();
+                    read.sort_by(by_key);
+                    assert!(read.iter().eq(model.values()), "seed {seed}, write {write}: what a read merges");
+                }
             }
-            compact_range::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap();
+            compact_range::<R>(dir.path(), "alpha", None, None).unwrap();
             let mut all = Vec::new();
-            for file in checked_files::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap() {
+            for file in checked_files::<R>(dir.path(), "alpha", None, None).unwrap() {
                 assert!(file.ends_with(DATA_FILE), "{file:?}");
-                let rows = read_records::<PageInsightFact>(&file, "alpha").unwrap();
-                let keys: Vec<_> = rows.iter().map(LakeRecord::key).collect();
-                assert!(keys.windows(2).all(|w| w[0] < w[1]), "seed {seed}: {file:?} is in key order, one per key");
+                let rows = read_records::<R>(&file, "alpha").unwrap();
+                assert!(
+                    rows.windows(2).all(|w| w[0].key() < w[1].key()),
+                    "seed {seed}: {file:?} in key order, one per key"
+                );
                 all.extend(rows);
             }
-            all.sort_by_key(LakeRecord::key);
-            assert_eq!(all, model.into_values().collect::<Vec<_>>(), "seed {seed}: what compaction keeps");
+            all.sort_by(by_key);
+            assert!(all.iter().eq(model.values()), "seed {seed}: what compaction keeps");
         }
+    }
+
+    #[test]
+    fn the_arrow_merge_of_facts_keeps_what_the_record_merge_keeps() {
+        the_arrow_merge_keeps_what_the_record_merge_keeps(fact);
+    }
+
+    #[test]
+    fn the_arrow_merge_of_posts_keeps_what_the_record_merge_keeps() {
+        the_arrow_merge_keeps_what_the_record_merge_keeps(post);
+    }
+
+    #[test]
+    fn the_arrow_merge_of_post_insights_keeps_what_the_record_merge_keeps() {
+        the_arrow_merge_keeps_what_the_record_merge_keeps(snapshot);
     }
 
     /// Scans skip row groups by the key columns' statistics, which are kept; the other strings have none.
@@ -842,6 +894,33 @@ mod tests {
             }
             assert!(stats("value") && stats("fetched_at"), "numbers and times keep theirs (cheap)");
         }
+    }
+
+    /// A part with a value no fact takes (a metric this build does not know) stops its partition's compaction, with
+    /// the part named, as a read stops; nothing is folded or removed.
+    #[test]
+    fn an_arrow_compaction_refuses_a_value_no_record_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Lcg(11);
+        let rows: Vec<PageInsightFact> = (0..20).map(|i| fact(&mut rng, i as f64)).collect();
+        let first = &rows[0];
+        let target = partition_dir(dir.path(), PageInsightFact::DATASET, "alpha", Some(&month_of(first.day)));
+        let good = PageInsightFact::to_batch("alpha", &[first]);
+        let mut columns = good.columns().to_vec();
+        let metric = good.schema().index_of(crate::table::page_insights::METRIC).unwrap();
+        columns[metric] = Arc::new(arrow::array::StringArray::from(vec!["page_unknown_metric"]));
+        let bad = RecordBatch::try_new(good.schema(), columns).unwrap();
+        write_atomic(&target.join("part-0-bad.parquet"), &bad, None).unwrap();
+        // Later good writes to the same partition.
+        upsert(dir.path(), "alpha", &rows).unwrap();
+        let before = parts(&target).unwrap();
+        let err = compact_range::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { path, reason } if path.ends_with("part-0-bad.parquet") && reason.contains("page_unknown_metric")),
+            "{err:?}"
+        );
+        assert_eq!(parts(&target).unwrap(), before, "nothing folded, nothing removed");
+        assert!(!target.join(DATA_FILE).exists());
     }
 
     /// A row of another tenant in a partition stops its compaction, with the file named, and nothing is removed.
