@@ -49,8 +49,13 @@ DuckDB, polars or pyarrow read is one file per partition with one row per identi
 
 Before this (recorded 2026-12-02, the lake as it was until b7858ec: records merged in a `BTreeMap` keyed by strings, a
 compaction every 16 parts, statistics on every column): lake full 97.9 s against ClickHouse 62.2 s, **1.57×**.
-In this session (2026-12-06), the `--copies 8` run (3.5M rows) took 26.5 s at b7858ec, 19.6 s with the Arrow merge
-and 10.7–14 s with the statistics change too.
+In this session (2026-12-06), single `--copies 8` runs (3.5M rows) took 26.5 s at b7858ec, 19.6 s with the Arrow
+merge and 10.7 s with the statistics change too (single runs here vary by a quarter; the ratio above is the measure).
+Compactions check every string of every file as a read would before they merge (each distinct value decoded once).
+Same-day runs of this script, lake full against ClickHouse: 65.0 against 49.5 s (1.31×, Arrow merge, statistics on
+every column), 57.9 against 53.1 s (1.09×, statistics on key columns), 83.9 against 55.0 s (1.53×, compaction
+decoding every row to check it), then the table above (the check on distinct values); the ClickHouse reference moved
+from 49.5 to 75.4 s on this shared machine, so only ratios within a run mean anything.
 
 Before that (the lake, which read and rewrote the whole tenant-month partition on every batch; `ingest_bench
 --lake` at commit d82cea7, same session, 2026-12-02): half 45.1 s, full 199.8 s: **×4.43** when the pages doubled.
