@@ -175,9 +175,9 @@ fn merge<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Vec<R>> {
 }
 
 /// [`merge`] in Arrow batches, for compacting a dataset with [`LakeRecord::MERGE_COLUMNS`]: `files`' rows in the
-/// dataset's declared columns, one per identity, in key order. Every row of every file is checked first as a read
-/// checks it (its tenant, and a value each field takes), so a file a compaction would fold in is refused with its
-/// path, as a read refuses it, and nothing is written or removed; only the merge itself is done in batches.
+/// dataset's declared columns, one per identity, in key order. Every file is checked first as a read checks it (the
+/// tenant of every row, and every distinct string decoded as a record's field: [`distinct_strings`]), so a file a
+/// compaction would fold in is refused with its path, as a read refuses it, and nothing is written or removed.
 fn merged_batch<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<RecordBatch> {
     let (key, version) = R::MERGE_COLUMNS.expect("a dataset merged by its columns");
     let schema = R::to_batch(tenant, &[]).schema();
@@ -216,7 +216,8 @@ fn merged_batch<R: LakeRecord>(tenant: &str, files: &[PathBuf]) -> Result<Record
 /// first appearance, repeated to the longest such list; every other column repeats its first value. Decoding it into
 /// records checks every string of `batch` as decoding `batch` would (a record checks each field on its own, and
 /// checks only strings: ids, names, the tenant), for about one comparison per value, since rows in key order bring
-/// equal values in runs; decoding every row was a third of a national backfill's time.
+/// equal values in runs; decoding every row instead made a national backfill 45% slower in one run (83.9 s against
+/// 57.9 s).
 fn distinct_strings(batch: &RecordBatch) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     use arrow::array::{Array as _, ArrayRef, AsArray as _, StringArray, UInt32Array};
     if batch.num_rows() == 0 {
