@@ -19,8 +19,21 @@ q() { curl -fsS "$URL/" --data-binary "$1"; }
 SERVER_PID="$(ss -ltnp "sport = :${URL##*:}" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)"
 BENCH=("${CARGO_TARGET_DIR:-target}"/release/ingest_bench --clickhouse "$URL" --pages "$PAGES" --days "$DAYS" --graph replay)
 [ -n "$SERVER_PID" ] && BENCH+=(--server-pid "$SERVER_PID")
-RESULT="$("${BENCH[@]}")"
-echo "$RESULT"
+# The server's count of blocks written, and of those it found already in key order (it skips their sort).
+blocks() { q "SELECT sum(value) FROM system.events WHERE event = 'MergeTreeDataWriterBlocks'"; }
+sorted_blocks() { q "SELECT sum(value) FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'"; }
+# Three end-to-end runs (the machine is noisy); the fastest is the result, as for the reference below.
+RUNS=()
+for _ in 1 2 3; do
+  B0="$(blocks)"; S0="$(sorted_blocks)"
+  RUN="$("${BENCH[@]}")"
+  # Each run has a recording pass and a measured pass of the same rows: half the blocks are the measured pass's.
+  RUN="$(echo "$RUN" | python3 -c "import json,sys; r=json.load(sys.stdin); r['server_blocks']=($(blocks)-$B0)//2; r['server_blocks_sorted']=($(sorted_blocks)-$S0)//2; print(json.dumps(r))")"
+  echo "$RUN"
+  RUNS+=("$RUN")
+done
+RESULT="$(printf '%s\n' "${RUNS[@]}" | python3 -c 'import json,sys; print(json.dumps(min((json.loads(l) for l in sys.stdin if l.strip()), key=lambda r: r["seconds"])))')"
+E2E_TIMES="$(printf '%s\n' "${RUNS[@]}" | python3 -c 'import json,sys; print(" ".join(str(json.loads(l)["seconds"]) for l in sys.stdin if l.strip()))')"
 # The same with one batch for the whole run (fewer, larger inserts), for where the time goes.
 ONE_BATCH="$("${BENCH[@]}" --flush-rows 100000000)"
 echo "$ONE_BATCH"
@@ -36,7 +49,7 @@ for t in "${TABLES[@]}"; do
   ROWS=$(( ROWS + $(q "SELECT count() FROM $DB.$t") ))
 done
 FACTS="$(q "SELECT count() FROM $DB.page_insights")"
-# Three times (the machine is noisy): the median is the reference.
+# Three times (the machine is noisy): the fastest is the reference.
 TIMES=()
 FACT_TIMES=()
 for _ in 1 2 3; do
@@ -50,16 +63,17 @@ for _ in 1 2 3; do
   TIMES+=("$(python3 -c "print($END - $START)")")
   FACT_TIMES+=("$(python3 -c "print($FACT_END - $START)")")
 done
-median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
-RAW_SECS="$(median "${TIMES[@]}")"
-FACT_SECS="$(median "${FACT_TIMES[@]}")"
+best() { python3 -c "import sys; print(min(map(float, sys.argv[1:])))" "$@"; }
+RAW_SECS="$(best "${TIMES[@]}")"
+FACT_SECS="$(best "${FACT_TIMES[@]}")"
 RAW_ROWS=0
 for t in "${TABLES[@]}"; do RAW_ROWS=$(( RAW_ROWS + $(q "SELECT count() FROM $DB.${t}_raw") )); done
-python3 - "$RESULT" "$ROWS" "$RAW_ROWS" "$RAW_SECS" "$PAGES" "$DAYS" "$(du -ch "$WORK"/*.bin | tail -1 | cut -f1)" "$ONE_BATCH" "${TIMES[*]}" "$FACTS" "$FACT_SECS" <<'PY'
+python3 - "$RESULT" "$ROWS" "$RAW_ROWS" "$RAW_SECS" "$PAGES" "$DAYS" "$(du -ch "$WORK"/*.bin | tail -1 | cut -f1)" "$ONE_BATCH" "${TIMES[*]}" "$FACTS" "$FACT_SECS" "$E2E_TIMES" <<'PY'
 import json, sys, datetime, os
 r = json.loads(sys.argv[1]); rows = int(sys.argv[2]); raw_rows = int(sys.argv[3]); raw_secs = float(sys.argv[4])
 pages, days, size = sys.argv[5], sys.argv[6], sys.argv[7]
 one = json.loads(sys.argv[8]); times = ", ".join(f"{float(t):.2f}" for t in sys.argv[9].split()); facts = int(sys.argv[10]); fact_secs = float(sys.argv[11])
+e2e_times = ", ".join(f"{float(t):.2f}" for t in sys.argv[12].split())
 cpu = lambda x, k: "n/a" if x.get(k) is None else f"{x[k]:.2f}"
 raw_rate = raw_rows / raw_secs
 # Compare like with like: every row the run stored (facts, posts, snapshots), per second of the whole run.
@@ -76,10 +90,10 @@ ingester's HTTP calls, JSON decoding, facts and RowBinary inserts, and ClickHous
 |---|---|---|---|
 | end to end: replayed Graph responses → HTTP → parse → RowBinary insert (national scenario, {r['pages']} pages × {days} days, {r['requests']:,} requests, {r['megabytes']:.0f} MB of JSON): rows stored ({facts:,} page insight facts, the rest posts and post snapshots) | {rows:,} | {r['seconds']:.2f} | {e2e_rate:,.0f} |
 | reference: `clickhouse-client ... FORMAT RowBinary` of the same rows, one insert per table ({size}) | {raw_rows:,} | {raw_secs:.2f} | {raw_rate:,.0f} |
-| **ratio end-to-end / raw** | | | **{ratio:.2f}** (goal ≥ 0.6) |
+| **ratio end-to-end / raw** | | | **{ratio:.2f}** (goal ≥ 0.8, issue 28) |
 
-The reference ran three times ({times} s); the median is above. Counting page insight facts alone (the stricter
-reading: the run's whole time, posts included, against inserting only the facts, median {fact_secs:.2f} s): {facts / r['seconds']:,.0f}
+End to end ran three times ({e2e_times} s), the reference three times ({times} s); the fastest of each is above. Counting page insight facts alone (the stricter
+reading: the run's whole time, posts included, against inserting only the facts, fastest {fact_secs:.2f} s): {facts / r['seconds']:,.0f}
 against {facts / fact_secs:,.0f} facts/s, **{(facts / r['seconds']) / (facts / fact_secs):.2f}**.
 
 Where the time goes (CPU seconds during the measured pass, from `/proc`; two cores give at most {2 * r['seconds']:.1f}):
@@ -91,8 +105,14 @@ Where the time goes (CPU seconds during the measured pass, from `/proc`; two cor
 
 The ingester counted {r['rows']:,} rows written ({r['rows_per_second']:,.0f} rows/s). Peak memory of the ingest process:
 {r['peak_rss_mib']:.0f} MiB. The writer puts every tenant's rows of a table in one insert per batch
-(`Store::write_batch`), then each tenant's checkpoints.
+(`Store::write_batch`), then each tenant's checkpoints. Each insert's rows go in the table's key order: of the
+{r['server_blocks']:,} blocks the server wrote in the measured pass, it found {r['server_blocks_sorted']:,} already sorted
+(`MergeTreeDataWriterBlocksAlreadySorted`) and skipped their sort; the others are the checkpoints' small inserts.
 """
-open("benches/results/ingest-throughput.md", "w").write(md)
+# The hand-kept history below the generated part stays.
+path = "benches/results/ingest-throughput.md"
+if os.path.exists(path) and "\n## History" in open(path).read():
+    md += open(path).read()[open(path).read().index("\n## History"):]
+open(path, "w").write(md)
 print(md)
 PY

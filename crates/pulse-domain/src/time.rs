@@ -5,7 +5,7 @@
 //! 2018-07-01. `week` and `days_28` values are rolling windows ending at the same instant. Days in this project are
 //! Pacific-time days, and the data dictionary says so.
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::America::Los_Angeles;
 
 use crate::{DomainError, Period};
@@ -32,7 +32,9 @@ pub const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid")
 
 /// Days since 1970-01-01 (Arrow's `Date32`).
 pub fn day_number(day: NaiveDate) -> i32 {
-    (day - EPOCH).num_days() as i32
+    // Days from the common era's first day, less 1970-01-01's (719,163): the same as `(day - EPOCH).num_days()`,
+    // without its duration arithmetic (it ran once per row written).
+    day.num_days_from_ce() - 719_163
 }
 
 /// The day `n` days after 1970-01-01.
@@ -111,6 +113,18 @@ mod tests {
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    #[test]
+    fn day_number_counts_days_from_1970_on_both_sides_of_it() {
+        // Every day from 1900 to 2110 (ClickHouse's Date ends in 2105), leap years and centuries included.
+        let mut day = d(1900, 1, 1);
+        while day <= d(2110, 12, 31) {
+            assert_eq!(day_number(day) as i64, (day - EPOCH).num_days(), "{day}");
+            assert_eq!(from_day_number(day_number(day)), day);
+            day = day.succ_opt().unwrap();
+        }
+        assert_eq!(day_number(EPOCH), 0);
     }
 
     fn day_of(end_time: &str) -> NaiveDate {

@@ -6,6 +6,7 @@
 //! reads back once. The SQL lives in `sql/` and is checked on old and current ClickHouse by CI.
 
 pub mod cluster;
+mod order;
 pub mod placement;
 mod rowbinary;
 mod rows;
