@@ -107,7 +107,8 @@ The ingester counted {r['rows']:,} rows written ({r['rows_per_second']:,.0f} row
 {r['peak_rss_mib']:.0f} MiB. The writer puts every tenant's rows of a table in one insert per batch
 (`Store::write_batch`), then each tenant's checkpoints. Each insert's rows go in the table's key order: of the
 {r['server_blocks']:,} blocks the server wrote in the measured pass, it found {r['server_blocks_sorted']:,} already sorted
-(`MergeTreeDataWriterBlocksAlreadySorted`) and skipped their sort; the others are the checkpoints' small inserts.
+(`MergeTreeDataWriterBlocksAlreadySorted`) and skipped their sort; checkpoints are sent unsorted (a few rows each).
+The counts are the server's, over the whole run, halved (a recording pass and a measured pass of the same rows).
 """
 # The hand-kept history below the generated part stays.
 path = "benches/results/ingest-throughput.md"

@@ -15,11 +15,10 @@ pub(crate) fn ch_date(day: NaiveDate) -> u16 {
     day_to_i32(day).clamp(0, u16::MAX as i32) as u16
 }
 
-/// A day as a sorting key: in the order of [`ch_date`] (which clamps, and so may make unequal days equal, never
-/// reverse them), cheaper to make.
+/// A day as a sorting key: its `Date` as the server stores it ([`ch_date`], which clamps), so days clamped to one
+/// value compare equal here as they do there.
 fn day_key<'a>(day: NaiveDate) -> KeyPart<'a> {
-    use chrono::Datelike;
-    KeyPart::Num((i64::from(day.num_days_from_ce()) - i64::from(i32::MIN)) as u64)
+    KeyPart::Num(ch_date(day).into())
 }
 
 pub(crate) fn ch_datetime(t: DateTime<Utc>) -> u32 {
