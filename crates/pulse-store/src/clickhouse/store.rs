@@ -633,7 +633,8 @@ fn fact_filter_lists(filter: &FactFilter) -> (Vec<&'static str>, Vec<&'static st
     (metrics, periods)
 }
 
-/// The rows of one table for every tenant of a batch group, each with its tenant (made as they are sent).
+/// The items of one table for every tenant of a batch group, each with its tenant, in the table's key order (the
+/// rows are made from them as they are sent).
 fn batch_rows<'a, T: 'a>(
     group: &'a [&'a crate::TenantBatch<'a>],
     items: fn(&'a crate::TenantBatch<'a>) -> &'a [T],
