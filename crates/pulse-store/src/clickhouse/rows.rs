@@ -29,32 +29,6 @@ fn version(t: DateTime<Utc>) -> u64 {
     micros(t).max(0) as u64
 }
 
-/// An API version's text (`v25.0`), made once per version and kept: a row takes it without `to_string`'s allocation
-/// and formatter (those were about 4% of the ingester's CPU in the national ingest benchmark). A run sees one or two
-/// versions, so what is kept is a few bytes.
-pub(crate) fn version_text(v: pulse_domain::ApiVersion) -> &'static str {
-    use std::cell::Cell;
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    thread_local! {
-        static LAST: Cell<Option<(pulse_domain::ApiVersion, &'static str)>> = const { Cell::new(None) };
-    }
-    static TEXTS: OnceLock<Mutex<HashMap<pulse_domain::ApiVersion, &'static str>>> = OnceLock::new();
-    if let Some((last, text)) = LAST.get()
-        && last == v
-    {
-        return text;
-    }
-    let text = *TEXTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .entry(v)
-        .or_insert_with(|| Box::leak(v.to_string().into_boxed_str()));
-    LAST.set(Some((v, text)));
-    text
-}
-
 fn day(d: u16) -> NaiveDate {
     i32_to_day(d as i32)
 }
@@ -101,7 +75,7 @@ impl<'a> FactRow<'a> {
             day: ch_date(f.day),
             breakdown: &f.breakdown,
             value: f.value,
-            api_version: version_text(f.api_version),
+            api_version: crate::util::version_text(f.api_version),
             fetched_at: ch_datetime(f.fetched_at),
             version: version(f.fetched_at),
         }
@@ -287,7 +261,7 @@ impl<'a> SnapshotRow<'a> {
             breakdown: &s.breakdown,
             snapshot_day: ch_date(s.snapshot_day),
             value: s.value,
-            api_version: version_text(s.api_version),
+            api_version: crate::util::version_text(s.api_version),
             fetched_at: ch_datetime(s.fetched_at),
             version: version(s.fetched_at),
         }

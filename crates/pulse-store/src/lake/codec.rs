@@ -91,10 +91,7 @@ impl LakeRecord for PageInsightFact {
             .date(T::page_insights::DAY, rows.iter().map(|r| r.day))
             .str(T::page_insights::BREAKDOWN, rows.iter().map(|r| &*r.breakdown))
             .f64(T::page_insights::VALUE, rows.iter().map(|r| r.value))
-            .str(
-                T::page_insights::API_VERSION,
-                rows.iter().map(|r| r.api_version.to_string()).collect::<Vec<_>>().iter().map(String::as_str),
-            )
+            .str(T::page_insights::API_VERSION, rows.iter().map(|r| crate::util::version_text(r.api_version)))
             .ts(T::page_insights::FETCHED_AT, rows.iter().map(|r| r.fetched_at))
             .finish_for(&T::page_insights::TABLE)
     }
@@ -239,10 +236,7 @@ impl LakeRecord for PostInsightSnapshot {
             .str(T::post_insights::BREAKDOWN, rows.iter().map(|r| &*r.breakdown))
             .date(T::post_insights::SNAPSHOT_DAY, rows.iter().map(|r| r.snapshot_day))
             .f64(T::post_insights::VALUE, rows.iter().map(|r| r.value))
-            .str(
-                T::post_insights::API_VERSION,
-                rows.iter().map(|r| r.api_version.to_string()).collect::<Vec<_>>().iter().map(String::as_str),
-            )
+            .str(T::post_insights::API_VERSION, rows.iter().map(|r| crate::util::version_text(r.api_version)))
             .ts(T::post_insights::FETCHED_AT, rows.iter().map(|r| r.fetched_at))
             .finish_for(&T::post_insights::TABLE)
     }

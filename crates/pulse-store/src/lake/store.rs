@@ -400,10 +400,12 @@ impl Store for LakeStore {
     async fn settle(&self, scope: &WriteScope) -> Result<()> {
         let tenant = scope.as_str().to_owned();
         self.blocking(true, move |root| {
-            dataset::compact_range::<PageInsightFact>(root, &tenant, None, None)?;
-            dataset::compact_range::<Post>(root, &tenant, None, None)?;
-            dataset::compact_range::<PostInsightSnapshot>(root, &tenant, None, None)?;
-            dataset::compact_range::<Checkpoint>(root, &tenant, None, None)
+            dataset::Compactions::new(root, &tenant)
+                .add::<PageInsightFact>(None, None)?
+                .add::<Post>(None, None)?
+                .add::<PostInsightSnapshot>(None, None)?
+                .add::<Checkpoint>(None, None)?
+                .run()
         })
         .await
     }
