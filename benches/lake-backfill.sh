@@ -35,7 +35,7 @@ fulls, chs = runs[:len(runs) // 2], runs[len(runs) // 2:]
 best = lambda rs: min(rs, key=lambda r: r['seconds'])
 f, c = best(fulls), best(chs)
 median = lambda rs: statistics.median(r['seconds'] for r in rs)
-times = lambda rs: ", ".join(f"{r['seconds']:.1f}" for r in rs)
+times = lambda rs: ", ".join(f"{r['seconds']:.1f} ({r['peak_rss_mib']:.0f} MiB)" for r in rs)
 row = lambda name, r: f"| {name} | {r['pages']:,} | {r['rows']:,} | {r['seconds']:.1f} | {r['rows_per_second']:,.0f} | {r['ingester_cpu_seconds']:.1f} | {r['peak_rss_mib']:.0f} |"
 md = f"""# National backfill into the lake against ClickHouse
 
@@ -49,7 +49,7 @@ side, alternating, the fastest of each shown.
 {row("lake, full (42 ICBs), best of three", f)}
 {row("ClickHouse 18.16, full, best of three", c)}
 
-The three full runs: lake {times(fulls)} s; ClickHouse {times(chs)} s.
+The three full runs, seconds (ingester peak memory): lake {times(fulls)}; ClickHouse {times(chs)}.
 
 Best of three, the full lake backfill takes **{f['seconds'] / c['seconds']:.2f}×** the ClickHouse one; by the medians
 ({median(fulls):.1f} against {median(chs):.1f} s), **{median(fulls) / median(chs):.2f}×**. (ClickHouse's server does its sorting,
@@ -75,7 +75,11 @@ from 49.5 to 75.4 s on this shared machine, so only ratios within a run mean any
 each side once: lake full 79.7 s against ClickHouse 75.4 s, **1.06×**.
 
 On 2026-12-07, the session of the table above, the code before the run's end compacted in parallel and renamed lone
-parts (4a271e4) took 69.2 s for the full lake in one run (1.03× the best ClickHouse run above; peak 714 MiB). Before,
+parts (4a271e4) took 69.2 s for the full lake in one run (1.03× the best ClickHouse run above). Its peak memory
+was 714 MiB, against 388 MiB recorded for the same code on 2026-12-06: the peak moves with how batch writes and
+compactions overlap, and runs are single samples of it. The end compacts up to min(cores, 4) partitions at once, the
+largest first, so on more cores the peak can hold that many partitions (a national facts partition: about 34,000
+rows). Before,
 the run's end compacted one partition at a time while the simulator, done, left the other core idle. At `--copies 8`
 about a sixth of the facts partitions and a quarter of the posts partitions had one part at the end. Single
 `--copies 8` runs, alternating, were too noisy to separate the two changes: 11.3–15.5 s before, 9.9–11.6 s after.
