@@ -64,7 +64,7 @@ fn source_cells(facts: &DataFrame, to: NaiveDate) -> Result<Vec<SourceCells>> {
     let f = facts
         .clone()
         .lazy()
-        .filter(col("breakdown").neq(lit("")).and(col("day").lt_eq(lit(to))))
+        .filter(col("breakdown").neq(lit("")).and(col("day").lt_eq(crate::frames::date(to))))
         .with_column(col("day").cast(DataType::Int32).alias("day_n"))
         .select([
             col("practice_code"),

@@ -39,7 +39,7 @@ impl Facts {
     /// chosen exactly as [`load_fact_files`] chooses them.
     pub fn split(all: DataFrame, from: NaiveDate, to: NaiveDate) -> Result<Facts> {
         let totals = all.clone().lazy().filter(col("breakdown").eq(lit(""))).collect()?;
-        let in_range = col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to)));
+        let in_range = col("day").gt_eq(date(from)).and(col("day").lt_eq(date(to)));
         let breakdowns = kept_windows(all.lazy().filter(col("breakdown").neq(lit("")).and(in_range)), to)?.collect()?;
         Ok(Facts { totals, breakdowns })
     }
@@ -81,12 +81,17 @@ pub fn is_sunday(day: Expr) -> Expr {
     (day.cast(DataType::Int32) % lit(7)).eq(lit(3))
 }
 
+/// A date as a literal of polars' `Date` type. `lit(NaiveDate)` makes a datetime in nanoseconds, which turns a
+/// comparison with a `Date` column into a conversion of every row.
+pub fn date(day: NaiveDate) -> Expr {
+    lit(Scalar::new_date(day_number(day)))
+}
+
 /// The breakdown rows of the windows the reports keep: Sundays, and each (page, metric, period)'s latest day in the
 /// last week before `to` (the latest window: a page with none that week is in its Sundays' windows only, so an
 /// incremental run, which reads from at least a week back, sees the same latest window as a full one).
 fn kept_windows(lf: LazyFrame, to: NaiveDate) -> Result<LazyFrame> {
-    let last_week = to - chrono::Duration::days(6);
-    let recent = col("day").gt_eq(lit(last_week));
+    let recent = col("day").gt_eq(date(to - chrono::Duration::days(6)));
     let candidates = lf.filter(is_sunday(col("day")).or(recent.clone()));
     let last = when(recent.clone()).then(col("day")).otherwise(lit(NULL).cast(DataType::Date));
     let latest = recent.and(col("day").eq(last.max().over([col("page_id"), col("metric"), col("period")])?));
@@ -135,7 +140,7 @@ pub fn scan_fact_files(files: &[PathBuf], wanted: Wanted, from: NaiveDate, to: N
             col(F::BREAKDOWN),
             col(F::VALUE),
         ])
-        .filter(col(F::DAY).gt_eq(lit(from)).and(col(F::DAY).lt_eq(lit(to))).and(wanted_expr(wanted))))
+        .filter(col(F::DAY).gt_eq(date(from)).and(col(F::DAY).lt_eq(date(to))).and(wanted_expr(wanted))))
 }
 
 /// What a run record says beside its range.
@@ -308,49 +313,58 @@ pub fn series_many(
     df: &DataFrame,
     wanted: Wanted,
 ) -> Result<Vec<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>>>> {
-    let f = df
-        .clone()
-        .lazy()
-        .filter(col("breakdown").eq(lit("")).and(wanted_expr(wanted)))
-        .select([col("page_id"), col("metric"), col("period"), col("day").cast(DataType::Int32), col("value")])
-        .collect()?;
-    let pages = f.column("page_id")?.str()?.clone();
-    let metrics = f.column("metric")?.str()?.clone();
-    let periods = f.column("period")?.str()?.clone();
-    let days = f.column("day")?.i32()?.clone();
-    let values = f.column("value")?.f64()?.clone();
+    type Series = std::collections::BTreeMap<i32, f64>;
+    let pages = df.column("page_id")?.str()?.clone();
+    let metrics = df.column("metric")?.str()?.clone();
+    let periods = df.column("period")?.str()?.clone();
+    let breakdowns = df.column("breakdown")?.str()?.clone();
+    let days = df.column("day")?.cast(&DataType::Int32)?;
+    let days = days.i32()?.clone();
+    let values = df.column("value")?.f64()?.clone();
     debug_assert!(wanted.iter().enumerate().all(|(i, w)| !wanted[..i].contains(w)), "each pair once");
-    let mut out: Vec<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>>> =
-        vec![Default::default(); wanted.len()];
+    let mut out: Vec<std::collections::BTreeMap<String, Series>> = vec![Default::default(); wanted.len()];
     // Rows come grouped by metric, period and page (the lake writes them so; any order is still right): the pair's
-    // index and the page's key are looked up once per run of equal values, not once per row.
-    let mut last: Option<(&str, &str, usize)> = None;
+    // index is looked up once per run of equal pairs (a pair not wanted too), and a page's days are gathered while
+    // its run lasts and added to its map once, rather than every row comparing strings and searching the maps.
+    let mut pair: Option<(&str, &str, Option<usize>)> = None;
+    let mut run: Option<(usize, &str)> = None;
+    let mut days_of_run: Vec<(i32, f64)> = Vec::new();
+    let flush = |out: &mut Vec<std::collections::BTreeMap<String, Series>>,
+                 run: Option<(usize, &str)>,
+                 days: &mut Vec<(i32, f64)>| {
+        if let Some((k, page)) = run {
+            match out[k].get_mut(page) {
+                Some(series) => series.extend(days.drain(..)),
+                None => {
+                    out[k].insert(page.to_owned(), days.drain(..).collect());
+                }
+            }
+        }
+    };
     // Zipped iterators, not `get(i)`: a column read from many files has many chunks, and `get` finds the chunk of
     // each row anew (a quarter of the job's time at national scale, `perf` showed).
-    let rows = pages.iter().zip(metrics.iter()).zip(periods.iter()).zip(days.iter()).zip(values.iter());
-    for ((((p, m), per), d), v) in rows {
-        let (Some(p), Some(m), Some(per), Some(d), Some(v)) = (p, m, per, d, v) else {
+    let rows =
+        pages.iter().zip(metrics.iter()).zip(periods.iter()).zip(breakdowns.iter()).zip(days.iter()).zip(values.iter());
+    for (((((p, m), per), b), d), v) in rows {
+        let (Some(p), Some(m), Some(per), Some(""), Some(d), Some(v)) = (p, m, per, b, d, v) else {
             continue;
         };
-        let k = match last {
+        let k = match pair {
             Some((lm, lp, k)) if lm == m && lp == per => k,
             _ => {
-                let Some(k) = wanted.iter().position(|(wm, wp)| wm.as_str() == m && wp.as_str() == per) else {
-                    continue;
-                };
-                last = Some((m, per, k));
+                let k = wanted.iter().position(|(wm, wp)| wm.as_str() == m && wp.as_str() == per);
+                pair = Some((m, per, k));
                 k
             }
         };
-        match out[k].get_mut(p) {
-            Some(series) => {
-                series.insert(d, v);
-            }
-            None => {
-                out[k].insert(p.to_owned(), std::collections::BTreeMap::from([(d, v)]));
-            }
+        let Some(k) = k else { continue };
+        if !matches!(run, Some((rk, rp)) if rk == k && rp == p) {
+            flush(&mut out, run, &mut days_of_run);
+            run = Some((k, p));
         }
+        days_of_run.push((d, v));
     }
+    flush(&mut out, run, &mut days_of_run);
     Ok(out)
 }
 
@@ -406,6 +420,100 @@ mod tests {
         (0..df.height())
             .map(|i| (pages.get(i).unwrap().to_owned(), days.get(i).unwrap(), keys.get(i).unwrap().to_owned()))
             .collect()
+    }
+
+    /// `series_many` gathers each page's days while its run lasts: a page whose rows come in two runs (another page
+    /// between), a pair not wanted between wanted ones, a breakdown row and a repeated day (the later value wins, as
+    /// a map insert would) all give the maps a row-by-row insert gives.
+    #[test]
+    fn series_many_gives_what_inserting_row_by_row_gives_whatever_the_runs() {
+        let rows: &[(&str, M, P, i32, &str, f64)] = &[
+            ("p1", M::PageReach, P::Day, 10, "", 1.0),
+            ("p1", M::PageReach, P::Day, 11, "", 2.0),
+            ("p2", M::PageReach, P::Day, 10, "", 3.0),
+            ("p1", M::PageReach, P::Day, 12, "", 4.0),
+            ("p1", M::PageViews, P::Week, 10, "", 5.0),
+            ("p1", M::PageViews, P::Day, 10, "", 6.0),
+            ("p1", M::PageViews, P::Day, 10, "F.25-34", 7.0),
+            ("p1", M::PageReach, P::Day, 11, "", 8.0),
+            ("p2", M::PageViews, P::Day, 13, "", 9.0),
+        ];
+        let df = df![
+            "page_id" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+            "metric" => rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+            "period" => rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+            "day" => rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+            "breakdown" => rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+            "value" => rows.iter().map(|r| r.5).collect::<Vec<_>>(),
+        ]
+        .unwrap();
+        let df = df.lazy().with_column(col("day").cast(DataType::Date)).collect().unwrap();
+        let wanted: Wanted = &[(M::PageViews, P::Day), (M::PageReach, P::Day)];
+        let got = series_many(&df, wanted).unwrap();
+        let mut expected: Vec<std::collections::BTreeMap<String, std::collections::BTreeMap<i32, f64>>> =
+            vec![Default::default(); wanted.len()];
+        for (page, m, p, day, key, value) in rows {
+            if let (Some(k), true) = (wanted.iter().position(|w| *w == (*m, *p)), key.is_empty()) {
+                expected[k].entry(page.to_string()).or_default().insert(*day, *value);
+            }
+        }
+        assert_eq!(got, expected);
+        assert_eq!(got[1]["p1"], std::collections::BTreeMap::from([(10, 1.0), (11, 8.0), (12, 4.0)]));
+        assert_eq!(got[0]["p1"], std::collections::BTreeMap::from([(10, 6.0)]));
+    }
+
+    /// A stored pair that is not wanted, though its metric and its period each are (the cross product of the wanted
+    /// metrics and periods), is never loaded, as totals or as breakdowns, and the wanted pairs come whole.
+    #[test]
+    fn a_pair_not_wanted_is_not_loaded_though_its_metric_and_period_each_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = pulse_store::lake::LakeStore::open(dir.path()).unwrap();
+        let access = pulse_config::testing::operator([TenantId::new("t1").unwrap()]);
+        let (from, to) = (NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(), NaiveDate::from_ymd_opt(2026, 3, 31).unwrap());
+        let page = "100000000001";
+        let mut facts = Vec::new();
+        for i in 0..31 {
+            let day = from + Duration::days(i);
+            let v = i as f64;
+            facts.push(fact(page, M::PageReach, P::Day, day, "", 1.0 + v));
+            facts.push(fact(page, M::PageReach, P::Week, day, "", 1000.0 + v));
+            facts.push(fact(page, M::PageViews, P::Day, day, "", 2000.0 + v));
+            facts.push(fact(page, M::PageViews, P::Week, day, "", 3000.0 + v));
+            facts.push(fact(page, M::PageFollowersByAgeGender, P::Day, day, "F.25-34", 4000.0 + v));
+            facts.push(fact(page, M::PageFollowersByAgeGender, P::Days28, day, "F.25-34", 5000.0 + v));
+            facts.push(fact(page, M::PageEngagedByAgeGender, P::Day, day, "F.25-34", 6000.0 + v));
+            facts.push(fact(page, M::PageEngagedByAgeGender, P::Days28, day, "F.25-34", 7000.0 + v));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(lake.write_page_insights(&access.write_scope("t1").unwrap(), &facts)).unwrap();
+        let scope = access.scope("t1").unwrap();
+        let files = rt.block_on(lake.fact_files(&scope, &FactFilter::days(from, to))).unwrap().unwrap();
+        let totals: Wanted = &[(M::PageReach, P::Day), (M::PageViews, P::Week)];
+        let ages: Wanted = &[(M::PageFollowersByAgeGender, P::Day), (M::PageEngagedByAgeGender, P::Days28)];
+        let loaded = load_fact_files(&files, totals, ages, from, from, to).unwrap();
+        let pairs = |df: &DataFrame| {
+            let m = df.column(F::METRIC).unwrap().str().unwrap().clone();
+            let p = df.column(F::PERIOD).unwrap().str().unwrap().clone();
+            let mut counts = std::collections::BTreeMap::<(String, String), usize>::new();
+            for (m, p) in m.iter().zip(p.iter()) {
+                *counts.entry((m.unwrap().to_owned(), p.unwrap().to_owned())).or_default() += 1;
+            }
+            counts
+        };
+        let count = |m: M, p: P, n: usize| ((m.as_str().to_owned(), p.as_str().to_owned()), n);
+        assert_eq!(
+            pairs(&loaded.totals),
+            [count(M::PageReach, P::Day, 31), count(M::PageViews, P::Week, 31)].into_iter().collect()
+        );
+        // Breakdowns: March 2026's Sundays (1, 8, 15, 22, 29) and the latest day, for each wanted pair.
+        assert_eq!(
+            pairs(&loaded.breakdowns),
+            [count(M::PageFollowersByAgeGender, P::Day, 6), count(M::PageEngagedByAgeGender, P::Days28, 6)]
+                .into_iter()
+                .collect()
+        );
+        let exact = scan_fact_files(&files, totals, from, to).unwrap().collect().unwrap();
+        assert_eq!(pairs(&exact), pairs(&loaded.totals));
     }
 
     /// Page 1 has breakdowns every day; page 2's stopped two months before the range's end: each keeps its Sundays'

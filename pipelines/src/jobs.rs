@@ -881,8 +881,12 @@ pub fn compute(
 ) -> Result<Computed> {
     let Loaded { facts, posts, snapshots, runs, .. } = loaded;
     let mut summary = JobSummary { facts: facts.height(), ..JobSummary::default() };
-    let in_range =
-        facts.totals.clone().lazy().filter(col("day").gt_eq(lit(from)).and(col("day").lt_eq(lit(to)))).collect()?;
+    let in_range = facts
+        .totals
+        .clone()
+        .lazy()
+        .filter(col("day").gt_eq(frames::date(from)).and(col("day").lt_eq(frames::date(to))))
+        .collect()?;
     // Campaign uplift is per-page Rust work independent of the other reports: it runs beside them, so a tenant's
     // compute uses both cores.
     let mut laps = Laps::start();
