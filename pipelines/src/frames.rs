@@ -333,10 +333,14 @@ pub fn series_many(
                  run: Option<(usize, &str)>,
                  days: &mut Vec<(i32, f64)>| {
         if let Some((k, page)) = run {
+            // `extend`, never `collect`: extend inserts in order, so a day repeated within a run keeps its later
+            // value, as a row-by-row insert would (which of equal keys `collect` keeps, std does not say).
             match out[k].get_mut(page) {
                 Some(series) => series.extend(days.drain(..)),
                 None => {
-                    out[k].insert(page.to_owned(), days.drain(..).collect());
+                    let mut series = Series::new();
+                    series.extend(days.drain(..));
+                    out[k].insert(page.to_owned(), series);
                 }
             }
         }
@@ -423,14 +427,18 @@ mod tests {
     }
 
     /// `series_many` gathers each page's days while its run lasts: a page whose rows come in two runs (another page
-    /// between), a pair not wanted between wanted ones, a breakdown row and a repeated day (the later value wins, as
-    /// a map insert would) all give the maps a row-by-row insert gives.
+    /// between), a pair not wanted between wanted ones, a breakdown row and a repeated day, within a run (the run
+    /// that creates the page's map, too) or across runs (the later value wins, as a map insert would), all give the
+    /// maps a row-by-row insert gives.
     #[test]
     fn series_many_gives_what_inserting_row_by_row_gives_whatever_the_runs() {
         let rows: &[(&str, M, P, i32, &str, f64)] = &[
             ("p1", M::PageReach, P::Day, 10, "", 1.0),
             ("p1", M::PageReach, P::Day, 11, "", 2.0),
+            ("p1", M::PageReach, P::Day, 10, "", 1.5),
             ("p2", M::PageReach, P::Day, 10, "", 3.0),
+            ("p2", M::PageReach, P::Day, 10, "", 3.5),
+            ("p2", M::PageReach, P::Day, 10, "", 3.25),
             ("p1", M::PageReach, P::Day, 12, "", 4.0),
             ("p1", M::PageViews, P::Week, 10, "", 5.0),
             ("p1", M::PageViews, P::Day, 10, "", 6.0),
@@ -458,7 +466,10 @@ mod tests {
             }
         }
         assert_eq!(got, expected);
-        assert_eq!(got[1]["p1"], std::collections::BTreeMap::from([(10, 1.0), (11, 8.0), (12, 4.0)]));
+        // p1's day 10 repeats within its first run (the map's first insert), p2's day 10 three times within its only
+        // run: the last written wins in both.
+        assert_eq!(got[1]["p1"], std::collections::BTreeMap::from([(10, 1.5), (11, 8.0), (12, 4.0)]));
+        assert_eq!(got[1]["p2"], std::collections::BTreeMap::from([(10, 3.25)]));
         assert_eq!(got[0]["p1"], std::collections::BTreeMap::from([(10, 6.0)]));
     }
 

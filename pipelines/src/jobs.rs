@@ -141,6 +141,13 @@ impl Laps {
     }
 }
 
+/// A future's output and the seconds it took to come.
+async fn timed<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<(T, f64)> {
+    let clock = Instant::now();
+    let out = work.await?;
+    Ok((out, clock.elapsed().as_secs_f64()))
+}
+
 /// The Monday of `day`'s (Monday-Sunday) week.
 fn monday_of(day: NaiveDate) -> NaiveDate {
     use chrono::Datelike;
@@ -277,53 +284,72 @@ async fn load_parts<S: Store>(store: &S, input: &JobInput, with_posts: bool) -> 
         to: Some(input.to),
         ..FactFilter::default()
     };
-    let mut laps = Laps::start();
-    // Facts come through the store either way: as checked Parquet files of this tenant to scan in place (the lake),
-    // or as rows (ClickHouse).
-    let facts = match store.fact_files(&input.scope, &filter).await? {
-        Some(files) => {
-            let (from, to) = (input.from, input.to);
-            tokio::task::spawn_blocking(move || {
-                let totals: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
-                frames::load_fact_files(&files, &totals, age_bands::WANTED, load_from, from, to)
-            })
-            .await
-            .map_err(|e| PipelineError::Input(e.to_string()))??
-        }
-        None => {
-            // Rows from the store: the totals, then the breakdowns of the kept windows only (Sundays and the last
-            // week), so a year of breakdowns never has to be held; each page's latest day is picked from those.
-            let breakdown_metrics: BTreeSet<M> = age_bands::WANTED.iter().map(|(m, _)| *m).collect();
-            let totals_only = FactFilter {
-                metrics: filter.metrics.iter().copied().filter(|m| !breakdown_metrics.contains(m)).collect(),
-                ..filter.clone()
-            };
-            let breakdowns = FactFilter {
-                metrics: breakdown_metrics.into_iter().collect(),
-                from: Some(input.from),
-                ..filter.clone()
+    // Facts, posts and snapshots are read at the same time (each timed on its own): facts are mostly decoding on
+    // the blocking pool, posts and snapshots mostly one core's decoding of rows, so the two cores share them.
+    let facts = async {
+        // Facts come through the store either way: as checked Parquet files of this tenant to scan in place (the
+        // lake), or as rows (ClickHouse).
+        let facts = match store.fact_files(&input.scope, &filter).await? {
+            Some(files) => {
+                let (from, to) = (input.from, input.to);
+                tokio::task::spawn_blocking(move || {
+                    let totals: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
+                    frames::load_fact_files(&files, &totals, age_bands::WANTED, load_from, from, to)
+                })
+                .await
+                .map_err(|e| PipelineError::Input(e.to_string()))??
             }
-            .sundays_or_from(input.to - Duration::days(6));
-            let totals = store.read_fact_series(&input.scope, &totals_only).await?;
-            let breakdowns = store.read_fact_series(&input.scope, &breakdowns).await?;
-            let total_pairs: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
-            frames::Facts::from_series(&totals, &total_pairs, &breakdowns, age_bands::WANTED, input.to)?
-        }
+            None => {
+                // Rows from the store: the totals, then the breakdowns of the kept windows only (Sundays and the
+                // last week), so a year of breakdowns never has to be held; each page's latest day is picked from
+                // those.
+                let breakdown_metrics: BTreeSet<M> = age_bands::WANTED.iter().map(|(m, _)| *m).collect();
+                let totals_only = FactFilter {
+                    metrics: filter.metrics.iter().copied().filter(|m| !breakdown_metrics.contains(m)).collect(),
+                    ..filter.clone()
+                };
+                let breakdowns = FactFilter {
+                    metrics: breakdown_metrics.into_iter().collect(),
+                    from: Some(input.from),
+                    ..filter.clone()
+                }
+                .sundays_or_from(input.to - Duration::days(6));
+                let totals = store.read_fact_series(&input.scope, &totals_only).await?;
+                let breakdowns = store.read_fact_series(&input.scope, &breakdowns).await?;
+                let total_pairs: Vec<(M, P)> = wanted.into_iter().filter(|w| !age_bands::WANTED.contains(w)).collect();
+                frames::Facts::from_series(&totals, &total_pairs, &breakdowns, age_bands::WANTED, input.to)?
+            }
+        };
+        Ok::<_, PipelineError>(facts)
     };
+    let post_filter = PostFilter { from: Some(load_from), to: Some(input.to), ..PostFilter::default() };
+    let posts = async {
+        Ok::<_, PipelineError>(if with_posts {
+            store.read_posts(&input.scope, &post_filter).await?
+        } else {
+            Vec::new()
+        })
+    };
+    let snapshots = async {
+        Ok::<_, PipelineError>(if with_posts {
+            store.read_post_snapshots(&input.scope, &PostFilter::default()).await?
+        } else {
+            Vec::new()
+        })
+    };
+    let ((facts, facts_s), (posts, posts_s), (snapshots, snapshots_s)) =
+        tokio::try_join!(timed(facts), timed(posts), timed(snapshots))?;
     if facts.totals.height() == 0 {
         return Err(PipelineError::Input(format!(
             "tenant {} has no stored facts between {load_from} and {}: run `pulse ingest` (or `pulse demo`) first, or choose dates with data",
             input.scope, input.to
         )));
     }
-    laps.lap("load facts");
-    let (mut posts, mut snapshots) = (Vec::new(), Vec::new());
+    let mut laps = Laps::start();
+    laps.phases.insert("load facts", facts_s);
     if with_posts {
-        let filter = PostFilter { from: Some(load_from), to: Some(input.to), ..PostFilter::default() };
-        posts = store.read_posts(&input.scope, &filter).await?;
-        laps.lap("load posts");
-        snapshots = store.read_post_snapshots(&input.scope, &PostFilter::default()).await?;
-        laps.lap("load snapshots");
+        laps.phases.insert("load posts", posts_s);
+        laps.phases.insert("load snapshots", snapshots_s);
     }
     let runs = store.read_runs(&input.scope).await?;
     laps.lap("load runs");
@@ -887,51 +913,62 @@ pub fn compute(
         .lazy()
         .filter(col("day").gt_eq(frames::date(from)).and(col("day").lt_eq(frames::date(to))))
         .collect()?;
-    // Campaign uplift is per-page Rust work independent of the other reports: it runs beside them, so a tenant's
-    // compute uses both cores.
+    // The reports are independent of each other, and each is mostly one core's work: campaign uplift (per-page Rust
+    // work) runs on a thread of its own, age bands and post performance on a second, reach and quality on this one,
+    // so a tenant's compute uses both cores even when no campaign is estimated. Each thread times its own phases.
     let mut laps = Laps::start();
-    let (weekly, tenant_weekly, ages, performance, q, (uplift, series, headlines)) = std::thread::scope(|s| {
-        let uplift = s.spawn(|| campaigns_report(&facts.totals, posts, snapshots, campaigns));
-        let weekly = reach::weekly(&in_range, from, to)?;
-        let tenant_weekly = reach::tenant_weekly(&weekly)?;
-        summary.weeks = tenant_weekly.height();
-        summary.pages = weekly.column("page_id")?.n_unique()?;
-        let engaged: Vec<f64> = weekly.column("engaged_users")?.f64()?.iter().flatten().collect();
-        let weekly_reach: Vec<f64> = weekly.column("reach")?.f64()?.iter().flatten().collect();
-        summary.median_weekly_engaged = (!engaged.is_empty()).then(|| reach::median(&engaged));
-        summary.median_weekly_reach = (!weekly_reach.is_empty()).then(|| reach::median(&weekly_reach));
-        if tenant_weekly.height() > 0 {
-            let last = tenant_weekly.height() - 1;
-            let week = tenant_weekly.column("week_ending")?.cast(&DataType::Int32)?.i32()?.get(last);
-            let gross = tenant_weekly.column("gross_reach")?.f64()?.get(last);
-            if let (Some(w), Some(g)) = (week, gross) {
-                summary.latest_week = Some((from_day_number(w), g));
-            }
+    let tags = campaign_tags(&campaigns.tags);
+    let (weekly, tenant_weekly, (ages, source, performance, side_phases), q, (uplift, series, headlines)) =
+        std::thread::scope(|s| {
+            let uplift = s.spawn(|| campaigns_report(&facts.totals, posts, snapshots, campaigns));
+            let side = s.spawn(|| {
+                let mut laps = Laps::start();
+                let (ages, source) = age_bands::age_bands(&facts.breakdowns, snapshots, registered, to)?;
+                laps.lap("compute age bands");
+                let post_df = frames::post_frame(posts, snapshots)?;
+                let performance = posts::post_performance(&post_df, &tags)?;
+                laps.lap("compute posts");
+                Ok::<_, PipelineError>((ages, source, performance, laps.phases))
+            });
+            let weekly = reach::weekly(&in_range, from, to)?;
+            let tenant_weekly = reach::tenant_weekly(&weekly)?;
+            laps.lap("compute reach");
+            let q = quality::quality(&in_range, runs, from, to)?;
+            laps.lap("compute quality");
+            let side = side
+                .join()
+                .map_err(|_| PipelineError::Input("the age band and post performance computation panicked".into()))??;
+            laps.lap("compute age bands and posts (waited for)");
+            let uplift = uplift
+                .join()
+                .map_err(|_| PipelineError::Input("the campaign uplift computation panicked".into()))??;
+            laps.lap("compute campaigns (waited for)");
+            Ok::<_, PipelineError>((weekly, tenant_weekly, side, q, uplift))
+        })?;
+    laps.phases.extend(side_phases);
+    summary.weeks = tenant_weekly.height();
+    summary.pages = weekly.column("page_id")?.n_unique()?;
+    let engaged: Vec<f64> = weekly.column("engaged_users")?.f64()?.iter().flatten().collect();
+    let weekly_reach: Vec<f64> = weekly.column("reach")?.f64()?.iter().flatten().collect();
+    summary.median_weekly_engaged = (!engaged.is_empty()).then(|| reach::median(&engaged));
+    summary.median_weekly_reach = (!weekly_reach.is_empty()).then(|| reach::median(&weekly_reach));
+    if tenant_weekly.height() > 0 {
+        let last = tenant_weekly.height() - 1;
+        let week = tenant_weekly.column("week_ending")?.cast(&DataType::Int32)?.i32()?.get(last);
+        let gross = tenant_weekly.column("gross_reach")?.f64()?.get(last);
+        if let (Some(w), Some(g)) = (week, gross) {
+            summary.latest_week = Some((from_day_number(w), g));
         }
-        laps.lap("compute reach");
-        let (ages, source) = age_bands::age_bands(&facts.breakdowns, snapshots, registered, to)?;
-        summary.age_source = source;
-        if ages.height() > 0 {
-            let latest = col("window_end").eq(col("window_end").max());
-            let t = ages.clone().lazy().filter(col("level").eq(lit("tenant")).and(latest)).collect()?;
-            let bands = t.column("age_band")?.str()?.clone();
-            let shares = t.column("share")?.f64()?.clone();
-            summary.age_shares =
-                bands.iter().zip(shares.iter()).map(|(b, s)| (b.unwrap_or("").to_owned(), s)).collect();
-        }
-        let tags = campaign_tags(&campaigns.tags);
-        laps.lap("compute age bands");
-        let post_df = frames::post_frame(posts, snapshots)?;
-        let performance = posts::post_performance(&post_df, &tags)?;
-        laps.lap("compute posts");
-        let q = quality::quality(&in_range, runs, from, to)?;
-        summary.quality_issues = q.height();
-        laps.lap("compute quality");
-        let uplift =
-            uplift.join().map_err(|_| PipelineError::Input("the campaign uplift computation panicked".into()))??;
-        laps.lap("compute campaigns (waited for)");
-        Ok::<_, PipelineError>((weekly, tenant_weekly, ages, performance, q, uplift))
-    })?;
+    }
+    summary.age_source = source;
+    if ages.height() > 0 {
+        let latest = col("window_end").eq(col("window_end").max());
+        let t = ages.clone().lazy().filter(col("level").eq(lit("tenant")).and(latest)).collect()?;
+        let bands = t.column("age_band")?.str()?.clone();
+        let shares = t.column("share")?.f64()?.clone();
+        summary.age_shares = bands.iter().zip(shares.iter()).map(|(b, s)| (b.unwrap_or("").to_owned(), s)).collect();
+    }
+    summary.quality_issues = q.height();
     summary.campaigns = headlines;
     summary.phases = laps.phases;
     Ok((
@@ -986,13 +1023,18 @@ fn campaigns_report(
     all: &Campaigns,
 ) -> Result<(DataFrame, DataFrame, Vec<CampaignHeadline>)> {
     let campaigns = &all.estimate;
-    let latest = frames::latest_lifetime(snapshots);
-    let practice_of: BTreeMap<String, String> =
-        posts.iter().map(|p| (p.page.to_string(), p.practice.to_string())).collect();
+    // With no campaign to estimate (a plain run) nothing below reads the posts' lifetimes or the daily series: they
+    // are not built (the series alone are a pass over every total).
+    let mut latest = Default::default();
+    let mut practice_of: BTreeMap<String, String> = BTreeMap::new();
     let mut all_series: BTreeMap<M, Series> = BTreeMap::new();
-    let pairs: Vec<(M, P)> = CAMPAIGN_METRICS.iter().map(|(_, m, _)| (*m, P::Day)).collect();
-    for ((m, _), series) in pairs.iter().zip(frames::series_many(facts, &pairs)?) {
-        all_series.insert(*m, series);
+    if !campaigns.is_empty() {
+        latest = frames::latest_lifetime(snapshots);
+        practice_of = posts.iter().map(|p| (p.page.to_string(), p.practice.to_string())).collect();
+        let pairs: Vec<(M, P)> = CAMPAIGN_METRICS.iter().map(|(_, m, _)| (*m, P::Day)).collect();
+        for ((m, _), series) in pairs.iter().zip(frames::series_many(facts, &pairs)?) {
+            all_series.insert(*m, series);
+        }
     }
     let pages_with_data: BTreeSet<String> = all_series.values().flat_map(|s| s.keys().cloned()).collect();
     // Every campaign's window is kept out of the others' placebo windows, estimated now or not.

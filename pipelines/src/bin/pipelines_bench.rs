@@ -27,6 +27,18 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system, every thread) this process has used: the work done, less swayed than wall-clock time
+/// by what else the machine is doing.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// `pipelines_bench --clickhouse <url> <database> <tenant> <from> <to>`: the time to load one tenant's facts for the
 /// range from ClickHouse into a frame (the WHERE on the sort key does the filtering).
 fn clickhouse_load(args: &[String]) -> Result<()> {
@@ -298,6 +310,7 @@ fn main() -> Result<()> {
     let lake = pulse_store::lake::LakeStore::open(&root)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let (mut rows, mut out_rows, mut uplift_rows) = (0usize, 0usize, 0usize);
     // Seconds spent loading and computing, summed over tenants: where the time goes.
     let (mut load_s, mut compute_s) = (0.0, 0.0);
@@ -333,8 +346,9 @@ fn main() -> Result<()> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = cpu_seconds() - cpu_started;
     println!(
-        "{{\"tenants\": {}, \"campaigns\": {}, \"facts_loaded\": {rows}, \"report_rows\": {out_rows}, \"uplift_rows\": {uplift_rows}, \"seconds\": {secs:.2}, \"load_seconds\": {load_s:.2}, \"compute_seconds\": {compute_s:.2}, \"peak_rss_mib\": {:.0}, \"phases\": {{{}}}}}",
+        "{{\"tenants\": {}, \"campaigns\": {}, \"facts_loaded\": {rows}, \"report_rows\": {out_rows}, \"uplift_rows\": {uplift_rows}, \"seconds\": {secs:.2}, \"cpu_seconds\": {cpu_secs:.2}, \"load_seconds\": {load_s:.2}, \"compute_seconds\": {compute_s:.2}, \"peak_rss_mib\": {:.0}, \"phases\": {{{}}}}}",
         tenants.len(),
         campaigns.len(),
         peak_rss_mib(),
