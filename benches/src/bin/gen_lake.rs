@@ -230,6 +230,9 @@ fn write_posts(
     }
     rt.block_on(lake.write_posts(&scope, &posts))?;
     rt.block_on(lake.write_post_snapshots(&scope, &snapshots))?;
+    // As an ingest run's end leaves a tenant: each partition compacted into its `data.parquet` (a lone part renamed),
+    // which a read takes without merging.
+    rt.block_on(lake.settle(&scope))?;
     Ok(posts.len())
 }
 
