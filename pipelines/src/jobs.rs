@@ -141,6 +141,17 @@ impl Laps {
     }
 }
 
+/// The error for a report thread that panicked, with the panic's message (a `&str` or `String` payload, as `panic!`
+/// makes), as tokio's error for a panicked task would carry it.
+fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> PipelineError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    PipelineError::Input(format!("{what} panicked: {message}"))
+}
+
 /// A future's output and the seconds it took to come.
 async fn timed<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<(T, f64)> {
     let clock = Instant::now();
@@ -284,8 +295,10 @@ async fn load_parts<S: Store>(store: &S, input: &JobInput, with_posts: bool) -> 
         to: Some(input.to),
         ..FactFilter::default()
     };
-    // Facts, posts and snapshots are read at the same time (each timed on its own): facts are mostly decoding on
-    // the blocking pool, posts and snapshots mostly one core's decoding of rows, so the two cores share them.
+    // Facts, posts and snapshots are read at the same time, each timed on its own. On the lake each read decodes on
+    // a thread of the blocking pool, so the two cores share them; on ClickHouse the three queries overlap their waits.
+    // All three are awaited whatever fails (no read is left running behind the run), and their errors are reported
+    // in a fixed order: facts, then posts, then snapshots.
     let facts = async {
         // Facts come through the store either way: as checked Parquet files of this tenant to scan in place (the
         // lake), or as rows (ClickHouse).
@@ -337,14 +350,15 @@ async fn load_parts<S: Store>(store: &S, input: &JobInput, with_posts: bool) -> 
             Vec::new()
         })
     };
-    let ((facts, facts_s), (posts, posts_s), (snapshots, snapshots_s)) =
-        tokio::try_join!(timed(facts), timed(posts), timed(snapshots))?;
+    let (facts, posts, snapshots) = tokio::join!(timed(facts), timed(posts), timed(snapshots));
+    let (facts, facts_s) = facts?;
     if facts.totals.height() == 0 {
         return Err(PipelineError::Input(format!(
             "tenant {} has no stored facts between {load_from} and {}: run `pulse ingest` (or `pulse demo`) first, or choose dates with data",
             input.scope, input.to
         )));
     }
+    let ((posts, posts_s), (snapshots, snapshots_s)) = (posts?, snapshots?);
     let mut laps = Laps::start();
     laps.phases.insert("load facts", facts_s);
     if with_posts {
@@ -935,13 +949,9 @@ pub fn compute(
             laps.lap("compute reach");
             let q = quality::quality(&in_range, runs, from, to)?;
             laps.lap("compute quality");
-            let side = side
-                .join()
-                .map_err(|_| PipelineError::Input("the age band and post performance computation panicked".into()))??;
+            let side = side.join().map_err(|p| panicked("the age band and post performance computation", p))??;
             laps.lap("compute age bands and posts (waited for)");
-            let uplift = uplift
-                .join()
-                .map_err(|_| PipelineError::Input("the campaign uplift computation panicked".into()))??;
+            let uplift = uplift.join().map_err(|p| panicked("the campaign uplift computation", p))??;
             laps.lap("compute campaigns (waited for)");
             Ok::<_, PipelineError>((weekly, tenant_weekly, side, q, uplift))
         })?;
@@ -1219,6 +1229,20 @@ mod tests {
     use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray};
 
     /// Whether `enter` admits within a moment (while the passes held so far are held).
+    /// A report thread's panic reaches the caller with its message, whether `panic!` made a `&str` or a `String`.
+    #[test]
+    fn a_report_thread_that_panics_is_reported_with_its_message() {
+        let literal = std::thread::spawn(|| panic!("no rows")).join().unwrap_err();
+        let n = 3;
+        let formatted = std::thread::spawn(move || panic!("row {n} is bad")).join().unwrap_err();
+        assert_eq!(
+            panicked("the age bands", literal).to_string(),
+            PipelineError::Input("the age bands panicked: no rows".into()).to_string()
+        );
+        assert!(panicked("uplift", formatted).to_string().contains("uplift panicked: row 3 is bad"));
+        assert!(panicked("uplift", Box::new(7_u8)).to_string().contains("uplift panicked: no message"));
+    }
+
     async fn admitted(gate: &Gate, incremental: bool, place: Option<&str>) -> Option<Pass> {
         tokio::time::timeout(std::time::Duration::from_millis(150), gate.enter(incremental, place)).await.ok()
     }

@@ -314,7 +314,9 @@ fn main() -> Result<()> {
     let (mut rows, mut out_rows, mut uplift_rows) = (0usize, 0usize, 0usize);
     // Seconds spent loading and computing, summed over tenants: where the time goes.
     let (mut load_s, mut compute_s) = (0.0, 0.0);
-    // The job's own phases, summed over tenants (uplift runs beside the others: its lap is the time waited for it).
+    // The job's own phases, summed over tenants. Phases on different threads overlap (uplift, age bands and posts run
+    // beside reach and quality: the `waited for` laps are the time the caller waited for them), so they add up to
+    // more than the run.
     let mut phases: std::collections::BTreeMap<String, f64> = Default::default();
     for scope in access.write_scopes() {
         let lap = Instant::now();
