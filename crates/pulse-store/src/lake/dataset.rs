@@ -1357,6 +1357,33 @@ mod tests {
         assert_eq!(read::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap(), expected);
     }
 
+    /// Partitions are compacted largest first (bytes on disk), whatever order they were added in, so the last to
+    /// finish is a small one; on one worker the order is exactly that.
+    #[test]
+    fn partitions_are_compacted_largest_first() {
+        static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        fn record(dir: &Path, _tenant: &str) -> Result<()> {
+            DONE.lock().unwrap().push(dir.to_owned());
+            Ok(())
+        }
+        let root = tempfile::tempdir().unwrap();
+        // Added in month order; sizes 300, 5,000 (two files), 0 (empty) and 1,200 bytes.
+        let sizes: [&[usize]; 4] = [&[300], &[4_000, 1_000], &[], &[1_200]];
+        let mut dirs = Vec::new();
+        for (i, files) in sizes.iter().enumerate() {
+            let dir = root.path().join(format!("month=2026-0{}", i + 1));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (j, len) in files.iter().enumerate() {
+                std::fs::write(dir.join(format!("part-{j}.parquet")), vec![0u8; *len]).unwrap();
+            }
+            dirs.push(dir);
+        }
+        let jobs = dirs.iter().map(|d| (d.clone(), record as CompactFn)).collect();
+        Compactions { root: root.path(), tenant: "alpha", jobs }.run_on(1).unwrap();
+        let done = std::mem::take(&mut *DONE.lock().unwrap());
+        assert_eq!(done, vec![dirs[1].clone(), dirs[3].clone(), dirs[0].clone(), dirs[2].clone()]);
+    }
+
     /// A read without the lock, with a compaction by rename landing at each point of it: after the read listed the
     /// partition's lone part and before it opens it (the part is gone), and after it read the part and before it
     /// checks the compacted file's identity (which changed). Either way the read starts again and returns every row
