@@ -1229,6 +1229,39 @@ mod tests {
         assert_eq!(read::<PageInsightFact>(dir.path(), "alpha", None, None).unwrap(), before);
     }
 
+    /// Posts and post snapshots too: a write's lone part per partition (repeated keys within the write, so it keeps
+    /// one row per key) is renamed into the compacted file, the same inode, and reads the same rows.
+    #[test]
+    fn a_lone_part_of_posts_or_snapshots_becomes_the_compacted_file_unchanged() {
+        lone_parts_are_renamed(post);
+        lone_parts_are_renamed(snapshot);
+    }
+
+    fn lone_parts_are_renamed<R: LakeRecord + PartialEq + std::fmt::Debug>(generate: impl Fn(&mut Lcg, f64) -> R) {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Lcg(29);
+        let rows: Vec<R> = (0..80).map(|i| generate(&mut rng, i as f64)).collect();
+        upsert(dir.path(), "alpha", &rows).unwrap();
+        let before = read::<R>(dir.path(), "alpha", None, None).unwrap();
+        let partitions = partitions(dir.path(), R::DATASET, "alpha", None, None).unwrap();
+        assert!(!partitions.is_empty());
+        let inodes: Vec<u64> = partitions
+            .iter()
+            .map(|p| {
+                let parts = parts(p).unwrap();
+                assert_eq!(parts.len(), 1, "{p:?}: one part");
+                std::fs::metadata(&parts[0]).unwrap().ino()
+            })
+            .collect();
+        compact_range::<R>(dir.path(), "alpha", None, None).unwrap();
+        for (p, ino) in partitions.iter().zip(inodes) {
+            assert!(parts(p).unwrap().is_empty(), "{p:?}: the part is gone");
+            assert_eq!(std::fs::metadata(p.join(DATA_FILE)).unwrap().ino(), ino, "{p:?}: renamed, not rewritten");
+        }
+        assert_eq!(read::<R>(dir.path(), "alpha", None, None).unwrap(), before, "{}", R::DATASET);
+    }
+
     #[test]
     fn a_lone_part_out_of_key_order_or_with_a_repeated_key_is_merged_not_renamed() {
         for repeated in [false, true] {
