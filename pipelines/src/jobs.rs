@@ -1228,7 +1228,6 @@ mod tests {
     use super::*;
     use arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray};
 
-    /// Whether `enter` admits within a moment (while the passes held so far are held).
     /// A report thread's panic reaches the caller with its message, whether `panic!` made a `&str` or a `String`.
     #[test]
     fn a_report_thread_that_panics_is_reported_with_its_message() {
@@ -1243,6 +1242,7 @@ mod tests {
         assert!(panicked("uplift", Box::new(7_u8)).to_string().contains("uplift panicked: no message"));
     }
 
+    /// Whether `enter` admits within a moment (while the passes held so far are held).
     async fn admitted(gate: &Gate, incremental: bool, place: Option<&str>) -> Option<Pass> {
         tokio::time::timeout(std::time::Duration::from_millis(150), gate.enter(incremental, place)).await.ok()
     }
